@@ -1,0 +1,125 @@
+"""kitctl: the Typer app. Thin: parse options, call the library, render errors. No logic here.
+
+Commands are grouped by area in ``cli_*.py`` modules (images, data, train, observe, cluster), each of
+which registers its commands on ``app``; this module owns the app, the global options and error rendering.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from kitctl import __version__
+from kitctl.config import KitConfig, load_config, write_template
+from kitctl.errors import KitError
+
+app = typer.Typer(
+    name="kitctl",
+    help="llmc-kit: reproduce GPT-2 (124M) with karpathy/llm.c, from a bare GPU box to a cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    config_path: Optional[Path] = None
+    _config: Optional[KitConfig] = None
+
+    def config(self) -> KitConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+state = State()
+
+
+def config() -> KitConfig:
+    """The loaded kit.yaml (loaded once, on first use, so `--help` never needs a valid config)."""
+    return state.config()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"kitctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="kit.yaml to use (default ./kit.yaml)"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    state.config_path = config_file
+    state._config = None
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(Path("kit.yaml"), help="where to write the config"),
+    data_root: str = typer.Option("./data", help="the big disk for datasets, HF cache and runs"),
+    force: bool = typer.Option(False, help="overwrite an existing file"),
+    stdout: bool = typer.Option(False, "--stdout", help="print the template instead of writing it"),
+) -> None:
+    """Write a commented kit.yaml."""
+    from kitctl.config import TEMPLATE
+
+    if stdout:
+        sys.stdout.write(TEMPLATE.format(data_root=data_root))
+        return
+    write_template(path, data_root, force)
+    console.print(f"wrote {path}: edit data_root (your big disk) and arch, then `kitctl doctor`")
+
+
+def render_error(e: KitError) -> None:
+    err_console.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
+    if e.hint:
+        err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+
+
+def _register() -> None:
+    import importlib
+
+    for mod in ("cli_images", "cli_data", "cli_train", "cli_observe", "cli_cluster", "cli_demo"):
+        try:
+            importlib.import_module(f"kitctl.{mod}")
+        except ModuleNotFoundError as e:  # an area not written yet
+            if e.name != f"kitctl.{mod}":
+                raise
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except KitError as e:
+        render_error(e)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: nothing was left half-written; re-run the same command to resume")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,64 @@
+"""Shared fixtures: paths to the shared offline inputs, and engine / tool checks that skip with a reason."""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared"))
+GPT2_BPE = SHARED / "data" / "gpt2-bpe"
+TINYSHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
+LLMC_SRC = Path(os.environ.get("LLMC_SRC", REPO / ".llmc-src" / "llm.c"))
+
+
+@functools.lru_cache(maxsize=1)
+def docker_engine_reason() -> str | None:
+    """None when a Docker engine answers, else why not."""
+    if shutil.which("docker") is None:
+        return "no docker CLI on PATH (CI installs one with ../shared/ci/docker-engine.sh)"
+    try:
+        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
+                           text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"docker info failed: {e}"
+    if r.returncode != 0:
+        return "no Docker engine is running (start one with ../shared/ci/docker-engine.sh)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "docker" in item.keywords:
+            reason = docker_engine_reason()
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+        if "chromium" in item.keywords and shutil.which("chromium") is None:
+            item.add_marker(pytest.mark.skip(reason="Debian's chromium is not installed (CI installs it)"))
+        if "slurm" in item.keywords and shutil.which("slurmctld") is None:
+            item.add_marker(pytest.mark.skip(reason="slurm-wlm is not installed (CI installs slurm-wlm and munge)"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_bpe_dir() -> Path:
+    if not (GPT2_BPE / "vocab.bpe").exists():
+        pytest.skip(f"GPT-2 BPE files not found at {GPT2_BPE}")
+    return GPT2_BPE
+
+
+@pytest.fixture(scope="session")
+def tinyshakespeare() -> Path:
+    if not TINYSHAKESPEARE.exists():
+        pytest.skip(f"tinyshakespeare not found at {TINYSHAKESPEARE}")
+    return TINYSHAKESPEARE
+
+
+@pytest.fixture(scope="session")
+def llmc_src() -> Path:
+    if not (LLMC_SRC / "train_gpt2.cu").exists():
+        pytest.skip(f"no llm.c checkout at {LLMC_SRC} (set LLMC_SRC; GitHub is unreachable in CI)")
+    return LLMC_SRC
