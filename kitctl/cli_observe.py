@@ -1,0 +1,59 @@
+"""Observe commands: ``kitctl tensorboard``, ``kitctl status``, ``kitctl report`` (logic in logs/tbserve/status/report)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from kitctl.cli import app, config, console
+
+
+@app.command()
+def tensorboard(
+    runs: Optional[List[str]] = typer.Argument(None, help="run names under <data_root>/runs or run folders; default all"),
+    port: int = typer.Option(6006, "--port", "-p", help="TensorBoard's port"),
+    host: Optional[str] = typer.Option(None, "--host", help="bind only this address (default: all interfaces)"),
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="keep converting new log lines"),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="serve TensorBoard (--no-serve only converts)"),
+    interval: float = typer.Option(5.0, "--interval", help="seconds between looks at the logs when following"),
+) -> None:
+    """llm.c's main.log (+ stdout.log) -> TensorBoard event files in <run>/tb/, then serve TensorBoard, live."""
+    from kitctl.logs import resolve_runs
+    from kitctl.tbserve import run_tensorboard
+
+    runs_dir = config().runs_dir
+    run_dirs = resolve_runs(runs or [], runs_dir, allow_empty=follow)
+    if not run_dirs:
+        console.print(f"no runs under {runs_dir} yet; waiting for one to appear")
+    run_tensorboard(run_dirs, None if runs else runs_dir, port=port, host=host, follow=follow, serve=serve,
+                    interval=interval, say=lambda m: console.print(m, highlight=False, markup=False))
+
+
+@app.command()
+def status(
+    run: Optional[str] = typer.Argument(None, help="run name or folder; default the most recently active run"),
+) -> None:
+    """One screen about a run: step/total, tok/s, ETA, losses, HellaSwag, GPUs, whether it is alive."""
+    from kitctl.logs import latest_run, resolve_runs
+    from kitctl.status import collect, render
+
+    runs_dir = config().runs_dir
+    run_dir = resolve_runs([run], runs_dir)[0] if run else latest_run(runs_dir)
+    console.print(render(collect(run_dir)))
+
+
+@app.command()
+def report(
+    runs: Optional[List[str]] = typer.Argument(None, help="run names or folders; default all runs"),
+    out: Path = typer.Option(Path("report.png"), "--out", "-o", help="report.png or report.html"),
+) -> None:
+    """Loss and HellaSwag curves of one or more runs vs the GPT-2 124M / GPT-3 124M references."""
+    from kitctl.logs import resolve_runs
+    from kitctl.report import write_report
+
+    run_dirs = resolve_runs(runs or [], config().runs_dir)
+    plotted, skipped = write_report(run_dirs, out)
+    for d in skipped:
+        console.print(f"skipped {d.name}: no loss logged yet", highlight=False)
+    console.print(f"wrote {out} ({', '.join(r.run_dir.name for r in plotted)})", highlight=False)
