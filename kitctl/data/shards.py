@@ -1,0 +1,152 @@
+"""llm.c token shard files: read, write, and the exact upstream layout.
+
+A shard (llm.c ``dev/data/data_common.py`` write_datafile, read by ``llmc/dataloader.h``) is a header of
+256 little-endian int32 -- ``[20240520 (magic), 1 (version), n_tokens, 0, ...]`` -- followed by
+``n_tokens`` uint16 GPT-2 token ids. Shard 0 is ``<name>_val_000000.bin``, every later one
+``<name>_train_%06d.bin``.
+
+The token *stream* is every document as ``[50256] + encode_ordinary(text)``, concatenated in order;
+llm.c's ``fineweb.py`` cuts it into consecutive shards of exactly ``shard_size`` tokens (a document that
+crosses a boundary is split, its remainder starts the next shard; a document that exactly fills a shard
+ends it) and writes whatever is left as a last, shorter shard. ``ShardWriter`` does the same, and also
+lets a document longer than a shard spill over as many shards as it needs (upstream crashes there).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from kitctl.errors import KitError
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+TOKEN_DTYPE = np.dtype("<u2")
+EOT = 50256
+
+
+def shard_filename(name: str, index: int) -> str:
+    split = "val" if index == 0 else "train"
+    return f"{name}_{split}_{index:06d}.bin"
+
+
+def header_bytes(n_tokens: int) -> bytes:
+    if not 0 <= n_tokens < 2**31:
+        raise ValueError(f"token count {n_tokens} does not fit llm.c's int32 header")
+    h = np.zeros(HEADER_INTS, dtype="<i4")
+    h[0], h[1], h[2] = MAGIC, VERSION, n_tokens
+    return h.tobytes()
+
+
+def write_shard(path: Path, tokens: np.ndarray) -> str:
+    """Write one shard atomically (temp name in the same folder, fsync, rename). Returns its sha256."""
+    path = Path(path)
+    tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
+    tmp = path.with_name(f".{path.name}.tmp")
+    head = header_bytes(len(tokens))
+    h = hashlib.sha256(head)
+    body = memoryview(tokens).cast("B")
+    h.update(body)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:   # Ctrl-C / disk full: never leave a partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    return h.hexdigest()
+
+
+def read_header(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        raw = f.read(HEADER_BYTES)
+    if len(raw) < HEADER_BYTES:
+        raise KitError(f"{path}: {len(raw)} bytes, shorter than llm.c's 1024-byte header",
+                       "the file is truncated; delete it and re-run `kitctl data` to rewrite it")
+    return np.frombuffer(raw, dtype="<i4")
+
+
+def check_shard(path: Path) -> int:
+    """Check header (magic, version) and that the file size matches its token count. Returns n_tokens."""
+    path = Path(path)
+    h = read_header(path)
+    if h[0] != MAGIC or h[1] != VERSION:
+        raise KitError(f"{path}: header magic/version {h[0]}/{h[1]}, expected {MAGIC}/{VERSION} (llm.c GPT-2 shard)",
+                       "this is not an llm.c uint16 token shard")
+    n = int(h[2])
+    want = HEADER_BYTES + 2 * n
+    size = path.stat().st_size
+    if size != want:
+        raise KitError(f"{path}: {size} bytes but the header says {n} tokens ({want} bytes)",
+                       "the file is truncated or padded; delete it and re-run `kitctl data`")
+    return n
+
+
+def read_shard(path: Path) -> np.ndarray:
+    """Tokens of one shard (checked), as a uint16 array (memory-mapped)."""
+    n = check_shard(path)
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n,))
+
+
+class ShardWriter:
+    """Cuts a token stream into shards exactly like llm.c's fineweb.py (see module docstring).
+
+    ``first_shard_size`` sizes shard 0 (the val shard) separately; default ``shard_size``.
+    ``on_shard(index, path, n_tokens, sha256, stream_end)`` is called after each shard is renamed into
+    place; ``stream_end`` is the stream position (tokens since the start of the whole stream) where it ends.
+    """
+
+    def __init__(self, out_dir: Path, name: str, shard_size: int, first_shard_size: Optional[int] = None,
+                 start_index: int = 0, start_pos: int = 0,
+                 on_shard: Optional[Callable[[int, Path, int, str, int], None]] = None):
+        if shard_size < 1:
+            raise ValueError("shard_size must be >= 1")
+        self.out_dir = Path(out_dir)
+        self.name = name
+        self.shard_size = shard_size
+        self.first_shard_size = first_shard_size or shard_size
+        self.index = start_index
+        self.pos = start_pos          # stream position of the first token in the buffer
+        self.on_shard = on_shard
+        self.buf = np.empty(self._cap(), dtype=TOKEN_DTYPE)
+        self.fill = 0
+
+    def _cap(self) -> int:
+        return self.first_shard_size if self.index == 0 else self.shard_size
+
+    def add(self, tokens: np.ndarray) -> None:
+        tokens = np.asarray(tokens)
+        i, n = 0, len(tokens)
+        while i < n:
+            cap = len(self.buf)
+            take = min(cap - self.fill, n - i)
+            self.buf[self.fill:self.fill + take] = tokens[i:i + take]
+            self.fill += take
+            i += take
+            if self.fill == cap:
+                self._flush()
+
+    def _flush(self) -> None:
+        path = self.out_dir / shard_filename(self.name, self.index)
+        n = self.fill
+        sha = write_shard(path, self.buf[:n])
+        self.pos += n
+        if self.on_shard:
+            self.on_shard(self.index, path, n, sha, self.pos)
+        self.index += 1
+        self.fill = 0
+        if len(self.buf) != self._cap():
+            self.buf = np.empty(self._cap(), dtype=TOKEN_DTYPE)
+
+    def close(self) -> None:
+        """Write the last, partial shard (if any tokens are left), as upstream does at the end."""
+        if self.fill:
+            self._flush()

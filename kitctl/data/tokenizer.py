@@ -1,0 +1,147 @@
+"""GPT-2 tokenizer without the network: seed tiktoken's cache from a local folder, and write llm.c's
+``gpt2_tokenizer.bin`` (the decoder file train_gpt2cu reads to print samples) without PyTorch.
+
+tiktoken's ``gpt2`` encoding downloads ``vocab.bpe`` and ``encoder.json`` and caches each under
+``$TIKTOKEN_CACHE_DIR/<sha1 of its URL>``, checking their sha256. We put verified copies there, so
+``tiktoken.get_encoding("gpt2")`` never reaches the network.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from kitctl.errors import KitError
+
+BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+FILES = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+EOT = 50256
+VOCAB_SIZE = 50257
+TOKENIZER_MAGIC = 20240328
+TOKENIZER_VERSION = 2
+TOKENIZER_BIN = "gpt2_tokenizer.bin"
+
+
+def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(name: str) -> str:
+    """tiktoken's cache file name for one of the GPT-2 files: sha1 of its URL."""
+    return hashlib.sha1((BASE_URL + name).encode()).hexdigest()
+
+
+def check_tokenizer_dir(tokenizer_dir: Path) -> dict[str, str]:
+    """Verify vocab.bpe + encoder.json in a folder against their known sha256; return {name: sha256}."""
+    tokenizer_dir = Path(tokenizer_dir)
+    if not tokenizer_dir.is_dir():
+        raise KitError(f"tokenizer folder {tokenizer_dir} does not exist",
+                       "set tokenizer_dir in kit.yaml (or --tokenizer-dir) to a folder holding GPT-2's "
+                       "vocab.bpe and encoder.json", exit_code=2)
+    out = {}
+    for name, want in FILES.items():
+        p = tokenizer_dir / name
+        if not p.is_file():
+            raise KitError(f"{p} is missing", f"put GPT-2's {name} (sha256 {want}) in {tokenizer_dir}",
+                           exit_code=2)
+        got = sha256_file(p)
+        if got != want:
+            raise KitError(f"{p} is not GPT-2's {name}: sha256 {got}, expected {want}",
+                           "use the exact files tiktoken downloads for its `gpt2` encoding", exit_code=2)
+        out[name] = got
+    return out
+
+
+def seed_cache(tokenizer_dir: Path, cache_dir: Path) -> dict[str, str]:
+    """Copy the verified files into ``cache_dir`` under tiktoken's names. Returns their sha256."""
+    sums = check_tokenizer_dir(tokenizer_dir)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        dst = cache_dir / cache_key(name)
+        if dst.exists() and sha256_file(dst) == FILES[name]:
+            continue
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(Path(tokenizer_dir) / name, tmp)
+        os.replace(tmp, dst)
+    return sums
+
+
+def setup_tiktoken(tokenizer_dir: Optional[Path], cache_dir: Path) -> dict[str, str]:
+    """Point TIKTOKEN_CACHE_DIR at ``cache_dir`` (on the data root) and seed it from ``tokenizer_dir`` if
+    given. Returns the sha256 of the two files that will be used (known values: tiktoken checks them too).
+    Must run before the first ``tiktoken.get_encoding`` in this process (workers inherit the env)."""
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
+    if tokenizer_dir is not None:
+        return seed_cache(tokenizer_dir, cache_dir)
+    return dict(FILES)
+
+
+def get_encoding():
+    """tiktoken's gpt2 encoding, with a clear error when it cannot be fetched (offline, no tokenizer_dir)."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # requests errors, hash mismatch, ...
+        raise KitError(f"cannot load tiktoken's GPT-2 encoding: {type(e).__name__}: {str(e)[:300]}",
+                       "offline? put vocab.bpe + encoder.json in a folder and pass --tokenizer-dir "
+                       "(or set tokenizer_dir in kit.yaml)") from None
+
+
+def tokenizer_bin_bytes(enc) -> bytes:
+    """llm.c's decoder file (train_gpt2.py write_tokenizer, llmc/tokenizer.h): a 256 x int32 header
+    (magic 20240328, version 2, vocab size, EOT id), then per token one length byte and its bytes."""
+    n = enc.max_token_value + 1
+    header = np.zeros(256, dtype=np.int32)
+    header[:4] = (TOKENIZER_MAGIC, TOKENIZER_VERSION, n, enc.eot_token)
+    parts = [header.tobytes()]
+    for i in range(n):
+        b = enc.decode_single_token_bytes(i)
+        if not 0 < len(b) < 256:
+            raise KitError(f"token {i} is {len(b)} bytes; llm.c's tokenizer file allows 1..255")
+        parts.append(struct.pack("<B", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def write_tokenizer_bin(path: Path, enc=None, force: bool = False) -> bool:
+    """Write ``gpt2_tokenizer.bin`` at ``path`` (atomically) unless it exists. True if written."""
+    path = Path(path)
+    if path.exists() and not force:
+        return False
+    enc = enc or get_encoding()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(tokenizer_bin_bytes(enc))
+    os.replace(tmp, path)
+    return True
+
+
+def read_tokenizer_bin(path: Path) -> tuple[dict[str, int], list[bytes]]:
+    """Parse a gpt2_tokenizer.bin as llm.c does: (header fields, token byte strings)."""
+    data = Path(path).read_bytes()
+    h = np.frombuffer(data[:1024], dtype=np.int32)
+    if h[0] != TOKENIZER_MAGIC:
+        raise KitError(f"{path}: bad magic {h[0]} (expected {TOKENIZER_MAGIC})")
+    info = {"magic": int(h[0]), "version": int(h[1]), "vocab_size": int(h[2]), "eot": int(h[3])}
+    toks, pos = [], 1024
+    for _ in range(info["vocab_size"]):
+        n = data[pos]
+        toks.append(data[pos + 1:pos + 1 + n])
+        pos += 1 + n
+    if pos != len(data):
+        raise KitError(f"{path}: {len(data) - pos} trailing bytes after {info['vocab_size']} tokens")
+    return info, toks
