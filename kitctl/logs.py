@@ -302,6 +302,11 @@ class TensorBoardSync:
 
             self._writer = EventFileWriter(str(self.tb_dir), max_queue_size=1000, flush_secs=3600,
                                            filename_suffix=".kitctl")
+            # record the new file (holding only its header) before any point goes in, so that a kill while
+            # writing is cut back on the next start
+            self.state["event_file"] = os.path.basename(self._writer._file_name)
+            self.state["event_size"] = os.path.getsize(self._writer._file_name)
+            self._save_state()
         return self._writer
 
     def _write(self, events) -> None:

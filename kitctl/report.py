@@ -133,7 +133,7 @@ def html_page(runs: list[RunLogs], png: bytes) -> str:
     rows = summary_rows(runs)
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
-    refs = "".join(f"<tr><td>{html.escape(r.label)}</td><td>{r.value:g}</td><td>{html.escape(r.source)}</td></tr>"
+    refs = "".join(f"<tr><td>{html.escape(r.label)}</td><td>{r.value}</td><td>{html.escape(r.source)}</td></tr>"
                    for r in REFERENCES)
     folders = "".join(f"<li><code>{html.escape(str(r.run_dir))}</code></li>" for r in runs)
     b64 = base64.b64encode(png).decode()
