@@ -161,3 +161,41 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if old.get(k) != new.get(k):
             out.append(f"{k}: folder has {old.get(k)!r}, this run wants {new.get(k)!r}")
     return out
+
+
+def verify(dir: Path, on_file=None) -> tuple["DataManifest", list[str]]:
+    """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
+    shard numbering, and stray shard files. Returns (manifest, problems); no problems means good."""
+    from kitctl.data.shards import check_shard, shard_filename
+    from kitctl.data.tokenizer import sha256_file
+
+    m = load(dir)
+    problems = []
+    for pos, s in enumerate(m.shards):
+        p = m.dir / s.file
+        if s.index != pos or s.file != shard_filename(m.name, s.index):
+            problems.append(f"{s.file}: listed as shard {s.index} at position {pos} (expected {shard_filename(m.name, pos)})")
+        if not p.is_file():
+            problems.append(f"{s.file}: missing")
+            continue
+        try:
+            n = check_shard(p)
+        except KitError as e:
+            problems.append(e.message)
+            continue
+        if n != s.tokens:
+            problems.append(f"{s.file}: header says {n:,} tokens, manifest {s.tokens:,}")
+        sha = sha256_file(p)
+        if sha != s.sha256:
+            problems.append(f"{s.file}: sha256 {sha[:16]}... differs from the manifest's {s.sha256[:16]}...")
+        if on_file:
+            on_file(s)
+    listed = {s.file for s in m.shards}
+    for p in sorted(list(m.dir.glob(m.val_pattern)) + list(m.dir.glob(m.train_pattern))):
+        if p.name not in listed:
+            problems.append(f"{p.name}: shard file not in the manifest")
+    if not m.shards:
+        problems.append("no shards")
+    if not m.complete:
+        problems.append("the run that made this folder did not finish (re-run the same `kitctl data` to complete it)")
+    return m, problems

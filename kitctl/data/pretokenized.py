@@ -1,0 +1,73 @@
+"""Ready llm.c shards (``fineweb10B-pretokenized``): from the HF dataset kjj0/fineweb10B-gpt2 (pinned
+revision, files straight into the output folder) or from a local folder of those .bin files (hard-linked
+or copied). Every header and size is checked, and a manifest.json is written like for tokenized data."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from kitctl.data import manifest as mf
+from kitctl.data.shards import check_shard, shard_filename
+from kitctl.data.tokenizer import sha256_file
+from kitctl.errors import KitError
+
+
+def _place(src: Path, dst: Path) -> None:
+    if dst.exists() and dst.stat().st_size == src.stat().st_size:
+        return
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> "mf.DataManifest":
+    r = plan.recipe
+    n_train = plan.train_shards if plan.train_shards is not None else int(r.extra.get("train_shards", 103))
+    names = [shard_filename(plan.name, i) for i in range(0, n_train + 1)]
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    rev = r.revision() or "main"
+    if plan.source:
+        srcdir = Path(plan.source)
+        missing = [n for n in names if not (srcdir / n).is_file()]
+        if missing:
+            raise KitError(f"{srcdir} lacks {len(missing)} of the {len(names)} shards ({missing[0]}, ...)",
+                           "use --shards N to take only the first N train shards", exit_code=2)
+        for n in names:
+            _place(srcdir / n, out / n)
+        origin = f"{srcdir} (local copy of {r.repo})"
+    else:
+        if download is None:
+            from huggingface_hub import hf_hub_download
+
+            def download(fname):
+                return hf_hub_download(r.repo, fname, repo_type="dataset", revision=rev, local_dir=str(out))
+        for i, n in enumerate(names):
+            if not (out / n).is_file():
+                log(f"downloading {n} ({i + 1}/{len(names)}) from {r.repo}@{rev[:12]}")
+                try:
+                    download(n)
+                except Exception as e:
+                    raise KitError(f"download of {n} failed: {type(e).__name__}: {str(e)[:200]}",
+                                   "re-run to continue; or set mirrors.hf_endpoint; or --source DIR") from None
+        origin = f"{r.repo}@{rev}"
+    shards = []
+    for i, n in enumerate(names):
+        tokens = check_shard(out / n)
+        shards.append(mf.Shard(index=i, file=n, tokens=tokens, sha256=sha256_file(out / n),
+                               split="val" if i == 0 else "train"))
+    from kitctl import __version__
+    from kitctl.versions import pins_sha256
+
+    m = mf.DataManifest(dir=out, name=plan.name, dataset=plan.dataset, complete=True, shards=shards, run={
+        "source": origin, "source_fingerprint": origin, "revision": None if plan.source else rev,
+        "tokenizer": {"encoding": "gpt2", **tok_sums}, "shard_size": None, "first_shard_size": None,
+        "kit_version": __version__, "pins_sha256": pins_sha256(), "pretokenized": True})
+    m.save()
+    log(f"{len(shards)} shards, {m.total_tokens:,} tokens checked in {out}")
+    return m
