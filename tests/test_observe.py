@@ -39,15 +39,15 @@ def make_run(root: Path, name="r1", steps=range(0, 8), total=40, seed=0) -> tupl
     ml, so = [], []
     for s in steps:
         if s % 4 == 0:
-            tel = round(float(5 - s * 0.05 + rng.uniform(0, 0.01)), 4)
+            tel = round(float(3.3 + 7.7 * np.exp(-s / 25) + rng.uniform(0, 0.01)), 4)
             ml.append("s:%d tel:%.4f\n" % (s, tel))
             exp.setdefault("loss/val", {})[s] = tel
             if s:
-                acc = round(float(0.25 + s * 0.001), 4)
+                acc = round(float(0.25 + 0.04 * (1 - np.exp(-s / 60)) + rng.uniform(0, 0.004)), 4)
                 ml.append("s:%d eval:%.4f\n" % (s, acc))
                 exp.setdefault("eval/hellaswag_acc", {})[s] = acc
-        trl, lr, norm = (round(float(5.5 - s * 0.05 + rng.uniform(0, .1)), 4), round(6e-4 * (s + 1) / 40, 6),
-                         round(float(1 + rng.uniform(0, 1)), 2))
+        trl, lr, norm = (round(float(3.3 + 7.7 * np.exp(-s / 25) + rng.uniform(0, .1)), 4), round(6e-4 * min(1, (s + 1) / 40), 6),
+                         round(float(0.3 + 5 * np.exp(-s / 10) + rng.uniform(0, .2)), 2))
         ms, tok = round(float(300 + rng.uniform(0, 10)), 2), float(int(1_700_000 + rng.integers(0, 1000)))
         ml.append(train_line(s, trl, lr, norm))
         so.append(step_line(s, total, trl, norm, lr, ms, tok))
@@ -407,3 +407,102 @@ def test_cli_convert_status_report(tmp_path):
     assert r.returncode == 0 and "12 / 40" in r.stdout, r.stderr
     r = kitctl("report", "--out", "rep.html", data_root=tmp_path)
     assert r.returncode == 0 and (tmp_path / "rep.html").exists(), r.stderr
+
+
+# ---------------------------------------------------------------- serving, in a real browser
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def wait_for(fn, what: str, deadline_s: float = 120):
+    """Poll fn() until it returns something truthy (bounded; not a timing assertion)."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = fn()
+        except OSError as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"gave up waiting for {what}; last: {last!r}")
+
+
+@pytest.mark.chromium
+def test_tensorboard_serves_follows_and_renders(tmp_path):
+    import signal
+    from urllib.parse import quote
+
+    runs = tmp_path / "runs"
+    rd, exp = make_run(runs, "gpt2-124m", steps=range(0, 150), total=300)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    env["KIT_DATA_ROOT"] = str(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "kitctl", "tensorboard", "--port", str(port), "--host", "127.0.0.1",
+                             "--interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+
+    def series(tag):
+        pts = get_json(f"{base}/data/plugin/scalars/scalars?run=gpt2-124m&tag={quote(tag, safe='')}")
+        return [(step, value) for _wall, step, value in pts]
+
+    def want(e, tag):
+        return [(s, float(np.float32(v))) for s, v in sorted(e[tag].items())]
+
+    try:
+        wait_for(lambda: "gpt2-124m" in get_json(f"{base}/data/runs"), "the run in /data/runs")
+        tags = get_json(f"{base}/data/plugin/scalars/tags")
+        assert set(tags) == {"gpt2-124m"} and set(tags["gpt2-124m"]) == set(exp)
+        wait_for(lambda: all(series(t) == want(exp, t) for t in exp), "every scalar through the HTTP API")
+
+        # live: llm.c resumes from step 120 and goes on to 160; TensorBoard ends up with the last-wins curve
+        _, exp2 = make_run(runs, "gpt2-124m", steps=range(120, 160), total=300, seed=11)
+        exp = merge(exp, exp2)
+        wait_for(lambda: all(series(t) == want(exp, t) for t in exp), "the resumed steps through the HTTP API")
+
+        # the page, in a real browser: the Time Series dashboard lists the run and its cards
+        chrome = [*CHROMIUM, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1150"]
+        dom = subprocess.run([*chrome, "--dump-dom", "--virtual-time-budget=20000", f"{base}/#timeseries"],
+                             capture_output=True, text=True, timeout=180).stdout
+        assert "gpt2-124m" in dom and 'title="eval/hellaswag_acc"' in dom
+        shot = tmp_path / "tensorboard.png"
+        subprocess.run([*chrome, f"--screenshot={shot}", "--virtual-time-budget=20000", f"{base}/#scalars"],
+                       capture_output=True, timeout=180)
+        from matplotlib.image import imread
+
+        img = imread(shot)
+        assert img.shape[:2] == (1150, 1400) and img.std() > 0.05
+        if os.environ.get("KITCTL_SCREENSHOT"):       # how docs/tensorboard.png is made
+            import shutil
+
+            shutil.copy(shot, os.environ["KITCTL_SCREENSHOT"])
+    finally:
+        proc.send_signal(signal.SIGINT)               # what Ctrl-C does
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopped TensorBoard" in out
+    with socket.socket() as s:                        # TensorBoard is gone with it
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    import tempfile
+
+    views = Path(tempfile.gettempdir()).glob("kitctl-tensorboard-*/*")
+    assert not [v for v in views if v.is_symlink() and v.resolve() == (rd / "tb").resolve()], "view not removed"
