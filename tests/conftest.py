@@ -62,3 +62,18 @@ def llmc_src() -> Path:
     if not (LLMC_SRC / "train_gpt2.cu").exists():
         pytest.skip(f"no llm.c checkout at {LLMC_SRC} (set LLMC_SRC; GitHub is unreachable in CI)")
     return LLMC_SRC
+
+
+@pytest.fixture(scope="session")
+def tiktoken_cache(gpt2_bpe_dir, tmp_path_factory) -> Path:
+    """TIKTOKEN_CACHE_DIR seeded from the shared GPT-2 files (kitctl.data.tokenizer): no network."""
+    from kitctl.data.tokenizer import setup_tiktoken
+
+    cache = tmp_path_factory.mktemp("tiktoken")
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    setup_tiktoken(gpt2_bpe_dir, cache)
+    yield cache
+    if old is None:
+        os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+    else:
+        os.environ["TIKTOKEN_CACHE_DIR"] = old
