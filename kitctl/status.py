@@ -152,6 +152,8 @@ def liveness(meta: dict, run_dir: Path, log_age_s: Optional[float], finished_by_
                             f"pid {pid} is gone{age}" + ("" if finished_by_files else
                                                          "; resume with `kitctl train` (it resumes from the last checkpoint)"))
     container = _find(meta, "container", "container_name")
+    if isinstance(container, dict):       # a recorded ContainerSpec
+        container = container.get("name")
     if isinstance(container, str) and container:
         running = _container_running(container)
         if running:
@@ -181,7 +183,7 @@ def collect(run_dir: Path, gpus_query=None) -> RunStatus:
     ms = logs.streams.get("perf/ms_per_step") or {}
     last = max([*train, *ms], default=None)
     st.steps_done = last + 1 if last is not None else None
-    st.total_steps = logs.total_steps or _argv_steps(meta) or _find(meta, "total_steps", "num_steps", "max_steps")
+    st.total_steps = logs.total_steps or _argv_steps(meta) or _find(meta, "total_steps", "num_steps", "max_steps", "steps")
     tok = logs.streams.get("perf/tokens_per_sec") or {}
     if tok:
         st.tokens_per_s = tok[max(tok)]

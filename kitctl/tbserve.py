@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -112,12 +113,17 @@ def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int
 
     from kitctl.logs import SyncResult, follow as follow_logs, sync_runs
 
-    for r in sync_runs(run_dirs):
-        say(describe_sync(r))
-    if not serve and not follow:
-        return
     view = server = None
+    old_term = None
+    if threading.current_thread() is threading.main_thread():   # `kill` / `docker stop`: stop as on Ctrl-C
+        def _term(signum, frame):
+            raise KeyboardInterrupt
+        old_term = signal.signal(signal.SIGTERM, _term)
     try:
+        for r in sync_runs(run_dirs):
+            say(describe_sync(r))
+        if not serve and not follow:
+            return
         if serve:
             view = RunView()
             view.add(run_dirs)
@@ -148,6 +154,8 @@ def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int
             server.stop()
         if view is not None:
             view.remove()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 def describe_sync(r) -> str:

@@ -506,3 +506,25 @@ def test_tensorboard_serves_follows_and_renders(tmp_path):
 
     views = Path(tempfile.gettempdir()).glob("kitctl-tensorboard-*/*")
     assert not [v for v in views if v.is_symlink() and v.resolve() == (rd / "tb").resolve()], "view not removed"
+
+
+def test_follow_without_serving_stops_cleanly_on_sigterm(tmp_path):
+    import signal
+
+    rd, exp = make_run(tmp_path / "runs", "a", steps=range(0, 5))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    env["KIT_DATA_ROOT"] = str(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "kitctl", "tensorboard", "--no-serve", "--interval", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: (rd / "tb" / logs.STATE_FILE).exists(), "the first conversion")
+        _, exp2 = make_run(tmp_path / "runs", "a", steps=range(5, 7), seed=2)
+        exp = merge(exp, exp2)
+        wait_for(lambda: json.loads((rd / "tb" / logs.STATE_FILE).read_text())["max_step"].get("loss/train") == 6,
+                 "the new lines to be converted")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "stopped" in out
+    assert_matches(read_events(rd / "tb"), exp)
