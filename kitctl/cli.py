@@ -100,7 +100,9 @@ _register()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:  # click returns typer.Exit(code)'s code in non-standalone mode
+            sys.exit(rc)
     except KitError as e:
         render_error(e)
         sys.exit(e.exit_code)

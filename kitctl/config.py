@@ -17,6 +17,8 @@ from kitctl.errors import ConfigError
 
 CONFIG_NAME = "kit.yaml"
 ENV_PREFIX = "KIT_"
+# variables of the compose .env (kitctl.images.write_env) that are not kit.yaml fields
+COMPOSE_ONLY_ENV = ("KIT_UID", "KIT_GID", "KIT_SHARED")
 KNOWN_ARCHS = (60, 61, 70, 75, 80, 86, 87, 89, 90, 100, 120)
 
 
@@ -107,7 +109,7 @@ def parse_arch_list(text: str) -> list[int]:
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == "KIT_CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in ("KIT_CONFIG", *COMPOSE_ONLY_ENV):
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         node = out
