@@ -24,6 +24,7 @@ from kitctl.errors import KitError
 
 MODEL_FILE = Path(__file__).with_name("memory_model.yaml")
 GB = 1e9
+MIB = 1 << 20
 VOCAB_PADDED = 50304      # GPT-2 vocab 50257 padded to a multiple of 128 (llm.c)
 MAX_SEQ = 1024
 
@@ -135,7 +136,8 @@ class MemoryModel:
     def from_dict(cls, data: dict) -> "MemoryModel":
         series = []
         for s in data.get("series") or []:
-            pts = tuple(sorted((int(b), float(gb)) for b, gb in (s.get("points") or {}).items()))
+            pts = tuple(sorted([(int(b), float(gb)) for b, gb in (s.get("points") or {}).items()]
+                               + [(int(b), float(mib) * MIB / GB) for b, mib in (s.get("points_mib") or {}).items()]))
             series.append(Series(str(s["device"]), str(s.get("precision", "bf16")), bool(s.get("cudnn", True)),
                                  str(s["descriptor"]), int(s["seq_len"]), int(s.get("ranks", 1)),
                                  int(s.get("zero_stage", 0)), int(s["recompute"]), pts, str(s.get("command", ""))))

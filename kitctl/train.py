@@ -149,6 +149,8 @@ class TrainRequest:
     passthrough: list[str] = field(default_factory=list)
     # set by the runner when it re-plans after an out-of-memory start
     oom_retry_from: Optional[int] = None
+    # a short measuring run (kitctl tune): no eval, sampling or checkpoints, fresh start
+    bench: bool = False
 
 
 @dataclass(frozen=True)
@@ -469,6 +471,10 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     if memory.basis != "measured":
         notes.append(f"memory estimate is {memory.basis}; add measurements to kitctl/memory_model.yaml")
 
+    if data.complete is False:
+        notes.append(f"{data.dir}/manifest.json says the data is not complete (kitctl data still running or "
+                     "interrupted): training uses the shards there now")
+
     # --- steps
     steps = req.steps if req.steps is not None else preset.steps
     if steps == -1:
@@ -482,7 +488,7 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
         raise KitError(f"--steps {steps}", "use a positive number of steps (or leave it to the preset)", exit_code=2)
 
     # --- eval files
-    hellaswag = preset.hellaswag
+    hellaswag = 0 if req.bench else preset.hellaswag
     if hellaswag and micro < HELLASWAG_MIN_B:
         hellaswag = 0
         notes.append(f"HellaSwag off (-h 0): llm.c's eval needs B >= {HELLASWAG_MIN_B}, this run has B={micro}")
@@ -569,6 +575,13 @@ def llmc_args(plan: Plan, data_root: str, out: str) -> list[str]:
             "-n", str(pre.checkpoint_every), "-v", str(pre.val_every), "-s", str(pre.sample_every),
             "-h", str(p.hellaswag), "-x", str(p.steps), "-y", "1" if p.resume else "0",
             *pre.extra, *p.request.passthrough]
+    if p.request.bench:   # kitctl tune: eval only at step 0 and the last step, one batch; no sampling/checkpoints
+        from kitctl.tune import BENCH_FLAGS
+        for k, v in zip(BENCH_FLAGS[::2], BENCH_FLAGS[1::2]):
+            if k in args:
+                args[args.index(k) + 1] = v
+            else:
+                args += [k, v]
     return args
 
 

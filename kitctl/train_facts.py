@@ -40,6 +40,7 @@ class DataInfo:
     train: tuple[Shard, ...]
     val: tuple[Shard, ...]
     manifest_sha256: Optional[str] = None
+    complete: Optional[bool] = None       # manifest.json's "complete" (None: no manifest)
 
     @property
     def train_tokens(self) -> int:
@@ -51,13 +52,12 @@ class DataInfo:
 
     @property
     def fingerprint(self) -> str:
-        """manifest.json's sha256 when there is one, else a hash of the shard names and sizes."""
-        if self.manifest_sha256:
-            return "manifest:" + self.manifest_sha256
+        """A hash of the shard names and token counts: what a resumed run must see again. (Not manifest.json's
+        sha256: `kitctl data` rewrites the manifest without changing finished shards.)"""
         h = hashlib.sha256()
         for s in (*self.val, *self.train):
             h.update(f"{s.name}:{s.tokens}\n".encode())
-        return "shards:" + h.hexdigest()
+        return "shards:" + h.hexdigest()[:32]
 
     def train_glob(self, root: str) -> str:
         return f"{root}/{self.prefix}_train_*.bin"
@@ -112,10 +112,17 @@ def inspect_data(data_dir: Path) -> DataInfo:
         raise KitError(f"no validation shard {prefix}_val_000000.bin in {data_dir}",
                        "llm.c needs one for -j; re-make the shards with `kitctl data`", exit_code=2)
     man = data_dir / "manifest.json"
-    man_sha = hashlib.sha256(man.read_bytes()).hexdigest() if man.is_file() else None
+    man_sha, complete = None, None
+    if man.is_file():
+        raw = man.read_bytes()
+        man_sha = hashlib.sha256(raw).hexdigest()
+        try:
+            complete = bool(json.loads(raw).get("complete", True))
+        except (ValueError, AttributeError):
+            complete = None
     return DataInfo(data_dir.resolve(), prefix,
                     tuple(Shard(p.name, read_shard_header(p)) for p in train[prefix]),
-                    tuple(Shard(p.name, read_shard_header(p)) for p in val[prefix]), man_sha)
+                    tuple(Shard(p.name, read_shard_header(p)) for p in val[prefix]), man_sha, complete)
 
 
 @dataclass(frozen=True)

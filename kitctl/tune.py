@@ -77,3 +77,101 @@ def sweep_configs(allowed_b: list[int], fits, recomputes=(0, 1), min_b: int = 8)
         big = [b for b in cands if b >= min_b]
         out += [(b, r) for b in (big or cands[:1])]
     return sorted(out, key=lambda br: (-br[0], br[1]))
+
+
+# --------------------------------------------------------------------------------------------------- runner
+def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun", steps: int = DEFAULT_STEPS,
+             warmup: int = DEFAULT_WARMUP, min_b: int = 8, full: bool = False, dry_run: bool = False) -> dict:
+    """Measure every (B, recompute) worth trying on the picked GPUs; write and return the cache record.
+
+    ``full``: every B in {64..1} allowed by the divisibility / shard rules and recompute 0, 1, 2, whatever the
+    memory model says (the reference sweep to check the default sweep against)."""
+    import dataclasses
+    import uuid
+
+    from kitctl.errors import KitError
+    from kitctl.memory import default_model
+    from kitctl.steplog import throughput
+    from kitctl.train import MICRO_BATCHES, build_plan
+    from kitctl.train_facts import OutState
+    from kitctl.train_run import gather_facts, launch, preflight, prepare_out, remove_tree
+
+    if steps <= warmup + 2:
+        raise KitError(f"--steps {steps} leaves fewer than 3 timed steps after {warmup} warm-up steps",
+                       "use more --steps or fewer --warmup", exit_code=2)
+    tune_dir = cfg.data_root / "tune"
+    scratch = tune_dir / f"scratch-{uuid.uuid4().hex[:8]}"
+    base_req = dataclasses.replace(req, steps=steps, bench=True, no_tune=True, fresh=False, out=scratch,
+                                   micro_batch=None, recompute=None)
+    facts = gather_facts(cfg, base_req, inventory, mpirun)
+    facts = dataclasses.replace(facts, out=OutState(scratch), tune_records=())
+    base = build_plan(base_req, facts)
+    mem = default_model()
+    gpus, precision = base.gpus, base.precision
+    spec = ",".join(str(g.index) for g in gpus) + ","     # indices (a bare "1" would mean "the first GPU")
+    min_gpu = min(g.memory_gb for g in gpus)
+
+    def allowed(b: int) -> bool:
+        try:
+            build_plan(dataclasses.replace(base_req, micro_batch=b, gpus=spec,
+                                           precision=precision), facts)
+            return True
+        except KitError:
+            return False
+
+    allowed_b = [b for b in MICRO_BATCHES if allowed(b)]
+    if full:
+        configs = [(b, r) for b in allowed_b for r in (0, 1, 2)]
+    else:
+        def fits(b: int, r: int) -> bool:
+            return mem.predict(base.preset.descriptor, b, base.seq_len, r, precision, len(gpus),
+                               base.preset.zero_stage, precision == "bf16").peak_gb <= min_gpu
+        configs = sweep_configs(allowed_b, fits, min_b=min_b)
+    rid = facts.runtime_ids.get(precision)
+    key = cache_key(gpus, precision, base.preset.name, rid or "unknown", base.seq_len, base.total_batch)
+    console.print(f"tune: {len(configs)} configs x {steps} steps ({warmup} warm-up) on "
+                  f"{len(gpus)}x {gpus[0].name} ({precision}): "
+                  + ", ".join(f"B={b} -r {r}" for b, r in configs))
+    if dry_run:
+        p = build_plan(dataclasses.replace(base_req, micro_batch=configs[0][0], recompute=configs[0][1],
+                                           gpus=spec, precision=precision), facts)
+        console.print("first config: " + p.command_line(), highlight=False, markup=False)
+        return {"key": key, "configs": configs}
+    if rid is None:
+        raise KitError("cannot identify the runtime for the tune cache key (no image id / no native binary)",
+                       "build the image or native binary first (kitctl build)")
+    results = []
+    try:
+        for b, r in configs:
+            r_req = dataclasses.replace(base_req, micro_batch=b, recompute=r,
+                                        gpus=spec, precision=precision)
+            plan = build_plan(r_req, facts)
+            preflight(plan)
+            remove_tree(scratch)
+            prepare_out(plan)
+            out = launch(plan, lambda s: None)
+            if out.interrupted:
+                raise KitError("tune interrupted: all ranks stopped; nothing was cached", exit_code=130)
+            tok_s = throughput(out.steps, plan.total_batch, warmup)
+            if out.rc == 0 and tok_s:
+                res = {"micro_batch": b, "recompute": r, "status": "ok", "tok_s": round(tok_s),
+                       "ms_median": round(plan.total_batch / tok_s * 1000, 2), "steps": len(out.steps)}
+            elif out.oom_before_first_step or any("out of memory" in t for t in out.tail):
+                res = {"micro_batch": b, "recompute": r, "status": "oom"}
+            else:
+                res = {"micro_batch": b, "recompute": r, "status": "failed", "rc": out.rc,
+                       "tail": out.tail[-8:]}
+            results.append(res)
+            console.print(f"  B={b:<3} -r {r}: " + (f"{res['tok_s']:>12,} tok/s" if res["status"] == "ok"
+                                                    else res["status"]), highlight=False)
+    finally:
+        remove_tree(scratch)
+    path = write_record(tune_dir, key, results, steps, warmup,
+                        {"gpu_indices": [g.index for g in gpus], "full": full})
+    ok = [x for x in results if x["status"] == "ok"]
+    if not ok:
+        raise KitError(f"no configuration ran (results in {path})", "see the failures recorded there")
+    best = max(ok, key=lambda x: x["tok_s"])
+    console.print(f"fastest: B={best['micro_batch']} -r {best['recompute']} at {best['tok_s']:,} tok/s; "
+                  f"cached in {path} (kitctl train uses it unless --no-tune)")
+    return json.loads(path.read_text())
