@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kitctl.cli import app, config, console
@@ -24,7 +25,7 @@ def show_plan(plan: Plan) -> None:
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for k, v in plan.describe():
-        t.add_row(k, v)
+        t.add_row(k, escape(v))
     console.print(t)
     if plan.options:
         o = Table(title="GPU options (ranks run in lock-step at the slowest GPU's speed)", title_justify="left")
@@ -37,7 +38,7 @@ def show_plan(plan: Plan) -> None:
         console.print("estimates: published peak TFLOPS (kitctl/gpu_peaks.yaml) x an assumed utilization; "
                       "run `kitctl tune` for measured numbers", style="dim")
     for n in plan.notes:
-        console.print(f"- {n}", highlight=False)
+        console.print(f"- {n}", highlight=False, markup=False)
 
 
 @app.command(context_settings={"help_option_names": ["--help"]})

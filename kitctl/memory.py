@@ -161,7 +161,10 @@ class MemoryModel:
                 + self.k * activation_bytes(d, B, T, recompute, precision, cudnn) / GB
                 + (self.nccl_overhead_gb if ranks > 1 else 0.0))
         need = peak * (1 + self.headroom_frac) + self.headroom_gb
-        return Prediction(round(peak, 2), round(need, 2), self._basis(descriptor, B, T, recompute, precision))
+        basis = self._basis(descriptor, B, T, recompute, precision)
+        if ranks > 1 and not any(s.ranks > 1 for s in self.series):
+            basis += f" + {self.nccl_overhead_gb} GB NCCL estimate (no ranks > 1 series yet)"
+        return Prediction(round(peak, 2), round(need, 2), basis)
 
     def _basis(self, descriptor: str, B: int, T: int, recompute: int, precision: str) -> str:
         same = [s for s in self.series if s.same_config(descriptor, T, recompute, precision)]

@@ -54,8 +54,9 @@ def is_oom(line: str) -> bool:
 
 
 def throughput(steps: list[Step], total_batch: int, warmup: int = 3) -> Optional[float]:
-    """Tokens/s from the median step time after ``warmup`` steps; None if no step is left."""
-    timed = [s.ms for s in steps if s.step > warmup and s.ms > 0]
+    """Tokens/s from the median step time, leaving out the first ``warmup`` steps of this launch (a resumed
+    run warms up again, whatever its step number); None if no step is left."""
+    timed = [s.ms for s in steps[warmup:] if s.ms > 0]
     if not timed:
         return None
     return total_batch / (statistics.median(timed) / 1000.0)
@@ -63,3 +64,27 @@ def throughput(steps: list[Step], total_batch: int, warmup: int = 3) -> Optional
 
 def fmt_mfu(mfu: Optional[float]) -> str:
     return "N/A" if mfu is None else f"{mfu:.1f}%"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m kitctl.steplog LOG [--total-batch D] [--warmup W]``: tokens/s of a train_gpt2cu log, the
+    same way kitctl measures it (to compare a bare mpirun run with a kit-launched one). One launch per log:
+    the first W step lines are warm-up."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m kitctl.steplog")
+    ap.add_argument("log")
+    ap.add_argument("--total-batch", type=int, default=524288)
+    ap.add_argument("--warmup", type=int, default=3)
+    a = ap.parse_args(argv)
+    with open(a.log, errors="replace") as f:
+        steps = [s for s in (parse_step(line) for line in f) if s is not None]
+    tok = throughput(steps, a.total_batch, a.warmup)
+    timed = [s.ms for s in steps[a.warmup:]]
+    print(f"steps {len(steps)} (timed {len(timed)}), median {statistics.median(timed) if timed else float('nan'):.2f} "
+          f"ms/step, {tok or float('nan'):,.0f} tok/s, last EMA {steps[-1].tok_s if steps else float('nan'):,.0f} tok/s")
+    return 0 if tok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

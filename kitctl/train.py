@@ -456,10 +456,12 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
                            "or --micro-batch N to try anyway", exit_code=2)
         micro = fitting[0]
         bigger = [b for b in MICRO_BATCHES if b > micro and why_not(b) is None]
-        limit = (f"B={bigger[-1]} would need ~{predict(bigger[-1], recompute).need_gb} GB" if bigger
-                 else "the largest allowed B")
-        choice = choice or (f"memory model: largest B that fits {min_gpu.memory_gb:.1f} GB with headroom "
-                            f"({limit})")
+        if bigger:
+            choice = choice or (f"memory model: largest B that fits {min_gpu.memory_gb:.1f} GB with headroom "
+                                f"(B={bigger[-1]} would need ~{predict(bigger[-1], recompute).need_gb} GB)")
+        else:
+            choice = choice or (f"largest B the batch/shard rules allow (see notes); fits {min_gpu.memory_gb:.1f} "
+                                "GB with headroom (memory model)")
         skipped = [b for b in MICRO_BATCHES if b > micro and why_not(b) is not None]
         if skipped and not bigger:
             notes.append(f"B={skipped[-1]} and above are ruled out: {why_not(skipped[-1])}")
@@ -469,7 +471,7 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
                      f"more than {min_gpu.name}'s {min_gpu.memory_gb:.1f} GB [{memory.basis}]; running as asked "
                      "(if train_gpt2cu cannot allocate at start the kit retries once with B/2)")
     if memory.basis != "measured":
-        notes.append(f"memory estimate is {memory.basis}; add measurements to kitctl/memory_model.yaml")
+        notes.append(f"memory estimate: {memory.basis}; measured series go in kitctl/memory_model.yaml")
 
     if data.complete is False:
         notes.append(f"{data.dir}/manifest.json says the data is not complete (kitctl data still running or "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -135,7 +136,9 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
     if dry_run:
         p = build_plan(dataclasses.replace(base_req, micro_batch=configs[0][0], recompute=configs[0][1],
                                            gpus=spec, precision=precision), facts)
-        console.print("first config: " + p.command_line(), highlight=False, markup=False)
+        console.print("first config:", style="bold")
+        sys.stdout.write(p.command_line() + "\n")
+        sys.stdout.flush()
         return {"key": key, "configs": configs}
     if rid is None:
         raise KitError("cannot identify the runtime for the tune cache key (no image id / no native binary)",

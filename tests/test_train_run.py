@@ -271,3 +271,29 @@ def test_docker_runner_without_engine(kit, monkeypatch):
     assert kw["command"][:3] == ["mpirun", "-np", "1"]
     rj = json.loads((cfg.data_root / "runs" / "d" / "run.json").read_text())
     assert rj["runtime"] == {"kind": "docker", "image": "llmc-kit:latest", "id": "sha256:abc", "labels": {"x": "y"}}
+
+
+def test_throughput_warmup_is_per_launch():
+    mk = (lambda i, ms: parse_step(f"step {i:4d}/99 | loss 1.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
+                                   f"{ms:.2f} ms | 40.0% bf16 MFU | 1 tok/s"))
+    resumed = [mk(41, 9000), mk(42, 500), mk(43, 500), mk(44, 500)]     # a resumed launch warms up again
+    assert throughput(resumed, 1000, warmup=1) == pytest.approx(2000)
+
+
+def test_cli_dry_run_and_errors(kit):
+    import subprocess
+
+    cfg, tmp = kit
+    env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "KIT_RUNTIME": "native", "COLUMNS": "200"}
+    base = [sys.executable, "-m", "kitctl", "train", "--inventory", str(tmp / "two.csv"), "--mpirun", "/bin/true"]
+    r = subprocess.run([*base, "--data", str(cfg.data_root / "tinyshakespeare"), "--steps", "60", "--dry-run",
+                        "--", "-lg", "10"], capture_output=True, text=True, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    cmd = r.stdout.strip().splitlines()[-1]
+    assert cmd.startswith("cd ") and "/bin/true -np 2 --bind-to none" in cmd and cmd.endswith("-y 0 -lg 10")
+    assert "grad accumulation" in r.stdout and "Traceback" not in r.stderr
+    r = subprocess.run([*base, "--data", str(tmp / "nowhere"), "--dry-run"], capture_output=True, text=True,
+                       env=env, cwd=tmp)
+    assert r.returncode == 2 and "no shard folder" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*base, "--preset", "gpt9", "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp)
+    assert r.returncode == 2 and "unknown preset" in r.stderr
