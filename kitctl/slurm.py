@@ -399,6 +399,96 @@ def render_sbatch(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# from a training plan (kitctl.train.Plan) to the script
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """The Slurm side of `kitctl train --launcher slurm`."""
+
+    nodes: int = 1
+    gpus_per_node: Optional[int] = None        # default: the GPUs --gpus picks from the node's inventory
+    shared_dir: Optional[Path] = None
+    container: str = "pyxis"
+    image: Optional[str] = None                 # pyxis: .sqsh path or registry image (enroot URI)
+    sif: Optional[Path] = None                  # apptainer
+    partition: Optional[str] = None
+    time: Optional[str] = None
+    account: Optional[str] = None
+    init: str = "fs"
+    sbatch_extra: tuple[str, ...] = ()
+
+    @property
+    def runtime(self) -> str:
+        """The single-node runtime whose plan a container mode reuses: container paths or host paths."""
+        return "native" if self.container == "none" else "docker"
+
+
+# the plan's launch env that must not reach the Slurm script: Slurm sets the GPUs, there is no mpirun, and
+# HOME would change the batch shell's own home
+DROP_ENV = ("HOME", "CUDA_VISIBLE_DEVICES")
+
+
+def node_gpus(gpus: Sequence, spec: str, gpus_per_node: Optional[int]) -> list:
+    """The GPUs of one compute node that the job uses (``--gpus`` over the node's inventory)."""
+    from kitctl.gpus import select
+
+    if not gpus:
+        raise ConfigError(
+            "no GPU inventory for the compute nodes (this machine has no NVIDIA GPU: a login node?)",
+            "describe one compute node: srun -N1 --gres=gpu:1 nvidia-smi --query-gpu=index,name,compute_cap,"
+            "memory.total,driver_version --format=csv,noheader > node.csv, then pass --inventory node.csv")
+    picked = select(list(gpus), spec)
+    if gpus_per_node is None:
+        return picked
+    _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
+    if gpus_per_node > len(picked):
+        raise ConfigError(f"--gpus-per-node {gpus_per_node} but the node inventory has {len(picked)} GPU(s) picked "
+                          f"by --gpus {spec}", "pass an --inventory of the compute node, or a smaller --gpus-per-node")
+    return picked[:gpus_per_node]
+
+
+def cluster_facts(facts, gpus: Sequence, nodes: int):
+    """Planner facts for ``nodes`` identical nodes: the node's GPUs repeated, numbered by rank, so the planner's
+    micro-batch, memory and divisibility rules see every rank of the job."""
+    import dataclasses
+
+    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
+    ranks = [dataclasses.replace(g, index=r) for r, g in enumerate(list(gpus) * nodes)]
+    return dataclasses.replace(facts, gpus=ranks)
+
+
+def render_plan(plan, opts: SlurmOptions, *, check_paths: bool = True) -> SlurmScript:
+    """The sbatch script of a plan made over ``cluster_facts`` (docker plan for pyxis/apptainer: container
+    paths and mounts; native plan for none: host paths and llm.c's per-run working directory)."""
+    gpn = opts.gpus_per_node or (plan.ranks // opts.nodes if opts.nodes else 0)
+    if gpn * opts.nodes != plan.ranks:
+        raise ConfigError(f"the plan has {plan.ranks} ranks, the job {opts.nodes} node(s) x {gpn} GPUs",
+                          "plan over cluster_facts(facts, node_gpus, nodes) (a bug if you see this from kitctl)")
+    if plan.runtime != opts.runtime:
+        raise ConfigError(f"--container {opts.container} needs a {opts.runtime} plan, got a {plan.runtime} plan",
+                          "a bug if you see this from kitctl")
+    if opts.container == "none":
+        mounts: Sequence[Mount] = ()
+        workdir = str(plan.cwd) if plan.cwd is not None else None
+        env = dict(plan.env)
+    else:
+        mounts, workdir, env = plan.container.mounts, plan.container.workdir, dict(plan.container.env)
+    env = {k: v for k, v in env.items() if k not in DROP_ENV and not k.startswith("OMPI_")}
+    name = plan.request.name or plan.out_dir.name or plan.preset.name
+    resume = f"resumes from step {plan.resume_step} (-y 1)" if plan.resume else "fresh start (-y 0)"
+    summary = (f"preset {plan.preset.name} ({plan.preset.descriptor}, {plan.precision}), {plan.steps} steps, "
+               f"recompute {plan.recompute}, {resume}")
+    return render_sbatch(
+        [plan.binary, *plan.llmc_args], nodes=opts.nodes, gpus_per_node=gpn, shared_dir=opts.shared_dir,
+        run_dir=plan.out_dir, partition=opts.partition, time=opts.time, container=opts.container,
+        image=opts.image, sif=opts.sif, micro_batch=plan.micro_batch, seq_len=plan.seq_len,
+        total_batch=plan.total_batch, mounts=mounts, env=env, workdir=workdir, init=opts.init,
+        job_name=f"llmc-{name}", account=opts.account, sbatch_extra=opts.sbatch_extra, plan_summary=summary,
+        check_paths=check_paths)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # thin runtime
 
 
