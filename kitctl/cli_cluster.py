@@ -36,3 +36,53 @@ def export_cmd(
                             on_line=lambda s: console.print(s, highlight=False, markup=False))
     console.print(f"wrote {res.output} ({res.size / 1e9:.2f} GB)\nsha256 {res.sha256}  (also in "
                   f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# `kitctl train --launcher slurm ...`: the options kitctl/cli_train.py adds to `train`, and the one call it makes
+
+
+class SlurmCli:
+    """Typer options of the Slurm launcher (declared here so `kitctl train` only lists them)."""
+
+    launcher = typer.Option("local", "--launcher", help="local (this machine: mpirun) or slurm (sbatch/srun on "
+                                                       "--nodes nodes)")
+    nodes = typer.Option(1, "--nodes", help="slurm: number of nodes")
+    gpus_per_node = typer.Option(None, "--gpus-per-node", help="slurm: GPUs (ranks) per node (default: the GPUs "
+                                                              "--gpus picks from --inventory, one compute node)")
+    partition = typer.Option(None, "--partition", help="slurm: partition (sbatch --partition)")
+    time = typer.Option(None, "--time", help="slurm: time limit, e.g. 2-00:00:00 (sbatch --time)")
+    account = typer.Option(None, "--account", help="slurm: account to charge (sbatch --account)")
+    container = typer.Option("pyxis", "--container", help="slurm: pyxis (srun --container-image), apptainer "
+                                                          "(apptainer exec --nv) or none (a binary on a shared path)")
+    image = typer.Option(None, "--image", help="slurm+pyxis: an enroot .sqsh on the shared filesystem "
+                                               "(`kitctl export --format sqsh`) or a registry image")
+    sif = typer.Option(None, "--sif", help="slurm+apptainer: the .sif (`kitctl export --format sif`)")
+    shared_dir = typer.Option(None, "--shared-dir", help="slurm: a folder every node sees at the same path "
+                                                         "(llm.c's NCCL-id rendezvous, -pi fs -pf)")
+    init = typer.Option("fs", "--init", help="slurm: llm.c multi-node init: fs (through --shared-dir) or tcp "
+                                             "(rank 0 on the first node, port 12345)")
+    sbatch_opt = typer.Option(None, "--sbatch-opt", help="slurm: extra #SBATCH option, repeatable "
+                                                         "(e.g. --sbatch-opt=--qos=high)")
+    submit = typer.Option(False, "--submit", help="slurm: submit the script with sbatch (default: write it only)")
+
+
+def train_with_launcher(cfg, req, *, inventory: Optional[Path], mpirun: str, dry_run: bool, show_plan,
+                        launcher: str, nodes: int, gpus_per_node: Optional[int], partition: Optional[str],
+                        time: Optional[str], account: Optional[str], container: str, image: Optional[str],
+                        sif: Optional[Path], shared_dir: Optional[Path], init: str,
+                        sbatch_opt: Optional[list], submit: bool) -> None:
+    """`kitctl train --launcher slurm`: plan for nodes x GPUs, write <run>/sbatch.sh, submit with --submit."""
+    from kitctl.errors import ConfigError
+    from kitctl.slurm import SlurmOptions
+    from kitctl.slurm_run import train_on_slurm
+
+    if launcher != "slurm":
+        raise ConfigError(f"--launcher {launcher!r} is not one of local, slurm", "pass --launcher slurm or leave it out")
+    if submit and dry_run:
+        raise ConfigError("--submit and --dry-run together", "pick one: --dry-run prints the script, --submit sends it")
+    opts = SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node, shared_dir=shared_dir, container=container,
+                        image=image, sif=sif, partition=partition, time=time, account=account, init=init,
+                        sbatch_extra=tuple(sbatch_opt or ()))
+    train_on_slurm(cfg, req, opts, inventory=inventory, mpirun=mpirun, submit=submit, dry_run=dry_run,
+                   console=console, show_plan=show_plan)

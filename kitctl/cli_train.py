@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kitctl.cli import app, config, console
+from kitctl.cli_cluster import SlurmCli, train_with_launcher
 from kitctl.train import Plan, TrainRequest
 
 _RUNTIME = typer.Option(None, "--runtime", help="docker (the kit's image) or native (host mpirun + native build); "
@@ -67,8 +68,16 @@ def train(
                                                       "(they move to archive-<time>/)"),
     no_tune: bool = typer.Option(False, "--no-tune", help="ignore the tune cache; size B with the memory model"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the exact command; run nothing"),
+    # --launcher slurm (multi-node): options and logic live in kitctl/cli_cluster.py and kitctl/slurm*.py
+    launcher: str = SlurmCli.launcher, nodes: int = SlurmCli.nodes, gpus_per_node: Optional[int] = SlurmCli.gpus_per_node,
+    partition: Optional[str] = SlurmCli.partition, time: Optional[str] = SlurmCli.time,
+    account: Optional[str] = SlurmCli.account, container: str = SlurmCli.container,
+    image: Optional[str] = SlurmCli.image, sif: Optional[Path] = SlurmCli.sif,
+    shared_dir: Optional[Path] = SlurmCli.shared_dir, init: str = SlurmCli.init,
+    sbatch_opt: Optional[List[str]] = SlurmCli.sbatch_opt, submit: bool = SlurmCli.submit,
 ) -> None:
-    """Train GPT-2 with llm.c's train_gpt2cu on this machine's GPUs (mpirun; docker or native), resumable."""
+    """Train GPT-2 with llm.c's train_gpt2cu on this machine's GPUs (mpirun; docker or native), resumable;
+    or on a Slurm cluster with --launcher slurm (docs/cluster.md)."""
     from kitctl.train_run import plan_for, run_training
 
     cfg = config()
@@ -76,6 +85,11 @@ def train(
                        steps=steps, total_batch=total_batch, name=name, out=out, data=data,
                        runtime=runtime or cfg.runtime, binary=binary, fresh=fresh, no_tune=no_tune,
                        passthrough=list(passthrough or []))
+    if launcher != "local":
+        return train_with_launcher(cfg, req, inventory=inventory, mpirun=mpirun, dry_run=dry_run, show_plan=show_plan,
+                                   launcher=launcher, nodes=nodes, gpus_per_node=gpus_per_node, partition=partition,
+                                   time=time, account=account, container=container, image=image, sif=sif,
+                                   shared_dir=shared_dir, init=init, sbatch_opt=sbatch_opt, submit=submit)
     plan, facts, replan = plan_for(cfg, req, inventory, mpirun)
     show_plan(plan)
     if dry_run:

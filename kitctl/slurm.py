@@ -130,7 +130,8 @@ def check_divisibility(micro_batch: int, seq_len: int, total_batch: int, nodes: 
     ok_b = [b for b in (64, 32, 16, 8, 4, 2, 1) if b < micro_batch and total_batch % (b * seq_len * ranks) == 0]
     fixes = []
     if ok_nodes:
-        fixes.append(f"--nodes {' or '.join(str(n) for n in ok_nodes[:6])} (with {gpus_per_node} GPUs per node)")
+        near = sorted(sorted(ok_nodes, key=lambda n: (abs(n - nodes), n))[:3])   # the counts nearest the ask
+        fixes.append(f"--nodes {' or '.join(str(n) for n in near)} (with {gpus_per_node} GPUs per node)")
     if ok_b:
         fixes.append(f"--micro-batch {ok_b[0]}")
     multiple = per_step * max(1, -(-total_batch // per_step))

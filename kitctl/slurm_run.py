@@ -39,8 +39,23 @@ def plan_slurm(cfg: KitConfig, req, opts: SlurmOptions, inventory: Optional[Path
     facts = gather_facts(cfg, req, inventory, mpirun)
     gpus = slurm.node_gpus(facts.gpus, req.gpus, opts.gpus_per_node)
     opts = dataclasses.replace(opts, gpus_per_node=len(gpus))
+    _check_some_micro_batch_divides(req, opts)
     plan = build_plan(dataclasses.replace(req, gpus="all"), slurm.cluster_facts(facts, gpus, opts.nodes))
     return SlurmLaunch(plan, slurm.render_plan(plan, opts, check_paths=check_paths))
+
+
+def _check_some_micro_batch_divides(req, opts: SlurmOptions) -> None:
+    """Before the planner: when no micro-batch can divide the total batch over nodes x GPUs, say which
+    --nodes would (the planner alone would suggest --gpus)."""
+    from kitctl.train import get_preset
+
+    preset = get_preset(req.preset)
+    T = req.seq_len or preset.seq_len
+    D = req.total_batch or preset.total_batch
+    ranks = opts.nodes * (opts.gpus_per_node or 1)
+    candidates = [req.micro_batch] if req.micro_batch else [64, 32, 16, 8, 4, 2, 1]
+    if not any(D % (b * T * ranks) == 0 for b in candidates):
+        slurm.check_divisibility(min(candidates), T, D, opts.nodes, opts.gpus_per_node or 1)
 
 
 def _session(launch: SlurmLaunch, opts: SlurmOptions) -> dict:

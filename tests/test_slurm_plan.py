@@ -170,3 +170,16 @@ def test_train_on_slurm_checks_shared_dir_first(tmp_path):
     with pytest.raises(KitError) as e:   # before any data is read: there is none here
         plan_slurm(KitConfig(data_root=tmp_path), TrainRequest(), SlurmOptions(nodes=2, container="none"))
     assert "needs a shared folder" in e.value.message
+
+
+def test_nodes_that_no_micro_batch_can_serve_get_a_nodes_hint(tmp_path, shared):
+    from kitctl.slurm_run import plan_slurm
+
+    cfg = KitConfig(data_root=tmp_path / "data")
+    data = _shards(tmp_path / "data" / "tiny")
+    inv = tmp_path / "node.csv"
+    inv.write_text(H100X8)
+    with pytest.raises(KitError) as e:
+        plan_slurm(cfg, TrainRequest(data=data), SlurmOptions(nodes=3, shared_dir=shared, container="none"), inv)
+    assert "not a multiple of B x T x ranks = 1 x 1024 x 24 (3 node(s) x 8 GPUs)" in e.value.message
+    assert "--nodes 1 or 2 or 4 (with 8 GPUs per node)" in e.value.hint
