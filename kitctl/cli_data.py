@@ -77,8 +77,12 @@ def make(
     if plan.kind != "tokenize":
         execute(plan, log=lambda s: console.print(s, highlight=False, markup=False))
         return
-    with _Bar(plan) as bar:
-        summary = execute(plan, progress=bar.update, log=bar.log)
+    try:
+        with _Bar(plan) as bar:
+            summary = execute(plan, progress=bar.update, log=bar.log)
+    except KeyboardInterrupt:   # typer would turn this into a silent exit 130
+        raise KitError(f"interrupted: {plan.out_dir} keeps every finished shard (no partial files)",
+                       "re-run the same command to continue where it stopped", exit_code=130) from None
     if summary.already_complete:
         console.print(f"{plan.out_dir} is already complete: {summary.total_tokens:,} tokens in "
                       f"{summary.total_shards} shards (`kitctl data verify {plan.out_dir}` re-checks them)",

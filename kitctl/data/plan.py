@@ -110,7 +110,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
         raise AssertionError("unreachable")
     if source is not None and not Path(source).exists():
         raise KitError(f"--source {source} does not exist", exit_code=2)
-    default_out = spec if recipe else re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec.rstrip("/*")).stem or "local")
+    default_out = spec if recipe else _local_name(spec)
     out_dir = Path(out).absolute() if out else (cfg.data_root / default_out).absolute()
     prefix = name or (recipe.prefix if recipe else default_out)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
@@ -130,6 +130,18 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                     hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards)
     _estimate(plan)
     return plan
+
+
+def _local_name(spec: str) -> str:
+    """Default folder/prefix for local inputs: a file's stem, a folder's name, a glob's first folder."""
+    p = Path(spec)
+    if any(c in spec for c in "*?["):
+        parts = [x for x in p.parts if not any(c in x for c in "*?[")]
+        p = Path(*parts) if parts else Path("local")
+        name = p.name
+    else:
+        name = p.stem if p.is_file() else p.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "local"
 
 
 def _estimate(plan: DataPlan) -> None:

@@ -84,6 +84,8 @@ def tokenize_batch(texts) -> tuple[np.ndarray, np.ndarray]:
 
 def _worker(in_q, out_q, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # (not the parent's SIGTERM -> KeyboardInterrupt)
+    out_q.cancel_join_thread()    # if the parent was killed, exit without waiting to flush to nobody
     while True:
         try:
             item = in_q.get(timeout=1.0)
@@ -118,8 +120,23 @@ class _Pool:
         self.outs = [ctx.Queue(QUEUE_DEPTH + 1) for _ in range(n)]
         self.procs = [ctx.Process(target=_worker, args=(self.ins[i], self.outs[i], os.getpid()), daemon=True)
                       for i in range(n)]
-        for p in self.procs:
-            p.start()
+        # children must start with default SIGTERM and ignored SIGINT (not inherit our handlers)
+        old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for p in self.procs:
+                p.start()
+        except ValueError:   # not the main thread: signals can't be set, start as is
+            for p in self.procs:
+                if p.pid is None:
+                    p.start()
+        finally:
+            try:
+                signal.signal(signal.SIGTERM, old[0])
+                signal.signal(signal.SIGINT, old[1])
+            except ValueError:
+                pass
         self.sent = 0
         self.pending: deque[int] = deque()
 
