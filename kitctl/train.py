@@ -308,6 +308,11 @@ def absorb_passthrough(req: TrainRequest) -> TrainRequest:
     return dataclasses.replace(req, passthrough=rest, **updates)
 
 
+def gpu_spec(gpus: list[GPU]) -> str:
+    """--gpus value naming exactly these GPUs (a bare "1" would mean "the first GPU", so one index gets a comma)."""
+    return ",".join(str(g.index) for g in gpus) + ("," if len(gpus) == 1 else "")
+
+
 def _pick_gpus(req: TrainRequest, facts: Facts, preset: Preset, T: int) -> tuple[list[GPU], str, list[Option], list[str]]:
     notes: list[str] = []
     picked = select(facts.gpus, req.gpus)
@@ -346,7 +351,8 @@ def _pick_gpus(req: TrainRequest, facts: Facts, preset: Preset, T: int) -> tuple
         choice = sub_bf16 if sub_bf16.est_tok_s > all_fp32.est_tok_s else all_fp32
         notes.append(f"picked '{choice.label}' as the faster estimate "
                      f"({choice.est_tok_s:,.0f} vs {(all_fp32 if choice is sub_bf16 else sub_bf16).est_tok_s:,.0f} "
-                     "tok/s); override with --precision fp32 (all) or --precision bf16 / --gpus")
+                     f"tok/s); override with --precision fp32 (all GPUs) or --gpus {gpu_spec(bf16_subset)} "
+                     "(those alone)")
     options = [dataclasses.replace(o, chosen=o is choice) for o in (all_fp32, sub_bf16)]
     return list(choice.gpus), choice.precision, options, notes
 
@@ -553,11 +559,15 @@ def _decide_resume(plan: Plan, out: OutState) -> None:
     if diffs:
         lines = [f"{k}: checkpoint {o!r}, this plan {n!r}" for k, o, n in diffs]
         hints = [_HINT[k].format(old=o, data_dir=(old or {}).get("data_dir", "?")) for k, o, _ in diffs]
+        hints = list(dict.fromkeys(hints))
         raise KitError(f"{out.dir} holds a checkpoint at step {last} that this plan cannot resume:\n  "
                        + "\n  ".join(lines),
                        "; ".join(hints) + f"; or start over in this folder with --fresh (the old checkpoints move "
                        "to archive-<time>/), or pick a new --name", exit_code=2)
     plan.resume, plan.resume_step = True, last
+    if old and old.get("steps") not in (None, plan.steps):
+        plan.notes.append(f"steps {old['steps']} -> {plan.steps}: llm.c recomputes its LR schedule (warm-up + "
+                          "cosine decay) for the new total from the resumed step on")
     if last >= plan.steps:
         plan.complete = True
 

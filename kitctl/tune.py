@@ -93,7 +93,7 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
     from kitctl.errors import KitError
     from kitctl.memory import default_model
     from kitctl.steplog import throughput
-    from kitctl.train import MICRO_BATCHES, build_plan
+    from kitctl.train import MICRO_BATCHES, build_plan, gpu_spec
     from kitctl.train_facts import OutState
     from kitctl.train_run import gather_facts, launch, preflight, prepare_out, remove_tree
 
@@ -109,7 +109,7 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
     base = build_plan(base_req, facts)
     mem = default_model()
     gpus, precision = base.gpus, base.precision
-    spec = ",".join(str(g.index) for g in gpus) + ","     # indices (a bare "1" would mean "the first GPU")
+    spec = gpu_spec(gpus)
     min_gpu = min(g.memory_gb for g in gpus)
 
     def allowed(b: int) -> bool:
