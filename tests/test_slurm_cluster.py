@@ -165,3 +165,64 @@ def test_job_refuses_a_rank_count_it_was_not_planned_for(cluster, layout):
     assert info["ExitCode"] == "2:0"
     assert "this job has 2 tasks but the plan needs 4" in log
     assert _records(run) == {}
+
+
+def test_kitctl_train_launcher_slurm_submit(cluster, layout, monkeypatch):
+    """End to end: `kitctl train --launcher slurm --submit` (train planner over 2 nodes x 2 GPUs, native
+    binary on the shared filesystem) on the real cluster; the stand-in gets the planner's argv + rank flags."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from kitctl.cli import app, state
+    from kitctl.config import KitConfig
+    from kitctl.data.shards import write_shard
+    from kitctl.slurm import SlurmOptions
+    from kitctl.slurm_run import plan_slurm
+    from kitctl.train import TrainRequest
+
+    shared, data, run, standin = layout
+    tiny = data / "tiny"
+    rng = np.random.default_rng(0)
+    for name in ("tiny_val_000000.bin", "tiny_train_000001.bin"):
+        write_shard(tiny / name, rng.integers(0, 50257, 20_000, dtype=np.uint16))
+    inv = data.parent / "node.csv"
+    inv.write_text("".join(f"{i}, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n" for i in range(GPUS)))
+    common = ["--data", str(tiny), "--name", "e2e", "--total-batch", "16384", "--steps", "10", "--inventory", str(inv),
+              "--launcher", "slurm", "--nodes", str(len(NODES)), "--container", "none", "--shared-dir", str(shared),
+              "--time", "5", "--", "-t", "64"]
+
+    # the GPU script and the submitted one differ only in the program
+    cfg = KitConfig(data_root=data)
+    req = dict(data=tiny, name="e2e", total_batch=16384, steps=10, passthrough=["-t", "64"])
+    opts = SlurmOptions(nodes=len(NODES), shared_dir=shared, container="none", time="5")
+    gpu = plan_slurm(cfg, TrainRequest(binary=Path(GPU_PROGRAM), **req), opts, inv).script.text
+    test = plan_slurm(cfg, TrainRequest(binary=standin, **req), opts, inv).script.text
+    diff = [ln for ln in difflib.unified_diff(gpu.splitlines(), test.splitlines(), lineterm="", n=0)
+            if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert diff == [f"-PROGRAM={GPU_PROGRAM}", f"+PROGRAM={standin}"]
+
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    monkeypatch.setenv("KIT_DATA_ROOT", str(data))
+    monkeypatch.delenv("KIT_CONFIG", raising=False)
+    monkeypatch.chdir(data.parent)
+    state._config = None
+    r = CliRunner().invoke(app, ["train", "--binary", str(standin), "--submit", *common])
+    assert r.exit_code == 0, r.output
+    job = next(w for w in r.output.split() if w.isdigit() and f"slurm-{w}.out" in r.output)
+    out_dir = data / "runs" / "e2e"
+    assert (out_dir / "sbatch.sh").read_text() == test
+    info = cluster.wait_job(job, timeout=120)
+    log = (out_dir / f"slurm-{job}.out").read_text() if (out_dir / f"slurm-{job}.out").exists() else ""
+    assert info["JobState"] == "COMPLETED", f"{info}\n{log}\n{cluster.logs()}"
+    recs = _records(out_dir)
+    assert sorted(recs) == [0, 1, 2, 3], log
+    for rank, rec in recs.items():
+        argv = rec["argv"]
+        flags = dict(zip(argv[1::2], argv[2::2]))
+        assert flags["-t"] == "64" and flags["-d"] == "16384" and flags["-x"] == "10" and flags["-o"] == str(out_dir)
+        assert 16384 % (int(flags["-b"]) * 64 * 4) == 0              # the divisibility rule over 4 ranks
+        assert (flags["-pn"], flags["-pr"], flags["-pg"], flags["-pi"]) == ("4", str(rank), str(GPUS), "fs")
+        assert flags["-pf"] == f"{shared}/nccl-sync/{job}" and rec["nccl_id"] == f"id-{job}"
+        assert rec["cwd"] == str(out_dir / ".llmc-cwd")
+    rec = json.loads((out_dir / "run.json").read_text())
+    assert rec["session"]["job_id"] == job and rec["plan"]["ranks"] == 4
