@@ -1,0 +1,184 @@
+"""Offline tokenizer seeding, llm.c's gpt2_tokenizer.bin, the HellaSwag eval file, HF recipe plumbing
+(with the hub replaced by local functions), pre-tokenized shards, and environment set-up."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_ref import read_dir, reference_files
+from kitctl.data import hellaswag as hs
+from kitctl.data import tokenizer as tk
+from kitctl.data.sources import FilesSource, hf_source, load_recipe
+from kitctl.errors import KitError
+
+
+def test_seed_cache_uses_tiktoken_names_and_checks_sha(gpt2_bpe_dir, tmp_path):
+    sums = tk.seed_cache(gpt2_bpe_dir, tmp_path / "c")
+    assert sums == tk.FILES
+    url = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe"
+    assert (tmp_path / "c" / hashlib.sha1(url.encode()).hexdigest()).read_bytes() == \
+        (gpt2_bpe_dir / "vocab.bpe").read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(gpt2_bpe_dir / "encoder.json", bad / "encoder.json")
+    (bad / "vocab.bpe").write_text("#version: 0.2\nnot it\n")
+    with pytest.raises(KitError, match="is not GPT-2's vocab.bpe"):
+        tk.seed_cache(bad, tmp_path / "c2")
+    (bad / "vocab.bpe").unlink()
+    with pytest.raises(KitError, match="vocab.bpe is missing"):
+        tk.check_tokenizer_dir(bad)
+
+
+def test_tiktoken_loads_offline_from_seeded_cache(gpt2_bpe_dir, tmp_path):
+    code = ("import os, tiktoken, requests\n"
+            "requests.get = None  # any network use would crash\n"
+            "e = tiktoken.get_encoding('gpt2'); print(e.encode_ordinary('hello world'))")
+    tk.seed_cache(gpt2_bpe_dir, tmp_path / "c")
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "c")},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[31373, 995]"
+
+
+def test_gpt2_tokenizer_bin_matches_llmc_format(tiktoken_cache, tmp_path):
+    import tiktoken
+
+    enc = tiktoken.get_encoding("gpt2")
+    p = tmp_path / "gpt2_tokenizer.bin"
+    assert tk.write_tokenizer_bin(p, enc) is True
+    assert tk.write_tokenizer_bin(p, enc) is False          # kept when present
+    raw = p.read_bytes()
+    assert np.frombuffer(raw[:16], "<i4").tolist() == [20240328, 2, 50257, 50256]
+    info, toks = tk.read_tokenizer_bin(p)
+    assert info["vocab_size"] == 50257 and len(toks) == 50257
+    assert toks[31373] == b"hello" and toks[995] == b" world" and toks[50256] == b"<|endoftext|>"
+    assert all(toks[i] == enc.decode_single_token_bytes(i) for i in range(0, 50257, 97))
+    assert len(raw) == 1024 + sum(1 + len(t) for t in toks)
+
+
+def _hellaswag_jsonl(path):
+    exs = [{"ctx": "A man is sitting on a roof. he", "label": 3, "split": "val",
+            "endings": ["is using wrap.", "is ripping tiles off.", "holds a cube.", "starts pulling up roofing."]},
+           {"ctx": "Ünïcode café", "label": 1, "endings": ["a", "b c", "🙂", "d"]}]
+    path.write_text("".join(json.dumps(e) + "\n" for e in exs))
+    return exs
+
+
+def test_hellaswag_eval_file(tiktoken_cache, tmp_path):
+    import tiktoken
+
+    enc = tiktoken.get_encoding("gpt2")
+    exs = _hellaswag_jsonl(tmp_path / "hs.jsonl")
+    assert hs.build(tmp_path / "hs.jsonl", tmp_path / "out.bin", enc) == 2
+    raw = (tmp_path / "out.bin").read_bytes()
+    head = np.frombuffer(raw[:16], "<i4").tolist()
+    assert head[:3] == [20240522, 1, 2]
+    stream = np.frombuffer(raw[1024:], "<u2")
+    # example 0 by hand: START, bytes, index, label, 4, n_ctx, ctx...
+    ctx = enc.encode(exs[0]["ctx"])
+    assert stream[:6].tolist() == [65535, stream[1], 0, 3, 4, len(ctx)]
+    assert stream[6:6 + len(ctx)].tolist() == ctx
+    ends = [enc.encode(" " + e) for e in exs[0]["endings"]]
+    assert stream[1] == 2 * (6 + len(ctx) + sum(1 + len(e) for e in ends))
+    assert head[3] == max(stream[1], stream[stream[1] // 2 + 1])
+    info, parsed = hs.read_eval_file(tmp_path / "out.bin")
+    assert parsed[1]["label"] == 1 and parsed[1]["ending_tokens"][2] == enc.encode(" 🙂")
+    (tmp_path / "bad.jsonl").write_text('{"ctx": "x"}\n')
+    with pytest.raises(KitError, match="bad.jsonl:1: not a HellaSwag example"):
+        hs.build(tmp_path / "bad.jsonl", tmp_path / "o2.bin", enc)
+
+
+def test_hellaswag_recipe_cli_writes_where_train_expects(tmp_path, gpt2_bpe_dir):
+    _hellaswag_jsonl(tmp_path / "hs.jsonl")
+    env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_RUNTIME": "native",
+           "KIT_TOKENIZER_DIR": str(gpt2_bpe_dir)}
+    r = subprocess.run([sys.executable, "-m", "kitctl", "data", "hellaswag", "--source", str(tmp_path / "hs.jsonl")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert hs.read_eval_file(tmp_path / "root" / "hellaswag" / "hellaswag_val.bin")[0]["n"] == 2
+    assert (tmp_path / "root" / "gpt2_tokenizer.bin").is_file()
+
+
+def test_hf_recipe_lists_pinned_files_sorted_and_reads_them(tiktoken_cache, tmp_path):
+    """The hub is replaced by two local functions; everything else (pattern, order, reading) is real."""
+    import tiktoken
+
+    enc = tiktoken.get_encoding("gpt2")
+    r = load_recipe("fineweb10B")
+    assert r.revision() == "9767af12bf8f0f7d3c91e0345b89bc6b9cbe1a94" and r.prefix == "fineweb"
+    snap = tmp_path / "snap"
+    texts = {}
+    for name in ["sample/10BT/001_00000.parquet", "sample/10BT/000_00000.parquet", "sample/100BT/000.parquet"]:
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        texts[name] = [f"{name} doc {i}" for i in range(5)]
+        pq.write_table(pa.table({"text": texts[name], "id": list(range(5))}), snap / name, row_group_size=2)
+    calls = []
+
+    def list_files(repo, revision):
+        calls.append(("list", repo, revision))
+        return [str(p.relative_to(snap)) for p in snap.rglob("*")] + ["README.md"]
+
+    def download(repo, revision, patterns):
+        calls.append(("download", repo, revision, tuple(patterns)))
+        return str(snap)
+
+    src = hf_source(r, stream=False, list_files=list_files, download=download)
+    assert calls == [("list", "HuggingFaceFW/fineweb", r.revision()),
+                     ("download", "HuggingFaceFW/fineweb", r.revision(), ("sample/10BT/*.parquet",))]
+    docs = texts["sample/10BT/000_00000.parquet"] + texts["sample/10BT/001_00000.parquet"]
+    from kitctl.data.tokenize import make_shards
+
+    run = {"shard_size": 40, "first_shard_size": 40, "source_fingerprint": src.fingerprint()}
+    make_shards(src, tmp_path / "out", "fineweb", run, workers=0)
+    assert read_dir(tmp_path / "out", "fineweb") == reference_files(enc, docs, "fineweb", 40)
+    # resume inside a row group of the second file: skipping uses parquet metadata, same documents
+    batches = list(src.iter_batches(start_doc=7, batch_rows=2))
+    assert [t for b in batches for t in b.to_pylist()] == docs[7:]
+
+
+def test_pretokenized_from_local_folder(tiktoken_cache, tmp_path, gpt2_bpe_dir):
+    from kitctl.config import KitConfig
+    from kitctl.data import manifest as mf
+    from kitctl.data.plan import execute, make_plan
+    from kitctl.data.shards import write_shard
+
+    srcdir = tmp_path / "cache"
+    srcdir.mkdir()
+    for i in range(3):
+        write_shard(srcdir / ("fineweb_val_000000.bin" if i == 0 else f"fineweb_train_{i:06d}.bin"),
+                    np.arange(100 + i, dtype=np.uint16))
+    cfg = KitConfig(data_root=tmp_path / "root", tokenizer_dir=gpt2_bpe_dir)
+    plan = make_plan(cfg, "fineweb10B-pretokenized", source=str(srcdir), train_shards=2)
+    m = execute(plan, log=lambda s: None, free_fn=lambda p: 10**12)
+    assert [s.tokens for s in m.shards] == [100, 101, 102] and m.complete
+    assert mf.verify(plan.out_dir)[1] == []
+    plan = make_plan(cfg, "fineweb10B-pretokenized", source=str(srcdir), train_shards=5)
+    with pytest.raises(KitError, match="lacks 3 of the 6 shards"):
+        execute(plan, log=lambda s: None, free_fn=lambda p: 10**12)
+    (srcdir / "fineweb_train_000002.bin").write_bytes(b"\0" * 2000)
+    plan = make_plan(cfg, "fineweb10B-pretokenized", source=str(srcdir), train_shards=2, out=tmp_path / "o2")
+    with pytest.raises(KitError, match="header magic"):
+        execute(plan, log=lambda s: None, free_fn=lambda p: 10**12)
+
+
+def test_prepare_env_points_caches_at_data_root(tmp_path, monkeypatch):
+    from kitctl.config import KitConfig, Mirrors
+    from kitctl.data.plan import make_plan, prepare_env
+
+    for k in ("HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "HF_ENDPOINT", "TIKTOKEN_CACHE_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = KitConfig(data_root=tmp_path, mirrors=Mirrors(hf_endpoint="https://hf-mirror.example"))
+    prepare_env(make_plan(cfg, "fineweb10B", stream=True))
+    assert os.environ["HF_HOME"] == str(tmp_path / "hf")
+    assert os.environ["HF_DATASETS_CACHE"].startswith(str(tmp_path))
+    assert os.environ["HF_ENDPOINT"] == "https://hf-mirror.example"
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "tiktoken")
