@@ -168,6 +168,8 @@ def _run_native(plan: Plan, on_line: Callable[[str], None]) -> tuple[int, bool]:
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the launch's process group (mpirun forwards it to every rank), SIGKILL what is left after the
+    grace period — or at once on a second Ctrl-C."""
     for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
@@ -177,12 +179,41 @@ def _stop_group(proc: subprocess.Popen) -> None:
             proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-        # mpirun is gone; make sure no rank outlived it
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        except KeyboardInterrupt:   # impatient second Ctrl-C: kill now
+            continue
         break
+    try:   # mpirun is gone; make sure no rank outlived it
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class _TerminationAsInterrupt:
+    """While a launch runs, SIGTERM and SIGHUP to kitctl act like Ctrl-C, so the ranks (in their own process
+    group / container) are stopped instead of orphaned."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self):
+        self.old = {}
+        try:
+            for sig in self.SIGNALS:
+                self.old[sig] = signal.signal(sig, self._raise)
+        except ValueError:   # not the main thread: leave the handlers alone
+            self.old = {}
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
 
 
 def _run_docker(plan: Plan, on_line: Callable[[str], None], client=None) -> tuple[int, bool]:
@@ -220,10 +251,11 @@ def launch(plan: Plan, on_line: Callable[[str], None], docker_client=None) -> Ou
         del out.tail[:-40]
         on_line(s)
 
-    if plan.runtime == "docker":
-        out.rc, out.interrupted = _run_docker(plan, line, docker_client)
-    else:
-        out.rc, out.interrupted = _run_native(plan, line)
+    with _TerminationAsInterrupt():
+        if plan.runtime == "docker":
+            out.rc, out.interrupted = _run_docker(plan, line, docker_client)
+        else:
+            out.rc, out.interrupted = _run_native(plan, line)
     return out
 
 

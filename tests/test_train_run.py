@@ -297,3 +297,32 @@ def test_cli_dry_run_and_errors(kit):
     assert r.returncode == 2 and "no shard folder" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([*base, "--preset", "gpt9", "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp)
     assert r.returncode == 2 and "unknown preset" in r.stderr
+
+
+def test_sigterm_to_kitctl_stops_every_rank(kit):
+    """`kill <kitctl>` (or a closed terminal) must not orphan mpirun and its ranks in their own session."""
+    import signal
+    import subprocess
+    import time
+
+    cfg, tmp = kit
+    pidfile = tmp / "pids"
+    env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "FAKE_STEP_SLEEP": "0.02",
+           "FAKE_PIDFILE": str(pidfile), "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+    inv, mpirun = ("two.csv", MPIRUN) if MPIRUN else ("one.csv", NO_MPIRUN)
+    proc = subprocess.Popen([sys.executable, "-m", "kitctl", "train", "--runtime", "native", "--inventory",
+                             str(tmp / inv), "--mpirun", mpirun, "--data", str(cfg.data_root / "tinyshakespeare"),
+                             "--name", "s", "--micro-batch", "4", "--steps", "100000", "--", "-n", "5"],
+                            env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = cfg.data_root / "runs" / "s" / "stdout.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and "step   12/" in log.read_text()):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = inspect_out(log.parent).last_done
+    assert last is not None and f"resumes from the checkpoint at step {last}" in " ".join(err.split())
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert pids and not any(_alive(p) for p in pids)
