@@ -437,8 +437,9 @@ def node_gpus(gpus: Sequence, spec: str, gpus_per_node: Optional[int]) -> list:
     if not gpus:
         raise ConfigError(
             "no GPU inventory for the compute nodes (this machine has no NVIDIA GPU: a login node?)",
-            "describe one compute node: srun -N1 --gres=gpu:1 nvidia-smi --query-gpu=index,name,compute_cap,"
-            "memory.total,driver_version --format=csv,noheader > node.csv, then pass --inventory node.csv")
+            "describe one compute node: srun -N1 --exclusive nvidia-smi --query-gpu=index,name,compute_cap,"
+            "memory.total,driver_version --format=csv,noheader > node.csv (add --partition/--gres as your "
+            "cluster needs), then pass --inventory node.csv")
     picked = select(list(gpus), spec)
     if gpus_per_node is None:
         return picked

@@ -106,7 +106,7 @@ def test_login_node_without_gpus_says_how_to_describe_a_compute_node():
     with pytest.raises(KitError) as e:
         slurm.node_gpus([], "all", None)
     assert "no GPU inventory for the compute nodes" in e.value.message
-    assert "srun -N1 --gres=gpu:1 nvidia-smi --query-gpu=" in e.value.hint and "--inventory node.csv" in e.value.hint
+    assert "srun -N1 --exclusive nvidia-smi --query-gpu=" in e.value.hint and "--inventory node.csv" in e.value.hint
 
 
 def test_native_plan_runs_host_binary_in_llmc_cwd(shared):
