@@ -85,8 +85,10 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
              warmup: int = DEFAULT_WARMUP, min_b: int = 8, full: bool = False, dry_run: bool = False) -> dict:
     """Measure every (B, recompute) worth trying on the picked GPUs; write and return the cache record.
 
-    ``full``: every B in {64..1} allowed by the divisibility / shard rules and recompute 0, 1, 2, whatever the
-    memory model says (the reference sweep to check the default sweep against)."""
+    ``full``: every B >= ``min_b`` allowed by the divisibility / shard rules and recompute 0, 1, 2, whatever
+    the memory model says (the reference sweep to check the default sweep against).
+    While each configuration runs, nvidia-smi samples memory.used of the picked GPUs; the peaks are stored
+    per result (``peak_mib``) and printed as a series ready for kitctl/memory_model.yaml."""
     import dataclasses
     import uuid
 
@@ -122,7 +124,7 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
 
     allowed_b = [b for b in MICRO_BATCHES if allowed(b)]
     if full:
-        configs = [(b, r) for b in allowed_b for r in (0, 1, 2)]
+        configs = [(b, r) for b in allowed_b if b >= min_b for r in (0, 1, 2)]
     else:
         def fits(b: int, r: int) -> bool:
             return mem.predict(base.preset.descriptor, b, base.seq_len, r, precision, len(gpus),
@@ -143,7 +145,8 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
     if rid is None:
         raise KitError("cannot identify the runtime for the tune cache key (no image id / no native binary)",
                        "build the image or native binary first (kitctl build)")
-    results = []
+    results: list[dict] = []
+    last_plan = base
     try:
         for b, r in configs:
             r_req = dataclasses.replace(base_req, micro_batch=b, recompute=r,
@@ -152,7 +155,8 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
             preflight(plan)
             remove_tree(scratch)
             prepare_out(plan)
-            out = launch(plan, lambda s: None)
+            with MemorySampler([g.index for g in gpus]) as sampler:
+                out = launch(plan, lambda s: None)
             if out.interrupted:
                 raise KitError("tune interrupted: all ranks stopped; nothing was cached", exit_code=130)
             tok_s = throughput(out.steps, plan.total_batch, warmup)
@@ -164,13 +168,24 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
             else:
                 res = {"micro_batch": b, "recompute": r, "status": "failed", "rc": out.rc,
                        "tail": out.tail[-8:]}
+            if sampler.peak_mib is not None:
+                res["peak_mib"] = sampler.peak_mib
             results.append(res)
             console.print(f"  B={b:<3} -r {r}: " + (f"{res['tok_s']:>12,} tok/s" if res["status"] == "ok"
-                                                    else res["status"]), highlight=False)
+                                                    else res["status"])
+                          + (f", peak {res['peak_mib']:,} MiB" if "peak_mib" in res else ""), highlight=False)
+            last_plan = plan
     finally:
         remove_tree(scratch)
+    series = memory_series(results, gpus, precision, base, last_plan if results else base)
     path = write_record(tune_dir, key, results, steps, warmup,
-                        {"gpu_indices": [g.index for g in gpus], "full": full})
+                        {"gpu_indices": [g.index for g in gpus], "full": full, "memory_series": series})
+    if series:
+        import yaml
+        console.print("memory measured (peak nvidia-smi memory.used of the picked GPUs, other processes "
+                      "included) as series for kitctl/memory_model.yaml:", style="bold")
+        sys.stdout.write(yaml.safe_dump(series, sort_keys=False, width=200))
+        sys.stdout.flush()
     ok = [x for x in results if x["status"] == "ok"]
     if not ok:
         raise KitError(f"no configuration ran (results in {path})", "see the failures recorded there")
@@ -178,3 +193,74 @@ def run_tune(cfg, req, console, inventory=None, mpirun: str = "/usr/bin/mpirun",
     console.print(f"fastest: B={best['micro_batch']} -r {best['recompute']} at {best['tok_s']:,} tok/s; "
                   f"cached in {path} (kitctl train uses it unless --no-tune)")
     return json.loads(path.read_text())
+
+
+def memory_series(results: list[dict], gpus: list[GPU], precision: str, base, plan) -> list[dict]:
+    """memory_model.yaml series (one per recompute) from the peaks of the ``ok`` results."""
+    out = []
+    by_r: dict[int, dict[int, int]] = {}
+    for res in results:
+        if res.get("status") == "ok" and res.get("peak_mib"):
+            by_r.setdefault(res["recompute"], {})[res["micro_batch"]] = res["peak_mib"]
+    g = gpus[0]
+    for r, pts in sorted(by_r.items()):
+        args = list(plan.llmc_args)
+        args[args.index("-b") + 1] = "B"
+        args[args.index("-r") + 1] = str(r)
+        out.append({
+            "device": f"{len(gpus)}x {g.name} ({g.memory_mib} MiB), driver {g.driver}",
+            "source": f"kitctl tune {time.strftime('%Y-%m-%d', time.gmtime())} ({Path(plan.binary).name})",
+            "precision": precision, "cudnn": precision == "bf16", "descriptor": base.preset.descriptor,
+            "seq_len": base.seq_len, "ranks": len(gpus), "zero_stage": base.preset.zero_stage, "recompute": r,
+            "command": " ".join([Path(plan.binary).name, *args]),
+            "points_mib": dict(sorted(pts.items())),
+        })
+    return out
+
+
+class MemorySampler:
+    """Peak ``memory.used`` (MiB, max over the given GPUs) while the block runs, from ``nvidia-smi -lms``;
+    ``peak_mib`` is None without nvidia-smi."""
+
+    def __init__(self, indices: list[int], nvidia_smi: str = "nvidia-smi", interval_ms: int = 100):
+        self.indices, self.nvidia_smi, self.interval_ms = indices, nvidia_smi, interval_ms
+        self.peak_mib: Optional[int] = None
+        self.proc = None
+        self.thread = None
+
+    def __enter__(self):
+        import shutil
+        import subprocess
+        import threading
+
+        exe = shutil.which(self.nvidia_smi)
+        if exe is None:
+            return self
+        try:
+            self.proc = subprocess.Popen([exe, "--query-gpu=index,memory.used", "--format=csv,noheader,nounits",
+                                          "-lms", str(self.interval_ms), "-i", ",".join(map(str, self.indices))],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            self.proc = None
+            return self
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 2 and parts[1].isdigit():
+                v = int(parts[1])
+                self.peak_mib = v if self.peak_mib is None else max(self.peak_mib, v)
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except Exception:
+                self.proc.kill()
+            if self.thread is not None:
+                self.thread.join(timeout=10)

@@ -216,6 +216,11 @@ def test_tune_measures_caches_and_planner_uses_it(kit, monkeypatch):
     # the fake reports these tokens/s; B=32 (either -r) runs out of memory
     monkeypatch.setenv("FAKE_RATES", "16:0:538000,16:1:501000,8:0:504000,8:1:494000")
     monkeypatch.setenv("FAKE_OOM_ABOVE_B", "16")
+    smi = tmp / "bin" / "nvidia-smi"        # memory sampling: a stand-in that reports 12345 MiB used
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\nwhile true; do echo '0, 12345'; sleep 0.02; done\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
     req = TrainRequest(runtime="native", data=cfg.data_root / "tinyshakespeare")
     con = _console()
     rec = run_tune(cfg, req, con, tmp / "one.csv", NO_MPIRUN, steps=8, warmup=3, min_b=8)
@@ -224,6 +229,12 @@ def test_tune_measures_caches_and_planner_uses_it(kit, monkeypatch):
     assert set(by) == {(32, 0), (32, 1), (16, 0), (16, 1), (8, 0), (8, 1)}
     assert by[(32, 1)]["status"] == "oom" and by[(16, 0)]["tok_s"] == pytest.approx(538000, rel=1e-3)
     assert rec["best"]["micro_batch"] == 16 and rec["best"]["recompute"] == 0
+    assert by[(16, 0)]["peak_mib"] == 12345
+    series = {s["recompute"]: s for s in rec["memory_series"]}
+    assert series[0]["points_mib"] == {"8": 12345, "16": 12345}
+    from kitctl.memory import MemoryModel
+    assert len(MemoryModel.from_dict({"series": rec["memory_series"]}).series) == 2   # pastes into the YAML
+    assert series[1]["ranks"] == 1 and " -r 1 " in series[1]["command"] and " -b B " in series[1]["command"]
     assert not list((cfg.data_root / "tune").glob("scratch-*"))            # throw-away output removed
 
     plan, _, _ = _plan(cfg, tmp, TrainRequest(runtime="native", name="u", steps=10))
