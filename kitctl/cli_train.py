@@ -113,8 +113,8 @@ def tune(
     steps: int = typer.Option(20, "--steps", help="optimizer steps per config"),
     warmup: int = typer.Option(5, "--warmup", help="first steps left out of the timing"),
     min_b: int = typer.Option(8, "--min-b", help="smallest B tried (smaller ones only if nothing bigger fits)"),
-    full: bool = typer.Option(False, "--full", help="every allowed B x recompute 0/1/2, even those the memory "
-                                                    "model rules out (a reference sweep)"),
+    full: bool = typer.Option(False, "--full", help="every allowed B >= --min-b x recompute 0/1/2, even those "
+                                                    "the memory model rules out (a reference sweep)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the configs and the first command; run nothing"),
 ) -> None:
     """Measure tokens/s of micro-batch x recompute on these GPUs and cache the fastest for `kitctl train`."""
