@@ -79,9 +79,11 @@ def init(
 
 
 def render_error(e: KitError) -> None:
-    err_console.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, highlight=False)
     if e.hint:
-        err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False)
 
 
 def _register() -> None:

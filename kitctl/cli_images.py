@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -72,7 +73,7 @@ def build(
     for t in targets:
         start = time.monotonic()
         err_console.print(f"[bold]building {t}[/]: {shell_line(images.build_argv(req, ctx, t))}", highlight=False)
-        tags = images.build(req, ctx, t, on_line=lambda line: err_console.print(line, markup=False, highlight=False))
+        tags = images.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True))
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
     env = images.write_env(cfg, Path(".env"))
     console.print(f"wrote {env} for docker compose; next: kitctl smoke, kitctl data", highlight=False)

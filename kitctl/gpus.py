@@ -122,12 +122,12 @@ def select(gpus: list[GPU], spec: str) -> list[GPU]:
 
 def max_cuda_for_driver(driver: str) -> Optional[str]:
     """Highest CUDA major.minor a Linux driver runs (None if older than CUDA 11)."""
-    try:
-        ver = float(".".join(driver.split(".")[:2]))
+    try:   # compare as version tuples: 535.104 is newer than 535.54
+        ver = tuple(int(x) for x in driver.split(".")[:2])
     except ValueError:
         return None
     for cuda, need in _DRIVER_FOR_CUDA:
-        if ver >= need:
+        if ver >= tuple(int(x) for x in f"{need:.2f}".split(".")):
             return cuda
     return None
 

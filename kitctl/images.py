@@ -157,7 +157,10 @@ def image_labels(req: BuildRequest, stage: str, llmc_label: str = "") -> dict[st
     }
     if req.provider == "wheels":
         w = pins["providers"]["wheels"]
-        lab["org.llmc-kit.wheels"] = " ".join(f"{k}=={v}" for k, v in sorted({**w["wheels"], **w["tools"]}.items()))
+        used = {**w["wheels"], **w["tools"]}
+        if not req.cudnn:
+            used.pop("nvidia-cudnn-cu13", None)
+        lab["org.llmc-kit.wheels"] = " ".join(f"{k}=={v}" for k, v in sorted(used.items()))
     else:
         p = pins["providers"]["nvidia"]
         lab["org.llmc-kit.nccl"] = p["nccl_apt"] if req.cuda == p["cuda"] else "as shipped in the base image"

@@ -25,6 +25,11 @@ PIP_CACHE = ("--mount=type=cache,id=llmc-pip-cache,target=/root/.cache/pip \\\n"
              "    --mount=type=secret,id=ca")
 
 
+_APT_CA = (f"if [ -s {CA_SECRET} ]; then echo 'Acquire::https::CAInfo \"{CA_SECRET}\";' "
+           "> /etc/apt/apt.conf.d/99llmc-ca; fi &&")
+_APT_CA_END = " && \\\n    rm -f /etc/apt/apt.conf.d/99llmc-ca"
+
+
 def _join(lines: Iterable[str]) -> str:
     return " && \\\n    ".join(lines)
 
@@ -69,10 +74,10 @@ def apt_install(packages: Iterable[str], comment: str = "") -> str:
     pkg_lines = " \\\n        ".join(pkgs)
     return (
         f"{head}RUN {APT_CACHE} \\\n"
-        f"    ca=(); [ -s {CA_SECRET} ] && ca=(-o Acquire::https::CAInfo={CA_SECRET}); \\\n"
-        "    apt-get \"${ca[@]}\" update -qq && \\\n"
-        "    DEBIAN_FRONTEND=noninteractive apt-get \"${ca[@]}\" install -y -qq --no-install-recommends \\\n"
-        f"        {pkg_lines}"
+        f"    {_APT_CA} \\\n"
+        "    apt-get update -qq && \\\n"
+        "    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\\n"
+        f"        {pkg_lines}{_APT_CA_END}"
     )
 
 
@@ -165,11 +170,11 @@ def nccl_apt(version: str) -> str:
     return (
         f"# NCCL {version} from the image's CUDA apt repo\n"
         f"RUN {APT_CACHE} \\\n"
-        f"    ca=(); [ -s {CA_SECRET} ] && ca=(-o Acquire::https::CAInfo={CA_SECRET}); \\\n"
-        "    apt-get \"${ca[@]}\" update -qq && \\\n"
-        "    DEBIAN_FRONTEND=noninteractive apt-get \"${ca[@]}\" install -y -qq --no-install-recommends "
+        f"    {_APT_CA} \\\n"
+        "    apt-get update -qq && \\\n"
+        "    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
         "--allow-change-held-packages \\\n"
-        f"        libnccl2={version} libnccl-dev={version}"
+        f"        libnccl2={version} libnccl-dev={version}{_APT_CA_END}"
     )
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["docker_fixtures"]   # session fixtures that build kit images (tests/docker_fixtures.py)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared"))
 GPT2_BPE = SHARED / "data" / "gpt2-bpe"
