@@ -337,3 +337,42 @@ def test_sigterm_to_kitctl_stops_every_rank(kit):
     assert last is not None and f"resumes from the checkpoint at step {last}" in " ".join(err.split())
     pids = [int(p) for p in pidfile.read_text().split()]
     assert pids and not any(_alive(p) for p in pids)
+
+
+class _FakeContainers:
+    def __init__(self):
+        self.calls = []
+
+    def stop(self, name, time=None):
+        self.calls.append(("stop", name, time))
+
+    def exists(self, name):
+        self.calls.append(("exists", name))
+        return True
+
+    def kill(self, name):
+        self.calls.append(("kill", name))
+
+
+class _InterruptedDocker(_FakeDocker):
+    def __init__(self, lines):
+        super().__init__(lines)
+        self.container = _FakeContainers()
+
+    def run(self, **kw):
+        yield from super().run(**kw)
+        raise KeyboardInterrupt
+
+
+def test_docker_ctrl_c_stops_the_named_container(kit, monkeypatch):
+    cfg, tmp = kit
+    monkeypatch.setattr("kitctl.train_run.inspect_image", lambda ref: {})
+    req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=50, micro_batch=8)
+    plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
+    client = _InterruptedDocker(["step    1/50 | loss 10.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
+                                 "100.00 ms | 40.0% bf16 MFU | 80000 tok/s"])
+    with pytest.raises(KitError) as e:
+        run_training(plan, facts, _console(), replan, docker_client=client)
+    name = plan.container.name
+    assert e.value.exit_code == 130 and "no checkpoint was written yet" in e.value.message
+    assert client.container.calls[0] == ("stop", name, 30) and ("kill", name) in client.container.calls
