@@ -102,9 +102,9 @@ def _submit_and_wait(cluster: LocalSlurm, script: str, run: Path, *sbatch_args: 
     return job, info, log
 
 
-def test_cluster_shape(cluster):
-    assert CPUS >= GPUS      # one task per fake GPU must fit
-    assert cluster.nodes_idle()
+def test_cluster_is_up_with_two_gpu_nodes(cluster):
+    r = cluster.run("sinfo", "-h", "-N", "-o", "%N %T %G %c")
+    assert sorted(r.stdout.split("\n")[:-1]) == [f"{n} idle gpu:{GPUS} {CPUS}" for n in NODES]
 
 
 def test_fs_rendezvous_on_two_nodes(cluster, layout):
@@ -226,3 +226,60 @@ def test_kitctl_train_launcher_slurm_submit(cluster, layout, monkeypatch):
         assert rec["cwd"] == str(out_dir / ".llmc-cwd")
     rec = json.loads((out_dir / "run.json").read_text())
     assert rec["session"]["job_id"] == job and rec["plan"]["ranks"] == 4
+
+
+FAKE_APPTAINER = r'''#!/bin/sh
+# Stand-in for `apptainer exec`: records its options per rank, then runs the command as apptainer would
+# (here without a container: the test's "container paths" are the host paths).
+[ "$1" = exec ] || { echo "fake apptainer: want exec, got $1" >&2; exit 90; }
+shift
+opts=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nv) opts="$opts --nv"; shift ;;
+    --bind) opts="$opts --bind $2"; shift 2 ;;
+    --pwd) opts="$opts --pwd $2"; cd "$2" || exit 91; shift 2 ;;
+    -*) echo "fake apptainer: unknown option $1" >&2; exit 92 ;;
+    *) break ;;
+  esac
+done
+sif=$1; shift
+echo "$SLURM_PROCID$opts $sif" >> "{log}"
+exec "$@"
+'''
+
+
+def test_apptainer_launch_line_runs_under_srun(cluster, layout, tmp_path):
+    """The Apptainer script's srun line, run for real with a stand-in `apptainer` on PATH."""
+    import os
+
+    from kitctl.runtime import Mount
+
+    shared, data, run, standin = layout
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "apptainer.log"
+    fake = bindir / "apptainer"
+    fake.write_text(FAKE_APPTAINER.replace("{log}", str(log)))
+    fake.chmod(0o755)
+    sif = shared / "llmc-kit.sif"
+    sif.write_bytes(b"not really a sif")
+    s = slurm.render_sbatch(plan_argv(str(standin), data, run), nodes=len(NODES), gpus_per_node=GPUS,
+                            shared_dir=shared, run_dir=run, container="apptainer", sif=sif,
+                            mounts=[Mount(data, str(data), read_only=True), Mount(run, str(run))],
+                            workdir=str(data), job_name="kit-apptainer", time="5")
+    path = slurm.write_script(s.text, run)
+    job = slurm.submit(path, env={"SLURM_CONF": str(cluster.conf), "PATH": f"{bindir}:{os.environ['PATH']}"})
+    info = cluster.wait_job(job, timeout=120)
+    out = run / f"slurm-{job}.out"
+    assert info["JobState"] == "COMPLETED", f"{info}\n{out.read_text() if out.exists() else ''}\n{cluster.logs()}"
+    lines = sorted(log.read_text().splitlines())
+    assert lines == [f"{r} --nv --bind {data}:{data}:ro --bind {run}:{run} --bind {shared}:{shared} --pwd {data} {sif}"
+                     for r in range(4)]
+    recs = _records(run)
+    assert sorted(recs) == [0, 1, 2, 3]
+    for rank, rec in recs.items():
+        tail = rec["argv"][len(plan_argv("x", data, run)):]
+        assert dict(zip(tail[::2], tail[1::2])) == {
+            "-pg": str(GPUS), "-pi": "fs", "-pf": f"{shared}/nccl-sync/{job}", "-pn": "4", "-pr": str(rank)}
+        assert rec["nccl_id"] == f"id-{job}" and rec["cwd"] == str(data)
