@@ -182,3 +182,19 @@ def test_prepare_env_points_caches_at_data_root(tmp_path, monkeypatch):
     assert os.environ["HF_DATASETS_CACHE"].startswith(str(tmp_path))
     assert os.environ["HF_ENDPOINT"] == "https://hf-mirror.example"
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "tiktoken")
+
+
+def test_fast_encoding_cache_is_the_same_encoding(gpt2_bpe_dir, tmp_path):
+    """Second start builds the Encoding from kitctl's JSON rank cache: it must encode exactly like tiktoken."""
+    code = ("import sys, tiktoken; from kitctl.data import tokenizer as tk\n"
+            "e = tk.get_encoding(); ref = tiktoken.get_encoding('gpt2')\n"
+            "texts = ['hello world', 'naïve 日本 🙂 <|endoftext|>', 'x' * 999, \"it's 12,345.6 \\n\\n\\t ok\"]\n"
+            "assert all(e.encode_ordinary(t) == ref.encode_ordinary(t) for t in texts)\n"
+            "assert e.eot_token == 50256 and e.n_vocab == 50257 and e.decode_single_token_bytes(31373) == b'hello'\n"
+            "print('ok')")
+    tk.seed_cache(gpt2_bpe_dir, tmp_path / "c")
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "c")}
+    for _ in range(2):   # first run writes the cache, second reads it
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert list((tmp_path / "c").glob("kitctl-gpt2-ranks-*.json"))
