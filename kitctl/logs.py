@@ -203,7 +203,7 @@ def list_runs(runs_dir: Path) -> list[Path]:
 
 
 def resolve_runs(names: Iterable[str], runs_dir: Path, *, allow_empty: bool = False) -> list[Path]:
-    """RUN arguments (a folder path, or a name under runs_dir) -> run folders; none given -> all runs."""
+    """RUN arguments (a run folder, its main.log, or a name under runs_dir) -> run folders; none -> all runs."""
     names = list(names)
     if not names:
         runs = list_runs(runs_dir)
@@ -214,6 +214,8 @@ def resolve_runs(names: Iterable[str], runs_dir: Path, *, allow_empty: bool = Fa
     out = []
     for n in names:
         p = Path(n)
+        if p.is_file() and p.name in (MAIN_LOG, STDOUT_LOG):    # a log file names its run folder
+            p = p.parent
         for cand in (p, runs_dir / n):
             if cand.is_dir():
                 out.append(cand.absolute())

@@ -92,6 +92,7 @@ def figure(runs: list[RunLogs]):
         ax_hs.text(0.5, 0.5, "no HellaSwag evals logged\n(llm.c logs them with -h 1)", ha="center",
                    va="center", transform=ax_hs.transAxes, color="0.4")
     ax_hs.legend(fontsize=8, loc="lower right")
+    fig.suptitle("llm.c GPT-2 (124M): " + ", ".join(r.run_dir.name for r in runs), fontsize=11)
     return fig
 
 

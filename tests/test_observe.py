@@ -121,7 +121,7 @@ def test_parse_main_log_all_line_forms_resume_and_torn_line():
 def test_parse_stdout_step_line():
     out = ("| Parameter | Value |\nval loss 11.0\nevaluating HellaSwag: 0/40\r"
            + step_line(0, 18865, 11.01, 15.3, 6e-6, 5123.45, 102345)
-           + step_line(1, 18865, 10.9, 12.0, 1.2e-5, 333.33, 1572864)
+           + (STEP_FMT % (2, 18865, 10.9, 0.1, 12.0, 0.1, 1.2e-5, 333.33, -100.0, 1572864))  # H200: MFU unknown
            + "step    3/18865 | loss 10.8")   # torn
     info = parse_stdout(out)
     assert info.streams == {"perf/ms_per_step": {0: 5123.45, 1: 333.33}, "perf/tokens_per_sec": {0: 102345.0, 1: 1572864.0}}
@@ -266,6 +266,7 @@ def test_resolve_runs(tmp_path):
     (runs / "not-a-run").mkdir()
     assert logs.resolve_runs([], runs) == [a]
     assert logs.resolve_runs(["a"], runs) == [a]
+    assert logs.resolve_runs([str(a / "main.log")], runs) == [a]
     with pytest.raises(KitError, match="'zzz' not found") as e:
         logs.resolve_runs(["zzz"], runs)
     assert "a" in e.value.hint
