@@ -48,6 +48,7 @@ def build(
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native: cudnn-frontend include dir"),
     build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the build context is written"),
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV for --arch auto"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="ignore the layer cache (downloads stay cached)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands, build nothing"),
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
@@ -68,12 +69,14 @@ def build(
                   + (f", llm.c {ctx.llmc_label}" if ctx.llmc_label else "") + ")", highlight=False)
     if dry_run:
         for t in targets:
-            print(shell_line(images.build_argv(req, ctx, t)))
+            print(shell_line(images.build_argv(req, ctx, t, cache=not no_cache)))
         return
     for t in targets:
         start = time.monotonic()
-        err_console.print(f"[bold]building {t}[/]: {shell_line(images.build_argv(req, ctx, t))}", highlight=False)
-        tags = images.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"building {t}: {shell_line(images.build_argv(req, ctx, t, cache=not no_cache))}",
+              file=sys.stderr, flush=True)
+        tags = images.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
+                            cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
     env = images.write_env(cfg, Path(".env"))
     console.print(f"wrote {env} for docker compose; next: kitctl smoke, kitctl data", highlight=False)

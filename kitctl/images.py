@@ -370,11 +370,13 @@ def secrets(req: BuildRequest) -> list[str]:
     return [f"id=ca,src={Path(req.ca_cert).absolute()}"]
 
 
-def build_argv(req: BuildRequest, ctx: Context, target: Optional[str] = None) -> list[str]:
+def build_argv(req: BuildRequest, ctx: Context, target: Optional[str] = None, cache: bool = True) -> list[str]:
     """The exact ``docker buildx build`` line (what ``--dry-run`` prints and what python-on-whales runs)."""
     t = target or req.target
     a = ["docker", "buildx", "build", "--progress", "plain", "--load", "--target", t,
          "--file", str(ctx.dockerfile)]
+    if not cache:
+        a.append("--no-cache")
     for s in secrets(req):
         a += ["--secret", s]
     for k, v in sorted(build_args(req).items()):
@@ -386,8 +388,10 @@ def build_argv(req: BuildRequest, ctx: Context, target: Optional[str] = None) ->
 
 
 def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
-          on_line: Optional[Callable[[str], None]] = None, client=None) -> list[str]:
-    """Build ``target`` with python-on-whales (BuildKit), streaming progress lines; returns the tags."""
+          on_line: Optional[Callable[[str], None]] = None, client=None, cache: bool = True) -> list[str]:
+    """Build ``target`` with python-on-whales (BuildKit), streaming progress lines; returns the tags.
+
+    ``cache=False`` is ``--no-cache`` (no layer cache; the apt/pip cache mounts still serve downloads)."""
     if client is None:
         from python_on_whales import docker as client
     from python_on_whales.exceptions import DockerException
@@ -398,7 +402,8 @@ def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
     try:
         stream: Iterator[str] = client.buildx.build(
             ctx.path, file=ctx.dockerfile, target=t, tags=tg, build_args=build_args(req), secrets=secrets(req),
-            labels={"org.llmc-kit.recipe-hash": ctx.hashes[t]}, load=True, progress="plain", stream_logs=True)
+            labels={"org.llmc-kit.recipe-hash": ctx.hashes[t]}, load=True, progress="plain", stream_logs=True,
+            cache=cache)
         for line in stream:
             line = line.rstrip("\n")
             logs.append(line)
