@@ -98,22 +98,23 @@ class _Bar:
     """One rich progress bar: shard number, tokens, tok/s, ETA (from the estimated token count)."""
 
     def __init__(self, plan):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(TextColumn("shard {task.fields[shard]}"), BarColumn(),
                                  TextColumn("{task.completed:,.0f} tok"), TextColumn("{task.fields[rate]} tok/s"),
                                  TimeRemainingColumn(), console=console, transient=False)
-        del MofNCompleteColumn
         self.total = plan.est_tokens
         self.t0 = time.perf_counter()
         self.done = 0
 
     def __enter__(self):
-        self.progress.start()
-        self.task = self.progress.add_task("tokenize", total=self.total, shard=0, rate="-")
+        self.task = None      # started on the first tokens (an already complete folder shows no bar)
         return self
 
     def update(self, n: int, shard: int) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("tokenize", total=self.total, shard=shard, rate="-")
         self.done += n
         dt = time.perf_counter() - self.t0
         self.progress.update(self.task, advance=n, shard=shard, rate=f"{self.done / dt:,.0f}" if dt > 0 else "-")
@@ -122,7 +123,8 @@ class _Bar:
         self.progress.console.print(s, highlight=False, markup=False)
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
         return False
 
 

@@ -97,7 +97,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
               train_shards: Optional[int] = None) -> DataPlan:
     spec = dataset or DEFAULT_DATASET
     recipe = None
-    if spec in src.recipe_names() and not Path(spec).exists():
+    if spec in src.recipe_names():   # a recipe name wins; write ./NAME for a local folder of that name
         recipe = src.load_recipe(spec)
         kind = {"hf_parquet": "tokenize", "text": "tokenize", "hellaswag": "hellaswag",
                 "pretokenized": "pretokenized"}[recipe.kind]
