@@ -2,8 +2,10 @@
 
 Everything comes from the run folder: ``main.log`` and ``stdout.log`` (see ``kitctl.logs``), ``run.json`` (written
 by ``kitctl train``; read defensively, any field may be missing) and the checkpoint files. Whether the training
-process is alive is decided, in order, by: an exit status or end time in run.json (finished / failed); a ``pid``
-recorded for this host (alive when that process exists); a ``container`` name (asked of ``docker inspect``);
+process is alive is decided, in order, by: the session in run.json (interrupted, or an exit status: finished /
+failed; an end time: stopped); a ``pid`` recorded for this host; a container name (recorded, or the ``--name`` of
+the recorded ``docker run`` line; asked of ``docker inspect``); a ``train_gpt2cu`` process on this host whose
+``-o`` is this folder (from /proc; finds native runs and llm.c started by hand); the final step's ``DONE_`` file;
 else "unknown", with how long ago the logs were last written.
 """
 from __future__ import annotations
@@ -131,14 +133,62 @@ def _ago(seconds: float) -> str:
     return f"{s / 86400:.1f}d"
 
 
-def liveness(meta: dict, run_dir: Path, log_age_s: Optional[float], finished_by_files: bool) -> Liveness:
+def _argv_value(meta: dict, flag: str) -> Optional[str]:
+    argv = _find(meta, "argv")
+    if isinstance(argv, list):
+        argv = [str(a) for a in argv]
+        for i, a in enumerate(argv[:-1]):
+            if a == flag:
+                return argv[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+    return None
+
+
+def find_llmc_process(run_dir: Path, proc: Path = Path("/proc")) -> Optional[int]:
+    """A train_gpt2cu process on this host writing to run_dir (its ``-o``), or None. Linux /proc only.
+
+    Finds native runs, including llm.c started by hand, that no run.json describes."""
+    try:
+        target = run_dir.resolve()
+        entries = list(proc.iterdir())
+    except OSError:
+        return None
+    for e in entries:
+        if not e.name.isdigit():
+            continue
+        try:
+            args = (e / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cwd = Path(os.readlink(e / "cwd"))
+        except OSError:
+            continue
+        if not any(Path(a).name.startswith("train_gpt2") for a in args[:3]):
+            continue
+        for i, a in enumerate(args[:-1]):
+            if a == "-o":
+                out = Path(args[i + 1])
+                try:
+                    if (cwd / out).resolve() == target:
+                        return int(e.name)
+                except OSError:
+                    pass
+    return None
+
+
+def liveness(meta: dict, run_dir: Path, log_age_s: Optional[float], finished_by_files: bool,
+             proc: Path = Path("/proc")) -> Liveness:
+    age = f"; logs written {_ago(log_age_s)} ago" if log_age_s is not None else ""
+    session = meta.get("session") if isinstance(meta.get("session"), dict) else {}
+    if session.get("status") == "interrupted":
+        nxt = session.get("next_resume_step")
+        return Liveness("stopped", "interrupted; " + (f"re-run `kitctl train` to resume from step {nxt}"
+                                                      if nxt is not None else "no checkpoint yet: the next run starts over"))
     code = _find(meta, "exit_status", "exit_code", "returncode", "status_code")
     if isinstance(code, int) and not isinstance(code, bool):
         return (Liveness("finished", "exited with status 0") if code == 0
                 else Liveness("failed", f"exited with status {code}; see {run_dir / STDOUT_LOG}"))
     if _find(meta, "end", "ended", "end_time", "finished_at") is not None:
         return Liveness("stopped", "run.json records an end time")
-    age = f"; logs written {_ago(log_age_s)} ago" if log_age_s is not None else ""
     pid = _find(meta, "pid")
     host = _find(meta, "host", "hostname")
     if isinstance(pid, int) and not isinstance(pid, bool):
@@ -150,19 +200,24 @@ def liveness(meta: dict, run_dir: Path, log_age_s: Optional[float], finished_by_
         if alive is False:
             return Liveness("finished" if finished_by_files else "stopped",
                             f"pid {pid} is gone{age}" + ("" if finished_by_files else
-                                                         "; resume with `kitctl train` (it resumes from the last checkpoint)"))
+                                                         "; `kitctl train` resumes from the last checkpoint"))
     container = _find(meta, "container", "container_name")
     if isinstance(container, dict):       # a recorded ContainerSpec
         container = container.get("name")
+    if not container and "docker" in [str(a) for a in (_find(meta, "argv") or [])[:2]]:
+        container = _argv_value(meta, "--name")       # the docker run line kitctl train recorded
     if isinstance(container, str) and container:
         running = _container_running(container)
         if running:
             return Liveness("running", f"container {container} is running{age}")
         if running is False:
             return Liveness("finished" if finished_by_files else "stopped", f"container {container} is not running{age}")
+    found = find_llmc_process(run_dir, proc)
+    if found is not None:
+        return Liveness("running", f"train_gpt2cu pid {found} writes here{age}")
     if finished_by_files:
         return Liveness("finished", f"the final step's DONE file is there{age}")
-    return Liveness("unknown", f"run.json records no pid or container{age}" if meta else f"no run.json{age}")
+    return Liveness("unknown", f"no live train_gpt2cu found for this folder on this host{age}")
 
 
 def collect(run_dir: Path, gpus_query=None) -> RunStatus:
@@ -209,7 +264,8 @@ def collect(run_dir: Path, gpus_query=None) -> RunStatus:
     # GPUs: what the run recorded, else this machine's
     recorded = _find(meta, "gpus")
     if isinstance(recorded, list) and recorded:
-        st.gpus = [g.get("name", str(g)) if isinstance(g, dict) else str(g) for g in recorded]
+        st.gpus = [(f"{g['index']}: " if "index" in g else "") + str(g.get("name", g)) if isinstance(g, dict) else str(g)
+                   for g in recorded]
         st.gpus_source = "run.json"
     else:
         from kitctl import gpus as gpus_mod

@@ -529,3 +529,40 @@ def test_follow_without_serving_stops_cleanly_on_sigterm(tmp_path):
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "stopped" in out
     assert_matches(read_events(rd / "tb"), exp)
+
+
+def test_status_reads_kitctl_train_run_json_and_finds_native_llmc(tmp_path):
+    from kitctl.status import collect, find_llmc_process
+
+    rd, _ = make_run(tmp_path, "gpt2", steps=range(0, 10), total=40)
+    rj = {"plan": {"steps": 40, "preset": "gpt2-124m"},
+          "argv": ["docker", "run", "--rm", "--name", "kitctl-train-gpt2-0", "llmc-kit:latest", "mpirun"],
+          "gpus": [{"index": 0, "name": "NVIDIA GeForce RTX 3090"}, {"index": 1, "name": "NVIDIA GeForce RTX 2080 Ti"}],
+          "session": {"start": "2026-11-28T08:00:00Z", "status": "ok", "exit_status": 0}}
+    (rd / "run.json").write_text(json.dumps(rj))
+    st = collect(rd)
+    assert st.live.state == "finished" and st.gpus == ["0: NVIDIA GeForce RTX 3090", "1: NVIDIA GeForce RTX 2080 Ti"]
+    rj["session"] = {"start": "x", "status": "interrupted", "exit_status": 130, "next_resume_step": 8}
+    (rd / "run.json").write_text(json.dumps(rj))
+    st = collect(rd)
+    assert st.live.state == "stopped" and "resume from step 8" in st.live.detail
+
+    # a native llm.c, started by hand in another folder, writing to this run folder
+    rj["session"] = {"start": "x"}
+    rj["argv"] = ["mpirun", "-np", "2", "train_gpt2cu"]
+    (rd / "run.json").write_text(json.dumps(rj))
+    fake = tmp_path / "bin" / "train_gpt2cu"
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(300)\n")
+    fake.chmod(0o755)
+    assert find_llmc_process(rd) is None
+    p = subprocess.Popen([sys.executable, str(fake), "-o", os.path.relpath(rd, tmp_path / "bin"), "-x", "40"],
+                         cwd=tmp_path / "bin")
+    try:
+        wait_for(lambda: find_llmc_process(rd) is not None, "the fake train_gpt2cu in /proc", 30)
+        st = collect(rd)
+        assert st.live.state == "running" and st.eta_s == pytest.approx(30 * st.ms_per_step / 1000)
+    finally:
+        p.kill()
+        p.wait()
+    assert collect(rd).live.state == "unknown"
