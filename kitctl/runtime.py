@@ -136,3 +136,45 @@ class NativeRuntime:
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
+
+
+COMPOSE_FILE = Path(__file__).resolve().parent.parent / "compose.yaml"
+
+
+def compose_run_argv(service: str, argv: list[str], env_file: Path, compose_file: Path = COMPOSE_FILE,
+                     project: Optional[str] = None) -> list[str]:
+    """The exact ``docker compose run`` line for one service of compose.yaml (what --dry-run prints)."""
+    a = ["docker", "compose", "-f", str(compose_file), "--env-file", str(env_file)]
+    if project:
+        a += ["-p", project]
+    return [*a, "run", "--rm", "-T", service, *argv]
+
+
+class ComposeRuntime:
+    """Drives compose.yaml (the same file plain ``docker compose`` users run) through python-on-whales.
+
+    ``env_file`` is the ``.env`` that ``kitctl.images.write_env`` writes from kit.yaml.
+    """
+
+    def __init__(self, env_file: Path, compose_file: Path = COMPOSE_FILE, project: Optional[str] = None):
+        from python_on_whales import DockerClient
+
+        self.env_file, self.compose_file, self.project = env_file, compose_file, project
+        self.client = DockerClient(compose_files=[compose_file], compose_env_files=[env_file],
+                                   compose_project_name=project)
+
+    def run(self, service: str, argv: list[str], on_line: Optional[Callable[[str], None]] = None) -> int:
+        """``docker compose run --rm -T SERVICE ARGV...``, output streamed line by line; returns the exit code."""
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            out = self.client.compose.run(service, argv, remove=True, tty=False, stream=True)
+            for _source, chunk in out:
+                for line in chunk.decode(errors="replace").splitlines():
+                    (on_line or print)(line)
+        except DockerException as e:
+            if e.return_code is not None and e.return_code != 125:
+                return e.return_code
+            raise KitError(f"docker compose run {service} failed: {(e.stderr or str(e)).strip()[-800:]}",
+                           "build the images with `kitctl build`; check .env and `docker compose config`") from None
+        return 0

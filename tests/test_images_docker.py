@@ -137,3 +137,16 @@ def test_runtime_image_from_llmc_checkout(llmc_src, test_kit_config, docker_base
         assert f"/opt/llmc/bin/{b} holds SASS for: sm_75 sm_86" in text
     r = sh("docker", "run", "--rm", tag, "bash", "-c", "command -v nvcc || echo no-nvcc; ls /workspace/train_gpt2.cu; id -un")
     assert "no-nvcc" in r.stdout and "/workspace/train_gpt2.cu" in r.stdout and "llmc" in r.stdout
+
+
+def test_compose_runtime_drives_the_same_file(tmp_path, data_image, test_kit_config):
+    from kitctl.runtime import ComposeRuntime, compose_run_argv
+
+    env = _env_file(tmp_path, test_kit_config, tmp_path / "big")
+    argv = compose_run_argv("data", ["kitctl", "--version"], env, project="llmckittest")
+    assert argv[:2] == ["docker", "compose"] and argv[-4:] == ["-T", "data", "kitctl", "--version"]
+    lines: list[str] = []
+    rt = ComposeRuntime(env, project="llmckittest")
+    assert rt.run("data", ["kitctl", "--version"], on_line=lines.append) == 0
+    assert any(l.startswith("kitctl ") for l in lines)
+    assert rt.run("data", ["bash", "-c", "exit 3"], on_line=lines.append) == 3
