@@ -93,6 +93,17 @@ def _num(text: str | bytes) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
+def _put(series: Series, step: int, value: float) -> None:
+    """Last value wins, and the series' order is the order the values were last logged in: after a resume
+    the last key is the step llm.c logged last (not the largest step, which may be a stale one)."""
+    series.pop(step, None)
+    series[step] = value
+
+
+def last_logged(series: Series) -> int:
+    return next(reversed(series))
+
+
 def parse_main_log(data: bytes | str) -> tuple[Streams, int]:
     """Parse main.log text (complete lines only). Returns (tag -> {step: value}, number of unreadable lines).
 
@@ -120,7 +131,7 @@ def parse_main_log(data: bytes | str) -> tuple[Streams, int]:
             v = _num(val) if sep else None
             if v is None:
                 continue
-            streams.setdefault(MAIN_TAGS.get(key, f"llmc/{key}"), {})[step] = v
+            _put(streams.setdefault(MAIN_TAGS.get(key, f"llmc/{key}"), {}), step, v)
             got = True
         bad += not got
     return streams, bad
@@ -142,9 +153,9 @@ def parse_stdout(data: bytes | str) -> StdoutInfo:
         step = int(m.group(1)) - 1
         ms, tok = _num(m.group(6)), _num(m.group(8))
         if ms is not None:
-            info.streams.setdefault(STDOUT_TAGS["ms"], {})[step] = ms
+            _put(info.streams.setdefault(STDOUT_TAGS["ms"], {}), step, ms)
         if tok is not None:
-            info.streams.setdefault(STDOUT_TAGS["tok_s"], {})[step] = tok
+            _put(info.streams.setdefault(STDOUT_TAGS["tok_s"], {}), step, tok)
         info.total_steps = int(m.group(2))
         info.last_step = step
     return info
@@ -171,16 +182,20 @@ class RunLogs:
     has_stdout: bool
 
     def last(self, tag: str) -> Optional[tuple[int, float]]:
+        """(step, value) logged last for a tag (after a resume: the resumed run's latest, not the largest step)."""
         s = self.streams.get(tag)
         if not s:
             return None
-        step = max(s)
+        step = last_logged(s)
         return step, s[step]
 
     @property
-    def last_step(self) -> Optional[int]:
-        steps = [max(s) for s in self.streams.values() if s]
-        return max(steps) if steps else None
+    def steps_done(self) -> Optional[int]:
+        """Optimizer steps done: the train step logged last, plus one."""
+        for tag in ("loss/train", STDOUT_TAGS["ms"]):
+            if self.streams.get(tag):
+                return last_logged(self.streams[tag]) + 1
+        return None
 
 
 def read_run(run_dir: Path) -> RunLogs:

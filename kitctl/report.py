@@ -21,10 +21,9 @@ import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from kitctl.errors import KitError
-from kitctl.logs import MAIN_LOG, RunLogs, read_run
+from kitctl.logs import MAIN_LOG, RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
 
@@ -119,13 +118,13 @@ def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
         tok = r.streams.get("perf/tokens_per_sec") or {}
         rows.append({
             "run": r.run_dir.name,
-            "steps": f"{r.last_step + 1 if r.last_step is not None else 0}" + (f" / {r.total_steps}" if r.total_steps else ""),
+            "steps": f"{r.steps_done or 0}" + (f" / {r.total_steps}" if r.total_steps else ""),
             "last train loss": last("loss/train", "{:.4f}"),
             "last val loss": last("loss/val", "{:.4f}"),
             "min val loss": best("loss/val", "{:.4f}", min),
             "last HellaSwag": last("eval/hellaswag_acc", "{:.4f}"),
             "best HellaSwag": best("eval/hellaswag_acc", "{:.4f}", max),
-            "tok/s (last)": f"{tok[max(tok)]:,.0f}" if tok else "-",
+            "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
         })
     return rows
 

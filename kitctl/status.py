@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from kitctl.errors import KitError
-from kitctl.logs import MAIN_LOG, STDOUT_LOG, RunLogs, read_run
+from kitctl.logs import MAIN_LOG, STDOUT_LOG, RunLogs, last_logged, read_run
 
 _CKPT = re.compile(r"model_(\d{8})\.bin$")
 _DONE = re.compile(r"DONE_(\d{8})$")
@@ -234,16 +234,14 @@ def collect(run_dir: Path, gpus_query=None) -> RunStatus:
         st.notes.append(f"{MAIN_LOG} has no complete line yet")
     if logs.bad_lines:
         st.notes.append(f"{logs.bad_lines} line(s) of {MAIN_LOG} were not llm.c log lines and were skipped")
-    train = logs.streams.get("loss/train") or {}
     ms = logs.streams.get("perf/ms_per_step") or {}
-    last = max([*train, *ms], default=None)
-    st.steps_done = last + 1 if last is not None else None
+    st.steps_done = logs.steps_done
     st.total_steps = logs.total_steps or _argv_steps(meta) or _find(meta, "total_steps", "num_steps", "max_steps", "steps")
     tok = logs.streams.get("perf/tokens_per_sec") or {}
     if tok:
-        st.tokens_per_s = tok[max(tok)]
+        st.tokens_per_s = tok[last_logged(tok)]
     if ms:
-        recent = [ms[s] for s in sorted(ms)[-20:]]
+        recent = list(ms.values())[-20:]          # the 20 logged last
         st.ms_per_step = statistics.median(recent)
     # checkpoints
     ckpts, dones = [], []
@@ -311,7 +309,7 @@ def render(st: RunStatus):
         t.add_row(label, f"{fmt.format(last[1])} at step {last[0]}" if last else "-")
     hs = lg.streams.get("eval/hellaswag_acc") or {}
     if hs:
-        s_last = max(hs)
+        s_last = last_logged(hs)
         best = max(hs, key=lambda s: hs[s])
         t.add_row("HellaSwag", f"{100 * hs[s_last]:.2f}% at step {s_last} (best {100 * hs[best]:.2f}% at {best}; "
                                "GPT-2 124M: 29.4%)")

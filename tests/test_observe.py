@@ -355,6 +355,7 @@ def test_report_png_and_html(tmp_path):
     assert m and base64.b64decode(m.group(1)).startswith(b"\x89PNG")
     assert "gpt2-a" in page and "gpt2-b" in page and "src=\"http" not in page
     assert f"{exp_b['loss/val'][16]:.4f} (step 16)" in page
+    assert "<td>gpt2-b</td><td>20 / 40</td>" in page
     assert "vislog.ipynb" in page and str(GPT2_124M_VAL_LOSS.value) in page and "0.337" in page
     with pytest.raises(KitError, match="nothing to plot"):
         write_report([empty], tmp_path / "e.png")
@@ -566,3 +567,15 @@ def test_status_reads_kitctl_train_run_json_and_finds_native_llmc(tmp_path):
         p.kill()
         p.wait()
     assert collect(rd).live.state == "unknown"
+
+
+def test_status_after_a_resume_shows_the_resumed_runs_latest_step(tmp_path):
+    from kitctl.status import collect
+
+    rd, _ = make_run(tmp_path, "r", steps=range(0, 20), total=40)
+    _, exp2 = make_run(tmp_path, "r", steps=range(12, 15), total=40, seed=4)   # resumed at 12, now at 14
+    st = collect(rd, gpus_query=list)
+    assert st.steps_done == 15
+    assert st.logs.last("loss/train") == (14, exp2["loss/train"][14])
+    assert st.tokens_per_s == exp2["perf/tokens_per_sec"][14]
+    assert st.eta_s == pytest.approx(25 * st.ms_per_step / 1000)
