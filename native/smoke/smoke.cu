@@ -32,15 +32,22 @@ int main(int argc, char** argv) {
 
     int ndev = 0;
     cudaError_t err = cudaGetDeviceCount(&ndev);
-    int have = (err == cudaSuccess && ndev > 0) ? 1 : 0, all_have = 0;
+    // NCCL wants one GPU per rank on a host: with fewer GPUs than ranks the GPU part is skipped too.
+    const char* lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");   // one GPU per rank on each host
+    int local_rank = lr ? atoi(lr) : rank;
+    int have = (err == cudaSuccess && local_rank < ndev) ? 1 : 0, all_have = 0;
     MPICHECK(MPI_Allreduce(&have, &all_have, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
     if (!all_have) {
-        printf("[smoke] rank %d: GPU part SKIPPED: no usable CUDA device (%s)\n", rank,
-               err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
+        if (err == cudaSuccess && ndev > 0)
+            printf("[smoke] rank %d: GPU part SKIPPED: %d CUDA device(s) for %d ranks (NCCL needs one per rank; use -np %d)\n",
+                   rank, ndev, world, ndev);
+        else
+            printf("[smoke] rank %d: GPU part SKIPPED: no usable CUDA device (%s)\n", rank,
+                   err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
         MPICHECK(MPI_Finalize());
         return 0;
     }
-    int dev = rank % ndev;
+    int dev = local_rank;
     CUDACHECK(cudaSetDevice(dev));
     cudaDeviceProp prop;
     CUDACHECK(cudaGetDeviceProperties(&prop, dev));
