@@ -78,7 +78,9 @@ def build(
         tags = images.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
                             cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
-    env = images.write_env(cfg, Path(".env"))
+    from kitctl.runtime import COMPOSE_FILE
+
+    env = images.write_env(cfg, COMPOSE_FILE.parent / ".env")   # compose reads .env next to compose.yaml
     console.print(f"wrote {env} for docker compose; next: kitctl smoke, kitctl data", highlight=False)
 
 
