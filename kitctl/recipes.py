@@ -104,18 +104,26 @@ def venv(path: str, python: str = "python3") -> str:
 
 
 def cuda_wheels(venv_path: str, toolkit: str, extras: Iterable[str], wheels: dict[str, str],
-                tools: Optional[dict[str, str]] = None) -> str:
+                tools: Optional[dict[str, str]] = None, wheel_dir: str = "/root/.cache/pip/llmc-wheels") -> str:
     """Install NVIDIA's CUDA 13 PyPI wheels into ``venv_path`` (nvcc, cudart, cuBLAS, NCCL, cuDNN, ...).
 
     ``cuda-toolkit[extras]==toolkit`` pins every part; ``wheels`` are further exact pins; ``tools`` are
-    installed with ``--no-deps`` (cuobjdump, which has no 13.0 wheel).
+    installed with ``--no-deps`` (cuobjdump, which has no 13.0 wheel). The ~2.4 GB of wheels are first
+    ``pip download``-ed into ``wheel_dir`` inside the pip cache mount (pip skips files already there), then
+    installed from there with ``--no-index``: a rebuild never downloads them again, even through proxies
+    that mark responses uncacheable (which defeats pip's own HTTP cache).
     """
     spec = [f"cuda-toolkit[{','.join(extras)}]=={toolkit}"]
     spec += [f"{name}=={ver}" for name, ver in sorted(wheels.items())]
-    cmds = [f"{venv_path}/bin/pip install -q --no-compile " + " ".join(shlex.quote(s) for s in spec)]
+    specs = " ".join(shlex.quote(s) for s in spec)
+    pip = f"{venv_path}/bin/pip"
+    cmds = [f"mkdir -p {wheel_dir}",
+            f"{pip} download -q -d {wheel_dir} {specs}",
+            f"{pip} install -q --no-compile --no-index --find-links {wheel_dir} {specs}"]
     if tools:
-        cmds.append(f"{venv_path}/bin/pip install -q --no-compile --no-deps "
-                    + " ".join(f"{n}=={v}" for n, v in sorted(tools.items())))
+        tspecs = " ".join(f"{n}=={v}" for n, v in sorted(tools.items()))
+        cmds += [f"{pip} download -q --no-deps -d {wheel_dir} {tspecs}",
+                 f"{pip} install -q --no-compile --no-deps --no-index --find-links {wheel_dir} {tspecs}"]
     return pip_run(cmds, comment="NVIDIA CUDA 13 wheels (PyPI): the compiler, headers and libraries")
 
 

@@ -41,7 +41,9 @@ def test_cuda_wheels_pins_every_wheel_exactly():
                           {"nvidia-cuda-cuobjdump": "13.2.51"})
     assert "'cuda-toolkit[nvcc,cudart]==13.0.2'" in block
     assert "nvidia-nccl-cu13==2.28.3" in block
-    assert "--no-deps nvidia-cuda-cuobjdump==13.2.51" in block
+    assert "--no-deps -d /root/.cache/pip/llmc-wheels nvidia-cuda-cuobjdump==13.2.51" in block
+    # downloaded into the cache mount first, installed from there without the index
+    assert block.index("pip download -q -d /root/.cache/pip/llmc-wheels") < block.index("--no-index --find-links")
 
 
 def test_cuda_wheels_layout_makes_unversioned_links_and_ldconfig():
