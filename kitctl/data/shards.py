@@ -99,6 +99,10 @@ def read_shard(path: Path) -> np.ndarray:
 class ShardWriter:
     """Cuts a token stream into shards exactly like llm.c's fineweb.py (see module docstring).
 
+    Tokens are streamed straight into the current shard's temp file (no shard-sized buffer, no extra copy)
+    and hashed on the way; a full shard's header is known up front (``shard_size`` tokens), the last,
+    partial shard gets its header rewritten at the end. Each shard is fsync'd and renamed into place.
+
     ``first_shard_size`` sizes shard 0 (the val shard) separately; default ``shard_size``.
     ``on_shard(index, path, n_tokens, sha256, stream_end)`` is called after each shard is renamed into
     place; ``stream_end`` is the stream position (tokens since the start of the whole stream) where it ends.
@@ -114,39 +118,78 @@ class ShardWriter:
         self.shard_size = shard_size
         self.first_shard_size = first_shard_size or shard_size
         self.index = start_index
-        self.pos = start_pos          # stream position of the first token in the buffer
+        self.pos = start_pos          # stream position of the first token of the current shard
         self.on_shard = on_shard
-        self.buf = np.empty(self._cap(), dtype=TOKEN_DTYPE)
         self.fill = 0
+        self._f = None
+        self._h = None
 
     def _cap(self) -> int:
         return self.first_shard_size if self.index == 0 else self.shard_size
 
+    def _path(self) -> Path:
+        return self.out_dir / shard_filename(self.name, self.index)
+
+    def _tmp(self) -> Path:
+        p = self._path()
+        return p.with_name(f".{p.name}.tmp")
+
+    def _open(self) -> None:
+        head = header_bytes(self._cap())
+        self._f = open(self._tmp(), "wb")
+        self._f.write(head)
+        self._h = hashlib.sha256(head)
+
     def add(self, tokens: np.ndarray) -> None:
-        tokens = np.asarray(tokens)
+        tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
         i, n = 0, len(tokens)
         while i < n:
-            cap = len(self.buf)
+            if self._f is None:
+                self._open()
+            cap = self._cap()
             take = min(cap - self.fill, n - i)
-            self.buf[self.fill:self.fill + take] = tokens[i:i + take]
+            body = memoryview(tokens[i:i + take]).cast("B")
+            self._f.write(body)
+            self._h.update(body)
             self.fill += take
             i += take
             if self.fill == cap:
-                self._flush()
+                self._finish(self._h.hexdigest())
 
-    def _flush(self) -> None:
-        path = self.out_dir / shard_filename(self.name, self.index)
-        n = self.fill
-        sha = write_shard(path, self.buf[:n])
+    def _finish(self, sha: str) -> None:
+        f, n, path = self._f, self.fill, self._path()
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        self._f = self._h = None
+        os.replace(self._tmp(), path)
         self.pos += n
         if self.on_shard:
             self.on_shard(self.index, path, n, sha, self.pos)
         self.index += 1
         self.fill = 0
-        if len(self.buf) != self._cap():
-            self.buf = np.empty(self._cap(), dtype=TOKEN_DTYPE)
 
     def close(self) -> None:
         """Write the last, partial shard (if any tokens are left), as upstream does at the end."""
-        if self.fill:
-            self._flush()
+        if self._f is None:
+            return
+        if not self.fill:
+            self.abort()
+            return
+        f = self._f
+        f.seek(0)
+        f.write(header_bytes(self.fill))
+        f.flush()
+        h = hashlib.sha256()
+        with open(self._tmp(), "rb") as r:
+            while chunk := r.read(1 << 22):
+                h.update(chunk)
+        self._finish(h.hexdigest())
+
+    def abort(self) -> None:
+        """Drop the shard in progress (its temp file); finished shards stay."""
+        if self._f is not None:
+            self._f.close()
+            self._f = self._h = None
+            self._tmp().unlink(missing_ok=True)
+        self.fill = 0

@@ -337,6 +337,7 @@ def make_shards(source: Source, out_dir: Path, name: str, run: dict[str, Any], d
         # the last, partial shard: its end is the end of the stream
         writer.close()
     finally:
+        writer.abort()        # interrupted or failed: no temp file left behind (no-op after close)
         _restore_sigterm(old_term)
     m.complete = True
     m.run["finished"] = _now()
