@@ -141,7 +141,7 @@ class MemoryModel:
             series.append(Series(str(s["device"]), str(s.get("precision", "bf16")), bool(s.get("cudnn", True)),
                                  str(s["descriptor"]), int(s["seq_len"]), int(s.get("ranks", 1)),
                                  int(s.get("zero_stage", 0)), int(s["recompute"]), pts, str(s.get("command", ""))))
-        overhead, k = fit(series)
+        overhead, k = fit(series, float(data.get("nccl_overhead_gb", 0.5)))
         return cls(overhead, k, float(data.get("headroom_frac", 0.10)), float(data.get("headroom_gb", 1.0)),
                    float(data.get("nccl_overhead_gb", 0.5)), tuple(series))
 
@@ -176,12 +176,15 @@ class MemoryModel:
         return "extrapolated (from " + ", ".join(have) + ")" if have else "extrapolated (no measurements)"
 
 
-def fit(series: list[Series]) -> tuple[float, float]:
-    """Least squares of (peak - state) = overhead + k * activations over all points; (1.0 GB, 1.0) if none."""
+def fit(series: list[Series], nccl_overhead_gb: float = 0.0) -> tuple[float, float]:
+    """Least squares of (peak - state - NCCL) = overhead + k * activations over all points; (1.0 GB, 1.0) if none.
+
+    A series with ranks > 1 also holds NCCL's per-rank buffers (``nccl_overhead_gb``), taken out before the fit.
+    """
     xs, ys = [], []
     for s in series:
         d = dims_for(s.descriptor)
-        st = state_bytes(d, s.ranks, s.zero_stage, s.precision) / GB
+        st = state_bytes(d, s.ranks, s.zero_stage, s.precision) / GB + (nccl_overhead_gb if s.ranks > 1 else 0.0)
         for B, peak in s.points:
             xs.append(activation_bytes(d, B, s.seq_len, s.recompute, s.precision, s.cudnn) / GB)
             ys.append(peak - st)
