@@ -207,7 +207,7 @@ def _blocks(req: BuildRequest) -> dict[str, object]:
         run_blocks = []
         if req.cuda == p["cuda"]:
             tool_blocks.append(r.nccl_apt(p["nccl_apt"]))
-            run_blocks.append(r.apt_install([f"libnccl2={p['nccl_apt']}"], "NCCL runtime, same version as the build"))
+            run_blocks.append(r.nccl_apt(p["nccl_apt"], dev=False))
         tool_blocks.append(r.cudnn_frontend_headers(cfe))
         ctx["toolchain_apt"] = r.apt_install(common_tool_apt, "Python (for cudnn-frontend headers), Open MPI")
         ctx["toolchain_blocks"] = tool_blocks

@@ -174,8 +174,10 @@ def cudnn_frontend_headers(version: str, dest: str = "/opt/cudnn-frontend", pyth
     ], comment=f"cudnn-frontend {version} headers (header-only C++), from its PyPI wheel")
 
 
-def nccl_apt(version: str) -> str:
-    """NCCL from the CUDA apt repo of the nvidia/cuda images, pinned (they hold the packages)."""
+def nccl_apt(version: str, dev: bool = True) -> str:
+    """NCCL from the CUDA apt repo of the nvidia/cuda images, pinned (the images hold these packages, hence
+    ``--allow-change-held-packages``). ``dev=False``: the runtime library only."""
+    pkgs = f"libnccl2={version} libnccl-dev={version}" if dev else f"libnccl2={version}"
     return (
         f"# NCCL {version} from the image's CUDA apt repo\n"
         f"RUN {APT_CACHE} \\\n"
@@ -183,7 +185,7 @@ def nccl_apt(version: str) -> str:
         "    apt-get update -qq && \\\n"
         "    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
         "--allow-change-held-packages \\\n"
-        f"        libnccl2={version} libnccl-dev={version}{_APT_CA_END}"
+        f"        {pkgs}{_APT_CA_END}"
     )
 
 

@@ -189,3 +189,10 @@ def test_cli_build_dry_run_prints_buildx_line(tmp_path):
     assert r_.returncode == 0, r_.stderr
     assert "docker buildx build --progress plain --load --target toolchain" in r_.stdout
     assert "llmc-kit:toolchain-wheels-cu13.0-sm75-sm86-" in r_.stdout
+
+
+def test_nccl_apt_pins_and_allows_held_packages():
+    dev = r.nccl_apt("2.25.1-1+cuda12.8")
+    assert "libnccl2=2.25.1-1+cuda12.8 libnccl-dev=2.25.1-1+cuda12.8" in dev and "--allow-change-held-packages" in dev
+    rt = r.nccl_apt("2.25.1-1+cuda12.8", dev=False)
+    assert "libnccl2=2.25.1-1+cuda12.8" in rt and "libnccl-dev" not in rt
