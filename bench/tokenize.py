@@ -76,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llmc", type=Path, help="llm.c checkout (for (a))")
     ap.add_argument("--corpus", type=Path, help="a parquet file with a text column")
-    ap.add_argument("--mb", type=float, default=60, help="size of the synthetic corpus in MB")
+    ap.add_argument("--mb", type=float, default=150, help="size of the synthetic corpus in MB")
     ap.add_argument("--shard-size", type=int, default=10**8)
     ap.add_argument("--workers", type=int, default=None, help="kitctl workers (default: all cores)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best of each is reported")
