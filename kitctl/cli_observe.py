@@ -47,13 +47,16 @@ def status(
 def report(
     runs: Optional[List[str]] = typer.Argument(None, help="run names or folders; default all runs"),
     out: Path = typer.Option(Path("report.png"), "--out", "-o", help="report.png or report.html"),
+    label: Optional[List[str]] = typer.Option(None, "--label", "-l", help="legend name of each run, in order"),
 ) -> None:
-    """Loss and HellaSwag curves of one or more runs vs the GPT-2 124M / GPT-3 124M references."""
+    """Loss and HellaSwag curves of one or more runs vs the GPT-2 124M / GPT-3 124M references.
+
+    A run is a name under <data_root>/runs, a run folder, or a main.log file (any file name)."""
     from kitctl.logs import resolve_runs
     from kitctl.report import write_report
 
-    run_dirs = resolve_runs(runs or [], config().runs_dir)
-    plotted, skipped = write_report(run_dirs, out)
-    for d in skipped:
-        console.print(f"skipped {d.name}: no loss logged yet", highlight=False)
-    console.print(f"wrote {out} ({', '.join(r.run_dir.name for r in plotted)})", highlight=False)
+    run_paths = resolve_runs(runs or [], config().runs_dir, files=True)
+    plotted, skipped = write_report(run_paths, out, label)
+    for p in skipped:
+        console.print(f"skipped {p.name}: no loss logged yet", highlight=False)
+    console.print(f"wrote {out} ({', '.join(r.name for r in plotted)})", highlight=False)

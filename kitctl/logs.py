@@ -20,7 +20,7 @@ Sources (both in a run folder ``<data_root>/runs/<name>/``):
 
 Only complete lines count: a half-written last line is read once its newline is there.
 
-TensorBoard event files are written with the ``tensorboard`` package's own ``EventFileWriter`` (no TensorFlow)
+TensorBoard event files are written with the ``tensorboard`` package's own record writer and protos (no TensorFlow)
 into ``<run>/tb/``, incrementally: ``tb/kitctl-state.json`` records how many bytes of each source were already
 converted, the largest step written per tag and the size of the event file written last. A re-run converts only
 the new lines. When new lines re-log a step that was already written (llm.c resumed from an older checkpoint),
@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,10 @@ class RunLogs:
     bad_lines: int
     has_main_log: bool
     has_stdout: bool
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.run_dir.name
 
     def last(self, tag: str) -> Optional[tuple[int, float]]:
         """(step, value) logged last for a tag (after a resume: the resumed run's latest, not the largest step)."""
@@ -198,12 +203,19 @@ class RunLogs:
         return None
 
 
-def read_run(run_dir: Path) -> RunLogs:
-    main_path, out_path = run_dir / MAIN_LOG, run_dir / STDOUT_LOG
+def read_run(run: Path, name: str = "") -> RunLogs:
+    """A run folder's main.log + stdout.log; or, given a file, that file as a main.log (any file name; named
+    after the file, or after its folder when the file is called main.log)."""
+    if run.is_file():
+        streams, bad = parse_main_log(read_bytes(run))
+        if not name and run.name != MAIN_LOG:
+            name = run.stem
+        return RunLogs(run.parent, streams, None, bad, True, False, name)
+    main_path, out_path = run / MAIN_LOG, run / STDOUT_LOG
     streams, bad = parse_main_log(read_bytes(main_path))
     info = parse_stdout(read_bytes(out_path))
     streams.update(info.streams)
-    return RunLogs(run_dir, streams, info.total_steps, bad, main_path.exists(), out_path.exists())
+    return RunLogs(run, streams, info.total_steps, bad, main_path.exists(), out_path.exists(), name)
 
 
 # ---------------------------------------------------------------- runs
@@ -217,8 +229,11 @@ def list_runs(runs_dir: Path) -> list[Path]:
                   if p.is_dir() and any((p / f).exists() for f in (MAIN_LOG, STDOUT_LOG, "run.json")))
 
 
-def resolve_runs(names: Iterable[str], runs_dir: Path, *, allow_empty: bool = False) -> list[Path]:
-    """RUN arguments (a run folder, its main.log, or a name under runs_dir) -> run folders; none -> all runs."""
+def resolve_runs(names: Iterable[str], runs_dir: Path, *, allow_empty: bool = False,
+                 files: bool = False) -> list[Path]:
+    """RUN arguments (a run folder, its main.log, or a name under runs_dir) -> run folders; none -> all runs.
+
+    With ``files``, a file argument is kept as it is (read as a main.log whatever its name)."""
     names = list(names)
     if not names:
         runs = list_runs(runs_dir)
@@ -229,8 +244,12 @@ def resolve_runs(names: Iterable[str], runs_dir: Path, *, allow_empty: bool = Fa
     out = []
     for n in names:
         p = Path(n)
-        if p.is_file() and p.name in (MAIN_LOG, STDOUT_LOG):    # a log file names its run folder
-            p = p.parent
+        if p.is_file():
+            if files:
+                out.append(p.absolute())
+                continue
+            if p.name in (MAIN_LOG, STDOUT_LOG):    # a log file names its run folder
+                p = p.parent
         for cand in (p, runs_dir / n):
             if cand.is_dir():
                 out.append(cand.absolute())
@@ -314,26 +333,38 @@ class TensorBoardSync:
 
     # writing -----------------------------------------------------------
     def _events(self):
-        if self._writer is None:
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        """The open event file of this instance, created on first use.
 
-            self._writer = EventFileWriter(str(self.tb_dir), max_queue_size=1000, flush_secs=3600,
-                                           filename_suffix=".kitctl")
+        TensorBoard reads a folder's event files in name order, and the restart marker only works if files are
+        read in the order they were written. TensorBoard's own ``EventFileWriter`` names files by the second
+        plus a per-process counter that does not sort past 9 (``...1``, ``...10``, ``...2``), so two files made
+        within one second can be read out of order. We name them ourselves, ``events.out.tfevents.<second>.
+        <sequence, 6 digits>.<host>.kitctl`` with a never-decreasing second, and write the records with
+        TensorBoard's ``RecordWriter`` (the TFRecord framing its writer uses)."""
+        if self._writer is None:
+            from tensorboard.compat.proto import event_pb2
+            from tensorboard.summary.writer.record_writer import RecordWriter
+
+            self.tb_dir.mkdir(parents=True, exist_ok=True)
+            t = max(int(time.time()), self.state.get("file_time", 0))
+            seq = self.state.get("file_seq", 0) + 1
+            name = f"events.out.tfevents.{t:010d}.{seq:06d}.{socket.gethostname()}.kitctl"
+            self._path = self.tb_dir / name
+            self._writer = RecordWriter(open(self._path, "ab"))
+            self._writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+            self._writer.flush()
             # record the new file (holding only its header) before any point goes in, so that a kill while
             # writing is cut back on the next start
-            self.state["event_file"] = os.path.basename(self._writer._file_name)
-            self.state["event_size"] = os.path.getsize(self._writer._file_name)
+            self.state.update(file_time=t, file_seq=seq, event_file=name, event_size=self._path.stat().st_size)
             self._save_state()
         return self._writer
 
     def _write(self, events) -> None:
         w = self._events()
         for ev in events:
-            w.add_event(ev)
+            w.write(ev.SerializeToString())
         w.flush()
-        name = os.path.basename(w._file_name)
-        self.state["event_file"] = name
-        self.state["event_size"] = os.path.getsize(w._file_name)
+        self.state["event_size"] = self._path.stat().st_size
 
     def close(self) -> None:
         if self._writer is not None:

@@ -21,6 +21,7 @@ import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from kitctl.errors import KitError
 from kitctl.logs import MAIN_LOG, RunLogs, last_logged, read_run
@@ -60,10 +61,12 @@ def figure(runs: list[RunLogs]):
     low = []
     for i, r in enumerate(runs):
         c = colours[i % len(colours)]
-        name = r.run_dir.name
+        name = r.name
         trl, tel = r.streams.get("loss/train"), r.streams.get("loss/val")
         if trl:
-            ax_loss.plot(*_xy(trl), color=c, alpha=0.35, linewidth=0.8, label=f"{name} train loss")
+            noisy = len(trl) > 300      # long runs: a faint band under the val curve; short runs: a clear line
+            ax_loss.plot(*_xy(trl), color=c, alpha=0.35 if noisy else 0.7, linewidth=0.8 if noisy else 1.2,
+                         label=f"{name} train loss")
             low.append(min(trl.values()))
         if tel:
             ax_loss.plot(*_xy(tel), color=c, linewidth=2, marker="." if len(tel) < 60 else None,
@@ -88,10 +91,12 @@ def figure(runs: list[RunLogs]):
     ax_hs.set_title("HellaSwag eval")
     ax_hs.grid(True, alpha=0.3)
     if not any(r.streams.get("eval/hellaswag_acc") for r in runs):
-        ax_hs.text(0.5, 0.5, "no HellaSwag evals logged\n(llm.c logs them with -h 1)", ha="center",
+        ax_hs.text(0.5, 0.85, "no HellaSwag evals logged\n(llm.c logs them with -h 1)", ha="center",
                    va="center", transform=ax_hs.transAxes, color="0.4")
+        ax_hs.set_xlim(ax_loss.get_xlim())
+        ax_hs.set_ylim(0.2, 0.4)
     ax_hs.legend(fontsize=8, loc="lower right")
-    fig.suptitle("llm.c GPT-2 (124M): " + ", ".join(r.run_dir.name for r in runs), fontsize=11)
+    fig.suptitle("llm.c GPT-2 (124M): " + ", ".join(r.name for r in runs), fontsize=11)
     return fig
 
 
@@ -117,7 +122,7 @@ def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
 
         tok = r.streams.get("perf/tokens_per_sec") or {}
         rows.append({
-            "run": r.run_dir.name,
+            "run": r.name,
             "steps": f"{r.steps_done or 0}" + (f" / {r.total_steps}" if r.total_steps else ""),
             "last train loss": last("loss/train", "{:.4f}"),
             "last val loss": last("loss/val", "{:.4f}"),
@@ -151,23 +156,30 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 """
 
 
-def write_report(run_dirs: list[Path], out: Path) -> tuple[list[RunLogs], list[Path]]:
-    """Write the report; returns (the runs plotted, run folders skipped because they logged no loss yet)."""
+def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = None,
+                 ) -> tuple[list[RunLogs], list[Path]]:
+    """Write the report; returns (the runs plotted, runs skipped because they logged no loss yet).
+
+    A run is a run folder or a main.log file; ``labels`` (one per run) replace the names in the legend."""
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
         raise KitError(f"--out {out}: the report is written as .png or .html", "e.g. --out report.png", exit_code=2)
-    runs = [read_run(d) for d in run_dirs]
-    empty = [r.run_dir for r in runs if not r.streams.get("loss/train") and not r.streams.get("loss/val")]
-    if len(empty) == len(runs):
-        where = ", ".join(str(d / MAIN_LOG) for d in empty)
+    labels = list(labels or [])
+    if labels and len(labels) != len(runs_in):
+        raise KitError(f"{len(labels)} --label for {len(runs_in)} run(s)", "give one --label per run, in order",
+                       exit_code=2)
+    read = [read_run(d, labels[i] if labels else "") for i, d in enumerate(runs_in)]
+    has_loss = [bool(r.streams.get("loss/train") or r.streams.get("loss/val")) for r in read]
+    if not any(has_loss):
+        where = ", ".join(str(p if p.is_file() else p / MAIN_LOG) for p in runs_in)
         raise KitError(f"nothing to plot: no loss logged yet in {where}",
                        "llm.c writes main.log from its first step (train with an output dir, `-o`); "
                        "check the run with `kitctl status`")
-    runs = [r for r in runs if r.run_dir not in empty]
+    runs = [r for r, ok in zip(read, has_loss) if ok]
     png = png_bytes(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
         out.write_bytes(png)
     else:
         out.write_text(html_page(runs, png))
-    return runs, empty
+    return runs, [p for p, ok in zip(runs_in, has_loss) if not ok]

@@ -357,6 +357,15 @@ def test_report_png_and_html(tmp_path):
     assert f"{exp_b['loss/val'][16]:.4f} (step 16)" in page
     assert "<td>gpt2-b</td><td>20 / 40</td>" in page
     assert "vislog.ipynb" in page and str(GPT2_124M_VAL_LOSS.value) in page and "0.337" in page
+    # a main.log under any file name, with a label
+    log = tmp_path / "h200_main.log"
+    log.write_bytes((a / "main.log").read_bytes())
+    plotted, _ = write_report([log, b], tmp_path / "l.html", labels=["tinyshakespeare 2x H200", "b"])
+    assert [r.name for r in plotted] == ["tinyshakespeare 2x H200", "b"]
+    assert "<td>tinyshakespeare 2x H200</td><td>30</td>" in (tmp_path / "l.html").read_text()
+    assert write_report([log], tmp_path / "n.png")[0][0].name == "h200_main"
+    with pytest.raises(KitError, match="one --label per run"):
+        write_report([log, b], tmp_path / "x.png", labels=["only one"])
     with pytest.raises(KitError, match="nothing to plot"):
         write_report([empty], tmp_path / "e.png")
     with pytest.raises(KitError, match=".png or .html"):
@@ -579,3 +588,34 @@ def test_status_after_a_resume_shows_the_resumed_runs_latest_step(tmp_path):
     assert st.logs.last("loss/train") == (14, exp2["loss/train"][14])
     assert st.tokens_per_s == exp2["perf/tokens_per_sec"][14]
     assert st.eta_s == pytest.approx(25 * st.ms_per_step / 1000)
+
+
+REAL_LOG = Path(__file__).resolve().parent.parent / "docs" / "validation" / "2026-11-28-h200x2-kit" / "ts_main.log"
+
+
+def test_real_llmc_log_with_a_resume_converts_like_vislog(tmp_path):
+    """main.log of a real run (2x H200, Ctrl-C at step 45, resumed from the step-40 checkpoint)."""
+    if not REAL_LOG.exists():
+        pytest.skip(f"{REAL_LOG} not in this checkout")
+    text = REAL_LOG.read_text()
+    # the oracle: dev/vislog.ipynb's parse_logfile (a dict per stream, later lines overwrite)
+    streams: dict[str, dict[int, float]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        step = int(parts[0].split(":")[1])
+        for kv in parts[1:]:
+            k, v = kv.split(":")
+            streams.setdefault(logs.MAIN_TAGS[k], {})[step] = float(v)
+    train_lines = [ln for ln in text.splitlines() if " trl:" in ln]
+    assert len(train_lines) > len(streams["loss/train"]), "expected re-logged steps (a resume) in the real log"
+    rd = tmp_path / "ts"
+    rd.mkdir()
+    lines = text.splitlines(keepends=True)
+    purged = []
+    for line in lines:                            # as if followed live, a sync after every line
+        with open(rd / "main.log", "a") as f:
+            f.write(line)
+        purged.append(logs.sync_runs([rd])[0].purged_from)
+    # the resumed run re-logged steps 40..46: each rewrites from its step
+    assert [p for p in purged if p is not None] == list(range(40, 47))
+    assert_matches(read_events(rd / "tb"), streams)
