@@ -619,3 +619,20 @@ def test_real_llmc_log_with_a_resume_converts_like_vislog(tmp_path):
     # the resumed run re-logged steps 40..46: each rewrites from its step
     assert [p for p in purged if p is not None] == list(range(40, 47))
     assert_matches(read_events(rd / "tb"), streams)
+
+
+def test_real_llmc_stdout(tmp_path):
+    """stdout.log of a real 40-step kitctl train run on 2x H200 (MFU -100%, z-scores nan)."""
+    real = REAL_LOG.parent / "kit1_stdout.log"
+    if not real.exists():
+        pytest.skip(f"{real} not in this checkout")
+    text = real.read_text()
+    step_lines = [ln for ln in text.splitlines() if ln.startswith("step ")]
+    assert len(step_lines) == 40
+    info = parse_stdout(text)
+    assert info.total_steps == 40 and info.last_step == 39
+    for ln in step_lines:       # oracle: split on '|' the way a reader of the line would
+        fields = [f.strip() for f in ln.split("|")]
+        step = int(fields[0].split()[1].split("/")[0]) - 1
+        assert info.streams["perf/ms_per_step"][step] == float(fields[4].split()[0])
+        assert info.streams["perf/tokens_per_sec"][step] == float(fields[6].split()[0])
