@@ -26,7 +26,9 @@ class _DefaultMake(TyperGroup):
 
 
 data_app = typer.Typer(cls=_DefaultMake, no_args_is_help=False, add_completion=False,
-                       help="Datasets -> llm.c token shards: `kitctl data [DATASET]`, `kitctl data verify DIR`.")
+                       help="Datasets -> llm.c token shards. `kitctl data [DATASET] [options]` is `kitctl data "
+                            "make` (options: `kitctl data make --help`); `kitctl data verify DIR` re-checks a "
+                            "folder; `kitctl data recipes` lists datasets. Docs: docs/data.md.")
 app.add_typer(data_app, name="data")
 
 
@@ -115,9 +117,20 @@ class _Bar:
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task("tokenize", total=self.total, shard=shard, rate="-")
+            self.last_line, self.last_shard = time.perf_counter(), shard
         self.done += n
-        dt = time.perf_counter() - self.t0
-        self.progress.update(self.task, advance=n, shard=shard, rate=f"{self.done / dt:,.0f}" if dt > 0 else "-")
+        now = time.perf_counter()
+        dt = now - self.t0
+        rate = self.done / dt if dt > 0 else 0.0
+        self.progress.update(self.task, advance=n, shard=shard, rate=f"{rate:,.0f}" if dt > 0 else "-")
+        # no terminal (docker logs, CI, a pipe): the bar cannot redraw, so print a line now and then
+        if not self.progress.console.is_terminal and (shard != self.last_shard or now - self.last_line >= 30):
+            eta = ""
+            if self.total and rate > 0 and self.total > self.done:
+                s = int((self.total - self.done) / rate)
+                eta = f", ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+            self.log(f"shard {shard}: {self.done:,} tokens, {rate:,.0f} tok/s{eta}")
+            self.last_line, self.last_shard = now, shard
 
     def log(self, s: str) -> None:
         self.progress.console.print(s, highlight=False, markup=False)

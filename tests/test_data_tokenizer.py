@@ -198,3 +198,29 @@ def test_fast_encoding_cache_is_the_same_encoding(gpt2_bpe_dir, tmp_path):
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
     assert list((tmp_path / "c").glob("kitctl-gpt2-ranks-*.json"))
+
+
+def test_stream_mode_reads_through_a_filesystem(tiktoken_cache, tmp_path):
+    """--stream: files are opened through an fsspec filesystem (HfFileSystem for the hub; a local one here),
+    never copied into a cache; the hub paths name the pinned revision."""
+    import fsspec
+    import tiktoken
+
+    enc = tiktoken.get_encoding("gpt2")
+    r = load_recipe("edu_fineweb10B")
+    files = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
+    src = hf_source(r, stream=True, list_files=lambda repo, rev: files + ["sample/100BT/x.parquet"],
+                    revision="0" * 40)
+    assert src.files == [f"datasets/HuggingFaceFW/fineweb-edu@{'0' * 40}/{f}" for f in files]
+    assert type(src.fs).__name__ == "HfFileSystem"
+    docs = [f"doc {i} ünï" for i in range(9)]
+    pq.write_table(pa.table({"text": docs[:4]}), tmp_path / "a.parquet", row_group_size=3)
+    pq.write_table(pa.table({"text": docs[4:]}), tmp_path / "b.parquet", row_group_size=3)
+    local = FilesSource([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")],
+                        filesystem=fsspec.filesystem("file"))
+    local.check()
+    from kitctl.data.tokenize import make_shards
+
+    run = {"shard_size": 10, "first_shard_size": 10, "source_fingerprint": local.fingerprint()}
+    make_shards(local, tmp_path / "out", "s", run, workers=2)
+    assert read_dir(tmp_path / "out", "s") == reference_files(enc, docs, "s", 10)

@@ -204,10 +204,8 @@ def build_source(plan: DataPlan) -> tuple[src.Source, Optional[str]]:
         return src.FilesSource(src.resolve_local(plan.source),
                                description=f"{r.repo} {r.config} from {plan.source}",
                                fingerprint_extra=""), r.revision()
-    rev = resolve_revision(r.repo, r.revision() or "main")
-    r_pinned = src.Recipe(**{**r.__dict__})
-    source = src.hf_source(r_pinned, plan.stream)
-    return source, rev
+    rev = resolve_revision(r.repo, r.revision() or "main")   # a branch name -> the commit it points at now
+    return src.hf_source(r, plan.stream, revision=rev), rev
 
 
 def resolve_revision(repo: str, rev: str) -> str:

@@ -338,10 +338,12 @@ def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) ->
     return files
 
 
-def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None) -> FilesSource:
+def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None,
+              revision: Optional[str] = None) -> FilesSource:
     """FineWeb-style recipes: download the config's parquet files into the HF cache (HF_HOME, on the data
-    root) at the pinned revision, or with ``stream`` read them over HTTP without any cache."""
-    rev = recipe.revision() or "main"
+    root) at the pinned revision (or ``revision``, e.g. a resolved commit), or with ``stream`` read them over
+    HTTP without any cache."""
+    rev = revision or recipe.revision() or "main"
     files = hf_parquet_files(recipe.repo, rev, recipe.data_files, list_files)
     fp = f"{recipe.repo}@{rev}:{recipe.data_files}"
     desc = f"{recipe.repo}@{rev[:12]} {recipe.config} ({len(files)} parquet files" + \
