@@ -168,7 +168,6 @@ def main() -> None:
             best["b"].append(run_b())
             print(f"round {i + 1}: " + ", ".join(f"{k} {min(v) if v else 0:.2f}s" for k, v in best.items() if v),
                   flush=True)
-        del docs
         single = ntok / min(best["c"])
         c = single * cores
         b = ntok / min(best["b"])

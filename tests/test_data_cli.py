@@ -193,3 +193,21 @@ def test_data_verify_and_tinyshakespeare_both_parse(env, tmp_path):
     assert r.returncode == 2 and "has no manifest.json" in r.stderr
     r = kitctl(env, "--help")
     assert r.returncode == 0 and "verify" in r.stdout
+
+
+def test_space_already_used_by_a_resumed_run_is_not_counted_twice(tmp_path):
+    from kitctl.config import KitConfig
+    from kitctl.data.plan import _remaining_need, make_plan
+
+    cfg = KitConfig(data_root=tmp_path)
+    plan = make_plan(cfg, "fineweb10B")
+    blob = cfg.hf_cache / "hub" / "datasets--HuggingFaceFW--fineweb" / "blobs" / "abc"
+    blob.parent.mkdir(parents=True)
+    with open(blob, "wb") as f:
+        f.truncate(10**9)                      # sparse: 1 GB of "downloaded" parquet
+    (plan.out_dir).mkdir(parents=True)
+    with open(plan.out_dir / "fineweb_val_000000.bin", "wb") as f:
+        f.truncate(2 * 10**8)
+    left = _remaining_need(plan)
+    assert left[cfg.hf_cache.absolute()] == plan.need[cfg.hf_cache.absolute()] - 10**9
+    assert left[plan.out_dir] == plan.need[plan.out_dir] - 2 * 10**8

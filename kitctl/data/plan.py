@@ -240,7 +240,6 @@ def _text_input(plan: DataPlan) -> Path:
     return local
 
 
-ProgressFactory = Callable[[DataPlan, Optional[int], int], Any]
 
 
 def execute(plan: DataPlan, progress=None, free_fn=None, log: Callable[[str], None] = print) -> Summary | int:
@@ -287,6 +286,11 @@ def _remaining_need(plan: DataPlan) -> dict[Path, int]:
     if plan.out_dir in need and plan.out_dir.is_dir():
         have = sum(p.stat().st_size for p in plan.out_dir.glob(f"{plan.name}_*.bin"))
         need[plan.out_dir] = max(0, need[plan.out_dir] - have)
+    if plan.hf_home in need and plan.recipe is not None and plan.recipe.repo:
+        repo_cache = plan.hf_home / "hub" / ("datasets--" + plan.recipe.repo.replace("/", "--"))
+        have = sum(p.stat().st_size for p in repo_cache.rglob("*") if p.is_file() and not p.is_symlink()) \
+            if repo_cache.is_dir() else 0
+        need[plan.hf_home] = max(0, need[plan.hf_home] - have)
     return need
 
 

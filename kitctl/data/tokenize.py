@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from kitctl.data import manifest as mf
-from kitctl.data.shards import EOT, HEADER_BYTES, ShardWriter, shard_filename
+from kitctl.data.shards import EOT, HEADER_BYTES, ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
 from kitctl.errors import KitError
 
