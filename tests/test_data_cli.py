@@ -19,6 +19,15 @@ from kitctl.data import manifest as mf
 from kitctl.data.shards import check_shard
 
 
+
+@pytest.fixture(autouse=True)
+def _keep_environ():
+    """plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ... in os.environ: undo that after each test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
 @pytest.fixture
 def env(tmp_path, gpt2_bpe_dir):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_", "TIKTOKEN"))}

@@ -21,6 +21,15 @@ from kitctl.data.sources import FilesSource, hf_source, load_recipe
 from kitctl.errors import KitError
 
 
+
+@pytest.fixture(autouse=True)
+def _keep_environ():
+    """plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ... in os.environ: undo that after each test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
 def test_seed_cache_uses_tiktoken_names_and_checks_sha(gpt2_bpe_dir, tmp_path):
     sums = tk.seed_cache(gpt2_bpe_dir, tmp_path / "c")
     assert sums == tk.FILES
