@@ -150,3 +150,28 @@ def test_compose_runtime_drives_the_same_file(tmp_path, data_image, test_kit_con
     assert rt.run("data", ["kitctl", "--version"], on_line=lines.append) == 0
     assert any(l.startswith("kitctl ") for l in lines)
     assert rt.run("data", ["bash", "-c", "exit 3"], on_line=lines.append) == 3
+
+
+def test_native_build_cli_in_toolchain_container(llmc_src, wheels_toolchain, tmp_path):
+    """`kitctl build --runtime native` for real, inside the wheels toolchain with NO path variables set:
+    discovery finds nvcc, NCCL and cuDNN in the wheel layout (site-packages/nvidia/...) and Open MPI at
+    OPENMPI_DIR's default, then native/build.sh compiles llm.c into <data_root>/native/bin."""
+    import sys
+
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("runs the kit from this venv with the image's Python 3.11")
+    _req, _ctx, tag = wheels_toolchain
+    site = Path(sys.prefix) / "lib" / "python3.11" / "site-packages"
+    tmp_path.chmod(0o777)
+    script = ("unset NCCL_INCLUDE NCCL_LIB CUDNN_INCLUDE CUDNN_LIB CUDA_HOME CUDNN_FRONTEND_PATH; "
+              "printf 'data_root: /w/data\\nruntime: native\\narch: [75, 86]\\n' > /w/kit.yaml && "
+              "/opt/nvidia/venv/bin/python -m kitctl --config /w/kit.yaml build --llmc-src /llmc --no-cudnn && "
+              "cuobjdump --list-elf /w/data/native/bin/train_gpt2cu_fp32 && ldd /w/data/native/bin/train_gpt2cu")
+    r = sh("docker", "run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp",
+           "-e", f"PYTHONPATH={REPO}:{site}", "-v", f"{REPO}:{REPO}:ro", "-v", f"{site}:{site}:ro",
+           "-v", f"{llmc_src}:/llmc:ro", "-v", f"{tmp_path}:/w", tag, "bash", "-c", script)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "--nccl-include /opt/nvidia/venv/lib/python3.11/site-packages/nvidia/nccl/include" in r.stdout
+    assert "sm_75" in r.stdout and "sm_86" in r.stdout
+    assert "libnccl.so.2 => /opt/nvidia/venv" in r.stdout                 # found through the rpath
+    assert {p.name for p in (tmp_path / "data" / "native" / "bin").iterdir()} == {"train_gpt2cu", "train_gpt2cu_fp32"}
