@@ -341,5 +341,11 @@ def test_memory_model_fits_measurements():
         for b, mib in pts.items():
             gb = mib * 1048576 / 1e9
             assert m.predict("d12", b, 1024, r, "bf16", 1, 1, True).peak_gb == pytest.approx(gb, rel=0.02)
+    # other depths and FP32 (1x H100, docs/validation.md section 4): one fit serves them all; FP32 errs high
+    for desc, b, prec, mib, rel in (("d24", 8, "bf16", 12417, 0.02), ("d24", 16, "bf16", 18259, 0.02),
+                                    ("d12", 8, "fp32", 13433, 0.06), ("d12", 16, "fp32", 23335, 0.06)):
+        got = m.predict(desc, b, 1024, 1, prec, 1, 1, prec == "bf16").peak_gb
+        assert got == pytest.approx(mib * 1048576 / 1e9, rel=rel)
+        assert got >= mib * 1048576 / 1e9 * 0.99       # never meaningfully under
     # a depth nobody measured is labelled as such
-    assert m.predict("d24", 8, 1024, 1, "bf16", 1, 1, True).basis.startswith("extrapolated")
+    assert m.predict("d36", 8, 1024, 1, "bf16", 1, 1, True).basis.startswith("extrapolated")
