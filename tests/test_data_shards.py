@@ -167,3 +167,15 @@ def test_write_shard_is_atomic_and_header_exact(tmp_path):
     assert shard_filename("fw", 0) == "fw_val_000000.bin" and shard_filename("fw", 12) == "fw_train_000012.bin"
     with pytest.raises(ValueError):
         ShardWriter(tmp_path, "x", 0)
+
+
+def test_second_writer_on_the_same_folder_is_refused(tmp_path, enc):
+    import fcntl
+
+    tmp_path.joinpath(".kitctl-data.lock").touch()
+    with open(tmp_path / ".kitctl-data.lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(KitError, match="another `kitctl data` is writing"):
+            make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)
+    make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)   # free again: works
+    assert mf.load(tmp_path).complete

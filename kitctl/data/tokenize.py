@@ -279,6 +279,29 @@ def make_shards(source: Source, out_dir: Path, name: str, run: dict[str, Any], d
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out_dir)
+    try:
+        return _make_shards(source, out_dir, name, run, dataset, workers, progress, batch_rows, t0)
+    finally:
+        lock.close()
+
+
+def _lock(out_dir: Path):
+    """One writer per folder: a second `kitctl data` on the same --out is refused, not interleaved."""
+    import fcntl
+
+    f = open(out_dir / ".kitctl-data.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise KitError(f"another `kitctl data` is writing {out_dir} right now",
+                       "wait for it to finish (or stop it); re-running the same command later continues it") from None
+    return f
+
+
+def _make_shards(source, out_dir, name, run, dataset, workers, progress, batch_rows, t0) -> Summary:
     m = prepare_manifest(out_dir, name, dataset, run)
     shard_size, first = int(run["shard_size"]), int(run.get("first_shard_size") or run["shard_size"])
     if m.complete:
