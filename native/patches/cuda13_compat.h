@@ -23,3 +23,18 @@ static inline cudaError_t cudaMemAdvise(const void* devPtr, size_t count, cudaMe
 }
 #endif
 #endif
+
+// llm.c @ f1e2ace built with USE_MPI calls MPI_Finalize() at exit even when its ranks were started with
+// `-pi fs` or `-pi tcp` (Slurm's srun, no mpirun), where MPI_Init never ran: Open MPI then aborts with
+// "MPI_Finalize() function was called before MPI_INIT" and exit status 1 after a good run. Finalize only
+// what was initialized. (Not CUDA-13 specific, but it is the same kind of shim: forced in, no llm.c edit.)
+#if defined(__cplusplus) && defined(USE_MPI)
+#include <mpi.h>
+static inline int llmc_kit_mpi_finalize_if_initialized(void) {
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    return (initialized && !finalized) ? MPI_Finalize() : MPI_SUCCESS;
+}
+#define MPI_Finalize llmc_kit_mpi_finalize_if_initialized
+#endif
