@@ -58,7 +58,7 @@ def figure(runs: list[RunLogs]):
     fig = Figure(figsize=(16, 6), dpi=100, layout="constrained")
     ax_loss, ax_hs = fig.subplots(1, 2)
     colours = [f"C{i}" for i in range(10)]
-    low = []
+    low, tail_high = [], []
     for i, r in enumerate(runs):
         c = colours[i % len(colours)]
         name = r.name
@@ -72,6 +72,8 @@ def figure(runs: list[RunLogs]):
             ax_loss.plot(*_xy(tel), color=c, linewidth=2, marker="." if len(tel) < 60 else None,
                          label=f"{name} val loss")
             low.append(min(tel.values()))
+            vals = [v for _, v in sorted(tel.items())]
+            tail_high.append(max(vals[len(vals) // 2:]))   # keep a val curve that rises again (over-fitting) in view
         hs = r.streams.get("eval/hellaswag_acc")
         if hs:
             ax_hs.plot(*_xy(hs), color=c, linewidth=2, marker="." if len(hs) < 60 else None, label=name)
@@ -80,7 +82,7 @@ def figure(runs: list[RunLogs]):
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     if low and min(low) < 4.0:      # like vislog: zoom on the part below 4 once the loss gets there
-        ax_loss.set_ylim(min(min(low), ref.value) - 0.05, 4.0)
+        ax_loss.set_ylim(min(min(low), ref.value) - 0.05, max([4.0] + [h + 0.2 for h in tail_high]))
     ax_loss.set_title("Loss")
     ax_loss.grid(True, alpha=0.3)
     ax_loss.legend(fontsize=8)
