@@ -5,6 +5,7 @@ which registers its commands on ``app``; this module owns the app, the global op
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -108,21 +109,35 @@ def main() -> None:
     except KitError as e:
         render_error(e)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C inside a command into Abort
         err_console.print("[yellow]interrupted[/]: nothing was left half-written; re-run the same command to resume")
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
     except Exception as e:  # click usage errors come through here in non-standalone mode
         import click
 
         if isinstance(e, click.exceptions.ClickException):
             e.show()
             sys.exit(e.exit_code)
-        raise
+        if os.environ.get("KITCTL_DEBUG"):
+            raise
+        render_error(_unexpected(e))
+        sys.exit(1)
+
+
+def _unexpected(e: Exception) -> KitError:
+    """An error no command turned into a KitError: still one clear message, never a bare traceback."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return KitError(f"the disk is full: {e}",
+                        "free space on the data root (or point data_root in kit.yaml at a bigger disk) and re-run "
+                        "the same command: finished steps are kept and it continues where it stopped")
+    if isinstance(e, PermissionError):
+        return KitError(f"permission denied: {e}", "check who owns that path, or run as its owner")
+    return KitError(f"internal error: {type(e).__name__}: {e}",
+                    "re-run with KITCTL_DEBUG=1 for the traceback, and report it with that output")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,7 +63,15 @@ def build(
     req = images.BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=archs, target=targets[0],
                                           base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
                                           build_dir=build_dir)
-    ctx = images.prepare_context(req)
+    would_download = dry_run and not (llmc_src or cfg.mirrors.llmc_src)
+    ctx = images.prepare_context(req, fetch_source=False if would_download else None)
+    if would_download:   # a dry run never downloads; the tag's hash then lacks the llm.c digest
+        from kitctl import versions
+
+        pin = versions.pins()["llmc"]
+        console.print(f"dry run: llm.c {pin['commit'][:7]} would be downloaded from "
+                      f"{pin['tarball_url'].format(commit=pin['commit'])} (sha256 {pin['tarball_sha256'][:12]}…) "
+                      "when building; the tags below are computed without it", highlight=False)
     console.print(f"[bold]context[/] {ctx.path}  (provider {req.provider}, CUDA {req.cuda}, "
                   f"archs {req.arch_csv}, cuDNN {'on' if req.cudnn else 'off'}"
                   + (f", llm.c {ctx.llmc_label}" if ctx.llmc_label else "") + ")", highlight=False)

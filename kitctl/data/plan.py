@@ -20,6 +20,7 @@ from kitctl import __version__
 from kitctl.config import KitConfig
 from kitctl.data import sources as src
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE, Summary, check_space, default_workers, estimate_bytes
+from kitctl import versions
 from kitctl.errors import KitError
 
 CONTAINER_DATA = "/data"
@@ -79,7 +80,7 @@ class DataPlan:
             lines.append(f"workers      {self.workers} tokenizer processes")
         if self.est_tokens:
             lines.append(f"estimate     ~{self.est_tokens:,} tokens, disk ~{sum(self.need.values()) / 1e9:.2f} GB")
-        lines.append(f"tokenizer    {self.tokenizer_dir or 'tiktoken download'} -> cache {self.tiktoken_dir}")
+        lines.append(f"tokenizer    {self.tokenizer_dir or 'embedded GPT-2 BPE files (kitctl/assets/gpt2-bpe)'} -> cache {self.tiktoken_dir}")
         lines.append(f"also         {self.tokenizer_bin} (if missing)")
         return lines
 
@@ -226,6 +227,9 @@ def _text_input(plan: DataPlan) -> Path:
     local = plan.data_root / r.name / "input.txt"
     if local.is_file():
         return local
+    embedded = versions.REPO_ROOT / "datasets" / "files" / f"{r.name}.txt"   # shipped with the kit (offline demo)
+    if embedded.is_file():
+        return embedded
     from kitctl.data.hellaswag import download
 
     download(r.url, local)

@@ -79,11 +79,17 @@ def seed_cache(tokenizer_dir: Path, cache_dir: Path) -> dict[str, str]:
     return sums
 
 
+# GPT-2's vocab.bpe + encoder.json, shipped with the kit (kitctl/assets/gpt2-bpe/README.md), checked like any folder.
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "gpt2-bpe"
+
+
 def setup_tiktoken(tokenizer_dir: Optional[Path], cache_dir: Path) -> dict[str, str]:
     """Point TIKTOKEN_CACHE_DIR at ``cache_dir`` (on the data root) and seed it from ``tokenizer_dir`` if
     given. Returns the sha256 of the two files that will be used (known values: tiktoken checks them too).
     Must run before the first ``tiktoken.get_encoding`` in this process (workers inherit the env)."""
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
+    if tokenizer_dir is None and EMBEDDED_DIR.is_dir():
+        tokenizer_dir = EMBEDDED_DIR    # the kit ships GPT-2's two BPE files: no download, ever
     if tokenizer_dir is not None:
         return seed_cache(tokenizer_dir, cache_dir)
     return dict(FILES)
