@@ -38,13 +38,13 @@ import hashlib
 import json
 import math
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from kitctl import steplog
 from kitctl.errors import KitError
 
 MAIN_LOG = "main.log"
@@ -75,18 +75,13 @@ TAG_DESCRIPTIONS = {
 Series = dict[int, float]           # step -> value
 Streams = dict[str, Series]         # tag -> series
 
-_STEP_RE = re.compile(
-    rb"step\s+(\d+)/(\d+) \| loss\s+(\S+) \([^)]*\)\s*\| norm\s+(\S+) \([^)]*\)\s*\| lr\s+(\S+) \|"
-    rb"\s*(\S+) ms \|\s*(\S+)% bf16 MFU \|\s*(\S+) tok/s")
-
-
 def complete_part(data: bytes) -> bytes:
     """The bytes up to and including the last newline (a torn last line is left for later)."""
     end = data.rfind(b"\n")
     return data[: end + 1] if end >= 0 else b""
 
 
-def _num(text: str | bytes) -> Optional[float]:
+def _num(text: str | bytes | float) -> Optional[float]:
     try:
         v = float(text)
     except ValueError:
@@ -150,14 +145,18 @@ def parse_stdout(data: bytes | str) -> StdoutInfo:
     if isinstance(data, str):
         data = data.encode()
     info = StdoutInfo()
-    for m in _STEP_RE.finditer(complete_part(data)):
-        step = int(m.group(1)) - 1
-        ms, tok = _num(m.group(6)), _num(m.group(8))
+    # splitlines also splits at "\r" (llm.c's "evaluating HellaSwag: i/n\r" shares a line with the next step)
+    for line in complete_part(data).decode(errors="replace").splitlines():
+        s = steplog.parse_step(line)          # the one parser of llm.c's step line
+        if s is None:
+            continue
+        step = s.step - 1
+        ms, tok = _num(s.ms), _num(s.tok_s)
         if ms is not None:
             _put(info.streams.setdefault(STDOUT_TAGS["ms"], {}), step, ms)
         if tok is not None:
             _put(info.streams.setdefault(STDOUT_TAGS["tok_s"], {}), step, tok)
-        info.total_steps = int(m.group(2))
+        info.total_steps = s.total
         info.last_step = step
     return info
 
