@@ -79,3 +79,12 @@ def tiktoken_cache(gpt2_bpe_dir, tmp_path_factory) -> Path:
         os.environ.pop("TIKTOKEN_CACHE_DIR", None)
     else:
         os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def restore_environ():
+    """Undo what a test's code put in os.environ (kitctl data sets HF_HOME, TIKTOKEN_CACHE_DIR, ...)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

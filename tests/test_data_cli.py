@@ -20,13 +20,7 @@ from kitctl.data.shards import check_shard
 
 
 
-@pytest.fixture(autouse=True)
-def _keep_environ():
-    """plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ... in os.environ: undo that after each test."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ...
 
 @pytest.fixture
 def env(tmp_path, gpt2_bpe_dir):

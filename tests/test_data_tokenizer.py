@@ -22,13 +22,7 @@ from kitctl.errors import KitError
 
 
 
-@pytest.fixture(autouse=True)
-def _keep_environ():
-    """plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ... in os.environ: undo that after each test."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ...
 
 def test_seed_cache_uses_tiktoken_names_and_checks_sha(gpt2_bpe_dir, tmp_path):
     sums = tk.seed_cache(gpt2_bpe_dir, tmp_path / "c")
@@ -233,3 +227,23 @@ def test_stream_mode_reads_through_a_filesystem(tiktoken_cache, tmp_path):
     run = {"shard_size": 10, "first_shard_size": 10, "source_fingerprint": local.fingerprint()}
     make_shards(local, tmp_path / "out", "s", run, workers=2)
     assert read_dir(tmp_path / "out", "s") == reference_files(enc, docs, "s", 10)
+
+
+def test_embedded_bpe_files_make_tiktoken_work_offline(tmp_path):
+    """No tokenizer_dir configured: the kit seeds tiktoken's cache from its own copy (kitctl/assets/gpt2-bpe),
+    so a fresh process with no network and an empty cache still gets the real GPT-2 encoding."""
+    cache = tmp_path / "tiktoken"
+    code = ("import socket\n"
+            "def no_net(*a, **k): raise OSError('network disabled in this test')\n"
+            "socket.socket.connect = no_net\n"
+            "from pathlib import Path\n"
+            "from kitctl.data import tokenizer as tk\n"
+            f"sums = tk.setup_tiktoken(None, Path({str(cache)!r}))\n"
+            "e = tk.get_encoding()\n"
+            "print(sums['vocab.bpe'][:12], e.encode_ordinary('hello world<|endoftext|>'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TIKTOKEN_CACHE_DIR": ""})
+    assert r.returncode == 0, r.stderr
+    assert "1ce1664773c5" in r.stdout
+    assert "[31373, 995, 27, 91, 437, 1659, 5239, 91, 29]" in r.stdout   # GPT-2 ids; <|endoftext|> as text
+    assert len(list(cache.iterdir())) >= 2                                 # the two files, under tiktoken's names
