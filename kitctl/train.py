@@ -32,8 +32,9 @@ IMAGE_BIN = "/opt/llmc/bin"
 WORKDIR = "/workspace"
 HELLASWAG_MIN_B = 4        # llm.c's EvalLoader packs 4 completions per example into a batch row group
 # train_gpt2cu flags the kit sets itself; a pass-through after `--` may not set them
-_MANAGED = {"-i": "--data", "-j": "--data", "-o": "--out / --name", "-y": "(the kit decides resume; use --fresh)",
-            "-e": "--preset"}
+_MANAGED = {"-i": "use --data instead", "-j": "use --data instead", "-o": "use --out or --name instead",
+            "-y": "leave it out: the kit decides resume itself (use --fresh to start over)",
+            "-e": "use --preset instead"}
 # pass-through flags that the planner must know (they change B, T, total batch, recompute or steps)
 _ABSORBED = {"-b": "micro_batch", "-t": "seq_len", "-d": "total_batch", "-r": "recompute", "-x": "steps"}
 
@@ -288,18 +289,23 @@ def absorb_passthrough(req: TrainRequest) -> TrainRequest:
     while i < len(args):
         flag = args[i]
         if flag in _MANAGED:
-            raise KitError(f"pass-through {flag} is set by the kit", f"use {_MANAGED[flag]} instead", exit_code=2)
+            raise KitError(f"pass-through {flag} is set by the kit", _MANAGED[flag], exit_code=2)
+        # train_gpt2cu reads its argv as pairs: every flag (-x or -xy) takes exactly one value
+        if not (flag.startswith("-") and len(flag) in (2, 3)):
+            raise KitError(f"pass-through {flag!r} is not a train_gpt2cu flag (-x or -xy)",
+                           "write flag/value pairs after `--`, e.g. `-- -lg 100`", exit_code=2)
+        if i + 1 >= len(args):
+            raise KitError(f"pass-through {flag} has no value (every train_gpt2cu flag takes one)",
+                           f"write it as `-- {flag} VALUE`", exit_code=2)
         if flag in _ABSORBED:
-            if i + 1 >= len(args):
-                raise KitError(f"pass-through {flag} has no value", "write it as `-- -b 16`", exit_code=2)
             try:
                 updates[_ABSORBED[flag]] = int(args[i + 1])
             except ValueError:
                 raise KitError(f"pass-through {flag} {args[i + 1]!r} is not an integer", None, exit_code=2) from None
             i += 2
             continue
-        rest.append(flag)
-        i += 1
+        rest += [flag, args[i + 1]]
+        i += 2
     for k, v in updates.items():
         current = getattr(req, k)
         if current is not None and current != v:
@@ -321,6 +327,11 @@ def _pick_gpus(req: TrainRequest, facts: Facts, preset: Preset, T: int) -> tuple
         raise KitError(f"--precision {req.precision!r}", "use bf16 or fp32", exit_code=2)
     if req.precision == "bf16" and no_bf16:
         names = ", ".join(f"{g.index} ({g.name}, sm_{g.compute_cap})" for g in no_bf16)
+        capable = [g for g in picked if g.has_bf16]
+        if req.gpus.strip() == "all" and capable:
+            notes.append(f"--precision bf16: GPU {names} has no BF16 tensor cores (sm_80+), so it sits out; "
+                         f"running on GPU(s) {gpu_spec(capable).rstrip(',')} (use --precision fp32 to run all)")
+            return capable, "bf16", [], notes
         raise KitError(f"--precision bf16: GPU {names} has no BF16 tensor cores (BF16 needs sm_80+)",
                        "use --precision fp32 to run all of them, or leave that GPU out with --gpus", exit_code=2)
     if req.precision:
@@ -377,6 +388,15 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     preset = get_preset(req.preset)
     if req.runtime not in ("docker", "native"):
         raise KitError(f"--runtime {req.runtime!r}", "use docker or native", exit_code=2)
+    if req.total_batch is not None and req.total_batch < 1:
+        # llm.c's -d -1 means B x T x ranks (no accumulation); the kit does not support it: the total batch is
+        # the run's optimizer setting and must not change with B or the GPU count
+        raise KitError(f"total batch -d {req.total_batch}: it must be a positive number of tokens per optimizer step"
+                       + (" (llm.c's -d -1 = B x T x ranks is not supported)" if req.total_batch == -1 else ""),
+                       f"pass --total-batch N with N a multiple of B x T x ranks, or leave it to the preset "
+                       f"({preset.total_batch})", exit_code=2)
+    if req.seq_len is not None and req.seq_len < 1:
+        raise KitError(f"sequence length {req.seq_len}", "use -t between 1 and 1024", exit_code=2)
     T = req.seq_len or preset.seq_len
     D = req.total_batch or preset.total_batch
     if T < 1 or T > 1024:
@@ -402,7 +422,16 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
 
     # --- resume: adopt the checkpoint's micro-batch when the user did not choose one
     resumable = out.last_done is not None and not req.fresh
+    if resumable and out.run_json_error:
+        raise KitError(f"{out.dir}/run.json is damaged ({out.run_json_error}): the kit cannot check whether the "
+                       f"checkpoint at step {out.last_done} can be resumed",
+                       "start over in this folder with --fresh (the old checkpoints move to archive-<time>/), or "
+                       "pick a new --name", exit_code=2)
     stored = out.run_plan or {}
+    # the GPU count first: with another one the checkpoint's B may break the shard rules, a misleading refusal
+    old_ranks = stored.get("ranks") if out.run_plan is not None else out.state_ranks
+    if resumable and old_ranks and old_ranks != ranks:
+        _refuse_resume(out, [("ranks", old_ranks, ranks)], stored)
     micro, recompute, choice, tune_file = req.micro_batch, req.recompute, "", None
     if micro is None and resumable and stored.get("micro_batch"):
         micro = int(stored["micro_batch"])
@@ -415,20 +444,21 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
         if micro < 1:
             raise KitError(f"--micro-batch {micro}", "use a positive micro-batch", exit_code=2)
         reason = why_not(micro)
-        if reason:
-            ok = [b for b in MICRO_BATCHES if why_not(b) is None]
+        ok = [b for b in MICRO_BATCHES if why_not(b) is None]
+        if reason and ok:
             raise KitError(f"micro-batch {micro} cannot run: {reason}",
-                           (f"use --micro-batch {' / '.join(map(str, ok))}" if ok else
-                            "no micro-batch works: use a GPU count that divides -d (e.g. 1, 2, 4, 8), or set "
-                            "--total-batch to a multiple of B x T x ranks")
-                           + ", or --total-batch N", exit_code=2)
+                           f"use --micro-batch {' / '.join(map(str, ok))}, or --total-batch N", exit_code=2)
+        if reason:
+            _refuse_batch(f"micro-batch {micro} cannot run: {reason}", micro, T, D, ranks)
         choice = choice or "your --micro-batch"
     allowed = [b for b in MICRO_BATCHES if why_not(b) is None]
     if not allowed:
-        raise KitError(f"no micro-batch in {list(MICRO_BATCHES)} works with {ranks} rank(s): "
-                       + str(why_not(1)),
-                       f"pick a GPU count that divides {D // T} (e.g. --gpus 2 or 4), or pass --total-batch "
-                       f"a multiple of {T * ranks} (e.g. {T * ranks * (D // (T * ranks))})", exit_code=2)
+        # the B this run would use if -d allowed it (shard rule and memory), so the hint shows real numbers
+        r = req.recompute if req.recompute is not None else preset.recompute
+        B = next((b for b in MICRO_BATCHES if ranks * b * T + 1 <= data.min_shard_tokens
+                  and predict(b, r).fits(min_gpu.memory_gb)), 1)
+        _refuse_batch(f"no micro-batch in {list(MICRO_BATCHES)} works with {ranks} rank(s): {why_not(B)}",
+                      B, T, D, ranks)
 
     tune = None if req.no_tune else _find_tune(facts, gpus, precision, preset, T, D)
     if tune is not None:
@@ -483,8 +513,11 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
         notes.append(f"{data.dir}/manifest.json says the data is not complete (kitctl data still running or "
                      "interrupted): training uses the shards there now")
 
-    # --- steps
+    # --- steps (resuming: the run's own steps unless the user gives --steps, so its LR schedule stays)
     steps = req.steps if req.steps is not None else preset.steps
+    if req.steps is None and resumable and stored.get("steps"):
+        steps = int(stored["steps"])
+        notes.append(f"steps {steps}: kept from {out.dir}/run.json (pass --steps N to change it)")
     if steps == -1:
         steps = data.train_tokens // D
         if steps < 1:
@@ -533,6 +566,28 @@ _HINT = {
 }
 
 
+def _refuse_resume(out: OutState, diffs: list, old: dict) -> None:
+    lines = [f"{k}: checkpoint {o!r}, this plan {n!r}" for k, o, n in diffs]
+    hints = [_HINT[k].format(old=o, data_dir=old.get("data_dir", "?")) for k, o, _ in diffs]
+    hints = list(dict.fromkeys(hints))
+    raise KitError(f"{out.dir} holds a checkpoint at step {out.last_done} that this plan cannot resume:\n  "
+                   + "\n  ".join(lines),
+                   "; ".join(hints) + "; or start over in this folder with --fresh (the old checkpoints move "
+                   "to archive-<time>/), or pick a new --name", exit_code=2)
+
+
+def _refuse_batch(message: str, B: int, T: int, D: int, ranks: int) -> None:
+    """No micro-batch works: suggest what does (valid -d values near the requested one, or fewer ranks)."""
+    unit = B * T * ranks
+    if D % unit:
+        near = [d for d in ((D // unit) * unit, (D // unit + 1) * unit) if d > 0]
+        hint = (f"pass --total-batch {' or '.join(map(str, near))} (multiples of B x T x ranks = {B} x {T} x "
+                f"{ranks} = {unit} near {D}), or another --gpus count")
+    else:   # the shard rule: one micro-batch of every rank must fit the smallest shard
+        hint = "use fewer GPUs (--gpus N), a shorter sequence (-- -t N), or a dataset with bigger shards"
+    raise KitError(message, hint, exit_code=2)
+
+
 def _decide_resume(plan: Plan, out: OutState) -> None:
     last = out.last_done
     if last is None:
@@ -557,13 +612,7 @@ def _decide_resume(plan: Plan, out: OutState) -> None:
             if k in old and old[k] != v:
                 diffs.append((k, old[k], v))
     if diffs:
-        lines = [f"{k}: checkpoint {o!r}, this plan {n!r}" for k, o, n in diffs]
-        hints = [_HINT[k].format(old=o, data_dir=(old or {}).get("data_dir", "?")) for k, o, _ in diffs]
-        hints = list(dict.fromkeys(hints))
-        raise KitError(f"{out.dir} holds a checkpoint at step {last} that this plan cannot resume:\n  "
-                       + "\n  ".join(lines),
-                       "; ".join(hints) + f"; or start over in this folder with --fresh (the old checkpoints move "
-                       "to archive-<time>/), or pick a new --name", exit_code=2)
+        _refuse_resume(out, diffs, old or {})
     plan.resume, plan.resume_step = True, last
     if old and old.get("steps") not in (None, plan.steps):
         plan.notes.append(f"steps {old['steps']} -> {plan.steps}: llm.c recomputes its LR schedule (warm-up + "

@@ -134,6 +134,7 @@ class OutState:
     state_ranks: int = 0                  # state_<max>_<rank>.bin files of the newest checkpoint
     run_plan: Optional[dict] = None       # run.json's "plan" (what the checkpoints were written with)
     has_main_log: bool = False
+    run_json_error: Optional[str] = None  # run.json exists but cannot be read (why)
 
     @property
     def last_done(self) -> Optional[int]:
@@ -148,14 +149,19 @@ def inspect_out(out_dir: Path) -> OutState:
     ranks = 0
     if done:
         ranks = sum(1 for n in names if (m := _STATE_RE.match(n)) and int(m[1]) == done[-1])
-    plan = None
+    plan, error = None, None
     rj = out_dir / "run.json"
-    if rj.is_file():
+    if rj.exists():
         try:
-            plan = json.loads(rj.read_text()).get("plan")
-        except (OSError, ValueError):
-            plan = None
-    return OutState(out_dir, done, ranks, plan, (out_dir / "main.log").exists())
+            rec = json.loads(rj.read_text())
+            plan = rec.get("plan") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict):
+                error = "not a JSON object"
+            elif plan is not None and not isinstance(plan, dict):
+                plan, error = None, f'its "plan" is a {type(plan).__name__}, not an object'
+        except (OSError, ValueError) as e:
+            error = f"unreadable: {e}"
+    return OutState(out_dir, done, ranks, plan, (out_dir / "main.log").exists(), error)
 
 
 @dataclass(frozen=True)

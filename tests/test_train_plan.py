@@ -349,3 +349,81 @@ def test_memory_model_fits_measurements():
         assert got >= mib * 1048576 / 1e9 * 0.99       # never meaningfully under
     # a depth nobody measured is labelled as such
     assert m.predict("d36", 8, 1024, 1, "bf16", 1, 1, True).basis.startswith("extrapolated")
+
+
+# ------------------------------------------------------------------------------------------ review fixes
+H100X1 = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 580.159.04"
+
+
+@pytest.mark.parametrize("req", [TrainRequest(total_batch=0), TrainRequest(total_batch=-5),
+                                 TrainRequest(passthrough=["-d", "0"]), TrainRequest(total_batch=-1)])
+def test_non_positive_total_batch_refused(req):
+    with pytest.raises(KitError) as e:
+        build_plan(req, facts(H100X1))
+    assert e.value.exit_code == 2 and "positive number of tokens" in e.value.message
+    assert "--total-batch N" in e.value.hint
+    if req.total_batch == -1:
+        assert "-d -1 = B x T x ranks is not supported" in e.value.message
+
+
+def test_resume_on_other_gpu_count_compares_ranks_before_shard_rule():
+    first = build_plan(TrainRequest(steps=60), facts(H100X1, data=TINY))
+    assert first.micro_batch == 16
+    with pytest.raises(KitError) as e:
+        build_plan(TrainRequest(), facts(H100X8, data=TINY, out=_done(first.resume_key | {"steps": 60}, steps=(20,))))
+    assert "ranks: checkpoint 1, this plan 8" in e.value.message and "micro-batch" not in e.value.message
+    assert "--gpus" in e.value.hint and "--fresh" in e.value.hint and "--name" in e.value.hint
+
+
+def test_resume_keeps_run_steps_unless_given():
+    first = build_plan(TrainRequest(steps=60), facts(H100X1, data=TINY))
+    out = _done(first.as_dict(), steps=(20,))
+    plan = build_plan(TrainRequest(), facts(H100X1, data=TINY, out=out))
+    assert plan.resume and plan.steps == 60 and flag(plan, "-x") == "60"
+    assert any("kept from" in n and "steps 60" in n for n in plan.notes)
+    assert build_plan(TrainRequest(steps=80), facts(H100X1, data=TINY, out=out)).steps == 80
+
+
+def test_indivisible_total_batch_hint_suggests_valid_values_with_real_b():
+    with pytest.raises(KitError) as e:
+        build_plan(TrainRequest(total_batch=500000), facts(H100X1))
+    assert "64 x 1024 x 1 = 65536" in e.value.message
+    assert "--total-batch 458752 or 524288" in e.value.hint and "divides" not in e.value.hint
+    with pytest.raises(KitError) as e:
+        build_plan(TrainRequest(total_batch=500000, micro_batch=16), facts(H100X1))
+    assert "16 x 1024 x 1" in e.value.message and "491520 or 507904" in e.value.hint
+
+
+def test_bf16_on_mixed_box_with_all_gpus_picks_the_bf16_ones():
+    plan = build_plan(TrainRequest(precision="bf16"), facts(MIXED))
+    assert plan.precision == "bf16" and [g.index for g in plan.gpus] == [1]
+    assert any("sits out" in n and "2080 Ti" in n for n in plan.notes)
+    with pytest.raises(KitError):
+        build_plan(TrainRequest(precision="bf16"), facts(GPU_2080TI))
+
+
+@pytest.mark.parametrize("content", ['{"plan": "x"}', '{"plan": [1]}', '[1, 2]', '{not json'])
+def test_damaged_run_json_refused_with_fresh_hint(tmp_path, content):
+    (tmp_path / "DONE_00000020").touch()
+    (tmp_path / "state_00000020_00000.bin").touch()
+    (tmp_path / "run.json").write_text(content)
+    out = inspect_out(tmp_path)
+    assert out.run_json_error and out.run_plan is None
+    with pytest.raises(KitError) as e:
+        build_plan(TrainRequest(steps=60), facts(H100X1, data=TINY, out=out))
+    assert "run.json is damaged" in e.value.message and e.value.exit_code == 2
+    assert "--fresh" in e.value.hint and "--name" in e.value.hint
+    assert build_plan(TrainRequest(steps=60, fresh=True), facts(H100X1, data=TINY, out=out)).archive_existing
+
+
+def test_passthrough_hints_and_dangling_flags():
+    with pytest.raises(KitError) as e:
+        build_plan(TrainRequest(passthrough=["-y", "1"]), facts(H100X1))
+    assert "--fresh" in e.value.hint and "use (" not in e.value.hint
+    for bad in (["-lg"], ["-lg", "10", "-w"], ["100"]):
+        with pytest.raises(KitError) as e:
+            build_plan(TrainRequest(passthrough=bad), facts(H100X1))
+        assert e.value.exit_code == 2
+    with pytest.raises(KitError) as e:
+        build_plan(TrainRequest(passthrough=["-lg"]), facts(H100X1))
+    assert "-lg has no value" in e.value.message and "-- -lg VALUE" in e.value.hint
