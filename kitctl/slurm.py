@@ -152,6 +152,13 @@ def _check_positive(name: str, value: int, hint: str) -> None:
         raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}", hint)
 
 
+def check_counts(nodes: int, gpus_per_node: Optional[int]) -> None:
+    """--nodes and --gpus-per-node (when given) are whole numbers >= 1."""
+    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
+    if gpus_per_node is not None:
+        _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
+
+
 def _check_path(name: str, value: Union[None, str, Path], flag: str, *, must_exist: bool) -> Path:
     if value is None or str(value).strip() == "":
         raise ConfigError(f"no {name} given", f"pass {flag} PATH")
@@ -332,6 +339,10 @@ def render_sbatch(
             raise ConfigError("--container pyxis needs an image",
                               "pass --image with an enroot .sqsh on the shared filesystem (make one with `kitctl "
                               "export --format sqsh`) or a registry image, e.g. registry#llmc-kit:tag")
+        # a local file (.sqsh, ./x, or a path that exists here) must be absolute, as for apptainer's .sif: pyxis
+        # takes anything else for a registry image, and the nodes need the path they see
+        if image.endswith((".sqsh", ".squashfs")) or image.startswith(".") or ("/" in image and Path(image).exists()):
+            image = str(_check_path(".sqsh image", image, "--image", must_exist=False))
         image_ref = image
     elif container == "apptainer":
         if not sif:

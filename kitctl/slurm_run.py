@@ -33,6 +33,7 @@ def plan_slurm(cfg: KitConfig, req, opts: SlurmOptions, inventory: Optional[Path
     from kitctl.train_run import gather_facts
 
     # check the cheap Slurm inputs before reading the data
+    slurm.check_counts(opts.nodes, opts.gpus_per_node)
     slurm.check_shared_dir(opts.shared_dir, must_exist=check_paths)
     slurm.check_time(opts.time)
     req = dataclasses.replace(req, runtime=opts.runtime)

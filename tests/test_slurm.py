@@ -268,3 +268,22 @@ def test_script_refuses_to_run_outside_slurm(shared, tmp_path):
     r = subprocess.run(["bash", str(f)], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "not inside a Slurm job" in r.stderr
+
+
+@pytest.mark.parametrize("image", ["kit.sqsh", "./images/kit.sqsh", "../kit.squashfs"])
+def test_pyxis_relative_sqsh_refused_like_a_relative_sif(shared, image):
+    with pytest.raises(ConfigError) as e:
+        render(shared, image=image)
+    assert f".sqsh image {image} is not an absolute path" in e.value.message and "--image" in e.value.hint
+    with pytest.raises(ConfigError) as e:
+        render(shared, container="apptainer", image=None, sif="kit.sif")
+    assert ".sif image kit.sif is not an absolute path" in e.value.message
+
+
+def test_pyxis_relative_path_that_exists_refused_registry_image_kept(shared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "kit").write_bytes(b"")
+    with pytest.raises(ConfigError):
+        render(shared, image="img/kit")
+    assert "IMAGE=nvcr.io/nvidia/llmc:1\n" in render(shared, image="nvcr.io/nvidia/llmc:1").text

@@ -183,3 +183,18 @@ def test_nodes_that_no_micro_batch_can_serve_get_a_nodes_hint(tmp_path, shared):
         plan_slurm(cfg, TrainRequest(data=data), SlurmOptions(nodes=3, shared_dir=shared, container="none"), inv)
     assert "not a multiple of B x T x ranks = 1 x 1024 x 24 (3 node(s) x 8 GPUs)" in e.value.message
     assert "--nodes 1 or 2 or 4 (with 8 GPUs per node)" in e.value.hint
+
+
+@pytest.mark.parametrize("kw,msg", [({"nodes": 0}, "--nodes must be a whole number >= 1"),
+                                    ({"nodes": -2}, "--nodes must be a whole number >= 1"),
+                                    ({"nodes": 2, "gpus_per_node": 0}, "--gpus-per-node must be a whole number >= 1")])
+def test_non_positive_node_counts_refused_before_planning(tmp_path, shared, kw, msg):
+    from kitctl.slurm_run import plan_slurm
+
+    data = _shards(tmp_path / "data" / "tiny")
+    inv = tmp_path / "node.csv"
+    inv.write_text(H100X8)
+    with pytest.raises(KitError) as e:   # was: internal error ZeroDivisionError
+        plan_slurm(KitConfig(data_root=tmp_path / "data"), TrainRequest(data=data),
+                   SlurmOptions(shared_dir=shared, container="none", **kw), inv, check_paths=False)
+    assert msg in e.value.message and e.value.exit_code == 2 and e.value.hint
