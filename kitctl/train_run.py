@@ -33,6 +33,8 @@ from kitctl.train import Facts, Plan, TrainRequest, build_plan, get_preset
 from kitctl.train_facts import host_facts, inspect_data, inspect_out, sha256_file
 
 STOP_GRACE_S = 30
+# docker's own messages when the NVIDIA container runtime is missing or broken (`docker run --gpus` exits 125)
+DOCKER_GPU_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown or invalid runtime name")
 ARCHIVE_GLOBS = ("DONE_*", "model_*.bin", "state_*.bin", "main.log", "stdout.log", "run.json")
 
 
@@ -425,6 +427,14 @@ def run_training(plan: Plan, facts: Facts, console, replan: Optional[Callable[[T
         if out.rc != 0:
             tail = "\n".join(out.tail[-15:])
             hint = f"the full output is in {plan.out_dir / 'stdout.log'}"
+            no_gpu = any(m in ln for ln in out.tail for m in DOCKER_GPU_ERRORS)
+            if plan.runtime == "docker" and not out.steps and (out.rc == 125 or no_gpu):
+                # docker's own failure (exit 125): train_gpt2cu never ran
+                raise KitError(f"the container could not start (docker run exited with status {out.rc}):\n{tail}",
+                               ("Docker cannot give the container GPUs: install nvidia-container-toolkit "
+                                "(then `sudo nvidia-ctk runtime configure --runtime=docker`) and restart Docker; "
+                                if no_gpu else "see Docker's message above; ")
+                               + "`kitctl doctor` checks the engine and the GPU runtime")
             if out.oom_before_first_step:
                 hint = ("out of GPU memory: " + ("resuming needs the checkpoint's B; free the GPU or start over "
                                                  "with --fresh and a smaller --micro-batch" if plan.resume else

@@ -376,3 +376,30 @@ def test_docker_ctrl_c_stops_the_named_container(kit, monkeypatch):
     name = plan.container.name
     assert e.value.exit_code == 130 and "no checkpoint was written yet" in e.value.message
     assert client.container.calls[0] == ("stop", name, 30) and ("kill", name) in client.container.calls
+
+
+class _NoGpuRuntimeDocker(_FakeDocker):
+    """`docker run --gpus` on an engine without the NVIDIA container runtime: docker itself exits 125."""
+
+    def run(self, **kw):
+        from python_on_whales.exceptions import DockerException
+
+        self.kwargs = kw
+        msg = ('docker: Error response from daemon: could not select device driver "" with capabilities: '
+               '[[gpu]].')
+        yield "stderr", (msg + "\n").encode()
+        raise DockerException(["docker", "run"], 125, b"", msg.encode())
+
+
+def test_docker_without_nvidia_runtime_says_the_container_could_not_start(kit, monkeypatch):
+    cfg, tmp = kit
+    monkeypatch.setattr("kitctl.train_run.inspect_image", lambda ref: {})
+    req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=2, micro_batch=8)
+    plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
+    with pytest.raises(KitError) as e:
+        run_training(plan, facts, _console(), replan, docker_client=_NoGpuRuntimeDocker([]))
+    assert "the container could not start" in e.value.message and "last step None" not in e.value.message
+    assert "nvidia-container-toolkit" in e.value.hint and "restart Docker" in e.value.hint
+    assert "kitctl doctor" in e.value.hint
+    rj = json.loads((cfg.data_root / "runs" / "d" / "run.json").read_text())
+    assert rj["session"]["status"] == "failed" and rj["session"]["exit_status"] == 125
