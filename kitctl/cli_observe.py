@@ -23,7 +23,7 @@ def tensorboard(
     from kitctl.tbserve import run_tensorboard
 
     runs_dir = config().runs_dir
-    run_dirs = resolve_runs(runs or [], runs_dir, allow_empty=follow)
+    run_dirs = resolve_runs(runs or [], runs_dir, allow_empty=follow, command="tensorboard")
     if not run_dirs:
         console.print(f"no runs under {runs_dir} yet; waiting for one to appear")
     run_tensorboard(run_dirs, None if runs else runs_dir, port=port, host=host, follow=follow, serve=serve,
@@ -39,7 +39,7 @@ def status(
     from kitctl.status import collect, render
 
     runs_dir = config().runs_dir
-    run_dir = resolve_runs([run], runs_dir)[0] if run else latest_run(runs_dir)
+    run_dir = resolve_runs([run], runs_dir, command="status")[0] if run else latest_run(runs_dir)
     console.print(render(collect(run_dir)))
 
 

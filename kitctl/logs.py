@@ -229,16 +229,18 @@ def list_runs(runs_dir: Path) -> list[Path]:
 
 
 def resolve_runs(names: Iterable[str], runs_dir: Path, *, allow_empty: bool = False,
-                 files: bool = False) -> list[Path]:
+                 files: bool = False, command: str = "report") -> list[Path]:
     """RUN arguments (a run folder, its main.log, or a name under runs_dir) -> run folders; none -> all runs.
 
-    With ``files``, a file argument is kept as it is (read as a main.log whatever its name)."""
+    With ``files``, a file argument is kept as it is (read as a main.log whatever its name). ``command``: the
+    kitctl command whose hint names a run folder."""
     names = list(names)
     if not names:
         runs = list_runs(runs_dir)
         if not runs and not allow_empty:
             raise KitError(f"no runs under {runs_dir} (a run is a folder with main.log, stdout.log or run.json)",
-                           "start one with `kitctl train`, or name a run folder, e.g. `kitctl report path/to/log124M`")
+                           f"start one with `kitctl train`, or name a run folder, e.g. "
+                           f"`kitctl {command} path/to/log124M`")
         return runs
     out = []
     for n in names:

@@ -179,9 +179,14 @@ def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = N
                        "check the run with `kitctl status`")
     runs = [r for r, ok in zip(read, has_loss) if ok]
     png = png_bytes(runs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".png":
-        out.write_bytes(png)
-    else:
-        out.write_text(html_page(runs, png))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            out.write_bytes(png)
+        else:
+            out.write_text(html_page(runs, png))
+    except OSError as e:
+        raise KitError(f"cannot write the report to {out}: {e.strerror or e}",
+                       "pass --out with a path in a folder you can write, e.g. --out ./report.png",
+                       exit_code=2) from None
     return runs, [p for p, ok in zip(runs_in, has_loss) if not ok]

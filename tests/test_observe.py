@@ -636,3 +636,23 @@ def test_real_llmc_stdout(tmp_path):
         step = int(fields[0].split()[1].split("/")[0]) - 1
         assert info.streams["perf/ms_per_step"][step] == float(fields[4].split()[0])
         assert info.streams["perf/tokens_per_sec"][step] == float(fields[6].split()[0])
+
+
+def test_no_runs_hint_names_the_command(tmp_path):
+    with pytest.raises(KitError) as e:
+        logs.resolve_runs([], tmp_path / "runs", command="tensorboard")
+    assert "`kitctl tensorboard path/to/log124M`" in e.value.hint and "kitctl report" not in e.value.hint
+    r = kitctl("tensorboard", "--no-follow", "--no-serve", data_root=tmp_path)
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "kitctl tensorboard path/to" in err and "kitctl report" not in err
+
+
+@pytest.mark.parametrize("out", ["/proc/x.png", "/proc/nope/x.html"])
+def test_report_to_an_unwritable_path_says_so(tmp_path, out):
+    from kitctl.report import write_report
+
+    a, _ = make_run(tmp_path / "runs", "a", steps=range(3))
+    with pytest.raises(KitError) as e:
+        write_report([a], Path(out))
+    assert f"cannot write the report to {out}" in e.value.message and e.value.exit_code == 2
+    assert "--out" in e.value.hint
