@@ -54,6 +54,8 @@ def _check_some_micro_batch_divides(req, opts: SlurmOptions) -> None:
     T = req.seq_len or preset.seq_len
     D = req.total_batch or preset.total_batch
     ranks = opts.nodes * (opts.gpus_per_node or 1)
+    if D < 1:
+        return      # the planner refuses a non-positive total batch
     candidates = [req.micro_batch] if req.micro_batch else [64, 32, 16, 8, 4, 2, 1]
     if not any(D % (b * T * ranks) == 0 for b in candidates):
         slurm.check_divisibility(min(candidates), T, D, opts.nodes, opts.gpus_per_node or 1)

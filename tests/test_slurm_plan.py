@@ -198,3 +198,15 @@ def test_non_positive_node_counts_refused_before_planning(tmp_path, shared, kw, 
         plan_slurm(KitConfig(data_root=tmp_path / "data"), TrainRequest(data=data),
                    SlurmOptions(shared_dir=shared, container="none", **kw), inv, check_paths=False)
     assert msg in e.value.message and e.value.exit_code == 2 and e.value.hint
+
+
+def test_non_positive_total_batch_gets_the_planner_refusal_not_a_nodes_hint(tmp_path, shared):
+    from kitctl.slurm_run import plan_slurm
+
+    data = _shards(tmp_path / "data" / "tiny")
+    inv = tmp_path / "node.csv"
+    inv.write_text(H100X8)
+    with pytest.raises(KitError) as e:
+        plan_slurm(KitConfig(data_root=tmp_path / "data"), TrainRequest(data=data, total_batch=-5),
+                   SlurmOptions(nodes=2, shared_dir=shared, container="none"), inv, check_paths=False)
+    assert "positive number of tokens" in e.value.message and "--nodes" not in e.value.hint
