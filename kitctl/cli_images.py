@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from kitctl.cli import app, config, console, err_console
-from kitctl.config import parse_arch_list
+from kitctl.config import check_arch_list, parse_arch_list
 from kitctl.errors import ConfigError, KitError
 from kitctl.runtime import shell_line
 
@@ -26,7 +26,7 @@ def _archs(arch: Optional[str], inventory: Optional[Path]) -> list[int]:
         spec = "auto"
     else:
         try:
-            spec = parse_arch_list(arch)
+            spec = check_arch_list(parse_arch_list(arch))
         except ValueError as e:
             raise ConfigError(f"--arch {arch}: {e}") from None
     gpus = load_inventory(inventory) if spec == "auto" else []

@@ -74,14 +74,7 @@ class KitConfig(_Strict):
     @field_validator("arch")
     @classmethod
     def _check_arch(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            if not v:
-                raise ValueError("the arch list is empty")
-            bad = [a for a in v if a not in KNOWN_ARCHS]
-            if bad:
-                raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'")
-            return sorted(set(v))
-        return v
+        return check_arch_list(v) if isinstance(v, list) else v
 
     @property
     def hf_cache(self) -> Path:
@@ -104,6 +97,16 @@ def parse_arch_list(text: str) -> list[int]:
         except ValueError:
             raise ValueError(f"'{tok}' is not a compute capability (write e.g. 75,86 or 7.5,8.6)") from None
     return out
+
+
+def check_arch_list(archs: list[int]) -> list[int]:
+    """Refuse an empty list or a compute capability the kit does not know (kit.yaml and --arch alike)."""
+    if not archs:
+        raise ValueError("the arch list is empty")
+    bad = [a for a in archs if a not in KNOWN_ARCHS]
+    if bad:
+        raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'")
+    return sorted(set(archs))
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
