@@ -214,3 +214,55 @@ def test_space_already_used_by_a_resumed_run_is_not_counted_twice(tmp_path):
     left = _remaining_need(plan)
     assert left[cfg.hf_cache.absolute()] == plan.need[cfg.hf_cache.absolute()] - 10**9
     assert left[plan.out_dir] == plan.need[plan.out_dir] - 2 * 10**8
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(x) for x in (t / "children").read_text().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_kill9_leaves_no_worker_holding_the_folder(env, tmp_path):
+    """kill -9 of `kitctl data`: its tokenizer workers die with it and never hold the folder lock, so the
+    same command re-run right away continues the folder (byte-identical to a clean run)."""
+    import fcntl
+
+    src = tmp_path / "docs.parquet"
+    docs = [f"document {i}: " + " ".join(EDGE_DOCS[i % len(EDGE_DOCS)].split()[:30]) * (1 + i % 5)
+            for i in range(3000)]
+    pq.write_table(pa.table({"text": docs}), src, row_group_size=200)
+    out = tmp_path / "o"
+    args = [src, "--out", out, "--name", "k", "--shard-size", 300, "--workers", 2, "--runtime", "native"]
+    proc = subprocess.Popen([sys.executable, "-m", "kitctl", "data", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (mf.exists(out) and len(mf.load(out).shards) >= 5):
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert len(workers) == 2, workers
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not mf.load(out).complete, "the run finished before it could be killed"
+    with open(out / ".kitctl-data.lock") as f:      # free as soon as the main process is gone
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.01)
+    assert not any(_alive(w) for w in workers), "tokenizer workers outlived the killed kitctl data"
+    r = kitctl(env, *args)
+    assert r.returncode == 0, r.stderr
+    assert "resumed at shard" in r.stdout
+    clean = tmp_path / "clean"
+    assert kitctl(env, *args[:2], clean, *args[3:]).returncode == 0
+    assert read_dir(out, "k") == read_dir(clean, "k")
+    assert kitctl(env, "verify", out).returncode == 0

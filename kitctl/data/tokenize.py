@@ -18,6 +18,7 @@ import os
 import queue
 import shutil
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -82,7 +83,38 @@ def tokenize_batch(texts) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts).astype(np.uint16), lens
 
 
+_LOCK_FDS: set[int] = set()   # folder-lock fds of this process (see _lock); a forked worker drops its copies
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker start: never hold the parent's folder lock, and die when the parent dies (even by kill -9).
+
+    A forked child shares the parent's open files, and flock() is only released when every copy is closed:
+    a worker that outlived a killed parent would keep the folder locked. We point our copies of the lock fds
+    at /dev/null (releasing them, while their numbers stay valid), and ask Linux for SIGKILL when the parent
+    goes (PR_SET_PDEATHSIG); the parent-pid checks in ``_worker`` stay as the portable fallback."""
+    if _LOCK_FDS:
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd in _LOCK_FDS:
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                pass
+        os.close(null)
+        _LOCK_FDS.clear()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+        except Exception:   # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent:    # the parent died before prctl took effect
+        os._exit(0)
+
+
 def _worker(in_q, out_q, parent: int) -> None:
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)    # (not the parent's SIGTERM -> KeyboardInterrupt)
     out_q.cancel_join_thread()    # if the parent was killed, exit without waiting to flush to nobody
@@ -284,6 +316,7 @@ def make_shards(source: Source, out_dir: Path, name: str, run: dict[str, Any], d
     try:
         return _make_shards(source, out_dir, name, run, dataset, workers, progress, batch_rows, t0)
     finally:
+        _LOCK_FDS.discard(lock.fileno())
         lock.close()
 
 
@@ -298,6 +331,7 @@ def _lock(out_dir: Path):
         f.close()
         raise KitError(f"another `kitctl data` is writing {out_dir} right now",
                        "wait for it to finish (or stop it); re-running the same command later continues it") from None
+    _LOCK_FDS.add(f.fileno())     # tokenizer workers fork from us: they close their copy (_die_with_parent)
     return f
 
 
