@@ -266,3 +266,16 @@ def test_kill9_leaves_no_worker_holding_the_folder(env, tmp_path):
     assert kitctl(env, *args[:2], clean, *args[3:]).returncode == 0
     assert read_dir(out, "k") == read_dir(clean, "k")
     assert kitctl(env, "verify", out).returncode == 0
+
+
+def test_bad_shard_size_and_workers_refused(env, tmp_path, tinyshakespeare):
+    out = tmp_path / "o"
+    assert kitctl(env, tinyshakespeare, "--out", out, "--workers", 0).returncode == 0   # 0 = in-process
+    for args, want in [(("--shard-size", 0), "--shard-size 0: must be between 1"),
+                       (("--shard-size", -5), "--shard-size -5: must be between 1"),
+                       (("--workers", -1), "--workers -1: must be >= 0")]:
+        r = kitctl(env, tinyshakespeare, "--out", out, *args)
+        assert r.returncode == 2 and want in r.stderr, (args, r.stdout, r.stderr)
+        assert "already complete" not in r.stdout
+    r = kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 12345)
+    assert r.returncode == 2 and "shard_size: folder has 100000000, this run wants 12345" in r.stderr

@@ -116,12 +116,17 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
     prefix = name or (recipe.prefix if recipe else default_out)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
         raise KitError(f"--name {prefix!r}: use letters, digits, _ . - only", exit_code=2)
-    ss = int(shard_size or (recipe.shard_size if recipe and recipe.shard_size else DEFAULT_SHARD_SIZE))
+    # `is None`, not `or`: --shard-size 0 is refused, not taken as "the default" (which could match a folder)
+    ss = int(shard_size if shard_size is not None else
+             (recipe.shard_size if recipe and recipe.shard_size else DEFAULT_SHARD_SIZE))
     if ss < 1 or ss >= 2**31:
-        raise KitError(f"--shard-size {ss}: must be between 1 and 2^31-1 tokens (llm.c's int32 header)", exit_code=2)
-    first = recipe.first_shard_tokens if recipe and recipe.first_shard_tokens and not shard_size else ss
+        raise KitError(f"--shard-size {ss}: must be between 1 and 2^31-1 tokens (llm.c's int32 header)",
+                       "give a positive token count (llm.c uses 100000000)", exit_code=2)
+    first = recipe.first_shard_tokens if recipe and recipe.first_shard_tokens and shard_size is None else ss
     if workers is not None and workers < 0:
-        raise KitError("--workers must be >= 0 (0 = tokenize in this process)", exit_code=2)
+        raise KitError(f"--workers {workers}: must be >= 0",
+                       "give a number of tokenizer processes; 0 tokenizes in this process, no --workers "
+                       "uses all cores", exit_code=2)
     plan = DataPlan(dataset=ds_name, spec=spec, kind=kind, recipe=recipe, out_dir=out_dir, name=prefix,
                     shard_size=ss, first_shard_size=first,
                     workers=default_workers() if workers is None else workers, stream=stream,
