@@ -38,7 +38,9 @@ def build(
     arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities: 75,86 | auto (nvidia-smi)"),
     provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels (default: kit.yaml)"),
     cuda: Optional[str] = typer.Option(None, "--cuda", help="CUDA version (default: the provider's pin)"),
-    base_image: Optional[str] = typer.Option(None, "--base-image", help="Debian/Ubuntu base for wheels + data"),
+    base_image: Optional[str] = typer.Option(None, "--base-image",
+                                             help="Debian/Ubuntu base for wheels + data; nvidia with a --cuda "
+                                                  "the kit does not know: the nvidia/cuda ...-devel- image"),
     target: str = typer.Option("all", "--target", help="toolchain | build | runtime | data | all (runtime+data)"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL"),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),

@@ -183,15 +183,24 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
         out.append(Finding("precision", "warn", "no GPU with BF16 (all pre-Ampere)",
                            "train with the FP32 binary; cuDNN flash attention is unavailable"))
     # driver vs provider
-    lowest = min((max_cuda_for_driver(g.driver) or "0") for g in gpus)
+    def mm(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".")[:2])
+
+    lowest = min((max_cuda_for_driver(g.driver) or "0.0" for g in gpus), key=mm)
     prov = cfg.provider
     need = (cfg.cuda or pins[prov]["cuda"]) if prov == "nvidia" else pins["wheels"]["cuda"]
-    need_mm = tuple(int(x) for x in need.split(".")[:2])
-    low_mm = tuple(int(x) for x in lowest.split(".")[:2]) if lowest != "0" else (0, 0)
-    if low_mm < need_mm:
-        hint = ("use the nvidia provider with a CUDA 12.x it supports (provider: nvidia, cuda: "
-                f"\"{lowest}\"-compatible tag) or update the driver" if prov == "wheels" or need_mm >= (13, 0)
-                else f"set cuda to a version <= {lowest} in kit.yaml, or update the driver")
+    if mm(lowest) < mm(need):
+        from kitctl.images import cuda_images
+
+        fits = sorted((v for v in cuda_images() if mm(v) <= mm(lowest)), key=lambda v: tuple(map(int, v.split("."))))
+        if not fits:
+            hint = (f"update the driver: the oldest CUDA image the kit knows is {min(cuda_images(), key=mm)} "
+                    f"(known: {', '.join(cuda_images())})")
+        elif prov == "wheels":
+            hint = (f"use the nvidia provider with a CUDA it runs (provider: nvidia, cuda: \"{fits[-1]}\" in "
+                    f"kit.yaml, or --provider nvidia --cuda {fits[-1]}), or update the driver")
+        else:
+            hint = f"set cuda: \"{fits[-1]}\" in kit.yaml (or --cuda {fits[-1]}), or update the driver"
         out.append(Finding("driver", "fail", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}",
                            f"binaries would fail with 'driver too old': {hint}"))
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +76,7 @@ class BuildRequest:
             archs = list(cfg.arch)
         if not archs:
             raise ConfigError("the arch list is empty", "give e.g. --arch 75,86")
-        pin = versions.pins()["providers"][prov]
-        want_cuda = cuda or cfg.cuda or pin["cuda"]
-        if prov == "wheels" and want_cuda.split(".")[:2] != pin["cuda"].split(".")[:2]:
-            raise ConfigError(f"--cuda {want_cuda}: the wheels provider is pinned to CUDA {pin['cuda']}",
-                              "NVIDIA's CUDA 12 wheels ship no nvcc; for CUDA 12.x use --provider nvidia")
+        want_cuda = resolve_cuda(prov, cuda or cfg.cuda, base_image or cfg.base_image)
         return cls(
             provider=prov, cuda=want_cuda, archs=sorted(set(archs)), target=target,
             base_image=base_image or cfg.base_image, registry=cfg.mirrors.registry, image=cfg.image,
@@ -100,6 +97,40 @@ class BuildRequest:
     @property
     def sm_tag(self) -> str:
         return "-".join(f"sm{a}" for a in self.archs)
+
+
+def cuda_images() -> dict[str, dict[str, str]]:
+    """CUDA version -> {ubuntu, cudnn tag part, nccl_apt?}: the nvidia/cuda cuDNN tags the kit knows exist."""
+    return versions.pins()["providers"]["nvidia"]["cuda_images"]
+
+
+def resolve_cuda(provider: str, cuda: Optional[str], base_image: Optional[str] = None) -> str:
+    """The full CUDA version to build, or a ConfigError (exit 2) when no image of it is known to exist.
+
+    nvidia: a version of the ``cuda_images`` table ("12.6" picks "12.6.3"); any other X.Y[.Z] only together
+    with ``--base-image`` naming the devel image. wheels: only the pinned 13.0.
+    """
+    pin = versions.pins()["providers"][provider]["cuda"]
+    want = str(cuda or pin).strip()
+    if provider == "wheels":
+        if want.split(".")[:2] != pin.split(".")[:2]:
+            hint = ("NVIDIA's CUDA 12 wheels ship no nvcc; for CUDA 12.x use --provider nvidia"
+                    if want.startswith("12.") else f"use cuda {pin} (or leave cuda unset), or --provider nvidia")
+            raise ConfigError(f"cuda {want!r}: the wheels provider is pinned to CUDA {pin} only", hint)
+        return want
+    known = cuda_images()
+    if want in known:
+        return want
+    same_mm = [v for v in known if v.split(".")[:2] == want.split(".")] if want.count(".") == 1 else []
+    if len(same_mm) == 1:
+        return same_mm[0]
+    if base_image and re.fullmatch(r"\d+\.\d+(\.\d+)?", want):
+        return want    # the user names the image; we cannot check its tag from here
+    raise ConfigError(f"cuda {want!r}: no nvidia/cuda cuDNN image of that version is known; "
+                      f"known: {', '.join(known)}",
+                      "pick one of these (cuda in kit.yaml or --cuda), or name the image yourself with "
+                      "--base-image <registry>/nvidia/cuda:<ver>-cudnn-devel-ubuntu<ver> (its -runtime- twin "
+                      "is used for the runtime stage)")
 
 
 def resolve_archs(spec: object, gpus: list) -> list[int]:
@@ -131,9 +162,14 @@ def base_images(req: BuildRequest) -> dict[str, str]:
         base = req.base_image or with_registry(pins["providers"]["wheels"]["base_image"], req.registry)
         return {"toolchain": base, "runtime": base, "data": data}
     p = pins["providers"]["nvidia"]
+    known = cuda_images().get(req.cuda)
+    if known is None:   # a CUDA version outside the table: --base-image names its devel image (resolve_cuda)
+        devel = req.base_image or ""
+        return {"toolchain": devel, "runtime": devel.replace("-devel-", "-runtime-"),
+                "data": with_registry(pins["data_image"]["base_image"], req.registry)}
     return {
-        "toolchain": with_registry(p["devel_image"].format(cuda=req.cuda, ubuntu=p["ubuntu"]), req.registry),
-        "runtime": with_registry(p["runtime_image"].format(cuda=req.cuda, ubuntu=p["ubuntu"]), req.registry),
+        "toolchain": with_registry(p["devel_image"].format(cuda=req.cuda, **known), req.registry),
+        "runtime": with_registry(p["runtime_image"].format(cuda=req.cuda, **known), req.registry),
         "data": data,
     }
 
@@ -162,8 +198,8 @@ def image_labels(req: BuildRequest, stage: str, llmc_label: str = "") -> dict[st
             used.pop("nvidia-cudnn-cu13", None)
         lab["org.llmc-kit.wheels"] = " ".join(f"{k}=={v}" for k, v in sorted(used.items()))
     else:
-        p = pins["providers"]["nvidia"]
-        lab["org.llmc-kit.nccl"] = p["nccl_apt"] if req.cuda == p["cuda"] else "as shipped in the base image"
+        nccl = cuda_images().get(req.cuda, {}).get("nccl_apt")
+        lab["org.llmc-kit.nccl"] = nccl or "as shipped in the base image"
     if stage == "data":   # CPU-only: nothing of the CUDA side, so the data tag does not move with it
         lab = {k: v for k, v in lab.items() if k.startswith("org.opencontainers") or k in (
             "org.llmc-kit.stage", "org.llmc-kit.versions-sha256")}
@@ -202,12 +238,12 @@ def _blocks(req: BuildRequest) -> dict[str, object]:
         ctx["runtime_blocks"] = [r.runtime_libs_copy("build")]
         ctx["nvidia_env"] = r.nvidia_container_env(req.cuda_mm)
     else:
-        p = pins["providers"]["nvidia"]
+        nccl = cuda_images().get(req.cuda, {}).get("nccl_apt")
         tool_blocks = []
         run_blocks = []
-        if req.cuda == p["cuda"]:
-            tool_blocks.append(r.nccl_apt(p["nccl_apt"]))
-            run_blocks.append(r.nccl_apt(p["nccl_apt"], dev=False))
+        if nccl:
+            tool_blocks.append(r.nccl_apt(nccl))
+            run_blocks.append(r.nccl_apt(nccl, dev=False))
         tool_blocks.append(r.cudnn_frontend_headers(cfe))
         ctx["toolchain_apt"] = r.apt_install(common_tool_apt, "Python (for cudnn-frontend headers), Open MPI")
         ctx["toolchain_blocks"] = tool_blocks
@@ -450,6 +486,7 @@ def build_data_image(cfg: KitConfig, *, base_image: Optional[str] = None, ca_cer
                      build_dir: Optional[Path] = None, on_line: Optional[Callable[[str], None]] = None) -> str:
     """Build the CPU-only data stage and return its moving tag (``<image>:data``). Used by tests too."""
     req = BuildRequest.from_config(cfg, provider="wheels", target="data", base_image=base_image,
+                                   cuda=versions.pins()["providers"]["wheels"]["cuda"],   # CPU-only: no CUDA
                                    ca_cert=ca_cert, build_dir=build_dir, archs=[75])
     ctx = prepare_context(req)
     return build(req, ctx, on_line=on_line or (lambda _l: None))[-1]
