@@ -110,9 +110,11 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
         src = cfg.data_root / "native" / "llm.c"
     dest = out or native_build.default_out(cfg.data_root)
     tc = native_build.discover(cudnn_frontend=cudnn_frontend, src=src)
-    cmds = native_build.plan(src, dest, archs, tc, cudnn)
+    cmds = native_build.plan(src, dest, archs, tc, cudnn, strict=not dry_run)
     for note in tc.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for lack in native_build.missing(tc, cudnn) if dry_run else []:
+        err_console.print(f"[yellow]warning:[/] missing {lack}", highlight=False)
     for argv in cmds:
         print(shell_line(argv))
         if not dry_run:

@@ -94,35 +94,55 @@ def discover(environ: Optional[dict[str, str]] = None, cudnn_frontend: Optional[
     return t
 
 
-def plan(src: Path, out: Path, archs: list[int], t: Toolchain, cudnn: Optional[bool] = None) -> list[list[str]]:
-    """The native/build.sh command lines for both binaries (raises KitError naming what is missing)."""
-    missing = []
+def missing(t: Toolchain, cudnn: Optional[bool] = None) -> list[str]:
+    """What this host lacks for native/build.sh (empty: ready); ``cudnn=True`` also needs cuDNN."""
+    out = []
     if t.cuda_home is None:
-        missing.append("CUDA (nvcc): set CUDA_HOME or put nvcc on PATH")
+        out.append("CUDA (nvcc): set CUDA_HOME or put nvcc on PATH")
     if t.nccl_include is None:
-        missing.append("NCCL (nccl.h): apt install libnccl-dev, or pip install nvidia-nccl-cu13 and set NCCL_INCLUDE/NCCL_LIB")
+        out.append("NCCL (nccl.h): apt install libnccl-dev, or pip install nvidia-nccl-cu13 and set NCCL_INCLUDE/NCCL_LIB")
     if t.mpi_dir is None:
-        missing.append("Open MPI: apt install libopenmpi-dev, or set OPENMPI_DIR (with include/ and lib/)")
-    if missing:
-        raise KitError("cannot build llm.c natively; missing:\n  - " + "\n  - ".join(missing),
-                       "or build the image instead: kitctl build (runtime: docker)")
+        out.append("Open MPI: apt install libopenmpi-dev, or set OPENMPI_DIR (with include/ and lib/)")
+    if cudnn and (t.cudnn_include is None or t.cudnn_frontend is None):
+        what = "cudnn.h" if t.cudnn_include is None else "cudnn-frontend headers"
+        out.append(f"--cudnn: {what} not found: pip install "
+                   f"nvidia-cudnn-frontend=={versions.pins()['cudnn_frontend']['version']} (headers) or pass "
+                   "--cudnn-frontend DIR; or build --no-cudnn")
+    return out
+
+
+def _p(path: Optional[Path], what: str) -> str:
+    return str(path) if path is not None else f"<{what}: not found>"
+
+
+def plan(src: Path, out: Path, archs: list[int], t: Toolchain, cudnn: Optional[bool] = None,
+         strict: bool = True) -> list[list[str]]:
+    """The native/build.sh command lines for both binaries.
+
+    ``strict`` (a real build): raise KitError naming what is missing. Not strict (``--dry-run``): plan anyway,
+    with ``<...: not found>`` in place of what is missing (``missing()`` lists it).
+    """
     have_cudnn = t.cudnn_include is not None and t.cudnn_frontend is not None
     if cudnn is None:
         cudnn = have_cudnn
-    elif cudnn and not have_cudnn:
-        what = "cudnn.h" if t.cudnn_include is None else "cudnn-frontend headers"
-        raise KitError(f"--cudnn: {what} not found",
-                       f"pip install nvidia-cudnn-frontend=={versions.pins()['cudnn_frontend']['version']} "
-                       "(headers) or pass --cudnn-frontend DIR; or build --no-cudnn")
+    if strict:
+        lacks = missing(t)
+        if lacks:
+            raise KitError("cannot build llm.c natively; missing:\n  - " + "\n  - ".join(lacks),
+                           "or build the image instead: kitctl build (runtime: docker)")
+        lacks = missing(t, cudnn)
+        if lacks:
+            msg, _, hint = lacks[0].partition(" not found: ")
+            raise KitError(f"{msg} not found", hint)
     arch = ",".join(str(a) for a in archs)
-    common = ["--src", str(src), "--out", str(out), "--arch", arch, "--cuda-home", str(t.cuda_home),
-              "--nccl-include", str(t.nccl_include), "--mpi-dir", str(t.mpi_dir)]
+    common = ["--src", str(src), "--out", str(out), "--arch", arch, "--cuda-home", _p(t.cuda_home, "CUDA"),
+              "--nccl-include", _p(t.nccl_include, "NCCL"), "--mpi-dir", _p(t.mpi_dir, "Open MPI")]
     if t.nccl_lib:
         common += ["--nccl-lib", str(t.nccl_lib)]
     bf16 = ["bash", str(BUILD_SH), *common, "--precision", "BF16", "--cudnn", "1" if cudnn else "0",
             "--name", BINARIES[0]]
     if cudnn:
-        bf16 += ["--cudnn-frontend", str(t.cudnn_frontend)]
+        bf16 += ["--cudnn-frontend", _p(t.cudnn_frontend, "cudnn-frontend")]
         if t.cudnn_include:
             bf16 += ["--cudnn-include", str(t.cudnn_include)]
         if t.cudnn_lib:

@@ -135,3 +135,29 @@ def test_cli_native_dry_run(fake, tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert f"--out {tmp_path / 'data' / 'native' / 'bin'}" in r.stdout and "--arch 75,86" in r.stdout
+
+
+def test_dry_run_plan_lists_what_is_missing_instead_of_refusing(tmp_path):
+    t = native_build.Toolchain()
+    bf16, fp32 = native_build.plan(tmp_path, tmp_path / "bin", [86], t, cudnn=True, strict=False)
+    assert "<NCCL: not found>" in bf16 and "<CUDA: not found>" in fp32 and "<cudnn-frontend: not found>" in bf16
+    lacks = native_build.missing(t, cudnn=True)
+    assert [x.split()[0] for x in lacks] == ["CUDA", "NCCL", "Open", "--cudnn:"]
+    with pytest.raises(KitError, match="missing"):
+        native_build.plan(tmp_path, tmp_path / "bin", [86], t, strict=True)
+
+
+def test_cli_native_dry_run_on_this_host_warns_and_a_real_run_refuses(tmp_path):
+    lacks = native_build.missing(native_build.discover())
+    if not lacks:
+        pytest.skip("this host has CUDA, NCCL and Open MPI: nothing is missing")
+    (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path / 'data'}\nruntime: native\narch: [75, 86]\n")
+    src = tmp_path / "llm.c"
+    src.mkdir()
+    argv = [sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "build", "--llmc-src", str(src)]
+    r = subprocess.run([*argv, "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("native/build.sh") == 2 and "--arch 75,86" in r.stdout
+    assert "warning: missing " + lacks[0].split()[0] in " ".join(r.stderr.split())
+    real = subprocess.run(argv, capture_output=True, text=True)
+    assert real.returncode == 1 and "cannot build llm.c natively" in real.stderr
