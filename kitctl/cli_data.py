@@ -151,7 +151,8 @@ def verify(dir: Path = typer.Argument(..., help="a folder written by `kitctl dat
         for p in problems:
             console.print(f"[red]bad[/]: {p}", highlight=False)
         raise KitError(f"{dir}: {len(problems)} problem(s) found",
-                       "re-run the same `kitctl data` command: it rewrites what is missing or incomplete")
+                       "re-run the same `kitctl data` command: it re-checks every shard and rewrites from the first "
+                       "bad or missing one on")
     console.print(f"ok: {dir}: {len(m.shards)} shards ({len(m.val_files)} val, {len(m.train_files)} train), "
                   f"{m.total_tokens:,} tokens, headers and sha256 match manifest.json", highlight=False)
 

@@ -60,6 +60,12 @@ def test_tinyshakespeare_recipe_then_verify(env, tmp_path, tinyshakespeare):
     p.write_bytes(bytes(b))
     r = kitctl(env, "verify", out)
     assert r.returncode == 1 and "sha256" in r.stdout and "1 problem(s)" in r.stderr
+    assert "re-run the same `kitctl data` command" in r.stderr
+    r = kitctl(env, "tinyshakespeare", "--source", tinyshakespeare)      # ... as the hint says, repairs it
+    assert r.returncode == 0, r.stderr
+    assert "tinyshakespeare_train_000001.bin: sha256 differs from the manifest" in r.stdout
+    assert "resumed at shard 1" in r.stdout
+    assert kitctl(env, "verify", out).returncode == 0
 
 
 def test_local_files_folder_glob_and_order(env, tmp_path, tiktoken_cache):

@@ -179,3 +179,28 @@ def test_second_writer_on_the_same_folder_is_refused(tmp_path, enc):
             make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)
     make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)   # free again: works
     assert mf.load(tmp_path).complete
+
+
+@pytest.mark.parametrize("damage", ["sha256", "header", "missing"])
+def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
+    docs = EDGE_DOCS * 2
+    make_shards(MemorySource(docs), tmp_path, "x", run_for(50), workers=0)
+    n = len(mf.load(tmp_path).shards)
+    p = tmp_path / shard_filename("x", 3)
+    data = bytearray(p.read_bytes())
+    if damage == "sha256":
+        data[1030] ^= 1
+    elif damage == "header":
+        data[4] = 7                                    # version 7: same size, not an llm.c shard
+    p.write_bytes(bytes(data))
+    if damage == "missing":
+        p.unlink()
+    later = tmp_path / shard_filename("x", 5)
+    later.write_bytes(b"junk")                         # later shards are rewritten too
+    assert mf.verify(tmp_path)[1]
+    said = []
+    s = make_shards(MemorySource(docs), tmp_path, "x", run_for(50), workers=0, log=said.append)
+    assert not s.already_complete and s.resumed_from == 3 and s.shards == n - 3
+    assert len(said) == 1 and said[0].startswith("x_train_000003.bin: ") and "rewriting from shard 3" in said[0]
+    assert read_dir(tmp_path, "x") == reference_files(enc, docs, "x", 50)
+    assert mf.verify(tmp_path)[1] == []

@@ -286,7 +286,7 @@ def execute(plan: DataPlan, progress=None, free_fn=None, log: Callable[[str], No
 
     run = run_identity(plan, source, tok_sums, revision)
     return make_shards(source, plan.out_dir, plan.name, run, dataset=plan.dataset, workers=plan.workers,
-                       progress=progress)
+                       progress=progress, log=log)
 
 
 def _remaining_need(plan: DataPlan) -> dict[Path, int]:

@@ -267,12 +267,34 @@ def _clean_leftovers(out_dir: Path, name: str, from_index: int) -> None:
             p.unlink()
 
 
-def _valid_prefix(m: mf.DataManifest) -> list[mf.Shard]:
-    """Shards of the manifest whose files are present with the right size (cheap check), in order."""
+def _valid_prefix(m: mf.DataManifest, log: Optional[Callable[[str], None]] = None) -> list[mf.Shard]:
+    """Shards of the manifest whose files are intact -- size, llm.c header, token count and the sha256 the
+    manifest recorded -- in order, up to the first bad one. A re-run resumes there and rewrites everything
+    after it (a shard's contents depend on every document before it). Hashing is cheap next to tokenizing."""
+    from kitctl.data.shards import check_shard
+    from kitctl.data.tokenizer import sha256_file
+
     good = []
     for s in m.shards:
+        if s.end is None:          # no resume point recorded
+            break
         p = m.dir / s.file
-        if not p.is_file() or p.stat().st_size != HEADER_BYTES + 2 * s.tokens or s.end is None:
+        why = None
+        if not p.is_file():
+            why = "missing"
+        elif p.stat().st_size != HEADER_BYTES + 2 * s.tokens:
+            why = f"{p.stat().st_size:,} bytes, the manifest says {s.tokens:,} tokens"
+        else:
+            try:
+                check_shard(p)
+            except KitError as e:
+                why = e.message.replace(f"{p}: ", "")
+            else:
+                if sha256_file(p) != s.sha256:
+                    why = "sha256 differs from the manifest"
+        if why:
+            if log:
+                log(f"{s.file}: {why}; rewriting from shard {s.index} on")
             break
         good.append(s)
     return good
@@ -304,17 +326,18 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: dict[str, Any]
 
 def make_shards(source: Source, out_dir: Path, name: str, run: dict[str, Any], dataset: str = "local",
                 workers: Optional[int] = None, progress: Optional[ProgressFn] = None,
-                batch_rows: int = BATCH_ROWS) -> Summary:
+                batch_rows: int = BATCH_ROWS, log: Optional[Callable[[str], None]] = None) -> Summary:
     """Tokenize ``source`` into llm.c shards in ``out_dir``, resuming from its manifest if there is one.
 
     ``run`` must hold at least ``shard_size``, ``first_shard_size``, ``source_fingerprint`` (see manifest.py).
+    Every shard kept from an earlier run is re-checked (size, header, sha256); ``log`` hears about a bad one.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(out_dir)
     try:
-        return _make_shards(source, out_dir, name, run, dataset, workers, progress, batch_rows, t0)
+        return _make_shards(source, out_dir, name, run, dataset, workers, progress, batch_rows, t0, log)
     finally:
         _LOCK_FDS.discard(lock.fileno())
         lock.close()
@@ -335,16 +358,16 @@ def _lock(out_dir: Path):
     return f
 
 
-def _make_shards(source, out_dir, name, run, dataset, workers, progress, batch_rows, t0) -> Summary:
+def _make_shards(source, out_dir, name, run, dataset, workers, progress, batch_rows, t0, log) -> Summary:
     m = prepare_manifest(out_dir, name, dataset, run)
     shard_size, first = int(run["shard_size"]), int(run.get("first_shard_size") or run["shard_size"])
+    good = _valid_prefix(m, log)
     if m.complete:
-        good = _valid_prefix(m)
         if len(good) == len(m.shards):
             return Summary(out_dir, 0, 0, m.total_tokens, len(m.shards), time.perf_counter() - t0,
                            resumed_from=len(m.shards), already_complete=True)
         m.complete = False
-    m.shards = _valid_prefix(m)
+    m.shards = good
     m.run = {**m.run, **{k: v for k, v in run.items() if k not in mf.IDENTITY}}
     m.run.setdefault("started", _now())
     start_index = len(m.shards)
