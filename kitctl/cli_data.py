@@ -47,6 +47,7 @@ def make(
                                                  "encoder.json (offline); default tokenizer_dir from kit.yaml"),
     shards: Optional[int] = typer.Option(None, "--shards", help="pre-tokenized recipe: first N train shards only"),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="docker (the kit's data image) | native"),
+    force: bool = typer.Option(False, "--force", help="hellaswag: replace an existing eval file that differs"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (and the docker command) and stop"),
 ) -> None:
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
@@ -57,7 +58,7 @@ def make(
     if rt not in ("docker", "native"):
         raise KitError(f"--runtime {rt}: use docker or native", exit_code=2)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
-                     tokenizer_dir, shards)
+                     tokenizer_dir, shards, force=force)
     if dry_run:
         for line in plan.describe():
             console.print(line, highlight=False, markup=False, soft_wrap=True)

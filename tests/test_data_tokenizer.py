@@ -247,3 +247,62 @@ def test_embedded_bpe_files_make_tiktoken_work_offline(tmp_path):
     assert "1ce1664773c5" in r.stdout
     assert "[31373, 995, 27, 91, 437, 1659, 5239, 91, 29]" in r.stdout   # GPT-2 ids; <|endoftext|> as text
     assert len(list(cache.iterdir())) >= 2                                 # the two files, under tiktoken's names
+
+
+def _kitctl_env(tmp_path, gpt2_bpe_dir):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_", "TIKTOKEN"))}
+    return {**e, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_RUNTIME": "native",
+            "KIT_TOKENIZER_DIR": str(gpt2_bpe_dir), "COLUMNS": "200"}
+
+
+def test_hellaswag_out_honoured_and_different_file_refused_without_force(tmp_path, gpt2_bpe_dir):
+    exs = _hellaswag_jsonl(tmp_path / "hs.jsonl")
+    env = _kitctl_env(tmp_path, gpt2_bpe_dir)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "kitctl", "data", "hellaswag", "--source",
+                               str(tmp_path / "hs.jsonl"), *map(str, args)],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    out = tmp_path / "evals"
+    r = run("--out", out, "--dry-run")
+    assert r.returncode == 0 and f"output       {out / 'hellaswag_val.bin'}" in r.stdout, r.stdout
+    assert not out.exists()
+    r = run("--out", out)
+    assert r.returncode == 0, r.stderr
+    assert hs.read_eval_file(out / "hellaswag_val.bin")[0]["n"] == 2
+    assert not (tmp_path / "root" / "hellaswag").exists()          # not the default place
+    first = (out / "hellaswag_val.bin").read_bytes()
+    r = run("--out", out)                                           # same content: fine, untouched
+    assert r.returncode == 0 and "already up to date" in r.stdout
+    (tmp_path / "hs.jsonl").write_text(json.dumps(exs[0]) + "\n")   # now one example: a different file
+    r = run("--out", out)
+    assert r.returncode == 2 and "already exists and differs" in r.stderr and "--force" in r.stderr
+    assert (out / "hellaswag_val.bin").read_bytes() == first
+    r = run("--out", out, "--force")
+    assert r.returncode == 0 and "replaced" in r.stdout, r.stderr
+    assert hs.read_eval_file(out / "hellaswag_val.bin")[0]["n"] == 1
+
+
+@pytest.mark.parametrize("case", ["label", "parquet", "special", "endings"])
+def test_hellaswag_bad_input_clear_errors(tiktoken_cache, tmp_path, case):
+    import tiktoken
+
+    enc = tiktoken.get_encoding("gpt2")
+    good = {"ctx": "A man", "label": 0, "endings": ["a", "b", "c", "d"]}
+    src = tmp_path / "hs.jsonl"
+    if case == "parquet":
+        src = tmp_path / "hs.parquet"
+        pq.write_table(pa.table({"ctx": ["x" * 50] * 100, "n": list(range(100))}), src)
+        want = "is not a HellaSwag jsonl"
+    else:
+        bad = {"label": dict(good, label=4), "special": dict(good, endings=["a", "b <|endoftext|>", "c", "d"]),
+               "endings": dict(good, endings=["a", "b"])}[case]
+        src.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
+        want = {"label": "hs.jsonl:3: label 4 is not 0, 1, 2 or 3",
+                "special": "hs.jsonl:3: cannot tokenize this example as llm.c's hellaswag.py does",
+                "endings": "hs.jsonl:3: ctx must be a string and endings a list of 4 strings"}[case]
+    with pytest.raises(KitError) as e:
+        hs.build(src, tmp_path / "o.bin", enc)
+    assert want in e.value.message and e.value.exit_code == 2 and e.value.hint
+    assert not (tmp_path / "o.bin").exists() and not list(tmp_path.glob(".*tmp"))

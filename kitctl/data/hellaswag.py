@@ -26,6 +26,7 @@ FILENAME = "hellaswag_val.bin"
 
 
 def render(example: dict[str, Any], enc) -> dict[str, Any]:
+    # enc.encode as llm.c: a literal "<|endoftext|>" raises ValueError (read_examples' caller names the line)
     ctx_tokens = enc.encode(example["ctx"])
     endings = [enc.encode(" " + e) for e in example["endings"]]
     return {"label": int(example["label"]), "ctx_tokens": ctx_tokens, "ending_tokens": endings}
@@ -58,36 +59,90 @@ def eval_file_bytes(datas: list[dict[str, Any]]) -> bytes:
     return header.tobytes() + np.concatenate(chunks).tobytes()
 
 
-def read_examples(path: Path) -> Iterable[dict[str, Any]]:
+NOT_JSONL_HINT = "give llm.c's hellaswag_val.jsonl: one JSON object a line with ctx, endings (4) and label (0-3)"
+
+
+def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line number, example) for each example of a HellaSwag jsonl, checked as llm.c's evaluator needs."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"HellaSwag file {path} does not exist", "give hellaswag_val.jsonl with --source", exit_code=2)
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ex = json.loads(line)
-                ex["ctx"], ex["endings"], ex["label"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise KitError(f"{path}:{lineno}: not a HellaSwag example ({type(e).__name__}: {e})",
-                               "each line must be a JSON object with ctx, endings and label", exit_code=2) from None
-            yield ex
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                yield lineno, _check_example(path, lineno, line)
+        except UnicodeDecodeError as e:
+            raise KitError(f"{path} is not a HellaSwag jsonl: it is not UTF-8 text"
+                           + (f" after line {lineno}" if lineno else "")
+                           + f" (byte 0x{e.object[e.start]:02x}; a parquet or other binary file?)",
+                           NOT_JSONL_HINT, exit_code=2) from None
 
 
-def build(jsonl: Path, out: Path, enc=None) -> int:
-    """Tokenize a HellaSwag jsonl into llm.c's eval file at ``out`` (atomic). Returns the example count."""
+def _check_example(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    where = f"{path}:{lineno}"
+    try:
+        ex = json.loads(line)
+        ex["ctx"], ex["endings"], ex["label"]
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
+        raise KitError(f"{where}: not a HellaSwag example ({type(e).__name__}: {e})",
+                       "each line must be a JSON object with ctx, endings and label", exit_code=2) from None
+    ends = ex["endings"]
+    if not isinstance(ex["ctx"], str) or not isinstance(ends, list) or len(ends) != 4 \
+            or not all(isinstance(e, str) for e in ends):
+        raise KitError(f"{where}: ctx must be a string and endings a list of 4 strings",
+                       NOT_JSONL_HINT, exit_code=2)
+    label = ex["label"]
+    if isinstance(label, str) and label.strip().isdigit():
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 3:
+        raise KitError(f"{where}: label {ex['label']!r} is not 0, 1, 2 or 3 (the index of the right ending)",
+                       "fix or drop that example", exit_code=2)
+    ex["label"] = label
+    return ex
+
+
+def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> int:
+    """Tokenize a HellaSwag jsonl into llm.c's eval file at ``out`` (atomic). Returns the example count.
+
+    An existing ``out`` with the same bytes is left as is; with different bytes it is refused unless
+    ``force`` (like a data folder made with another config). ``log`` hears what was done."""
     if enc is None:
         from kitctl.data.tokenizer import get_encoding
 
         enc = get_encoding()
-    datas = [render(ex, enc) for ex in read_examples(jsonl)]
+    datas = []
+    for lineno, ex in read_examples(jsonl):
+        try:
+            datas.append(render(ex, enc))
+        except ValueError as e:    # "<|endoftext|>" in the text: tiktoken's encode (as llm.c uses it) refuses
+            raise KitError(f"{jsonl}:{lineno}: cannot tokenize this example as llm.c's hellaswag.py does "
+                           f"(enc.encode): {str(e).splitlines()[0]}",
+                           "remove the special token (e.g. <|endoftext|>) from its ctx/endings, or drop the "
+                           "example; llm.c's own script fails on it too", exit_code=2) from None
     data = eval_file_bytes(datas)
     out = Path(out)
+    say = log or (lambda s: None)
+    if out.is_file():
+        if out.read_bytes() == data:
+            say(f"{out} is already up to date: {len(datas):,} examples")
+            return len(datas)
+        if not force:
+            raise KitError(f"{out} already exists and differs from what {jsonl} gives",
+                           "pass --force to replace it, or pick another --out folder", exit_code=2)
+    replaced = out.is_file()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    say(f"{'replaced' if replaced else 'wrote'} {out}: {len(datas):,} examples"
+        + (" (it held different content)" if replaced else ""))
     return len(datas)
 
 

@@ -6,7 +6,8 @@ Paths on the data root (the big disk)::
     <data_root>/hf/                       HF_HOME: HuggingFace cache (config hf_home overrides)
     <data_root>/tiktoken/                 TIKTOKEN_CACHE_DIR (seeded from tokenizer_dir when given)
     <data_root>/gpt2_tokenizer.bin        llm.c's decoder file (train mounts it into llm.c's working dir)
-    <data_root>/hellaswag/hellaswag_val.bin   llm.c's eval file (train mounts it as dev/data/hellaswag/...)
+    <data_root>/hellaswag/hellaswag_val.bin   llm.c's eval file (train mounts it as dev/data/hellaswag/...;
+                                          `kitctl data hellaswag --out DIR` writes DIR/hellaswag_val.bin)
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class DataPlan:
     train_shards: Optional[int] = None
     est_tokens: Optional[int] = None
     need: dict[Path, int] = field(default_factory=dict)
+    force: bool = False              # hellaswag: replace an existing eval file that differs
 
     @property
     def tiktoken_dir(self) -> Path:
@@ -58,7 +60,7 @@ class DataPlan:
 
     @property
     def hellaswag_bin(self) -> Path:
-        return self.data_root / "hellaswag" / "hellaswag_val.bin"
+        return self.out_dir / "hellaswag_val.bin"     # the hellaswag recipe's out_dir: <data_root>/hellaswag
 
     def describe(self) -> list[str]:
         what = {"tokenize": "tokenize into llm.c shards", "hellaswag": "write llm.c's HellaSwag eval file",
@@ -95,7 +97,7 @@ def _under(path: Path, root: Path) -> Optional[str]:
 def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path] = None,
               name: Optional[str] = None, shard_size: Optional[int] = None, workers: Optional[int] = None,
               stream: bool = False, source: Optional[str] = None, tokenizer_dir: Optional[Path] = None,
-              train_shards: Optional[int] = None) -> DataPlan:
+              train_shards: Optional[int] = None, force: bool = False) -> DataPlan:
     spec = dataset or DEFAULT_DATASET
     recipe = None
     if spec in src.recipe_names():   # a recipe name wins; write ./NAME for a local folder of that name
@@ -133,7 +135,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                     source=str(Path(source).absolute()) if source else None, data_root=cfg.data_root.absolute(),
                     hf_home=cfg.hf_cache.absolute(),
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,
-                    hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards)
+                    hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, force=force)
     _estimate(plan)
     return plan
 
@@ -271,9 +273,7 @@ def execute(plan: DataPlan, progress=None, free_fn=None, log: Callable[[str], No
                 download(plan.recipe.url, jsonl)
         from kitctl.data.hellaswag import build
 
-        n = build(jsonl, plan.hellaswag_bin, enc)
-        log(f"wrote {plan.hellaswag_bin}: {n:,} examples")
-        return n
+        return build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)
     if plan.kind == "pretokenized":
         from kitctl.data.pretokenized import fetch
 
@@ -358,6 +358,8 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, dry_run: bool = False, extra_arg
         argv += ["--tokenizer-dir", inside(plan.tokenizer_dir, "/tokenizer", ro=True)]
     if plan.train_shards is not None:
         argv += ["--shards", str(plan.train_shards)]
+    if plan.force:
+        argv.append("--force")
     argv += ["--runtime", "native", *(extra_args or [])]
     return ContainerSpec(image=data_image(cfg), argv=argv, mounts=mounts, env=env, workdir=CONTAINER_DATA,
                          user=host_user(), name=None)
