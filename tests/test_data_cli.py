@@ -141,7 +141,8 @@ def test_disk_too_small_refused(tmp_path, tinyshakespeare, gpt2_bpe_dir, monkeyp
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tk"))
     cfg = KitConfig(data_root=tmp_path / "root", tokenizer_dir=gpt2_bpe_dir)
     plan = make_plan(cfg, str(tinyshakespeare), workers=0)
-    assert 400_000 < sum(plan.need.values()) < 800_000        # ~1.1 MB text / 4.5 * 2 bytes
+    assert 676_000 < plan.need[plan.out_dir] < 800_000          # ~1.1 MB text / 3 * 2 bytes (real: 676,050)
+    assert plan.need[cfg.data_root.absolute()] > 2_500_000     # + gpt2_tokenizer.bin and the tiktoken cache
     with pytest.raises(KitError) as e:
         execute(plan, free_fn=lambda p: 100_000, log=lambda s: None)
     assert "not enough disk space" in e.value.message and "100.0 KB" not in e.value.message
@@ -285,3 +286,31 @@ def test_bad_shard_size_and_workers_refused(env, tmp_path, tinyshakespeare):
         assert "already complete" not in r.stdout
     r = kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 12345)
     assert r.returncode == 2 and "shard_size: folder has 100000000, this run wants 12345" in r.stderr
+
+
+def test_disk_estimate_counts_repeated_parquet_text_and_is_refused_before_writing(tmp_path, gpt2_bpe_dir,
+                                                                                   monkeypatch):
+    """Dictionary-encoded (repeated) parquet text is far bigger than the parquet metadata says: a disk that
+    fits that old estimate but not the real output is refused up front, before any file is written."""
+    from kitctl.config import KitConfig
+    from kitctl.data.plan import execute, make_plan
+    from kitctl.errors import KitError
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "root" / "tiktoken"))
+    src = tmp_path / "rep.parquet"
+    docs = [f"doc {i % 40}: " + EDGE_DOCS[i % len(EDGE_DOCS)] * 3 for i in range(4000)]
+    pq.write_table(pa.table({"text": docs}), src, row_group_size=1000)
+    md = pq.ParquetFile(src).metadata
+    old_estimate = 2 * sum(md.row_group(r).column(0).total_uncompressed_size for r in range(md.num_row_groups)) / 4.5
+    cfg = KitConfig(data_root=tmp_path / "root", tokenizer_dir=gpt2_bpe_dir)
+    plan = make_plan(cfg, str(src), shard_size=10**6, workers=0)
+    free = 1_000_000
+    assert old_estimate + 1024 < free                                   # the old estimate fit
+    with pytest.raises(KitError) as e:
+        execute(plan, free_fn=lambda p: free, log=lambda s: None)
+    assert "not enough disk space" in e.value.message
+    assert not [p for p in (tmp_path / "root").rglob("*") if p.is_file()]   # nothing written, no temp files
+    s = execute(make_plan(cfg, str(src), shard_size=10**6, workers=0), free_fn=lambda p: 10**12,
+                log=lambda s: None)
+    written = sum(p.stat().st_size for p in plan.out_dir.glob("rep_*.bin"))
+    assert written > free and plan.est_tokens >= s.total_tokens and plan.need[plan.out_dir] >= written

@@ -306,3 +306,15 @@ def test_hellaswag_bad_input_clear_errors(tiktoken_cache, tmp_path, case):
         hs.build(src, tmp_path / "o.bin", enc)
     assert want in e.value.message and e.value.exit_code == 2 and e.value.hint
     assert not (tmp_path / "o.bin").exists() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_tokenizer_bin_temp_file_removed_when_writing_fails(tiktoken_cache, tmp_path, monkeypatch):
+    import tiktoken
+
+    def disk_full(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tk.os, "replace", disk_full)
+    with pytest.raises(OSError):
+        tk.write_tokenizer_bin(tmp_path / "gpt2_tokenizer.bin", tiktoken.get_encoding("gpt2"))
+    assert list(tmp_path.iterdir()) == []

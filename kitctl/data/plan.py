@@ -26,6 +26,8 @@ from kitctl.errors import KitError
 
 CONTAINER_DATA = "/data"
 DEFAULT_DATASET = "fineweb10B"
+TOKENIZER_BIN_BYTES = 400_000        # gpt2_tokenizer.bin: 372,108 bytes
+TIKTOKEN_CACHE_BYTES = 2_500_000     # vocab.bpe + encoder.json + kitctl's parsed ranks: ~2.35 MB
 
 
 @dataclass
@@ -137,6 +139,10 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,
                     hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, force=force)
     _estimate(plan)
+    if not plan.tokenizer_bin.exists():          # written by every kind, on the data root
+        plan.need[plan.data_root] = plan.need.get(plan.data_root, 0) + TOKENIZER_BIN_BYTES
+    if not (plan.tiktoken_dir.is_dir() and any(plan.tiktoken_dir.iterdir())):
+        plan.need[plan.data_root] = plan.need.get(plan.data_root, 0) + TIKTOKEN_CACHE_BYTES
     return plan
 
 
@@ -153,7 +159,8 @@ def _local_name(spec: str) -> str:
 
 
 def _estimate(plan: DataPlan) -> None:
-    """Tokens ~ text bytes / 4.5; shards take 2 bytes a token; the HF cache the recipe's download size."""
+    """Tokens ~ text bytes / 3 (src.BYTES_PER_TOKEN, on the safe side; parquet text bytes scaled from a row
+    group, see FilesSource.approx_text_bytes); shards take 2 bytes a token; the HF cache the recipe's download."""
     r = plan.recipe
     if plan.kind == "hellaswag":
         plan.need = {plan.hellaswag_bin.parent: 20_000_000}
@@ -258,12 +265,17 @@ def execute(plan: DataPlan, progress=None, free_fn=None, log: Callable[[str], No
     from kitctl.data import tokenizer as tk
 
     prepare_env(plan)
+    if plan.kind == "tokenize":       # check inputs and space before writing anything (tokenizer files too)
+        source, revision = build_source(plan)
+        source.check()
+        check_space(_remaining_need(plan), free_fn)
+    else:
+        check_space(plan.need, free_fn)
     tok_sums = tk.setup_tiktoken(plan.tokenizer_dir, plan.tiktoken_dir)
     enc = tk.get_encoding()
     if tk.write_tokenizer_bin(plan.tokenizer_bin, enc):
         log(f"wrote {plan.tokenizer_bin}")
     if plan.kind == "hellaswag":
-        check_space(plan.need, free_fn)
         jsonl = Path(plan.source) if plan.source else None
         if jsonl is None:
             from kitctl.data.hellaswag import download
@@ -277,11 +289,7 @@ def execute(plan: DataPlan, progress=None, free_fn=None, log: Callable[[str], No
     if plan.kind == "pretokenized":
         from kitctl.data.pretokenized import fetch
 
-        check_space(plan.need, free_fn)
         return fetch(plan, tok_sums, log=log)
-    source, revision = build_source(plan)
-    source.check()
-    check_space(_remaining_need(plan), free_fn)
     from kitctl.data.tokenize import make_shards
 
     run = run_identity(plan, source, tok_sums, revision)

@@ -73,9 +73,13 @@ def seed_cache(tokenizer_dir: Path, cache_dir: Path) -> dict[str, str]:
         dst = cache_dir / cache_key(name)
         if dst.exists() and sha256_file(dst) == FILES[name]:
             continue
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(Path(tokenizer_dir) / name, tmp)
-        os.replace(tmp, dst)
+        tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+        try:
+            shutil.copyfile(Path(tokenizer_dir) / name, tmp)
+            os.replace(tmp, dst)
+        except BaseException:   # disk full, Ctrl-C: no temp file left behind
+            tmp.unlink(missing_ok=True)
+            raise
     return sums
 
 
@@ -142,8 +146,11 @@ def get_encoding():
                                        "explicit_n_vocab": args.get("explicit_n_vocab"),
                                        "ranks": [b.hex() for b in order]}))
             os.replace(tmp, cached)
-        except OSError:
-            pass
+        except OSError:       # only a cache: go on without it
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
     return _ENCODING
 
 
@@ -171,8 +178,12 @@ def write_tokenizer_bin(path: Path, enc=None, force: bool = False) -> bool:
     enc = enc or get_encoding()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(tokenizer_bin_bytes(enc))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(tokenizer_bin_bytes(enc))
+        os.replace(tmp, path)
+    except BaseException:   # disk full, Ctrl-C: no temp file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return True
 
 
