@@ -470,10 +470,11 @@ def data_ref(cfg: KitConfig) -> str:
 def env_values(cfg: KitConfig) -> dict[str, str]:
     """What compose.yaml needs from kit.yaml (see ``write_env``)."""
     vals = {
-        "KIT_UID": str(os.getuid()), "KIT_GID": str(os.getgid()),
-        "KIT_DATA_ROOT": str(cfg.data_root), "KIT_HF_HOME": str(cfg.hf_cache),
+        "KIT_UID": str(os.getuid()), "KIT_GID": str(os.getgid()), "KIT_DATA_ROOT": str(cfg.data_root),
         "LLMC_IMAGE": runtime_ref(cfg), "LLMC_DATA_IMAGE": data_ref(cfg),
     }
+    if cfg.hf_home is not None:   # else compose derives <KIT_DATA_ROOT>/hf, so a later KIT_DATA_ROOT moves it too
+        vals["KIT_HF_HOME"] = str(cfg.hf_home)
     if cfg.mirrors.hf_endpoint:
         vals["HF_ENDPOINT"] = cfg.mirrors.hf_endpoint
     return vals

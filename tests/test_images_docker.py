@@ -103,6 +103,11 @@ def test_compose_config_resolves(tmp_path, test_kit_config):
     assert svc["train"]["ulimits"]["memlock"] == -1 and svc["train"]["shm_size"]
     assert svc["tensorboard"]["ports"][0]["target"] == 6006
     assert svc["data"]["environment"]["HF_HOME"] == "/data/hf"
+    # a data root given later (environment over .env) moves the HF cache with it: it never stays on the old disk
+    r = sh("docker", "compose", "-f", str(REPO / "compose.yaml"), "--env-file", str(env), "config", "--format", "json",
+           env={**os.environ, "KIT_DATA_ROOT": str(tmp_path / "other")})
+    vols = {v["target"]: v["source"] for v in json.loads(r.stdout)["services"]["data"]["volumes"]}
+    assert vols["/data/hf"] == str(tmp_path / "other" / "hf")
 
 
 def test_data_service_runs_in_data_image(tmp_path, data_image, test_kit_config):

@@ -173,7 +173,9 @@ def test_write_env_and_config_ignores_compose_only_vars(tmp_path):
     env = images.write_env(cfg, tmp_path / ".env").read_text()
     vals = dict(l.split("=", 1) for l in env.splitlines() if l and not l.startswith("#"))
     assert vals["KIT_UID"] == str(os.getuid()) and vals["KIT_DATA_ROOT"] == str(tmp_path / "big")
-    assert vals["KIT_HF_HOME"] == str(tmp_path / "big" / "hf") and vals["LLMC_IMAGE"] == "llmc-kit:latest"
+    assert "KIT_HF_HOME" not in vals and vals["LLMC_IMAGE"] == "llmc-kit:latest"   # compose: <KIT_DATA_ROOT>/hf
+    set_hf = images.env_values(KitConfig(data_root=tmp_path / "big", hf_home=tmp_path / "hf"))
+    assert set_hf["KIT_HF_HOME"] == str(tmp_path / "hf")
     assert vals["HF_ENDPOINT"] == "https://hf-mirror.example"
     # the .env's KIT_UID/KIT_GID are not kit.yaml fields: exporting them must not break kitctl
     cfg2 = load_config(None, environ={"KIT_UID": "1000", "KIT_GID": "1000"}, cwd=tmp_path)
