@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kitctl.files import sha256_file  # noqa: F401  (re-exported)
 from kitctl import versions
 from kitctl.errors import KitError
 
@@ -35,14 +36,6 @@ class LlmcSource:
 
     def label(self) -> str:
         return f"{self.kind}:{self.digest[:16]}{'' if self.verified else ' (unverified)'}"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tree_digest(root: Path) -> str:

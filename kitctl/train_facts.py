@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.errors import KitError
+from kitctl.files import sha256_file  # noqa: F401  (re-exported)
 
 SHARD_MAGIC = 20240520
 HEADER_BYTES = 256 * 4
@@ -183,11 +184,3 @@ def host_facts(mpirun: str = "/usr/bin/mpirun", environ: Optional[dict[str, str]
     path = mpirun if os.path.isfile(mpirun) and os.access(mpirun, os.X_OK) else shutil.which(mpirun)
     nccl = tuple(sorted((k, v) for k, v in env.items() if k.startswith("NCCL_")))
     return HostFacts(mpirun=path, environ_nccl=nccl)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

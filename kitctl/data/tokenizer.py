@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from kitctl.files import sha256_file  # noqa: F401  (re-exported)
 from kitctl.errors import KitError
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
@@ -28,14 +29,6 @@ VOCAB_SIZE = 50257
 TOKENIZER_MAGIC = 20240328
 TOKENIZER_VERSION = 2
 TOKENIZER_BIN = "gpt2_tokenizer.bin"
-
-
-def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_key(name: str) -> str:
