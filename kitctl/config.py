@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -43,6 +43,24 @@ class Nccl(_Strict):
     ib_disable: Optional[bool] = None
     debug: Optional[str] = None
     extra_env: dict[str, str] = Field(default_factory=dict)
+
+
+def nccl_env(nccl: object = None) -> dict[str, str]:
+    """kit.yaml ``nccl:`` -> environment: socket_ifname -> NCCL_SOCKET_IFNAME, ib_disable -> NCCL_IB_DISABLE
+    (1/0), debug -> NCCL_DEBUG, plus extra_env verbatim. Accepts a ``config.Nccl``, a dict of env, or None."""
+    if nccl is None:
+        return {}
+    if isinstance(nccl, Mapping):
+        return {str(k): str(v) for k, v in nccl.items()}
+    env: dict[str, str] = {}
+    if getattr(nccl, "socket_ifname", None):
+        env["NCCL_SOCKET_IFNAME"] = str(nccl.socket_ifname)
+    if getattr(nccl, "ib_disable", None) is not None:
+        env["NCCL_IB_DISABLE"] = "1" if nccl.ib_disable else "0"
+    if getattr(nccl, "debug", None):
+        env["NCCL_DEBUG"] = str(nccl.debug)
+    env.update({str(k): str(v) for k, v in (getattr(nccl, "extra_env", None) or {}).items()})
+    return env
 
 
 class KitConfig(_Strict):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
 
+from kitctl.config import nccl_env
 from kitctl.errors import ConfigError, KitError
 from kitctl.runtime import Mount
 from kitctl.versions import REPO_ROOT
@@ -64,26 +65,7 @@ def _words(tokens: Iterable[Union[str, Path]]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# NCCL settings from kit.yaml
-
-
-def nccl_env(nccl: object = None) -> dict[str, str]:
-    """kit.yaml ``nccl:`` -> environment: socket_ifname -> NCCL_SOCKET_IFNAME, ib_disable -> NCCL_IB_DISABLE
-    (1/0), debug -> NCCL_DEBUG, plus extra_env verbatim. Accepts a ``config.Nccl``, a dict of env, or None."""
-    if nccl is None:
-        return {}
-    if isinstance(nccl, Mapping):
-        return {str(k): str(v) for k, v in nccl.items()}
-    env: dict[str, str] = {}
-    if getattr(nccl, "socket_ifname", None):
-        env["NCCL_SOCKET_IFNAME"] = str(nccl.socket_ifname)
-    if getattr(nccl, "ib_disable", None) is not None:
-        env["NCCL_IB_DISABLE"] = "1" if nccl.ib_disable else "0"
-    if getattr(nccl, "debug", None):
-        env["NCCL_DEBUG"] = str(nccl.debug)
-    env.update({str(k): str(v) for k, v in (getattr(nccl, "extra_env", None) or {}).items()})
-    return env
-
+# NCCL settings from kit.yaml (the mapping lives in config.py, shared with train_run)
 
 _nccl_env = nccl_env   # render_sbatch's keyword `nccl_env` shadows the function
 

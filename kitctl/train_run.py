@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from kitctl.config import KitConfig
+from kitctl.config import KitConfig, nccl_env
 from kitctl.errors import KitError
 from kitctl.gpus import load_inventory
 from kitctl.steplog import MANAGED_FALLBACK, Step, fmt_mfu, is_oom, parse_step, throughput
@@ -39,19 +39,6 @@ ARCHIVE_GLOBS = ("DONE_*", "model_*.bin", "state_*.bin", "main.log", "stdout.log
 
 
 # -------------------------------------------------------------------------------------------------- facts
-def nccl_env(cfg: KitConfig) -> dict[str, str]:
-    n = cfg.nccl
-    env: dict[str, str] = {}
-    if n.socket_ifname:
-        env["NCCL_SOCKET_IFNAME"] = n.socket_ifname
-    if n.ib_disable is not None:
-        env["NCCL_IB_DISABLE"] = "1" if n.ib_disable else "0"
-    if n.debug:
-        env["NCCL_DEBUG"] = n.debug
-    env.update(n.extra_env)
-    return env
-
-
 def image_ref(cfg: KitConfig) -> str:
     try:
         from kitctl.images import runtime_ref
@@ -96,7 +83,7 @@ def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = 
         if iid:
             runtime_ids = {"bf16": iid, "fp32": iid}
     return Facts(gpus=gpus, data=data, out=inspect_out(out_dir.absolute()), data_root=cfg.data_root,
-                 host=host_facts(mpirun, environ), image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg),
+                 host=host_facts(mpirun, environ), image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg.nccl),
                  hellaswag=hs if hs.is_file() else None, tokenizer=tok if tok.is_file() else None,
                  runtime_ids=runtime_ids, tune_records=load_records(cfg.data_root / "tune"),
                  run_token=uuid.uuid4().hex[:8])
