@@ -646,6 +646,11 @@ def llmc_args(plan: Plan, data_root: str, out: str) -> list[str]:
     return args
 
 
+def _root_env(facts: Facts) -> dict[str, str]:
+    """Open MPI refuses to run as root without these two (docker and native alike)."""
+    return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"} if facts.host.is_root else {}
+
+
 def _mpi_prefix(mpirun: str, ranks: int, root: bool, env_names: list[str]) -> list[str]:
     a = [mpirun, "-np", str(ranks), "--bind-to", "none"]
     if root:
@@ -666,9 +671,7 @@ def _launch(plan: Plan, facts: Facts) -> None:
             mounts.append(Mount(facts.hellaswag.parent, f"{WORKDIR}/dev/data/hellaswag", read_only=True))
         if facts.tokenizer is not None:
             mounts.append(Mount(facts.tokenizer, f"{WORKDIR}/gpt2_tokenizer.bin", read_only=True))
-        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "HOME": "/tmp", **nccl}
-        if facts.host.is_root:
-            env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "HOME": "/tmp", **nccl, **_root_env(facts)}
         inner = [*_mpi_prefix("mpirun", plan.ranks, facts.host.is_root, sorted(nccl)), plan.binary,
                  *plan.llmc_args]
         safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)
@@ -696,19 +699,15 @@ def _launch(plan: Plan, facts: Facts) -> None:
     if facts.tokenizer is not None:
         plan.links.append((plan.cwd / "gpt2_tokenizer.bin", facts.tokenizer))
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in plan.gpus),
-           **nccl}
-    if facts.host.is_root:
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+           **nccl, **_root_env(facts)}
     plan.env = env
-    if facts.host.mpirun is None:
-        if plan.ranks > 1:
-            plan.notes.append("no host mpirun found: install Open MPI (apt install openmpi-bin) or pass --mpirun PATH")
-            plan.argv = ["mpirun", *_mpi_prefix("mpirun", plan.ranks, facts.host.is_root,
-                                                sorted(k for k in env if not k.startswith("OMPI_")))[1:],
-                         plan.binary, *plan.llmc_args]
-        else:
-            plan.notes.append("no host mpirun found: running the single rank directly (MPI singleton)")
-            plan.argv = [plan.binary, *plan.llmc_args]
+    if facts.host.mpirun is None and plan.ranks <= 1:
+        plan.notes.append("no host mpirun found: running the single rank directly (MPI singleton)")
+        plan.argv = [plan.binary, *plan.llmc_args]
         return
-    plan.argv = [*_mpi_prefix(facts.host.mpirun, plan.ranks, facts.host.is_root,
+    mpirun = facts.host.mpirun
+    if mpirun is None:
+        plan.notes.append("no host mpirun found: install Open MPI (apt install openmpi-bin) or pass --mpirun PATH")
+        mpirun = "mpirun"
+    plan.argv = [*_mpi_prefix(mpirun, plan.ranks, facts.host.is_root,
                               sorted(k for k in env if not k.startswith("OMPI_"))), plan.binary, *plan.llmc_args]
