@@ -18,6 +18,7 @@ from typing import Optional
 
 from kitctl import versions
 from kitctl.config import KitConfig
+from kitctl.files import existing_parent
 from kitctl.gpus import GPU, load_inventory, max_cuda_for_driver
 
 GB = 1e9
@@ -60,9 +61,7 @@ def _run(argv: list[str], timeout: int = 20) -> tuple[int, str, str]:
 
 
 def _free(path: Path) -> Optional[int]:
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    p = existing_parent(path)
     try:
         return shutil.disk_usage(p).free
     except OSError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 
@@ -12,3 +13,16 @@ def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
         while chunk := f.read(bufsize):
             h.update(chunk)
     return h.hexdigest()
+
+
+def existing_parent(p: Path) -> Path:
+    """``p`` (made absolute) or its nearest ancestor that exists: where a not-yet-created folder will live."""
+    p = Path(p).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem that holds ``path`` (or would hold it, if it does not exist yet)."""
+    return shutil.disk_usage(existing_parent(Path(path))).free

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import queue
-import shutil
 import signal
 import sys
 import time
@@ -31,6 +30,7 @@ from kitctl.data import manifest as mf
 from kitctl.data.shards import EOT, HEADER_BYTES, ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
 from kitctl.errors import KitError
+from kitctl.files import existing_parent, free_bytes
 
 DEFAULT_SHARD_SIZE = 10**8
 QUEUE_DEPTH = 3          # batches in flight per worker
@@ -455,7 +455,7 @@ def check_space(need: dict[Path, int], free_fn: Callable[[Path], int] = None) ->
     free_fn = free_fn or free_bytes
     by_dev: dict[Any, list] = {}
     for folder, nbytes in need.items():
-        probe = _existing_parent(Path(folder))
+        probe = existing_parent(Path(folder))
         try:
             dev = os.stat(probe).st_dev
         except OSError:
@@ -471,17 +471,6 @@ def check_space(need: dict[Path, int], free_fn: Callable[[Path], int] = None) ->
                 f"{_gb(free)} free",
                 "point data_root (kit.yaml) or --out at a bigger disk; --stream avoids the HF cache; "
                 "a smaller dataset (e.g. fineweb10B) needs less")
-
-
-def free_bytes(path: Path) -> int:
-    return shutil.disk_usage(_existing_parent(Path(path))).free
-
-
-def _existing_parent(p: Path) -> Path:
-    p = p.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
 
 
 def _gb(n: int) -> str:
