@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -26,3 +27,14 @@ def existing_parent(p: Path) -> Path:
 def free_bytes(path: Path) -> int:
     """Free bytes on the filesystem that holds ``path`` (or would hold it, if it does not exist yet)."""
     return shutil.disk_usage(existing_parent(Path(path))).free
+
+
+def write_atomic(path: Path, data: bytes, tmp: Path) -> None:
+    """Write ``data`` to ``tmp``, then rename it onto ``path``; on any failure (disk full, Ctrl-C) ``tmp`` is
+    removed, so neither a partial ``path`` nor a stray temp file is left behind."""
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

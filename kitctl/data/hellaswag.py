@@ -18,6 +18,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from kitctl.errors import KitError
+from kitctl.files import write_atomic
 
 MAGIC = 20240522
 VERSION = 1
@@ -134,13 +135,7 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
                            "pass --force to replace it, or pick another --out folder", exit_code=2)
     replaced = out.is_file()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(out, data, out.with_name(f".{out.name}.tmp"))
     say(f"{'replaced' if replaced else 'wrote'} {out}: {len(datas):,} examples"
         + (" (it held different content)" if replaced else ""))
     return len(datas)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from kitctl.files import sha256_file  # noqa: F401  (re-exported)
+from kitctl.files import sha256_file, write_atomic  # noqa: F401  (sha256_file re-exported)
 from kitctl.errors import KitError
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
@@ -170,13 +170,7 @@ def write_tokenizer_bin(path: Path, enc=None, force: bool = False) -> bool:
         return False
     enc = enc or get_encoding()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(tokenizer_bin_bytes(enc))
-        os.replace(tmp, path)
-    except BaseException:   # disk full, Ctrl-C: no temp file left behind
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, tokenizer_bin_bytes(enc), path.with_name(f".{path.name}.tmp{os.getpid()}"))
     return True
 
 
