@@ -37,6 +37,7 @@ from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
 from kitctl.config import nccl_env
 from kitctl.errors import ConfigError, KitError
 from kitctl.runtime import Mount
+from kitctl.train import MICRO_BATCHES
 from kitctl.versions import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "docker" / "slurm" / "sbatch.sh.j2"
@@ -109,7 +110,7 @@ def check_divisibility(micro_batch: int, seq_len: int, total_batch: int, nodes: 
         return total_batch // per_step
     ok_ranks = [r for r in range(1, 1025) if total_batch % (micro_batch * seq_len * r) == 0]
     ok_nodes = [n for n in range(1, 257) if n * gpus_per_node in ok_ranks]
-    ok_b = [b for b in (64, 32, 16, 8, 4, 2, 1) if b < micro_batch and total_batch % (b * seq_len * ranks) == 0]
+    ok_b = [b for b in MICRO_BATCHES if b < micro_batch and total_batch % (b * seq_len * ranks) == 0]
     fixes = []
     if ok_nodes:
         near = sorted(sorted(ok_nodes, key=lambda n: (abs(n - nodes), n))[:3])   # the counts nearest the ask

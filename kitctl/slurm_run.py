@@ -48,7 +48,7 @@ def plan_slurm(cfg: KitConfig, req, opts: SlurmOptions, inventory: Optional[Path
 def _check_some_micro_batch_divides(req, opts: SlurmOptions) -> None:
     """Before the planner: when no micro-batch can divide the total batch over nodes x GPUs, say which
     --nodes would (the planner alone would suggest --gpus)."""
-    from kitctl.train import get_preset
+    from kitctl.train import MICRO_BATCHES, get_preset
 
     preset = get_preset(req.preset)
     T = req.seq_len or preset.seq_len
@@ -56,7 +56,7 @@ def _check_some_micro_batch_divides(req, opts: SlurmOptions) -> None:
     ranks = opts.nodes * (opts.gpus_per_node or 1)
     if D < 1:
         return      # the planner refuses a non-positive total batch
-    candidates = [req.micro_batch] if req.micro_batch else [64, 32, 16, 8, 4, 2, 1]
+    candidates = [req.micro_batch] if req.micro_batch else list(MICRO_BATCHES)
     if not any(D % (b * T * ranks) == 0 for b in candidates):
         slurm.check_divisibility(min(candidates), T, D, opts.nodes, opts.gpus_per_node or 1)
 
