@@ -24,9 +24,9 @@ from typing import Any, Optional
 
 from kitctl.errors import KitError
 from kitctl.logs import MAIN_LOG, STDOUT_LOG, RunLogs, last_logged, read_run
+from kitctl.train_facts import DONE_RE
 
 _CKPT = re.compile(r"model_(\d{8})\.bin$")
-_DONE = re.compile(r"DONE_(\d{8})$")
 
 
 @dataclass
@@ -248,7 +248,7 @@ def collect(run_dir: Path, gpus_query=None) -> RunStatus:
     for p in run_dir.iterdir():
         if m := _CKPT.match(p.name):
             ckpts.append(int(m.group(1)))
-        elif m := _DONE.match(p.name):
+        elif m := DONE_RE.match(p.name):
             dones.append(int(m.group(1)))
     st.last_checkpoint = max(ckpts, default=None)
     st.done_step = max(dones, default=None)

@@ -22,7 +22,7 @@ SHARD_MAGIC = 20240520
 HEADER_BYTES = 256 * 4
 _TRAIN_RE = re.compile(r"^(?P<prefix>.+)_train_(?P<n>\d{6})\.bin$")
 _VAL_RE = re.compile(r"^(?P<prefix>.+)_val_(?P<n>\d{6})\.bin$")
-_DONE_RE = re.compile(r"^DONE_(\d{8})$")
+DONE_RE = re.compile(r"^DONE_(\d{8})$")
 _STATE_RE = re.compile(r"^state_(\d{8})_(\d{5})\.bin$")
 
 
@@ -146,7 +146,7 @@ def inspect_out(out_dir: Path) -> OutState:
     if not out_dir.is_dir():
         return OutState(out_dir)
     names = os.listdir(out_dir)
-    done = tuple(sorted(int(m[1]) for n in names if (m := _DONE_RE.match(n))))
+    done = tuple(sorted(int(m[1]) for n in names if (m := DONE_RE.match(n))))
     ranks = 0
     if done:
         ranks = sum(1 for n in names if (m := _STATE_RE.match(n)) and int(m[1]) == done[-1])
