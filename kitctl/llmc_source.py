@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from kitctl.files import sha256_file  # noqa: F401  (re-exported)
+from kitctl.files import sha256_file
 from kitctl import versions
 from kitctl.errors import KitError
 

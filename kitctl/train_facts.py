@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.errors import KitError
-from kitctl.files import sha256_file  # noqa: F401  (re-exported)
 
 SHARD_MAGIC = 20240520
 HEADER_BYTES = 256 * 4

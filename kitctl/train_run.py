@@ -30,7 +30,8 @@ from kitctl.errors import KitError
 from kitctl.gpus import load_inventory
 from kitctl.steplog import MANAGED_FALLBACK, Step, fmt_mfu, is_oom, parse_step, throughput
 from kitctl.train import Facts, Plan, TrainRequest, build_plan, get_preset
-from kitctl.train_facts import host_facts, inspect_data, inspect_out, sha256_file
+from kitctl.files import sha256_file
+from kitctl.train_facts import host_facts, inspect_data, inspect_out
 
 STOP_GRACE_S = 30
 # docker's own messages when the NVIDIA container runtime is missing or broken (`docker run --gpus` exits 125)

@@ -167,7 +167,7 @@ def verify(dir: Path, on_file=None) -> tuple["DataManifest", list[str]]:
     """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
     shard numbering, and stray shard files. Returns (manifest, problems); no problems means good."""
     from kitctl.data.shards import check_shard, shard_filename
-    from kitctl.data.tokenizer import sha256_file
+    from kitctl.files import sha256_file
 
     m = load(dir)
     problems = []

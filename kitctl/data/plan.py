@@ -249,7 +249,7 @@ def _text_input(plan: DataPlan) -> Path:
     download(r.url, local)
     want = r.extra.get("sha256")
     if want:
-        from kitctl.data.tokenizer import sha256_file
+        from kitctl.files import sha256_file
 
         got = sha256_file(local)
         if got != want:

@@ -10,7 +10,7 @@ from typing import Callable
 
 from kitctl.data import manifest as mf
 from kitctl.data.shards import check_shard, shard_filename
-from kitctl.data.tokenizer import sha256_file
+from kitctl.files import sha256_file
 from kitctl.errors import KitError
 
 

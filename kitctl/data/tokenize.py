@@ -272,7 +272,7 @@ def _valid_prefix(m: mf.DataManifest, log: Optional[Callable[[str], None]] = Non
     manifest recorded -- in order, up to the first bad one. A re-run resumes there and rewrites everything
     after it (a shard's contents depend on every document before it). Hashing is cheap next to tokenizing."""
     from kitctl.data.shards import check_shard
-    from kitctl.data.tokenizer import sha256_file
+    from kitctl.files import sha256_file
 
     good = []
     for s in m.shards:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from kitctl.files import sha256_file, write_atomic  # noqa: F401  (sha256_file re-exported)
+from kitctl.files import sha256_file, write_atomic
 from kitctl.errors import KitError
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
