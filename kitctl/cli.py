@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 
 from kitctl import __version__
-from kitctl.config import KitConfig, load_config, write_template
-from kitctl.errors import KitError
+from kitctl.core.config import KitConfig, load_config, write_template
+from kitctl.core.errors import KitError
 
 app = typer.Typer(
     name="kitctl",
@@ -70,7 +70,7 @@ def init(
     stdout: bool = typer.Option(False, "--stdout", help="print the template instead of writing it"),
 ) -> None:
     """Write a commented kit.yaml."""
-    from kitctl.config import TEMPLATE
+    from kitctl.core.config import TEMPLATE
 
     if stdout:
         sys.stdout.write(TEMPLATE.format(data_root=data_root))
@@ -90,7 +90,7 @@ def render_error(e: KitError) -> None:
 def _register() -> None:
     import importlib
 
-    for mod in ("cli_images", "cli_data", "cli_train", "cli_observe", "cli_cluster", "cli_demo"):
+    for mod in ("images.cli", "data.cli", "train.cli", "observe.cli", "cluster.cli", "pipeline.cli"):
         try:
             importlib.import_module(f"kitctl.{mod}")
         except ModuleNotFoundError as e:  # an area not written yet

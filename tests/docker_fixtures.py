@@ -38,7 +38,7 @@ def build_ca() -> Path | None:
 @pytest.fixture(scope="session")
 def test_kit_config(tmp_path_factory):
     """A KitConfig for test builds: image name llmc-kit-test, a temporary data root, pip index from env."""
-    from kitctl.config import KitConfig, Mirrors
+    from kitctl.core.config import KitConfig, Mirrors
 
     pip = os.environ.get("PIP_INDEX_URL")
     return KitConfig(image=TEST_IMAGE, data_root=tmp_path_factory.mktemp("kitdata"),
@@ -48,7 +48,7 @@ def test_kit_config(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_image(test_kit_config, docker_base_image, build_ca, tmp_path_factory) -> str:
     """The CPU-only data image (``llmc-kit-test:data``), built once per session."""
-    from kitctl import images
+    from kitctl.images import render as images
 
     return images.build_data_image(test_kit_config, base_image=docker_base_image, ca_cert=build_ca,
                                    build_dir=tmp_path_factory.mktemp("build-data"), on_line=_log)
@@ -59,7 +59,7 @@ def wheels_toolchain(test_kit_config, docker_base_image, build_ca, tmp_path_fact
     """The wheels-provider toolchain image (CUDA 13 PyPI wheels on Debian), built once per session.
 
     Returns (request, context, tag)."""
-    from kitctl import images
+    from kitctl.images import render as images
 
     req = images.BuildRequest.from_config(test_kit_config, provider="wheels", target="toolchain",
                                           base_image=docker_base_image, ca_cert=build_ca, archs=[75, 86],

@@ -17,8 +17,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from kitctl.errors import KitError
-from kitctl.files import write_atomic
+from kitctl.core.errors import KitError
+from kitctl.core.files import write_atomic
 
 MAGIC = 20240522
 VERSION = 1

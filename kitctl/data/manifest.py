@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from kitctl.errors import KitError
+from kitctl.core.errors import KitError
 
 MANIFEST = "manifest.json"
 FORMAT = "llmc-kit/data"
@@ -167,7 +167,7 @@ def verify(dir: Path, on_file=None) -> tuple["DataManifest", list[str]]:
     """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
     shard numbering, and stray shard files. Returns (manifest, problems); no problems means good."""
     from kitctl.data.shards import check_shard, shard_filename
-    from kitctl.files import sha256_file
+    from kitctl.core.files import sha256_file
 
     m = load(dir)
     problems = []

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kitctl import __version__
-from kitctl.config import KitConfig
+from kitctl.core.config import KitConfig
 from kitctl.data import sources as src
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE, Summary, check_space, default_workers, estimate_bytes
-from kitctl import versions
-from kitctl.errors import KitError
+from kitctl.core import pins as versions
+from kitctl.core.errors import KitError
+from kitctl.core import resources
 
 CONTAINER_DATA = "/data"
 DEFAULT_DATASET = "fineweb10B"
@@ -197,7 +198,7 @@ def prepare_env(plan: DataPlan) -> None:
 
 
 def run_identity(plan: DataPlan, source: src.Source, tok_sums: dict[str, str], revision: Optional[str]) -> dict[str, Any]:
-    from kitctl.versions import pins_sha256
+    from kitctl.core.pins import pins_sha256
 
     return {
         "source": source.description, "source_fingerprint": source.fingerprint(), "revision": revision,
@@ -241,7 +242,7 @@ def _text_input(plan: DataPlan) -> Path:
     local = plan.data_root / r.name / "input.txt"
     if local.is_file():
         return local
-    embedded = versions.REPO_ROOT / "datasets" / "files" / f"{r.name}.txt"   # shipped with the kit (offline demo)
+    embedded = resources.share("datasets", "files", f"{r.name}.txt")   # shipped with the kit (offline demo)
     if embedded.is_file():
         return embedded
     from kitctl.data.hellaswag import download
@@ -249,7 +250,7 @@ def _text_input(plan: DataPlan) -> Path:
     download(r.url, local)
     want = r.extra.get("sha256")
     if want:
-        from kitctl.files import sha256_file
+        from kitctl.core.files import sha256_file
 
         got = sha256_file(local)
         if got != want:
@@ -314,7 +315,7 @@ def _remaining_need(plan: DataPlan) -> dict[Path, int]:
 # ------------------------------------------------------------------------------------------------ docker
 def data_image(cfg: KitConfig) -> str:
     try:
-        from kitctl.images import data_ref
+        from kitctl.images.render import data_ref
 
         return data_ref(cfg)
     except (ImportError, AttributeError):
@@ -323,7 +324,7 @@ def data_image(cfg: KitConfig) -> str:
 
 def docker_spec(plan: DataPlan, cfg: KitConfig, dry_run: bool = False, extra_args: Optional[list[str]] = None):
     """The container that runs this plan natively inside the kit's data image, as the calling user."""
-    from kitctl.runtime import ContainerSpec, Mount, host_user
+    from kitctl.host.runtimes import ContainerSpec, Mount, host_user
 
     mounts = [Mount(plan.data_root, CONTAINER_DATA)]
 

@@ -10,8 +10,8 @@ from typing import Callable
 
 from kitctl.data import manifest as mf
 from kitctl.data.shards import check_shard, shard_filename
-from kitctl.files import sha256_file
-from kitctl.errors import KitError
+from kitctl.core.files import sha256_file
+from kitctl.core.errors import KitError
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -62,7 +62,7 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
         shards.append(mf.Shard(index=i, file=n, tokens=tokens, sha256=sha256_file(out / n),
                                split="val" if i == 0 else "train"))
     from kitctl import __version__
-    from kitctl.versions import pins_sha256
+    from kitctl.core.pins import pins_sha256
 
     m = mf.DataManifest(dir=out, name=plan.name, dataset=plan.dataset, complete=True, shards=shards, run={
         "source": origin, "source_fingerprint": origin, "revision": None if plan.source else rev,

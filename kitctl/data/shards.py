@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from kitctl.errors import KitError
+from kitctl.core.errors import KitError
 
 MAGIC = 20240520
 VERSION = 1

@@ -23,10 +23,10 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import yaml
 
-from kitctl.errors import KitError
+from kitctl.core.errors import KitError
+from kitctl.core import resources
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-RECIPES_DIR = Path(os.environ.get("KIT_RECIPES_DIR", REPO_ROOT / "datasets"))
+RECIPES_DIR = Path(os.environ.get("KIT_RECIPES_DIR", resources.share("datasets")))
 TEXT_COLUMN = "text"
 BATCH_ROWS = 1024
 # for disk-space estimates only, so on the safe side: measured ~4.3 bytes a GPT-2 token on English web text,
@@ -59,7 +59,7 @@ class Recipe:
     def revision(self) -> Optional[str]:
         if not self.pin:
             return None
-        from kitctl.versions import pins
+        from kitctl.core.pins import pins
 
         return pins()["datasets"][self.pin]["revision"]
 

@@ -29,8 +29,8 @@ import numpy as np
 from kitctl.data import manifest as mf
 from kitctl.data.shards import EOT, HEADER_BYTES, ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
-from kitctl.errors import KitError
-from kitctl.files import existing_parent, free_bytes
+from kitctl.core.errors import KitError
+from kitctl.core.files import existing_parent, free_bytes
 
 DEFAULT_SHARD_SIZE = 10**8
 QUEUE_DEPTH = 3          # batches in flight per worker
@@ -272,7 +272,7 @@ def _valid_prefix(m: mf.DataManifest, log: Optional[Callable[[str], None]] = Non
     manifest recorded -- in order, up to the first bad one. A re-run resumes there and rewrites everything
     after it (a shard's contents depend on every document before it). Hashing is cheap next to tokenizing."""
     from kitctl.data.shards import check_shard
-    from kitctl.files import sha256_file
+    from kitctl.core.files import sha256_file
 
     good = []
     for s in m.shards:

@@ -16,8 +16,9 @@ from typing import Optional
 
 import numpy as np
 
-from kitctl.files import sha256_file, write_atomic
-from kitctl.errors import KitError
+from kitctl.core.files import sha256_file, write_atomic
+from kitctl.core.errors import KitError
+from kitctl.core import resources
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 FILES = {
@@ -77,7 +78,7 @@ def seed_cache(tokenizer_dir: Path, cache_dir: Path) -> dict[str, str]:
 
 
 # GPT-2's vocab.bpe + encoder.json, shipped with the kit (kitctl/assets/gpt2-bpe/README.md), checked like any folder.
-EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "gpt2-bpe"
+EMBEDDED_DIR = resources.package_dir() / "assets" / "gpt2-bpe"
 
 
 def setup_tiktoken(tokenizer_dir: Optional[Path], cache_dir: Path) -> dict[str, str]:

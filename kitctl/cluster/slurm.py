@@ -1,0 +1,524 @@
+"""Slurm launcher: the same llm.c plan as single-node training, handed to sbatch/srun on many nodes.
+
+Pure rendering (``render_sbatch``: plan argv + Slurm options -> sbatch script text, or a ``ConfigError`` that
+says what is wrong and what to do) and a thin runtime (``write_script``, ``submit``: one ``sbatch`` call).
+
+How the ranks start (llm.c f1e2ace, ``train_gpt2.cu`` + ``llmc/zero.cuh``):
+
+* ``srun`` starts one task per GPU, ``gpus_per_node`` tasks per node, block distribution, so ranks
+  ``0..G-1`` are on the first node. Every task sees all GPUs of its node (no per-task GPU binding): with
+  ``-pi fs|tcp`` llm.c sets ``local_device_idx = process_rank % gpus_per_node`` itself. The rendered script
+  checks ``SLURM_LOCALID == SLURM_PROCID % G`` in every rank before starting the program.
+* llm.c's own init, not MPI: ``-pn $SLURM_NTASKS -pr $SLURM_PROCID -pg G`` and either ``-pi fs -pf DIR``
+  (rank 0 writes ``DIR/ncclUniqueId.sync``; the others sleep 2 s and poll for it, so DIR must be shared and
+  must not hold a stale id: the script uses a fresh ``<shared>/nccl-sync/<job id>`` and removes it at the end)
+  or ``-pi tcp -ps IPv4`` (rank 0 binds IPv4:12345; the script resolves the first node's NodeAddr).
+  llm.c copies ``-pf``/``-ps`` into ``char[256]`` with ``strcpy``: longer paths are refused here.
+* A binary built with MPI (USE_MPI) calls ``MPI_Finalize`` at exit even when ``-pi`` is not ``mpi``; Open MPI
+  then complains after training has finished. Prefer a binary built with ``NO_USE_MPI=1`` for Slurm.
+* The divisibility rule of the planner holds across nodes: ``-d`` must be a multiple of
+  ``B x T x (nodes x gpus_per_node)``.
+
+Containers: ``pyxis`` (``srun --container-image=IMAGE|file.sqsh --container-mounts=...``), ``apptainer``
+(``srun apptainer exec --nv --bind ... file.sif``) or ``none`` (the binary on a shared path). For a container the
+argv must use container paths (the Docker plan's), with ``mounts`` mapping host -> container; for ``none`` host
+paths (the native plan's).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
+
+from kitctl.core.config import nccl_env
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.host.runtimes import Mount
+from kitctl.train.planner import MICRO_BATCHES
+from kitctl.core import resources
+
+TEMPLATE = resources.share("docker", "slurm", "sbatch.sh.j2")
+SCRIPT_NAME = "sbatch.sh"
+RANK_FLAGS = ("-pn", "-pr", "-pg", "-pi", "-pf", "-ps", "-pm", "-pp")
+LLMC_PATH_MAX = 255          # llm.c: char fs_path[256], char server_ip[256], strcpy
+SYNC_SUFFIX_MAX = len("/nccl-sync/") + 12   # + a Slurm job id
+CONTAINERS = ("pyxis", "apptainer", "none")
+INITS = ("fs", "tcp")
+
+Container = Literal["pyxis", "apptainer", "none"]
+_TIME_RE = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|"
+                      r"infinite|UNLIMITED|unlimited)$")
+
+
+class Raw(str):
+    """A shell fragment put into the script as is (a variable reference), not quoted."""
+
+
+def _q(token: Union[str, Path]) -> str:
+    return str(token) if isinstance(token, Raw) else shlex.quote(str(token))
+
+
+def _words(tokens: Iterable[Union[str, Path]]) -> str:
+    return " ".join(_q(t) for t in tokens)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NCCL settings from kit.yaml (the mapping lives in config.py, shared with train_run)
+
+_nccl_env = nccl_env   # render_sbatch's keyword `nccl_env` shadows the function
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the llm.c batch flags and the divisibility rule
+
+
+def _flag(argv: Sequence[str], name: str) -> Optional[str]:
+    """Value of llm.c flag ``name`` in argv (llm.c reads flag/value pairs after argv[0]; the last one wins)."""
+    val = None
+    for i in range(1, len(argv) - 1, 2):
+        if argv[i] == name:
+            val = argv[i + 1]
+    return val
+
+
+def _int_flag(argv: Sequence[str], name: str, default: int) -> int:
+    v = _flag(argv, name)
+    if v is None:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ConfigError(f"llm.c flag {name} {v!r} in the plan is not an integer", "fix the override") from None
+
+
+def batch_flags(argv: Sequence[str]) -> tuple[int, int, int]:
+    """(B, T, total batch -d) from a train_gpt2cu argv, with llm.c's defaults (B=4, T=1024, -d -1 = B*T*ranks)."""
+    return _int_flag(argv, "-b", 4), _int_flag(argv, "-t", 1024), _int_flag(argv, "-d", -1)
+
+
+def check_divisibility(micro_batch: int, seq_len: int, total_batch: int, nodes: int, gpus_per_node: int) -> int:
+    """Grad-accumulation steps for ``nodes x gpus_per_node`` ranks, or a ConfigError that says how to fix it.
+    ``total_batch <= 0`` means llm.c's default (one micro-batch per rank, no accumulation)."""
+    ranks = nodes * gpus_per_node
+    per_step = micro_batch * seq_len * ranks
+    if total_batch <= 0:
+        return 1
+    if total_batch % per_step == 0:
+        return total_batch // per_step
+    ok_ranks = [r for r in range(1, 1025) if total_batch % (micro_batch * seq_len * r) == 0]
+    ok_nodes = [n for n in range(1, 257) if n * gpus_per_node in ok_ranks]
+    ok_b = [b for b in MICRO_BATCHES if b < micro_batch and total_batch % (b * seq_len * ranks) == 0]
+    fixes = []
+    if ok_nodes:
+        near = sorted(sorted(ok_nodes, key=lambda n: (abs(n - nodes), n))[:3])   # the counts nearest the ask
+        fixes.append(f"--nodes {' or '.join(str(n) for n in near)} (with {gpus_per_node} GPUs per node)")
+    if ok_b:
+        fixes.append(f"--micro-batch {ok_b[0]}")
+    multiple = per_step * max(1, -(-total_batch // per_step))
+    fixes.append(f"a total batch (-d) that is a multiple of {per_step}, e.g. {multiple}")
+    raise ConfigError(
+        f"total batch -d {total_batch} tokens is not a multiple of B x T x ranks = {micro_batch} x {seq_len} x "
+        f"{ranks} ({nodes} node(s) x {gpus_per_node} GPUs) = {per_step}: llm.c needs a whole number of "
+        f"gradient-accumulation steps on every rank",
+        "use " + ", or ".join(fixes))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_positive(name: str, value: int, hint: str) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}", hint)
+
+
+def check_counts(nodes: int, gpus_per_node: Optional[int]) -> None:
+    """--nodes and --gpus-per-node (when given) are whole numbers >= 1."""
+    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
+    if gpus_per_node is not None:
+        _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
+
+
+def _check_path(name: str, value: Union[None, str, Path], flag: str, *, must_exist: bool) -> Path:
+    if value is None or str(value).strip() == "":
+        raise ConfigError(f"no {name} given", f"pass {flag} PATH")
+    p = Path(str(value))
+    if not p.is_absolute():
+        raise ConfigError(f"{name} {value} is not an absolute path",
+                          f"pass {flag} with an absolute path that every node sees, e.g. /shared/llmc")
+    if any(c.isspace() for c in str(p)):
+        raise ConfigError(f"{name} {p} contains whitespace, which #SBATCH lines cannot carry",
+                          "use a path without spaces")
+    if must_exist and not p.is_dir():
+        raise ConfigError(f"{name} {p} does not exist (or is not a folder) here",
+                          f"create it on the shared filesystem (mkdir -p {p}) and make sure every node mounts it "
+                          "at the same path")
+    return p
+
+
+def check_shared_dir(shared_dir: Union[None, str, Path], *, must_exist: bool = True) -> Path:
+    """The shared folder llm.c's ranks rendezvous through (``-pi fs -pf``): required, absolute, existing."""
+    if shared_dir is None or str(shared_dir).strip() == "":
+        raise ConfigError(
+            "multi-node training needs a shared folder and none was given",
+            "pass --shared-dir PATH: a folder on a filesystem every node mounts at the same path (NFS, Lustre, "
+            "GPFS, ...); llm.c's ranks exchange their NCCL id through it (-pi fs -pf), and the run folder with "
+            "its checkpoints must be shared too")
+    p = _check_path("shared folder", shared_dir, "--shared-dir", must_exist=must_exist)
+    if len(str(p)) + SYNC_SUFFIX_MAX > LLMC_PATH_MAX:
+        raise ConfigError(f"shared folder path is {len(str(p))} characters; llm.c keeps -pf in a 256-byte buffer",
+                          f"use a path shorter than {LLMC_PATH_MAX - SYNC_SUFFIX_MAX} characters (a symlink works)")
+    return p
+
+
+def check_time(time: Optional[str]) -> Optional[str]:
+    if time is None:
+        return None
+    t = str(time).strip()
+    if not _TIME_RE.match(t):
+        raise ConfigError(f"--time {time!r} is not a Slurm time limit",
+                          "write minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. 2-00:00:00")
+    return t
+
+
+def _check_word(name: str, value: Optional[str]) -> Optional[str]:
+    if value is not None and (not value or any(c.isspace() for c in value) or value.startswith("-")):
+        raise ConfigError(f"{name} {value!r} is not a valid Slurm name", f"pass {name} without spaces")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# rendering
+
+
+@dataclass(frozen=True)
+class SlurmScript:
+    """A rendered sbatch script and the numbers behind it."""
+
+    text: str
+    ranks: int
+    micro_batch: int
+    seq_len: int
+    total_batch: int
+    grad_accum: int
+
+
+def _mount_list(mounts: Sequence[Mount], shared_dir: Path, data_root: Optional[Path]) -> list[Mount]:
+    """The plan's mounts (default: the data root at /data), plus an identity mount of the shared folder so
+    -pf names the same folder inside the container on every node (unless a plan mount covers it)."""
+    out = list(mounts)
+    if not out and data_root is not None:
+        out.append(Mount(Path(data_root), "/data"))
+
+    def covered(p: Path) -> bool:
+        return any(str(p) == m.target or str(p).startswith(m.target.rstrip("/") + "/") for m in out)
+
+    if not covered(shared_dir):
+        out.append(Mount(shared_dir, str(shared_dir)))
+    return out
+
+
+def _container_parts(container: str, image: Optional[str], mounts: Sequence[Mount],
+                     workdir: Optional[str]) -> tuple[list[Union[str, Raw]], list[Union[str, Raw]]]:
+    """(srun options, launcher words before `bash -c`) for one container mode."""
+    srun: list[Union[str, Raw]] = []
+    launcher: list[Union[str, Raw]] = []
+    if container == "pyxis":
+        srun.append(Raw('--container-image="$IMAGE"'))
+        if mounts:
+            srun.append("--container-mounts=" + ",".join(
+                f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in mounts))
+        if workdir:
+            srun.append(f"--container-workdir={workdir}")
+        srun.append("--no-container-mount-home")
+    elif container == "apptainer":
+        launcher += ["apptainer", "exec", "--nv"]
+        for m in mounts:
+            launcher += ["--bind", f"{m.source}:{m.target}" + (":ro" if m.read_only else "")]
+        if workdir:
+            launcher += ["--pwd", workdir]
+        launcher.append(Raw('"$SIF"'))
+    else:
+        if workdir:
+            srun.append(f"--chdir={workdir}")
+    return srun, launcher
+
+
+def _arg_lines(args: Sequence[str]) -> list[str]:
+    """llm.c flags one pair a line (``-b 64``); anything unpaired one word a line."""
+    lines, i = [], 0
+    while i < len(args):
+        if args[i].startswith("-") and i + 1 < len(args):
+            lines.append(f"{_q(args[i])} {_q(args[i + 1])}")
+            i += 2
+        else:
+            lines.append(_q(args[i]))
+            i += 1
+    return lines
+
+
+def render_sbatch(
+    plan_argv: Sequence[str],
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    shared_dir: Union[None, str, Path],
+    run_dir: Union[str, Path],
+    partition: Optional[str] = None,
+    time: Optional[str] = None,
+    container: str = "pyxis",
+    image: Optional[str] = None,
+    sif: Union[None, str, Path] = None,
+    data_root: Union[None, str, Path] = None,
+    nccl_env: Union[None, Mapping[str, str], object] = None,
+    micro_batch: Optional[int] = None,
+    seq_len: Optional[int] = None,
+    total_batch: Optional[int] = None,
+    mounts: Sequence[Mount] = (),
+    env: Optional[Mapping[str, str]] = None,
+    workdir: Optional[str] = None,
+    init: str = "fs",
+    job_name: str = "llmc",
+    account: Optional[str] = None,
+    sbatch_extra: Sequence[str] = (),
+    plan_summary: str = "",
+    check_paths: bool = True,
+) -> SlurmScript:
+    """Render the sbatch script for a plan. Raises ConfigError (exit 2) with a hint on bad input.
+
+    ``plan_argv``: the plan's train_gpt2cu argv, ``argv[0]`` the program (container path for pyxis/apptainer,
+    host path for none); it must not carry -pn/-pr/-pg/-pi/-pf/-ps (the script adds them per rank).
+    ``micro_batch``/``seq_len``/``total_batch`` default to the argv's -b/-t/-d. ``run_dir`` is the host path
+    of the run folder (the job's log goes there). ``check_paths``: the shared folder (and the .sif) must exist
+    here, the login node, which sees the cluster's shared filesystems.
+    """
+    argv = [str(a) for a in plan_argv]
+    if not argv:
+        raise ConfigError("the plan has no program to run", "this is a bug in the planner; report it")
+    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
+    _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
+    if container not in CONTAINERS:
+        raise ConfigError(f"--container {container!r} is not one of {', '.join(CONTAINERS)}",
+                          "pyxis: srun --container-image (enroot); apptainer: a .sif; none: a binary on a shared path")
+    if init not in INITS:
+        raise ConfigError(f"--init {init!r} is not one of {', '.join(INITS)}",
+                          "fs: NCCL id through the shared folder (default); tcp: through rank 0 on port 12345")
+    clash = sorted({a for a in argv[1:] if a in RANK_FLAGS})
+    if clash:
+        raise ConfigError(f"the plan's argv already sets {' '.join(clash)}; the Slurm launcher sets llm.c's "
+                          "rank flags per rank", "drop them from the pass-through flags after --")
+    shared = check_shared_dir(shared_dir, must_exist=check_paths)
+    run = _check_path("run folder", run_dir, "--out", must_exist=False)
+    time = check_time(time)
+    _check_word("--partition", partition)
+    _check_word("--account", account)
+    job_name = re.sub(r"[^A-Za-z0-9_.-]", "-", job_name or "llmc")[:64]
+
+    if container == "pyxis":
+        if not image:
+            raise ConfigError("--container pyxis needs an image",
+                              "pass --image with an enroot .sqsh on the shared filesystem (make one with `kitctl "
+                              "export --format sqsh`) or a registry image, e.g. registry#llmc-kit:tag")
+        # a local file (.sqsh, ./x, or a path that exists here) must be absolute, as for apptainer's .sif: pyxis
+        # takes anything else for a registry image, and the nodes need the path they see
+        if image.endswith((".sqsh", ".squashfs")) or image.startswith(".") or ("/" in image and Path(image).exists()):
+            image = str(_check_path(".sqsh image", image, "--image", must_exist=False))
+        image_ref = image
+    elif container == "apptainer":
+        if not sif:
+            raise ConfigError("--container apptainer needs a .sif image",
+                              "make one with `kitctl export --format sif`, copy it to the shared filesystem, and "
+                              "pass --sif /shared/llmc-kit.sif")
+        sif_path = _check_path(".sif image", sif, "--sif", must_exist=False)
+        if check_paths and not sif_path.is_file():
+            raise ConfigError(f".sif image {sif_path} does not exist",
+                              "make it with `kitctl export --format sif` and copy it to the shared filesystem")
+        image_ref = str(sif_path)
+    else:
+        image_ref = ""
+
+    b_argv, t_argv, d_argv = batch_flags(argv)
+    B = micro_batch if micro_batch is not None else b_argv
+    T = seq_len if seq_len is not None else t_argv
+    D = total_batch if total_batch is not None else d_argv
+    grad_accum = check_divisibility(B, T, D, nodes, gpus_per_node)
+    ranks = nodes * gpus_per_node
+
+    all_env = {**_nccl_env(nccl_env), **dict(env or {})}
+    bad_env = [k for k in all_env if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+    if bad_env:
+        raise ConfigError(f"environment variable name(s) {bad_env} are not valid", "fix nccl.extra_env in kit.yaml")
+
+    all_mounts = _mount_list(mounts, shared, Path(data_root) if data_root else None) \
+        if container != "none" else []
+    srun_extra, launcher = _container_parts(container, image_ref, all_mounts, workdir)
+
+    directives = [f"--job-name={job_name}", f"--nodes={nodes}", f"--ntasks-per-node={gpus_per_node}",
+                  f"--gres=gpu:{gpus_per_node}"]
+    if partition:
+        directives.append(f"--partition={partition}")
+    if account:
+        directives.append(f"--account={account}")
+    if time:
+        directives.append(f"--time={time}")
+    directives.append(f"--output={run}/slurm-%j.out")
+    for extra in sbatch_extra:
+        if not extra.startswith("-") or "\n" in extra:
+            raise ConfigError(f"extra sbatch option {extra!r} is not an option", "write it like --qos=high")
+        directives.append(extra)
+
+    srun_opts: list[Union[str, Raw]] = [f"--ntasks={ranks}", f"--ntasks-per-node={gpus_per_node}",
+                                        "--distribution=block", "--kill-on-bad-exit=1", "--mpi=none", *srun_extra]
+    summary = plan_summary or "llm.c train_gpt2cu"
+    summary += (f"; B={B} x T={T} x {ranks} ranks, total batch "
+                f"{D if D > 0 else B * T * ranks} tokens, {grad_accum} grad-accumulation step(s)")
+    rendezvous = ("through the shared folder (-pi fs -pf <shared>/nccl-sync/<job id>)" if init == "fs"
+                  else "through rank 0 over TCP (-pi tcp -ps <first node's IPv4>, port 12345)")
+
+    import jinja2
+
+    tmpl = jinja2.Template(TEMPLATE.read_text(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    text = tmpl.render(
+        nodes=nodes, gpus_per_node=gpus_per_node, ranks=ranks, script_name=SCRIPT_NAME,
+        plan_summary=summary, rendezvous_doc=rendezvous, sbatch_directives=directives,
+        program=_q(argv[0]), args=_arg_lines(argv[1:]),
+        run_dir=_q(run), shared_dir=_q(shared), container=container, image=_q(image_ref),
+        env_lines=[f"{k}={_q(v)}" for k, v in all_env.items()], init=init,
+        srun_options=" \\\n  ".join(_q(o) for o in srun_opts),
+        launcher=(_words(launcher) + " \\\n  ") if launcher else "",
+    )
+    return SlurmScript(text=text, ranks=ranks, micro_batch=B, seq_len=T, total_batch=D, grad_accum=grad_accum)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# from a training plan (kitctl.train.planner.Plan) to the script
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """The Slurm side of `kitctl train --launcher slurm`."""
+
+    nodes: int = 1
+    gpus_per_node: Optional[int] = None        # default: the GPUs --gpus picks from the node's inventory
+    shared_dir: Optional[Path] = None
+    container: str = "pyxis"
+    image: Optional[str] = None                 # pyxis: .sqsh path or registry image (enroot URI)
+    sif: Optional[Path] = None                  # apptainer
+    partition: Optional[str] = None
+    time: Optional[str] = None
+    account: Optional[str] = None
+    init: str = "fs"
+    sbatch_extra: tuple[str, ...] = ()
+
+    @property
+    def runtime(self) -> str:
+        """The single-node runtime whose plan a container mode reuses: container paths or host paths."""
+        return "native" if self.container == "none" else "docker"
+
+
+# the plan's launch env that must not reach the Slurm script: Slurm sets the GPUs, there is no mpirun, and
+# HOME would change the batch shell's own home
+DROP_ENV = ("HOME", "CUDA_VISIBLE_DEVICES")
+
+
+def node_gpus(gpus: Sequence, spec: str, gpus_per_node: Optional[int]) -> list:
+    """The GPUs of one compute node that the job uses (``--gpus`` over the node's inventory)."""
+    from kitctl.host.gpus import select
+
+    if not gpus:
+        raise ConfigError(
+            "no GPU inventory for the compute nodes (this machine has no NVIDIA GPU: a login node?)",
+            "describe one compute node: srun -N1 --exclusive nvidia-smi --query-gpu=index,name,compute_cap,"
+            "memory.total,driver_version --format=csv,noheader > node.csv (add --partition/--gres as your "
+            "cluster needs), then pass --inventory node.csv")
+    picked = select(list(gpus), spec)
+    if gpus_per_node is None:
+        return picked
+    _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
+    if gpus_per_node > len(picked):
+        raise ConfigError(f"--gpus-per-node {gpus_per_node} but the node inventory has {len(picked)} GPU(s) picked "
+                          f"by --gpus {spec}", "pass an --inventory of the compute node, or a smaller --gpus-per-node")
+    return picked[:gpus_per_node]
+
+
+def cluster_facts(facts, gpus: Sequence, nodes: int):
+    """Planner facts for ``nodes`` identical nodes: the node's GPUs repeated, numbered by rank, so the planner's
+    micro-batch, memory and divisibility rules see every rank of the job."""
+    import dataclasses
+
+    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
+    ranks = [dataclasses.replace(g, index=r) for r, g in enumerate(list(gpus) * nodes)]
+    return dataclasses.replace(facts, gpus=ranks)
+
+
+def render_plan(plan, opts: SlurmOptions, *, check_paths: bool = True) -> SlurmScript:
+    """The sbatch script of a plan made over ``cluster_facts`` (docker plan for pyxis/apptainer: container
+    paths and mounts; native plan for none: host paths and llm.c's per-run working directory)."""
+    gpn = opts.gpus_per_node or (plan.ranks // opts.nodes if opts.nodes else 0)
+    if gpn * opts.nodes != plan.ranks:
+        raise ConfigError(f"the plan has {plan.ranks} ranks, the job {opts.nodes} node(s) x {gpn} GPUs",
+                          "plan over cluster_facts(facts, node_gpus, nodes) (a bug if you see this from kitctl)")
+    if plan.runtime != opts.runtime:
+        raise ConfigError(f"--container {opts.container} needs a {opts.runtime} plan, got a {plan.runtime} plan",
+                          "a bug if you see this from kitctl")
+    if opts.container == "none":
+        mounts: Sequence[Mount] = ()
+        workdir = str(plan.cwd) if plan.cwd is not None else None
+        env = dict(plan.env)
+    else:
+        mounts, workdir, env = plan.container.mounts, plan.container.workdir, dict(plan.container.env)
+    env = {k: v for k, v in env.items() if k not in DROP_ENV and not k.startswith("OMPI_")}
+    name = plan.request.name or plan.out_dir.name or plan.preset.name
+    resume = f"resumes from step {plan.resume_step} (-y 1)" if plan.resume else "fresh start (-y 0)"
+    summary = (f"preset {plan.preset.name} ({plan.preset.descriptor}, {plan.precision}), {plan.steps} steps, "
+               f"recompute {plan.recompute}, {resume}")
+    return render_sbatch(
+        [plan.binary, *plan.llmc_args], nodes=opts.nodes, gpus_per_node=gpn, shared_dir=opts.shared_dir,
+        run_dir=plan.out_dir, partition=opts.partition, time=opts.time, container=opts.container,
+        image=opts.image, sif=opts.sif, micro_batch=plan.micro_batch, seq_len=plan.seq_len,
+        total_batch=plan.total_batch, mounts=mounts, env=env, workdir=workdir, init=opts.init,
+        job_name=f"llmc-{name}", account=opts.account, sbatch_extra=opts.sbatch_extra, plan_summary=summary,
+        check_paths=check_paths)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# thin runtime
+
+
+def write_script(text: str, run_dir: Union[str, Path], name: str = SCRIPT_NAME) -> Path:
+    """Write the script into the run folder (created: sbatch opens the job's --output there before it starts)."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / name
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def parse_job_id(out: str) -> str:
+    """``sbatch --parsable`` prints ``JOBID`` or ``JOBID;CLUSTER``."""
+    line = out.strip().splitlines()[-1] if out.strip() else ""
+    job = line.split(";")[0].strip()
+    if not job.isdigit():
+        raise KitError(f"sbatch did not print a job id (got {out.strip()[-200:]!r})", "run sbatch by hand to see why")
+    return job
+
+
+def submit(script_path: Union[str, Path], *, sbatch: str = "sbatch", extra_args: Sequence[str] = (),
+           env: Optional[Mapping[str, str]] = None) -> str:
+    """``sbatch --parsable SCRIPT`` -> the job id. Raises KitError when sbatch is missing or refuses."""
+    exe = shutil.which(sbatch)
+    if exe is None:
+        raise KitError(f"{sbatch} not found on PATH: this is not a Slurm login node",
+                       "copy the script to a login node and run `sbatch <script>` there, or render it with --dry-run")
+    import os
+
+    r = subprocess.run([exe, "--parsable", *extra_args, str(script_path)], capture_output=True, text=True,
+                       env={**os.environ, **dict(env or {})})
+    if r.returncode != 0:
+        raise KitError(f"sbatch refused {script_path}: {(r.stderr or r.stdout).strip()[-800:]}",
+                       "check --partition/--time/--gpus-per-node against `sinfo -o '%P %l %G %D'`")
+    return parse_job_id(r.stdout)

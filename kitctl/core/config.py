@@ -1,0 +1,273 @@
+"""kit.yaml: schema, defaults, environment overrides, and errors that name the file and the field.
+
+Lookup order: ``--config FILE``, else ``./kit.yaml``, else built-in defaults. Every field can also be set
+from the environment as ``KIT_<FIELD>`` (nested with ``__``, e.g. ``KIT_MIRRORS__PIP_INDEX``); the
+environment wins over the file. A bad value exits 2 with the file, the field path and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kitctl.core.errors import ConfigError
+
+CONFIG_NAME = "kit.yaml"
+ENV_PREFIX = "KIT_"
+# variables of the compose .env (kitctl.images.render.write_env) that are not kit.yaml fields
+COMPOSE_ONLY_ENV = ("KIT_UID", "KIT_GID", "KIT_SHARED")
+KNOWN_ARCHS = (60, 61, 70, 75, 80, 86, 87, 89, 90, 100, 120)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Mirrors(_Strict):
+    """Where to get things on networks where Docker Hub, GitHub or huggingface.co are slow or blocked."""
+
+    registry: str = Field("docker.io", description="registry prefix for base images, e.g. a Docker Hub mirror")
+    apt: Optional[str] = Field(None, description="apt mirror URL replacing deb.debian.org / archive.ubuntu.com")
+    pip_index: Optional[str] = Field(None, description="pip index URL (a PyPI mirror)")
+    hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
+    llmc_src: Optional[str] = Field(None, description="llm.c source: a checkout, a tarball or a tarball URL")
+
+
+class Nccl(_Strict):
+    """NCCL settings passed through to every rank (clusters: socket interface, InfiniBand on/off)."""
+
+    socket_ifname: Optional[str] = None
+    ib_disable: Optional[bool] = None
+    debug: Optional[str] = None
+    extra_env: dict[str, str] = Field(default_factory=dict)
+
+
+def nccl_env(nccl: object = None) -> dict[str, str]:
+    """kit.yaml ``nccl:`` -> environment: socket_ifname -> NCCL_SOCKET_IFNAME, ib_disable -> NCCL_IB_DISABLE
+    (1/0), debug -> NCCL_DEBUG, plus extra_env verbatim. Accepts a ``config.Nccl``, a dict of env, or None."""
+    if nccl is None:
+        return {}
+    if isinstance(nccl, Mapping):
+        return {str(k): str(v) for k, v in nccl.items()}
+    env: dict[str, str] = {}
+    if getattr(nccl, "socket_ifname", None):
+        env["NCCL_SOCKET_IFNAME"] = str(nccl.socket_ifname)
+    if getattr(nccl, "ib_disable", None) is not None:
+        env["NCCL_IB_DISABLE"] = "1" if nccl.ib_disable else "0"
+    if getattr(nccl, "debug", None):
+        env["NCCL_DEBUG"] = str(nccl.debug)
+    env.update({str(k): str(v) for k, v in (getattr(nccl, "extra_env", None) or {}).items()})
+    return env
+
+
+class KitConfig(_Strict):
+    """The whole kit.yaml."""
+
+    data_root: Path = Field(Path("./data"), description="the big disk: datasets, HF cache, runs")
+    hf_home: Optional[Path] = Field(None, description="HuggingFace cache; default <data_root>/hf")
+    tokenizer_dir: Optional[Path] = Field(None, description="folder with GPT-2 vocab.bpe + encoder.json (offline)")
+    image: str = Field("llmc-kit", description="image repository name for kitctl build tags")
+    provider: Literal["nvidia", "wheels"] = Field("nvidia", description="CUDA provider")
+    cuda: Optional[str] = Field(None, description="CUDA version; default the provider's pin")
+    base_image: Optional[str] = Field(None, description="override the provider's base image")
+    arch: Union[Literal["auto"], list[int]] = Field(default_factory=lambda: [75, 86],
+                                                    description="compute capabilities, e.g. [75, 86] or auto")
+    runtime: Literal["docker", "native"] = Field("docker", description="where commands run")
+    ca_cert: Optional[Path] = Field(None, description="extra CA bundle, passed to builds as a BuildKit secret")
+    mirrors: Mirrors = Field(default_factory=Mirrors)
+    nccl: Nccl = Field(default_factory=Nccl)
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _parse_arch(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            return parse_arch_list(v)
+        if isinstance(v, int):
+            return [v]
+        return v
+
+    @field_validator("arch")
+    @classmethod
+    def _check_arch(cls, v: Any) -> Any:
+        return check_arch_list(v) if isinstance(v, list) else v
+
+    @property
+    def hf_cache(self) -> Path:
+        return self.hf_home if self.hf_home is not None else self.data_root / "hf"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_root / "runs"
+
+
+def parse_arch_list(text: str) -> list[int]:
+    """'75,86' / '7.5,8.6' / 'sm_75 sm_86' -> [75, 86]."""
+    out = []
+    for tok in text.replace(" ", ",").split(","):
+        tok = tok.strip().lower().removeprefix("sm_").removeprefix("compute_")
+        if not tok:
+            continue
+        try:
+            out.append(int(round(float(tok) * 10)) if "." in tok else int(tok))
+        except ValueError:
+            raise ValueError(f"'{tok}' is not a compute capability (write e.g. 75,86 or 7.5,8.6)") from None
+    return out
+
+
+def check_arch_list(archs: list[int]) -> list[int]:
+    """Refuse an empty list or a compute capability the kit does not know (kit.yaml and --arch alike)."""
+    if not archs:
+        raise ValueError("the arch list is empty")
+    bad = [a for a in archs if a not in KNOWN_ARCHS]
+    if bad:
+        raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'")
+    return sorted(set(archs))
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in ("KIT_CONFIG", *COMPOSE_ONLY_ENV):
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _allowed(field_path: tuple[Any, ...]) -> str:
+    node: Any = KitConfig
+    field = None
+    for part in field_path:
+        fields = getattr(node, "model_fields", None)
+        if not fields or part not in fields:
+            return ""
+        field = fields[part]
+        node = field.annotation
+    if field is None:
+        return ""
+    desc = field.description or ""
+    ann = str(field.annotation).replace("typing.", "")
+    return f"{desc} ({ann})" if desc else ann
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        what = e["msg"]
+        if e["type"] == "extra_forbidden":
+            what = "unknown field"
+        allowed = _allowed(tuple(p for p in e["loc"] if isinstance(p, str)))
+        lines.append(f"  {loc}: {what} (got {e.get('input')!r})")
+        if allowed:
+            lines.append(f"    allowed: {allowed}")
+    return "\n".join(lines)
+
+
+def find_config(path: Optional[Path] = None, cwd: Optional[Path] = None) -> Optional[Path]:
+    if path is not None:
+        return path
+    env = os.environ.get("KIT_CONFIG")
+    if env:
+        return Path(env)
+    cand = (cwd or Path.cwd()) / CONFIG_NAME
+    return cand if cand.exists() else None
+
+
+def load_config(path: Optional[Path] = None, environ: Optional[dict[str, str]] = None,
+                cwd: Optional[Path] = None) -> KitConfig:
+    """Read kit.yaml (or defaults), apply ``KIT_*`` env overrides, validate. Raises ConfigError."""
+    environ = dict(os.environ) if environ is None else environ
+    cfg_path = find_config(path, cwd)
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if cfg_path is not None:
+        source = str(cfg_path)
+        if not cfg_path.exists():
+            raise ConfigError(f"config file {cfg_path} does not exist",
+                              "run `kitctl init` to write a commented one, or drop --config")
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{cfg_path} is not valid YAML: {e}", "fix the syntax at the line shown") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path} must hold a mapping of settings, got {type(loaded).__name__}",
+                              "see `kitctl init --stdout` for the layout")
+        data = loaded
+        # relative paths in a config file are relative to that file
+        base = cfg_path.resolve().parent
+        for key in ("data_root", "hf_home", "tokenizer_dir", "ca_cert"):
+            if isinstance(data.get(key), str) and not os.path.isabs(os.path.expanduser(data[key])):
+                data[key] = str(base / data[key])
+    env = _env_overrides(environ)
+    if env:
+        source += " + KIT_* environment"
+    try:
+        cfg = KitConfig.model_validate(_merge(data, env))
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source),
+                          "fix the field(s) above; `kitctl init --stdout` shows every field with a comment") from None
+    for key in ("data_root", "hf_home", "tokenizer_dir", "ca_cert"):
+        val = getattr(cfg, key)
+        if val is not None:
+            setattr(cfg, key, Path(os.path.expanduser(str(val))).absolute())
+    return cfg
+
+
+TEMPLATE = """\
+# kit.yaml: llmc-kit settings. Every field may also come from the environment as KIT_<FIELD>
+# (nested with __, e.g. KIT_MIRRORS__PIP_INDEX=https://pypi.tuna.tsinghua.edu.cn/simple).
+
+# The big disk: datasets, the HuggingFace cache, training runs and checkpoints all live here.
+data_root: {data_root}
+# HuggingFace cache (FineWeb alone is ~46 GB). Default: <data_root>/hf, never ~/.cache.
+# hf_home: /mnt/big/hf
+# GPT-2 BPE files (vocab.bpe, encoder.json) for offline hosts; checked against their sha256.
+# tokenizer_dir: /mnt/big/gpt2-bpe
+
+# Images: name, CUDA provider (nvidia = NVIDIA's CUDA base images; wheels = any Debian/Ubuntu base plus
+# NVIDIA's CUDA 13 PyPI wheels, for networks where a PyPI mirror works and Docker Hub does not).
+image: llmc-kit
+provider: nvidia
+# cuda: "12.8.1"            # default: the provider's pin in docker/versions.yaml
+# base_image: debian:bookworm
+# GPU compute capabilities to compile for: a list (2080 Ti = 75, 3090 = 86, A100 = 80, H100 = 90) or auto.
+arch: [75, 86]
+# Where commands run: docker (the kit's images) or native (this host's CUDA/MPI).
+runtime: docker
+# Extra CA bundle for TLS-intercepting proxies (passed to builds as a BuildKit secret, never baked in).
+# ca_cert: /etc/ssl/certs/ca-certificates.crt
+
+mirrors:
+  registry: docker.io       # base image registry prefix, e.g. a Docker Hub mirror
+  # apt: https://mirrors.tuna.tsinghua.edu.cn
+  # pip_index: https://pypi.tuna.tsinghua.edu.cn/simple
+  # hf_endpoint: https://hf-mirror.com
+  # llmc_src: /path/to/llm.c            # a checkout, a tarball, or a tarball URL
+
+# NCCL settings passed to every rank (clusters).
+nccl:
+  # socket_ifname: eth0
+  # ib_disable: true
+  extra_env: {{}}
+"""
+
+
+def write_template(path: Path, data_root: str = "./data", force: bool = False) -> Path:
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", "pass --force to overwrite it, or edit it")
+    path.write_text(TEMPLATE.format(data_root=data_root))
+    return path

@@ -1,0 +1,219 @@
+"""``kitctl doctor``: is this box ready for the kit, and what does each finding mean for llm.c?
+
+Two halves, so the judgement is testable without Docker or GPUs:
+* ``gather(cfg, inventory)`` probes the machine (docker CLI, ``docker info``, nvidia-smi or an inventory CSV,
+  disk space of the data root, /dev/shm) into a ``Facts``;
+* ``evaluate(facts, cfg)`` turns facts into ``Finding``s (ok / warn / fail, with what it means and what to
+  do). Ready = no ``fail``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core import pins as versions
+from kitctl.core.config import KitConfig
+from kitctl.core.files import existing_parent
+from kitctl.host.gpus import GPU, load_inventory, max_cuda_for_driver
+
+GB = 1e9
+# FineWeb10B for GPT-2 124M: ~46 GB of HuggingFace cache (parquet) + ~20 GB of token shards + checkpoints.
+DATA_NEED_GB = 10     # below this not even a small dataset + checkpoints fit: fail
+DATA_WARN_GB = 80     # below this FineWeb10B does not fit: warn
+SHM_NEED_GB = 1.0
+
+
+@dataclass
+class Facts:
+    docker_cli: bool = False
+    engine: Optional[str] = None           # server version, None if no engine answers
+    engine_error: str = ""
+    buildx: Optional[str] = None
+    compose: Optional[str] = None
+    runtimes: list[str] = field(default_factory=list)
+    nvidia_ctk: bool = False               # nvidia-container-toolkit CLI or hook on PATH (CDI / --gpus)
+    gpus: list[GPU] = field(default_factory=list)
+    gpu_source: str = "nvidia-smi"
+    data_root: Path = Path(".")
+    free_bytes: Optional[int] = None
+    shm_bytes: Optional[int] = None
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str      # ok | warn | fail | info
+    detail: str
+    meaning: str = ""
+
+
+def _run(argv: list[str], timeout: int = 20) -> tuple[int, str, str]:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return r.returncode, r.stdout.strip(), r.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 127, "", str(e)
+
+
+def _free(path: Path) -> Optional[int]:
+    p = existing_parent(path)
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def gather(cfg: KitConfig, inventory: Optional[Path] = None) -> Facts:
+    """Probe this machine (read-only)."""
+    f = Facts(data_root=cfg.data_root)
+    f.docker_cli = shutil.which("docker") is not None
+    if f.docker_cli:
+        rc, out, err = _run(["docker", "info", "--format", "{{json .}}"])
+        if rc == 0 and out:
+            try:
+                info = json.loads(out)
+                f.engine = info.get("ServerVersion") or None
+                f.runtimes = sorted((info.get("Runtimes") or {}).keys())
+                if not f.engine:
+                    f.engine_error = "; ".join(info.get("ServerErrors") or []) or "no server version"
+            except json.JSONDecodeError:
+                f.engine_error = out[:200]
+        else:
+            f.engine_error = (err or out)[:300]
+        rc, out, _ = _run(["docker", "buildx", "version"])
+        f.buildx = out.split()[1] if rc == 0 and len(out.split()) > 1 else None
+        rc, out, _ = _run(["docker", "compose", "version", "--short"])
+        f.compose = out if rc == 0 and out else None
+    f.nvidia_ctk = any(shutil.which(x) for x in ("nvidia-ctk", "nvidia-container-runtime-hook",
+                                                 "nvidia-container-runtime"))
+    f.gpus = load_inventory(inventory)
+    f.gpu_source = str(inventory) if inventory else "nvidia-smi"
+    f.free_bytes = _free(cfg.data_root)
+    try:
+        st = os.statvfs("/dev/shm")
+        f.shm_bytes = st.f_blocks * st.f_frsize
+    except OSError:
+        f.shm_bytes = None
+    return f
+
+
+def evaluate(f: Facts, cfg: KitConfig) -> list[Finding]:
+    """Judge the facts for this kit (pure)."""
+    out: list[Finding] = []
+    docker_needed = cfg.runtime == "docker"
+    miss = "fail" if docker_needed else "warn"
+    why_docker = ("the kit builds and runs its images with it" if docker_needed
+                  else "runtime is native: only needed for `kitctl build` of images")
+    # engine, buildx, compose
+    if not f.docker_cli:
+        out.append(Finding("docker engine", miss, "no docker CLI on PATH",
+                           f"{why_docker}; install Docker Engine (docs/images.md), or set runtime: native"))
+    elif not f.engine:
+        out.append(Finding("docker engine", miss, f"the engine does not answer: {f.engine_error or 'unknown'}",
+                           f"{why_docker}; start it (systemctl start docker) or add your user to the docker group"))
+    else:
+        out.append(Finding("docker engine", "ok", f"engine {f.engine}"))
+    if f.engine:
+        out.append(Finding("buildx", "ok" if f.buildx else miss, f"buildx {f.buildx}" if f.buildx else "not installed",
+                           "" if f.buildx else "kitctl build needs BuildKit (cache mounts, secrets): install docker-buildx"))
+        out.append(Finding("compose", "ok" if f.compose else "warn",
+                           f"compose {f.compose}" if f.compose else "not installed",
+                           "" if f.compose else "only compose.yaml users need it (docker compose plugin v2)"))
+        has_rt = "nvidia" in f.runtimes or f.nvidia_ctk
+        if has_rt:
+            out.append(Finding("nvidia container runtime", "ok",
+                               f"runtimes: {', '.join(f.runtimes) or '-'}; toolkit on PATH: {f.nvidia_ctk}"))
+        else:
+            out.append(Finding("nvidia container runtime", "fail" if (f.gpus and docker_needed) else "warn",
+                               f"not registered (docker runtimes: {', '.join(f.runtimes) or 'none'})",
+                               "containers cannot see the GPUs: install nvidia-container-toolkit and run "
+                               "`nvidia-ctk runtime configure --runtime=docker` then restart docker"
+                               if f.gpus else "no GPUs here anyway: images can be built, data prepared, no training"))
+    # GPUs
+    if not f.gpus:
+        out.append(Finding("GPUs", "warn", f"none found ({f.gpu_source})",
+                           "this box can build images and prepare data, not train; plan for another box with "
+                           "--inventory FILE (nvidia-smi CSV)"))
+    else:
+        out.extend(_gpu_findings(f.gpus, cfg))
+    # disk
+    if f.free_bytes is None:
+        out.append(Finding("data root space", "warn", f"cannot stat {f.data_root}", "create it on your big disk"))
+    else:
+        free = f.free_bytes / GB
+        st = "ok" if free >= DATA_WARN_GB else ("warn" if free >= DATA_NEED_GB else "fail")
+        out.append(Finding("data root space", st, f"{free:.0f} GB free at {f.data_root}",
+                           "" if st == "ok" else f"FineWeb10B needs ~{DATA_WARN_GB} GB (HF cache ~46 GB + shards "
+                           "~20 GB + checkpoints): point data_root at the big disk, or use tinyshakespeare"))
+    # shared memory
+    if f.shm_bytes is not None:
+        shm = f.shm_bytes / GB
+        if shm >= SHM_NEED_GB or cfg.runtime == "docker":
+            out.append(Finding("shared memory", "ok", f"/dev/shm {shm:.1f} GB" + (
+                "; containers get their own (--shm-size 16g, --ipc host)" if cfg.runtime == "docker" else "")))
+        else:
+            out.append(Finding("shared memory", "warn", f"/dev/shm {shm:.2f} GB",
+                               "NCCL between ranks on one host uses /dev/shm: enlarge it (mount -o remount,size=8G /dev/shm)"))
+    return out
+
+
+def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
+    out = []
+    pins = versions.pins()["providers"]
+    for g in gpus:
+        mx = max_cuda_for_driver(g.driver)
+        out.append(Finding(f"GPU {g.index}", "info",
+                           f"{g.name}, sm_{g.compute_cap}, {g.memory_gb:.0f} GB, driver {g.driver} -> CUDA <= {mx or '?'}",
+                           "" if g.has_bf16 else "no BF16 tensor cores and no cuDNN flash attention (pre-Ampere): "
+                           "runs llm.c only as the FP32 build (train_gpt2cu_fp32)"))
+    caps = sorted({g.compute_cap for g in gpus})
+    old = [g for g in gpus if not g.has_bf16]
+    if old and len(old) < len(gpus):
+        names = ", ".join(f"{g.index}:{g.name}" for g in old)
+        out.append(Finding("mixed GPUs", "warn", f"sm_{'/'.join(map(str, caps))}: {names} lack BF16",
+                           "one job on all of them must use the FP32 binary (slower, ~2x memory); or leave the "
+                           "pre-Ampere GPU(s) out (--gpus with the others) and run BF16 + cuDNN"))
+    elif old:
+        out.append(Finding("precision", "warn", "no GPU with BF16 (all pre-Ampere)",
+                           "train with the FP32 binary; cuDNN flash attention is unavailable"))
+    # driver vs provider
+    def mm(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".")[:2])
+
+    lowest = min((max_cuda_for_driver(g.driver) or "0.0" for g in gpus), key=mm)
+    prov = cfg.provider
+    need = (cfg.cuda or pins[prov]["cuda"]) if prov == "nvidia" else pins["wheels"]["cuda"]
+    if mm(lowest) < mm(need):
+        from kitctl.images.render import cuda_images
+
+        fits = sorted((v for v in cuda_images() if mm(v) <= mm(lowest)), key=lambda v: tuple(map(int, v.split("."))))
+        if not fits:
+            hint = (f"update the driver: the oldest CUDA image the kit knows is {min(cuda_images(), key=mm)} "
+                    f"(known: {', '.join(cuda_images())})")
+        elif prov == "wheels":
+            hint = (f"use the nvidia provider with a CUDA it runs (provider: nvidia, cuda: \"{fits[-1]}\" in "
+                    f"kit.yaml, or --provider nvidia --cuda {fits[-1]}), or update the driver")
+        else:
+            hint = f"set cuda: \"{fits[-1]}\" in kit.yaml (or --cuda {fits[-1]}), or update the driver"
+        out.append(Finding("driver", "fail", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}",
+                           f"binaries would fail with 'driver too old': {hint}"))
+    else:
+        out.append(Finding("driver", "ok", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}"))
+    # arch list covers the GPUs
+    if cfg.arch != "auto":
+        missing = [c for c in caps if c not in cfg.arch]
+        if missing:
+            out.append(Finding("arch list", "fail", f"arch {cfg.arch} lacks {missing} of this box's GPUs",
+                               f"build with --arch {','.join(map(str, sorted(set(cfg.arch) | set(caps))))} or arch: auto"))
+        else:
+            out.append(Finding("arch list", "ok", f"arch {cfg.arch} covers sm_{'/'.join(map(str, caps))}"))
+    return out
+
+
+def ready(findings: list[Finding]) -> bool:
+    return not any(x.status == "fail" for x in findings)

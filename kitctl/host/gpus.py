@@ -1,0 +1,136 @@
+"""GPU inventory: what GPUs a box has (nvidia-smi), or what a described box has (an inventory CSV).
+
+The CSV is exactly what ``nvidia-smi --query-gpu=index,name,compute_cap,memory.total,driver_version
+--format=csv,noheader`` prints, so ``--inventory FILE`` can plan for a machine you are not on.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core.errors import KitError
+
+QUERY = "index,name,compute_cap,memory.total,driver_version"
+NVIDIA_SMI_ARGV = ["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader"]
+
+# Lowest Linux driver for each CUDA major.minor (NVIDIA's CUDA Toolkit release notes, table 3).
+_DRIVER_FOR_CUDA = [
+    ("13.0", 580.65), ("12.9", 575.51), ("12.8", 570.26), ("12.6", 560.28), ("12.4", 550.54),
+    ("12.2", 535.54), ("12.0", 525.60), ("11.8", 520.61), ("11.0", 450.36),
+]
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    name: str
+    compute_cap: int          # 86 for 8.6
+    memory_mib: int
+    driver: str
+
+    @property
+    def memory_gb(self) -> float:
+        return self.memory_mib * 1024 * 1024 / 1e9
+
+    @property
+    def has_bf16(self) -> bool:
+        """BF16 tensor cores and cuDNN flash attention start at sm_80 (Ampere)."""
+        return self.compute_cap >= 80
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_csv(text: str, source: str = "nvidia-smi") -> list[GPU]:
+    """Parse nvidia-smi's CSV (with or without units and a header line)."""
+    gpus = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#") or line.lower().startswith("index"):
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 5:
+            raise KitError(f"{source}, line {n}: expected 5 fields ({QUERY}), got {len(parts)}: {line!r}",
+                           "write it as nvidia-smi prints it: 0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10",
+                           exit_code=2)
+        idx, name, cap, mem, driver = parts
+        try:
+            gpus.append(GPU(int(idx), name, int(round(float(cap) * 10)), int(float(mem.split()[0])), driver))
+        except ValueError:
+            raise KitError(f"{source}, line {n}: cannot read {line!r}",
+                           "index and memory must be numbers, compute_cap like 8.6", exit_code=2) from None
+    return gpus
+
+
+def query(nvidia_smi: str = "nvidia-smi") -> list[GPU]:
+    """The GPUs of this machine; [] when there is no NVIDIA driver."""
+    exe = shutil.which(nvidia_smi)
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, *NVIDIA_SMI_ARGV[1:]], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    return parse_csv(out.stdout)
+
+
+def load_inventory(path: Optional[Path]) -> list[GPU]:
+    """GPUs from ``--inventory FILE`` if given, else from this machine's nvidia-smi."""
+    if path is None:
+        return query()
+    if not path.exists():
+        raise KitError(f"inventory file {path} does not exist",
+                       f"make one on the target machine with: {' '.join(NVIDIA_SMI_ARGV)} > {path.name}",
+                       exit_code=2)
+    return parse_csv(path.read_text(), str(path))
+
+
+def select(gpus: list[GPU], spec: str) -> list[GPU]:
+    """``all`` | ``N`` (the first N) | ``0,2`` (these indices)."""
+    spec = spec.strip()
+    if not gpus:
+        raise KitError("no NVIDIA GPU found (nvidia-smi is missing or lists none)",
+                       "run on a GPU host, check `nvidia-smi`, or plan for another machine with --inventory FILE",
+                       exit_code=2)
+    if spec == "all":
+        return list(gpus)
+    by_index = {g.index: g for g in gpus}
+    try:
+        if "," not in spec:
+            n = int(spec)
+            if n < 1 or n > len(gpus):
+                raise KitError(f"--gpus {n}: this machine has {len(gpus)} GPU(s)",
+                               f"use a number from 1 to {len(gpus)}, a list like 0,1, or all", exit_code=2)
+            return list(gpus[:n])
+        picked = [int(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise KitError(f"--gpus {spec!r} is not all, a count or a list of indices",
+                       "write e.g. --gpus all, --gpus 2 or --gpus 0,2", exit_code=2) from None
+    missing = [i for i in picked if i not in by_index]
+    if missing:
+        raise KitError(f"--gpus {spec}: no GPU with index {missing} (have {sorted(by_index)})",
+                       "pick indices that nvidia-smi lists", exit_code=2)
+    if len(set(picked)) != len(picked):
+        raise KitError(f"--gpus {spec}: an index is repeated", "name each GPU once", exit_code=2)
+    return [by_index[i] for i in picked]
+
+
+def max_cuda_for_driver(driver: str) -> Optional[str]:
+    """Highest CUDA major.minor a Linux driver runs (None if older than CUDA 11)."""
+    try:   # compare as version tuples: 535.104 is newer than 535.54
+        ver = tuple(int(x) for x in driver.split(".")[:2])
+    except ValueError:
+        return None
+    for cuda, need in _DRIVER_FOR_CUDA:
+        if ver >= tuple(int(x) for x in f"{need:.2f}".split(".")):
+            return cuda
+    return None
+
+
+def distinct_archs(gpus: list[GPU]) -> list[int]:
+    return sorted({g.compute_cap for g in gpus})

@@ -1,0 +1,192 @@
+"""``kitctl report``: loss and HellaSwag curves of one or more runs against the GPT-2 / GPT-3 reference numbers.
+
+Plots with matplotlib's Agg backend (no display needed). ``.png`` writes the figure; ``.html`` writes one
+self-contained page (the PNG embedded as base64, plus a table of each run's numbers and the references).
+
+Reference lines, each labelled with where the number comes from:
+
+* OpenAI GPT-2 124M checkpoint, val loss on FineWeb as llm.c measures it: 3.424958, the ``loss_baseline["124M"]``
+  of llm.c's ``dev/vislog.ipynb`` at the pinned commit f1e2ace. (That is FineWeb "classic" val, shard 0 of
+  ``kitctl data``'s fineweb10B; on FineWeb-Edu the same checkpoint scores differently, so the line is only a
+  like-for-like target for FineWeb runs.)
+* OpenAI GPT-2 124M checkpoint, HellaSwag acc_norm 0.294463 (29.4%): ``hella2_baseline`` in the same notebook,
+  quoted in llm.c discussion #481.
+* GPT-3 124M (Small), HellaSwag 0.337 (33.7%): ``hella3_baseline`` in the same notebook, from the GPT-3 paper
+  (Brown et al. 2020, zero-shot HellaSwag of GPT-3 Small).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core.errors import KitError
+from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
+
+VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
+
+
+@dataclass(frozen=True)
+class Reference:
+    value: float
+    label: str
+    source: str
+
+
+GPT2_124M_VAL_LOSS = Reference(3.424958, "OpenAI GPT-2 124M checkpoint val loss (FineWeb)", f"{VISLOG}, loss_baseline['124M']")
+GPT2_124M_HELLASWAG = Reference(0.294463, "OpenAI GPT-2 124M checkpoint HellaSwag 29.4%",
+                                f"{VISLOG}, hella2_baseline['124M']; llm.c discussion #481")
+GPT3_124M_HELLASWAG = Reference(0.337, "OpenAI GPT-3 124M HellaSwag 33.7%",
+                                f"{VISLOG}, hella3_baseline['124M']; GPT-3 paper (Brown et al. 2020)")
+REFERENCES = (GPT2_124M_VAL_LOSS, GPT2_124M_HELLASWAG, GPT3_124M_HELLASWAG)
+
+
+def _xy(series: dict[int, float]) -> tuple[list[int], list[float]]:
+    steps = sorted(series)
+    return steps, [series[s] for s in steps]
+
+
+def figure(runs: list[RunLogs]):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 6), dpi=100, layout="constrained")
+    ax_loss, ax_hs = fig.subplots(1, 2)
+    colours = [f"C{i}" for i in range(10)]
+    low, tail_high = [], []
+    for i, r in enumerate(runs):
+        c = colours[i % len(colours)]
+        name = r.name
+        trl, tel = r.streams.get("loss/train"), r.streams.get("loss/val")
+        if trl:
+            noisy = len(trl) > 300      # long runs: a faint band under the val curve; short runs: a clear line
+            ax_loss.plot(*_xy(trl), color=c, alpha=0.35 if noisy else 0.7, linewidth=0.8 if noisy else 1.2,
+                         label=f"{name} train loss")
+            low.append(min(trl.values()))
+        if tel:
+            ax_loss.plot(*_xy(tel), color=c, linewidth=2, marker="." if len(tel) < 60 else None,
+                         label=f"{name} val loss")
+            low.append(min(tel.values()))
+            vals = [v for _, v in sorted(tel.items())]
+            tail_high.append(max(vals[len(vals) // 2:]))   # keep a val curve that rises again (over-fitting) in view
+        hs = r.streams.get("eval/hellaswag_acc")
+        if hs:
+            ax_hs.plot(*_xy(hs), color=c, linewidth=2, marker="." if len(hs) < 60 else None, label=name)
+    ref = GPT2_124M_VAL_LOSS
+    ax_loss.axhline(ref.value, color="r", linestyle="--", label=f"{ref.label}: {ref.value:.4f}\n  source: {ref.source}")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    if low and min(low) < 4.0:      # like vislog: zoom on the part below 4 once the loss gets there
+        ax_loss.set_ylim(min(min(low), ref.value) - 0.05, max([4.0] + [h + 0.2 for h in tail_high]))
+    ax_loss.set_title("Loss")
+    ax_loss.grid(True, alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    for ref, colour in ((GPT2_124M_HELLASWAG, "r"), (GPT3_124M_HELLASWAG, "g")):
+        ax_hs.axhline(ref.value, color=colour, linestyle="--", label=f"{ref.label}\n  source: {ref.source}")
+    ax_hs.set_xlabel("step")
+    ax_hs.set_ylabel("HellaSwag accuracy (acc_norm)")
+    ax_hs.set_title("HellaSwag eval")
+    ax_hs.grid(True, alpha=0.3)
+    if not any(r.streams.get("eval/hellaswag_acc") for r in runs):
+        ax_hs.text(0.5, 0.85, "no HellaSwag evals logged\n(llm.c logs them with -h 1)", ha="center",
+                   va="center", transform=ax_hs.transAxes, color="0.4")
+        ax_hs.set_xlim(ax_loss.get_xlim())
+        ax_hs.set_ylim(0.2, 0.4)
+    ax_hs.legend(fontsize=8, loc="lower right")
+    fig.suptitle("llm.c GPT-2 (124M): " + ", ".join(r.name for r in runs), fontsize=11)
+    return fig
+
+
+def png_bytes(runs: list[RunLogs]) -> bytes:
+    buf = io.BytesIO()
+    figure(runs).savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
+    rows = []
+    for r in runs:
+        def last(tag, fmt):
+            v = r.last(tag)
+            return f"{fmt.format(v[1])} (step {v[0]})" if v else "-"
+
+        def best(tag, fmt, fn):
+            s = r.streams.get(tag)
+            if not s:
+                return "-"
+            k = fn(s, key=lambda x: s[x])
+            return f"{fmt.format(s[k])} (step {k})"
+
+        tok = r.streams.get("perf/tokens_per_sec") or {}
+        rows.append({
+            "run": r.name,
+            "steps": f"{r.steps_done or 0}" + (f" / {r.total_steps}" if r.total_steps else ""),
+            "last train loss": last("loss/train", "{:.4f}"),
+            "last val loss": last("loss/val", "{:.4f}"),
+            "min val loss": best("loss/val", "{:.4f}", min),
+            "last HellaSwag": last("eval/hellaswag_acc", "{:.4f}"),
+            "best HellaSwag": best("eval/hellaswag_acc", "{:.4f}", max),
+            "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
+        })
+    return rows
+
+
+def html_page(runs: list[RunLogs], png: bytes) -> str:
+    rows = summary_rows(runs)
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
+    refs = "".join(f"<tr><td>{html.escape(r.label)}</td><td>{r.value}</td><td>{html.escape(r.source)}</td></tr>"
+                   for r in REFERENCES)
+    folders = "".join(f"<li><code>{html.escape(str(r.run_dir))}</code></li>" for r in runs)
+    b64 = base64.b64encode(png).decode()
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>llm.c runs: {html.escape(", ".join(r["run"] for r in rows))}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head>
+<body><h1>llm.c training report</h1>
+<img alt="loss and HellaSwag curves" src="data:image/png;base64,{b64}">
+<h2>Runs</h2><table><tr>{head}</tr>{body}</table>
+<h2>Reference lines</h2><table><tr><th>reference</th><th>value</th><th>source</th></tr>{refs}</table>
+<p>Run folders:</p><ul>{folders}</ul>
+<p>Made by <code>kitctl report</code>; values are the last logged for each step of <code>{MAIN_LOG}</code>.</p>
+</body></html>
+"""
+
+
+def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = None,
+                 ) -> tuple[list[RunLogs], list[Path]]:
+    """Write the report; returns (the runs plotted, runs skipped because they logged no loss yet).
+
+    A run is a run folder or a main.log file; ``labels`` (one per run) replace the names in the legend."""
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".html", ".htm"):
+        raise KitError(f"--out {out}: the report is written as .png or .html", "e.g. --out report.png", exit_code=2)
+    labels = list(labels or [])
+    if labels and len(labels) != len(runs_in):
+        raise KitError(f"{len(labels)} --label for {len(runs_in)} run(s)", "give one --label per run, in order",
+                       exit_code=2)
+    read = [read_run(d, labels[i] if labels else "") for i, d in enumerate(runs_in)]
+    has_loss = [bool(r.streams.get("loss/train") or r.streams.get("loss/val")) for r in read]
+    if not any(has_loss):
+        where = ", ".join(str(p if p.is_file() else p / MAIN_LOG) for p in runs_in)
+        raise KitError(f"nothing to plot: no loss logged yet in {where}",
+                       "llm.c writes main.log from its first step (train with an output dir, `-o`); "
+                       "check the run with `kitctl status`")
+    runs = [r for r, ok in zip(read, has_loss) if ok]
+    png = png_bytes(runs)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            out.write_bytes(png)
+        else:
+            out.write_text(html_page(runs, png))
+    except OSError as e:
+        raise KitError(f"cannot write the report to {out}: {e.strerror or e}",
+                       "pass --out with a path in a folder you can write, e.g. --out ./report.png",
+                       exit_code=2) from None
+    return runs, [p for p, ok in zip(runs_in, has_loss) if not ok]

@@ -1,0 +1,185 @@
+"""What the training planner needs to know about this machine, read once: data shards, run folder, binaries.
+
+Each reader returns a small frozen record; ``kitctl.train.planner.build_plan`` takes them and stays pure (tests build
+these records by hand). Nothing here starts a process except nvidia-smi via ``kitctl.host.gpus``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core.errors import KitError
+
+SHARD_MAGIC = 20240520
+HEADER_BYTES = 256 * 4
+_TRAIN_RE = re.compile(r"^(?P<prefix>.+)_train_(?P<n>\d{6})\.bin$")
+_VAL_RE = re.compile(r"^(?P<prefix>.+)_val_(?P<n>\d{6})\.bin$")
+DONE_RE = re.compile(r"^DONE_(\d{8})$")
+_STATE_RE = re.compile(r"^state_(\d{8})_(\d{5})\.bin$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """A folder of llm.c token shards (``<prefix>_val_000000.bin``, ``<prefix>_train_%06d.bin``)."""
+
+    dir: Path
+    prefix: str
+    train: tuple[Shard, ...]
+    val: tuple[Shard, ...]
+    manifest_sha256: Optional[str] = None
+    complete: Optional[bool] = None       # manifest.json's "complete" (None: no manifest)
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(s.tokens for s in self.train)
+
+    @property
+    def min_shard_tokens(self) -> int:
+        return min(s.tokens for s in (*self.train, *self.val))
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the shard names and token counts: what a resumed run must see again. (Not manifest.json's
+        sha256: `kitctl data` rewrites the manifest without changing finished shards.)"""
+        h = hashlib.sha256()
+        for s in (*self.val, *self.train):
+            h.update(f"{s.name}:{s.tokens}\n".encode())
+        return "shards:" + h.hexdigest()[:32]
+
+    def train_glob(self, root: str) -> str:
+        return f"{root}/{self.prefix}_train_*.bin"
+
+    def val_glob(self, root: str) -> str:
+        return f"{root}/{self.prefix}_val_*.bin"
+
+
+def read_shard_header(path: Path) -> int:
+    """Token count of an llm.c shard; KitError if the header or size is wrong."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEADER_BYTES)
+        size = path.stat().st_size
+    except OSError as e:
+        raise KitError(f"cannot read shard {path}: {e}", "check the file's permissions", exit_code=2) from None
+    if len(head) < HEADER_BYTES:
+        raise KitError(f"{path} is too short for an llm.c shard header",
+                       "re-make the shards with `kitctl data`", exit_code=2)
+    magic, version, ntok = struct.unpack("<3i", head[:12])
+    if magic != SHARD_MAGIC or version != 1:
+        raise KitError(f"{path} is not an llm.c token shard (magic {magic}, version {version})",
+                       f"expected magic {SHARD_MAGIC} version 1; re-make it with `kitctl data`", exit_code=2)
+    if size != HEADER_BYTES + 2 * ntok or ntok <= 0:
+        raise KitError(f"{path}: header says {ntok} tokens but the file has {size} bytes (truncated?)",
+                       "re-make the shards with `kitctl data` (an interrupted copy?)", exit_code=2)
+    return ntok
+
+
+def inspect_data(data_dir: Path) -> DataInfo:
+    """Find and check the shards in ``data_dir`` (headers only; the tokens are not read)."""
+    if not data_dir.is_dir():
+        raise KitError(f"no shard folder at {data_dir}",
+                       "make shards with `kitctl data` (e.g. `kitctl data tinyshakespeare`) or point --data at "
+                       "a folder holding <name>_val_000000.bin and <name>_train_000001.bin ...", exit_code=2)
+    train: dict[str, list[Path]] = {}
+    val: dict[str, list[Path]] = {}
+    for p in sorted(data_dir.iterdir()):
+        if m := _TRAIN_RE.match(p.name):
+            train.setdefault(m["prefix"], []).append(p)
+        elif m := _VAL_RE.match(p.name):
+            val.setdefault(m["prefix"], []).append(p)
+    prefixes = sorted(set(train) | set(val))
+    if not train:
+        raise KitError(f"no training shards (*_train_NNNNNN.bin) in {data_dir}",
+                       "make them with `kitctl data`, or pass --data DIR with the shard folder", exit_code=2)
+    if len(prefixes) > 1:
+        raise KitError(f"{data_dir} holds shards of several datasets: {', '.join(prefixes)}",
+                       "keep one dataset per folder (kitctl data does) and pass that folder with --data", exit_code=2)
+    prefix = prefixes[0]
+    if not val.get(prefix):
+        raise KitError(f"no validation shard {prefix}_val_000000.bin in {data_dir}",
+                       "llm.c needs one for -j; re-make the shards with `kitctl data`", exit_code=2)
+    man = data_dir / "manifest.json"
+    man_sha, complete = None, None
+    if man.is_file():
+        raw = man.read_bytes()
+        man_sha = hashlib.sha256(raw).hexdigest()
+        try:
+            complete = bool(json.loads(raw).get("complete", True))
+        except (ValueError, AttributeError):
+            complete = None
+    return DataInfo(data_dir.resolve(), prefix,
+                    tuple(Shard(p.name, read_shard_header(p)) for p in train[prefix]),
+                    tuple(Shard(p.name, read_shard_header(p)) for p in val[prefix]), man_sha, complete)
+
+
+@dataclass(frozen=True)
+class OutState:
+    """What an output folder holds from earlier runs."""
+
+    dir: Path
+    done_steps: tuple[int, ...] = ()
+    state_ranks: int = 0                  # state_<max>_<rank>.bin files of the newest checkpoint
+    run_plan: Optional[dict] = None       # run.json's "plan" (what the checkpoints were written with)
+    has_main_log: bool = False
+    run_json_error: Optional[str] = None  # run.json exists but cannot be read (why)
+
+    @property
+    def last_done(self) -> Optional[int]:
+        return max(self.done_steps) if self.done_steps else None
+
+
+def inspect_out(out_dir: Path) -> OutState:
+    if not out_dir.is_dir():
+        return OutState(out_dir)
+    names = os.listdir(out_dir)
+    done = tuple(sorted(int(m[1]) for n in names if (m := DONE_RE.match(n))))
+    ranks = 0
+    if done:
+        ranks = sum(1 for n in names if (m := _STATE_RE.match(n)) and int(m[1]) == done[-1])
+    plan, error = None, None
+    rj = out_dir / "run.json"
+    if rj.exists():
+        try:
+            rec = json.loads(rj.read_text())
+            plan = rec.get("plan") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict):
+                error = "not a JSON object"
+            elif plan is not None and not isinstance(plan, dict):
+                plan, error = None, f'its "plan" is a {type(plan).__name__}, not an object'
+        except (OSError, ValueError) as e:
+            error = f"unreadable: {e}"
+    return OutState(out_dir, done, ranks, plan, (out_dir / "main.log").exists(), error)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The host side of a native or docker launch."""
+
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    mpirun: Optional[str] = None          # resolved path of host mpirun (native), None if absent
+    environ_nccl: tuple[tuple[str, str], ...] = ()   # NCCL_* of the caller's environment
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+
+def host_facts(mpirun: str = "/usr/bin/mpirun", environ: Optional[dict[str, str]] = None) -> HostFacts:
+    env = dict(os.environ) if environ is None else environ
+    path = mpirun if os.path.isfile(mpirun) and os.access(mpirun, os.X_OK) else shutil.which(mpirun)
+    nccl = tuple(sorted((k, v) for k, v in env.items() if k.startswith("NCCL_")))
+    return HostFacts(mpirun=path, environ_nccl=nccl)

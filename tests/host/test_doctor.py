@@ -1,0 +1,95 @@
+"""kitctl doctor: judgement on fake facts (pure), and the CLI on an inventory CSV and on this machine."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kitctl.host import doctor
+from kitctl.core.config import KitConfig
+from kitctl.host.gpus import parse_csv
+
+MIXED = ("0, NVIDIA GeForce RTX 2080 Ti, 7.5, 11264 MiB, 570.86.10\n"
+         "1, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10\n")
+GOOD_DOCKER = dict(docker_cli=True, engine="28.0", buildx="0.20", compose="2.30", runtimes=["nvidia", "runc"],
+                   free_bytes=500 * 10**9, shm_bytes=8 * 10**9)
+
+
+def by_check(findings):
+    return {f.check: f for f in findings}
+
+
+def test_mixed_2080ti_3090_explains_fp32_and_bf16():
+    cfg = KitConfig(provider="nvidia", arch=[75, 86])
+    f = doctor.evaluate(doctor.Facts(gpus=parse_csv(MIXED), **GOOD_DOCKER), cfg)
+    c = by_check(f)
+    assert c["mixed GPUs"].status == "warn" and "FP32" in c["mixed GPUs"].meaning
+    assert "leave" in c["mixed GPUs"].meaning
+    assert "BF16" in c["GPU 0"].meaning and c["GPU 1"].meaning == ""
+    assert c["driver"].status == "ok" and c["arch list"].status == "ok"
+    assert doctor.ready(f)
+
+
+def test_old_driver_with_wheels_provider_fails_and_points_to_nvidia_cuda12():
+    gpus = parse_csv("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 535.104.05\n")
+    cfg = KitConfig(provider="wheels", arch=[86])
+    c = by_check(doctor.evaluate(doctor.Facts(gpus=gpus, **GOOD_DOCKER), cfg))
+    assert c["driver"].status == "fail"
+    assert "12.2" in c["driver"].detail and "nvidia provider" in c["driver"].meaning
+    assert not doctor.ready(list(c.values()))
+
+
+def test_arch_list_missing_a_gpu_fails():
+    cfg = KitConfig(arch=[86])
+    c = by_check(doctor.evaluate(doctor.Facts(gpus=parse_csv(MIXED), **GOOD_DOCKER), cfg))
+    assert c["arch list"].status == "fail" and "75,86" in c["arch list"].meaning
+
+
+def test_no_engine_fails_for_docker_runtime_but_not_native():
+    facts = doctor.Facts(docker_cli=True, engine=None, engine_error="Cannot connect", free_bytes=500 * 10**9)
+    assert by_check(doctor.evaluate(facts, KitConfig(runtime="docker")))["docker engine"].status == "fail"
+    assert by_check(doctor.evaluate(facts, KitConfig(runtime="native")))["docker engine"].status == "warn"
+
+
+def test_gpus_without_container_runtime_fail():
+    facts = doctor.Facts(gpus=parse_csv(MIXED), **{**GOOD_DOCKER, "runtimes": ["runc"]})
+    c = by_check(doctor.evaluate(facts, KitConfig()))
+    assert c["nvidia container runtime"].status == "fail" and "nvidia-ctk" in c["nvidia container runtime"].meaning
+
+
+def test_small_disk_and_small_shm():
+    facts = doctor.Facts(**{**GOOD_DOCKER, "free_bytes": 5 * 10**9, "shm_bytes": 64 * 2**20})
+    c = by_check(doctor.evaluate(facts, KitConfig(runtime="native")))
+    assert c["data root space"].status == "fail" and c["shared memory"].status == "warn"
+
+
+def _cli(tmp_path, *args):
+    (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path}\narch: [75, 86]\nruntime: native\n")
+    return subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "doctor", *args],
+                          capture_output=True, text=True)
+
+
+def test_cli_doctor_inventory_json(tmp_path):
+    inv = tmp_path / "gpus.csv"
+    inv.write_text(MIXED)
+    r = _cli(tmp_path, "--inventory", str(inv), "--json")
+    out = json.loads(r.stdout)
+    checks = {f["check"]: f for f in out["findings"]}
+    assert "GPU 1" in checks and "RTX 3090" in checks["GPU 1"]["detail"] and "sm_86" in checks["GPU 1"]["detail"]
+    assert checks["mixed GPUs"]["status"] == "warn"
+    assert r.returncode == (0 if out["ready"] else 1)
+
+
+def test_cli_doctor_exit_code_1_when_not_ready(tmp_path):
+    inv = tmp_path / "gpus.csv"
+    inv.write_text("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 450.80.02\n")   # CUDA 11.0 driver
+    r = _cli(tmp_path, "--inventory", str(inv))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not ready" in r.stdout and "driver" in r.stdout
+
+
+def test_cli_doctor_on_this_machine_runs(tmp_path):
+    r = _cli(tmp_path)
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr
+    assert "docker engine" in r.stdout and "shared memory" in r.stdout
