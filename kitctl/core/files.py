@@ -1,10 +1,20 @@
-"""Small file helpers shared by every area of the kit."""
+"""File helpers shared by every area of the kit: the one atomic writer, sha256, free space.
+
+Every file the kit writes and later reads back (manifests, run records, shards, tokenizer tables, reports,
+scripts) goes through :func:`atomic_output` or :func:`write_atomic`: the bytes land in a temp file beside the
+target, are fsynced, then renamed onto the final name. On any failure (a full disk, Ctrl-C, a crash in the
+producer) the temp file is removed, so a final name only ever holds a complete file and no stray temp is left.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import IO, Iterator, Optional, Union
+
+_TMP_PREFIX = ".tmp-"
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
@@ -14,6 +24,10 @@ def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
         while chunk := f.read(bufsize):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def existing_parent(p: Path) -> Path:
@@ -29,12 +43,64 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(existing_parent(Path(path))).free
 
 
-def write_atomic(path: Path, data: bytes, tmp: Path) -> None:
-    """Write ``data`` to ``tmp``, then rename it onto ``path``; on any failure (disk full, Ctrl-C) ``tmp`` is
-    removed, so neither a partial ``path`` nor a stray temp file is left behind."""
+def temp_path(path: Path) -> Path:
+    """The temp name :func:`atomic_output` uses for ``path`` (same folder, so the rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f"{_TMP_PREFIX}{path.name}.{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: str = "wb", tmp: Optional[Path] = None) -> Iterator[IO]:
+    """Open a temp file for writing; on a clean exit fsync it and rename it onto ``path``.
+
+    On any exception (``BaseException``: Ctrl-C included) the temp file is removed and ``path`` is left as it
+    was (absent, or the previous complete version)::
+
+        with atomic_output(out / "manifest.json", "w") as f:
+            f.write(text)
+    """
+    path = Path(path)
+    tmp = Path(tmp) if tmp is not None else temp_path(path)
     try:
-        tmp.write_bytes(data)
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: Union[bytes, str], tmp: Optional[Path] = None) -> None:
+    """Write ``data`` (bytes, or str as UTF-8) to ``path`` atomically (see :func:`atomic_output`)."""
+    payload = data.encode() if isinstance(data, str) else data
+    with atomic_output(path, "wb", tmp) as f:
+        f.write(payload)
+
+
+def replace_atomic(tmp: Path, path: Path) -> None:
+    """Move a finished temp file (written by a producer that needs its own file handle) onto ``path``:
+    fsync it first, remove it if the rename fails."""
+    try:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(Path(path).parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

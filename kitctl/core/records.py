@@ -1,0 +1,169 @@
+"""Typed records: one pydantic model per file the kit writes and reads back, and per data file it ships.
+
+- :class:`Record` is for files the kit itself writes (run.json, manifest.json, the tune cache, TensorBoard sync
+  state...): a ``schema_version``, written through the one atomic writer, read back with a clear error when
+  the file is damaged or from a newer kit. Unknown keys are kept out (``extra="ignore"``) so an older kit
+  can still read a newer file's known fields.
+- :class:`UserData` is for what people write or edit (kit.yaml, recipes, inventories): ``extra="forbid"``, so a
+  typo is an error naming the key, not a silently ignored setting.
+- :func:`load_yaml` is the one YAML reader: size- and alias-limited (a "billion laughs" file is refused in
+  microseconds instead of hanging the CLI), and its errors quote at most a short excerpt.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Type, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import write_atomic
+
+R = TypeVar("R", bound="Record")
+M = TypeVar("M", bound=BaseModel)
+
+MAX_YAML_BYTES = 1 << 20       # 1 MiB: every YAML the kit reads is a few KB
+MAX_YAML_ALIASES = 32          # anchors are fine; thousands of alias expansions are an attack
+MAX_ERROR_CHARS = 300          # never echo megabytes back
+
+
+def short(text: object, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` as one printable excerpt of at most ``limit`` characters."""
+    s = str(text)
+    return s if len(s) <= limit else s[: limit - 15] + f"... ({len(s):,} chars)"
+
+
+def validation_message(e: ValidationError) -> str:
+    """A pydantic error as ``key.path: what is wrong`` lines (input values shortened)."""
+    lines = []
+    for err in e.errors()[:8]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "(top level)"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (a typo?)"
+        lines.append(f"{loc}: {short(msg, 160)}")
+    if len(e.errors()) > 8:
+        lines.append(f"... and {len(e.errors()) - 8} more")
+    return "; ".join(lines)
+
+
+class Record(BaseModel):
+    """A JSON file the kit writes and reads back. Subclasses set ``SCHEMA`` (bump on an incompatible change)."""
+
+    model_config = ConfigDict(extra="ignore")
+    SCHEMA: ClassVar[int] = 1
+    KIND: ClassVar[str] = "record"
+    schema_version: int = 1
+
+    def model_post_init(self, __context: Any) -> None:
+        if "schema_version" not in self.model_fields_set:
+            self.schema_version = self.SCHEMA
+
+    @classmethod
+    def read(cls: Type[R], path: Path, hint: Optional[str] = None) -> R:
+        """Parse and validate ``path``; a :class:`KitError` that names the file when it is missing, damaged,
+        or written by a newer kit."""
+        path = Path(path)
+        fix = hint or f"delete {path} and re-run the command that made it"
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise KitError(f"no {cls.KIND} at {path}", fix) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise KitError(f"{path} is not a readable {cls.KIND} ({short(e, 160)})", fix) from None
+        if not isinstance(raw, dict):
+            raise KitError(f"{path} is not a {cls.KIND} (a JSON object was expected)", fix)
+        v = raw.get("schema_version", 1)
+        if isinstance(v, int) and v > cls.SCHEMA:
+            raise KitError(f"{path} was written by a newer kitctl ({cls.KIND} schema {v}, this one reads {cls.SCHEMA})",
+                           "upgrade llmc-kit (pip install -U llmc-kit), or use the kitctl that wrote it")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise KitError(f"{path} is a damaged {cls.KIND}: {validation_message(e)}", fix) from None
+
+    @classmethod
+    def read_optional(cls: Type[R], path: Path) -> Optional[R]:
+        """Like :meth:`read`, but None when the file does not exist."""
+        return cls.read(path) if Path(path).exists() else None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    def write(self, path: Path) -> Path:
+        """Write atomically (temp, fsync, rename): a reader sees the old record or the new one, never half."""
+        write_atomic(Path(path), self.to_json())
+        return Path(path)
+
+
+class UserData(BaseModel):
+    """Data a person writes (kit.yaml, recipes, inventories, presets): unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents with too many alias expansions."""
+
+    aliases_seen = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1
+            if self.aliases_seen > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused as a YAML bomb")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, source: str = "<yaml>") -> Any:
+    """Parse YAML text with the kit's limits; a :class:`ConfigError` naming ``source`` on any problem."""
+    if len(text.encode("utf-8", "replace")) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source} is larger than {MAX_YAML_BYTES // 1024} KiB: not a kit YAML file",
+                          "point at the right file (kit.yaml, a recipe)")
+    loader = _LimitedLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {short(e)}", "fix the syntax (indentation, quotes, colons)") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: Path, what: str = "YAML file") -> Any:
+    """Read and parse a YAML file with the limits; folders, binary and unreadable files are ConfigErrors."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a {what}", f"pass the {what} itself")
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path} is {size:,} bytes: too large for a {what}", f"point at the right {what}")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"no {what} at {path}", "check the path") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read {path}: permission denied", "check who owns it (ls -l)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}", "check the path") from None
+    if b"\0" in raw:
+        raise ConfigError(f"{path} is a binary file, not a {what}", f"point at the {what} (a text file)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", f"save the {what} as UTF-8") from None
+    return parse_yaml(text, str(path))
+
+
+def load_model(model: Type[M], data: Any, source: str) -> M:
+    """Validate ``data`` (parsed YAML/JSON) as ``model``; a ConfigError with ``key: problem`` lines."""
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {validation_message(e)}", f"fix those keys in {source}") from None
+
+
+def load_yaml(model: Type[M], path: Path, what: str = "YAML file") -> M:
+    """Read a YAML file with the limits and validate it as ``model``."""
+    return load_model(model, read_yaml_file(path, what), str(path))
