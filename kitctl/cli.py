@@ -90,7 +90,7 @@ def render_error(e: KitError) -> None:
 def _register() -> None:
     import importlib
 
-    for mod in ("images.cli", "data.cli", "train.cli", "observe.cli", "cluster.cli", "pipeline.cli"):
+    for mod in ("images.cli", "data.cli", "train.cli", "observe.cli", "cluster.cli", "model.cli", "pipeline.cli"):
         try:
             importlib.import_module(f"kitctl.{mod}")
         except ModuleNotFoundError as e:  # an area not written yet
