@@ -38,6 +38,10 @@ def export_model(
 
     if fmt != "hf":
         raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
+    if push:
+        from kitctl.model.push import check_repo_id
+
+        check_repo_id(push)
     cfg = config()
     t = locate.resolve(target, cfg.runs_dir, step)
     assert t.checkpoint is not None
@@ -53,7 +57,7 @@ def export_model(
     console.print(f"load it: AutoModelForCausalLM.from_pretrained({str(res.out)!r})", highlight=False, markup=False,
                   soft_wrap=True)
     if push:
-        from kitctl.model.push import endpoint_for, push_folder
+        from kitctl.model.push import endpoint_for, push_folder  # huggingface_hub only when pushing
 
         ep = endpoint_for(cfg.mirrors.hf_endpoint)
         _say(f"uploading {res.out} to {ep}/{push}")

@@ -22,12 +22,17 @@ def endpoint_for(configured: Optional[str]) -> str:
     return (os.environ.get("HF_ENDPOINT") or configured or DEFAULT_ENDPOINT).rstrip("/")
 
 
-def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = False,
-                message: Optional[str] = None) -> str:
-    """Upload ``folder`` to model repo ``repo_id``; returns the commit URL."""
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a malformed repo name before any export work (exit 2)."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise KitError(f"--push {repo_id!r}: a Hub repo is <user or org>/<name>", "e.g. --push alice/gpt2-124M-llmc",
                        exit_code=2)
+
+
+def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = False,
+                message: Optional[str] = None) -> str:
+    """Upload ``folder`` to model repo ``repo_id``; returns the commit URL."""
+    check_repo_id(repo_id)
     api = HfApi(endpoint=endpoint)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

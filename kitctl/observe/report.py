@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.model.record import eval_summary
 from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
@@ -132,6 +133,7 @@ def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
             "last HellaSwag": last("eval/hellaswag_acc", "{:.4f}"),
             "best HellaSwag": best("eval/hellaswag_acc", "{:.4f}", max),
             "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
+            "evals (kitctl eval)": eval_summary(r.run_dir),
         })
     return rows
 

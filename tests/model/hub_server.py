@@ -1,6 +1,6 @@
-"""A loopback stand-in for the three Hub endpoints ``HfApi.create_repo`` + ``upload_folder`` call: create a repo,
-preupload (every file answered "regular", so contents come inline in the commit), and the ndjson commit. It keeps
-what was committed so a test can compare it with the export byte for byte."""
+"""A loopback stand-in for the four Hub endpoints ``HfApi.create_repo`` + ``upload_folder`` call: create a repo,
+validate the model card's YAML header, preupload (every file answered "regular", so contents come inline in the
+commit), and the ndjson commit. It keeps what was committed, so a test compares it with the export byte for byte."""
 from __future__ import annotations
 
 import base64
@@ -15,6 +15,7 @@ class Hub:
         self.repos: dict[str, dict] = {}
         self.files: dict[str, dict[str, bytes]] = {}
         self.requests: list[str] = []
+        self.cards: list[str] = []
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +37,9 @@ class Hub:
                 if self.headers.get("Authorization") != f"Bearer {hub.token}":
                     return self._reply(401, {"error": "Invalid credentials in Authorization header"})
                 parts = self.path.split("?")[0].strip("/").split("/")
+                if parts == ["api", "validate-yaml"]:           # the model card's YAML header
+                    hub.cards.append(json.loads(data)["content"])
+                    return self._reply(200, {"errors": [], "warnings": []})
                 if parts[:3] == ["api", "repos", "create"]:
                     req = json.loads(data)
                     rid = f"{req['organization']}/{req['name']}"
