@@ -16,7 +16,8 @@ from kitctl.core.files import write_atomic
 
 RUN_JSON = "run.json"
 EVALS = "evals"
-HEADLINE = {"hellaswag": "acc_norm"}     # the number llm.c / #481 quote for a task
+PREFERRED = ("acc_norm", "acc")          # what llm.c / #481 quote for HellaSwag (acc_norm), then plain accuracy
+NOT_SCORES = ("sample_len",)            # lm-eval reports the example count among the metrics
 
 
 def update_run_json(run_dir: Path, change: Callable[[dict], None]) -> dict:
@@ -60,14 +61,15 @@ def read_evals(run_dir: Path) -> list[dict]:
 
 
 def headline(entry: dict) -> Optional[tuple[str, float]]:
-    """(metric, value) to show for one eval result: the task's usual metric, else its first number."""
+    """(metric, value) to show for one eval result: acc_norm, else acc, else its first score."""
     metrics = entry.get("metrics") or {}
-    want = HEADLINE.get(str(entry.get("task")))
-    if want in metrics:
-        return want, float(metrics[want])
-    for k, v in metrics.items():
-        if isinstance(v, (int, float)) and not k.endswith("_stderr"):
-            return k, float(v)
+    if not isinstance(metrics, dict):
+        return None
+    scores = {k: v for k, v in metrics.items()
+              if isinstance(v, (int, float)) and not k.endswith("_stderr") and k not in NOT_SCORES}
+    for k in (*PREFERRED, *scores):
+        if k in scores:
+            return k, float(scores[k])
     return None
 
 

@@ -71,9 +71,9 @@ def forward(params: dict, dims: dict, tokens) -> np.ndarray:
     t = len(tokens)
     hs = C // H
     x = p["wte"][tokens] + p["wpe"][:t]
-    for l in range(L):
-        h = _ln(x, p["ln1w"][l], p["ln1b"][l])
-        qkv = h @ p["qkvw"][l].T + p["qkvb"][l]
+    for layer in range(L):
+        h = _ln(x, p["ln1w"][layer], p["ln1b"][layer])
+        qkv = h @ p["qkvw"][layer].T + p["qkvb"][layer]
         q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
         y = np.zeros((t, C))
         for head in range(H):
@@ -83,10 +83,10 @@ def forward(params: dict, dims: dict, tokens) -> np.ndarray:
             att = np.exp(att - att.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)
             y[:, s] = att @ v[:, s]
-        x = x + y @ p["attprojw"][l].T + p["attprojb"][l]
-        h = _ln(x, p["ln2w"][l], p["ln2b"][l])
-        h = h @ p["fcw"][l].T + p["fcb"][l]
+        x = x + y @ p["attprojw"][layer].T + p["attprojb"][layer]
+        h = _ln(x, p["ln2w"][layer], p["ln2b"][layer])
+        h = h @ p["fcw"][layer].T + p["fcb"][layer]
         h = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
-        x = x + h @ p["fcprojw"][l].T + p["fcprojb"][l]
+        x = x + h @ p["fcprojw"][layer].T + p["fcprojb"][layer]
     x = _ln(x, p["lnfw"], p["lnfb"])
     return (x @ p["wte"].T)[:, :V]        # llm.c computes Vp logits; only the first V are real

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import shutil
-import textwrap
 
 import pytest
 
@@ -201,3 +200,46 @@ def test_push_unreachable_endpoint_is_a_clear_error(root):
     assert r.returncode == 1 and "cannot reach http://127.0.0.1:9" in r.stderr and "HF_ENDPOINT" in r.stderr
     _clean(r)
     assert (root / "runs" / "r1" / "hf" / "model_00000010" / "model.safetensors").is_file()   # the export is kept
+
+
+TINY_TASK = """task: kit_tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {data}
+output_type: multiple_choice
+validation_split: validation
+doc_to_text: "{{{{ctx}}}}"
+doc_to_target: "{{{{label}}}}"
+doc_to_choice: "{{{{endings}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
+                    reason="lm-eval not installed (pip install 'llmc-kit[eval]'; not in CI's lock: HellaSwag needs "
+                           "the Hub)")
+def test_eval_with_the_real_harness_on_a_local_task(root, tmp_path_factory):
+    """The real lm-eval, offline: a 3-question multiple-choice task from a local JSONL via --include-path."""
+    d = tmp_path_factory.mktemp("task")
+    rows = [{"ctx": "The cat sat on the", "endings": [" mat.", " moon of Jupiter.", " idea."], "label": 0},
+            {"ctx": "She opened the door and", "endings": [" walked in.", " purple.", " seven."], "label": 0},
+            {"ctx": "Water boils at", "endings": [" 100 degrees.", " blue.", " Tuesday."], "label": 0}]
+    (d / "tiny.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "kit_tiny_mc.yaml").write_text(TINY_TASK.format(data=d / "tiny.jsonl"))
+    env = {"HF_HOME": str(root / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    r = kitctl("eval", "r1", "--tasks", "kit_tiny_mc", "--include-path", d, "--device", "cpu", "--batch-size", "4",
+               data_root=root, env_extra=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (e,) = json.loads((root / "runs" / "r1" / "run.json").read_text())["evals"]
+    assert e["task"] == "kit_tiny_mc" and e["samples"] == 3 and e["harness"].startswith("lm-eval 0.")
+    assert 0.0 <= e["metrics"]["acc_norm"] <= 1.0 and "acc" in e["metrics"]
+    assert f"kit_tiny_mc: acc_norm {e['metrics']['acc_norm']:.4f}" in r.stdout

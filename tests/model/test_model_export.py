@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -45,7 +46,8 @@ def test_export_files(exports, params):
     assert not [f for f in out.parent.iterdir() if f.name.startswith(".")]      # no temp folder left
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architectures"] == ["GPT2LMHeadModel"] and cfg["activation_function"] == "gelu_new"
-    assert (cfg["n_positions"], cfg["vocab_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"]) == (32, 50257, 2, 4, 64)
+    dims = (cfg["n_positions"], cfg["vocab_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"])
+    assert dims == (32, 50257, 2, 4, 64)
     assert cfg["tie_word_embeddings"] is True and cfg["layer_norm_epsilon"] == 1e-5
     assert (out / "vocab.json").read_bytes() == (gpt2_bpe.EMBEDDED_DIR / "encoder.json").read_bytes()
     assert (out / "merges.txt").read_bytes() == (gpt2_bpe.EMBEDDED_DIR / "vocab.bpe").read_bytes()
@@ -180,10 +182,18 @@ def test_failed_export_leaves_nothing(ckpt_dir, tmp_path, monkeypatch):
 
 def test_killed_export_temp_is_cleaned_next_time(ckpt_dir, tmp_path):
     """kill -9 in the middle: only a .tmp- folder is left; the next export removes it."""
-    code = (f"import os, sys\nfrom kitctl.model import export, hf\nfrom kitctl.model.checkpoint import open_checkpoint\n"
-            f"ck = open_checkpoint({str(ckpt_dir / 'model_00000010.bin')!r})\n"
-            f"def stop(*a, **k):\n    os.kill(os.getpid(), 9)\n"
-            f"hf.write_safetensors = stop\nexport.write_export(ck, __import__('pathlib').Path({str(tmp_path / 'out')!r}))\n")
+    code = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from kitctl.model import export, hf
+        from kitctl.model.checkpoint import open_checkpoint
+
+        def stop(*a, **k):
+            os.kill(os.getpid(), 9)
+
+        hf.write_safetensors = stop
+        export.write_export(open_checkpoint({str(ckpt_dir / 'model_00000010.bin')!r}), Path({str(tmp_path / 'out')!r}))
+        """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == -9
     left = [p.name for p in tmp_path.iterdir()]
