@@ -11,7 +11,9 @@ from typing import Optional
 
 import typer
 
-from kitctl.cli import app, config, console, err_console
+from kitctl.core.context import config, console, err_console
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 def _say(msg: str) -> None:

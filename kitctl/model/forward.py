@@ -18,7 +18,7 @@ import numpy as np
 from kitctl.core.errors import KitError
 from kitctl.model.checkpoint import bf16_to_f32
 
-_ST_DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2")}
+_ST_DTYPES: dict[str, np.dtype] = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2")}
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -73,7 +73,7 @@ class NumpyGPT2:
     vocab_size: int
 
     @classmethod
-    def from_export(cls, folder: Path) -> "NumpyGPT2":
+    def from_export(cls, folder: Path) -> NumpyGPT2:
         folder = Path(folder)
         try:
             cfg = json.loads((folder / "config.json").read_text())

@@ -42,7 +42,7 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = Fa
         raise KitError(f"no HuggingFace token for {endpoint}", "set HF_TOKEN, or log in with `hf auth login`",
                        exit_code=2) from None
     except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
+        status = int(getattr(getattr(e, "response", None), "status_code", 0) or 0)
         hint = {401: "the token was refused: set HF_TOKEN to a token with write access (or `hf auth login`)",
                 403: f"that token may not write to {repo_id}: check the repo's owner and the token's scope",
                 }.get(status, "check the repo name, your token and HF_ENDPOINT")

@@ -58,7 +58,8 @@ def _transformers_generate(export: Path, prompt: list[int], n: int, top_k: int, 
     hf_logging.set_verbosity_error()
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32)
+    model = model.to(device).eval()  # type: ignore[arg-type]   # transformers' stubs wrap .to oddly
     ids = torch.tensor([prompt], device=device)
     kw = dict(do_sample=True, top_k=top_k, temperature=temperature) if top_k > 0 else dict(do_sample=False)
     with torch.no_grad():

@@ -57,10 +57,8 @@ def llmc_rows(tokens: np.ndarray, B: int, T: int, P: int, batches: int) -> tuple
 def table_value(stdout_log: Path, label: str) -> Optional[int]:
     if not stdout_log.is_file():
         return None
-    m = None
-    for m in re.finditer(rf"^\|\s*{label}\s*\|\s*(-?\d+)\s*\|", stdout_log.read_text(errors="replace"), re.M):
-        pass                                          # the last run's table (a resumed run prints it again)
-    return int(m.group(1)) if m else None
+    found = re.findall(rf"^\|\s*{label}\s*\|\s*(-?\d+)\s*\|", stdout_log.read_text(errors="replace"), re.M)
+    return int(found[-1]) if found else None          # the last run's table (a resumed run prints it again)
 
 
 def llmc_val_loss(main_log: Path, step: int) -> Optional[float]:
@@ -76,7 +74,8 @@ def hf_val_loss(export: Path, x: np.ndarray, y: np.ndarray, device: str, chunk: 
     import torch
     from transformers import GPT2LMHeadModel
 
-    model = GPT2LMHeadModel.from_pretrained(str(export), dtype=getattr(torch, dtype)).to(device).eval()
+    model = GPT2LMHeadModel.from_pretrained(str(export), dtype=getattr(torch, dtype))
+    model = model.to(device).eval()  # type: ignore[arg-type]   # transformers' stubs wrap .to oddly
     total, count = 0.0, 0
     with torch.no_grad():
         for s in range(0, len(x), chunk):
@@ -116,13 +115,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = a.run or (Path(rec["source"]).parent if rec.get("source") else None)
     step = a.step if a.step is not None else rec.get("step")
     out_log = run / "stdout.log" if run else Path("/nonexistent")
-    dims = {k: getattr(a, k) if getattr(a, k) is not None else table_value(out_log, lab) for k, lab in TABLE.items()}
-    dims["P"] = dims["P"] or 1
-    dims["batches"] = dims["batches"] or 20
-    missing = [k for k in ("B", "T") if not dims[k]]
+    found: dict[str, Optional[int]] = {k: getattr(a, k) if getattr(a, k) is not None else table_value(out_log, lab)
+                                       for k, lab in TABLE.items()}
+    missing = [k for k in ("B", "T") if not found[k]]
     if missing:
         raise SystemExit(f"error: {', '.join(missing)} unknown: pass {' '.join('-' + k for k in missing)} "
                          "(or --run with the run's stdout.log)")
+    dims: dict[str, int] = {"B": found["B"] or 0, "T": found["T"] or 0, "P": found["P"] or 1,
+                            "batches": found["batches"] or 20}       # llm.c's defaults: 1 process, -m 20
     want = a.llmc_loss
     if want is None and run is not None and step is not None:
         want = llmc_val_loss(run / "main.log", step)

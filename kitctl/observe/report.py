@@ -21,10 +21,9 @@ import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from kitctl.core.errors import KitError
-from kitctl.model.record import eval_summary
 from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
@@ -43,6 +42,10 @@ GPT2_124M_HELLASWAG = Reference(0.294463, "OpenAI GPT-2 124M checkpoint HellaSwa
 GPT3_124M_HELLASWAG = Reference(0.337, "OpenAI GPT-3 124M HellaSwag 33.7%",
                                 f"{VISLOG}, hella3_baseline['124M']; GPT-3 paper (Brown et al. 2020)")
 REFERENCES = (GPT2_124M_VAL_LOSS, GPT2_124M_HELLASWAG, GPT3_124M_HELLASWAG)
+
+# More columns of the runs table: (name, run folder -> text), added by areas observe does not import
+# (kitctl/cli.py adds `kitctl eval`'s results from kitctl.model.record.eval_summary)
+RUN_COLUMNS: list[tuple[str, Callable[[Path], str]]] = []
 
 
 def _xy(series: dict[int, float]) -> tuple[list[int], list[float]]:
@@ -133,7 +136,7 @@ def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
             "last HellaSwag": last("eval/hellaswag_acc", "{:.4f}"),
             "best HellaSwag": best("eval/hellaswag_acc", "{:.4f}", max),
             "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
-            "evals (kitctl eval)": eval_summary(r.run_dir),
+            **{name: column(r.run_dir) for name, column in RUN_COLUMNS},
         })
     return rows
 

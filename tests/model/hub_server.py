@@ -68,7 +68,7 @@ class Hub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Hub":
+    def __enter__(self) -> Hub:
         self.thread.start()
         return self
 
