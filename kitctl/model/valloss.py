@@ -1,6 +1,6 @@
 """Device check of an export: transformers' loss on llm.c's val shard vs the val loss llm.c printed at that step.
 
-    python -m kitctl.model.valloss EXPORT_DIR --shard <data>/fineweb_val_000000.bin [--run RUN_DIR]
+    python -m kitctl.model.valloss EXPORT_DIR [--shard <data>/fineweb_val_000000.bin] [--run RUN_DIR]
 
 Needs only numpy, torch and transformers (no other kitctl module is imported: it runs as a plain script too).
 It reproduces llm.c's validation exactly as train_gpt2.cu (f1e2ace) does it: the val loader is not shuffled, batch
@@ -9,7 +9,8 @@ the inputs shifted by one, and the loss is the mean over all val_num_batches*P*B
 real vocab V, not the padded Vp). B, T, P and val_num_batches default to what the run's stdout.log table says
 (``| micro batch size B``, ``| sequence length T``, ``| num_processes``, ``| val_num_batches``); llm.c's loss at
 the checkpoint's step comes from main.log (``s:<step> tel:<loss>``). The run folder and step default to the
-export's llmc_export.json (written by ``kitctl export-model``). Exit 0 when |difference| <= --tol (0.01).
+export's llmc_export.json (written by ``kitctl export-model``), the shard to the data folder in the run's run.json.
+Exit 0 when |difference| <= --tol (0.01), 1 when not.
 """
 from __future__ import annotations
 
@@ -70,6 +71,17 @@ def llmc_val_loss(main_log: Path, step: int) -> Optional[float]:
     return val
 
 
+def val_shard_of(run: Optional[Path]) -> Optional[Path]:
+    """``<dir>/<prefix>_val_000000.bin`` of the shards the run trained on, as ``kitctl train`` records them."""
+    if run is None:
+        return None
+    try:
+        data = json.loads((run / "run.json").read_text())["data"]
+        return Path(data["dir"]) / f"{data['prefix']}_val_000000.bin"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def hf_val_loss(export: Path, x: np.ndarray, y: np.ndarray, device: str, chunk: int, dtype: str) -> float:
     import torch
     from transformers import GPT2LMHeadModel
@@ -93,7 +105,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("export", type=Path, help="export folder (kitctl export-model)")
-    ap.add_argument("--shard", type=Path, required=True, help="llm.c's val shard, e.g. fineweb_val_000000.bin")
+    ap.add_argument("--shard", type=Path, help="llm.c's val shard (default: <data dir>/<prefix>_val_000000.bin "
+                                              "from the run's run.json)")
     ap.add_argument("--run", type=Path, help="run folder with main.log + stdout.log (default: the checkpoint's)")
     ap.add_argument("--step", type=int, help="step of llm.c's val loss (default: the checkpoint's)")
     ap.add_argument("-B", type=int, help="micro batch size (default: the run's stdout.log)")
@@ -130,15 +143,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit(f"error: no llm.c val loss for step {step} in {run}/main.log: pass --llmc-loss "
                          "(and --run / --step), or check the run logged a val loss at that step (-v)")
 
+    shard = a.shard or val_shard_of(run)
+    if shard is None:
+        raise SystemExit(f"error: no --shard given and {run}/run.json names no data folder: pass --shard")
+
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    toks = read_shard(a.shard)
+    toks = read_shard(shard)
     x, y = llmc_rows(toks, dims["B"], dims["T"], dims["P"], dims["batches"])
     t0 = time.time()
     got = hf_val_loss(a.export, x, y, device, a.chunk, a.dtype)
     diff = got - want
-    res = {"export": str(a.export), "shard": str(a.shard), "run": str(run), "step": step, **dims,
+    res = {"export": str(a.export), "shard": str(shard), "run": str(run), "step": step, **dims,
            "tokens": int(x.size), "transformers_loss": round(got, 6), "llmc_loss": want,
            "difference": round(diff, 6), "tol": a.tol, "ok": abs(diff) <= a.tol, "device": device,
            "dtype": a.dtype, "seconds": round(time.time() - t0, 1)}

@@ -57,19 +57,24 @@ def test_valloss_matches_llmc_cpu_reference(llmc_src, tmp_path):
     assert first is not None
     out = export.write_export(open_checkpoint(run / "model_00000000.bin"), run / "hf").out
     (run / "main.log").write_text(f"s:0 tel:{first:.4f}\n")
-    shard(tmp_path / "val.bin", val)
+    # what a kit run folder says about B, T, processes and val batches (llm.c's stdout table) and the data
+    (run / "stdout.log").write_text("| micro batch size B    | 4      |\n| sequence length T     | 64     |\n"
+                                    "| val_num_batches       | 5      |\n| num_processes         | 1      |\n")
+    (tmp_path / "data").mkdir()
+    shard(tmp_path / "data" / "tiny_val_000000.bin", val)
+    (run / "run.json").write_text(json.dumps({"data": {"dir": str(tmp_path / "data"), "prefix": "tiny"}}))
     res = tmp_path / "valloss.json"
-    r = subprocess.run([sys.executable, "-m", "kitctl.model.valloss", out, "--shard", tmp_path / "val.bin",
-                        "-B", "4", "-T", "64", "--batches", "5", "--device", "cpu", "--tol", "0.001",
+    r = subprocess.run([sys.executable, "-m", "kitctl.model.valloss", out, "--device", "cpu", "--tol", "0.001",
                         "--json", res], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     got = json.loads(res.read_text())
     assert got["llmc_loss"] == round(first, 4) and got["step"] == 0 and got["tokens"] == 5 * 4 * 64
+    assert (got["B"], got["T"], got["P"], got["batches"]) == (4, 64, 1, 5)
+    assert got["shard"].endswith("tiny_val_000000.bin")
     assert abs(got["transformers_loss"] - first) < 1e-3, got         # fp32 vs fp32: same loss
     assert "OK" in r.stdout
-    print(r.stdout)
     # and a wrong batching (T=32 rows) would not match: the check can fail
-    r = subprocess.run([sys.executable, "-m", "kitctl.model.valloss", out, "--shard", tmp_path / "val.bin",
-                        "-B", "8", "-T", "32", "--batches", "5", "--device", "cpu", "--tol", "0.001"],
+    r = subprocess.run([sys.executable, "-m", "kitctl.model.valloss", out, "--shard", tmp_path / "data" /
+                        "tiny_val_000000.bin", "-B", "8", "-T", "32", "--batches", "5", "--device", "cpu", "--tol", "0.001"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 1 and "MISMATCH" in r.stdout
