@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kitctl.cluster import slurm
+from kitctl.cluster import slurm, slurm_checks, slurm_run
 from slurm_cluster import CPUS, GPUS, NODES, LocalSlurm, slurm_missing
 
 pytestmark = pytest.mark.slurm
@@ -94,8 +94,8 @@ def _records(run: Path) -> dict[int, dict]:
 
 
 def _submit_and_wait(cluster: LocalSlurm, script: str, run: Path, *sbatch_args: str) -> tuple[str, dict, str]:
-    path = slurm.write_script(script, run)
-    job = slurm.submit(path, extra_args=sbatch_args, env={"SLURM_CONF": str(cluster.conf)})
+    path = slurm_run.write_script(script, run)
+    job = slurm_run.submit_script(path, extra_args=sbatch_args, env={"SLURM_CONF": str(cluster.conf)})
     info = cluster.wait_job(job, timeout=120)
     out = run / f"slurm-{job}.out"
     log = out.read_text() if out.exists() else "(no job output)"
@@ -268,8 +268,8 @@ def test_apptainer_launch_line_runs_under_srun(cluster, layout, tmp_path):
                             shared_dir=shared, run_dir=run, container="apptainer", sif=sif,
                             mounts=[Mount(data, str(data), read_only=True), Mount(run, str(run))],
                             workdir=str(data), job_name="kit-apptainer", time="5")
-    path = slurm.write_script(s.text, run)
-    job = slurm.submit(path, env={"SLURM_CONF": str(cluster.conf), "PATH": f"{bindir}:{os.environ['PATH']}"})
+    path = slurm_run.write_script(s.text, run)
+    job = slurm_run.submit_script(path, env={"SLURM_CONF": str(cluster.conf), "PATH": f"{bindir}:{os.environ['PATH']}"})
     info = cluster.wait_job(job, timeout=120)
     out = run / f"slurm-{job}.out"
     assert info["JobState"] == "COMPLETED", f"{info}\n{out.read_text() if out.exists() else ''}\n{cluster.logs()}"
