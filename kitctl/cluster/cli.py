@@ -37,7 +37,8 @@ def export_cmd(
     res = export.run_export(plan, console=console,
                             on_line=lambda s: console.print(s, highlight=False, markup=False))
     console.print(f"wrote {res.output} ({res.size / 1e9:.2f} GB)\nsha256 {res.sha256}  (also in "
-                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False)
+                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False,
+                  markup=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
