@@ -133,7 +133,7 @@ def render(st: RunStatus) -> Panel:
     called ``x[/]`` is shown as it is, not read as rich markup."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
-    t.add_column()
+    t.add_column(overflow="fold")        # long paths in notes fold onto the next line instead of being cut
     colour = {"running": "green", "finished": "cyan", "failed": "red", "stopped": "yellow"}.get(st.live.state, "white")
     t.add_row("process", f"[{colour}]{st.live.state}[/] ({escape(st.live.detail)})" if st.live.detail else st.live.state)
     if st.steps_done is not None:
