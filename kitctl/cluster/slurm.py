@@ -185,6 +185,9 @@ def render_sbatch(
                           "rank flags per rank", "drop them from the pass-through flags after --")
     shared = check_shared_dir(shared_dir, must_exist=check_paths)
     run = _check_path("run folder", run_dir, "--out", must_exist=False)
+    if "%" in str(run):     # sbatch reads %j, %x, ... in --output as its own placeholders
+        raise ConfigError(f"run folder {run} contains %, which sbatch's --output=<run>/slurm-%j.out would expand",
+                          "use a run folder path without % (--name / --out / data_root)")
     time = check_time(time)
     _check_word("--partition", partition)
     _check_word("--account", account)

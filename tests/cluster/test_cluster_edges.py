@@ -119,6 +119,12 @@ def test_plan_summary_stays_one_comment_line(shared, tmp_path):
     assert subprocess.run(["bash", "-n", str(f)]).returncode == 0
 
 
+def test_run_folder_with_a_percent_sign_refused(shared):
+    with pytest.raises(ConfigError) as e:
+        render(shared, run_dir="/lustre/runs/100%j")
+    assert "contains %" in e.value.message and e.value.hint
+
+
 def test_check_run_name():
     assert slurm_checks.check_run_name(None) is None
     assert slurm_checks.check_run_name("gpt2-124m.2node") == "gpt2-124m.2node"
