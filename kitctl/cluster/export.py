@@ -251,6 +251,7 @@ def run_export(plan: ExportPlan, *, docker=None, console=None, on_line: Callable
     (and the intermediate tar of ``--via-tar``) are removed and the previous output is left as it was."""
     if plan.commands:   # every external command is the format's tool: use the one found on PATH
         exe = find_tool(plan.fmt, which)
+        assert exe is not None      # formats with commands always need a tool
         plan.commands = [[exe, *c[1:]] for c in plan.commands]
     check_output(plan.output)
     _make_folder(plan.output.parent)

@@ -23,13 +23,13 @@ from kitctl.cluster.slurm import SCRIPT_NAME, SlurmOptions, SlurmScript
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output
-from kitctl.train.planner import MICRO_BATCHES, build_plan, get_preset
+from kitctl.train.planner import MICRO_BATCHES, Plan, build_plan, get_preset
 from kitctl.train.runner import gather_facts, prepare_out, write_run_json
 
 
 @dataclasses.dataclass
 class SlurmLaunch:
-    plan: object                 # kitctl.train.planner.Plan
+    plan: Plan
     script: SlurmScript
     path: Optional[Path] = None
     job_id: Optional[str] = None

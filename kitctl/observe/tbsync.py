@@ -51,9 +51,9 @@ class SyncState(Record):
     max_step: dict[str, int] = Field(default_factory=dict)      # per tag: the largest step written
     described: list[str] = Field(default_factory=list)          # tags whose metadata (description) is written
     event_file: Optional[str] = None                             # the event file written last (in tb/)
-    event_size: int = Field(0, ge=0)                             # its size once its last points were written
-    file_time: int = Field(0, ge=0)                              # second and sequence of that file's name
-    file_seq: int = Field(0, ge=0)
+    event_size: int = Field(default=0, ge=0)                             # its size once its last points were written
+    file_time: int = Field(default=0, ge=0)                              # second and sequence of that file's name
+    file_seq: int = Field(default=0, ge=0)
 
     @field_validator("event_file")
     @classmethod

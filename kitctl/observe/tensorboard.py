@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -126,8 +127,8 @@ class TensorBoardServer:
         self.argv = tensorboard_argv(logdir, port, host)
         self.port, self.host = port, host
         self.log_path = log_path
-        self._log: Optional[IO] = open(log_path, "a") if log_path else None
-        self.proc: subprocess.Popen = proc.start(self.argv, stdout=self._log or subprocess.DEVNULL)
+        self._log: Optional[IO] = open(log_path or os.devnull, "a")
+        self.proc: subprocess.Popen = proc.start(self.argv, stdout=self._log)
 
     @property
     def url(self) -> str:

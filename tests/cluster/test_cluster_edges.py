@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_slurm import ARGV, render
+from test_slurm import render
 from test_slurm_plan import _shards
 
 from kitctl.cluster import export, slurm_checks, slurm_run

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kitctl.cluster import slurm, slurm_checks, slurm_run
+from kitctl.cluster import slurm, slurm_run
 from slurm_cluster import CPUS, GPUS, NODES, LocalSlurm, slurm_missing
 
 pytestmark = pytest.mark.slurm
