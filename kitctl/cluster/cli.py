@@ -9,11 +9,13 @@ from typing import Optional
 
 import typer
 
-from kitctl.cli import app, config, console
 from kitctl.cluster import export
 from kitctl.cluster.slurm import SlurmOptions
 from kitctl.cluster.slurm_run import train_on_slurm
+from kitctl.core.context import config, console
 from kitctl.core.errors import ConfigError
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command("export")
@@ -42,7 +44,7 @@ def export_cmd(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# `kitctl train --launcher slurm ...`: the options kitctl/cli_train.py adds to `train`, and the one call it makes
+# `kitctl train --launcher slurm ...`: the options kitctl/train/cli.py adds to `train`, and the one call it makes
 
 
 class SlurmCli:

@@ -9,11 +9,13 @@ from typing import List, Optional
 
 import typer
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
 from kitctl.observe.report import write_report
 from kitctl.observe.runs import latest_run, resolve_run, resolve_runs
 from kitctl.observe.status import collect, render
 from kitctl.observe.tensorboard import DEFAULT_HOST, check_interval, check_port, run_tensorboard
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command()
