@@ -114,29 +114,31 @@ def png_bytes(runs: list[RunLogs]) -> bytes:
     return buf.getvalue()
 
 
+def _last(r: RunLogs, tag: str, fmt: str) -> str:
+    v = r.last(tag)
+    return f"{fmt.format(v[1])} (step {v[0]})" if v else "-"
+
+
+def _best(r: RunLogs, tag: str, fmt: str, fn=min) -> str:
+    s = r.streams.get(tag)
+    if not s:
+        return "-"
+    k = fn(s, key=s.__getitem__)
+    return f"{fmt.format(s[k])} (step {k})"
+
+
 def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
     rows = []
     for r in runs:
-        def last(tag, fmt):
-            v = r.last(tag)
-            return f"{fmt.format(v[1])} (step {v[0]})" if v else "-"
-
-        def best(tag, fmt, fn):
-            s = r.streams.get(tag)
-            if not s:
-                return "-"
-            k = fn(s, key=lambda x: s[x])
-            return f"{fmt.format(s[k])} (step {k})"
-
         tok = r.streams.get("perf/tokens_per_sec") or {}
         rows.append({
             "run": r.name,
             "steps": f"{r.steps_done or 0}" + (f" / {r.total_steps}" if r.total_steps else ""),
-            "last train loss": last("loss/train", "{:.4f}"),
-            "last val loss": last("loss/val", "{:.4f}"),
-            "min val loss": best("loss/val", "{:.4f}", min),
-            "last HellaSwag": last("eval/hellaswag_acc", "{:.4f}"),
-            "best HellaSwag": best("eval/hellaswag_acc", "{:.4f}", max),
+            "last train loss": _last(r, "loss/train", "{:.4f}"),
+            "last val loss": _last(r, "loss/val", "{:.4f}"),
+            "min val loss": _best(r, "loss/val", "{:.4f}", min),
+            "last HellaSwag": _last(r, "eval/hellaswag_acc", "{:.4f}"),
+            "best HellaSwag": _best(r, "eval/hellaswag_acc", "{:.4f}", max),
             "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
         })
     return rows
@@ -191,7 +193,7 @@ def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = N
         raise KitError(f"nothing to plot: no loss logged yet in {where}",
                        "llm.c writes main.log from its first step (train with an output dir, `-o`); "
                        "check the run with `kitctl status`")
-    runs = [r for r, ok in zip(read, has_loss) if ok]
+    runs = [r for r, ok in zip(read, has_loss, strict=True) if ok]
     png = png_bytes(runs)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,4 +202,4 @@ def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = N
         raise KitError(f"cannot write the report to {out}: {e.strerror or e}",
                        "pass --out with a path in a folder you can write, e.g. --out ./report.png",
                        exit_code=2) from None
-    return runs, [p for p, ok in zip(runs_in, has_loss) if not ok]
+    return runs, [p for p, ok in zip(runs_in, has_loss, strict=True) if not ok]

@@ -152,7 +152,8 @@ class TensorBoardSync:
             seq = self.state.file_seq + 1
             name = f"events.out.tfevents.{t:010d}.{seq:06d}.{socket.gethostname()}.kitctl"
             self._path = self.tb_dir / name
-            self._writer = RecordWriter(open(self._path, "ab"))
+            # open for the life of this instance (follow keeps it between polls); close() closes it
+            self._writer = RecordWriter(open(self._path, "ab"))  # noqa: SIM115
             self._writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
             self._writer.flush()
             # record the new file (holding only its header) before any point goes in, so that a kill while

@@ -127,7 +127,7 @@ class TensorBoardServer:
         self.argv = tensorboard_argv(logdir, port, host)
         self.port, self.host = port, host
         self.log_path = log_path
-        self._log: Optional[IO] = open(log_path or os.devnull, "a")
+        self._log: Optional[IO] = open(log_path or os.devnull, "a")  # noqa: SIM115 (open while it runs; stop() closes)
         self.proc: subprocess.Popen = proc.start(self.argv, stdout=self._log)
 
     @property

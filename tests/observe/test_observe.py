@@ -24,7 +24,7 @@ STEP_FMT = ("step %4d/%d | loss %7.6f (%+.2fz)| norm %6.4f (%+.2fz)| lr %.2e | %
 
 
 def train_line(step, loss, lr, norm):
-    return "s:%d trl:%.4f lr:%.6f norm:%.2f\n" % (step, loss, lr, norm)   # llmc/logger.h formats
+    return "s:%d trl:%.4f lr:%.6f norm:%.2f\n" % (step, loss, lr, norm)  # noqa: UP031 (llmc/logger.h's C formats)
 
 
 def step_line(step, total, loss, norm, lr, ms, tok):
@@ -41,11 +41,11 @@ def make_run(root: Path, name="r1", steps=range(0, 8), total=40, seed=0) -> tupl
     for s in steps:
         if s % 4 == 0:
             tel = round(float(3.3 + 7.7 * np.exp(-s / 25) + rng.uniform(0, 0.01)), 4)
-            ml.append("s:%d tel:%.4f\n" % (s, tel))
+            ml.append("s:%d tel:%.4f\n" % (s, tel))  # noqa: UP031
             exp.setdefault("loss/val", {})[s] = tel
             if s:
                 acc = round(float(0.25 + 0.04 * (1 - np.exp(-s / 60)) + rng.uniform(0, 0.004)), 4)
-                ml.append("s:%d eval:%.4f\n" % (s, acc))
+                ml.append("s:%d eval:%.4f\n" % (s, acc))  # noqa: UP031
                 exp.setdefault("eval/hellaswag_acc", {})[s] = acc
         trl, lr, norm = (round(float(3.3 + 7.7 * np.exp(-s / 25) + rng.uniform(0, .1)), 4), round(6e-4 * min(1, (s + 1) / 40), 6),
                          round(float(0.3 + 5 * np.exp(-s / 10) + rng.uniform(0, .2)), 2))
