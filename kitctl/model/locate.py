@@ -9,15 +9,13 @@ written and is passed over (used only when no step has a DONE file, e.g. checkpo
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
 from kitctl.model.checkpoint import MODEL_RE
-
-DONE_RE = re.compile(r"^DONE_(\d{8})$")      # llm.c's DONE_%08d (same pattern as kitctl.train.facts.DONE_RE)
+from kitctl.train.facts import DONE_RE      # llm.c's DONE_%08d
 EXPORT_FILES = ("config.json", "model.safetensors")
 
 
