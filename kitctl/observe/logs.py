@@ -221,11 +221,12 @@ def read_run(run: Path, name: str = "") -> RunLogs:
 
 
 def list_runs(runs_dir: Path) -> list[Path]:
-    """Run folders under runs_dir: those with a main.log, stdout.log or run.json."""
+    """Run folders under runs_dir: those with a main.log, stdout.log, run.json or reproduce.json (a
+    `kitctl reproduce` run before training starts)."""
     if not runs_dir.is_dir():
         return []
     return sorted(p for p in runs_dir.iterdir()
-                  if p.is_dir() and any((p / f).exists() for f in (MAIN_LOG, STDOUT_LOG, "run.json")))
+                  if p.is_dir() and any((p / f).exists() for f in (MAIN_LOG, STDOUT_LOG, "run.json", "reproduce.json")))
 
 
 def resolve_runs(names: Iterable[str], runs_dir: Path, *, allow_empty: bool = False,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.pipeline_state import status_rows
 from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG, RunLogs, last_logged, read_run
 from kitctl.train.facts import DONE_RE
 
@@ -284,6 +285,7 @@ def _fmt_duration(s: float) -> str:
 
 def render(st: RunStatus):
     """A rich renderable: one panel."""
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -292,6 +294,8 @@ def render(st: RunStatus):
     t.add_column()
     colour = {"running": "green", "finished": "cyan", "failed": "red", "stopped": "yellow"}.get(st.live.state, "white")
     t.add_row("process", f"[{colour}]{st.live.state}[/] ({st.live.detail})" if st.live.detail else st.live.state)
+    for label, value in status_rows(st.run_dir):   # a `kitctl reproduce` run: its stage (kitctl/core/pipeline_state.py)
+        t.add_row(label, escape(value))
     if st.steps_done is not None:
         prog = f"{st.steps_done} / {st.total_steps}" if st.total_steps else f"{st.steps_done} / ?"
         if st.total_steps:

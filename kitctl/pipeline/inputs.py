@@ -296,7 +296,13 @@ def gather(cfg: KitConfig, opts: ReproduceOptions) -> Gathered:
         notes.append(f"no complete data in {dplan.out_dir} yet: training is planned on the ~{dinput.tokens:,} "
                      "tokens the data stage will write")
     facts = train_facts(cfg, treq, opts, data)
-    tplan = build_plan(treq, facts)
+    try:
+        tplan = build_plan(treq, facts)
+    except KitError as e:   # the train planner's refusal, said for this command
+        where = f"the box in {opts.inventory}" if opts.inventory else "this machine's GPUs"
+        raise KitError(f"cannot train {opts.preset} on {where}: {e.message}",
+                       (e.hint or "") + "; train_gpt2cu flags go after the preset and `--`, e.g. "
+                       f"`kitctl reproduce {opts.preset} -- -r 2`", exit_code=e.exit_code) from None
     notes += [n for n in tplan.notes if "HellaSwag file not found" not in n and "gpt2_tokenizer.bin" not in n]
     archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | {g.compute_cap for g in facts.gpus})
     tinput = train_input(tplan, facts, hinput.examples)

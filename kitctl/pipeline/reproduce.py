@@ -134,7 +134,7 @@ def run_pipeline(cfg, opts: ReproduceOptions, console: Console, argv: list[str],
             if s.status in FINISHED:
                 console.print(f"[bold]{name}[/]: {s.status} earlier ({s.detail})", highlight=False)
                 continue
-            if name == "tune":   # the data exists now: plan training on the real shards (and tune cache)
+            if name in ("tune", "train"):   # plan on the real shards now (and, for train, the new tune cache)
                 g, f = make_forecast(cfg, opts)
             _run_stage(cfg, opts, console, g, f, sf, s)
     return state
@@ -145,7 +145,7 @@ def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc
     planned = f.stage(s.name)
     s.status, s.sessions, s.started = "running", s.sessions + 1, s.started or now_iso()  # type: ignore[assignment]
     s.ended, s.log = None, f"logs/{s.name}.log"
-    if s.forecast_seconds is None and planned.status != "skipped":
+    if s.forecast_seconds is None and planned.status not in ("skipped", "done"):
         s.forecast_seconds, s.forecast_low, s.forecast_high = planned.seconds, planned.low, planned.high
         s.forecast_basis = planned.detail
     sf.save()

@@ -104,7 +104,8 @@ class StageContext:
 # --------------------------------------------------------------------------------------------- preflight
 def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
     """kitctl doctor's checks that matter for this run, and free space against what this plan still needs."""
-    cfg, opts = ctx.cfg, ctx.opts
+    opts = ctx.opts
+    cfg = ctx.cfg.model_copy(update={"runtime": opts.runtime})   # judge the runtime this run uses
     facts = doctor.gather(cfg, opts.inventory)
     # the arch list is this box's GPUs (the build stage adds them); doctor's disk rule is replaced by this plan's
     # need; natively the provider's CUDA pin does not apply (the host toolkit builds)

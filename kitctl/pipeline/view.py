@@ -75,7 +75,7 @@ def outcome_table(state: PipelineState) -> Table:
         fcast = "-"
         if s.forecast_seconds is not None and math.isfinite(s.forecast_seconds):
             fcast = format_duration(s.forecast_seconds)
-            if s.seconds and s.forecast_seconds and s.status == "done":
+            if s.seconds and s.forecast_seconds > 0 and s.status == "done":
                 fcast += f" ({100 * (s.seconds - s.forecast_seconds) / s.forecast_seconds:+.0f}%)"
         t.add_row(s.name, f"[{colour.get(s.status, 'white')}]{s.status}[/]",
                   format_duration(s.seconds) if s.seconds else "-", fcast, escape(s.detail))
