@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field
 
@@ -44,7 +44,7 @@ class StageState(BaseModel):
     forecast_low: Optional[float] = None
     forecast_high: Optional[float] = None
     forecast_basis: str = ""
-    progress: Optional[float] = Field(None, ge=0.0, le=1.0)   # 0..1 while it runs, when known
+    progress: Optional[float] = Field(default=None, ge=0.0, le=1.0)   # 0..1 while it runs, when known
     progress_text: str = ""                 # e.g. "step 8200/19073" or "shard 12, 1.2B tokens"
 
 
@@ -56,7 +56,7 @@ class PipelineState(Record):
     preset: str
     run_dir: str
     command: list[str] = Field(default_factory=list)
-    key: dict = Field(default_factory=dict)      # options that must be the same when the command is re-run
+    key: dict[str, Any] = Field(default_factory=dict)      # options that must be the same when the command is re-run
     stages: list[StageState] = Field(default_factory=lambda: [StageState(name=n) for n in STAGES])
     pid: Optional[int] = None                    # the kitctl process of the current / last session
     host: str = ""
@@ -103,7 +103,7 @@ def process_alive(pid: Optional[int], host: str) -> Optional[bool]:
 
 
 def _stage_line(s: StageState) -> str:
-    out = s.status
+    out: str = s.status
     if s.progress is not None and s.status == "running":
         out += f" {100 * s.progress:.0f}%"
     if s.progress_text and s.status in ("running", "interrupted", "failed"):
@@ -132,7 +132,7 @@ def status_rows(run_dir: Path) -> list[tuple[str, str]]:
                None: "process unknown"}[alive] if cur.status == "running" else "re-run the same command to continue"
         head = f"stage {n}/{len(st.stages)} {cur.name}: {_stage_line(cur)}; {who}"
     rows = [("reproduce", head), ("stages", ", ".join(f"{s.name} {_stage_line(s)}" for s in st.stages))]
-    timed = [s for s in st.stages if s.forecast_seconds is not None and (s.seconds or s.status == "running")]
+    timed = [s for s in st.stages if s.forecast_seconds and (s.seconds or s.status == "running")]
     if timed:
         rows.append(("stage time", "; ".join(
             f"{s.name} {format_duration(s.seconds)} of forecast {format_duration(s.forecast_seconds)}"

@@ -327,7 +327,7 @@ def tune_forecast(tu: TuneInput, train: StageForecast, step_s: float) -> tuple[S
     if skip:
         return _stage("tune", "skipped", 0, 0, (0, 0, 0), skip), None
     budget = c.share * train.seconds
-    for steps, warmup in zip(c.steps, c.warmup):
+    for steps, warmup in zip(c.steps, c.warmup, strict=True):
         s = tu.configs * (c.startup_seconds + steps * step_s)
         if tu.mode == "on" or s <= budget:
             why = "--tune" if tu.mode == "on" and s > budget else f"within {c.share:.0%} of the training forecast"

@@ -110,6 +110,10 @@ def check_options(opts: ReproduceOptions) -> None:
     if opts.runtime not in ("docker", "native"):
         raise ConfigError(f"--runtime {opts.runtime!r}: kitctl runs in docker (the kit's images) or native",
                           "use --runtime docker or --runtime native")
+    for flag, path in (("--source", opts.source), ("--hellaswag-source", opts.hellaswag_source),
+                       ("--inventory", opts.inventory)):
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{flag} {path}: no such file or folder", f"check the path given to {flag}")
     if opts.binary is not None and opts.runtime != "native":
         raise ConfigError("--binary is a host program: it needs --runtime native", "add --runtime native")
 
@@ -135,6 +139,7 @@ def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
         tokens = int(tb / sources.BYTES_PER_TOKEN)
     download = hf_cache = 0
     if plan.kind == "pretokenized":
+        assert r is not None      # pre-tokenized shards always come from a recipe
         shards = (plan.train_shards if plan.train_shards is not None else int(r.extra.get("train_shards", 103))) + 1
         download = 0 if plan.source else shards * c.pretokenized_shard_bytes
     else:

@@ -107,7 +107,7 @@ class _Poller:
             except Exception:      # a progress read must never break the run
                 pass
 
-    def __enter__(self) -> "_Poller":
+    def __enter__(self) -> _Poller:
         self.thread.start()
         return self
 

@@ -18,10 +18,11 @@ it and a re-run continues). Every stage writes its own log in ``<run>/logs/<stag
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO, Callable, Optional, cast
 
 from rich.console import Console
 
@@ -83,7 +84,7 @@ class StageLog:
 
     def tee_console(self) -> Console:
         """A console for an area function that prints: plain lines into the log and onto the terminal."""
-        return Console(file=_Tee(self.file, self.console.file), force_terminal=False, highlight=False,
+        return Console(file=cast(IO[str], _Tee(self.file, self.console.file)), force_terminal=False, highlight=False,
                        width=max(100, self.console.width), soft_wrap=True)
 
     def close(self) -> None:
@@ -175,13 +176,11 @@ def data(ctx: StageContext) -> Result:
         frac = min(1.0, done["tokens"] / total) if total else None
         ctx.progress(frac, f"shard {shard}, {done['tokens']:,} tokens")
 
-    summary = execute(plan, progress=progress, log=ctx.log.say)
+    summary = execute(plan, progress=progress, log=ctx.log.say)   # a Summary (tokenized) or a manifest (ready)
+    tokens = int(getattr(summary, "total_tokens", 0) or 0)
     if getattr(summary, "already_complete", False):
-        return Result("skipped", f"{plan.out_dir} is complete: {summary.total_tokens:,} tokens")
-    total_tokens = getattr(summary, "total_tokens", None)
-    if total_tokens is None:   # pre-tokenized shards: a manifest
-        total_tokens = getattr(summary, "total_tokens", 0)
-    return Result("done", f"{plan.out_dir}: {total_tokens:,} tokens")
+        return Result("skipped", f"{plan.out_dir} is complete: {tokens:,} tokens")
+    return Result("done", f"{plan.out_dir}: {tokens:,} tokens")
 
 
 def hellaswag(ctx: StageContext) -> Result:
@@ -200,6 +199,13 @@ def tune(ctx: StageContext) -> Result:
     steps, warmup = ctx.forecast.tune_steps
     ctx.log.say(f"tune: {st.detail}, forecast ~{format_duration(st.seconds)}")
     req = ctx.gathered.train_request
+    # tune's measuring flags (-n 0, -v, -h 0, ...) replace the FIRST occurrence in the argv, and llm.c reads the
+    # last one: a pass-through such as `-n 1000` would make every measuring run write checkpoints. Leave those
+    # out of the tune request (training keeps them).
+    bench = set(train_tune.BENCH_FLAGS[::2])
+    pt = list(req.passthrough)
+    kept = [x for i in range(0, len(pt) - 1, 2) if pt[i] not in bench for x in pt[i:i + 2]]
+    req = dataclasses.replace(req, passthrough=kept)
     try:
         rec = train_tune.run_tune(ctx.cfg, req, ctx.log.tee_console(), ctx.opts.inventory, ctx.opts.mpirun,
                                   steps=steps, warmup=warmup)

@@ -33,9 +33,12 @@ def span(point: float, low: float, high: float) -> str:
 
 def plan_table(fc: Forecast, title: str) -> Table:
     t = Table(title=title, title_justify="left", show_lines=False)
-    for col, kw in (("stage", {}), ("status", {}), ("disk", {"justify": "right"}),
-                    ("download", {"justify": "right"}), ("time (range)", {}), ("what", {"overflow": "fold"})):
-        t.add_column(col, **kw)
+    for col in ("stage", "status"):
+        t.add_column(col)
+    t.add_column("disk", justify="right")
+    t.add_column("download", justify="right")
+    t.add_column("time (range)")
+    t.add_column("what", overflow="fold")
     if fc.price_per_gpu_hour is not None:
         t.add_column("cost", justify="right")
     for s in fc.stages:

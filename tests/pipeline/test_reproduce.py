@@ -8,7 +8,6 @@ seconds to tokenize), a tiny HellaSwag jsonl written here, and the stand-in trai
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
