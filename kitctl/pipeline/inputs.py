@@ -163,9 +163,14 @@ def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
 
 def synthetic_data(plan: DataPlan, d: fc.DataInput) -> DataInfo:
     """Shards as the data stage will write them (token counts only), for planning before they exist."""
-    first = min(plan.first_shard_size if plan.kind == "tokenize" else 100_000_000, max(d.tokens - 1, 1))
-    rest = max(d.tokens - first, 1)
     size = plan.shard_size if plan.kind == "tokenize" else 100_000_000
+    first = plan.first_shard_size if plan.kind == "tokenize" else size
+    if d.tokens <= first:
+        suggest = max(1 << 16, 10 ** max(5, len(str(d.tokens // 10)) - 1))
+        raise ConfigError(f"{plan.spec}: ~{d.tokens:,} tokens fill only the val shard (its first {first:,} tokens):"
+                          " no training shard would be left", f"pass --shard-size {suggest} (tokens per shard) so "
+                          "the data makes a val shard and several training shards")
+    rest = d.tokens - first
     train = [Shard(f"{plan.name}_train_{i + 1:06d}.bin", min(size, rest - i * size))
              for i in range(max(1, math.ceil(rest / size)))]
     return DataInfo(plan.out_dir, plan.name, tuple(train), (Shard(f"{plan.name}_val_000000.bin", first),))
@@ -276,7 +281,9 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[
             return fc.BuildInput("native", True, f"{binary} ({why})")
         if opts.binary:
             raise ConfigError(f"--binary {binary}: no such file", "give the path of a built train_gpt2cu")
-        return fc.BuildInput("native", False, f"compile llm.c for sm {sm} into {binary.parent}")
+        spec = opts.llmc_src or cfg.mirrors.llmc_src
+        local = bool(spec) and not str(spec).startswith(("http://", "https://"))
+        return fc.BuildInput("native", False, f"compile llm.c for sm {sm} into {binary.parent}", local)
     ref = runtime_ref(cfg)
     if inspect_image(ref).get("id"):
         return fc.BuildInput(cfg.provider, True, f"image {ref} found (its recipe hash is re-checked when run)")
