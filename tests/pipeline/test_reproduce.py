@@ -8,6 +8,7 @@ seconds to tokenize), a tiny HellaSwag jsonl written here, and the stand-in trai
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -174,3 +175,33 @@ def test_reproduce_bad_input_exits_2_with_what_and_fix(tmp_path, args, message):
     err = " ".join(r.stderr.split())
     assert message in err and "hint:" in err
     assert not (tmp_path / "data").exists()          # refused before anything was written
+
+
+def test_crash_leaves_a_running_stage_that_the_same_command_continues(tmp_path):
+    """SIGKILL (a crash, a reboot): nothing is recorded by kitctl itself; the stage stays `running` with a dead
+    pid, `kitctl status` says so, and the same command runs that stage again (training from its checkpoint)."""
+    p = write_inputs(tmp_path)
+    run = tmp_path / "data" / "runs" / "gpt2-124m"
+    pids = tmp_path / "pids"
+    argv = [sys.executable, "-m", "kitctl", "reproduce", "gpt2-124m", "--dataset", "tinyshakespeare",
+            "--hellaswag-source", str(p["hellaswag"]), "--runtime", "native", "--binary", str(p["binary"]),
+            "--inventory", str(p["inventory"]), "--steps", "8", "--no-tune", "--", "-n", "2"]
+    env = _env(tmp_path, FAKE_TRAIN_STEP_SLEEP="0.3", FAKE_PIDFILE=str(pids))
+    rc, _ = _run_until(argv, env, lambda: (run / "DONE_00000002").exists(), signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    for pid in pids.read_text().split():          # the reboot takes the stand-in down too
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    st = _state(run)
+    assert st.stage("train").status == "running" and st.stage("tune").status == "skipped"
+    out = subprocess.run([sys.executable, "-m", "kitctl", "status", str(run)], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "no kitctl running: re-run the same command to continue" in " ".join(out.split())
+    r = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    st = _state(run)
+    assert st.complete and st.stage("train").sessions == 2 and (run / "report.html").is_file()
+    launches = [ln for ln in (run / "stdout.log").read_text().splitlines() if ln.startswith("# kitctl")]
+    assert "-y 1" in launches[-1]
