@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from rich.console import Console
+from rich.markup import escape
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.pipeline_state import FILENAME, FINISHED, STAGES, PipelineState, StageState, now_iso, process_alive
@@ -132,7 +133,7 @@ def run_pipeline(cfg, opts: ReproduceOptions, console: Console, argv: list[str],
         for name in STAGES:
             s = state.stage(name)
             if s.status in FINISHED:
-                console.print(f"[bold]{name}[/]: {s.status} earlier ({s.detail})", highlight=False)
+                console.print(f"[bold]{name}[/]: {s.status} earlier ({escape(s.detail)})", highlight=False)
                 continue
             if name in ("tune", "train"):   # plan on the real shards now (and, for train, the new tune cache)
                 g, f = make_forecast(cfg, opts)
@@ -190,4 +191,4 @@ def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc
     if s.name == "train":
         s.progress_text = res.detail
     sf.save()
-    console.print(f"[bold]{s.name}[/]: {res.status} ({res.detail})", highlight=False)
+    console.print(f"[bold]{s.name}[/]: {res.status} ({escape(res.detail)})", highlight=False)
