@@ -48,7 +48,7 @@ def test_kit_config(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_image(test_kit_config, docker_base_image, build_ca, tmp_path_factory) -> str:
     """The CPU-only data image (``llmc-kit-test:data``), built once per session."""
-    from kitctl.images import build as builder, context, request
+    from kitctl.images import build as builder
 
     return builder.build_data_image(test_kit_config, base_image=docker_base_image, ca_cert=build_ca,
                                    build_dir=tmp_path_factory.mktemp("build-data"), on_line=_log)

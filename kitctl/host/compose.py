@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from kitctl.core import resources
 from kitctl.core.config import KitConfig
@@ -100,7 +100,7 @@ class ComposeRuntime:
         from python_on_whales.exceptions import DockerException
 
         try:
-            out = self.client.compose.run(service, argv, remove=True, tty=False, stream=True)
+            out: Any = self.client.compose.run(service, argv, remove=True, tty=False, stream=True)
             for _source, chunk in out:
                 for line in chunk.decode(errors="replace").splitlines():
                     (on_line or print)(line)

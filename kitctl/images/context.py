@@ -150,7 +150,8 @@ def prepare_context(req: BuildRequest, out: Optional[Path] = None, fetch_source:
     out = claim_folder(Path(out or req.build_dir / "context"))
     _copy_kit(out)
     need_src = req.target in ("build", "runtime") if fetch_source is None else fetch_source
-    llmc_label, digest, left_out = "", "", ()
+    llmc_label, digest = "", ""
+    left_out: tuple[str, ...] = ()
     if need_src:
         src = llmc_source.fetch(req.llmc_src, out / "llmc", req.ca_cert)
         llmc_label, digest, left_out = src.label(), src.digest, src.left_out

@@ -47,14 +47,16 @@ class BuildRequest:
     def from_config(cls, cfg: KitConfig, *, provider: Optional[str] = None, cuda: Optional[str] = None,
                     archs: Optional[Sequence[int]] = None, target: str = "runtime", base_image: Optional[str] = None,
                     llmc_src: Optional[str] = None, ca_cert: Optional[Path] = None, cudnn: Optional[bool] = None,
-                    build_dir: Optional[Path] = None, driver_cuda: Optional[str] = None) -> "BuildRequest":
+                    build_dir: Optional[Path] = None, driver_cuda: Optional[str] = None) -> BuildRequest:
         """``driver_cuda``: the newest CUDA the target GPUs' driver runs (:func:`kitctl.host.gpus.driver_cuda`),
         when known: picks the CUDA for an unset ``cuda`` and refuses a provider the driver cannot run."""
         prov = provider or cfg.provider
         if prov not in PROVIDERS:
-            raise ConfigError(f"--provider {prov!r}: allowed are {', '.join(PROVIDERS)}")
+            raise ConfigError(f"--provider {prov!r}: allowed are {', '.join(PROVIDERS)}",
+                              "nvidia: NVIDIA's nvidia/cuda images; wheels: any Debian/Ubuntu base + CUDA 13 PyPI wheels")
         if target not in TARGETS:
-            raise ConfigError(f"--target {target!r}: allowed are {', '.join(TARGETS)}")
+            raise ConfigError(f"--target {target!r}: allowed are {', '.join(TARGETS)}",
+                              "runtime (train), data (kitctl data), toolchain/build (compilers, for debugging)")
         if archs is None:
             if cfg.arch == "auto":
                 raise ConfigError("arch is 'auto' but no GPU list was resolved",
@@ -96,12 +98,13 @@ class BuildRequest:
 def _checked_archs(archs: Sequence[object]) -> list[int]:
     if not archs:
         raise ConfigError("the arch list is empty", "give e.g. --arch 75,86")
-    if any(not isinstance(a, int) or isinstance(a, bool) for a in archs):
+    ints = [a for a in archs if isinstance(a, int) and not isinstance(a, bool)]
+    if len(ints) != len(archs):
         return inputs.parse_archs(",".join(str(a) for a in archs))
-    bad = sorted({a for a in archs if a not in KNOWN_ARCHS})   # type: ignore[misc]
+    bad = sorted({a for a in ints if a not in KNOWN_ARCHS})
     if bad:
         raise ConfigError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)}", "e.g. --arch 75,86")
-    return sorted(set(archs))   # type: ignore[arg-type]
+    return sorted(set(ints))
 
 
 def resolve_cuda(provider: str, cuda: Optional[str], base_image: Optional[str] = None,

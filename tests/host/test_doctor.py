@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from kitctl.host import doctor
 from kitctl.core.config import KitConfig

@@ -15,13 +15,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kitctl.host.runtimes import gpu_container_flags
 from kitctl.host import compose
 from kitctl.images import build as builder
 from kitctl.images import context
-from kitctl.images import render as rendering
 from kitctl.images import request
 from kitctl.images import smoke
 
@@ -77,7 +75,7 @@ def test_unchanged_inputs_rebuild_from_cache(wheels_toolchain, tmp_path):
     lines: list[str] = []
     tag2 = builder.build(req, ctx2, on_line=lines.append)[0]
     assert tag2 == tag and image_id(tag2) == image_id(tag)
-    assert any("CACHED" in l for l in lines)
+    assert any("CACHED" in line for line in lines)
 
 
 def test_image_labels_record_pins(wheels_toolchain):
@@ -177,7 +175,7 @@ def test_compose_runtime_drives_the_same_file(tmp_path, data_image, test_kit_con
     lines: list[str] = []
     rt = ComposeRuntime(env, project="llmckittest")
     assert rt.run("data", ["kitctl", "--version"], on_line=lines.append) == 0
-    assert any(l.startswith("kitctl ") for l in lines)
+    assert any(line.startswith("kitctl ") for line in lines)
     assert rt.run("data", ["bash", "-c", "exit 3"], on_line=lines.append) == 3
 
 

@@ -7,9 +7,6 @@ import sys
 import pytest
 
 from kitctl.host import doctor
-from kitctl.host import compose
-from kitctl.images import build as builder
-from kitctl.images import context
 from kitctl.images import render as rendering
 from kitctl.images import request
 from kitctl.core.config import KNOWN_ARCHS, KitConfig

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -121,7 +120,7 @@ def test_build_argv_has_secret_build_args_and_tags(tmp_path):
 def test_write_env_and_config_ignores_compose_only_vars(tmp_path):
     cfg = KitConfig(data_root=tmp_path / "big", mirrors=Mirrors(hf_endpoint="https://hf-mirror.example"))
     env = compose.write_env(cfg, tmp_path / ".env").read_text()
-    vals = dict(l.split("=", 1) for l in env.splitlines() if l and not l.startswith("#"))
+    vals = dict(ln.split("=", 1) for ln in env.splitlines() if ln and not ln.startswith("#"))
     assert vals["KIT_UID"] == str(os.getuid()) and vals["KIT_DATA_ROOT"] == str(tmp_path / "big")
     assert "KIT_HF_HOME" not in vals and vals["LLMC_IMAGE"] == "llmc-kit:latest"   # compose: <KIT_DATA_ROOT>/hf
     set_hf = compose.env_values(KitConfig(data_root=tmp_path / "big", hf_home=tmp_path / "hf"))

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from kitctl.host import compose
-from kitctl.images import build as builder
-from kitctl.images import context
 from kitctl.images import render as rendering
 from kitctl.images import request
 from kitctl.core.config import KitConfig
