@@ -302,3 +302,23 @@ def test_pins_file_is_typed_and_strict(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         pins.load.cache_clear()
+
+
+def test_a_refused_or_interrupted_render_leaves_nothing(tmp_path, monkeypatch):
+    req = request.BuildRequest.from_config(KitConfig(), provider="wheels", llmc_src=str(tmp_path / "nope"))
+    with pytest.raises(KitError) as e:
+        context.prepare_context(req, tmp_path / "new" / "ctx", fetch_source=True)
+    assert e.value.exit_code == 2 and "nope" in e.value.message
+    assert list(tmp_path.iterdir()) == []                                  # not even the parent folders
+    ok = request.BuildRequest.from_config(KitConfig(), provider="wheels")
+    out = tmp_path / "ctx"
+    context.prepare_context(ok, out, fetch_source=False)
+    before = {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(context, "render", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        context.prepare_context(ok, out, fetch_source=False)
+    assert {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*")} == before   # the old one, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["ctx"]                 # no temp folder left
