@@ -99,8 +99,8 @@ def build(
                              cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
     env = compose.write_env(cfg, gpus=len(gpus))
-    console.print(f"wrote {env} for docker compose: "
-                  f"{shell_line(compose.compose_base_argv(env))} run --rm data kitctl data --help", highlight=False)
+    console.print(f"wrote {env} for docker compose, e.g.:", highlight=False)
+    print("  " + shell_line([*compose.compose_base_argv(env), "run", "--rm", "data", "kitctl", "data", "--help"]))
     console.print("next: kitctl smoke, kitctl data", highlight=False)
 
 
