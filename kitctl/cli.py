@@ -1,8 +1,8 @@
 """kitctl: the Typer app. Thin: parse options, call the library, render errors. No logic here.
 
-Commands are grouped by area in ``kitctl/<area>/cli.py`` (images, data, train, observe, cluster, model, pipeline), each
-with its own small ``typer.Typer``; this module owns the app, merges theirs in, holds the global options
-(kitctl/core/context.py keeps their state) and renders errors.
+Commands are grouped by area in ``kitctl/<area>/cli.py`` (images, data, train, observe, cluster, model,
+pipeline), each with its own small ``typer.Typer``; this module owns the app, merges theirs in, holds the global
+options (kitctl/core/context.py keeps their state) and renders errors.
 """
 from __future__ import annotations
 
