@@ -3,7 +3,7 @@
 The same planner as single-node training (kitctl.train.planner.build_plan) over ``slurm.cluster_facts``: the
 compute node's GPUs (``--inventory``, or this machine's) repeated ``--nodes`` times, so B, memory, resume and
 the divisibility rule see every rank. The pure parts are in kitctl/slurm.py; this module reads the machine
-(kitctl.train.runner.gather_facts), writes the run folder and calls sbatch.
+(kitctl.train.gather.gather_facts), writes the run folder and calls sbatch.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def plan_slurm(cfg: KitConfig, req, opts: SlurmOptions, inventory: Optional[Path
                mpirun: str = "/usr/bin/mpirun", *, check_paths: bool = True) -> SlurmLaunch:
     """Plan + render (reads the data folder, run folder and inventory; starts nothing)."""
     from kitctl.train.planner import build_plan
-    from kitctl.train.runner import gather_facts
+    from kitctl.train.gather import gather_facts
 
     # check the cheap Slurm inputs before reading the data
     slurm.check_counts(opts.nodes, opts.gpus_per_node)

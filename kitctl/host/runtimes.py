@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
-from kitctl.core.errors import KitError
 from kitctl.core import resources
+from kitctl.core.config import KitConfig
+from kitctl.core.errors import KitError
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,16 @@ class ContainerSpec:
     name: Optional[str] = None
     publish: list[tuple[int, int]] = field(default_factory=list)
     remove: bool = True
+
+
+def runtime_image(cfg: KitConfig) -> str:
+    """The image every GPU command runs by default: ``<image>:latest`` (the tag `kitctl build` moves)."""
+    return f"{cfg.image}:latest"
+
+
+def data_image(cfg: KitConfig) -> str:
+    """The image ``kitctl data`` runs by default: ``<image>:data``."""
+    return f"{cfg.image}:data"
 
 
 def host_user() -> str:

@@ -31,6 +31,7 @@ from kitctl.core import pins as versions
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core import resources
+from kitctl.host.runtimes import data_image, runtime_image
 
 TEMPLATE = resources.share("docker", "Dockerfile.j2")
 TARGETS = ("toolchain", "build", "runtime", "data")
@@ -466,14 +467,9 @@ def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
     return tg
 
 
-def runtime_ref(cfg: KitConfig) -> str:
-    """The image every GPU command runs by default: ``<image>:latest``."""
-    return f"{cfg.image}:latest"
-
-
-def data_ref(cfg: KitConfig) -> str:
-    """The image ``kitctl data`` runs by default: ``<image>:data``."""
-    return f"{cfg.image}:data"
+# the tags themselves are named in kitctl.host.runtimes (train and data use them without importing images)
+runtime_ref = runtime_image
+data_ref = data_image
 
 
 def env_values(cfg: KitConfig) -> dict[str, str]:
