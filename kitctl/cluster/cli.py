@@ -9,9 +9,11 @@ from typing import List, Optional
 
 import typer
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
 from kitctl.host.runtimes import runtime_image
 from kitctl.train.cli import Launcher, add_launcher
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command("export")

@@ -17,12 +17,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
 from kitctl.core.errors import ConfigError
 from kitctl.train.plan import Plan
 from kitctl.train.request import TrainRequest
 from kitctl.train.session import plan_for, run_training
 from kitctl.train.tune import run_tune, tune_first
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 _RUNTIME = typer.Option(None, "--runtime", help="docker (the kit's image) or native (host mpirun + native build); "
                                                 "default: kit.yaml's runtime")

@@ -35,7 +35,7 @@ class Display:
         self.n = 0
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> "Display":
+    def __enter__(self) -> Display:
         if not self.quiet and self.console.is_terminal:
             self.bar = self._stack.enter_context(progress_bar(
                 "[bold]train[/] {task.fields[info]}", total=self.plan.steps, console=self.console,

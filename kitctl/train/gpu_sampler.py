@@ -19,7 +19,7 @@ class MemorySampler:
         self.proc: Optional[subprocess.Popen] = None
         self.thread: Optional[threading.Thread] = None
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         exe = shutil.which(self.nvidia_smi)
         if exe is None:
             return self

@@ -65,7 +65,7 @@ def llmc_args(d: Decided, data_root: str, out: str) -> list[str]:
             "-h", str(p.hellaswag), "-x", str(p.steps), "-y", "1" if p.resume else "0",
             *pre.extra, *p.request.passthrough]
     flags = p.request.bench_flags   # kitctl tune's own flags replace the preset's (or are added)
-    for k, v in zip(flags[::2], flags[1::2]):
+    for k, v in zip(flags[::2], flags[1::2], strict=True):
         if k in args:
             args[args.index(k) + 1] = v
         else:

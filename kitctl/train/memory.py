@@ -137,7 +137,7 @@ class Series:
     command: str = ""
 
     @classmethod
-    def of(cls, d: SeriesData) -> "Series":
+    def of(cls, d: SeriesData) -> Series:
         pts = sorted([(b, gb) for b, gb in d.points.items()] + [(b, mib * MIB / GB) for b, mib in d.points_mib.items()])
         return cls(d.device, d.precision, d.cudnn, d.descriptor, d.seq_len, d.ranks, d.zero_stage, d.recompute,
                    tuple(pts), d.command)
@@ -166,18 +166,18 @@ class MemoryModel:
     series: tuple[Series, ...]
 
     @classmethod
-    def of(cls, data: MemoryModelFile) -> "MemoryModel":
+    def of(cls, data: MemoryModelFile) -> MemoryModel:
         series = [Series.of(d) for d in data.series]
         overhead, k = fit(series, data.nccl_overhead_gb)
         return cls(overhead, k, data.headroom_frac, data.headroom_gb, data.nccl_overhead_gb, tuple(series))
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "memory model") -> "MemoryModel":
+    def from_dict(cls, data: Any, source: str = "memory model") -> MemoryModel:
         """From parsed YAML/JSON (e.g. ``{"series": tune_record.memory_series}``); ConfigError naming bad keys."""
         return cls.of(load_model(MemoryModelFile, data, source))
 
     @classmethod
-    def load(cls, path: Optional[Path] = None) -> "MemoryModel":
+    def load(cls, path: Optional[Path] = None) -> MemoryModel:
         return cls.of(load_yaml(MemoryModelFile, path or MODEL_FILE, "memory model"))
 
     def predict(self, descriptor: str, B: int, T: int, recompute: int, precision: str, ranks: int,
@@ -221,7 +221,7 @@ def fit(series: list[Series], nccl_overhead_gb: float = 0.0) -> tuple[float, flo
     sxx = sum((x - mx) ** 2 for x in xs)
     if sxx == 0:
         return my - mx, 1.0
-    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     return my - k * mx, k
 
 

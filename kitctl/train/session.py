@@ -61,17 +61,7 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
         runtime = runtime_record(plan)
         session = new_session(plan, id=uuid.uuid4().hex[:12], attempts=list(attempts), tuned=tuned)
         write_run_json(plan, session, runtime)
-        steps_seen: list[Step] = []
-        with (plan.out_dir / "stdout.log").open("a", buffering=1) as log, Display(console, plan, quiet) as disp:
-            log.write(f"# kitctl {now()} {plan.command_line()}\n")
-
-            def on_line(s: str) -> None:
-                log.write(s + "\n")
-                st = parse_step(s)
-                if st is not None:
-                    steps_seen.append(st)
-                disp.line(s, steps_seen)
-            out = launch(plan, on_line, docker_client)
+        out = _launch_logged(plan, console, quiet, docker_client)
         tok_s = throughput(out.steps, plan.total_batch)
         session = session.model_copy(update=dict(
             end=now(), exit_status=out.rc, first_step=out.steps[0].step if out.steps else None,
@@ -107,6 +97,21 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
                     msg += f"; the plan estimated ~{plan.est_tok_s:,.0f} ({tok_s / plan.est_tok_s - 1:+.1%})"
             console.print(msg + f"; run folder {plan.out_dir}")
         return session
+
+
+def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any) -> Outcome:
+    """One launch: every line appended to <out>/stdout.log (headed by the command), step lines to the display."""
+    steps_seen: list[Step] = []
+    with (plan.out_dir / "stdout.log").open("a", buffering=1) as log, Display(console, plan, quiet) as disp:
+        log.write(f"# kitctl {now()} {plan.command_line()}\n")
+
+        def on_line(s: str) -> None:
+            log.write(s + "\n")
+            st = parse_step(s)
+            if st is not None:
+                steps_seen.append(st)
+            disp.line(s, steps_seen)
+        return launch(plan, on_line, docker_client)
 
 
 def _fail(plan: Plan, out: Outcome) -> None:

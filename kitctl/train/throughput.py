@@ -76,16 +76,18 @@ class Estimate:
     basis: str               # how the number was made, for the plan
 
 
-def _curve(points: dict[int, float], B: int) -> tuple[float, int]:
+def _curve(points: dict[int, float], micro: int) -> tuple[float, int]:
     """Tokens/s at B: measured, log-linear between measured Bs, or the nearest end outside them."""
-    if B in points:
-        return points[B], 2
+    if micro in points:
+        return points[micro], 2
     bs = sorted(points)
-    if B < bs[0] or B > bs[-1]:
-        return points[bs[0] if B < bs[0] else bs[-1]], 0
-    lo = max(b for b in bs if b < B)
-    hi = min(b for b in bs if b > B)
-    t = (math.log2(B) - math.log2(lo)) / (math.log2(hi) - math.log2(lo))
+    if micro < bs[0]:
+        return points[bs[0]], 0
+    if micro > bs[-1]:
+        return points[bs[-1]], 0
+    lo = max(b for b in bs if b < micro)
+    hi = min(b for b in bs if b > micro)
+    t = (math.log2(micro) - math.log2(lo)) / (math.log2(hi) - math.log2(lo))
     return points[lo] + t * (points[hi] - points[lo]), 1
 
 

@@ -291,8 +291,9 @@ def test_docker_runner_without_engine(kit, monkeypatch):
 
 
 def test_throughput_warmup_is_per_launch():
-    mk = (lambda i, ms: parse_step(f"step {i:4d}/99 | loss 1.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
-                                   f"{ms:.2f} ms | 40.0% bf16 MFU | 1 tok/s"))
+    def mk(i, ms):
+        return parse_step(f"step {i:4d}/99 | loss 1.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
+                          f"{ms:.2f} ms | 40.0% bf16 MFU | 1 tok/s")
     resumed = [mk(41, 9000), mk(42, 500), mk(43, 500), mk(44, 500)]     # a resumed launch warms up again
     assert throughput(resumed, 1000, warmup=1) == pytest.approx(2000)
 
