@@ -106,8 +106,12 @@ class _Rules:
 
 
 def _rank_key(c: Candidate, preset_r: int) -> tuple:
+    """Fastest first; a B outside the measured range (its estimate is the nearest measured B's, not an
+    extrapolation) only after every config inside it; ties: the bigger B, then the preset's -r."""
     e = c.estimate
-    return (e.score if e else 0.0, e.quality if e else 0, c.micro_batch, c.recompute == preset_r)
+    if e is None:
+        return (False, 0.0, 0, c.micro_batch, c.recompute == preset_r)
+    return (e.quality > 0, e.score, e.quality, c.micro_batch, c.recompute == preset_r)
 
 
 def refuse_batch(message: str, B: int, T: int, D: int, ranks: int) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -410,3 +411,35 @@ def test_docker_without_nvidia_runtime_says_the_container_could_not_start(kit, m
     assert "kitctl doctor" in e.value.hint
     rj = json.loads((cfg.data_root / "runs" / "d" / "run.json").read_text())
     assert rj["session"]["status"] == "failed" and rj["session"]["exit_status"] == 125
+
+
+def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_best(kit):
+    """`kitctl train` on a GPU the throughput table has no row for (RTX 4090): the plan shows a bounded short
+    tune, the CLI runs it (cached), plans again from the measurement and trains that config."""
+    import subprocess
+
+    cfg, tmp = kit
+    (tmp / "4090.csv").write_text("0, NVIDIA GeForce RTX 4090, 8.9, 24564 MiB, 570.86.10\n")
+    # the table ranks B=16 -r 0 first; this "GPU" is fastest at B=8 -r 0: the measurement must win
+    env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "KIT_RUNTIME": "native", "COLUMNS": "250",
+           "FAKE_RATES": "16:0:500000,8:0:600000,16:1:450000,8:1:440000"}
+    base = [sys.executable, "-m", "kitctl", "train", "--inventory", str(tmp / "4090.csv"), "--mpirun", NO_MPIRUN,
+            "--data", str(cfg.data_root / "tinyshakespeare"), "--name", "tf", "--steps", "3000"]
+    r = subprocess.run([*base, "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "tune first" in r.stdout and "within 2% of the run's" in r.stdout
+    assert not (cfg.data_root / "tune").exists()                          # --dry-run only shows it
+    r = subprocess.run(base, capture_output=True, text=True, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = " ".join(r.stdout.split())
+    assert "tune first: " in out and re.search(r"B=8 -r 0: 600,00\d tok/s", out)
+    assert "planned from the measurement: micro-batch B 8 -r 0 (tune cache: fastest measured" in out
+    assert "done: step 3000/3000" in out
+    rec = json.loads(next((cfg.data_root / "tune").glob("*.json")).read_text())
+    assert rec["auto"] is True and rec["steps"] == 14 and len(rec["results"]) >= 2
+    rj = json.loads((cfg.data_root / "runs" / "tf" / "run.json").read_text())
+    assert rj["plan"]["micro_batch"] == 8 and rj["plan"]["tune_file"] == rj["session"]["tuned"]
+    # --no-tune: no tune, and the table's pick
+    r = subprocess.run([*base, "--no-tune", "--name", "nt", "--dry-run"], capture_output=True, text=True, env=env,
+                       cwd=tmp)
+    assert r.returncode == 0 and "tune first" not in r.stdout and "throughput table" in r.stdout
