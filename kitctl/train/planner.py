@@ -29,6 +29,7 @@ from kitctl.train.memory import MemoryModel, default_model
 from kitctl.train.peaks import knows_mfu
 from kitctl.train.plan import Plan
 from kitctl.train.presets import Preset, get_preset
+from kitctl.train.record import PlanRecord
 from kitctl.train.request import Facts, TrainRequest, absorb_passthrough, gpu_spec
 from kitctl.train.resume import choose_resume, resumable
 from kitctl.train.schedule import choose_schedule
@@ -106,9 +107,9 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     if unknown:
         notes.append(f"llm.c's MFU table lacks {', '.join(unknown)}: its step lines print -100% MFU (shown as N/A)")
     # 4. resume
-    key = {"ranks": len(gpus), "micro_batch": batch.micro_batch, "seq_len": T, "total_batch": D,
-           "descriptor": preset.descriptor, "precision": hw.precision, "data": facts.data.fingerprint,
-           "data_dir": str(facts.data.dir)}
+    key = PlanRecord(ranks=len(gpus), micro_batch=batch.micro_batch, seq_len=T, total_batch=D,
+                     descriptor=preset.descriptor, precision=hw.precision, data=facts.data.fingerprint,
+                     data_dir=str(facts.data.dir)).resume_key()
     resumption = choose_resume(facts.out, req.fresh, key, schedule.steps)
     # 5. tune first (GPUs without throughput measurements)
     tune_first = None
