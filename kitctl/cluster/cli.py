@@ -1,6 +1,6 @@
 """Cluster commands: ``kitctl export`` (image -> .sqsh / .sif / tar) and the Slurm launcher's options.
 
-Logic lives in kitctl/export.py and kitctl/slurm.py; this module parses options and prints.
+Logic lives in kitctl/cluster/export.py and kitctl/cluster/slurm*.py; this module parses options and prints.
 """
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from typing import List, Optional
 
 import typer
 
+from kitctl.cluster import export
+from kitctl.cluster.slurm import SlurmOptions
+from kitctl.cluster.slurm_run import train_on_slurm
 from kitctl.core.context import config, console
+from kitctl.core.errors import ConfigError
 from kitctl.host.runtimes import runtime_image
 from kitctl.train.cli import Launcher, add_launcher
 
@@ -26,8 +30,6 @@ def export_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps, run nothing"),
 ) -> None:
     """Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a docker save tar."""
-    from kitctl.cluster import export
-
     cfg = config()
     ref = image or runtime_image(cfg)    # the tag `kitctl build` moves
     out = output if output is not None else export.default_output(ref, fmt, cfg.data_root / "export")
@@ -39,7 +41,8 @@ def export_cmd(
     res = export.run_export(plan, console=console,
                             on_line=lambda s: console.print(s, highlight=False, markup=False))
     console.print(f"wrote {res.output} ({res.size / 1e9:.2f} GB)\nsha256 {res.sha256}  (also in "
-                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False)
+                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False,
+                  markup=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -75,10 +78,6 @@ def train_with_launcher(cfg, req, *, inventory: Optional[Path], mpirun: str, dry
                         sif: Optional[Path], shared_dir: Optional[Path], init: str,
                         sbatch_opt: Optional[list], submit: bool) -> None:
     """`kitctl train --launcher slurm`: plan for nodes x GPUs, write <run>/sbatch.sh, submit with --submit."""
-    from kitctl.core.errors import ConfigError
-    from kitctl.cluster.slurm import SlurmOptions
-    from kitctl.cluster.slurm_run import train_on_slurm
-
     if launcher != "slurm":
         raise ConfigError(f"--launcher {launcher!r} is not one of local, slurm", "pass --launcher slurm or leave it out")
     if submit and dry_run:
