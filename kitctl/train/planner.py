@@ -35,7 +35,7 @@ from kitctl.train.resume import choose_resume, resumable
 from kitctl.train.schedule import choose_schedule
 from kitctl.train.throughput import ThroughputTable, load_table
 from kitctl.train.tune_cache import CachedTune, cache_key, find
-from kitctl.train.tune_first import plan_tune_first
+from kitctl.train.tune_first import choose_tune_first
 
 __all__ = ["MICRO_BATCHES", "Facts", "Plan", "TrainRequest", "build_plan", "get_preset", "gpu_spec"]
 
@@ -112,21 +112,12 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
                      data_dir=str(facts.data.dir)).resume_key()
     resumption = choose_resume(facts.out, req.fresh, key, schedule.steps)
     # 5. tune first (GPUs without throughput measurements)
-    tune_first = None
-    unmeasured = table.unmeasured(gpus, hw.precision)
-    if unmeasured and batch.source == "table" and not req.bench and not resumption.resume:
-        if req.no_tune:
-            notes.append(f"no throughput measurements for {', '.join(unmeasured)}: --no-tune, so B and -r come "
-                         "from estimates scaled from another GPU")
-        elif req.tune_first and hw.precision not in facts.runtime_ids:
-            notes.append(f"no throughput measurements for {', '.join(unmeasured)}, and no image id / native "
-                         "binary to key a tune cache: build it first (kitctl build), then a short tune runs first")
-        elif req.tune_first:
-            tune_first, note = plan_tune_first(batch, schedule.steps, D, unmeasured)
-            notes.append(note)
-        else:
-            notes.append(f"no throughput measurements for {', '.join(unmeasured)}: B and -r come from estimates "
-                         "scaled from another GPU; `kitctl tune` on them measures")
+    tune_first, note = choose_tune_first(
+        batch, table.unmeasured(gpus, hw.precision), run_steps=schedule.steps, total_batch=D,
+        wanted=req.tune_first and not req.bench and not resumption.resume, no_tune=req.no_tune,
+        runtime_known=hw.precision in facts.runtime_ids)
+    if note:
+        notes.append(note)
     # the launch, from the decisions
     decided = Decided(preset, req, hw.gpus, hw.precision, batch.micro_batch, batch.recompute, T, D, schedule.steps,
                       schedule.hellaswag, resumption.resume, facts.data, facts.out.dir)

@@ -42,19 +42,36 @@ def _cost(c: Candidate, steps: int, total_batch: int) -> Optional[float]:
     return LAUNCH_OVERHEAD_S + steps * total_batch / tok if tok else None
 
 
-def plan_tune_first(batch: BatchChoice, run_steps: int, total_batch: int, unmeasured: list[str]
-                    ) -> tuple[Optional[TuneFirst], str]:
-    """The bounded tune for a plan whose B/-r came from the throughput table, and a note on the decision."""
-    cands = list(batch.ranked[:MAX_CONFIGS])
+def choose_tune_first(batch: BatchChoice, unmeasured: list[str], *, run_steps: int, total_batch: int, wanted: bool,
+                      no_tune: bool, runtime_known: bool) -> tuple[Optional[TuneFirst], Optional[str]]:
+    """Whether to tune first, and a note saying why (not), for a plan whose B/-r came from the throughput table
+    on GPUs without measurements (``unmeasured``). ``wanted``: `kitctl train`, local, not resuming."""
+    if not unmeasured or batch.source != "table":
+        return None, None
     names = ", ".join(unmeasured)
+    if no_tune:
+        return None, (f"no throughput measurements for {names}: --no-tune, so B and -r come from estimates scaled "
+                      "from another GPU")
+    if not wanted:
+        return None, (f"no throughput measurements for {names}: B and -r come from estimates scaled from another "
+                      "GPU; `kitctl tune` on them measures")
+    if not runtime_known:
+        return None, (f"no throughput measurements for {names}, and no image id / native binary to key a tune "
+                      "cache: build it first (kitctl build), then a short tune runs first")
+    return _bounded(batch, run_steps, total_batch, names)
+
+
+def _bounded(batch: BatchChoice, run_steps: int, total_batch: int, names: str) -> tuple[Optional[TuneFirst], str]:
+    """The bounded tune: the best-ranked configs that fit within BUDGET_FRAC of the run's forecast."""
+    cands = list(batch.ranked[:MAX_CONFIGS])
     if len(cands) < 2:
         return None, f"no throughput measurements for {names}, but only one config fits: nothing to tune"
     est = batch.estimate.tok_s if batch.estimate else None
     if est:
         forecast = run_steps * total_batch / est
         budget = BUDGET_FRAC * forecast
-        for steps, warmup in ((STEPS, WARMUP), (MIN_STEPS, MIN_WARMUP)):
-            for n in range(len(cands), 1, -1):
+        for n in range(len(cands), 1, -1):       # more configs first, then more steps each
+            for steps, warmup in ((STEPS, WARMUP), (MIN_STEPS, MIN_WARMUP)):
                 cost = sum(_cost(c, steps, total_batch) or 0.0 for c in cands[:n])
                 if cost <= budget:
                     bound = (f"~{format_duration(cost)}, within {BUDGET_FRAC:.0%} of the run's ~"
@@ -69,8 +86,8 @@ def plan_tune_first(batch: BatchChoice, run_steps: int, total_batch: int, unmeas
                       f"{format_duration(budget)}, two configs take ~{format_duration(two)}; the estimates are "
                       "scaled from another GPU (run `kitctl tune` to measure)")
     # no absolute estimate (a GPU without a published peak): bound the tune's steps by the run's instead
-    for steps, warmup in ((STEPS, WARMUP), (MIN_STEPS, MIN_WARMUP)):
-        for n in range(len(cands), 1, -1):
+    for n in range(len(cands), 1, -1):
+        for steps, warmup in ((STEPS, WARMUP), (MIN_STEPS, MIN_WARMUP)):
             if n * steps <= BUDGET_FRAC * run_steps:
                 return (TuneFirst(tuple((c.micro_batch, c.recompute) for c in cands[:n]), steps, warmup, None, None,
                                   None, f"{n * steps} tune steps, within {BUDGET_FRAC:.0%} of the run's {run_steps} "
