@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import GPU
@@ -42,11 +42,15 @@ class TrainRequest:
     fresh: bool = False
     no_tune: bool = False               # ignore the tune cache and never tune first
     tune_first: bool = False            # may plan a short, bounded tune before training (kitctl train, local)
-    passthrough: tuple[str, ...] = ()
+    passthrough: Sequence[str] = ()     # kept as a tuple
     # set by the runner when it re-plans after an out-of-memory start
     oom_retry_from: Optional[int] = None
     # a short measuring run (kitctl tune passes its flags: no eval, sampling or checkpoints)
-    bench_flags: tuple[str, ...] = ()
+    bench_flags: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "passthrough", tuple(self.passthrough))
+        object.__setattr__(self, "bench_flags", tuple(self.bench_flags))
 
     @property
     def bench(self) -> bool:
