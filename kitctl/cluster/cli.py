@@ -14,7 +14,7 @@ from kitctl.cluster.slurm import SlurmOptions
 from kitctl.cluster.slurm_run import train_on_slurm
 from kitctl.core.context import config, console
 from kitctl.core.errors import ConfigError
-from kitctl.host.runtimes import runtime_image
+from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.cli import Launcher, add_launcher
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
@@ -31,7 +31,7 @@ def export_cmd(
 ) -> None:
     """Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a docker save tar."""
     cfg = config()
-    ref = image or runtime_image(cfg)    # the tag `kitctl build` moves
+    ref = image or runtime_image_ref(cfg)    # the tag `kitctl build` moves
     out = output if output is not None else export.default_output(ref, fmt, cfg.data_root / "export")
     plan = export.export_commands(ref, fmt, out.absolute(), via_tar=via_tar)
     if dry_run:

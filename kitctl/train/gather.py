@@ -13,7 +13,7 @@ from python_on_whales.client_config import ClientNotFoundError
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.files import sha256_file
 from kitctl.host.gpus import load_inventory
-from kitctl.host.runtimes import runtime_image
+from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.facts import host_facts, inspect_data, inspect_out
 from kitctl.train.launch import BINARIES
 from kitctl.train.presets import get_preset
@@ -42,7 +42,7 @@ def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = 
     data = inspect_data(data_dir)
     hs = cfg.data_root / "hellaswag" / "hellaswag_val.bin"
     tok = cfg.data_root / "gpt2_tokenizer.bin"
-    image = runtime_image(cfg)
+    image = runtime_image_ref(cfg)
     bin_dir = cfg.data_root / "native" / "bin"
     runtime_ids: dict[str, str] = {}
     if req.runtime == "native":
