@@ -1,7 +1,8 @@
 """kitctl: the Typer app. Thin: parse options, call the library, render errors. No logic here.
 
-Commands are grouped by area in ``cli_*.py`` modules (images, data, train, observe, cluster), each of
-which registers its commands on ``app``; this module owns the app, the global options and error rendering.
+Commands are grouped by area in ``kitctl/<area>/cli.py`` (images, data, train, observe, cluster, pipeline), each
+with its own small ``typer.Typer``; this module owns the app, merges theirs in, holds the global options
+(kitctl/core/context.py keeps their state) and renders errors.
 """
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ from typing import Optional
 
 import click
 import typer
-from rich.console import Console
 from typer.exceptions import TyperException
 
 from kitctl import __version__
+from kitctl.cluster import cli as cluster_cli
 from kitctl.core import validate
-from kitctl.core.config import TEMPLATE, KitConfig, load_config, write_template, yaml_scalar
+from kitctl.core.config import TEMPLATE, write_template, yaml_scalar
+from kitctl.core.context import console, err_console, state
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
+from kitctl.data import cli as data_cli
+from kitctl.images import cli as images_cli
+from kitctl.observe import cli as observe_cli
+from kitctl.pipeline import cli as pipeline_cli
+from kitctl.train import cli as train_cli
 
 app = typer.Typer(
     name="kitctl",
@@ -30,26 +37,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-class State:
-    config_path: Optional[Path] = None
-    _config: Optional[KitConfig] = None
-
-    def config(self) -> KitConfig:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
-
-
-state = State()
-
-
-def config() -> KitConfig:
-    """The loaded kit.yaml (loaded once, on first use, so `--help` never needs a valid config)."""
-    return state.config()
 
 
 def _version(value: bool) -> None:
@@ -63,8 +50,7 @@ def _root(
     config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="kit.yaml to use (default ./kit.yaml)"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
-    state.config_path = config_file
-    state._config = None
+    state.reset(config_file)
 
 
 @app.command()
@@ -93,14 +79,10 @@ def render_error(e: KitError) -> None:
 
 
 def _register() -> None:
-    import importlib
-
-    for mod in ("images.cli", "data.cli", "train.cli", "observe.cli", "cluster.cli", "pipeline.cli"):
-        try:
-            importlib.import_module(f"kitctl.{mod}")
-        except ModuleNotFoundError as e:  # an area not written yet
-            if e.name != f"kitctl.{mod}":
-                raise
+    """Merge each area's commands into the one app, in the order `kitctl --help` lists them."""
+    for area in (images_cli, data_cli, train_cli, observe_cli, cluster_cli, pipeline_cli):
+        app.registered_commands.extend(area.app.registered_commands)
+        app.registered_groups.extend(area.app.registered_groups)
 
 
 _register()

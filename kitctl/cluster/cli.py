@@ -9,7 +9,9 @@ from typing import Optional
 
 import typer
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command("export")

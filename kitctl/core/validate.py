@@ -334,7 +334,7 @@ def checked(check: Callable[..., Any], **kw: Any) -> Callable[[Any, Any, Any], A
     """A Typer/click option callback running ``check(value, <option name>, **kw)``; None passes through.
 
     For repeatable options (lists), each item is checked."""
-    def callback(ctx, param, value):
+    def callback(ctx: Any, param: Any, value: Any) -> Any:
         if value is None or getattr(ctx, "resilient_parsing", False):
             return value
         name = (param.opts[0] if getattr(param, "opts", None) else None) or param.human_readable_name

@@ -12,8 +12,10 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
 from kitctl.core.errors import KitError
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 class _DefaultMake(TyperGroup):

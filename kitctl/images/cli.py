@@ -9,10 +9,12 @@ from typing import Optional
 
 import typer
 
-from kitctl.cli import app, config, console, err_console
+from kitctl.core.context import config, console, err_console
 from kitctl.core.config import check_arch_list, parse_arch_list
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.runtimes import shell_line
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 def _archs(arch: Optional[str], inventory: Optional[Path]) -> list[int]:

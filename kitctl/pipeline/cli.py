@@ -7,7 +7,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command()

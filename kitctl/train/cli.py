@@ -9,9 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
 from kitctl.cluster.cli import SlurmCli, train_with_launcher
 from kitctl.train.planner import Plan, TrainRequest
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 _RUNTIME = typer.Option(None, "--runtime", help="docker (the kit's image) or native (host mpirun + native build); "
                                                 "default: kit.yaml's runtime")
