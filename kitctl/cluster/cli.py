@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 
 from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -18,7 +20,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 def export_cmd(
     image: Optional[str] = typer.Argument(None, help="image to export (default: <image>:latest from kit.yaml)"),
     fmt: str = typer.Option("sqsh", "--format", "-f", help="sqsh (enroot/pyxis), sif (Apptainer) or tar (docker save)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
+    output: Optional[Path] = typer.Option(None, "--output", "-o", callback=checked(validate.writable_file),
                                           help="output file (default <data_root>/export/<image>.<format>)"),
     via_tar: bool = typer.Option(False, "--via-tar", help="sif: build from a docker save tar (docker-archive://)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps, run nothing"),
@@ -49,12 +51,12 @@ class SlurmCli:
 
     launcher = typer.Option("local", "--launcher", help="local (this machine: mpirun) or slurm (sbatch/srun on "
                                                        "--nodes nodes)")
-    nodes = typer.Option(1, "--nodes", help="slurm: number of nodes")
-    gpus_per_node = typer.Option(None, "--gpus-per-node", help="slurm: GPUs (ranks) per node (default: the GPUs "
+    nodes = typer.Option(1, "--nodes", callback=checked(validate.positive_int), help="slurm: number of nodes")
+    gpus_per_node = typer.Option(None, "--gpus-per-node", callback=checked(validate.positive_int), help="slurm: GPUs (ranks) per node (default: the GPUs "
                                                               "--gpus picks from --inventory, one compute node)")
-    partition = typer.Option(None, "--partition", help="slurm: partition (sbatch --partition)")
-    time = typer.Option(None, "--time", help="slurm: time limit, e.g. 2-00:00:00 (sbatch --time)")
-    account = typer.Option(None, "--account", help="slurm: account to charge (sbatch --account)")
+    partition = typer.Option(None, "--partition", callback=checked(validate.no_control_chars), help="slurm: partition (sbatch --partition)")
+    time = typer.Option(None, "--time", callback=checked(validate.no_control_chars), help="slurm: time limit, e.g. 2-00:00:00 (sbatch --time)")
+    account = typer.Option(None, "--account", callback=checked(validate.no_control_chars), help="slurm: account to charge (sbatch --account)")
     container = typer.Option("pyxis", "--container", help="slurm: pyxis (srun --container-image), apptainer "
                                                           "(apptainer exec --nv) or none (a binary on a shared path)")
     image = typer.Option(None, "--image", help="slurm+pyxis: an enroot .sqsh on the shared filesystem "
@@ -64,7 +66,7 @@ class SlurmCli:
                                                          "(llm.c's NCCL-id rendezvous, -pi fs -pf)")
     init = typer.Option("fs", "--init", help="slurm: llm.c multi-node init: fs (through --shared-dir) or tcp "
                                              "(rank 0 on the first node, port 12345)")
-    sbatch_opt = typer.Option(None, "--sbatch-opt", help="slurm: extra #SBATCH option, repeatable "
+    sbatch_opt = typer.Option(None, "--sbatch-opt", callback=checked(validate.no_control_chars), help="slurm: extra #SBATCH option, repeatable "
                                                          "(e.g. --sbatch-opt=--qos=high)")
     submit = typer.Option(False, "--submit", help="slurm: submit the script with sbatch (default: write it only)")
 

@@ -84,6 +84,15 @@ def steps_or_epoch(value: int, option: str = "--steps") -> int:
                       f"pass e.g. {option} 100")
 
 
+def choice(value: str, option: str, choices: Iterable[str]) -> str:
+    """One of a fixed set of words."""
+    allowed = tuple(choices)
+    if value not in allowed:
+        raise ConfigError(f"{option} {_show(value)} is not one of {', '.join(allowed)}",
+                          f"pass {option} {allowed[0]}" + (f" (or {', '.join(allowed[1:])})" if allowed[1:] else ""))
+    return value
+
+
 # ------------------------------------------------------------------------------------------ names and text
 
 def no_control_chars(value: str, what: str) -> str:
@@ -204,6 +213,13 @@ def arch_list(text: str, option: str = "--arch") -> list[int]:
                           f"{', '.join(str(a) for a in KNOWN_ARCHS)}), or {option} auto") from None
 
 
+def arch_spec(text: str, option: str = "--arch") -> str:
+    """An ``--arch`` value as text: ``auto`` or a checked list, normalised to ``75,86``."""
+    if text.strip() == "auto":
+        return "auto"
+    return ",".join(str(a) for a in arch_list(text, option))
+
+
 # ------------------------------------------------------------------------------------------ paths
 
 def _nearest_existing(p: Path) -> Path:
@@ -238,11 +254,12 @@ def writable_file(path: Path, what: str, suffixes: Iterable[str] = ()) -> Path:
     path = Path(path).expanduser()
     no_control_chars(str(path), what)
     suffixes = tuple(suffixes)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a file",
+                          f"pass a file name, e.g. {what} {path / ('out' + (suffixes[0] if suffixes else ''))}")
     if suffixes and path.suffix.lower() not in suffixes:
         raise ConfigError(f"{what} {path}: the file name must end in {' or '.join(suffixes)}",
                           f"pass e.g. {what} report{suffixes[0]}")
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a folder, not a file", f"pass a file name, e.g. {path / ('out' + (suffixes[0] if suffixes else ''))}")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what} {path} is read-only", f"pick another {what}, or fix its permissions (ls -l {path})")
     writable_folder(path.absolute().parent, f"the folder of {what}")

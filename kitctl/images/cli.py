@@ -12,6 +12,8 @@ import typer
 from kitctl.core.context import config, console, err_console
 from kitctl.core.config import check_arch_list, parse_arch_list
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core import validate
+from kitctl.core.validate import checked
 from kitctl.host.runtimes import shell_line
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
@@ -37,21 +39,30 @@ def _archs(arch: Optional[str], inventory: Optional[Path]) -> list[int]:
 
 @app.command()
 def build(
-    arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities: 75,86 | auto (nvidia-smi)"),
-    provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels (default: kit.yaml)"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities: 75,86 | auto (nvidia-smi)",
+                                       callback=checked(validate.arch_spec)),
+    provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels (default: kit.yaml)",
+                                           callback=checked(validate.choice, choices=("nvidia", "wheels"))),
     cuda: Optional[str] = typer.Option(None, "--cuda", help="CUDA version (default: the provider's pin)"),
     base_image: Optional[str] = typer.Option(None, "--base-image",
                                              help="Debian/Ubuntu base for wheels + data; nvidia with a --cuda "
-                                                  "the kit does not know: the nvidia/cuda ...-devel- image"),
-    target: str = typer.Option("all", "--target", help="toolchain | build | runtime | data | all (runtime+data)"),
+                                                  "the kit does not know: the nvidia/cuda ...-devel- image",
+                                             callback=checked(validate.docker_ref)),
+    target: str = typer.Option("all", "--target", help="toolchain | build | runtime | data | all (runtime+data)",
+                               callback=checked(validate.choice, choices=("all", "toolchain", "build", "runtime", "data"))),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL"),
-    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)",
+                                           callback=checked(validate.pem_bundle)),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn", help="cuDNN flash attention in the BF16 binary"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="docker | native (default: kit.yaml)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="native: binaries dir (default <data_root>/native/bin)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="docker | native (default: kit.yaml)",
+                                          callback=checked(validate.choice, choices=("docker", "native"))),
+    out: Optional[Path] = typer.Option(None, "--out", help="native: binaries dir (default <data_root>/native/bin)",
+                                       callback=checked(validate.writable_folder)),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native: cudnn-frontend include dir"),
-    build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the build context is written"),
-    inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV for --arch auto"),
+    build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the build context is written",
+                                   callback=checked(validate.writable_folder)),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV for --arch auto",
+                                             callback=checked(validate.readable_file, text=True)),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore the layer cache (downloads stay cached)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands, build nothing"),
 ) -> None:
@@ -130,11 +141,14 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
 
 @app.command()
 def render(
-    out: Path = typer.Option(Path(".kit/render"), "--out", help="folder for the Dockerfile and its context"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities, e.g. 75,86"),
-    provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels"),
+    out: Path = typer.Option(Path(".kit/render"), "--out", help="folder for the Dockerfile and its context",
+                             callback=checked(validate.writable_folder)),
+    arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities, e.g. 75,86",
+                                       callback=checked(validate.arch_spec)),
+    provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels",
+                                           callback=checked(validate.choice, choices=("nvidia", "wheels"))),
     cuda: Optional[str] = typer.Option(None, "--cuda"),
-    base_image: Optional[str] = typer.Option(None, "--base-image"),
+    base_image: Optional[str] = typer.Option(None, "--base-image", callback=checked(validate.docker_ref)),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="also put llm.c's source into the context"),
     stdout: bool = typer.Option(False, "--stdout", help="print the Dockerfile only"),
@@ -159,7 +173,8 @@ def render(
 
 @app.command()
 def doctor(
-    inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV instead of this box's GPUs"),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV instead of this box's GPUs",
+                                             callback=checked(validate.readable_file, text=True)),
     as_json: bool = typer.Option(False, "--json", help="machine-readable findings"),
 ) -> None:
     """Check Docker, the NVIDIA runtime, GPUs, driver, disk and shared memory; explain what they mean."""
@@ -186,9 +201,11 @@ def doctor(
 
 @app.command()
 def smoke(
-    image: Optional[str] = typer.Argument(None, help="image to check (default: the runtime image, <image>:latest)"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="archs to expect (default: the image's label)"),
-    np: int = typer.Option(2, "--np", help="MPI ranks"),
+    image: Optional[str] = typer.Argument(None, help="image to check (default: the runtime image, <image>:latest)",
+                                         callback=checked(validate.docker_ref)),
+    arch: Optional[str] = typer.Option(None, "--arch", help="archs to expect (default: the image's label)",
+                                       callback=checked(validate.arch_spec)),
+    np: int = typer.Option(2, "--np", help="MPI ranks", callback=checked(validate.positive_int)),
     gpus: Optional[bool] = typer.Option(None, "--gpus/--no-gpus", help="pass the GPUs in (default: if any)"),
 ) -> None:
     """Run the image smoke checks: SASS per arch (cuobjdump), mpirun -np 2, NCCL allreduce on GPUs."""

@@ -7,6 +7,8 @@ from typing import List, Optional
 import typer
 
 from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -14,11 +16,11 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 @app.command()
 def tensorboard(
     runs: Optional[List[str]] = typer.Argument(None, help="run names under <data_root>/runs or run folders; default all"),
-    port: int = typer.Option(6006, "--port", "-p", help="TensorBoard's port"),
-    host: Optional[str] = typer.Option(None, "--host", help="bind only this address (default: all interfaces)"),
+    port: int = typer.Option(6006, "--port", "-p", callback=checked(validate.port), help="TensorBoard's port"),
+    host: Optional[str] = typer.Option(None, "--host", callback=checked(validate.host_address), help="bind only this address (default: all interfaces)"),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="keep converting new log lines"),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="serve TensorBoard (--no-serve only converts)"),
-    interval: float = typer.Option(5.0, "--interval", help="seconds between looks at the logs when following"),
+    interval: float = typer.Option(5.0, "--interval", callback=checked(validate.positive_float), help="seconds between looks at the logs when following"),
 ) -> None:
     """llm.c's main.log (+ stdout.log) -> TensorBoard event files in <run>/tb/, then serve TensorBoard, live."""
     from kitctl.observe.logs import resolve_runs
@@ -48,7 +50,7 @@ def status(
 @app.command()
 def report(
     runs: Optional[List[str]] = typer.Argument(None, help="run names or folders; default all runs"),
-    out: Path = typer.Option(Path("report.png"), "--out", "-o", help="report.png or report.html"),
+    out: Path = typer.Option(Path("report.png"), "--out", "-o", callback=checked(validate.writable_file, suffixes=(".png", ".html")), help="report.png or report.html"),
     label: Optional[List[str]] = typer.Option(None, "--label", "-l", help="legend name of each run, in order"),
 ) -> None:
     """Loss and HellaSwag curves of one or more runs vs the GPT-2 124M / GPT-3 124M references.

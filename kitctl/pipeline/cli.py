@@ -8,14 +8,16 @@ import typer
 from rich.table import Table
 
 from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command()
 def demo(
-    data_root: Optional[Path] = typer.Option(None, help="demo data root (default <data_root>/demo)"),
-    steps: int = typer.Option(20, help="training steps, where this machine can train"),
+    data_root: Optional[Path] = typer.Option(None, callback=checked(validate.writable_folder), help="demo data root (default <data_root>/demo)"),
+    steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
     from kitctl.pipeline.demo import run_demo

@@ -10,15 +10,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
 from kitctl.cluster.cli import SlurmCli, train_with_launcher
 from kitctl.train.planner import Plan, TrainRequest
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
-_RUNTIME = typer.Option(None, "--runtime", help="docker (the kit's image) or native (host mpirun + native build); "
+_RUNTIME = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")), help="docker (the kit's image) or native (host mpirun + native build); "
                                                 "default: kit.yaml's runtime")
 _GPUS = typer.Option("all", "--gpus", help="all | N (the first N) | 0,2 (these indices)")
-_INV = typer.Option(None, "--inventory", help="plan for another machine: a file of nvidia-smi --query-gpu="
+_INV = typer.Option(None, "--inventory", callback=checked(validate.readable_file, text=True), help="plan for another machine: a file of nvidia-smi --query-gpu="
                                               "index,name,compute_cap,memory.total,driver_version --format=csv,noheader")
 _MPIRUN = typer.Option("/usr/bin/mpirun", "--mpirun", help="host mpirun (native runtime)")
 
@@ -50,19 +52,19 @@ def train(
                                                                   "appended to its argv (e.g. -- -lg 100)"),
     preset: str = typer.Option("gpt2-124m", "--preset", help="gpt2-124m | gpt2-350m | gpt2-774m | gpt2-1558m"),
     gpus: str = _GPUS,
-    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", "-b", help="per-GPU micro-batch B "
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", "-b", callback=checked(validate.positive_int), help="per-GPU micro-batch B "
                                                                                 "(default: tune cache, else memory model)"),
-    recompute: Optional[int] = typer.Option(None, "--recompute", help="llm.c -r: 0 none, 1 GELU, 2 GELU+LN"),
+    recompute: Optional[int] = typer.Option(None, "--recompute", callback=checked(validate.int_range, lo=0, hi=2), help="llm.c -r: 0 none, 1 GELU, 2 GELU+LN"),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 when every "
                                                                        "GPU is sm_80+, else the faster choice)"),
-    steps: Optional[int] = typer.Option(None, "--steps", "-x", help="optimizer steps (default: the preset's; "
+    steps: Optional[int] = typer.Option(None, "--steps", "-x", callback=checked(validate.steps_or_epoch), help="optimizer steps (default: the preset's; "
                                                                     "-1 = one epoch of the shards)"),
-    total_batch: Optional[int] = typer.Option(None, "--total-batch", "-d", help="tokens per optimizer step"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name: <data_root>/runs/<name> (default: preset)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (overrides --name)"),
+    total_batch: Optional[int] = typer.Option(None, "--total-batch", "-d", callback=checked(validate.positive_int), help="tokens per optimizer step"),
+    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="run name: <data_root>/runs/<name> (default: preset)"),
+    out: Optional[Path] = typer.Option(None, "--out", callback=checked(validate.writable_folder), help="run folder (overrides --name)"),
     data: Optional[Path] = typer.Option(None, "--data", help="shard folder (default <data_root>/<preset's dataset>)"),
     runtime: Optional[str] = _RUNTIME,
-    binary: Optional[Path] = typer.Option(None, "--binary", help="native: train_gpt2cu to run "
+    binary: Optional[Path] = typer.Option(None, "--binary", callback=checked(validate.readable_file), help="native: train_gpt2cu to run "
                                                                  "(default <data_root>/native/bin/...)"),
     mpirun: str = _MPIRUN,
     inventory: Optional[Path] = _INV,
@@ -109,12 +111,12 @@ def tune(
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default as for train)"),
     data: Optional[Path] = typer.Option(None, "--data", help="shard folder (default as for train)"),
     runtime: Optional[str] = _RUNTIME,
-    binary: Optional[Path] = typer.Option(None, "--binary", help="native: train_gpt2cu to measure"),
+    binary: Optional[Path] = typer.Option(None, "--binary", callback=checked(validate.readable_file), help="native: train_gpt2cu to measure"),
     mpirun: str = _MPIRUN,
     inventory: Optional[Path] = _INV,
-    steps: int = typer.Option(20, "--steps", help="optimizer steps per config"),
-    warmup: int = typer.Option(5, "--warmup", help="first steps left out of the timing"),
-    min_b: int = typer.Option(8, "--min-b", help="smallest B tried (smaller ones only if nothing bigger fits)"),
+    steps: int = typer.Option(20, "--steps", callback=checked(validate.positive_int), help="optimizer steps per config"),
+    warmup: int = typer.Option(5, "--warmup", callback=checked(validate.non_negative_int), help="first steps left out of the timing"),
+    min_b: int = typer.Option(8, "--min-b", callback=checked(validate.positive_int), help="smallest B tried (smaller ones only if nothing bigger fits)"),
     full: bool = typer.Option(False, "--full", help="every allowed B >= --min-b x recompute 0/1/2, even those "
                                                     "the memory model rules out (a reference sweep)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the configs and the first command; run nothing"),

@@ -16,11 +16,14 @@ TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "
 TUNE = ["tune", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--dry-run"]
 TB = ["tensorboard", "r1", "--no-serve", "--no-follow"]
 DATA = ["data", "input.txt", "--runtime", "native", "--dry-run"]
-SLURM = [*TRAIN, "--launcher", "slurm", "--shared-dir", "data"]
+SLURM = [*TRAIN, "--launcher", "slurm", "--shared-dir", "{cwd}/data"]     # {cwd}: the world's cwd, absolute
+BUILD = ["build", "--dry-run", "--runtime", "docker"]
 CONFIG = ["render", "--stdout"]      # loads kit.yaml and prints; nothing else
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+MATPLOTLIB = ("home/.cache/matplotlib*", "home/.config/matplotlib*", "home/.cache", "home/.config")  # its font cache
+TOKENIZER_CACHES = ("cwd/data/tiktoken*", "cwd/data/gpt2_tokenizer.bin")    # complete cache files, reused later
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
@@ -172,28 +175,28 @@ CASES: list[Case] = [
       files={"m.csv": "0, RTX 3090, 8.6, -5 MiB, 570.86\n"}, says="memory", area="host"),
 
     # ---------------------------------------------------------------- build
-    C("build-arch-8.65", ["build", "--dry-run", "--arch", "8.65"], says="8.65"),
-    C("build-arch-inf", ["build", "--dry-run", "--arch", "inf"], says="inf"),
-    C("build-arch-nan", ["build", "--dry-run", "--arch", "nan"], says="nan"),
-    C("build-arch-negative", ["build", "--dry-run", "--arch", "-7.5"], says="-7.5"),
-    C("build-arch-unknown", ["build", "--dry-run", "--arch", "99"], says="unknown compute capability"),
-    C("build-arch-empty", ["build", "--dry-run", "--arch", ","], says="empty"),
-    C("build-arch-auto-inventory-missing", ["build", "--dry-run", "--arch", "auto", "--inventory", "nope.csv"],
+    C("build-arch-8.65", [*BUILD, "--arch", "8.65"], says="8.65"),
+    C("build-arch-inf", [*BUILD, "--arch", "inf"], says="inf"),
+    C("build-arch-nan", [*BUILD, "--arch", "nan"], says="nan"),
+    C("build-arch-negative", [*BUILD, "--arch", "-7.5"], says="-7.5"),
+    C("build-arch-unknown", [*BUILD, "--arch", "99"], says="unknown compute capability"),
+    C("build-arch-empty", [*BUILD, "--arch", ","], says="empty"),
+    C("build-arch-auto-inventory-missing", [*BUILD, "--arch", "auto", "--inventory", "nope.csv"],
       says="does not exist"),
-    C("build-provider-unknown", ["build", "--dry-run", "--provider", "cuda"], says="provider"),
-    C("build-cuda-unknown", ["build", "--dry-run", "--cuda", "banana"], says="banana"),
-    C("build-target-unknown", ["build", "--dry-run", "--target", "everything"], says="everything"),
+    C("build-provider-unknown", [*BUILD, "--provider", "cuda"], says="provider"),
+    C("build-cuda-unknown", [*BUILD, "--cuda", "banana"], says="banana"),
+    C("build-target-unknown", [*BUILD, "--target", "everything"], says="everything"),
     C("build-runtime-unknown", ["build", "--dry-run", "--runtime", "podman"], says="podman"),
-    C("build-base-image-injects-run", ["build", "--dry-run", "--base-image", "debian\nRUN curl evil"],
+    C("build-base-image-injects-run", [*BUILD, "--base-image", "debian\nRUN curl evil"],
       says="control character"),
-    C("build-base-image-not-a-ref", ["build", "--dry-run", "--base-image", "debian bookworm"],
+    C("build-base-image-not-a-ref", [*BUILD, "--base-image", "debian bookworm"],
       says="docker image reference"),
-    C("build-ca-cert-missing", ["build", "--dry-run", "--ca-cert", "nope.pem"], says="does not exist"),
-    C("build-ca-cert-not-pem", ["build", "--dry-run", "--ca-cert", "input.txt"], says="no pem certificate"),
-    C("build-ca-cert-folder", ["build", "--dry-run", "--ca-cert", "data"], says="is a folder"),
-    C("build-ca-cert-empty", ["build", "--dry-run", "--ca-cert", "e.pem"], files={"e.pem": ""}, says="empty"),
-    C("build-llmc-src-missing", ["build", "--dry-run", "--runtime", "docker", "--llmc-src", "nope"], says="nope"),
-    C("build-build-dir-is-a-file", ["build", "--dry-run", "--build-dir", "input.txt"], says="is a file"),
+    C("build-ca-cert-missing", [*BUILD, "--ca-cert", "nope.pem"], says="does not exist"),
+    C("build-ca-cert-not-pem", [*BUILD, "--ca-cert", "input.txt"], says="no pem certificate"),
+    C("build-ca-cert-folder", [*BUILD, "--ca-cert", "data"], says="is a folder"),
+    C("build-ca-cert-empty", [*BUILD, "--ca-cert", "e.pem"], files={"e.pem": ""}, says="empty"),
+    C("build-llmc-src-missing", [*BUILD, "--llmc-src", "nope"], says="nope", area="images"),
+    C("build-build-dir-is-a-file", [*BUILD, "--build-dir", "input.txt"], says="is a file"),
     C("build-native-out-is-a-file", ["build", "--dry-run", "--runtime", "native", "--out", "input.txt"],
       says="is a file"),
     C("build-native-out-read-only", ["build", "--dry-run", "--runtime", "native", "--out", "ro/bin"],
@@ -222,8 +225,8 @@ CASES: list[Case] = [
     C("export-output-is-a-folder", ["export", "--output", "data", "--dry-run"], says="is a folder"),
     C("export-output-read-only", ["export", "--output", "ro/x.sqsh", "--dry-run"], setup=ro("ro"), says="read-only"),
     C("export-output-under-a-file", ["export", "--output", "input.txt/x.sqsh", "--dry-run"], says="is a file"),
-    C("export-image-not-a-ref", ["export", "Bad Image", "--dry-run"], says="docker image reference"),
-    C("export-image-injects", ["export", "x;rm -rf /", "--dry-run"], says="docker image reference"),
+    C("export-image-not-a-ref", ["export", "Bad Image", "--dry-run"], says="image reference"),
+    C("export-image-injects", ["export", "x;rm -rf /", "--dry-run"], says="image reference"),
 
     # ---------------------------------------------------------------- data make / verify / recipes / hellaswag
     C("data-recipe-unknown", ["data", "fineweb11B", "--dry-run"], says="fineweb11b"),
@@ -240,7 +243,7 @@ CASES: list[Case] = [
     C("data-out-read-only", [*DATA, "--out", "ro/shards"], setup=ro("ro"), says="read-only"),
     C("data-runtime-unknown", ["data", "input.txt", "--runtime", "podman", "--dry-run"], says="podman"),
     C("data-source-missing", ["data", "tinyshakespeare", "--source", "nope.txt", "--runtime", "native", "--dry-run"],
-      says="nope.txt"),
+      says="nope.txt", area="data"),
     C("data-input-missing", ["data", "nope.txt", "--runtime", "native", "--dry-run"], says="nope.txt"),
     C("data-glob-matches-nothing", ["data", "nothing-*.txt", "--runtime", "native", "--dry-run"],
       says="nothing-*.txt"),
@@ -255,15 +258,15 @@ CASES: list[Case] = [
     C("data-verify-a-file", ["data", "verify", "input.txt"], says="input.txt"),
     C("data-verify-no-manifest", ["data", "verify", "data/shards"], says="manifest"),
     C("data-verify-binary-manifest", ["data", "verify", "bad"], files={"bad/manifest.json": b"\0\xff" * 2000},
-      says="manifest.json"),
+      says="manifest.json", code=1),
     C("data-verify-huge-manifest-not-echoed", ["data", "verify", "bad"],
-      files={"bad/manifest.json": '{"shards": "' + "x" * 300_000 + '"}'}, says="manifest.json"),
+      files={"bad/manifest.json": '{"shards": "' + "x" * 300_000 + '"}'}, says="manifest.json", code=1),
     C("data-hellaswag-source-missing", ["data", "hellaswag", "--source", "nope.jsonl", "--runtime", "native",
-                                        "--dry-run"], says="nope.jsonl"),
+                                        "--dry-run"], says="nope.jsonl", area="data"),
     C("data-hellaswag-empty-source", ["data", "hellaswag", "--source", "e.jsonl", "--runtime", "native"],
       files={"e.jsonl": ""}, says="empty", area="data"),
     C("data-hellaswag-not-json", ["data", "hellaswag", "--source", "g.jsonl", "--runtime", "native"],
-      files={"g.jsonl": "this is not json\n"}, says="g.jsonl"),
+      files={"g.jsonl": "this is not json\n"}, says="g.jsonl", may_change=TOKENIZER_CACHES),
     C("data-recipes-ok", ["data", "recipes"], code=0, says="tinyshakespeare"),
 
     # ---------------------------------------------------------------- train
@@ -313,7 +316,7 @@ CASES: list[Case] = [
     C("tune-min-b-negative", [*TUNE, "--min-b", "-8"], says="--min-b"),
     C("tune-warmup-negative", [*TUNE, "--warmup", "-1"], says="--warmup"),
     C("tune-steps-zero", [*TUNE, "--steps", "0"], says="--steps"),
-    C("tune-warmup-not-below-steps", [*TUNE, "--steps", "5", "--warmup", "5"], says="--warmup", area="train"),
+    C("tune-warmup-not-below-steps", [*TUNE, "--steps", "5", "--warmup", "5"], says="--warmup"),
     C("tune-gpus-duplicate", [*TUNE, "--gpus", "1,1"], says="repeated"),
     C("tune-precision-unknown", [*TUNE, "--precision", "int8"], says="int8"),
     C("tune-ok", TUNE, code=0, says="first config"),
@@ -332,8 +335,8 @@ CASES: list[Case] = [
     C("status-run-unknown", ["status", "nope"], says="nope"),
     C("status-no-runs", ["status"], env={"KIT_DATA_ROOT": "empty-root"}, code=1, says="no runs",
       setup=lambda cwd: (cwd / "empty-root").mkdir()),
-    C("status-damaged-run-json", ["status", "r1"], files={"data/runs/r1/run.json": b"\0\0garbage"}, code=1,
-      says="run.json", area="observe"),
+    C("status-damaged-run-json-says-so", ["status", "r1"], files={"data/runs/r1/run.json": b"\0\0garbage"}, code=0,
+      says="run.json is unreadable"),
     C("status-binary-main-log", ["status", "r2"], files={"data/runs/r2/main.log": os.urandom(4096)}, code=0),
 
     # ---------------------------------------------------------------- report
@@ -343,8 +346,8 @@ CASES: list[Case] = [
     C("report-out-read-only", ["report", "r1", "--out", "ro/report.png"], setup=ro("ro"), says="read-only"),
     C("report-out-under-a-file", ["report", "r1", "--out", "input.txt/report.png"], says="is a file"),
     C("report-too-many-labels", ["report", "r1", "--label", "a", "--label", "b"], says="label"),
-    C("report-empty-main-log", ["report", "e.log"], files={"e.log": ""}, says="e.log", area="observe"),
-    C("report-ok", ["report", "r1", "--out", "out/report.html"], code=0, may_change=("cwd/out*",)),
+    C("report-empty-main-log", ["report", "e.log"], files={"e.log": ""}, code=1, says=["nothing to plot", "e.log"]),
+    C("report-ok", ["report", "r1", "--out", "out/report.html"], code=0, may_change=("cwd/out*", *MATPLOTLIB)),
 
     # ---------------------------------------------------------------- demo
     C("demo-steps-zero", ["demo", "--steps", "0"], says="--steps"),

@@ -36,6 +36,21 @@ MAIN_LOG = "".join(f"s:{s} trl:{10 - s * 0.1:.4f} lr:0.000600 norm:1.00\n" for s
 
 
 @dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    world: Path
+    cwd: Path
+    last_resort: list[str] = field(default_factory=list)   # what reached cli._unexpected / cli._os_error
+
+    @property
+    def text(self) -> str:
+        """stdout + stderr, whitespace-normalised (rich wraps long lines) and lower-cased."""
+        return " ".join((self.out + "\n" + self.err).split()).lower()
+
+
+@dataclass
 class Case:
     """One hostile input: argv, what to set up, what must come out."""
 
@@ -49,21 +64,7 @@ class Case:
     may_change: tuple[str, ...] = ()      # globs (relative to the world root) a case may create or change
     area: Optional[str] = None            # root fix lives in another area: xfail(strict) until it is merged
     hint: bool = True                     # a refusal must say how to fix it
-    check: Optional[Callable[["Result"], None]] = None                 # extra assertions
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-    world: Path
-    cwd: Path
-
-    @property
-    def text(self) -> str:
-        """stdout + stderr, whitespace-normalised (rich wraps long lines) and lower-cased."""
-        return " ".join((self.out + "\n" + self.err).split()).lower()
+    check: Optional[Callable[[Result], None]] = None                   # extra assertions
 
 
 class CaseTimeout(BaseException):
@@ -152,9 +153,19 @@ def run_kitctl(argv: list[str], cwd: Path, capsys, monkeypatch, env: Optional[di
     for k, v in (env or {}).items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["kitctl", *argv])
+    monkeypatch.setattr(sys, "argv", ["kitctl", *(a.replace("{cwd}", str(cwd)) for a in argv)])
     for c in (cli.console, cli.err_console):        # wide consoles: no folded paths in the messages
         monkeypatch.setattr(c, "_width", 400)
+    last_resort: list[str] = []
+
+    def spy(real):
+        def wrapped(e):
+            last_resort.append(f"{real.__name__}({type(e).__name__}: {e})")
+            return real(e)
+        return wrapped
+
+    monkeypatch.setattr(cli, "_unexpected", spy(cli._unexpected))
+    monkeypatch.setattr(cli, "_os_error", spy(cli._os_error))
     capsys.readouterr()
     code = 0
     with _alarm(CASE_SECONDS):
@@ -163,7 +174,7 @@ def run_kitctl(argv: list[str], cwd: Path, capsys, monkeypatch, env: Optional[di
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     cap = capsys.readouterr()
-    return Result(code, cap.out, cap.err, cwd.parent, cwd)
+    return Result(code, cap.out, cap.err, cwd.parent, cwd, last_resort)
 
 
 def check_refusal(case: Case, r: Result) -> None:
@@ -172,6 +183,7 @@ def check_refusal(case: Case, r: Result) -> None:
     assert r.code == case.code, where
     assert "traceback" not in r.text, where
     assert "internal error" not in r.text, where
+    assert not r.last_resort, f"reached the last-resort error path: {r.last_resort}\n{where}"
     if case.code != 0:
         assert len(r.err) < MAX_ERROR_OUTPUT, f"{len(r.err)} chars of error output\n{where}"
         assert re.search(r"^(error|usage):", r.err.strip().lower(), re.M), where
