@@ -142,15 +142,19 @@ def _allowed(field_path: tuple[Any, ...]) -> str:
     return f"{desc} ({ann})" if desc else ann
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, environ: Optional[Mapping[str, str]] = None) -> str:
+    """pydantic's errors as ``field: problem (got ...)`` lines; a field set by a KIT_* variable names it."""
     lines = [f"invalid config in {source}:"]
+    env_keys = {k for k in (environ or {}) if k.startswith(ENV_PREFIX)}
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         what = e["msg"]
         if e["type"] == "extra_forbidden":
             what = "unknown field"
+        var = ENV_PREFIX + "__".join(str(p) for p in e["loc"] if isinstance(p, str)).upper()
+        via = f" from {var}" if var in env_keys else ""
         allowed = _allowed(tuple(p for p in e["loc"] if isinstance(p, str)))
-        lines.append(f"  {loc}: {short(what, 200)} (got {short(repr(e.get('input')), 120)})")
+        lines.append(f"  {loc}: {short(what, 200)} (got {short(repr(e.get('input')), 120)}{via})")
         if allowed:
             lines.append(f"    allowed: {allowed}")
     return "\n".join(lines)
@@ -207,7 +211,7 @@ def load_config(path: Optional[Path] = None, environ: Optional[dict[str, str]] =
     try:
         cfg = KitConfig.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source),
+        raise ConfigError(format_validation_error(e, source, environ),
                           "fix the field(s) above; `kitctl init --stdout` shows every field with a comment") from None
     for key in PATH_FIELDS:
         val = getattr(cfg, key)

@@ -42,8 +42,8 @@ def int_range(value: int, option: str, lo: Optional[int] = None, hi: Optional[in
               why: str = "") -> int:
     """``lo <= value <= hi`` (either bound may be None)."""
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = (f"from {lo} to {hi}" if lo is not None and hi is not None
-                  else f"at least {lo}" if lo is not None else f"at most {hi}")
+        bounds = (f"between {lo} and {hi}" if lo is not None and hi is not None
+                  else f">= {lo}" if lo is not None else f"<= {hi}")
         raise ConfigError(f"{option} {value}: must be {bounds}" + (f" ({why})" if why else ""),
                           f"pass {option} with a whole number {bounds}")
     return value
@@ -72,6 +72,7 @@ def positive_float(value: float, option: str) -> float:
 def workers(value: int, option: str = "--workers", cores: Optional[int] = None) -> int:
     """Process counts: 0 (in this process) up to a small multiple of the cores (more only costs memory)."""
     cores = cores or os.cpu_count() or 1
+    non_negative_int(value, option)
     return int_range(value, option, 0, max(4, MAX_WORKERS_PER_CORE * cores),
                      f"this machine has {cores} core(s); more processes than that only cost memory")
 
@@ -278,14 +279,16 @@ def readable_file(path: Path, what: str, text: bool = False, non_empty: bool = F
     if non_empty and path.stat().st_size == 0:
         raise ConfigError(f"{what} {path} is empty", f"pass a file with content to {what}")
     if text:
+        limit = 1 << 16
         with open(path, "rb") as f:
-            head = f.read(1 << 16)
+            head = f.read(limit)
         if b"\0" in head:
             raise ConfigError(f"{what} {path} is a binary file, not text", f"pass the text file {what} expects")
         try:
             head.decode("utf-8")
         except UnicodeDecodeError as e:
-            if e.start < len(head) - 4:      # not just a multi-byte character cut at the read boundary
+            cut = len(head) == limit and e.start >= limit - 3 and "unexpected end" in e.reason
+            if not cut:                      # not just a multi-byte character cut at the read boundary
                 raise ConfigError(f"{what} {path} is not UTF-8 text (byte {e.start})",
                                   f"save it as UTF-8 and pass it to {what} again") from None
     return path
@@ -314,11 +317,19 @@ def pem_bundle(path: Path, what: str = "--ca-cert") -> Path:
     return path
 
 
+NAME_MAX, PATH_MAX = 255, 4096      # Linux limits, in bytes
+
+
 def path_text(value: str, what: str) -> str:
-    """The text of a path setting: one line, not blank."""
+    """The text of a path setting: one line, not blank, within the file system's name and path limits."""
     if not value.strip():
         raise ConfigError(f"{what} is empty", f"set {what} to a path, or remove it to use the default")
-    return no_control_chars(value, what)
+    no_control_chars(value, what)
+    longest = max((len(part.encode()) for part in value.split("/")), default=0)
+    if len(value.encode()) > PATH_MAX or longest > NAME_MAX:
+        raise ConfigError(f"{what} {_show(value)} is too long for a path ({len(value.encode()):,} bytes; at most "
+                          f"{PATH_MAX} in all and {NAME_MAX} per folder name)", f"pick a shorter {what}")
+    return value
 
 
 def not_a_file(path: Path, what: str) -> Path:
@@ -338,7 +349,7 @@ def data_root_text(value: str, what: str = "data_root") -> str:
         raise ConfigError(f"{what} is empty (an empty KIT_DATA_ROOT or 'data_root:' with no value)",
                           "set it to the big disk, e.g. data_root: /mnt/big/llmc in kit.yaml, or unset KIT_DATA_ROOT "
                           "to use the default ./data")
-    no_control_chars(value, what)
+    path_text(value, what)
     if "$" in value or value.startswith("~") and not value.startswith(("~/",)) and value != "~":
         raise ConfigError(f"{what} {_show(value)} has a $VARIABLE or ~user that kitctl does not expand",
                           f"write the full path, e.g. {what}: /home/me/llmc (a leading ~/ is fine)")

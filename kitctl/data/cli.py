@@ -42,7 +42,7 @@ def make(
                                             "or local files: a .parquet/.jsonl/.txt file, a folder or a glob"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", callback=checked(validate.writable_folder), help="output folder (default <data_root>/<recipe>)"),
     name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="file prefix (default as llm.c: fineweb, edu_fineweb, ...)"),
-    shard_size: Optional[int] = typer.Option(None, "--shard-size", callback=checked(validate.positive_int), help="tokens per shard (default 100,000,000)"),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", callback=checked(validate.workers), help="tokenizer processes (default: all cores; 0: tokenize in this process)"),
     stream: bool = typer.Option(False, "--stream", help="read HF parquet over HTTP; no HF cache on disk"),
     source: Optional[Path] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
