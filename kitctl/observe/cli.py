@@ -17,7 +17,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 def tensorboard(
     runs: Optional[List[str]] = typer.Argument(None, help="run names under <data_root>/runs or run folders; default all"),
     port: int = typer.Option(6006, "--port", "-p", callback=checked(validate.port), help="TensorBoard's port"),
-    host: Optional[str] = typer.Option(None, "--host", callback=checked(validate.host_address), help="bind only this address (default: all interfaces)"),
+    host: Optional[str] = typer.Option("127.0.0.1", "--host", callback=checked(validate.host_address), help="address to bind: 127.0.0.1 (default: this machine only) or 0.0.0.0 (every interface)"),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="keep converting new log lines"),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="serve TensorBoard (--no-serve only converts)"),
     interval: float = typer.Option(5.0, "--interval", callback=checked(validate.positive_float), help="seconds between looks at the logs when following"),

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
-from harness import TWO_3090, Case, Result, make_readonly
+from harness import TWO_3090, Case, Result, make_full_disk, make_readonly
 
 # argv prefixes that plan without GPUs, Docker or downloads
 TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--steps", "10",
@@ -17,6 +18,7 @@ TUNE = ["tune", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "da
 TB = ["tensorboard", "r1", "--no-serve", "--no-follow"]
 DATA = ["data", "input.txt", "--runtime", "native", "--dry-run"]
 SLURM = [*TRAIN, "--launcher", "slurm", "--shared-dir", "{cwd}/data"]     # {cwd}: the world's cwd, absolute
+SLURM_WRITE = [*TRAIN[:-1], "--launcher", "slurm", "--shared-dir", "{cwd}/data", "--image", "llmc-kit:latest"]   # writes sbatch.sh, submits nothing
 BUILD = ["build", "--dry-run", "--runtime", "docker"]
 CONFIG = ["render", "--stdout"]      # loads kit.yaml and prints; nothing else
 
@@ -27,8 +29,17 @@ TOKENIZER_CACHES = ("cwd/data/tiktoken*", "cwd/data/gpt2_tokenizer.bin")    # co
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
+def _fail() -> None:
+    raise AssertionError("the old file changed")
+
+
 def ro(name: str):
     return lambda cwd: make_readonly(cwd / name)
+
+
+def full(name: str, keep: Optional[dict[str, str]] = None):
+    """Setup: cwd/<name> is a full disk (holding ``keep`` files)."""
+    return lambda cwd: make_full_disk(cwd / name, keep)
 
 
 def no_path(*rels: str):
@@ -59,6 +70,32 @@ def reads_back(path: Path, data_root_name: str) -> None:
     from kitctl.core.config import load_config
 
     assert load_config(path, environ={}).data_root.name == data_root_name
+
+
+def not_empty(rel: str):
+    def check(r: Result) -> None:
+        assert (r.cwd / rel).stat().st_size > 0, f"{rel} is still empty"
+    return check
+
+
+def replaced(rel: str, old: bytes):
+    def check(r: Result) -> None:
+        assert (r.cwd / rel).read_bytes() != old, f"{rel} (damaged) was reused as it was"
+    return check
+
+
+def says_quoted(path_part: str):
+    def check(r: Result) -> None:
+        import shlex
+
+        line = next((ln for ln in r.out.splitlines() if "sbatch " in ln and "submit" in ln), "")
+        cmd = line.split("submit it with:", 1)[-1].split("(or", 1)[0].strip()
+        try:
+            words = shlex.split(cmd)
+        except ValueError:
+            words = []
+        assert len(words) == 2 and path_part in words[1], f"not shell-quoted: {line!r}"
+    return check
 
 
 def C(id: str, argv: list[str], code: int = 2, says=(), **kw) -> Case:
@@ -353,5 +390,28 @@ CASES: list[Case] = [
     C("demo-steps-zero", ["demo", "--steps", "0"], says="--steps"),
     C("demo-steps-negative", ["demo", "--steps", "-5"], says="--steps"),
     C("demo-data-root-is-a-file", ["demo", "--data-root", "input.txt"], says="is a file"),
+    # ---------------------------------------------------------------- a full disk (ENOSPC): exit 1, no partial file
+    C("full-disk-init", ["init", "full/kit.yaml", "--force"], code=1, setup=full("full", {"kit.yaml": "data_root: x\n"}),
+      says="disk is full", check=lambda r: (r.cwd / "full/kit.yaml").read_text() == "data_root: x\n" or _fail()),
+    C("full-disk-report-png", ["report", "r1", "--out", "full/report.png"], code=1, setup=full("full"),
+      says="disk is full", may_change=MATPLOTLIB, check=no_path("full/report.png"), area="observe"),
+    C("full-disk-report-html", ["report", "r1", "--out", "full/report.html"], code=1, setup=full("full"),
+      says="disk is full", may_change=MATPLOTLIB, check=no_path("full/report.html"), area="observe"),
+    C("full-disk-sbatch-script", [*SLURM_WRITE, "--out", "{cwd}/full/run"], code=1, setup=full("full"), says="disk is full",
+      check=no_path("full/run/sbatch.sh"), area="cluster"),
+    C("full-disk-data", ["data", "input.txt", "--runtime", "native", "--workers", "0", "--out", "full/shards"], code=1,
+      setup=full("full"), says="not enough disk space", may_change=TOKENIZER_CACHES,
+      check=no_path("full/shards/manifest.json")),
+
+    # ---------------------------------------------------------------- silently wrong data (must be noticed)
+    C("data-empty-tokenizer-bin-replaced", ["data", "input.txt", "--runtime", "native", "--workers", "0"], code=0,
+      files={"data/gpt2_tokenizer.bin": b""}, may_change=("cwd/data/*",), check=not_empty("data/gpt2_tokenizer.bin"),
+      area="data"),
+    C("data-damaged-tiktoken-cache-replaced", ["data", "input.txt", "--runtime", "native", "--workers", "0"], code=0,
+      files={"data/tiktoken/6d1cbeee0f20b3d9449abfede4726ed8212e3aee": b"garbage"}, may_change=("cwd/data/*",),
+      check=replaced("data/tiktoken/6d1cbeee0f20b3d9449abfede4726ed8212e3aee", b"garbage")),
+    C("train-slurm-submit-hint-is-shell-quoted", [*SLURM_WRITE, "--out", "{cwd}/it's/r1"], code=0,
+      may_change=("cwd/it's*",), check=says_quoted("it's/r1/sbatch.sh"), area="cluster"),
+
     C("demo-data-root-read-only", ["demo", "--data-root", "ro/demo"], setup=ro("ro"), says="read-only"),
 ]

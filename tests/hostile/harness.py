@@ -215,7 +215,33 @@ def make_readonly(folder: Path) -> None:
     _MOUNTS.append(folder)
 
 
-def undo_readonly() -> None:
+def make_full_disk(folder: Path, keep: Optional[dict[str, str]] = None) -> None:
+    """Mount a 128 KiB tmpfs on ``folder`` (files ``keep`` written first) and fill it: the next write is ENOSPC.
+    Root only (skips the case elsewhere)."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a tmpfs mount (root)")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(folder)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    _MOUNTS.append(folder)
+    for rel, text in (keep or {}).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    with open(folder / ".filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def undo_mounts() -> None:
     import subprocess
 
     while _MOUNTS:
