@@ -340,6 +340,7 @@ CASES: list[Case] = [
       files={"i.csv": "0, RTX 3090, inf, 24576 MiB, 570.86\n"}, says="compute", area="host"),
     C("train-binary-missing", ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards",
                                "--steps", "10", "--runtime", "native", "--binary", "nope"], says="nope"),
+    C("train-passthrough-o-escapes-run-folder", [*TRAIN, "--", "-o", "/tmp/elsewhere"], says="-o is set by the kit"),
     C("train-launcher-unknown", [*TRAIN, "--launcher", "k8s"], says="k8s"),
     C("train-slurm-nodes-zero", [*SLURM, "--nodes", "0"], says="--nodes"),
     C("train-slurm-submit-and-dry-run", [*SLURM, "--submit"], says="--submit"),
@@ -366,6 +367,8 @@ CASES: list[Case] = [
     C("tensorboard-interval-zero", [*TB, "--interval", "0"], says="--interval"),
     C("tensorboard-interval-nan", [*TB, "--interval", "nan"], says="--interval"),
     C("tensorboard-host-bad", [*TB, "--host", "not a host"], says="--host"),
+    C("tensorboard-not-a-run-folder", ["tensorboard", "data/shards", "--no-serve", "--no-follow"],
+      says="data/shards", check=no_path("data/shards/tb"), area="observe"),
     C("tensorboard-run-unknown", ["tensorboard", "nope", "--no-serve", "--no-follow"], says="nope"),
 
     # ---------------------------------------------------------------- status
