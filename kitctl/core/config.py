@@ -32,11 +32,11 @@ class _Strict(BaseModel):
 class Mirrors(_Strict):
     """Where to get things on networks where Docker Hub, GitHub or huggingface.co are slow or blocked."""
 
-    registry: str = Field("docker.io", description="registry prefix for base images, e.g. a Docker Hub mirror")
-    apt: Optional[str] = Field(None, description="apt mirror URL replacing deb.debian.org / archive.ubuntu.com")
-    pip_index: Optional[str] = Field(None, description="pip index URL (a PyPI mirror)")
-    hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
-    llmc_src: Optional[str] = Field(None, description="llm.c source: a checkout, a tarball or a tarball URL")
+    registry: str = Field(default="docker.io", description="registry prefix for base images, e.g. a Docker Hub mirror")
+    apt: Optional[str] = Field(default=None, description="apt mirror URL replacing deb.debian.org / archive.ubuntu.com")
+    pip_index: Optional[str] = Field(default=None, description="pip index URL (a PyPI mirror)")
+    hf_endpoint: Optional[str] = Field(default=None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
+    llmc_src: Optional[str] = Field(default=None, description="llm.c source: a checkout, a tarball or a tarball URL")
 
 
 class Nccl(_Strict):
@@ -56,12 +56,13 @@ def nccl_env(nccl: object = None) -> dict[str, str]:
     if isinstance(nccl, Mapping):
         return {str(k): str(v) for k, v in nccl.items()}
     env: dict[str, str] = {}
-    if getattr(nccl, "socket_ifname", None):
-        env["NCCL_SOCKET_IFNAME"] = str(nccl.socket_ifname)
-    if getattr(nccl, "ib_disable", None) is not None:
-        env["NCCL_IB_DISABLE"] = "1" if nccl.ib_disable else "0"
-    if getattr(nccl, "debug", None):
-        env["NCCL_DEBUG"] = str(nccl.debug)
+    socket_ifname, ib_disable, debug = (getattr(nccl, k, None) for k in ("socket_ifname", "ib_disable", "debug"))
+    if socket_ifname:
+        env["NCCL_SOCKET_IFNAME"] = str(socket_ifname)
+    if ib_disable is not None:
+        env["NCCL_IB_DISABLE"] = "1" if ib_disable else "0"
+    if debug:
+        env["NCCL_DEBUG"] = str(debug)
     env.update({str(k): str(v) for k, v in (getattr(nccl, "extra_env", None) or {}).items()})
     return env
 
