@@ -168,11 +168,16 @@ def run_kitctl(argv: list[str], cwd: Path, capsys, monkeypatch, env: Optional[di
     monkeypatch.setattr(cli, "_os_error", spy(cli._os_error))
     capsys.readouterr()
     code = 0
-    with _alarm(CASE_SECONDS):
-        try:
-            cli.main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    environ = dict(os.environ)          # commands may set variables themselves (TIKTOKEN_CACHE_DIR ...)
+    try:
+        with _alarm(CASE_SECONDS):
+            try:
+                cli.main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     cap = capsys.readouterr()
     return Result(code, cap.out, cap.err, cwd.parent, cwd, last_resort)
 
