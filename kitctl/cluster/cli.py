@@ -1,6 +1,6 @@
 """Cluster commands: ``kitctl export`` (image -> .sqsh / .sif / tar) and the Slurm launcher's options.
 
-Logic lives in kitctl/export.py and kitctl/slurm.py; this module parses options and prints.
+Logic lives in kitctl/cluster/export.py and kitctl/cluster/slurm*.py; this module parses options and prints.
 """
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Optional
 
 import typer
 
+from kitctl.cluster import export
+from kitctl.cluster.slurm import SlurmOptions
+from kitctl.cluster.slurm_run import train_on_slurm
 from kitctl.core.context import config, console
-from kitctl.core import validate
-from kitctl.core.validate import checked
+from kitctl.core.errors import ConfigError
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -20,14 +22,12 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 def export_cmd(
     image: Optional[str] = typer.Argument(None, help="image to export (default: <image>:latest from kit.yaml)"),
     fmt: str = typer.Option("sqsh", "--format", "-f", help="sqsh (enroot/pyxis), sif (Apptainer) or tar (docker save)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", callback=checked(validate.writable_file),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="output file (default <data_root>/export/<image>.<format>)"),
     via_tar: bool = typer.Option(False, "--via-tar", help="sif: build from a docker save tar (docker-archive://)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps, run nothing"),
 ) -> None:
     """Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a docker save tar."""
-    from kitctl.cluster import export
-
     cfg = config()
     ref = image or f"{cfg.image}:latest"    # kitctl.images.render.runtime_ref: the tag `kitctl build` moves
     out = output if output is not None else export.default_output(ref, fmt, cfg.data_root / "export")
@@ -39,11 +39,12 @@ def export_cmd(
     res = export.run_export(plan, console=console,
                             on_line=lambda s: console.print(s, highlight=False, markup=False))
     console.print(f"wrote {res.output} ({res.size / 1e9:.2f} GB)\nsha256 {res.sha256}  (also in "
-                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False)
+                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False,
+                  markup=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# `kitctl train --launcher slurm ...`: the options kitctl/cli_train.py adds to `train`, and the one call it makes
+# `kitctl train --launcher slurm ...`: the options kitctl/train/cli.py adds to `train`, and the one call it makes
 
 
 class SlurmCli:
@@ -51,12 +52,12 @@ class SlurmCli:
 
     launcher = typer.Option("local", "--launcher", help="local (this machine: mpirun) or slurm (sbatch/srun on "
                                                        "--nodes nodes)")
-    nodes = typer.Option(1, "--nodes", callback=checked(validate.positive_int), help="slurm: number of nodes")
-    gpus_per_node = typer.Option(None, "--gpus-per-node", callback=checked(validate.positive_int), help="slurm: GPUs (ranks) per node (default: the GPUs "
+    nodes = typer.Option(1, "--nodes", help="slurm: number of nodes")
+    gpus_per_node = typer.Option(None, "--gpus-per-node", help="slurm: GPUs (ranks) per node (default: the GPUs "
                                                               "--gpus picks from --inventory, one compute node)")
-    partition = typer.Option(None, "--partition", callback=checked(validate.no_control_chars), help="slurm: partition (sbatch --partition)")
-    time = typer.Option(None, "--time", callback=checked(validate.no_control_chars), help="slurm: time limit, e.g. 2-00:00:00 (sbatch --time)")
-    account = typer.Option(None, "--account", callback=checked(validate.no_control_chars), help="slurm: account to charge (sbatch --account)")
+    partition = typer.Option(None, "--partition", help="slurm: partition (sbatch --partition)")
+    time = typer.Option(None, "--time", help="slurm: time limit, e.g. 2-00:00:00 (sbatch --time)")
+    account = typer.Option(None, "--account", help="slurm: account to charge (sbatch --account)")
     container = typer.Option("pyxis", "--container", help="slurm: pyxis (srun --container-image), apptainer "
                                                           "(apptainer exec --nv) or none (a binary on a shared path)")
     image = typer.Option(None, "--image", help="slurm+pyxis: an enroot .sqsh on the shared filesystem "
@@ -66,7 +67,7 @@ class SlurmCli:
                                                          "(llm.c's NCCL-id rendezvous, -pi fs -pf)")
     init = typer.Option("fs", "--init", help="slurm: llm.c multi-node init: fs (through --shared-dir) or tcp "
                                              "(rank 0 on the first node, port 12345)")
-    sbatch_opt = typer.Option(None, "--sbatch-opt", callback=checked(validate.no_control_chars), help="slurm: extra #SBATCH option, repeatable "
+    sbatch_opt = typer.Option(None, "--sbatch-opt", help="slurm: extra #SBATCH option, repeatable "
                                                          "(e.g. --sbatch-opt=--qos=high)")
     submit = typer.Option(False, "--submit", help="slurm: submit the script with sbatch (default: write it only)")
 
@@ -77,10 +78,6 @@ def train_with_launcher(cfg, req, *, inventory: Optional[Path], mpirun: str, dry
                         sif: Optional[Path], shared_dir: Optional[Path], init: str,
                         sbatch_opt: Optional[list], submit: bool) -> None:
     """`kitctl train --launcher slurm`: plan for nodes x GPUs, write <run>/sbatch.sh, submit with --submit."""
-    from kitctl.core.errors import ConfigError
-    from kitctl.cluster.slurm import SlurmOptions
-    from kitctl.cluster.slurm_run import train_on_slurm
-
     if launcher != "slurm":
         raise ConfigError(f"--launcher {launcher!r} is not one of local, slurm", "pass --launcher slurm or leave it out")
     if submit and dry_run:
