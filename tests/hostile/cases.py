@@ -17,7 +17,7 @@ TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "
 TUNE = ["tune", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--dry-run"]
 TB = ["tensorboard", "r1", "--no-serve", "--no-follow"]
 DATA = ["data", "input.txt", "--runtime", "native", "--dry-run"]
-SLURM = [*TRAIN, "--launcher", "slurm", "--shared-dir", "{cwd}/data"]     # {cwd}: the world's cwd, absolute
+SLURM = [*TRAIN, "--launcher", "slurm", "--shared-dir", "{cwd}/data", "--image", "llmc-kit:latest"]     # {cwd}: the world's cwd, absolute
 SLURM_WRITE = [*TRAIN[:-1], "--launcher", "slurm", "--shared-dir", "{cwd}/data", "--image", "llmc-kit:latest"]   # writes sbatch.sh, submits nothing
 BUILD = ["build", "--dry-run", "--runtime", "docker"]
 CONFIG = ["render", "--stdout"]      # loads kit.yaml and prints; nothing else
@@ -345,8 +345,8 @@ CASES: list[Case] = [
     C("train-slurm-nodes-zero", [*SLURM, "--nodes", "0"], says="--nodes"),
     C("train-slurm-submit-and-dry-run", [*SLURM, "--submit"], says="--submit"),
     C("train-slurm-container-unknown", [*SLURM, "--container", "docker"], says="docker"),
-    C("train-slurm-partition-newline", [*SLURM, "--partition", "gpu\n#SBATCH --uid=0"], says="control character"),
-    C("train-slurm-sbatch-opt-newline", [*SLURM, "--sbatch-opt", "--qos=x\nrm -rf ~"], says="control character"),
+    C("train-slurm-partition-newline", [*SLURM, "--partition", "gpu\n#SBATCH --uid=0"], says="--partition"),
+    C("train-slurm-sbatch-opt-newline", [*SLURM, "--sbatch-opt", "--qos=x\nrm -rf ~"], says="sbatch option"),
     C("train-slurm-gpus-per-node-zero", [*SLURM, "--gpus-per-node", "0"], says="--gpus-per-node"),
 
     # ---------------------------------------------------------------- tune
@@ -368,7 +368,7 @@ CASES: list[Case] = [
     C("tensorboard-interval-nan", [*TB, "--interval", "nan"], says="--interval"),
     C("tensorboard-host-bad", [*TB, "--host", "not a host"], says="--host"),
     C("tensorboard-not-a-run-folder", ["tensorboard", "data/shards", "--no-serve", "--no-follow"],
-      says="data/shards", check=no_path("data/shards/tb"), area="observe"),
+      says="data/shards", check=no_path("data/shards/tb")),
     C("tensorboard-run-unknown", ["tensorboard", "nope", "--no-serve", "--no-follow"], says="nope"),
 
     # ---------------------------------------------------------------- status
@@ -393,14 +393,15 @@ CASES: list[Case] = [
     C("demo-steps-zero", ["demo", "--steps", "0"], says="--steps"),
     C("demo-steps-negative", ["demo", "--steps", "-5"], says="--steps"),
     C("demo-data-root-is-a-file", ["demo", "--data-root", "input.txt"], says="is a file"),
-    # ---------------------------------------------------------------- a full disk (ENOSPC): exit 1, no partial file
+    # ---------------------------------------------------------------- a full disk (ENOSPC): exit 1 (not bad input:
+    # the same command works once there is space), no partial file, the old file intact
     C("full-disk-init", ["init", "full/kit.yaml", "--force"], code=1, setup=full("full", {"kit.yaml": "data_root: x\n"}),
       says="disk is full", check=lambda r: (r.cwd / "full/kit.yaml").read_text() == "data_root: x\n" or _fail()),
     C("full-disk-report-png", ["report", "r1", "--out", "full/report.png"], code=1, setup=full("full"),
-      says="disk is full", may_change=MATPLOTLIB, check=no_path("full/report.png"), area="observe"),
+      says="space", may_change=MATPLOTLIB, check=no_path("full/report.png"), area="observe"),
     C("full-disk-report-html", ["report", "r1", "--out", "full/report.html"], code=1, setup=full("full"),
-      says="disk is full", may_change=MATPLOTLIB, check=no_path("full/report.html"), area="observe"),
-    C("full-disk-sbatch-script", [*SLURM_WRITE, "--out", "{cwd}/full/run"], code=1, setup=full("full"), says="disk is full",
+      says="space", may_change=MATPLOTLIB, check=no_path("full/report.html"), area="observe"),
+    C("full-disk-sbatch-script", [*SLURM_WRITE, "--out", "{cwd}/full/run"], code=1, setup=full("full"), says="space",
       check=no_path("full/run/sbatch.sh"), area="cluster"),
     C("full-disk-data", ["data", "input.txt", "--runtime", "native", "--workers", "0", "--out", "full/shards"], code=1,
       setup=full("full"), says="not enough disk space", may_change=TOKENIZER_CACHES,
@@ -414,7 +415,7 @@ CASES: list[Case] = [
       files={"data/tiktoken/6d1cbeee0f20b3d9449abfede4726ed8212e3aee": b"garbage"}, may_change=("cwd/data/*",),
       check=replaced("data/tiktoken/6d1cbeee0f20b3d9449abfede4726ed8212e3aee", b"garbage")),
     C("train-slurm-submit-hint-is-shell-quoted", [*SLURM_WRITE, "--out", "{cwd}/it's/r1"], code=0,
-      may_change=("cwd/it's*",), check=says_quoted("it's/r1/sbatch.sh"), area="cluster"),
+      may_change=("cwd/it's*",), check=says_quoted("it's/r1/sbatch.sh")),
 
     C("demo-data-root-read-only", ["demo", "--data-root", "ro/demo"], setup=ro("ro"), says="read-only"),
 ]
