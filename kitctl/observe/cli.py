@@ -10,8 +10,6 @@ from typing import List, Optional
 import typer
 
 from kitctl.core.context import config, console
-from kitctl.core import validate
-from kitctl.core.validate import checked
 from kitctl.observe.report import write_report
 from kitctl.observe.runs import latest_run, resolve_run, resolve_runs
 from kitctl.observe.status import collect, render
@@ -24,7 +22,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 def tensorboard(
     runs: Optional[List[str]] = typer.Argument(None, help="run names under <data_root>/runs or run folders; default all"),
     port: int = typer.Option(6006, "--port", "-p", help="TensorBoard's port (1-65535)"),
-    host: str = typer.Option(DEFAULT_HOST, "--host", callback=checked(validate.host_address), help="address to listen on (default 127.0.0.1: this machine "
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="address to listen on (default 127.0.0.1: this machine "
                                                           "only; 0.0.0.0: every interface)"),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="keep converting new log lines"),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="serve TensorBoard (--no-serve only converts)"),
@@ -54,7 +52,7 @@ def status(
 @app.command()
 def report(
     runs: Optional[List[str]] = typer.Argument(None, help="run names or folders; default all runs"),
-    out: Path = typer.Option(Path("report.png"), "--out", "-o", callback=checked(validate.writable_file, suffixes=(".png", ".html")), help="report.png or report.html"),
+    out: Path = typer.Option(Path("report.png"), "--out", "-o", help="report.png or report.html"),
     label: Optional[List[str]] = typer.Option(None, "--label", "-l", help="legend name of each run, in order"),
 ) -> None:
     """Loss and HellaSwag curves of one or more runs vs the GPT-2 124M / GPT-3 124M references.
