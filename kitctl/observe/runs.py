@@ -22,7 +22,7 @@ from kitctl.core.errors import KitError
 from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG
 
 RUN_JSON = "run.json"
-RUN_FILES = (MAIN_LOG, STDOUT_LOG, RUN_JSON)
+RUN_FILES = (MAIN_LOG, STDOUT_LOG, RUN_JSON, "reproduce.json")   # reproduce.json: `kitctl reproduce` before training
 
 
 def is_run_name(name: str) -> bool:

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from kitctl.core.errors import KitError
+from kitctl.core.pipeline_state import status_rows
 from kitctl.core.progress import format_duration
 from kitctl.host import gpus as gpus_mod
 from kitctl.observe.liveness import Liveness, find_llmc_process, liveness
@@ -136,6 +137,8 @@ def render(st: RunStatus) -> Panel:
     t.add_column(overflow="fold")        # long paths in notes fold onto the next line instead of being cut
     colour = {"running": "green", "finished": "cyan", "failed": "red", "stopped": "yellow"}.get(st.live.state, "white")
     t.add_row("process", f"[{colour}]{st.live.state}[/] ({escape(st.live.detail)})" if st.live.detail else st.live.state)
+    for label, value in status_rows(st.run_dir):   # a `kitctl reproduce` run: its stage (kitctl/core/pipeline_state.py)
+        t.add_row(label, escape(value))
     if st.steps_done is not None:
         prog = f"{st.steps_done} / {st.total_steps}" if st.total_steps else f"{st.steps_done} / ?"
         if st.total_steps:
