@@ -14,6 +14,7 @@ from harness import TWO_3090, Case, Result, make_full_disk, make_readonly
 # argv prefixes that plan without GPUs, Docker or downloads
 TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--steps", "10",
          "--dry-run"]
+REPRO = ["reproduce", "--inventory", "two.csv", "--mpirun", "/bin/true", "--dry-run"]
 TUNE = ["tune", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--dry-run"]
 TB = ["tensorboard", "r1", "--no-serve", "--no-follow"]
 DATA = ["data", "input.txt", "--runtime", "native", "--dry-run"]
@@ -391,6 +392,26 @@ CASES: list[Case] = [
     C("report-too-many-labels", ["report", "r1", "--label", "a", "--label", "b"], says="label"),
     C("report-empty-main-log", ["report", "e.log"], files={"e.log": ""}, code=1, says=["nothing to plot", "e.log"]),
     C("report-ok", ["report", "r1", "--out", "out/report.html"], code=0, may_change=("cwd/out*", *MATPLOTLIB)),
+
+    # ---------------------------------------------------------------- reproduce (plans every stage; --dry-run)
+    C("reproduce-name-escapes-runs", [*REPRO, "--name", "../../x"], says="--name"),
+    C("reproduce-workers-1000", [*REPRO, "--workers", "1000"], says="--workers"),
+    C("reproduce-net-mbps-negative", [*REPRO, "--net-mbps", "-5"], says="--net-mbps"),
+    C("reproduce-net-mbps-nan", [*REPRO, "--net-mbps", "nan"], says="--net-mbps"),
+    C("reproduce-cpus-zero", [*REPRO, "--cpus", "0"], says="--cpus 0"),
+    C("reproduce-price-negative", [*REPRO, "--price-per-gpu-hour", "-1"], says="--price-per-gpu-hour"),
+    C("reproduce-steps-zero", [*REPRO, "--steps", "0"], says="--steps 0"),
+    C("reproduce-shard-size-zero", [*REPRO, "--shard-size", "0"], says="--shard-size 0"),
+    C("reproduce-inventory-missing", [*REPRO, "--inventory", "nope.csv"], says="nope.csv"),
+    C("reproduce-inventory-capability-inf", [*REPRO, "--inventory", "i.csv"],
+      files={"i.csv": "0, RTX 3090, inf, 24576 MiB, 570.86\n"}, says="compute", area="host"),
+    C("reproduce-dataset-unknown", [*REPRO, "--dataset", "nope"], says="unknown dataset"),
+    C("reproduce-gpus-duplicate", [*REPRO, "--gpus", "0,0"], says="repeated"),
+    C("reproduce-runtime-unknown", [*REPRO, "--runtime", "podman"], says="podman"),
+    C("reproduce-source-missing", [*REPRO, "--source", "nope.txt"], says="nope.txt"),
+    C("reproduce-binary-missing", [*REPRO, "--binary", "nope"], says="nope"),
+    C("reproduce-json-without-dry-run", ["reproduce", "--inventory", "two.csv", "--json"], says="--json"),
+    C("reproduce-ok", REPRO, code=0, says="steps"),
 
     # ---------------------------------------------------------------- demo
     C("demo-steps-zero", ["demo", "--steps", "0"], says="--steps"),
