@@ -5,7 +5,7 @@ Logic lives in kitctl/cluster/export.py and kitctl/cluster/slurm*.py; this modul
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -16,6 +16,8 @@ from kitctl.core.context import config, console
 from kitctl.core import validate
 from kitctl.core.validate import checked
 from kitctl.core.errors import ConfigError
+from kitctl.host.runtimes import runtime_image_ref
+from kitctl.train.cli import Launcher, add_launcher
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -31,7 +33,7 @@ def export_cmd(
 ) -> None:
     """Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a docker save tar."""
     cfg = config()
-    ref = image or f"{cfg.image}:latest"    # kitctl.images.render.runtime_ref: the tag `kitctl build` moves
+    ref = image or runtime_image_ref(cfg)    # the tag `kitctl build` moves
     out = output if output is not None else export.default_output(ref, fmt, cfg.data_root / "export")
     plan = export.export_commands(ref, fmt, out.absolute(), via_tar=via_tar)
     if dry_run:
@@ -46,14 +48,12 @@ def export_cmd(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# `kitctl train --launcher slurm ...`: the options kitctl/train/cli.py adds to `train`, and the one call it makes
+# `kitctl train --launcher slurm ...`: the options this launcher adds to `train`, and the one call it makes
 
 
 class SlurmCli:
-    """Typer options of the Slurm launcher (declared here so `kitctl train` only lists them)."""
+    """Typer options of the Slurm launcher (registered on `kitctl train` below)."""
 
-    launcher = typer.Option("local", "--launcher", help="local (this machine: mpirun) or slurm (sbatch/srun on "
-                                                       "--nodes nodes)")
     nodes = typer.Option(1, "--nodes", help="slurm: number of nodes")
     gpus_per_node = typer.Option(None, "--gpus-per-node", help="slurm: GPUs (ranks) per node (default: the GPUs "
                                                               "--gpus picks from --inventory, one compute node)")
@@ -89,3 +89,12 @@ def train_with_launcher(cfg, req, *, inventory: Optional[Path], mpirun: str, dry
                         sbatch_extra=tuple(sbatch_opt or ()))
     train_on_slurm(cfg, req, opts, inventory=inventory, mpirun=mpirun, submit=submit, dry_run=dry_run,
                    console=console, show_plan=show_plan)
+
+
+add_launcher(Launcher("slurm", "sbatch/srun on --nodes nodes", run=train_with_launcher, options={
+    "nodes": (int, SlurmCli.nodes), "gpus_per_node": (Optional[int], SlurmCli.gpus_per_node),
+    "partition": (Optional[str], SlurmCli.partition), "time": (Optional[str], SlurmCli.time),
+    "account": (Optional[str], SlurmCli.account), "container": (str, SlurmCli.container),
+    "image": (Optional[str], SlurmCli.image), "sif": (Optional[Path], SlurmCli.sif),
+    "shared_dir": (Optional[Path], SlurmCli.shared_dir), "init": (str, SlurmCli.init),
+    "sbatch_opt": (Optional[List[str]], SlurmCli.sbatch_opt), "submit": (bool, SlurmCli.submit)}))

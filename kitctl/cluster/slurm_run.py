@@ -3,7 +3,7 @@
 The same planner as single-node training (kitctl.train.planner.build_plan) over ``slurm.cluster_facts``: the
 compute node's GPUs (``--inventory``, or this machine's) repeated ``--nodes`` times, so B, memory, resume and
 the divisibility rule see every rank. The pure parts are ``slurm`` (rendering) and ``slurm_checks``; this
-module reads the machine (kitctl.train.runner.gather_facts), writes the run folder (``sbatch.sh`` atomically:
+module reads the machine (kitctl.train.gather.gather_facts), writes the run folder (``sbatch.sh`` atomically:
 never a partial script under its name) and calls sbatch.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output
 from kitctl.train.planner import MICRO_BATCHES, Plan, build_plan, get_preset
-from kitctl.train.runner import gather_facts, prepare_out, write_run_json
+from kitctl.train.gather import gather_facts
+from kitctl.train.runner import prepare_out, write_run_json
 
 
 @dataclasses.dataclass

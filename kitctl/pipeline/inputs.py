@@ -37,8 +37,11 @@ from kitctl.pipeline import forecast as fc
 from kitctl.train import tune as train_tune
 from kitctl.train.facts import DataInfo, OutState, Shard, host_facts, inspect_data, inspect_out
 from kitctl.train.memory import default_model, dims_for
-from kitctl.train.planner import BINARIES, MICRO_BATCHES, Facts, Plan, TrainRequest, build_plan, gpu_spec, load_presets
-from kitctl.train.runner import inspect_image
+from kitctl.train.gather import inspect_image
+from kitctl.train.launch import BINARIES
+from kitctl.train.planner import MICRO_BATCHES, Facts, Plan, TrainRequest, build_plan, gpu_spec
+from kitctl.train.presets import load_presets
+from kitctl.train.tune_cache import load_records
 
 TUNE_MODES = ("auto", "on", "off")
 DEFAULT_NET_MBPS = 200.0
@@ -195,7 +198,7 @@ def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
 # ----------------------------------------------------------------------------------------------- train
 def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data: DataInfo) -> Facts:
     """The train planner's facts with ``data`` given (it may not exist yet). Mirrors
-    kitctl.train.runner.gather_facts, except for the data and for the HellaSwag file and tokenizer, which the
+    kitctl.train.gather.gather_facts, except for the data and for the HellaSwag file and tokenizer, which the
     pipeline's own stages make before training (so the plan has them)."""
     runs = cfg.runs_dir / (req.name or req.preset)
     bin_dir = native_build.default_out(cfg.data_root)
@@ -206,14 +209,14 @@ def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data:
             if b.is_file():
                 ids[prec] = "sha256:" + sha256_file(b)
     else:
-        iid = inspect_image(runtime_ref(cfg)).get("id")
+        iid = inspect_image(runtime_ref(cfg)).id
         if iid:
             ids = {"bf16": iid, "fp32": iid}
     return Facts(gpus=load_inventory(opts.inventory), data=data, out=inspect_out(runs.absolute()),
                  data_root=cfg.data_root, host=host_facts(opts.mpirun), image=runtime_ref(cfg), native_bin_dir=bin_dir,
                  nccl_env=nccl_env(cfg.nccl), hellaswag=cfg.data_root / "hellaswag" / "hellaswag_val.bin",
                  tokenizer=cfg.data_root / "gpt2_tokenizer.bin", runtime_ids=ids,
-                 tune_records=train_tune.load_records(cfg.data_root / "tune"), run_token=uuid.uuid4().hex[:8])
+                 tune_records=load_records(cfg.data_root / "tune"), run_token=uuid.uuid4().hex[:8])
 
 
 def _flag(args: list[str], flag: str, default: int) -> int:
@@ -249,10 +252,10 @@ def tune_configs(req: TrainRequest, facts: Facts, plan: Plan) -> int:
 
 
 def _measured_tok_s(plan: Plan, facts: Facts) -> Optional[float]:
-    for rec in facts.tune_records:
-        if rec.get("_path") == plan.tune_file:
-            hits = [r["tok_s"] for r in rec.get("results", []) if r.get("status") == "ok"
-                    and r.get("micro_batch") == plan.micro_batch and r.get("recompute") == plan.recompute]
+    for cached in facts.tune_records:
+        if str(cached.path) == plan.tune_file:
+            hits = [r.tok_s for r in cached.record.ok()
+                    if r.micro_batch == plan.micro_batch and r.recompute == plan.recompute and r.tok_s]
             return float(max(hits)) if hits else None
     return None
 
@@ -285,7 +288,7 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[
         local = bool(spec) and not str(spec).startswith(("http://", "https://"))
         return fc.BuildInput("native", False, f"compile llm.c for sm {sm} into {binary.parent}", local)
     ref = runtime_ref(cfg)
-    if inspect_image(ref).get("id"):
+    if inspect_image(ref).id:
         return fc.BuildInput(cfg.provider, True, f"image {ref} found (its recipe hash is re-checked when run)")
     return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")
 

@@ -9,7 +9,7 @@ these two files change. Touch points:
     data        kitctl.data.plan.execute (in this process: the kit's own Python has every data package)
     hellaswag   kitctl.data.plan.execute of the hellaswag recipe
     tune        kitctl.train.tune.run_tune
-    train       kitctl.train.runner.plan_for / run_training (resumes from the newest checkpoint by itself)
+    train       kitctl.train.session.plan_for / run_training (resumes from the newest checkpoint by itself)
     report      kitctl.observe.report.write_report
 
 Each stage returns a :class:`Result` (done or skipped, and one line saying what it made or why it skipped) or
@@ -38,8 +38,9 @@ from kitctl.observe.report import write_report
 from kitctl.pipeline import forecast as fc
 from kitctl.pipeline.inputs import Gathered, ReproduceOptions
 from kitctl.train import tune as train_tune
-from kitctl.train.planner import BINARIES
-from kitctl.train.runner import inspect_image, plan_for, run_training
+from kitctl.train.gather import inspect_image
+from kitctl.train.launch import BINARIES
+from kitctl.train.session import plan_for, run_training
 
 REPORT_NAME = "report.html"
 
@@ -155,7 +156,7 @@ def build(ctx: StageContext) -> Result:
     req = images.BuildRequest.from_config(cfg, archs=archs, target="runtime", llmc_src=opts.llmc_src)
     bctx = images.prepare_context(req)
     tag = images.tags(req, bctx, "runtime")[0]
-    if inspect_image(tag).get("id"):
+    if inspect_image(tag).id:
         return Result("skipped", f"image {tag} exists (same recipe hash)")
     ctx.log.say("$ " + " ".join(images.build_argv(req, bctx, "runtime")))
     tags = images.build(req, bctx, "runtime", on_line=ctx.log.line)
@@ -214,9 +215,11 @@ def tune(ctx: StageContext) -> Result:
             raise
         ctx.log.say(f"tune failed: {e.message}")
         return Result("skipped", f"tune failed ({e.message.splitlines()[0][:120]}): training sizes B from its models")
-    best = rec.get("best") or {}
-    return Result("done", f"fastest B={best.get('micro_batch')} -r {best.get('recompute')} at "
-                          f"{best.get('tok_s', 0):,} tok/s (cached for training)")
+    best = rec.record.best if rec is not None else None
+    if best is None:
+        return Result("skipped", "tune measured nothing usable: training sizes B from its models")
+    return Result("done", f"fastest B={best.micro_batch} -r {best.recompute} at {best.tok_s or 0:,} tok/s "
+                          "(cached for training)")
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -233,9 +236,9 @@ def train(ctx: StageContext) -> Result:
     ctx.log.say(f"train: {plan.steps} steps, B={plan.micro_batch} -r {plan.recompute}, {plan.precision}, "
                 f"{plan.ranks} GPU(s)" + (f", resuming from step {plan.resume_step}" if plan.resume else ""))
     session = run_training(plan, facts, ctx.console, replan)
-    tok_s = session.get("tok_s_median")
-    ctx.log.line(f"session: {session}")
-    return Result("done", f"step {session.get('last_step')}/{plan.steps}" + (f", {tok_s:,.0f} tok/s" if tok_s else ""))
+    tok_s = session.tok_s_median
+    ctx.log.line(f"session: {session.model_dump_json(exclude_none=True)}")
+    return Result("done", f"step {session.last_step}/{plan.steps}" + (f", {tok_s:,.0f} tok/s" if tok_s else ""))
 
 
 def train_progress(run_dir: Path, total: int) -> tuple[Optional[float], str]:
