@@ -13,6 +13,8 @@ from kitctl.cluster import export
 from kitctl.cluster.slurm import SlurmOptions
 from kitctl.cluster.slurm_run import train_on_slurm
 from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
 from kitctl.core.errors import ConfigError
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.cli import Launcher, add_launcher
@@ -24,7 +26,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 def export_cmd(
     image: Optional[str] = typer.Argument(None, help="image to export (default: <image>:latest from kit.yaml)"),
     fmt: str = typer.Option("sqsh", "--format", "-f", help="sqsh (enroot/pyxis), sif (Apptainer) or tar (docker save)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
+    output: Optional[Path] = typer.Option(None, "--output", "-o", callback=checked(validate.writable_file),
                                           help="output file (default <data_root>/export/<image>.<format>)"),
     via_tar: bool = typer.Option(False, "--via-tar", help="sif: build from a docker save tar (docker-archive://)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps, run nothing"),

@@ -12,6 +12,8 @@ import typer
 from kitctl.core import pins
 from kitctl.core.context import config, console, err_console
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core import validate
+from kitctl.core.validate import checked
 from kitctl.host import compose, doctor as doc
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, query
 from kitctl.host.runtimes import NativeRuntime, runtime_image_ref, shell_line
@@ -53,8 +55,10 @@ def build(
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL"),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn", help="cuDNN flash attention in the BF16 binary"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="docker | native (default: kit.yaml)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="native: binaries dir (default <data_root>/native/bin)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")),
+                                          help="docker | native (default: kit.yaml)"),
+    out: Optional[Path] = typer.Option(None, "--out", callback=checked(validate.writable_folder),
+                                       help="native: binaries dir (default <data_root>/native/bin)"),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native: cudnn-frontend include dir"),
     build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the build context is written"),
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV of the target machine: --arch auto and its driver's CUDA"),

@@ -9,15 +9,17 @@ import typer
 from rich.table import Table
 
 from kitctl.core.context import config, console
+from kitctl.core import validate
 from kitctl.core.errors import ConfigError
+from kitctl.core.validate import checked
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command()
 def demo(
-    data_root: Optional[Path] = typer.Option(None, help="demo data root (default <data_root>/demo)"),
-    steps: int = typer.Option(20, help="training steps, where this machine can train"),
+    data_root: Optional[Path] = typer.Option(None, callback=checked(validate.writable_folder), help="demo data root (default <data_root>/demo)"),
+    steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
     from kitctl.pipeline.demo import run_demo
@@ -49,7 +51,7 @@ def reproduce(
                                                    "gpt2-1558m"),
     passthrough: Optional[List[str]] = typer.Argument(None, help="after `--` (with PRESET before it): extra "
                                                                   "train_gpt2cu flags, e.g. `gpt2-124m -- -n 1000`"),
-    name: Optional[str] = typer.Option(None, "--name", help="run folder <data_root>/runs/<name> (default: preset)"),
+    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="run folder <data_root>/runs/<name> (default: preset)"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="a recipe (fineweb10B, fineweb10B-pretokenized, "
                                           "tinyshakespeare, ...) or local parquet/jsonl/txt files; default: the "
                                           "preset's"),
@@ -59,7 +61,7 @@ def reproduce(
                                                     "(default: downloaded from the recipe's URL, GitHub)"),
     stream: bool = typer.Option(False, "--stream", help="read FineWeb over HTTP; no HF cache on disk"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="tokenizer processes (default: all cores)"),
+    workers: Optional[int] = typer.Option(None, "--workers", callback=checked(validate.workers), help="tokenizer processes (default: all cores)"),
     runtime: Optional[str] = typer.Option(None, "--runtime", help=_HELP_RUNTIME),
     gpus: str = typer.Option("all", "--gpus", help="all | N (the first N) | 0,2 (these indices)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default: the preset's; gpt2-124m: "

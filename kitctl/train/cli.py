@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
 from kitctl.core.errors import ConfigError
 from kitctl.train.plan import Plan
 from kitctl.train.request import TrainRequest
@@ -84,11 +86,11 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", "-x", help="optimizer steps (default: the preset's; "
                                                                     "-1 = one epoch of the shards)"),
     total_batch: Optional[int] = typer.Option(None, "--total-batch", "-d", help="tokens per optimizer step"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name: <data_root>/runs/<name> (default: preset)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (overrides --name)"),
+    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="run name: <data_root>/runs/<name> (default: preset)"),
+    out: Optional[Path] = typer.Option(None, "--out", callback=checked(validate.writable_folder), help="run folder (overrides --name)"),
     data: Optional[Path] = typer.Option(None, "--data", help="shard folder (default <data_root>/<preset's dataset>)"),
     runtime: Optional[str] = _RUNTIME,
-    binary: Optional[Path] = typer.Option(None, "--binary", help="native: train_gpt2cu to run "
+    binary: Optional[Path] = typer.Option(None, "--binary", callback=checked(validate.readable_file), help="native: train_gpt2cu to run "
                                                                  "(default <data_root>/native/bin/...)"),
     mpirun: str = _MPIRUN,
     inventory: Optional[Path] = _INV,
@@ -161,12 +163,12 @@ def tune(
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default as for train)"),
     data: Optional[Path] = typer.Option(None, "--data", help="shard folder (default as for train)"),
     runtime: Optional[str] = _RUNTIME,
-    binary: Optional[Path] = typer.Option(None, "--binary", help="native: train_gpt2cu to measure"),
+    binary: Optional[Path] = typer.Option(None, "--binary", callback=checked(validate.readable_file), help="native: train_gpt2cu to measure"),
     mpirun: str = _MPIRUN,
     inventory: Optional[Path] = _INV,
     steps: int = typer.Option(20, "--steps", help="optimizer steps per config"),
-    warmup: int = typer.Option(5, "--warmup", help="first steps left out of the timing"),
-    min_b: int = typer.Option(8, "--min-b", help="smallest B tried (smaller ones only if nothing bigger fits)"),
+    warmup: int = typer.Option(5, "--warmup", callback=checked(validate.non_negative_int), help="first steps left out of the timing"),
+    min_b: int = typer.Option(8, "--min-b", callback=checked(validate.positive_int), help="smallest B tried (smaller ones only if nothing bigger fits)"),
     full: bool = typer.Option(False, "--full", help="every allowed B >= --min-b x recompute 0/1/2, even those "
                                                     "the memory model rules out (a reference sweep)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the configs and the first command; run nothing"),
