@@ -12,6 +12,8 @@ from typing import Optional
 import typer
 
 from kitctl.core.context import config, console, err_console
+from kitctl.core import validate
+from kitctl.core.validate import checked
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -24,9 +26,10 @@ def _say(msg: str) -> None:
 def export_model(
     target: str = typer.Argument(..., metavar="RUN_OR_FILE",
                                  help="run name under <data_root>/runs, a run folder, or a model_NNNNNNNN.bin"),
-    step: Optional[int] = typer.Option(None, "--step", help="checkpoint step (default: the newest complete one)"),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+                                       help="checkpoint step (default: the newest complete one)"),
     fmt: str = typer.Option("hf", "--format", "-f", help="hf: a transformers GPT2LMHeadModel folder"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="export folder (default <run>/hf/model_NNNNNNNN)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=checked(validate.writable_folder), help="export folder (default <run>/hf/model_NNNNNNNN)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or bfloat16 (default: the checkpoint's)"),
     force: bool = typer.Option(False, "--force", help="replace an existing non-empty --out"),
     push: Optional[str] = typer.Option(None, "--push", metavar="REPO", help="then upload it to this Hub repo "
@@ -72,12 +75,13 @@ def sample(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     prompt: str = typer.Option("", "--prompt", "-p", help="text to continue (default: start from <|endoftext|>)"),
     n: int = typer.Option(64, "-n", help="tokens to generate"),
-    top_k: int = typer.Option(40, "--top-k", help="sample from the k likeliest tokens"),
+    top_k: int = typer.Option(40, "--top-k", callback=checked(validate.non_negative_int), help="sample from the k likeliest tokens"),
     greedy: bool = typer.Option(False, "--greedy", help="always the likeliest token (same on every backend)"),
-    temperature: float = typer.Option(1.0, "--temperature"),
+    temperature: float = typer.Option(1.0, "--temperature", callback=checked(validate.positive_float)),
     seed: int = typer.Option(1337, "--seed"),
-    step: Optional[int] = typer.Option(None, "--step", help="checkpoint step (default: the newest complete one)"),
-    backend: str = typer.Option("auto", "--backend", help="auto (transformers if installed), transformers, numpy"),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+                                       help="checkpoint step (default: the newest complete one)"),
+    backend: str = typer.Option("auto", "--backend", callback=checked(validate.choice, choices=("auto", "transformers", "numpy")), help="auto (transformers if installed), transformers, numpy"),
 ) -> None:
     """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
     from kitctl.model import export, locate
@@ -99,12 +103,13 @@ def sample(
 def eval_cmd(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     tasks: str = typer.Option("hellaswag", "--tasks", help="lm-eval task names, comma-separated"),
-    step: Optional[int] = typer.Option(None, "--step", help="checkpoint step (default: the newest complete one)"),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+                                       help="checkpoint step (default: the newest complete one)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:0, cpu (default: lm-eval's choice)"),
     batch_size: str = typer.Option("auto", "--batch-size", help="lm-eval batch size, or auto"),
-    limit: Optional[float] = typer.Option(None, "--limit", help="examples per task (a fraction if < 1): quick "
+    limit: Optional[float] = typer.Option(None, "--limit", callback=checked(validate.positive_float), help="examples per task (a fraction if < 1): quick "
                                                                 "checks only, not a score to quote"),
-    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="few-shot examples (default: the task's)"),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", callback=checked(validate.non_negative_int), help="few-shot examples (default: the task's)"),
     include_path: Optional[Path] = typer.Option(None, "--include-path", help="folder of extra lm-eval task YAMLs"),
     record: bool = typer.Option(True, "--record/--no-record", help="append the results to the run's run.json"),
 ) -> None:

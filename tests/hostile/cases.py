@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from harness import TWO_3090, Case, Result, make_full_disk, make_readonly
+from harness import MAIN_LOG, TWO_3090, Case, Result, make_full_disk, make_readonly
 
 # argv prefixes that plan without GPUs, Docker or downloads
 TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--steps", "10",
@@ -97,6 +97,21 @@ def says_quoted(path_part: str):
             words = []
         assert len(words) == 2 and path_part in words[1], f"not shell-quoted: {line!r}"
     return check
+
+
+def checkpoint(cwd: Path) -> None:
+    """runs/ck: one complete llm.c checkpoint (L=2, C=64: tests/model/llmc_ref.py writes it as train_gpt2cu does)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "model"))
+    import llmc_ref
+
+    run = cwd / "data" / "runs" / "ck"
+    run.mkdir(parents=True)
+    params, dims = llmc_ref.random_params(T=32, V=50257, L=2, H=4, C=64, Vp=50304, seed=0)
+    llmc_ref.write_checkpoint(run / "model_00000010.bin", params, dims, version=3)
+    (run / "DONE_00000010").write_text("")
+    (run / "main.log").write_text(MAIN_LOG)
 
 
 def C(id: str, argv: list[str], code: int = 2, says=(), **kw) -> Case:
@@ -412,6 +427,29 @@ CASES: list[Case] = [
     C("reproduce-binary-missing", [*REPRO, "--binary", "nope"], says="nope"),
     C("reproduce-json-without-dry-run", ["reproduce", "--inventory", "two.csv", "--json"], says="--json"),
     C("reproduce-ok", REPRO, code=0, says="steps"),
+
+    # ---------------------------------------------------------------- export-model / sample / eval (llm.c checkpoints)
+    C("export-model-no-argument", ["export-model"], says="missing argument"),
+    C("export-model-run-unknown", ["export-model", "nope"], says="nope"),
+    C("export-model-no-checkpoint", ["export-model", "r1"], says="holds no llm.c checkpoint"),
+    C("export-model-not-a-checkpoint", ["export-model", "input.txt"], says="not a usable llm.c model checkpoint"),
+    C("export-model-format-unknown", ["export-model", "r1", "--format", "onnx"], says="--format onnx"),
+    C("export-model-dtype-unknown", ["export-model", "ck", "--dtype", "fp8"], says="--dtype", setup=checkpoint),
+    C("export-model-out-not-empty", ["export-model", "ck", "--out", "mine"], setup=checkpoint,
+      files={"mine/thesis.tex": "years of work\n"}, says="mine"),
+    C("export-model-step-negative", ["export-model", "r1", "--step", "-1"], says="--step -1"),
+    C("export-model-out-is-a-file", ["export-model", "r1", "--out", "input.txt"], says="is a file"),
+    C("export-model-push-not-a-repo", ["export-model", "r1", "--push", "not a repo"], says="--push"),
+    C("sample-n-zero", ["sample", "ck", "-n", "0", "--backend", "numpy"], says="-n 0", setup=checkpoint,
+      area="model"),     # -n is checked after the export on first use: a refused sample leaves <run>/hf/
+    C("sample-top-k-negative", ["sample", "r1", "--top-k", "-1"], says="--top-k"),
+    C("sample-temperature-negative", ["sample", "r1", "--temperature", "-1"], says="--temperature"),
+    C("sample-temperature-nan", ["sample", "r1", "--temperature", "nan"], says="--temperature"),
+    C("sample-backend-unknown", ["sample", "r1", "--backend", "torch"], says="--backend"),
+    C("sample-run-unknown", ["sample", "nope"], says="nope"),
+    C("eval-limit-negative", ["eval", "r1", "--limit", "-1"], says="--limit"),
+    C("eval-num-fewshot-negative", ["eval", "r1", "--num-fewshot", "-1"], says="--num-fewshot"),
+    C("eval-step-negative", ["eval", "r1", "--step", "-3"], says="--step -3"),
 
     # ---------------------------------------------------------------- demo
     C("demo-steps-zero", ["demo", "--steps", "0"], says="--steps"),

@@ -70,7 +70,7 @@ def test_every_verb_has_a_hostile_case():
     from cases import CASES as cases
 
     verbs = {"init", "doctor", "build", "render", "smoke", "export", "data", "train", "tune", "tensorboard",
-             "status", "report", "demo", "reproduce"}
+             "status", "report", "demo", "reproduce", "export-model", "sample", "eval"}
     seen = {next((a for a in c.argv if not a.startswith("-") and a in verbs), None) for c in cases}
     assert verbs <= seen, verbs - seen
     data_verbs = {c.argv[1] for c in cases if c.argv[:1] == ["data"] and len(c.argv) > 1}
