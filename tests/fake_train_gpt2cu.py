@@ -51,7 +51,7 @@ def main(argv):
     p0(f"| run hellaswag         | {'yes' if hs and int(a.get('-h', 0)) else 'no':<50} |")
     p0(f"| tokenizer             | {'yes' if os.path.exists('gpt2_tokenizer.bin') else 'no':<50} |")
     oom_above = os.environ.get("FAKE_OOM_ABOVE_B")
-    if oom_above is not None and B > int(oom_above):
+    if oom_above is not None and int(oom_above) < B:
         print("[CUDA ERROR] at file train_gpt2.cu:385:\nout of memory", flush=True)
         return 1
     rates = {}

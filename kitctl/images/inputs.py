@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from kitctl.core.config import KNOWN_ARCHS
+from kitctl.core.validate import KNOWN_ARCHS
 from kitctl.core.errors import ConfigError
 
 URL = re.compile(r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+-]*)*")

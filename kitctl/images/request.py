@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from kitctl.core import pins
-from kitctl.core.config import KNOWN_ARCHS, KitConfig
+from kitctl.core.config import KitConfig
+from kitctl.core.validate import KNOWN_ARCHS
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.gpus import GPU, distinct_archs
 from kitctl.images import inputs

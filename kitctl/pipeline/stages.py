@@ -5,7 +5,7 @@ these two files change. Touch points:
 
     preflight   kitctl.host.doctor.gather / evaluate (+ this plan's own disk check instead of doctor's fixed one)
     build       native: kitctl.images.llmc_source.fetch, native_build.discover / plan, run by kitctl.core.proc;
-                docker: kitctl.images.render.BuildRequest / prepare_context / tags / build (runtime image)
+                docker: kitctl.images.request.BuildRequest, context.prepare_context, build.tags / build (runtime image)
     data        kitctl.data.plan.execute (in this process: the kit's own Python has every data package)
     hellaswag   kitctl.data.plan.execute of the hellaswag recipe
     tune        kitctl.train.tune.run_tune
@@ -33,7 +33,9 @@ from kitctl.core.progress import format_duration
 from kitctl.data.plan import execute
 from kitctl.host import doctor
 from kitctl.images import llmc_source, native_build
-from kitctl.images import render as images
+from kitctl.images import build as image_build
+from kitctl.images.context import prepare_context
+from kitctl.images.request import BuildRequest
 from kitctl.observe.report import write_report
 from kitctl.pipeline import forecast as fc
 from kitctl.pipeline.inputs import Gathered, ReproduceOptions
@@ -153,13 +155,13 @@ def build(ctx: StageContext) -> Result:
             proc.check(argv, ctx.log.line, what=f"native build of {argv[-1]}",
                        hint=f"the compiler output is in {ctx.log.path}; docs/images.md")
         return Result("done", f"built {', '.join(native_build.BINARIES)} for sm {','.join(map(str, archs))} in {dest}")
-    req = images.BuildRequest.from_config(cfg, archs=archs, target="runtime", llmc_src=opts.llmc_src)
-    bctx = images.prepare_context(req)
-    tag = images.tags(req, bctx, "runtime")[0]
+    req = BuildRequest.from_config(cfg, archs=archs, target="runtime", llmc_src=opts.llmc_src)
+    bctx = prepare_context(req)
+    tag = image_build.tags(req, bctx, "runtime")[0]
     if inspect_image(tag).id:
         return Result("skipped", f"image {tag} exists (same recipe hash)")
-    ctx.log.say("$ " + " ".join(images.build_argv(req, bctx, "runtime")))
-    tags = images.build(req, bctx, "runtime", on_line=ctx.log.line)
+    ctx.log.say("$ " + " ".join(image_build.build_argv(req, bctx, "runtime")))
+    tags = image_build.build(req, bctx, "runtime", on_line=ctx.log.line)
     return Result("done", f"built {' '.join(tags)}")
 
 

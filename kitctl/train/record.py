@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -144,6 +144,8 @@ class RunRecord(Record):
     data: Optional[DataRecord] = None
     session: Optional[SessionRecord] = None
     history: list[SessionRecord] = Field(default_factory=list)
+    # results of `kitctl eval` (kitctl/model/record.py appends them); kept as they are across training sessions
+    evals: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def load_run_record(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:

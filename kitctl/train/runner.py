@@ -163,7 +163,7 @@ def write_run_json(plan: Plan, session: Union[SessionRecord, Mapping[str, Any]],
         gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
         data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix, manifest_sha256=plan.data.manifest_sha256,
                         fingerprint=plan.data.fingerprint, train_tokens=plan.data.train_tokens),
-        session=session, history=history[-MAX_HISTORY:])
+        session=session, history=history[-MAX_HISTORY:], evals=list(old.evals) if old else [])
     return rec.write(path)
 
 

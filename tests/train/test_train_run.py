@@ -23,6 +23,7 @@ from kitctl.train.planner import TrainRequest
 from kitctl.train.facts import inspect_out
 from kitctl.train.record import RuntimeRecord
 from kitctl.train.session import plan_for, run_training
+from kitctl.model.record import add_eval, read_evals
 
 FAKE = Path(__file__).resolve().parents[1] / "fake_train_gpt2cu.py"
 ONE = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
@@ -100,6 +101,9 @@ def test_native_single_rank_run_then_resume(kit):
     assert inspect_out(out).done_steps == (5, 6)
     assert "done: step 6/6" in con.file.getvalue()
 
+    # an eval result recorded between sessions (kitctl eval) survives the next training session
+    add_eval(out, {"task": "hellaswag", "metrics": {"acc_norm": 0.25}, "step": 6})
+
     # a longer run in the same folder resumes from step 6 with the checkpoint's B (no --micro-batch given)
     plan2, facts2, replan2 = _plan(cfg, tmp, _req(steps=12, micro_batch=None))
     assert plan2.resume and plan2.resume_step == 6 and plan2.micro_batch == 8
@@ -108,6 +112,7 @@ def test_native_single_rank_run_then_resume(kit):
     assert s2.first_step == 7 and s2.last_step == 12
     rj = json.loads((out / "run.json").read_text())
     assert rj["session"]["resumed_from"] == 6 and rj["history"][-1]["last_step"] == 6
+    assert [e["task"] for e in read_evals(out)] == ["hellaswag"]
     assert (out / "main.log").read_text().count("trl:") == 12             # appended, not rewritten
 
     # the same run again: complete, nothing to do
