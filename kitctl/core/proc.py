@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -80,9 +81,43 @@ def start(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: 
         raise KitError(f"cannot start {argv[0]}: {e}", "check the path and that it is a program for this machine") from None
 
 
-def stop(proc: subprocess.Popen[str], grace_s: float = DEFAULT_GRACE_S) -> int:
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren...), read from /proc; [] where there is no /proc.
+
+    Needed because a launcher may move its children out of its process group (Open MPI's mpirun puts each
+    rank in a process group of its own), so signalling the group alone can leave a rank running."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie has exited; only its parent's wait is missing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop(proc: "subprocess.Popen[str]", grace_s: float = DEFAULT_GRACE_S) -> int:
     """SIGTERM the process group, SIGKILL what is left after ``grace_s`` (or at once on another Ctrl-C);
-    returns the exit code (130 when it never reported one)."""
+    descendants that left the group get the same treatment. Returns the exit code (130 when none was reported)."""
+    below = descendants(proc.pid)
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
@@ -97,11 +132,34 @@ def stop(proc: subprocess.Popen[str], grace_s: float = DEFAULT_GRACE_S) -> int:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    _stop_strays(below, grace_s)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
     return proc.returncode if proc.returncode is not None else 130
+
+
+def _stop_strays(pids: list[int], grace_s: float) -> None:
+    """Wait (up to ``grace_s``) for processes that were below the leader to finish exiting; SIGKILL the rest."""
+    deadline = time.monotonic() + grace_s
+    live = [p for p in pids if _alive(p)]
+    for p in live:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    while live and time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except KeyboardInterrupt:   # impatient: kill now
+            break
+        live = [p for p in live if _alive(p)]
+    for p in live:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def stream(argv: Sequence[str], on_line: Callable[[str], None] = print, *, env: Optional[Mapping[str, str]] = None,
