@@ -22,7 +22,7 @@ from kitctl.cluster import slurm, slurm_checks
 from kitctl.cluster.slurm import SCRIPT_NAME, SlurmOptions, SlurmScript
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
-from kitctl.core.files import atomic_output
+from kitctl.core.files import atomic_output, is_disk_full
 from kitctl.train.planner import MICRO_BATCHES, Plan, build_plan, get_preset
 from kitctl.train.gather import gather_facts
 from kitctl.train.runner import prepare_out, write_run_json
@@ -138,6 +138,8 @@ def write_script(text: str, run_dir: Union[str, Path], name: str = SCRIPT_NAME) 
             f.write(text)
             os.fchmod(f.fileno(), 0o755)
     except OSError as e:
+        if is_disk_full(e):
+            raise
         raise KitError(f"cannot write {path}: {e.strerror or e}",
                        "free some space or make the run folder writable, then run again", exit_code=2) from None
     return path

@@ -8,6 +8,7 @@ producer) the temp file is removed, so a final name only ever holds a complete f
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -41,6 +42,12 @@ def existing_parent(p: Path) -> Path:
 def free_bytes(path: Path) -> int:
     """Free bytes on the filesystem that holds ``path`` (or would hold it, if it does not exist yet)."""
     return shutil.disk_usage(existing_parent(Path(path))).free
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """A full disk or a used-up quota: not bad input (exit 1, the same command works once there is space);
+    callers that turn OSErrors into exit-2 messages let these through to the CLI's one disk-full message."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def temp_path(path: Path) -> Path:

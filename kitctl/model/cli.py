@@ -74,7 +74,7 @@ def export_model(
 def sample(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     prompt: str = typer.Option("", "--prompt", "-p", help="text to continue (default: start from <|endoftext|>)"),
-    n: int = typer.Option(64, "-n", help="tokens to generate"),
+    n: int = typer.Option(64, "-n", callback=checked(validate.positive_int), help="tokens to generate"),
     top_k: int = typer.Option(40, "--top-k", callback=checked(validate.non_negative_int), help="sample from the k likeliest tokens"),
     greedy: bool = typer.Option(False, "--greedy", help="always the likeliest token (same on every backend)"),
     temperature: float = typer.Option(1.0, "--temperature", callback=checked(validate.positive_float)),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import write_atomic
+from kitctl.core.files import is_disk_full, write_atomic
 from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
@@ -204,6 +204,8 @@ def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = N
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, png if fmt == "png" else html_page(runs, png))
     except OSError as e:
+        if is_disk_full(e):
+            raise
         raise KitError(f"cannot write the report to {out}: {e.strerror or e}",
                        "pass --out with a path in a folder you can write, e.g. --out ./report.png",
                        exit_code=2) from None

@@ -96,7 +96,7 @@ def test_sample_exports_on_first_use_and_reuses(root):
     direct = kitctl("sample", export, "-n", "4", "--backend", "numpy", "--seed", "1", data_root=root)
     assert direct.returncode == 0 and "exporting" not in direct.stderr and direct.stdout.strip()
     r = kitctl("sample", "r1", "-n", "0", data_root=root)
-    assert r.returncode == 2 and "at least one token" in r.stderr
+    assert r.returncode == 2 and "-n 0: must be >= 1" in r.stderr
 
 
 @needs_transformers

@@ -34,8 +34,8 @@ PY
 R="python3 -m kitctl reproduce gpt2-124m --runtime native --dataset /tmp/fineweb_local.parquet \
    --hellaswag-source /tmp/hellaswag_val.jsonl --llmc-src .llmc-src/llm.c --cudnn-frontend .devwork/cfe/include \
    --shard-size 10000000 --steps $STEPS -- -n $EVERY"
-$R --dry-run > "$OUT/plan.txt" 2>&1; cat "$OUT/plan.txt"
-$R --dry-run --json > "$OUT/plan.json" 2>&1
+${R/ -- / --dry-run -- } > "$OUT/plan.txt" 2>&1; cat "$OUT/plan.txt"
+${R/ -- / --dry-run --json -- } > "$OUT/plan.json" 2>&1
 echo "== session 1 (SIGINT after the step-$INT_AT checkpoint)"; s=$(date +%s)
 $R > "$OUT/session1.txt" 2>&1 & k=$!
 D=/tmp/kd/runs/gpt2-124m/$(printf 'DONE_%08d' $INT_AT)
