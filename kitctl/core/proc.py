@@ -101,7 +101,8 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running (a zombie counts as gone; another user's process as running)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,7 +115,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def stop(proc: "subprocess.Popen[str]", grace_s: float = DEFAULT_GRACE_S) -> int:
+def stop(proc: subprocess.Popen[str], grace_s: float = DEFAULT_GRACE_S) -> int:
     """SIGTERM the process group, SIGKILL what is left after ``grace_s`` (or at once on another Ctrl-C);
     descendants that left the group get the same treatment. Returns the exit code (130 when none was reported)."""
     below = descendants(proc.pid)
@@ -143,7 +144,7 @@ def stop(proc: "subprocess.Popen[str]", grace_s: float = DEFAULT_GRACE_S) -> int
 def _stop_strays(pids: list[int], grace_s: float) -> None:
     """Wait (up to ``grace_s``) for processes that were below the leader to finish exiting; SIGKILL the rest."""
     deadline = time.monotonic() + grace_s
-    live = [p for p in pids if _alive(p)]
+    live = [p for p in pids if pid_alive(p)]
     for p in live:
         try:
             os.kill(p, signal.SIGTERM)
@@ -154,7 +155,7 @@ def _stop_strays(pids: list[int], grace_s: float) -> None:
             time.sleep(0.1)
         except KeyboardInterrupt:   # impatient: kill now
             break
-        live = [p for p in live if _alive(p)]
+        live = [p for p in live if pid_alive(p)]
     for p in live:
         try:
             os.kill(p, signal.SIGKILL)

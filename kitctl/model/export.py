@@ -22,6 +22,7 @@ from kitctl.core.files import free_bytes, replace_atomic, sha256_file, temp_path
 from kitctl.core.records import Record
 from kitctl.model import hf
 from kitctl.model.checkpoint import Checkpoint, open_checkpoint
+from kitctl.core import proc
 from kitctl.model.locate import Target
 
 RECORD = "llmc_export.json"
@@ -56,14 +57,6 @@ def default_out(checkpoint: Path) -> Path:
     return checkpoint.parent / "hf" / checkpoint.stem
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale(out: Path) -> None:
@@ -73,7 +66,7 @@ def _remove_stale(out: Path) -> None:
     for p in out.parent.iterdir():
         for prefix in (f".tmp-{out.name}.", f".old-{out.name}."):
             if p.name.startswith(prefix) and p.name[len(prefix):].isdigit() \
-                    and not _pid_alive(int(p.name[len(prefix):])):
+                    and not proc.pid_alive(int(p.name[len(prefix):])):
                 shutil.rmtree(p, ignore_errors=True)
 
 

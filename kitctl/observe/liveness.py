@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core.proc import pid_alive
 from kitctl.core.progress import format_duration
 from kitctl.observe.logs import STDOUT_LOG
 from kitctl.observe.run_meta import RunMeta
@@ -27,16 +28,6 @@ class Liveness:
     detail: str
 
 
-def _pid_alive(pid: int) -> Optional[bool]:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return None
-    return True
 
 
 def _container_running(name: str) -> Optional[bool]:
@@ -101,7 +92,7 @@ def liveness(meta: Optional[RunMeta], run_dir: Path, log_age_s: Optional[float],
     if pid is not None:
         if host and host != socket.gethostname():
             return Liveness("unknown", f"pid {pid} runs on host {host}, not this one{age}")
-        alive = _pid_alive(pid)
+        alive = pid_alive(pid)
         if alive:
             return Liveness("running", f"pid {pid} is alive{age}")
         if alive is False:
