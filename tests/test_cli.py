@@ -95,3 +95,26 @@ def test_os_errors_are_one_message(monkeypatch, capsys, exc, code, needle):
         cli.main()
     err = capsys.readouterr().err
     assert e.value.code == code and needle in err and "hint:" in err and "Traceback" not in err
+
+
+def test_ctrl_c_while_importing_exits_130_without_a_traceback(tmp_path):
+    """Seen on the H200: SIGINT while python -m kitctl was still importing printed a traceback and exited 1."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # a sitecustomize that sleeps during kitctl's import gives the signal a window to land in
+    hook = tmp_path / "sitecustomize.py"
+    hook.write_text("import builtins, time\n_imp = builtins.__import__\n"
+                    "def slow(name, *a, **k):\n"
+                    "    if name == 'kitctl.cli':\n        time.sleep(5)\n    return _imp(name, *a, **k)\n"
+                    "builtins.__import__ = slow\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(tmp_path)}
+    p = subprocess.Popen([sys.executable, "-m", "kitctl", "--version"], env=env, stderr=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
