@@ -11,14 +11,13 @@ longest_example_bytes, 0...]``, then per example a stream of uint16::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from kitctl.core.errors import KitError
-from kitctl.core.files import write_atomic
+from kitctl.core.files import atomic_output, write_atomic
 
 MAGIC = 20240522
 VERSION = 1
@@ -135,7 +134,7 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
                            "pass --force to replace it, or pick another --out folder", exit_code=2)
     replaced = out.is_file()
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, data, out.with_name(f".{out.name}.tmp"))
+    write_atomic(out, data)
     say(f"{'replaced' if replaced else 'wrote'} {out}: {len(datas):,} examples"
         + (" (it held different content)" if replaced else ""))
     return len(datas)
@@ -170,22 +169,19 @@ def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     return info, out
 
 
-def download(url: str, dest: Path, endpoint_env: Optional[dict] = None) -> Path:
-    """Fetch a file over HTTP to ``dest`` (atomic)."""
+def download(url: str, dest: Path) -> Path:
+    """Fetch a file over HTTP to ``dest`` (atomically: a failed or stopped download leaves nothing there)."""
     import requests
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
     try:
         with requests.get(url, stream=True, timeout=60) as r:
             r.raise_for_status()
-            with open(tmp, "wb") as f:
+            with atomic_output(dest) as f:
                 for chunk in r.iter_content(1 << 20):
                     f.write(chunk)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
+    except requests.RequestException as e:
         raise KitError(f"download of {url} failed: {type(e).__name__}: {str(e)[:200]}",
                        "offline? download it elsewhere and pass the file with --source") from None
-    os.replace(tmp, dest)
     return dest

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Optional, Union
 
 from kitctl.core.errors import KitError
 from kitctl.core import resources
+from kitctl.core.config import KitConfig
 
 
 @dataclass(frozen=True)
@@ -179,3 +180,20 @@ class ComposeRuntime:
             raise KitError(f"docker compose run {service} failed: {(e.stderr or str(e)).strip()[-800:]}",
                            "build the images with `kitctl build`; check .env and `docker compose config`") from None
         return 0
+
+
+def data_image_ref(cfg: KitConfig) -> str:
+    """The image ``kitctl data`` runs in with the docker runtime: ``<image>:data`` (``kitctl build --target data``
+    makes it). Here, below images and data, so both use one definition."""
+    return f"{cfg.image}:data"
+
+
+def image_present(ref: str, client=None) -> Optional[bool]:
+    """True/False: whether the local Docker engine has image ``ref``; None when Docker cannot be asked (no CLI,
+    no engine running)."""
+    try:
+        if client is None:
+            from python_on_whales import docker as client
+        return bool(client.image.exists(ref))
+    except Exception:   # python-on-whales: ClientNotFoundError, DockerException (engine down), ...
+        return None
