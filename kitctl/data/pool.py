@@ -42,6 +42,10 @@ def max_workers() -> int:
     return MAX_WORKERS_PER_CORE * cores()
 
 
+SEP = "<|endoftext|>"
+_ALLOW_EOT = frozenset({SEP})
+
+
 def _encoder():
     """``encode_ordinary`` as a uint32 array: tiktoken's token buffer, no Python list of ints."""
     enc = get_encoding()
@@ -50,18 +54,18 @@ def _encoder():
     def encode(text: str) -> np.ndarray:
         # == encode_ordinary(text): no special token allowed or disallowed, so "<|endoftext|>" is plain text
         return enc.encode_to_numpy(text, allowed_special=no_special, disallowed_special=())
+
+    def encode_joined(text: str) -> np.ndarray:
+        # EOT + doc + EOT + doc ...: the special token splits the text, every piece between two of them is
+        # encoded on its own (tiktoken's regex runs on that slice alone), i.e. [EOT] + encode_ordinary(doc) each
+        return enc.encode_to_numpy(text, allowed_special=_ALLOW_EOT, disallowed_special=())
+    encode.joined = encode_joined  # type: ignore[attr-defined]
     return encode
 
 
-def tokenize_batch(texts: Any, encode=None) -> TokenBatch:
-    """Documents (a list of str, or a pyarrow string array) -> (concatenated uint16 tokens, per-document
-    token counts incl. the EOT)."""
-    encode = encode or _encoder()
-    if not isinstance(texts, list):          # a pyarrow string array
-        texts = texts.to_pylist()
-    n = len(texts)
+def _one_by_one(texts: list, encode) -> TokenBatch:
     parts: list[np.ndarray] = []
-    lens = np.empty(n, dtype=np.int64)
+    lens = np.empty(len(texts), dtype=np.int64)
     for i, t in enumerate(texts):
         try:
             a = encode(t if t is not None else "")
@@ -76,6 +80,33 @@ def tokenize_batch(texts: Any, encode=None) -> TokenBatch:
         out[pos + 1:pos + k] = a
         pos += int(k)
     return out, lens
+
+
+def tokenize_batch(texts: Any, encode=None) -> TokenBatch:
+    """Documents (a list of str, or a pyarrow string array) -> (concatenated uint16 tokens, per-document
+    token counts incl. the EOT).
+
+    One call into tiktoken per batch: the documents joined with "<|endoftext|>" (allowed as the special token)
+    encode to exactly ``[EOT] + encode_ordinary(doc)`` per document, and the EOT positions give the lengths
+    (ordinary text never encodes to 50256). That keeps the GIL free for the whole batch. A batch in which a
+    document holds a literal "<|endoftext|>" (plain text for llm.c) or a lone surrogate goes one by one."""
+    encode = encode or _encoder()
+    if not isinstance(texts, list):          # a pyarrow string array
+        texts = texts.to_pylist()
+    if not texts:
+        return np.empty(0, np.uint16), np.empty(0, np.int64)
+    if None in texts:
+        texts = [t if t is not None else "" for t in texts]
+    joined = SEP + SEP.join(texts)
+    if joined.count(SEP) == len(texts):      # no document holds the literal (a match never straddles two)
+        try:
+            toks = encode.joined(joined)
+        except UnicodeEncodeError:
+            return _one_by_one(texts, encode)
+        starts = np.flatnonzero(toks == EOT)
+        lens = np.diff(starts, append=len(toks)).astype(np.int64)
+        return toks.astype(np.uint16), lens
+    return _one_by_one(texts, encode)
 
 
 class TokenizerPool:

@@ -166,35 +166,22 @@ class FilesSource(Source):
                 raise KitError(f"input {f} does not exist", exit_code=2)
 
     def basis_bytes(self) -> dict[str, int]:
+        """parquet: the text column's uncompressed size from the metadata (nothing is read; repeated text is
+        dictionary-encoded and far smaller there than as text -- the sample's tokens per *metadata* byte
+        accounts for that); jsonl/txt: file sizes."""
         out: dict[str, int] = {}
         for f in self.files:
             k = self._kind(f)
-            out[k] = out.get(k, 0) + (self._parquet_text_bytes(f) if k == "parquet" else self._size(f))
+            out[k] = out.get(k, 0) + (sum(self._rg_bytes(f)[1]) if k == "parquet" else self._size(f))
         return out
 
-    def approx_text_bytes(self) -> int:
-        return sum(self.basis_bytes().values())
-
-    def _parquet_text_bytes(self, f) -> int:
-        """The text column's bytes: its uncompressed size from the metadata, scaled by the real text bytes of
-        the first row group (repeated, dictionary-encoded text is far bigger as text than the metadata says)."""
+    def _rg_bytes(self, f) -> tuple[list[int], list[int]]:
+        """(rows, text-column metadata bytes) per row group of one parquet file."""
         pf = _open_parquet(str(f), self.fs)
         i = _text_col_index(pf, f)
         md = pf.metadata
-        sizes = [md.row_group(r).column(i).total_uncompressed_size for r in range(md.num_row_groups)]
-        return int(sum(sizes) * self._text_ratio(pf, sizes[0])) if sizes else 0
-
-    def _text_ratio(self, pf, meta_bytes: int) -> float:
-        if self.fs is not None or meta_bytes <= 0:     # remote: don't read a row group just for this
-            return 1.0
-        import pyarrow.compute as pc
-
-        try:
-            text = pf.read_row_group(0, columns=[TEXT_COLUMN]).column(0)
-            real = pc.sum(pc.binary_length(text)).as_py() or 0
-        except Exception:   # unreadable: check() says so with a clear message
-            return 1.0
-        return max(1.0, real / meta_bytes)
+        return ([md.row_group(r).num_rows for r in range(md.num_row_groups)],
+                [md.row_group(r).column(i).total_uncompressed_size for r in range(md.num_row_groups)])
 
     def fingerprint(self) -> str:
         """sha256 over every file's content (local inputs) or names + sizes (HF files, see __init__), in order."""
@@ -230,19 +217,20 @@ class FilesSource(Source):
         docs: list[str] = []
         nbytes = 0
         per = max(1, budget // SAMPLE_SPOTS)
-        if kind == "parquet":
+        if kind == "parquet":       # basis: the sampled rows' share of their row group's metadata bytes
             pf = _open_parquet(str(f), self.fs)
-            n = pf.num_row_groups
+            rows, meta = self._rg_bytes(f)
+            n = len(rows)
             for r in sorted({n * i // SAMPLE_SPOTS for i in range(SAMPLE_SPOTS)} & set(range(n))):
-                got = 0
+                got = took = 0
                 for rb in pf.iter_batches(batch_size=64, row_groups=[r], columns=[TEXT_COLUMN], use_threads=False):
                     for t in rb.column(0).to_pylist():
-                        t = t or ""
-                        docs.append(t)
-                        got += len(t.encode("utf-8", "surrogatepass"))
+                        docs.append(t or "")
+                        got += len(t.encode("utf-8", "surrogatepass")) if t else 0
+                        took += 1
                     if got >= per:
                         break
-                nbytes += got
+                nbytes += int(meta[r] * took / max(1, rows[r]))
             return docs, nbytes
         size = self._size(f)
         opener = self.fs.open if self.fs is not None else open

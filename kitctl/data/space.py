@@ -21,7 +21,7 @@ from kitctl.data.pool import tokenize_batch
 from kitctl.data.shards import HEADER_BYTES
 from kitctl.data.sources import Source
 
-SAMPLE_BYTES = 2 << 20          # inputs up to 2 MiB are counted exactly; larger ones from a 2 MiB sample
+SAMPLE_BYTES = 1 << 20          # inputs up to 1 MiB are counted exactly; larger ones from a 1 MiB sample
 MARGIN = 0.10                   # a sample's tokens per byte, +10%
 MANIFEST_BYTES_PER_SHARD = 320  # one shard's entry in manifest.json (indented JSON)
 
@@ -52,11 +52,16 @@ def estimate_tokens(source: Source, budget: int = SAMPLE_BYTES, what: str = "the
     dataset of EOT tokens only, which llm.c cannot train on."""
     basis = source.basis_bytes()
     total = sum(basis.values())
-    if total <= budget:
+    exact = total <= budget
+    if exact:
         tokens = docs = 0
         for b in source.iter_batches():
             t, d = _count(b)
             tokens, docs = tokens + t, docs + d
+            if tokens - docs > 4 * budget:   # far more text than the metadata said (repeated parquet text)
+                exact = False
+                break
+    if exact:
         if tokens <= docs:
             raise ConfigError(f"{what} holds no text ({docs} document(s), {total:,} bytes, all empty): it would make "
                               f"a dataset of {tokens} end-of-text token(s) only",

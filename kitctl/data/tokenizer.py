@@ -34,6 +34,9 @@ VOCAB_SIZE = 50257
 TOKENIZER_MAGIC = 20240328
 TOKENIZER_VERSION = 2
 TOKENIZER_BIN = "gpt2_tokenizer.bin"
+# what tokenizer_bin_bytes gives for GPT-2's files (tested): an existing file is kept only if it matches
+TOKENIZER_BIN_SIZE = 372_108
+TOKENIZER_BIN_SHA256 = "6f3abc21e444e4e8300e225f4e03da48ea121cf17e30f67009b8dad7a66c2f13"
 
 
 def cache_key(name: str) -> str:
@@ -232,22 +235,22 @@ def tokenizer_bin_bytes(enc) -> bytes:
 def write_tokenizer_bin(path: Path, enc=None, force: bool = False,
                         log: Optional[Callable[[str], None]] = None) -> bool:
     """Make ``path`` hold llm.c's ``gpt2_tokenizer.bin`` (atomically). A file that already holds exactly those
-    bytes is kept; anything else there (0 bytes, truncated, damaged) is replaced. True if written."""
+    bytes (size and sha256 checked) is kept; anything else there (0 bytes, truncated, damaged) is replaced.
+    True if written."""
     path = Path(path)
-    enc = enc or get_encoding()
-    want = tokenizer_bin_bytes(enc)
     if path.is_file() and not force:
         try:
-            have = path.read_bytes() if path.stat().st_size == len(want) else None
+            size = path.stat().st_size
+            ok = size == TOKENIZER_BIN_SIZE and sha256_file(path) == TOKENIZER_BIN_SHA256
         except OSError:
-            have = None
-        if have == want:
+            size, ok = -1, False
+        if ok:
             return False
         if log:
-            log(f"{path} is damaged ({path.stat().st_size:,} bytes, not llm.c's {len(want):,}-byte file): "
-                "rewriting it")
+            log(f"{path} is damaged ({size:,} bytes, not llm.c's {TOKENIZER_BIN_SIZE:,}-byte file): rewriting it")
+    data = tokenizer_bin_bytes(enc or get_encoding())
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, want)
+    write_atomic(path, data)
     return True
 
 
