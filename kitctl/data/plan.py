@@ -60,6 +60,7 @@ class DataPlan:
     estimate: Optional[space.TokenEstimate] = None
     need: dict[Path, int] = field(default_factory=dict)
     force: bool = False              # hellaswag: replace an existing eval file that differs
+    _source: Optional[src.FilesSource] = field(default=None, repr=False, compare=False)
 
     @property
     def tiktoken_dir(self) -> Path:
@@ -76,12 +77,16 @@ class DataPlan:
     def local_source(self) -> src.FilesSource:
         """The document source of local input files (DATASET, or a recipe's --source)."""
         assert self.files is not None
-        r = self.recipe
-        if r is None:
-            return src.FilesSource(self.files)
-        if r.kind == "text":
-            return src.FilesSource(self.files, split_on=r.split_on, description=f"{r.name} ({self.files[0].name})")
-        return src.FilesSource(self.files, description=f"{r.repo} {r.config} from {self.source}")
+        if self._source is None:
+            r = self.recipe
+            if r is None:
+                self._source = src.FilesSource(self.files)
+            elif r.kind == "text":
+                self._source = src.FilesSource(self.files, split_on=r.split_on,
+                                               description=f"{r.name} ({self.files[0].name})")
+            else:
+                self._source = src.FilesSource(self.files, description=f"{r.repo} {r.config} from {self.source}")
+        return self._source
 
     def describe(self) -> list[str]:
         what = {"tokenize": "tokenize into llm.c shards", "hellaswag": "write llm.c's HellaSwag eval file",
@@ -188,8 +193,10 @@ def _estimate(plan: DataPlan) -> None:
         plan.need = {plan.out_dir: n * (2 * PRETOKENIZED_SHARD_TOKENS + 1024)}
         return
     if plan.files is not None:
+        source = plan.local_source()
+        source.prefetch_fingerprint()       # the run's resume identity, hashed while the estimate is measured
         get_encoding(plan.tokenizer_dir, plan.tiktoken_dir, write_cache=False)   # a plan writes nothing
-        plan.estimate = space.estimate_tokens(plan.local_source(), what=plan.source or plan.spec)
+        plan.estimate = space.estimate_tokens(source, what=plan.source or plan.spec)
         plan.est_tokens = plan.estimate.tokens
     else:
         plan.est_tokens = r.approx_tokens if r else None

@@ -19,6 +19,7 @@ import glob
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -141,6 +142,7 @@ class FilesSource(Source):
         self.files = list(files)
         self.hash_content = (filesystem is None) if hash_content is None else hash_content
         self._fp: Optional[str] = None
+        self._fp_thread: Optional[threading.Thread] = None
         self.split_on = split_on
         self.fs = filesystem
         self.description = description or ", ".join(str(f) for f in self.files[:3]) + \
@@ -183,8 +185,20 @@ class FilesSource(Source):
         return ([md.row_group(r).num_rows for r in range(md.num_row_groups)],
                 [md.row_group(r).column(i).total_uncompressed_size for r in range(md.num_row_groups)])
 
+    def prefetch_fingerprint(self) -> None:
+        """Start hashing the inputs in a background thread (hashlib and file reads release the GIL), so the
+        content fingerprint is ready when the run needs it instead of adding a serial step."""
+        if self._fp is None and self._fp_thread is None and self.hash_content:
+            self._fp_thread = threading.Thread(target=self._fingerprint, name="kitctl-fingerprint", daemon=True)
+            self._fp_thread.start()
+
     def fingerprint(self) -> str:
         """sha256 over every file's content (local inputs) or names + sizes (HF files, see __init__), in order."""
+        if self._fp_thread is not None:
+            self._fp_thread.join()
+        return self._fingerprint()
+
+    def _fingerprint(self) -> str:
         if self._fp is None:
             h = hashlib.sha256(self._fp_extra.encode())
             for f in self.files:

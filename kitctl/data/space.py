@@ -2,8 +2,8 @@
 and a refusal before anything is written when the disk is smaller.
 
 Tokens per byte vary by a factor of ~3 with the text: ~0.23 on English web text, ~0.3 on tinyshakespeare, ~0.7
-on CJK text (a character is 3 UTF-8 bytes and often 1-2 tokens). So the estimate is not a fixed ratio: inputs
-up to ``SAMPLE_BYTES`` are tokenized whole (exact), larger ones on a sample spread over their files and places
+on CJK text (a character is 3 UTF-8 bytes and often 1-2 tokens; 0.58 in tests/data/test_data_hardening.py). So the estimate is not a fixed ratio: inputs
+up to ``EXACT_BYTES`` are tokenized whole (exact), larger ones on a sample spread over their files and places
 (``Source.sample``), scaled to the input's bytes, plus ``MARGIN``. The disk need counts every shard's
 1,024-byte header and the manifest's line per shard, not just 2 bytes a token.
 """
@@ -17,11 +17,12 @@ from typing import Any, Callable, Optional
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import existing_parent, free_bytes
-from kitctl.data.pool import tokenize_batch
+from kitctl.data.pool import cores, iter_tokens
 from kitctl.data.shards import HEADER_BYTES
 from kitctl.data.sources import Source
 
-SAMPLE_BYTES = 1 << 20          # inputs up to 1 MiB are counted exactly; larger ones from a 1 MiB sample
+EXACT_BYTES = 2 << 20           # inputs up to 2 MiB are counted exactly ...
+SAMPLE_BYTES = 1 << 20          # ... larger ones from a 1 MiB sample
 MARGIN = 0.10                   # a sample's tokens per byte, +10%
 MANIFEST_BYTES_PER_SHARD = 320  # one shard's entry in manifest.json (indented JSON)
 
@@ -40,25 +41,31 @@ class TokenEstimate:
 
 
 def _count(docs: Any) -> tuple[int, int]:
-    """(tokens incl. one EOT per document, documents)."""
+    """(tokens incl. one EOT per document, documents), on every core."""
     if not len(docs):
         return 0, 0
-    _, lens = tokenize_batch(docs)
-    return int(lens.sum()), len(lens)
+    if not isinstance(docs, list):
+        docs = docs.to_pylist()
+    step = max(64, len(docs) // (4 * cores()) + 1)
+    tokens = 0
+    for _, lens in iter_tokens((docs[i:i + step] for i in range(0, len(docs), step)), cores()):
+        tokens += int(lens.sum())
+    return tokens, len(docs)
 
 
-def estimate_tokens(source: Source, budget: int = SAMPLE_BYTES, what: str = "the input") -> TokenEstimate:
+def estimate_tokens(source: Source, budget: int = SAMPLE_BYTES, what: str = "the input",
+                    exact_up_to: int = EXACT_BYTES) -> TokenEstimate:
     """Tokens ``source`` will give. Refuses (exit 2) an input with no text at all: an empty file would make a
     dataset of EOT tokens only, which llm.c cannot train on."""
     basis = source.basis_bytes()
     total = sum(basis.values())
-    exact = total <= budget
+    exact = total <= exact_up_to
     if exact:
         tokens = docs = 0
         for b in source.iter_batches():
             t, d = _count(b)
             tokens, docs = tokens + t, docs + d
-            if tokens - docs > 4 * budget:   # far more text than the metadata said (repeated parquet text)
+            if tokens - docs > exact_up_to:  # far more text than the metadata said (repeated parquet text)
                 exact = False
                 break
     if exact:
