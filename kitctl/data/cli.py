@@ -51,8 +51,8 @@ def make(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <data_root>/<recipe>)"),
     name: Optional[str] = typer.Option(None, "--name", help="file prefix (default as llm.c: fineweb, edu_fineweb, ...)"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="tokenizer threads (default: all cores; "
-                                          "0: tokenize in the main thread; at most 4 x cores)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="tokenizer processes (default: all cores; "
+                                          "0: tokenize in this process; at most 4 x cores)"),
     stream: bool = typer.Option(False, "--stream", help="read HF parquet over HTTP; no HF cache on disk"),
     source: Optional[Path] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
                                           "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder)"),

@@ -105,7 +105,7 @@ class DataPlan:
             lines.append(f"files        {self.name}_val_000000.bin, {self.name}_train_000001.bin, ...")
             first = f" (val shard {self.first_shard_size:,})" if self.first_shard_size != self.shard_size else ""
             lines.append(f"shard size   {self.shard_size:,} tokens{first}")
-            lines.append(f"workers      {self.workers} tokenizer threads ({cores()} cores)")
+            lines.append(f"workers      {self.workers} tokenizer processes ({cores()} cores)")
         if self.est_tokens:
             how = self.estimate.describe() if self.estimate else f"~{self.est_tokens:,} tokens (the recipe's size)"
             lines.append(f"estimate     {how}, disk ~{sum(self.need.values()) / 1e9:.2f} GB")
@@ -147,7 +147,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
     first = recipe.first_shard_tokens if recipe and recipe.first_shard_tokens and shard_size is None else ss
     if workers is not None and not 0 <= workers <= max_workers():
         raise ConfigError(f"--workers {workers}: must be between 0 and {max_workers()} ({cores()} cores here)",
-                          "give a number of tokenizer threads; 0 tokenizes in the main thread, no --workers "
+                          "give a number of tokenizer processes; 0 tokenizes in this process, no --workers "
                           "uses all cores")
     files = None
     if kind == "tokenize" and (recipe is None or source is not None):

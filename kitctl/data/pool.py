@@ -1,27 +1,32 @@
 """Tokenizing documents on every core: ``[EOT] + encode_ordinary(text)`` per document, batches in order.
 
-Shape (measured on 2 cores, see docs/data.md): the main thread reads record batches from the source (pyarrow
-decodes with the GIL released) and hands each batch to a pool of tokenizer *threads*; results are taken back
-in submission order (a bounded deque of futures, so memory stays flat). tiktoken's Rust core releases the GIL
-while it encodes (tiktoken >= 0.7; measured here with the pinned 0.14: 2 threads 1.9x one), so threads scale
-like processes without any of their costs: no pickling of texts or token arrays, no worker start-up, no
-children to stop on Ctrl-C or kill -9. A batch becomes one uint16 array (tiktoken's token buffer, never a
-Python list of ints) plus the per-document token counts.
+Shape (measured on 2 cores, see docs/data.md): the main process reads record batches from the source (pyarrow,
+cheap) and hands batch *i* to worker process *i mod N* (forked, bounded queues, so memory stays flat and
+results come back in order without sorting). A worker tokenizes a whole batch with ONE tiktoken call -- the
+documents joined by the "<|endoftext|>" special token, which splits the text so that every document is encoded
+on its own -- and sends back one uint16 array plus the per-document lengths (no Python lists of ints).
+
+Why processes, not threads: tiktoken releases the GIL, so threads would scale, but measured here tiktoken's
+Rust core runs 25-38% slower per token in any thread other than a process's main thread (Python's own ``re`` and
+hashlib do not), while a forked worker's main thread runs at full speed (bench notes in docs/data.md).
 """
 from __future__ import annotations
 
 import os
+import queue
+import signal
+import sys
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Generator, Iterable, Iterator, Optional
+from typing import Any, Generator, Iterable, Optional
 
 import numpy as np
 
+from kitctl.core.errors import KitError
 from kitctl.data.shards import EOT
 from kitctl.data.tokenizer import get_encoding
 
-IN_FLIGHT_PER_WORKER = 3          # batches queued per tokenizer thread
-MAX_WORKERS_PER_CORE = 4          # --workers above cores x this is refused (each thread holds batches)
+IN_FLIGHT_PER_WORKER = 3          # batches queued per worker
+MAX_WORKERS_PER_CORE = 4          # --workers above cores x this is refused (each worker is a process)
 
 TokenBatch = tuple[np.ndarray, np.ndarray]   # (uint16 tokens, int64 tokens per document incl. its EOT)
 
@@ -109,42 +114,154 @@ def tokenize_batch(texts: Any, encode=None) -> TokenBatch:
     return _one_by_one(texts, encode)
 
 
-class TokenizerPool:
-    """``workers`` tokenizer threads; ``map`` yields results in input order, with a bounded number in flight."""
+LOCK_FDS: set[int] = set()   # folder-lock fds of this process (kitctl.data.tokenize); a forked worker drops its copies
 
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.encode = _encoder()
-        self._ex: Optional[ThreadPoolExecutor] = ThreadPoolExecutor(workers, thread_name_prefix="kitctl-tokenize") \
-            if workers > 0 else None
 
-    def map(self, batches: Iterable[Any]) -> Iterator[TokenBatch]:
-        if self._ex is None:
-            for b in batches:
-                yield tokenize_batch(b, self.encode)
+def _die_with_parent(parent: int) -> None:
+    """Worker start: never hold the parent's folder lock, and die when the parent dies (even by kill -9).
+
+    A forked child shares the parent's open files, and flock() is only released when every copy is closed:
+    a worker that outlived a killed parent would keep the folder locked. We point our copies of the lock fds
+    at /dev/null (releasing them, while their numbers stay valid), and ask Linux for SIGKILL when the parent
+    goes (PR_SET_PDEATHSIG); the parent-pid checks in ``_worker`` stay as the portable fallback."""
+    if LOCK_FDS:
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd in LOCK_FDS:
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                pass
+        os.close(null)
+        LOCK_FDS.clear()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+        except Exception:   # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent:    # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _worker(in_q, out_q, parent: int) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # (not the parent's SIGTERM -> KeyboardInterrupt)
+    out_q.cancel_join_thread()    # if the parent was killed, exit without waiting to flush to nobody
+    encode = _encoder()
+    while True:
+        try:
+            item = in_q.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:               # parent was killed: exit instead of lingering
+                return
+            continue
+        if item is None:
             return
-        pending: deque[Future] = deque()
-        limit = self.workers * IN_FLIGHT_PER_WORKER
-        for b in batches:
-            pending.append(self._ex.submit(tokenize_batch, b, self.encode))
-            if len(pending) >= limit:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        try:
+            res: Any = tokenize_batch(item, encode)
+        except BaseException as e:                   # report, don't die silently
+            res = ("error", f"{type(e).__name__}: {e}")
+        while True:
+            try:
+                out_q.put(res, timeout=1.0)
+                break
+            except queue.Full:
+                if os.getppid() != parent:
+                    return
 
-    def close(self) -> None:
-        if self._ex is not None:
-            self._ex.shutdown(wait=True, cancel_futures=True)   # at most one batch per thread still finishing
-            self._ex = None
 
-    def __enter__(self) -> "TokenizerPool":
-        return self
+class TokenizerPool:
+    """N forked worker processes fed round robin; results are read back in submission order."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __init__(self, n: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        self.n = n
+        self.ins = [ctx.Queue(IN_FLIGHT_PER_WORKER) for _ in range(n)]
+        self.outs = [ctx.Queue(IN_FLIGHT_PER_WORKER + 1) for _ in range(n)]
+        self.procs = [ctx.Process(target=_worker, args=(self.ins[i], self.outs[i], os.getpid()), daemon=True)
+                      for i in range(n)]
+        # children must start with default SIGTERM and ignored SIGINT (not inherit our handlers)
+        old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for p in self.procs:
+                p.start()
+        except ValueError:   # not the main thread: signals can't be set, start as is
+            for p in self.procs:
+                if p.pid is None:
+                    p.start()
+        finally:
+            try:
+                signal.signal(signal.SIGTERM, old[0])
+                signal.signal(signal.SIGINT, old[1])
+            except ValueError:
+                pass
+        self.sent = 0
+        self.pending: deque[int] = deque()
+
+    def submit(self, batch: Any) -> None:
+        w = self.sent % self.n
+        self.ins[w].put(batch)
+        self.pending.append(w)
+        self.sent += 1
+
+    def full(self) -> bool:
+        return len(self.pending) >= self.n * IN_FLIGHT_PER_WORKER
+
+    def get(self) -> TokenBatch:
+        w = self.pending.popleft()
+        while True:
+            try:
+                res = self.outs[w].get(timeout=5.0)
+                break
+            except queue.Empty:
+                if not self.procs[w].is_alive():
+                    raise KitError(f"tokenizer worker {w} died (exit code {self.procs[w].exitcode})",
+                                   "out of memory? try fewer --workers") from None
+        if isinstance(res, tuple) and len(res) == 2 and isinstance(res[0], str):
+            raise KitError(f"tokenizing failed in a worker: {res[1]}")
+        return res
+
+    def close(self, kill: bool = False) -> None:
+        for p, q in zip(self.procs, self.ins):
+            if kill:
+                p.terminate()
+            else:
+                try:
+                    q.put_nowait(None)
+                except Exception:
+                    p.terminate()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for q in self.ins + self.outs:
+            q.cancel_join_thread()
+            q.close()
 
 
 def iter_tokens(batches: Iterable[Any], workers: int = 0) -> Generator[TokenBatch, None, None]:
-    """(tokens, lens) per batch of documents, in order. ``workers=0`` tokenizes in this thread."""
-    with TokenizerPool(workers) as pool:
-        yield from pool.map(batches)
+    """(tokens, lens) per batch of documents, in order. ``workers=0`` tokenizes in this process."""
+    if workers <= 0:
+        encode = _encoder()
+        for b in batches:
+            yield tokenize_batch(b, encode)
+        return
+    pool = TokenizerPool(workers)
+    ok = False
+    try:
+        for b in batches:
+            pool.submit(b)
+            if pool.full():
+                yield pool.get()
+        while pool.pending:
+            yield pool.get()
+        ok = True
+    finally:
+        pool.close(kill=not ok)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import existing_parent, free_bytes
-from kitctl.data.pool import cores, iter_tokens
+from kitctl.data.pool import tokenize_batch
 from kitctl.data.shards import HEADER_BYTES
 from kitctl.data.sources import Source
 
@@ -41,16 +41,11 @@ class TokenEstimate:
 
 
 def _count(docs: Any) -> tuple[int, int]:
-    """(tokens incl. one EOT per document, documents), on every core."""
+    """(tokens incl. one EOT per document, documents)."""
     if not len(docs):
         return 0, 0
-    if not isinstance(docs, list):
-        docs = docs.to_pylist()
-    step = max(64, len(docs) // (4 * cores()) + 1)
-    tokens = 0
-    for _, lens in iter_tokens((docs[i:i + step] for i in range(0, len(docs), step)), cores()):
-        tokens += int(lens.sum())
-    return tokens, len(docs)
+    _, lens = tokenize_batch(docs)
+    return int(lens.sum()), len(lens)
 
 
 def estimate_tokens(source: Source, budget: int = SAMPLE_BYTES, what: str = "the input",

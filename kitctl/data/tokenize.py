@@ -27,7 +27,7 @@ import numpy as np
 from kitctl.core.errors import KitError
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.data import manifest as mf
-from kitctl.data.pool import default_workers, iter_tokens
+from kitctl.data.pool import LOCK_FDS, default_workers, iter_tokens
 from kitctl.data.shards import HEADER_BYTES, ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
 
@@ -62,7 +62,7 @@ def _now() -> str:
 
 def _lock(out_dir: Path) -> IO:
     """One writer per folder: a second `kitctl data` on the same --out is refused, not interleaved.
-    (flock: released by the kernel when this process ends, kill -9 included.)"""
+    (flock: released by the kernel when the last copy of the fd closes; forked workers close theirs.)"""
     f = open(out_dir / LOCK_FILE, "w")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,6 +70,7 @@ def _lock(out_dir: Path) -> IO:
         f.close()
         raise KitError(f"another `kitctl data` is writing {out_dir} right now",
                        "wait for it to finish (or stop it); re-running the same command later continues it") from None
+    LOCK_FDS.add(f.fileno())      # tokenizer workers fork from us: they drop their copy (pool._die_with_parent)
     return f
 
 
@@ -176,6 +177,7 @@ def make_shards(source: Source, out_dir: Path, name: str, run: mf.RunLike, datas
     try:
         return _make_shards(source, out_dir, name, mf.as_run(run), dataset, workers, progress, batch_rows, t0, log)
     finally:
+        LOCK_FDS.discard(lock.fileno())
         lock.close()
 
 
@@ -254,7 +256,7 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         failure = e
         raise
     finally:
-        stream.close()                       # stop the tokenizer threads now (queued batches are dropped)
+        stream.close()                       # stop the tokenizer workers now (queued batches are dropped)
         writer.abort()                       # no temp file left behind (a no-op after close)
         if failure is not None:
             if not isinstance(failure, KeyboardInterrupt):
