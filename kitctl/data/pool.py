@@ -2,7 +2,8 @@
 
 Shape (measured on 2 cores, see docs/data.md): the main process reads record batches from the source (pyarrow,
 cheap) and hands batch *i* to worker process *i mod N* (forked, bounded queues, so memory stays flat and
-results come back in order without sorting). A worker tokenizes a whole batch with ONE tiktoken call -- the
+results come back in order without sorting; the text and the tokens travel through shared-memory slots,
+``kitctl.data.slots``, not pipes). A worker tokenizes a whole batch with ONE tiktoken call -- the
 documents joined by the "<|endoftext|>" special token, which splits the text so that every document is encoded
 on its own -- and sends back one uint16 array plus the per-document lengths (no Python lists of ints).
 
@@ -22,7 +23,9 @@ from typing import Any, Generator, Iterable, Optional
 import numpy as np
 
 from kitctl.core.errors import KitError
+from kitctl.data import slots
 from kitctl.data.shards import EOT
+from kitctl.data.slots import Slots
 from kitctl.data.tokenizer import get_encoding
 
 IN_FLIGHT_PER_WORKER = 3          # batches queued per worker
@@ -144,7 +147,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _worker(in_q, out_q, parent: int) -> None:
+def _worker(in_q, out_q, parent: int, ins: Slots, outs: Slots) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)    # (not the parent's SIGTERM -> KeyboardInterrupt)
@@ -160,7 +163,13 @@ def _worker(in_q, out_q, parent: int) -> None:
         if item is None:
             return
         try:
-            res: Any = tokenize_batch(item, encode)
+            if isinstance(item, tuple):              # ("slot", i, n_docs, n_bytes): the text is in input slot i
+                _, i, n, nbytes = item
+                tokens, lens = tokenize_batch(slots.unpack_text(ins.view(i), n, nbytes), encode)
+                ntok = slots.pack_tokens(tokens, outs.view(i))
+                res: Any = ("slot", i, ntok, lens) if ntok is not None else (tokens, lens)
+            else:
+                res = tokenize_batch(item, encode)
         except BaseException as e:                   # report, don't die silently
             res = ("error", f"{type(e).__name__}: {e}")
         while True:
@@ -182,7 +191,12 @@ class TokenizerPool:
         self.n = n
         self.ins = [ctx.Queue(IN_FLIGHT_PER_WORKER) for _ in range(n)]
         self.outs = [ctx.Queue(IN_FLIGHT_PER_WORKER + 1) for _ in range(n)]
-        self.procs = [ctx.Process(target=_worker, args=(self.ins[i], self.outs[i], os.getpid()), daemon=True)
+        # job j of a worker uses its slot j % IN_FLIGHT_PER_WORKER: results are taken in order, so that slot's
+        # previous job was consumed (and the caller is done with its tokens) before it is reused
+        self.in_slots = [Slots(IN_FLIGHT_PER_WORKER, slots.IN_SLOT_BYTES) for _ in range(n)]
+        self.out_slots = [Slots(IN_FLIGHT_PER_WORKER, slots.OUT_SLOT_BYTES) for _ in range(n)]
+        self.procs = [ctx.Process(target=_worker, args=(self.ins[i], self.outs[i], os.getpid(), self.in_slots[i],
+                                                        self.out_slots[i]), daemon=True)
                       for i in range(n)]
         # children must start with default SIGTERM and ignored SIGINT (not inherit our handlers)
         old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
@@ -205,8 +219,10 @@ class TokenizerPool:
         self.pending: deque[int] = deque()
 
     def submit(self, batch: Any) -> None:
-        w = self.sent % self.n
-        self.ins[w].put(batch)
+        w, job = self.sent % self.n, self.sent // self.n
+        i = job % IN_FLIGHT_PER_WORKER
+        packed = slots.pack_text(batch, self.in_slots[w].view(i))
+        self.ins[w].put(("slot", i, *packed) if packed is not None else batch)
         self.pending.append(w)
         self.sent += 1
 
@@ -223,8 +239,11 @@ class TokenizerPool:
                 if not self.procs[w].is_alive():
                     raise KitError(f"tokenizer worker {w} died (exit code {self.procs[w].exitcode})",
                                    "out of memory? try fewer --workers") from None
-        if isinstance(res, tuple) and len(res) == 2 and isinstance(res[0], str):
+        if isinstance(res[0], str) and res[0] == "error":
             raise KitError(f"tokenizing failed in a worker: {res[1]}")
+        if isinstance(res[0], str):                  # ("slot", i, n_tokens, lens)
+            _, i, ntok, lens = res
+            return slots.unpack_tokens(self.out_slots[w].view(i), ntok), lens
         return res
 
     def close(self, kill: bool = False) -> None:
@@ -244,6 +263,8 @@ class TokenizerPool:
         for q in self.ins + self.outs:
             q.cancel_join_thread()
             q.close()
+        for m in self.in_slots + self.out_slots:
+            m.close()
 
 
 def iter_tokens(batches: Iterable[Any], workers: int = 0) -> Generator[TokenBatch, None, None]:
