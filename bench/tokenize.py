@@ -212,7 +212,8 @@ def main() -> None:
         print(f"(b) kitctl data      {b / 1e6:6.2f} M tok/s  ({min(best['b']):.2f} s end to end incl. start-up, "
               f"{args.workers or cores} workers)")
         if a:
-            same = all((out / p.name).read_bytes() == p.read_bytes() for p in (up / "fineweb10B").glob("*.bin"))
+            theirs = {p.name: p.read_bytes() for p in (up / "fineweb10B").glob("*.bin")}
+            same = bool(theirs) and theirs == {p.name: p.read_bytes() for p in out.glob("*.bin")}
             print(f"b/a = {b / a:.2f}x   (goal >= 2.5x); outputs byte-identical: {same}")
         print(f"b/c = {100 * b / c:.0f}%    (goal >= 90%: kitctl data end to end vs cores x raw encode_ordinary)")
         print(f"b/d = {100 * b / d:.0f}%    (kitctl data vs the same number of raw encoders running at once)")
