@@ -48,9 +48,9 @@ def test_kit_config(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_image(test_kit_config, docker_base_image, build_ca, tmp_path_factory) -> str:
     """The CPU-only data image (``llmc-kit-test:data``), built once per session."""
-    from kitctl.images import render as images
+    from kitctl.images import build as builder
 
-    return images.build_data_image(test_kit_config, base_image=docker_base_image, ca_cert=build_ca,
+    return builder.build_data_image(test_kit_config, base_image=docker_base_image, ca_cert=build_ca,
                                    build_dir=tmp_path_factory.mktemp("build-data"), on_line=_log)
 
 
@@ -59,11 +59,11 @@ def wheels_toolchain(test_kit_config, docker_base_image, build_ca, tmp_path_fact
     """The wheels-provider toolchain image (CUDA 13 PyPI wheels on Debian), built once per session.
 
     Returns (request, context, tag)."""
-    from kitctl.images import render as images
+    from kitctl.images import build as builder, context, request
 
-    req = images.BuildRequest.from_config(test_kit_config, provider="wheels", target="toolchain",
+    req = request.BuildRequest.from_config(test_kit_config, provider="wheels", target="toolchain",
                                           base_image=docker_base_image, ca_cert=build_ca, archs=[75, 86],
                                           build_dir=tmp_path_factory.mktemp("build-toolchain"))
-    ctx = images.prepare_context(req)
-    tag = images.build(req, ctx, on_line=_log)[0]
+    ctx = context.prepare_context(req)
+    tag = builder.build(req, ctx, on_line=_log)[0]
     return req, ctx, tag

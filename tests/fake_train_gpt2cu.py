@@ -7,6 +7,8 @@ reads the rank from OMPI_COMM_WORLD_RANK / _SIZE. Knobs (environment):
   FAKE_OOM_ABOVE_B=N     print llm.c's cudaCheck out-of-memory error and exit 1 before step 1 when B > N
   FAKE_RATES="B:r:tok_s,..."  tokens/s to report for a (B, recompute) (default 100000); ms = -d / tok_s
   FAKE_STEP_SLEEP=S      sleep S seconds per step (so a test can interrupt a running job)
+  FAKE_TRAIN_STEP_SLEEP=S  the same, only in runs that write checkpoints (-n > 0): kitctl tune's short
+                         measuring runs (-n 0) stay fast while a training run can be interrupted
   FAKE_PIDFILE=PATH      append "pid" per rank (to check that nothing is left running)
 """
 import glob
@@ -49,7 +51,7 @@ def main(argv):
     p0(f"| run hellaswag         | {'yes' if hs and int(a.get('-h', 0)) else 'no':<50} |")
     p0(f"| tokenizer             | {'yes' if os.path.exists('gpt2_tokenizer.bin') else 'no':<50} |")
     oom_above = os.environ.get("FAKE_OOM_ABOVE_B")
-    if oom_above is not None and B > int(oom_above):
+    if oom_above is not None and int(oom_above) < B:
         print("[CUDA ERROR] at file train_gpt2.cu:385:\nout of memory", flush=True)
         return 1
     rates = {}
@@ -68,6 +70,8 @@ def main(argv):
             p0(f"| weight init method    | {'intermediate checkpoint':<50} |")
     log = open(os.path.join(out, "main.log"), "a" if resume else "w") if out and rank == 0 else None
     sleep = float(os.environ.get("FAKE_STEP_SLEEP", "0"))
+    if every > 0:
+        sleep += float(os.environ.get("FAKE_TRAIN_STEP_SLEEP", "0"))
     resuming = step > 0
     while step <= max_steps:
         last = step == max_steps

@@ -126,7 +126,7 @@ class LocalSlurm:
             time.sleep(0.2)
         raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.logs()}")
 
-    def start(self, timeout: float = 60) -> "LocalSlurm":
+    def start(self, timeout: float = 60) -> LocalSlurm:
         self.write_config()
         r = self.root
         sock = r / "munge.sock"

@@ -1,31 +1,39 @@
 """Cluster commands: ``kitctl export`` (image -> .sqsh / .sif / tar) and the Slurm launcher's options.
 
-Logic lives in kitctl/export.py and kitctl/slurm.py; this module parses options and prints.
+Logic lives in kitctl/cluster/export.py and kitctl/cluster/slurm*.py; this module parses options and prints.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from kitctl.cli import app, config, console
+from kitctl.cluster import export
+from kitctl.cluster.slurm import SlurmOptions
+from kitctl.cluster.slurm_run import train_on_slurm
+from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
+from kitctl.core.errors import ConfigError
+from kitctl.host.runtimes import runtime_image_ref
+from kitctl.train.cli import Launcher, add_launcher
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command("export")
 def export_cmd(
     image: Optional[str] = typer.Argument(None, help="image to export (default: <image>:latest from kit.yaml)"),
     fmt: str = typer.Option("sqsh", "--format", "-f", help="sqsh (enroot/pyxis), sif (Apptainer) or tar (docker save)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
+    output: Optional[Path] = typer.Option(None, "--output", "-o", callback=checked(validate.writable_file),
                                           help="output file (default <data_root>/export/<image>.<format>)"),
     via_tar: bool = typer.Option(False, "--via-tar", help="sif: build from a docker save tar (docker-archive://)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps, run nothing"),
 ) -> None:
     """Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a docker save tar."""
-    from kitctl.cluster import export
-
     cfg = config()
-    ref = image or f"{cfg.image}:latest"    # kitctl.images.render.runtime_ref: the tag `kitctl build` moves
+    ref = image or runtime_image_ref(cfg)    # the tag `kitctl build` moves
     out = output if output is not None else export.default_output(ref, fmt, cfg.data_root / "export")
     plan = export.export_commands(ref, fmt, out.absolute(), via_tar=via_tar)
     if dry_run:
@@ -35,18 +43,17 @@ def export_cmd(
     res = export.run_export(plan, console=console,
                             on_line=lambda s: console.print(s, highlight=False, markup=False))
     console.print(f"wrote {res.output} ({res.size / 1e9:.2f} GB)\nsha256 {res.sha256}  (also in "
-                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False)
+                  f"{res.output.name}.sha256; check the copy on the cluster with `sha256sum -c`)", highlight=False,
+                  markup=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# `kitctl train --launcher slurm ...`: the options kitctl/cli_train.py adds to `train`, and the one call it makes
+# `kitctl train --launcher slurm ...`: the options this launcher adds to `train`, and the one call it makes
 
 
 class SlurmCli:
-    """Typer options of the Slurm launcher (declared here so `kitctl train` only lists them)."""
+    """Typer options of the Slurm launcher (registered on `kitctl train` below)."""
 
-    launcher = typer.Option("local", "--launcher", help="local (this machine: mpirun) or slurm (sbatch/srun on "
-                                                       "--nodes nodes)")
     nodes = typer.Option(1, "--nodes", help="slurm: number of nodes")
     gpus_per_node = typer.Option(None, "--gpus-per-node", help="slurm: GPUs (ranks) per node (default: the GPUs "
                                                               "--gpus picks from --inventory, one compute node)")
@@ -73,10 +80,6 @@ def train_with_launcher(cfg, req, *, inventory: Optional[Path], mpirun: str, dry
                         sif: Optional[Path], shared_dir: Optional[Path], init: str,
                         sbatch_opt: Optional[list], submit: bool) -> None:
     """`kitctl train --launcher slurm`: plan for nodes x GPUs, write <run>/sbatch.sh, submit with --submit."""
-    from kitctl.core.errors import ConfigError
-    from kitctl.cluster.slurm import SlurmOptions
-    from kitctl.cluster.slurm_run import train_on_slurm
-
     if launcher != "slurm":
         raise ConfigError(f"--launcher {launcher!r} is not one of local, slurm", "pass --launcher slurm or leave it out")
     if submit and dry_run:
@@ -86,3 +89,12 @@ def train_with_launcher(cfg, req, *, inventory: Optional[Path], mpirun: str, dry
                         sbatch_extra=tuple(sbatch_opt or ()))
     train_on_slurm(cfg, req, opts, inventory=inventory, mpirun=mpirun, submit=submit, dry_run=dry_run,
                    console=console, show_plan=show_plan)
+
+
+add_launcher(Launcher("slurm", "sbatch/srun on --nodes nodes", run=train_with_launcher, options={
+    "nodes": (int, SlurmCli.nodes), "gpus_per_node": (Optional[int], SlurmCli.gpus_per_node),
+    "partition": (Optional[str], SlurmCli.partition), "time": (Optional[str], SlurmCli.time),
+    "account": (Optional[str], SlurmCli.account), "container": (str, SlurmCli.container),
+    "image": (Optional[str], SlurmCli.image), "sif": (Optional[Path], SlurmCli.sif),
+    "shared_dir": (Optional[Path], SlurmCli.shared_dir), "init": (str, SlurmCli.init),
+    "sbatch_opt": (Optional[List[str]], SlurmCli.sbatch_opt), "submit": (bool, SlurmCli.submit)}))

@@ -1,7 +1,8 @@
 """Slurm launcher: the same llm.c plan as single-node training, handed to sbatch/srun on many nodes.
 
 Pure rendering (``render_sbatch``: plan argv + Slurm options -> sbatch script text, or a ``ConfigError`` that
-says what is wrong and what to do) and a thin runtime (``write_script``, ``submit``: one ``sbatch`` call).
+says what is wrong and what to do; the checks are in ``slurm_checks``). The thin runtime (write the script,
+one ``sbatch`` call) is ``slurm_run``.
 
 How the ranks start (llm.c f1e2ace, ``train_gpt2.cu`` + ``llmc/zero.cuh``):
 
@@ -26,31 +27,27 @@ paths (the native plan's).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Mapping, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
-from kitctl.core.config import nccl_env
-from kitctl.core.errors import ConfigError, KitError
-from kitctl.host.runtimes import Mount
-from kitctl.train.planner import MICRO_BATCHES
+import jinja2
+
+from kitctl.cluster.slurm_checks import (CONTAINERS, INITS, _check_path, _check_positive, _check_word,
+                                         batch_flags, check_choice, check_divisibility, check_sbatch_extra,
+                                         check_shared_dir, check_time)
 from kitctl.core import resources
+from kitctl.core.config import nccl_env
+from kitctl.core.errors import ConfigError
+from kitctl.host.gpus import select
+from kitctl.host.runtimes import Mount
 
 TEMPLATE = resources.share("docker", "slurm", "sbatch.sh.j2")
 SCRIPT_NAME = "sbatch.sh"
 RANK_FLAGS = ("-pn", "-pr", "-pg", "-pi", "-pf", "-ps", "-pm", "-pp")
-LLMC_PATH_MAX = 255          # llm.c: char fs_path[256], char server_ip[256], strcpy
-SYNC_SUFFIX_MAX = len("/nccl-sync/") + 12   # + a Slurm job id
-CONTAINERS = ("pyxis", "apptainer", "none")
-INITS = ("fs", "tcp")
-
-Container = Literal["pyxis", "apptainer", "none"]
-_TIME_RE = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|"
-                      r"infinite|UNLIMITED|unlimited)$")
 
 
 class Raw(str):
@@ -65,129 +62,7 @@ def _words(tokens: Iterable[Union[str, Path]]) -> str:
     return " ".join(_q(t) for t in tokens)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# NCCL settings from kit.yaml (the mapping lives in config.py, shared with train_run)
-
 _nccl_env = nccl_env   # render_sbatch's keyword `nccl_env` shadows the function
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the llm.c batch flags and the divisibility rule
-
-
-def _flag(argv: Sequence[str], name: str) -> Optional[str]:
-    """Value of llm.c flag ``name`` in argv (llm.c reads flag/value pairs after argv[0]; the last one wins)."""
-    val = None
-    for i in range(1, len(argv) - 1, 2):
-        if argv[i] == name:
-            val = argv[i + 1]
-    return val
-
-
-def _int_flag(argv: Sequence[str], name: str, default: int) -> int:
-    v = _flag(argv, name)
-    if v is None:
-        return default
-    try:
-        return int(v)
-    except ValueError:
-        raise ConfigError(f"llm.c flag {name} {v!r} in the plan is not an integer", "fix the override") from None
-
-
-def batch_flags(argv: Sequence[str]) -> tuple[int, int, int]:
-    """(B, T, total batch -d) from a train_gpt2cu argv, with llm.c's defaults (B=4, T=1024, -d -1 = B*T*ranks)."""
-    return _int_flag(argv, "-b", 4), _int_flag(argv, "-t", 1024), _int_flag(argv, "-d", -1)
-
-
-def check_divisibility(micro_batch: int, seq_len: int, total_batch: int, nodes: int, gpus_per_node: int) -> int:
-    """Grad-accumulation steps for ``nodes x gpus_per_node`` ranks, or a ConfigError that says how to fix it.
-    ``total_batch <= 0`` means llm.c's default (one micro-batch per rank, no accumulation)."""
-    ranks = nodes * gpus_per_node
-    per_step = micro_batch * seq_len * ranks
-    if total_batch <= 0:
-        return 1
-    if total_batch % per_step == 0:
-        return total_batch // per_step
-    ok_ranks = [r for r in range(1, 1025) if total_batch % (micro_batch * seq_len * r) == 0]
-    ok_nodes = [n for n in range(1, 257) if n * gpus_per_node in ok_ranks]
-    ok_b = [b for b in MICRO_BATCHES if b < micro_batch and total_batch % (b * seq_len * ranks) == 0]
-    fixes = []
-    if ok_nodes:
-        near = sorted(sorted(ok_nodes, key=lambda n: (abs(n - nodes), n))[:3])   # the counts nearest the ask
-        fixes.append(f"--nodes {' or '.join(str(n) for n in near)} (with {gpus_per_node} GPUs per node)")
-    if ok_b:
-        fixes.append(f"--micro-batch {ok_b[0]}")
-    multiple = per_step * max(1, -(-total_batch // per_step))
-    fixes.append(f"a total batch (-d) that is a multiple of {per_step}, e.g. {multiple}")
-    raise ConfigError(
-        f"total batch -d {total_batch} tokens is not a multiple of B x T x ranks = {micro_batch} x {seq_len} x "
-        f"{ranks} ({nodes} node(s) x {gpus_per_node} GPUs) = {per_step}: llm.c needs a whole number of "
-        f"gradient-accumulation steps on every rank",
-        "use " + ", or ".join(fixes))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# validation
-
-
-def _check_positive(name: str, value: int, hint: str) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}", hint)
-
-
-def check_counts(nodes: int, gpus_per_node: Optional[int]) -> None:
-    """--nodes and --gpus-per-node (when given) are whole numbers >= 1."""
-    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
-    if gpus_per_node is not None:
-        _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
-
-
-def _check_path(name: str, value: Union[None, str, Path], flag: str, *, must_exist: bool) -> Path:
-    if value is None or str(value).strip() == "":
-        raise ConfigError(f"no {name} given", f"pass {flag} PATH")
-    p = Path(str(value))
-    if not p.is_absolute():
-        raise ConfigError(f"{name} {value} is not an absolute path",
-                          f"pass {flag} with an absolute path that every node sees, e.g. /shared/llmc")
-    if any(c.isspace() for c in str(p)):
-        raise ConfigError(f"{name} {p} contains whitespace, which #SBATCH lines cannot carry",
-                          "use a path without spaces")
-    if must_exist and not p.is_dir():
-        raise ConfigError(f"{name} {p} does not exist (or is not a folder) here",
-                          f"create it on the shared filesystem (mkdir -p {p}) and make sure every node mounts it "
-                          "at the same path")
-    return p
-
-
-def check_shared_dir(shared_dir: Union[None, str, Path], *, must_exist: bool = True) -> Path:
-    """The shared folder llm.c's ranks rendezvous through (``-pi fs -pf``): required, absolute, existing."""
-    if shared_dir is None or str(shared_dir).strip() == "":
-        raise ConfigError(
-            "multi-node training needs a shared folder and none was given",
-            "pass --shared-dir PATH: a folder on a filesystem every node mounts at the same path (NFS, Lustre, "
-            "GPFS, ...); llm.c's ranks exchange their NCCL id through it (-pi fs -pf), and the run folder with "
-            "its checkpoints must be shared too")
-    p = _check_path("shared folder", shared_dir, "--shared-dir", must_exist=must_exist)
-    if len(str(p)) + SYNC_SUFFIX_MAX > LLMC_PATH_MAX:
-        raise ConfigError(f"shared folder path is {len(str(p))} characters; llm.c keeps -pf in a 256-byte buffer",
-                          f"use a path shorter than {LLMC_PATH_MAX - SYNC_SUFFIX_MAX} characters (a symlink works)")
-    return p
-
-
-def check_time(time: Optional[str]) -> Optional[str]:
-    if time is None:
-        return None
-    t = str(time).strip()
-    if not _TIME_RE.match(t):
-        raise ConfigError(f"--time {time!r} is not a Slurm time limit",
-                          "write minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. 2-00:00:00")
-    return t
-
-
-def _check_word(name: str, value: Optional[str]) -> Optional[str]:
-    if value is not None and (not value or any(c.isspace() for c in value) or value.startswith("-")):
-        raise ConfigError(f"{name} {value!r} is not a valid Slurm name", f"pass {name} without spaces")
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -300,18 +175,19 @@ def render_sbatch(
         raise ConfigError("the plan has no program to run", "this is a bug in the planner; report it")
     _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
     _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
-    if container not in CONTAINERS:
-        raise ConfigError(f"--container {container!r} is not one of {', '.join(CONTAINERS)}",
-                          "pyxis: srun --container-image (enroot); apptainer: a .sif; none: a binary on a shared path")
-    if init not in INITS:
-        raise ConfigError(f"--init {init!r} is not one of {', '.join(INITS)}",
-                          "fs: NCCL id through the shared folder (default); tcp: through rank 0 on port 12345")
+    check_choice("--container", container, CONTAINERS,
+                 "pyxis: srun --container-image (enroot); apptainer: a .sif; none: a binary on a shared path")
+    check_choice("--init", init, INITS,
+                 "fs: NCCL id through the shared folder (default); tcp: through rank 0 on port 12345")
     clash = sorted({a for a in argv[1:] if a in RANK_FLAGS})
     if clash:
         raise ConfigError(f"the plan's argv already sets {' '.join(clash)}; the Slurm launcher sets llm.c's "
                           "rank flags per rank", "drop them from the pass-through flags after --")
     shared = check_shared_dir(shared_dir, must_exist=check_paths)
     run = _check_path("run folder", run_dir, "--out", must_exist=False)
+    if "%" in str(run):     # sbatch reads %j, %x, ... in --output as its own placeholders
+        raise ConfigError(f"run folder {run} contains %, which sbatch's --output=<run>/slurm-%j.out would expand",
+                          "use a run folder path without % (--name / --out / data_root)")
     time = check_time(time)
     _check_word("--partition", partition)
     _check_word("--account", account)
@@ -365,20 +241,15 @@ def render_sbatch(
     if time:
         directives.append(f"--time={time}")
     directives.append(f"--output={run}/slurm-%j.out")
-    for extra in sbatch_extra:
-        if not extra.startswith("-") or "\n" in extra:
-            raise ConfigError(f"extra sbatch option {extra!r} is not an option", "write it like --qos=high")
-        directives.append(extra)
+    directives += check_sbatch_extra(sbatch_extra)
 
     srun_opts: list[Union[str, Raw]] = [f"--ntasks={ranks}", f"--ntasks-per-node={gpus_per_node}",
                                         "--distribution=block", "--kill-on-bad-exit=1", "--mpi=none", *srun_extra]
-    summary = plan_summary or "llm.c train_gpt2cu"
+    summary = " ".join((plan_summary or "llm.c train_gpt2cu").split())    # one comment line, whatever it holds
     summary += (f"; B={B} x T={T} x {ranks} ranks, total batch "
                 f"{D if D > 0 else B * T * ranks} tokens, {grad_accum} grad-accumulation step(s)")
     rendezvous = ("through the shared folder (-pi fs -pf <shared>/nccl-sync/<job id>)" if init == "fs"
                   else "through rank 0 over TCP (-pi tcp -ps <first node's IPv4>, port 12345)")
-
-    import jinja2
 
     tmpl = jinja2.Template(TEMPLATE.read_text(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text = tmpl.render(
@@ -426,8 +297,6 @@ DROP_ENV = ("HOME", "CUDA_VISIBLE_DEVICES")
 
 def node_gpus(gpus: Sequence, spec: str, gpus_per_node: Optional[int]) -> list:
     """The GPUs of one compute node that the job uses (``--gpus`` over the node's inventory)."""
-    from kitctl.host.gpus import select
-
     if not gpus:
         raise ConfigError(
             "no GPU inventory for the compute nodes (this machine has no NVIDIA GPU: a login node?)",
@@ -447,8 +316,6 @@ def node_gpus(gpus: Sequence, spec: str, gpus_per_node: Optional[int]) -> list:
 def cluster_facts(facts, gpus: Sequence, nodes: int):
     """Planner facts for ``nodes`` identical nodes: the node's GPUs repeated, numbered by rank, so the planner's
     micro-batch, memory and divisibility rules see every rank of the job."""
-    import dataclasses
-
     _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
     ranks = [dataclasses.replace(g, index=r) for r, g in enumerate(list(gpus) * nodes)]
     return dataclasses.replace(facts, gpus=ranks)
@@ -482,43 +349,3 @@ def render_plan(plan, opts: SlurmOptions, *, check_paths: bool = True) -> SlurmS
         total_batch=plan.total_batch, mounts=mounts, env=env, workdir=workdir, init=opts.init,
         job_name=f"llmc-{name}", account=opts.account, sbatch_extra=opts.sbatch_extra, plan_summary=summary,
         check_paths=check_paths)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# thin runtime
-
-
-def write_script(text: str, run_dir: Union[str, Path], name: str = SCRIPT_NAME) -> Path:
-    """Write the script into the run folder (created: sbatch opens the job's --output there before it starts)."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / name
-    path.write_text(text)
-    path.chmod(0o755)
-    return path
-
-
-def parse_job_id(out: str) -> str:
-    """``sbatch --parsable`` prints ``JOBID`` or ``JOBID;CLUSTER``."""
-    line = out.strip().splitlines()[-1] if out.strip() else ""
-    job = line.split(";")[0].strip()
-    if not job.isdigit():
-        raise KitError(f"sbatch did not print a job id (got {out.strip()[-200:]!r})", "run sbatch by hand to see why")
-    return job
-
-
-def submit(script_path: Union[str, Path], *, sbatch: str = "sbatch", extra_args: Sequence[str] = (),
-           env: Optional[Mapping[str, str]] = None) -> str:
-    """``sbatch --parsable SCRIPT`` -> the job id. Raises KitError when sbatch is missing or refuses."""
-    exe = shutil.which(sbatch)
-    if exe is None:
-        raise KitError(f"{sbatch} not found on PATH: this is not a Slurm login node",
-                       "copy the script to a login node and run `sbatch <script>` there, or render it with --dry-run")
-    import os
-
-    r = subprocess.run([exe, "--parsable", *extra_args, str(script_path)], capture_output=True, text=True,
-                       env={**os.environ, **dict(env or {})})
-    if r.returncode != 0:
-        raise KitError(f"sbatch refused {script_path}: {(r.stderr or r.stdout).strip()[-800:]}",
-                       "check --partition/--time/--gpus-per-node against `sinfo -o '%P %l %G %D'`")
-    return parse_job_id(r.stdout)

@@ -6,20 +6,23 @@ environment wins over the file. A bad value exits 2 with the file, the field pat
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kitctl.core import validate
 from kitctl.core.errors import ConfigError
+from kitctl.core.files import write_atomic
+from kitctl.core.records import parse_yaml, read_yaml_file, short
+from kitctl.core.validate import KNOWN_ARCHS, check_arch_list, parse_arch_list  # noqa: F401 (re-exported)
 
 CONFIG_NAME = "kit.yaml"
 ENV_PREFIX = "KIT_"
 # variables of the compose .env (kitctl.images.render.write_env) that are not kit.yaml fields
 COMPOSE_ONLY_ENV = ("KIT_UID", "KIT_GID", "KIT_SHARED")
-KNOWN_ARCHS = (60, 61, 70, 75, 80, 86, 87, 89, 90, 100, 120)
 
 
 class _Strict(BaseModel):
@@ -29,11 +32,11 @@ class _Strict(BaseModel):
 class Mirrors(_Strict):
     """Where to get things on networks where Docker Hub, GitHub or huggingface.co are slow or blocked."""
 
-    registry: str = Field("docker.io", description="registry prefix for base images, e.g. a Docker Hub mirror")
-    apt: Optional[str] = Field(None, description="apt mirror URL replacing deb.debian.org / archive.ubuntu.com")
-    pip_index: Optional[str] = Field(None, description="pip index URL (a PyPI mirror)")
-    hf_endpoint: Optional[str] = Field(None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
-    llmc_src: Optional[str] = Field(None, description="llm.c source: a checkout, a tarball or a tarball URL")
+    registry: str = Field(default="docker.io", description="registry prefix for base images, e.g. a Docker Hub mirror")
+    apt: Optional[str] = Field(default=None, description="apt mirror URL replacing deb.debian.org / archive.ubuntu.com")
+    pip_index: Optional[str] = Field(default=None, description="pip index URL (a PyPI mirror)")
+    hf_endpoint: Optional[str] = Field(default=None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
+    llmc_src: Optional[str] = Field(default=None, description="llm.c source: a checkout, a tarball or a tarball URL")
 
 
 class Nccl(_Strict):
@@ -53,12 +56,13 @@ def nccl_env(nccl: object = None) -> dict[str, str]:
     if isinstance(nccl, Mapping):
         return {str(k): str(v) for k, v in nccl.items()}
     env: dict[str, str] = {}
-    if getattr(nccl, "socket_ifname", None):
-        env["NCCL_SOCKET_IFNAME"] = str(nccl.socket_ifname)
-    if getattr(nccl, "ib_disable", None) is not None:
-        env["NCCL_IB_DISABLE"] = "1" if nccl.ib_disable else "0"
-    if getattr(nccl, "debug", None):
-        env["NCCL_DEBUG"] = str(nccl.debug)
+    socket_ifname, ib_disable, debug = (getattr(nccl, k, None) for k in ("socket_ifname", "ib_disable", "debug"))
+    if socket_ifname:
+        env["NCCL_SOCKET_IFNAME"] = str(socket_ifname)
+    if ib_disable is not None:
+        env["NCCL_IB_DISABLE"] = "1" if ib_disable else "0"
+    if debug:
+        env["NCCL_DEBUG"] = str(debug)
     env.update({str(k): str(v) for k, v in (getattr(nccl, "extra_env", None) or {}).items()})
     return env
 
@@ -103,30 +107,6 @@ class KitConfig(_Strict):
         return self.data_root / "runs"
 
 
-def parse_arch_list(text: str) -> list[int]:
-    """'75,86' / '7.5,8.6' / 'sm_75 sm_86' -> [75, 86]."""
-    out = []
-    for tok in text.replace(" ", ",").split(","):
-        tok = tok.strip().lower().removeprefix("sm_").removeprefix("compute_")
-        if not tok:
-            continue
-        try:
-            out.append(int(round(float(tok) * 10)) if "." in tok else int(tok))
-        except ValueError:
-            raise ValueError(f"'{tok}' is not a compute capability (write e.g. 75,86 or 7.5,8.6)") from None
-    return out
-
-
-def check_arch_list(archs: list[int]) -> list[int]:
-    """Refuse an empty list or a compute capability the kit does not know (kit.yaml and --arch alike)."""
-    if not archs:
-        raise ValueError("the arch list is empty")
-    bad = [a for a in archs if a not in KNOWN_ARCHS]
-    if bad:
-        raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'")
-    return sorted(set(archs))
-
-
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
@@ -163,15 +143,19 @@ def _allowed(field_path: tuple[Any, ...]) -> str:
     return f"{desc} ({ann})" if desc else ann
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, environ: Optional[Mapping[str, str]] = None) -> str:
+    """pydantic's errors as ``field: problem (got ...)`` lines; a field set by a KIT_* variable names it."""
     lines = [f"invalid config in {source}:"]
+    env_keys = {k for k in (environ or {}) if k.startswith(ENV_PREFIX)}
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         what = e["msg"]
         if e["type"] == "extra_forbidden":
             what = "unknown field"
+        var = ENV_PREFIX + "__".join(str(p) for p in e["loc"] if isinstance(p, str)).upper()
+        via = f" from {var}" if var in env_keys else ""
         allowed = _allowed(tuple(p for p in e["loc"] if isinstance(p, str)))
-        lines.append(f"  {loc}: {what} (got {e.get('input')!r})")
+        lines.append(f"  {loc}: {short(what, 200)} (got {short(repr(e.get('input')), 120)}{via})")
         if allowed:
             lines.append(f"    allowed: {allowed}")
     return "\n".join(lines)
@@ -187,44 +171,89 @@ def find_config(path: Optional[Path] = None, cwd: Optional[Path] = None) -> Opti
     return cand if cand.exists() else None
 
 
+PATH_FIELDS = ("data_root", "hf_home", "tokenizer_dir", "ca_cert")
+
+
+def _read_file(cfg_path: Path) -> dict[str, Any]:
+    if not cfg_path.exists() and not cfg_path.is_symlink():
+        raise ConfigError(f"config file {cfg_path} does not exist",
+                          "run `kitctl init` to write a commented one, or drop --config")
+    loaded = read_yaml_file(cfg_path, "kit.yaml")   # size/alias limited; folders, binary, non-UTF-8 refused
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{cfg_path} must hold a mapping of settings, got {type(loaded).__name__}",
+                          "see `kitctl init --stdout` for the layout")
+    data = dict(loaded)
+    # relative paths in a config file are relative to that file
+    base = cfg_path.resolve().parent
+    for key in PATH_FIELDS:
+        if isinstance(data.get(key), str) and data[key].strip() and not os.path.isabs(os.path.expanduser(data[key])):
+            data[key] = str(base / data[key])
+    return data
+
+
 def load_config(path: Optional[Path] = None, environ: Optional[dict[str, str]] = None,
                 cwd: Optional[Path] = None) -> KitConfig:
     """Read kit.yaml (or defaults), apply ``KIT_*`` env overrides, validate. Raises ConfigError."""
     environ = dict(os.environ) if environ is None else environ
     cfg_path = find_config(path, cwd)
-    data: dict[str, Any] = {}
-    source = "built-in defaults"
-    if cfg_path is not None:
-        source = str(cfg_path)
-        if not cfg_path.exists():
-            raise ConfigError(f"config file {cfg_path} does not exist",
-                              "run `kitctl init` to write a commented one, or drop --config")
-        try:
-            loaded = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{cfg_path} is not valid YAML: {e}", "fix the syntax at the line shown") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{cfg_path} must hold a mapping of settings, got {type(loaded).__name__}",
-                              "see `kitctl init --stdout` for the layout")
-        data = loaded
-        # relative paths in a config file are relative to that file
-        base = cfg_path.resolve().parent
-        for key in ("data_root", "hf_home", "tokenizer_dir", "ca_cert"):
-            if isinstance(data.get(key), str) and not os.path.isabs(os.path.expanduser(data[key])):
-                data[key] = str(base / data[key])
+    data: dict[str, Any] = _read_file(cfg_path) if cfg_path is not None else {}
+    source = str(cfg_path) if cfg_path is not None else "built-in defaults"
     env = _env_overrides(environ)
     if env:
         source += " + KIT_* environment"
+    merged = _merge(data, env)
+    for key in PATH_FIELDS:        # the text of each path, before pydantic turns "" into "."
+        raw = merged.get(key)
+        if isinstance(raw, str):
+            where = f"KIT_{key.upper()}" if key in env else f"{key} in {cfg_path}"
+            (validate.data_root_text if key == "data_root" else validate.path_text)(raw, where)
     try:
-        cfg = KitConfig.model_validate(_merge(data, env))
+        cfg = KitConfig.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source),
+        raise ConfigError(format_validation_error(e, source, environ),
                           "fix the field(s) above; `kitctl init --stdout` shows every field with a comment") from None
-    for key in ("data_root", "hf_home", "tokenizer_dir", "ca_cert"):
+    for key in PATH_FIELDS:
         val = getattr(cfg, key)
         if val is not None:
             setattr(cfg, key, Path(os.path.expanduser(str(val))).absolute())
+    _check_values(cfg, source)
     return cfg
+
+
+def _check_values(cfg: KitConfig, source: str) -> None:
+    """What the schema cannot say: paths that exist as the wrong kind, strings that land in Dockerfiles."""
+    def named(key: str) -> str:
+        return f"{key} ({source})"
+
+    for key in ("data_root", "hf_home"):
+        folder = getattr(cfg, key)
+        if folder is not None:
+            validate.not_a_file(folder, named(key))
+    if cfg.tokenizer_dir is not None and cfg.tokenizer_dir.exists():
+        validate.readable_folder(cfg.tokenizer_dir, named("tokenizer_dir"))
+    if cfg.ca_cert is not None:
+        validate.pem_bundle(cfg.ca_cert, named("ca_cert"))
+    validate.image_name(cfg.image, named("image"))
+    if cfg.base_image is not None:
+        validate.docker_ref(cfg.base_image, named("base_image"))
+    if cfg.cuda is not None:
+        validate.no_control_chars(cfg.cuda, named("cuda"))
+    validate.registry(cfg.mirrors.registry, named("mirrors.registry"))
+    for key in ("apt", "pip_index", "hf_endpoint"):
+        value = getattr(cfg.mirrors, key)
+        if value is not None:
+            validate.url(value, named(f"mirrors.{key}"))
+    if cfg.mirrors.llmc_src is not None:
+        validate.no_control_chars(cfg.mirrors.llmc_src, named("mirrors.llmc_src"))
+    for key in ("socket_ifname", "debug"):
+        value = getattr(cfg.nccl, key)
+        if value is not None:
+            validate.no_control_chars(value, named(f"nccl.{key}"))
+    for k, v in cfg.nccl.extra_env.items():
+        validate.env_name(k, named("nccl.extra_env"))
+        validate.no_control_chars(v, named(f"nccl.extra_env.{k}"))
 
 
 TEMPLATE = """\
@@ -267,7 +296,22 @@ nccl:
 
 
 def write_template(path: Path, data_root: str = "./data", force: bool = False) -> Path:
+    """Write the commented kit.yaml to ``path`` (atomically: a reader never sees half a file)."""
+    path = Path(path)
+    validate.data_root_text(data_root, "--data-root")
+    validate.writable_file(path, "the config file")
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", "pass --force to overwrite it, or edit it")
-    path.write_text(TEMPLATE.format(data_root=data_root))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, TEMPLATE.format(data_root=yaml_scalar(data_root)))
     return path
+
+
+def yaml_scalar(text: str) -> str:
+    """``text`` as a YAML scalar that reads back as exactly ``text`` (quoted only when it has to be)."""
+    try:
+        if parse_yaml(f"k: {text}\n") == {"k": text}:
+            return text
+    except ConfigError:
+        pass
+    return json.dumps(text)     # a JSON string is a YAML double-quoted scalar

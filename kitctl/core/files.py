@@ -12,7 +12,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import IO, Iterator, Optional, Union
+from typing import IO, Any, Iterator, Optional, Union
 
 _TMP_PREFIX = ".tmp-"
 
@@ -50,7 +50,7 @@ def temp_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, mode: str = "wb", tmp: Optional[Path] = None) -> Iterator[IO]:
+def atomic_output(path: Path, mode: str = "wb", tmp: Optional[Path] = None) -> Iterator[IO[Any]]:
     """Open a temp file for writing; on a clean exit fsync it and rename it onto ``path``.
 
     On any exception (``BaseException``: Ctrl-C included) the temp file is removed and ``path`` is left as it

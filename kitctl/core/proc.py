@@ -43,7 +43,7 @@ class TerminationAsInterrupt:
 
     SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
-    def __enter__(self) -> "TerminationAsInterrupt":
+    def __enter__(self) -> TerminationAsInterrupt:
         self.old: dict[int, object] = {}
         try:
             for sig in self.SIGNALS:
@@ -62,7 +62,7 @@ class TerminationAsInterrupt:
 
 
 def start(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None,
-          stdout: Optional[IO] = None, merge_stderr: bool = True) -> subprocess.Popen:
+          stdout: Optional[IO[str]] = None, merge_stderr: bool = True) -> subprocess.Popen[str]:
     """Start ``argv`` in a new process group. ``stdout=None`` pipes text lines back (for :func:`stream`);
     a file object sends them there. ``env`` is added to this process's environment."""
     full_env = {**os.environ, **(env or {})}
@@ -80,7 +80,7 @@ def start(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: 
         raise KitError(f"cannot start {argv[0]}: {e}", "check the path and that it is a program for this machine") from None
 
 
-def stop(proc: subprocess.Popen, grace_s: float = DEFAULT_GRACE_S) -> int:
+def stop(proc: subprocess.Popen[str], grace_s: float = DEFAULT_GRACE_S) -> int:
     """SIGTERM the process group, SIGKILL what is left after ``grace_s`` (or at once on another Ctrl-C);
     returns the exit code (130 when it never reported one)."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):

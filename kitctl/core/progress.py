@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
 
 
@@ -44,7 +44,7 @@ class Bar:
     def advance(self, n: float = 1) -> None:
         self._progress.advance(self._task, n)
 
-    def update(self, completed: Optional[float] = None, total: Optional[float] = None, **fields: object) -> None:
+    def update(self, completed: Optional[float] = None, total: Optional[float] = None, **fields: Any) -> None:
         self._progress.update(self._task, completed=completed, total=total, **fields)
 
     @property
@@ -54,12 +54,12 @@ class Bar:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: Optional[float], console: Optional[Console] = None,
-                 unit: str = "items", completed: float = 0, **fields: object) -> Iterator[Bar]:
+                 unit: str = "items", completed: int = 0, **fields: Any) -> Iterator[Bar]:
     """A progress bar for one piece of long work. ``unit="bytes"`` shows sizes and transfer speed.
 
     ``description`` may hold ``{task.fields[...]}`` placeholders filled by ``bar.update(name=value)``.
     """
-    cols: list = [TextColumn(description), BarColumn()]
+    cols: list[ProgressColumn] = [TextColumn(description), BarColumn()]
     if unit == "bytes":
         cols += [DownloadColumn(), TransferSpeedColumn()]
     else:

@@ -24,7 +24,7 @@ from kitctl.core.files import write_atomic
 R = TypeVar("R", bound="Record")
 M = TypeVar("M", bound=BaseModel)
 
-MAX_YAML_BYTES = 1 << 20       # 1 MiB: every YAML the kit reads is a few KB
+MAX_YAML_BYTES = 256 << 10      # 256 KiB: every YAML the kit reads is a few KB (PyYAML parses ~150 KB/s)
 MAX_YAML_ALIASES = 32          # anchors are fine; thousands of alias expansions are an attack
 MAX_ERROR_CHARS = 300          # never echo megabytes back
 
@@ -32,7 +32,10 @@ MAX_ERROR_CHARS = 300          # never echo megabytes back
 def short(text: object, limit: int = MAX_ERROR_CHARS) -> str:
     """``text`` as one printable excerpt of at most ``limit`` characters."""
     s = str(text)
-    return s if len(s) <= limit else s[: limit - 15] + f"... ({len(s):,} chars)"
+    if len(s) <= limit:
+        return s
+    tail = f"... ({len(s):,} chars)"
+    return s[: max(0, limit - len(tail))] + tail
 
 
 def validation_message(e: ValidationError) -> str:

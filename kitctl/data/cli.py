@@ -13,15 +13,20 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from kitctl.cli import app, config, console
+from kitctl.core import validate
+from kitctl.core.context import config, console
 from kitctl.core.errors import KitError
 from kitctl.core.progress import Bar, format_duration, progress_bar
+from kitctl.core.validate import checked
 from kitctl.data import manifest as mf
 from kitctl.data.container import choose_runtime, docker_spec
 from kitctl.data.execute import execute
 from kitctl.data.plan import DataPlan, make_plan
 from kitctl.data.recipes import load_recipe, recipe_names
 from kitctl.host.runtimes import DockerRuntime, docker_run_argv, shell_line
+
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 class _DefaultMake(TyperGroup):
@@ -48,18 +53,24 @@ def _say(line: str) -> None:
 def make(
     dataset: Optional[str] = typer.Argument(None, help="recipe (default fineweb10B; see `kitctl data recipes`) "
                                             "or local files: a .parquet/.jsonl/.txt file, a folder or a glob"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <data_root>/<recipe>)"),
-    name: Optional[str] = typer.Option(None, "--name", help="file prefix (default as llm.c: fineweb, edu_fineweb, ...)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=checked(validate.writable_folder),
+                                       help="output folder (default <data_root>/<recipe>)"),
+    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name),
+                                       help="file prefix (default as llm.c: fineweb, edu_fineweb, ...)"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="tokenizer processes (default: all cores; "
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", callback=checked(validate.workers),
+                                          help="tokenizer processes (default: all cores; "
                                           "0: tokenize in this process; at most 4 x cores)"),
     stream: bool = typer.Option(False, "--stream", help="read HF parquet over HTTP; no HF cache on disk"),
     source: Optional[Path] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
                                           "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder)"),
-    tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", help="folder with GPT-2 vocab.bpe + "
+    tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", callback=checked(validate.readable_folder),
+                                                 help="folder with GPT-2 vocab.bpe + "
                                                  "encoder.json (offline); default tokenizer_dir from kit.yaml"),
-    shards: Optional[int] = typer.Option(None, "--shards", min=0, help="pre-tokenized recipe: first N train shards only"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="docker (the kit's data image; the default "
+    shards: Optional[int] = typer.Option(None, "--shards", callback=checked(validate.positive_int),
+                                         help="pre-tokenized recipe: first N train shards only"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")),
+                                          help="docker (the kit's data image; the default "
                                           "falls back to native when the image is missing) | native"),
     force: bool = typer.Option(False, "--force", help="hellaswag: replace an existing eval file that differs"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (and the docker command) and stop"),
@@ -69,6 +80,7 @@ def make(
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
                      tokenizer_dir, shards, force=force)
+    validate.writable_folder(plan.out_dir, "the output folder")   # a read-only data root: refused before any work
     if note:
         _say(note)
     if dry_run:

@@ -122,6 +122,8 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
                            f"(enc.encode): {str(e).splitlines()[0]}",
                            "remove the special token (e.g. <|endoftext|>) from its ctx/endings, or drop the "
                            "example; llm.c's own script fails on it too", exit_code=2) from None
+    if not datas:
+        raise KitError(f"{jsonl} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
     data = eval_file_bytes(datas)
     out = Path(out)
     say = log or (lambda s: None)

@@ -168,16 +168,13 @@ def exists(dir: Path) -> bool:
 
 
 def load(dir: Path) -> DataManifest:
-    """Read ``<dir>/manifest.json``; a KitError (exit 2) with :func:`start_over_hint` when damaged."""
+    """Read ``<dir>/manifest.json``; a KitError with :func:`start_over_hint` when damaged (exit 2 when missing)."""
     dir = Path(dir)
     path = dir / MANIFEST
     if not path.is_file():
         raise KitError(f"{dir} has no {MANIFEST}", f"make the data first: `kitctl data` (writes {MANIFEST})",
                        exit_code=2)
-    try:
-        m = DataManifest.read(path, hint=start_over_hint(dir))
-    except KitError as e:
-        raise KitError(e.message, e.hint, exit_code=2) from None
+    m = DataManifest.read(path, hint=start_over_hint(dir))      # damaged: exit 1 with the one hint
     m.dir = dir
     return m
 

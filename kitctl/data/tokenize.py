@@ -136,8 +136,7 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
     existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != "gpt2_tokenizer.bin"] if out_dir.is_dir() else []
     if existing:
         raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {mf.MANIFEST}, so they "
-                       "were not made by kitctl data (or the manifest was deleted)", mf.start_over_hint(out_dir),
-                       exit_code=2)
+                       "were not made by kitctl data (or the manifest was deleted)", mf.start_over_hint(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     return mf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core import pins as versions
+from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
-from kitctl.host.gpus import GPU, load_inventory, max_cuda_for_driver
+from kitctl.host.gpus import GPU, driver_cuda, load_inventory, max_cuda_for_driver
+from kitctl.host.runtimes import gpu_container_argv
 
 GB = 1e9
 # FineWeb10B for GPT-2 124M: ~46 GB of HuggingFace cache (parquet) + ~20 GB of token shards + checkpoints.
@@ -154,8 +155,10 @@ def evaluate(f: Facts, cfg: KitConfig) -> list[Finding]:
     if f.shm_bytes is not None:
         shm = f.shm_bytes / GB
         if shm >= SHM_NEED_GB or cfg.runtime == "docker":
+            n = max(1, len(f.gpus))
             out.append(Finding("shared memory", "ok", f"/dev/shm {shm:.1f} GB" + (
-                "; containers get their own (--shm-size 16g, --ipc host)" if cfg.runtime == "docker" else "")))
+                f"; containers get their own: {' '.join(gpu_container_argv(n))} for {n} GPU(s) "
+                "(1 GB of /dev/shm per rank, no host IPC)" if cfg.runtime == "docker" else "")))
         else:
             out.append(Finding("shared memory", "warn", f"/dev/shm {shm:.2f} GB",
                                "NCCL between ranks on one host uses /dev/shm: enlarge it (mount -o remount,size=8G /dev/shm)"))
@@ -164,7 +167,6 @@ def evaluate(f: Facts, cfg: KitConfig) -> list[Finding]:
 
 def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
     out = []
-    pins = versions.pins()["providers"]
     for g in gpus:
         mx = max_cuda_for_driver(g.driver)
         out.append(Finding(f"GPU {g.index}", "info",
@@ -182,24 +184,22 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
         out.append(Finding("precision", "warn", "no GPU with BF16 (all pre-Ampere)",
                            "train with the FP32 binary; cuDNN flash attention is unavailable"))
     # driver vs provider
-    def mm(v: str) -> tuple[int, ...]:
-        return tuple(int(x) for x in v.split(".")[:2])
-
-    lowest = min((max_cuda_for_driver(g.driver) or "0.0" for g in gpus), key=mm)
+    lowest = driver_cuda(gpus) or "0.0"
     prov = cfg.provider
-    need = (cfg.cuda or pins[prov]["cuda"]) if prov == "nvidia" else pins["wheels"]["cuda"]
-    if mm(lowest) < mm(need):
-        from kitctl.images.render import cuda_images
-
-        fits = sorted((v for v in cuda_images() if mm(v) <= mm(lowest)), key=lambda v: tuple(map(int, v.split("."))))
-        if not fits:
-            hint = (f"update the driver: the oldest CUDA image the kit knows is {min(cuda_images(), key=mm)} "
-                    f"(known: {', '.join(cuda_images())})")
+    need = (cfg.cuda or pins.load().providers.nvidia.cuda) if prov == "nvidia" else pins.load().providers.wheels.cuda
+    if pins.mm(lowest) < pins.mm(need):
+        images = pins.cuda_images()
+        fit = pins.newest_cuda_image(lowest)
+        if fit is None:
+            hint = f"update the driver: the oldest CUDA image the kit knows is {next(iter(images))} " \
+                   f"(known: {', '.join(images)})"
         elif prov == "wheels":
-            hint = (f"use the nvidia provider with a CUDA it runs (provider: nvidia, cuda: \"{fits[-1]}\" in "
-                    f"kit.yaml, or --provider nvidia --cuda {fits[-1]}), or update the driver")
+            hint = (f"use the nvidia provider with a CUDA it runs (provider: nvidia, cuda: \"{fit}\" in kit.yaml, "
+                    f"or --provider nvidia --cuda {fit}), or update the driver to >= 580. "
+                    + pins.WHEELS_NO_CUDA12 + ".")
         else:
-            hint = f"set cuda: \"{fits[-1]}\" in kit.yaml (or --cuda {fits[-1]}), or update the driver"
+            hint = f"set cuda: \"{fit}\" in kit.yaml (or --cuda {fit}; kitctl build picks it when cuda is unset), " \
+                   "or update the driver"
         out.append(Finding("driver", "fail", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}",
                            f"binaries would fail with 'driver too old': {hint}"))
     else:

@@ -5,6 +5,7 @@ The CSV is exactly what ``nvidia-smi --query-gpu=index,name,compute_cap,memory.t
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -44,25 +45,41 @@ class GPU:
         return asdict(self)
 
 
+_CAP = re.compile(r"([0-9]{1,2})\.([0-9])")
+_MEM = re.compile(r"([0-9]{1,9})(?:\s*MiB)?|\[N/A\]", re.IGNORECASE)   # N/A: unified-memory boards
+_DRIVER = re.compile(r"[0-9]{2,4}(?:\.[0-9]{1,4}){0,2}")
+
+
 def parse_csv(text: str, source: str = "nvidia-smi") -> list[GPU]:
-    """Parse nvidia-smi's CSV (with or without units and a header line)."""
-    gpus = []
+    """Parse nvidia-smi's CSV (with or without units and a header line); every field is checked: an index once,
+    a compute capability like 8.6 (not ``inf``, not 8.65), memory in MiB, a driver version like 570.86.10."""
+    gpus: list[GPU] = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#") or line.lower().startswith("index"):
             continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 5:
-            raise KitError(f"{source}, line {n}: expected 5 fields ({QUERY}), got {len(parts)}: {line!r}",
+            raise KitError(f"{source}, line {n}: expected 5 fields ({QUERY}), got {len(parts)}: {_short(line)}",
                            "write it as nvidia-smi prints it: 0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10",
                            exit_code=2)
         idx, name, cap, mem, driver = parts
-        try:
-            gpus.append(GPU(int(idx), name, int(round(float(cap) * 10)), int(float(mem.split()[0])), driver))
-        except ValueError:
-            raise KitError(f"{source}, line {n}: cannot read {line!r}",
-                           "index and memory must be numbers, compute_cap like 8.6", exit_code=2) from None
+        cap_m, mem_m = _CAP.fullmatch(cap), _MEM.fullmatch(mem)
+        if not idx.isdigit() or len(idx) > 3 or not name or not cap_m or not mem_m or not _DRIVER.fullmatch(driver):
+            raise KitError(f"{source}, line {n}: cannot read {_short(line)}",
+                           "index a number, a GPU name, compute_cap like 8.6, memory like 24576 MiB, driver like "
+                           "570.86.10 (as nvidia-smi --format=csv,noheader prints them)", exit_code=2)
+        g = GPU(int(idx), name, int(cap_m.group(1)) * 10 + int(cap_m.group(2)), int(mem_m.group(1) or 0), driver)
+        if any(o.index == g.index for o in gpus):
+            raise KitError(f"{source}, line {n}: GPU index {g.index} appears twice",
+                           "each GPU once, as nvidia-smi lists them (a repeated index would put two ranks on one "
+                           "GPU)", exit_code=2)
+        gpus.append(g)
     return gpus
+
+
+def _short(line: str) -> str:
+    return repr(line if len(line) <= 120 else line[:120] + "...")
 
 
 def query(nvidia_smi: str = "nvidia-smi") -> list[GPU]:
@@ -83,11 +100,26 @@ def load_inventory(path: Optional[Path]) -> list[GPU]:
     """GPUs from ``--inventory FILE`` if given, else from this machine's nvidia-smi."""
     if path is None:
         return query()
+    path = Path(path)
+    hint = f"make one on the target machine with: {' '.join(NVIDIA_SMI_ARGV)} > {path.name}"
     if not path.exists():
-        raise KitError(f"inventory file {path} does not exist",
-                       f"make one on the target machine with: {' '.join(NVIDIA_SMI_ARGV)} > {path.name}",
-                       exit_code=2)
-    return parse_csv(path.read_text(), str(path))
+        raise KitError(f"inventory file {path} does not exist", hint, exit_code=2)
+    try:
+        if path.is_dir():
+            raise KitError(f"inventory {path} is a folder, not a CSV file", hint, exit_code=2)
+        if path.stat().st_size > 1 << 20:
+            raise KitError(f"inventory {path} is larger than 1 MiB: not an nvidia-smi CSV", hint, exit_code=2)
+        raw = path.read_bytes()
+    except OSError as e:
+        raise KitError(f"cannot read inventory {path}: {e.strerror or e}", "check the path and its permissions",
+                       exit_code=2) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KitError(f"inventory {path} is not UTF-8 text", hint, exit_code=2) from None
+    if "\0" in text:
+        raise KitError(f"inventory {path} is a binary file", hint, exit_code=2)
+    return parse_csv(text, str(path))
 
 
 def select(gpus: list[GPU], spec: str) -> list[GPU]:
@@ -130,6 +162,17 @@ def max_cuda_for_driver(driver: str) -> Optional[str]:
         if ver >= tuple(int(x) for x in f"{need:.2f}".split(".")):
             return cuda
     return None
+
+
+def driver_cuda(gpus: list[GPU]) -> Optional[str]:
+    """The newest CUDA major.minor that the driver of EVERY GPU in ``gpus`` runs (None without GPUs, or when a
+    driver is unknown or older than CUDA 11)."""
+    if not gpus:
+        return None
+    got = [max_cuda_for_driver(g.driver) for g in gpus]
+    if any(v is None for v in got):
+        return None
+    return min(got, key=lambda v: tuple(int(x) for x in v.split(".")))  # type: ignore[union-attr]
 
 
 def distinct_archs(gpus: list[GPU]) -> list[int]:

@@ -2,19 +2,58 @@
 
 A plan describes a container as a ``ContainerSpec``; ``docker_run_argv`` renders the exact ``docker run``
 line that ``--dry-run`` prints, and ``DockerRuntime.run`` executes the same spec through python-on-whales.
+
+Also the two facts every area shares about containers:
+* :func:`runtime_image_ref` / :func:`data_image_ref` -- the moving tags ``kitctl build`` sets
+  (``<image>:latest``, ``<image>:data``) that train, data, smoke and export run by default;
+* :func:`gpu_container_flags` -- what a GPU container needs for NCCL between its ranks (shared memory sized for the
+  rank count, unlimited locked memory, a 64 MiB stack). ``ContainerSpec`` fills them in for any spec with GPUs
+  that does not set them, ``kitctl doctor`` prints them and compose.yaml's train service reads them from the
+  .env; there is no second copy.
 """
 from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
+from kitctl.core import proc
 from kitctl.core.errors import KitError
-from kitctl.core import resources
-from kitctl.core.config import KitConfig
+
+# NVIDIA's and llm.c's guidance for NCCL in containers: enough /dev/shm (NCCL's shared-memory transport between
+# ranks of one host; Docker's default is 64 MB), pinned memory without a limit, and a 64 MiB stack.
+SHM_GB_PER_RANK = 1
+GPU_ULIMITS = ("memlock=-1", "stack=67108864")
+
+
+def gpu_container_flags(ranks: int = 1) -> dict[str, object]:
+    """``ContainerSpec`` fields of a GPU container running ``ranks`` ranks:
+    ``{"shm_size": "<ranks>g", "ipc": None, "ulimits": ["memlock=-1", "stack=67108864"]}``.
+
+    Shared memory is sized for the rank count (1 GB each, at least 1 GB) instead of ``--ipc=host``, so the
+    container does not share the host's IPC namespace."""
+    return {"shm_size": f"{max(1, int(ranks)) * SHM_GB_PER_RANK}g", "ipc": None, "ulimits": list(GPU_ULIMITS)}
+
+
+def gpu_container_argv(ranks: int = 1) -> list[str]:
+    """The same flags as ``docker run`` words (what doctor and the docs print)."""
+    f = gpu_container_flags(ranks)
+    out = ["--shm-size", str(f["shm_size"])]
+    for u in f["ulimits"]:  # type: ignore[attr-defined]
+        out += ["--ulimit", u]
+    return out
+
+
+def runtime_image_ref(cfg) -> str:
+    """The image every GPU command runs by default: ``<image>:latest`` (moved by ``kitctl build``)."""
+    return f"{cfg.image}:latest"
+
+
+def data_image_ref(cfg) -> str:
+    """The image ``kitctl data`` (and compose's data/tensorboard services) run by default: ``<image>:data``."""
+    return f"{cfg.image}:data"
 
 
 @dataclass(frozen=True)
@@ -42,6 +81,18 @@ class ContainerSpec:
     name: Optional[str] = None
     publish: list[tuple[int, int]] = field(default_factory=list)
     remove: bool = True
+    ranks: Optional[int] = None                # with gpus: ranks sharing /dev/shm (default: one per GPU)
+
+    def __post_init__(self) -> None:
+        """A spec with GPUs gets :func:`gpu_container_flags` for whatever of them it leaves unset."""
+        if self.gpus is None:
+            return
+        n = self.ranks or (len(self.gpus) if isinstance(self.gpus, list) else 1)
+        flags = gpu_container_flags(n)
+        if self.shm_size is None and self.ipc is None:
+            self.shm_size = flags["shm_size"]  # type: ignore[assignment]
+        if not self.ulimits:
+            self.ulimits = list(flags["ulimits"])  # type: ignore[call-overload]
 
 
 def host_user() -> str:
@@ -116,76 +167,15 @@ class DockerRuntime:
 
 
 class NativeRuntime:
-    """Runs an argv on this host with subprocess, streaming stdout+stderr line by line."""
+    """Runs an argv on this host through :mod:`kitctl.core.proc`, streaming stdout+stderr line by line
+    (its own process group: Ctrl-C stops everything it started, then re-raises KeyboardInterrupt)."""
 
     def run(self, argv: list[str], env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
             on_line: Optional[Callable[[str], None]] = None) -> int:
-        full_env = {**os.environ, **(env or {})}
-        try:
-            proc = subprocess.Popen(argv, env=full_env, cwd=cwd, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, bufsize=1, errors="replace")
-        except FileNotFoundError:
-            raise KitError(f"cannot run {argv[0]}: not found", "install it or put it on PATH") from None
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                (on_line or print)(line.rstrip("\n"))
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
-
-
-COMPOSE_FILE = resources.share("compose.yaml")
-
-
-def compose_run_argv(service: str, argv: list[str], env_file: Path, compose_file: Path = COMPOSE_FILE,
-                     project: Optional[str] = None) -> list[str]:
-    """The exact ``docker compose run`` line for one service of compose.yaml (what --dry-run prints)."""
-    a = ["docker", "compose", "-f", str(compose_file), "--env-file", str(env_file)]
-    if project:
-        a += ["-p", project]
-    return [*a, "run", "--rm", "-T", service, *argv]
-
-
-class ComposeRuntime:
-    """Drives compose.yaml (the same file plain ``docker compose`` users run) through python-on-whales.
-
-    ``env_file`` is the ``.env`` that ``kitctl.images.render.write_env`` writes from kit.yaml.
-    """
-
-    def __init__(self, env_file: Path, compose_file: Path = COMPOSE_FILE, project: Optional[str] = None):
-        from python_on_whales import DockerClient
-
-        self.env_file, self.compose_file, self.project = env_file, compose_file, project
-        self.client = DockerClient(compose_files=[compose_file], compose_env_files=[env_file],
-                                   compose_project_name=project)
-
-    def run(self, service: str, argv: list[str], on_line: Optional[Callable[[str], None]] = None) -> int:
-        """``docker compose run --rm -T SERVICE ARGV...``, output streamed line by line; returns the exit code."""
-        from python_on_whales.exceptions import DockerException
-
-        try:
-            out = self.client.compose.run(service, argv, remove=True, tty=False, stream=True)
-            for _source, chunk in out:
-                for line in chunk.decode(errors="replace").splitlines():
-                    (on_line or print)(line)
-        except DockerException as e:
-            if e.return_code is not None and e.return_code != 125:
-                return e.return_code
-            raise KitError(f"docker compose run {service} failed: {(e.stderr or str(e)).strip()[-800:]}",
-                           "build the images with `kitctl build`; check .env and `docker compose config`") from None
-        return 0
-
-
-def data_image_ref(cfg: KitConfig) -> str:
-    """The image ``kitctl data`` runs in with the docker runtime: ``<image>:data`` (``kitctl build --target data``
-    makes it). Here, below images and data, so both use one definition."""
-    return f"{cfg.image}:data"
+        res = proc.stream(argv, on_line or print, env=env, cwd=cwd)
+        if res.interrupted:
+            raise KeyboardInterrupt
+        return res.returncode
 
 
 def image_present(ref: str, client=None) -> Optional[bool]:

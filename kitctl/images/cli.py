@@ -9,28 +9,38 @@ from typing import Optional
 
 import typer
 
-from kitctl.cli import app, config, console, err_console
-from kitctl.core.config import check_arch_list, parse_arch_list
+from kitctl.core import pins
+from kitctl.core.context import config, console, err_console
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.host.runtimes import shell_line
+from kitctl.core import validate
+from kitctl.core.validate import checked
+from kitctl.host import compose, doctor as doc
+from kitctl.host.gpus import GPU, driver_cuda, load_inventory, query
+from kitctl.host.runtimes import NativeRuntime, runtime_image_ref, shell_line
+from kitctl.images import build as builder
+from kitctl.images import inputs, llmc_source, native_build
+from kitctl.images import smoke as sm
+from kitctl.images.context import prepare_context
+from kitctl.images.render import render as render_dockerfile
+from kitctl.images.request import BuildRequest, resolve_archs
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kit app
 
 
-def _archs(arch: Optional[str], inventory: Optional[Path]) -> list[int]:
-    from kitctl.images import render as images
-    from kitctl.host.gpus import load_inventory
-
-    cfg = config()
+def _archs(arch: Optional[str], gpus: list[GPU]) -> list[int]:
+    """--arch (strict: 75,86 / 7.5,8.6 / auto), else kit.yaml's arch; auto takes the GPUs' capabilities."""
     if arch is None:
-        spec: object = cfg.arch
+        spec: object = config().arch
     elif arch.strip() == "auto":
         spec = "auto"
     else:
-        try:
-            spec = check_arch_list(parse_arch_list(arch))
-        except ValueError as e:
-            raise ConfigError(f"--arch {arch}: {e}") from None
-    gpus = load_inventory(inventory) if spec == "auto" else []
-    return images.resolve_archs(spec, gpus)
+        spec = inputs.parse_archs(arch)
+    return resolve_archs(spec, gpus)
+
+
+def _notes(req: BuildRequest) -> None:
+    for note in req.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @app.command()
@@ -45,67 +55,67 @@ def build(
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL"),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn", help="cuDNN flash attention in the BF16 binary"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="docker | native (default: kit.yaml)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="native: binaries dir (default <data_root>/native/bin)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")),
+                                          help="docker | native (default: kit.yaml)"),
+    out: Optional[Path] = typer.Option(None, "--out", callback=checked(validate.writable_folder),
+                                       help="native: binaries dir (default <data_root>/native/bin)"),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native: cudnn-frontend include dir"),
     build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the build context is written"),
-    inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV for --arch auto"),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV of the target machine: --arch auto and its driver's CUDA"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore the layer cache (downloads stay cached)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands, build nothing"),
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
     cfg = config()
-    archs = _archs(arch, inventory)
+    gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
+    archs = _archs(arch, gpus)
     if (runtime or cfg.runtime) == "native":
         _build_native(archs, llmc_src, out, cudnn, cudnn_frontend, dry_run)
         return
-    from kitctl.images import render as images
-
     targets = ["runtime", "data"] if target == "all" else [target]
-    req = images.BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=archs, target=targets[0],
-                                          base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
-                                          build_dir=build_dir)
+    req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=archs, target=targets[0],
+                                   base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
+                                   build_dir=build_dir, driver_cuda=driver_cuda(gpus))
+    _notes(req)
     would_download = dry_run and not (llmc_src or cfg.mirrors.llmc_src)
-    ctx = images.prepare_context(req, fetch_source=False if would_download else None)
+    ctx = prepare_context(req, fetch_source=False if would_download else None)
     if would_download:   # a dry run never downloads; the tag's hash then lacks the llm.c digest
-        from kitctl.core import pins as versions
-
-        pin = versions.pins()["llmc"]
-        console.print(f"dry run: llm.c {pin['commit'][:7]} would be downloaded from "
-                      f"{pin['tarball_url'].format(commit=pin['commit'])} (sha256 {pin['tarball_sha256'][:12]}…) "
+        pin = pins.load().llmc
+        console.print(f"dry run: llm.c {pin.commit[:7]} would be downloaded from "
+                      f"{pin.tarball_url.format(commit=pin.commit)} (sha256 {pin.tarball_sha256[:12]}…) "
                       "when building; the tags below are computed without it", highlight=False)
     console.print(f"[bold]context[/] {ctx.path}  (provider {req.provider}, CUDA {req.cuda}, "
                   f"archs {req.arch_csv}, cuDNN {'on' if req.cudnn else 'off'}"
                   + (f", llm.c {ctx.llmc_label}" if ctx.llmc_label else "") + ")", highlight=False)
+    if ctx.llmc_left_out:
+        err_console.print(f"note: {len(ctx.llmc_left_out)} entries of the llm.c checkout were left out of the "
+                          f"build context (only sources and scripts enter it): {', '.join(ctx.llmc_left_out[:6])}"
+                          + (" ..." if len(ctx.llmc_left_out) > 6 else ""), markup=False, highlight=False)
     if dry_run:
         for t in targets:
-            print(shell_line(images.build_argv(req, ctx, t, cache=not no_cache)))
+            print(shell_line(builder.build_argv(req, ctx, t, cache=not no_cache)))
         return
     for t in targets:
         start = time.monotonic()
-        print(f"building {t}: {shell_line(images.build_argv(req, ctx, t, cache=not no_cache))}",
+        print(f"building {t}: {shell_line(builder.build_argv(req, ctx, t, cache=not no_cache))}",
               file=sys.stderr, flush=True)
-        tags = images.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
-                            cache=not no_cache)
+        tags = builder.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
+                             cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
-    from kitctl.host.runtimes import COMPOSE_FILE
-
-    env = images.write_env(cfg, COMPOSE_FILE.parent / ".env")   # compose reads .env next to compose.yaml
-    console.print(f"wrote {env} for docker compose; next: kitctl smoke, kitctl data", highlight=False)
+    env = compose.write_env(cfg, gpus=len(gpus))
+    console.print(f"wrote {env} for docker compose, e.g.:", highlight=False)
+    print("  " + shell_line([*compose.compose_base_argv(env), "run", "--rm", "data", "kitctl", "data", "--help"]))
+    console.print("next: kitctl smoke, kitctl data", highlight=False)
 
 
 def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path], cudnn: Optional[bool],
                   cudnn_frontend: Optional[Path], dry_run: bool) -> None:
-    from kitctl.images import llmc_source
-    from kitctl.images import native_build
-    from kitctl.host.runtimes import NativeRuntime
-
     cfg = config()
     spec = llmc_src or cfg.mirrors.llmc_src
     src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
     if src is None and not dry_run:
         src = cfg.data_root / "native" / "llm.c"
-        got = llmc_source.fetch(spec, src, cfg.ca_cert)
+        got = llmc_source.fetch(spec, src, inputs.check_ca_bundle(cfg.ca_cert, "ca_cert"))
         console.print(f"llm.c source: {got.label()} -> {src}", highlight=False)
     elif src is None:
         src = cfg.data_root / "native" / "llm.c"
@@ -137,21 +147,23 @@ def render(
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="also put llm.c's source into the context"),
     stdout: bool = typer.Option(False, "--stdout", help="print the Dockerfile only"),
 ) -> None:
-    """Write the Dockerfile and its build context, for plain `docker buildx build`."""
-    from kitctl.images import render as images
+    """Write the Dockerfile and its build context, for plain `docker buildx build`.
 
+    --out must be a new or empty folder, or one an earlier `kitctl render` wrote (it is refreshed); any other
+    folder is refused, never emptied."""
     cfg = config()
-    req = images.BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=_archs(arch, None),
-                                          base_image=base_image, cudnn=cudnn, llmc_src=llmc_src)
+    req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=_archs(arch, []),
+                                   base_image=base_image, cudnn=cudnn, llmc_src=llmc_src)
+    _notes(req)
     if stdout:
-        print(images.render(req), end="")
+        print(render_dockerfile(req), end="")
         return
-    ctx = images.prepare_context(req, out, fetch_source=bool(llmc_src))
+    ctx = prepare_context(req, out, fetch_source=bool(llmc_src))
     console.print(f"wrote {ctx.dockerfile} and its context. Build with:", highlight=False)
     for t in ("runtime", "data"):
-        print("  " + shell_line(images.build_argv(req, ctx, t)))
+        print("  " + shell_line(builder.build_argv(req, ctx, t)))
     if not llmc_src:
-        console.print(f"[yellow]note:[/] put llm.c's source (commit {images.versions.llmc_commit()[:12]}) into "
+        console.print(f"[yellow]note:[/] put llm.c's source (commit {pins.llmc_commit()[:12]}) into "
                       f"{ctx.path / 'llmc'} before building runtime, or re-run with --llmc-src", highlight=False)
 
 
@@ -161,8 +173,6 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="machine-readable findings"),
 ) -> None:
     """Check Docker, the NVIDIA runtime, GPUs, driver, disk and shared memory; explain what they mean."""
-    from kitctl.host import doctor as doc
-
     cfg = config()
     findings = doc.evaluate(doc.gather(cfg, inventory), cfg)
     ok = doc.ready(findings)
@@ -190,12 +200,11 @@ def smoke(
     gpus: Optional[bool] = typer.Option(None, "--gpus/--no-gpus", help="pass the GPUs in (default: if any)"),
 ) -> None:
     """Run the image smoke checks: SASS per arch (cuobjdump), mpirun -np 2, NCCL allreduce on GPUs."""
-    from kitctl.images import render as images
-    from kitctl.images import smoke as sm
-    from kitctl.host.gpus import query
-
     cfg = config()
-    ref = image or images.runtime_ref(cfg)
+    ref = pins.check_image_ref(image, "IMAGE") if image else runtime_image_ref(cfg)
+    if not 1 <= np <= 64:
+        raise ConfigError(f"--np {np}: the smoke check runs 1 to 64 ranks", "e.g. --np 2")
+    want = ",".join(map(str, inputs.parse_archs(arch))) if arch else None
     use_gpus = bool(query()) if gpus is None else gpus
-    res = sm.run(ref, arch, np, use_gpus, on_line=lambda line: print(line, flush=True))
+    res = sm.run(ref, want, np, use_gpus, on_line=lambda line: print(line, flush=True))
     raise typer.Exit(0 if res.rc == 0 else 1)

@@ -2,8 +2,11 @@
 
 A tarball (given or downloaded) must match the sha256 pinned in ``docker/versions.yaml``. A checkout cannot
 be checked that way (no archive): its files are hashed instead and, if it is a git checkout, its HEAD is
-compared with the pinned commit. Large files of a checkout (datasets, checkpoints: ``*.bin``, anything over
-8 MB) and ``.git`` are never copied into the build context.
+compared with the pinned commit.
+
+From a checkout only an allow-list enters the build context (and so an image layer): llm.c's sources and scripts
+(:data:`TOP_DIRS`, :data:`SUFFIXES`, :data:`NAMES`), never a dot-file or dot-folder (``.env``, ``.git``, ``.ssh``),
+keys or certificates, datasets or checkpoints (``*.bin``), symlinks or anything over 8 MB.
 """
 from __future__ import annotations
 
@@ -19,11 +22,24 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.files import sha256_file
-from kitctl.core import pins as versions
+from kitctl.core import pins
 from kitctl.core.errors import KitError
 
 MAX_FILE = 8 * 1024 * 1024
-SKIP_DIRS = {".git", "build", "__pycache__", "log124M", "log_gpt2_124M"}
+SKIP_DIRS = {"build", "__pycache__", "log124M", "log_gpt2_124M"}      # besides every dot-folder
+TOP_DIRS = {"llmc", "dev", "scripts", "doc"}                          # folders of llm.c that may be copied
+SUFFIXES = {".cu", ".cuh", ".c", ".h", ".hpp", ".cpp", ".py", ".sh", ".sbatch", ".md", ".txt"}
+NAMES = {"Makefile", "LICENSE"}                                       # extension-less files that may be copied
+
+
+def allowed(rel: Path) -> bool:
+    """Whether a file of a checkout (``rel`` relative to its root) may enter the build context."""
+    parts = rel.parts
+    if any(p.startswith(".") for p in parts) or any(p in SKIP_DIRS for p in parts[:-1]):
+        return False
+    if len(parts) > 1 and parts[0] not in TOP_DIRS:
+        return False
+    return rel.name in NAMES or rel.suffix in SUFFIXES
 
 
 @dataclass
@@ -33,6 +49,7 @@ class LlmcSource:
     digest: str          # sha256: of the tarball (pinned) or of the copied tree
     commit: str          # the pinned commit, or the checkout's HEAD when known
     verified: bool       # True when checked against the pinned tarball sha256 or git HEAD
+    left_out: tuple[str, ...] = ()   # files and folders of a checkout that the allow-list kept out
 
     def label(self) -> str:
         return f"{self.kind}:{self.digest[:16]}{'' if self.verified else ' (unverified)'}"
@@ -47,17 +64,28 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def _copy_checkout(src: Path, dest: Path) -> None:
+def _copy_checkout(src: Path, dest: Path) -> list[str]:
+    """Copy the allowed files of ``src`` into ``dest``; returns what was left out (relative paths)."""
+    left_out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         rel = Path(dirpath).relative_to(src)
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or d in SKIP_DIRS or (rel == Path(".") and d not in TOP_DIRS):
+                left_out.append(str(rel / d) + "/")
+            elif not (Path(dirpath) / d).is_symlink():
+                keep.append(d)
+        dirnames[:] = keep
         for fn in sorted(filenames):
             p = Path(dirpath) / fn
-            if p.suffix == ".bin" or p.is_symlink() or p.stat().st_size > MAX_FILE:
+            r = rel / fn
+            if not allowed(r) or p.is_symlink() or not p.is_file() or p.stat().st_size > MAX_FILE:
+                left_out.append(str(r))
                 continue
-            out = dest / rel / fn
+            out = dest / r
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, out)
+    return left_out
 
 
 def _extract_tarball(tarball: Path, dest: Path) -> None:
@@ -76,11 +104,18 @@ def _extract_tarball(tarball: Path, dest: Path) -> None:
 
 
 def _download(url: str, to: Path, ca_cert: Optional[Path]) -> None:
-    ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+    except (ssl.SSLError, OSError) as e:
+        raise KitError(f"CA bundle {ca_cert} cannot be loaded: {e}",
+                       "give a PEM bundle, e.g. /etc/ssl/certs/ca-certificates.crt", exit_code=2) from None
     try:
         with urllib.request.urlopen(url, context=ctx, timeout=60) as r, open(to, "wb") as f:
             shutil.copyfileobj(r, f)
-    except OSError as e:
+    except BaseException as e:
+        to.unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
         raise KitError(f"could not download llm.c from {url}: {e}",
                        "GitHub unreachable? pass --llmc-src PATH (a checkout or the tarball) or set "
                        "mirrors.llmc_src in kit.yaml") from None
@@ -101,8 +136,10 @@ def fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> Ll
 
     ``spec``: None (download the pinned tarball), a directory (checkout), a ``.tar.gz`` path, or a URL.
     """
-    pin = versions.pins()["llmc"]
+    pin = pins.pins()["llmc"]
     want_sha = pin["tarball_sha256"]
+    if spec is not None and not str(spec).strip():
+        raise KitError("--llmc-src is empty", "give an llm.c checkout, its tarball, or a tarball URL", exit_code=2)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -114,12 +151,13 @@ def fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> Ll
         if path.is_dir():
             if not (path / "train_gpt2.cu").exists():
                 raise KitError(f"--llmc-src {path} has no train_gpt2.cu: not an llm.c checkout", exit_code=2)
-            _copy_checkout(path, dest)
+            left_out = _copy_checkout(path, dest)
             head = _git_head(path)
             if head and head != pin["commit"]:
                 raise KitError(f"llm.c checkout {path} is at {head[:12]}, the kit pins {pin['commit'][:12]}",
                                f"git -C {path} checkout {pin['commit']}", exit_code=2)
-            return LlmcSource("checkout", str(path), tree_digest(dest), head or pin["commit"], head is not None)
+            return LlmcSource("checkout", str(path), tree_digest(dest), head or pin["commit"], head is not None,
+                              tuple(left_out))
         got = sha256_file(path)
         if got != want_sha:
             raise KitError(f"llm.c tarball {path} has sha256 {got[:16]}..., the pin is {want_sha[:16]}...",

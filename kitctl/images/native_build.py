@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core import pins as versions
+from kitctl.core import pins
 from kitctl.core.errors import KitError
 from kitctl.core import resources
 
@@ -107,7 +107,7 @@ def missing(t: Toolchain, cudnn: Optional[bool] = None) -> list[str]:
     if cudnn and (t.cudnn_include is None or t.cudnn_frontend is None):
         what = "cudnn.h" if t.cudnn_include is None else "cudnn-frontend headers"
         out.append(f"--cudnn: {what} not found: pip install "
-                   f"nvidia-cudnn-frontend=={versions.pins()['cudnn_frontend']['version']} (headers) or pass "
+                   f"nvidia-cudnn-frontend=={pins.load().cudnn_frontend.version} (headers) or pass "
                    "--cudnn-frontend DIR; or build --no-cudnn")
     return out
 

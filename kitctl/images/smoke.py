@@ -12,9 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from kitctl.core import pins as versions
 from kitctl.core.errors import KitError
-from kitctl.host.runtimes import ContainerSpec, Mount
+from kitctl.host.runtimes import ContainerSpec, DockerRuntime, Mount
 from kitctl.core import resources
 
 NATIVE = resources.share("native")
@@ -54,16 +53,13 @@ def spec(image: str, arch: str, np: int = 2, gpus: bool = False) -> ContainerSpe
         image=image,
         argv=["bash", "/opt/llmc-kit-native/smoke/check.sh", "--arch", arch, "--np", str(np)],
         mounts=[Mount(NATIVE, "/opt/llmc-kit-native", read_only=True)],
-        user="llmc", gpus="all" if gpus else None, shm_size="1g" if gpus else None,
-        ulimits=["memlock=-1"] if gpus else [],
+        user="llmc", gpus="all" if gpus else None, ranks=np,   # with GPUs: gpu_container_flags(np)
     )
 
 
 def run(image: str, arch: Optional[str] = None, np: int = 2, gpus: bool = False,
         on_line: Optional[Callable[[str], None]] = None, runtime=None) -> SmokeResult:
     """Run the checks; every output line goes to ``on_line`` and into the result."""
-    from kitctl.host.runtimes import DockerRuntime
-
     arch = arch or image_archs(image)
     if not arch:
         raise KitError(f"image {image} has no org.llmc-kit.archs label", "give the arch list: --arch 75,86",

@@ -1,4 +1,7 @@
-"""Observe commands: ``kitctl tensorboard``, ``kitctl status``, ``kitctl report`` (logic in logs/tbserve/status/report)."""
+"""Observe commands: ``kitctl tensorboard``, ``kitctl status``, ``kitctl report``.
+
+Thin: options in, the library (runs, tbsync, tensorboard, status, report) does the work, lines out.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,26 +9,32 @@ from typing import List, Optional
 
 import typer
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
+from kitctl.observe.report import write_report
+from kitctl.observe.runs import latest_run, resolve_run, resolve_runs
+from kitctl.observe.status import collect, render
+from kitctl.observe.tensorboard import DEFAULT_HOST, check_interval, check_port, run_tensorboard
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command()
 def tensorboard(
     runs: Optional[List[str]] = typer.Argument(None, help="run names under <data_root>/runs or run folders; default all"),
-    port: int = typer.Option(6006, "--port", "-p", help="TensorBoard's port"),
-    host: Optional[str] = typer.Option(None, "--host", help="bind only this address (default: all interfaces)"),
+    port: int = typer.Option(6006, "--port", "-p", help="TensorBoard's port (1-65535)"),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="address to listen on (default 127.0.0.1: this machine "
+                                                          "only; 0.0.0.0: every interface)"),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="keep converting new log lines"),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="serve TensorBoard (--no-serve only converts)"),
-    interval: float = typer.Option(5.0, "--interval", help="seconds between looks at the logs when following"),
+    interval: float = typer.Option(5.0, "--interval", help="seconds between looks at the logs when following (> 0)"),
 ) -> None:
     """llm.c's main.log (+ stdout.log) -> TensorBoard event files in <run>/tb/, then serve TensorBoard, live."""
-    from kitctl.observe.logs import resolve_runs
-    from kitctl.observe.tensorboard import run_tensorboard
-
+    check_port(port)                  # bad options before reading kit.yaml or any run
+    check_interval(interval)
     runs_dir = config().runs_dir
     run_dirs = resolve_runs(runs or [], runs_dir, allow_empty=follow, command="tensorboard")
     if not run_dirs:
-        console.print(f"no runs under {runs_dir} yet; waiting for one to appear")
+        console.print(f"no runs under {runs_dir} yet; waiting for one to appear", highlight=False, markup=False)
     run_tensorboard(run_dirs, None if runs else runs_dir, port=port, host=host, follow=follow, serve=serve,
                     interval=interval, say=lambda m: console.print(m, highlight=False, markup=False))
 
@@ -35,11 +44,8 @@ def status(
     run: Optional[str] = typer.Argument(None, help="run name or folder; default the most recently active run"),
 ) -> None:
     """One screen about a run: step/total, tok/s, ETA, losses, HellaSwag, GPUs, whether it is alive."""
-    from kitctl.observe.logs import latest_run, resolve_runs
-    from kitctl.observe.status import collect, render
-
     runs_dir = config().runs_dir
-    run_dir = resolve_runs([run], runs_dir, command="status")[0] if run else latest_run(runs_dir)
+    run_dir = resolve_run(run, runs_dir) if run else latest_run(runs_dir)
     console.print(render(collect(run_dir)))
 
 
@@ -52,11 +58,8 @@ def report(
     """Loss and HellaSwag curves of one or more runs vs the GPT-2 124M / GPT-3 124M references.
 
     A run is a name under <data_root>/runs, a run folder, or a main.log file (any file name)."""
-    from kitctl.observe.logs import resolve_runs
-    from kitctl.observe.report import write_report
-
     run_paths = resolve_runs(runs or [], config().runs_dir, files=True)
     plotted, skipped = write_report(run_paths, out, label)
     for p in skipped:
-        console.print(f"skipped {p.name}: no loss logged yet", highlight=False)
-    console.print(f"wrote {out} ({', '.join(r.name for r in plotted)})", highlight=False)
+        console.print(f"skipped {p.name}: no loss logged yet", highlight=False, markup=False)
+    console.print(f"wrote {out} ({', '.join(r.name for r in plotted)})", highlight=False, markup=False)

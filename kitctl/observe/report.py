@@ -21,9 +21,10 @@ import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import write_atomic
 from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
@@ -43,6 +44,15 @@ GPT3_124M_HELLASWAG = Reference(0.337, "OpenAI GPT-3 124M HellaSwag 33.7%",
                                 f"{VISLOG}, hella3_baseline['124M']; GPT-3 paper (Brown et al. 2020)")
 REFERENCES = (GPT2_124M_VAL_LOSS, GPT2_124M_HELLASWAG, GPT3_124M_HELLASWAG)
 
+# More columns of the runs table: (name, run folder -> text), added by areas observe does not import
+# (kitctl/cli.py adds `kitctl eval`'s results from kitctl.model.record.eval_summary)
+RUN_COLUMNS: list[tuple[str, Callable[[Path], str]]] = []
+
+
+def _plain(text: str) -> str:
+    """A run name as literal matplotlib text: a ``$`` would otherwise start mathtext (and a stray one fail)."""
+    return text.replace("$", r"\$")
+
 
 def _xy(series: dict[int, float]) -> tuple[list[int], list[float]]:
     steps = sorted(series)
@@ -50,7 +60,7 @@ def _xy(series: dict[int, float]) -> tuple[list[int], list[float]]:
 
 
 def figure(runs: list[RunLogs]):
-    import matplotlib
+    import matplotlib      # third party, imported on first use: ~0.25 s that other commands should not pay
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
@@ -61,7 +71,7 @@ def figure(runs: list[RunLogs]):
     low, tail_high = [], []
     for i, r in enumerate(runs):
         c = colours[i % len(colours)]
-        name = r.name
+        name = _plain(r.name)
         trl, tel = r.streams.get("loss/train"), r.streams.get("loss/val")
         if trl:
             noisy = len(trl) > 300      # long runs: a faint band under the val curve; short runs: a clear line
@@ -98,7 +108,7 @@ def figure(runs: list[RunLogs]):
         ax_hs.set_xlim(ax_loss.get_xlim())
         ax_hs.set_ylim(0.2, 0.4)
     ax_hs.legend(fontsize=8, loc="lower right")
-    fig.suptitle("llm.c GPT-2 (124M): " + ", ".join(r.name for r in runs), fontsize=11)
+    fig.suptitle("llm.c GPT-2 (124M): " + ", ".join(_plain(r.name) for r in runs), fontsize=11)
     return fig
 
 
@@ -108,30 +118,33 @@ def png_bytes(runs: list[RunLogs]) -> bytes:
     return buf.getvalue()
 
 
+def _last(r: RunLogs, tag: str, fmt: str) -> str:
+    v = r.last(tag)
+    return f"{fmt.format(v[1])} (step {v[0]})" if v else "-"
+
+
+def _best(r: RunLogs, tag: str, fmt: str, fn=min) -> str:
+    s = r.streams.get(tag)
+    if not s:
+        return "-"
+    k = fn(s, key=s.__getitem__)
+    return f"{fmt.format(s[k])} (step {k})"
+
+
 def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
     rows = []
     for r in runs:
-        def last(tag, fmt):
-            v = r.last(tag)
-            return f"{fmt.format(v[1])} (step {v[0]})" if v else "-"
-
-        def best(tag, fmt, fn):
-            s = r.streams.get(tag)
-            if not s:
-                return "-"
-            k = fn(s, key=lambda x: s[x])
-            return f"{fmt.format(s[k])} (step {k})"
-
         tok = r.streams.get("perf/tokens_per_sec") or {}
         rows.append({
             "run": r.name,
             "steps": f"{r.steps_done or 0}" + (f" / {r.total_steps}" if r.total_steps else ""),
-            "last train loss": last("loss/train", "{:.4f}"),
-            "last val loss": last("loss/val", "{:.4f}"),
-            "min val loss": best("loss/val", "{:.4f}", min),
-            "last HellaSwag": last("eval/hellaswag_acc", "{:.4f}"),
-            "best HellaSwag": best("eval/hellaswag_acc", "{:.4f}", max),
+            "last train loss": _last(r, "loss/train", "{:.4f}"),
+            "last val loss": _last(r, "loss/val", "{:.4f}"),
+            "min val loss": _best(r, "loss/val", "{:.4f}", min),
+            "last HellaSwag": _last(r, "eval/hellaswag_acc", "{:.4f}"),
+            "best HellaSwag": _best(r, "eval/hellaswag_acc", "{:.4f}", max),
             "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
+            **{name: column(r.run_dir) for name, column in RUN_COLUMNS},
         })
     return rows
 
@@ -158,18 +171,26 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 """
 
 
-def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = None,
-                 ) -> tuple[list[RunLogs], list[Path]]:
-    """Write the report; returns (the runs plotted, runs skipped because they logged no loss yet).
-
-    A run is a run folder or a main.log file; ``labels`` (one per run) replace the names in the legend."""
+def check_out(out: Path) -> str:
+    """The report's format from ``--out`` (png or html); a ConfigError for anything else or a folder."""
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
-        raise KitError(f"--out {out}: the report is written as .png or .html", "e.g. --out report.png", exit_code=2)
+        raise ConfigError(f"--out {out}: the report is written as .png or .html", "e.g. --out report.png")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder", f"name the file to write, e.g. --out {out / ('report' + suffix)}")
+    return "png" if suffix == ".png" else "html"
+
+
+def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = None,
+                 ) -> tuple[list[RunLogs], list[Path]]:
+    """Write the report atomically (a temp file renamed onto ``out``: never a partial report under its name);
+    returns (the runs plotted, runs skipped because they logged no loss yet).
+
+    A run is a run folder or a main.log file; ``labels`` (one per run) replace the names in the legend."""
+    fmt = check_out(out)
     labels = list(labels or [])
     if labels and len(labels) != len(runs_in):
-        raise KitError(f"{len(labels)} --label for {len(runs_in)} run(s)", "give one --label per run, in order",
-                       exit_code=2)
+        raise ConfigError(f"{len(labels)} --label for {len(runs_in)} run(s)", "give one --label per run, in order")
     read = [read_run(d, labels[i] if labels else "") for i, d in enumerate(runs_in)]
     has_loss = [bool(r.streams.get("loss/train") or r.streams.get("loss/val")) for r in read]
     if not any(has_loss):
@@ -177,16 +198,13 @@ def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = N
         raise KitError(f"nothing to plot: no loss logged yet in {where}",
                        "llm.c writes main.log from its first step (train with an output dir, `-o`); "
                        "check the run with `kitctl status`")
-    runs = [r for r, ok in zip(read, has_loss) if ok]
+    runs = [r for r, ok in zip(read, has_loss, strict=True) if ok]
     png = png_bytes(runs)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".png":
-            out.write_bytes(png)
-        else:
-            out.write_text(html_page(runs, png))
+        write_atomic(out, png if fmt == "png" else html_page(runs, png))
     except OSError as e:
         raise KitError(f"cannot write the report to {out}: {e.strerror or e}",
                        "pass --out with a path in a folder you can write, e.g. --out ./report.png",
                        exit_code=2) from None
-    return runs, [p for p, ok in zip(runs_in, has_loss) if not ok]
+    return runs, [p for p, ok in zip(runs_in, has_loss, strict=True) if not ok]

@@ -1,19 +1,25 @@
-"""``kitctl demo``: the README's first command (see kitctl/demo.py)."""
+"""``kitctl demo`` (the README's first command, kitctl/pipeline/demo.py) and ``kitctl reproduce``
+(kitctl/pipeline/reproduce.py): the journeys that use every area."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from kitctl.cli import app, config, console
+from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.errors import ConfigError
+from kitctl.core.validate import checked
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 
 @app.command()
 def demo(
-    data_root: Optional[Path] = typer.Option(None, help="demo data root (default <data_root>/demo)"),
-    steps: int = typer.Option(20, help="training steps, where this machine can train"),
+    data_root: Optional[Path] = typer.Option(None, callback=checked(validate.writable_folder), help="demo data root (default <data_root>/demo)"),
+    steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
     from kitctl.pipeline.demo import run_demo
@@ -34,3 +40,81 @@ def demo(
         raise typer.Exit(1)
     skipped = [r.name for r in results if r.status == "skipped"]
     console.print("all steps that this machine allows ran" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
+
+
+_HELP_RUNTIME = "docker (the kit's images) or native (host CUDA/MPI + the native build); default: kit.yaml's"
+
+
+@app.command(context_settings={"help_option_names": ["--help"]})
+def reproduce(
+    preset: str = typer.Argument("gpt2-124m", help="gpt2-124m (llm.c discussion #481) | gpt2-350m | gpt2-774m | "
+                                                   "gpt2-1558m"),
+    passthrough: Optional[List[str]] = typer.Argument(None, help="after `--` (with PRESET before it): extra "
+                                                                  "train_gpt2cu flags, e.g. `gpt2-124m -- -n 1000`"),
+    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="run folder <data_root>/runs/<name> (default: preset)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="a recipe (fineweb10B, fineweb10B-pretokenized, "
+                                          "tinyshakespeare, ...) or local parquet/jsonl/txt files; default: the "
+                                          "preset's"),
+    source: Optional[Path] = typer.Option(None, "--source", help="the dataset recipe's input as local files "
+                                          "(downloaded FineWeb parquet files; a folder of ready shards)"),
+    hellaswag_source: Optional[Path] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
+                                                    "(default: downloaded from the recipe's URL, GitHub)"),
+    stream: bool = typer.Option(False, "--stream", help="read FineWeb over HTTP; no HF cache on disk"),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
+    workers: Optional[int] = typer.Option(None, "--workers", callback=checked(validate.workers), help="tokenizer processes (default: all cores)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help=_HELP_RUNTIME),
+    gpus: str = typer.Option("all", "--gpus", help="all | N (the first N) | 0,2 (these indices)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default: the preset's; gpt2-124m: "
+                                                              "one epoch of the shards)"),
+    binary: Optional[Path] = typer.Option(None, "--binary", help="native: a built train_gpt2cu (skips the build)"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL for the build"),
+    cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native build: cudnn-frontend "
+                                                  "include dir"),
+    mpirun: str = typer.Option("/usr/bin/mpirun", "--mpirun", help="host mpirun (native runtime)"),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", help="plan for another box: nvidia-smi "
+                                             "--query-gpu=index,name,compute_cap,memory.total,driver_version "
+                                             "--format=csv,noheader > box.csv"),
+    cpus: Optional[int] = typer.Option(None, "--cpus", help="CPUs that tokenize (default: this machine's)"),
+    net_mbps: float = typer.Option(200.0, "--net-mbps", help="download speed to plan with, Mbit/s"),
+    price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="adds the cost: GPUs x hours x price"),
+    tune: Optional[bool] = typer.Option(None, "--tune/--no-tune", help="measure B x recompute first: default only "
+                                        "without a tune cache and when it costs <= 2% of the training forecast"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (stages, disk, download, time); run nothing"),
+    as_json: bool = typer.Option(False, "--json", help="with --dry-run: the plan as JSON"),
+) -> None:
+    """Reproduce GPT-2 end to end: preflight, build, data, HellaSwag, tune, train (-h 1), report. Resumable:
+    re-run the same command after Ctrl-C, a crash or a reboot. The plan (disk, download, time) comes first."""
+    import json
+    import sys
+
+    from kitctl.pipeline.inputs import ReproduceOptions
+    from kitctl.pipeline.reproduce import make_forecast, run_pipeline
+    from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
+
+    if preset.startswith("-"):
+        raise ConfigError(f"{preset!r} is not a preset: after `--` give the preset first",
+                          "write e.g. `kitctl reproduce gpt2-124m -- -n 1000`")
+    if as_json and not dry_run:
+        raise ConfigError("--json prints the plan only", "add --dry-run")
+    cfg = config()
+    opts = ReproduceOptions(
+        preset=preset, name=name, dataset=dataset, source=source.absolute() if source else None,
+        hellaswag_source=hellaswag_source.absolute() if hellaswag_source else None, stream=stream,
+        shard_size=shard_size, workers=workers, runtime=runtime or cfg.runtime, gpus=gpus, steps=steps,
+        binary=binary.absolute() if binary else None, llmc_src=llmc_src, cudnn_frontend=cudnn_frontend,
+        mpirun=mpirun, inventory=inventory, cpus=cpus, net_mbps=net_mbps, price_per_gpu_hour=price,
+        tune={None: "auto", True: "on", False: "off"}[tune], passthrough=tuple(passthrough or ()))
+    g, fc = make_forecast(cfg, opts)
+    if as_json:
+        sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")
+        return
+    console.print(plan_table(fc, f"kitctl reproduce {preset}: the plan ({g.run_dir})"))
+    for line in plan_lines(fc):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if dry_run:
+        return
+    argv = ["kitctl", "reproduce", *sys.argv[sys.argv.index("reproduce") + 1:]] if "reproduce" in sys.argv else []
+    state = run_pipeline(cfg, opts, console, argv, g, fc)
+    console.print(outcome_table(state))
+    console.print(f"report: {g.run_dir / 'report.html'}; `kitctl status {g.run_dir.name}` and "
+                  f"`kitctl tensorboard {g.run_dir.name}` show the run", highlight=False)

@@ -19,11 +19,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from kitctl.host import gpus
 from kitctl.images import native_build
-from kitctl.core import pins as versions
 from kitctl.core import resources
 
 REAL_LOG_DIR = resources.demo_run_dir()

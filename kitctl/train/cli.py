@@ -1,17 +1,32 @@
-"""`kitctl train` and `kitctl tune`: thin wrappers over kitctl.train.planner (plan), kitctl.train.runner and kitctl.train.tune."""
+"""`kitctl train` and `kitctl tune`: thin wrappers over kitctl.train.session (plan + run), kitctl.train.tune.
+
+Other launchers than this machine's mpirun (``--launcher slurm``) plug in from higher layers with
+:func:`add_launcher`: they bring their own options, which `kitctl train` then lists, and a function that takes
+the request. The train area never imports them.
+"""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kitctl.cli import app, config, console
-from kitctl.cluster.cli import SlurmCli, train_with_launcher
-from kitctl.train.planner import Plan, TrainRequest
+from kitctl.core.context import config, console
+from kitctl.core import validate
+from kitctl.core.validate import checked
+from kitctl.core.errors import ConfigError
+from kitctl.train.plan import Plan
+from kitctl.train.request import TrainRequest
+from kitctl.train.session import plan_for, run_training
+from kitctl.train.tune import run_tune, tune_first
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
 _RUNTIME = typer.Option(None, "--runtime", help="docker (the kit's image) or native (host mpirun + native build); "
                                                 "default: kit.yaml's runtime")
@@ -19,6 +34,21 @@ _GPUS = typer.Option("all", "--gpus", help="all | N (the first N) | 0,2 (these i
 _INV = typer.Option(None, "--inventory", help="plan for another machine: a file of nvidia-smi --query-gpu="
                                               "index,name,compute_cap,memory.total,driver_version --format=csv,noheader")
 _MPIRUN = typer.Option("/usr/bin/mpirun", "--mpirun", help="host mpirun (native runtime)")
+LOCAL = "local (this machine: mpirun)"
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """A way to run `kitctl train` elsewhere. ``run(cfg, req, *, inventory, mpirun, dry_run, show_plan, launcher,
+    **options)`` gets the request and every option in ``options`` (name -> (type, typer.Option))."""
+
+    name: str
+    summary: str
+    options: dict[str, tuple[Any, Any]]
+    run: Callable[..., None]
+
+
+LAUNCHERS: dict[str, Launcher] = {}
 
 
 def show_plan(plan: Plan) -> None:
@@ -36,60 +66,56 @@ def show_plan(plan: Plan) -> None:
             o.add_row("->" if opt.chosen else "", opt.label, ",".join(str(g.index) for g in opt.gpus),
                       opt.precision, f"{opt.est_tok_s:,.0f}" if opt.est_tok_s else "n/a")
         console.print(o)
-        console.print("estimates: published peak TFLOPS (kitctl/gpu_peaks.yaml) x an assumed utilization; "
-                      "run `kitctl tune` for measured numbers", style="dim")
+        console.print("estimates: each option's fastest config that fits, from measured tokens/s "
+                      "(kitctl/train/throughput.yaml) scaled by published peaks (gpu_peaks.yaml); "
+                      "`kitctl tune` measures", style="dim")
     for n in plan.notes:
         console.print(f"- {n}", highlight=False, markup=False)
 
 
-@app.command(context_settings={"help_option_names": ["--help"]})
 def train(
     passthrough: Optional[List[str]] = typer.Argument(None, help="after `--`: extra train_gpt2cu flags, "
                                                                   "appended to its argv (e.g. -- -lg 100)"),
     preset: str = typer.Option("gpt2-124m", "--preset", help="gpt2-124m | gpt2-350m | gpt2-774m | gpt2-1558m"),
     gpus: str = _GPUS,
-    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", "-b", help="per-GPU micro-batch B "
-                                                                                "(default: tune cache, else memory model)"),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", "-b", help="per-GPU micro-batch B (default: "
+                                              "tune cache, else the fastest that fits by the throughput table)"),
     recompute: Optional[int] = typer.Option(None, "--recompute", help="llm.c -r: 0 none, 1 GELU, 2 GELU+LN"),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 when every "
                                                                        "GPU is sm_80+, else the faster choice)"),
     steps: Optional[int] = typer.Option(None, "--steps", "-x", help="optimizer steps (default: the preset's; "
                                                                     "-1 = one epoch of the shards)"),
     total_batch: Optional[int] = typer.Option(None, "--total-batch", "-d", help="tokens per optimizer step"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name: <data_root>/runs/<name> (default: preset)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder (overrides --name)"),
+    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="run name: <data_root>/runs/<name> (default: preset)"),
+    out: Optional[Path] = typer.Option(None, "--out", callback=checked(validate.writable_folder), help="run folder (overrides --name)"),
     data: Optional[Path] = typer.Option(None, "--data", help="shard folder (default <data_root>/<preset's dataset>)"),
     runtime: Optional[str] = _RUNTIME,
-    binary: Optional[Path] = typer.Option(None, "--binary", help="native: train_gpt2cu to run "
+    binary: Optional[Path] = typer.Option(None, "--binary", callback=checked(validate.readable_file), help="native: train_gpt2cu to run "
                                                                  "(default <data_root>/native/bin/...)"),
     mpirun: str = _MPIRUN,
     inventory: Optional[Path] = _INV,
     fresh: bool = typer.Option(False, "--fresh", help="start over in a folder with checkpoints "
                                                       "(they move to archive-<time>/)"),
-    no_tune: bool = typer.Option(False, "--no-tune", help="ignore the tune cache; size B with the memory model"),
+    no_tune: bool = typer.Option(False, "--no-tune", help="ignore the tune cache and never tune first (GPUs "
+                                                          "without measurements); B from the throughput table"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the exact command; run nothing"),
-    # --launcher slurm (multi-node): options and logic live in kitctl/cli_cluster.py and kitctl/slurm*.py
-    launcher: str = SlurmCli.launcher, nodes: int = SlurmCli.nodes, gpus_per_node: Optional[int] = SlurmCli.gpus_per_node,
-    partition: Optional[str] = SlurmCli.partition, time: Optional[str] = SlurmCli.time,
-    account: Optional[str] = SlurmCli.account, container: str = SlurmCli.container,
-    image: Optional[str] = SlurmCli.image, sif: Optional[Path] = SlurmCli.sif,
-    shared_dir: Optional[Path] = SlurmCli.shared_dir, init: str = SlurmCli.init,
-    sbatch_opt: Optional[List[str]] = SlurmCli.sbatch_opt, submit: bool = SlurmCli.submit,
+    launcher: str = typer.Option("local", "--launcher", help=LOCAL),
+    **launcher_options: Any,
 ) -> None:
     """Train GPT-2 with llm.c's train_gpt2cu on this machine's GPUs (mpirun; docker or native), resumable;
     or on a Slurm cluster with --launcher slurm (docs/cluster.md)."""
-    from kitctl.train.runner import plan_for, run_training
-
     cfg = config()
     req = TrainRequest(preset=preset, gpus=gpus, micro_batch=micro_batch, recompute=recompute, precision=precision,
                        steps=steps, total_batch=total_batch, name=name, out=out, data=data,
                        runtime=runtime or cfg.runtime, binary=binary, fresh=fresh, no_tune=no_tune,
-                       passthrough=list(passthrough or []))
+                       tune_first=not no_tune, passthrough=tuple(passthrough or ()))
     if launcher != "local":
-        return train_with_launcher(cfg, req, inventory=inventory, mpirun=mpirun, dry_run=dry_run, show_plan=show_plan,
-                                   launcher=launcher, nodes=nodes, gpus_per_node=gpus_per_node, partition=partition,
-                                   time=time, account=account, container=container, image=image, sif=sif,
-                                   shared_dir=shared_dir, init=init, sbatch_opt=sbatch_opt, submit=submit)
+        other = LAUNCHERS.get(launcher)
+        if other is None:
+            raise ConfigError(f"--launcher {launcher!r} is not one of {', '.join(['local', *LAUNCHERS])}",
+                              f"pass --launcher {' or '.join(LAUNCHERS) or 'local'} or leave it out")
+        return other.run(cfg, dataclasses.replace(req, tune_first=False), inventory=inventory, mpirun=mpirun,
+                         dry_run=dry_run, show_plan=show_plan, launcher=launcher, **launcher_options)
     plan, facts, replan = plan_for(cfg, req, inventory, mpirun)
     show_plan(plan)
     if dry_run:
@@ -97,7 +123,37 @@ def train(
         sys.stdout.write(plan.command_line() + "\n")
         sys.stdout.flush()
         return
-    run_training(plan, facts, console, replan)
+    tuned = None
+    if plan.tune_first is not None:
+        tuned = tune_first(cfg, plan, console, inventory, mpirun)
+        plan, facts, replan = plan_for(cfg, dataclasses.replace(req, tune_first=False), inventory, mpirun)
+        console.print(f"planned from the measurement: micro-batch B {plan.micro_batch} -r {plan.recompute} "
+                      f"({plan.choice})", highlight=False)
+    run_training(plan, facts, console, replan, tuned=str(tuned.path) if tuned else None)
+
+
+_OWN = inspect.signature(train)
+
+
+def _signature() -> inspect.Signature:
+    """`train`'s own options, then every registered launcher's (what Typer reads to build the command)."""
+    own = [p for p in _OWN.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    summary = " or ".join([LOCAL, *(f"{n} ({lc.summary})" for n, lc in LAUNCHERS.items())])
+    own = [p.replace(default=typer.Option("local", "--launcher", help=summary)) if p.name == "launcher" else p
+           for p in own]
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
+             for lc in LAUNCHERS.values() for k, (ann, opt) in lc.options.items()]
+    return _OWN.replace(parameters=[*own, *extra])
+
+
+def add_launcher(launcher: Launcher) -> None:
+    """Register a launcher: `kitctl train --launcher NAME` with its options."""
+    LAUNCHERS[launcher.name] = launcher
+    train.__signature__ = _signature()   # type: ignore[attr-defined]
+
+
+train.__signature__ = _signature()   # type: ignore[attr-defined]
+app.command(context_settings={"help_option_names": ["--help"]})(train)
 
 
 @app.command(context_settings={"help_option_names": ["--help"]})
@@ -107,19 +163,17 @@ def tune(
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default as for train)"),
     data: Optional[Path] = typer.Option(None, "--data", help="shard folder (default as for train)"),
     runtime: Optional[str] = _RUNTIME,
-    binary: Optional[Path] = typer.Option(None, "--binary", help="native: train_gpt2cu to measure"),
+    binary: Optional[Path] = typer.Option(None, "--binary", callback=checked(validate.readable_file), help="native: train_gpt2cu to measure"),
     mpirun: str = _MPIRUN,
     inventory: Optional[Path] = _INV,
     steps: int = typer.Option(20, "--steps", help="optimizer steps per config"),
-    warmup: int = typer.Option(5, "--warmup", help="first steps left out of the timing"),
-    min_b: int = typer.Option(8, "--min-b", help="smallest B tried (smaller ones only if nothing bigger fits)"),
+    warmup: int = typer.Option(5, "--warmup", callback=checked(validate.non_negative_int), help="first steps left out of the timing"),
+    min_b: int = typer.Option(8, "--min-b", callback=checked(validate.positive_int), help="smallest B tried (smaller ones only if nothing bigger fits)"),
     full: bool = typer.Option(False, "--full", help="every allowed B >= --min-b x recompute 0/1/2, even those "
                                                     "the memory model rules out (a reference sweep)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the configs and the first command; run nothing"),
 ) -> None:
     """Measure tokens/s of micro-batch x recompute on these GPUs and cache the fastest for `kitctl train`."""
-    from kitctl.train.tune import run_tune
-
     cfg = config()
     req = TrainRequest(preset=preset, gpus=gpus, precision=precision, data=data, runtime=runtime or cfg.runtime,
                        binary=binary)

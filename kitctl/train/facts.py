@@ -1,7 +1,7 @@
 """What the training planner needs to know about this machine, read once: data shards, run folder, binaries.
 
 Each reader returns a small frozen record; ``kitctl.train.planner.build_plan`` takes them and stays pure (tests build
-these records by hand). Nothing here starts a process except nvidia-smi via ``kitctl.host.gpus``.
+these records by hand). Nothing here starts a process.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.train.record import PlanRecord, load_run_record
 
 SHARD_MAGIC = 20240520
 HEADER_BYTES = 256 * 4
@@ -132,7 +133,7 @@ class OutState:
     dir: Path
     done_steps: tuple[int, ...] = ()
     state_ranks: int = 0                  # state_<max>_<rank>.bin files of the newest checkpoint
-    run_plan: Optional[dict] = None       # run.json's "plan" (what the checkpoints were written with)
+    run_plan: Optional[PlanRecord] = None  # run.json's plan (what the checkpoints were written with)
     has_main_log: bool = False
     run_json_error: Optional[str] = None  # run.json exists but cannot be read (why)
 
@@ -149,18 +150,8 @@ def inspect_out(out_dir: Path) -> OutState:
     ranks = 0
     if done:
         ranks = sum(1 for n in names if (m := _STATE_RE.match(n)) and int(m[1]) == done[-1])
-    plan, error = None, None
-    rj = out_dir / "run.json"
-    if rj.exists():
-        try:
-            rec = json.loads(rj.read_text())
-            plan = rec.get("plan") if isinstance(rec, dict) else None
-            if not isinstance(rec, dict):
-                error = "not a JSON object"
-            elif plan is not None and not isinstance(plan, dict):
-                plan, error = None, f'its "plan" is a {type(plan).__name__}, not an object'
-        except (OSError, ValueError) as e:
-            error = f"unreadable: {e}"
+    rec, error = load_run_record(out_dir)
+    plan = rec.plan if rec is not None else None
     return OutState(out_dir, done, ranks, plan, (out_dir / "main.log").exists(), error)
 
 

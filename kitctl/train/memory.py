@@ -9,6 +9,7 @@ the model's shape the way llm.c sizes its buffers; ``overhead_GB`` (CUDA context
 ``memory_model.yaml``. On the H200 series the fit is within ~0.2 GB of every point. Predictions for a depth,
 sequence length or precision that no measured series has are labelled ``extrapolated``.
 
+The YAML is typed (``MemoryModelFile``, ``extra="forbid"``); ``kitctl tune`` prints new series in that shape.
 Pure: no GPU, no I/O except reading the YAML file.
 """
 from __future__ import annotations
@@ -16,12 +17,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Literal, Optional
 
-import yaml
+from pydantic import Field
 
-from kitctl.core.errors import KitError
 from kitctl.core import resources
+from kitctl.core.errors import KitError
+from kitctl.core.records import UserData, load_model, load_yaml
 
 MODEL_FILE = resources.package_dir() / "train" / "memory_model.yaml"
 GB = 1e9
@@ -97,6 +99,30 @@ def state_bytes(d: ModelDims, ranks: int, zero_stage: int, precision: str) -> in
     return N * x * 2 + (N * 4 * 3) // shard
 
 
+class SeriesData(UserData):
+    """One measured series as written in memory_model.yaml (and printed by ``kitctl tune``)."""
+
+    device: str
+    source: str = ""
+    precision: Literal["bf16", "fp32"] = "bf16"
+    cudnn: bool = True
+    descriptor: str
+    seq_len: int
+    ranks: int = 1
+    zero_stage: int = 0
+    recompute: int
+    command: str = ""
+    points: dict[int, float] = Field(default_factory=dict)       # {B: peak GB}
+    points_mib: dict[int, int] = Field(default_factory=dict)     # {B: peak MiB} (what nvidia-smi prints)
+
+
+class MemoryModelFile(UserData):
+    series: list[SeriesData] = Field(default_factory=list)
+    headroom_frac: float = 0.10
+    headroom_gb: float = 1.0
+    nccl_overhead_gb: float = 0.5
+
+
 @dataclass(frozen=True)
 class Series:
     device: str
@@ -109,6 +135,12 @@ class Series:
     recompute: int
     points: tuple[tuple[int, float], ...]   # (B, peak GB)
     command: str = ""
+
+    @classmethod
+    def of(cls, d: SeriesData) -> Series:
+        pts = sorted([(b, gb) for b, gb in d.points.items()] + [(b, mib * MIB / GB) for b, mib in d.points_mib.items()])
+        return cls(d.device, d.precision, d.cudnn, d.descriptor, d.seq_len, d.ranks, d.zero_stage, d.recompute,
+                   tuple(pts), d.command)
 
     def same_config(self, descriptor: str, T: int, recompute: int, precision: str) -> bool:
         return (self.descriptor, self.seq_len, self.recompute, self.precision) == (descriptor, T, recompute, precision)
@@ -134,26 +166,19 @@ class MemoryModel:
     series: tuple[Series, ...]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MemoryModel":
-        series = []
-        for s in data.get("series") or []:
-            pts = tuple(sorted([(int(b), float(gb)) for b, gb in (s.get("points") or {}).items()]
-                               + [(int(b), float(mib) * MIB / GB) for b, mib in (s.get("points_mib") or {}).items()]))
-            series.append(Series(str(s["device"]), str(s.get("precision", "bf16")), bool(s.get("cudnn", True)),
-                                 str(s["descriptor"]), int(s["seq_len"]), int(s.get("ranks", 1)),
-                                 int(s.get("zero_stage", 0)), int(s["recompute"]), pts, str(s.get("command", ""))))
-        overhead, k = fit(series, float(data.get("nccl_overhead_gb", 0.5)))
-        return cls(overhead, k, float(data.get("headroom_frac", 0.10)), float(data.get("headroom_gb", 1.0)),
-                   float(data.get("nccl_overhead_gb", 0.5)), tuple(series))
+    def of(cls, data: MemoryModelFile) -> MemoryModel:
+        series = [Series.of(d) for d in data.series]
+        overhead, k = fit(series, data.nccl_overhead_gb)
+        return cls(overhead, k, data.headroom_frac, data.headroom_gb, data.nccl_overhead_gb, tuple(series))
 
     @classmethod
-    def load(cls, path: Optional[Path] = None) -> "MemoryModel":
-        path = path or MODEL_FILE
-        try:
-            return cls.from_dict(yaml.safe_load(path.read_text()) or {})
-        except (OSError, yaml.YAMLError, KeyError, ValueError, TypeError) as e:
-            raise KitError(f"cannot read the memory model {path}: {e}",
-                           "fix the file; see its header for the format") from None
+    def from_dict(cls, data: Any, source: str = "memory model") -> MemoryModel:
+        """From parsed YAML/JSON (e.g. ``{"series": tune_record.memory_series}``); ConfigError naming bad keys."""
+        return cls.of(load_model(MemoryModelFile, data, source))
+
+    @classmethod
+    def load(cls, path: Optional[Path] = None) -> MemoryModel:
+        return cls.of(load_yaml(MemoryModelFile, path or MODEL_FILE, "memory model"))
 
     def predict(self, descriptor: str, B: int, T: int, recompute: int, precision: str, ranks: int,
                 zero_stage: int, cudnn: bool) -> Prediction:
@@ -196,7 +221,7 @@ def fit(series: list[Series], nccl_overhead_gb: float = 0.0) -> tuple[float, flo
     sxx = sum((x - mx) ** 2 for x in xs)
     if sxx == 0:
         return my - mx, 1.0
-    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     return my - k * mx, k
 
 

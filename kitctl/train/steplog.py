@@ -10,6 +10,7 @@ For throughput the kit uses total_batch / ms per step instead of the EMA, with w
 """
 from __future__ import annotations
 
+import argparse
 import re
 import statistics
 from dataclasses import dataclass
@@ -70,8 +71,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     """``python -m kitctl.train.steplog LOG [--total-batch D] [--warmup W]``: tokens/s of a train_gpt2cu log, the
     same way kitctl measures it (to compare a bare mpirun run with a kit-launched one). One launch per log:
     the first W step lines are warm-up."""
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m kitctl.train.steplog")
     ap.add_argument("log")
     ap.add_argument("--total-batch", type=int, default=524288)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kitctl.cluster import slurm
+from kitctl.cluster import slurm, slurm_checks, slurm_run
 from kitctl.core.config import Nccl
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.runtimes import Mount
@@ -219,7 +219,7 @@ def test_bad_inputs(shared, kw, msg):
 
 @pytest.mark.parametrize("t", ["30", "30:00", "12:00:00", "2-00", "2-12:00", "7-00:00:00", "infinite"])
 def test_time_formats(t):
-    assert slurm.check_time(t) == t
+    assert slurm_checks.check_time(t) == t
 
 
 def test_nccl_env_from_config():
@@ -229,26 +229,26 @@ def test_nccl_env_from_config():
 
 
 def test_batch_flags_defaults_and_last_wins():
-    assert slurm.batch_flags([BIN]) == (4, 1024, -1)
-    assert slurm.batch_flags([BIN, "-b", "8", "-b", "16", "-t", "512"]) == (16, 512, -1)
+    assert slurm_checks.batch_flags([BIN]) == (4, 1024, -1)
+    assert slurm_checks.batch_flags([BIN, "-b", "8", "-b", "16", "-t", "512"]) == (16, 512, -1)
 
 
 # ------------------------------------------------------------------------------------------ runtime
 def test_write_script_creates_the_run_folder(tmp_path):
-    p = slurm.write_script("#!/bin/bash\n", tmp_path / "runs" / "a")
+    p = slurm_run.write_script("#!/bin/bash\n", tmp_path / "runs" / "a")
     assert p == tmp_path / "runs" / "a" / "sbatch.sh" and p.stat().st_mode & 0o111
 
 
 def test_parse_job_id():
-    assert slurm.parse_job_id("12345\n") == "12345"
-    assert slurm.parse_job_id("678;cluster-a\n") == "678"
+    assert slurm_run.parse_job_id("12345\n") == "12345"
+    assert slurm_run.parse_job_id("678;cluster-a\n") == "678"
     with pytest.raises(KitError):
-        slurm.parse_job_id("sbatch: error: Batch job submission failed")
+        slurm_run.parse_job_id("sbatch: error: Batch job submission failed")
 
 
 def test_submit_without_sbatch(tmp_path):
     with pytest.raises(KitError) as e:
-        slurm.submit(tmp_path / "s.sh", sbatch="no-such-sbatch-here")
+        slurm_run.submit_script(tmp_path / "s.sh", sbatch="no-such-sbatch-here")
     assert "not a Slurm login node" in e.value.message
 
 
@@ -257,14 +257,14 @@ def test_submit_reports_sbatch_refusal(tmp_path):
     fake.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
     fake.chmod(0o755)
     with pytest.raises(KitError) as e:
-        slurm.submit(tmp_path / "s.sh", sbatch=str(fake))
+        slurm_run.submit_script(tmp_path / "s.sh", sbatch=str(fake))
     assert "invalid partition specified: gpu" in e.value.message
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 def test_script_refuses_to_run_outside_slurm(shared, tmp_path):
     s = render(shared, container="none", image=None, mounts=())
-    f = slurm.write_script(s.text, tmp_path / "run")
+    f = slurm_run.write_script(s.text, tmp_path / "run")
     r = subprocess.run(["bash", str(f)], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "not inside a Slurm job" in r.stderr

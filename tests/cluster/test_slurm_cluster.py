@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kitctl.cluster import slurm
+from kitctl.cluster import slurm, slurm_run
 from slurm_cluster import CPUS, GPUS, NODES, LocalSlurm, slurm_missing
 
 pytestmark = pytest.mark.slurm
@@ -94,8 +94,8 @@ def _records(run: Path) -> dict[int, dict]:
 
 
 def _submit_and_wait(cluster: LocalSlurm, script: str, run: Path, *sbatch_args: str) -> tuple[str, dict, str]:
-    path = slurm.write_script(script, run)
-    job = slurm.submit(path, extra_args=sbatch_args, env={"SLURM_CONF": str(cluster.conf)})
+    path = slurm_run.write_script(script, run)
+    job = slurm_run.submit_script(path, extra_args=sbatch_args, env={"SLURM_CONF": str(cluster.conf)})
     info = cluster.wait_job(job, timeout=120)
     out = run / f"slurm-{job}.out"
     log = out.read_text() if out.exists() else "(no job output)"
@@ -130,7 +130,7 @@ def test_fs_rendezvous_on_two_nodes(cluster, layout):
         argv, env = rec["argv"], rec["env"]
         assert argv[1:len(want_args) + 1] == want_args            # the plan's flags, in order, untouched
         tail = argv[len(want_args) + 1:]
-        assert dict(zip(tail[::2], tail[1::2])) == {
+        assert dict(zip(tail[::2], tail[1::2], strict=False)) == {
             "-pg": str(GPUS), "-pi": "fs", "-pf": sync_dir, "-pn": "4", "-pr": str(rank)}, tail
         assert env["SLURM_PROCID"] == str(rank)
         assert env["SLURMD_NODENAME"] == NODES[rank // GPUS]      # block: ranks 0,1 on n1; 2,3 on n2
@@ -152,7 +152,7 @@ def test_tcp_rendezvous_flags(cluster, layout):
     assert sorted(recs) == [0, 1, 2, 3], log
     for rank, rec in recs.items():
         tail = rec["argv"][len(plan_argv("x", data, run)):]
-        assert dict(zip(tail[::2], tail[1::2])) == {
+        assert dict(zip(tail[::2], tail[1::2], strict=False)) == {
             "-pg": str(GPUS), "-pi": "tcp", "-ps": "127.0.0.1", "-pn": "4", "-pr": str(rank)}, tail
 
 
@@ -218,7 +218,7 @@ def test_kitctl_train_launcher_slurm_submit(cluster, layout, monkeypatch):
     assert sorted(recs) == [0, 1, 2, 3], log
     for rank, rec in recs.items():
         argv = rec["argv"]
-        flags = dict(zip(argv[1::2], argv[2::2]))
+        flags = dict(zip(argv[1::2], argv[2::2], strict=False))
         assert flags["-t"] == "64" and flags["-d"] == "16384" and flags["-x"] == "10" and flags["-o"] == str(out_dir)
         assert 16384 % (int(flags["-b"]) * 64 * 4) == 0              # the divisibility rule over 4 ranks
         assert (flags["-pn"], flags["-pr"], flags["-pg"], flags["-pi"]) == ("4", str(rank), str(GPUS), "fs")
@@ -268,8 +268,8 @@ def test_apptainer_launch_line_runs_under_srun(cluster, layout, tmp_path):
                             shared_dir=shared, run_dir=run, container="apptainer", sif=sif,
                             mounts=[Mount(data, str(data), read_only=True), Mount(run, str(run))],
                             workdir=str(data), job_name="kit-apptainer", time="5")
-    path = slurm.write_script(s.text, run)
-    job = slurm.submit(path, env={"SLURM_CONF": str(cluster.conf), "PATH": f"{bindir}:{os.environ['PATH']}"})
+    path = slurm_run.write_script(s.text, run)
+    job = slurm_run.submit_script(path, env={"SLURM_CONF": str(cluster.conf), "PATH": f"{bindir}:{os.environ['PATH']}"})
     info = cluster.wait_job(job, timeout=120)
     out = run / f"slurm-{job}.out"
     assert info["JobState"] == "COMPLETED", f"{info}\n{out.read_text() if out.exists() else ''}\n{cluster.logs()}"
@@ -280,6 +280,6 @@ def test_apptainer_launch_line_runs_under_srun(cluster, layout, tmp_path):
     assert sorted(recs) == [0, 1, 2, 3]
     for rank, rec in recs.items():
         tail = rec["argv"][len(plan_argv("x", data, run)):]
-        assert dict(zip(tail[::2], tail[1::2])) == {
+        assert dict(zip(tail[::2], tail[1::2], strict=False)) == {
             "-pg": str(GPUS), "-pi": "fs", "-pf": f"{shared}/nccl-sync/{job}", "-pn": "4", "-pr": str(rank)}
         assert rec["nccl_id"] == f"id-{job}" and rec["cwd"] == str(data)

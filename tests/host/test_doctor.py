@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from kitctl.host import doctor
 from kitctl.core.config import KitConfig
@@ -93,3 +92,24 @@ def test_cli_doctor_on_this_machine_runs(tmp_path):
     r = _cli(tmp_path)
     assert r.returncode in (0, 1) and "Traceback" not in r.stderr
     assert "docker engine" in r.stdout and "shared memory" in r.stdout
+
+
+def test_doctor_says_the_container_flags_train_uses():
+    from kitctl.host.runtimes import gpu_container_argv
+
+    c = by_check(doctor.evaluate(doctor.Facts(gpus=parse_csv(MIXED), **GOOD_DOCKER), KitConfig(runtime="docker")))
+    detail = c["shared memory"].detail
+    assert " ".join(gpu_container_argv(2)) in detail                     # --shm-size 2g --ulimit memlock=-1 ...
+    assert "--ipc" not in detail and "16g" not in detail
+
+
+def test_driver_row_names_the_newest_cuda_image_the_driver_runs():
+    for driver, want in (("550.54.14", "12.4.1"), ("560.35.03", "12.6.3"), ("535.104.05", "12.2.2")):
+        gpus = parse_csv(f"0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, {driver}\n")
+        c = by_check(doctor.evaluate(doctor.Facts(gpus=gpus, **GOOD_DOCKER), KitConfig(arch=[86])))
+        assert c["driver"].status == "fail" and f'cuda: "{want}"' in c["driver"].meaning, c["driver"].meaning
+        w = by_check(doctor.evaluate(doctor.Facts(gpus=gpus, **GOOD_DOCKER), KitConfig(provider="wheels", arch=[86])))
+        assert "nvidia-cuda-nvcc-cu12" in w["driver"].meaning and "no nvcc" in w["driver"].meaning
+    gpus = parse_csv("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 580.65.06\n")
+    c = by_check(doctor.evaluate(doctor.Facts(gpus=gpus, **GOOD_DOCKER), KitConfig(provider="wheels", arch=[86])))
+    assert c["driver"].status == "ok"

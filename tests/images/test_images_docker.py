@@ -15,9 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from kitctl.images import render as images
+from kitctl.host.runtimes import gpu_container_flags
+from kitctl.host import compose
+from kitctl.images import build as builder
+from kitctl.images import context
+from kitctl.images import request
 from kitctl.images import smoke
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,12 +70,12 @@ def test_toolchain_layout(wheels_toolchain):
 
 def test_unchanged_inputs_rebuild_from_cache(wheels_toolchain, tmp_path):
     req, ctx, tag = wheels_toolchain
-    ctx2 = images.prepare_context(req, tmp_path / "ctx2")
+    ctx2 = context.prepare_context(req, tmp_path / "ctx2")
     assert ctx2.hashes == ctx.hashes
     lines: list[str] = []
-    tag2 = images.build(req, ctx2, on_line=lines.append)[0]
+    tag2 = builder.build(req, ctx2, on_line=lines.append)[0]
     assert tag2 == tag and image_id(tag2) == image_id(tag)
-    assert any("CACHED" in l for l in lines)
+    assert any("CACHED" in line for line in lines)
 
 
 def test_image_labels_record_pins(wheels_toolchain):
@@ -83,15 +86,15 @@ def test_image_labels_record_pins(wheels_toolchain):
     assert labels["org.llmc-kit.recipe-hash"] == ctx.hashes["toolchain"]
 
 
-def _env_file(tmp_path, cfg, data_root: Path) -> Path:
+def _env_file(tmp_path, cfg, data_root: Path, gpus: int = 0) -> Path:
     env = tmp_path / ".env"
-    images.write_env(cfg.model_copy(update={"data_root": data_root, "hf_home": None}), env)
+    compose.write_env(cfg.model_copy(update={"data_root": data_root, "hf_home": None}), env, gpus=gpus)
     return env
 
 
 def test_compose_config_resolves(tmp_path, test_kit_config):
-    env = _env_file(tmp_path, test_kit_config, tmp_path / "big")
-    r = sh("docker", "compose", "-f", str(REPO / "compose.yaml"), "--env-file", str(env), "config", "--format", "json")
+    env = _env_file(tmp_path, test_kit_config, tmp_path / "big", gpus=2)
+    r = sh(*compose.compose_base_argv(env), "config", "--format", "json")
     assert r.returncode == 0, r.stderr
     svc = json.loads(r.stdout)["services"]
     assert set(svc) == {"data", "train", "tensorboard"}
@@ -101,7 +104,12 @@ def test_compose_config_resolves(tmp_path, test_kit_config):
     assert vols["/data"] == str(tmp_path / "big") and vols["/data/hf"] == str(tmp_path / "big" / "hf")
     dev = svc["train"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert dev["driver"] == "nvidia" and dev["capabilities"] == ["gpu"] and str(dev["count"]) in ("all", "-1")
-    assert svc["train"]["ulimits"]["memlock"] == -1 and svc["train"]["shm_size"]
+    # the same NCCL flags `kitctl train` and `kitctl doctor` use (kitctl.host.runtimes.gpu_container_flags)
+    flags = gpu_container_flags(2)
+    want_ulimits = dict(u.split("=") for u in flags["ulimits"])
+    assert {k: str(v) for k, v in svc["train"]["ulimits"].items()} == want_ulimits
+    assert str(svc["train"]["shm_size"]) == str(2 * 1024**3) and flags["shm_size"] == "2g"
+    assert "ipc" not in svc["train"] and svc["tensorboard"]["ports"][0]["host_ip"] == "127.0.0.1"
     assert svc["tensorboard"]["ports"][0]["target"] == 6006
     assert svc["data"]["environment"]["HF_HOME"] == "/data/hf"
     # a data root given later (environment over .env) moves the HF cache with it: it never stays on the old disk
@@ -144,11 +152,11 @@ def test_data_image_is_one_venv_layer_without_test_packages(data_image, docker_b
 
 def test_runtime_image_from_llmc_checkout(llmc_src, test_kit_config, docker_base_image, build_ca, tmp_path):
     """Not in CI (no llm.c there): the runtime image with both binaries for sm_75 + sm_86."""
-    req = images.BuildRequest.from_config(test_kit_config, provider="wheels", target="runtime",
+    req = request.BuildRequest.from_config(test_kit_config, provider="wheels", target="runtime",
                                           base_image=docker_base_image, ca_cert=build_ca, archs=[75, 86],
                                           llmc_src=str(llmc_src), build_dir=tmp_path)
-    ctx = images.prepare_context(req)
-    tag = images.build(req, ctx, on_line=print)[0]
+    ctx = context.prepare_context(req)
+    tag = builder.build(req, ctx, on_line=print)[0]
     res = smoke.run(tag, None, np=2, gpus=False, on_line=print)   # archs from the image label
     text = "\n".join(res.lines)
     assert res.rc == 0, text
@@ -159,7 +167,7 @@ def test_runtime_image_from_llmc_checkout(llmc_src, test_kit_config, docker_base
 
 
 def test_compose_runtime_drives_the_same_file(tmp_path, data_image, test_kit_config):
-    from kitctl.host.runtimes import ComposeRuntime, compose_run_argv
+    from kitctl.host.compose import ComposeRuntime, compose_run_argv
 
     env = _env_file(tmp_path, test_kit_config, tmp_path / "big")
     argv = compose_run_argv("data", ["kitctl", "--version"], env, project="llmckittest")
@@ -167,7 +175,7 @@ def test_compose_runtime_drives_the_same_file(tmp_path, data_image, test_kit_con
     lines: list[str] = []
     rt = ComposeRuntime(env, project="llmckittest")
     assert rt.run("data", ["kitctl", "--version"], on_line=lines.append) == 0
-    assert any(l.startswith("kitctl ") for l in lines)
+    assert any(line.startswith("kitctl ") for line in lines)
     assert rt.run("data", ["bash", "-c", "exit 3"], on_line=lines.append) == 3
 
 

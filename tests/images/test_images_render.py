@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kitctl.images import render as images
+from kitctl.images import render as rendering
+from kitctl.images import request
 from kitctl.core.config import KitConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +27,8 @@ def hadolint() -> str:
 
 @pytest.mark.parametrize("provider,archs,cudnn", MATRIX, ids=lambda v: str(v))
 def test_render_matrix_lints_clean(tmp_path, hadolint, provider, archs, cudnn):
-    req = images.BuildRequest.from_config(KitConfig(), provider=provider, archs=archs, cudnn=cudnn)
-    text = images.render(req)
+    req = request.BuildRequest.from_config(KitConfig(), provider=provider, archs=archs, cudnn=cudnn)
+    text = rendering.render(req)
     f = tmp_path / "Dockerfile"
     f.write_text(text)
     r = subprocess.run([hadolint, "--no-color", "-c", str(REPO / "docker" / "hadolint.yaml"), str(f)],

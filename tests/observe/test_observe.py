@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitctl.observe import logs
+from kitctl.observe import logs, runs as runs_mod, tbsync
 from kitctl.core.errors import KitError
-from kitctl.observe.logs import TensorBoardSync, parse_main_log, parse_stdout
+from kitctl.observe.logs import parse_main_log, parse_stdout
+from kitctl.observe.tbsync import TensorBoardSync
 
 # llm.c f1e2ace, train_gpt2.cu: the step line of stdout (checked against the checkout below when present)
 STEP_FMT = ("step %4d/%d | loss %7.6f (%+.2fz)| norm %6.4f (%+.2fz)| lr %.2e | %.2f ms | %.1f%% bf16 MFU "
@@ -23,7 +24,7 @@ STEP_FMT = ("step %4d/%d | loss %7.6f (%+.2fz)| norm %6.4f (%+.2fz)| lr %.2e | %
 
 
 def train_line(step, loss, lr, norm):
-    return "s:%d trl:%.4f lr:%.6f norm:%.2f\n" % (step, loss, lr, norm)   # llmc/logger.h formats
+    return "s:%d trl:%.4f lr:%.6f norm:%.2f\n" % (step, loss, lr, norm)  # noqa: UP031 (llmc/logger.h's C formats)
 
 
 def step_line(step, total, loss, norm, lr, ms, tok):
@@ -40,11 +41,11 @@ def make_run(root: Path, name="r1", steps=range(0, 8), total=40, seed=0) -> tupl
     for s in steps:
         if s % 4 == 0:
             tel = round(float(3.3 + 7.7 * np.exp(-s / 25) + rng.uniform(0, 0.01)), 4)
-            ml.append("s:%d tel:%.4f\n" % (s, tel))
+            ml.append("s:%d tel:%.4f\n" % (s, tel))  # noqa: UP031
             exp.setdefault("loss/val", {})[s] = tel
             if s:
                 acc = round(float(0.25 + 0.04 * (1 - np.exp(-s / 60)) + rng.uniform(0, 0.004)), 4)
-                ml.append("s:%d eval:%.4f\n" % (s, acc))
+                ml.append("s:%d eval:%.4f\n" % (s, acc))  # noqa: UP031
                 exp.setdefault("eval/hellaswag_acc", {})[s] = acc
         trl, lr, norm = (round(float(3.3 + 7.7 * np.exp(-s / 25) + rng.uniform(0, .1)), 4), round(6e-4 * min(1, (s + 1) / 40), 6),
                          round(float(0.3 + 5 * np.exp(-s / 10) + rng.uniform(0, .2)), 2))
@@ -156,13 +157,13 @@ def test_convert_resume_torn_line_and_incremental(tmp_path):
     exp = merge(exp, exp2)
     with open(rd / "main.log", "a") as f:
         f.write("s:11 trl:4.9")                       # torn last line
-    r = logs.sync_runs([rd])[0]
+    r = tbsync.sync_runs([rd])[0]
     assert r.written == sum(len(v) for v in exp.values())
     assert_matches(read_events(rd / "tb"), exp)
     first_files = set((rd / "tb").glob("events.out.tfevents.*"))
 
     # nothing new: nothing written, no new event file
-    assert logs.sync_runs([rd])[0].written == 0
+    assert tbsync.sync_runs([rd])[0].written == 0
     assert set((rd / "tb").glob("events.out.tfevents.*")) == first_files
 
     # the torn line completes and new steps arrive: only those points are added
@@ -171,7 +172,7 @@ def test_convert_resume_torn_line_and_incremental(tmp_path):
     exp["loss/train"][11], exp["train/learning_rate"][11], exp["train/grad_norm"][11] = 4.9, 0.0003, 0.5
     _, exp3 = make_run(tmp_path, steps=range(12, 14), seed=2)
     exp = merge(exp, exp3)
-    r = logs.sync_runs([rd])[0]
+    r = tbsync.sync_runs([rd])[0]
     assert r.purged_from is None
     new_files = set((rd / "tb").glob("events.out.tfevents.*")) - first_files
     assert len(new_files) == 1
@@ -181,31 +182,31 @@ def test_convert_resume_torn_line_and_incremental(tmp_path):
 
 def test_resume_after_conversion_rewrites_from_the_resumed_step(tmp_path):
     rd, exp = make_run(tmp_path, steps=range(0, 12))
-    logs.sync_runs([rd])
+    tbsync.sync_runs([rd])
     _, exp2 = make_run(tmp_path, steps=range(8, 10), seed=5)    # resumed from step 8, two steps so far
-    r = logs.sync_runs([rd])[0]
+    r = tbsync.sync_runs([rd])[0]
     assert r.purged_from == 8
     exp = merge(exp, exp2)                 # steps 10, 11 keep their old values until re-logged (last wins)
     assert_matches(read_events(rd / "tb"), exp)
     _, exp3 = make_run(tmp_path, steps=range(10, 15), seed=6)
-    logs.sync_runs([rd])
+    tbsync.sync_runs([rd])
     assert_matches(read_events(rd / "tb"), merge(exp, exp3))
 
 
 def test_fresh_run_in_the_same_folder_replaces_the_old_curve(tmp_path):
     rd, _ = make_run(tmp_path, steps=range(0, 10))
-    logs.sync_runs([rd])
+    tbsync.sync_runs([rd])
     for f in ("main.log", "stdout.log"):            # llm.c without -y 1 truncates main.log
         (rd / f).write_text("")
     _, exp = make_run(tmp_path, steps=range(0, 5), seed=9)
-    r = logs.sync_runs([rd])[0]
+    r = tbsync.sync_runs([rd])[0]
     assert r.purged_from == 0
     assert_matches(read_events(rd / "tb"), exp)
 
 
 def test_killed_between_write_and_state_save_writes_nothing_twice(tmp_path, monkeypatch):
     rd, exp = make_run(tmp_path, steps=range(0, 5))
-    logs.sync_runs([rd])
+    tbsync.sync_runs([rd])
     _, exp2 = make_run(tmp_path, steps=range(5, 8), seed=3)
 
     def die(self):
@@ -217,7 +218,7 @@ def test_killed_between_write_and_state_save_writes_nothing_twice(tmp_path, monk
         s.sync()
     s.close()
     monkeypatch.undo()
-    logs.sync_runs([rd])
+    tbsync.sync_runs([rd])
     assert_matches(read_events(rd / "tb"), merge(exp, exp2))
 
 
@@ -234,7 +235,7 @@ def test_follow_converts_new_runs_and_lines(tmp_path):
             make_run(runs, "b", steps=range(0, 2))
         return n == 1
 
-    logs.follow(runs, [], interval=0, on_result=seen.append, should_stop=tick, on_new_run=added.extend)
+    tbsync.follow(runs, [], interval=0, on_result=seen.append, should_stop=tick, on_new_run=added.extend)
     assert sorted(p.name for p in added) == ["a", "b"]
     assert [(r.run_dir.name, r.written) for r in seen][:1] == [("a", sum(len(v) for v in exp_a.values()))]
     assert {r.run_dir.name for r in seen} == {"a", "b"}
@@ -245,30 +246,30 @@ def test_follow_converts_new_runs_and_lines(tmp_path):
 def test_missing_and_empty_logs(tmp_path):
     rd = tmp_path / "empty"
     rd.mkdir()
-    r = logs.sync_runs([rd])[0]
+    r = tbsync.sync_runs([rd])[0]
     assert r.written == 0
-    from kitctl.observe.tensorboard import describe_sync
+    from kitctl.observe.tbsync import describe_sync
 
     assert "no main.log yet" in describe_sync(r)
     (rd / "main.log").write_text("")
-    assert "empty" in describe_sync(logs.sync_runs([rd])[0])
+    assert "empty" in describe_sync(tbsync.sync_runs([rd])[0])
     (rd / "main.log").write_text("s:0 trl:11.0")     # one torn line
-    assert logs.sync_runs([rd])[0].written == 0
+    assert tbsync.sync_runs([rd])[0].written == 0
     assert read_events(rd / "tb") == {}
 
 
 def test_resolve_runs(tmp_path):
     runs = tmp_path / "runs"
     with pytest.raises(KitError, match="no runs under"):
-        logs.resolve_runs([], runs)
-    assert logs.resolve_runs([], runs, allow_empty=True) == []
+        runs_mod.resolve_runs([], runs)
+    assert runs_mod.resolve_runs([], runs, allow_empty=True) == []
     a, _ = make_run(runs, "a", steps=range(2))
     (runs / "not-a-run").mkdir()
-    assert logs.resolve_runs([], runs) == [a]
-    assert logs.resolve_runs(["a"], runs) == [a]
-    assert logs.resolve_runs([str(a / "main.log")], runs) == [a]
+    assert runs_mod.resolve_runs([], runs) == [a]
+    assert runs_mod.resolve_runs(["a"], runs) == [a]
+    assert runs_mod.resolve_runs([str(a / "main.log")], runs) == [a]
     with pytest.raises(KitError, match="'zzz' not found") as e:
-        logs.resolve_runs(["zzz"], runs)
+        runs_mod.resolve_runs(["zzz"], runs)
     assert "a" in e.value.hint
 
 
@@ -286,7 +287,8 @@ def test_status_running_finished_stopped(tmp_path):
     from kitctl.observe.status import collect, render
 
     rd, exp = make_run(tmp_path, steps=range(0, 30), total=40)
-    (rd / "run.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+    # run.json as kitctl writes it (kitctl.observe.run_meta.RunMeta reads it): the launch in "session"
+    (rd / "run.json").write_text(json.dumps({"session": {"pid": os.getpid(), "host": socket.gethostname()},
                                              "gpus": [{"name": "NVIDIA GeForce RTX 3090"}, {"name": "NVIDIA GeForce RTX 2080 Ti"}]}))
     (rd / "model_00000020.bin").write_bytes(b"")
     st = collect(rd)
@@ -309,12 +311,12 @@ def test_status_running_finished_stopped(tmp_path):
     assert f"{exp['loss/val'][28]:.4f} at step 28" in text
     assert "HellaSwag" in text and f"{100 * exp['eval/hellaswag_acc'][28]:.2f}%" in text
 
-    (rd / "run.json").write_text(json.dumps({"pid": dead_pid()}))
+    (rd / "run.json").write_text(json.dumps({"session": {"pid": dead_pid()}}))
     st = collect(rd, gpus_query=lambda: [GPU(0, "NVIDIA GeForce RTX 3090", 86, 24576, "570.86")])
     assert st.live.state == "stopped" and st.eta_s is None
     assert st.gpus == ["0: NVIDIA GeForce RTX 3090 (sm_86, 26 GB)"] and st.gpus_source == "this machine"
 
-    (rd / "run.json").write_text(json.dumps({"pid": 1, "exit_status": 3}))
+    (rd / "run.json").write_text(json.dumps({"session": {"pid": 1, "exit_status": 3}}))
     assert collect(rd, gpus_query=list).live.state == "failed"
     (rd / "run.json").write_text("{not json")
     st = collect(rd, gpus_query=list)
@@ -528,10 +530,10 @@ def test_follow_without_serving_stops_cleanly_on_sigterm(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kitctl", "tensorboard", "--no-serve", "--interval", "0.2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
-        wait_for(lambda: (rd / "tb" / logs.STATE_FILE).exists(), "the first conversion")
+        wait_for(lambda: (rd / "tb" / tbsync.STATE_FILE).exists(), "the first conversion")
         _, exp2 = make_run(tmp_path / "runs", "a", steps=range(5, 7), seed=2)
         exp = merge(exp, exp2)
-        wait_for(lambda: json.loads((rd / "tb" / logs.STATE_FILE).read_text())["max_step"].get("loss/train") == 6,
+        wait_for(lambda: json.loads((rd / "tb" / tbsync.STATE_FILE).read_text())["max_step"].get("loss/train") == 6,
                  "the new lines to be converted")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -615,7 +617,7 @@ def test_real_llmc_log_with_a_resume_converts_like_vislog(tmp_path):
     for line in lines:                            # as if followed live, a sync after every line
         with open(rd / "main.log", "a") as f:
             f.write(line)
-        purged.append(logs.sync_runs([rd])[0].purged_from)
+        purged.append(tbsync.sync_runs([rd])[0].purged_from)
     # the resumed run re-logged steps 40..46: each rewrites from its step
     assert [p for p in purged if p is not None] == list(range(40, 47))
     assert_matches(read_events(rd / "tb"), streams)
@@ -640,7 +642,7 @@ def test_real_llmc_stdout(tmp_path):
 
 def test_no_runs_hint_names_the_command(tmp_path):
     with pytest.raises(KitError) as e:
-        logs.resolve_runs([], tmp_path / "runs", command="tensorboard")
+        runs_mod.resolve_runs([], tmp_path / "runs", command="tensorboard")
     assert "`kitctl tensorboard path/to/log124M`" in e.value.hint and "kitctl report" not in e.value.hint
     r = kitctl("tensorboard", "--no-follow", "--no-serve", data_root=tmp_path)
     err = " ".join(r.stderr.split())

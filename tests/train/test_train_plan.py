@@ -9,14 +9,18 @@ import pytest
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import parse_csv
 from kitctl.train.memory import default_model
-from kitctl.train.planner import TrainRequest, Facts, build_plan, estimate_tok_s
+from kitctl.train.planner import TrainRequest, Facts, build_plan
 from kitctl.train.facts import DataInfo, HostFacts, OutState, Shard, inspect_data, inspect_out
-from kitctl.train.tune import cache_key
+from kitctl.train.record import PlanRecord
+from kitctl.train.throughput import ThroughputFile, ThroughputTable, load_table
+from kitctl.train.tune_cache import CachedTune, TuneRecord, TuneResult, cache_key
 
 GPU_3090 = "0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10"
 GPU_2080TI = "0, NVIDIA GeForce RTX 2080 Ti, 7.5, 11264 MiB, 570.86.10"
 GPU_1080TI = "0, NVIDIA GeForce GTX 1080 Ti, 6.1, 11264 MiB, 535.183.01"
 MIXED = "0, NVIDIA GeForce RTX 2080 Ti, 7.5, 11264 MiB, 570.86.10\n1, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10"
+H200X1 = "0, NVIDIA H200, 9.0, 143771 MiB, 580.159.04"
+GPU_4090 = "0, NVIDIA GeForce RTX 4090, 8.9, 24564 MiB, 570.86.10"
 H100X8 = "\n".join(f"{i}, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06" for i in range(8))
 H100X2 = "\n".join(f"{i}, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06" for i in range(2))
 FINEWEB = DataInfo(Path("/big/fineweb10B"), "fineweb",
@@ -39,19 +43,45 @@ def flag(plan, f):
 
 
 # -------------------------------------------------------------------------------------------- inventories
-def test_one_3090_bf16_b32_not_b64():
+def test_one_3090_bf16_fastest_that_fits_never_b64_r1():
     plan = build_plan(TrainRequest(), facts(GPU_3090))
     assert plan.precision == "bf16" and plan.ranks == 1
-    # measured on H200: B=64 -r 1 peaks at 25.8 GB > 24 GB 3090 (the user's OOM); B=32 at 14.4 GB fits
-    assert plan.micro_batch == 32 and plan.recompute == 1
-    assert plan.grad_accum == 524288 // (32 * 1024)
-    assert "memory model" in plan.choice and "B=64 would need" in plan.choice
-    for f, v in {"-e": "d12", "-b": "32", "-t": "1024", "-d": "524288", "-r": "1", "-z": "1", "-c": "0.1",
+    # the H200's measured shape, scaled: B=16 -r 0 is the fastest config, and it fits 24 GB (10.3 GB)
+    assert plan.micro_batch == 16 and plan.recompute == 0
+    assert plan.grad_accum == 524288 // (16 * 1024)
+    assert "throughput table: fastest config that fits" in plan.choice
+    for f, v in {"-e": "d12", "-b": "16", "-t": "1024", "-d": "524288", "-r": "0", "-z": "1", "-c": "0.1",
                  "-l": "0.0006", "-q": "0", "-u": "700", "-n": "5000", "-v": "250", "-s": "20000", "-h": "1",
                  "-y": "0"}.items():
         assert flag(plan, f) == v, f
     assert flag(plan, "-x") == str(FINEWEB.train_tokens // 524288)
     assert plan.memory.basis == "measured"
+    # each decision that differs from the preset says why: -r 0 (preset 1), B=16 (#481 ran 64)
+    assert any("recompute -r 0 instead of the preset's 1" in n and "B=16 -r 1" in n for n in plan.notes)
+    assert any("not the B=64 of llm.c discussion #481" in n for n in plan.notes)
+    assert dict(plan.describe())["recompute -r"].startswith("0  (preset: 1")
+
+
+def test_memory_still_bounds_the_fastest_pick_on_a_3090():
+    # a table where bigger is faster: the pick is the largest B that fits, never #481's B=64 -r 1
+    # (measured on H200: B=64 -r 1 peaks at 25.8 GB > 24 GB 3090, the user's OOM; B=32 -r 1 at 14.4 GB fits)
+    rising = ThroughputTable(ThroughputFile.model_validate({"multi_rank_efficiency": 0.98, "series": [{
+        "gpu": "H200", "compute_cap": 90, "device": "x", "source": "test", "precision": "bf16", "cudnn": True,
+        "descriptor": "d12", "seq_len": 1024, "total_batch": 524288, "ranks": 1,
+        "tok_s": {1: {8: 100, 16: 200, 32: 300, 64: 400}}}]}))
+    plan = build_plan(TrainRequest(recompute=1), facts(GPU_3090), table=rising)
+    assert (plan.micro_batch, plan.recompute) == (32, 1)
+    assert any("B=64 -r 1 would need" in n and "more than 25.8 GB" in n for n in plan.notes)
+
+
+def test_h200_without_tune_cache_picks_b16_r0_with_the_measured_estimate():
+    plan = build_plan(TrainRequest(), facts(H200X1))
+    assert (plan.micro_batch, plan.recompute) == (16, 0) and "throughput table" in plan.choice
+    # docs/validation.md section 1 (1x H200, cuDNN BF16 d12 T=1024): 537,764 tok/s, measured on this GPU model
+    assert plan.est_tok_s == pytest.approx(537764) and plan.batch.estimate.measured
+    assert plan.tune_first is None and not any("no throughput measurements" in n for n in plan.notes)
+    two = build_plan(TrainRequest(), facts(H200X1.replace("0,", "1,", 1) + "\n" + H200X1))
+    assert (two.micro_batch, two.recompute) == (16, 0) and two.est_tok_s == pytest.approx(1054905)
 
 
 def test_mixed_2080ti_3090_shows_both_options_and_picks_3090_bf16():
@@ -66,6 +96,15 @@ def test_mixed_2080ti_3090_shows_both_options_and_picks_3090_bf16():
     assert plan.precision == "bf16" and [g.index for g in plan.gpus] == [1]
     assert plan.binary.endswith("/train_gpt2cu")
     assert any("lock-step" in n for n in plan.notes) and labels
+    # the estimate comes from the table: the H200's B=16 -r 0 (537,764) x the 3090/H200 BF16 peak ratio
+    assert (plan.micro_batch, plan.recompute) == (16, 0)
+    assert plan.est_tok_s == pytest.approx(537764 * 71.0 / 989.4) == bf16.est_tok_s
+    assert "1x H200 B=16 -r 0" in plan.batch.estimate.basis and "peak" in plan.batch.estimate.basis
+    # the FP32 option: the H100 FP32 series scaled to the slower 2080 Ti (13.4 / 494.7 TF32), 2 ranks
+    assert fp32.est_tok_s == pytest.approx(149845 * 13.4 / 494.7 * 2 * 0.98, rel=0.05)
+    # these GPUs are not in the table: a library caller is told; `kitctl train` would tune first
+    assert plan.tune_first is None and any("no throughput measurements for NVIDIA GeForce RTX 3090" in n
+                                           for n in plan.notes)
 
 
 def test_mixed_forced_fp32_runs_both_with_fp32_binary_small_b():
@@ -92,7 +131,9 @@ def test_bf16_on_sm75_refused():
 
 def test_eight_h100():
     plan = build_plan(TrainRequest(), facts(H100X8))
-    assert plan.ranks == 8 and plan.micro_batch == 64 and plan.grad_accum == 1
+    # H100's own measurements (docs/validation.md section 4): B=16 -r 1 is its fastest, per rank x 8
+    assert plan.ranks == 8 and (plan.micro_batch, plan.recompute) == (16, 1) and plan.grad_accum == 4
+    assert plan.est_tok_s == pytest.approx(502071 * 8 * 0.98)
     assert plan.container.argv[:5] == ["mpirun", "-np", "8", "--bind-to", "none"]
     assert plan.container.gpus == list(range(8))
 
@@ -108,9 +149,23 @@ def test_one_11gb_card(inv):
 
 def test_estimates_are_lockstep():
     gpus = parse_csv(MIXED)
-    one = estimate_tok_s(gpus[:1], "fp32", "d12", 1024)
-    both = estimate_tok_s(gpus, "fp32", "d12", 1024)
-    assert both == pytest.approx(2 * one)      # the 3090 waits for the 2080 Ti
+    table = load_table()
+    one = table.estimate(gpus[:1], "fp32", "d12", 1024, 4, 1).tok_s
+    both = table.estimate(gpus, "fp32", "d12", 1024, 4, 1).tok_s
+    assert both == pytest.approx(2 * one * table.efficiency)      # the 3090 waits for the 2080 Ti
+
+
+def test_table_keeps_the_measured_shape_on_other_gpus():
+    """Scaling to another GPU is one factor for every config: the 3090 and 2080 Ti rank B x -r as measured."""
+    table = load_table()
+    configs = [(b, r) for b in (8, 16, 32, 64) for r in (0, 1)]
+
+    def order(inv, precision):
+        g = parse_csv(inv)
+        return sorted(configs, key=lambda c: -table.estimate(g, precision, "d12", 1024, *c).tok_s)
+    assert order(GPU_3090, "bf16") == order(H200X1, "bf16")
+    assert order(GPU_3090, "bf16")[0] == (16, 0)
+    assert order(GPU_2080TI, "fp32") == order(GPU_3090, "fp32")
 
 
 # ---------------------------------------------------------------------------------------------- batch rules
@@ -165,24 +220,27 @@ def test_hellaswag_off_below_b4():
 def test_tune_cache_picks_fastest_and_says_why():
     gpus = parse_csv(H100X2)
     key = cache_key(gpus, "bf16", "gpt2-124m", "sha256:img", 1024, 524288)
-    rec = {"key": key, "_path": "/big/tune/x.json", "results": [
-        {"micro_batch": 64, "recompute": 1, "status": "ok", "tok_s": 481000},
-        {"micro_batch": 32, "recompute": 1, "status": "ok", "tok_s": 472000},
-        {"micro_batch": 16, "recompute": 0, "status": "ok", "tok_s": 538000},
-        {"micro_batch": 64, "recompute": 0, "status": "oom"}]}
+    rec = CachedTune(Path("/big/tune/x.json"), TuneRecord(key=key, results=[
+        TuneResult(micro_batch=64, recompute=1, status="ok", tok_s=481000),
+        TuneResult(micro_batch=32, recompute=1, status="ok", tok_s=472000),
+        TuneResult(micro_batch=8, recompute=0, status="ok", tok_s=538000),
+        TuneResult(micro_batch=64, recompute=0, status="oom")]))
     f = facts(H100X2, runtime_ids={"bf16": "sha256:img"}, tune_records=(rec,))
     plan = build_plan(TrainRequest(), f)
-    assert (plan.micro_batch, plan.recompute) == (16, 0) and "tune cache" in plan.choice
+    assert (plan.micro_batch, plan.recompute) == (8, 0) and "tune cache" in plan.choice
+    assert plan.tune_file == "/big/tune/x.json"
     assert any("recompute -r 0 instead of the preset's 1" in n for n in plan.notes)
-    assert build_plan(TrainRequest(no_tune=True), f).micro_batch == 64       # memory model
+    no_tune = build_plan(TrainRequest(no_tune=True), f)
+    assert (no_tune.micro_batch, no_tune.recompute) == (16, 1) and "throughput table" in no_tune.choice
     assert build_plan(TrainRequest(recompute=1), f).micro_batch == 64        # user's -r 1 respected
     other = facts(H100X2, runtime_ids={"bf16": "sha256:other"}, tune_records=(rec,))
-    assert "memory model" in build_plan(TrainRequest(), other).choice        # other image: not used
+    assert "throughput table" in build_plan(TrainRequest(), other).choice    # other image: not used
 
 
 # -------------------------------------------------------------------------------------------------- resume
 def _done(plan_key: dict | None, steps=(5000,), ranks=2) -> OutState:
-    return OutState(Path("/big/runs/gpt2-124m"), tuple(steps), ranks, plan_key, True)
+    return OutState(Path("/big/runs/gpt2-124m"), tuple(steps), ranks,
+                    None if plan_key is None else PlanRecord(**plan_key), True)
 
 
 def test_resume_when_plan_matches():
@@ -192,9 +250,9 @@ def test_resume_when_plan_matches():
 
 
 def test_resume_keeps_checkpoint_b():
-    first = build_plan(TrainRequest(micro_batch=16), facts(H100X2))
+    first = build_plan(TrainRequest(micro_batch=32), facts(H100X2))
     plan = build_plan(TrainRequest(), facts(H100X2, out=_done(first.resume_key)))
-    assert plan.micro_batch == 16 and "kept from the checkpoint" in plan.choice
+    assert plan.micro_batch == 32 and "kept from the checkpoint" in plan.choice
 
 
 def test_resume_refused_on_other_gpu_count():
@@ -207,9 +265,10 @@ def test_resume_refused_on_other_gpu_count():
 
 def test_resume_refused_on_other_b_and_data():
     first = build_plan(TrainRequest(), facts(H100X2))
+    assert first.micro_batch == 16
     with pytest.raises(KitError) as e:
-        build_plan(TrainRequest(micro_batch=16), facts(H100X2, out=_done(first.resume_key)))
-    assert "micro_batch: checkpoint 64, this plan 16" in e.value.message and "--micro-batch 64" in e.value.hint
+        build_plan(TrainRequest(micro_batch=32), facts(H100X2, out=_done(first.resume_key)))
+    assert "micro_batch: checkpoint 16, this plan 32" in e.value.message and "--micro-batch 16" in e.value.hint
     other = dataclasses.replace(FINEWEB, train=FINEWEB.train[:-1])
     with pytest.raises(KitError) as e:
         build_plan(TrainRequest(), facts(H100X2, data=other, out=_done(first.resume_key)))
@@ -377,7 +436,7 @@ def test_resume_on_other_gpu_count_compares_ranks_before_shard_rule():
 
 def test_resume_keeps_run_steps_unless_given():
     first = build_plan(TrainRequest(steps=60), facts(H100X1, data=TINY))
-    out = _done(first.as_dict(), steps=(20,))
+    out = _done(first.record().model_dump(), steps=(20,))
     plan = build_plan(TrainRequest(), facts(H100X1, data=TINY, out=out))
     assert plan.resume and plan.steps == 60 and flag(plan, "-x") == "60"
     assert any("kept from" in n and "steps 60" in n for n in plan.notes)

@@ -3,9 +3,11 @@
 out-of-memory retry, Ctrl-C, tune + cache; the docker runner through a fake python-on-whales client."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -19,7 +21,9 @@ from kitctl.core.errors import KitError
 from kitctl.train.steplog import parse_step, throughput
 from kitctl.train.planner import TrainRequest
 from kitctl.train.facts import inspect_out
-from kitctl.train.runner import plan_for, run_training
+from kitctl.train.record import RuntimeRecord
+from kitctl.train.session import plan_for, run_training
+from kitctl.model.record import add_eval, read_evals
 
 FAKE = Path(__file__).resolve().parents[1] / "fake_train_gpt2cu.py"
 ONE = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
@@ -60,7 +64,7 @@ def _req(**kw) -> TrainRequest:
 
 
 def _plan(cfg, tmp, req, inv="one.csv", mpirun=NO_MPIRUN):
-    req.data = req.data or cfg.data_root / "tinyshakespeare"
+    req = dataclasses.replace(req, data=req.data or cfg.data_root / "tinyshakespeare")
     return plan_for(cfg, req, tmp / inv, mpirun)
 
 
@@ -83,33 +87,38 @@ def test_native_single_rank_run_then_resume(kit):
     con = _console()
     session = run_training(plan, facts, con, replan)
     out = cfg.data_root / "runs" / "t"
-    assert session["status"] == "ok" and session["last_step"] == 6
+    assert session.status == "ok" and session.last_step == 6
     log = (out / "stdout.log").read_text()
     assert log.count("step ") >= 6 and "| run hellaswag         | yes" in log   # cwd links worked
     assert "| tokenizer             | yes" in log
     assert (out / ".llmc-cwd" / "dev" / "data" / "hellaswag" / "hellaswag_val.bin").is_symlink()
     rj = json.loads((out / "run.json").read_text())
-    assert rj["plan"]["micro_batch"] == 8 and rj["plan"]["ranks"] == 1
+    assert rj["plan"]["micro_batch"] == 8 and rj["plan"]["ranks"] == 1 and rj["schema_version"] == 1
     assert rj["runtime"]["kind"] == "native" and len(rj["runtime"]["sha256"]) == 64
     assert rj["session"]["exit_status"] == 0 and rj["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert rj["session"]["pid"] == os.getpid() and rj["session"]["host"]
     assert rj["argv"] == plan.argv and rj["data"]["fingerprint"].startswith("shards:")
     assert inspect_out(out).done_steps == (5, 6)
     assert "done: step 6/6" in con.file.getvalue()
+
+    # an eval result recorded between sessions (kitctl eval) survives the next training session
+    add_eval(out, {"task": "hellaswag", "metrics": {"acc_norm": 0.25}, "step": 6})
 
     # a longer run in the same folder resumes from step 6 with the checkpoint's B (no --micro-batch given)
     plan2, facts2, replan2 = _plan(cfg, tmp, _req(steps=12, micro_batch=None))
     assert plan2.resume and plan2.resume_step == 6 and plan2.micro_batch == 8
     assert plan2.llmc_args[plan2.llmc_args.index("-y") + 1] == "1"
     s2 = run_training(plan2, facts2, _console(), replan2)
-    assert s2["first_step"] == 7 and s2["last_step"] == 12
+    assert s2.first_step == 7 and s2.last_step == 12
     rj = json.loads((out / "run.json").read_text())
     assert rj["session"]["resumed_from"] == 6 and rj["history"][-1]["last_step"] == 6
+    assert [e["task"] for e in read_evals(out)] == ["hellaswag"]
     assert (out / "main.log").read_text().count("trl:") == 12             # appended, not rewritten
 
     # the same run again: complete, nothing to do
     plan3, facts3, _ = _plan(cfg, tmp, _req(steps=12, micro_batch=None))
     assert plan3.complete
-    assert run_training(plan3, facts3, _console())["status"] == "complete"
+    assert run_training(plan3, facts3, _console()).last_step == 12
 
     # another B cannot resume: refused with what to do
     with pytest.raises(KitError) as e:
@@ -130,7 +139,7 @@ def test_oom_at_start_retries_with_half_b(kit, monkeypatch):
     plan, facts, replan = _plan(cfg, tmp, _req(steps=3))
     con = _console()
     session = run_training(plan, facts, con, replan)
-    assert session["status"] == "ok" and session["micro_batch"] == 4
+    assert session.status == "ok" and session.micro_batch == 4
     assert "retrying once with B=4" in con.file.getvalue()
     rj = json.loads((cfg.data_root / "runs" / "t" / "run.json").read_text())
     assert rj["plan"]["micro_batch"] == 4 and "halved from 8" in rj["plan"]["choice"]
@@ -194,7 +203,7 @@ def test_two_ranks_through_real_mpirun(kit, monkeypatch):
     assert plan.argv[:5] == [MPIRUN, "-np", "2", "--bind-to", "none"]
     session = run_training(plan, facts, _console(), replan)
     out = cfg.data_root / "runs" / "t"
-    assert session["status"] == "ok" and session["last_step"] == 6
+    assert session.status == "ok" and session.last_step == 6
     assert sorted(p.name for p in out.glob("state_00000006_*.bin")) == ["state_00000006_00000.bin",
                                                                          "state_00000006_00001.bin"]
     log = (out / "stdout.log").read_text()
@@ -223,12 +232,13 @@ def test_tune_measures_caches_and_planner_uses_it(kit, monkeypatch):
     monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
     req = TrainRequest(runtime="native", data=cfg.data_root / "tinyshakespeare")
     con = _console()
-    rec = run_tune(cfg, req, con, tmp / "one.csv", NO_MPIRUN, steps=8, warmup=3, min_b=8)
+    cached = run_tune(cfg, req, con, tmp / "one.csv", NO_MPIRUN, steps=8, warmup=3, min_b=8)
+    rec = json.loads(cached.path.read_text())          # the file, as the next kitctl reads it
     by = {(r["micro_batch"], r["recompute"]): r for r in rec["results"]}
     # val shard 40,000 tokens: B <= 32 on one rank; B=64 is never tried
     assert set(by) == {(32, 0), (32, 1), (16, 0), (16, 1), (8, 0), (8, 1)}
     assert by[(32, 1)]["status"] == "oom" and by[(16, 0)]["tok_s"] == pytest.approx(538000, rel=1e-3)
-    assert rec["best"]["micro_batch"] == 16 and rec["best"]["recompute"] == 0
+    assert rec["best"]["micro_batch"] == 16 and rec["best"]["recompute"] == 0 and rec["schema_version"] == 1
     assert by[(16, 0)]["peak_mib"] == 12345
     series = {s["recompute"]: s for s in rec["memory_series"]}
     assert series[0]["points_mib"] == {"8": 12345, "16": 12345}
@@ -241,7 +251,7 @@ def test_tune_measures_caches_and_planner_uses_it(kit, monkeypatch):
     assert (plan.micro_batch, plan.recompute) == (16, 0) and "tune cache" in plan.choice
     assert any("recompute -r 0 instead of the preset's 1" in n for n in plan.notes)
     plan, _, _ = _plan(cfg, tmp, TrainRequest(runtime="native", name="u", steps=10, no_tune=True))
-    assert "memory model" in plan.choice
+    assert "throughput table" in plan.choice
 
 
 def test_throughput_excludes_warmup():
@@ -266,7 +276,8 @@ class _FakeDocker:
 
 def test_docker_runner_without_engine(kit, monkeypatch):
     cfg, tmp = kit
-    monkeypatch.setattr("kitctl.train.runner.inspect_image", lambda ref: {"id": "sha256:abc", "labels": {"x": "y"}})
+    monkeypatch.setattr("kitctl.train.gather.inspect_image",
+                        lambda ref: RuntimeRecord(kind="docker", image=ref, id="sha256:abc", labels={"x": "y"}))
     req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=2, micro_batch=8)
     plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
     steps = [f"step {i:4d}/2 | loss 10.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | 100.00 ms | "
@@ -274,19 +285,21 @@ def test_docker_runner_without_engine(kit, monkeypatch):
     client = _FakeDocker(["| device | H100 |", *steps])
     session = run_training(plan, facts, _console(), replan, docker_client=client)
     kw = client.kwargs
-    assert session["status"] == "ok" and session["last_step"] == 2
+    assert session.status == "ok" and session.last_step == 2
     assert kw["gpus"] == "device=0" and kw["ulimit"] == ["memlock=-1", "stack=67108864"]
     assert kw["shm_size"] == "1g" and kw["user"] == f"{os.getuid()}:{os.getgid()}" and kw["workdir"] == "/workspace"
     assert kw["name"].startswith("kitctl-train-d-") and kw["image"] == "llmc-kit:latest"
     assert (str(cfg.data_root / "runs" / "d"), "/workspace/out", "rw") in kw["volumes"]
     assert kw["command"][:3] == ["mpirun", "-np", "1"]
     rj = json.loads((cfg.data_root / "runs" / "d" / "run.json").read_text())
-    assert rj["runtime"] == {"kind": "docker", "image": "llmc-kit:latest", "id": "sha256:abc", "labels": {"x": "y"}}
+    assert {k: v for k, v in rj["runtime"].items() if v is not None} == {
+        "kind": "docker", "image": "llmc-kit:latest", "id": "sha256:abc", "labels": {"x": "y"}}
 
 
 def test_throughput_warmup_is_per_launch():
-    mk = (lambda i, ms: parse_step(f"step {i:4d}/99 | loss 1.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
-                                   f"{ms:.2f} ms | 40.0% bf16 MFU | 1 tok/s"))
+    def mk(i, ms):
+        return parse_step(f"step {i:4d}/99 | loss 1.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
+                          f"{ms:.2f} ms | 40.0% bf16 MFU | 1 tok/s")
     resumed = [mk(41, 9000), mk(42, 500), mk(43, 500), mk(44, 500)]     # a resumed launch warms up again
     assert throughput(resumed, 1000, warmup=1) == pytest.approx(2000)
 
@@ -366,7 +379,7 @@ class _InterruptedDocker(_FakeDocker):
 
 def test_docker_ctrl_c_stops_the_named_container(kit, monkeypatch):
     cfg, tmp = kit
-    monkeypatch.setattr("kitctl.train.runner.inspect_image", lambda ref: {})
+    monkeypatch.setattr("kitctl.train.gather.inspect_image", lambda ref: RuntimeRecord(kind="docker", image=ref))
     req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=50, micro_batch=8)
     plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
     client = _InterruptedDocker(["step    1/50 | loss 10.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
@@ -393,7 +406,7 @@ class _NoGpuRuntimeDocker(_FakeDocker):
 
 def test_docker_without_nvidia_runtime_says_the_container_could_not_start(kit, monkeypatch):
     cfg, tmp = kit
-    monkeypatch.setattr("kitctl.train.runner.inspect_image", lambda ref: {})
+    monkeypatch.setattr("kitctl.train.gather.inspect_image", lambda ref: RuntimeRecord(kind="docker", image=ref))
     req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=2, micro_batch=8)
     plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
     with pytest.raises(KitError) as e:
@@ -403,3 +416,36 @@ def test_docker_without_nvidia_runtime_says_the_container_could_not_start(kit, m
     assert "kitctl doctor" in e.value.hint
     rj = json.loads((cfg.data_root / "runs" / "d" / "run.json").read_text())
     assert rj["session"]["status"] == "failed" and rj["session"]["exit_status"] == 125
+
+
+def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_best(kit):
+    """`kitctl train` on a GPU the throughput table has no row for (RTX 4090): the plan shows a bounded short
+    tune, the CLI runs it (cached), plans again from the measurement and trains that config."""
+    import subprocess
+
+    cfg, tmp = kit
+    (tmp / "4090.csv").write_text("0, NVIDIA GeForce RTX 4090, 8.9, 24564 MiB, 570.86.10\n")
+    # the table ranks B=16 -r 0 first; this "GPU" is fastest at B=8 -r 0: the measurement must win
+    env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "KIT_RUNTIME": "native", "COLUMNS": "250",
+           "FAKE_RATES": "16:0:500000,8:0:600000,16:1:450000,8:1:440000"}
+    base = [sys.executable, "-m", "kitctl", "train", "--inventory", str(tmp / "4090.csv"), "--mpirun", NO_MPIRUN,
+            "--data", str(cfg.data_root / "tinyshakespeare"), "--name", "tf", "--steps", "3000"]
+    r = subprocess.run([*base, "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "tune first" in r.stdout and "within 2% of the run's" in r.stdout
+    assert not (cfg.data_root / "tune").exists()                          # --dry-run only shows it
+    r = subprocess.run(base, capture_output=True, text=True, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = " ".join(r.stdout.split())
+    assert "tune first: " in out and re.search(r"B=8 -r 0: 600,00\d tok/s", out)
+    assert "planned from the measurement: micro-batch B 8 -r 0 (tune cache: fastest measured" in out
+    assert "done: step 3000/3000" in out
+    rec = json.loads(next((cfg.data_root / "tune").glob("*.json")).read_text())
+    m = re.search(r"tune first: (\d) configs x (\d+) steps", out)
+    assert rec["auto"] is True and rec["steps"] == int(m[2]) >= 8 and len(rec["results"]) == int(m[1]) >= 2
+    rj = json.loads((cfg.data_root / "runs" / "tf" / "run.json").read_text())
+    assert rj["plan"]["micro_batch"] == 8 and rj["plan"]["tune_file"] == rj["session"]["tuned"]
+    # --no-tune: no tune, and the table's pick
+    r = subprocess.run([*base, "--no-tune", "--name", "nt", "--dry-run"], capture_output=True, text=True, env=env,
+                       cwd=tmp)
+    assert r.returncode == 0 and "tune first" not in r.stdout and "throughput table" in r.stdout

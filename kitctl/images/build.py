@@ -1,0 +1,96 @@
+"""Tag and build a prepared context with BuildKit.
+
+* :func:`tags` -- ``<image>:<provider>-cu<ver>-sm75-sm86-<hash12>`` (+ ``<image>:latest``) for the runtime target,
+  ``<image>:data-<hash12>`` (+ ``<image>:data``) for the data stage, ``<image>:<target>-<provider>-cu<ver>-...``
+  for toolchain and build;
+* :func:`build_argv` -- the exact ``docker buildx build`` line; ``--dry-run`` prints it and :func:`build` runs
+  that same line through :mod:`kitctl.core.proc` (its own process group: Ctrl-C stops the build, progress is
+  streamed line by line, a failure shows the last lines).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from kitctl.core import pins, proc
+from kitctl.core.config import KitConfig
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.images.context import Context, prepare_context
+from kitctl.images.inputs import check_ca_bundle
+from kitctl.images.request import BuildRequest
+
+
+def tags(req: BuildRequest, ctx: Context, target: Optional[str] = None) -> list[str]:
+    """The tags a build of ``target`` gets: a content tag and, for runtime and data, the moving one."""
+    t = target or req.target
+    h = ctx.hashes[t]
+    if t == "runtime":
+        return [f"{req.image}:{req.provider}-cu{req.cuda_mm}-{req.sm_tag}-{h}", f"{req.image}:latest"]
+    if t == "data":
+        return [f"{req.image}:data-{h}", f"{req.image}:data"]
+    return [f"{req.image}:{t}-{req.provider}-cu{req.cuda_mm}-{req.sm_tag}-{h}"]
+
+
+def build_args(req: BuildRequest) -> dict[str, str]:
+    """The mirrors as build args (checked URLs; the rendered Dockerfile is the same on every network)."""
+    out = {}
+    if req.apt_mirror:
+        out["APT_MIRROR"] = req.apt_mirror
+    if req.pip_index:
+        out["PIP_INDEX_URL"] = req.pip_index
+    return out
+
+
+def secrets(req: BuildRequest) -> list[str]:
+    """The CA bundle as the BuildKit secret ``ca`` (checked again: it may have moved since the request)."""
+    if req.ca_cert is None:
+        return []
+    ca = check_ca_bundle(Path(req.ca_cert))
+    if ca is None or "," in str(ca):
+        raise ConfigError(f"--ca-cert {req.ca_cert}: a path with a comma cannot be a BuildKit secret source",
+                          "copy the bundle to a path without commas")
+    return [f"id=ca,src={ca}"]
+
+
+def build_argv(req: BuildRequest, ctx: Context, target: Optional[str] = None, cache: bool = True) -> list[str]:
+    """The exact ``docker buildx build`` line (what ``--dry-run`` prints and what :func:`build` runs)."""
+    t = target or req.target
+    a = ["docker", "buildx", "build", "--progress", "plain", "--load", "--target", t,
+         "--file", str(ctx.dockerfile)]
+    if not cache:
+        a.append("--no-cache")
+    for s in secrets(req):
+        a += ["--secret", s]
+    for k, v in sorted(build_args(req).items()):
+        a += ["--build-arg", f"{k}={v}"]
+    a += ["--label", f"org.llmc-kit.recipe-hash={ctx.hashes[t]}"]
+    for tag in tags(req, ctx, t):
+        a += ["--tag", tag]
+    return [*a, str(ctx.path)]
+
+
+def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
+          on_line: Optional[Callable[[str], None]] = None, cache: bool = True) -> list[str]:
+    """Build ``target`` (BuildKit), streaming its progress lines to ``on_line``; returns the tags.
+
+    ``cache=False`` is ``--no-cache`` (no layer cache; the apt/pip cache mounts still serve downloads).
+    Ctrl-C stops the build and re-raises KeyboardInterrupt."""
+    t = target or req.target
+    res = proc.stream(build_argv(req, ctx, t, cache=cache), on_line or print, tail_lines=25, grace_s=10)
+    if res.interrupted:
+        raise KeyboardInterrupt
+    if res.returncode != 0:
+        raise KitError(f"docker build of target {t} failed (exit {res.returncode}):\n" + "\n".join(res.tail),
+                       "read the last step above; behind a TLS proxy pass --ca-cert, behind a firewall set "
+                       "mirrors.* in kit.yaml (docs/images.md)")
+    return tags(req, ctx, t)
+
+
+def build_data_image(cfg: KitConfig, *, base_image: Optional[str] = None, ca_cert: Optional[Path] = None,
+                     build_dir: Optional[Path] = None, on_line: Optional[Callable[[str], None]] = None) -> str:
+    """Build the CPU-only data stage and return its moving tag (``<image>:data``). Used by tests too."""
+    req = BuildRequest.from_config(cfg, provider="wheels", target="data", base_image=base_image,
+                                   cuda=pins.load().providers.wheels.cuda,   # CPU-only: no CUDA
+                                   ca_cert=ca_cert, build_dir=build_dir, archs=[75])
+    ctx = prepare_context(req)
+    return build(req, ctx, on_line=on_line or (lambda _l: None))[-1]

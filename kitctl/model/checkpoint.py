@@ -1,0 +1,170 @@
+"""Read llm.c's model checkpoint ``model_%08d.bin`` with numpy (no PyTorch).
+
+The format, as llm.c at f1e2ace writes it (``train_gpt2.cu``: ``gpt2_write_to_checkpoint`` writes the header and
+then ``params_memory`` in one piece; ``fill_in_parameter_sizes`` gives the order and sizes):
+
+* a header of 256 little-endian int32: [0] magic 20240326, [1] version (3: fp32, 5: bf16), [2] max_seq_len T,
+  [3] vocab_size V (50257), [4] num_layers L, [5] num_heads, [6] channels C, [7] padded_vocab_size Vp (50304);
+* then the 16 parameter tensors back to back, in :data:`PARAM_ORDER`, each ``float32`` (version 3) or raw bf16
+  (version 5: the upper 16 bits of a float32, layernorms included). Matrices are (out, in), row-major.
+
+Nothing else follows: a file longer or shorter than the header says is refused, as is a wrong magic or version.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from kitctl.core.errors import KitError
+
+MAGIC = 20240326
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+VERSIONS = {3: "float32", 5: "bfloat16"}
+MODEL_RE = re.compile(r"^model_(\d{8})\.bin$")
+
+# llm.c's ParameterTensors, in file order: name -> shape as a function of (Vp, maxT, L, C)
+PARAM_ORDER = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+               "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
+
+
+@dataclass(frozen=True)
+class LlmcConfig:
+    """The model hyperparameters of a checkpoint header."""
+
+    max_seq_len: int
+    vocab_size: int
+    num_layers: int
+    num_heads: int
+    channels: int
+    padded_vocab_size: int
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        Vp, T, L, C = self.padded_vocab_size, self.max_seq_len, self.num_layers, self.channels
+        return {
+            "wte": (Vp, C), "wpe": (T, C),
+            "ln1w": (L, C), "ln1b": (L, C),
+            "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
+            "attprojw": (L, C, C), "attprojb": (L, C),
+            "ln2w": (L, C), "ln2b": (L, C),
+            "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
+            "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
+            "lnfw": (C,), "lnfb": (C,),
+        }
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(int(np.prod(s)) for s in self.shapes().values())
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An opened checkpoint: the header and each parameter as a read-only array view of the file.
+
+    ``params`` hold float32 (version 3) or uint16 raw bf16 bits (version 5), in llm.c's shapes (padded vocab
+    rows included)."""
+
+    path: Path
+    version: int
+    config: LlmcConfig
+    params: dict[str, np.ndarray]
+
+    @property
+    def dtype(self) -> str:
+        return VERSIONS[self.version]
+
+    @property
+    def step(self) -> Optional[int]:
+        m = MODEL_RE.match(self.path.name)
+        return int(m[1]) if m else None
+
+    def float32(self, name: str) -> np.ndarray:
+        """One parameter as float32 (bf16 widened exactly)."""
+        a = self.params[name]
+        return bf16_to_f32(a) if self.version == 5 else np.asarray(a, dtype=np.float32)
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """Raw bf16 (uint16 / int16) -> float32: bf16 is the top half of a float32, so this is exact."""
+    return (np.asarray(bits).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> raw bf16 bits (uint16), rounding to nearest even like PyTorch's ``.to(torch.bfloat16)``;
+    NaN stays NaN."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        rounded[nan] = ((u[nan] >> 16) | np.uint32(0x0040)).astype(np.uint16)
+    return rounded
+
+
+def _bad(path: Path, what: str, fix: str) -> KitError:
+    return KitError(f"{path} is not a usable llm.c model checkpoint: {what}", fix, exit_code=2)
+
+
+FIX_FILE = ("pass a model_NNNNNNNN.bin that train_gpt2cu wrote (in the run's output folder, -o), or a run folder; "
+            "list them with `ls <run>/model_*.bin`")
+
+
+def read_header(path: Path) -> tuple[int, LlmcConfig]:
+    """(version, config) of a checkpoint; KitError (exit 2) for a file that is not one."""
+    path = Path(path)
+    if path.is_dir():
+        raise KitError(f"{path} is a folder, not a checkpoint file", FIX_FILE, exit_code=2)
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEADER_BYTES)
+    except FileNotFoundError:
+        raise KitError(f"no checkpoint at {path}", FIX_FILE, exit_code=2) from None
+    except OSError as e:
+        raise KitError(f"cannot read {path}: {e.strerror or e}", "check the path and its permissions",
+                       exit_code=2) from None
+    if len(head) < HEADER_BYTES:
+        raise _bad(path, f"{len(head)} bytes, shorter than the {HEADER_BYTES}-byte header", FIX_FILE)
+    h = np.frombuffer(head, dtype="<i4")
+    if int(h[0]) != MAGIC:
+        hint = FIX_FILE
+        if int(h[0]) == 20240520:
+            hint = "that is a token shard (magic 20240520), not a model; " + FIX_FILE
+        elif int(h[0]) == 20240527:
+            hint = "that is an optimizer state file (state_*.bin); pass the model_*.bin beside it"
+        raise _bad(path, f"magic {int(h[0])}, expected {MAGIC}", hint)
+    version = int(h[1])
+    if version not in VERSIONS:
+        raise _bad(path, f"version {version}; this kit reads 3 (fp32) and 5 (bf16), what llm.c at f1e2ace writes",
+                   "re-write the checkpoint with train_gpt2cu (PRECISION=BF16 or FP32); fp16 checkpoints are not "
+                   "written by llm.c")
+    cfg = LlmcConfig(*(int(v) for v in h[2:8]))
+    if min(cfg.__dict__.values()) <= 0 or cfg.padded_vocab_size < cfg.vocab_size \
+            or cfg.channels % cfg.num_heads:
+        raise _bad(path, f"header values do not describe a GPT-2 ({cfg})", FIX_FILE)
+    return version, cfg
+
+
+def open_checkpoint(path: Path) -> Checkpoint:
+    """Open and check a checkpoint (header + exact size); parameters are memory-mapped, not read."""
+    path = Path(path)
+    version, cfg = read_header(path)
+    itemsize = 4 if version == 3 else 2
+    want = HEADER_BYTES + cfg.num_parameters * itemsize
+    size = path.stat().st_size
+    if size != want:
+        what = "truncated" if size < want else "longer than its header says"
+        raise _bad(path, f"{what}: {size:,} bytes, the header ({cfg.num_layers} layers, C={cfg.channels}, "
+                         f"Vp={cfg.padded_vocab_size}, T={cfg.max_seq_len}, {VERSIONS[version]}) needs {want:,}",
+                   "an interrupted copy or a checkpoint still being written? copy it again, or pick a step whose "
+                   "DONE_NNNNNNNN file exists (--step)")
+    dtype = np.dtype("<f4") if version == 3 else np.dtype("<u2")
+    flat = np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(cfg.num_parameters,))
+    params, off = {}, 0
+    for name, shape in cfg.shapes().items():
+        n = int(np.prod(shape))
+        params[name] = flat[off:off + n].reshape(shape)
+        off += n
+    return Checkpoint(path, version, cfg, params)

@@ -1,0 +1,143 @@
+"""Model commands: ``kitctl export-model``, ``kitctl sample``, ``kitctl eval`` (logic in export/sample/evaluate).
+
+The area modules are imported inside each command, as the other areas' cli modules do: ``kitctl --help`` and
+every other command start without loading numpy, safetensors or huggingface_hub.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kitctl.core.context import config, console, err_console
+
+app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+
+
+def _say(msg: str) -> None:
+    err_console.print(msg, highlight=False, markup=False)
+
+
+@app.command("export-model")
+def export_model(
+    target: str = typer.Argument(..., metavar="RUN_OR_FILE",
+                                 help="run name under <data_root>/runs, a run folder, or a model_NNNNNNNN.bin"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint step (default: the newest complete one)"),
+    fmt: str = typer.Option("hf", "--format", "-f", help="hf: a transformers GPT2LMHeadModel folder"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="export folder (default <run>/hf/model_NNNNNNNN)"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or bfloat16 (default: the checkpoint's)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing non-empty --out"),
+    push: Optional[str] = typer.Option(None, "--push", metavar="REPO", help="then upload it to this Hub repo "
+                                                                          "(user/name; HF_ENDPOINT honoured)"),
+    private: bool = typer.Option(False, "--private", help="--push: create the repo private"),
+) -> None:
+    """llm.c checkpoint -> HuggingFace transformers folder (model.safetensors, config.json, tokenizer), no PyTorch."""
+    from kitctl.core.errors import KitError
+    from kitctl.model import export, locate
+    from kitctl.model.checkpoint import open_checkpoint
+
+    if fmt != "hf":
+        raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
+    if push:
+        from kitctl.model.push import check_repo_id
+
+        check_repo_id(push)
+    cfg = config()
+    t = locate.resolve(target, cfg.runs_dir, step)
+    assert t.checkpoint is not None
+    ck = open_checkpoint(t.checkpoint)
+    if t.note:
+        _say(f"note: {t.note}")
+    dest = out if out is not None else export.default_out(t.checkpoint)
+    res = export.write_export(ck, dest, dtype=dtype, force=force, say=_say)
+    c = ck.config
+    console.print(f"exported {t.checkpoint} (step {ck.step}, {c.num_layers} layers, C={c.channels}, "
+                  f"T={c.max_seq_len}, {ck.dtype}) -> {res.out} ({res.bytes / 1e6:,.1f} MB, {res.record.dtype})",
+                  highlight=False, markup=False, soft_wrap=True)
+    console.print(f"load it: AutoModelForCausalLM.from_pretrained({str(res.out)!r})", highlight=False, markup=False,
+                  soft_wrap=True)
+    if push:
+        from kitctl.model.push import endpoint_for, push_folder  # huggingface_hub only when pushing
+
+        ep = endpoint_for(cfg.mirrors.hf_endpoint)
+        _say(f"uploading {res.out} to {ep}/{push}")
+        url = push_folder(res.out, push, endpoint=ep, private=private)
+        console.print(f"pushed: {url}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def sample(
+    target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
+    prompt: str = typer.Option("", "--prompt", "-p", help="text to continue (default: start from <|endoftext|>)"),
+    n: int = typer.Option(64, "-n", help="tokens to generate"),
+    top_k: int = typer.Option(40, "--top-k", help="sample from the k likeliest tokens"),
+    greedy: bool = typer.Option(False, "--greedy", help="always the likeliest token (same on every backend)"),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    seed: int = typer.Option(1337, "--seed"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint step (default: the newest complete one)"),
+    backend: str = typer.Option("auto", "--backend", help="auto (transformers if installed), transformers, numpy"),
+) -> None:
+    """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
+    from kitctl.model import export, locate
+    from kitctl.model.sample import sample as run_sample
+
+    cfg = config()
+    t = locate.resolve(target, cfg.runs_dir, step, allow_export=True)
+    if t.note:
+        _say(f"note: {t.note}")
+    folder = export.ensure_export(t, say=_say)
+    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cfg.data_root / "tiktoken")
+    s = run_sample(folder, prompt, n, cache_dir=cache, top_k=0 if greedy else top_k, temperature=temperature,
+                   seed=seed, backend=backend)
+    _say(f"[{s.backend}, {'greedy' if greedy else f'top-k {top_k}, seed {seed}'}, {len(s.tokens)} tokens, {folder}]")
+    console.print(s.prompt + s.text, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("eval")
+def eval_cmd(
+    target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
+    tasks: str = typer.Option("hellaswag", "--tasks", help="lm-eval task names, comma-separated"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint step (default: the newest complete one)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:0, cpu (default: lm-eval's choice)"),
+    batch_size: str = typer.Option("auto", "--batch-size", help="lm-eval batch size, or auto"),
+    limit: Optional[float] = typer.Option(None, "--limit", help="examples per task (a fraction if < 1): quick "
+                                                                "checks only, not a score to quote"),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="few-shot examples (default: the task's)"),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="folder of extra lm-eval task YAMLs"),
+    record: bool = typer.Option(True, "--record/--no-record", help="append the results to the run's run.json"),
+) -> None:
+    """Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit[eval]'); saved in run.json."""
+    from kitctl.model import evaluate, export, locate
+    from kitctl.model.record import add_eval, headline
+
+    evaluate.load_harness()               # exit 2 with the install line before any export work
+    names = evaluate.parse_tasks(tasks)
+    cfg = config()
+    t = locate.resolve(target, cfg.runs_dir, step, allow_export=True)
+    if t.note:
+        _say(f"note: {t.note}")
+    folder = export.ensure_export(t, say=_say)
+    checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
+    if t.export_dir is not None:          # an export given directly: its record names the checkpoint
+        rec = export.ExportRecord.read_optional(folder / export.RECORD)
+        if rec is not None:
+            checkpoint, st = Path(rec.source), rec.step
+            run_dir = checkpoint.parent if checkpoint.parent.is_dir() else None
+    _say(f"lm-eval {evaluate.harness_version()}: {', '.join(names)} on {folder}")
+    res = evaluate.run_harness(folder, names, device=device, batch_size=batch_size, limit=limit,
+                               num_fewshot=num_fewshot, include_path=include_path, hf_home=cfg.hf_cache,
+                               hf_endpoint=cfg.mirrors.hf_endpoint)
+    entries = evaluate.entries(res, step=st, checkpoint=checkpoint, export=folder, limit=limit)
+    for e in entries:
+        h = headline(e)
+        shown = f"{h[0]} {h[1]:.4f}" if h else "no metric"
+        console.print(f"{e['task']}: {shown}  ({', '.join(f'{k} {v:.4f}' for k, v in e['metrics'].items())})",
+                      highlight=False, markup=False, soft_wrap=True)
+    if record and run_dir is not None and entries:
+        for e in entries:
+            path = add_eval(run_dir, e)
+        console.print(f"recorded in {path}", highlight=False, markup=False)
+    elif record:
+        _say("not recorded: this export names no run folder")

@@ -1,0 +1,96 @@
+"""``kitctl sample``: text from an export, with transformers when it is installed, else the numpy forward.
+
+The prompt is tokenized with the kit's GPT-2 BPE (tiktoken, seeded from kitctl/assets/gpt2-bpe: no network);
+an empty prompt starts from <|endoftext|>, as llm.c's own sampler does. Greedy decoding gives the same tokens on
+both backends; top-k sampling is seeded (``--seed``) but each backend has its own random numbers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kitctl.core.errors import KitError
+from kitctl.data import tokenizer as gpt2_bpe
+from kitctl.model.forward import NumpyGPT2
+
+BACKENDS = ("auto", "transformers", "numpy")
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt: str
+    text: str                # the generated continuation only
+    tokens: list[int]
+    backend: str
+
+
+def have_transformers() -> bool:
+    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
+
+
+def pick_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise KitError(f"--backend {backend}: not one of {', '.join(BACKENDS)}", "use auto, transformers or numpy",
+                       exit_code=2)
+    if backend == "auto":
+        return "transformers" if have_transformers() else "numpy"
+    if backend == "transformers" and not have_transformers():
+        raise KitError("--backend transformers: torch and transformers are not installed",
+                       "pip install torch transformers (or use --backend numpy)", exit_code=2)
+    return backend
+
+
+def encoding(cache_dir: Path):
+    gpt2_bpe.setup_tiktoken(None, cache_dir)
+    return gpt2_bpe.get_encoding()
+
+
+def _transformers_generate(export: Path, prompt: list[int], n: int, top_k: int, temperature: float,
+                           seed: int) -> list[int]:
+    # torch/transformers are optional (the `eval`/test extras): imported only on this path
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()      # no "Loading weights" bar around the sample
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32)
+    model = model.to(device).eval()  # type: ignore[arg-type]   # transformers' stubs wrap .to oddly
+    ids = torch.tensor([prompt], device=device)
+    kw = dict(do_sample=True, top_k=top_k, temperature=temperature) if top_k > 0 else dict(do_sample=False)
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                             pad_token_id=gpt2_bpe.EOT, top_p=1.0, **kw)
+    return out[0, len(prompt):].tolist()
+
+
+def n_positions(export: Path) -> int:
+    try:
+        return int(json.loads((export / "config.json").read_text())["n_positions"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise KitError(f"{export}/config.json is not a GPT-2 config ({e})",
+                       "re-export the model with `kitctl export-model ... --force`", exit_code=2) from None
+
+
+def sample(export: Path, prompt: str, n: int, *, cache_dir: Path, top_k: int = 40, temperature: float = 1.0,
+           seed: int = 1337, backend: str = "auto") -> Sample:
+    if n < 1:
+        raise KitError(f"-n {n}: generate at least one token", "e.g. -n 64", exit_code=2)
+    if top_k < 0 or temperature <= 0:
+        raise KitError("--top-k must be >= 0 (0 = greedy) and --temperature > 0", "e.g. --top-k 40", exit_code=2)
+    backend = pick_backend(backend)
+    enc = encoding(cache_dir)
+    ids = enc.encode_ordinary(prompt) if prompt else [gpt2_bpe.EOT]
+    ctx = n_positions(export)
+    if len(ids) + n > ctx:
+        raise KitError(f"the prompt ({len(ids)} tokens) + -n {n} is more than the model's context of {ctx} tokens",
+                       f"shorten the prompt or pass -n {max(1, ctx - len(ids))} or less", exit_code=2)
+    if backend == "transformers":
+        toks = _transformers_generate(export, ids, n, top_k, temperature, seed)
+    else:
+        toks = NumpyGPT2.from_export(export).generate(ids, n, top_k=top_k, temperature=temperature, seed=seed)
+    return Sample(prompt, enc.decode(toks), toks, backend)

@@ -1,0 +1,125 @@
+"""Is a run's training alive? Decided from run.json's session, then the machine (pids, containers, /proc).
+
+In order: the session in run.json (interrupted, or an exit status: finished / failed; an end time: stopped); a
+``pid`` recorded for this host; a container name (recorded, or the ``--name`` of the recorded ``docker run``
+line; asked of ``docker inspect``); a ``train_gpt2cu`` process on this host whose ``-o`` is this folder (from
+/proc; finds native runs and llm.c started by hand); the final step's ``DONE_`` file; else "unknown", with how
+long ago the logs were last written (and, for a Slurm run, the job to ask ``squeue`` about).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core.progress import format_duration
+from kitctl.observe.logs import STDOUT_LOG
+from kitctl.observe.run_meta import RunMeta
+
+
+@dataclass
+class Liveness:
+    state: str          # running | finished | failed | stopped | unknown
+    detail: str
+
+
+def _pid_alive(pid: int) -> Optional[bool]:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return None
+    return True
+
+
+def _container_running(name: str) -> Optional[bool]:
+    if shutil.which("docker") is None:
+        return None
+    try:
+        r = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True,
+                           text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return False if "No such" in (r.stderr + r.stdout) else None
+    return r.stdout.strip() == "true"
+
+
+def find_llmc_process(run_dir: Path, proc: Path = Path("/proc")) -> Optional[int]:
+    """A train_gpt2cu process on this host writing to run_dir (its ``-o``), or None. Linux /proc only.
+
+    Finds native runs, including llm.c started by hand, that no run.json describes."""
+    try:
+        target = run_dir.resolve()
+        entries = list(proc.iterdir())
+    except OSError:
+        return None
+    for e in entries:
+        if not e.name.isdigit():
+            continue
+        try:
+            args = (e / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cwd = Path(os.readlink(e / "cwd"))
+        except OSError:
+            continue
+        if not any(Path(a).name.startswith("train_gpt2") for a in args[:3]):
+            continue
+        for i, a in enumerate(args[:-1]):
+            if a == "-o":
+                out = Path(args[i + 1])
+                try:
+                    if (cwd / out).resolve() == target:
+                        return int(e.name)
+                except OSError:
+                    pass
+    return None
+
+
+def liveness(meta: Optional[RunMeta], run_dir: Path, log_age_s: Optional[float], finished_by_files: bool,
+             proc: Path = Path("/proc")) -> Liveness:
+    age = f"; logs written {format_duration(log_age_s)} ago" if log_age_s is not None else ""
+    meta = meta or RunMeta()
+    session = meta.session
+    if session.status == "interrupted":
+        nxt = session.next_resume_step
+        return Liveness("stopped", "interrupted; " + (f"re-run `kitctl train` to resume from step {nxt}"
+                                                      if nxt is not None else "no checkpoint yet: the next run starts over"))
+    code = session.exit_status
+    if code is not None:
+        return (Liveness("finished", "exited with status 0") if code == 0
+                else Liveness("failed", f"exited with status {code}; see {run_dir / STDOUT_LOG}"))
+    if session.end is not None:
+        return Liveness("stopped", "run.json records an end time")
+    pid, host = session.pid, session.host
+    if pid is not None:
+        if host and host != socket.gethostname():
+            return Liveness("unknown", f"pid {pid} runs on host {host}, not this one{age}")
+        alive = _pid_alive(pid)
+        if alive:
+            return Liveness("running", f"pid {pid} is alive{age}")
+        if alive is False:
+            return Liveness("finished" if finished_by_files else "stopped",
+                            f"pid {pid} is gone{age}" + ("" if finished_by_files else
+                                                         "; `kitctl train` resumes from the last checkpoint"))
+    container = meta.container_name
+    if container:
+        running = _container_running(container)
+        if running:
+            return Liveness("running", f"container {container} is running{age}")
+        if running is False:
+            return Liveness("finished" if finished_by_files else "stopped", f"container {container} is not running{age}")
+    found = find_llmc_process(run_dir, proc)
+    if found is not None:
+        return Liveness("running", f"train_gpt2cu pid {found} writes here{age}")
+    if finished_by_files:
+        return Liveness("finished", f"the final step's DONE file is there{age}")
+    if session.launcher == "slurm" and session.job_id:
+        return Liveness("unknown", f"Slurm job {session.job_id}: ask `squeue -j {session.job_id}`{age}")
+    return Liveness("unknown", f"no live train_gpt2cu found for this folder on this host{age}")

@@ -1,0 +1,304 @@
+"""A run's logs -> TensorBoard event files in ``<run>/tb/``, incrementally (``kitctl tensorboard``).
+
+Event files are written with the ``tensorboard`` package's own record writer and protos (no TensorFlow).
+``tb/kitctl-state.json`` (a :class:`SyncState` record, written atomically) records how many bytes of each source
+were already converted, the largest step written per tag and the size of the event file written last. A re-run
+converts only the new lines. When new lines re-log a step that was already written (llm.c resumed from an older
+checkpoint), we append a ``SessionLog.START`` event at the first such step and rewrite every tag from that step
+on with the log's last-wins values. That is TensorBoard's own restart protocol: its reader drops the points at
+and after a ``START`` step (``EventAccumulator`` purge), and its Rust data server drops a series' points at and
+after any step that goes backwards (reservoir preemption), so both show exactly the log's last-wins curve,
+without duplicates. If a source shrank or its first bytes changed (a fresh run in the same folder), everything
+is rewritten from step 0 the same way. If we were killed between writing events and saving the state, the event
+file is cut back to the size the state recorded, so nothing is ever written twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from pydantic import BaseModel, Field, field_validator
+
+from kitctl.core.errors import KitError
+from kitctl.core.records import Record
+from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, complete_part, parse_main_log,
+                                 parse_stdout, read_bytes)
+from kitctl.observe.runs import list_runs
+
+TB_DIR = "tb"
+STATE_FILE = "kitctl-state.json"
+EVENT_FILE_RE = re.compile(r"^events\.out\.tfevents\.[A-Za-z0-9._-]+$")
+
+
+class SourceState(BaseModel):
+    """How much of one log (main.log / stdout.log) was converted, and a hash of its first bytes."""
+
+    offset: int = Field(ge=0)
+    head_n: int = Field(ge=0)
+    head: str
+
+
+class SyncState(Record):
+    """``<run>/tb/kitctl-state.json``: what the event files of a run already hold."""
+
+    KIND = "TensorBoard sync state"
+    sources: dict[str, SourceState] = Field(default_factory=dict)
+    max_step: dict[str, int] = Field(default_factory=dict)      # per tag: the largest step written
+    described: list[str] = Field(default_factory=list)          # tags whose metadata (description) is written
+    event_file: Optional[str] = None                             # the event file written last (in tb/)
+    event_size: int = Field(default=0, ge=0)                             # its size once its last points were written
+    file_time: int = Field(default=0, ge=0)                              # second and sequence of that file's name
+    file_seq: int = Field(default=0, ge=0)
+
+    @field_validator("event_file")
+    @classmethod
+    def _plain_event_file(cls, v: Optional[str]) -> Optional[str]:
+        # the state names a file that a restart truncates: never anything but an event file inside tb/
+        if v is not None and not EVENT_FILE_RE.match(v):
+            raise ValueError(f"{v!r} is not an event file name")
+        return v
+
+
+
+@dataclass
+class SyncResult:
+    run_dir: Path
+    written: int = 0            # scalar points written this time
+    purged_from: Optional[int] = None   # step from which points were rewritten (resume / fresh run)
+    tags: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def _head_hash(data: bytes, n: int) -> str:
+    return hashlib.sha256(data[:n]).hexdigest()
+
+
+class TensorBoardSync:
+    """Keeps ``<run>/tb/`` in step with a run's logs. One instance per run; ``sync()`` as often as you like.
+
+    One event file per instance (a new one only when something is written); ``close()`` when done.
+    """
+
+    SOURCES = (MAIN_LOG, STDOUT_LOG)
+
+    def __init__(self, run_dir: Path, tb_dir: Optional[Path] = None):
+        self.run_dir = Path(run_dir)
+        self.tb_dir = Path(tb_dir) if tb_dir else self.run_dir / TB_DIR
+        self.state_path = self.tb_dir / STATE_FILE
+        self._writer = None
+        self.state = self._load_state()
+
+    # state -----------------------------------------------------------
+    def _load_state(self) -> SyncState:
+        fix = f"delete {self.tb_dir} to convert the run again from scratch"
+        if not self.state_path.exists() and not self.state_path.is_symlink():
+            return SyncState()
+        try:
+            st = SyncState.read(self.state_path, hint=fix)
+        except KitError as e:          # a damaged state file is bad input, not a failed step
+            raise KitError(e.message, e.hint, exit_code=2) from None
+        # cut a half-recorded event file back to what the state says was written
+        if st.event_file:
+            p = self.tb_dir / st.event_file
+            try:
+                if p.is_file() and p.stat().st_size > st.event_size:
+                    with open(p, "r+b") as f:
+                        f.truncate(st.event_size)
+            except OSError as e:
+                raise KitError(f"cannot repair {p}: {e.strerror or e}", fix, exit_code=2) from None
+        return st
+
+    def _make_tb_dir(self) -> None:
+        try:
+            self.tb_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise KitError(f"{self.tb_dir} is a file; the TensorBoard events go into a folder of that name",
+                           f"move {self.tb_dir} away and run again", exit_code=2) from None
+        except OSError as e:
+            raise KitError(f"cannot create {self.tb_dir}: {e.strerror or e}",
+                           f"the run folder must be writable to convert its logs (ls -ld {self.run_dir})",
+                           exit_code=2) from None
+
+    def _save_state(self) -> None:
+        self._make_tb_dir()
+        try:
+            self.state.write(self.state_path)
+        except OSError as e:
+            raise KitError(f"cannot write {self.state_path}: {e.strerror or e}",
+                           "free some space or make the run folder writable, then run again", exit_code=2) from None
+
+    # writing -----------------------------------------------------------
+    def _events(self):
+        """The open event file of this instance, created on first use.
+
+        TensorBoard reads a folder's event files in name order, and the restart marker only works if files are
+        read in the order they were written. TensorBoard's own ``EventFileWriter`` names files by the second
+        plus a per-process counter that does not sort past 9 (``...1``, ``...10``, ``...2``), so two files made
+        within one second can be read out of order. We name them ourselves, ``events.out.tfevents.<second>.
+        <sequence, 6 digits>.<host>.kitctl`` with a never-decreasing second, and write the records with
+        TensorBoard's ``RecordWriter`` (the TFRecord framing its writer uses)."""
+        if self._writer is None:
+            # tensorboard (third party) is imported on first use: ~0.15 s every other kitctl command should not pay
+            from tensorboard.compat.proto import event_pb2
+            from tensorboard.summary.writer.record_writer import RecordWriter
+
+            self._make_tb_dir()
+            t = max(int(time.time()), self.state.file_time)
+            seq = self.state.file_seq + 1
+            name = f"events.out.tfevents.{t:010d}.{seq:06d}.{socket.gethostname()}.kitctl"
+            self._path = self.tb_dir / name
+            # open for the life of this instance (follow keeps it between polls); close() closes it
+            self._writer = RecordWriter(open(self._path, "ab"))  # noqa: SIM115
+            self._writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+            self._writer.flush()
+            # record the new file (holding only its header) before any point goes in, so that a kill while
+            # writing is cut back on the next start
+            self.state.file_time, self.state.file_seq, self.state.event_file = t, seq, name
+            self.state.event_size = self._path.stat().st_size
+            self._save_state()
+        return self._writer
+
+    def _write(self, events) -> None:
+        w = self._events()
+        for ev in events:
+            w.write(ev.SerializeToString())
+        w.flush()
+        self.state.event_size = self._path.stat().st_size
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # the sync -----------------------------------------------------------
+    def _read_source(self, name: str) -> tuple[bytes, bytes, bool]:
+        """(all complete bytes, the new complete bytes, rewritten?) of one source."""
+        data = complete_part(read_bytes(self.run_dir / name))
+        src = self.state.sources.get(name)
+        if not src:
+            return data, data, False
+        if len(data) < src.offset or _head_hash(data, src.head_n) != src.head:
+            return data, data, True
+        return data, data[src.offset:], False
+
+    def sync(self) -> SyncResult:
+        from tensorboard.compat.proto import event_pb2, summary_pb2      # on first use, as above
+        from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+        res = SyncResult(self.run_dir)
+        full: Streams = {}
+        new: Streams = {}
+        rewritten = False
+        datas = {}
+        for name in self.SOURCES:
+            data, fresh, rw = self._read_source(name)
+            datas[name] = data
+            rewritten |= rw
+            parse = (lambda b: parse_main_log(b)[0]) if name == MAIN_LOG else (lambda b: parse_stdout(b).streams)
+            whole = parse(data)
+            full.update(whole)
+            new.update(whole if fresh is data else parse(fresh))
+        max_step = self.state.max_step
+        purge_from: Optional[int] = None
+        if rewritten and max_step:
+            purge_from = 0
+        else:
+            for tag, pts in new.items():
+                done = max_step.get(tag)
+                if done is not None:
+                    again = [s for s in pts if s <= done]
+                    if again:
+                        purge_from = min(again) if purge_from is None else min(purge_from, min(again))
+        if purge_from is not None:
+            todo = {t: {s: v for s, v in pts.items() if s >= purge_from} for t, pts in full.items()}
+        else:
+            todo = {t: {s: v for s, v in pts.items() if s > max_step.get(t, -1)} for t, pts in new.items()}
+        now = time.time()
+        events = []
+        if purge_from is not None:
+            events.append(event_pb2.Event(wall_time=now, step=purge_from,
+                                          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+        points = sorted((s, t, v) for t, pts in todo.items() for s, v in pts.items())
+        described = set(self.state.described)
+        for s, t, v in points:
+            val = summary_pb2.Summary.Value(tag=t, simple_value=v)
+            if t not in described:   # the scalars plugin's metadata, with a description, once per tag
+                val.metadata.CopyFrom(scalar_metadata.create_summary_metadata(
+                    display_name=t, description=TAG_DESCRIPTIONS.get(t, f"llm.c main.log key {t}")))
+                described.add(t)
+            events.append(event_pb2.Event(wall_time=now, step=s, summary=summary_pb2.Summary(value=[val])))
+        if events:
+            self._write(events)
+        self.state.described = sorted(described)
+        for t, pts in todo.items():
+            if pts:
+                max_step[t] = max(max(pts), max_step.get(t, -1)) if purge_from is None else max(full[t])
+        for name, data in datas.items():
+            head_n = min(len(data), 4096)
+            self.state.sources[name] = SourceState(offset=len(data), head_n=head_n, head=_head_hash(data, head_n))
+        self._save_state()
+        res.written = len(points)
+        res.purged_from = purge_from
+        res.tags = sorted(t for t, pts in todo.items() if pts)
+        return res
+
+
+def sync_runs(run_dirs: Iterable[Path]) -> list[SyncResult]:
+    """Convert each run once (no follow)."""
+    out = []
+    for rd in run_dirs:
+        s = TensorBoardSync(rd)
+        try:
+            out.append(s.sync())
+        finally:
+            s.close()
+    return out
+
+
+def follow(runs_dir: Optional[Path], run_dirs: list[Path], interval: float = 5.0,
+           on_result: Optional[Callable[[SyncResult], None]] = None,
+           should_stop: Callable[[], bool] = lambda: False,
+           on_new_run: Optional[Callable[[list[Path]], None]] = None) -> None:
+    """Keep converting: every ``interval`` seconds sync each run (and, with ``runs_dir``, any new run folder)
+    until ``should_stop()`` or Ctrl-C. Writers stay open between polls, so one event file per run per session."""
+    syncs: dict[Path, TensorBoardSync] = {}
+    try:
+        while True:
+            dirs = list(run_dirs)
+            if runs_dir is not None:
+                dirs = sorted(set(dirs) | set(list_runs(runs_dir)))
+            fresh = [rd for rd in dirs if rd not in syncs]
+            for rd in fresh:
+                syncs[rd] = TensorBoardSync(rd)
+            if fresh and on_new_run:
+                on_new_run(fresh)
+            for rd in dirs:
+                if not rd.is_dir():      # removed while we follow: never re-create it by writing tb/ there
+                    continue
+                r = syncs[rd].sync()
+                if on_result and r.written:
+                    on_result(r)
+            if should_stop():
+                return
+            time.sleep(interval)
+    finally:
+        for s in syncs.values():
+            s.close()
+
+
+def describe_sync(r: SyncResult) -> str:
+    """One line about what a sync did, for the terminal."""
+    name = r.run_dir.name
+    if r.written:
+        how = f" (rewrote from step {r.purged_from}: the run was resumed or restarted)" if r.purged_from is not None else ""
+        return f"{name}: wrote {r.written} points of {len(r.tags)} tag(s) to {r.run_dir / TB_DIR}{how}"
+    if not (r.run_dir / MAIN_LOG).exists() and not (r.run_dir / STDOUT_LOG).exists():
+        return f"{name}: no {MAIN_LOG} yet (llm.c writes it from the first step); will show up once it has lines"
+    if (r.run_dir / MAIN_LOG).exists() and (r.run_dir / MAIN_LOG).stat().st_size == 0:
+        return f"{name}: {MAIN_LOG} is empty so far (llm.c writes a line per step)"
+    return f"{name}: up to date"

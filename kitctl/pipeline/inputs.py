@@ -1,0 +1,336 @@
+"""What the reproduce planner needs, asked of each area through its public entry points (read-only).
+
+One of the pipeline's two adapter modules (the other, kitctl/pipeline/stages.py, runs the stages): when an area's
+entry points move, only these two change. Touch points:
+
+    data      kitctl.data.plan.make_plan (the data and HellaSwag plans: output folders, token estimates);
+              kitctl.data.sources (recipe token counts, local input sizes)
+    train     kitctl.train.planner.build_plan (pure) on kitctl.train.facts / runner facts; the memory model and
+              kitctl.train.tune.sweep_configs for how many configs a tune measures
+    host      kitctl.host.gpus.load_inventory
+    images    kitctl.images.native_build.default_out, kitctl.images.render.runtime_ref (what a build makes)
+
+Without data on disk yet, the train plan is made on *synthetic* shards with the recipe's token counts (the
+planner is pure, so it cannot tell), which is how ``--dry-run`` plans the whole run before any download.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import struct
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core.config import KitConfig, nccl_env
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import free_bytes, sha256_file
+from kitctl.data import sources
+from kitctl.data.plan import DataPlan, make_plan
+from kitctl.host.gpus import load_inventory
+from kitctl.images import native_build
+from kitctl.images.render import runtime_ref
+from kitctl.pipeline import forecast as fc
+from kitctl.train import tune as train_tune
+from kitctl.train.facts import DataInfo, OutState, Shard, host_facts, inspect_data, inspect_out
+from kitctl.train.memory import default_model, dims_for
+from kitctl.train.gather import inspect_image
+from kitctl.train.launch import BINARIES
+from kitctl.train.planner import MICRO_BATCHES, Facts, Plan, TrainRequest, build_plan, gpu_spec
+from kitctl.train.presets import load_presets
+from kitctl.train.tune_cache import load_records
+
+TUNE_MODES = ("auto", "on", "off")
+DEFAULT_NET_MBPS = 200.0
+
+
+@dataclass(frozen=True)
+class ReproduceOptions:
+    """What the user asked ``kitctl reproduce`` for (CLI options); None = the kit decides."""
+
+    preset: str = "gpt2-124m"
+    name: Optional[str] = None
+    dataset: Optional[str] = None            # a recipe or local files (default: the preset's dataset)
+    source: Optional[Path] = None            # a recipe's local input (downloaded parquet files, a shard folder)
+    hellaswag_source: Optional[Path] = None  # a local hellaswag_val.jsonl
+    stream: bool = False
+    shard_size: Optional[int] = None
+    workers: Optional[int] = None
+    runtime: str = "docker"
+    gpus: str = "all"
+    steps: Optional[int] = None
+    binary: Optional[Path] = None
+    llmc_src: Optional[str] = None
+    cudnn_frontend: Optional[Path] = None
+    mpirun: str = "/usr/bin/mpirun"
+    inventory: Optional[Path] = None
+    cpus: Optional[int] = None
+    net_mbps: float = DEFAULT_NET_MBPS
+    price_per_gpu_hour: Optional[float] = None
+    tune: str = "auto"
+    passthrough: tuple[str, ...] = ()
+
+    def key(self) -> dict:
+        """What a re-run of the same command must repeat to continue this run folder."""
+        return {"preset": self.preset, "dataset": self.dataset, "source": str(self.source) if self.source else None,
+                "runtime": self.runtime, "gpus": self.gpus, "steps": self.steps, "shard_size": self.shard_size,
+                "stream": self.stream, "passthrough": list(self.passthrough)}
+
+
+@dataclass
+class Gathered:
+    """The pure planner's inputs, and the area plans the stages reuse."""
+
+    inputs: fc.Inputs
+    run_dir: Path
+    data_plan: DataPlan
+    hellaswag_plan: DataPlan
+    train_request: TrainRequest
+    train_plan: Plan
+    archs: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+def check_options(opts: ReproduceOptions) -> None:
+    """Bad option values: exit 2 with what, why and the fix (before anything is read or written)."""
+    presets = load_presets()
+    if opts.preset not in presets:
+        raise ConfigError(f"unknown preset {opts.preset!r}: kitctl reproduce knows the presets of "
+                          "kitctl/train/presets.yaml", f"use one of: {', '.join(presets)} (default gpt2-124m)")
+    if opts.price_per_gpu_hour is not None and not (opts.price_per_gpu_hour >= 0 and math.isfinite(opts.price_per_gpu_hour)):
+        raise ConfigError(f"--price-per-gpu-hour {opts.price_per_gpu_hour}: a price cannot be negative",
+                          "give what one GPU costs per hour, e.g. --price-per-gpu-hour 2.49 (0 for a box you own)")
+    if not (opts.net_mbps > 0 and math.isfinite(opts.net_mbps)):
+        raise ConfigError(f"--net-mbps {opts.net_mbps}: the download speed must be positive",
+                          f"give your link's speed in Mbit/s, e.g. --net-mbps {DEFAULT_NET_MBPS:.0f}")
+    if opts.cpus is not None and opts.cpus < 1:
+        raise ConfigError(f"--cpus {opts.cpus}: at least one CPU tokenizes", "give the box's CPU count, e.g. --cpus 16")
+    if opts.tune not in TUNE_MODES:
+        raise ConfigError(f"tune mode {opts.tune!r}", "use --tune (always), --no-tune (never) or neither (auto)")
+    if opts.runtime not in ("docker", "native"):
+        raise ConfigError(f"--runtime {opts.runtime!r}: kitctl runs in docker (the kit's images) or native",
+                          "use --runtime docker or --runtime native")
+    for flag, path in (("--source", opts.source), ("--hellaswag-source", opts.hellaswag_source),
+                       ("--inventory", opts.inventory)):
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{flag} {path}: no such file or folder", f"check the path given to {flag}")
+    if opts.binary is not None and opts.runtime != "native":
+        raise ConfigError("--binary is a host program: it needs --runtime native", "add --runtime native")
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _manifest(out_dir: Path) -> dict:
+    try:
+        m = json.loads((out_dir / "manifest.json").read_text())
+        return m if isinstance(m, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
+    c = fc.costs().data
+    r = plan.recipe
+    if plan.kind not in ("tokenize", "pretokenized"):
+        raise ConfigError(f"dataset {plan.spec!r} is not training data", "give fineweb10B, "
+                          "fineweb10B-pretokenized, tinyshakespeare or local parquet/jsonl/txt files")
+    tokens = plan.est_tokens or 0
+    if r is not None and r.kind == "hf_parquet" and plan.source:   # the recipe's files, already downloaded
+        tb = sources.FilesSource(sources.resolve_local(plan.source)).approx_text_bytes() or 0
+        tokens = int(tb / sources.BYTES_PER_TOKEN)
+    download = hf_cache = 0
+    if plan.kind == "pretokenized":
+        assert r is not None      # pre-tokenized shards always come from a recipe
+        shards = (plan.train_shards if plan.train_shards is not None else int(r.extra.get("train_shards", 103))) + 1
+        download = 0 if plan.source else shards * c.pretokenized_shard_bytes
+    else:
+        first = min(plan.first_shard_size, max(tokens, 1))
+        shards = 1 + max(1, math.ceil((tokens - first) / plan.shard_size))
+        if r is not None and r.kind == "hf_parquet" and not plan.source:
+            download = r.approx_download_bytes or 0
+            hf_cache = 0 if plan.stream else download
+    m = _manifest(plan.out_dir)
+    done = sum(int(s.get("tokens", 0)) for s in m.get("shards", []) if isinstance(s, dict))
+    complete = bool(m.get("complete")) and done > 0
+    if complete:
+        tokens, shards = done, len(m["shards"])
+        download = 0
+    elif hf_cache and done:   # tokenizing again: the parquet is in the HF cache already
+        download = 0
+    what = plan.recipe.description if plan.recipe else f"local files {plan.spec}"
+    return fc.DataInput(plan.kind, f"{plan.dataset} -> {plan.out_dir}" if plan.recipe else what, tokens, shards,
+                        download, hf_cache, done if not complete else tokens, complete)
+
+
+def synthetic_data(plan: DataPlan, d: fc.DataInput) -> DataInfo:
+    """Shards as the data stage will write them (token counts only), for planning before they exist."""
+    size = plan.shard_size if plan.kind == "tokenize" else 100_000_000
+    first = plan.first_shard_size if plan.kind == "tokenize" else size
+    if d.tokens <= first:
+        suggest = max(1 << 16, 10 ** max(5, len(str(d.tokens // 10)) - 1))
+        raise ConfigError(f"{plan.spec}: ~{d.tokens:,} tokens fill only the val shard (its first {first:,} tokens):"
+                          " no training shard would be left", f"pass --shard-size {suggest} (tokens per shard) so "
+                          "the data makes a val shard and several training shards")
+    rest = d.tokens - first
+    train = [Shard(f"{plan.name}_train_{i + 1:06d}.bin", min(size, rest - i * size))
+             for i in range(max(1, math.ceil(rest / size)))]
+    return DataInfo(plan.out_dir, plan.name, tuple(train), (Shard(f"{plan.name}_val_000000.bin", first),))
+
+
+def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
+    c = fc.costs().hellaswag
+    out = plan.hellaswag_bin
+    if out.is_file():
+        with out.open("rb") as f:
+            head = f.read(12)
+        n = struct.unpack("<3i", head)[2] if len(head) == 12 else c.examples
+        return fc.HellaswagInput(n, True, 0)
+    if plan.source:
+        with open(plan.source, "rb") as f:
+            n = sum(1 for line in f if line.strip())
+        return fc.HellaswagInput(n, False, 0)
+    cached = plan.data_root / "hellaswag" / "hellaswag_val.jsonl"
+    return fc.HellaswagInput(c.examples, False, 0 if cached.is_file() else c.jsonl_bytes)
+
+
+# ----------------------------------------------------------------------------------------------- train
+def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data: DataInfo) -> Facts:
+    """The train planner's facts with ``data`` given (it may not exist yet). Mirrors
+    kitctl.train.gather.gather_facts, except for the data and for the HellaSwag file and tokenizer, which the
+    pipeline's own stages make before training (so the plan has them)."""
+    runs = cfg.runs_dir / (req.name or req.preset)
+    bin_dir = native_build.default_out(cfg.data_root)
+    ids: dict[str, str] = {}
+    if req.runtime == "native":
+        for prec, name in BINARIES.items():
+            b = Path(req.binary) if req.binary else bin_dir / name
+            if b.is_file():
+                ids[prec] = "sha256:" + sha256_file(b)
+    else:
+        iid = inspect_image(runtime_ref(cfg)).id
+        if iid:
+            ids = {"bf16": iid, "fp32": iid}
+    return Facts(gpus=load_inventory(opts.inventory), data=data, out=inspect_out(runs.absolute()),
+                 data_root=cfg.data_root, host=host_facts(opts.mpirun), image=runtime_ref(cfg), native_bin_dir=bin_dir,
+                 nccl_env=nccl_env(cfg.nccl), hellaswag=cfg.data_root / "hellaswag" / "hellaswag_val.bin",
+                 tokenizer=cfg.data_root / "gpt2_tokenizer.bin", runtime_ids=ids,
+                 tune_records=load_records(cfg.data_root / "tune"), run_token=uuid.uuid4().hex[:8])
+
+
+def _flag(args: list[str], flag: str, default: int) -> int:
+    """The value llm.c uses for ``flag``: its last occurrence in the argv (llm.c reads pairs left to right)."""
+    vals = [args[i + 1] for i in range(len(args) - 1) if args[i] == flag]
+    try:
+        return int(vals[-1]) if vals else default
+    except ValueError:
+        return default
+
+
+def tune_configs(req: TrainRequest, facts: Facts, plan: Plan) -> int:
+    """How many (B, -r) the default ``kitctl tune`` sweep measures for this plan (kitctl.train.tune's rules)."""
+    scratch = dataclasses.replace(facts, out=OutState(plan.out_dir / "tune-scratch"), tune_records=())
+    base = dataclasses.replace(req, gpus=gpu_spec(plan.gpus), precision=plan.precision, no_tune=True, fresh=False,
+                               micro_batch=None, recompute=None)
+
+    def allowed(b: int) -> bool:
+        try:
+            build_plan(dataclasses.replace(base, micro_batch=b), scratch)
+            return True
+        except KitError:
+            return False
+
+    mem = default_model()
+    min_gb = min(g.memory_gb for g in plan.gpus)
+
+    def fits(b: int, r: int) -> bool:
+        return mem.predict(plan.preset.descriptor, b, plan.seq_len, r, plan.precision, plan.ranks,
+                           plan.preset.zero_stage, plan.precision == "bf16").peak_gb <= min_gb
+
+    return len(train_tune.sweep_configs([b for b in MICRO_BATCHES if allowed(b)], fits))
+
+
+def _measured_tok_s(plan: Plan, facts: Facts) -> Optional[float]:
+    for cached in facts.tune_records:
+        if str(cached.path) == plan.tune_file:
+            hits = [r.tok_s for r in cached.record.ok()
+                    if r.micro_batch == plan.micro_batch and r.recompute == plan.recompute and r.tok_s]
+            return float(max(hits)) if hits else None
+    return None
+
+
+def train_input(plan: Plan, facts: Facts, hs_examples: int) -> fc.TrainInput:
+    measured = _measured_tok_s(plan, facts) if plan.tune_file else None
+    a = plan.llmc_args
+    names = sorted({g.name.replace("NVIDIA ", "") for g in plan.gpus})
+    return fc.TrainInput(
+        gpus_label=f"{plan.ranks}x {'+'.join(names)}", ranks=plan.ranks, precision=plan.precision,
+        micro_batch=plan.micro_batch, seq_len=plan.seq_len, total_batch=plan.total_batch, steps=plan.steps,
+        params=dims_for(plan.preset.descriptor).params, zero_stage=_flag(a, "-z", plan.preset.zero_stage),
+        tok_s=measured or plan.est_tok_s, tok_s_basis="measured" if measured else "estimate",
+        hellaswag_examples=hs_examples if plan.hellaswag else 0, val_every=_flag(a, "-v", 20),
+        val_batches=_flag(a, "-m", fc.costs().train.val_batches), checkpoint_every=_flag(a, "-n", 0),
+        checkpoints_keep=_flag(a, "-nk", 0), done_step=plan.resume_step if plan.resume else None)
+
+
+# ----------------------------------------------------------------------------------------------- build
+def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[int]) -> fc.BuildInput:
+    sm = ",".join(str(a) for a in archs)
+    if opts.runtime == "native":
+        binary = Path(opts.binary) if opts.binary else native_build.default_out(cfg.data_root) / BINARIES[plan.precision]
+        if binary.is_file():
+            why = "--binary" if opts.binary else "built earlier (`kitctl build --runtime native` rebuilds)"
+            return fc.BuildInput("native", True, f"{binary} ({why})")
+        if opts.binary:
+            raise ConfigError(f"--binary {binary}: no such file", "give the path of a built train_gpt2cu")
+        spec = opts.llmc_src or cfg.mirrors.llmc_src
+        local = bool(spec) and not str(spec).startswith(("http://", "https://"))
+        return fc.BuildInput("native", False, f"compile llm.c for sm {sm} into {binary.parent}", local)
+    ref = runtime_ref(cfg)
+    if inspect_image(ref).id:
+        return fc.BuildInput(cfg.provider, True, f"image {ref} found (its recipe hash is re-checked when run)")
+    return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")
+
+
+# ------------------------------------------------------------------------------------------------ all
+def gather(cfg: KitConfig, opts: ReproduceOptions) -> Gathered:
+    """Read everything the pure planner needs (no writes, no downloads) and make its inputs."""
+    check_options(opts)
+    preset = load_presets()[opts.preset]
+    notes: list[str] = []
+    dplan = make_plan(cfg, opts.dataset or preset.data, shard_size=opts.shard_size, workers=opts.workers,
+                      stream=opts.stream, source=str(opts.source) if opts.source else None)
+    dinput = data_input(cfg, dplan)
+    hplan = make_plan(cfg, "hellaswag", source=str(opts.hellaswag_source) if opts.hellaswag_source else None)
+    hinput = hellaswag_input(hplan)
+    treq = TrainRequest(preset=opts.preset, gpus=opts.gpus, steps=opts.steps, name=opts.name, data=dplan.out_dir,
+                        runtime=opts.runtime, binary=opts.binary, passthrough=list(opts.passthrough))
+    data = inspect_data(dplan.out_dir) if dinput.complete else synthetic_data(dplan, dinput)
+    if not dinput.complete:
+        notes.append(f"no complete data in {dplan.out_dir} yet: training is planned on the ~{dinput.tokens:,} "
+                     "tokens the data stage will write")
+    facts = train_facts(cfg, treq, opts, data)
+    try:
+        tplan = build_plan(treq, facts)
+    except KitError as e:   # the train planner's refusal, said for this command
+        where = f"the box in {opts.inventory}" if opts.inventory else "this machine's GPUs"
+        raise KitError(f"cannot train {opts.preset} on {where}: {e.message}",
+                       (e.hint or "") + "; train_gpt2cu flags go after the preset and `--`, e.g. "
+                       f"`kitctl reproduce {opts.preset} -- -r 2`", exit_code=e.exit_code) from None
+    notes += [n for n in tplan.notes if "HellaSwag file not found" not in n and "gpt2_tokenizer.bin" not in n]
+    archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | {g.compute_cap for g in facts.gpus})
+    tinput = train_input(tplan, facts, hinput.examples)
+    tune = fc.TuneInput(opts.tune, tune_configs(treq, facts, tplan) if not tplan.resume else 0,
+                        cached=tplan.tune_file, resuming=tplan.resume)
+    cpus = opts.cpus or dplan.workers or os.cpu_count() or 1
+    if opts.inventory is not None and opts.cpus is None:
+        notes.append(f"tokenizing assumed on {cpus} CPUs (this machine's count): pass --cpus N for the planned box")
+    run_dir = tplan.out_dir
+    box = fc.Box(gpus=len(facts.gpus), cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8,
+                 free_bytes=None if opts.inventory else free_bytes(cfg.data_root),
+                 label=f"{len(facts.gpus)}x " + "+".join(sorted({g.name.replace('NVIDIA ', '') for g in facts.gpus})))
+    inputs = fc.Inputs(box=box, build=build_input(cfg, opts, tplan, archs), data=dinput, hellaswag=hinput, tune=tune,
+                       train=tinput, report_exists=(run_dir / "report.html").is_file() and tplan.complete,
+                       price_per_gpu_hour=opts.price_per_gpu_hour)
+    return Gathered(inputs, run_dir, dplan, hplan, treq, tplan, archs, notes)

@@ -1,0 +1,271 @@
+"""The seven stages of ``kitctl reproduce``, each one call of its area's public entry point.
+
+The pipeline's execution adapter (kitctl/pipeline/inputs.py is its planning one): when an area moves, only
+these two files change. Touch points:
+
+    preflight   kitctl.host.doctor.gather / evaluate (+ this plan's own disk check instead of doctor's fixed one)
+    build       native: kitctl.images.llmc_source.fetch, native_build.discover / plan, run by kitctl.core.proc;
+                docker: kitctl.images.request.BuildRequest, context.prepare_context, build.tags / build (runtime image)
+    data        kitctl.data.plan.execute (in this process: the kit's own Python has every data package)
+    hellaswag   kitctl.data.plan.execute of the hellaswag recipe
+    tune        kitctl.train.tune.run_tune
+    train       kitctl.train.session.plan_for / run_training (resumes from the newest checkpoint by itself)
+    report      kitctl.observe.report.write_report
+
+Each stage returns a :class:`Result` (done or skipped, and one line saying what it made or why it skipped) or
+raises: KitError (the message says what failed), KeyboardInterrupt (Ctrl-C / SIGTERM; the orchestrator records
+it and a re-run continues). Every stage writes its own log in ``<run>/logs/<stage>.log``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Optional, cast
+
+from rich.console import Console
+
+from kitctl.core import proc
+from kitctl.core.config import KitConfig
+from kitctl.core.errors import KitError
+from kitctl.core.progress import format_duration
+from kitctl.data.plan import execute
+from kitctl.host import doctor
+from kitctl.images import llmc_source, native_build
+from kitctl.images import build as image_build
+from kitctl.images.context import prepare_context
+from kitctl.images.request import BuildRequest
+from kitctl.observe.report import write_report
+from kitctl.pipeline import forecast as fc
+from kitctl.pipeline.inputs import Gathered, ReproduceOptions
+from kitctl.train import tune as train_tune
+from kitctl.train.gather import inspect_image
+from kitctl.train.launch import BINARIES
+from kitctl.train.session import plan_for, run_training
+
+REPORT_NAME = "report.html"
+
+
+@dataclass
+class Result:
+    status: str        # done | skipped
+    detail: str
+
+
+class _Tee(io.TextIOBase):
+    """A text stream writing to the stage log and the user's terminal stream."""
+
+    def __init__(self, *streams: IO[str]):
+        self.streams = streams
+
+    def write(self, s: str) -> int:
+        for st in self.streams:
+            st.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        for st in self.streams:
+            st.flush()
+
+
+class StageLog:
+    """``<run>/logs/<stage>.log``, appended by every session; ``say`` also prints to the user's console."""
+
+    def __init__(self, path: Path, console: Console):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.console = path, console
+        self.file = path.open("a", buffering=1, encoding="utf-8", errors="replace")
+
+    def say(self, msg: str) -> None:
+        self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+        self.file.write(msg + "\n")
+
+    def line(self, msg: str) -> None:
+        """Into the log only (chatty output: compiler lines, docker build steps)."""
+        self.file.write(msg + "\n")
+
+    def tee_console(self) -> Console:
+        """A console for an area function that prints: plain lines into the log and onto the terminal."""
+        return Console(file=cast(IO[str], _Tee(self.file, self.console.file)), force_terminal=False, highlight=False,
+                       width=max(100, self.console.width), soft_wrap=True)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class StageContext:
+    cfg: KitConfig
+    opts: ReproduceOptions
+    gathered: Gathered
+    forecast: fc.Forecast
+    console: Console
+    log: StageLog
+    progress: Callable[[Optional[float], str], None]
+
+
+# --------------------------------------------------------------------------------------------- preflight
+def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
+    """kitctl doctor's checks that matter for this run, and free space against what this plan still needs."""
+    opts = ctx.opts
+    cfg = ctx.cfg.model_copy(update={"runtime": opts.runtime})   # judge the runtime this run uses
+    facts = doctor.gather(cfg, opts.inventory)
+    # the arch list is this box's GPUs (the build stage adds them); doctor's disk rule is replaced by this plan's
+    # need; natively the provider's CUDA pin does not apply (the host toolkit builds)
+    drop = {"data root space", "arch list"} | ({"driver"} if opts.runtime == "native" else set())
+    findings = [f for f in doctor.evaluate(facts, cfg) if f.check not in drop]
+    need = fc.remaining_disk(ctx.forecast, data_done_bytes)
+    if facts.free_bytes is not None:
+        ok = facts.free_bytes >= need
+        findings.append(doctor.Finding(
+            "disk for this run", "ok" if ok else "fail",
+            f"{facts.free_bytes / 1e9:.1f} GB free at {cfg.data_root}; the stages still to run need "
+            f"{need / 1e9:.1f} GB", "" if ok else "point data_root in kit.yaml at a bigger disk (`kitctl init "
+            "--data-root /big/disk`), or free space; --stream skips the HF cache"))
+    for f in findings:
+        ctx.log.say(f"{f.status:5} {f.check}: {f.detail}" + (f" -- {f.meaning}" if f.meaning and f.status != "ok" else ""))
+    fails = [f.check for f in findings if f.status == "fail"]
+    if fails:
+        raise KitError(f"preflight: {', '.join(fails)} failed (see the lines above)",
+                       "fix those (kitctl doctor explains each check), then re-run the same command")
+    warns = sum(f.status == "warn" for f in findings)
+    return Result("done", f"ready ({warns} warning(s)); {need / 1e9:.1f} GB still needed on the data root")
+
+
+# ------------------------------------------------------------------------------------------------- build
+def build(ctx: StageContext) -> Result:
+    cfg, opts, archs = ctx.cfg, ctx.opts, ctx.gathered.archs
+    if opts.runtime == "native":
+        dest = native_build.default_out(cfg.data_root)
+        want = Path(opts.binary) if opts.binary else dest / BINARIES[ctx.gathered.train_plan.precision]
+        if want.is_file():
+            return Result("skipped", f"{want} exists" + (" (--binary)" if opts.binary else ""))
+        spec = opts.llmc_src or cfg.mirrors.llmc_src
+        src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
+        if src is None:
+            src = cfg.data_root / "native" / "llm.c"
+            got = llmc_source.fetch(spec, src, cfg.ca_cert)
+            ctx.log.say(f"llm.c source: {got.label()} -> {src}")
+        tc = native_build.discover(cudnn_frontend=opts.cudnn_frontend, src=src)
+        for note in tc.notes:
+            ctx.log.say(f"note: {note}")
+        for argv in native_build.plan(src, dest, archs, tc, None, strict=True):
+            ctx.log.say("$ " + " ".join(argv))
+            proc.check(argv, ctx.log.line, what=f"native build of {argv[-1]}",
+                       hint=f"the compiler output is in {ctx.log.path}; docs/images.md")
+        return Result("done", f"built {', '.join(native_build.BINARIES)} for sm {','.join(map(str, archs))} in {dest}")
+    req = BuildRequest.from_config(cfg, archs=archs, target="runtime", llmc_src=opts.llmc_src)
+    bctx = prepare_context(req)
+    tag = image_build.tags(req, bctx, "runtime")[0]
+    if inspect_image(tag).id:
+        return Result("skipped", f"image {tag} exists (same recipe hash)")
+    ctx.log.say("$ " + " ".join(image_build.build_argv(req, bctx, "runtime")))
+    tags = image_build.build(req, bctx, "runtime", on_line=ctx.log.line)
+    return Result("done", f"built {' '.join(tags)}")
+
+
+# -------------------------------------------------------------------------------------------------- data
+def data(ctx: StageContext) -> Result:
+    plan = ctx.gathered.data_plan
+    total = ctx.gathered.inputs.data.tokens or None
+    done = {"tokens": ctx.gathered.inputs.data.done_tokens, "shard": -1}
+
+    def progress(n: int, shard: int) -> None:
+        done["tokens"] += n
+        if shard != done["shard"]:
+            done["shard"] = shard
+            ctx.log.say(f"shard {shard}: {done['tokens']:,} tokens")
+        frac = min(1.0, done["tokens"] / total) if total else None
+        ctx.progress(frac, f"shard {shard}, {done['tokens']:,} tokens")
+
+    summary = execute(plan, progress=progress, log=ctx.log.say)   # a Summary (tokenized) or a manifest (ready)
+    tokens = int(getattr(summary, "total_tokens", 0) or 0)
+    if getattr(summary, "already_complete", False):
+        return Result("skipped", f"{plan.out_dir} is complete: {tokens:,} tokens")
+    return Result("done", f"{plan.out_dir}: {tokens:,} tokens")
+
+
+def hellaswag(ctx: StageContext) -> Result:
+    plan = ctx.gathered.hellaswag_plan
+    if plan.hellaswag_bin.is_file():
+        return Result("skipped", f"{plan.hellaswag_bin} exists")
+    n = execute(plan, log=ctx.log.say)
+    return Result("done", f"{plan.hellaswag_bin}: {n:,} examples" if isinstance(n, int) else str(plan.hellaswag_bin))
+
+
+# -------------------------------------------------------------------------------------------------- tune
+def tune(ctx: StageContext) -> Result:
+    st = ctx.forecast.stage("tune")
+    if st.status != "to do" or ctx.forecast.tune_steps is None:
+        return Result("skipped", st.detail)
+    steps, warmup = ctx.forecast.tune_steps
+    ctx.log.say(f"tune: {st.detail}, forecast ~{format_duration(st.seconds)}")
+    req = ctx.gathered.train_request
+    # tune's measuring flags (-n 0, -v, -h 0, ...) replace the FIRST occurrence in the argv, and llm.c reads the
+    # last one: a pass-through such as `-n 1000` would make every measuring run write checkpoints. Leave those
+    # out of the tune request (training keeps them).
+    bench = set(train_tune.BENCH_FLAGS[::2])
+    pt = list(req.passthrough)
+    kept = [x for i in range(0, len(pt) - 1, 2) if pt[i] not in bench for x in pt[i:i + 2]]
+    req = dataclasses.replace(req, passthrough=kept)
+    try:
+        rec = train_tune.run_tune(ctx.cfg, req, ctx.log.tee_console(), ctx.opts.inventory, ctx.opts.mpirun,
+                                  steps=steps, warmup=warmup)
+    except KitError as e:
+        if e.exit_code == 130:
+            raise
+        ctx.log.say(f"tune failed: {e.message}")
+        return Result("skipped", f"tune failed ({e.message.splitlines()[0][:120]}): training sizes B from its models")
+    best = rec.record.best if rec is not None else None
+    if best is None:
+        return Result("skipped", "tune measured nothing usable: training sizes B from its models")
+    return Result("done", f"fastest B={best.micro_batch} -r {best.recompute} at {best.tok_s or 0:,} tok/s "
+                          "(cached for training)")
+
+
+# ------------------------------------------------------------------------------------------------- train
+def train(ctx: StageContext) -> Result:
+    plan, facts, replan = plan_for(ctx.cfg, ctx.gathered.train_request, ctx.opts.inventory, ctx.opts.mpirun)
+    for k, v in plan.describe():
+        ctx.log.line(f"{k}: {v}")
+    for n in plan.notes:
+        ctx.log.line(f"note: {n}")
+    ctx.log.line(f"command: {plan.command_line()}")
+    ctx.log.line(f"llm.c's own output: {plan.out_dir / 'stdout.log'}")
+    if plan.complete:
+        return Result("skipped", f"complete: checkpoint at step {plan.resume_step} of {plan.steps}")
+    ctx.log.say(f"train: {plan.steps} steps, B={plan.micro_batch} -r {plan.recompute}, {plan.precision}, "
+                f"{plan.ranks} GPU(s)" + (f", resuming from step {plan.resume_step}" if plan.resume else ""))
+    session = run_training(plan, facts, ctx.console, replan)
+    tok_s = session.tok_s_median
+    ctx.log.line(f"session: {session.model_dump_json(exclude_none=True)}")
+    return Result("done", f"step {session.last_step}/{plan.steps}" + (f", {tok_s:,.0f} tok/s" if tok_s else ""))
+
+
+def train_progress(run_dir: Path, total: int) -> tuple[Optional[float], str]:
+    """The last logged step of main.log (llm.c writes ``s:N trl:...``), as (fraction, text)."""
+    log = run_dir / "main.log"
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - 4096))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None, "starting"
+    for line in reversed(tail):
+        if line.startswith("s:") and " trl:" in line:
+            try:
+                step = int(line[2:line.index(" ")]) + 1
+            except ValueError:
+                continue
+            return (min(1.0, step / total) if total else None), f"step {step}/{total}"
+    return None, "starting"
+
+
+# ------------------------------------------------------------------------------------------------ report
+def report(ctx: StageContext) -> Result:
+    run_dir = ctx.gathered.run_dir
+    out = run_dir / REPORT_NAME
+    label = f"{ctx.opts.preset}, {ctx.gathered.data_plan.dataset}, {ctx.gathered.inputs.train.gpus_label}"
+    write_report([run_dir], out, [label])
+    return Result("done", str(out))

@@ -1,0 +1,85 @@
+"""How ``kitctl reproduce`` shows its plan and its outcome (rich tables; no logic beyond formatting)."""
+from __future__ import annotations
+
+import math
+
+from rich.markup import escape
+from rich.table import Table
+
+from kitctl.core.pipeline_state import PipelineState
+from kitctl.core.progress import format_duration
+from kitctl.pipeline.forecast import Forecast, remaining_disk
+
+
+def size(n: float) -> str:
+    if n <= 0:
+        return "-"
+    if n >= 1e9:
+        return f"{n / 1e9:,.1f} GB"
+    if n >= 1e6:
+        return f"{n / 1e6:,.0f} MB"
+    return f"{n / 1e3:,.0f} KB"
+
+
+def span(point: float, low: float, high: float) -> str:
+    if not math.isfinite(point):
+        return "?"
+    if point <= 0:
+        return "-"
+    if abs(high - low) < 1:
+        return format_duration(point)
+    return f"{format_duration(point)} ({format_duration(low)} - {format_duration(high)})"
+
+
+def plan_table(fc: Forecast, title: str) -> Table:
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for col in ("stage", "status"):
+        t.add_column(col)
+    t.add_column("disk", justify="right")
+    t.add_column("download", justify="right")
+    t.add_column("time (range)")
+    t.add_column("what", overflow="fold")
+    if fc.price_per_gpu_hour is not None:
+        t.add_column("cost", justify="right")
+    for s in fc.stages:
+        row = [s.name, s.status, size(s.disk_bytes) + ("" if s.on_data_root else " (docker)"),
+               size(s.download_bytes), span(s.seconds, s.low, s.high), escape(s.detail)]
+        if fc.price_per_gpu_hour is not None:
+            row.append(f"${s.cost:,.2f}" if s.cost is not None else "-")
+        t.add_row(*row)
+    total = ["total", "", size(fc.disk_bytes), size(fc.download_bytes), span(fc.seconds, fc.low, fc.high),
+             f"{fc.box.label}" + (f", {fc.box.cpus} CPUs, {fc.box.net_bytes_per_s * 8 / 1e6:.0f} Mbit/s assumed"
+                                  if fc.stage("data").status not in ("done", "skipped") else "")]
+    if fc.price_per_gpu_hour is not None:
+        total.append(f"${fc.cost:,.2f}")
+    t.add_row(*total, style="bold")
+    return t
+
+
+def plan_lines(fc: Forecast) -> list[str]:
+    out = []
+    if fc.price_per_gpu_hour is not None:
+        out.append(f"cost: {fc.box.gpus} GPU(s) x ${fc.price_per_gpu_hour:g}/GPU-hour for the whole pipeline's time "
+                   f"(the box is rented while it downloads and tokenizes too): ${fc.cost:,.2f}; training alone "
+                   f"${fc.stage('train').cost or 0:,.2f}")
+    need = remaining_disk(fc)
+    if fc.box.free_bytes is not None:
+        out.append(f"data root: {size(fc.box.free_bytes)} free, the stages still to run need {size(need)}")
+    out += [f"note: {n}" for n in fc.notes]
+    return out
+
+
+def outcome_table(state: PipelineState) -> Table:
+    t = Table(title="kitctl reproduce", title_justify="left")
+    for col in ("stage", "status", "time", "forecast", "detail"):
+        t.add_column(col, overflow="fold")
+    colour = {"done": "green", "skipped": "yellow", "failed": "red", "interrupted": "red", "running": "cyan"}
+    for s in state.stages:
+        fcast = "-"
+        if s.forecast_seconds is not None and math.isfinite(s.forecast_seconds):
+            fcast = format_duration(s.forecast_seconds)
+            if s.seconds and s.forecast_seconds > 0 and s.status == "done":
+                fcast += f" ({100 * (s.seconds - s.forecast_seconds) / s.forecast_seconds:+.0f}%)"
+        t.add_row(s.name, f"[{colour.get(s.status, 'white')}]{s.status}[/]",
+                  format_duration(s.seconds) if s.seconds else "-", fcast, escape(s.detail))
+    return t

@@ -1,0 +1,151 @@
+"""The last step of a plan: the exact launch built from the frozen decisions (pure: no processes, no writes).
+
+docker: a ``ContainerSpec`` (mounts, env, user, GPUs, shm, ulimits, name) whose ``docker run`` line --dry-run
+prints and whose inside is ``mpirun -np <ranks> ... /opt/llmc/bin/train_gpt2cu[_fp32] <flags>``. native: host
+mpirun (or the binary alone for one rank without mpirun), env, and llm.c's working directory with links to the
+eval files it opens relative to its cwd.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core.errors import KitError
+from kitctl.host.gpus import GPU
+from kitctl.host.runtimes import ContainerSpec, Mount, docker_run_argv
+from kitctl.train.facts import DataInfo
+from kitctl.train.presets import Preset
+from kitctl.train.request import Facts, TrainRequest
+
+BINARIES = {"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}
+IMAGE_BIN = "/opt/llmc/bin"
+WORKDIR = "/workspace"
+MAX_OUT_PATH = 400         # llm.c's output path buffer
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What the launch needs from the decisions."""
+
+    preset: Preset
+    request: TrainRequest
+    gpus: tuple[GPU, ...]
+    precision: str
+    micro_batch: int
+    recompute: int
+    seq_len: int
+    total_batch: int
+    steps: int
+    hellaswag: int
+    resume: bool
+    data: DataInfo
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class Launch:
+    binary: str                          # in the runtime's view (container path or host path)
+    llmc_args: tuple[str, ...]
+    argv: tuple[str, ...]                # what runs: `docker run ...` (display) or `mpirun ...` / the binary
+    container: Optional[ContainerSpec] = None
+    env: dict = field(default_factory=dict)          # native: extra env of the launch
+    cwd: Optional[Path] = None                       # native: llm.c's working directory
+    links: tuple[tuple[Path, Path], ...] = ()        # native: (link, target) pairs llm.c looks for in cwd
+    notes: tuple[str, ...] = ()
+
+
+def llmc_args(d: Decided, data_root: str, out: str) -> list[str]:
+    p, pre = d, d.preset
+    args = ["-i", p.data.train_glob(data_root), "-j", p.data.val_glob(data_root), "-o", out,
+            "-e", pre.descriptor, "-b", str(p.micro_batch), "-t", str(p.seq_len), "-d", str(p.total_batch),
+            "-r", str(p.recompute), "-z", str(pre.zero_stage), "-c", f"{pre.weight_decay:g}",
+            "-l", f"{pre.learning_rate:g}", "-q", f"{pre.final_lr_frac:g}", "-u", str(pre.warmup),
+            "-n", str(pre.checkpoint_every), "-v", str(pre.val_every), "-s", str(pre.sample_every),
+            "-h", str(p.hellaswag), "-x", str(p.steps), "-y", "1" if p.resume else "0",
+            *pre.extra, *p.request.passthrough]
+    flags = p.request.bench_flags   # kitctl tune's own flags replace the preset's (or are added)
+    for k, v in zip(flags[::2], flags[1::2], strict=True):
+        if k in args:
+            args[args.index(k) + 1] = v
+        else:
+            args += [k, v]
+    return args
+
+
+def _nccl_env(facts: Facts) -> dict[str, str]:
+    env = dict(facts.host.environ_nccl)
+    env.update({k: str(v) for k, v in facts.nccl_env.items()})
+    return env
+
+
+def _root_env(facts: Facts) -> dict[str, str]:
+    """Open MPI refuses to run as root without these two (docker and native alike)."""
+    return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"} if facts.host.is_root else {}
+
+
+def _mpi_prefix(mpirun: str, ranks: int, root: bool, env_names: list[str]) -> list[str]:
+    a = [mpirun, "-np", str(ranks), "--bind-to", "none"]
+    if root:
+        a.append("--allow-run-as-root")
+    for name in env_names:
+        a += ["-x", name]
+    return a
+
+
+def build_launch(d: Decided, runtime: str, facts: Facts) -> Launch:
+    return _docker(d, facts) if runtime == "docker" else _native(d, facts)
+
+
+def _docker(d: Decided, facts: Facts) -> Launch:
+    nccl = _nccl_env(facts)
+    ranks = len(d.gpus)
+    binary = f"{IMAGE_BIN}/{BINARIES[d.precision]}"
+    args = llmc_args(d, f"{WORKDIR}/data", f"{WORKDIR}/out")
+    mounts = [Mount(d.data.dir, f"{WORKDIR}/data", read_only=True), Mount(d.out_dir, f"{WORKDIR}/out")]
+    if facts.hellaswag is not None:
+        mounts.append(Mount(facts.hellaswag.parent, f"{WORKDIR}/dev/data/hellaswag", read_only=True))
+    if facts.tokenizer is not None:
+        mounts.append(Mount(facts.tokenizer, f"{WORKDIR}/gpt2_tokenizer.bin", read_only=True))
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "HOME": "/tmp", **nccl, **_root_env(facts)}
+    inner = [*_mpi_prefix("mpirun", ranks, facts.host.is_root, sorted(nccl)), binary, *args]
+    name = d.request.name or d.preset.name
+    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)
+    spec = ContainerSpec(image=facts.image, argv=inner, mounts=mounts, env=env, workdir=WORKDIR,
+                         user=f"{facts.host.uid}:{facts.host.gid}", gpus=[g.index for g in d.gpus],
+                         shm_size=f"{max(1, ranks)}g", ulimits=["memlock=-1", "stack=67108864"],
+                         name=f"kitctl-train-{safe}-{facts.run_token}")
+    return Launch(binary, tuple(args), tuple(docker_run_argv(spec)), container=spec)
+
+
+def _native(d: Decided, facts: Facts) -> Launch:
+    """Host mpirun, the binary from `kitctl build --runtime native` (or --binary); llm.c's cwd-relative eval
+    files come from symlinks in a per-run working directory (no mounts on a host)."""
+    ranks = len(d.gpus)
+    if d.request.binary is not None:
+        binary = Path(d.request.binary)
+    else:
+        binary = (facts.native_bin_dir or facts.data_root / "native" / "bin") / BINARIES[d.precision]
+    if len(str(d.out_dir)) >= MAX_OUT_PATH:
+        raise KitError(f"output path is {len(str(d.out_dir))} characters; llm.c allows under {MAX_OUT_PATH}",
+                       "use a shorter --out", exit_code=2)
+    args = llmc_args(d, str(d.data.dir), str(d.out_dir))
+    cwd = d.out_dir / ".llmc-cwd"
+    links = []
+    if facts.hellaswag is not None:
+        links.append((cwd / "dev" / "data" / "hellaswag" / "hellaswag_val.bin", facts.hellaswag))
+    if facts.tokenizer is not None:
+        links.append((cwd / "gpt2_tokenizer.bin", facts.tokenizer))
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in d.gpus),
+           **_nccl_env(facts), **_root_env(facts)}
+    if facts.host.mpirun is None and ranks <= 1:
+        return Launch(str(binary), tuple(args), (str(binary), *args), env=env, cwd=cwd, links=tuple(links),
+                      notes=("no host mpirun found: running the single rank directly (MPI singleton)",))
+    notes: tuple[str, ...] = ()
+    mpirun = facts.host.mpirun
+    if mpirun is None:
+        notes = ("no host mpirun found: install Open MPI (apt install openmpi-bin) or pass --mpirun PATH",)
+        mpirun = "mpirun"
+    argv = [*_mpi_prefix(mpirun, ranks, facts.host.is_root, sorted(k for k in env if not k.startswith("OMPI_"))),
+            str(binary), *args]
+    return Launch(str(binary), tuple(args), tuple(argv), env=env, cwd=cwd, links=tuple(links), notes=notes)

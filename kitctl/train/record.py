@@ -1,0 +1,168 @@
+"""``<run>/run.json``: the typed record of a training run (:class:`RunRecord`), shared by its writer
+(``kitctl.train.runner.write_run_json``, the Slurm launcher) and every reader (the resume check in
+``kitctl.train.facts``, ``kitctl status``).
+
+Shape (schema 1; files written before the schema field existed read as schema 1)::
+
+    kit_version, schema_version
+    plan      what the checkpoints are written with and why (PlanRecord: ranks, micro_batch, seq_len,
+              total_batch, descriptor, precision, data fingerprint, data_dir: the resume key; the choices
+              and notes; the tokens/s estimate and its basis)
+    argv, command       what runs (argv list; the copy-pasteable line)
+    runtime   image reference + id, digests, labels | native binary + sha256 + mpirun | slurm container
+    gpus      the ranks' GPUs; data: folder, prefix, manifest sha256, shard fingerprint, train tokens
+    session   this launch: id, launcher, pid + host (of kitctl), start/end, exit status, first/last step,
+              median tokens/s, last MFU, status, OOM retries, next resume step (slurm: job id, script)
+    history   earlier sessions, newest last (at most 50)
+
+Every field is optional when read, so a partial or hand-made run.json still gives what it has.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional
+
+from pydantic import BaseModel, Field, ValidationError
+
+from kitctl.core.records import Record, short, validation_message
+
+RUN_JSON = "run.json"
+MAX_HISTORY = 50
+
+
+class GpuRecord(BaseModel):
+    index: Optional[int] = None
+    name: str = ""
+    compute_cap: Optional[int] = None
+    memory_mib: Optional[int] = None
+    driver: Optional[str] = None
+
+
+class PlanRecord(BaseModel):
+    preset: Optional[str] = None
+    runtime: Optional[str] = None
+    precision: Optional[str] = None
+    gpus: list[GpuRecord] = Field(default_factory=list)
+    ranks: Optional[int] = None
+    micro_batch: Optional[int] = None
+    recompute: Optional[int] = None
+    seq_len: Optional[int] = None
+    total_batch: Optional[int] = None
+    grad_accum: Optional[int] = None
+    steps: Optional[int] = None
+    descriptor: Optional[str] = None
+    data: Optional[str] = None               # the shard fingerprint
+    data_dir: Optional[str] = None
+    out_dir: Optional[str] = None
+    binary: Optional[str] = None
+    llmc_args: list[str] = Field(default_factory=list)
+    argv: list[str] = Field(default_factory=list)
+    choice: Optional[str] = None             # where B / -r came from
+    memory_peak_gb: Optional[float] = None
+    memory_need_gb: Optional[float] = None
+    memory_basis: Optional[str] = None
+    resume: Optional[bool] = None
+    resume_step: Optional[int] = None
+    notes: list[str] = Field(default_factory=list)
+    est_tok_s: Optional[float] = None
+    est_basis: Optional[str] = None
+    tune_file: Optional[str] = None
+
+    # what must match for llm.c's -y 1 to continue this run correctly
+    RESUME_KEY: ClassVar[tuple[str, ...]] = ("ranks", "micro_batch", "seq_len", "total_batch", "descriptor", "precision",
+                                   "data", "data_dir")
+
+    def resume_key(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.RESUME_KEY}
+
+
+class RuntimeRecord(BaseModel):
+    kind: str = ""                           # docker | native | pyxis | apptainer | none
+    image: Optional[str] = None
+    id: Optional[str] = None
+    repo_digests: Optional[list[str]] = None
+    labels: Optional[dict[str, str]] = None
+    binary: Optional[str] = None
+    sha256: Optional[str] = None
+    mpirun: Optional[str] = None
+    sif: Optional[str] = None
+
+
+class DataRecord(BaseModel):
+    dir: Optional[str] = None
+    prefix: Optional[str] = None
+    manifest_sha256: Optional[str] = None
+    fingerprint: Optional[str] = None
+    train_tokens: Optional[int] = None
+
+
+class Attempt(BaseModel):
+    micro_batch: int
+    status: str
+
+
+SessionStatus = Literal["ok", "failed", "interrupted", "oom-retry"]
+
+
+class SessionRecord(BaseModel):
+    id: Optional[str] = None
+    launcher: str = "local"
+    pid: Optional[int] = None                # kitctl's process (local launcher)
+    host: Optional[str] = None
+    start: Optional[str] = None
+    end: Optional[str] = None
+    resumed_from: Optional[int] = None
+    micro_batch: Optional[int] = None
+    recompute: Optional[int] = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    exit_status: Optional[int] = None
+    first_step: Optional[int] = None
+    last_step: Optional[int] = None
+    tok_s_median: Optional[float] = None
+    mfu_last: Optional[float] = None
+    status: Optional[SessionStatus] = None   # None while it runs (or when kitctl was killed)
+    next_resume_step: Optional[int] = None
+    tuned: Optional[str] = None              # the tune record `kitctl train` measured first
+    # slurm launcher
+    submitted: Optional[str] = None
+    job_id: Optional[str] = None
+    script: Optional[str] = None
+    nodes: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+
+
+class RunRecord(Record):
+    SCHEMA = 1
+    KIND = "run record"
+    kit_version: Optional[str] = None
+    plan: Optional[PlanRecord] = None
+    argv: list[str] = Field(default_factory=list)
+    command: Optional[str] = None
+    runtime: Optional[RuntimeRecord] = None
+    gpus: list[GpuRecord] = Field(default_factory=list)
+    data: Optional[DataRecord] = None
+    session: Optional[SessionRecord] = None
+    history: list[SessionRecord] = Field(default_factory=list)
+    # results of `kitctl eval` (kitctl/model/record.py appends them); kept as they are across training sessions
+    evals: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def load_run_record(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
+    """``(record, None)``; ``(None, None)`` when there is no run.json; ``(None, why)`` when it cannot be read."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.exists():
+        return None, None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return None, f"unreadable: {short(e, 160)}"
+    if not isinstance(raw, dict):
+        return None, f"not a JSON object but a {type(raw).__name__}"
+    v = raw.get("schema_version", 1)
+    if isinstance(v, int) and v > RunRecord.SCHEMA:
+        return None, f"written by a newer kitctl (run record schema {v}, this one reads {RunRecord.SCHEMA})"
+    try:
+        return RunRecord.model_validate(raw), None
+    except ValidationError as e:
+        return None, validation_message(e)

@@ -1,0 +1,132 @@
+"""One ``kitctl train`` on this machine: plan it, run it (once more with B/2 after an out-of-memory start),
+record each session in run.json and say how it ended.
+
+Out of memory before the first step (llm.c prints "out of memory" from cudaCheck): re-plan once with B/2 and
+say so (not when resuming: llm.c resumes only with the same B). Ctrl-C: the launch stops every rank, the
+session is recorded as interrupted and the step the next run resumes from is printed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from rich.console import Console
+
+from kitctl.core.config import KitConfig
+from kitctl.core.errors import KitError
+from kitctl.train.display import Display
+from kitctl.train.facts import inspect_out
+from kitctl.train.gather import gather_facts
+from kitctl.train.plan import Plan
+from kitctl.train.planner import build_plan
+from kitctl.train.record import Attempt, SessionRecord
+from kitctl.train.request import Facts, TrainRequest
+from kitctl.train.runner import (Outcome, launch, new_session, next_resume_step, now, preflight, prepare_out, runtime_record,
+                                 write_run_json)
+from kitctl.train.steplog import Step, parse_step, throughput
+
+# docker's own messages when the NVIDIA container runtime is missing or broken (`docker run --gpus` exits 125)
+DOCKER_GPU_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown or invalid runtime name")
+
+Replan = Callable[[TrainRequest], Plan]
+
+
+def plan_for(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None, mpirun: str = "/usr/bin/mpirun"
+             ) -> tuple[Plan, Facts, Replan]:
+    """Read this machine, plan; ``replan(request)`` plans again over the run folder as it is now."""
+    facts = gather_facts(cfg, req, inventory, mpirun)
+
+    def replan(r: TrainRequest) -> Plan:
+        return build_plan(r, dataclasses.replace(facts, out=inspect_out(facts.out.dir)))
+
+    return build_plan(req, facts), facts, replan
+
+
+def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Replan] = None,
+                 docker_client: Any = None, quiet: bool = False, tuned: Optional[str] = None) -> SessionRecord:
+    """Execute a plan (with one B/2 retry on an out-of-memory start). Returns the session record.
+    ``tuned``: the tune record measured first for this run (kept in the session)."""
+    if plan.complete:
+        console.print(f"{plan.out_dir}: already complete (checkpoint at step {plan.resume_step} of {plan.steps}); "
+                      "nothing to do. Use --steps N to train further, or --fresh to start over.")
+        return SessionRecord(status="ok", exit_status=0, last_step=plan.resume_step)
+    preflight(plan)
+    attempts: list[Attempt] = []
+    while True:
+        archived = prepare_out(plan)
+        if archived is not None:
+            console.print(f"--fresh: moved the old checkpoints to {archived}")
+        runtime = runtime_record(plan)
+        session = new_session(plan, id=uuid.uuid4().hex[:12], attempts=list(attempts), tuned=tuned)
+        write_run_json(plan, session, runtime)
+        out = _launch_logged(plan, console, quiet, docker_client)
+        tok_s = throughput(out.steps, plan.total_batch)
+        session = session.model_copy(update=dict(
+            end=now(), exit_status=out.rc, first_step=out.steps[0].step if out.steps else None,
+            last_step=out.last_step, tok_s_median=tok_s, mfu_last=out.steps[-1].mfu if out.steps else None))
+        if out.managed_fallback:
+            console.print("[yellow]warning:[/] llm.c fell back to host (managed) memory for the optimizer state: "
+                          "it runs, but slowly; use a smaller --micro-batch or more GPUs")
+        if out.interrupted:
+            nxt = next_resume_step(plan.out_dir)
+            write_run_json(plan, session.model_copy(update=dict(status="interrupted", next_resume_step=nxt)), runtime)
+            where = (f"the next run resumes from the checkpoint at step {nxt}" if nxt is not None else
+                     "no checkpoint was written yet: the next run starts over")
+            raise KitError(f"stopped at step {out.last_step or 0}: all ranks are stopped; {where}",
+                           "re-run the same command to continue", exit_code=130)
+        if out.rc != 0 and out.oom_before_first_step and not plan.resume and not attempts \
+                and plan.micro_batch > 1 and replan is not None:
+            half = plan.micro_batch // 2
+            attempts.append(Attempt(micro_batch=plan.micro_batch, status="out of memory before the first step"))
+            write_run_json(plan, session.model_copy(update=dict(status="oom-retry")), runtime)
+            console.print(f"[yellow]train_gpt2cu ran out of GPU memory at start with B={plan.micro_batch}: "
+                          f"retrying once with B={half}[/]")
+            plan = replan(dataclasses.replace(plan.request, micro_batch=half, oom_retry_from=plan.micro_batch))
+            continue
+        session = session.model_copy(update=dict(status="ok" if out.rc == 0 else "failed"))
+        write_run_json(plan, session, runtime)
+        if out.rc != 0:
+            _fail(plan, out)
+        if not quiet:
+            msg = f"done: step {out.last_step}/{plan.steps}"
+            if tok_s:
+                msg += f", {tok_s:,.0f} tok/s (median step, warm-up excluded)"
+                if plan.est_tok_s:
+                    msg += f"; the plan estimated ~{plan.est_tok_s:,.0f} ({tok_s / plan.est_tok_s - 1:+.1%})"
+            console.print(msg + f"; run folder {plan.out_dir}")
+        return session
+
+
+def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any) -> Outcome:
+    """One launch: every line appended to <out>/stdout.log (headed by the command), step lines to the display."""
+    steps_seen: list[Step] = []
+    with (plan.out_dir / "stdout.log").open("a", buffering=1) as log, Display(console, plan, quiet) as disp:
+        log.write(f"# kitctl {now()} {plan.command_line()}\n")
+
+        def on_line(s: str) -> None:
+            log.write(s + "\n")
+            st = parse_step(s)
+            if st is not None:
+                steps_seen.append(st)
+            disp.line(s, steps_seen)
+        return launch(plan, on_line, docker_client)
+
+
+def _fail(plan: Plan, out: Outcome) -> None:
+    tail = "\n".join(out.tail[-15:])
+    hint = f"the full output is in {plan.out_dir / 'stdout.log'}"
+    no_gpu = any(m in ln for ln in out.tail for m in DOCKER_GPU_ERRORS)
+    if plan.runtime == "docker" and not out.steps and (out.rc == 125 or no_gpu):
+        # docker's own failure (exit 125): train_gpt2cu never ran
+        raise KitError(f"the container could not start (docker run exited with status {out.rc}):\n{tail}",
+                       ("Docker cannot give the container GPUs: install nvidia-container-toolkit "
+                        "(then `sudo nvidia-ctk runtime configure --runtime=docker`) and restart Docker; "
+                        if no_gpu else "see Docker's message above; ")
+                       + "`kitctl doctor` checks the engine and the GPU runtime")
+    if out.oom_before_first_step:
+        hint = ("out of GPU memory: " + ("resuming needs the checkpoint's B; free the GPU or start over "
+                                         "with --fresh and a smaller --micro-batch" if plan.resume else
+                                         "pass a smaller --micro-batch") + "; " + hint)
+    raise KitError(f"train_gpt2cu exited with status {out.rc} (last step {out.last_step}):\n{tail}", hint)

@@ -1,0 +1,171 @@
+"""The reproduce planner (kitctl/pipeline/forecast.py) is pure: inputs built by hand for any box; and
+`kitctl reproduce --dry-run` plans the whole run with no data, for a described box, as a table or JSON."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kitctl.pipeline import forecast as fc
+from kitctl.train.memory import dims_for
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "docs" / "inventories" / "2080ti-3090.csv"
+N124 = dims_for("d12").params
+
+
+def _train(**kw) -> fc.TrainInput:
+    base = dict(gpus_label="1x RTX 3090", ranks=1, precision="bf16", micro_batch=32, seq_len=1024,
+                total_batch=524288, steps=18882, params=N124, zero_stage=1, tok_s=38881.0, tok_s_basis="estimate",
+                hellaswag_examples=10042, val_every=250, val_batches=20, checkpoint_every=5000)
+    base.update(kw)
+    return fc.TrainInput(**base)
+
+
+def _inputs(**kw) -> fc.Inputs:
+    base = dict(
+        box=fc.Box(gpus=2, cpus=16, net_bytes_per_s=25e6, free_bytes=None, label="seed"),
+        build=fc.BuildInput("native", False, "compile"),
+        data=fc.DataInput("tokenize", "fineweb10B", 10_000_000_000, 101, 29_000_000_000, 29_000_000_000),
+        hellaswag=fc.HellaswagInput(10042, False, 11_000_000),
+        tune=fc.TuneInput("auto", 6), train=_train())
+    base.update(kw)
+    return fc.Inputs(**base)
+
+
+def test_llmc_checkpoint_and_eval_schedules():
+    # llm.c writes a checkpoint at every multiple of -n after step 0, and at the last step
+    assert fc.checkpoint_steps(18882, 5000) == [5000, 10000, 15000, 18882]
+    assert fc.checkpoint_steps(10000, 5000) == [5000, 10000]
+    assert fc.checkpoint_steps(12, 4, start=4) == [8, 12]
+    assert fc.checkpoint_steps(12, 0) == []
+    # val loss at step 0, every -v steps and at the last step
+    assert fc.eval_steps(18882, 250) == len(range(0, 18882, 250)) + 1 == 77
+    assert fc.eval_steps(500, 250) == 3                      # 0, 250, 500
+    assert fc.eval_steps(500, 250, start=250) == 2           # resumed at 250: 250, 500
+
+
+def test_checkpoint_size_is_llmc_file_layout():
+    # model_*.bin: 256 int32 header + params in the build's precision; state_*.bin per rank: header + AdamW m, v
+    # and FP32 master weights, sharded by ZeRO-1
+    t = _train()
+    assert fc.checkpoint_bytes(t) == 1024 + 2 * N124 + 1024 + 12 * N124
+    t8 = _train(ranks=8, precision="fp32")
+    assert fc.checkpoint_bytes(t8) == 1024 + 4 * N124 + 8 * (1024 + 12 * math.ceil(N124 / 8))
+
+
+def test_train_stage_time_disk_and_range():
+    f = fc.plan_stages(_inputs())
+    t = f.stage("train")
+    pure = 18882 * 524288 / 38881.0
+    assert pure < t.seconds < pure * 1.2                        # + evals, checkpoint writes, start-up
+    assert t.low < t.seconds < t.high
+    assert t.disk_bytes == 4 * fc.checkpoint_bytes(_train()) + fc.costs().train.log_bytes
+    # a measured tokens/s (tune cache) narrows the range
+    m = fc.plan_stages(_inputs(train=_train(tok_s_basis="measured"))).stage("train")
+    assert (m.high - m.low) < (t.high - t.low) / 2
+    # resuming from step 15000 leaves only the rest to run, the same checkpoints on disk
+    r = fc.plan_stages(_inputs(train=_train(done_step=15000))).stage("train")
+    assert r.status == "resume" and r.seconds < t.seconds * 0.25 and r.disk_bytes == t.disk_bytes
+    done = fc.plan_stages(_inputs(train=_train(done_step=18882))).stage("train")
+    assert done.status == "done" and done.seconds == 0
+
+
+def test_hellaswag_evals_cost_forward_passes():
+    with_hs = fc.plan_stages(_inputs()).stage("train").seconds
+    without = fc.plan_stages(_inputs(train=_train(hellaswag_examples=0))).stage("train").seconds
+    # 76 HellaSwag evals (step 0 has none) x 10,042 examples x 4 rows x 1024 tokens, forward-only (~3x faster)
+    expect = 76 * math.ceil(10042 / 8) * 32 * 1024 / (38881.0 * 3.0)
+    assert abs((with_hs - without) - expect) / expect < 0.01
+
+
+def test_tune_is_bounded_to_a_share_of_training():
+    share = fc.costs().tune.share
+    f = fc.plan_stages(_inputs())
+    tune, train = f.stage("tune"), f.stage("train")
+    assert tune.status == "to do" and f.tune_steps == (20, 5) and tune.seconds <= share * train.seconds
+    # a short run: 20 steps per config do not fit 2%, 10 do not either -> skipped, saying why
+    short = fc.plan_stages(_inputs(train=_train(steps=300)))
+    assert short.stage("tune").status == "skipped" and short.tune_steps is None
+    assert "bounded" in short.stage("tune").detail
+    forced = fc.plan_stages(_inputs(train=_train(steps=300), tune=fc.TuneInput("on", 6)))
+    assert forced.stage("tune").status == "to do" and forced.tune_steps == (20, 5)
+    # a tune cache, a checkpoint to resume or --no-tune: no tune
+    for tu in (fc.TuneInput("auto", 6, cached="/x/tune/a.json"), fc.TuneInput("auto", 6, resuming=True),
+               fc.TuneInput("off", 6)):
+        assert fc.plan_stages(_inputs(tune=tu)).stage("tune").status == "skipped"
+
+
+def test_data_disk_download_and_time():
+    f = fc.plan_stages(_inputs())
+    d = f.stage("data")
+    assert d.disk_bytes == 29_000_000_000 + 2 * 10_000_000_000 + 101 * 1024   # HF cache + shards
+    assert d.download_bytes == 29_000_000_000
+    assert d.low >= 29e9 / 25e6 and d.high <= 29e9 / 12.5e6 + 1e10 / (16 * 1.5e6) + 1
+    done = fc.plan_stages(_inputs(data=dataclasses.replace(_inputs().data, complete=True))).stage("data")
+    assert done.status == "done" and done.seconds == 0 and done.download_bytes == 0 and done.disk_bytes == d.disk_bytes
+    pre = fc.plan_stages(_inputs(data=fc.DataInput("pretokenized", "ready", 10_400_000_000, 104, 104 * 200001024, 0)))
+    assert pre.stage("data").download_bytes == 104 * 200001024 and pre.stage("data").seconds > 0
+
+
+def test_totals_json_shape_and_cost():
+    f = fc.plan_stages(_inputs(price_per_gpu_hour=1.5))
+    j = f.as_json()
+    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "seconds"}
+    assert [s["name"] for s in j["stages"]] == ["preflight", "build", "data", "hellaswag", "tune", "train", "report"]
+    for s in j["stages"]:
+        assert {"name", "disk_bytes", "download_bytes", "seconds"} <= set(s)
+    assert j["total"]["disk_bytes"] == sum(s["disk_bytes"] for s in j["stages"])
+    assert abs(j["total"]["seconds"] - sum(s["seconds"] for s in j["stages"])) < 1
+    # the whole box is paid while every stage runs: 2 GPUs x hours x price
+    assert abs(f.cost - f.seconds / 3600 * 2 * 1.5) < 0.01
+    assert fc.plan_stages(_inputs()).cost is None
+
+
+def test_remaining_disk_counts_only_what_is_still_to_run_on_the_data_root():
+    inp = _inputs(build=fc.BuildInput("wheels", False, "images"))
+    f = fc.plan_stages(inp)
+    docker = f.stage("build").disk_bytes
+    assert fc.remaining_disk(f) == f.disk_bytes - docker        # images live in Docker's storage
+    assert fc.remaining_disk(f, data_done_bytes=10**9) == f.disk_bytes - docker - 10**9
+
+
+def _dry(tmp_path, *args):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200", "KIT_DATA_ROOT": str(tmp_path / "d")}
+    return subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--dry-run", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_dry_run_json_plans_the_seed_box_with_no_data(tmp_path):
+    r = _dry(tmp_path, "--inventory", str(SEED), "--cpus", "16", "--json", "--runtime", "native")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)                                  # stdout is the JSON and nothing else
+    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "seconds"}
+    st = {s["name"]: s for s in j["stages"]}
+    # FineWeb10B: 29 GB of parquet downloaded into the HF cache, 20 GB of shards
+    assert st["data"]["download_bytes"] == 29_000_000_000 and st["data"]["disk_bytes"] > 49e9
+    # the 3090 alone in BF16 (the planner's pick for a 2080 Ti + 3090), ~18,882 steps of 524,288 tokens
+    assert "1x GeForce RTX 3090 (bf16" in st["train"]["detail"] and "18,882 steps" in st["train"]["detail"]
+    assert 2.5 * 86400 < st["train"]["seconds"] < 4.5 * 86400
+    assert not (tmp_path / "d").exists()                      # the plan wrote nothing
+
+
+def test_dry_run_table_with_price(tmp_path):
+    r = _dry(tmp_path, "--inventory", str(REPO / "docs" / "inventories" / "8xh100.csv"), "--cpus", "64",
+             "--price-per-gpu-hour", "2.5")
+    assert r.returncode == 0, r.stderr
+    assert "the plan" in r.stdout and "total" in r.stdout and "8 GPU(s) x $2.5/GPU-hour" in r.stdout
+    assert "8x H100 80GB HBM3" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["--json"], ["--cpus", "0", "--dry-run"]])
+def test_json_needs_dry_run_and_cpus_positive(tmp_path, args):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KIT_DATA_ROOT": str(tmp_path / "d")}
+    r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--inventory", str(SEED), *args], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "hint:" in r.stderr
