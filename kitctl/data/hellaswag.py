@@ -81,6 +81,15 @@ def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
                            NOT_JSONL_HINT, exit_code=2) from None
 
 
+def check_source(path: Path) -> int:
+    """Read every example once (what ``build`` will read) and refuse an empty file; returns the example count.
+    The plan calls it, so bad input is refused before any tokenizer file is written."""
+    n = sum(1 for _ in read_examples(path))
+    if not n:
+        raise KitError(f"{path} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
+    return n
+
+
 def _check_example(path: Path, lineno: int, line: str) -> dict[str, Any]:
     where = f"{path}:{lineno}"
     try:

@@ -22,8 +22,8 @@ from typing import Optional
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
+from kitctl.data import hellaswag, space
 from kitctl.data import sources as src
-from kitctl.data import space
 from kitctl.data.pool import cores, default_workers, max_workers
 from kitctl.data.recipes import Recipe, load_recipe, recipe_names
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE
@@ -185,6 +185,8 @@ def _estimate(plan: DataPlan) -> None:
     manifest line per shard; the HF cache: the recipe's download."""
     r = plan.recipe
     if plan.kind == "hellaswag":
+        if plan.source:
+            hellaswag.check_source(Path(plan.source))      # an empty or broken file: refused before any write
         plan.need = {plan.hellaswag_bin.parent: HELLASWAG_BYTES}
         return
     if plan.kind == "pretokenized":
