@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core import validate
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
 from kitctl.data import hellaswag, space
 from kitctl.data import sources as src
-from kitctl.data.pool import cores, default_workers, max_workers
+from kitctl.data.pool import cores, default_workers
 from kitctl.data.recipes import Recipe, load_recipe, recipe_names
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE
 from kitctl.data.tokenizer import get_encoding
@@ -145,10 +146,8 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                           f"llm.c's loader needs at least B x T + 1 tokens in every shard ({MIN_SHARD_TOKENS:,} at "
                           "B=1, T=1024) and its header holds an int32; llm.c uses 100000000")
     first = recipe.first_shard_tokens if recipe and recipe.first_shard_tokens and shard_size is None else ss
-    if workers is not None and not 0 <= workers <= max_workers():
-        raise ConfigError(f"--workers {workers}: must be between 0 and {max_workers()} ({cores()} cores here)",
-                          "give a number of tokenizer processes; 0 tokenizes in this process, no --workers "
-                          "uses all cores")
+    if workers is not None:
+        validate.workers(workers, "--workers")       # 0 (in this process) .. a small multiple of the cores
     files = None
     if kind == "tokenize" and (recipe is None or source is not None):
         files = src.resolve_local(source or spec, out_dir)    # fail now on a missing file / empty folder

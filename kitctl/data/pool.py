@@ -29,7 +29,6 @@ from kitctl.data.slots import Slots
 from kitctl.data.tokenizer import get_encoding
 
 IN_FLIGHT_PER_WORKER = 3          # batches queued per worker
-MAX_WORKERS_PER_CORE = 4          # --workers above cores x this is refused (each worker is a process)
 
 TokenBatch = tuple[np.ndarray, np.ndarray]   # (uint16 tokens, int64 tokens per document incl. its EOT)
 
@@ -44,10 +43,6 @@ def cores() -> int:
 
 def default_workers() -> int:
     return cores()
-
-
-def max_workers() -> int:
-    return MAX_WORKERS_PER_CORE * cores()
 
 
 SEP = "<|endoftext|>"
