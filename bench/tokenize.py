@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=10**8)
     ap.add_argument("--workers", type=int, default=None, help="kitctl workers (default: all cores)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best of each is reported")
+    ap.add_argument("--compare", type=Path, help="another kitctl source tree (e.g. `git archive` of an older commit): "
+                                                 "its `kitctl data` is run too, as (b0), in the same rounds")
     ap.add_argument("--tokenizer-dir", type=Path,
                     default=Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "data/gpt2-bpe")
     args = ap.parse_args()
@@ -120,7 +122,7 @@ def main() -> None:
                 shutil.copy(args.llmc / "dev" / "data" / f, up / f)
             (up / "runner.py").write_text(RUNNER)
 
-        cpu = {"a": [], "b": [], "c": [], "d": []}
+        cpu = {"a": [], "b": [], "b0": [], "c": [], "d": []}
 
         def children_cpu() -> float:
             ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -175,26 +177,29 @@ def main() -> None:
         if args.workers is not None:
             cmd += ["--workers", str(args.workers)]
 
-        def run_b() -> float:
+        def run_b(key: str = "b") -> float:
             shutil.rmtree(out, ignore_errors=True)
+            e = env if key == "b" else {**env, "PYTHONPATH": str(args.compare.resolve())}
             c0 = children_cpu()
             t0 = time.perf_counter()
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            r = subprocess.run(cmd, env=e, capture_output=True, text=True)
             dt = time.perf_counter() - t0
-            cpu["b"].append(children_cpu() - c0)
+            cpu[key].append(children_cpu() - c0)
             if r.returncode != 0:
-                sys.exit(f"kitctl data failed:\n{r.stderr[-2000:]}")
+                sys.exit(f"kitctl data ({key}) failed:\n{r.stderr[-2000:]}")
             return dt
 
         # interleaved rounds, best of each: this machine may be shared, and the best round is the one
         # least disturbed by others
-        best = {"a": [], "b": [], "c": [], "d": []}
+        best = {"a": [], "b": [], "b0": [], "c": [], "d": []}
         for i in range(args.repeat):
             best["c"].append(run_c())
             best["d"].append(run_d())
             if args.llmc:
                 best["a"].append(run_a())
             best["b"].append(run_b())
+            if args.compare:
+                best["b0"].append(run_b("b0"))
             print(f"round {i + 1}: " + ", ".join(f"{k} {min(v) if v else 0:.2f}s" for k, v in best.items() if v),
                   flush=True)
         single = ntok / min(best["c"])
@@ -215,13 +220,18 @@ def main() -> None:
             theirs = {p.name: p.read_bytes() for p in (up / "fineweb10B").glob("*.bin")}
             same = bool(theirs) and theirs == {p.name: p.read_bytes() for p in out.glob("*.bin")}
             print(f"b/a = {b / a:.2f}x   (goal >= 2.5x); outputs byte-identical: {same}")
+        if args.compare:
+            b0 = ntok / min(best["b0"])
+            print(f"(b0) --compare tree  {b0 / 1e6:6.2f} M tok/s  ({min(best['b0']):.2f} s; b0/c = {100 * b0 / c:.0f}%, "
+                  f"b0/d = {100 * b0 / d:.0f}%)")
         print(f"b/c = {100 * b / c:.0f}%    (goal >= 90%: kitctl data end to end vs cores x raw encode_ordinary)")
         print(f"b/d = {100 * b / d:.0f}%    (kitctl data vs the same number of raw encoders running at once)")
         eff = {k: ntok / min(v) / 1e6 for k, v in cpu.items() if v}
         print("CPU cost (tokens per CPU-second, all processes, best round): " +
               ", ".join(f"{k} {v:.2f} M" for k, v in eff.items()) +
               f"; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(json.dumps({"a_tok_s": a, "b_tok_s": b, "c_tok_s": c, "d_tok_s": d, "tokens": ntok, "cores": cores,
+        print(json.dumps({"a_tok_s": a, "b_tok_s": b, "b0_tok_s": ntok / min(best["b0"]) if args.compare else None,
+                          "c_tok_s": c, "d_tok_s": d, "tokens": ntok, "cores": cores,
                           "best_of": args.repeat, "cpu_s": {k: min(v) for k, v in cpu.items() if v}}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

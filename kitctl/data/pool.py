@@ -142,8 +142,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _keep_freed_memory() -> None:
+    """glibc: serve the per-batch buffers (joined text, token buffers: MBs each) from the heap and keep freed
+    memory, instead of mmap + munmap per batch -- which costs a page fault per 4 KB on every batch (measured:
+    80k faults per 200 MB of text without, 12k with)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 256 << 20)    # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 512 << 20)    # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def _worker(in_q, out_q, parent: int, ins: Slots, outs: Slots) -> None:
     _die_with_parent(parent)
+    _keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)    # (not the parent's SIGTERM -> KeyboardInterrupt)
     out_q.cancel_join_thread()    # if the parent was killed, exit without waiting to flush to nobody
