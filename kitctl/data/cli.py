@@ -5,6 +5,7 @@ Shape: ``data`` is a command group whose default command is ``make``, so both
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Optional
@@ -12,10 +13,18 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from kitctl.core.context import config, console
 from kitctl.core import validate
-from kitctl.core.validate import checked
+from kitctl.core.context import config, console
 from kitctl.core.errors import KitError
+from kitctl.core.progress import Bar, format_duration, progress_bar
+from kitctl.core.validate import checked
+from kitctl.data import manifest as mf
+from kitctl.data.container import choose_runtime, docker_spec
+from kitctl.data.execute import execute
+from kitctl.data.plan import DataPlan, make_plan
+from kitctl.data.recipes import load_recipe, recipe_names
+from kitctl.host.runtimes import DockerRuntime, docker_run_argv, shell_line
+
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -36,138 +45,130 @@ data_app = typer.Typer(cls=_DefaultMake, no_args_is_help=False, add_completion=F
 app.add_typer(data_app, name="data")
 
 
+def _say(line: str) -> None:
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 @data_app.command("make")
 def make(
     dataset: Optional[str] = typer.Argument(None, help="recipe (default fineweb10B; see `kitctl data recipes`) "
                                             "or local files: a .parquet/.jsonl/.txt file, a folder or a glob"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=checked(validate.writable_folder), help="output folder (default <data_root>/<recipe>)"),
-    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="file prefix (default as llm.c: fineweb, edu_fineweb, ...)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=checked(validate.writable_folder),
+                                       help="output folder (default <data_root>/<recipe>)"),
+    name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name),
+                                       help="file prefix (default as llm.c: fineweb, edu_fineweb, ...)"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", callback=checked(validate.workers), help="tokenizer processes (default: all cores; 0: tokenize in this process)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", callback=checked(validate.workers),
+                                          help="tokenizer processes (default: all cores; "
+                                          "0: tokenize in this process; at most 4 x cores)"),
     stream: bool = typer.Option(False, "--stream", help="read HF parquet over HTTP; no HF cache on disk"),
     source: Optional[Path] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
                                           "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder)"),
-    tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", callback=checked(validate.readable_folder), help="folder with GPT-2 vocab.bpe + "
+    tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", callback=checked(validate.readable_folder),
+                                                 help="folder with GPT-2 vocab.bpe + "
                                                  "encoder.json (offline); default tokenizer_dir from kit.yaml"),
-    shards: Optional[int] = typer.Option(None, "--shards", callback=checked(validate.positive_int), help="pre-tokenized recipe: first N train shards only"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")), help="docker (the kit's data image) | native"),
+    shards: Optional[int] = typer.Option(None, "--shards", callback=checked(validate.positive_int),
+                                         help="pre-tokenized recipe: first N train shards only"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")),
+                                          help="docker (the kit's data image; the default "
+                                          "falls back to native when the image is missing) | native"),
     force: bool = typer.Option(False, "--force", help="hellaswag: replace an existing eval file that differs"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (and the docker command) and stop"),
 ) -> None:
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
-    from kitctl.data.plan import docker_spec, execute, make_plan
-
     cfg = config()
-    rt = runtime or cfg.runtime
-    if rt not in ("docker", "native"):
-        raise KitError(f"--runtime {rt}: use docker or native", exit_code=2)
+    rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
                      tokenizer_dir, shards, force=force)
     validate.writable_folder(plan.out_dir, "the output folder")   # a read-only data root: refused before any work
+    if note:
+        _say(note)
     if dry_run:
         for line in plan.describe():
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+            _say(line)
         if rt == "docker":
-            from kitctl.host.runtimes import docker_run_argv, shell_line
-
-            console.print("docker:      " + shell_line(docker_run_argv(docker_spec(plan, cfg))),
-                          highlight=False, markup=False, soft_wrap=True)
+            _say("docker:      " + shell_line(docker_run_argv(docker_spec(plan, cfg))))
         return
     if rt == "docker":
-        from kitctl.host.runtimes import DockerRuntime
-
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         plan.hf_home.mkdir(parents=True, exist_ok=True)
-        rc = DockerRuntime().run(docker_spec(plan, cfg), on_line=lambda l: console.print(l, highlight=False, markup=False))
+        rc = DockerRuntime().run(docker_spec(plan, cfg), on_line=_say)
         if rc:
             raise KitError(f"kitctl data in the data image exited with {rc}", exit_code=130 if rc == 130 else 1)
         return
     if plan.kind != "tokenize":
-        execute(plan, log=lambda s: console.print(s, highlight=False, markup=False))
+        execute(plan, log=_say)
         return
     try:
-        with _Bar(plan) as bar:
+        with _Progress(plan) as bar:
             summary = execute(plan, progress=bar.update, log=bar.log)
     except KeyboardInterrupt:   # typer would turn this into a silent exit 130
         raise KitError(f"interrupted: {plan.out_dir} keeps every finished shard (no partial files)",
                        "re-run the same command to continue where it stopped", exit_code=130) from None
     if summary.already_complete:
-        console.print(f"{plan.out_dir} is already complete: {summary.total_tokens:,} tokens in "
-                      f"{summary.total_shards} shards (`kitctl data verify {plan.out_dir}` re-checks them)",
-                      highlight=False)
+        _say(f"{plan.out_dir} is already complete: {summary.total_tokens:,} tokens in {summary.total_shards} "
+             f"shards (`kitctl data verify {plan.out_dir}` re-checks them)")
         return
     resumed = f", resumed at shard {summary.resumed_from}" if summary.resumed_from else ""
-    console.print(f"done: {summary.tokens:,} tokens, {summary.shards} shards, {summary.seconds:.1f} s, "
-                  f"{summary.tok_per_s:,.0f} tok/s{resumed} -> {plan.out_dir} "
-                  f"({summary.total_tokens:,} tokens in {summary.total_shards} shards)", highlight=False)
+    _say(f"done: {summary.tokens:,} tokens, {summary.shards} shards, {format_duration(summary.seconds)}, "
+         f"{summary.tok_per_s:,.0f} tok/s{resumed} -> {plan.out_dir} "
+         f"({summary.total_tokens:,} tokens in {summary.total_shards} shards)")
 
 
-class _Bar:
-    """One rich progress bar: shard number, tokens, tok/s, ETA (from the estimated token count)."""
+class _Progress:
+    """The kit's progress bar (tokens, shard, tok/s, ETA from the estimate), started on the first tokens (an
+    already complete folder shows none). Without a terminal (docker logs, CI, a pipe) the bar cannot redraw, so
+    a line is printed per shard or every 30 s instead."""
 
-    def __init__(self, plan):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("shard {task.fields[shard]}"), BarColumn(),
-                                 TextColumn("{task.completed:,.0f} tok"), TextColumn("{task.fields[rate]} tok/s"),
-                                 TimeRemainingColumn(), console=console, transient=False)
+    def __init__(self, plan: DataPlan):
         self.total = plan.est_tokens
+        self.stack = contextlib.ExitStack()
+        self.bar: Optional[Bar] = None
         self.t0 = time.perf_counter()
-        self.done = 0
+        self.done, self.last_line, self.last_shard = 0, 0.0, -1
 
-    def __enter__(self):
-        self.task = None      # started on the first tokens (an already complete folder shows no bar)
+    def __enter__(self) -> "_Progress":
         return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
     def update(self, n: int, shard: int) -> None:
-        if self.task is None:
-            self.progress.start()
-            self.task = self.progress.add_task("tokenize", total=self.total, shard=shard, rate="-")
-            self.last_line, self.last_shard = time.perf_counter(), shard
+        if self.bar is None:
+            self.bar = self.stack.enter_context(progress_bar(
+                "shard {task.fields[shard]} {task.fields[rate]} tok/s", self.total, console=console, shard=shard,
+                rate="-"))
+            self.t0, self.last_line, self.last_shard = time.perf_counter(), time.perf_counter(), shard
         self.done += n
         now = time.perf_counter()
-        dt = now - self.t0
-        rate = self.done / dt if dt > 0 else 0.0
-        self.progress.update(self.task, advance=n, shard=shard, rate=f"{rate:,.0f}" if dt > 0 else "-")
-        # no terminal (docker logs, CI, a pipe): the bar cannot redraw, so print a line now and then
-        if not self.progress.console.is_terminal and (shard != self.last_shard or now - self.last_line >= 30):
-            eta = ""
-            if self.total and rate > 0 and self.total > self.done:
-                s = int((self.total - self.done) / rate)
-                eta = f", ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-            self.log(f"shard {shard}: {self.done:,} tokens, {rate:,.0f} tok/s{eta}")
+        rate = self.done / (now - self.t0) if now > self.t0 else 0.0
+        self.bar.update(completed=self.done, shard=shard, rate=f"{rate:,.0f}")
+        if not console.is_terminal and (shard != self.last_shard or now - self.last_line >= 30):
+            left = (self.total - self.done) / rate if self.total and rate > 0 and self.total > self.done else None
+            self.log(f"shard {shard}: {self.done:,} tokens, {rate:,.0f} tok/s"
+                     + (f", ETA {format_duration(left)}" if left is not None else ""))
             self.last_line, self.last_shard = now, shard
 
     def log(self, s: str) -> None:
-        self.progress.console.print(s, highlight=False, markup=False)
-
-    def __exit__(self, *exc):
-        if self.task is not None:
-            self.progress.stop()
-        return False
+        _say(s)
 
 
 @data_app.command("verify")
 def verify(dir: Path = typer.Argument(..., help="a folder written by `kitctl data` (has manifest.json)")) -> None:
     """Re-check a data folder: headers, token counts and sha256 of every shard against manifest.json."""
-    from kitctl.data.manifest import verify as verify_dir
-
-    m, problems = verify_dir(dir)
+    m, problems = mf.verify(dir)
     if problems:
         for p in problems:
             console.print(f"[red]bad[/]: {p}", highlight=False)
         raise KitError(f"{dir}: {len(problems)} problem(s) found",
                        "re-run the same `kitctl data` command: it re-checks every shard and rewrites from the first "
                        "bad or missing one on")
-    console.print(f"ok: {dir}: {len(m.shards)} shards ({len(m.val_files)} val, {len(m.train_files)} train), "
-                  f"{m.total_tokens:,} tokens, headers and sha256 match manifest.json", highlight=False)
+    _say(f"ok: {dir}: {len(m.shards)} shards ({len(m.val_files)} val, {len(m.train_files)} train), "
+         f"{m.total_tokens:,} tokens, headers and sha256 match manifest.json")
 
 
 @data_app.command("recipes")
 def recipes() -> None:
     """List the dataset recipes (datasets/*.yaml)."""
-    from kitctl.data.sources import load_recipe, recipe_names
-
     for n in recipe_names():
-        r = load_recipe(n)
-        console.print(f"{n:26s} {r.description}", highlight=False, markup=False, soft_wrap=True)
+        _say(f"{n:26s} {load_recipe(n).description}")

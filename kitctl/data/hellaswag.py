@@ -11,14 +11,13 @@ longest_example_bytes, 0...]``, then per example a stream of uint16::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from kitctl.core.errors import KitError
-from kitctl.core.files import write_atomic
+from kitctl.core.files import atomic_output, write_atomic
 
 MAGIC = 20240522
 VERSION = 1
@@ -82,6 +81,15 @@ def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
                            NOT_JSONL_HINT, exit_code=2) from None
 
 
+def check_source(path: Path) -> int:
+    """Read every example once (what ``build`` will read) and refuse an empty file; returns the example count.
+    The plan calls it, so bad input is refused before any tokenizer file is written."""
+    n = sum(1 for _ in read_examples(path))
+    if not n:
+        raise KitError(f"{path} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
+    return n
+
+
 def _check_example(path: Path, lineno: int, line: str) -> dict[str, Any]:
     where = f"{path}:{lineno}"
     try:
@@ -123,6 +131,8 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
                            f"(enc.encode): {str(e).splitlines()[0]}",
                            "remove the special token (e.g. <|endoftext|>) from its ctx/endings, or drop the "
                            "example; llm.c's own script fails on it too", exit_code=2) from None
+    if not datas:
+        raise KitError(f"{jsonl} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
     data = eval_file_bytes(datas)
     out = Path(out)
     say = log or (lambda s: None)
@@ -135,7 +145,7 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
                            "pass --force to replace it, or pick another --out folder", exit_code=2)
     replaced = out.is_file()
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, data, out.with_name(f".{out.name}.tmp"))
+    write_atomic(out, data)
     say(f"{'replaced' if replaced else 'wrote'} {out}: {len(datas):,} examples"
         + (" (it held different content)" if replaced else ""))
     return len(datas)
@@ -170,22 +180,19 @@ def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     return info, out
 
 
-def download(url: str, dest: Path, endpoint_env: Optional[dict] = None) -> Path:
-    """Fetch a file over HTTP to ``dest`` (atomic)."""
+def download(url: str, dest: Path) -> Path:
+    """Fetch a file over HTTP to ``dest`` (atomically: a failed or stopped download leaves nothing there)."""
     import requests
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
     try:
         with requests.get(url, stream=True, timeout=60) as r:
             r.raise_for_status()
-            with open(tmp, "wb") as f:
+            with atomic_output(dest) as f:
                 for chunk in r.iter_content(1 << 20):
                     f.write(chunk)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
+    except requests.RequestException as e:
         raise KitError(f"download of {url} failed: {type(e).__name__}: {str(e)[:200]}",
                        "offline? download it elsewhere and pass the file with --source") from None
-    os.replace(tmp, dest)
     return dest

@@ -1,29 +1,32 @@
 """``manifest.json``: what a data folder holds, how it was made, and how far a run got.
 
-Written next to the shards by ``kitctl data`` after every completed shard (atomically: temp file + rename),
-read back to resume, by ``kitctl data verify``, and by the train planner (``load(dir)``).
+One typed record (:class:`DataManifest`, a :class:`kitctl.core.records.Record`) shared by its writer
+(``kitctl data``: the tokenize run, pre-tokenized downloads) and its readers (resume, ``kitctl data verify``).
+It is written atomically (temp, fsync, rename), at the start of a run, after finished shards (batched, see
+``kitctl.data.tokenize``), when a run stops and when it completes.
 
 Schema (``schema_version`` 1)::
 
     {
-      "format": "llmc-kit/data",   "schema_version": 1,
+      "schema_version": 1, "format": "llmc-kit/data",
       "dataset": "fineweb10B",          # recipe name, or "local" for files given as DATASET
       "name": "fineweb",                # file prefix: <name>_val_000000.bin, <name>_train_000001.bin, ...
-      "complete": true,                 # false while a run is in progress or was interrupted
+      "complete": true,                 # false while a run is in progress or was stopped
       "run": {                          # identity of the run: a re-run must match it to resume
         "source": "HuggingFaceFW/fineweb@9767af12bf8f sample-10BT (14 parquet files)",
-        "source_fingerprint": "<sha256>",     # repo@revision+pattern, or input file names+sizes
+        "source_fingerprint": "<sha256>",     # repo@revision+pattern, or the sha256 of every input file's bytes
         "revision": "9767af12...",            # HF revision (null for local inputs)
         "tokenizer": {"encoding": "gpt2", "vocab.bpe": "<sha256>", "encoder.json": "<sha256>"},
         "shard_size": 100000000, "first_shard_size": 100000000,
-        "kit_version": "0.1.0", "pins_sha256": "<sha256 of docker/versions.yaml>"
+        "kit_version": "0.1.0", "pins_sha256": "<sha256 of docker/versions.yaml>",
+        "started": "...", "finished": "...", "failed": null     # "failed": why the last run stopped with an error
       },
       "shards": [                       # in order; shard 0 is the val shard
         {"index": 0, "file": "fineweb_val_000000.bin", "split": "val", "tokens": 100000000,
          "sha256": "<sha256 of the whole file>",
          "end": {"doc": 93518, "offset": 211, "pos": 100000000}}   # resume point (absent if pre-tokenized)
       ],
-      "total_tokens": ..., "val_tokens": ..., "train_tokens": ...,
+      "total_tokens": ..., "val_tokens": ..., "train_tokens": ...,            # derived, for readers
       "val_pattern": "fineweb_val_*.bin", "train_pattern": "fineweb_train_*.bin"
     }
 
@@ -31,13 +34,15 @@ For llm.c: ``train_gpt2cu -i "<dir>/<train_pattern>" -j "<dir>/<val_pattern>"``.
 """
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from kitctl.core.errors import KitError
+from kitctl.core.files import sha256_file
+from kitctl.core.records import Record
+from kitctl.data.shards import check_shard, shard_filename
 
 MANIFEST = "manifest.json"
 FORMAT = "llmc-kit/data"
@@ -46,35 +51,97 @@ SCHEMA_VERSION = 1
 IDENTITY = ("source_fingerprint", "revision", "tokenizer", "shard_size", "first_shard_size")
 
 
-@dataclass
-class Shard:
+def start_over_hint(folder: Path) -> str:
+    """The one fix for a folder whose manifest is missing or damaged (make, verify and resume all say it)."""
+    return (f"move {folder} aside (or delete it) and re-run the same `kitctl data` command to make it again, "
+            "or pick another --out folder")
+
+
+class ShardEnd(BaseModel):
+    """Where the next shard starts: document index, token offset inside it, stream position."""
+
+    doc: int
+    offset: int
+    pos: int
+
+
+class Shard(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
     index: int
     file: str
+    split: Literal["val", "train"] = "train"
     tokens: int
     sha256: str
-    split: str = "train"
-    end: Optional[dict[str, int]] = None
-
-    def to_json(self) -> dict[str, Any]:
-        d = {"index": self.index, "file": self.file, "split": self.split, "tokens": self.tokens,
-             "sha256": self.sha256}
-        if self.end is not None:
-            d["end"] = self.end
-        return d
+    end: Optional[ShardEnd] = None
 
 
-@dataclass
-class DataManifest:
-    """A data folder as the train planner sees it."""
+class RunInfo(BaseModel):
+    """How the shards were made. ``IDENTITY`` fields must match for a re-run to continue the folder."""
 
-    dir: Path
+    model_config = ConfigDict(extra="ignore")
+
+    source: str = ""
+    source_fingerprint: str
+    revision: Optional[str] = None
+    tokenizer: dict[str, str] = Field(default_factory=lambda: {"encoding": "gpt2"})
+    shard_size: Optional[int] = None
+    first_shard_size: Optional[int] = None
+    kit_version: str = ""
+    pins_sha256: str = ""
+    pretokenized: bool = False
+    started: Optional[str] = None
+    finished: Optional[str] = None
+    failed: Optional[str] = None
+
+
+RunLike = Union[RunInfo, dict]
+
+
+def as_run(run: RunLike) -> RunInfo:
+    return run if isinstance(run, RunInfo) else RunInfo.model_validate(run)
+
+
+class DataManifest(Record):
+    """A data folder: its shards in order, the run that made them, whether that run finished."""
+
+    SCHEMA: ClassVar[int] = SCHEMA_VERSION
+    KIND: ClassVar[str] = "kitctl data manifest"
+
+    format: Literal["llmc-kit/data"] = FORMAT
+    dataset: str = ""
     name: str
-    dataset: str
-    run: dict[str, Any]
-    shards: list[Shard] = field(default_factory=list)
     complete: bool = False
+    run: RunInfo
+    shards: list[Shard] = Field(default_factory=list)
+    dir: Path = Field(Path("."), exclude=True)          # where it was read from / is written to (not stored)
 
-    # --- what the planner needs
+    # --- what readers (train planner, verify) need; stored too, so plain JSON readers get them
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def val_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards if s.split == "val")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def train_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards if s.split == "train")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def val_pattern(self) -> str:
+        return f"{self.name}_val_*.bin"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def train_pattern(self) -> str:
+        return f"{self.name}_train_*.bin"
+
     @property
     def val_files(self) -> list[Path]:
         return [self.dir / s.file for s in self.shards if s.split == "val"]
@@ -84,48 +151,16 @@ class DataManifest:
         return [self.dir / s.file for s in self.shards if s.split == "train"]
 
     @property
-    def total_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards)
-
-    @property
-    def val_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards if s.split == "val")
-
-    @property
-    def train_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards if s.split == "train")
-
-    @property
     def tokens_per_shard(self) -> dict[str, int]:
         return {s.file: s.tokens for s in self.shards}
-
-    @property
-    def val_pattern(self) -> str:
-        return f"{self.name}_val_*.bin"
-
-    @property
-    def train_pattern(self) -> str:
-        return f"{self.name}_train_*.bin"
 
     def llmc_args(self, root: Optional[str] = None) -> list[str]:
         """``-i``/``-j`` for train_gpt2cu; ``root`` replaces the folder (e.g. its path inside a container)."""
         d = root if root is not None else str(self.dir)
         return ["-i", f"{d}/{self.train_pattern}", "-j", f"{d}/{self.val_pattern}"]
 
-    # --- serialization
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT, "schema_version": SCHEMA_VERSION, "dataset": self.dataset, "name": self.name,
-            "complete": self.complete, "run": self.run, "shards": [s.to_json() for s in self.shards],
-            "total_tokens": self.total_tokens, "val_tokens": self.val_tokens, "train_tokens": self.train_tokens,
-            "val_pattern": self.val_pattern, "train_pattern": self.train_pattern,
-        }
-
     def save(self) -> None:
-        path = self.dir / MANIFEST
-        tmp = path.with_name(f".{MANIFEST}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        os.replace(tmp, path)
+        self.write(self.dir / MANIFEST)
 
 
 def exists(dir: Path) -> bool:
@@ -133,61 +168,53 @@ def exists(dir: Path) -> bool:
 
 
 def load(dir: Path) -> DataManifest:
-    """Read ``<dir>/manifest.json``. Raises KitError with a hint when missing or malformed."""
+    """Read ``<dir>/manifest.json``; a KitError with :func:`start_over_hint` when damaged (exit 2 when missing)."""
     dir = Path(dir)
     path = dir / MANIFEST
     if not path.is_file():
         raise KitError(f"{dir} has no {MANIFEST}", f"make the data first: `kitctl data` (writes {MANIFEST})",
                        exit_code=2)
+    m = DataManifest.read(path, hint=start_over_hint(dir))      # damaged: exit 1 with the one hint
+    m.dir = dir
+    return m
+
+
+def identity_diff(old: RunLike, new: RunLike) -> list[str]:
+    """Human-readable differences in the identity fields of two runs."""
+    a, b = as_run(old), as_run(new)
+    return [f"{k}: folder has {getattr(a, k)!r}, this run wants {getattr(b, k)!r}"
+            for k in IDENTITY if getattr(a, k) != getattr(b, k)]
+
+
+def shard_problem(m: DataManifest, s: Shard) -> Optional[str]:
+    """Why shard ``s`` of ``m`` is not intact (missing, size, llm.c header, token count, sha256), or None."""
+    p = m.dir / s.file
+    if not p.is_file():
+        return "missing"
     try:
-        d = json.loads(path.read_text())
-        if d.get("format") != FORMAT:
-            raise ValueError(f"format is {d.get('format')!r}, not {FORMAT!r}")
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {d.get('schema_version')} (this kitctl reads {SCHEMA_VERSION})")
-        shards = [Shard(index=s["index"], file=s["file"], tokens=s["tokens"], sha256=s["sha256"],
-                        split=s.get("split", "train"), end=s.get("end")) for s in d["shards"]]
-        return DataManifest(dir=dir, name=d["name"], dataset=d.get("dataset", ""), run=d.get("run", {}),
-                            shards=shards, complete=bool(d.get("complete")))
-    except (ValueError, KeyError, TypeError) as e:
-        raise KitError(f"{path} is not a kitctl data manifest: {e}",
-                       "move the folder aside, or delete the manifest to start over") from None
+        n = check_shard(p)
+    except KitError as e:
+        return e.message.replace(f"{p}: ", "")
+    if n != s.tokens:
+        return f"header says {n:,} tokens, the manifest {s.tokens:,}"
+    sha = sha256_file(p)
+    if sha != s.sha256:
+        return f"sha256 differs from the manifest ({sha[:16]}... vs {s.sha256[:16]}...)"
+    return None
 
 
-def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable differences in the identity fields of two run records."""
-    out = []
-    for k in IDENTITY:
-        if old.get(k) != new.get(k):
-            out.append(f"{k}: folder has {old.get(k)!r}, this run wants {new.get(k)!r}")
-    return out
-
-
-def verify(dir: Path, on_file=None) -> tuple["DataManifest", list[str]]:
+def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None) -> tuple[DataManifest, list[str]]:
     """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
     shard numbering, and stray shard files. Returns (manifest, problems); no problems means good."""
-    from kitctl.data.shards import check_shard, shard_filename
-    from kitctl.core.files import sha256_file
-
     m = load(dir)
     problems = []
     for pos, s in enumerate(m.shards):
-        p = m.dir / s.file
         if s.index != pos or s.file != shard_filename(m.name, s.index):
-            problems.append(f"{s.file}: listed as shard {s.index} at position {pos} (expected {shard_filename(m.name, pos)})")
-        if not p.is_file():
-            problems.append(f"{s.file}: missing")
-            continue
-        try:
-            n = check_shard(p)
-        except KitError as e:
-            problems.append(e.message)
-            continue
-        if n != s.tokens:
-            problems.append(f"{s.file}: header says {n:,} tokens, manifest {s.tokens:,}")
-        sha = sha256_file(p)
-        if sha != s.sha256:
-            problems.append(f"{s.file}: sha256 {sha[:16]}... differs from the manifest's {s.sha256[:16]}...")
+            problems.append(f"{s.file}: listed as shard {s.index} at position {pos} "
+                            f"(expected {shard_filename(m.name, pos)})")
+        why = shard_problem(m, s)
+        if why:
+            problems.append(f"{s.file}: {why}")
         if on_file:
             on_file(s)
     listed = {s.file for s in m.shards}

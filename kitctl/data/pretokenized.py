@@ -1,5 +1,5 @@
 """Ready llm.c shards (``fineweb10B-pretokenized``): from the HF dataset kjj0/fineweb10B-gpt2 (pinned
-revision, files straight into the output folder) or from a local folder of those .bin files (hard-linked
+revision, downloaded into the HF cache and hard-linked into the output folder) or from a local folder of those .bin files (hard-linked
 or copied). Every header and size is checked, and a manifest.json is written like for tokenized data."""
 from __future__ import annotations
 
@@ -10,24 +10,31 @@ from typing import Callable
 
 from kitctl.data import manifest as mf
 from kitctl.data.shards import check_shard, shard_filename
-from kitctl.core.files import sha256_file
+from kitctl import __version__
+from kitctl.core.files import atomic_output, sha256_file
+from kitctl.core.pins import pins_sha256
 from kitctl.core.errors import KitError
 
 
 def _place(src: Path, dst: Path) -> None:
-    if dst.exists() and dst.stat().st_size == src.stat().st_size:
-        return
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    """Hard-link (same disk: no extra space) or copy ``src`` to ``dst``. A link appears whole or not at all; a
+    copy goes through the atomic writer. A file already there with the same bytes is kept (a re-run)."""
+    src = Path(src).resolve()          # the HF cache hands out symlinks into its blob store
+    if dst.is_file():
+        if os.path.samefile(src, dst) or (dst.stat().st_size == src.stat().st_size
+                                          and sha256_file(dst) == sha256_file(src)):
+            return
+        dst.unlink()
     try:
-        os.link(src, tmp)
+        os.link(src, dst)
     except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        with open(src, "rb") as f, atomic_output(dst) as out:
+            shutil.copyfileobj(f, out, 1 << 20)
 
 
 def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> "mf.DataManifest":
     r = plan.recipe
-    n_train = plan.train_shards if plan.train_shards is not None else int(r.extra.get("train_shards", 103))
+    n_train = plan.train_shards if plan.train_shards is not None else (r.train_shards or 103)
     names = [shard_filename(plan.name, i) for i in range(0, n_train + 1)]
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -45,29 +52,27 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
         if download is None:
             from huggingface_hub import hf_hub_download
 
-            def download(fname):
-                return hf_hub_download(r.repo, fname, repo_type="dataset", revision=rev, local_dir=str(out))
+            def download(fname: str) -> str:     # into the HF cache on the data root (HF_HOME)
+                return hf_hub_download(r.repo, fname, repo_type="dataset", revision=rev)
         for i, n in enumerate(names):
             if not (out / n).is_file():
                 log(f"downloading {n} ({i + 1}/{len(names)}) from {r.repo}@{rev[:12]}")
                 try:
-                    download(n)
+                    got = download(n)
                 except Exception as e:
                     raise KitError(f"download of {n} failed: {type(e).__name__}: {str(e)[:200]}",
                                    "re-run to continue; or set mirrors.hf_endpoint; or --source DIR") from None
+                _place(Path(got), out / n)
         origin = f"{r.repo}@{rev}"
     shards = []
     for i, n in enumerate(names):
         tokens = check_shard(out / n)
         shards.append(mf.Shard(index=i, file=n, tokens=tokens, sha256=sha256_file(out / n),
                                split="val" if i == 0 else "train"))
-    from kitctl import __version__
-    from kitctl.core.pins import pins_sha256
-
-    m = mf.DataManifest(dir=out, name=plan.name, dataset=plan.dataset, complete=True, shards=shards, run={
-        "source": origin, "source_fingerprint": origin, "revision": None if plan.source else rev,
-        "tokenizer": {"encoding": "gpt2", **tok_sums}, "shard_size": None, "first_shard_size": None,
-        "kit_version": __version__, "pins_sha256": pins_sha256(), "pretokenized": True})
+    run = mf.RunInfo(source=origin, source_fingerprint=origin, revision=None if plan.source else rev,
+                     tokenizer={"encoding": "gpt2", **tok_sums}, kit_version=__version__, pins_sha256=pins_sha256(),
+                     pretokenized=True)
+    m = mf.DataManifest(dir=out, name=plan.name, dataset=plan.dataset, complete=True, shards=shards, run=run)
     m.save()
     log(f"{len(shards)} shards, {m.total_tokens:,} tokens checked in {out}")
     return m

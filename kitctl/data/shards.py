@@ -14,13 +14,13 @@ lets a document longer than a shard spill over as many shards as it needs (upstr
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 from kitctl.core.errors import KitError
+from kitctl.core.files import atomic_output, replace_atomic, temp_path
 
 MAGIC = 20240520
 VERSION = 1
@@ -44,24 +44,15 @@ def header_bytes(n_tokens: int) -> bytes:
 
 
 def write_shard(path: Path, tokens: np.ndarray) -> str:
-    """Write one shard atomically (temp name in the same folder, fsync, rename). Returns its sha256."""
-    path = Path(path)
+    """Write one shard atomically (kitctl.core.files: temp beside it, fsync, rename). Returns its sha256."""
     tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
-    tmp = path.with_name(f".{path.name}.tmp")
     head = header_bytes(len(tokens))
     h = hashlib.sha256(head)
     body = memoryview(tokens).cast("B")
     h.update(body)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(head)
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:   # Ctrl-C / disk full: never leave a partial file behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(Path(path)) as f:
+        f.write(head)
+        f.write(body)
     return h.hexdigest()
 
 
@@ -101,7 +92,8 @@ class ShardWriter:
 
     Tokens are streamed straight into the current shard's temp file (no shard-sized buffer, no extra copy)
     and hashed on the way; a full shard's header is known up front (``shard_size`` tokens), the last,
-    partial shard gets its header rewritten at the end. Each shard is fsync'd and renamed into place.
+    partial shard gets its header rewritten at the end. Each shard is fsync'd and renamed into place
+    (``kitctl.core.files.replace_atomic``); a failure or Ctrl-C (``abort``) removes the temp file.
 
     ``first_shard_size`` sizes shard 0 (the val shard) separately; default ``shard_size``.
     ``on_shard(index, path, n_tokens, sha256, stream_end)`` is called after each shard is renamed into
@@ -131,8 +123,7 @@ class ShardWriter:
         return self.out_dir / shard_filename(self.name, self.index)
 
     def _tmp(self) -> Path:
-        p = self._path()
-        return p.with_name(f".{p.name}.tmp")
+        return temp_path(self._path())
 
     def _open(self) -> None:
         head = header_bytes(self._cap())
@@ -158,11 +149,9 @@ class ShardWriter:
 
     def _finish(self, sha: str) -> None:
         f, n, path = self._f, self.fill, self._path()
-        f.flush()
-        os.fsync(f.fileno())
         f.close()
         self._f = self._h = None
-        os.replace(self._tmp(), path)
+        replace_atomic(self._tmp(), path)      # fsync, rename; the temp is removed if that fails
         self.pos += n
         if self.on_shard:
             self.on_shard(self.index, path, n, sha, self.pos)

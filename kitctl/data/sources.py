@@ -1,4 +1,4 @@
-"""Where documents come from: recipes (``datasets/*.yaml``) and local files -> ordered document batches.
+"""Where documents come from: local files (and HF parquet, see ``kitctl.data.hf``) -> ordered document batches.
 
 A ``Source`` yields batches of document texts (a pyarrow string array or a list of str) in a fixed,
 documented order, and can start at any document index cheaply (resume). Orders:
@@ -7,9 +7,11 @@ documented order, and can start at any document index cheaply (resume). Orders:
   the same files); only the ``text`` column is read, one row group at a time, in record batches.
 - jsonl: one JSON object per line, its ``text`` field.
 - txt: the whole file is one document (a recipe may split it, e.g. tinyshakespeare on blank lines).
-- HuggingFace datasets (fineweb, fineweb-edu): the parquet files of the recipe's config at the pinned
-  revision, sorted -- downloaded into the HF cache on the data root, or with ``--stream`` read in place
-  over HTTP (``hf://``) without materializing any cache.
+
+A source also has a *fingerprint* -- what a resumed run must see again: the sha256 of every input file's bytes
+(content, not names or sizes), or for HuggingFace files the repository, pinned revision and file pattern (the hub
+addresses content by revision) -- and can hand out a *sample* of its documents spread over its files, from
+which the disk preflight measures tokens per byte (``kitctl.data.space``).
 """
 from __future__ import annotations
 
@@ -17,67 +19,27 @@ import glob
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
-import yaml
-
 from kitctl.core.errors import KitError
-from kitctl.core import resources
+from kitctl.core.files import sha256_file
 
-RECIPES_DIR = Path(os.environ.get("KIT_RECIPES_DIR", resources.share("datasets")))
 TEXT_COLUMN = "text"
 BATCH_ROWS = 1024
-# for disk-space estimates only, so on the safe side: measured ~4.3 bytes a GPT-2 token on English web text,
-# 3.3 on tinyshakespeare; fewer on code or non-English text
-BYTES_PER_TOKEN = 3.0
+SAMPLE_FILES = 8              # a sample reads from at most this many files (spread over the list) ...
+SAMPLE_SPOTS = 4              # ... and from this many places in each (row groups, file offsets)
 
 Batch = Union[Sequence[str], Any]   # list[str] or a pyarrow (Large)StringArray
 
 
-# ----------------------------------------------------------------------------------------------- recipes
-@dataclass
-class Recipe:
-    name: str
-    kind: str                      # hf_parquet | text | hellaswag | pretokenized
-    prefix: str                    # output file prefix (llm.c's `name`)
-    description: str = ""
-    repo: Optional[str] = None
-    pin: Optional[str] = None      # key under `datasets:` in docker/versions.yaml
-    config: Optional[str] = None   # HF config name, e.g. sample-10BT
-    data_files: Optional[str] = None   # glob of the config's parquet files inside the repo
-    url: Optional[str] = None
-    split_on: Optional[str] = None     # txt: split into documents on this separator (llm.c quirk kept)
-    first_shard_tokens: Optional[int] = None
-    shard_size: Optional[int] = None
-    approx_tokens: Optional[int] = None
-    approx_download_bytes: Optional[int] = None
-    allow_patterns: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def revision(self) -> Optional[str]:
-        if not self.pin:
-            return None
-        from kitctl.core.pins import pins
-
-        return pins()["datasets"][self.pin]["revision"]
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def load_recipe(name: str) -> Recipe:
-    path = RECIPES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise KitError(f"unknown dataset '{name}': no recipe {path.name} and no such file or folder",
-                       f"recipes: {', '.join(recipe_names())}; or give a parquet/jsonl/txt file, a folder "
-                       "or a glob", exit_code=2)
-    data = yaml.safe_load(path.read_text()) or {}
-    known = set(Recipe.__dataclass_fields__) - {"name", "extra"}
-    extra = {k: v for k, v in data.items() if k not in known}
-    return Recipe(name=name, extra=extra, **{k: v for k, v in data.items() if k in known})
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        Path(path).absolute().relative_to(Path(folder).absolute())
+        return True
+    except ValueError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------ local files
@@ -90,15 +52,24 @@ def is_local_spec(spec: str) -> bool:
         Path(spec).suffix.lower() in SUFFIXES
 
 
-def resolve_local(spec: str) -> list[Path]:
-    """A file, a folder (its parquet/jsonl/txt files, recursively) or a glob -> sorted files."""
+def resolve_local(spec: str, out_dir: Optional[Path] = None) -> list[Path]:
+    """A file, a folder (its parquet/jsonl/txt files, recursively) or a glob -> sorted files.
+
+    ``out_dir`` (where the shards go) must not be read back as input: inside an input folder it is refused;
+    files a glob matches inside it (manifest.json, ...) are left out."""
     p = Path(os.path.expanduser(spec))
     if any(c in spec for c in "*?["):
         files = [Path(f) for f in glob.glob(os.path.expanduser(spec), recursive=True) if Path(f).is_file()]
+        if out_dir is not None:
+            files = [f for f in files if not _inside(f, out_dir)]
         if not files:
             raise KitError(f"no files match {spec}", "check the pattern (quote it so the shell leaves it alone)",
                            exit_code=2)
     elif p.is_dir():
+        if out_dir is not None and _inside(out_dir, p):
+            raise KitError(f"the output folder {out_dir} is inside the input folder {p}: its manifest and shards "
+                           "would be read back as input on the next run",
+                           f"pass --out with a folder outside {p} (or give the input files as a glob)", exit_code=2)
         files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES]
         if not files:
             raise KitError(f"folder {p} holds no .parquet, .jsonl or .txt files", exit_code=2)
@@ -106,7 +77,7 @@ def resolve_local(spec: str) -> list[Path]:
         files = [p]
     else:
         raise KitError(f"input {spec} does not exist", "give an existing file, folder or glob, or a recipe name "
-                       f"({', '.join(recipe_names())})", exit_code=2)
+                       "(`kitctl data recipes` lists them)", exit_code=2)
     bad = [f for f in files if f.suffix.lower() not in SUFFIXES]
     if bad:
         raise KitError(f"cannot read {bad[0]}: unknown file type '{bad[0].suffix}'",
@@ -116,25 +87,26 @@ def resolve_local(spec: str) -> list[Path]:
 
 # -------------------------------------------------------------------------------------------- sources
 class Source:
-    """Ordered documents. Subclasses implement ``_files`` handling; see module docstring."""
+    """Ordered documents; see the module docstring."""
 
     description: str = ""
 
     def iter_batches(self, start_doc: int = 0, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
         raise NotImplementedError
 
-    def approx_text_bytes(self) -> Optional[int]:
-        return None
-
-    def approx_tokens(self) -> Optional[int]:
-        b = self.approx_text_bytes()
-        return int(b / BYTES_PER_TOKEN) if b else None
-
     def fingerprint(self) -> str:
         raise NotImplementedError
 
     def check(self) -> None:
         """Open every input once and fail early with a clear message (missing column, unreadable file)."""
+
+    def basis_bytes(self) -> dict[str, int]:
+        """{kind: bytes} the token estimate scales from (parquet: text bytes; jsonl/txt: file bytes)."""
+        return {}
+
+    def sample(self, budget: int) -> dict[str, tuple[list[str], int]]:
+        """{kind: (documents, their basis bytes)}: about ``budget`` bytes spread over the input."""
+        return {}
 
 
 def _open_parquet(path, filesystem=None):
@@ -164,14 +136,18 @@ class FilesSource(Source):
     """Local parquet / jsonl / txt files, in the given order (or hf:// paths through a filesystem)."""
 
     def __init__(self, files: Sequence[Union[Path, str]], split_on: Optional[str] = None, filesystem=None,
-                 description: str = "", fingerprint_extra: str = ""):
+                 description: str = "", fingerprint_extra: str = "", hash_content: Optional[bool] = None):
+        """``hash_content`` (default: for local files) puts every file's sha256 in the fingerprint; HF files
+        are named by ``fingerprint_extra`` instead (repo@revision:pattern -- the hub addresses content)."""
         self.files = list(files)
+        self.hash_content = (filesystem is None) if hash_content is None else hash_content
+        self._fp: Optional[str] = None
+        self._fp_thread: Optional[threading.Thread] = None
         self.split_on = split_on
         self.fs = filesystem
         self.description = description or ", ".join(str(f) for f in self.files[:3]) + \
             (f" (+{len(self.files) - 3} more)" if len(self.files) > 3 else "")
         self._fp_extra = fingerprint_extra
-        self._rows: dict[str, list[int]] = {}
 
     def _kind(self, f) -> str:
         return SUFFIXES.get(Path(str(f)).suffix.lower(), "parquet")
@@ -187,45 +163,112 @@ class FilesSource(Source):
     def check(self) -> None:
         for f in self.files:
             if self._kind(f) == "parquet":
-                pf = _open_parquet(str(f), self.fs)
-                _text_col_index(pf, f)
-                self._rows[str(f)] = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+                _text_col_index(_open_parquet(str(f), self.fs), f)
             elif not (self.fs or Path(f).is_file()):
                 raise KitError(f"input {f} does not exist", exit_code=2)
 
-    def approx_text_bytes(self) -> Optional[int]:
-        total = 0
+    def basis_bytes(self) -> dict[str, int]:
+        """parquet: the text column's uncompressed size from the metadata (nothing is read; repeated text is
+        dictionary-encoded and far smaller there than as text -- the sample's tokens per *metadata* byte
+        accounts for that); jsonl/txt: file sizes."""
+        out: dict[str, int] = {}
         for f in self.files:
-            if self._kind(f) == "parquet":
-                pf = _open_parquet(str(f), self.fs)
-                i = _text_col_index(pf, f)
-                md = pf.metadata
-                sizes = [md.row_group(r).column(i).total_uncompressed_size for r in range(md.num_row_groups)]
-                total += int(sum(sizes) * self._text_ratio(pf, i, sizes[0])) if sizes else 0
-            else:
-                total += self._size(f)
-        return total
+            k = self._kind(f)
+            out[k] = out.get(k, 0) + (sum(self._rg_bytes(f)[1]) if k == "parquet" else self._size(f))
+        return out
 
-    def _text_ratio(self, pf, col: int, meta_bytes: int) -> float:
-        """Text bytes per byte of the parquet metadata's uncompressed size, from the first row group: repeated
-        (dictionary-encoded) text is far bigger as text than the metadata says. Local files only."""
-        if self.fs is not None or meta_bytes <= 0:
-            return 1.0
-        import pyarrow.compute as pc
+    def _rg_bytes(self, f) -> tuple[list[int], list[int]]:
+        """(rows, text-column metadata bytes) per row group of one parquet file."""
+        pf = _open_parquet(str(f), self.fs)
+        i = _text_col_index(pf, f)
+        md = pf.metadata
+        return ([md.row_group(r).num_rows for r in range(md.num_row_groups)],
+                [md.row_group(r).column(i).total_uncompressed_size for r in range(md.num_row_groups)])
 
-        try:
-            text = pf.read_row_group(0, columns=[pf.schema_arrow.names[col]]).column(0)
-            real = pc.sum(pc.binary_length(text)).as_py() or 0
-        except Exception:   # unreadable: check() says so with a clear message
-            return 1.0
-        return max(1.0, real / meta_bytes)
+    def prefetch_fingerprint(self) -> None:
+        """Start hashing the inputs in a background thread (hashlib and file reads release the GIL), so the
+        content fingerprint is ready when the run needs it instead of adding a serial step."""
+        if self._fp is None and self._fp_thread is None and self.hash_content:
+            self._fp_thread = threading.Thread(target=self._fingerprint, name="kitctl-fingerprint", daemon=True)
+            self._fp_thread.start()
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(self._fp_extra.encode())
-        for f in self.files:
-            h.update(f"{Path(str(f)).name}\0{self._size(f)}\0".encode())
-        h.update(repr(self.split_on).encode())
-        return h.hexdigest()
+        """sha256 over every file's content (local inputs) or names + sizes (HF files, see __init__), in order."""
+        if self._fp_thread is not None:
+            self._fp_thread.join()
+        return self._fingerprint()
+
+    def _fingerprint(self) -> str:
+        if self._fp is None:
+            h = hashlib.sha256(self._fp_extra.encode())
+            for f in self.files:
+                if self.hash_content:
+                    h.update(f"{self._kind(f)}\0{sha256_file(Path(f))}\0".encode())
+                else:
+                    h.update(f"{Path(str(f)).name}\0{self._size(f)}\0".encode())
+            h.update(repr(self.split_on).encode())
+            self._fp = h.hexdigest()
+        return self._fp
+
+    def sample(self, budget: int) -> dict[str, tuple[list[str], int]]:
+        out: dict[str, tuple[list[str], int]] = {}
+        kinds = sorted({self._kind(f) for f in self.files})
+        for kind in kinds:
+            files = [f for f in self.files if self._kind(f) == kind]
+            step = max(1, len(files) // SAMPLE_FILES)
+            picked = files[::step][:SAMPLE_FILES]
+            docs: list[str] = []
+            nbytes = 0
+            for f in picked:
+                d, b = self._sample_file(f, kind, max(1, budget // (len(kinds) * len(picked))))
+                docs += d
+                nbytes += b
+            out[kind] = (docs, nbytes)
+        return out
+
+    def _sample_file(self, f, kind: str, budget: int) -> tuple[list[str], int]:
+        """Documents from ``SAMPLE_SPOTS`` places of one file, about ``budget`` basis bytes in all."""
+        docs: list[str] = []
+        nbytes = 0
+        per = max(1, budget // SAMPLE_SPOTS)
+        if kind == "parquet":       # basis: the sampled rows' share of their row group's metadata bytes
+            pf = _open_parquet(str(f), self.fs)
+            rows, meta = self._rg_bytes(f)
+            n = len(rows)
+            for r in sorted({n * i // SAMPLE_SPOTS for i in range(SAMPLE_SPOTS)} & set(range(n))):
+                got = took = 0
+                for rb in pf.iter_batches(batch_size=64, row_groups=[r], columns=[TEXT_COLUMN], use_threads=False):
+                    for t in rb.column(0).to_pylist():
+                        docs.append(t or "")
+                        got += len(t.encode("utf-8", "surrogatepass")) if t else 0
+                        took += 1
+                    if got >= per:
+                        break
+                nbytes += int(meta[r] * took / max(1, rows[r]))
+            return docs, nbytes
+        size = self._size(f)
+        opener = self.fs.open if self.fs is not None else open
+        with opener(str(f), "rb") as fh:
+            for off in sorted({size * i // SAMPLE_SPOTS for i in range(SAMPLE_SPOTS)}):
+                fh.seek(off)
+                if kind == "txt":
+                    chunk = fh.read(per)
+                    nbytes += len(chunk)
+                    text = chunk.decode("utf-8", "ignore")
+                    docs += split_like_llmc(text, self.split_on) if self.split_on else [text]
+                    continue
+                if off:
+                    fh.readline()                  # the rest of a line cut by the seek
+                got = 0
+                while got < per and (line := fh.readline()):
+                    got += len(line)
+                    try:
+                        obj = json.loads(line)
+                        docs.append(str(obj.get(TEXT_COLUMN) or ""))
+                    except (ValueError, AttributeError):   # blank or bad lines: the run itself names them
+                        continue
+                nbytes += got
+        return docs, nbytes
 
     def iter_batches(self, start_doc: int = 0, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
         left = [start_doc]          # documents still to skip, shared with the per-file readers
@@ -322,8 +365,11 @@ class MemorySource(Source):
         for i in range(start_doc, len(self.docs), batch_rows):
             yield self.docs[i:i + batch_rows]
 
-    def approx_text_bytes(self) -> Optional[int]:
-        return sum(len(d.encode("utf-8", "surrogatepass")) for d in self.docs)
+    def basis_bytes(self) -> dict[str, int]:
+        return {"memory": sum(len(d.encode("utf-8", "surrogatepass")) for d in self.docs)}
+
+    def sample(self, budget: int) -> dict[str, tuple[list[str], int]]:
+        return {"memory": (self.docs, self.basis_bytes()["memory"])}
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -332,53 +378,3 @@ class MemorySource(Source):
         return h.hexdigest()
 
 
-# ------------------------------------------------------------------------------------ HuggingFace repos
-def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) -> list[str]:
-    """The parquet files of one dataset config at a revision (repo-relative paths, sorted)."""
-    import fnmatch
-
-    if list_files is None:
-        from huggingface_hub import HfApi
-
-        def list_files(repo, revision):
-            return HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
-    try:
-        names = list_files(repo, revision)
-    except Exception as e:
-        raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {type(e).__name__}: "
-                       f"{str(e)[:200]}",
-                       "check the network, or set mirrors.hf_endpoint in kit.yaml (e.g. https://hf-mirror.com); "
-                       "offline, give the downloaded parquet files as DATASET") from None
-    files = sorted(n for n in names if fnmatch.fnmatch(n, pattern) and n.endswith(".parquet"))
-    if not files:
-        raise KitError(f"{repo}@{revision[:12]} has no parquet files matching {pattern}")
-    return files
-
-
-def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None,
-              revision: Optional[str] = None) -> FilesSource:
-    """FineWeb-style recipes: download the config's parquet files into the HF cache (HF_HOME, on the data
-    root) at the pinned revision (or ``revision``, e.g. a resolved commit), or with ``stream`` read them over
-    HTTP without any cache."""
-    rev = revision or recipe.revision() or "main"
-    files = hf_parquet_files(recipe.repo, rev, recipe.data_files, list_files)
-    fp = f"{recipe.repo}@{rev}:{recipe.data_files}"
-    desc = f"{recipe.repo}@{rev[:12]} {recipe.config} ({len(files)} parquet files" + \
-        (", streamed)" if stream else ")")
-    if stream:
-        from huggingface_hub import HfFileSystem
-
-        fs = HfFileSystem()
-        paths = [f"datasets/{recipe.repo}@{rev}/{f}" for f in files]
-        return FilesSource(paths, filesystem=fs, description=desc, fingerprint_extra=fp)
-    if download is None:
-        from huggingface_hub import snapshot_download
-
-        def download(repo, revision, patterns):
-            return snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=patterns)
-    try:
-        root = Path(download(recipe.repo, rev, [recipe.data_files]))
-    except Exception as e:
-        raise KitError(f"download of {recipe.repo}@{rev[:12]} failed: {type(e).__name__}: {str(e)[:300]}",
-                       "re-run the same command to continue the download; or set mirrors.hf_endpoint") from None
-    return FilesSource([root / f for f in files], description=desc, fingerprint_extra=fp)

@@ -4,7 +4,6 @@ One of the pipeline's two adapter modules (the other, kitctl/pipeline/stages.py,
 entry points move, only these two change. Touch points:
 
     data      kitctl.data.plan.make_plan (the data and HellaSwag plans: output folders, token estimates);
-              kitctl.data.sources (recipe token counts, local input sizes)
     train     kitctl.train.planner.build_plan (pure) on kitctl.train.facts / runner facts; the memory model and
               kitctl.train.tune.sweep_configs for how many configs a tune measures
     host      kitctl.host.gpus.load_inventory
@@ -28,7 +27,6 @@ from typing import Optional
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import free_bytes, sha256_file
-from kitctl.data import sources
 from kitctl.data.plan import DataPlan, make_plan
 from kitctl.host.gpus import load_inventory
 from kitctl.images import native_build
@@ -136,14 +134,11 @@ def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
     if plan.kind not in ("tokenize", "pretokenized"):
         raise ConfigError(f"dataset {plan.spec!r} is not training data", "give fineweb10B, "
                           "fineweb10B-pretokenized, tinyshakespeare or local parquet/jsonl/txt files")
-    tokens = plan.est_tokens or 0
-    if r is not None and r.kind == "hf_parquet" and plan.source:   # the recipe's files, already downloaded
-        tb = sources.FilesSource(sources.resolve_local(plan.source)).approx_text_bytes() or 0
-        tokens = int(tb / sources.BYTES_PER_TOKEN)
+    tokens = plan.est_tokens or 0     # local files (a recipe's --source too): measured on a sample by make_plan
     download = hf_cache = 0
     if plan.kind == "pretokenized":
         assert r is not None      # pre-tokenized shards always come from a recipe
-        shards = (plan.train_shards if plan.train_shards is not None else int(r.extra.get("train_shards", 103))) + 1
+        shards = (plan.train_shards if plan.train_shards is not None else (r.train_shards or 103)) + 1
         download = 0 if plan.source else shards * c.pretokenized_shard_bytes
     else:
         first = min(plan.first_shard_size, max(tokens, 1))

@@ -6,8 +6,8 @@ these two files change. Touch points:
     preflight   kitctl.host.doctor.gather / evaluate (+ this plan's own disk check instead of doctor's fixed one)
     build       native: kitctl.images.llmc_source.fetch, native_build.discover / plan, run by kitctl.core.proc;
                 docker: kitctl.images.request.BuildRequest, context.prepare_context, build.tags / build (runtime image)
-    data        kitctl.data.plan.execute (in this process: the kit's own Python has every data package)
-    hellaswag   kitctl.data.plan.execute of the hellaswag recipe
+    data        kitctl.data.execute.execute (in this process: the kit's own Python has every data package)
+    hellaswag   kitctl.data.execute.execute of the hellaswag recipe
     tune        kitctl.train.tune.run_tune
     train       kitctl.train.session.plan_for / run_training (resumes from the newest checkpoint by itself)
     report      kitctl.observe.report.write_report
@@ -30,7 +30,7 @@ from kitctl.core import proc
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.progress import format_duration
-from kitctl.data.plan import execute
+from kitctl.data.execute import execute
 from kitctl.host import doctor
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build

@@ -46,8 +46,8 @@ def test_tinyshakespeare_recipe_then_verify(env, tmp_path, tinyshakespeare):
     assert check_shard(out / "tinyshakespeare_train_000001.bin") == 305260
     assert (root / "gpt2_tokenizer.bin").is_file()
     m = mf.load(out)
-    assert m.complete and m.run["first_shard_size"] == 32768
-    assert m.run["tokenizer"]["vocab.bpe"] == "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+    assert m.complete and m.run.first_shard_size == 32768
+    assert m.run.tokenizer["vocab.bpe"] == "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
     # no HF / tiktoken cache outside the data root
     assert (root / "tiktoken").is_dir()
     r = kitctl(env, "verify", out)
@@ -74,18 +74,19 @@ def test_local_files_folder_glob_and_order(env, tmp_path, tiktoken_cache):
     enc = tiktoken.get_encoding("gpt2")
     d = tmp_path / "in"
     d.mkdir()
-    docs_a, docs_b = EDGE_DOCS[:6], EDGE_DOCS[6:]
+    docs_a, docs_b = EDGE_DOCS[:6] * 3, EDGE_DOCS[6:] * 3
     # several row groups, read in file order then sorted file names
-    pq.write_table(pa.table({"id": list(range(6)), "text": docs_a}), d / "a.parquet", row_group_size=2)
+    pq.write_table(pa.table({"id": list(range(len(docs_a))), "text": docs_a}), d / "a.parquet", row_group_size=2)
     (d / "b.jsonl").write_text("".join(json.dumps({"text": t, "x": 1}) + "\n" for t in docs_b))
     (d / "c.txt").write_text("a whole\n\nfile is one document")
-    r = kitctl(env, d, "--out", tmp_path / "o1", "--name", "mine", "--shard-size", 100, "--workers", 2)
+    r = kitctl(env, d, "--out", tmp_path / "o1", "--name", "mine", "--shard-size", 1025, "--workers", 2)
     assert r.returncode == 0, r.stderr
-    want = reference_files(enc, docs_a + docs_b + ["a whole\n\nfile is one document"], "mine", 100)
-    assert read_dir(tmp_path / "o1", "mine") == want
-    r = kitctl(env, str(d / "*.parquet"), "--out", tmp_path / "o2", "--shard-size", 100)
+    want = reference_files(enc, docs_a + docs_b + ["a whole\n\nfile is one document"], "mine", 1025)
+    assert len(want) >= 3 and read_dir(tmp_path / "o1", "mine") == want
+    r = kitctl(env, str(d / "*.parquet"), "--out", tmp_path / "o2", "--shard-size", 1025)
     assert r.returncode == 0, r.stderr
-    assert read_dir(tmp_path / "o2", "in") == reference_files(enc, docs_a, "in", 100)   # prefix: the folder name
+    want = reference_files(enc, docs_a, "in", 1025)                                    # prefix: the folder name
+    assert len(want) >= 2 and read_dir(tmp_path / "o2", "in") == want
 
 
 def test_dry_run_prints_plan_and_docker_command(env, tmp_path, tinyshakespeare):
@@ -135,7 +136,8 @@ def test_mismatched_folder_refused(env, tmp_path, tinyshakespeare):
 
 def test_disk_too_small_refused(tmp_path, tinyshakespeare, gpt2_bpe_dir, monkeypatch):
     from kitctl.core.config import KitConfig
-    from kitctl.data.plan import execute, make_plan
+    from kitctl.data.execute import execute
+    from kitctl.data.plan import make_plan
     from kitctl.core.errors import KitError
 
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tk"))
@@ -154,14 +156,19 @@ def test_disk_too_small_refused(tmp_path, tinyshakespeare, gpt2_bpe_dir, monkeyp
     execute(make_plan(cfg, str(tinyshakespeare), workers=0), free_fn=lambda p: 10**9, log=lambda s: None)
 
 
-def _big_corpus(path: Path, n_docs: int = 3000) -> list[str]:
+def _big_corpus(path: Path, n_docs: int = 10000) -> list[str]:
     docs = [f"document {i}: " + " ".join(EDGE_DOCS[i % len(EDGE_DOCS)].split()[:30]) * (1 + i % 5)
             for i in range(n_docs)]
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     return docs
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def leftover_temps(folder: Path) -> list[Path]:
+    """Temp files of the kit's atomic writer (kitctl.core.files) and of older kits."""
+    return [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, sig):
     import tiktoken
 
@@ -169,7 +176,7 @@ def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, s
     src = tmp_path / "docs.jsonl"
     docs = _big_corpus(src)
     out = tmp_path / "o"
-    shard = 300          # many small shards (each fsync'd) so the run lasts long enough to interrupt
+    shard = 1025         # many small shards (each fsync'd) so the run lasts long enough to interrupt
     proc = subprocess.Popen([sys.executable, "-m", "kitctl", "data", str(src), "--out", str(out), "--name", "k",
                              "--shard-size", str(shard), "--workers", "2"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -182,9 +189,11 @@ def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, s
     _, err = proc.communicate(timeout=60)
     m = mf.load(out)
     assert not m.complete, "the run finished before it could be interrupted"
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
         assert proc.returncode == 130 and "interrupted" in err and "re-run the same command" in err
         assert "Traceback" not in err
+        # a stopped run records every shard it finished (saved on the way out, not only in batches)
+        assert {s.file for s in m.shards} == {p.name for p in out.glob("k_*.bin")} and len(m.shards) >= 5
     else:
         assert proc.returncode == -9
     # nothing partial under a final name
@@ -194,7 +203,7 @@ def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, s
     assert r.returncode == 0, r.stderr
     assert "resumed at shard" in r.stdout
     assert read_dir(out, "k") == reference_files(enc, docs, "k", shard)
-    assert not list(out.glob(".*tmp"))
+    assert not leftover_temps(out)
     assert kitctl(env, "verify", out).returncode == 0
 
 
@@ -207,7 +216,8 @@ def test_data_verify_and_tinyshakespeare_both_parse(env, tmp_path):
 
 def test_space_already_used_by_a_resumed_run_is_not_counted_twice(tmp_path):
     from kitctl.core.config import KitConfig
-    from kitctl.data.plan import _remaining_need, make_plan
+    from kitctl.data.execute import _remaining_need
+    from kitctl.data.plan import make_plan
 
     cfg = KitConfig(data_root=tmp_path)
     plan = make_plan(cfg, "fineweb10B")
@@ -245,10 +255,10 @@ def test_kill9_leaves_no_worker_holding_the_folder(env, tmp_path):
 
     src = tmp_path / "docs.parquet"
     docs = [f"document {i}: " + " ".join(EDGE_DOCS[i % len(EDGE_DOCS)].split()[:30]) * (1 + i % 5)
-            for i in range(3000)]
+            for i in range(10000)]
     pq.write_table(pa.table({"text": docs}), src, row_group_size=200)
     out = tmp_path / "o"
-    args = [src, "--out", out, "--name", "k", "--shard-size", 300, "--workers", 2, "--runtime", "native"]
+    args = [src, "--out", out, "--name", "k", "--shard-size", 1025, "--workers", 2, "--runtime", "native"]
     proc = subprocess.Popen([sys.executable, "-m", "kitctl", "data", *map(str, args)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -275,17 +285,31 @@ def test_kill9_leaves_no_worker_holding_the_folder(env, tmp_path):
     assert kitctl(env, "verify", out).returncode == 0
 
 
-def test_bad_shard_size_and_workers_refused(env, tmp_path, tinyshakespeare):
+def test_bad_shard_size_workers_and_empty_input_refused(env, tmp_path, tinyshakespeare):
     out = tmp_path / "o"
-    assert kitctl(env, tinyshakespeare, "--out", out, "--workers", 0).returncode == 0   # 0 = in-process
-    for args, want in [(("--shard-size", 0), "--shard-size 0: must be between 1"),
-                       (("--shard-size", -5), "--shard-size -5: must be between 1"),
-                       (("--workers", -1), "--workers -1: must be >= 0")]:
+    assert kitctl(env, tinyshakespeare, "--out", out, "--workers", 0).returncode == 0   # 0 = in the main thread
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.jsonl").write_text('{"text": ""}\n{"text": ""}\n')
+    most = max(4, 2 * (os.cpu_count() or 1))          # kitctl.core.validate.workers
+    for args, want in [(("--shard-size", 0), "--shard-size 0: must be between 1,025 and 2^31-1 tokens"),
+                       (("--shard-size", -5), "--shard-size -5: must be between 1,025"),
+                       (("--shard-size", 1024), "--shard-size 1024: must be between 1,025"),
+                       (("--shard-size", 2**31), f"--shard-size {2**31}: must be between"),
+                       (("--workers", -1), "--workers -1: must be >= 0"),
+                       (("--workers", 1000), f"--workers 1000: must be between 0 and {most}"),
+                       (("--workers", most + 1), f"--workers {most + 1}: must be between 0 and {most}")]:
         r = kitctl(env, tinyshakespeare, "--out", out, *args)
         assert r.returncode == 2 and want in r.stderr, (args, r.stdout, r.stderr)
-        assert "already complete" not in r.stdout
+        assert "already complete" not in r.stdout and "internal error" not in r.stderr
+    for bad, want in [(tmp_path / "empty.txt", "holds no text (1 document(s), 0 bytes, all empty)"),
+                      (tmp_path / "blank.jsonl", "holds no text (2 document(s)")]:
+        r = kitctl(env, bad, "--out", tmp_path / "o-empty")
+        assert r.returncode == 2 and want in r.stderr and "hint:" in r.stderr, (r.stdout, r.stderr)
+        assert not (tmp_path / "o-empty").exists()                          # refused before writing anything
     r = kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 12345)
     assert r.returncode == 2 and "shard_size: folder has 100000000, this run wants 12345" in r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before    # old data intact
 
 
 def test_disk_estimate_counts_repeated_parquet_text_and_is_refused_before_writing(tmp_path, gpt2_bpe_dir,
@@ -293,7 +317,8 @@ def test_disk_estimate_counts_repeated_parquet_text_and_is_refused_before_writin
     """Dictionary-encoded (repeated) parquet text is far bigger than the parquet metadata says: a disk that
     fits that old estimate but not the real output is refused up front, before any file is written."""
     from kitctl.core.config import KitConfig
-    from kitctl.data.plan import execute, make_plan
+    from kitctl.data.execute import execute
+    from kitctl.data.plan import make_plan
     from kitctl.core.errors import KitError
 
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "root" / "tiktoken"))

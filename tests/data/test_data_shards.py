@@ -11,7 +11,8 @@ from data_ref import EDGE_DOCS, read_dir, reference_files, token_stream
 from kitctl.data import manifest as mf
 from kitctl.data.shards import ShardWriter, check_shard, read_shard, shard_filename, write_shard
 from kitctl.data.sources import MemorySource
-from kitctl.data.tokenize import make_shards, tokenize_batch
+from kitctl.data.pool import tokenize_batch
+from kitctl.data.tokenize import make_shards
 from kitctl.core.errors import KitError
 
 
@@ -204,3 +205,37 @@ def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
     assert len(said) == 1 and said[0].startswith("x_train_000003.bin: ") and "rewriting from shard 3" in said[0]
     assert read_dir(tmp_path, "x") == reference_files(enc, docs, "x", 50)
     assert mf.verify(tmp_path)[1] == []
+
+
+def test_shared_memory_slots_carry_arrow_batches_exactly(tmp_path, enc):
+    """Parquet batches reach the workers through shared-memory slots (kitctl.data.slots): sliced arrays (a
+    resume inside a record batch), large_string, nulls and batches too big for a slot (both fall back to the
+    queue) all give the reference bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kitctl.data import slots
+    from kitctl.data.sources import FilesSource
+
+    docs = [f"{i} " + EDGE_DOCS[i % len(EDGE_DOCS)] * (1 + i % 3) for i in range(600)]
+    big = "Ω" * (slots.IN_SLOT_BYTES // 2 + 10)                 # one document larger than a slot
+    pq.write_table(pa.table({"text": docs}), tmp_path / "a.parquet", row_group_size=100)
+    pq.write_table(pa.table({"text": pa.array(docs[:50] + [big] + docs[50:100], pa.large_string())}),
+                   tmp_path / "b.parquet")
+    pq.write_table(pa.table({"text": pa.array(docs[:20] + [None] + docs[20:40])}), tmp_path / "c.parquet")
+    src = FilesSource([tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"])
+    all_docs = docs + docs[:50] + [big] + docs[50:100] + docs[:20] + [""] + docs[20:40]
+    ref = reference_files(enc, all_docs, "s", 5000)
+    make_shards(src, tmp_path / "o", "s", run_for(5000), workers=2, batch_rows=64)
+    assert read_dir(tmp_path / "o", "s") == ref
+    # resumed in the middle of a record batch: the first batch is a slice of an arrow array
+    m = mf.load(tmp_path / "o")
+    part = tmp_path / "p"
+    part.mkdir()
+    m.dir, m.shards, m.complete = part, m.shards[:3], False
+    for s in m.shards:
+        (part / s.file).write_bytes((tmp_path / "o" / s.file).read_bytes())
+    m.save()
+    assert m.shards[-1].end.offset > 0
+    make_shards(src, part, "s", run_for(5000), workers=2, batch_rows=64)
+    assert read_dir(part, "s") == ref

@@ -17,7 +17,9 @@ import pytest
 from data_ref import read_dir, reference_files
 from kitctl.data import hellaswag as hs
 from kitctl.data import tokenizer as tk
-from kitctl.data.sources import FilesSource, hf_source, load_recipe
+from kitctl.data.hf import hf_source
+from kitctl.data.recipes import load_recipe
+from kitctl.data.sources import FilesSource
 from kitctl.core.errors import KitError
 
 
@@ -151,7 +153,8 @@ def test_hf_recipe_lists_pinned_files_sorted_and_reads_them(tiktoken_cache, tmp_
 def test_pretokenized_from_local_folder(tiktoken_cache, tmp_path, gpt2_bpe_dir):
     from kitctl.core.config import KitConfig
     from kitctl.data import manifest as mf
-    from kitctl.data.plan import execute, make_plan
+    from kitctl.data.execute import execute
+    from kitctl.data.plan import make_plan
     from kitctl.data.shards import write_shard
 
     srcdir = tmp_path / "cache"
@@ -175,7 +178,8 @@ def test_pretokenized_from_local_folder(tiktoken_cache, tmp_path, gpt2_bpe_dir):
 
 def test_prepare_env_points_caches_at_data_root(tmp_path, monkeypatch):
     from kitctl.core.config import KitConfig, Mirrors
-    from kitctl.data.plan import make_plan, prepare_env
+    from kitctl.data.execute import prepare_env
+    from kitctl.data.plan import make_plan
 
     for k in ("HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "HF_ENDPOINT", "TIKTOKEN_CACHE_DIR"):
         monkeypatch.delenv(k, raising=False)

@@ -1,0 +1,74 @@
+"""HuggingFace dataset repositories (FineWeb, FineWeb-Edu): the parquet files of one config at a pinned
+revision, downloaded into the HF cache on the data root or read in place over HTTP (``--stream``)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+from kitctl.core.errors import KitError
+from kitctl.data.recipes import Recipe
+from kitctl.data.sources import FilesSource
+
+
+def resolve_revision(repo: str, rev: str) -> str:
+    """A branch name -> the commit it points at now (what the manifest records); a commit stays as is."""
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        return rev
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(repo, revision=rev).sha or rev
+    except Exception:   # offline: keep the name; the download says what is wrong
+        return rev
+
+
+def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) -> list[str]:
+    """The parquet files of one dataset config at a revision (repo-relative paths, sorted)."""
+    import fnmatch
+
+    if list_files is None:
+        from huggingface_hub import HfApi
+
+        def list_files(repo, revision):
+            return HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
+    try:
+        names = list_files(repo, revision)
+    except Exception as e:
+        raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {type(e).__name__}: "
+                       f"{str(e)[:200]}",
+                       "check the network, or set mirrors.hf_endpoint in kit.yaml (e.g. https://hf-mirror.com); "
+                       "offline, give the downloaded parquet files as DATASET") from None
+    files = sorted(n for n in names if fnmatch.fnmatch(n, pattern) and n.endswith(".parquet"))
+    if not files:
+        raise KitError(f"{repo}@{revision[:12]} has no parquet files matching {pattern}")
+    return files
+
+
+def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None,
+              revision: Optional[str] = None) -> FilesSource:
+    """FineWeb-style recipes: download the config's parquet files into the HF cache (HF_HOME, on the data
+    root) at the pinned revision (or ``revision``, e.g. a resolved commit), or with ``stream`` read them over
+    HTTP without any cache."""
+    rev = revision or recipe.revision() or "main"
+    files = hf_parquet_files(recipe.repo, rev, recipe.data_files, list_files)
+    fp = f"{recipe.repo}@{rev}:{recipe.data_files}"
+    desc = f"{recipe.repo}@{rev[:12]} {recipe.config} ({len(files)} parquet files" + \
+        (", streamed)" if stream else ")")
+    if stream:
+        from huggingface_hub import HfFileSystem
+
+        fs = HfFileSystem()
+        paths = [f"datasets/{recipe.repo}@{rev}/{f}" for f in files]
+        return FilesSource(paths, filesystem=fs, description=desc, fingerprint_extra=fp, hash_content=False)
+    if download is None:
+        from huggingface_hub import snapshot_download
+
+        def download(repo, revision, patterns):
+            return snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=patterns)
+    try:
+        root = Path(download(recipe.repo, rev, [recipe.data_files]))
+    except Exception as e:
+        raise KitError(f"download of {recipe.repo}@{rev[:12]} failed: {type(e).__name__}: {str(e)[:300]}",
+                       "re-run the same command to continue the download; or set mirrors.hf_endpoint") from None
+    return FilesSource([root / f for f in files], description=desc, fingerprint_extra=fp, hash_content=False)

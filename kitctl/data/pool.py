@@ -1,0 +1,298 @@
+"""Tokenizing documents on every core: ``[EOT] + encode_ordinary(text)`` per document, batches in order.
+
+Shape (measured on 2 cores, see docs/data.md): the main process reads record batches from the source (pyarrow,
+cheap) and hands batch *i* to worker process *i mod N* (forked, bounded queues, so memory stays flat and
+results come back in order without sorting; the text and the tokens travel through shared-memory slots,
+``kitctl.data.slots``, not pipes). A worker tokenizes a whole batch with ONE tiktoken call -- the
+documents joined by the "<|endoftext|>" special token, which splits the text so that every document is encoded
+on its own -- and sends back one uint16 array plus the per-document lengths (no Python lists of ints).
+
+Why processes, not threads: tiktoken releases the GIL, so threads would scale, but measured here tiktoken's
+Rust core runs 25-38% slower per token in any thread other than a process's main thread (Python's own ``re`` and
+hashlib do not), while a forked worker's main thread runs at full speed (bench notes in docs/data.md).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+from collections import deque
+from typing import Any, Generator, Iterable, Optional
+
+import numpy as np
+
+from kitctl.core.errors import KitError
+from kitctl.data import slots
+from kitctl.data.shards import EOT
+from kitctl.data.slots import Slots
+from kitctl.data.tokenizer import get_encoding
+
+IN_FLIGHT_PER_WORKER = 3          # batches queued per worker
+
+TokenBatch = tuple[np.ndarray, np.ndarray]   # (uint16 tokens, int64 tokens per document incl. its EOT)
+
+
+def cores() -> int:
+    """CPUs this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    return cores()
+
+
+SEP = "<|endoftext|>"
+_ALLOW_EOT = frozenset({SEP})
+
+
+def _encoder():
+    """``encode_ordinary`` as a uint32 array: tiktoken's token buffer, no Python list of ints."""
+    enc = get_encoding()
+    no_special: set[str] = set()
+
+    def encode(text: str) -> np.ndarray:
+        # == encode_ordinary(text): no special token allowed or disallowed, so "<|endoftext|>" is plain text
+        return enc.encode_to_numpy(text, allowed_special=no_special, disallowed_special=())
+
+    def encode_joined(text: str) -> np.ndarray:
+        # EOT + doc + EOT + doc ...: the special token splits the text, every piece between two of them is
+        # encoded on its own (tiktoken's regex runs on that slice alone), i.e. [EOT] + encode_ordinary(doc) each
+        return enc.encode_to_numpy(text, allowed_special=_ALLOW_EOT, disallowed_special=())
+    encode.joined = encode_joined  # type: ignore[attr-defined]
+    return encode
+
+
+def _one_by_one(texts: list, encode) -> TokenBatch:
+    parts: list[np.ndarray] = []
+    lens = np.empty(len(texts), dtype=np.int64)
+    for i, t in enumerate(texts):
+        try:
+            a = encode(t if t is not None else "")
+        except UnicodeEncodeError:   # lone surrogates: the same fix-up tiktoken's encode_ordinary applies
+            a = encode(t.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+        parts.append(a)
+        lens[i] = len(a) + 1
+    out = np.empty(int(lens.sum()), dtype=np.uint16)
+    pos = 0
+    for a, k in zip(parts, lens):          # [EOT] + tokens, per document, cast to uint16 in place
+        out[pos] = EOT
+        out[pos + 1:pos + k] = a
+        pos += int(k)
+    return out, lens
+
+
+def tokenize_batch(texts: Any, encode=None) -> TokenBatch:
+    """Documents (a list of str, or a pyarrow string array) -> (concatenated uint16 tokens, per-document
+    token counts incl. the EOT).
+
+    One call into tiktoken per batch: the documents joined with "<|endoftext|>" (allowed as the special token)
+    encode to exactly ``[EOT] + encode_ordinary(doc)`` per document, and the EOT positions give the lengths
+    (ordinary text never encodes to 50256). That keeps the GIL free for the whole batch. A batch in which a
+    document holds a literal "<|endoftext|>" (plain text for llm.c) or a lone surrogate goes one by one."""
+    encode = encode or _encoder()
+    if not isinstance(texts, list):          # a pyarrow string array
+        texts = texts.to_pylist()
+    if not texts:
+        return np.empty(0, np.uint16), np.empty(0, np.int64)
+    if None in texts:
+        texts = [t if t is not None else "" for t in texts]
+    joined = SEP + SEP.join(texts)
+    if joined.count(SEP) == len(texts):      # no document holds the literal (a match never straddles two)
+        try:
+            toks = encode.joined(joined)
+        except UnicodeEncodeError:
+            return _one_by_one(texts, encode)
+        starts = np.flatnonzero(toks == EOT)
+        lens = np.diff(starts, append=len(toks)).astype(np.int64)
+        return toks.astype(np.uint16), lens
+    return _one_by_one(texts, encode)
+
+
+LOCK_FDS: set[int] = set()   # folder-lock fds of this process (kitctl.data.tokenize); a forked worker drops its copies
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker start: never hold the parent's folder lock, and die when the parent dies (even by kill -9).
+
+    A forked child shares the parent's open files, and flock() is only released when every copy is closed:
+    a worker that outlived a killed parent would keep the folder locked. We point our copies of the lock fds
+    at /dev/null (releasing them, while their numbers stay valid), and ask Linux for SIGKILL when the parent
+    goes (PR_SET_PDEATHSIG); the parent-pid checks in ``_worker`` stay as the portable fallback."""
+    if LOCK_FDS:
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd in LOCK_FDS:
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                pass
+        os.close(null)
+        LOCK_FDS.clear()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+        except Exception:   # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent:    # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _keep_freed_memory() -> None:
+    """glibc: serve the per-batch buffers (joined text, token buffers: MBs each) from the heap and keep freed
+    memory, instead of mmap + munmap per batch -- which costs a page fault per 4 KB on every batch (measured:
+    80k faults per 200 MB of text without, 12k with)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 256 << 20)    # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 512 << 20)    # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
+def _worker(in_q, out_q, parent: int, ins: Slots, outs: Slots) -> None:
+    _die_with_parent(parent)
+    _keep_freed_memory()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # (not the parent's SIGTERM -> KeyboardInterrupt)
+    out_q.cancel_join_thread()    # if the parent was killed, exit without waiting to flush to nobody
+    encode = _encoder()
+    while True:
+        try:
+            item = in_q.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:               # parent was killed: exit instead of lingering
+                return
+            continue
+        if item is None:
+            return
+        try:
+            if isinstance(item, tuple):              # ("slot", i, n_docs, n_bytes): the text is in input slot i
+                _, i, n, nbytes = item
+                tokens, lens = tokenize_batch(slots.unpack_text(ins.view(i), n, nbytes), encode)
+                ntok = slots.pack_tokens(tokens, outs.view(i))
+                res: Any = ("slot", i, ntok, lens) if ntok is not None else (tokens, lens)
+            else:
+                res = tokenize_batch(item, encode)
+        except BaseException as e:                   # report, don't die silently
+            res = ("error", f"{type(e).__name__}: {e}")
+        while True:
+            try:
+                out_q.put(res, timeout=1.0)
+                break
+            except queue.Full:
+                if os.getppid() != parent:
+                    return
+
+
+class TokenizerPool:
+    """N forked worker processes fed round robin; results are read back in submission order."""
+
+    def __init__(self, n: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        self.n = n
+        self.ins = [ctx.Queue(IN_FLIGHT_PER_WORKER) for _ in range(n)]
+        self.outs = [ctx.Queue(IN_FLIGHT_PER_WORKER + 1) for _ in range(n)]
+        # job j of a worker uses its slot j % IN_FLIGHT_PER_WORKER: results are taken in order, so that slot's
+        # previous job was consumed (and the caller is done with its tokens) before it is reused
+        self.in_slots = [Slots(IN_FLIGHT_PER_WORKER, slots.IN_SLOT_BYTES) for _ in range(n)]
+        self.out_slots = [Slots(IN_FLIGHT_PER_WORKER, slots.OUT_SLOT_BYTES) for _ in range(n)]
+        self.procs = [ctx.Process(target=_worker, args=(self.ins[i], self.outs[i], os.getpid(), self.in_slots[i],
+                                                        self.out_slots[i]), daemon=True)
+                      for i in range(n)]
+        # children must start with default SIGTERM and ignored SIGINT (not inherit our handlers)
+        old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for p in self.procs:
+                p.start()
+        except ValueError:   # not the main thread: signals can't be set, start as is
+            for p in self.procs:
+                if p.pid is None:
+                    p.start()
+        finally:
+            try:
+                signal.signal(signal.SIGTERM, old[0])
+                signal.signal(signal.SIGINT, old[1])
+            except ValueError:
+                pass
+        self.sent = 0
+        self.pending: deque[int] = deque()
+
+    def submit(self, batch: Any) -> None:
+        w, job = self.sent % self.n, self.sent // self.n
+        i = job % IN_FLIGHT_PER_WORKER
+        packed = slots.pack_text(batch, self.in_slots[w].view(i))
+        self.ins[w].put(("slot", i, *packed) if packed is not None else batch)
+        self.pending.append(w)
+        self.sent += 1
+
+    def full(self) -> bool:
+        return len(self.pending) >= self.n * IN_FLIGHT_PER_WORKER
+
+    def get(self) -> TokenBatch:
+        w = self.pending.popleft()
+        while True:
+            try:
+                res = self.outs[w].get(timeout=5.0)
+                break
+            except queue.Empty:
+                if not self.procs[w].is_alive():
+                    raise KitError(f"tokenizer worker {w} died (exit code {self.procs[w].exitcode})",
+                                   "out of memory? try fewer --workers") from None
+        if isinstance(res[0], str) and res[0] == "error":
+            raise KitError(f"tokenizing failed in a worker: {res[1]}")
+        if isinstance(res[0], str):                  # ("slot", i, n_tokens, lens)
+            _, i, ntok, lens = res
+            return slots.unpack_tokens(self.out_slots[w].view(i), ntok), lens
+        return res
+
+    def close(self, kill: bool = False) -> None:
+        for p, q in zip(self.procs, self.ins):
+            if kill:
+                p.terminate()
+            else:
+                try:
+                    q.put_nowait(None)
+                except Exception:
+                    p.terminate()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for q in self.ins + self.outs:
+            q.cancel_join_thread()
+            q.close()
+        for m in self.in_slots + self.out_slots:
+            m.close()
+
+
+def iter_tokens(batches: Iterable[Any], workers: int = 0) -> Generator[TokenBatch, None, None]:
+    """(tokens, lens) per batch of documents, in order. ``workers=0`` tokenizes in this process."""
+    if workers <= 0:
+        encode = _encoder()
+        for b in batches:
+            yield tokenize_batch(b, encode)
+        return
+    pool = TokenizerPool(workers)
+    ok = False
+    try:
+        for b in batches:
+            pool.submit(b)
+            if pool.full():
+                yield pool.get()
+        while pool.pending:
+            yield pool.get()
+        ok = True
+    finally:
+        pool.close(kill=not ok)
