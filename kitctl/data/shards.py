@@ -90,9 +90,9 @@ def read_shard(path: Path) -> np.ndarray:
 class ShardWriter:
     """Cuts a token stream into shards exactly like llm.c's fineweb.py (see module docstring).
 
-    Tokens are streamed straight into the current shard's temp file (no shard-sized buffer, no extra copy)
-    and hashed on the way; a full shard's header is known up front (``shard_size`` tokens), the last,
-    partial shard gets its header rewritten at the end. Each shard is fsync'd and renamed into place
+    Tokens are streamed straight into the current shard's temp file (no shard-sized buffer, no extra copy);
+    a full shard's header is known up front (``shard_size`` tokens), the last, partial shard gets its header
+    rewritten at the end. Each finished file is hashed once, read back from the page cache. Each shard is fsync'd and renamed into place
     (``kitctl.core.files.replace_atomic``); a failure or Ctrl-C (``abort``) removes the temp file.
 
     ``first_shard_size`` sizes shard 0 (the val shard) separately; default ``shard_size``.
@@ -114,7 +114,6 @@ class ShardWriter:
         self.on_shard = on_shard
         self.fill = 0
         self._f = None
-        self._h = None
 
     def _cap(self) -> int:
         return self.first_shard_size if self.index == 0 else self.shard_size
@@ -126,10 +125,8 @@ class ShardWriter:
         return temp_path(self._path())
 
     def _open(self) -> None:
-        head = header_bytes(self._cap())
         self._f = open(self._tmp(), "wb")
-        self._f.write(head)
-        self._h = hashlib.sha256(head)
+        self._f.write(header_bytes(self._cap()))
 
     def add(self, tokens: np.ndarray) -> None:
         tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
@@ -139,22 +136,26 @@ class ShardWriter:
                 self._open()
             cap = self._cap()
             take = min(cap - self.fill, n - i)
-            body = memoryview(tokens[i:i + take]).cast("B")
-            self._f.write(body)
-            self._h.update(body)
+            self._f.write(memoryview(tokens[i:i + take]).cast("B"))
             self.fill += take
             i += take
             if self.fill == cap:
-                self._finish(self._h.hexdigest())
+                self._finish()
 
-    def _finish(self, sha: str) -> None:
+    def _finish(self) -> None:
+        """The shard is complete in its temp file: hash it (read back from the page cache, once, header
+        included), fsync and rename it into place."""
         f, n, path = self._f, self.fill, self._path()
         f.close()
-        self._f = self._h = None
+        self._f = None
+        h = hashlib.sha256()
+        with open(self._tmp(), "rb") as r:
+            while chunk := r.read(1 << 22):
+                h.update(chunk)
         replace_atomic(self._tmp(), path)      # fsync, rename; the temp is removed if that fails
         self.pos += n
         if self.on_shard:
-            self.on_shard(self.index, path, n, sha, self.pos)
+            self.on_shard(self.index, path, n, h.hexdigest(), self.pos)
         self.index += 1
         self.fill = 0
 
@@ -165,20 +166,14 @@ class ShardWriter:
         if not self.fill:
             self.abort()
             return
-        f = self._f
-        f.seek(0)
-        f.write(header_bytes(self.fill))
-        f.flush()
-        h = hashlib.sha256()
-        with open(self._tmp(), "rb") as r:
-            while chunk := r.read(1 << 22):
-                h.update(chunk)
-        self._finish(h.hexdigest())
+        self._f.seek(0)
+        self._f.write(header_bytes(self.fill))
+        self._finish()
 
     def abort(self) -> None:
         """Drop the shard in progress (its temp file); finished shards stay."""
         if self._f is not None:
             self._f.close()
-            self._f = self._h = None
+            self._f = None
             self._tmp().unlink(missing_ok=True)
         self.fill = 0
