@@ -45,7 +45,7 @@ from kitctl.core.records import Record
 from kitctl.data.shards import check_shard, shard_filename
 
 MANIFEST = "manifest.json"
-FORMAT = "llmc-kit/data"
+FORMAT: Literal["llmc-kit/data"] = "llmc-kit/data"
 SCHEMA_VERSION = 1
 # run fields that must match for a re-run to continue in the same folder
 IDENTITY = ("source_fingerprint", "revision", "tokenizer", "shard_size", "first_shard_size")

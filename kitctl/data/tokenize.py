@@ -20,7 +20,7 @@ import fcntl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def _now() -> str:
 def _lock(out_dir: Path) -> IO:
     """One writer per folder: a second `kitctl data` on the same --out is refused, not interleaved.
     (flock: released by the kernel when the last copy of the fd closes; forked workers close theirs.)"""
-    f = open(out_dir / LOCK_FILE, "w")
+    f = open(out_dir / LOCK_FILE, "w")  # noqa: SIM115 (the lock lives as long as the caller holds f)
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -212,7 +212,7 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         raise _os_error(e, out_dir) from None
 
     # where are we in the document stream? (to record each shard's end as document + offset)
-    cur = {"doc0": start_doc, "doc0_pos": start_pos - skip_tokens, "cum": np.zeros(0, np.int64)}
+    cur: dict[str, Any] = {"doc0": start_doc, "doc0_pos": start_pos - skip_tokens, "cum": np.zeros(0, np.int64)}
     written = {"tokens": 0, "shards": 0}
 
     def on_shard(index: int, path: Path, n: int, sha: str, end_pos: int) -> None:
