@@ -40,7 +40,7 @@ def choose_runtime(cfg: KitConfig, asked: Optional[str], dry_run: bool = False,
     why = f"no {ref} image" if have is False else "Docker is not usable here (no docker CLI or no engine running)"
     if asked == "docker":
         raise ConfigError(f"--runtime docker: {why}",
-                          f"build it with `kitctl build --target data` (CPU only, a few minutes), or run without "
+                          "build it with `kitctl build --target data` (CPU only, a few minutes), or run without "
                           "the image: --runtime native")
     return "native", (f"note: {why}; tokenizing natively with this kitctl instead (same output; "
                       "`kitctl build --target data` makes the image, --runtime native skips this check)")

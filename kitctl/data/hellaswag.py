@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -167,10 +167,14 @@ def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
         if nbytes > info["longest_example_bytes"]:
             raise KitError(f"{path}: example {i} longer than the header's longest")
         p = pos + 5
-        nctx = int(s[p]); ctx = s[p + 1:p + 1 + nctx].tolist(); p += 1 + nctx
+        nctx = int(s[p])
+        ctx = s[p + 1:p + 1 + nctx].tolist()
+        p += 1 + nctx
         ends = []
         for _ in range(nc):
-            ne = int(s[p]); ends.append(s[p + 1:p + 1 + ne].tolist()); p += 1 + ne
+            ne = int(s[p])
+            ends.append(s[p + 1:p + 1 + ne].tolist())
+            p += 1 + ne
         if 2 * (p - pos) != nbytes:
             raise KitError(f"{path}: example {i} byte count mismatch")
         out.append({"label": label, "ctx_tokens": ctx, "ending_tokens": ends})

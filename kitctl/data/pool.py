@@ -18,7 +18,7 @@ import queue
 import signal
 import sys
 from collections import deque
-from typing import Any, Generator, Iterable, Optional
+from typing import Any, Generator, Iterable
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def _one_by_one(texts: list, encode) -> TokenBatch:
         lens[i] = len(a) + 1
     out = np.empty(int(lens.sum()), dtype=np.uint16)
     pos = 0
-    for a, k in zip(parts, lens):          # [EOT] + tokens, per document, cast to uint16 in place
+    for a, k in zip(parts, lens, strict=True):   # [EOT] + tokens, per document, cast to uint16 in place
         out[pos] = EOT
         out[pos + 1:pos + k] = a
         pos += int(k)
@@ -257,7 +257,7 @@ class TokenizerPool:
         return res
 
     def close(self, kill: bool = False) -> None:
-        for p, q in zip(self.procs, self.ins):
+        for p, q in zip(self.procs, self.ins, strict=True):
             if kill:
                 p.terminate()
             else:

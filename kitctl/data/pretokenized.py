@@ -32,7 +32,7 @@ def _place(src: Path, dst: Path) -> None:
             shutil.copyfileobj(f, out, 1 << 20)
 
 
-def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> "mf.DataManifest":
+def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> mf.DataManifest:
     r = plan.recipe
     n_train = plan.train_shards if plan.train_shards is not None else (r.train_shards or 103)
     names = [shard_filename(plan.name, i) for i in range(0, n_train + 1)]

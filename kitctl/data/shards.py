@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def write_shard(path: Path, tokens: np.ndarray) -> str:
     tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
     head = header_bytes(len(tokens))
     h = hashlib.sha256(head)
-    body = memoryview(tokens).cast("B")
+    body = tokens.data.cast("B")
     h.update(body)
     with atomic_output(Path(path)) as f:
         f.write(head)
@@ -113,7 +113,7 @@ class ShardWriter:
         self.pos = start_pos          # stream position of the first token of the current shard
         self.on_shard = on_shard
         self.fill = 0
-        self._f = None
+        self._f: Optional[BinaryIO] = None
 
     def _cap(self) -> int:
         return self.first_shard_size if self.index == 0 else self.shard_size
@@ -124,19 +124,20 @@ class ShardWriter:
     def _tmp(self) -> Path:
         return temp_path(self._path())
 
-    def _open(self) -> None:
-        self._f = open(self._tmp(), "wb")
-        self._f.write(header_bytes(self._cap()))
+    def _open(self) -> BinaryIO:
+        f = open(self._tmp(), "wb")   # noqa: SIM115 - stays open across add() calls; _finish/abort close it
+        f.write(header_bytes(self._cap()))
+        self._f = f
+        return f
 
     def add(self, tokens: np.ndarray) -> None:
         tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
         i, n = 0, len(tokens)
         while i < n:
-            if self._f is None:
-                self._open()
+            f = self._f if self._f is not None else self._open()
             cap = self._cap()
             take = min(cap - self.fill, n - i)
-            self._f.write(memoryview(tokens[i:i + take]).cast("B"))
+            f.write(tokens[i:i + take].data.cast("B"))
             self.fill += take
             i += take
             if self.fill == cap:
@@ -146,6 +147,7 @@ class ShardWriter:
         """The shard is complete in its temp file: hash it (read back from the page cache, once, header
         included), fsync and rename it into place."""
         f, n, path = self._f, self.fill, self._path()
+        assert f is not None
         f.close()
         self._f = None
         h = hashlib.sha256()

@@ -176,7 +176,7 @@ def test_recipe_typo_and_yaml_bomb_are_refused(tmp_path, monkeypatch):
         recipes.load_recipe("mine")
     assert "split_onn: unknown key" in e.value.message
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-        f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+        f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
     (tmp_path / "bomb.yaml").write_text(bomb)
     with pytest.raises(ConfigError, match="YAML bomb"):
         recipes.load_recipe("bomb")
