@@ -22,6 +22,7 @@ from kitctl.data import manifest as mf
 from kitctl.data.container import choose_runtime, docker_spec
 from kitctl.data.execute import execute
 from kitctl.data.plan import DataPlan, make_plan
+from kitctl.data.tokenize import Summary
 from kitctl.data.recipes import load_recipe, recipe_names
 from kitctl.data.tokenize import Summary
 from kitctl.host.runtimes import DockerRuntime, docker_run_argv, shell_line
@@ -102,7 +103,8 @@ def make(
         return
     try:
         with _Progress(plan) as bar:
-            result = execute(plan, progress=bar.update, log=bar.log)
+            summary = execute(plan, progress=bar.update, log=bar.log)
+        assert isinstance(summary, Summary)          # a tokenize plan gives a Summary
     except KeyboardInterrupt:   # typer would turn this into a silent exit 130
         raise KitError(f"interrupted: {plan.out_dir} keeps every finished shard (no partial files)",
                        "re-run the same command to continue where it stopped", exit_code=130) from None

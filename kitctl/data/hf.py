@@ -52,7 +52,7 @@ def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None,
     HTTP without any cache."""
     rev = revision or recipe.revision() or "main"
     if not recipe.repo or not recipe.data_files:
-        raise KitError(f"recipe {recipe.name!r} names no HF repo / data_files", f"fix datasets/{recipe.name}.yaml", exit_code=2)
+        raise KitError(f"recipe {recipe.name} has no repo or data_files", "a hf_parquet recipe needs both", exit_code=2)
     files = hf_parquet_files(recipe.repo, rev, recipe.data_files, list_files)
     fp = f"{recipe.repo}@{rev}:{recipe.data_files}"
     desc = f"{recipe.repo}@{rev[:12]} {recipe.config} ({len(files)} parquet files" + \

@@ -108,7 +108,7 @@ class DataManifest(Record):
     SCHEMA: ClassVar[int] = SCHEMA_VERSION
     KIND: ClassVar[str] = "kitctl data manifest"
 
-    format: Literal["llmc-kit/data"] = FORMAT
+    format: Literal["llmc-kit/data"] = "llmc-kit/data"
     dataset: str = ""
     name: str
     complete: bool = False

@@ -189,7 +189,8 @@ def _estimate(plan: DataPlan) -> None:
         plan.need = {plan.hellaswag_bin.parent: HELLASWAG_BYTES}
         return
     if plan.kind == "pretokenized":
-        n = (plan.train_shards if plan.train_shards is not None else ((r.train_shards if r else None) or 103)) + 1
+        assert r is not None
+        n = (plan.train_shards if plan.train_shards is not None else (r.train_shards or 103)) + 1
         plan.est_tokens = n * PRETOKENIZED_SHARD_TOKENS
         plan.need = {plan.out_dir: n * (2 * PRETOKENIZED_SHARD_TOKENS + 1024)}
         return

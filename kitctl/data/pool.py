@@ -78,7 +78,7 @@ def _one_by_one(texts: list, encode) -> TokenBatch:
         lens[i] = len(a) + 1
     out = np.empty(int(lens.sum()), dtype=np.uint16)
     pos = 0
-    for a, k in zip(parts, lens, strict=True):          # [EOT] + tokens, per document, cast to uint16 in place
+    for a, k in zip(parts, lens, strict=True):   # [EOT] + tokens, per document, cast to uint16 in place
         out[pos] = EOT
         out[pos + 1:pos + k] = a
         pos += int(k)

@@ -124,20 +124,20 @@ class ShardWriter:
     def _tmp(self) -> Path:
         return temp_path(self._path())
 
-    def _open(self) -> None:
-        self._f = open(self._tmp(), "wb")  # noqa: SIM115 (kept open across shards; closed by finish/abort)
-        self._f.write(header_bytes(self._cap()))
+    def _open(self) -> BinaryIO:
+        f = open(self._tmp(), "wb")   # noqa: SIM115 - stays open across add() calls; _finish/abort close it
+        f.write(header_bytes(self._cap()))
+        self._f = f
+        return f
 
     def add(self, tokens: np.ndarray) -> None:
         tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
         i, n = 0, len(tokens)
         while i < n:
-            if self._f is None:
-                self._open()
+            f = self._f if self._f is not None else self._open()
             cap = self._cap()
             take = min(cap - self.fill, n - i)
-            assert self._f is not None
-            self._f.write(tokens[i:i + take].data.cast("B"))
+            f.write(tokens[i:i + take].data.cast("B"))
             self.fill += take
             i += take
             if self.fill == cap:

@@ -18,7 +18,7 @@ import datetime as _dt
 import errno
 import fcntl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
@@ -63,7 +63,7 @@ def _now() -> str:
 def _lock(out_dir: Path) -> IO:
     """One writer per folder: a second `kitctl data` on the same --out is refused, not interleaved.
     (flock: released by the kernel when the last copy of the fd closes; forked workers close theirs.)"""
-    f = open(out_dir / LOCK_FILE, "w")  # noqa: SIM115 (the lock lives as long as the caller holds f)
+    f = open(out_dir / LOCK_FILE, "w")   # noqa: SIM115 - held for the whole run; make_shards closes it
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -141,6 +141,19 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
     return mf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
 
 
+_NONE = np.zeros(0, np.int64)
+
+
+@dataclass
+class _Cursor:
+    """Where the batch being written starts in the document stream (to record each shard's end as document +
+    offset): its first document's index and stream position, and its documents' cumulative token counts."""
+
+    doc0: int
+    doc0_pos: int
+    cum: np.ndarray = field(default_factory=lambda: _NONE)
+
+
 class _Saver:
     """Saves the manifest in batches (see the module docstring); ``saves`` counts them."""
 
@@ -212,17 +225,16 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         raise _os_error(e, out_dir) from None
 
     # where are we in the document stream? (to record each shard's end as document + offset)
-    cur: dict[str, Any] = {"doc0": start_doc, "doc0_pos": start_pos - skip_tokens, "cum": np.zeros(0, np.int64)}
+    cur = _Cursor(doc0=start_doc, doc0_pos=start_pos - skip_tokens)
     written = {"tokens": 0, "shards": 0}
 
     def on_shard(index: int, path: Path, n: int, sha: str, end_pos: int) -> None:
-        local = end_pos - cur["doc0_pos"]
-        cum = cur["cum"]
-        k = int(np.searchsorted(cum, local, side="right"))
-        offset = int(local - (cum[k - 1] if k > 0 else 0))
+        local = end_pos - cur.doc0_pos
+        k = int(np.searchsorted(cur.cum, local, side="right"))
+        offset = int(local - (cur.cum[k - 1] if k > 0 else 0))
         m.shards.append(mf.Shard(index=index, file=path.name, tokens=n, sha256=sha,
                                  split="val" if index == 0 else "train",
-                                 end=mf.ShardEnd(doc=cur["doc0"] + k, offset=offset, pos=end_pos)))
+                                 end=mf.ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)))
         written["tokens"] += n
         written["shards"] += 1
         saver.maybe()
@@ -239,12 +251,11 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
                 if first_batch and skip_tokens:
                     tokens = tokens[skip_tokens:]
                 first_batch = False
-                cum = np.cumsum(lens)
-                cur["cum"] = cum
+                cur.cum = np.cumsum(lens)
                 writer.add(tokens)
-                cur["doc0"] += len(lens)
-                cur["doc0_pos"] += int(cum[-1]) if len(cum) else 0
-                cur["cum"] = np.zeros(0, np.int64)
+                cur.doc0 += len(lens)
+                cur.doc0_pos += int(cur.cum[-1]) if len(cur.cum) else 0
+                cur.cum = _NONE
                 if progress:
                     progress(len(tokens), writer.index)
             writer.close()                   # the last, partial shard: its end is the end of the stream
