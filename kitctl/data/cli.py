@@ -22,7 +22,6 @@ from kitctl.data import manifest as mf
 from kitctl.data.container import choose_runtime, docker_spec
 from kitctl.data.execute import execute
 from kitctl.data.plan import DataPlan, make_plan
-from kitctl.data.tokenize import Summary
 from kitctl.data.recipes import load_recipe, recipe_names
 from kitctl.data.tokenize import Summary
 from kitctl.host.runtimes import DockerRuntime, docker_run_argv, shell_line
@@ -108,9 +107,6 @@ def make(
     except KeyboardInterrupt:   # typer would turn this into a silent exit 130
         raise KitError(f"interrupted: {plan.out_dir} keeps every finished shard (no partial files)",
                        "re-run the same command to continue where it stopped", exit_code=130) from None
-    if not isinstance(result, Summary):   # hellaswag / pre-tokenized plans run without a bar (above)
-        return
-    summary = result
     if summary.already_complete:
         _say(f"{plan.out_dir} is already complete: {summary.total_tokens:,} tokens in {summary.total_shards} "
              f"shards (`kitctl data verify {plan.out_dir}` re-checks them)")

@@ -20,7 +20,7 @@ import fcntl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import IO, Callable, Optional
 
 import numpy as np
 
