@@ -32,12 +32,6 @@ from kitctl.data.sources import MemorySource
 pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ...
 
 
-@pytest.fixture
-def env(tmp_path, gpt2_bpe_dir):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_", "TIKTOKEN"))}
-    e.update(KIT_DATA_ROOT=str(tmp_path / "root"), KIT_RUNTIME="native", KIT_TOKENIZER_DIR=str(gpt2_bpe_dir),
-             HF_HUB_OFFLINE="1", COLUMNS="200")
-    return e
 
 
 def kitctl(env, *args, preexec_fn=None, timeout=300):
