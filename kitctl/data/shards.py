@@ -21,6 +21,7 @@ import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output, replace_atomic, temp_path
+from kitctl.core.proc import signals_deferred
 
 MAGIC = 20240520
 VERSION = 1
@@ -154,10 +155,11 @@ class ShardWriter:
         with open(self._tmp(), "rb") as r:
             while chunk := r.read(1 << 22):
                 h.update(chunk)
-        replace_atomic(self._tmp(), path)      # fsync, rename; the temp is removed if that fails
-        self.pos += n
-        if self.on_shard:
-            self.on_shard(self.index, path, n, h.hexdigest(), self.pos)
+        with signals_deferred():   # a Ctrl-C/SIGTERM lands after the shard is both in place and recorded
+            replace_atomic(self._tmp(), path)      # fsync, rename; the temp is removed if that fails
+            self.pos += n
+            if self.on_shard:
+                self.on_shard(self.index, path, n, h.hexdigest(), self.pos)
         self.index += 1
         self.fill = 0
 
