@@ -66,13 +66,40 @@ class TerminationAsInterrupt:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM/SIGHUP back while a few steps that belong together run (a shard renamed into place and
-    recorded in the manifest); a signal that arrives meanwhile is delivered right after, not in between."""
-    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    recorded in the manifest); a signal that arrives meanwhile is handled right after, not in between.
+
+    A signal mask alone is not enough in Python: the kernel hands a process-wide signal to any thread that does
+    not block it (a queue's feeder thread, a hashing thread), and CPython then runs the Python handler in the
+    main thread at its next bytecode, inside the block. So in the main thread the handlers themselves are
+    swapped for one that only notes the signal; elsewhere (no handlers can be set there) the thread's mask is used.
+    """
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    pending: list[int] = []
+
+    def note(signum: int, frame: Optional[FrameType]) -> None:
+        pending.append(signum)
+
+    try:
+        old = {sig: signal.signal(sig, note) for sig in sigs}
+    except ValueError:   # not the main thread
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(sigs))
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        if pending:
+            signum = pending[0]
+            handler = old[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def start(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None,

@@ -76,3 +76,34 @@ def test_interrupt_stops_a_child_that_left_the_group(tmp_path):
             break
         time.sleep(0.1)
     assert not _alive(rank), "a rank outside the launcher's process group outlived the stop"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_deferred_holds_a_signal_until_the_block_ends_with_other_threads_running(sig):
+    # another thread that does not block the signal (as a multiprocessing queue's feeder thread or the input
+    # hashing thread in `kitctl data`): the kernel may hand the signal to it, and a mask in the main thread
+    # alone then lets CPython run the handler in the middle of the block
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait, daemon=True)
+    helper.start()
+    steps: list[str] = []
+    try:
+        with proc.TerminationAsInterrupt(), pytest.raises(KeyboardInterrupt):
+            with proc.signals_deferred():
+                steps.append("renamed")
+                os.kill(os.getpid(), sig)
+                for _ in range(50):          # bytecodes run here: a handler would fire now
+                    time.sleep(0.002)
+                steps.append("recorded")
+            steps.append("after")            # never reached: the held signal lands as the block ends
+    finally:
+        stop.set()
+        helper.join()
+    assert steps == ["renamed", "recorded"]
+
+
+def test_signals_deferred_without_a_signal_changes_nothing():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with proc.signals_deferred():
+        pass
+    assert {s: signal.getsignal(s) for s in before} == before
