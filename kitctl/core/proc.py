@@ -74,10 +74,10 @@ def signals_deferred() -> Iterator[None]:
     swapped for one that only notes the signal; elsewhere (no handlers can be set there) the thread's mask is used.
     """
     sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    pending: list[int] = []
+    pending: list[signal.Signals] = []
 
     def note(signum: int, frame: Optional[FrameType]) -> None:
-        pending.append(signum)
+        pending.append(signal.Signals(signum))
 
     try:
         old = {sig: signal.signal(sig, note) for sig in sigs}
