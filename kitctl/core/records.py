@@ -92,12 +92,13 @@ class Record(BaseModel):
         """Like :meth:`read`, but None when the file does not exist."""
         return cls.read(path) if Path(path).exists() else None
 
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2) + "\n"
+    def to_json(self, exclude_unset: bool = False) -> str:
+        return self.model_dump_json(indent=2, exclude_unset=exclude_unset) + "\n"
 
-    def write(self, path: Path) -> Path:
-        """Write atomically (temp, fsync, rename): a reader sees the old record or the new one, never half."""
-        write_atomic(Path(path), self.to_json())
+    def write(self, path: Path, exclude_unset: bool = False) -> Path:
+        """Write atomically (temp, fsync, rename): a reader sees the old record or the new one, never half.
+        ``exclude_unset``: only the fields read or set (a read-modify-write that leaves the rest as it was)."""
+        write_atomic(Path(path), self.to_json(exclude_unset))
         return Path(path)
 
 

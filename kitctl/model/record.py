@@ -1,63 +1,35 @@
-"""Eval results in a run's ``run.json`` (key ``"evals"``: a list, newest last), and the line ``kitctl report`` shows.
+"""Eval results in a run's ``run.json`` (``RunRecord.evals``: a list, newest last), and the line ``kitctl report`` shows.
 
-``add_eval`` reads, modifies and writes run.json atomically (the kit's one atomic writer) under an flock of
-``.run.json.lock``, keeping every other key as it is. ``kitctl train`` owns the rest of run.json; until its typed
-record (kitctl/train/record.py) carries ``evals`` itself, this module is the one place that writes them.
+``add_eval`` changes run.json through the run record's own read-modify-write (kitctl.train.record.update_run_record:
+the typed record, the kit's one atomic writer, under the flock ``kitctl train`` holds too), so every other key stays
+as it is.
 """
 from __future__ import annotations
 
-import fcntl
-import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from kitctl.core.errors import KitError
-from kitctl.core.files import write_atomic
+from kitctl.train.record import RUN_JSON, RunRecord, load_run_record, update_run_record
 
-RUN_JSON = "run.json"
-EVALS = "evals"
 PREFERRED = ("acc_norm", "acc")          # what llm.c / #481 quote for HellaSwag (acc_norm), then plain accuracy
 NOT_SCORES = ("sample_len",)            # lm-eval reports the example count among the metrics
 
 
-def update_run_json(run_dir: Path, change: Callable[[dict], None]) -> dict:
-    """Apply ``change`` to run.json's object (created if absent) and write it back atomically."""
-    path = Path(run_dir) / RUN_JSON
-    with open(Path(run_dir) / ".run.json.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rec: Any = {}
-        if path.exists():
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise KitError(f"{path} is unreadable ({e}); the eval result was not recorded there",
-                               f"fix or move {path} away and re-run the eval") from None
-            if not isinstance(rec, dict):
-                raise KitError(f"{path} is not a JSON object; the eval result was not recorded there",
-                               f"fix or move {path} away and re-run the eval")
-        change(rec)
-        write_atomic(path, json.dumps(rec, indent=2, default=str) + "\n")
-        return rec
-
-
-def add_eval(run_dir: Path, entry: dict) -> Path:
+def add_eval(run_dir: Path, entry: dict[str, Any]) -> Path:
     """Append one eval result (one task) to run.json's ``evals``."""
-    def change(rec: dict) -> None:
-        evals = rec.get(EVALS)
-        rec[EVALS] = (evals if isinstance(evals, list) else []) + [entry]
+    def change(rec: RunRecord) -> None:
+        rec.evals = [*rec.evals, entry]
 
-    update_run_json(run_dir, change)
-    return Path(run_dir) / RUN_JSON
+    path = Path(run_dir) / RUN_JSON
+    update_run_record(run_dir, change, hint=f"the eval result was not recorded there; fix or move {path} away "
+                                             f"and re-run the eval")
+    return path
 
 
-def read_evals(run_dir: Path) -> list[dict]:
+def read_evals(run_dir: Path) -> list[dict[str, Any]]:
     """run.json's eval results (empty when none, or when run.json is missing or unreadable)."""
-    try:
-        rec = json.loads((Path(run_dir) / RUN_JSON).read_text())
-    except (OSError, ValueError):
-        return []
-    evals = rec.get(EVALS) if isinstance(rec, dict) else None
-    return [e for e in evals if isinstance(e, dict)] if isinstance(evals, list) else []
+    rec, _ = load_run_record(Path(run_dir))
+    return [e for e in rec.evals if isinstance(e, dict)] if rec else []
 
 
 def headline(entry: dict) -> Optional[tuple[str, float]]:

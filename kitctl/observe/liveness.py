@@ -19,7 +19,7 @@ from typing import Optional
 from kitctl.core.proc import pid_alive
 from kitctl.core.progress import format_duration
 from kitctl.observe.logs import STDOUT_LOG
-from kitctl.observe.run_meta import RunMeta
+from kitctl.observe.run_meta import RunRecord, container_name, session_of
 
 
 @dataclass
@@ -73,11 +73,10 @@ def find_llmc_process(run_dir: Path, proc: Path = Path("/proc")) -> Optional[int
     return None
 
 
-def liveness(meta: Optional[RunMeta], run_dir: Path, log_age_s: Optional[float], finished_by_files: bool,
+def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float], finished_by_files: bool,
              proc: Path = Path("/proc")) -> Liveness:
     age = f"; logs written {format_duration(log_age_s)} ago" if log_age_s is not None else ""
-    meta = meta or RunMeta()
-    session = meta.session
+    session = session_of(meta)
     if session.status == "interrupted":
         nxt = session.next_resume_step
         return Liveness("stopped", "interrupted; " + (f"re-run `kitctl train` to resume from step {nxt}"
@@ -99,7 +98,7 @@ def liveness(meta: Optional[RunMeta], run_dir: Path, log_age_s: Optional[float],
             return Liveness("finished" if finished_by_files else "stopped",
                             f"pid {pid} is gone{age}" + ("" if finished_by_files else
                                                          "; `kitctl train` resumes from the last checkpoint"))
-    container = meta.container_name
+    container = container_name(meta) if meta else None
     if container:
         running = _container_running(container)
         if running:

@@ -1,7 +1,7 @@
 """``kitctl status``: one screen about one run: progress, speed, ETA, losses, HellaSwag, GPUs, alive or not.
 
 Everything comes from the run folder: ``main.log`` and ``stdout.log`` (``kitctl.observe.logs``), ``run.json``
-(written by ``kitctl train``, read through ``kitctl.observe.run_meta.RunMeta``; a damaged one becomes a note and
+(written by ``kitctl train``, read as the writer's own ``kitctl.train.record.RunRecord``; a damaged one becomes a note and
 the logs are still shown) and the checkpoint files. Whether the training is alive: ``kitctl.observe.liveness``.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from kitctl.core.progress import format_duration
 from kitctl.host import gpus as gpus_mod
 from kitctl.observe.liveness import Liveness, find_llmc_process, liveness
 from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG, RunLogs, last_logged, read_run
-from kitctl.observe.run_meta import RunMeta, read_run_meta
+from kitctl.observe.run_meta import RunRecord, gpu_label, read_run_meta, total_steps
 from kitctl.train.facts import DONE_RE
 
 __all__ = ["RunStatus", "collect", "render", "find_llmc_process", "read_meta"]
@@ -35,7 +35,7 @@ _CKPT = re.compile(r"model_(\d{8})\.bin$")
 class RunStatus:
     run_dir: Path
     logs: RunLogs
-    meta: Optional[RunMeta] = None
+    meta: Optional[RunRecord] = None
     steps_done: Optional[int] = None      # optimizer steps completed (llm.c's step + 1)
     total_steps: Optional[int] = None
     tokens_per_s: Optional[float] = None
@@ -50,7 +50,7 @@ class RunStatus:
     notes: list[str] = field(default_factory=list)
 
 
-def read_meta(run_dir: Path) -> tuple[Optional[RunMeta], Optional[str]]:
+def read_meta(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
     """(run.json, None), (None, None) without one, or (None, a note) when it is damaged: status still shows
     what the logs say."""
     try:
@@ -95,7 +95,7 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
         st.notes.append(f"{logs.bad_lines} line(s) of {MAIN_LOG} were not llm.c log lines and were skipped")
     ms = logs.streams.get("perf/ms_per_step") or {}
     st.steps_done = logs.steps_done
-    st.total_steps = logs.total_steps or (meta.total_steps if meta else None)
+    st.total_steps = logs.total_steps or (total_steps(meta) if meta else None)
     tok = logs.streams.get("perf/tokens_per_sec") or {}
     if tok:
         st.tokens_per_s = tok[last_logged(tok)]
@@ -120,7 +120,7 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
         st.eta_s = (st.total_steps - st.steps_done) * st.ms_per_step / 1000
     # GPUs: what the run recorded, else this machine's
     if meta and meta.gpus:
-        st.gpus = [g.label() for g in meta.gpus]
+        st.gpus = [gpu_label(g) for g in meta.gpus]
         st.gpus_source = "run.json"
     else:
         found = (gpus_query or gpus_mod.query)()

@@ -15,15 +15,19 @@ Shape (schema 1; files written before the schema field existed read as schema 1)
               median tokens/s, last MFU, status, OOM retries, next resume step (slurm: job id, script)
     history   earlier sessions, newest last (at most 50)
 
-Every field is optional when read, so a partial or hand-made run.json still gives what it has.
+Every field is optional when read, so a partial or hand-made run.json still gives what it has; keys this kit does
+not know (a newer kit's) are kept when the record is written back. Writers hold ``.run.json.lock``
+(:func:`run_json_lock`), so `kitctl train` and `kitctl eval` never write over each other's change.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kitctl.core.records import Record, short, validation_message
 
@@ -110,6 +114,7 @@ class SessionRecord(BaseModel):
     launcher: str = "local"
     pid: Optional[int] = None                # kitctl's process (local launcher)
     host: Optional[str] = None
+    container: Optional[str] = None          # the container's name, when recorded
     start: Optional[str] = None
     end: Optional[str] = None
     resumed_from: Optional[int] = None
@@ -133,6 +138,7 @@ class SessionRecord(BaseModel):
 
 
 class RunRecord(Record):
+    model_config = ConfigDict(extra="allow")     # a newer kit's keys survive a read-modify-write by this one
     SCHEMA = 1
     KIND = "run record"
     kit_version: Optional[str] = None
@@ -166,3 +172,23 @@ def load_run_record(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
         return RunRecord.model_validate(raw), None
     except ValidationError as e:
         return None, validation_message(e)
+
+
+@contextlib.contextmanager
+def run_json_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run>/.run.json.lock`` (flock) while run.json is read, changed and written back."""
+    with open(Path(run_dir) / ".run.json.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def update_run_record(run_dir: Path, change: Callable[[RunRecord], None], hint: str) -> RunRecord:
+    """Read run.json (an empty record when there is none), apply ``change``, write it back atomically, under the
+    lock, with only the fields it had or ``change`` assigned (assign a field, do not mutate it in place). A damaged
+    run.json is a KitError with ``hint``: it is never replaced by a record that lost its sessions."""
+    path = Path(run_dir) / RUN_JSON
+    with run_json_lock(run_dir):
+        rec = RunRecord.read(path, hint=hint) if path.exists() else RunRecord()
+        change(rec)
+        rec.write(path, exclude_unset=True)
+        return rec

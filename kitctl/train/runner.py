@@ -27,7 +27,7 @@ from kitctl.train import gather
 from kitctl.train.facts import inspect_out
 from kitctl.train.plan import Plan
 from kitctl.train.record import (MAX_HISTORY, RUN_JSON, DataRecord, GpuRecord, RunRecord, RuntimeRecord,
-                                 SessionRecord, load_run_record)
+                                 SessionRecord, load_run_record, run_json_lock)
 from kitctl.train.steplog import MANAGED_FALLBACK, Step, is_oom, parse_step
 
 STOP_GRACE_S = 30
@@ -154,17 +154,20 @@ def write_run_json(plan: Plan, session: Union[SessionRecord, Mapping[str, Any]],
         runtime = runtime or (RuntimeRecord.model_validate(rt) if rt else None)
         session = SessionRecord.model_validate(raw)
     path = plan.out_dir / RUN_JSON
-    old, _ = load_run_record(plan.out_dir)
-    history = list(old.history) if old else []
-    if old and old.session and old.session.id != session.id:
-        history.append(old.session)
-    rec = RunRecord(
-        kit_version=__version__, plan=plan.record(), argv=plan.argv, command=plan.command_line(), runtime=runtime,
-        gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
-        data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix, manifest_sha256=plan.data.manifest_sha256,
-                        fingerprint=plan.data.fingerprint, train_tokens=plan.data.train_tokens),
-        session=session, history=history[-MAX_HISTORY:], evals=list(old.evals) if old else [])
-    return rec.write(path)
+    with run_json_lock(plan.out_dir):
+        old, _ = load_run_record(plan.out_dir)
+        history = list(old.history) if old else []
+        if old and old.session and old.session.id != session.id:
+            history.append(old.session)
+        rec = RunRecord(
+            kit_version=__version__, plan=plan.record(), argv=plan.argv, command=plan.command_line(), runtime=runtime,
+            gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
+            data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix,
+                            manifest_sha256=plan.data.manifest_sha256, fingerprint=plan.data.fingerprint,
+                            train_tokens=plan.data.train_tokens),
+            session=session, history=history[-MAX_HISTORY:], evals=list(old.evals) if old else [],
+            **((old.model_extra or {}) if old else {}))
+        return rec.write(path)
 
 
 def next_resume_step(out_dir: Path) -> Optional[int]:

@@ -287,7 +287,7 @@ def test_status_running_finished_stopped(tmp_path):
     from kitctl.observe.status import collect, render
 
     rd, exp = make_run(tmp_path, steps=range(0, 30), total=40)
-    # run.json as kitctl writes it (kitctl.observe.run_meta.RunMeta reads it): the launch in "session"
+    # run.json as kitctl writes it (kitctl.train.record.RunRecord, which kitctl status reads too): the launch in "session"
     (rd / "run.json").write_text(json.dumps({"session": {"pid": os.getpid(), "host": socket.gethostname()},
                                              "gpus": [{"name": "NVIDIA GeForce RTX 3090"}, {"name": "NVIDIA GeForce RTX 2080 Ti"}]}))
     (rd / "model_00000020.bin").write_bytes(b"")

@@ -103,6 +103,9 @@ def test_native_single_rank_run_then_resume(kit):
 
     # an eval result recorded between sessions (kitctl eval) survives the next training session
     add_eval(out, {"task": "hellaswag", "metrics": {"acc_norm": 0.25}, "step": 6})
+    # ...and so does a key this kit does not know (a newer kit's), through both writers
+    rj = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**rj, "from_a_newer_kit": {"x": 1}}))
 
     # a longer run in the same folder resumes from step 6 with the checkpoint's B (no --micro-batch given)
     plan2, facts2, replan2 = _plan(cfg, tmp, _req(steps=12, micro_batch=None))
@@ -113,6 +116,7 @@ def test_native_single_rank_run_then_resume(kit):
     rj = json.loads((out / "run.json").read_text())
     assert rj["session"]["resumed_from"] == 6 and rj["history"][-1]["last_step"] == 6
     assert [e["task"] for e in read_evals(out)] == ["hellaswag"]
+    assert rj["from_a_newer_kit"] == {"x": 1}
     assert (out / "main.log").read_text().count("trl:") == 12             # appended, not rewritten
 
     # the same run again: complete, nothing to do
