@@ -305,16 +305,32 @@ def readable_folder(path: Path, what: str) -> Path:
     return path
 
 
+MAX_CA_BYTES = 16 * 1024 * 1024
+PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+
+
 def pem_bundle(path: Path, what: str = "--ca-cert") -> Path:
-    """A CA bundle: a readable text file holding at least one PEM certificate."""
-    readable_file(path, what, text=True, non_empty=True)
-    with open(path, "rb") as f:
-        head = f.read(1 << 20)
-    if b"-----BEGIN CERTIFICATE-----" not in head:
-        raise ConfigError(f"{what} {path} holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line)",
-                          "pass a PEM CA bundle, e.g. /etc/ssl/certs/ca-certificates.crt; convert a DER file "
-                          "with: openssl x509 -inform der -in ca.der -out ca.pem")
-    return path
+    """A CA bundle (kit.yaml's ``ca_cert``, ``--ca-cert``): a readable file of at most 16 MiB holding at least one
+    PEM certificate; returned as an absolute path."""
+    p = Path(path).expanduser().absolute()
+    fix = ("pass a PEM CA bundle, e.g. /etc/ssl/certs/ca-certificates.crt; convert a DER file with: "
+           "openssl x509 -inform der -in ca.der -out ca.pem")
+    try:
+        if p.is_dir():
+            raise ConfigError(f"{what} {p} is a folder, not a CA bundle", fix)
+        size = p.stat().st_size
+        if size > MAX_CA_BYTES:
+            raise ConfigError(f"{what} {p} is {size:,} bytes: too large for a CA bundle", fix)
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {p}: no such file", fix) from None
+    except PermissionError:
+        raise ConfigError(f"{what} {p}: permission denied", f"make it readable by you (ls -l {p})") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {p}: cannot read it ({e.strerror or e})", fix) from None
+    if PEM_CERT not in data:
+        raise ConfigError(f"{what} {p} is not a PEM certificate bundle (no '-----BEGIN CERTIFICATE-----' line)", fix)
+    return p
 
 
 NAME_MAX, PATH_MAX = 255, 4096      # Linux limits, in bytes

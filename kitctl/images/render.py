@@ -108,7 +108,7 @@ def template_data(req: BuildRequest, llmc_label: str = "") -> dict[str, Any]:
         "test_only": list(p.python.test_only),
         "labels": {stage: image_labels(req, stage, llmc_label) for stage in ("toolchain", "runtime", "data")},
     }
-    inputs.no_control_chars(data)
+    inputs.single_line_values(data)
     return data
 
 

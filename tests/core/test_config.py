@@ -87,7 +87,7 @@ def test_relative_data_root_from_the_environment_is_relative_to_the_cwd(tmp_path
     ("data_root: $HOME/big\n", "$VARIABLE"),
     ("data_root: ~nobody/big\n", "~user"),
     ("hf_home: input.txt\n", "hf_home"),
-    ("ca_cert: input.txt\n", "no PEM certificate"),
+    ("ca_cert: input.txt\n", "not a PEM certificate bundle"),
     ("tokenizer_dir: input.txt\n", "is a file"),
     ("image: Kit\n", "image repository name"),
     ("base_image: 'a b'\n", "Docker image reference"),

@@ -192,9 +192,9 @@ CASES: list[Case] = [
     C("config-image-upper-case", ["-c", "i.yaml", *CONFIG], files={"i.yaml": "image: LLMC\n"},
       says="image repository name"),
     C("config-ca-cert-not-pem", ["-c", "c.yaml", *CONFIG], files={"c.yaml": "ca_cert: input.txt\n"},
-      says="no pem certificate"),
+      says="not a pem certificate bundle"),
     C("config-ca-cert-missing", ["-c", "c.yaml", *CONFIG], files={"c.yaml": "ca_cert: nope.pem\n"},
-      says="does not exist"),
+      says="no such file"),
     C("config-nccl-env-bad-name", ["-c", "n.yaml", *CONFIG], files={"n.yaml": "nccl:\n  extra_env:\n    'A B': '1'\n"},
       says="environment variable name"),
 
