@@ -225,8 +225,8 @@ metadata:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
-                    reason="lm-eval not installed (pip install 'llmc-kit[eval]'; not in CI's lock: HellaSwag needs "
-                           "the Hub)")
+                    reason="lm-eval not installed (pip install 'llmc-kit[eval]'; .ci/setup installs it from "
+                           "docker/requirements-eval.lock)")
 def test_eval_with_the_real_harness_on_a_local_task(root, tmp_path_factory):
     """The real lm-eval, offline: a 3-question multiple-choice task from a local JSONL via --include-path."""
     d = tmp_path_factory.mktemp("task")
