@@ -7,9 +7,6 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from python_on_whales import DockerException, docker
-from python_on_whales.client_config import ClientNotFoundError
-
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.files import sha256_file
 from kitctl.host.gpus import load_inventory
@@ -24,7 +21,11 @@ from kitctl.train.tune_cache import load_records
 
 def inspect_image(ref: str) -> RuntimeRecord:
     """Image id, digests and labels through python-on-whales; only the reference when there is no engine or
-    no such image (the run itself will then say why)."""
+    no such image (the run itself will then say why). python-on-whales is imported here, not at the top: it
+    costs ~150 ms, which every kitctl command would pay at start-up."""
+    from python_on_whales import DockerException, docker
+    from python_on_whales.client_config import ClientNotFoundError
+
     try:
         img = docker.image.inspect(ref)
     except (DockerException, ClientNotFoundError, OSError):   # no docker CLI / engine / image
