@@ -115,7 +115,7 @@ def eval_cmd(
 ) -> None:
     """Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit[eval]'); saved in run.json."""
     from kitctl.model import evaluate, export, locate
-    from kitctl.model.record import add_eval, headline
+    from kitctl.model.record import add_eval, check_recordable, headline
 
     evaluate.load_harness()               # exit 2 with the install line before any export work
     names = evaluate.parse_tasks(tasks)
@@ -130,6 +130,8 @@ def eval_cmd(
         if rec is not None:
             checkpoint, st = Path(rec.source), rec.step
             run_dir = checkpoint.parent if checkpoint.parent.is_dir() else None
+    if record and run_dir is not None:
+        check_recordable(run_dir)         # a damaged run.json: say so now, not after the eval
     _say(f"lm-eval {evaluate.harness_version()}: {', '.join(names)} on {folder}")
     res = evaluate.run_harness(folder, names, device=device, batch_size=batch_size, limit=limit,
                                num_fewshot=num_fewshot, include_path=include_path, hf_home=cfg.hf_cache,

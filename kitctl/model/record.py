@@ -9,10 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from kitctl.core.errors import KitError
 from kitctl.train.record import RUN_JSON, RunRecord, load_run_record, update_run_record
 
 PREFERRED = ("acc_norm", "acc")          # what llm.c / #481 quote for HellaSwag (acc_norm), then plain accuracy
 NOT_SCORES = ("sample_len",)            # lm-eval reports the example count among the metrics
+
+
+def _damaged_hint(path: Path) -> str:
+    return f"the eval result was not recorded there; fix or move {path} away and re-run the eval"
+
+
+def check_recordable(run_dir: Path) -> None:
+    """Before a long eval: exit 2 when the run's run.json exists but cannot be read back (results could not be
+    recorded there); say how to go on (move it away, or --no-record)."""
+    path = Path(run_dir) / RUN_JSON
+    _, why = load_run_record(Path(run_dir))
+    if why:
+        raise KitError(f"{path} is {why}: the eval's results could not be recorded there",
+                       f"fix or move it away (mv {path} {path}.bad), or pass --no-record", exit_code=2)
 
 
 def add_eval(run_dir: Path, entry: dict[str, Any]) -> Path:
@@ -21,8 +36,7 @@ def add_eval(run_dir: Path, entry: dict[str, Any]) -> Path:
         rec.evals = [*rec.evals, entry]
 
     path = Path(run_dir) / RUN_JSON
-    update_run_record(run_dir, change, hint=f"the eval result was not recorded there; fix or move {path} away "
-                                             f"and re-run the eval")
+    update_run_record(run_dir, change, hint=_damaged_hint(path))
     return path
 
 

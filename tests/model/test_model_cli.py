@@ -110,9 +110,23 @@ def test_sample_transformers_backend_prints_text(root):
     assert n.stdout == r.stdout
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is not None, reason="lm-eval is installed here")
-def test_eval_without_harness_says_how_to_install(root):
-    r = kitctl("eval", "r1", "--tasks", "hellaswag", data_root=root)
+HIDE_LM_EVAL = """
+import sys
+
+class _NoLmEval:   # this interpreter behaves as if the [eval] extra were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "lm_eval" or name.startswith("lm_eval."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoLmEval())
+"""
+
+
+def test_eval_without_harness_says_how_to_install(root, tmp_path_factory):
+    hide = tmp_path_factory.mktemp("hide")
+    (hide / "sitecustomize.py").write_text(HIDE_LM_EVAL)
+    r = kitctl("eval", "r1", "--tasks", "hellaswag", data_root=root, env_extra={"PYTHONPATH": str(hide)})
     assert r.returncode == 2 and "pip install 'llmc-kit[eval]'" in r.stderr
     _clean(r)
     assert not (root / "runs" / "r1" / "hf").exists()        # refused before any export work
@@ -168,6 +182,28 @@ def test_eval_records_in_run_json_and_report_shows_it(root, tmp_path_factory):
     rep = kitctl("report", "r1", "--out", root / "report.html", data_root=root)
     assert rep.returncode == 0, rep.stderr
     assert "hellaswag acc_norm 0.2945 (step 10)" in (root / "report.html").read_text()
+
+
+def test_eval_refuses_a_damaged_run_json_before_running_the_harness(root, tmp_path_factory):
+    fake = tmp_path_factory.mktemp("fake")
+    (fake / "lm_eval").mkdir()
+    (fake / "lm_eval" / "__init__.py").write_text(FAKE_LM_EVAL)
+    (fake / "lm_eval" / "tasks").mkdir()
+    (fake / "lm_eval" / "tasks" / "__init__.py").write_text("class TaskManager:\n"
+                                                           "    def __init__(self, include_path=None):\n"
+                                                           "        pass\n")
+    call = root / "call.json"
+    rj = root / "runs" / "r1" / "run.json"
+    rj.write_text('{"session": {"status": "half')          # cut mid-write by hand
+    r = kitctl("eval", "r1", "--tasks", "hellaswag", data_root=root,
+               env_extra={"PYTHONPATH": str(fake), "FAKE_LM_EVAL_CALL": str(call)})
+    assert r.returncode == 2 and "could not be recorded" in r.stderr and "--no-record" in r.stderr, r.stderr
+    assert not call.exists()                               # the harness never ran
+    assert rj.read_text() == '{"session": {"status": "half'    # and the file is left as it was
+    r = kitctl("eval", "r1", "--tasks", "hellaswag", "--no-record", data_root=root,
+               env_extra={"PYTHONPATH": str(fake), "FAKE_LM_EVAL_CALL": str(call)})
+    assert r.returncode == 0, r.stderr
+    assert call.exists() and "hellaswag: acc_norm" in r.stdout
 
 
 @pytest.mark.parametrize("private", [False, True])
