@@ -18,6 +18,7 @@ import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output, write_atomic
+from kitctl.data.tokenizer import get_encoding
 
 MAGIC = 20240522
 VERSION = 1
@@ -119,8 +120,6 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
     An existing ``out`` with the same bytes is left as is; with different bytes it is refused unless
     ``force`` (like a data folder made with another config). ``log`` hears what was done."""
     if enc is None:
-        from kitctl.data.tokenizer import get_encoding
-
         enc = get_encoding()
     datas = []
     for lineno, ex in read_examples(jsonl):

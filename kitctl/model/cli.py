@@ -1,7 +1,7 @@
 """Model commands: ``kitctl export-model``, ``kitctl sample``, ``kitctl eval`` (logic in export/sample/evaluate).
 
-The area modules are imported inside each command, as the other areas' cli modules do: ``kitctl --help`` and
-every other command start without loading numpy, safetensors or huggingface_hub.
+huggingface_hub (``--push``), transformers/torch (``sample --backend transformers``) and lm-eval (``eval``) are
+imported where they are used, so every other command starts without them.
 """
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ from typing import Optional
 
 import typer
 
-from kitctl.core.context import config, console, err_console
 from kitctl.core import validate
+from kitctl.core.context import config, console, err_console
+from kitctl.core.errors import KitError
 from kitctl.core.validate import checked
+from kitctl.model import evaluate, export, locate
+from kitctl.model.checkpoint import open_checkpoint
+from kitctl.model.push import check_repo_id, endpoint_for, push_folder
+from kitctl.model.record import add_eval, check_recordable, headline
+from kitctl.model.sample import sample as run_sample
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -37,15 +43,9 @@ def export_model(
     private: bool = typer.Option(False, "--private", help="--push: create the repo private"),
 ) -> None:
     """llm.c checkpoint -> HuggingFace transformers folder (model.safetensors, config.json, tokenizer), no PyTorch."""
-    from kitctl.core.errors import KitError
-    from kitctl.model import export, locate
-    from kitctl.model.checkpoint import open_checkpoint
-
     if fmt != "hf":
         raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
     if push:
-        from kitctl.model.push import check_repo_id
-
         check_repo_id(push)
     cfg = config()
     t = locate.resolve(target, cfg.runs_dir, step)
@@ -62,8 +62,6 @@ def export_model(
     console.print(f"load it: AutoModelForCausalLM.from_pretrained({str(res.out)!r})", highlight=False, markup=False,
                   soft_wrap=True)
     if push:
-        from kitctl.model.push import endpoint_for, push_folder  # huggingface_hub only when pushing
-
         ep = endpoint_for(cfg.mirrors.hf_endpoint)
         _say(f"uploading {res.out} to {ep}/{push}")
         url = push_folder(res.out, push, endpoint=ep, private=private)
@@ -84,9 +82,6 @@ def sample(
     backend: str = typer.Option("auto", "--backend", callback=checked(validate.choice, choices=("auto", "transformers", "numpy")), help="auto (transformers if installed), transformers, numpy"),
 ) -> None:
     """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
-    from kitctl.model import export, locate
-    from kitctl.model.sample import sample as run_sample
-
     cfg = config()
     t = locate.resolve(target, cfg.runs_dir, step, allow_export=True)
     if t.note:
@@ -114,9 +109,6 @@ def eval_cmd(
     record: bool = typer.Option(True, "--record/--no-record", help="append the results to the run's run.json"),
 ) -> None:
     """Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit[eval]'); saved in run.json."""
-    from kitctl.model import evaluate, export, locate
-    from kitctl.model.record import add_eval, check_recordable, headline
-
     evaluate.load_harness()               # exit 2 with the install line before any export work
     names = evaluate.parse_tasks(tasks)
     cfg = config()

@@ -10,9 +10,6 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
-
 from kitctl.core.errors import KitError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -31,7 +28,11 @@ def check_repo_id(repo_id: str) -> None:
 
 def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = False,
                 message: Optional[str] = None) -> str:
-    """Upload ``folder`` to model repo ``repo_id``; returns the commit URL."""
+    """Upload ``folder`` to model repo ``repo_id``; returns the commit URL. huggingface_hub is imported here: it
+    costs ~0.3 s, which only ``--push`` should pay."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
     check_repo_id(repo_id)
     api = HfApi(endpoint=endpoint)
     try:

@@ -2,16 +2,22 @@
 (kitctl/pipeline/reproduce.py): the journeys that use every area."""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from kitctl.core.context import config, console
 from kitctl.core import validate
+from kitctl.core.context import config, console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
+from kitctl.pipeline.demo import run_demo
+from kitctl.pipeline.inputs import ReproduceOptions
+from kitctl.pipeline.reproduce import make_forecast, run_pipeline
+from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -22,8 +28,6 @@ def demo(
     steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
-    from kitctl.pipeline.demo import run_demo
-
     root = data_root or config().data_root / "demo"
     console.print(f"[bold]llmc-kit demo[/]: embedded tinyshakespeare + GPT-2 BPE, data root {root}")
     results = run_demo(root, lambda s: console.print(s, highlight=False), steps)
@@ -84,13 +88,6 @@ def reproduce(
 ) -> None:
     """Reproduce GPT-2 end to end: preflight, build, data, HellaSwag, tune, train (-h 1), report. Resumable:
     re-run the same command after Ctrl-C, a crash or a reboot. The plan (disk, download, time) comes first."""
-    import json
-    import sys
-
-    from kitctl.pipeline.inputs import ReproduceOptions
-    from kitctl.pipeline.reproduce import make_forecast, run_pipeline
-    from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
-
     if preset.startswith("-"):
         raise ConfigError(f"{preset!r} is not a preset: after `--` give the preset first",
                           "write e.g. `kitctl reproduce gpt2-124m -- -n 1000`")
