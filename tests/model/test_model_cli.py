@@ -149,7 +149,9 @@ def simple_evaluate(model, model_args, tasks, **kw):
 '''
 
 
-def test_eval_records_in_run_json_and_report_shows_it(root, tmp_path_factory):
+@pytest.fixture
+def fake_harness(root, tmp_path_factory):
+    """(env for kitctl, the file the stand-in lm_eval writes its call to)."""
     fake = tmp_path_factory.mktemp("fake")
     (fake / "lm_eval").mkdir()
     (fake / "lm_eval" / "__init__.py").write_text(FAKE_LM_EVAL)
@@ -158,7 +160,11 @@ def test_eval_records_in_run_json_and_report_shows_it(root, tmp_path_factory):
                                                            "    def __init__(self, include_path=None):\n"
                                                            "        self.include_path = include_path\n")
     call = root / "call.json"
-    env = {"PYTHONPATH": str(fake), "FAKE_LM_EVAL_CALL": str(call)}
+    return {"PYTHONPATH": str(fake), "FAKE_LM_EVAL_CALL": str(call)}, call
+
+
+def test_eval_records_in_run_json_and_report_shows_it(root, fake_harness):
+    env, call = fake_harness
     r = kitctl("eval", "r1", "--tasks", "hellaswag", "--limit", "100", "--device", "cpu", "--batch-size", "8",
                data_root=root, env_extra=env)
     assert r.returncode == 0, r.stderr
@@ -184,24 +190,15 @@ def test_eval_records_in_run_json_and_report_shows_it(root, tmp_path_factory):
     assert "hellaswag acc_norm 0.2945 (step 10)" in (root / "report.html").read_text()
 
 
-def test_eval_refuses_a_damaged_run_json_before_running_the_harness(root, tmp_path_factory):
-    fake = tmp_path_factory.mktemp("fake")
-    (fake / "lm_eval").mkdir()
-    (fake / "lm_eval" / "__init__.py").write_text(FAKE_LM_EVAL)
-    (fake / "lm_eval" / "tasks").mkdir()
-    (fake / "lm_eval" / "tasks" / "__init__.py").write_text("class TaskManager:\n"
-                                                           "    def __init__(self, include_path=None):\n"
-                                                           "        pass\n")
-    call = root / "call.json"
+def test_eval_refuses_a_damaged_run_json_before_running_the_harness(root, fake_harness):
+    env, call = fake_harness
     rj = root / "runs" / "r1" / "run.json"
     rj.write_text('{"session": {"status": "half')          # cut mid-write by hand
-    r = kitctl("eval", "r1", "--tasks", "hellaswag", data_root=root,
-               env_extra={"PYTHONPATH": str(fake), "FAKE_LM_EVAL_CALL": str(call)})
+    r = kitctl("eval", "r1", "--tasks", "hellaswag", data_root=root, env_extra=env)
     assert r.returncode == 2 and "could not be recorded" in r.stderr and "--no-record" in r.stderr, r.stderr
     assert not call.exists()                               # the harness never ran
     assert rj.read_text() == '{"session": {"status": "half'    # and the file is left as it was
-    r = kitctl("eval", "r1", "--tasks", "hellaswag", "--no-record", data_root=root,
-               env_extra={"PYTHONPATH": str(fake), "FAKE_LM_EVAL_CALL": str(call)})
+    r = kitctl("eval", "r1", "--tasks", "hellaswag", "--no-record", data_root=root, env_extra=env)
     assert r.returncode == 0, r.stderr
     assert call.exists() and "hellaswag: acc_norm" in r.stdout
 
