@@ -107,6 +107,11 @@ class KitConfig(_Strict):
         return self.data_root / "runs"
 
 
+def native_bin_dir(data_root: Path) -> Path:
+    """Where a native build puts llm.c's binaries (``kitctl build --native``) and the train planner looks for them."""
+    return Path(data_root) / "native" / "bin"
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core import pins
+from kitctl.core.config import native_bin_dir
 from kitctl.core.errors import KitError
 from kitctl.core import resources
 
@@ -24,7 +25,7 @@ BINARIES = ("train_gpt2cu", "train_gpt2cu_fp32")
 
 def default_out(data_root: Path) -> Path:
     """Where the train planner looks for native binaries."""
-    return data_root / "native" / "bin"
+    return native_bin_dir(data_root)
 
 
 @dataclass

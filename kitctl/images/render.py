@@ -6,7 +6,6 @@ or NCCL apt pin, base images) and the OCI labels; every constant and every Docke
 * :func:`render` -- the whole Dockerfile text;
 * :func:`stage_texts` -- the rendered file split by stage (what each image tag hashes);
 * :func:`image_labels` -- the ``org.llmc-kit.*`` labels of a stage (every pin that went into it);
-* ``runtime_ref`` / ``data_ref`` -- aliases of :mod:`kitctl.host.runtimes`' moving tags.
 """
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from typing import Any, NoReturn
 import jinja2
 
 from kitctl.core import pins, resources
-from kitctl.host.runtimes import data_image_ref, runtime_image_ref
 from kitctl.images import inputs
 from kitctl.images.request import TARGETS, BuildRequest, base_images
 
@@ -25,8 +23,6 @@ TEMPLATE_NAME = "Dockerfile.j2"
 BLOCKS_NAME = "blocks.j2"
 STAGE_MARK = "# {name}: "
 
-runtime_ref = runtime_image_ref      # kept for callers of the old names
-data_ref = data_image_ref
 
 
 def _fail(message: str) -> NoReturn:

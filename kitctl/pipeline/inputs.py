@@ -7,7 +7,7 @@ entry points move, only these two change. Touch points:
     train     kitctl.train.planner.build_plan (pure) on kitctl.train.facts / runner facts; the memory model and
               kitctl.train.tune.sweep_configs for how many configs a tune measures
     host      kitctl.host.gpus.load_inventory
-    images    kitctl.images.native_build.default_out, kitctl.images.render.runtime_ref (what a build makes)
+    images    kitctl.images.native_build.default_out, kitctl.host.runtimes.runtime_image_ref (what a build makes)
 
 Without data on disk yet, the train plan is made on *synthetic* shards with the recipe's token counts (the
 planner is pure, so it cannot tell), which is how ``--dry-run`` plans the whole run before any download.
@@ -26,16 +26,16 @@ from typing import Optional
 
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import free_bytes, sha256_file
+from kitctl.core.files import free_bytes
 from kitctl.data.plan import DataPlan, make_plan
 from kitctl.host.gpus import load_inventory
+from kitctl.host.runtimes import runtime_image_ref
 from kitctl.images import native_build
-from kitctl.images.render import runtime_ref
 from kitctl.pipeline import forecast as fc
 from kitctl.train import tune as train_tune
 from kitctl.train.facts import DataInfo, OutState, Shard, host_facts, inspect_data, inspect_out
 from kitctl.train.memory import default_model, dims_for
-from kitctl.train.gather import inspect_image
+from kitctl.train.gather import inspect_image, runtime_ids
 from kitctl.train.launch import BINARIES
 from kitctl.train.planner import MICRO_BATCHES, Facts, Plan, TrainRequest, build_plan, gpu_spec
 from kitctl.train.presets import load_presets
@@ -197,20 +197,11 @@ def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data:
     pipeline's own stages make before training (so the plan has them)."""
     runs = cfg.runs_dir / (req.name or req.preset)
     bin_dir = native_build.default_out(cfg.data_root)
-    ids: dict[str, str] = {}
-    if req.runtime == "native":
-        for prec, name in BINARIES.items():
-            b = Path(req.binary) if req.binary else bin_dir / name
-            if b.is_file():
-                ids[prec] = "sha256:" + sha256_file(b)
-    else:
-        iid = inspect_image(runtime_ref(cfg)).id
-        if iid:
-            ids = {"bf16": iid, "fp32": iid}
+    image = runtime_image_ref(cfg)
     return Facts(gpus=load_inventory(opts.inventory), data=data, out=inspect_out(runs.absolute()),
-                 data_root=cfg.data_root, host=host_facts(opts.mpirun), image=runtime_ref(cfg), native_bin_dir=bin_dir,
+                 data_root=cfg.data_root, host=host_facts(opts.mpirun), image=image, native_bin_dir=bin_dir,
                  nccl_env=nccl_env(cfg.nccl), hellaswag=cfg.data_root / "hellaswag" / "hellaswag_val.bin",
-                 tokenizer=cfg.data_root / "gpt2_tokenizer.bin", runtime_ids=ids,
+                 tokenizer=cfg.data_root / "gpt2_tokenizer.bin", runtime_ids=runtime_ids(req, image, bin_dir),
                  tune_records=load_records(cfg.data_root / "tune"), run_token=uuid.uuid4().hex[:8])
 
 
@@ -282,7 +273,7 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[
         spec = opts.llmc_src or cfg.mirrors.llmc_src
         local = bool(spec) and not str(spec).startswith(("http://", "https://"))
         return fc.BuildInput("native", False, f"compile llm.c for sm {sm} into {binary.parent}", local)
-    ref = runtime_ref(cfg)
+    ref = runtime_image_ref(cfg)
     if inspect_image(ref).id:
         return fc.BuildInput(cfg.provider, True, f"image {ref} found (its recipe hash is re-checked when run)")
     return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.config import KitConfig, nccl_env
+from kitctl.core.config import KitConfig, native_bin_dir, nccl_env
 from kitctl.core.files import sha256_file
 from kitctl.host.gpus import load_inventory
 from kitctl.host.runtimes import runtime_image_ref
@@ -34,6 +34,20 @@ def inspect_image(ref: str) -> RuntimeRecord:
                          labels=dict(getattr(img.config, "labels", None) or {}))
 
 
+def runtime_ids(req: TrainRequest, image: str, bin_dir: Path) -> dict[str, str]:
+    """What the tune cache is keyed by, per precision: the native binaries' sha256 (``--binary`` or the ones in
+    ``bin_dir``), else the image's id; {} when neither exists yet."""
+    if req.runtime == "native":
+        ids: dict[str, str] = {}
+        for prec, name in BINARIES.items():
+            b = Path(req.binary) if req.binary else bin_dir / name
+            if b.is_file():
+                ids[prec] = "sha256:" + sha256_file(b)
+        return ids
+    iid = inspect_image(image).id
+    return {"bf16": iid, "fp32": iid} if iid else {}
+
+
 def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None,
                  mpirun: str = "/usr/bin/mpirun", environ: Optional[dict[str, str]] = None) -> Facts:
     preset = get_preset(req.preset)
@@ -44,19 +58,9 @@ def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = 
     hs = cfg.data_root / "hellaswag" / "hellaswag_val.bin"
     tok = cfg.data_root / "gpt2_tokenizer.bin"
     image = runtime_image_ref(cfg)
-    bin_dir = cfg.data_root / "native" / "bin"
-    runtime_ids: dict[str, str] = {}
-    if req.runtime == "native":
-        for prec, name in BINARIES.items():
-            b = Path(req.binary) if req.binary else bin_dir / name
-            if b.is_file():
-                runtime_ids[prec] = "sha256:" + sha256_file(b)
-    else:
-        iid = inspect_image(image).id
-        if iid:
-            runtime_ids = {"bf16": iid, "fp32": iid}
+    bin_dir = native_bin_dir(cfg.data_root)
     return Facts(gpus=gpus, data=data, out=inspect_out(out_dir.absolute()), data_root=cfg.data_root,
                  host=host_facts(mpirun, environ), image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg.nccl),
                  hellaswag=hs if hs.is_file() else None, tokenizer=tok if tok.is_file() else None,
-                 runtime_ids=runtime_ids, tune_records=load_records(cfg.data_root / "tune"),
+                 runtime_ids=runtime_ids(req, image, bin_dir), tune_records=load_records(cfg.data_root / "tune"),
                  run_token=uuid.uuid4().hex[:8])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core.config import native_bin_dir
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import GPU
 from kitctl.host.runtimes import ContainerSpec, Mount, docker_run_argv
@@ -125,7 +126,7 @@ def _native(d: Decided, facts: Facts) -> Launch:
     if d.request.binary is not None:
         binary = Path(d.request.binary)
     else:
-        binary = (facts.native_bin_dir or facts.data_root / "native" / "bin") / BINARIES[d.precision]
+        binary = (facts.native_bin_dir or native_bin_dir(facts.data_root)) / BINARIES[d.precision]
     if len(str(d.out_dir)) >= MAX_OUT_PATH:
         raise KitError(f"output path is {len(str(d.out_dir))} characters; llm.c allows under {MAX_OUT_PATH}",
                        "use a shorter --out", exit_code=2)

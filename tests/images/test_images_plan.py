@@ -15,6 +15,7 @@ from kitctl.images import request
 from kitctl.core.config import KitConfig, Mirrors, load_config
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.gpus import parse_csv
+from kitctl.host.runtimes import data_image_ref, runtime_image_ref
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 
@@ -65,7 +66,7 @@ def test_tags_follow_the_decided_scheme(tmp_path):
     assert rt[0] == f"llmc-kit:wheels-cu13.0-sm75-sm86-{ctx.hashes['runtime']}" and rt[1] == "llmc-kit:latest"
     assert len(ctx.hashes["runtime"]) == 12
     assert builder.tags(req, ctx, "data") == [f"llmc-kit:data-{ctx.hashes['data']}", "llmc-kit:data"]
-    assert rendering.runtime_ref(KitConfig()) == "llmc-kit:latest" and rendering.data_ref(KitConfig()) == "llmc-kit:data"
+    assert runtime_image_ref(KitConfig()) == "llmc-kit:latest" and data_image_ref(KitConfig()) == "llmc-kit:data"
 
 
 def test_hash_is_stable_and_moves_with_inputs(tmp_path):
