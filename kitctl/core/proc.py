@@ -185,21 +185,21 @@ def _stop_strays(pids: list[int], grace_s: float) -> None:
     """Wait (up to ``grace_s``) for processes that were below the leader to finish exiting; SIGKILL the rest."""
     deadline = time.monotonic() + grace_s
     live = [p for p in pids if pid_alive(p)]
-    for p in live:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+    _kill_each(live, signal.SIGTERM)
     while live and time.monotonic() < deadline:
         try:
             time.sleep(0.1)
         except KeyboardInterrupt:   # impatient: kill now
             break
         live = [p for p in live if pid_alive(p)]
-    for p in live:
+    _kill_each(live, signal.SIGKILL)
+
+
+def _kill_each(pids: list[int], sig: int) -> None:
+    for p in pids:
         try:
-            os.kill(p, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):   # gone already, or not ours
             pass
 
 
