@@ -26,7 +26,7 @@ def check_recordable(run_dir: Path) -> None:
     path = Path(run_dir) / RUN_JSON
     _, why = load_run_record(Path(run_dir))
     if why:
-        raise KitError(f"{path} is {why}: the eval's results could not be recorded there",
+        raise KitError(f"{why}; the eval's results could not be recorded there",
                        f"fix or move it away (mv {path} {path}.bad), or pass --no-record", exit_code=2)
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from kitctl.core.records import Record, short, validation_message
+from kitctl.core.errors import KitError
+from kitctl.core.records import Record
 
 RUN_JSON = "run.json"
 MAX_HISTORY = 50
@@ -155,23 +155,15 @@ class RunRecord(Record):
 
 
 def load_run_record(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
-    """``(record, None)``; ``(None, None)`` when there is no run.json; ``(None, why)`` when it cannot be read."""
+    """``(record, None)``; ``(None, None)`` when there is no run.json; ``(None, why)`` when it cannot be read
+    (``why``: :meth:`Record.read`'s message, naming the file)."""
     path = Path(run_dir) / RUN_JSON
     if not path.exists():
         return None, None
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        return None, f"unreadable: {short(e, 160)}"
-    if not isinstance(raw, dict):
-        return None, f"not a JSON object but a {type(raw).__name__}"
-    v = raw.get("schema_version", 1)
-    if isinstance(v, int) and v > RunRecord.SCHEMA:
-        return None, f"written by a newer kitctl (run record schema {v}, this one reads {RunRecord.SCHEMA})"
-    try:
-        return RunRecord.model_validate(raw), None
-    except ValidationError as e:
-        return None, validation_message(e)
+        return RunRecord.read(path), None
+    except KitError as e:
+        return None, e.message
 
 
 @contextlib.contextmanager

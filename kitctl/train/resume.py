@@ -51,7 +51,7 @@ def resumable(out: OutState, fresh: bool, ranks: int) -> Optional[PlanRecord]:
     if out.last_done is None or fresh:
         return None
     if out.run_json_error:
-        raise KitError(f"{out.dir}/run.json is damaged ({out.run_json_error}): the kit cannot check whether the "
+        raise KitError(f"run.json is damaged: {out.run_json_error}; the kit cannot check whether the "
                        f"checkpoint at step {out.last_done} can be resumed",
                        "start over in this folder with --fresh (the old checkpoints move to archive-<time>/), or "
                        "pick a new --name", exit_code=2)
