@@ -16,10 +16,6 @@ PREFERRED = ("acc_norm", "acc")          # what llm.c / #481 quote for HellaSwag
 NOT_SCORES = ("sample_len",)            # lm-eval reports the example count among the metrics
 
 
-def _damaged_hint(path: Path) -> str:
-    return f"the eval result was not recorded there; fix or move {path} away and re-run the eval"
-
-
 def check_recordable(run_dir: Path) -> None:
     """Before a long eval: exit 2 when the run's run.json exists but cannot be read back (results could not be
     recorded there); say how to go on (move it away, or --no-record)."""
@@ -36,7 +32,8 @@ def add_eval(run_dir: Path, entry: dict[str, Any]) -> Path:
         rec.evals = [*rec.evals, entry]
 
     path = Path(run_dir) / RUN_JSON
-    update_run_record(run_dir, change, hint=_damaged_hint(path))
+    update_run_record(run_dir, change, hint=f"the eval result was not recorded there; fix or move {path} away and "
+                                             "re-run the eval")
     return path
 
 
