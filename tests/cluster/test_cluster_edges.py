@@ -29,12 +29,6 @@ def tree(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
 
 
-@pytest.fixture()
-def shared(tmp_path):
-    d = tmp_path / "shared"
-    d.mkdir()
-    return d
-
 
 def _inventory(tmp_path: Path) -> Path:
     inv = tmp_path / "node.csv"

@@ -20,12 +20,6 @@ MOUNTS = [Mount(Path("/lustre/data/fineweb10B"), "/workspace/data", read_only=Tr
           Mount(Path("/lustre/data/runs/gpt2"), "/workspace/out")]
 
 
-@pytest.fixture()
-def shared(tmp_path):
-    d = tmp_path / "shared"
-    d.mkdir()
-    return d
-
 
 def render(shared, **kw):
     args = dict(nodes=2, gpus_per_node=4, shared_dir=shared, run_dir="/lustre/data/runs/gpt2", container="pyxis",

@@ -40,12 +40,6 @@ def flag(text: str, f: str) -> str:
     return next(ln.split()[1] for ln in text.splitlines() if ln.startswith(f"  {f} "))
 
 
-@pytest.fixture()
-def shared(tmp_path):
-    d = tmp_path / "shared"
-    d.mkdir()
-    return d
-
 
 def test_two_h100_nodes_plan_16_ranks_with_481_batch(shared):
     plan, gpus = cluster_plan(2)
