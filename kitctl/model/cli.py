@@ -28,6 +28,14 @@ def _say(msg: str) -> None:
     err_console.print(msg, highlight=False, markup=False)
 
 
+def _exported(target: str, runs_dir: Path, step: Optional[int]) -> tuple[locate.Target, Path]:
+    """The run, checkpoint or export ``target`` names, and its export folder (made on first use)."""
+    t = locate.resolve(target, runs_dir, step, allow_export=True)
+    if t.note:
+        _say(f"note: {t.note}")
+    return t, export.ensure_export(t, say=_say)
+
+
 @app.command("export-model")
 def export_model(
     target: str = typer.Argument(..., metavar="RUN_OR_FILE",
@@ -83,10 +91,7 @@ def sample(
 ) -> None:
     """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
     cfg = config()
-    t = locate.resolve(target, cfg.runs_dir, step, allow_export=True)
-    if t.note:
-        _say(f"note: {t.note}")
-    folder = export.ensure_export(t, say=_say)
+    t, folder = _exported(target, cfg.runs_dir, step)
     cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cfg.data_root / "tiktoken")
     s = run_sample(folder, prompt, n, cache_dir=cache, top_k=0 if greedy else top_k, temperature=temperature,
                    seed=seed, backend=backend)
@@ -112,10 +117,7 @@ def eval_cmd(
     evaluate.load_harness()               # exit 2 with the install line before any export work
     names = evaluate.parse_tasks(tasks)
     cfg = config()
-    t = locate.resolve(target, cfg.runs_dir, step, allow_export=True)
-    if t.note:
-        _say(f"note: {t.note}")
-    folder = export.ensure_export(t, say=_say)
+    t, folder = _exported(target, cfg.runs_dir, step)
     checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
     if t.export_dir is not None:          # an export given directly: its record names the checkpoint
         rec = export.ExportRecord.read_optional(folder / export.RECORD)
