@@ -66,7 +66,7 @@ def build(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands, build nothing"),
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
-    cfg = config()
+    cfg = config(writes=not dry_run)
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
     if (runtime or cfg.runtime) == "native":
@@ -170,15 +170,29 @@ def render(
 @app.command()
 def doctor(
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV instead of this box's GPUs"),
+    purpose: Optional[str] = typer.Option(None, "--for", help="exit by one purpose: data | build | train | "
+                                          "multi-node (0 ready, 1 not ready); default: all of them"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable findings"),
 ) -> None:
-    """Check Docker, the NVIDIA runtime, GPUs, driver, disk and shared memory; explain what they mean."""
+    """Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared memory; say what the box is
+    ready for (data, build, train, multi-node with Slurm) and what each finding means."""
+    if purpose is not None and purpose not in doc.PURPOSES:
+        raise ConfigError(f"--for {purpose!r}: doctor judges the purposes {', '.join(doc.PURPOSES)}",
+                          "e.g. `kitctl doctor --for train`")
     cfg = config()
-    findings = doc.evaluate(doc.gather(cfg, inventory), cfg)
-    ok = doc.ready(findings)
+    facts = doc.gather(cfg, inventory)
+    findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
+    verdicts = doc.verdicts(findings, facts, cfg)
+    if purpose == "multi-node" and not any(v.purpose == purpose for v in verdicts):
+        verdicts.append(doc.Verdict("multi-node", False, "no Slurm here (sbatch not on PATH): docs/cluster.md"))
+    chosen = [v for v in verdicts if purpose in (None, v.purpose)]
+    ok = all(v.ready for v in chosen)
     if as_json:
-        print(json.dumps({"ready": ok, "findings": [f.__dict__ for f in findings]}, indent=2))
+        print(json.dumps({"ready": ok, "purposes": {v.purpose: {"ready": v.ready, "reason": v.reason}
+                                                    for v in verdicts},
+                          "findings": [f.__dict__ for f in findings]}, indent=2))
     else:
+        from rich.markup import escape
         from rich.table import Table
 
         colour = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
@@ -186,9 +200,13 @@ def doctor(
         for col in ("check", "status", "finding", "what it means"):
             table.add_column(col, overflow="fold")
         for f in findings:
-            table.add_row(f.check, f"[{colour[f.status]}]{f.status}[/]", f.detail, f.meaning)
+            table.add_row(f.check, f"[{colour[f.status]}]{f.status}[/]", escape(f.detail), escape(f.meaning))
         console.print(table)
-        console.print("[green]ready[/]" if ok else "[red]not ready[/]: fix the 'fail' rows above")
+        for v in verdicts:
+            mark = "[green]ready[/]" if v.ready else "[red]not ready[/]"
+            console.print(f"{v.purpose:10} {mark}: {escape(v.reason)}", highlight=False)
+        if purpose:
+            console.print(f"--for {purpose}: " + ("[green]ready[/]" if ok else "[red]not ready[/]"))
     raise typer.Exit(0 if ok else 1)
 
 
