@@ -265,6 +265,8 @@ def load_config_source(path: Optional[Path] = None, environ: Optional[dict[str, 
     if env:
         source += " + KIT_* environment"
     merged = _merge(data, env)
+    if "data_root" not in merged:      # no kit.yaml, no KIT_DATA_ROOT: ./data of the folder the command runs in
+        merged["data_root"] = str((cwd or Path.cwd()).absolute() / "data")
     for key in PATH_FIELDS:        # the text of each path, before pydantic turns "" into "."
         raw = merged.get(key)
         if isinstance(raw, str):

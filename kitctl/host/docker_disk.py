@@ -88,3 +88,13 @@ def move_hint(target: str = "/mnt/big/docker") -> str:
 def prune_hint() -> str:
     return ("`docker buildx prune` frees BuildKit's cache (the next build downloads and compiles again); "
             "`docker buildx prune --keep-storage 10gb` keeps the newest 10 GB")
+
+
+def build_report(st: DockerStorage) -> str:
+    """What ``kitctl build`` says after a build: the build cache it left in Docker's storage, and how to prune it."""
+    if st.build_cache_bytes is None:
+        return f"Docker's build cache: unknown ({st.error or 'docker system df did not say'}); {prune_hint()}"
+    where = f" in {st.root_dir}" if st.root_dir else ""
+    free = f" ({st.free_bytes / 1e9:.1f} GB free there)" if st.free_bytes is not None else ""
+    return (f"Docker's build cache{where}: {st.build_cache_bytes / 1e9:.2f} GB{free}; it speeds up the next build. "
+            + prune_hint()[0].upper() + prune_hint()[1:])

@@ -14,7 +14,7 @@ from kitctl.core.context import config, console, err_console
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core import validate
 from kitctl.core.validate import checked
-from kitctl.host import compose, doctor as doc
+from kitctl.host import compose, docker_disk, doctor as doc
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, query
 from kitctl.host.runtimes import NativeRuntime, runtime_image_ref, shell_line
 from kitctl.images import build as builder
@@ -102,6 +102,7 @@ def build(
         tags = builder.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
                              cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
+    console.print(docker_disk.build_report(docker_disk.query()), highlight=False, markup=False, soft_wrap=True)
     env = compose.write_env(cfg, gpus=len(gpus))
     console.print(f"wrote {env} for docker compose, e.g.:", highlight=False)
     print("  " + shell_line([*compose.compose_base_argv(env), "run", "--rm", "data", "kitctl", "data", "--help"]))

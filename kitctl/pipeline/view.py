@@ -67,11 +67,11 @@ def plan_lines(fc: Forecast) -> list[str]:
     if fc.box.free_bytes is not None:
         out.append(f"data root: {size(fc.box.free_bytes)} free, the stages still to run need {size(need)}")
     if fc.docker_bytes:
-        where = f" ({fc.box.docker_root})" if fc.box.docker_root else ""
+        where = fc.box.docker_root or "by default /var/lib/docker, often on the system disk"
         free = f"{size(fc.box.docker_free_bytes)} free, " if fc.box.docker_free_bytes is not None else ""
-        out.append(f"Docker's storage{where}: {free}the stages still to run need {size(remaining_docker(fc))} "
-                   f"(images and build cache: {size(fc.docker_bytes)}); apart from the data root, often on the "
-                   "system disk")
+        out.append(f"Docker's storage ({where}): {free}the stages still to run put {size(remaining_docker(fc))} "
+                   f"there (images and build cache: {size(fc.docker_bytes)} in all), apart from the data root; "
+                   "`kitctl doctor` checks its free space")
     out += [f"note: {n}" for n in fc.notes]
     return out
 
