@@ -71,7 +71,8 @@ def query() -> DockerStorage:
     cache = images = None
     try:
         df = docker.system.disk_free()
-        cache, images = int(df.build_cache.size), int(df.images.size)
+        cache = int(df.build_cache.size) if df.build_cache.size is not None else None
+        images = int(df.images.size) if df.images.size is not None else None
     except (DockerException, ValueError, KeyError, AttributeError, TypeError):
         pass
     return DockerStorage(root, fs, free, cache, images)

@@ -178,8 +178,8 @@ def evaluate(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed] = None) -> list[
         free = f.free_bytes / GB
         want = disk.data_root_bytes if disk else DATA_NEED_GB * GB
         st = "ok" if f.free_bytes >= want else ("warn" if free >= DATA_NEED_GB else "fail")
-        need = f"; kitctl reproduce gpt2-124m puts ~{disk.data_root_bytes / GB:.0f} GB there" if disk else ""
-        out.append(Finding("data root space", st, f"{free:.0f} GB free at {f.data_root}{need}",
+        puts = f"; kitctl reproduce gpt2-124m puts ~{disk.data_root_bytes / GB:.0f} GB there" if disk else ""
+        out.append(Finding("data root space", st, f"{free:.0f} GB free at {f.data_root}{puts}",
                            "" if st == "ok" else (f"{disk.what}: " if disk else "")
                            + "point data_root at the big disk (`kitctl init --data-root /big/disk`), or use "
                            "tinyshakespeare; `kitctl reproduce --dry-run` prints the exact need"))

@@ -24,7 +24,7 @@ EMPTY_ROOT = Path("/nonexistent/llmc-kit-reference-plan")   # never created: the
 @functools.lru_cache(maxsize=1)
 def disk_model() -> fc.DiskModel:
     """The reference plan's disk figures (computed by the planner, never typed in)."""
-    cfg = KitConfig(data_root=EMPTY_ROOT, image="llmc-kit-reference-plan", arch=[75, 86])
+    cfg = KitConfig.model_validate({"data_root": EMPTY_ROOT, "image": "llmc-kit-reference-plan", "arch": [75, 86]})
     g = gather(cfg, ReproduceOptions(preset="gpt2-124m", runtime="docker", tune="off"), gpus=parse_csv(SEED_BOX))
     return fc.disk_model(g.inputs, fc.plan_stages(g.inputs))
 
