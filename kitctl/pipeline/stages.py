@@ -111,9 +111,9 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
     opts = ctx.opts
     cfg = ctx.cfg.model_copy(update={"runtime": opts.runtime})   # judge the runtime this run uses
     facts = doctor.gather(cfg, opts.inventory)
-    # the arch list is this box's GPUs (the build stage adds them); doctor's disk rule is replaced by this plan's
-    # need; natively the provider's CUDA pin does not apply (the host toolkit builds)
-    drop = {"data root space", "arch list"} | ({"driver"} if opts.runtime == "native" else set())
+    # the arch list is this box's GPUs (the build stage adds them); doctor's disk rules (data root, Docker's
+    # storage) are replaced by this plan's needs; natively the provider's CUDA pin does not apply (the host toolkit builds)
+    drop = {"data root space", "docker storage", "arch list"} | ({"driver"} if opts.runtime == "native" else set())
     findings = [f for f in doctor.evaluate(facts, cfg) if f.check not in drop]
     need = fc.remaining_disk(ctx.forecast, data_done_bytes)
     if facts.free_bytes is not None:

@@ -131,3 +131,59 @@ def test_doctor_for_train_exits_by_that_purpose(tmp_path):
     assert out["purposes"]["train"]["ready"] is True and r.returncode == 0, out
     r = _doctor(tmp_path, "--for", "nothing", gpu_box=False)
     assert r.returncode == 2 and "data, build, train, multi-node" in " ".join(r.stderr.split())
+
+
+@pytest.mark.docker
+def test_build_report_names_the_real_build_cache_and_how_to_prune_it():
+    st = docker_disk.query()
+    text = docker_disk.build_report(st)
+    assert f"{st.build_cache_bytes / 1e9:.2f} GB" in text and str(st.root_dir) in text
+    assert "docker buildx prune" in text
+
+
+@pytest.mark.docker
+def test_preflight_checks_dockers_storage_apart_from_the_data_root(tmp_path, monkeypatch):
+    """The real plan (docker runtime, seed box) through the real preflight; Docker's storage as the engine reports
+    it, then as a small system disk would (the engine cannot be made small here)."""
+    import io
+
+    from rich.console import Console
+
+    from kitctl.core.errors import KitError
+    from kitctl.pipeline import stages
+    from kitctl.pipeline.inputs import ReproduceOptions
+    from kitctl.pipeline.reproduce import make_forecast
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = KitConfig.model_validate({"data_root": tmp_path / "d", "runtime": "docker", "image": "kit-preflight-test"})
+    opts = ReproduceOptions(runtime="docker", tune="off", inventory=repo / "docs" / "inventories" / "2080ti-3090.csv")
+    g, f = make_forecast(cfg, opts)
+    assert f.docker_bytes == f.stage("build").docker_bytes > 0 and f.stage("build").disk_bytes == 0
+    out = io.StringIO()
+    console = Console(file=out, width=300)
+
+    def ctx() -> stages.StageContext:
+        return stages.StageContext(cfg, opts, g, f, console, stages.StageLog(tmp_path / "pre.log", console),
+                                   lambda *a: None)
+
+    def run() -> str:
+        out.truncate(0)
+        out.seek(0)
+        try:
+            stages.preflight(ctx(), 0)
+        except KitError as e:       # other checks may fail on this box (no NVIDIA runtime for the seed box's GPUs)
+            return " ".join((out.getvalue() + " " + e.message).split())
+        return " ".join(out.getvalue().split())
+
+    real = docker_disk.query()
+    said = run()
+    assert f"docker storage: {real.free_bytes / 1e9:.0f} GB free at {real.root_dir}" in said
+    assert said.count("docker storage:") == 1                 # the plan's check replaces doctor's
+    ok = real.free_bytes >= f.docker_bytes
+    assert (f"ok docker storage: {real.free_bytes / 1e9:.0f}" in said) == ok
+    small = docker_disk.DockerStorage(real.root_dir, "", 5 * GB, 1 * GB, 0)
+    monkeypatch.setattr(docker_disk, "query", lambda: small)
+    said = run()
+    assert "fail docker storage: 5 GB free" in said
+    assert "preflight:" in said and "docker storage" in said.split("preflight:")[1]
+    assert "/etc/docker/daemon.json" in said and "sudo systemctl restart docker" in said and "wheels" in said
