@@ -8,6 +8,7 @@ from rich.table import Table
 
 from kitctl.core.pipeline_state import PipelineState
 from kitctl.core.progress import format_duration
+from kitctl.host import docker_disk
 from kitctl.pipeline.forecast import Forecast, remaining_disk, remaining_docker
 
 
@@ -72,6 +73,9 @@ def plan_lines(fc: Forecast) -> list[str]:
         out.append(f"Docker's storage ({where}): {free}the stages still to run put {size(remaining_docker(fc))} "
                    f"there (images and build cache: {size(fc.docker_bytes)} in all), apart from the data root; "
                    "`kitctl doctor` checks its free space")
+        if fc.box.docker_free_bytes is not None and fc.box.docker_free_bytes < remaining_docker(fc):
+            out.append("Docker's storage is too small for this plan: " + docker_disk.move_hint()
+                       + "; or the smaller wheels provider (provider: wheels), or a prebuilt image (docs/images.md)")
     out += [f"note: {n}" for n in fc.notes]
     return out
 

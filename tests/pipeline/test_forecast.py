@@ -178,3 +178,18 @@ def test_json_needs_dry_run_and_cpus_positive(tmp_path, args):
     r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--inventory", str(SEED), *args], env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "hint:" in r.stderr
+
+
+def test_plan_lines_say_where_dockers_bytes_land_and_when_that_disk_is_too_small():
+    from kitctl.pipeline.view import plan_lines
+
+    box = fc.Box(gpus=1, cpus=4, net_bytes_per_s=25e6, free_bytes=10**12, label="here",
+                 docker_root="/var/lib/docker", docker_free_bytes=5 * 10**9)
+    f = fc.plan_stages(_inputs(box=box, build=fc.BuildInput("nvidia", False, "images")))
+    text = " ".join(" ".join(plan_lines(f)).split())
+    assert "Docker's storage (/var/lib/docker): 5.0 GB free, the stages still to run put 14.0 GB there" in text
+    assert "too small for this plan" in text and "daemon.json" in text and "systemctl restart docker" in text
+    roomy = fc.plan_stages(_inputs(box=dataclasses.replace(box, docker_free_bytes=10**12),
+                                   build=fc.BuildInput("nvidia", False, "images")))
+    assert "too small" not in " ".join(plan_lines(roomy))
+    assert not any("Docker's storage" in line for line in plan_lines(fc.plan_stages(_inputs(box=box))))   # native
