@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from kitctl.core import pins
-from kitctl.core.context import config, console, err_console
+from kitctl.core.context import announcement, config, config_source, console, err_console
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core import validate
 from kitctl.core.validate import checked
@@ -181,6 +181,8 @@ def doctor(
         raise ConfigError(f"--for {purpose!r}: doctor judges the purposes {', '.join(doc.PURPOSES)}",
                           "e.g. `kitctl doctor --for train`")
     cfg = config()
+    if not config_source().data_root_set:     # the data root doctor judges is a fallback: say so, and how to set one
+        err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
     verdicts = doc.verdicts(findings, facts, cfg)

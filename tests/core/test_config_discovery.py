@@ -121,6 +121,10 @@ def test_cli_with_no_config_says_the_fallback_and_reproduce_refuses(tmp_path):
     said = " ".join(r.stderr.split())
     assert r.returncode == 2 and "none is configured" in said and "kitctl init --data-root" in said
     assert not (bare / "data" / "runs").exists()
+    # doctor judges a fallback data root: it says so (stderr; stdout stays JSON)
+    r = subprocess.run([sys.executable, "-m", "kitctl", "doctor", "--json"], cwd=bare, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert json.loads(r.stdout)["findings"] and f"falls back to {bare / 'data'}" in " ".join(r.stderr.split())
     # its dry run still plans (for a described box), and says nothing on stdout but the plan
     r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--dry-run", "--json", "--runtime", "native",
                         "--inventory", str(REPO / "docs" / "inventories" / "2080ti-3090.csv")], cwd=bare, env=env,
