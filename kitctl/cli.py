@@ -19,17 +19,19 @@ from typer.exceptions import TyperException
 from kitctl import __version__
 from kitctl.cluster import cli as cluster_cli
 from kitctl.core import validate
-from kitctl.core.config import TEMPLATE, write_template, yaml_scalar
+from kitctl.core.config import TEMPLATE, user_config_path, write_template, yaml_scalar
 from kitctl.core.context import console, err_console, state
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.data import cli as data_cli
+from kitctl.host import doctor
 from kitctl.images import cli as images_cli
 from kitctl.model import cli as model_cli
 from kitctl.model.record import eval_summary
 from kitctl.observe import cli as observe_cli
 from kitctl.observe import report
 from kitctl.pipeline import cli as pipeline_cli
+from kitctl.pipeline import reference
 from kitctl.train import cli as train_cli
 
 app = typer.Typer(
@@ -50,7 +52,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="kit.yaml to use (default ./kit.yaml)"),
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="kit.yaml to use (default: $KIT_CONFIG, else kit.yaml here or in a parent folder, else "
+                                                 "~/.config/llmc-kit/kit.yaml)"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     state.reset(config_file)
@@ -58,19 +61,37 @@ def _root(
 
 @app.command()
 def init(
-    path: Path = typer.Argument(Path("kit.yaml"), help="where to write the config"),
-    data_root: str = typer.Option("./data", help="the big disk for datasets, HF cache and runs "
-                                                 "(relative: relative to the config file's folder)"),
+    path: Optional[Path] = typer.Argument(None, help="where to write the config (default ./kit.yaml)"),
+    data_root: Optional[str] = typer.Option(None, help="the big disk for datasets, HF cache and runs "
+                                                       "(relative: relative to the config file's folder; default "
+                                                       "./data)"),
+    user: bool = typer.Option(False, "--user", help="write the user's kit.yaml ($XDG_CONFIG_HOME/llmc-kit/kit.yaml, "
+                                                    "default ~/.config/llmc-kit/kit.yaml), used from any folder "
+                                                    "that has no kit.yaml of its own"),
     force: bool = typer.Option(False, help="overwrite an existing file"),
     stdout: bool = typer.Option(False, "--stdout", help="print the template instead of writing it"),
 ) -> None:
-    """Write a commented kit.yaml."""
+    """Write a commented kit.yaml (found like git's config: --config, KIT_CONFIG, this folder or a parent, the
+    user's)."""
+    if user and path is not None:
+        raise ConfigError(f"--user writes {user_config_path()}; a PATH ({path}) as well says two places",
+                          "drop PATH, or drop --user")
+    if user and stdout:
+        raise ConfigError("--user names where to write; --stdout writes nowhere", "drop one of them")
+    if user and data_root is None:
+        raise ConfigError("--user needs --data-root: the user's kit.yaml serves every folder, so its data root "
+                          "must be an absolute path on your big disk", "e.g. kitctl init --user --data-root /mnt/big/llmc")
+    if user and not os.path.isabs(os.path.expanduser(data_root or "")):
+        raise ConfigError(f"--data-root {data_root}: the user's kit.yaml needs an absolute data root (a relative one "
+                          f"would land beside {user_config_path()})", "e.g. --data-root /mnt/big/llmc")
+    root = data_root if data_root is not None else "./data"
     if stdout:
-        validate.data_root_text(data_root, "--data-root")
-        sys.stdout.write(TEMPLATE.format(data_root=yaml_scalar(data_root)))
+        validate.data_root_text(root, "--data-root")
+        sys.stdout.write(TEMPLATE.format(data_root=yaml_scalar(root)))
         return
-    write_template(path, data_root, force)
-    console.print(f"wrote {path}: edit data_root (your big disk) and arch, then `kitctl doctor`")
+    target = user_config_path() if user else (path or Path("kit.yaml"))
+    write_template(target, root, force)
+    console.print(f"wrote {target}: edit data_root (your big disk) and arch, then `kitctl doctor`", highlight=False)
 
 
 def render_error(e: KitError) -> None:
@@ -89,6 +110,8 @@ def _register() -> None:
     # `kitctl report` shows `kitctl eval`'s results; observe and model are sibling layers, so the column is
     # handed to observe here, from above both
     report.RUN_COLUMNS.append(("evals (kitctl eval)", eval_summary))
+    # doctor (host) judges disks against the reference plan's figures, which the pipeline's planner computes
+    doctor.DISK_MODEL.append(reference.disk_need)
 
 
 _register()

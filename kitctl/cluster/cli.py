@@ -32,7 +32,7 @@ def export_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps, run nothing"),
 ) -> None:
     """Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a docker save tar."""
-    cfg = config()
+    cfg = config(writes=not dry_run)
     ref = image or runtime_image_ref(cfg)    # the tag `kitctl build` moves
     out = output if output is not None else export.default_output(ref, fmt, cfg.data_root / "export")
     plan = export.export_commands(ref, fmt, out.absolute(), via_tar=via_tar)

@@ -1,13 +1,18 @@
 """kit.yaml: schema, defaults, environment overrides, and errors that name the file and the field.
 
-Lookup order: ``--config FILE``, else ``./kit.yaml``, else built-in defaults. Every field can also be set
-from the environment as ``KIT_<FIELD>`` (nested with ``__``, e.g. ``KIT_MIRRORS__PIP_INDEX``); the
-environment wins over the file. A bad value exits 2 with the file, the field path and what is allowed.
+Lookup order, like git's: ``--config FILE``, else ``$KIT_CONFIG``, else ``kit.yaml`` in the current folder or the
+nearest parent that has one, else the user's (``$XDG_CONFIG_HOME/llmc-kit/kit.yaml``, default
+``~/.config/llmc-kit/kit.yaml``; ``kitctl init --user`` writes it), else built-in defaults. Relative paths in a
+found kit.yaml, and the default data root (``data`` beside it), are relative to that file, so a command gives the
+same data root from any subfolder. Every field can also be set from the environment as ``KIT_<FIELD>`` (nested
+with ``__``, e.g. ``KIT_MIRRORS__PIP_INDEX``); the environment wins over the file. A bad value exits 2 with the
+file, the field path and what is allowed.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
@@ -166,14 +171,56 @@ def format_validation_error(err: ValidationError, source: str, environ: Optional
     return "\n".join(lines)
 
 
-def find_config(path: Optional[Path] = None, cwd: Optional[Path] = None) -> Optional[Path]:
+USER_CONFIG_DIR = "llmc-kit"
+
+
+def user_config_path(environ: Optional[Mapping[str, str]] = None) -> Path:
+    """The user's kit.yaml: ``$XDG_CONFIG_HOME/llmc-kit/kit.yaml`` (an absolute XDG_CONFIG_HOME only, as the XDG
+    spec says), else ``$HOME/.config/llmc-kit/kit.yaml``."""
+    env = os.environ if environ is None else environ
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        base = Path(xdg)
+    else:
+        home = env.get("HOME") or os.path.expanduser("~")
+        base = Path(home) / ".config"
+    return base / USER_CONFIG_DIR / CONFIG_NAME
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Which kit.yaml a command uses, how it was found, and whether the data root was set (not a fallback)."""
+
+    path: Optional[Path]
+    how: str                   # --config | KIT_CONFIG | this folder | a parent folder | user config | none
+    data_root_set: bool = False
+
+    def describe(self) -> str:
+        return f"{self.path} ({self.how})" if self.path is not None else "none found"
+
+
+def locate_config(path: Optional[Path] = None, cwd: Optional[Path] = None,
+                  environ: Optional[Mapping[str, str]] = None) -> ConfigSource:
+    """Find kit.yaml in git's order (see the module docstring). Found means the file exists; --config and
+    KIT_CONFIG name a file that must exist (checked when it is read)."""
+    env = os.environ if environ is None else environ
     if path is not None:
-        return path
-    env = os.environ.get("KIT_CONFIG")
-    if env:
-        return Path(env)
-    cand = (cwd or Path.cwd()) / CONFIG_NAME
-    return cand if cand.exists() else None
+        return ConfigSource(Path(path), "--config")
+    if env.get("KIT_CONFIG"):
+        return ConfigSource(Path(env["KIT_CONFIG"]), "KIT_CONFIG")
+    here = (cwd or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        cand = folder / CONFIG_NAME
+        if cand.is_file():
+            return ConfigSource(cand, "this folder" if folder == here else "a parent folder")
+    user = user_config_path(env)
+    if user.is_file():
+        return ConfigSource(user, "user config")
+    return ConfigSource(None, "none")
+
+
+def find_config(path: Optional[Path] = None, cwd: Optional[Path] = None) -> Optional[Path]:
+    return locate_config(path, cwd).path
 
 
 PATH_FIELDS = ("data_root", "hf_home", "tokenizer_dir", "ca_cert")
@@ -190,8 +237,10 @@ def _read_file(cfg_path: Path) -> dict[str, Any]:
         raise ConfigError(f"{cfg_path} must hold a mapping of settings, got {type(loaded).__name__}",
                           "see `kitctl init --stdout` for the layout")
     data = dict(loaded)
-    # relative paths in a config file are relative to that file
+    # relative paths in a config file are relative to that file (the default data root too: data/ beside it)
     base = cfg_path.resolve().parent
+    if "data_root" not in data:
+        data["data_root"] = "data"
     for key in PATH_FIELDS:
         if isinstance(data.get(key), str) and data[key].strip() and not os.path.isabs(os.path.expanduser(data[key])):
             data[key] = str(base / data[key])
@@ -201,14 +250,23 @@ def _read_file(cfg_path: Path) -> dict[str, Any]:
 def load_config(path: Optional[Path] = None, environ: Optional[dict[str, str]] = None,
                 cwd: Optional[Path] = None) -> KitConfig:
     """Read kit.yaml (or defaults), apply ``KIT_*`` env overrides, validate. Raises ConfigError."""
+    return load_config_source(path, environ, cwd)[0]
+
+
+def load_config_source(path: Optional[Path] = None, environ: Optional[dict[str, str]] = None,
+                       cwd: Optional[Path] = None) -> tuple[KitConfig, ConfigSource]:
+    """:func:`load_config` and where it came from (the file found, and whether the data root was set)."""
     environ = dict(os.environ) if environ is None else environ
-    cfg_path = find_config(path, cwd)
+    found = locate_config(path, cwd, environ)
+    cfg_path = found.path
     data: dict[str, Any] = _read_file(cfg_path) if cfg_path is not None else {}
     source = str(cfg_path) if cfg_path is not None else "built-in defaults"
     env = _env_overrides(environ)
     if env:
         source += " + KIT_* environment"
     merged = _merge(data, env)
+    if "data_root" not in merged:      # no kit.yaml, no KIT_DATA_ROOT: ./data of the folder the command runs in
+        merged["data_root"] = str((cwd or Path.cwd()).absolute() / "data")
     for key in PATH_FIELDS:        # the text of each path, before pydantic turns "" into "."
         raw = merged.get(key)
         if isinstance(raw, str):
@@ -224,7 +282,7 @@ def load_config(path: Optional[Path] = None, environ: Optional[dict[str, str]] =
         if val is not None:
             setattr(cfg, key, Path(os.path.expanduser(str(val))).absolute())
     _check_values(cfg, source)
-    return cfg
+    return cfg, ConfigSource(found.path, found.how, cfg_path is not None or "data_root" in env)
 
 
 def _check_values(cfg: KitConfig, source: str) -> None:
@@ -265,15 +323,20 @@ TEMPLATE = """\
 # kit.yaml: llmc-kit settings. Every field may also come from the environment as KIT_<FIELD>
 # (nested with __, e.g. KIT_MIRRORS__PIP_INDEX=https://pypi.tuna.tsinghua.edu.cn/simple).
 
-# The big disk: datasets, the HuggingFace cache, training runs and checkpoints all live here.
+# The big disk: datasets, the HuggingFace cache, training runs and checkpoints all live here
+# (kitctl reproduce gpt2-124m: ~56 GB; `kitctl reproduce --dry-run` prints the exact need).
+# Relative paths are relative to this file.
 data_root: {data_root}
-# HuggingFace cache (FineWeb alone is ~46 GB). Default: <data_root>/hf, never ~/.cache.
+# HuggingFace cache (FineWeb10B's parquet: 29 GB; deletable after `kitctl data`). Default: <data_root>/hf,
+# never ~/.cache.
 # hf_home: /mnt/big/hf
 # GPT-2 BPE files (vocab.bpe, encoder.json) for offline hosts; checked against their sha256.
 # tokenizer_dir: /mnt/big/gpt2-bpe
 
 # Images: name, CUDA provider (nvidia = NVIDIA's CUDA base images; wheels = any Debian/Ubuntu base plus
 # NVIDIA's CUDA 13 PyPI wheels, for networks where a PyPI mirror works and Docker Hub does not).
+# Images and build cache land in Docker's own storage (`docker info`: DockerRootDir), not on the data root:
+# ~14 GB with nvidia, ~4.4 GB with wheels (`kitctl doctor` checks its free space).
 image: llmc-kit
 provider: nvidia
 # cuda: "12.8.1"            # default: the provider's pin in docker/versions.yaml

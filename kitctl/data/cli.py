@@ -77,7 +77,7 @@ def make(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (and the docker command) and stop"),
 ) -> None:
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
-    cfg = config()
+    cfg = config(writes=not dry_run)
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
                      tokenizer_dir, shards, force=force)

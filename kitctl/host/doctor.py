@@ -1,10 +1,13 @@
 """``kitctl doctor``: is this box ready for the kit, and what does each finding mean for llm.c?
 
 Two halves, so the judgement is testable without Docker or GPUs:
-* ``gather(cfg, inventory)`` probes the machine (docker CLI, ``docker info``, nvidia-smi or an inventory CSV,
-  disk space of the data root, /dev/shm) into a ``Facts``;
-* ``evaluate(facts, cfg)`` turns facts into ``Finding``s (ok / warn / fail, with what it means and what to
-  do). Ready = no ``fail``.
+* ``gather(cfg, inventory)`` probes the machine (docker CLI, ``docker info``, Docker's storage, nvidia-smi or an
+  inventory CSV, disk space of the data root, /dev/shm, nvcc, Slurm) into a ``Facts``;
+* ``evaluate(facts, cfg, disk)`` turns facts into ``Finding``s (ok / warn / fail, with what it means and what to
+  do); ``disk`` is what the reference plan needs (kitctl/pipeline/reference.py hands it in: the numbers are the
+  forecast planner's, never typed here);
+* ``verdicts(findings, facts, cfg)``: ready or not for each purpose (data, build, train, and multi-node where
+  Slurm is present), each with its reason. The box is ready when every purpose is.
 """
 from __future__ import annotations
 
@@ -14,19 +17,38 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
+from kitctl.host import docker_disk
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, max_cuda_for_driver
 from kitctl.host.runtimes import gpu_container_argv
 
 GB = 1e9
-# FineWeb10B for GPT-2 124M: ~46 GB of HuggingFace cache (parquet) + ~20 GB of token shards + checkpoints.
 DATA_NEED_GB = 10     # below this not even a small dataset + checkpoints fit: fail
-DATA_WARN_GB = 80     # below this FineWeb10B does not fit: warn
 SHM_NEED_GB = 1.0
+PURPOSES = ("data", "build", "train", "multi-node")
+
+
+@dataclass(frozen=True)
+class DiskNeed:
+    """What the reference plan (FineWeb10B + GPT-2 124M) needs, from the forecast planner."""
+
+    data_root_bytes: int
+    docker_bytes: int               # for this config's provider
+    what: str                       # the sentence with its parts
+    wheels_docker_bytes: int = 0
+
+
+# Filled in from above (kitctl/cli.py hands in kitctl.pipeline.reference.disk_need): host may not import the
+# pipeline layer that owns the planner.
+DISK_MODEL: list[Callable[[KitConfig], DiskNeed]] = []
+
+
+def disk_need(cfg: KitConfig) -> Optional[DiskNeed]:
+    return DISK_MODEL[0](cfg) if DISK_MODEL else None
 
 
 @dataclass
@@ -43,6 +65,9 @@ class Facts:
     data_root: Path = Path(".")
     free_bytes: Optional[int] = None
     shm_bytes: Optional[int] = None
+    docker: docker_disk.DockerStorage = field(default_factory=docker_disk.DockerStorage)
+    nvcc: bool = False                     # a host CUDA compiler (the native build)
+    slurm: bool = False                    # sbatch on PATH (multi-node through Slurm)
 
 
 @dataclass
@@ -90,6 +115,10 @@ def gather(cfg: KitConfig, inventory: Optional[Path] = None) -> Facts:
         f.buildx = out.split()[1] if rc == 0 and len(out.split()) > 1 else None
         rc, out, _ = _run(["docker", "compose", "version", "--short"])
         f.compose = out if rc == 0 and out else None
+        if f.engine:
+            f.docker = docker_disk.query()
+    f.nvcc = shutil.which("nvcc") is not None or Path("/usr/local/cuda/bin/nvcc").is_file()
+    f.slurm = shutil.which("sbatch") is not None
     f.nvidia_ctk = any(shutil.which(x) for x in ("nvidia-ctk", "nvidia-container-runtime-hook",
                                                  "nvidia-container-runtime"))
     f.gpus = load_inventory(inventory)
@@ -103,8 +132,8 @@ def gather(cfg: KitConfig, inventory: Optional[Path] = None) -> Facts:
     return f
 
 
-def evaluate(f: Facts, cfg: KitConfig) -> list[Finding]:
-    """Judge the facts for this kit (pure)."""
+def evaluate(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed] = None) -> list[Finding]:
+    """Judge the facts for this kit (pure). ``disk``: the reference plan's need (None: only the hard floor)."""
     out: list[Finding] = []
     docker_needed = cfg.runtime == "docker"
     miss = "fail" if docker_needed else "warn"
@@ -142,15 +171,26 @@ def evaluate(f: Facts, cfg: KitConfig) -> list[Finding]:
                            "--inventory FILE (nvidia-smi CSV)"))
     else:
         out.extend(_gpu_findings(f.gpus, cfg))
-    # disk
+    # disk: the data root, and Docker's own storage (images, build cache), often another disk
     if f.free_bytes is None:
         out.append(Finding("data root space", "warn", f"cannot stat {f.data_root}", "create it on your big disk"))
     else:
         free = f.free_bytes / GB
-        st = "ok" if free >= DATA_WARN_GB else ("warn" if free >= DATA_NEED_GB else "fail")
-        out.append(Finding("data root space", st, f"{free:.0f} GB free at {f.data_root}",
-                           "" if st == "ok" else f"FineWeb10B needs ~{DATA_WARN_GB} GB (HF cache ~46 GB + shards "
-                           "~20 GB + checkpoints): point data_root at the big disk, or use tinyshakespeare"))
+        want = disk.data_root_bytes if disk else DATA_NEED_GB * GB
+        st = "ok" if f.free_bytes >= want else ("warn" if free >= DATA_NEED_GB else "fail")
+        puts = f"; kitctl reproduce gpt2-124m puts ~{disk.data_root_bytes / GB:.0f} GB there" if disk else ""
+        out.append(Finding("data root space", st, f"{free:.0f} GB free at {f.data_root}{puts}",
+                           "" if st == "ok" else (f"{disk.what}: " if disk else "")
+                           + "point data_root at the big disk (`kitctl init --data-root /big/disk`), or use "
+                           "tinyshakespeare; `kitctl reproduce --dry-run` prints the exact need"))
+    if f.engine and docker_needed:
+        need = disk.docker_bytes if disk else 0
+        found = docker_space(f.docker, need, cfg, disk.wheels_docker_bytes if disk else 0,
+                             "the kit's images (nvidia provider)" if cfg.provider == "nvidia" else
+                             "the kit's images (wheels provider)")
+        if found.status == "fail" and not disk:
+            found.status = "warn"
+        out.append(found)
     # shared memory
     if f.shm_bytes is not None:
         shm = f.shm_bytes / GB
@@ -215,5 +255,79 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
     return out
 
 
+def docker_space(st: docker_disk.DockerStorage, need: int, cfg: KitConfig, wheels_bytes: int = 0,
+                 what: str = "this plan's images") -> Finding:
+    """Docker's storage (its root dir) against ``need`` bytes still to land there (pure). Too small: how to move
+    it (the engine's data-root), or the smaller wheels provider, or a prebuilt image."""
+    where = f"{st.root_dir}" + (f" on {st.filesystem}" if st.filesystem else "")
+    cache = f"; build cache {st.build_cache_bytes / GB:.1f} GB" if st.build_cache_bytes is not None else ""
+    if st.root_dir is None:
+        return Finding("docker storage", "warn", f"unknown: {st.error or 'the engine did not say'}",
+                       "images and build cache land in the engine's root dir (docker info: DockerRootDir)")
+    if st.free_bytes is None:
+        return Finding("docker storage", "info", f"{where}: not on this host (DOCKER_HOST){cache}",
+                       f"{what} need ~{need / GB:.0f} GB there")
+    free = st.free_bytes / GB
+    detail = f"{free:.0f} GB free at {where}{cache}; {what} need ~{need / GB:.1f} GB"
+    if st.free_bytes >= need:
+        return Finding("docker storage", "ok", detail)
+    ways = [docker_disk.move_hint()]
+    if cfg.provider == "nvidia" and wheels_bytes and wheels_bytes < need:
+        ways.append(f"or use the smaller wheels provider (~{wheels_bytes / GB:.1f} GB: provider: wheels in "
+                    "kit.yaml, or kitctl build --provider wheels)")
+    ways.append("or pull a prebuilt image instead of building (`docker pull REGISTRY/IMAGE && docker tag "
+                f"REGISTRY/IMAGE {cfg.image}:latest`, or `docker load -i` a tar made by `kitctl export --format "
+                "tar` on another box): only the runtime image lands, no toolchain or build cache")
+    if st.build_cache_bytes:
+        ways.append(f"or free the build cache: {docker_disk.prune_hint()}")
+    return Finding("docker storage", "fail", detail, "Docker's storage is too small: " + "; ".join(ways))
+
+
 def ready(findings: list[Finding]) -> bool:
+    """No ``fail`` row (the per-purpose verdicts below say what this box is ready for)."""
     return not any(x.status == "fail" for x in findings)
+
+
+@dataclass
+class Verdict:
+    purpose: str       # data | build | train | multi-node
+    ready: bool
+    reason: str
+
+
+# the checks each purpose stands on (a ``fail`` in one of them: not ready for that purpose)
+_NEEDS = {
+    "data": ("docker engine", "data root space"),
+    "build": ("docker engine", "buildx", "docker storage"),
+    "train": ("docker engine", "nvidia container runtime", "driver", "arch list", "data root space", "docker storage"),
+}
+
+
+def verdicts(findings: list[Finding], f: Facts, cfg: KitConfig) -> list[Verdict]:
+    """Ready or not for each purpose, with the reason (pure). Multi-node only where Slurm is present."""
+    by = {x.check: x for x in findings}
+
+    def fails(purpose: str) -> list[str]:
+        return [f"{c}: {by[c].detail}" for c in _NEEDS[purpose] if c in by and by[c].status == "fail"]
+
+    out = []
+    bad = fails("data")
+    out.append(Verdict("data", not bad, "; ".join(bad) or (
+        f"kitctl data can run ({cfg.runtime} runtime); data root {f.data_root}")))
+    bad = fails("build")
+    if cfg.runtime == "native" and not f.nvcc:
+        bad.append("native runtime: no nvcc on PATH (install a CUDA 12.x toolkit, or runtime: docker)")
+    out.append(Verdict("build", not bad, "; ".join(bad) or (
+        "native build: nvcc found (`kitctl build --runtime native --dry-run` lists the rest of the toolchain)"
+        if cfg.runtime == "native" else "docker + buildx answer and Docker's storage has room")))
+    bad = fails("train")
+    if not f.gpus:
+        bad.insert(0, f"no GPU found ({f.gpu_source}): train on a GPU box; plan for one here with "
+                      "`kitctl reproduce --dry-run --inventory FILE` (examples in docs/inventories/)")
+    names = ", ".join(f"{g.index}:{g.name}" for g in f.gpus)
+    out.append(Verdict("train", not bad, "; ".join(bad) or f"{len(f.gpus)} GPU(s): {names}"))
+    if f.slurm:
+        bad = [] if out[-1].ready else ["not ready to train on this node (see train)"]
+        out.append(Verdict("multi-node", not bad, "; ".join(bad) or
+                           "sbatch found: `kitctl train --launcher slurm` (docs/cluster.md)"))
+    return out

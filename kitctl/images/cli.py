@@ -10,11 +10,11 @@ from typing import Optional
 import typer
 
 from kitctl.core import pins
-from kitctl.core.context import config, console, err_console
+from kitctl.core.context import announcement, config, config_source, console, err_console
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core import validate
 from kitctl.core.validate import checked
-from kitctl.host import compose, doctor as doc
+from kitctl.host import compose, docker_disk, doctor as doc
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, query
 from kitctl.host.runtimes import NativeRuntime, runtime_image_ref, shell_line
 from kitctl.images import build as builder
@@ -66,7 +66,7 @@ def build(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands, build nothing"),
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
-    cfg = config()
+    cfg = config(writes=not dry_run)
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
     if (runtime or cfg.runtime) == "native":
@@ -102,6 +102,7 @@ def build(
         tags = builder.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
                              cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
+    console.print(docker_disk.build_report(docker_disk.query()), highlight=False, markup=False, soft_wrap=True)
     env = compose.write_env(cfg, gpus=len(gpus))
     console.print(f"wrote {env} for docker compose, e.g.:", highlight=False)
     print("  " + shell_line([*compose.compose_base_argv(env), "run", "--rm", "data", "kitctl", "data", "--help"]))
@@ -170,15 +171,31 @@ def render(
 @app.command()
 def doctor(
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV instead of this box's GPUs"),
+    purpose: Optional[str] = typer.Option(None, "--for", help="exit by one purpose: data | build | train | "
+                                          "multi-node (0 ready, 1 not ready); default: all of them"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable findings"),
 ) -> None:
-    """Check Docker, the NVIDIA runtime, GPUs, driver, disk and shared memory; explain what they mean."""
+    """Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared memory; say what the box is
+    ready for (data, build, train, multi-node with Slurm) and what each finding means."""
+    if purpose is not None and purpose not in doc.PURPOSES:
+        raise ConfigError(f"--for {purpose!r}: doctor judges the purposes {', '.join(doc.PURPOSES)}",
+                          "e.g. `kitctl doctor --for train`")
     cfg = config()
-    findings = doc.evaluate(doc.gather(cfg, inventory), cfg)
-    ok = doc.ready(findings)
+    if not config_source().data_root_set:     # the data root doctor judges is a fallback: say so, and how to set one
+        err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
+    facts = doc.gather(cfg, inventory)
+    findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
+    verdicts = doc.verdicts(findings, facts, cfg)
+    if purpose == "multi-node" and not any(v.purpose == purpose for v in verdicts):
+        verdicts.append(doc.Verdict("multi-node", False, "no Slurm here (sbatch not on PATH): docs/cluster.md"))
+    chosen = [v for v in verdicts if purpose in (None, v.purpose)]
+    ok = all(v.ready for v in chosen)
     if as_json:
-        print(json.dumps({"ready": ok, "findings": [f.__dict__ for f in findings]}, indent=2))
+        print(json.dumps({"ready": ok, "purposes": {v.purpose: {"ready": v.ready, "reason": v.reason}
+                                                    for v in verdicts},
+                          "findings": [f.__dict__ for f in findings]}, indent=2))
     else:
+        from rich.markup import escape
         from rich.table import Table
 
         colour = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
@@ -186,9 +203,13 @@ def doctor(
         for col in ("check", "status", "finding", "what it means"):
             table.add_column(col, overflow="fold")
         for f in findings:
-            table.add_row(f.check, f"[{colour[f.status]}]{f.status}[/]", f.detail, f.meaning)
+            table.add_row(f.check, f"[{colour[f.status]}]{f.status}[/]", escape(f.detail), escape(f.meaning))
         console.print(table)
-        console.print("[green]ready[/]" if ok else "[red]not ready[/]: fix the 'fail' rows above")
+        for v in verdicts:
+            mark = "[green]ready[/]" if v.ready else "[red]not ready[/]"
+            console.print(f"{v.purpose:10} {mark}: {escape(v.reason)}", highlight=False)
+        if purpose:
+            console.print(f"--for {purpose}: " + ("[green]ready[/]" if ok else "[red]not ready[/]"))
     raise typer.Exit(0 if ok else 1)
 
 

@@ -55,7 +55,7 @@ def export_model(
         raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
     if push:
         check_repo_id(push)
-    cfg = config()
+    cfg = config(writes=True)
     t = locate.resolve(target, cfg.runs_dir, step)
     assert t.checkpoint is not None
     ck = open_checkpoint(t.checkpoint)
@@ -116,7 +116,7 @@ def eval_cmd(
     """Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit[eval]'); saved in run.json."""
     evaluate.load_harness()               # exit 2 with the install line before any export work
     names = evaluate.parse_tasks(tasks)
-    cfg = config()
+    cfg = config(writes=record)
     t, folder = _exported(target, cfg.runs_dir, step)
     checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
     if t.export_dir is not None:          # an export given directly: its record names the checkpoint

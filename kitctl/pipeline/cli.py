@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from kitctl.core import validate
-from kitctl.core.context import config, console
+from kitctl.core.config import user_config_path
+from kitctl.core.context import config, config_source, console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
 from kitctl.pipeline.demo import run_demo
@@ -28,7 +29,7 @@ def demo(
     steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
-    root = data_root or config().data_root / "demo"
+    root = data_root or config(writes=True).data_root / "demo"
     console.print(f"[bold]llmc-kit demo[/]: embedded tinyshakespeare + GPT-2 BPE, data root {root}")
     results = run_demo(root, lambda s: console.print(s, highlight=False), steps)
     table = Table(title="demo summary")
@@ -94,6 +95,14 @@ def reproduce(
     if as_json and not dry_run:
         raise ConfigError("--json prints the plan only", "add --dry-run")
     cfg = config()
+    if not dry_run and not config_source().data_root_set:
+        raise ConfigError("kitctl reproduce writes tens of GB under the data root, and none is configured (no "
+                          f"kit.yaml in this folder, its parents or {user_config_path()}; no KIT_DATA_ROOT): it "
+                          f"would fall back to {cfg.data_root}",
+                          "set the data root on your big disk first: `kitctl init --data-root /big/disk` (kit.yaml "
+                          "here) or `kitctl init --user --data-root /big/disk` (every folder); `kitctl reproduce "
+                          "--dry-run` plans without one")
+    cfg = config(writes=not dry_run)
     opts = ReproduceOptions(
         preset=preset, name=name, dataset=dataset, source=source.absolute() if source else None,
         hellaswag_source=hellaswag_source.absolute() if hellaswag_source else None, stream=stream,

@@ -31,6 +31,8 @@ class Box:
     net_bytes_per_s: float          # the download speed assumed (--net-mbps)
     free_bytes: Optional[int] = None   # free space on the data root (None: another box, unknown)
     label: str = ""
+    docker_root: str = ""              # Docker's root dir (images, build cache), when known
+    docker_free_bytes: Optional[int] = None   # free space there (None: another box, unknown)
 
 
 @dataclass(frozen=True)
@@ -106,17 +108,22 @@ class Inputs:
 class StageForecast:
     name: str
     status: str                     # to do | done | skipped | resume
-    disk_bytes: int                 # what the stage leaves on disk (its real size; done stages too)
+    disk_bytes: int                 # what the stage leaves on the data root (its real size; done stages too)
     download_bytes: int             # still to download
     seconds: float                  # still to run (point)
     low: float
     high: float
     detail: str
-    on_data_root: bool = True       # docker images live in Docker's own storage
+    docker_bytes: int = 0           # what it leaves in Docker's own storage (images, build cache), apart
     cost: Optional[float] = None
 
+    @property
+    def on_data_root(self) -> bool:
+        return not self.docker_bytes
+
     def as_json(self) -> dict:
-        d = {"name": self.name, "disk_bytes": int(self.disk_bytes), "download_bytes": int(self.download_bytes),
+        d = {"name": self.name, "disk_bytes": int(self.disk_bytes), "docker_bytes": int(self.docker_bytes),
+             "download_bytes": int(self.download_bytes),
              "seconds": round(self.seconds, 1), "seconds_low": round(self.low, 1),
              "seconds_high": round(self.high, 1), "status": self.status, "detail": self.detail}
         if self.cost is not None:
@@ -137,7 +144,13 @@ class Forecast:
 
     @property
     def disk_bytes(self) -> int:
+        """On the data root."""
         return sum(s.disk_bytes for s in self.stages)
+
+    @property
+    def docker_bytes(self) -> int:
+        """In Docker's storage (its root dir: images, build cache)."""
+        return sum(s.docker_bytes for s in self.stages)
 
     @property
     def seconds(self) -> float:
@@ -160,16 +173,20 @@ class Forecast:
         return None if self.price_per_gpu_hour is None else sum(s.cost or 0.0 for s in self.stages)
 
     def as_json(self) -> dict:
-        """``{"stages": [{"name", "disk_bytes", "download_bytes", "seconds", ...}], "total": {"disk_bytes",
-        "seconds"}}`` (the stages carry a few more keys: range, status, detail, cost)."""
+        """``{"stages": [{"name", "disk_bytes", "docker_bytes", "download_bytes", "seconds", ...}], "total":
+        {"disk_bytes", "docker_bytes", "seconds"}}`` (the stages carry a few more keys: range, status, detail,
+        cost). ``disk_bytes`` is the data root's, ``docker_bytes`` Docker's storage (its own disk, often another)."""
         return {"stages": [s.as_json() for s in self.stages],
-                "total": {"disk_bytes": int(self.disk_bytes), "seconds": round(self.seconds, 1)}}
+                "total": {"disk_bytes": int(self.disk_bytes), "docker_bytes": int(self.docker_bytes),
+                          "seconds": round(self.seconds, 1)}}
 
 
 # ---------------------------------------------------------------------------------------------- planner
 def _stage(name: str, status: str, disk: float, download: float, t: tuple[float, float, float], detail: str,
            on_data_root: bool = True) -> StageForecast:
-    return StageForecast(name, status, int(disk), int(download), t[0], t[1], t[2], detail, on_data_root)
+    """``disk`` lands on the data root, or in Docker's storage when not ``on_data_root``."""
+    return StageForecast(name, status, int(disk) if on_data_root else 0, int(download), t[0], t[1], t[2], detail,
+                         0 if on_data_root else int(disk))
 
 
 def _mid(lo: float, hi: float) -> tuple[float, float, float]:
@@ -326,9 +343,50 @@ def plan_stages(inp: Inputs) -> Forecast:
 
 def remaining_disk(fc: Forecast, data_done_bytes: int = 0) -> int:
     """Bytes the stages still to run will add to the data root (what must be free now)."""
-    need = 0
-    for s in fc.stages:
-        if not s.on_data_root or s.status in ("done", "skipped"):
-            continue
-        need += s.disk_bytes
+    need = sum(s.disk_bytes for s in fc.stages if s.status not in ("done", "skipped"))
     return max(0, need - data_done_bytes)
+
+
+def remaining_docker(fc: Forecast) -> int:
+    """Bytes the stages still to run will add to Docker's storage (its root dir)."""
+    return sum(s.docker_bytes for s in fc.stages if s.status not in ("done", "skipped"))
+
+
+def build_docker_bytes(kind: str) -> int:
+    """What a build of this provider leaves in Docker's storage (0 for the native build)."""
+    return 0 if kind == "native" else costs().build[kind].disk_bytes
+
+
+# ------------------------------------------------------------------------------------------- disk model
+@dataclass(frozen=True)
+class DiskModel:
+    """Where a plan's bytes land, in the figures doctor, kit.yaml's comments, README and docs quote (one source:
+    this planner; tests/pipeline/test_disk_model.py checks every quote against it)."""
+
+    hf_cache_bytes: int             # the HF cache's parquet (data root; deletable after the data stage)
+    shard_bytes: int                # llm.c's token shards
+    checkpoint_bytes: int           # one checkpoint (model + every rank's state)
+    checkpoints: int                # how many llm.c keeps
+    data_root_bytes: int            # everything on the data root (the plan's total disk_bytes)
+    docker_bytes: dict[str, int]    # per provider / build kind: what lands in Docker's storage
+
+    def gb(self, n: int) -> str:
+        return f"{n / 1e9:.0f} GB" if n >= 10e9 else f"{n / 1e9:.1f} GB"
+
+    def summary(self) -> str:
+        """One sentence: the data root's total and its parts, then Docker's storage."""
+        return (f"~{self.gb(self.data_root_bytes)} on the data root ({self.gb(self.hf_cache_bytes)} HF cache of "
+                f"parquet, {self.gb(self.shard_bytes)} of shards, {self.checkpoints} checkpoints of "
+                f"{self.checkpoint_bytes / 1e9:.2f} GB, the rest small) + ~{self.gb(self.docker_bytes['nvidia'])} "
+                f"of images and build cache in Docker's storage (nvidia provider; wheels: "
+                f"~{self.gb(self.docker_bytes['wheels'])})")
+
+
+def disk_model(inp: Inputs, f: Forecast) -> DiskModel:
+    """The disk figures of a plan (pure)."""
+    t = inp.train
+    kept = checkpoint_steps(t.steps, t.checkpoint_every)
+    n_kept = min(len(kept), t.checkpoints_keep) if t.checkpoints_keep > 0 else len(kept)
+    shards = f.stage("data").disk_bytes - inp.data.hf_cache_bytes
+    return DiskModel(inp.data.hf_cache_bytes, shards, checkpoint_bytes(t), n_kept, f.disk_bytes,
+                     {k: build_docker_bytes(k) for k in costs().build if k != "native"})

@@ -28,7 +28,8 @@ from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import free_bytes
 from kitctl.data.plan import DataPlan, make_plan
-from kitctl.host.gpus import load_inventory
+from kitctl.host import docker_disk
+from kitctl.host.gpus import GPU, load_inventory
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.images import native_build
 from kitctl.pipeline import forecast as fc
@@ -191,14 +192,15 @@ def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data: DataInfo) -> Facts:
+def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data: DataInfo,
+                gpus: Optional[list[GPU]] = None) -> Facts:
     """The train planner's facts with ``data`` given (it may not exist yet). Mirrors
     kitctl.train.gather.gather_facts, except for the data and for the HellaSwag file and tokenizer, which the
     pipeline's own stages make before training (so the plan has them)."""
     runs = cfg.runs_dir / (req.name or req.preset)
     bin_dir = native_build.default_out(cfg.data_root)
     image = runtime_image_ref(cfg)
-    return Facts(gpus=load_inventory(opts.inventory), data=data, out=inspect_out(runs.absolute()),
+    return Facts(gpus=gpus if gpus is not None else load_inventory(opts.inventory), data=data, out=inspect_out(runs.absolute()),
                  data_root=cfg.data_root, host=host_facts(opts.mpirun), image=image, native_bin_dir=bin_dir,
                  nccl_env=nccl_env(cfg.nccl), hellaswag=cfg.data_root / "hellaswag" / "hellaswag_val.bin",
                  tokenizer=cfg.data_root / "gpt2_tokenizer.bin", runtime_ids=runtime_ids(req, image, bin_dir),
@@ -280,8 +282,9 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[
 
 
 # ------------------------------------------------------------------------------------------------ all
-def gather(cfg: KitConfig, opts: ReproduceOptions) -> Gathered:
-    """Read everything the pure planner needs (no writes, no downloads) and make its inputs."""
+def gather(cfg: KitConfig, opts: ReproduceOptions, gpus: Optional[list[GPU]] = None) -> Gathered:
+    """Read everything the pure planner needs (no writes, no downloads) and make its inputs. ``gpus``: plan for
+    these GPUs (the reference box of kitctl/pipeline/reference.py) instead of ``--inventory`` or nvidia-smi."""
     check_options(opts)
     preset = load_presets()[opts.preset]
     notes: list[str] = []
@@ -296,7 +299,7 @@ def gather(cfg: KitConfig, opts: ReproduceOptions) -> Gathered:
     if not dinput.complete:
         notes.append(f"no complete data in {dplan.out_dir} yet: training is planned on the ~{dinput.tokens:,} "
                      "tokens the data stage will write")
-    facts = train_facts(cfg, treq, opts, data)
+    facts = train_facts(cfg, treq, opts, data, gpus)
     try:
         tplan = build_plan(treq, facts)
     except KitError as e:   # the train planner's refusal, said for this command
@@ -313,8 +316,11 @@ def gather(cfg: KitConfig, opts: ReproduceOptions) -> Gathered:
     if opts.inventory is not None and opts.cpus is None:
         notes.append(f"tokenizing assumed on {cpus} CPUs (this machine's count): pass --cpus N for the planned box")
     run_dir = tplan.out_dir
+    here = opts.inventory is None and gpus is None        # planning for this machine
+    dk = docker_disk.query() if opts.runtime == "docker" and here else docker_disk.DockerStorage()
     box = fc.Box(gpus=len(facts.gpus), cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8,
-                 free_bytes=None if opts.inventory else free_bytes(cfg.data_root),
+                 free_bytes=free_bytes(cfg.data_root) if here else None,
+                 docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes,
                  label=f"{len(facts.gpus)}x " + "+".join(sorted({g.name.replace('NVIDIA ', '') for g in facts.gpus})))
     inputs = fc.Inputs(box=box, build=build_input(cfg, opts, tplan, archs), data=dinput, hellaswag=hinput, tune=tune,
                        train=tinput, report_exists=(run_dir / "report.html").is_file() and tplan.complete,

@@ -31,7 +31,7 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.progress import format_duration
 from kitctl.data.execute import execute
-from kitctl.host import doctor
+from kitctl.host import doctor, docker_disk
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
 from kitctl.images.context import prepare_context
@@ -111,9 +111,9 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
     opts = ctx.opts
     cfg = ctx.cfg.model_copy(update={"runtime": opts.runtime})   # judge the runtime this run uses
     facts = doctor.gather(cfg, opts.inventory)
-    # the arch list is this box's GPUs (the build stage adds them); doctor's disk rule is replaced by this plan's
-    # need; natively the provider's CUDA pin does not apply (the host toolkit builds)
-    drop = {"data root space", "arch list"} | ({"driver"} if opts.runtime == "native" else set())
+    # the arch list is this box's GPUs (the build stage adds them); doctor's disk rules (data root, Docker's
+    # storage) are replaced by this plan's needs; natively the provider's CUDA pin does not apply (the host toolkit builds)
+    drop = {"data root space", "docker storage", "arch list"} | ({"driver"} if opts.runtime == "native" else set())
     findings = [f for f in doctor.evaluate(facts, cfg) if f.check not in drop]
     need = fc.remaining_disk(ctx.forecast, data_done_bytes)
     if facts.free_bytes is not None:
@@ -123,6 +123,9 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
             f"{facts.free_bytes / 1e9:.1f} GB free at {cfg.data_root}; the stages still to run need "
             f"{need / 1e9:.1f} GB", "" if ok else "point data_root in kit.yaml at a bigger disk (`kitctl init "
             "--data-root /big/disk`), or free space; --stream skips the HF cache"))
+    docker_need = fc.remaining_docker(ctx.forecast)
+    if docker_need and opts.runtime == "docker":
+        findings.append(doctor.docker_space(docker_disk.query(), docker_need, cfg, fc.build_docker_bytes("wheels")))
     for f in findings:
         ctx.log.say(f"{f.status:5} {f.check}: {f.detail}" + (f" -- {f.meaning}" if f.meaning and f.status != "ok" else ""))
     fails = [f.check for f in findings if f.status == "fail"]
@@ -130,7 +133,8 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
         raise KitError(f"preflight: {', '.join(fails)} failed (see the lines above)",
                        "fix those (kitctl doctor explains each check), then re-run the same command")
     warns = sum(f.status == "warn" for f in findings)
-    return Result("done", f"ready ({warns} warning(s)); {need / 1e9:.1f} GB still needed on the data root")
+    return Result("done", f"ready ({warns} warning(s)); {need / 1e9:.1f} GB still needed on the data root"
+                  + (f", {docker_need / 1e9:.1f} GB in Docker's storage" if docker_need else ""))
 
 
 # ------------------------------------------------------------------------------------------------- build

@@ -8,7 +8,8 @@ from rich.table import Table
 
 from kitctl.core.pipeline_state import PipelineState
 from kitctl.core.progress import format_duration
-from kitctl.pipeline.forecast import Forecast, remaining_disk
+from kitctl.host import docker_disk
+from kitctl.pipeline.forecast import Forecast, remaining_disk, remaining_docker
 
 
 def size(n: float) -> str:
@@ -42,12 +43,13 @@ def plan_table(fc: Forecast, title: str) -> Table:
     if fc.price_per_gpu_hour is not None:
         t.add_column("cost", justify="right")
     for s in fc.stages:
-        row = [s.name, s.status, size(s.disk_bytes) + ("" if s.on_data_root else " (docker)"),
+        row = [s.name, s.status, size(s.disk_bytes) if s.on_data_root else size(s.docker_bytes) + " (docker)",
                size(s.download_bytes), span(s.seconds, s.low, s.high), escape(s.detail)]
         if fc.price_per_gpu_hour is not None:
             row.append(f"${s.cost:,.2f}" if s.cost is not None else "-")
         t.add_row(*row)
-    total = ["total", "", size(fc.disk_bytes), size(fc.download_bytes), span(fc.seconds, fc.low, fc.high),
+    disk = size(fc.disk_bytes) + (f" + {size(fc.docker_bytes)} (docker)" if fc.docker_bytes else "")
+    total = ["total", "", disk, size(fc.download_bytes), span(fc.seconds, fc.low, fc.high),
              f"{fc.box.label}" + (f", {fc.box.cpus} CPUs, {fc.box.net_bytes_per_s * 8 / 1e6:.0f} Mbit/s assumed"
                                   if fc.stage("data").status not in ("done", "skipped") else "")]
     if fc.price_per_gpu_hour is not None:
@@ -65,6 +67,15 @@ def plan_lines(fc: Forecast) -> list[str]:
     need = remaining_disk(fc)
     if fc.box.free_bytes is not None:
         out.append(f"data root: {size(fc.box.free_bytes)} free, the stages still to run need {size(need)}")
+    if fc.docker_bytes:
+        where = fc.box.docker_root or "by default /var/lib/docker, often on the system disk"
+        free = f"{size(fc.box.docker_free_bytes)} free, " if fc.box.docker_free_bytes is not None else ""
+        out.append(f"Docker's storage ({where}): {free}the stages still to run put {size(remaining_docker(fc))} "
+                   f"there (images and build cache: {size(fc.docker_bytes)} in all), apart from the data root; "
+                   "`kitctl doctor` checks its free space")
+        if fc.box.docker_free_bytes is not None and fc.box.docker_free_bytes < remaining_docker(fc):
+            out.append("Docker's storage is too small for this plan: " + docker_disk.move_hint()
+                       + "; or the smaller wheels provider (provider: wheels), or a prebuilt image (docs/images.md)")
     out += [f"note: {n}" for n in fc.notes]
     return out
 

@@ -104,7 +104,7 @@ def train(
 ) -> None:
     """Train GPT-2 with llm.c's train_gpt2cu on this machine's GPUs (mpirun; docker or native), resumable;
     or on a Slurm cluster with --launcher slurm (docs/cluster.md)."""
-    cfg = config()
+    cfg = config(writes=not dry_run)
     req = TrainRequest(preset=preset, gpus=gpus, micro_batch=micro_batch, recompute=recompute, precision=precision,
                        steps=steps, total_batch=total_batch, name=name, out=out, data=data,
                        runtime=runtime or cfg.runtime, binary=binary, fresh=fresh, no_tune=no_tune,
@@ -174,7 +174,7 @@ def tune(
     dry_run: bool = typer.Option(False, "--dry-run", help="list the configs and the first command; run nothing"),
 ) -> None:
     """Measure tokens/s of micro-batch x recompute on these GPUs and cache the fastest for `kitctl train`."""
-    cfg = config()
+    cfg = config(writes=not dry_run)
     req = TrainRequest(preset=preset, gpus=gpus, precision=precision, data=data, runtime=runtime or cfg.runtime,
                        binary=binary)
     run_tune(cfg, req, console, inventory, mpirun, steps, warmup, min_b, full, dry_run)

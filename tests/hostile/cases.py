@@ -208,11 +208,16 @@ CASES: list[Case] = [
       says="control character"),
     C("init-data-root-unexpanded", ["init", "new.yaml", "--data-root", "$HOME/big"], says="$variable"),
     C("init-stdout-data-root-empty", ["init", "--stdout", "--data-root", " "], says="empty"),
+    C("init-user-without-data-root", ["init", "--user"], says="--user needs --data-root"),
+    C("init-user-relative-data-root", ["init", "--user", "--data-root", "big"], says="absolute"),
+    C("init-user-and-a-path", ["init", "--user", "x.yaml", "--data-root", "/big"], says="two places"),
+    C("init-user-and-stdout", ["init", "--user", "--stdout", "--data-root", "/big"], says="--stdout"),
     C("init-new-parent-ok", ["init", "sub/dir/kit.yaml", "--data-root", "a: b"], code=0,
       may_change=("cwd/sub*",), check=lambda r: reads_back(r.cwd / "sub/dir/kit.yaml", "a: b")),
 
     # ---------------------------------------------------------------- doctor
     C("doctor-inventory-missing", ["doctor", "--inventory", "nope.csv"], says="does not exist"),
+    C("doctor-for-unknown-purpose", ["doctor", "--for", "gaming"], says="data, build, train, multi-node"),
     C("doctor-inventory-folder", ["doctor", "--inventory", "data"], says="is a folder"),
     C("doctor-inventory-binary", ["doctor", "--inventory", "inv.bin"], files={"inv.bin": b"\0\1\2" * 100},
       says="binary"),

@@ -116,11 +116,12 @@ def test_data_disk_download_and_time():
 def test_totals_json_shape_and_cost():
     f = fc.plan_stages(_inputs(price_per_gpu_hour=1.5))
     j = f.as_json()
-    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "seconds"}
+    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "docker_bytes", "seconds"}
     assert [s["name"] for s in j["stages"]] == ["preflight", "build", "data", "hellaswag", "tune", "train", "report"]
     for s in j["stages"]:
-        assert {"name", "disk_bytes", "download_bytes", "seconds"} <= set(s)
+        assert {"name", "disk_bytes", "docker_bytes", "download_bytes", "seconds"} <= set(s)
     assert j["total"]["disk_bytes"] == sum(s["disk_bytes"] for s in j["stages"])
+    assert j["total"]["docker_bytes"] == sum(s["docker_bytes"] for s in j["stages"]) == 0   # a native build
     assert abs(j["total"]["seconds"] - sum(s["seconds"] for s in j["stages"])) < 1
     # the whole box is paid while every stage runs: 2 GPUs x hours x price
     assert abs(f.cost - f.seconds / 3600 * 2 * 1.5) < 0.01
@@ -130,9 +131,17 @@ def test_totals_json_shape_and_cost():
 def test_remaining_disk_counts_only_what_is_still_to_run_on_the_data_root():
     inp = _inputs(build=fc.BuildInput("wheels", False, "images"))
     f = fc.plan_stages(inp)
-    docker = f.stage("build").disk_bytes
-    assert fc.remaining_disk(f) == f.disk_bytes - docker        # images live in Docker's storage
-    assert fc.remaining_disk(f, data_done_bytes=10**9) == f.disk_bytes - docker - 10**9
+    docker = f.stage("build").docker_bytes
+    # images live in Docker's storage: counted there, not on the data root
+    assert docker == fc.costs().build["wheels"].disk_bytes and f.stage("build").disk_bytes == 0
+    assert f.docker_bytes == docker and f.as_json()["total"]["docker_bytes"] == docker
+    assert fc.remaining_disk(f) == f.disk_bytes
+    assert fc.remaining_disk(f, data_done_bytes=10**9) == f.disk_bytes - 10**9
+    assert fc.remaining_docker(f) == docker
+    built = fc.plan_stages(_inputs(build=fc.BuildInput("nvidia", True, "there")))
+    assert built.docker_bytes == fc.costs().build["nvidia"].disk_bytes and fc.remaining_docker(built) == 0
+    native = fc.plan_stages(_inputs())
+    assert native.docker_bytes == 0 and native.stage("build").disk_bytes == fc.costs().build["native"].disk_bytes
 
 
 def _dry(tmp_path, *args):
@@ -145,7 +154,7 @@ def test_dry_run_json_plans_the_seed_box_with_no_data(tmp_path):
     r = _dry(tmp_path, "--inventory", str(SEED), "--cpus", "16", "--json", "--runtime", "native")
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)                                  # stdout is the JSON and nothing else
-    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "seconds"}
+    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "docker_bytes", "seconds"}
     st = {s["name"]: s for s in j["stages"]}
     # FineWeb10B: 29 GB of parquet downloaded into the HF cache, 20 GB of shards
     assert st["data"]["download_bytes"] == 29_000_000_000 and st["data"]["disk_bytes"] > 49e9
@@ -169,3 +178,18 @@ def test_json_needs_dry_run_and_cpus_positive(tmp_path, args):
     r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--inventory", str(SEED), *args], env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "hint:" in r.stderr
+
+
+def test_plan_lines_say_where_dockers_bytes_land_and_when_that_disk_is_too_small():
+    from kitctl.pipeline.view import plan_lines
+
+    box = fc.Box(gpus=1, cpus=4, net_bytes_per_s=25e6, free_bytes=10**12, label="here",
+                 docker_root="/var/lib/docker", docker_free_bytes=5 * 10**9)
+    f = fc.plan_stages(_inputs(box=box, build=fc.BuildInput("nvidia", False, "images")))
+    text = " ".join(" ".join(plan_lines(f)).split())
+    assert "Docker's storage (/var/lib/docker): 5.0 GB free, the stages still to run put 14.0 GB there" in text
+    assert "too small for this plan" in text and "daemon.json" in text and "systemctl restart docker" in text
+    roomy = fc.plan_stages(_inputs(box=dataclasses.replace(box, docker_free_bytes=10**12),
+                                   build=fc.BuildInput("nvidia", False, "images")))
+    assert "too small" not in " ".join(plan_lines(roomy))
+    assert not any("Docker's storage" in line for line in plan_lines(fc.plan_stages(_inputs(box=box))))   # native
