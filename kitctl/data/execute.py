@@ -108,7 +108,11 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
             jsonl = plan.data_root / "hellaswag" / "hellaswag_val.jsonl"
             if not jsonl.is_file():
                 hellaswag.download(plan.recipe.url, jsonl)
-        return hellaswag.build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)
+        n = hellaswag.build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)
+        warn = hellaswag.pin_warning(jsonl, n)
+        if warn:
+            log(f"warning: {warn}")
+        return n
     if plan.kind == "pretokenized":
         return pretokenized.fetch(plan, tok_sums, log=log)
     run = run_identity(plan, source, tok_sums, revision)

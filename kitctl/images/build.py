@@ -94,3 +94,24 @@ def build_data_image(cfg: KitConfig, *, base_image: Optional[str] = None, ca_cer
                                    ca_cert=ca_cert, build_dir=build_dir, archs=[75])
     ctx = prepare_context(req)
     return build(req, ctx, on_line=on_line or (lambda _l: None))[-1]
+
+
+def expected_labels(req: BuildRequest, ctx: Optional[Context], target: str) -> dict[str, str]:
+    """The recipe labels an image of ``target`` for this request carries (the recipe hash only when ``ctx`` was
+    prepared with llm.c's source: without it the hash is another one)."""
+    from kitctl.images.render import image_labels
+
+    lab = image_labels(req, target)
+    if ctx is not None and ctx.llmc_label:
+        lab["org.llmc-kit.recipe-hash"] = ctx.hashes[target]
+    return lab
+
+
+def tag_latest(req: BuildRequest, tag: str) -> str:
+    """Point ``<image>:latest`` (what train runs) at ``tag``."""
+    from kitctl.host import registry
+
+    latest = f"{req.image}:latest"
+    if tag != latest:
+        registry.tag(tag, latest)
+    return latest

@@ -62,6 +62,7 @@ class _ReportCost(UserData):
 
 class Costs(UserData):
     preflight_seconds: tuple[float, float]
+    bundle_load_seconds: tuple[float, float] = (20, 180)
     build: dict[str, _BuildCost]
     data: _DataCost
     hellaswag: _HellaswagCost

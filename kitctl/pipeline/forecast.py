@@ -41,6 +41,7 @@ class BuildInput:
     exists: bool                    # a matching build is there already
     detail: str
     local_source: bool = False      # llm.c's source is a local checkout / tarball (nothing to download for it)
+    bundled: bool = False           # the image comes from an offline bundle (docker load: no download)
 
 
 @dataclass(frozen=True)
@@ -318,9 +319,10 @@ def plan_stages(inp: Inputs) -> Forecast:
     stages = [_stage("preflight", "to do", 0, 0, _mid(*c.preflight_seconds), "kitctl doctor + the disk this plan needs")]
     b = c.build[inp.build.kind]
     stages.append(_stage("build", "done" if inp.build.exists else "to do", b.disk_bytes,
-                         0 if inp.build.exists or (inp.build.local_source and inp.build.kind == "native")
-                         else b.download_bytes,
-                         (0, 0, 0) if inp.build.exists else _mid(*b.seconds), inp.build.detail,
+                         0 if inp.build.exists or inp.build.bundled
+                         or (inp.build.local_source and inp.build.kind == "native") else b.download_bytes,
+                         (0, 0, 0) if inp.build.exists
+                         else _mid(*(c.bundle_load_seconds if inp.build.bundled else b.seconds)), inp.build.detail,
                          on_data_root=inp.build.kind == "native"))
     stages.append(data_forecast(inp.data, inp.box))
     h = inp.hellaswag

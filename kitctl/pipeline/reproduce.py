@@ -25,7 +25,7 @@ from kitctl.core.pipeline_state import FILENAME, FINISHED, STAGES, PipelineState
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.pipeline import forecast as fc
 from kitctl.pipeline import stages as st
-from kitctl.pipeline.inputs import Gathered, ReproduceOptions, gather
+from kitctl.pipeline.inputs import Gathered, ReproduceOptions, check_offline, gather
 
 SAVE_EVERY_S = 2.0        # progress writes of reproduce.json at most this often
 TRAIN_POLL_S = 5.0        # how often the train stage's progress is read from main.log
@@ -36,6 +36,7 @@ def make_forecast(cfg, opts: ReproduceOptions) -> tuple[Gathered, fc.Forecast]:
     g = gather(cfg, opts)
     f = fc.plan_stages(g.inputs)
     f.notes = g.notes
+    check_offline(opts, f)
     return g, f
 
 

@@ -28,10 +28,10 @@ from rich.console import Console
 
 from kitctl.core import proc
 from kitctl.core.config import KitConfig
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.progress import format_duration
 from kitctl.data.execute import execute
-from kitctl.host import doctor, docker_disk
+from kitctl.host import doctor, docker_disk, registry
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
 from kitctl.images.context import prepare_context
@@ -164,9 +164,27 @@ def build(ctx: StageContext) -> Result:
     tag = image_build.tags(req, bctx, "runtime")[0]
     if inspect_image(tag).id:
         return Result("skipped", f"image {tag} exists (same recipe hash)")
+    packed = opts.bundle.image("runtime") if opts.bundle is not None else None
+    if packed is not None:
+        return _load_bundled(ctx, packed[0], tag, req, bctx)
     ctx.log.say("$ " + " ".join(image_build.build_argv(req, bctx, "runtime")))
     tags = image_build.build(req, bctx, "runtime", on_line=ctx.log.line)
     return Result("done", f"built {' '.join(tags)}")
+
+
+def _load_bundled(ctx: StageContext, tar: Path, tag: str, req: BuildRequest, bctx) -> Result:
+    """docker load the bundle's runtime image; it must be this plan's recipe (else what differs is said)."""
+    ctx.log.say(f"$ docker load -i {tar}")
+    loaded = registry.load(tar, ctx.log.line)
+    if inspect_image(tag).id:
+        image_build.tag_latest(req, tag)
+        return Result("done", f"loaded {tag} from the bundle")
+    have = registry.labels(loaded[0]) if loaded else None
+    diffs = registry.label_differences(have or {}, image_build.expected_labels(req, bctx, "runtime"))
+    raise ConfigError(f"the bundle's image {', '.join(loaded) or tar} is not the image this plan needs ({tag}):\n  "
+                      + "\n  ".join(diffs or ["its recipe hash differs (the kit's Dockerfile or pins changed)"]),
+                      "pack the bundle again with this kitctl after `kitctl build` for these GPUs (--arch), or "
+                      "re-run with the options the bundle was made for")
 
 
 # -------------------------------------------------------------------------------------------------- data

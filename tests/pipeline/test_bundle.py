@@ -1,0 +1,126 @@
+"""`kitctl bundle` and `kitctl reproduce --bundle`: one file carries every input across a firewall.
+
+The end-to-end case runs `kitctl reproduce` from a bundle inside a network namespace with no network
+(`unshare -n`, needs root), with the stand-in trainer (tests/fake_train_gpt2cu.py) as --binary; a damaged and a
+partial bundle are refused (exit 2) naming the member.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from kitctl.core import bundle as bf
+from kitctl.core.pipeline_state import PipelineState
+
+from tests.pipeline.test_reproduce import H100, _env, write_inputs
+
+UNSHARE = shutil.which("unshare")
+
+
+def _kitctl(args, env, netns=False, timeout=300):
+    argv = [sys.executable, "-m", "kitctl", *args]
+    if netns:
+        argv = [UNSHARE, "-n", *argv]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """A bundle (no images) of a small local corpus, a HellaSwag jsonl and an llm.c checkout, packed once."""
+    tmp = tmp_path_factory.mktemp("bundle")
+    p = write_inputs(tmp)
+    llmc_src = tmp / "llm.c"                         # a checkout's shape (the stand-in trainer needs no build)
+    (llmc_src / "llmc").mkdir(parents=True)
+    (llmc_src / "train_gpt2.cu").write_text("int main() { return 0; }\n")
+    (llmc_src / "Makefile").write_text("all:\n")
+    (llmc_src / "llmc" / "adamw.cuh").write_text("// stand-in\n")
+    (llmc_src / ".env").write_text("SECRET=1\n")    # never packed (the build context's allow-list)
+    small = tmp / "small.jsonl"                      # ~1/10 of the corpus: a quick tokenize
+    lines = p["corpus"].read_text().splitlines()
+    small.write_text("\n".join(lines[: len(lines) // 10]) + "\n")
+    out = tmp / "offline.tar"
+    env = _env(tmp)
+    r = _kitctl(["bundle", "--out", str(out), "--dataset", str(small), "--hellaswag-source", str(p["hellaswag"]),
+                 "--llmc-src", str(llmc_src), "--no-images"], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "not the pinned HellaSwag validation set" in r.stdout and "10,042" in r.stdout   # 12 examples: warned
+    return {**p, "small": small, "bundle": out, "tmp": tmp}
+
+
+def test_bundle_has_manifest_first_with_every_members_sha256(packed):
+    with tarfile.open(packed["bundle"]) as tf:
+        names = tf.getnames()
+        manifest = json.loads(tf.extractfile(names[0]).read())
+        assert names[0] == "manifest.json"
+        assert sorted(m["name"] for m in manifest["members"]) == sorted(names[1:])
+        import hashlib
+        for m in manifest["members"]:
+            assert hashlib.sha256(tf.extractfile(m["name"]).read()).hexdigest() == m["sha256"], m["name"]
+    assert "dataset/small.jsonl" in names and bf.HELLASWAG in names
+    assert "tokenizer/vocab.bpe" in names and "llmc/llm.c/train_gpt2.cu" in names and "llmc/llm.c/.env" not in names
+    assert not [n for n in names if n.startswith("images/")]                       # --no-images
+    assert not [f for f in packed["bundle"].parent.iterdir() if f.name.startswith(".")]   # no temp left
+
+
+@pytest.mark.skipif(UNSHARE is None or os.geteuid() != 0, reason="unshare -n needs root")
+def test_reproduce_from_a_bundle_with_no_network(packed, tmp_path):
+    env = _env(tmp_path, FAKE_TRAIN_STEP_SLEEP="0")
+    base = ["reproduce", "gpt2-124m", "--bundle", str(packed["bundle"]), "--runtime", "native",
+            "--binary", str(packed["binary"]), "--inventory", str(packed["inventory"]), "--shard-size", "131072",
+            "--steps", "12", "--no-tune"]
+    r = _kitctl([*base, "--dry-run", "--json"], env, netns=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    plan = json.loads(r.stdout)
+    assert {s["name"]: s["download_bytes"] for s in plan["stages"]} == {s["name"]: 0 for s in plan["stages"]}
+    r = _kitctl(base, env, netns=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = tmp_path / "data" / "runs" / "gpt2-124m"
+    st = PipelineState.read(run / "reproduce.json")
+    assert st.complete, [(s.name, s.status, s.detail) for s in st.stages]
+    assert (run / "report.html").is_file() and (run / "DONE_00000012").exists()
+    manifest = json.loads((tmp_path / "data" / "small" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["total_tokens"] > 100_000
+    assert "not the pinned HellaSwag validation set" in (run / "logs" / "hellaswag.log").read_text()
+
+
+def test_a_hub_dataset_not_in_the_bundle_is_refused_not_downloaded(packed, tmp_path):
+    r = _kitctl(["reproduce", "gpt2-124m", "--bundle", str(packed["bundle"]), "--dataset", "fineweb10B",
+                 "--runtime", "native", "--binary", str(packed["binary"]), "--inventory", str(packed["inventory"]),
+                 "--dry-run"], _env(tmp_path))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "holds the dataset" in r.stderr + r.stdout
+
+
+def _copy(src: Path, dst: Path, cut: int | None = None, flip_in: str | None = None) -> Path:
+    data = bytearray(src.read_bytes())
+    if flip_in is not None:
+        with tarfile.open(src) as tf:
+            ti = tf.getmember(flip_in)
+        data[ti.offset_data + ti.size // 2] ^= 0xFF
+    dst.write_bytes(bytes(data[:cut] if cut is not None else data))
+    return dst
+
+
+@pytest.mark.parametrize("case", ["damaged", "partial"])
+def test_damaged_or_partial_bundle_is_refused_naming_the_member(packed, tmp_path, case):
+    with tarfile.open(packed["bundle"]) as tf:
+        ti = tf.getmember("dataset/small.jsonl")
+    if case == "damaged":
+        bad = _copy(packed["bundle"], tmp_path / "b.tar", flip_in="dataset/small.jsonl")
+    else:
+        bad = _copy(packed["bundle"], tmp_path / "b.tar", cut=ti.offset_data + ti.size // 2)
+    r = _kitctl(["reproduce", "gpt2-124m", "--bundle", str(bad), "--runtime", "native", "--binary",
+                 str(packed["binary"]), "--inventory", str(packed["inventory"]), "--dry-run"], _env(tmp_path))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    assert "dataset/small.jsonl" in out, out[-2000:]
+    assert ("damaged" if case == "damaged" else "cut short") in out
+    assert not (tmp_path / "data" / "bundles").exists() or not [
+        d for d in (tmp_path / "data" / "bundles").iterdir() if not d.name.startswith(".")]
