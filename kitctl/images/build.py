@@ -20,6 +20,13 @@ from kitctl.images.inputs import check_ca_bundle
 from kitctl.images.request import BuildRequest
 
 
+OFFLINE_BUILD = ("Docker Hub unreachable: set mirrors.registry in kit.yaml to a Docker Hub mirror, or use "
+                 "`provider: wheels` with a base_image you can pull, or pull a pushed image instead of building "
+                 "(--image REGISTRY/REPO, kit.yaml pull_image), or load one from a bundle (--bundle FILE); apt or "
+                 "PyPI unreachable: mirrors.apt / mirrors.pip_index; GitHub (llm.c) unreachable: mirrors.llmc_src "
+                 "or --llmc-src (docs/images.md, 'Across a firewall')")
+
+
 def tags(req: BuildRequest, ctx: Context, target: Optional[str] = None) -> list[str]:
     """The tags a build of ``target`` gets: a content tag and, for runtime and data, the moving one."""
     t = target or req.target
@@ -81,8 +88,7 @@ def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
         raise KeyboardInterrupt
     if res.returncode != 0:
         raise KitError(f"docker build of target {t} failed (exit {res.returncode}):\n" + "\n".join(res.tail),
-                       "read the last step above; behind a TLS proxy pass --ca-cert, behind a firewall set "
-                       "mirrors.* in kit.yaml (docs/images.md)")
+                       "read the last step above; behind a TLS proxy pass --ca-cert; " + OFFLINE_BUILD)
     return tags(req, ctx, t)
 
 
