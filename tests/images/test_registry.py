@@ -69,7 +69,7 @@ def test_push_remove_pull_back_and_label_check(tmp_path, docker_base_image):
 
     # 2. gone locally
     local = [ln for ln in _docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-             if ln.startswith((f"{NAME}:", f"{repo}:"))]
+             if ln.startswith((f"{NAME}:", f"{repo}:")) and "<none>" not in ln]
     assert _docker("rmi", *local).returncode == 0
     assert _docker("image", "inspect", f"{NAME}:data").returncode != 0
 
@@ -84,3 +84,47 @@ def test_push_remove_pull_back_and_label_check(tmp_path, docker_base_image):
     r = _kitctl(["build", "--target", "runtime", "--arch", "75", "--image", f"{repo}:data"], env)
     assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
     assert "org.llmc-kit.stage: the image has 'data', this plan needs 'runtime'" in r.stderr + r.stdout
+
+
+def test_pulled_runtime_image_is_what_train_runs(tmp_path, docker_base_image):
+    """A runtime image (labels as this plan expects, on the base image: CUDA layers are too big for CI) pushed with
+    plain docker; `kitctl build --image` pulls it instead of building and `kitctl train --dry-run` runs it."""
+    if not _registry_up():
+        pytest.skip(f"no registry at {REGISTRY} (.ci/run starts Debian's docker-registry there)")
+    from kitctl.core.config import KitConfig
+    from kitctl.images.build import expected_labels
+    from kitctl.images.request import BuildRequest
+
+    req = BuildRequest.from_config(KitConfig(image=NAME, provider="wheels"), archs=[90], target="runtime")
+    labels = expected_labels(req, None, "runtime")
+    remote = f"{REGISTRY}/{NAME}:rt-test"
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\n" + "".join(
+        f"LABEL {json.dumps(k)}={json.dumps(v)}\n" for k, v in labels.items()))
+    assert _docker("build", "-q", "-t", remote, str(tmp_path / "ctx")).returncode == 0
+    assert _docker("push", remote).returncode == 0
+    assert _docker("rmi", remote).returncode == 0
+    _docker("rmi", f"{NAME}:latest")
+    env = {**os.environ, "KIT_IMAGE": NAME, "KIT_PROVIDER": "wheels", "KIT_DATA_ROOT": str(tmp_path / "data"),
+           "KIT_RUNTIME": "docker", "HOME": str(tmp_path), "COLUMNS": "300"}
+    r = _kitctl(["build", "--target", "runtime", "--arch", "90", "--image", remote], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"pulled {remote}" in r.stdout and f"tagged {NAME}:latest" in r.stdout
+
+    r = _kitctl(["data", "tinyshakespeare", "--runtime", "native", "--shard-size", "65536"], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (tmp_path / "h100.csv").write_text("0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n")
+    r = _kitctl(["train", "--inventory", str(tmp_path / "h100.csv"), "--data", str(tmp_path / "data" / "tinyshakespeare"),
+                 "--image", f"{REGISTRY}/{NAME}:rt-test", "--steps", "10", "--no-tune", "--dry-run"], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pushed = json.loads(_docker("image", "inspect", "--format", "{{json .RepoDigests}}", remote).stdout)[0]
+    assert f"image: {remote} ({pushed.split('@')[1]}) runs as {NAME}:latest" in r.stdout
+    assert f" {NAME}:latest " in r.stdout.strip().splitlines()[-1]          # the docker run line runs it
+
+    # an image of other pins is refused by train, naming the label
+    bad = f"{REGISTRY}/{NAME}:rt-other"
+    (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {remote}\nLABEL org.llmc-kit.versions-sha256=0000\n")
+    assert _docker("build", "-q", "-t", bad, str(tmp_path / "ctx")).returncode == 0
+    r = _kitctl(["train", "--inventory", str(tmp_path / "h100.csv"), "--data", str(tmp_path / "data" / "tinyshakespeare"),
+                 "--image", bad, "--steps", "10", "--no-tune", "--dry-run"], env)
+    assert r.returncode == 2 and "org.llmc-kit.versions-sha256: the image has '0000'" in r.stderr, r.stderr[-2000:]
