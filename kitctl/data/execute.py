@@ -15,6 +15,7 @@ from kitctl.data import hellaswag, hf, pretokenized
 from kitctl.data import manifest as mf
 from kitctl.data import sources as src
 from kitctl.data import tokenizer as tk
+from kitctl.data.container import to_host
 from kitctl.data.plan import DataPlan
 from kitctl.data.space import check_space
 from kitctl.data.tokenize import ProgressFn, Summary, make_shards
@@ -33,7 +34,7 @@ def prepare_env(plan: DataPlan) -> None:
 
 
 def run_identity(plan: DataPlan, source: src.Source, tok_sums: dict[str, str], revision: Optional[str]) -> mf.RunInfo:
-    return mf.RunInfo(source=source.description, source_fingerprint=source.fingerprint(), revision=revision,
+    return mf.RunInfo(source=to_host(source.description), source_fingerprint=source.fingerprint(), revision=revision,
                       tokenizer={"encoding": "gpt2", **tok_sums}, shard_size=plan.shard_size,
                       first_shard_size=plan.first_shard_size, kit_version=__version__, pins_sha256=pins_sha256())
 

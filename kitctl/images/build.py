@@ -121,3 +121,16 @@ def tag_latest(req: BuildRequest, tag: str) -> str:
     if tag != latest:
         registry.tag(tag, latest)
     return latest
+
+
+def data_recipe_hash(cfg: KitConfig) -> Optional[str]:
+    """The recipe hash a data image built by this kit with ``cfg`` carries (None when it cannot be rendered).
+    Registered as kitctl.data.container's hook by kitctl/cli.py: data cannot import images."""
+    from kitctl.images.context import recipe_hash
+    from kitctl.images.render import render
+
+    try:
+        req = BuildRequest.from_config(cfg, target="data", archs=[75])
+        return recipe_hash(req, render(req))["data"]
+    except Exception:      # an unusable config: `kitctl build` says why; the data image is then judged by presence
+        return None
