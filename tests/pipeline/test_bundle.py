@@ -21,13 +21,13 @@ from kitctl.core.pipeline_state import PipelineState
 
 from tests.pipeline.test_reproduce import H100, _env, write_inputs
 
-UNSHARE = shutil.which("unshare")
+UNSHARE = shutil.which("unshare") if shutil.which("ip") else None
 
 
 def _kitctl(args, env, netns=False, timeout=300):
     argv = [sys.executable, "-m", "kitctl", *args]
-    if netns:
-        argv = [UNSHARE, "-n", *argv]
+    if netns:   # a new network namespace: loopback only (mpirun's PMIx needs it up), no route anywhere
+        argv = [UNSHARE, "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -69,9 +69,12 @@ def test_bundle_has_manifest_first_with_every_members_sha256(packed):
     assert not [f for f in packed["bundle"].parent.iterdir() if f.name.startswith(".")]   # no temp left
 
 
-@pytest.mark.skipif(UNSHARE is None or os.geteuid() != 0, reason="unshare -n needs root")
+@pytest.mark.skipif(UNSHARE is None or os.geteuid() != 0, reason="unshare -n needs root and iproute2")
 def test_reproduce_from_a_bundle_with_no_network(packed, tmp_path):
     env = _env(tmp_path, FAKE_TRAIN_STEP_SLEEP="0")
+    probe = subprocess.run([UNSHARE, "-n", sys.executable, "-c", "import socket; socket.create_connection("
+                            "('140.82.112.3', 443), timeout=3)"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "unreachable" in probe.stderr.lower()     # GitHub's address: no route there
     base = ["reproduce", "gpt2-124m", "--bundle", str(packed["bundle"]), "--runtime", "native",
             "--binary", str(packed["binary"]), "--inventory", str(packed["inventory"]), "--shard-size", "131072",
             "--steps", "12", "--no-tune"]
@@ -124,3 +127,19 @@ def test_damaged_or_partial_bundle_is_refused_naming_the_member(packed, tmp_path
     assert ("damaged" if case == "damaged" else "cut short") in out
     assert not (tmp_path / "data" / "bundles").exists() or not [
         d for d in (tmp_path / "data" / "bundles").iterdir() if not d.name.startswith(".")]
+
+
+@pytest.mark.skipif(UNSHARE is None or os.geteuid() != 0, reason="unshare -n needs root and iproute2")
+def test_data_and_hellaswag_from_a_bundle_with_no_network(packed, tmp_path):
+    env = _env(tmp_path)
+    r = _kitctl(["data", "--bundle", str(packed["bundle"]), "--runtime", "native", "--shard-size", "65536"], env,
+                netns=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((tmp_path / "data" / "small" / "manifest.json").read_text())
+    assert m["complete"] and "bundles" in m["run"]["source"]
+    r = _kitctl(["data", "hellaswag", "--bundle", str(packed["bundle"]), "--runtime", "native"], env, netns=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "data" / "hellaswag" / "hellaswag_val.bin").is_file()
+    assert "not the pinned HellaSwag validation set" in r.stdout
+    r = _kitctl(["data", "fineweb10B", "--bundle", str(packed["bundle"]), "--runtime", "native"], env, netns=True)
+    assert r.returncode == 2 and "the bundle holds" in r.stderr, r.stderr[-2000:]
