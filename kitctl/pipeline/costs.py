@@ -16,6 +16,7 @@ class _BuildCost(UserData):
     download_bytes: int
     disk_bytes: int
     source: str
+    pull_bytes: int = 0          # the runtime image pulled from a registry instead (`kitctl build --push` elsewhere)
 
 
 class _DataCost(UserData):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Optional, cast
@@ -30,7 +31,8 @@ from kitctl.core import proc
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.progress import format_duration
-from kitctl.data.execute import execute
+from kitctl.data import hf
+from kitctl.data.execute import execute, prepare_env
 from kitctl.host import doctor, docker_disk, registry
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
@@ -188,6 +190,48 @@ def _load_bundled(ctx: StageContext, tar: Path, tag: str, req: BuildRequest, bct
 
 
 # -------------------------------------------------------------------------------------------------- data
+class Prefetch:
+    """The dataset's HuggingFace download, run in a thread while the image builds (they share nothing; the
+    forecast counts the overlap). The data stage waits for it, then finds the files in the HF cache; a failed
+    download is only said: the data stage downloads again and reports its own error."""
+
+    def __init__(self, plan, list_files=None, download=None):
+        self.plan, self.list_files, self.download = plan, list_files, download
+        self.thread: Optional[threading.Thread] = None
+        self.error: Optional[BaseException] = None
+
+    def wanted(self) -> bool:
+        p, r = self.plan, self.plan.recipe
+        return r is not None and r.kind == "hf_parquet" and not p.stream and p.source is None and p.files is None
+
+    def start(self, say: Callable[[str], None]) -> None:
+        if not self.wanted() or self.thread is not None:
+            return
+        p, r = self.plan, self.plan.recipe
+        prepare_env(p)
+
+        def run() -> None:
+            try:
+                rev = hf.resolve_revision(r.repo, r.revision() or "main") if self.list_files is None else None
+                hf.hf_source(r, False, list_files=self.list_files, download=self.download, revision=rev)
+            except BaseException as e:       # the data stage tries again and says what is wrong
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="kitctl-prefetch", daemon=True)
+        self.thread.start()
+        say(f"downloading {r.repo} ({r.config}) into {p.hf_home} while the image builds")
+
+    def wait(self, say: Callable[[str], None]) -> None:
+        if self.thread is None:
+            return
+        if self.thread.is_alive():
+            say("waiting for the dataset download started during the build")
+        self.thread.join()
+        if self.error is not None:
+            say(f"the download started during the build stopped ({type(self.error).__name__}: {self.error}); "
+                "the data stage downloads again")
+
+
 def data(ctx: StageContext) -> Result:
     plan = ctx.gathered.data_plan
     total = ctx.gathered.inputs.data.tokens or None
