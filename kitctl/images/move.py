@@ -57,7 +57,7 @@ def _check(req: BuildRequest, ctx: Context, target: str, ref: str, what: str) ->
     have = registry.labels(ref) or {}
     diffs = registry.label_differences(have, builder.expected_labels(req, ctx, target))
     want_hash = ctx.hashes[target] if ctx.llmc_label or target == "data" else None
-    if want_hash and have.get(registry.RECIPE_HASH) not in (None, want_hash) and not diffs:
+    if want_hash and have.get(registry.RECIPE_HASH) != want_hash and not diffs:
         diffs.append(f"{registry.RECIPE_HASH}: the image has {have.get(registry.RECIPE_HASH)!r}, this kit's recipe is "
                      f"{want_hash!r} (the Dockerfile or a pin changed)")
     if diffs:
@@ -66,9 +66,12 @@ def _check(req: BuildRequest, ctx: Context, target: str, ref: str, what: str) ->
                           "--arch/--provider/--cuda), or build here without --image / pull_image")
 
 
-def _adopt(req: BuildRequest, target: str, ref: str) -> str:
+def _adopt(req: BuildRequest, ctx: Context, target: str, ref: str) -> str:
+    """Tag ``ref`` as the local moving tag (what train / data run) and, when it is this recipe, the content tag."""
     local = f"{req.image}:{'latest' if target == 'runtime' else 'data'}"
     registry.tag(ref, local)
+    if (registry.labels(ref) or {}).get(registry.RECIPE_HASH) == ctx.hashes[target]:
+        registry.tag(ref, builder.tags(req, ctx, target)[0])
     return local
 
 
@@ -81,7 +84,7 @@ def pull_checked(req: BuildRequest, ctx: Context, target: str, ref: str, dry_run
                f"{'latest' if target == 'runtime' else 'data'} (nothing is built)"
     registry.pull(remote, on_line)
     _check(req, ctx, target, remote, f"the pulled image {remote}")
-    local = _adopt(req, target, remote)
+    local = _adopt(req, ctx, target, remote)
     digests = registry.repo_digests(remote)
     return f"pulled {remote} ({digests[0] if digests else 'no digest'}), recipe labels match; tagged {local}"
 
@@ -98,7 +101,7 @@ def load_checked(req: BuildRequest, ctx: Context, target: str, ub: Unpacked, dry
     loaded = registry.load(tar, on_line)
     ref = str(info.get("ref") or (loaded[0] if loaded else ""))
     _check(req, ctx, target, ref, f"the bundle's image {ref}")
-    local = _adopt(req, target, ref)
+    local = _adopt(req, ctx, target, ref)
     return f"loaded {ref} from the bundle, recipe labels match; tagged {local}"
 
 

@@ -33,9 +33,10 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
-from kitctl.host import doctor, docker_disk, registry
+from kitctl.host import doctor, docker_disk
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
+from kitctl.images import move as images_move
 from kitctl.images.context import prepare_context
 from kitctl.images.request import BuildRequest
 from kitctl.observe.report import write_report
@@ -176,17 +177,13 @@ def build(ctx: StageContext) -> Result:
 
 def _load_bundled(ctx: StageContext, tar: Path, tag: str, req: BuildRequest, bctx) -> Result:
     """docker load the bundle's runtime image; it must be this plan's recipe (else what differs is said)."""
+    assert ctx.opts.bundle is not None
     ctx.log.say(f"$ docker load -i {tar}")
-    loaded = registry.load(tar, ctx.log.line)
-    if inspect_image(tag).id:
-        image_build.tag_latest(req, tag)
-        return Result("done", f"loaded {tag} from the bundle")
-    have = registry.labels(loaded[0]) if loaded else None
-    diffs = registry.label_differences(have or {}, image_build.expected_labels(req, bctx, "runtime"))
-    raise ConfigError(f"the bundle's image {', '.join(loaded) or tar} is not the image this plan needs ({tag}):\n  "
-                      + "\n  ".join(diffs or ["its recipe hash differs (the kit's Dockerfile or pins changed)"]),
-                      "pack the bundle again with this kitctl after `kitctl build` for these GPUs (--arch), or "
-                      "re-run with the options the bundle was made for")
+    ctx.log.say(images_move.load_checked(req, bctx, "runtime", ctx.opts.bundle, on_line=ctx.log.line))
+    if not inspect_image(tag).id:
+        raise ConfigError(f"the bundle's image is not {tag}, the image this plan needs",
+                          "pack the bundle again with this kitctl after `kitctl build` for these GPUs (--arch)")
+    return Result("done", f"loaded {tag} from the bundle")
 
 
 # -------------------------------------------------------------------------------------------------- data

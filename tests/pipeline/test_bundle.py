@@ -143,3 +143,65 @@ def test_data_and_hellaswag_from_a_bundle_with_no_network(packed, tmp_path):
     assert "not the pinned HellaSwag validation set" in r.stdout
     r = _kitctl(["data", "fineweb10B", "--bundle", str(packed["bundle"]), "--runtime", "native"], env, netns=True)
     assert r.returncode == 2 and "the bundle holds" in r.stderr, r.stderr[-2000:]
+
+
+def _fake_checkout(root: Path) -> Path:
+    src = root / "llm.c"
+    (src / "llmc").mkdir(parents=True)
+    (src / "train_gpt2.cu").write_text("int main() { return 0; }\n")
+    (src / "Makefile").write_text("all:\n")
+    return src
+
+
+@pytest.mark.docker
+def test_bundle_with_the_runtime_image_loads_it_on_the_other_box(tmp_path, docker_base_image):
+    """A runtime image (this recipe's labels on the base image: CUDA layers are too big for CI) packed with
+    `docker save`, removed, then loaded by `kitctl build --bundle` (labels and recipe hash checked, tags restored);
+    reproduce's plan loads it instead of building: nothing to download."""
+    from kitctl.core.config import KitConfig
+    from kitctl.images.build import expected_labels, tags
+    from kitctl.images.context import prepare_context
+    from kitctl.images.request import BuildRequest
+
+    name = "llmc-kit-bun"
+    src = _fake_checkout(tmp_path)
+    req = BuildRequest.from_config(KitConfig(image=name, provider="wheels"), archs=[90], target="runtime",
+                                   llmc_src=str(src), build_dir=tmp_path / "ctx-build")
+    ctx = prepare_context(req)
+    labels = expected_labels(req, ctx, "runtime")
+    assert labels["org.llmc-kit.recipe-hash"] == ctx.hashes["runtime"]
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "Dockerfile").write_text(f"FROM {docker_base_image}\n" + "".join(
+        f"LABEL {json.dumps(k)}={json.dumps(v)}\n" for k, v in labels.items()))
+    assert subprocess.run(["docker", "build", "-q", "-t", f"{name}:latest", str(tmp_path / "img")],
+                          capture_output=True).returncode == 0
+    env = _env(tmp_path, KIT_IMAGE=name, KIT_PROVIDER="wheels", KIT_RUNTIME="docker")
+    hs = tmp_path / "hs.jsonl"
+    hs.write_text(json.dumps({"ctx": "A man", "endings": ["a", "b", "c", "d"], "label": 0}) + "\n")
+    out = tmp_path / "with-images.tar"
+    try:
+        r = _kitctl(["bundle", "--out", str(out), "--dataset", "tinyshakespeare", "--hellaswag-source", str(hs),
+                     "--llmc-src", str(src)], env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        with tarfile.open(out) as tf:
+            assert "images/runtime.tar" in tf.getnames()
+        assert f"no {name}:data image" in " ".join(r.stdout.split())
+        subprocess.run(["docker", "rmi", f"{name}:latest"], capture_output=True)
+
+        r = _kitctl(["build", "--bundle", str(out), "--arch", "90", "--target", "runtime"], env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert f"loaded {name}:latest from the bundle, recipe labels match; tagged {name}:latest" in r.stdout
+        content_tag = tags(req, ctx, "runtime")[0]
+        assert subprocess.run(["docker", "image", "inspect", content_tag], capture_output=True).returncode == 0
+
+        subprocess.run(["docker", "rmi", f"{name}:latest", content_tag], capture_output=True)
+        (tmp_path / "h100.csv").write_text(H100)
+        r = _kitctl(["reproduce", "gpt2-124m", "--bundle", str(out), "--inventory", str(tmp_path / "h100.csv"),
+                     "--steps", "10", "--dry-run", "--json"], env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        build = json.loads(r.stdout)["stages"][1]
+        assert build["download_bytes"] == 0 and "from the bundle" in build["detail"]
+    finally:
+        subprocess.run(["docker", "rmi", f"{name}:latest"], capture_output=True)
+        subprocess.run(["docker", "image", "prune", "-f", "--filter", f"label=org.opencontainers.image.title=llmc-kit runtime"],
+                       capture_output=True)
