@@ -30,7 +30,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 from pydantic import BaseModel
 
@@ -69,7 +69,7 @@ class BundleManifest(Record):
     # what was packed, as the reader needs it: {"dataset": spec or recipe, "dataset_kind": recipe|local|none,
     # "dataset_path": member path of the input under dataset/, "llmc": member path, "llmc_commit",
     # "images": {"runtime": {"ref", "id", "recipe_hash"}, "data": {...}}, "hellaswag": {"sha256", "examples"}}
-    contents: dict = {}
+    contents: dict[str, Any] = {}
 
     def member(self, name: str) -> Optional[Member]:
         return next((m for m in self.members if m.name == name), None)
@@ -104,7 +104,7 @@ def open_bundle(path: Path) -> Bundle:
     if not path.is_file():
         raise ConfigError(f"--bundle {path}: no such file", "give the file `kitctl bundle --out FILE` wrote")
     try:
-        tf = tarfile.open(path, "r:")        # uncompressed only: members are found by seeking
+        tf = tarfile.open(path, "r:")  # noqa: SIM115 (closed by the with below; uncompressed only: members are found by seeking)
     except (tarfile.TarError, OSError) as e:
         raise _refuse(path, f"not a kitctl bundle (not an uncompressed tar: {e})") from None
     with tf:
@@ -206,7 +206,7 @@ def total_bytes(b: Bundle) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def write_bundle(out: Path, files: list[tuple[str, Path]], contents: dict, kit_version: str, created: str,
+def write_bundle(out: Path, files: list[tuple[str, Path]], contents: dict[str, Any], kit_version: str, created: str,
                  progress: Optional[ProgressFn] = None) -> BundleManifest:
     """Write ``files`` ((member name, source path)) as a bundle at ``out``, atomically: hashes first (the
     manifest leads the tar), then the tar beside ``out``, renamed onto it when whole. ``progress`` hears bytes
@@ -216,8 +216,8 @@ def write_bundle(out: Path, files: list[tuple[str, Path]], contents: dict, kit_v
         if not _safe_name(name):
             raise ValueError(f"bad member name {name!r}")
         h = hashlib.sha256()
-        with open(src, "rb") as f:
-            while chunk := f.read(CHUNK):
+        with open(src, "rb") as inp:
+            while chunk := inp.read(CHUNK):
                 h.update(chunk)
                 if progress:
                     progress(len(chunk))
@@ -228,7 +228,7 @@ def write_bundle(out: Path, files: list[tuple[str, Path]], contents: dict, kit_v
         ti = tarfile.TarInfo(MANIFEST)
         ti.size, ti.mode = len(raw), 0o644
         tf.addfile(ti, io.BytesIO(raw))
-        for (name, src), m in zip(files, members):
+        for (name, src), m in zip(files, members, strict=True):
             ti = tarfile.TarInfo(name)
             ti.size, ti.mode, ti.mtime = m.bytes, 0o644, int(Path(src).stat().st_mtime)
             with open(src, "rb") as fh:
@@ -239,11 +239,11 @@ def write_bundle(out: Path, files: list[tuple[str, Path]], contents: dict, kit_v
 class _Counting:
     """A file wrapper reporting bytes read (tarfile.addfile copies through read())."""
 
-    def __init__(self, f, progress: Optional[ProgressFn]):
+    def __init__(self, f: IO[bytes], progress: Optional[ProgressFn]):
         self.f, self.progress = f, progress
 
     def read(self, n: int = -1) -> bytes:
-        b = self.f.read(n)
+        b: bytes = self.f.read(n)
         if self.progress and b:
             self.progress(len(b))
         return b
@@ -259,7 +259,7 @@ class Unpacked:
     source: Path                   # the bundle file
 
     @property
-    def contents(self) -> dict:
+    def contents(self) -> dict[str, Any]:
         return self.manifest.contents
 
     def _path(self, key: str) -> Optional[Path]:
@@ -294,7 +294,7 @@ class Unpacked:
             return str(p), None
         return None, None
 
-    def image(self, which: str) -> Optional[tuple[Path, dict]]:
+    def image(self, which: str) -> Optional[tuple[Path, dict[str, Any]]]:
         """(tar, {"ref", "id", "recipe_hash", ...}) of the packed runtime / data image, or None."""
         info = (self.contents.get("images") or {}).get(which)
         name = IMAGE_RUNTIME if which == "runtime" else IMAGE_DATA
@@ -303,7 +303,7 @@ class Unpacked:
         return self.root / name, info
 
 
-def use_bundle(path: Path, data_root: Path, console=None) -> Unpacked:
+def use_bundle(path: Path, data_root: Path, console: Any = None) -> Unpacked:
     """Open, check and unpack a bundle under ``<data_root>/bundles`` (a progress bar while unpacking)."""
     from kitctl.core.progress import progress_bar
 

@@ -130,8 +130,9 @@ def build(
             print(shell_line(builder.build_argv(req, ctx, t, cache=not no_cache)))
         if push:
             for t in targets:
-                for ref in images_move.push_refs(req, ctx, t, push):
-                    print(shell_line(["docker", "push", ref]))
+                for local, remote in images_move.push_refs(req, ctx, t, push):
+                    print(shell_line(["docker", "tag", local, remote]))
+                    print(shell_line(["docker", "push", remote]))
         return
     for t in targets:
         start = time.monotonic()
@@ -141,9 +142,9 @@ def build(
                              cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
         if push:
-            for ref, digest in images_move.push(cfg, req, ctx, t, push,
-                                                on_line=lambda line: print(line, file=sys.stderr, flush=True)):
-                console.print(f"pushed {ref} ({digest})", highlight=False, markup=False, soft_wrap=True)
+            for pushed, digest in images_move.push(cfg, req, ctx, t, push,
+                                                   on_line=lambda line: print(line, file=sys.stderr, flush=True)):
+                console.print(f"pushed {pushed} ({digest})", highlight=False, markup=False, soft_wrap=True)
     console.print(docker_disk.build_report(docker_disk.query()), highlight=False, markup=False, soft_wrap=True)
     env = compose.write_env(cfg, gpus=len(gpus))
     console.print(f"wrote {env} for docker compose, e.g.:", highlight=False)

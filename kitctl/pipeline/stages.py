@@ -23,7 +23,7 @@ import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional, cast
+from typing import IO, Any, Callable, Optional, cast
 
 from rich.console import Console
 
@@ -33,6 +33,7 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
+from kitctl.data.plan import DataPlan
 from kitctl.host import doctor, docker_disk
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
@@ -192,7 +193,7 @@ class Prefetch:
     forecast counts the overlap). The data stage waits for it, then finds the files in the HF cache; a failed
     download is only said: the data stage downloads again and reports its own error."""
 
-    def __init__(self, plan, list_files=None, download=None):
+    def __init__(self, plan: DataPlan, list_files: Any = None, download: Any = None):
         self.plan, self.list_files, self.download = plan, list_files, download
         self.thread: Optional[threading.Thread] = None
         self.error: Optional[BaseException] = None
@@ -205,11 +206,13 @@ class Prefetch:
         if not self.wanted() or self.thread is not None:
             return
         p, r = self.plan, self.plan.recipe
+        assert r is not None and r.repo      # wanted(): an HF parquet recipe
+        repo = r.repo
         prepare_env(p)
 
         def run() -> None:
             try:
-                rev = hf.resolve_revision(r.repo, r.revision() or "main") if self.list_files is None else None
+                rev = hf.resolve_revision(repo, r.revision() or "main") if self.list_files is None else None
                 hf.hf_source(r, False, list_files=self.list_files, download=self.download, revision=rev)
             except BaseException as e:       # the data stage tries again and says what is wrong
                 self.error = e

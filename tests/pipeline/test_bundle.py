@@ -203,5 +203,3 @@ def test_bundle_with_the_runtime_image_loads_it_on_the_other_box(tmp_path, docke
         assert build["download_bytes"] == 0 and "from the bundle" in build["detail"]
     finally:
         subprocess.run(["docker", "rmi", f"{name}:latest"], capture_output=True)
-        subprocess.run(["docker", "image", "prune", "-f", "--filter", f"label=org.opencontainers.image.title=llmc-kit runtime"],
-                       capture_output=True)
