@@ -22,9 +22,6 @@ RECIPE_HASH = "org.llmc-kit.recipe-hash"
 # labels whose difference makes an image another recipe (every pin that goes into the build)
 CHECKED_LABELS = ("org.llmc-kit.stage", "org.llmc-kit.provider", "org.llmc-kit.cuda", "org.llmc-kit.archs",
                   "org.llmc-kit.cudnn", "org.llmc-kit.llmc.commit", "org.llmc-kit.versions-sha256")
-OFFLINE_DOCKER_HUB = ("Docker Hub unreachable? set mirrors.registry in kit.yaml to a Docker Hub mirror, or use "
-                      "`provider: wheels` with base_image from a registry you can reach, or pull a pushed image "
-                      "(--image REGISTRY/REPO), or load one from a bundle (--bundle FILE)")
 
 
 def _docker() -> str:

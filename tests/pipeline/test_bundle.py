@@ -45,10 +45,14 @@ def packed(tmp_path_factory):
     small = tmp / "small.jsonl"                      # ~1/10 of the corpus: a quick tokenize
     lines = p["corpus"].read_text().splitlines()
     small.write_text("\n".join(lines[: len(lines) // 10]) + "\n")
+    cfe = tmp / "cudnn-frontend" / "include"          # native builds: the headers travel too
+    (cfe / "cudnn_frontend").mkdir(parents=True)
+    (cfe / "cudnn_frontend.h").write_text("#pragma once\n")
+    (cfe / "cudnn_frontend" / "graph.h").write_text("#pragma once\n")
     out = tmp / "offline.tar"
     env = _env(tmp)
     r = _kitctl(["bundle", "--out", str(out), "--dataset", str(small), "--hellaswag-source", str(p["hellaswag"]),
-                 "--llmc-src", str(llmc_src), "--no-images"], env)
+                 "--llmc-src", str(llmc_src), "--cudnn-frontend", str(cfe), "--no-images"], env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "not the pinned HellaSwag validation set" in r.stdout and "10,042" in r.stdout   # 12 examples: warned
     return {**p, "small": small, "bundle": out, "tmp": tmp}
@@ -64,6 +68,7 @@ def test_bundle_has_manifest_first_with_every_members_sha256(packed):
         for m in manifest["members"]:
             assert hashlib.sha256(tf.extractfile(m["name"]).read()).hexdigest() == m["sha256"], m["name"]
     assert "dataset/small.jsonl" in names and bf.HELLASWAG in names
+    assert "cudnn-frontend/include/cudnn_frontend/graph.h" in names
     assert "tokenizer/vocab.bpe" in names and "llmc/llm.c/train_gpt2.cu" in names and "llmc/llm.c/.env" not in names
     assert not [n for n in names if n.startswith("images/")]                       # --no-images
     assert not [f for f in packed["bundle"].parent.iterdir() if f.name.startswith(".")]   # no temp left
@@ -203,3 +208,12 @@ def test_bundle_with_the_runtime_image_loads_it_on_the_other_box(tmp_path, docke
         assert build["download_bytes"] == 0 and "from the bundle" in build["detail"]
     finally:
         subprocess.run(["docker", "rmi", f"{name}:latest"], capture_output=True)
+
+
+@pytest.mark.parametrize("flag", ["--hellaswag-source", "--llmc-src", "--cudnn-frontend"])
+def test_a_flag_for_an_input_the_bundle_holds_is_refused(packed, tmp_path, flag):
+    r = _kitctl(["reproduce", "gpt2-124m", "--bundle", str(packed["bundle"]), flag, str(packed["hellaswag"]),
+                 "--runtime", "native", "--binary", str(packed["binary"]), "--inventory", str(packed["inventory"]),
+                 "--dry-run"], _env(tmp_path))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"{flag} with --bundle: the bundle" in " ".join(r.stderr.split())
