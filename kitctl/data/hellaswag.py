@@ -192,7 +192,7 @@ def pin_warning(path: Path, n: int) -> Optional[str]:
     r = load_recipe("hellaswag")
     diffs = []
     if r.examples and n != r.examples:
-        diffs.append(f"{n:,} examples, the pinned file has {r.examples:,}")
+        diffs.append(f"{n:,} example{'' if n == 1 else 's'}, the pinned file has {r.examples:,}")
     if r.sha256:
         got = sha256_file(Path(path))
         if got != r.sha256:

@@ -152,8 +152,10 @@ def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, s
         raise ConfigError(f"--out {out} is a folder", "give a file name, e.g. --out llmc-bundle.tar")
     if opts.preset not in load_presets():
         raise ConfigError(f"unknown preset {opts.preset!r}", f"use one of: {', '.join(load_presets())}")
+    llmc_local = Path(opts.llmc_src).expanduser() if opts.llmc_src and not opts.llmc_src.startswith(
+        ("http://", "https://")) else None
     for flag, p in (("--source", opts.source), ("--hellaswag-source", opts.hellaswag_source),
-                    ("--cudnn-frontend", opts.cudnn_frontend)):
+                    ("--cudnn-frontend", opts.cudnn_frontend), ("--llmc-src", llmc_local)):
         if p is not None and not Path(p).exists():
             raise ConfigError(f"{flag} {p}: no such file or folder", f"check the path given to {flag}")
     out.parent.mkdir(parents=True, exist_ok=True)
