@@ -80,6 +80,15 @@ def test_push_remove_pull_back_and_label_check(tmp_path, docker_base_image):
     digests = json.loads(_docker("image", "inspect", "--format", "{{json .RepoDigests}}", f"{NAME}:data").stdout)
     assert f"{repo}@{by_ref[f'{repo}:data']['digest']}" in digests
 
+    # 3b. `kitctl data --image` pulls REPO:data (again), checks its recipe hash and tokenizes in it
+    _docker("rmi", f"{NAME}:data")
+    r = _kitctl(["data", "tinyshakespeare", "--image", repo, "--runtime", "docker", "--workers", "1"],
+                {**env, "KIT_BASE_IMAGE": BASE_IMAGE})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = " ".join(r.stdout.split())
+    assert f"data image: {repo}:data (pulled) is this kit's recipe; tagged {NAME}:data" in out
+    assert "done: 338,028 tokens" in out and "natively" not in out
+
     # 4. an image of another stage is refused, naming what differs
     r = _kitctl(["build", "--target", "runtime", "--arch", "75", "--image", f"{repo}:data"], env)
     assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
