@@ -124,6 +124,9 @@ def reproduce(
     price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="adds the cost: GPUs x hours x price"),
     tune: Optional[bool] = typer.Option(None, "--tune/--no-tune", help="measure B x recompute first: default only "
                                         "without a tune cache and when it costs <= 2% of the training forecast"),
+    image: Optional[str] = typer.Option(None, "--image", help="docker: REGISTRY/REPO[:TAG] pushed by `kitctl build "
+                                        "--push`: the build stage pulls it instead of building (kit.yaml: "
+                                        "pull_image)"),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="an offline bundle (`kitctl bundle --out FILE`): "
                                           "verified, unpacked under <data_root>/bundles, its members used; nothing "
                                           "is downloaded"),
@@ -146,6 +149,9 @@ def reproduce(
                           "here) or `kitctl init --user --data-root /big/disk` (every folder); `kitctl reproduce "
                           "--dry-run` plans without one")
     cfg = config(writes=not dry_run)
+    if image is not None:
+        validate.docker_ref(image, "--image")
+        cfg = cfg.model_copy(update={"pull_image": image})
     opts = ReproduceOptions(
         preset=preset, name=name, dataset=dataset, source=source.absolute() if source else None,
         hellaswag_source=hellaswag_source.absolute() if hellaswag_source else None, stream=stream,
@@ -153,6 +159,9 @@ def reproduce(
         binary=binary.absolute() if binary else None, llmc_src=llmc_src, cudnn_frontend=cudnn_frontend,
         mpirun=mpirun, inventory=inventory, cpus=cpus, net_mbps=net_mbps, price_per_gpu_hour=price,
         tune={None: "auto", True: "on", False: "off"}[tune], passthrough=tuple(passthrough or ()))
+    if image is not None and opts.runtime != "docker":
+        raise ConfigError("--image is a docker image: with --runtime native it does nothing",
+                          "leave --image out, or use --runtime docker")
     if bundle is not None:
         cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json)
     g, fc = make_forecast(cfg, opts)

@@ -42,6 +42,7 @@ class BuildInput:
     detail: str
     local_source: bool = False      # llm.c's source is a local checkout / tarball (nothing to download for it)
     bundled: bool = False           # the image comes from an offline bundle (docker load: no download)
+    pulled: bool = False            # the image is pulled from a registry (pull_image / --image) instead of built
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,8 @@ def _pull_instead(inp: Inputs, build: StageForecast) -> str:
 
 def _overlap(inp: Inputs, build: StageForecast, data: StageForecast) -> tuple[tuple[float, float, float], list[str]]:
     """The dataset download runs while the image builds (they share nothing): the shorter of the two is hidden."""
-    if build.status != "to do" or not data.download_bytes or inp.build.bundled or inp.build.kind == "native":
+    if build.status != "to do" or not data.download_bytes or inp.build.bundled or inp.build.pulled \
+            or inp.build.kind == "native":
         return (0.0, 0.0, 0.0), []
     dl = _download_seconds(data.download_bytes, inp.box)
     ov = (min(build.seconds, dl[0], data.seconds), min(build.low, dl[1], data.low), min(build.high, dl[2], data.high))
@@ -357,12 +359,16 @@ def plan_stages(inp: Inputs) -> Forecast:
     c = costs()
     stages = [_stage("preflight", "to do", 0, 0, _mid(*c.preflight_seconds), "kitctl doctor + the disk this plan needs")]
     b = c.build[inp.build.kind]
-    stages.append(_stage("build", "done" if inp.build.exists else "to do", b.disk_bytes,
-                         0 if inp.build.exists or inp.build.bundled
-                         or (inp.build.local_source and inp.build.kind == "native") else b.download_bytes,
-                         (0, 0, 0) if inp.build.exists
-                         else _mid(*(c.bundle_load_seconds if inp.build.bundled else b.seconds)), inp.build.detail,
-                         on_data_root=inp.build.kind == "native"))
+    if inp.build.pulled and not inp.build.exists:
+        stages.append(_stage("build", "to do", b.disk_bytes, b.pull_bytes, _download_seconds(b.pull_bytes, inp.box),
+                             inp.build.detail, on_data_root=False))
+    else:
+        stages.append(_stage("build", "done" if inp.build.exists else "to do", b.disk_bytes,
+                             0 if inp.build.exists or inp.build.bundled
+                             or (inp.build.local_source and inp.build.kind == "native") else b.download_bytes,
+                             (0, 0, 0) if inp.build.exists
+                             else _mid(*(c.bundle_load_seconds if inp.build.bundled else b.seconds)),
+                             inp.build.detail, on_data_root=inp.build.kind == "native"))
     build = stages[-1]
     stages.append(data_forecast(inp.data, inp.box))
     overlap, notes = _overlap(inp, build, stages[-1])
@@ -370,7 +376,7 @@ def plan_stages(inp: Inputs) -> Forecast:
         d = stages[-1]
         d.seconds, d.low, d.high = d.seconds - overlap[0], d.low - overlap[1], d.high - overlap[2]
         d.detail += f"; ~{format_duration(overlap[0])} of the download runs during the build"
-    if build.status == "to do" and inp.build.kind != "native" and not inp.build.bundled:
+    if build.status == "to do" and inp.build.kind != "native" and not (inp.build.bundled or inp.build.pulled):
         build.detail += "; " + _pull_instead(inp, build)
     h = inp.hellaswag
     hs_disk = (c.hellaswag.jsonl_bytes if h.download_bytes else 0) + h.examples * c.hellaswag.bin_bytes_per_example

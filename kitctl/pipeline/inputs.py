@@ -320,6 +320,9 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[
     if packed is not None:
         return fc.BuildInput(cfg.provider, False, f"load {packed[1].get('ref')} from the bundle (docker load, "
                              "recipe labels checked)", True, bundled=True)
+    if cfg.pull_image:
+        return fc.BuildInput(cfg.provider, False, f"pull {cfg.pull_image} (pushed by `kitctl build --push`; recipe "
+                             f"labels checked) as {ref}: nothing built here", pulled=True)
     return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")
 
 

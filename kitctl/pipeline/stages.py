@@ -164,13 +164,20 @@ def build(ctx: StageContext) -> Result:
                        hint=f"the compiler output is in {ctx.log.path}; docs/images.md")
         return Result("done", f"built {', '.join(native_build.BINARIES)} for sm {','.join(map(str, archs))} in {dest}")
     req = BuildRequest.from_config(cfg, archs=archs, target="runtime", llmc_src=opts.llmc_src)
-    bctx = prepare_context(req)
+    pulling = bool(cfg.pull_image) and not (opts.bundle and opts.bundle.image("runtime"))
+    bctx = prepare_context(req, fetch_source=False if pulling and not (opts.llmc_src or cfg.mirrors.llmc_src)
+                           else None)      # a pull needs no llm.c source (nor GitHub)
     tag = image_build.tags(req, bctx, "runtime")[0]
     if inspect_image(tag).id:
         return Result("skipped", f"image {tag} exists (same recipe hash)")
     packed = opts.bundle.image("runtime") if opts.bundle is not None else None
     if packed is not None:
         return _load_bundled(ctx, packed[0], tag, req, bctx)
+    if pulling:
+        assert cfg.pull_image
+        said = images_move.pull_checked(req, bctx, "runtime", cfg.pull_image, on_line=ctx.log.line)
+        ctx.log.say(said)
+        return Result("done", said)
     ctx.log.say("$ " + " ".join(image_build.build_argv(req, bctx, "runtime")))
     tags = image_build.build(req, bctx, "runtime", on_line=ctx.log.line)
     return Result("done", f"built {' '.join(tags)}")

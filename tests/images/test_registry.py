@@ -130,6 +130,14 @@ def test_pulled_runtime_image_is_what_train_runs(tmp_path, docker_base_image):
     assert f"image: {remote} ({pushed.split('@')[1]}) runs as {NAME}:latest" in r.stdout
     assert f" {NAME}:latest " in r.stdout.strip().splitlines()[-1]          # the docker run line runs it
 
+    # reproduce plans a pull instead of a build (once the local image is gone)
+    _docker("rmi", f"{NAME}:latest")
+    r = _kitctl(["reproduce", "gpt2-124m", "--image", remote, "--inventory", str(tmp_path / "h100.csv"),
+                 "--dataset", "tinyshakespeare", "--shard-size", "65536", "--steps", "10", "--dry-run", "--json"], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    build = json.loads(r.stdout)["stages"][1]
+    assert build["detail"].startswith(f"pull {remote}") and 0 < build["download_bytes"] < 5e9
+
     # an image of other pins is refused by train, naming the label
     bad = f"{REGISTRY}/{NAME}:rt-other"
     (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {remote}\nLABEL org.llmc-kit.versions-sha256=0000\n")

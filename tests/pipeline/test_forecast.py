@@ -215,3 +215,13 @@ def test_image_build_shows_its_gpu_box_cost_and_overlaps_the_dataset_download():
     assert fc.plan_stages(_inputs()).overlap[0] == 0
     local = fc.DataInput("tokenize", "local", 10_000_000, 2, 0, 0)
     assert fc.plan_stages(_inputs(data=local, build=fc.BuildInput("nvidia", False, "images"))).overlap[0] == 0
+
+
+def test_a_pulled_image_costs_its_download_not_a_build():
+    built = fc.plan_stages(_inputs(build=fc.BuildInput("nvidia", False, "images")))
+    pulled = fc.plan_stages(_inputs(build=fc.BuildInput("nvidia", False, "pull", pulled=True)))
+    b = pulled.stage("build")
+    pull_bytes = fc.costs().build["nvidia"].pull_bytes
+    assert b.download_bytes == pull_bytes > 0 and b.seconds == pytest.approx(pull_bytes / (25e6 * math.sqrt(0.5)))
+    assert b.seconds < built.stage("build").seconds and pulled.overlap[0] == 0
+    assert "pulling an image pushed" not in b.detail and "pulling an image pushed" in built.stage("build").detail
