@@ -25,6 +25,8 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.data import cli as data_cli
 from kitctl.host import doctor
+from kitctl.data import container as data_container
+from kitctl.images import build as images_build
 from kitctl.images import cli as images_cli
 from kitctl.model import cli as model_cli
 from kitctl.model.record import eval_summary
@@ -112,6 +114,8 @@ def _register() -> None:
     report.RUN_COLUMNS.append(("evals (kitctl eval)", eval_summary))
     # doctor (host) judges disks against the reference plan's figures, which the pipeline's planner computes
     doctor.DISK_MODEL.append(reference.disk_need)
+    # `kitctl data` uses the data image only when it is this kit's recipe: the hash is the images area's to say
+    data_container.EXPECTED_DATA_HASH[:] = [images_build.data_recipe_hash]
 
 
 _register()

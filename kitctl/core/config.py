@@ -79,6 +79,8 @@ class KitConfig(_Strict):
     hf_home: Optional[Path] = Field(None, description="HuggingFace cache; default <data_root>/hf")
     tokenizer_dir: Optional[Path] = Field(None, description="folder with GPT-2 vocab.bpe + encoder.json (offline)")
     image: str = Field("llmc-kit", description="image repository name for kitctl build tags")
+    pull_image: Optional[str] = Field(None, description="REGISTRY/REPO[:TAG] pushed by `kitctl build --push`: "
+                                      "build, data and train pull it instead of building")
     provider: Literal["nvidia", "wheels"] = Field("nvidia", description="CUDA provider")
     cuda: Optional[str] = Field(None, description="CUDA version; default the provider's pin")
     base_image: Optional[str] = Field(None, description="override the provider's base image")
@@ -301,6 +303,8 @@ def _check_values(cfg: KitConfig, source: str) -> None:
     validate.image_name(cfg.image, named("image"))
     if cfg.base_image is not None:
         validate.docker_ref(cfg.base_image, named("base_image"))
+    if cfg.pull_image is not None:
+        validate.docker_ref(cfg.pull_image, named("pull_image"))
     if cfg.cuda is not None:
         validate.no_control_chars(cfg.cuda, named("cuda"))
     validate.registry(cfg.mirrors.registry, named("mirrors.registry"))
@@ -338,6 +342,7 @@ data_root: {data_root}
 # Images and build cache land in Docker's own storage (`docker info`: DockerRootDir), not on the data root:
 # ~14 GB with nvidia, ~4.4 GB with wheels (`kitctl doctor` checks its free space).
 image: llmc-kit
+# pull_image: 127.0.0.1:5000/llmc-kit   # pushed by `kitctl build --push`: pull it instead of building
 provider: nvidia
 # cuda: "12.8.1"            # default: the provider's pin in docker/versions.yaml
 # base_image: debian:bookworm

@@ -6,6 +6,7 @@ Shape: ``data`` is a command group whose default command is ``make``, so both
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -15,16 +16,19 @@ from typer.core import TyperGroup
 
 from kitctl.core import validate
 from kitctl.core.context import config, console
-from kitctl.core.errors import KitError
+from kitctl.core.bundle import use_bundle
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.progress import Bar, format_duration, progress_bar
 from kitctl.core.validate import checked
 from kitctl.data import manifest as mf
-from kitctl.data.container import choose_runtime, docker_spec
+from kitctl.data.container import (PATH_MAP_ENV, adopt_image, choose_runtime, docker_spec, image_difference,
+                                   pull_image, to_host)
 from kitctl.data.execute import execute
 from kitctl.data.plan import DataPlan, make_plan
 from kitctl.data.recipes import load_recipe, recipe_names
 from kitctl.data.tokenize import Summary
-from kitctl.host.runtimes import DockerRuntime, docker_run_argv, shell_line
+from kitctl.host import registry
+from kitctl.host.runtimes import DockerRuntime, data_image_ref, docker_run_argv, image_present, shell_line
 
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
@@ -47,7 +51,7 @@ app.add_typer(data_app, name="data")
 
 
 def _say(line: str) -> None:
-    console.print(line, highlight=False, markup=False, soft_wrap=True)
+    console.print(to_host(line), highlight=False, markup=False, soft_wrap=True)
 
 
 @data_app.command("make")
@@ -74,10 +78,22 @@ def make(
                                           help="docker (the kit's data image; the default "
                                           "falls back to native when the image is missing) | native"),
     force: bool = typer.Option(False, "--force", help="hellaswag: replace an existing eval file that differs"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="an offline bundle (`kitctl bundle`): its dataset "
+                                          "(or, for hellaswag, its jsonl), tokenizer and data image; no network"),
+    image: Optional[str] = typer.Option(None, "--image", help="docker: REGISTRY/REPO pushed by `kitctl build "
+                                        "--push`: pull REPO:data instead of building (kit.yaml: pull_image)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (and the docker command) and stop"),
 ) -> None:
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
     cfg = config(writes=not dry_run)
+    if bundle is not None:
+        dataset, source, tokenizer_dir = _from_bundle(cfg, bundle, dataset, source, tokenizer_dir, runtime, dry_run)
+    pull = image or cfg.pull_image
+    if pull and (runtime or cfg.runtime) == "docker" and not dry_run:
+        pull_image(cfg, pull, _say)
+    elif image and (runtime or cfg.runtime) != "docker":
+        raise ConfigError("--image is the data image: with --runtime native it does nothing",
+                          "leave --image out, or use --runtime docker")
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
                      tokenizer_dir, shards, force=force)
@@ -93,7 +109,8 @@ def make(
     if rt == "docker":
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         plan.hf_home.mkdir(parents=True, exist_ok=True)
-        rc = DockerRuntime().run(docker_spec(plan, cfg), on_line=_say)
+        spec = docker_spec(plan, cfg)
+        rc = DockerRuntime().run(spec, on_line=lambda line: _say(to_host(line, spec.env[PATH_MAP_ENV])))
         if rc:
             raise KitError(f"kitctl data in the data image exited with {rc}", exit_code=130 if rc == 130 else 1)
         return
@@ -115,6 +132,42 @@ def make(
     _say(f"done: {summary.tokens:,} tokens, {summary.shards} shards, {format_duration(summary.seconds)}, "
          f"{summary.tok_per_s:,.0f} tok/s{resumed} -> {plan.out_dir} "
          f"({summary.total_tokens:,} tokens in {summary.total_shards} shards)")
+
+
+def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Path], tokenizer_dir: Optional[Path],
+                 runtime: Optional[str], dry_run: bool) -> tuple[Optional[str], Optional[Path], Optional[Path]]:
+    """DATASET, --source and --tokenizer-dir from the bundle (refusing a flag for what it holds); its data image
+    loaded when the docker runtime needs it."""
+    ub = use_bundle(bundle.absolute(), cfg.data_root, console)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if source is not None:
+        raise ConfigError("--source with --bundle: the input comes from the bundle", "leave --source or --bundle out")
+    if dataset == "hellaswag":
+        if ub.hellaswag is None:
+            raise ConfigError(f"the bundle {bundle} holds no HellaSwag file", "pack one (`kitctl bundle "
+                              "--hellaswag-source FILE`), or give it here without --bundle: --source FILE")
+        source = ub.hellaswag
+    else:
+        ds, ds_source = ub.dataset
+        if ds is None:
+            raise ConfigError(f"the bundle {bundle} holds no dataset (it was packed for "
+                              f"{ub.contents.get('dataset')}, whose input was not packed)",
+                              "pack it with `kitctl bundle --dataset ... --source FILES`, or give the files here "
+                              "without --bundle (--source FILES)")
+        packed = ub.contents.get("dataset")
+        if dataset is not None and dataset != packed:
+            raise ConfigError(f"DATASET {dataset} with --bundle: the bundle holds {packed}",
+                              "leave DATASET out to tokenize the bundle's, or leave --bundle out")
+        dataset, source = ds, ds_source
+    tok = tokenizer_dir or ub.tokenizer_dir
+    packed_image = ub.image("data")
+    if packed_image is not None and (runtime or cfg.runtime) == "docker" and not dry_run:
+        ref = data_image_ref(cfg)
+        if not image_present(ref) or image_difference(cfg, ref):
+            _say(f"$ docker load -i {packed_image[0]}")
+            registry.load(packed_image[0], _say)
+            adopt_image(cfg, str(packed_image[1].get("ref")), "loaded from the bundle", _say)
+    return dataset, source, tok
 
 
 class _Progress:

@@ -3,16 +3,51 @@ with ``--runtime native`` inside, the data root at ``/data``, inputs read-only, 
 choice of where to run when the image is missing."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
 from kitctl.data.plan import DataPlan
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE
+from kitctl.host import registry
 from kitctl.host.runtimes import ContainerSpec, Mount, data_image_ref, host_user, image_present
 
 CONTAINER_DATA = "/data"
+PATH_MAP_ENV = "LLMC_KIT_HOST_PATHS"     # {container path: host path}, set on the container: its kitctl says host paths
+# the recipe hash this kit's data image has (kitctl.images.build.data_recipe_hash, registered by kitctl/cli.py: the
+# images area is a sibling of data, so it is handed down from above)
+EXPECTED_DATA_HASH: list[Callable[[KitConfig], Optional[str]]] = []
+
+
+def to_host(text: str, raw: Optional[str] = None) -> str:
+    """``text`` with the container's mount points replaced by the host paths they show (``raw``: the JSON map,
+    default the environment's -- set inside the data image only): messages and manifests name paths the user
+    can open."""
+    raw = raw if raw is not None else os.environ.get(PATH_MAP_ENV)
+    if not raw:
+        return text
+    try:
+        mapping = json.loads(raw)
+    except ValueError:
+        return text
+    for inside in sorted(mapping, key=len, reverse=True):
+        text = text.replace(inside, mapping[inside])
+    return text
+
+
+def image_difference(cfg: KitConfig, ref: str, labels_of=registry.labels) -> Optional[str]:
+    """Why the present data image ``ref`` is not this kit's (its recipe hash differs), or None."""
+    if not EXPECTED_DATA_HASH:
+        return None
+    want = EXPECTED_DATA_HASH[0](cfg)
+    have = (labels_of(ref) or {}).get(registry.RECIPE_HASH)
+    if want is None or have == want:
+        return None
+    return (f"the {ref} image was built from another recipe (recipe hash {have or 'none'}, this kit's is {want}: "
+            "the kit's code, its pins or base_image changed since)")
 
 
 def _under(path: Path, root: Path) -> Optional[str]:
@@ -35,13 +70,16 @@ def choose_runtime(cfg: KitConfig, asked: Optional[str], dry_run: bool = False,
         return rt, None
     ref = data_image_ref(cfg)
     have = present(ref)
-    if have:
+    differs = image_difference(cfg, ref) if have else None
+    if have and not differs:
         return "docker", None
-    why = f"no {ref} image" if have is False else "Docker is not usable here (no docker CLI or no engine running)"
+    why = differs or (f"no {ref} image" if have is False else
+                      "Docker is not usable here (no docker CLI or no engine running)")
     if asked == "docker":
         raise ConfigError(f"--runtime docker: {why}",
-                          "build it with `kitctl build --target data` (CPU only, a few minutes), or run without "
-                          "the image: --runtime native")
+                          "build it with `kitctl build --target data` (CPU only, a few minutes), pull a pushed one "
+                          "(`kitctl build --target data --image REGISTRY/REPO`), or run without the image: "
+                          "--runtime native")
     return "native", (f"note: {why}; tokenizing natively with this kitctl instead (same output; "
                       "`kitctl build --target data` makes the image, --runtime native skips this check)")
 
@@ -57,7 +95,8 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, extra_args: Optional[list[str]] 
         mounts.append(Mount(Path(p), target, read_only=ro))
         return target
 
-    env = {"KIT_DATA_ROOT": CONTAINER_DATA, "KIT_RUNTIME": "native", "HOME": "/tmp"}
+    env = {"KIT_DATA_ROOT": CONTAINER_DATA, "KIT_RUNTIME": "native", "HOME": "/tmp", "HF_HUB_OFFLINE":
+           os.environ.get("HF_HUB_OFFLINE", "")}
     env["HF_HOME"] = env["KIT_HF_HOME"] = inside(plan.hf_home, "/hf")
     if plan.hf_endpoint:
         env["HF_ENDPOINT"] = env["KIT_MIRRORS__HF_ENDPOINT"] = plan.hf_endpoint
@@ -92,5 +131,27 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, extra_args: Optional[list[str]] 
     if plan.force:
         argv.append("--force")
     argv += ["--runtime", "native", *(extra_args or [])]
+    env = {k: v for k, v in env.items() if v}
+    env[PATH_MAP_ENV] = json.dumps({m.target: str(Path(m.source).absolute()) for m in mounts})
     return ContainerSpec(image=data_image_ref(cfg), argv=argv, mounts=mounts, env=env, workdir=CONTAINER_DATA,
                          user=host_user(), name=None)
+
+
+def adopt_image(cfg: KitConfig, ref: str, how: str, say: Callable[[str], None]) -> None:
+    """Make ``ref`` (pulled, or loaded from a bundle) the data image ``<image>:data``, if it is this kit's recipe."""
+    labels = registry.labels(ref) or {}
+    if labels.get("org.llmc-kit.stage") != "data":
+        raise ConfigError(f"{ref} is not a data image (org.llmc-kit.stage: {labels.get('org.llmc-kit.stage')!r})",
+                          "push the data image (`kitctl build --target data --push REPO`), or leave --image out")
+    differs = image_difference(cfg, ref)
+    if differs:
+        raise ConfigError(f"{how}: {differs}", "build and push the data image again with this kitctl "
+                          "(`kitctl build --target data --push REPO`), or run with --runtime native")
+    registry.tag(ref, data_image_ref(cfg))
+    say(f"data image: {ref} ({how}) is this kit's recipe; tagged {data_image_ref(cfg)}")
+
+
+def pull_image(cfg: KitConfig, ref: str, say: Callable[[str], None]) -> None:
+    remote = f"{registry.split_ref(ref)[0]}:data"
+    registry.pull(remote, say)
+    adopt_image(cfg, remote, "pulled", say)

@@ -15,6 +15,7 @@ from kitctl.data import hellaswag, hf, pretokenized
 from kitctl.data import manifest as mf
 from kitctl.data import sources as src
 from kitctl.data import tokenizer as tk
+from kitctl.data.container import to_host
 from kitctl.data.plan import DataPlan
 from kitctl.data.space import check_space
 from kitctl.data.tokenize import ProgressFn, Summary, make_shards
@@ -33,7 +34,7 @@ def prepare_env(plan: DataPlan) -> None:
 
 
 def run_identity(plan: DataPlan, source: src.Source, tok_sums: dict[str, str], revision: Optional[str]) -> mf.RunInfo:
-    return mf.RunInfo(source=source.description, source_fingerprint=source.fingerprint(), revision=revision,
+    return mf.RunInfo(source=to_host(source.description), source_fingerprint=source.fingerprint(), revision=revision,
                       tokenizer={"encoding": "gpt2", **tok_sums}, shard_size=plan.shard_size,
                       first_shard_size=plan.first_shard_size, kit_version=__version__, pins_sha256=pins_sha256())
 
@@ -108,7 +109,11 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
             jsonl = plan.data_root / "hellaswag" / "hellaswag_val.jsonl"
             if not jsonl.is_file():
                 hellaswag.download(plan.recipe.url, jsonl)
-        return hellaswag.build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)
+        n = hellaswag.build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)
+        warn = hellaswag.pin_warning(jsonl, n)
+        if warn:
+            log(f"warning: {warn}")
+        return n
     if plan.kind == "pretokenized":
         return pretokenized.fetch(plan, tok_sums, log=log)
     run = run_identity(plan, source, tok_sums, revision)

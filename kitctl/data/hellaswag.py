@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -183,8 +183,29 @@ def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     return info, out
 
 
-def download(url: str, dest: Path) -> Path:
-    """Fetch a file over HTTP to ``dest`` (atomically: a failed or stopped download leaves nothing there)."""
+def pin_warning(path: Path, n: int) -> Optional[str]:
+    """A warning naming both files when ``path`` is not the recipe's pinned HellaSwag val set (its sha256 and
+    example count, datasets/hellaswag.yaml); None when it is."""
+    from kitctl.core.files import sha256_file
+    from kitctl.data.recipes import load_recipe
+
+    r = load_recipe("hellaswag")
+    diffs = []
+    if r.examples and n != r.examples:
+        diffs.append(f"{n:,} example{'' if n == 1 else 's'}, the pinned file has {r.examples:,}")
+    if r.sha256:
+        got = sha256_file(Path(path))
+        if got != r.sha256:
+            diffs.append(f"sha256 {got[:16]}..., the pinned file's is {r.sha256[:16]}...")
+    if not diffs:
+        return None
+    return (f"{path} is not the pinned HellaSwag validation set ({r.url}): " + "; ".join(diffs)
+            + ". It is used as given, but its scores do not compare with GPT-2's published HellaSwag accuracy")
+
+
+def download(url: str, dest: Path, offline_hint: str = "--source") -> Path:
+    """Fetch a file over HTTP to ``dest`` (atomically: a failed or stopped download leaves nothing there).
+    ``offline_hint``: the flag of the command being run that gives the file locally."""
     import requests
 
     dest = Path(dest)
@@ -196,6 +217,7 @@ def download(url: str, dest: Path) -> Path:
                 for chunk in r.iter_content(1 << 20):
                     f.write(chunk)
     except requests.RequestException as e:
-        raise KitError(f"download of {url} failed: {type(e).__name__}: {str(e)[:200]}",
-                       "offline? download it elsewhere and pass the file with --source") from None
+        raise KitError(f"download of {url} failed: {type(e).__name__}: {e}",
+                       f"offline? download {url} on a box with network and pass the file with {offline_hint}, "
+                       "or bring everything with `kitctl bundle --out FILE` and use --bundle FILE") from None
     return dest

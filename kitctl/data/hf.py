@@ -2,6 +2,7 @@
 revision, downloaded into the HF cache on the data root or read in place over HTTP (``--stream``)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -9,6 +10,17 @@ from typing import Optional
 from kitctl.core.errors import KitError
 from kitctl.data.recipes import Recipe
 from kitctl.data.sources import FilesSource
+
+
+def offline_hint() -> str:
+    """Every way around an unreachable hub, naming the endpoint actually used (a garbage HF_ENDPOINT shows)."""
+    ep = os.environ.get("HF_ENDPOINT")
+    where = (f"HF_ENDPOINT is {ep!r} (from the environment or mirrors.hf_endpoint in kit.yaml): check that it is "
+             "a reachable HuggingFace mirror URL, or unset it; " if ep else
+             "huggingface.co unreachable? set HF_ENDPOINT or mirrors.hf_endpoint in kit.yaml to a mirror (e.g. "
+             "https://hf-mirror.com); ")
+    return (where + "offline: give the downloaded parquet files with --source (or as DATASET), or bring them in "
+            "a bundle (`kitctl bundle --out FILE --source FILES` on a box with network, then --bundle FILE)")
 
 
 def resolve_revision(repo: str, rev: str) -> str:
@@ -35,10 +47,8 @@ def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) ->
     try:
         names = list_files(repo, revision)
     except Exception as e:
-        raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {type(e).__name__}: "
-                       f"{str(e)[:200]}",
-                       "check the network, or set mirrors.hf_endpoint in kit.yaml (e.g. https://hf-mirror.com); "
-                       "offline, give the downloaded parquet files as DATASET") from None
+        raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {type(e).__name__}: {e}",
+                       offline_hint()) from None
     files = sorted(n for n in names if fnmatch.fnmatch(n, pattern) and n.endswith(".parquet"))
     if not files:
         raise KitError(f"{repo}@{revision[:12]} has no parquet files matching {pattern}")
@@ -71,6 +81,6 @@ def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None,
     try:
         root = Path(download(recipe.repo, rev, [recipe.data_files]))
     except Exception as e:
-        raise KitError(f"download of {recipe.repo}@{rev[:12]} failed: {type(e).__name__}: {str(e)[:300]}",
-                       "re-run the same command to continue the download; or set mirrors.hf_endpoint") from None
+        raise KitError(f"download of {recipe.repo}@{rev[:12]} failed: {type(e).__name__}: {e}",
+                       "re-run the same command to continue the download; " + offline_hint()) from None
     return FilesSource([root / f for f in files], description=desc, fingerprint_extra=fp, hash_content=False)

@@ -14,6 +14,7 @@ from kitctl import __version__
 from kitctl.core.files import atomic_output, sha256_file
 from kitctl.core.pins import pins_sha256
 from kitctl.core.errors import KitError
+from kitctl.data.hf import offline_hint
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -60,8 +61,8 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
                 try:
                     got = download(n)
                 except Exception as e:
-                    raise KitError(f"download of {n} failed: {type(e).__name__}: {str(e)[:200]}",
-                                   "re-run to continue; or set mirrors.hf_endpoint; or --source DIR") from None
+                    raise KitError(f"download of {n} failed: {type(e).__name__}: {e}",
+                                   "re-run to continue; " + offline_hint()) from None
                 _place(Path(got), out / n)
         origin = f"{r.repo}@{rev}"
     shards = []

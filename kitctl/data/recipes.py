@@ -31,6 +31,7 @@ class Recipe(UserData):
     data_files: Optional[str] = None            # glob of the config's parquet files inside the repo
     url: Optional[str] = None                   # text / hellaswag: where to download the file
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")   # of the downloaded file
+    examples: Optional[int] = Field(None, ge=1)  # hellaswag: the examples the pinned file holds
     split_on: Optional[str] = None              # txt: split into documents on this separator (llm.c quirk kept)
     first_shard_tokens: Optional[int] = Field(None, ge=1)
     shard_size: Optional[int] = Field(None, ge=1)

@@ -20,6 +20,13 @@ from kitctl.images.inputs import check_ca_bundle
 from kitctl.images.request import BuildRequest
 
 
+OFFLINE_BUILD = ("Docker Hub unreachable: set mirrors.registry in kit.yaml to a Docker Hub mirror, or use "
+                 "`provider: wheels` with a base_image you can pull, or pull a pushed image instead of building "
+                 "(--image REGISTRY/REPO, kit.yaml pull_image), or load one from a bundle (--bundle FILE); apt or "
+                 "PyPI unreachable: mirrors.apt / mirrors.pip_index; GitHub (llm.c) unreachable: mirrors.llmc_src "
+                 "or --llmc-src (docs/images.md, 'Across a firewall')")
+
+
 def tags(req: BuildRequest, ctx: Context, target: Optional[str] = None) -> list[str]:
     """The tags a build of ``target`` gets: a content tag and, for runtime and data, the moving one."""
     t = target or req.target
@@ -81,8 +88,7 @@ def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
         raise KeyboardInterrupt
     if res.returncode != 0:
         raise KitError(f"docker build of target {t} failed (exit {res.returncode}):\n" + "\n".join(res.tail),
-                       "read the last step above; behind a TLS proxy pass --ca-cert, behind a firewall set "
-                       "mirrors.* in kit.yaml (docs/images.md)")
+                       "read the last step above; behind a TLS proxy pass --ca-cert; " + OFFLINE_BUILD)
     return tags(req, ctx, t)
 
 
@@ -94,3 +100,37 @@ def build_data_image(cfg: KitConfig, *, base_image: Optional[str] = None, ca_cer
                                    ca_cert=ca_cert, build_dir=build_dir, archs=[75])
     ctx = prepare_context(req)
     return build(req, ctx, on_line=on_line or (lambda _l: None))[-1]
+
+
+def expected_labels(req: BuildRequest, ctx: Optional[Context], target: str) -> dict[str, str]:
+    """The recipe labels an image of ``target`` for this request carries (the recipe hash only when ``ctx`` was
+    prepared with llm.c's source: without it the hash is another one)."""
+    from kitctl.images.render import image_labels
+
+    lab = image_labels(req, target)
+    if ctx is not None and ctx.llmc_label:
+        lab["org.llmc-kit.recipe-hash"] = ctx.hashes[target]
+    return lab
+
+
+def tag_latest(req: BuildRequest, tag: str) -> str:
+    """Point ``<image>:latest`` (what train runs) at ``tag``."""
+    from kitctl.host import registry
+
+    latest = f"{req.image}:latest"
+    if tag != latest:
+        registry.tag(tag, latest)
+    return latest
+
+
+def data_recipe_hash(cfg: KitConfig) -> Optional[str]:
+    """The recipe hash a data image built by this kit with ``cfg`` carries (None when it cannot be rendered).
+    Registered as kitctl.data.container's hook by kitctl/cli.py: data cannot import images."""
+    from kitctl.images.context import recipe_hash
+    from kitctl.images.render import render
+
+    try:
+        req = BuildRequest.from_config(cfg, target="data", archs=[75])
+        return recipe_hash(req, render(req))["data"]
+    except Exception:      # an unusable config: `kitctl build` says why; the data image is then judged by presence
+        return None

@@ -17,7 +17,9 @@ from kitctl.core.validate import checked
 from kitctl.host import compose, docker_disk, doctor as doc
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, query
 from kitctl.host.runtimes import NativeRuntime, runtime_image_ref, shell_line
+from kitctl.core.bundle import use_bundle
 from kitctl.images import build as builder
+from kitctl.images import move as images_move
 from kitctl.images import inputs, llmc_source, native_build
 from kitctl.images import smoke as sm
 from kitctl.images.context import prepare_context
@@ -64,11 +66,29 @@ def build(
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV of the target machine: --arch auto and its driver's CUDA"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore the layer cache (downloads stay cached)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands, build nothing"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="an offline bundle (`kitctl bundle`): load its "
+                                          "images (docker), or build from its llm.c source (native); no network"),
+    push: Optional[str] = typer.Option(None, "--push", help="REGISTRY/REPO: push the built images there (their "
+                                       "recipe tags); the digests go to <data_root>/images/pushed.json"),
+    image: Optional[str] = typer.Option(None, "--image", help="REGISTRY/REPO[:TAG]: pull this image instead of "
+                                        "building (its recipe labels are checked); kit.yaml: pull_image"),
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
     cfg = config(writes=not dry_run)
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
+    ub = use_bundle(bundle.absolute(), cfg.data_root, console) if bundle is not None else None
+    if ub is not None:
+        for flag, mine, packed in (("--llmc-src", llmc_src, ub.llmc_src),
+                                   ("--cudnn-frontend", cudnn_frontend, ub.cudnn_frontend)):
+            if mine is not None and packed is not None:
+                raise ConfigError(f"{flag} with --bundle: the bundle holds that input already",
+                                  f"leave {flag} out, or leave --bundle out")
+        llmc_src, cudnn_frontend = llmc_src or ub.llmc_src, cudnn_frontend or ub.cudnn_frontend
+    pull_ref = image or cfg.pull_image
+    if (runtime or cfg.runtime) == "native" and (push or pull_ref):
+        raise ConfigError("--push / --image move images: with --runtime native there is none",
+                          "leave them out, or build with --runtime docker")
     if (runtime or cfg.runtime) == "native":
         _build_native(archs, llmc_src, out, cudnn, cudnn_frontend, dry_run)
         return
@@ -77,9 +97,9 @@ def build(
                                    base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
                                    build_dir=build_dir, driver_cuda=driver_cuda(gpus))
     _notes(req)
-    would_download = dry_run and not (llmc_src or cfg.mirrors.llmc_src)
+    would_download = (dry_run or bool(pull_ref)) and not (llmc_src or cfg.mirrors.llmc_src)
     ctx = prepare_context(req, fetch_source=False if would_download else None)
-    if would_download:   # a dry run never downloads; the tag's hash then lacks the llm.c digest
+    if would_download and not pull_ref:   # a dry run never downloads; the tag's hash then lacks the llm.c digest
         pin = pins.load().llmc
         console.print(f"dry run: llm.c {pin.commit[:7]} would be downloaded from "
                       f"{pin.tarball_url.format(commit=pin.commit)} (sha256 {pin.tarball_sha256[:12]}…) "
@@ -91,9 +111,28 @@ def build(
         err_console.print(f"note: {len(ctx.llmc_left_out)} entries of the llm.c checkout were left out of the "
                           f"build context (only sources and scripts enter it): {', '.join(ctx.llmc_left_out[:6])}"
                           + (" ..." if len(ctx.llmc_left_out) > 6 else ""), markup=False, highlight=False)
+    if pull_ref or (ub is not None and ub.image("runtime")):
+        if push:
+            raise ConfigError("--push with --image/--bundle: nothing is built here to push",
+                              "push from the box that builds (`kitctl build --push REGISTRY/REPO`)")
+        for t in targets:
+            if pull_ref:
+                got = images_move.pull_checked(req, ctx, t, pull_ref, dry_run=dry_run,
+                                               on_line=lambda line: print(line, file=sys.stderr, flush=True))
+            else:
+                assert ub is not None
+                got = images_move.load_checked(req, ctx, t, ub, dry_run=dry_run,
+                                               on_line=lambda line: print(line, file=sys.stderr, flush=True))
+            console.print(got, highlight=False, markup=False, soft_wrap=True)
+        return
     if dry_run:
         for t in targets:
             print(shell_line(builder.build_argv(req, ctx, t, cache=not no_cache)))
+        if push:
+            for t in targets:
+                for local, remote in images_move.push_refs(req, ctx, t, push):
+                    print(shell_line(["docker", "tag", local, remote]))
+                    print(shell_line(["docker", "push", remote]))
         return
     for t in targets:
         start = time.monotonic()
@@ -102,6 +141,10 @@ def build(
         tags = builder.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
                              cache=not no_cache)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
+        if push:
+            for pushed, digest in images_move.push(cfg, req, ctx, t, push,
+                                                   on_line=lambda line: print(line, file=sys.stderr, flush=True)):
+                console.print(f"pushed {pushed} ({digest})", highlight=False, markup=False, soft_wrap=True)
     console.print(docker_disk.build_report(docker_disk.query()), highlight=False, markup=False, soft_wrap=True)
     env = compose.write_env(cfg, gpus=len(gpus))
     console.print(f"wrote {env} for docker compose, e.g.:", highlight=False)

@@ -121,6 +121,26 @@ def _download(url: str, to: Path, ca_cert: Optional[Path]) -> None:
                        "mirrors.llmc_src in kit.yaml") from None
 
 
+def download_tarball(spec: Optional[str], to: Path, ca_cert: Optional[Path] = None) -> Path:
+    """Download llm.c's tarball (``spec`` a URL, default the pinned one) to ``to`` and check it against the pin."""
+    pin = pins.pins()["llmc"]
+    url = spec or pin["tarball_url"].format(commit=pin["commit"])
+    _download(url, to, ca_cert)
+    check_tarball(to, url)
+    return to
+
+
+def check_tarball(path: Path, origin: Optional[str] = None) -> str:
+    """The tarball's sha256, refused (exit 2) unless it is the pinned one."""
+    pin = pins.pins()["llmc"]
+    got = sha256_file(path)
+    if got != pin["tarball_sha256"]:
+        raise KitError(f"llm.c tarball {origin or path} has sha256 {got[:16]}..., the pin is "
+                       f"{pin['tarball_sha256'][:16]}...",
+                       f"use the tarball of commit {pin['commit']} (docker/versions.yaml)", exit_code=2)
+    return got
+
+
 def _git_head(path: Path) -> Optional[str]:
     if not (path / ".git").exists():
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -11,12 +12,14 @@ import typer
 from rich.table import Table
 
 from kitctl.core import validate
+from kitctl.core.bundle import use_bundle
 from kitctl.core.config import user_config_path
-from kitctl.core.context import config, config_source, console
+from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
 from kitctl.pipeline.demo import run_demo
-from kitctl.pipeline.inputs import ReproduceOptions
+from kitctl.pipeline.bundle import PackOptions, pack
+from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 from kitctl.pipeline.reproduce import make_forecast, run_pipeline
 from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
 
@@ -48,6 +51,43 @@ def demo(
 
 
 _HELP_RUNTIME = "docker (the kit's images) or native (host CUDA/MPI + the native build); default: kit.yaml's"
+
+
+def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False):
+    """Verify and unpack the bundle; its members become the inputs; nothing may touch the network."""
+    ub = use_bundle(bundle.absolute(), cfg.data_root, err_console if quiet else console)
+    os.environ["HF_HUB_OFFLINE"] = "1"          # no HF library call may reach the hub
+    if not quiet:
+        console.print(f"bundle {bundle}: {len(ub.manifest.members)} members verified, unpacked at {ub.root}",
+                      highlight=False, markup=False, soft_wrap=True)
+    cfg = cfg.model_copy(update={"tokenizer_dir": ub.tokenizer_dir or cfg.tokenizer_dir})
+    return cfg, apply_bundle(opts, ub)
+
+
+@app.command("bundle")
+def bundle_cmd(
+    out: Path = typer.Option(..., "--out", help="the bundle file to write (one uncompressed tar, manifest.json "
+                             "first)"),
+    preset: str = typer.Option("gpt2-124m", "--preset", help="the preset whose dataset is packed by default"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="a recipe or local parquet/jsonl/txt files "
+                                          "(default: the preset's); local files are packed"),
+    source: Optional[Path] = typer.Option(None, "--source", help="the recipe's input as local files (downloaded "
+                                          "parquet, a folder of ready shards): packed"),
+    hellaswag_source: Optional[Path] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
+                                                    "(default: <data_root>/hellaswag/hellaswag_val.jsonl, else "
+                                                    "downloaded)"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL (default "
+                                           "mirrors.llmc_src, else the pinned GitHub tarball)"),
+    cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native builds: cudnn-frontend "
+                                                  "include dir to pack"),
+    images: bool = typer.Option(True, "--images/--no-images", help="pack the runtime (and data) image with docker "
+                                "save"),
+) -> None:
+    """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
+    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
+                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images)
+    pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
+    console.print(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}", highlight=False)
 
 
 @app.command(context_settings={"help_option_names": ["--help"]})
@@ -84,6 +124,12 @@ def reproduce(
     price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="adds the cost: GPUs x hours x price"),
     tune: Optional[bool] = typer.Option(None, "--tune/--no-tune", help="measure B x recompute first: default only "
                                         "without a tune cache and when it costs <= 2% of the training forecast"),
+    image: Optional[str] = typer.Option(None, "--image", help="docker: REGISTRY/REPO[:TAG] pushed by `kitctl build "
+                                        "--push`: the build stage pulls it instead of building (kit.yaml: "
+                                        "pull_image)"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="an offline bundle (`kitctl bundle --out FILE`): "
+                                          "verified, unpacked under <data_root>/bundles, its members used; nothing "
+                                          "is downloaded"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (stages, disk, download, time); run nothing"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: the plan as JSON"),
 ) -> None:
@@ -103,6 +149,9 @@ def reproduce(
                           "here) or `kitctl init --user --data-root /big/disk` (every folder); `kitctl reproduce "
                           "--dry-run` plans without one")
     cfg = config(writes=not dry_run)
+    if image is not None:
+        validate.docker_ref(image, "--image")
+        cfg = cfg.model_copy(update={"pull_image": image})
     opts = ReproduceOptions(
         preset=preset, name=name, dataset=dataset, source=source.absolute() if source else None,
         hellaswag_source=hellaswag_source.absolute() if hellaswag_source else None, stream=stream,
@@ -110,6 +159,11 @@ def reproduce(
         binary=binary.absolute() if binary else None, llmc_src=llmc_src, cudnn_frontend=cudnn_frontend,
         mpirun=mpirun, inventory=inventory, cpus=cpus, net_mbps=net_mbps, price_per_gpu_hour=price,
         tune={None: "auto", True: "on", False: "off"}[tune], passthrough=tuple(passthrough or ()))
+    if image is not None and opts.runtime != "docker":
+        raise ConfigError("--image is a docker image: with --runtime native it does nothing",
+                          "leave --image out, or use --runtime docker")
+    if bundle is not None:
+        cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json)
     g, fc = make_forecast(cfg, opts)
     if as_json:
         sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")

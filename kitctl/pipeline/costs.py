@@ -16,6 +16,7 @@ class _BuildCost(UserData):
     download_bytes: int
     disk_bytes: int
     source: str
+    pull_bytes: int = 0          # the runtime image pulled from a registry instead (`kitctl build --push` elsewhere)
 
 
 class _DataCost(UserData):
@@ -62,6 +63,7 @@ class _ReportCost(UserData):
 
 class Costs(UserData):
     preflight_seconds: tuple[float, float]
+    bundle_load_seconds: tuple[float, float] = (20, 180)
     build: dict[str, _BuildCost]
     data: _DataCost
     hellaswag: _HellaswagCost

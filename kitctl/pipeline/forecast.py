@@ -41,6 +41,8 @@ class BuildInput:
     exists: bool                    # a matching build is there already
     detail: str
     local_source: bool = False      # llm.c's source is a local checkout / tarball (nothing to download for it)
+    bundled: bool = False           # the image comes from an offline bundle (docker load: no download)
+    pulled: bool = False            # the image is pulled from a registry (pull_image / --image) instead of built
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Forecast:
     price_per_gpu_hour: Optional[float] = None
     tune_steps: Optional[tuple[int, int]] = None     # (steps, warmup) when the tune stage runs
     notes: list[str] = field(default_factory=list)
+    overlap: tuple[float, float, float] = (0.0, 0.0, 0.0)   # the dataset download running while the image builds
 
     def stage(self, name: str) -> StageForecast:
         return next(s for s in self.stages if s.name == name)
@@ -165,6 +168,12 @@ class Forecast:
         return sum(s.high for s in self.stages)
 
     @property
+    def first_step_seconds(self) -> float:
+        """Until training's first step: every stage before train (the data stage already less the overlap)."""
+        i = [s.name for s in self.stages].index("train")
+        return sum(s.seconds for s in self.stages[:i])
+
+    @property
     def download_bytes(self) -> int:
         return sum(s.download_bytes for s in self.stages)
 
@@ -175,8 +184,12 @@ class Forecast:
     def as_json(self) -> dict:
         """``{"stages": [{"name", "disk_bytes", "docker_bytes", "download_bytes", "seconds", ...}], "total":
         {"disk_bytes", "docker_bytes", "seconds"}}`` (the stages carry a few more keys: range, status, detail,
-        cost). ``disk_bytes`` is the data root's, ``docker_bytes`` Docker's storage (its own disk, often another)."""
-        return {"stages": [s.as_json() for s in self.stages],
+        cost; the data stage ``overlap_seconds``: its download time that runs during the build). ``disk_bytes`` is
+        the data root's, ``docker_bytes`` Docker's storage (its own disk, often another)."""
+        stages = [s.as_json() for s in self.stages]
+        if self.overlap[0]:
+            next(s for s in stages if s["name"] == "data")["overlap_seconds"] = round(self.overlap[0], 1)
+        return {"stages": stages,
                 "total": {"disk_bytes": int(self.disk_bytes), "docker_bytes": int(self.docker_bytes),
                           "seconds": round(self.seconds, 1)}}
 
@@ -312,17 +325,59 @@ def data_forecast(d: DataInput, box: Box) -> StageForecast:
     return _stage("data", status, disk, d.download_bytes, _mid(lo, hi), f"{d.description}: " + "; ".join(parts))
 
 
+def _download_seconds(nbytes: int, box: Box) -> tuple[float, float, float]:
+    net = [box.net_bytes_per_s * e for e in costs().data.download_efficiency]
+    return _mid(nbytes / net[1], nbytes / net[0])
+
+
+def _pull_instead(inp: Inputs, build: StageForecast) -> str:
+    """What building costs on this (GPU) box, and what pulling a pushed image would take instead."""
+    pull = costs().build[inp.build.kind].pull_bytes
+    pull_s = _download_seconds(pull, inp.box)[0]
+    idle = f"builds here with {inp.box.gpus} GPU(s) idle for ~{format_duration(build.seconds)}"
+    if inp.price_per_gpu_hour is not None:
+        idle += f" (${build.seconds / 3600 * inp.box.gpus * inp.price_per_gpu_hour:,.2f})"
+    saved = max(0.0, build.seconds - pull_s)
+    return (f"{idle}; pulling an image pushed from a CPU box (`kitctl build --push REGISTRY/REPO` there, --image "
+            f"here) takes ~{format_duration(pull_s)} for ~{pull / 1e9:.1f} GB, ~{format_duration(saved)} sooner")
+
+
+def _overlap(inp: Inputs, build: StageForecast, data: StageForecast) -> tuple[tuple[float, float, float], list[str]]:
+    """The dataset download runs while the image builds (they share nothing): the shorter of the two is hidden."""
+    if build.status != "to do" or not data.download_bytes or inp.build.bundled or inp.build.pulled \
+            or inp.build.kind == "native":
+        return (0.0, 0.0, 0.0), []
+    dl = _download_seconds(data.download_bytes, inp.box)
+    ov = (min(build.seconds, dl[0], data.seconds), min(build.low, dl[1], data.low), min(build.high, dl[2], data.high))
+    return ov, [f"the dataset download (~{format_duration(dl[0])}) runs while the image builds "
+                f"(~{format_duration(build.seconds)}; they share nothing): ~{format_duration(ov[0])} of overlap, "
+                "counted once in the total and in the time to the first step"]
+
+
 def plan_stages(inp: Inputs) -> Forecast:
     """Every stage of the pipeline with its disk, download and time (see the module docstring)."""
     c = costs()
     stages = [_stage("preflight", "to do", 0, 0, _mid(*c.preflight_seconds), "kitctl doctor + the disk this plan needs")]
     b = c.build[inp.build.kind]
-    stages.append(_stage("build", "done" if inp.build.exists else "to do", b.disk_bytes,
-                         0 if inp.build.exists or (inp.build.local_source and inp.build.kind == "native")
-                         else b.download_bytes,
-                         (0, 0, 0) if inp.build.exists else _mid(*b.seconds), inp.build.detail,
-                         on_data_root=inp.build.kind == "native"))
+    if inp.build.pulled and not inp.build.exists:
+        stages.append(_stage("build", "to do", b.disk_bytes, b.pull_bytes, _download_seconds(b.pull_bytes, inp.box),
+                             inp.build.detail, on_data_root=False))
+    else:
+        stages.append(_stage("build", "done" if inp.build.exists else "to do", b.disk_bytes,
+                             0 if inp.build.exists or inp.build.bundled
+                             or (inp.build.local_source and inp.build.kind == "native") else b.download_bytes,
+                             (0, 0, 0) if inp.build.exists
+                             else _mid(*(c.bundle_load_seconds if inp.build.bundled else b.seconds)),
+                             inp.build.detail, on_data_root=inp.build.kind == "native"))
+    build = stages[-1]
     stages.append(data_forecast(inp.data, inp.box))
+    overlap, notes = _overlap(inp, build, stages[-1])
+    if overlap[0]:      # the data stage starts with that much of its download done
+        d = stages[-1]
+        d.seconds, d.low, d.high = d.seconds - overlap[0], d.low - overlap[1], d.high - overlap[2]
+        d.detail += f"; ~{format_duration(overlap[0])} of the download runs during the build"
+    if build.status == "to do" and inp.build.kind != "native" and not (inp.build.bundled or inp.build.pulled):
+        build.detail += "; " + _pull_instead(inp, build)
     h = inp.hellaswag
     hs_disk = (c.hellaswag.jsonl_bytes if h.download_bytes else 0) + h.examples * c.hellaswag.bin_bytes_per_example
     stages.append(_stage("hellaswag", "done" if h.exists else "to do", hs_disk, 0 if h.exists else h.download_bytes,
@@ -334,7 +389,7 @@ def plan_stages(inp: Inputs) -> Forecast:
     stages.append(_stage("report", "done" if inp.report_exists else "to do", c.report.disk_bytes, 0,
                          (0, 0, 0) if inp.report_exists else _mid(*c.report.seconds),
                          "report.html: loss + HellaSwag curves vs GPT-2 124M"))
-    fc = Forecast(stages, inp.box, inp.price_per_gpu_hour, tune_steps)
+    fc = Forecast(stages, inp.box, inp.price_per_gpu_hour, tune_steps, notes, overlap)
     if inp.price_per_gpu_hour is not None:
         for s in stages:
             s.cost = (s.seconds if math.isfinite(s.seconds) else 0.0) / 3600 * inp.box.gpus * inp.price_per_gpu_hour

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core.bundle import Unpacked
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import free_bytes
@@ -71,12 +72,49 @@ class ReproduceOptions:
     price_per_gpu_hour: Optional[float] = None
     tune: str = "auto"
     passthrough: tuple[str, ...] = ()
+    bundle: Optional[Unpacked] = None        # --bundle: the unpacked, verified offline bundle
 
     def key(self) -> dict:
         """What a re-run of the same command must repeat to continue this run folder."""
         return {"preset": self.preset, "dataset": self.dataset, "source": str(self.source) if self.source else None,
                 "runtime": self.runtime, "gpus": self.gpus, "steps": self.steps, "shard_size": self.shard_size,
                 "stream": self.stream, "passthrough": list(self.passthrough)}
+
+
+def apply_bundle(opts: ReproduceOptions, ub: Unpacked) -> ReproduceOptions:
+    """The options with the bundle's members as the inputs they replace. A flag for an input the bundle holds
+    does nothing, so it is refused (exit 2)."""
+    ds, ds_source = ub.dataset
+    given = {"--source": (opts.source, ds_source), "--hellaswag-source": (opts.hellaswag_source, ub.hellaswag),
+             "--llmc-src": (opts.llmc_src, ub.llmc_src), "--cudnn-frontend": (opts.cudnn_frontend, ub.cudnn_frontend)}
+    for flag, (mine, packed) in given.items():
+        if mine is not None and packed is not None:
+            raise ConfigError(f"{flag} with --bundle: the bundle {ub.source} holds that input already",
+                              f"leave {flag} out (the bundle's copy is used), or leave --bundle out")
+    if ds is not None and opts.dataset is not None and opts.dataset != ub.contents.get("dataset"):
+        raise ConfigError(f"--dataset {opts.dataset} with --bundle: the bundle {ub.source} holds the dataset "
+                          f"{ub.contents.get('dataset')}", "leave --dataset out to use the bundle's, or leave "
+                          "--bundle out")
+    return dataclasses.replace(
+        opts, dataset=ds or opts.dataset or ub.contents.get("dataset"), source=ds_source or opts.source,
+        hellaswag_source=ub.hellaswag or opts.hellaswag_source, llmc_src=ub.llmc_src or opts.llmc_src,
+        cudnn_frontend=ub.cudnn_frontend or opts.cudnn_frontend, bundle=ub)
+
+
+def check_offline(opts: ReproduceOptions, f: fc.Forecast) -> None:
+    """With --bundle nothing may be downloaded: a stage that would is refused, with what brings its input."""
+    if opts.bundle is None:
+        return
+    ways = {"build": "pack the images into the bundle (leave --no-images out), or pull a pushed image (--image "
+                     "REGISTRY/REPO), or --runtime native",
+            "data": "pack the dataset into the bundle (`kitctl bundle --dataset ... --source FILES`), or give its "
+                    "files here with --source",
+            "hellaswag": "pack it into the bundle (`kitctl bundle --hellaswag-source FILE`)"}
+    for s in f.stages:
+        if s.download_bytes > 0 and s.status != "done":
+            raise ConfigError(f"--bundle {opts.bundle.source}: the {s.name} stage would download "
+                              f"{s.download_bytes / 1e9:.2f} GB ({s.detail}), and a bundle run never touches the "
+                              "network", ways.get(s.name, "bring that input in the bundle"))
 
 
 @dataclass
@@ -278,6 +316,13 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[
     ref = runtime_image_ref(cfg)
     if inspect_image(ref).id:
         return fc.BuildInput(cfg.provider, True, f"image {ref} found (its recipe hash is re-checked when run)")
+    packed = opts.bundle.image("runtime") if opts.bundle is not None else None
+    if packed is not None:
+        return fc.BuildInput(cfg.provider, False, f"load {packed[1].get('ref')} from the bundle (docker load, "
+                             "recipe labels checked)", True, bundled=True)
+    if cfg.pull_image:
+        return fc.BuildInput(cfg.provider, False, f"pull {cfg.pull_image} (pushed by `kitctl build --push`; recipe "
+                             f"labels checked) as {ref}: nothing built here", pulled=True)
     return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")
 
 

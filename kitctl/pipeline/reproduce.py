@@ -25,7 +25,7 @@ from kitctl.core.pipeline_state import FILENAME, FINISHED, STAGES, PipelineState
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.pipeline import forecast as fc
 from kitctl.pipeline import stages as st
-from kitctl.pipeline.inputs import Gathered, ReproduceOptions, gather
+from kitctl.pipeline.inputs import Gathered, ReproduceOptions, check_offline, gather
 
 SAVE_EVERY_S = 2.0        # progress writes of reproduce.json at most this often
 TRAIN_POLL_S = 5.0        # how often the train stage's progress is read from main.log
@@ -35,7 +35,8 @@ def make_forecast(cfg, opts: ReproduceOptions) -> tuple[Gathered, fc.Forecast]:
     """The whole plan, read-only: what each stage will need (disk, download, time)."""
     g = gather(cfg, opts)
     f = fc.plan_stages(g.inputs)
-    f.notes = g.notes
+    f.notes = [*g.notes, *f.notes]
+    check_offline(opts, f)
     return g, f
 
 
@@ -129,6 +130,7 @@ def run_pipeline(cfg, opts: ReproduceOptions, console: Console, argv: list[str],
     interrupt (exit 130) after recording it."""
     sf = open_state(g.run_dir, opts, argv)
     state = sf.state
+    prefetch = st.Prefetch(g.data_plan)
     with TerminationAsInterrupt():
         for name in STAGES:
             s = state.stage(name)
@@ -137,12 +139,14 @@ def run_pipeline(cfg, opts: ReproduceOptions, console: Console, argv: list[str],
                 continue
             if name in ("tune", "train"):   # plan on the real shards now (and, for train, the new tune cache)
                 g, f = make_forecast(cfg, opts)
-            _run_stage(cfg, opts, console, g, f, sf, s)
+            if name == "build" and f.overlap[0] and state.stage("data").status not in FINISHED:
+                prefetch.start(lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+            _run_stage(cfg, opts, console, g, f, sf, s, prefetch)
     return state
 
 
 def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc.Forecast, sf: _StateFile,
-               s: StageState) -> None:
+               s: StageState, prefetch: Optional[st.Prefetch] = None) -> None:
     planned = f.stage(s.name)
     s.status, s.sessions, s.started = "running", s.sessions + 1, s.started or now_iso()  # type: ignore[assignment]
     s.ended, s.log = None, f"logs/{s.name}.log"
@@ -168,6 +172,9 @@ def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc
                 res = st.train(ctx)
         elif s.name == "preflight":
             res = st.preflight(ctx, data_done_bytes(g))
+        elif s.name == "data" and prefetch is not None:
+            prefetch.wait(log.say)
+            res = st.data(ctx)
         else:
             res = getattr(st, s.name)(ctx)
     except KeyboardInterrupt:

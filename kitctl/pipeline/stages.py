@@ -20,20 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional, cast
+from typing import IO, Any, Callable, Optional, cast
 
 from rich.console import Console
 
 from kitctl.core import proc
 from kitctl.core.config import KitConfig
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.progress import format_duration
-from kitctl.data.execute import execute
+from kitctl.data import hf
+from kitctl.data.execute import execute, prepare_env
+from kitctl.data.plan import DataPlan
 from kitctl.host import doctor, docker_disk
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
+from kitctl.images import move as images_move
 from kitctl.images.context import prepare_context
 from kitctl.images.request import BuildRequest
 from kitctl.observe.report import write_report
@@ -160,16 +164,81 @@ def build(ctx: StageContext) -> Result:
                        hint=f"the compiler output is in {ctx.log.path}; docs/images.md")
         return Result("done", f"built {', '.join(native_build.BINARIES)} for sm {','.join(map(str, archs))} in {dest}")
     req = BuildRequest.from_config(cfg, archs=archs, target="runtime", llmc_src=opts.llmc_src)
-    bctx = prepare_context(req)
+    pulling = bool(cfg.pull_image) and not (opts.bundle and opts.bundle.image("runtime"))
+    bctx = prepare_context(req, fetch_source=False if pulling and not (opts.llmc_src or cfg.mirrors.llmc_src)
+                           else None)      # a pull needs no llm.c source (nor GitHub)
     tag = image_build.tags(req, bctx, "runtime")[0]
     if inspect_image(tag).id:
         return Result("skipped", f"image {tag} exists (same recipe hash)")
+    packed = opts.bundle.image("runtime") if opts.bundle is not None else None
+    if packed is not None:
+        return _load_bundled(ctx, packed[0], tag, req, bctx)
+    if pulling:
+        assert cfg.pull_image
+        said = images_move.pull_checked(req, bctx, "runtime", cfg.pull_image, on_line=ctx.log.line)
+        ctx.log.say(said)
+        return Result("done", said)
     ctx.log.say("$ " + " ".join(image_build.build_argv(req, bctx, "runtime")))
     tags = image_build.build(req, bctx, "runtime", on_line=ctx.log.line)
     return Result("done", f"built {' '.join(tags)}")
 
 
+def _load_bundled(ctx: StageContext, tar: Path, tag: str, req: BuildRequest, bctx) -> Result:
+    """docker load the bundle's runtime image; it must be this plan's recipe (else what differs is said)."""
+    assert ctx.opts.bundle is not None
+    ctx.log.say(f"$ docker load -i {tar}")
+    ctx.log.say(images_move.load_checked(req, bctx, "runtime", ctx.opts.bundle, on_line=ctx.log.line))
+    if not inspect_image(tag).id:
+        raise ConfigError(f"the bundle's image is not {tag}, the image this plan needs",
+                          "pack the bundle again with this kitctl after `kitctl build` for these GPUs (--arch)")
+    return Result("done", f"loaded {tag} from the bundle")
+
+
 # -------------------------------------------------------------------------------------------------- data
+class Prefetch:
+    """The dataset's HuggingFace download, run in a thread while the image builds (they share nothing; the
+    forecast counts the overlap). The data stage waits for it, then finds the files in the HF cache; a failed
+    download is only said: the data stage downloads again and reports its own error."""
+
+    def __init__(self, plan: DataPlan, list_files: Any = None, download: Any = None):
+        self.plan, self.list_files, self.download = plan, list_files, download
+        self.thread: Optional[threading.Thread] = None
+        self.error: Optional[BaseException] = None
+
+    def wanted(self) -> bool:
+        p, r = self.plan, self.plan.recipe
+        return r is not None and r.kind == "hf_parquet" and not p.stream and p.source is None and p.files is None
+
+    def start(self, say: Callable[[str], None]) -> None:
+        if not self.wanted() or self.thread is not None:
+            return
+        p, r = self.plan, self.plan.recipe
+        assert r is not None and r.repo      # wanted(): an HF parquet recipe
+        repo = r.repo
+        prepare_env(p)
+
+        def run() -> None:
+            try:
+                rev = hf.resolve_revision(repo, r.revision() or "main") if self.list_files is None else None
+                hf.hf_source(r, False, list_files=self.list_files, download=self.download, revision=rev)
+            except BaseException as e:       # the data stage tries again and says what is wrong
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="kitctl-prefetch", daemon=True)
+        self.thread.start()
+        say(f"downloading {r.repo} ({r.config}) into {p.hf_home} while the image builds")
+
+    def wait(self, say: Callable[[str], None]) -> None:
+        if self.thread is None:
+            return
+        if self.thread.is_alive():
+            say("waiting for the dataset download started during the build")
+        self.thread.join()
+        if self.error is not None:
+            say(f"the download started during the build stopped ({type(self.error).__name__}: {self.error}); "
+                "the data stage downloads again")
+
+
 def data(ctx: StageContext) -> Result:
     plan = ctx.gathered.data_plan
     total = ctx.gathered.inputs.data.tokens or None

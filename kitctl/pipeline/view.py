@@ -64,6 +64,10 @@ def plan_lines(fc: Forecast) -> list[str]:
         out.append(f"cost: {fc.box.gpus} GPU(s) x ${fc.price_per_gpu_hour:g}/GPU-hour for the whole pipeline's time "
                    f"(the box is rented while it downloads and tokenizes too): ${fc.cost:,.2f}; training alone "
                    f"${fc.stage('train').cost or 0:,.2f}")
+    if fc.stage("train").status != "done":
+        out.append(f"time to the first training step: ~{format_duration(fc.first_step_seconds)}"
+                   + (f" (the dataset download overlaps the build by ~{format_duration(fc.overlap[0])})"
+                      if fc.overlap[0] else ""))
     need = remaining_disk(fc)
     if fc.box.free_bytes is not None:
         out.append(f"data root: {size(fc.box.free_bytes)} free, the stages still to run need {size(need)}")

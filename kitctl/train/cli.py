@@ -23,6 +23,7 @@ from kitctl.core.validate import checked
 from kitctl.core.errors import ConfigError
 from kitctl.train.plan import Plan
 from kitctl.train.request import TrainRequest
+from kitctl.train.image_source import use_pulled
 from kitctl.train.session import plan_for, run_training
 from kitctl.train.tune import run_tune, tune_first
 
@@ -99,6 +100,10 @@ def train(
     no_tune: bool = typer.Option(False, "--no-tune", help="ignore the tune cache and never tune first (GPUs "
                                                           "without measurements); B from the throughput table"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the exact command; run nothing"),
+    image: Optional[str] = typer.Option(None, "--image", help="docker: REGISTRY/REPO[:TAG] pushed by `kitctl build "
+                                        "--push`: pulled, its labels checked, run instead of the local build "
+                                        "(kit.yaml: pull_image); slurm+pyxis: an enroot .sqsh on the shared "
+                                        "filesystem or a registry image"),
     launcher: str = typer.Option("local", "--launcher", help=LOCAL),
     **launcher_options: Any,
 ) -> None:
@@ -114,8 +119,18 @@ def train(
         if other is None:
             raise ConfigError(f"--launcher {launcher!r} is not one of {', '.join(['local', *LAUNCHERS])}",
                               f"pass --launcher {' or '.join(LAUNCHERS) or 'local'} or leave it out")
+        if "image" in other.options:
+            launcher_options["image"] = image
+        elif image:
+            raise ConfigError(f"--image with --launcher {launcher}: that launcher takes no image", "leave --image out")
         return other.run(cfg, dataclasses.replace(req, tune_first=False), inventory=inventory, mpirun=mpirun,
                          dry_run=dry_run, show_plan=show_plan, launcher=launcher, **launcher_options)
+    pull = image or cfg.pull_image
+    if pull and req.runtime == "docker":
+        use_pulled(cfg, pull, dry_run, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
+    elif image:
+        raise ConfigError("--image is a docker image: with --runtime native it does nothing",
+                          "leave --image out, or use --runtime docker")
     plan, facts, replan = plan_for(cfg, req, inventory, mpirun)
     show_plan(plan)
     if dry_run:
@@ -141,8 +156,9 @@ def _signature() -> inspect.Signature:
     summary = " or ".join([LOCAL, *(f"{n} ({lc.summary})" for n, lc in LAUNCHERS.items())])
     own = [p.replace(default=typer.Option("local", "--launcher", help=summary)) if p.name == "launcher" else p
            for p in own]
+    names = {p.name for p in own}    # an option train has itself (--image) is handed to the launcher by train
     extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
-             for lc in LAUNCHERS.values() for k, (ann, opt) in lc.options.items()]
+             for lc in LAUNCHERS.values() for k, (ann, opt) in lc.options.items() if k not in names]
     return _OWN.replace(parameters=[*own, *extra])
 
 

@@ -2,6 +2,7 @@
 a mounted folder as the calling user, read back and compared with the spec-level reference."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from data_ref import read_dir, reference_files
 from kitctl.data import manifest as mf
 from kitctl.data.sources import split_like_llmc
+from tests.docker_fixtures import BASE_IMAGE
 
 
 @pytest.mark.docker
@@ -21,7 +23,9 @@ def test_tinyshakespeare_in_data_image(data_image, tmp_path, tinyshakespeare, gp
     root = tmp_path / "root"
     root.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_", "TIKTOKEN"))}
-    env.update(KIT_DATA_ROOT=str(root), KIT_IMAGE=image_name, KIT_RUNTIME="docker", COLUMNS="200")
+    # the base image the fixture built from: the data image is used only when its recipe hash is this kit's
+    env.update(KIT_DATA_ROOT=str(root), KIT_IMAGE=image_name, KIT_RUNTIME="docker", COLUMNS="200",
+               KIT_BASE_IMAGE=BASE_IMAGE)
     cmd = [sys.executable, "-m", "kitctl", "data", "tinyshakespeare", "--source", str(tinyshakespeare),
            "--tokenizer-dir", str(gpt2_bpe_dir), "--workers", "2"]
     dry = subprocess.run(cmd + ["--dry-run"], env=env, capture_output=True, text=True, timeout=60)
@@ -29,6 +33,10 @@ def test_tinyshakespeare_in_data_image(data_image, tmp_path, tinyshakespeare, gp
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "done: 338,028 tokens, 2 shards" in r.stdout
+    assert "natively" not in r.stdout + r.stderr                       # it ran in the image
+    # host paths, never the container's mount points, in what it says and in the manifest
+    assert str(root / "tinyshakespeare") in r.stdout and " /data/" not in r.stdout and "/source/" not in r.stdout
+    assert json.loads((root / "tinyshakespeare" / "manifest.json").read_text())["run"]["source"].find("/source/") < 0
     out = root / "tinyshakespeare"
     enc = tiktoken.get_encoding("gpt2")
     docs = split_like_llmc(tinyshakespeare.read_text(), "\n\n")
@@ -40,3 +48,21 @@ def test_tinyshakespeare_in_data_image(data_image, tmp_path, tinyshakespeare, gp
     for p in [out / "manifest.json", out / "tinyshakespeare_val_000000.bin", root / "gpt2_tokenizer.bin"]:
         assert p.stat().st_uid == os.getuid(), p
     assert (root / "tiktoken").is_dir()
+
+
+@pytest.mark.docker
+def test_data_image_of_another_recipe_is_not_used_silently(data_image, tmp_path, tinyshakespeare, gpt2_bpe_dir):
+    """The fixture image is built from local/debian:bookworm; a kit.yaml without that base_image expects another
+    recipe hash: the default runtime tokenizes natively and says why, --runtime docker is refused (exit 2)."""
+    image_name = data_image.rsplit(":", 1)[0]
+    root = tmp_path / "root"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_", "TIKTOKEN"))}
+    env.update(KIT_DATA_ROOT=str(root), KIT_IMAGE=image_name, COLUMNS="300")
+    cmd = [sys.executable, "-m", "kitctl", "data", "tinyshakespeare", "--source", str(tinyshakespeare),
+           "--tokenizer-dir", str(gpt2_bpe_dir), "--workers", "0"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = " ".join(r.stdout.split())
+    assert f"the {data_image} image was built from another recipe (recipe hash" in out and "natively" in out
+    r = subprocess.run([*cmd, "--runtime", "docker"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "built from another recipe" in " ".join(r.stderr.split()), r.stderr[-2000:]

@@ -193,3 +193,35 @@ def test_plan_lines_say_where_dockers_bytes_land_and_when_that_disk_is_too_small
                                    build=fc.BuildInput("nvidia", False, "images")))
     assert "too small" not in " ".join(plan_lines(roomy))
     assert not any("Docker's storage" in line for line in plan_lines(fc.plan_stages(_inputs(box=box))))   # native
+
+
+def test_image_build_shows_its_gpu_box_cost_and_overlaps_the_dataset_download():
+    """An image built on the GPU box: the build stage says what it costs there and what pulling a pushed image
+    saves; the dataset download runs while it builds, so the data stage starts with that much done."""
+    alone = fc.plan_stages(_inputs(price_per_gpu_hour=2.0, build=fc.BuildInput("nvidia", True, "image found")))
+    f = fc.plan_stages(_inputs(price_per_gpu_hour=2.0, build=fc.BuildInput("nvidia", False, "images")))
+    b, d = f.stage("build"), f.stage("data")
+    assert "builds here with 2 GPU(s) idle for ~" in b.detail and f"(${b.seconds / 3600 * 2 * 2.0:,.2f})" in b.detail
+    assert "kitctl build --push REGISTRY/REPO" in b.detail and "--image" in b.detail
+    ov = min(b.seconds, 29e9 / (25e6 * math.sqrt(0.5)))      # the download's point estimate at this link
+    assert f.overlap[0] == pytest.approx(ov, rel=1e-6) and 0 < ov <= b.seconds
+    assert d.seconds == pytest.approx(alone.stage("data").seconds - ov)
+    assert f.seconds == pytest.approx(sum(s.seconds for s in f.stages))
+    assert f.seconds == pytest.approx(alone.seconds + b.seconds - ov)          # the build costs only what is not hidden
+    assert f.as_json()["stages"][2]["overlap_seconds"] == pytest.approx(ov, abs=0.1)
+    assert any("runs while the image builds" in n for n in f.notes)
+    # nothing to overlap: an image already there, a native compile, or a local dataset
+    assert alone.overlap[0] == 0
+    assert fc.plan_stages(_inputs()).overlap[0] == 0
+    local = fc.DataInput("tokenize", "local", 10_000_000, 2, 0, 0)
+    assert fc.plan_stages(_inputs(data=local, build=fc.BuildInput("nvidia", False, "images"))).overlap[0] == 0
+
+
+def test_a_pulled_image_costs_its_download_not_a_build():
+    built = fc.plan_stages(_inputs(build=fc.BuildInput("nvidia", False, "images")))
+    pulled = fc.plan_stages(_inputs(build=fc.BuildInput("nvidia", False, "pull", pulled=True)))
+    b = pulled.stage("build")
+    pull_bytes = fc.costs().build["nvidia"].pull_bytes
+    assert b.download_bytes == pull_bytes > 0 and b.seconds == pytest.approx(pull_bytes / (25e6 * math.sqrt(0.5)))
+    assert b.seconds < built.stage("build").seconds and pulled.overlap[0] == 0
+    assert "pulling an image pushed" not in b.detail and "pulling an image pushed" in built.stage("build").detail

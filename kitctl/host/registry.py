@@ -1,0 +1,144 @@
+"""Images across machines: ``docker load`` (a bundle's image), ``docker push`` / ``docker pull`` (a registry), and
+the check that a pulled or loaded image carries the recipe labels a plan expects.
+
+Labels cannot hold their own image's digest: the digest a push got is read back from the engine
+(``RepoDigests``) and written into a record beside the build (``<data_root>/images/pushed.json``); run records
+carry it through the image's repo digests (kitctl.train.gather.inspect_image).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable, Optional
+
+from kitctl.core import proc
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.records import Record
+
+LineFn = Callable[[str], None]
+RECIPE_HASH = "org.llmc-kit.recipe-hash"
+# labels whose difference makes an image another recipe (every pin that goes into the build)
+CHECKED_LABELS = ("org.llmc-kit.stage", "org.llmc-kit.provider", "org.llmc-kit.cuda", "org.llmc-kit.archs",
+                  "org.llmc-kit.cudnn", "org.llmc-kit.llmc.commit", "org.llmc-kit.versions-sha256")
+
+
+def _docker() -> str:
+    exe = shutil.which("docker")
+    if exe is None:
+        raise KitError("docker is not installed here", "install Docker (kitctl doctor says how)", exit_code=2)
+    return exe
+
+
+def registry_host(ref: str) -> Optional[str]:
+    """The registry part of an image reference (``127.0.0.1:5000/x/y:t`` -> ``127.0.0.1:5000``), None for a
+    Docker Hub or local name."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def split_ref(ref: str) -> tuple[str, Optional[str]]:
+    """``repo[:tag|@digest]`` -> (repo, tag-or-digest or None)."""
+    if "@" in ref:
+        repo, dig = ref.split("@", 1)
+        return repo, "@" + dig
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = ref.rsplit(":", 1)
+        return repo, tag
+    return ref, None
+
+
+def labels(ref: str) -> Optional[dict[str, str]]:
+    """The image's labels, or None when there is no such local image."""
+    r = subprocess.run([_docker(), "image", "inspect", "--format", "{{json .Config.Labels}}", ref],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout or "null") or {}
+
+
+def repo_digests(ref: str) -> list[str]:
+    r = subprocess.run([_docker(), "image", "inspect", "--format", "{{json .RepoDigests}}", ref],
+                       capture_output=True, text=True)
+    return list(json.loads(r.stdout or "null") or []) if r.returncode == 0 else []
+
+
+def label_differences(have: dict[str, str], want: dict[str, str]) -> list[str]:
+    """What differs between an image's labels and the ones the plan expects (the checked ones only)."""
+    out = []
+    for k in CHECKED_LABELS:
+        if k in want and have.get(k) != want[k]:
+            out.append(f"{k}: the image has {have.get(k)!r}, this plan needs {want[k]!r}")
+    return out
+
+
+def tag(src: str, dest: str) -> None:
+    proc.check([_docker(), "tag", src, dest], lambda _l: None, what=f"docker tag {src} {dest}")
+
+
+def load(tar: Path, on_line: LineFn = print) -> list[str]:
+    """``docker load -i TAR``; returns the refs it loaded."""
+    loaded: list[str] = []
+
+    def line(s: str) -> None:
+        if s.startswith("Loaded image: "):
+            loaded.append(s.split(": ", 1)[1].strip())
+        on_line(s)
+
+    proc.check([_docker(), "load", "-i", str(tar)], line, what=f"docker load of {tar}",
+               hint="the bundle member is checked by sha256 before this; check `docker info` and the free space of "
+                    "Docker's storage")
+    return loaded
+
+
+def pull(ref: str, on_line: LineFn = print) -> None:
+    res = proc.stream([_docker(), "pull", ref], on_line, tail_lines=15)
+    if res.interrupted:
+        raise KeyboardInterrupt
+    if res.returncode != 0:
+        tail = "\n".join(res.tail)
+        host = registry_host(ref)
+        if "not found" in tail or "manifest unknown" in tail:
+            raise ConfigError(f"docker pull {ref}: no such image in {host or 'the registry'}:\n{tail}",
+                              "push it first from the box that built it: `kitctl build --push "
+                              f"{split_ref(ref)[0]}`; or build here without --image")
+        raise KitError(f"docker pull {ref} failed (exit {res.returncode}):\n{tail}",
+                       f"is the registry {host or 'docker.io'} reachable from here (`docker pull {ref}`)? A registry "
+                       "on plain http must be listed in the engine's insecure-registries (127.0.0.0/8 is by "
+                       "default); offline: `kitctl reproduce --bundle FILE`")
+
+
+def push(ref: str, on_line: LineFn = print) -> str:
+    """``docker push REF``; returns the digest the registry gave (sha256:...)."""
+    res = proc.stream([_docker(), "push", ref], on_line, tail_lines=15)
+    if res.interrupted:
+        raise KeyboardInterrupt
+    if res.returncode != 0:
+        raise KitError(f"docker push {ref} failed (exit {res.returncode}):\n" + "\n".join(res.tail),
+                       f"is the registry {registry_host(ref) or 'docker.io'} reachable and are you logged in "
+                       "(`docker login HOST`)? A plain-http registry must be in the engine's insecure-registries "
+                       "(127.0.0.0/8 is by default)")
+    digest = next((ln.split("digest: ", 1)[1].split()[0] for ln in reversed(res.tail) if "digest: " in ln), "")
+    if not digest:
+        repo = split_ref(ref)[0]
+        digest = next((d.split("@", 1)[1] for d in repo_digests(ref) if d.startswith(repo + "@")), "")
+    return digest
+
+
+class Pushed(Record):
+    """``<data_root>/images/pushed.json``: every image ``kitctl build --push`` pushed, newest last."""
+
+    KIND = "pushed-images record"
+    images: list[dict] = []      # {"ref", "digest", "target", "recipe_hash", "labels", "pushed_at"}
+
+
+def record_push(path: Path, entry: dict) -> Pushed:
+    rec = Pushed.read_optional(path) or Pushed()
+    rec.images = [e for e in rec.images if e.get("ref") != entry.get("ref")] + [entry]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec.write(path)
+    return rec
