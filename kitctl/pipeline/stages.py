@@ -28,6 +28,7 @@ from rich.console import Console
 
 from kitctl.core import proc
 from kitctl.core.config import KitConfig
+from kitctl.core.llmc_files import MAIN_LOG
 from kitctl.core.errors import KitError
 from kitctl.core.progress import format_duration
 from kitctl.data.execute import execute
@@ -141,14 +142,14 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
 def build(ctx: StageContext) -> Result:
     cfg, opts, archs = ctx.cfg, ctx.opts, ctx.gathered.archs
     if opts.runtime == "native":
-        dest = native_build.default_out(cfg.data_root)
+        dest = cfg.layout.native_bin
         want = Path(opts.binary) if opts.binary else dest / BINARIES[ctx.gathered.train_plan.precision]
         if want.is_file():
             return Result("skipped", f"{want} exists" + (" (--binary)" if opts.binary else ""))
         spec = opts.llmc_src or cfg.mirrors.llmc_src
         src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
         if src is None:
-            src = cfg.data_root / "native" / "llm.c"
+            src = cfg.layout.native_src
             got = llmc_source.fetch(spec, src, cfg.ca_cert)
             ctx.log.say(f"llm.c source: {got.label()} -> {src}")
         tc = native_build.discover(cudnn_frontend=opts.cudnn_frontend, src=src)
@@ -249,7 +250,7 @@ def train(ctx: StageContext) -> Result:
 
 def train_progress(run_dir: Path, total: int) -> tuple[Optional[float], str]:
     """The last logged step of main.log (llm.c writes ``s:N trl:...``), as (fraction, text)."""
-    log = run_dir / "main.log"
+    log = run_dir / MAIN_LOG
     try:
         with log.open("rb") as f:
             f.seek(max(0, log.stat().st_size - 4096))
