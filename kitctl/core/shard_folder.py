@@ -267,7 +267,9 @@ def compare(m: DataManifest) -> tuple[Problem, ...]:
             except OSError:
                 continue
             what = "" if stat.S_ISREG(mode) else f" ({_special(m.dir / n, mode)})"
-            problems.append(Problem(n, "stray", f"a shard file the manifest does not list{what}: llm.c would read it"))
+            read = any(fnmatch.fnmatchcase(n, g) for g in shard_patterns(m.name))
+            problems.append(Problem(n, "stray", f"a shard file the manifest does not list{what}"
+                                    + (": llm.c would read it" if read else " (another dataset's name)")))
     return tuple(problems)
 
 

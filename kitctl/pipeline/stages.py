@@ -28,7 +28,7 @@ from rich.console import Console
 
 from kitctl.core import proc
 from kitctl.core.config import KitConfig
-from kitctl.core.llmc_files import MAIN_LOG
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
 from kitctl.core.errors import KitError
 from kitctl.core.progress import format_duration
 from kitctl.data.execute import execute
@@ -237,7 +237,7 @@ def train(ctx: StageContext) -> Result:
     for n in plan.notes:
         ctx.log.line(f"note: {n}")
     ctx.log.line(f"command: {plan.command_line()}")
-    ctx.log.line(f"llm.c's own output: {plan.out_dir / 'stdout.log'}")
+    ctx.log.line(f"llm.c's own output: {plan.out_dir / STDOUT_LOG}")
     if plan.complete:
         return Result("skipped", f"complete: checkpoint at step {plan.resume_step} of {plan.steps}")
     ctx.log.say(f"train: {plan.steps} steps, B={plan.micro_batch} -r {plan.recompute}, {plan.precision}, "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.layout import DataLayout
-from kitctl.core.llmc_files import TOKENIZER_BIN
+from kitctl.core.llmc_files import HELLASWAG_BIN, TOKENIZER_BIN
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import GPU
 from kitctl.host.runtimes import ContainerSpec, Mount, docker_run_argv
@@ -135,7 +135,7 @@ def _native(d: Decided, facts: Facts) -> Launch:
     cwd = d.out_dir / ".llmc-cwd"
     links = []
     if facts.hellaswag is not None:
-        links.append((cwd / "dev" / "data" / "hellaswag" / "hellaswag_val.bin", facts.hellaswag))
+        links.append((cwd / "dev" / "data" / "hellaswag" / HELLASWAG_BIN, facts.hellaswag))
     if facts.tokenizer is not None:
         links.append((cwd / TOKENIZER_BIN, facts.tokenizer))
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in d.gpus),

@@ -117,7 +117,7 @@ def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any
 
 def _fail(plan: Plan, out: Outcome) -> None:
     tail = "\n".join(out.tail[-15:])
-    hint = f"the full output is in {plan.out_dir / 'stdout.log'}"
+    hint = f"the full output is in {plan.out_dir / STDOUT_LOG}"
     no_gpu = any(m in ln for ln in out.tail for m in DOCKER_GPU_ERRORS)
     if plan.runtime == "docker" and not out.steps and (out.rc == 125 or no_gpu):
         # docker's own failure (exit 125): train_gpt2cu never ran
