@@ -1,6 +1,7 @@
 """``manifest.json``: what a data folder holds, how it was made, and how far a run got.
 
-One typed record (:class:`DataManifest`, a :class:`kitctl.core.records.Record`) shared by its writer
+One typed record (:class:`DataManifest`, a :class:`kitctl.core.records.Record`, defined in
+:mod:`kitctl.core.shard_folder` with the folder check every reader uses) shared by its writer
 (``kitctl data``: the tokenize run, pre-tokenized downloads) and its readers (resume, ``kitctl data verify``).
 It is written atomically (temp, fsync, rename), at the start of a run, after finished shards (batched, see
 ``kitctl.data.tokenize``), when a run stops and when it completes.
@@ -24,6 +25,7 @@ Schema (``schema_version`` 1)::
       "shards": [                       # in order; shard 0 is the val shard
         {"index": 0, "file": "fineweb_val_000000.bin", "split": "val", "tokens": 100000000,
          "sha256": "<sha256 of the whole file>",
+         "size": 200001024, "mtime_ns": 1765000000000000000,     # as written: train's cheap check (core.shard_folder)
          "end": {"doc": 93518, "offset": 211, "pos": 100000000}}   # resume point (absent if pre-tokenized)
       ],
       "total_tokens": ..., "val_tokens": ..., "train_tokens": ...,            # derived, for readers
