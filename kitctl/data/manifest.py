@@ -78,7 +78,8 @@ def shard_problem(m: DataManifest, s: Shard) -> Optional[str]:
     return None
 
 
-def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None) -> tuple[DataManifest, list[str]]:
+def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None,
+           log: Optional[Callable[[str], Any]] = None) -> tuple[DataManifest, list[str]]:
     """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
     shard numbering, stray shard files and special files (kitctl.core.shard_folder.compare). Returns (manifest,
     problems); no problems means good. When every shard's bytes match but an mtime does not (a copy without
@@ -105,6 +106,8 @@ def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None) -> tuple
             s.stamp(m.dir / s.file)
         try:
             m.save()
+            if log:
+                log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
         except OSError as e:
             problems.append(f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones could "
                             f"not be recorded ({e.strerror or e})")

@@ -25,26 +25,33 @@ from harness import (Case, Result, _matches, check_refusal, diff, make_world, ru
 TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--steps", "10",
          "--dry-run"]
 TUNE = ["tune", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--dry-run"]
+REPRO = ["reproduce", "--inventory", "two.csv", "--mpirun", "/bin/true", "--dataset", "input.txt", "--steps", "10",
+         "--dry-run"]
 
 
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def with_manifest(cwd: Path, listed: int = 3) -> Path:
+def with_manifest(cwd: Path, listed: int = 3, folder: str = "shards", name: str = "tiny") -> Path:
     """The world's shard folder as `kitctl data` leaves it: val + two train shards and a manifest.json that lists
     the first ``listed`` of them with their sizes and mtimes (written as JSON, not through the kit's own code)."""
-    shards = cwd / "data" / "shards"
-    write_shard(shards / "tiny_train_000002.bin", 65536)
+    shards = cwd / "data" / folder
+    shards.mkdir(parents=True, exist_ok=True)
+    if name != "tiny":
+        for p in sorted((cwd / "data" / "shards").glob("tiny_*.bin")):
+            (shards / p.name.replace("tiny", name)).write_bytes(p.read_bytes())
+    write_shard(shards / f"{name}_train_000002.bin", 65536)
     entries = []
-    for i, name in enumerate(["tiny_val_000000.bin", "tiny_train_000001.bin", "tiny_train_000002.bin"][:listed]):
-        p = shards / name
+    for i, file in enumerate([f"{name}_val_000000.bin", f"{name}_train_000001.bin",
+                              f"{name}_train_000002.bin"][:listed]):
+        p = shards / file
         st = p.stat()
-        entries.append({"index": i, "file": name, "split": "val" if i == 0 else "train",
+        entries.append({"index": i, "file": file, "split": "val" if i == 0 else "train",
                         "tokens": (st.st_size - 1024) // 2, "sha256": _sha(p), "size": st.st_size,
                         "mtime_ns": st.st_mtime_ns})
-    manifest = {"schema_version": 1, "format": "llmc-kit/data", "dataset": "local", "name": "tiny", "complete": True,
-                "run": {"source": "test", "source_fingerprint": "test"}, "shards": entries}
+    manifest = {"schema_version": 1, "format": "llmc-kit/data", "dataset": "local", "complete": True,
+                "name": name, "run": {"source": "test", "source_fingerprint": "test"}, "shards": entries}
     (shards / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return shards
 
@@ -130,6 +137,11 @@ CASES = [
     C("train-listed-shard-is-fifo", TRAIN, _then(_fifo_listed), says=["tiny_train_000002.bin", "a fifo, not a regular"]),
     C("tune-stray-shard", TUNE, _then(_stray), says=["tiny_train_000003.bin", "does not list"]),
     C("tune-shard-is-symlink", TUNE, _then(_symlink), says=["tiny_train_000002.bin", "symlink"]),
+    C("reproduce-complete-data-with-stray", REPRO, lambda cwd: write_shard(
+        with_manifest(cwd, folder="input", name="input") / "input_train_000003.bin", 4096),
+      says=["input_train_000003.bin", "does not list"]),
+    C("reproduce-complete-data-agrees", REPRO, lambda cwd: with_manifest(cwd, folder="input", name="input"), code=0,
+      says=["smallest shard has 4,096 tokens"]),   # planned on the folder itself, not on an estimate
 ]
 
 
@@ -272,7 +284,7 @@ def test_verify_records_new_mtimes_then_train_accepts(tmp_path, capsys, monkeypa
     refused = run_kitctl(TRAIN, cwd, capsys, monkeypatch)
     assert refused.code == 2 and "kitctl data verify" in refused.text
     verified = run_kitctl(["data", "verify", "data/shards"], cwd, capsys, monkeypatch)
-    assert verified.code == 0, verified.text
+    assert verified.code == 0 and "new mtimes are recorded" in verified.text, verified.text
     planned = run_kitctl(TRAIN, cwd, capsys, monkeypatch)
     assert planned.code == 0 and "train_gpt2cu" in planned.text, planned.text[-800:]
 
