@@ -289,6 +289,24 @@ def test_verify_records_new_mtimes_then_train_accepts(tmp_path, capsys, monkeypa
     assert planned.code == 0 and "train_gpt2cu" in planned.text, planned.text[-800:]
 
 
+@pytest.mark.parametrize("change, note", [(_stray, "tiny_train_000003.bin: a shard file the manifest does not list"),
+                                          (_nothing, None)])
+def test_status_notes_a_data_folder_that_no_longer_matches(tmp_path, capsys, monkeypatch, change, note):
+    """`kitctl status` reads the run's data folder (run.json data.dir) through the same check: a note, never a
+    failure of status itself."""
+    cwd = make_world(tmp_path)
+    shards = with_manifest(cwd)
+    change(shards)
+    (cwd / "data" / "runs" / "r1" / "run.json").write_text(json.dumps({"schema_version": 1, "data": {
+        "dir": str(shards), "prefix": "tiny"}}))
+    r = run_kitctl(["status", "r1"], cwd, capsys, monkeypatch)
+    assert r.code == 0, r.text
+    if note:
+        assert note.lower() in r.text and "kitctl train` refuses it" in r.text
+    else:
+        assert "does not match" not in r.text
+
+
 def test_verify_does_not_bless_changed_bytes(tmp_path, capsys, monkeypatch):
     """...but only when the bytes match: a shard with other bytes of the same size stays refused."""
     cwd = make_world(tmp_path)
