@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from kitctl.core import shard_folder
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.llmc_files import (DONE_RE, HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
                                     parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
 from kitctl.train.record import PlanRecord, load_run_record
@@ -83,6 +84,17 @@ def read_shard_header(path: Path) -> int:
     return ntok
 
 
+def _regular(p: Path) -> None:
+    """A shard must be a regular file (a symlink to one is fine in a folder without a manifest): a FIFO or device
+    under a shard's name is refused before anything opens it."""
+    try:
+        ok = stat.S_ISREG(os.stat(p).st_mode)
+    except OSError as e:
+        raise ConfigError(f"cannot read shard {p}: {e.strerror or e}", "check the file (a dangling symlink?)") from None
+    if not ok:
+        raise ConfigError(f"{p} is not a regular file", "move it out of the shard folder; shards are plain files")
+
+
 def inspect_data(data_dir: Path) -> DataInfo:
     """Find and check the shards in ``data_dir`` (headers only; the tokens are not read). The folder must agree
     with its manifest.json (kitctl.core.shard_folder: same files, regular, sizes and mtimes as recorded; exit 2
@@ -96,6 +108,7 @@ def inspect_data(data_dir: Path) -> DataInfo:
     val: dict[str, list[Path]] = {}
     for p in sorted(data_dir.iterdir()):
         if sn := parse_shard_filename(p.name):
+            _regular(p)
             (train if sn.split == "train" else val).setdefault(sn.prefix, []).append(p)
     prefixes = sorted(set(train) | set(val))
     if not train:

@@ -135,6 +135,8 @@ CASES = [
                                                                              "does not list"]),
     C("train-fifo-named-like-shard", TRAIN, _then(_fifo_stray), says=["tiny_train_000003.bin", "fifo"]),
     C("train-listed-shard-is-fifo", TRAIN, _then(_fifo_listed), says=["tiny_train_000002.bin", "a fifo, not a regular"]),
+    C("train-no-manifest-fifo-shard", TRAIN, lambda cwd: os.mkfifo(cwd / "data" / "shards" / "tiny_train_000002.bin"),
+      says=["tiny_train_000002.bin", "not a regular file"]),
     C("tune-stray-shard", TUNE, _then(_stray), says=["tiny_train_000003.bin", "does not list"]),
     C("tune-shard-is-symlink", TUNE, _then(_symlink), says=["tiny_train_000002.bin", "symlink"]),
     C("reproduce-complete-data-with-stray", REPRO, lambda cwd: write_shard(
