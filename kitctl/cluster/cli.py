@@ -34,7 +34,7 @@ def export_cmd(
     """Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a docker save tar."""
     cfg = config(writes=not dry_run)
     ref = image or runtime_image_ref(cfg)    # the tag `kitctl build` moves
-    out = output if output is not None else export.default_output(ref, fmt, cfg.data_root / "export")
+    out = output if output is not None else export.default_output(ref, fmt, cfg.layout.exports)
     plan = export.export_commands(ref, fmt, out.absolute(), via_tar=via_tar)
     if dry_run:
         for line in plan.describe():

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kitctl.core import validate
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import write_atomic
+from kitctl.core.layout import DataLayout
 from kitctl.core.records import parse_yaml, read_yaml_file, short
 from kitctl.core.validate import KNOWN_ARCHS, check_arch_list, parse_arch_list  # noqa: F401 (re-exported)
 
@@ -106,17 +107,17 @@ class KitConfig(_Strict):
         return check_arch_list(v) if isinstance(v, list) else v
 
     @property
+    def layout(self) -> DataLayout:
+        """Where each thing lives under data_root (kitctl.core.layout)."""
+        return DataLayout(self.data_root, self.hf_home)
+
+    @property
     def hf_cache(self) -> Path:
-        return self.hf_home if self.hf_home is not None else self.data_root / "hf"
+        return self.layout.hf_cache
 
     @property
     def runs_dir(self) -> Path:
-        return self.data_root / "runs"
-
-
-def native_bin_dir(data_root: Path) -> Path:
-    """Where a native build puts llm.c's binaries (``kitctl build --native``) and the train planner looks for them."""
-    return Path(data_root) / "native" / "bin"
+        return self.layout.runs
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

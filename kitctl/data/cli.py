@@ -211,7 +211,7 @@ class _Progress:
 @data_app.command("verify")
 def verify(dir: Path = typer.Argument(..., help="a folder written by `kitctl data` (has manifest.json)")) -> None:
     """Re-check a data folder: headers, token counts and sha256 of every shard against manifest.json."""
-    m, problems = mf.verify(dir)
+    m, problems = mf.verify(dir, log=_say)
     if problems:
         for p in problems:
             console.print(f"[red]bad[/]: {p}", highlight=False)

@@ -56,7 +56,7 @@ def build_source(plan: DataPlan) -> tuple[src.Source, Optional[str]]:
 def _text_input(plan: DataPlan) -> Path:
     r = plan.recipe
     assert r is not None
-    local = plan.data_root / r.name / "input.txt"
+    local = plan.layout.shards(r.name) / "input.txt"
     if local.is_file():
         return local
     embedded = resources.share("datasets", "files", f"{r.name}.txt")   # shipped with the kit (offline demo)
@@ -106,7 +106,7 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
         jsonl = Path(plan.source) if plan.source else None
         if jsonl is None:
             assert plan.recipe is not None and plan.recipe.url
-            jsonl = plan.data_root / "hellaswag" / "hellaswag_val.jsonl"
+            jsonl = plan.layout.hellaswag_jsonl
             if not jsonl.is_file():
                 hellaswag.download(plan.recipe.url, jsonl)
         n = hellaswag.build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)

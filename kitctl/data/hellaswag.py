@@ -18,12 +18,10 @@ import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output, write_atomic
+from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
+from kitctl.core.llmc_files import HELLASWAG_START as START
 from kitctl.data.tokenizer import get_encoding
 
-MAGIC = 20240522
-VERSION = 1
-START = 65535
-FILENAME = "hellaswag_val.bin"
 
 
 def render(example: dict[str, Any], enc) -> dict[str, Any]:
@@ -55,9 +53,7 @@ def eval_file_bytes(datas: list[dict[str, Any]]) -> bytes:
         ex[1] = nbytes
         longest = max(longest, nbytes)
         chunks.append(np.asarray(ex, dtype="<u2"))
-    header = np.zeros(256, dtype="<i4")
-    header[:4] = (MAGIC, VERSION, len(datas), longest)
-    return header.tobytes() + np.concatenate(chunks).tobytes()
+    return pack_hellaswag_header(len(datas), longest) + np.concatenate(chunks).tobytes()
 
 
 NOT_JSONL_HINT = "give llm.c's hellaswag_val.jsonl: one JSON object a line with ctx, endings (4) and label (0-3)"
@@ -153,11 +149,12 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
 def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Parse an eval file the way llm.c's EvalLoader walks it (checks every delimiter and count)."""
     raw = Path(path).read_bytes()
-    h = np.frombuffer(raw[:1024], dtype="<i4")
-    if h[0] != MAGIC or h[1] != VERSION:
-        raise KitError(f"{path}: bad eval header {h[0]}/{h[1]}")
-    info = {"n": int(h[2]), "longest_example_bytes": int(h[3])}
-    s = np.frombuffer(raw[1024:], dtype="<u2")
+    try:
+        h = unpack_hellaswag_header(raw)
+    except HeaderError as e:
+        raise KitError(f"{path}: {e}") from None
+    info = {"n": h.examples, "longest_example_bytes": h.longest_example_bytes}
+    s = np.frombuffer(raw[HEADER_BYTES:], dtype="<u2")
     pos, out = 0, []
     for i in range(info["n"]):
         if s[pos] != START or s[pos + 2] != i:

@@ -1,6 +1,7 @@
 """``manifest.json``: what a data folder holds, how it was made, and how far a run got.
 
-One typed record (:class:`DataManifest`, a :class:`kitctl.core.records.Record`) shared by its writer
+One typed record (:class:`DataManifest`, a :class:`kitctl.core.records.Record`, defined in
+:mod:`kitctl.core.shard_folder` with the folder check every reader uses) shared by its writer
 (``kitctl data``: the tokenize run, pre-tokenized downloads) and its readers (resume, ``kitctl data verify``).
 It is written atomically (temp, fsync, rename), at the start of a run, after finished shards (batched, see
 ``kitctl.data.tokenize``), when a run stops and when it completes.
@@ -24,6 +25,7 @@ Schema (``schema_version`` 1)::
       "shards": [                       # in order; shard 0 is the val shard
         {"index": 0, "file": "fineweb_val_000000.bin", "split": "val", "tokens": 100000000,
          "sha256": "<sha256 of the whole file>",
+         "size": 200001024, "mtime_ns": 1765000000000000000,     # as written: train's cheap check (core.shard_folder)
          "end": {"doc": 93518, "offset": 211, "pos": 100000000}}   # resume point (absent if pre-tokenized)
       ],
       "total_tokens": ..., "val_tokens": ..., "train_tokens": ...,            # derived, for readers
@@ -35,148 +37,19 @@ For llm.c: ``train_gpt2cu -i "<dir>/<train_pattern>" -j "<dir>/<val_pattern>"``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Optional, Union
-
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from typing import Any, Callable, Optional
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import sha256_file
-from kitctl.core.records import Record
-from kitctl.data.shards import check_shard, shard_filename
+from kitctl.core.llmc_files import shard_filename
+# the record and the folder contract live in core (kitctl.core.shard_folder); re-exported for data's callers
+from kitctl.core.shard_folder import (  # noqa: F401
+    FORMAT, MANIFEST, SCHEMA_VERSION, DataManifest, RunInfo, RunLike, Shard, ShardEnd, as_run, compare, exists, load,
+    start_over_hint)
+from kitctl.data.shards import check_shard
 
-MANIFEST = "manifest.json"
-FORMAT: Literal["llmc-kit/data"] = "llmc-kit/data"
-SCHEMA_VERSION = 1
 # run fields that must match for a re-run to continue in the same folder
 IDENTITY = ("source_fingerprint", "revision", "tokenizer", "shard_size", "first_shard_size")
-
-
-def start_over_hint(folder: Path) -> str:
-    """The one fix for a folder whose manifest is missing or damaged (make, verify and resume all say it)."""
-    return (f"move {folder} aside (or delete it) and re-run the same `kitctl data` command to make it again, "
-            "or pick another --out folder")
-
-
-class ShardEnd(BaseModel):
-    """Where the next shard starts: document index, token offset inside it, stream position."""
-
-    doc: int
-    offset: int
-    pos: int
-
-
-class Shard(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    index: int
-    file: str
-    split: Literal["val", "train"] = "train"
-    tokens: int
-    sha256: str
-    end: Optional[ShardEnd] = None
-
-
-class RunInfo(BaseModel):
-    """How the shards were made. ``IDENTITY`` fields must match for a re-run to continue the folder."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    source: str = ""
-    source_fingerprint: str
-    revision: Optional[str] = None
-    tokenizer: dict[str, str] = Field(default_factory=lambda: {"encoding": "gpt2"})
-    shard_size: Optional[int] = None
-    first_shard_size: Optional[int] = None
-    kit_version: str = ""
-    pins_sha256: str = ""
-    pretokenized: bool = False
-    started: Optional[str] = None
-    finished: Optional[str] = None
-    failed: Optional[str] = None
-
-
-RunLike = Union[RunInfo, dict]
-
-
-def as_run(run: RunLike) -> RunInfo:
-    return run if isinstance(run, RunInfo) else RunInfo.model_validate(run)
-
-
-class DataManifest(Record):
-    """A data folder: its shards in order, the run that made them, whether that run finished."""
-
-    SCHEMA: ClassVar[int] = SCHEMA_VERSION
-    KIND: ClassVar[str] = "kitctl data manifest"
-
-    format: Literal["llmc-kit/data"] = "llmc-kit/data"
-    dataset: str = ""
-    name: str
-    complete: bool = False
-    run: RunInfo
-    shards: list[Shard] = Field(default_factory=list)
-    dir: Path = Field(Path("."), exclude=True)          # where it was read from / is written to (not stored)
-
-    # --- what readers (train planner, verify) need; stored too, so plain JSON readers get them
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def total_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def val_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards if s.split == "val")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def train_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards if s.split == "train")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def val_pattern(self) -> str:
-        return f"{self.name}_val_*.bin"
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def train_pattern(self) -> str:
-        return f"{self.name}_train_*.bin"
-
-    @property
-    def val_files(self) -> list[Path]:
-        return [self.dir / s.file for s in self.shards if s.split == "val"]
-
-    @property
-    def train_files(self) -> list[Path]:
-        return [self.dir / s.file for s in self.shards if s.split == "train"]
-
-    @property
-    def tokens_per_shard(self) -> dict[str, int]:
-        return {s.file: s.tokens for s in self.shards}
-
-    def llmc_args(self, root: Optional[str] = None) -> list[str]:
-        """``-i``/``-j`` for train_gpt2cu; ``root`` replaces the folder (e.g. its path inside a container)."""
-        d = root if root is not None else str(self.dir)
-        return ["-i", f"{d}/{self.train_pattern}", "-j", f"{d}/{self.val_pattern}"]
-
-    def save(self) -> None:
-        self.write(self.dir / MANIFEST)
-
-
-def exists(dir: Path) -> bool:
-    return (Path(dir) / MANIFEST).is_file()
-
-
-def load(dir: Path) -> DataManifest:
-    """Read ``<dir>/manifest.json``; a KitError with :func:`start_over_hint` when damaged (exit 2 when missing)."""
-    dir = Path(dir)
-    path = dir / MANIFEST
-    if not path.is_file():
-        raise KitError(f"{dir} has no {MANIFEST}", f"make the data first: `kitctl data` (writes {MANIFEST})",
-                       exit_code=2)
-    m = DataManifest.read(path, hint=start_over_hint(dir))      # damaged: exit 1 with the one hint
-    m.dir = dir
-    return m
 
 
 def identity_diff(old: RunLike, new: RunLike) -> list[str]:
@@ -188,9 +61,11 @@ def identity_diff(old: RunLike, new: RunLike) -> list[str]:
 
 def shard_problem(m: DataManifest, s: Shard) -> Optional[str]:
     """Why shard ``s`` of ``m`` is not intact (missing, size, llm.c header, token count, sha256), or None."""
+    if "/" in s.file or s.file in (".", ".."):
+        return "outside the folder"
     p = m.dir / s.file
-    if not p.is_file():
-        return "missing"
+    if p.is_symlink() or not p.is_file():
+        return "missing" if not p.is_symlink() and not p.exists() else "not a regular file"
     try:
         n = check_shard(p)
     except KitError as e:
@@ -203,9 +78,12 @@ def shard_problem(m: DataManifest, s: Shard) -> Optional[str]:
     return None
 
 
-def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None) -> tuple[DataManifest, list[str]]:
+def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None,
+           log: Optional[Callable[[str], Any]] = None) -> tuple[DataManifest, list[str]]:
     """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
-    shard numbering, and stray shard files. Returns (manifest, problems); no problems means good."""
+    shard numbering, stray shard files and special files (kitctl.core.shard_folder.compare). Returns (manifest,
+    problems); no problems means good. When every shard's bytes match but an mtime does not (a copy without
+    ``-p``), the manifest records the new mtimes: the cheap check of train and data trusts them again."""
     m = load(dir)
     problems = []
     for pos, s in enumerate(m.shards):
@@ -217,12 +95,20 @@ def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None) -> tuple
             problems.append(f"{s.file}: {why}")
         if on_file:
             on_file(s)
-    listed = {s.file for s in m.shards}
-    for p in sorted(list(m.dir.glob(m.val_pattern)) + list(m.dir.glob(m.train_pattern))):
-        if p.name not in listed:
-            problems.append(f"{p.name}: shard file not in the manifest")
+    seen = {p.split(":", 1)[0] for p in problems}
+    problems += [str(p) for p in compare(m) if p.kind in ("stray", "special") and p.file not in seen]
     if not m.shards:
         problems.append("no shards")
     if not m.complete:
         problems.append("the run that made this folder did not finish (re-run the same `kitctl data` to complete it)")
+    if not problems and any(p.kind == "mtime" for p in compare(m)):
+        for s in m.shards:
+            s.stamp(m.dir / s.file)
+        try:
+            m.save()
+            if log:
+                log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
+        except OSError as e:
+            problems.append(f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones could "
+                            f"not be recorded ({e.strerror or e})")
     return m, problems

@@ -28,6 +28,8 @@ from kitctl.data import sources as src
 from kitctl.data.pool import cores, default_workers
 from kitctl.data.recipes import Recipe, load_recipe, recipe_names
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE
+from kitctl.core.layout import DataLayout
+from kitctl.core.llmc_files import HELLASWAG_BIN
 from kitctl.data.tokenizer import get_encoding
 
 DEFAULT_DATASET = "fineweb10B"
@@ -64,16 +66,20 @@ class DataPlan:
     _source: Optional[src.FilesSource] = field(default=None, repr=False, compare=False)
 
     @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.data_root, self.hf_home)
+
+    @property
     def tiktoken_dir(self) -> Path:
-        return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or self.data_root / "tiktoken")
+        return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or self.layout.tiktoken_cache)
 
     @property
     def tokenizer_bin(self) -> Path:
-        return self.data_root / "gpt2_tokenizer.bin"
+        return self.layout.tokenizer_bin
 
     @property
     def hellaswag_bin(self) -> Path:
-        return self.out_dir / "hellaswag_val.bin"     # the hellaswag recipe's out_dir: <data_root>/hellaswag
+        return self.out_dir / HELLASWAG_BIN     # the hellaswag recipe's out_dir: <data_root>/hellaswag
 
     def local_source(self) -> src.FilesSource:
         """The document source of local input files (DATASET, or a recipe's --source)."""
@@ -134,7 +140,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
     if source is not None and not Path(source).exists():
         raise ConfigError(f"--source {source} does not exist", "give the local file or folder the recipe reads")
     default_out = spec if recipe else _local_name(spec)
-    out_dir = Path(out).absolute() if out else (cfg.data_root / default_out).absolute()
+    out_dir = Path(out).absolute() if out else cfg.layout.shards(default_out).absolute()
     prefix = name or (recipe.prefix if recipe else default_out)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix) or prefix in (".", ".."):
         raise ConfigError(f"--name {prefix!r}: use letters, digits, _ . - only", "e.g. --name fineweb")

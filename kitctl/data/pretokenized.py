@@ -69,7 +69,7 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
     for i, n in enumerate(names):
         tokens = check_shard(out / n)
         shards.append(mf.Shard(index=i, file=n, tokens=tokens, sha256=sha256_file(out / n),
-                               split="val" if i == 0 else "train"))
+                               split="val" if i == 0 else "train").stamp(out / n))
     run = mf.RunInfo(source=origin, source_fingerprint=origin, revision=None if plan.source else rev,
                      tokenizer={"encoding": "gpt2", **tok_sums}, kit_version=__version__, pins_sha256=pins_sha256(),
                      pretokenized=True)

@@ -21,27 +21,14 @@ import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output, replace_atomic, temp_path
+from kitctl.core.llmc_files import (  # noqa: F401 (the format's names, re-exported for data's callers)
+    EOT, HEADER_BYTES, HEADER_INTS, SHARD_MAGIC as MAGIC, SHARD_VERSION as VERSION, HeaderError, shard_filename,
+    unpack_shard_header)
+from kitctl.core.llmc_files import TOKEN_DTYPE as _TOKEN_DTYPE
+from kitctl.core.llmc_files import pack_shard_header as header_bytes
 from kitctl.core.proc import signals_deferred
 
-MAGIC = 20240520
-VERSION = 1
-HEADER_INTS = 256
-HEADER_BYTES = HEADER_INTS * 4
-TOKEN_DTYPE = np.dtype("<u2")
-EOT = 50256
-
-
-def shard_filename(name: str, index: int) -> str:
-    split = "val" if index == 0 else "train"
-    return f"{name}_{split}_{index:06d}.bin"
-
-
-def header_bytes(n_tokens: int) -> bytes:
-    if not 0 <= n_tokens < 2**31:
-        raise ValueError(f"token count {n_tokens} does not fit llm.c's int32 header")
-    h = np.zeros(HEADER_INTS, dtype="<i4")
-    h[0], h[1], h[2] = MAGIC, VERSION, n_tokens
-    return h.tobytes()
+TOKEN_DTYPE = np.dtype(_TOKEN_DTYPE)
 
 
 def write_shard(path: Path, tokens: np.ndarray) -> str:
@@ -57,23 +44,18 @@ def write_shard(path: Path, tokens: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def read_header(path: Path) -> np.ndarray:
+def check_shard(path: Path) -> int:
+    """Check header (magic, version) and that the file size matches its token count. Returns n_tokens."""
+    path = Path(path)
     with open(path, "rb") as f:
         raw = f.read(HEADER_BYTES)
     if len(raw) < HEADER_BYTES:
         raise KitError(f"{path}: {len(raw)} bytes, shorter than llm.c's 1024-byte header",
                        "the file is truncated; delete it and re-run `kitctl data` to rewrite it")
-    return np.frombuffer(raw, dtype="<i4")
-
-
-def check_shard(path: Path) -> int:
-    """Check header (magic, version) and that the file size matches its token count. Returns n_tokens."""
-    path = Path(path)
-    h = read_header(path)
-    if h[0] != MAGIC or h[1] != VERSION:
-        raise KitError(f"{path}: header magic/version {h[0]}/{h[1]}, expected {MAGIC}/{VERSION} (llm.c GPT-2 shard)",
-                       "this is not an llm.c uint16 token shard")
-    n = int(h[2])
+    try:
+        n = unpack_shard_header(raw)
+    except HeaderError as e:
+        raise KitError(f"{path}: {e}", "this is not an llm.c uint16 token shard") from None
     want = HEADER_BYTES + 2 * n
     size = path.stat().st_size
     if size != want:

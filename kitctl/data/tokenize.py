@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import IO, Callable, Optional
 
 import numpy as np
 
-from kitctl.core.errors import KitError
+from kitctl.core import shard_folder
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.data import manifest as mf
 from kitctl.data.pool import LOCK_FDS, default_workers, iter_tokens
+from kitctl.core.llmc_files import TOKENIZER_BIN
 from kitctl.data.shards import HEADER_BYTES, ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
 
@@ -108,6 +111,29 @@ def _valid_prefix(m: mf.DataManifest, log: Optional[LogFn] = None) -> list[mf.Sh
     return good
 
 
+def _refuse_disagreeing(m: mf.DataManifest) -> None:
+    """A complete folder is complete only when it holds exactly what its manifest lists (kitctl.core.shard_folder):
+    a stray shard, a special file or a listed path outside the folder is exit 2, not "complete". Missing or
+    changed shards are left to :func:`_valid_prefix`, which rewrites them."""
+    bad = tuple(p for p in mf.compare(m) if p.kind in ("stray", "special", "name"))
+    if bad:
+        raise ConfigError(shard_folder.describe(m.dir, bad), shard_folder.fix_for(m.dir, bad))
+
+
+def _restamp(m: mf.DataManifest, log: Optional[LogFn]) -> None:
+    """Every shard's sha256 was just checked: record mtimes that changed (a copy without -p) or were never
+    recorded (an older manifest), so train's cheap check trusts the folder again."""
+    stale = [s for s in m.shards if s.mtime_ns is None or s.size is None
+             or os.stat(m.dir / s.file).st_mtime_ns != s.mtime_ns]
+    if not stale:
+        return
+    for s in stale:
+        s.stamp(m.dir / s.file)
+    m.save()
+    if log:
+        log(f"{m.dir}: {len(stale)} shard(s) checked by sha256; their sizes and mtimes recorded in {mf.MANIFEST}")
+
+
 def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
                      log: Optional[LogFn] = None) -> mf.DataManifest:
     """Open (resume) or start the manifest of ``out_dir``; refuse a folder made with another config.
@@ -133,7 +159,7 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
             f"{out_dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
             "re-run with the same options to continue that run, pick another --out folder, "
             "or delete the folder to start over", exit_code=2)
-    existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != "gpt2_tokenizer.bin"] if out_dir.is_dir() else []
+    existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != TOKENIZER_BIN] if out_dir.is_dir() else []
     if existing:
         raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {mf.MANIFEST}, so they "
                        "were not made by kitctl data (or the manifest was deleted)", mf.start_over_hint(out_dir))
@@ -207,8 +233,11 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
     m = prepare_manifest(out_dir, name, dataset, run, log)
     shard_size = int(run.shard_size or DEFAULT_SHARD_SIZE)
     first = int(run.first_shard_size or shard_size)
+    if m.complete:
+        _refuse_disagreeing(m)
     good = _valid_prefix(m, log)
     if m.complete and len(good) == len(m.shards):
+        _restamp(m, log)
         return Summary(out_dir, 0, 0, m.total_tokens, len(m.shards), time.perf_counter() - t0,
                        resumed_from=len(m.shards), already_complete=True)
     started = m.run.started if m.shards else None
@@ -234,7 +263,7 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         offset = int(local - (cur.cum[k - 1] if k > 0 else 0))
         m.shards.append(mf.Shard(index=index, file=path.name, tokens=n, sha256=sha,
                                  split="val" if index == 0 else "train",
-                                 end=mf.ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)))
+                                 end=mf.ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)).stamp(path))
         written["tokens"] += n
         written["shards"] += 1
         saver.maybe()

@@ -17,11 +17,13 @@ import struct
 from pathlib import Path
 from typing import Callable, ClassVar, Optional
 
-import numpy as np
 
 from kitctl.core import resources
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output, sha256_file, write_atomic
+from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: llm.c's tokenizer table for data's callers)
+    EOT, HEADER_BYTES, TOKENIZER_BIN, TOKENIZER_MAGIC, TOKENIZER_VERSION, HeaderError, pack_tokenizer_header,
+    unpack_tokenizer_header)
 from kitctl.core.records import Record
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
@@ -29,11 +31,7 @@ FILES = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
 }
-EOT = 50256
 VOCAB_SIZE = 50257
-TOKENIZER_MAGIC = 20240328
-TOKENIZER_VERSION = 2
-TOKENIZER_BIN = "gpt2_tokenizer.bin"
 # what tokenizer_bin_bytes gives for GPT-2's files (tested): an existing file is kept only if it matches
 TOKENIZER_BIN_SIZE = 372_108
 TOKENIZER_BIN_SHA256 = "6f3abc21e444e4e8300e225f4e03da48ea121cf17e30f67009b8dad7a66c2f13"
@@ -220,9 +218,7 @@ def tokenizer_bin_bytes(enc) -> bytes:
     """llm.c's decoder file (train_gpt2.py write_tokenizer, llmc/tokenizer.h): a 256 x int32 header
     (magic 20240328, version 2, vocab size, EOT id), then per token one length byte and its bytes."""
     n = enc.max_token_value + 1
-    header = np.zeros(256, dtype=np.int32)
-    header[:4] = (TOKENIZER_MAGIC, TOKENIZER_VERSION, n, enc.eot_token)
-    parts = [header.tobytes()]
+    parts = [pack_tokenizer_header(n, enc.eot_token)]
     for i in range(n):
         b = enc.decode_single_token_bytes(i)
         if not 0 < len(b) < 256:
@@ -257,11 +253,12 @@ def write_tokenizer_bin(path: Path, enc=None, force: bool = False,
 def read_tokenizer_bin(path: Path) -> tuple[dict[str, int], list[bytes]]:
     """Parse a gpt2_tokenizer.bin as llm.c does: (header fields, token byte strings)."""
     data = Path(path).read_bytes()
-    h = np.frombuffer(data[:1024], dtype=np.int32)
-    if h[0] != TOKENIZER_MAGIC:
-        raise KitError(f"{path}: bad magic {h[0]} (expected {TOKENIZER_MAGIC})")
-    info = {"magic": int(h[0]), "version": int(h[1]), "vocab_size": int(h[2]), "eot": int(h[3])}
-    toks, pos = [], 1024
+    try:
+        h = unpack_tokenizer_header(data)
+    except HeaderError as e:
+        raise KitError(f"{path}: {e}") from None
+    info = {"magic": TOKENIZER_MAGIC, "version": h.version, "vocab_size": h.vocab_size, "eot": h.eot}
+    toks, pos = [], HEADER_BYTES
     for _ in range(info["vocab_size"]):
         n = data[pos]
         toks.append(data[pos + 1:pos + 1 + n])

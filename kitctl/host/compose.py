@@ -18,16 +18,17 @@ from kitctl.core import resources
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import write_atomic
+from kitctl.core.layout import COMPOSE_ENV
 from kitctl.host.runtimes import data_image_ref, gpu_container_flags, runtime_image_ref
 
 COMPOSE_FILE = resources.share("compose.yaml")
-ENV_FILE_NAME = "compose.env"
+ENV_FILE_NAME = COMPOSE_ENV
 _PLAIN = re.compile(r"[A-Za-z0-9_./:@+,=-]*")
 
 
 def env_file_path(cfg: KitConfig) -> Path:
     """Where ``kitctl build`` writes compose's env file: ``<data_root>/compose.env``."""
-    return Path(cfg.data_root) / ENV_FILE_NAME
+    return cfg.layout.compose_env
 
 
 def env_values(cfg: KitConfig, gpus: int = 0) -> dict[str, str]:

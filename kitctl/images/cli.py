@@ -158,12 +158,12 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
     spec = llmc_src or cfg.mirrors.llmc_src
     src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
     if src is None and not dry_run:
-        src = cfg.data_root / "native" / "llm.c"
+        src = cfg.layout.native_src
         got = llmc_source.fetch(spec, src, inputs.check_ca_bundle(cfg.ca_cert, "ca_cert"))
         console.print(f"llm.c source: {got.label()} -> {src}", highlight=False)
     elif src is None:
-        src = cfg.data_root / "native" / "llm.c"
-    dest = out or native_build.default_out(cfg.data_root)
+        src = cfg.layout.native_src
+    dest = out or cfg.layout.native_bin
     tc = native_build.discover(cudnn_frontend=cudnn_frontend, src=src)
     cmds = native_build.plan(src, dest, archs, tc, cudnn, strict=not dry_run)
     for note in tc.notes:

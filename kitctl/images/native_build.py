@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core import pins
-from kitctl.core.config import native_bin_dir
+from kitctl.core.layout import DataLayout
 from kitctl.core.errors import KitError
 from kitctl.core import resources
 
@@ -25,7 +25,7 @@ BINARIES = ("train_gpt2cu", "train_gpt2cu_fp32")
 
 def default_out(data_root: Path) -> Path:
     """Where the train planner looks for native binaries."""
-    return native_bin_dir(data_root)
+    return DataLayout(data_root).native_bin
 
 
 @dataclass

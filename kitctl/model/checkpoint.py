@@ -12,7 +12,6 @@ Nothing else follows: a file longer or shorter than the header says is refused, 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -21,11 +20,9 @@ import numpy as np
 
 from kitctl.core.errors import KitError
 
-MAGIC = 20240326
-HEADER_INTS = 256
-HEADER_BYTES = HEADER_INTS * 4
-VERSIONS = {3: "float32", 5: "bfloat16"}
-MODEL_RE = re.compile(r"^model_(\d{8})\.bin$")
+from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: the format's names for model's callers)
+    CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, HEADER_BYTES, HEADER_INTS, MODEL_RE, SHARD_MAGIC,
+    STATE_MAGIC, HeaderError, unpack_checkpoint_header)
 
 # llm.c's ParameterTensors, in file order: name -> shape as a function of (Vp, maxT, L, C)
 PARAM_ORDER = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
@@ -127,20 +124,21 @@ def read_header(path: Path) -> tuple[int, LlmcConfig]:
                        exit_code=2) from None
     if len(head) < HEADER_BYTES:
         raise _bad(path, f"{len(head)} bytes, shorter than the {HEADER_BYTES}-byte header", FIX_FILE)
-    h = np.frombuffer(head, dtype="<i4")
-    if int(h[0]) != MAGIC:
+    try:
+        h = unpack_checkpoint_header(head)
+    except HeaderError as e:
+        magic = int.from_bytes(head[:4], "little", signed=True)
         hint = FIX_FILE
-        if int(h[0]) == 20240520:
-            hint = "that is a token shard (magic 20240520), not a model; " + FIX_FILE
-        elif int(h[0]) == 20240527:
+        if magic == SHARD_MAGIC:
+            hint = f"that is a token shard (magic {SHARD_MAGIC}), not a model; " + FIX_FILE
+        elif magic == STATE_MAGIC:
             hint = "that is an optimizer state file (state_*.bin); pass the model_*.bin beside it"
-        raise _bad(path, f"magic {int(h[0])}, expected {MAGIC}", hint)
-    version = int(h[1])
-    if version not in VERSIONS:
-        raise _bad(path, f"version {version}; this kit reads 3 (fp32) and 5 (bf16), what llm.c at f1e2ace writes",
-                   "re-write the checkpoint with train_gpt2cu (PRECISION=BF16 or FP32); fp16 checkpoints are not "
-                   "written by llm.c")
-    cfg = LlmcConfig(*(int(v) for v in h[2:8]))
+        elif magic == MAGIC:
+            hint = ("re-write the checkpoint with train_gpt2cu (PRECISION=BF16 or FP32); fp16 checkpoints are not "
+                    "written by llm.c")
+        raise _bad(path, str(e), hint) from None
+    version = h.version
+    cfg = LlmcConfig(h.max_seq_len, h.vocab_size, h.num_layers, h.num_heads, h.channels, h.padded_vocab_size)
     if min(cfg.__dict__.values()) <= 0 or cfg.padded_vocab_size < cfg.vocab_size \
             or cfg.channels % cfg.num_heads:
         raise _bad(path, f"header values do not describe a GPT-2 ({cfg})", FIX_FILE)

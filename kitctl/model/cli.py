@@ -92,7 +92,7 @@ def sample(
     """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
     cfg = config()
     t, folder = _exported(target, cfg.runs_dir, step)
-    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cfg.data_root / "tiktoken")
+    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cfg.layout.tiktoken_cache)
     s = run_sample(folder, prompt, n, cache_dir=cache, top_k=0 if greedy else top_k, temperature=temperature,
                    seed=seed, backend=backend)
     _say(f"[{s.backend}, {'greedy' if greedy else f'top-k {top_k}, seed {seed}'}, {len(s.tokens)} tokens, {folder}]")

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
-from kitctl.model.checkpoint import MODEL_RE
-from kitctl.train.facts import DONE_RE      # llm.c's DONE_%08d
+from kitctl.core.llmc_files import DONE_RE, MODEL_RE
 EXPORT_FILES = ("config.json", "model.safetensors")
 
 

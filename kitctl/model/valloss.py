@@ -2,7 +2,8 @@
 
     python -m kitctl.model.valloss EXPORT_DIR [--shard <data>/fineweb_val_000000.bin] [--run RUN_DIR]
 
-Needs only numpy, torch and transformers (no other kitctl module is imported: it runs as a plain script too).
+Needs only numpy, torch and transformers, and of the kit only kitctl.core.llmc_files (llm.c's formats; standard
+library only), so it runs wherever the kit's source is importable.
 It reproduces llm.c's validation exactly as train_gpt2.cu (f1e2ace) does it: the val loader is not shuffled, batch
 i of rank r reads B*T+1 tokens at token offset (i*P + r)*B*T of the shard (P = number of processes), targets are
 the inputs shifted by one, and the loss is the mean over all val_num_batches*P*B*T positions (softmax over the
@@ -24,18 +25,24 @@ from typing import Optional
 
 import numpy as np
 
-SHARD_MAGIC = 20240520
+from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, RUN_JSON, STDOUT_LOG, TOKEN_DTYPE, HeaderError,
+                                    shard_filename, unpack_shard_header)
+
+
 TABLE = {"B": r"micro batch size B", "T": r"sequence length T", "P": r"num_processes",
          "batches": r"val_num_batches"}
 
 
 def read_shard(path: Path) -> np.ndarray:
-    head = np.fromfile(path, dtype="<i4", count=256)
-    if len(head) < 256 or head[0] != SHARD_MAGIC or head[1] != 1:
-        raise SystemExit(f"error: {path} is not an llm.c token shard (magic {SHARD_MAGIC}, version 1)")
-    toks = np.memmap(path, dtype="<u2", mode="r", offset=1024)
-    if len(toks) != int(head[2]):
-        raise SystemExit(f"error: {path}: header says {int(head[2])} tokens, file has {len(toks)} (truncated?)")
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+    try:
+        n = unpack_shard_header(head)
+    except HeaderError as e:
+        raise SystemExit(f"error: {path} is not an llm.c token shard ({e})") from None
+    toks = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES)
+    if len(toks) != n:
+        raise SystemExit(f"error: {path}: header says {n} tokens, file has {len(toks)} (truncated?)")
     return toks
 
 
@@ -76,8 +83,8 @@ def val_shard_of(run: Optional[Path]) -> Optional[Path]:
     if run is None:
         return None
     try:
-        data = json.loads((run / "run.json").read_text())["data"]
-        return Path(data["dir"]) / f"{data['prefix']}_val_000000.bin"
+        data = json.loads((run / RUN_JSON).read_text())["data"]
+        return Path(data["dir"]) / shard_filename(data["prefix"], 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -127,7 +134,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rec = json.loads(rp.read_text())
     run = a.run or (Path(rec["source"]).parent if rec.get("source") else None)
     step = a.step if a.step is not None else rec.get("step")
-    out_log = run / "stdout.log" if run else Path("/nonexistent")
+    out_log = run / STDOUT_LOG if run else Path("/nonexistent")
     found: dict[str, Optional[int]] = {k: getattr(a, k) if getattr(a, k) is not None else table_value(out_log, lab)
                                        for k, lab in TABLE.items()}
     missing = [k for k in ("B", "T") if not found[k]]
@@ -138,9 +145,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                             "batches": found["batches"] or 20}       # llm.c's defaults: 1 process, -m 20
     want = a.llmc_loss
     if want is None and run is not None and step is not None:
-        want = llmc_val_loss(run / "main.log", step)
+        want = llmc_val_loss(run / MAIN_LOG, step)
     if want is None:
-        raise SystemExit(f"error: no llm.c val loss for step {step} in {run}/main.log: pass --llmc-loss "
+        raise SystemExit(f"error: no llm.c val loss for step {step} in {run}/{MAIN_LOG}: pass --llmc-loss "
                          "(and --run / --step), or check the run logged a val loss at that step (-v)")
 
     shard = a.shard or val_shard_of(run)

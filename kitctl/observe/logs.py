@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG  # noqa: F401 (re-exported for observe)
 from kitctl.core.errors import KitError
 from kitctl.train import steplog
 
-MAIN_LOG = "main.log"
-STDOUT_LOG = "stdout.log"
 
 # main.log keys -> TensorBoard tags (unknown keys of llm.c forks become llmc/<key>)
 MAIN_TAGS = {

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Iterable
 
 from kitctl.core.errors import KitError
-from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG
+from kitctl.core.llmc_files import MAIN_LOG, RUN_JSON, STDOUT_LOG
 
-RUN_JSON = "run.json"
 RUN_FILES = (MAIN_LOG, STDOUT_LOG, RUN_JSON, "reproduce.json")   # reproduce.json: `kitctl reproduce` before training
 
 

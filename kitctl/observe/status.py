@@ -6,7 +6,6 @@ the logs are still shown) and the checkpoint files. Whether the training is aliv
 """
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -21,14 +20,14 @@ from kitctl.core.errors import KitError
 from kitctl.core.pipeline_state import status_rows
 from kitctl.core.progress import format_duration
 from kitctl.host import gpus as gpus_mod
+from kitctl.core import shard_folder
+from kitctl.core.llmc_files import RUN_JSON, parse_done_filename, parse_model_filename
 from kitctl.observe.liveness import Liveness, find_llmc_process, liveness
 from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG, RunLogs, last_logged, read_run
 from kitctl.observe.run_meta import RunRecord, gpu_label, read_run_meta, total_steps
-from kitctl.train.facts import DONE_RE
 
 __all__ = ["RunStatus", "collect", "render", "find_llmc_process", "read_meta"]
 
-_CKPT = re.compile(r"model_(\d{8})\.bin$")
 
 
 @dataclass
@@ -73,6 +72,22 @@ def _check_run_dir(run_dir: Path) -> list[str]:
                        f"check who owns it (ls -ld {run_dir}); run kitctl as that user", exit_code=2) from None
 
 
+def data_notes(meta: Optional[RunRecord]) -> list[str]:
+    """The run's shard folder (run.json's data.dir) against its manifest (kitctl.core.shard_folder): a note when
+    they no longer agree, since `kitctl train` would refuse to resume on it. Status itself never fails on it."""
+    folder = meta.data.dir if meta is not None and meta.data is not None else None
+    if not folder or not Path(folder).is_dir():
+        return []
+    try:
+        c = shard_folder.check_folder(Path(folder))
+    except KitError as e:
+        return [f"the run's data folder {folder}: {e.message}"]
+    if c.ok:
+        return []
+    return [shard_folder.describe(c.dir, c.problems, limit=3) + "; `kitctl train` refuses it until fixed: "
+            + shard_folder.fix_for(c.dir, c.problems)]
+
+
 def _mtime(p: Path) -> Optional[float]:
     try:
         return p.stat().st_mtime
@@ -94,6 +109,7 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
     if logs.bad_lines:
         st.notes.append(f"{logs.bad_lines} line(s) of {MAIN_LOG} were not llm.c log lines and were skipped")
     ms = logs.streams.get("perf/ms_per_step") or {}
+    st.notes += data_notes(meta)
     st.steps_done = logs.steps_done
     st.total_steps = logs.total_steps or (total_steps(meta) if meta else None)
     tok = logs.streams.get("perf/tokens_per_sec") or {}
@@ -105,10 +121,10 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
     # checkpoints
     ckpts, dones = [], []
     for name in names:
-        if m := _CKPT.match(name):
-            ckpts.append(int(m.group(1)))
-        elif m := DONE_RE.match(name):
-            dones.append(int(m.group(1)))
+        if (step := parse_model_filename(name)) is not None:
+            ckpts.append(step)
+        elif (step := parse_done_filename(name)) is not None:
+            dones.append(step)
     st.last_checkpoint = max(ckpts, default=None)
     st.done_step = max(dones, default=None)
     finished_by_files = bool(st.total_steps and st.done_step is not None and st.done_step >= st.total_steps)
@@ -121,7 +137,7 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
     # GPUs: what the run recorded, else this machine's
     if meta and meta.gpus:
         st.gpus = [gpu_label(g) for g in meta.gpus]
-        st.gpus_source = "run.json"
+        st.gpus_source = RUN_JSON
     else:
         found = (gpus_query or gpus_mod.query)()
         st.gpus = [f"{g.index}: {g.name} (sm_{g.compute_cap}, {g.memory_gb:.0f} GB)" for g in found]

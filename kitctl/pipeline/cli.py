@@ -32,7 +32,7 @@ def demo(
     steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
-    root = data_root or config(writes=True).data_root / "demo"
+    root = data_root or config(writes=True).layout.demo
     console.print(f"[bold]llmc-kit demo[/]: embedded tinyshakespeare + GPT-2 BPE, data root {root}")
     results = run_demo(root, lambda s: console.print(s, highlight=False), steps)
     table = Table(title="demo summary")

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from kitctl.host import gpus
-from kitctl.images import native_build
+from kitctl.core.layout import DataLayout
+from kitctl.core.llmc_files import MAIN_LOG, MANIFEST_JSON, STDOUT_LOG, TOKENIZER_BIN
 from kitctl.core import resources
 
 REAL_LOG_DIR = resources.demo_run_dir()
@@ -70,9 +71,10 @@ def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20) -> 
         return rc == 0
 
     # 1. data (offline: embedded corpus and tokenizer)
-    shards = root / "tinyshakespeare"
+    where = DataLayout(root)
+    shards = where.shards("tinyshakespeare")
     if step("data", ["data", "make", "tinyshakespeare", "--runtime", "native"],
-            f"tinyshakespeare -> {shards} (llm.c shards + manifest.json, gpt2_tokenizer.bin)"):
+            f"tinyshakespeare -> {shards} (llm.c shards + {MANIFEST_JSON}, {TOKENIZER_BIN})"):
         step("data verify", ["data", "verify", str(shards)], "headers, token counts and sha256 match the manifest")
 
     # 2. plans
@@ -82,7 +84,7 @@ def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20) -> 
                                           "--data", str(shards), "--name", "first-user", "--steps", "100"],
          "mixed sm_75 + sm_86: FP32 on both vs BF16 on the 3090 alone, the faster picked")
     here = gpus.query()
-    binary = native_build.default_out(root) / "train_gpt2cu"
+    binary = where.native_bin / "train_gpt2cu"
     if not here:
         steps.append(Step("plan: this machine", "skipped", "no NVIDIA GPU here (nvidia-smi lists none)"))
         steps.append(Step("train", "skipped", "no NVIDIA GPU here: training needs one (see the plan above for "
@@ -99,12 +101,12 @@ def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20) -> 
                            str(train_steps), "--no-tune"], f"{train_steps} steps on this machine's GPUs")
 
     # 3. observe a real run's log
-    real = root / "runs" / "h100-tinyshakespeare-150"
+    real = where.run("h100-tinyshakespeare-150")
     real.mkdir(parents=True, exist_ok=True)
-    for src, dst in (("ts150_main.log", "main.log"), ("ts150_stdout.log", "stdout.log")):
+    for src, dst in (("ts150_main.log", MAIN_LOG), ("ts150_stdout.log", STDOUT_LOG)):
         if (REAL_LOG_DIR / src).exists():
             shutil.copyfile(REAL_LOG_DIR / src, real / dst)
-    if (real / "main.log").exists():
+    if (real / MAIN_LOG).exists():
         step("tensorboard (convert)", ["tensorboard", str(real), "--no-serve", "--no-follow"],
              f"event files in {real / 'tb'} (serve with `kitctl tensorboard`)")
         step("status", ["status", str(real)], "one screen about the run")

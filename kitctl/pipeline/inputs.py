@@ -7,7 +7,7 @@ entry points move, only these two change. Touch points:
     train     kitctl.train.planner.build_plan (pure) on kitctl.train.facts / runner facts; the memory model and
               kitctl.train.tune.sweep_configs for how many configs a tune measures
     host      kitctl.host.gpus.load_inventory
-    images    kitctl.images.native_build.default_out, kitctl.host.runtimes.runtime_image_ref (what a build makes)
+    images    kitctl.host.runtimes.runtime_image_ref (what a build makes); the data root's places: kitctl.core.layout
 
 Without data on disk yet, the train plan is made on *synthetic* shards with the recipe's token counts (the
 planner is pure, so it cannot tell), which is how ``--dry-run`` plans the whole run before any download.
@@ -15,10 +15,8 @@ planner is pure, so it cannot tell), which is how ``--dry-run`` plans the whole 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +26,12 @@ from kitctl.core.bundle import Unpacked
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import free_bytes
+from kitctl.core import shard_folder
+from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan
 from kitctl.host import docker_disk
 from kitctl.host.gpus import GPU, load_inventory
 from kitctl.host.runtimes import runtime_image_ref
-from kitctl.images import native_build
 from kitctl.pipeline import forecast as fc
 from kitctl.train import tune as train_tune
 from kitctl.train.facts import DataInfo, OutState, Shard, host_facts, inspect_data, inspect_out
@@ -159,12 +158,12 @@ def check_options(opts: ReproduceOptions) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _manifest(out_dir: Path) -> dict:
+def _manifest(out_dir: Path) -> Optional[shard_folder.DataManifest]:
+    """The data folder's typed manifest; None when there is none or it is damaged (the data stage says why)."""
     try:
-        m = json.loads((out_dir / "manifest.json").read_text())
-        return m if isinstance(m, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        return shard_folder.load(out_dir) if shard_folder.exists(out_dir) else None
+    except KitError:
+        return None
 
 
 def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
@@ -186,10 +185,11 @@ def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
             download = r.approx_download_bytes or 0
             hf_cache = 0 if plan.stream else download
     m = _manifest(plan.out_dir)
-    done = sum(int(s.get("tokens", 0)) for s in m.get("shards", []) if isinstance(s, dict))
-    complete = bool(m.get("complete")) and done > 0
+    done = m.total_tokens if m is not None else 0
+    complete = m is not None and m.complete and done > 0
     if complete:
-        tokens, shards = done, len(m["shards"])
+        assert m is not None
+        tokens, shards = done, len(m.shards)
         download = 0
     elif hf_cache and done:   # tokenizing again: the parquet is in the HF cache already
         download = 0
@@ -218,14 +218,17 @@ def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
     out = plan.hellaswag_bin
     if out.is_file():
         with out.open("rb") as f:
-            head = f.read(12)
-        n = struct.unpack("<3i", head)[2] if len(head) == 12 else c.examples
+            head = f.read(HEADER_BYTES)
+        try:
+            n = unpack_hellaswag_header(head).examples
+        except HeaderError:
+            n = c.examples
         return fc.HellaswagInput(n, True, 0)
     if plan.source:
         with open(plan.source, "rb") as f:
             n = sum(1 for line in f if line.strip())
         return fc.HellaswagInput(n, False, 0)
-    cached = plan.data_root / "hellaswag" / "hellaswag_val.jsonl"
+    cached = plan.layout.hellaswag_jsonl
     return fc.HellaswagInput(c.examples, False, 0 if cached.is_file() else c.jsonl_bytes)
 
 
@@ -235,14 +238,15 @@ def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data:
     """The train planner's facts with ``data`` given (it may not exist yet). Mirrors
     kitctl.train.gather.gather_facts, except for the data and for the HellaSwag file and tokenizer, which the
     pipeline's own stages make before training (so the plan has them)."""
-    runs = cfg.runs_dir / (req.name or req.preset)
-    bin_dir = native_build.default_out(cfg.data_root)
+    where = cfg.layout
+    runs = where.run(req.name or req.preset)
+    bin_dir = where.native_bin
     image = runtime_image_ref(cfg)
     return Facts(gpus=gpus if gpus is not None else load_inventory(opts.inventory), data=data, out=inspect_out(runs.absolute()),
                  data_root=cfg.data_root, host=host_facts(opts.mpirun), image=image, native_bin_dir=bin_dir,
-                 nccl_env=nccl_env(cfg.nccl), hellaswag=cfg.data_root / "hellaswag" / "hellaswag_val.bin",
-                 tokenizer=cfg.data_root / "gpt2_tokenizer.bin", runtime_ids=runtime_ids(req, image, bin_dir),
-                 tune_records=load_records(cfg.data_root / "tune"), run_token=uuid.uuid4().hex[:8])
+                 nccl_env=nccl_env(cfg.nccl), hellaswag=where.hellaswag_bin,
+                 tokenizer=where.tokenizer_bin, runtime_ids=runtime_ids(req, image, bin_dir),
+                 tune_records=load_records(where.tune_cache), run_token=uuid.uuid4().hex[:8])
 
 
 def _flag(args: list[str], flag: str, default: int) -> int:
@@ -304,7 +308,7 @@ def train_input(plan: Plan, facts: Facts, hs_examples: int) -> fc.TrainInput:
 def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[int]) -> fc.BuildInput:
     sm = ",".join(str(a) for a in archs)
     if opts.runtime == "native":
-        binary = Path(opts.binary) if opts.binary else native_build.default_out(cfg.data_root) / BINARIES[plan.precision]
+        binary = Path(opts.binary) if opts.binary else cfg.layout.native_bin / BINARIES[plan.precision]
         if binary.is_file():
             why = "--binary" if opts.binary else "built earlier (`kitctl build --runtime native` rebuilds)"
             return fc.BuildInput("native", True, f"{binary} ({why})")
@@ -352,7 +356,7 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, gpus: Optional[list[GPU]] = N
         raise KitError(f"cannot train {opts.preset} on {where}: {e.message}",
                        (e.hint or "") + "; train_gpt2cu flags go after the preset and `--`, e.g. "
                        f"`kitctl reproduce {opts.preset} -- -r 2`", exit_code=e.exit_code) from None
-    notes += [n for n in tplan.notes if "HellaSwag file not found" not in n and "gpt2_tokenizer.bin" not in n]
+    notes += [n for n in tplan.notes if "HellaSwag file not found" not in n and TOKENIZER_BIN not in n]
     archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | {g.compute_cap for g in facts.gpus})
     tinput = train_input(tplan, facts, hinput.examples)
     tune = fc.TuneInput(opts.tune, tune_configs(treq, facts, tplan) if not tplan.resume else 0,

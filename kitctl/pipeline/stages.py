@@ -30,6 +30,7 @@ from rich.console import Console
 from kitctl.core import proc
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
@@ -145,14 +146,14 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
 def build(ctx: StageContext) -> Result:
     cfg, opts, archs = ctx.cfg, ctx.opts, ctx.gathered.archs
     if opts.runtime == "native":
-        dest = native_build.default_out(cfg.data_root)
+        dest = cfg.layout.native_bin
         want = Path(opts.binary) if opts.binary else dest / BINARIES[ctx.gathered.train_plan.precision]
         if want.is_file():
             return Result("skipped", f"{want} exists" + (" (--binary)" if opts.binary else ""))
         spec = opts.llmc_src or cfg.mirrors.llmc_src
         src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
         if src is None:
-            src = cfg.data_root / "native" / "llm.c"
+            src = cfg.layout.native_src
             got = llmc_source.fetch(spec, src, cfg.ca_cert)
             ctx.log.say(f"llm.c source: {got.label()} -> {src}")
         tc = native_build.discover(cudnn_frontend=opts.cudnn_frontend, src=src)
@@ -305,7 +306,7 @@ def train(ctx: StageContext) -> Result:
     for n in plan.notes:
         ctx.log.line(f"note: {n}")
     ctx.log.line(f"command: {plan.command_line()}")
-    ctx.log.line(f"llm.c's own output: {plan.out_dir / 'stdout.log'}")
+    ctx.log.line(f"llm.c's own output: {plan.out_dir / STDOUT_LOG}")
     if plan.complete:
         return Result("skipped", f"complete: checkpoint at step {plan.resume_step} of {plan.steps}")
     ctx.log.say(f"train: {plan.steps} steps, B={plan.micro_batch} -r {plan.recompute}, {plan.precision}, "
@@ -318,7 +319,7 @@ def train(ctx: StageContext) -> Result:
 
 def train_progress(run_dir: Path, total: int) -> tuple[Optional[float], str]:
     """The last logged step of main.log (llm.c writes ``s:N trl:...``), as (fraction, text)."""
-    log = run_dir / "main.log"
+    log = run_dir / MAIN_LOG
     try:
         with log.open("rb") as f:
             f.seek(max(0, log.stat().st_size - 4096))

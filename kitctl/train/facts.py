@@ -6,24 +6,18 @@ these records by hand). Nothing here starts a process.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import shutil
-import struct
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core import shard_folder
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.llmc_files import (DONE_RE, HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
+                                    parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
 from kitctl.train.record import PlanRecord, load_run_record
-
-SHARD_MAGIC = 20240520
-HEADER_BYTES = 256 * 4
-_TRAIN_RE = re.compile(r"^(?P<prefix>.+)_train_(?P<n>\d{6})\.bin$")
-_VAL_RE = re.compile(r"^(?P<prefix>.+)_val_(?P<n>\d{6})\.bin$")
-DONE_RE = re.compile(r"^DONE_(\d{8})$")
-_STATE_RE = re.compile(r"^state_(\d{8})_(\d{5})\.bin$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +36,7 @@ class DataInfo:
     val: tuple[Shard, ...]
     manifest_sha256: Optional[str] = None
     complete: Optional[bool] = None       # manifest.json's "complete" (None: no manifest)
+    notes: tuple[str, ...] = ()           # what the folder check said (e.g. no manifest: taken as it is)
 
     @property
     def train_tokens(self) -> int:
@@ -61,10 +56,10 @@ class DataInfo:
         return "shards:" + h.hexdigest()[:32]
 
     def train_glob(self, root: str) -> str:
-        return f"{root}/{self.prefix}_train_*.bin"
+        return f"{root}/{shard_patterns(self.prefix)[1]}"
 
     def val_glob(self, root: str) -> str:
-        return f"{root}/{self.prefix}_val_*.bin"
+        return f"{root}/{shard_patterns(self.prefix)[0]}"
 
 
 def read_shard_header(path: Path) -> int:
@@ -78,29 +73,43 @@ def read_shard_header(path: Path) -> int:
     if len(head) < HEADER_BYTES:
         raise KitError(f"{path} is too short for an llm.c shard header",
                        "re-make the shards with `kitctl data`", exit_code=2)
-    magic, version, ntok = struct.unpack("<3i", head[:12])
-    if magic != SHARD_MAGIC or version != 1:
-        raise KitError(f"{path} is not an llm.c token shard (magic {magic}, version {version})",
-                       f"expected magic {SHARD_MAGIC} version 1; re-make it with `kitctl data`", exit_code=2)
+    try:
+        ntok = unpack_shard_header(head)
+    except HeaderError as e:
+        raise KitError(f"{path} is not an llm.c token shard ({e})", "re-make it with `kitctl data`",
+                       exit_code=2) from None
     if size != HEADER_BYTES + 2 * ntok or ntok <= 0:
         raise KitError(f"{path}: header says {ntok} tokens but the file has {size} bytes (truncated?)",
                        "re-make the shards with `kitctl data` (an interrupted copy?)", exit_code=2)
     return ntok
 
 
+def _regular(p: Path) -> None:
+    """A shard must be a regular file (a symlink to one is fine in a folder without a manifest): a FIFO or device
+    under a shard's name is refused before anything opens it."""
+    try:
+        ok = stat.S_ISREG(os.stat(p).st_mode)
+    except OSError as e:
+        raise ConfigError(f"cannot read shard {p}: {e.strerror or e}", "check the file (a dangling symlink?)") from None
+    if not ok:
+        raise ConfigError(f"{p} is not a regular file", "move it out of the shard folder; shards are plain files")
+
+
 def inspect_data(data_dir: Path) -> DataInfo:
-    """Find and check the shards in ``data_dir`` (headers only; the tokens are not read)."""
+    """Find and check the shards in ``data_dir`` (headers only; the tokens are not read). The folder must agree
+    with its manifest.json (kitctl.core.shard_folder: same files, regular, sizes and mtimes as recorded; exit 2
+    naming the files otherwise); a folder without one is taken as it is, with a note."""
     if not data_dir.is_dir():
         raise KitError(f"no shard folder at {data_dir}",
                        "make shards with `kitctl data` (e.g. `kitctl data tinyshakespeare`) or point --data at "
                        "a folder holding <name>_val_000000.bin and <name>_train_000001.bin ...", exit_code=2)
+    check = shard_folder.require_consistent(data_dir)
     train: dict[str, list[Path]] = {}
     val: dict[str, list[Path]] = {}
     for p in sorted(data_dir.iterdir()):
-        if m := _TRAIN_RE.match(p.name):
-            train.setdefault(m["prefix"], []).append(p)
-        elif m := _VAL_RE.match(p.name):
-            val.setdefault(m["prefix"], []).append(p)
+        if sn := parse_shard_filename(p.name):
+            _regular(p)
+            (train if sn.split == "train" else val).setdefault(sn.prefix, []).append(p)
     prefixes = sorted(set(train) | set(val))
     if not train:
         raise KitError(f"no training shards (*_train_NNNNNN.bin) in {data_dir}",
@@ -112,18 +121,14 @@ def inspect_data(data_dir: Path) -> DataInfo:
     if not val.get(prefix):
         raise KitError(f"no validation shard {prefix}_val_000000.bin in {data_dir}",
                        "llm.c needs one for -j; re-make the shards with `kitctl data`", exit_code=2)
-    man = data_dir / "manifest.json"
     man_sha, complete = None, None
-    if man.is_file():
-        raw = man.read_bytes()
-        man_sha = hashlib.sha256(raw).hexdigest()
-        try:
-            complete = bool(json.loads(raw).get("complete", True))
-        except (ValueError, AttributeError):
-            complete = None
+    if check.manifest is not None:
+        man_sha = hashlib.sha256((data_dir / shard_folder.MANIFEST).read_bytes()).hexdigest()
+        complete = check.manifest.complete
     return DataInfo(data_dir.resolve(), prefix,
                     tuple(Shard(p.name, read_shard_header(p)) for p in train[prefix]),
-                    tuple(Shard(p.name, read_shard_header(p)) for p in val[prefix]), man_sha, complete)
+                    tuple(Shard(p.name, read_shard_header(p)) for p in val[prefix]), man_sha, complete,
+                    check.notes)
 
 
 @dataclass(frozen=True)
@@ -146,13 +151,13 @@ def inspect_out(out_dir: Path) -> OutState:
     if not out_dir.is_dir():
         return OutState(out_dir)
     names = os.listdir(out_dir)
-    done = tuple(sorted(int(m[1]) for n in names if (m := DONE_RE.match(n))))
+    done = tuple(sorted(s for n in names if (s := parse_done_filename(n)) is not None))
     ranks = 0
     if done:
-        ranks = sum(1 for n in names if (m := _STATE_RE.match(n)) and int(m[1]) == done[-1])
+        ranks = sum(1 for n in names if (st := parse_state_filename(n)) and st[0] == done[-1])
     rec, error = load_run_record(out_dir)
     plan = rec.plan if rec is not None else None
-    return OutState(out_dir, done, ranks, plan, (out_dir / "main.log").exists(), error)
+    return OutState(out_dir, done, ranks, plan, (out_dir / MAIN_LOG).exists(), error)
 
 
 @dataclass(frozen=True)

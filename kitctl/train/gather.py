@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.config import KitConfig, native_bin_dir, nccl_env
+from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.files import sha256_file
 from kitctl.host.gpus import load_inventory
 from kitctl.host.runtimes import runtime_image_ref
@@ -51,16 +51,17 @@ def runtime_ids(req: TrainRequest, image: str, bin_dir: Path) -> dict[str, str]:
 def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None,
                  mpirun: str = "/usr/bin/mpirun", environ: Optional[dict[str, str]] = None) -> Facts:
     preset = get_preset(req.preset)
-    data_dir = Path(req.data) if req.data else cfg.data_root / preset.data
-    out_dir = Path(req.out) if req.out else cfg.runs_dir / (req.name or preset.name)
+    where = cfg.layout
+    data_dir = Path(req.data) if req.data else where.shards(preset.data)
+    out_dir = Path(req.out) if req.out else where.run(req.name or preset.name)
     gpus = load_inventory(inventory)
     data = inspect_data(data_dir)
-    hs = cfg.data_root / "hellaswag" / "hellaswag_val.bin"
-    tok = cfg.data_root / "gpt2_tokenizer.bin"
+    hs = where.hellaswag_bin
+    tok = where.tokenizer_bin
     image = runtime_image_ref(cfg)
-    bin_dir = native_bin_dir(cfg.data_root)
+    bin_dir = where.native_bin
     return Facts(gpus=gpus, data=data, out=inspect_out(out_dir.absolute()), data_root=cfg.data_root,
                  host=host_facts(mpirun, environ), image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg.nccl),
                  hellaswag=hs if hs.is_file() else None, tokenizer=tok if tok.is_file() else None,
-                 runtime_ids=runtime_ids(req, image, bin_dir), tune_records=load_records(cfg.data_root / "tune"),
+                 runtime_ids=runtime_ids(req, image, bin_dir), tune_records=load_records(where.tune_cache),
                  run_token=uuid.uuid4().hex[:8])

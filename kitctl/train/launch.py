@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.config import native_bin_dir
+from kitctl.core.layout import DataLayout
+from kitctl.core.llmc_files import HELLASWAG_BIN, TOKENIZER_BIN
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import GPU
 from kitctl.host.runtimes import ContainerSpec, Mount, docker_run_argv
@@ -107,7 +108,7 @@ def _docker(d: Decided, facts: Facts) -> Launch:
     if facts.hellaswag is not None:
         mounts.append(Mount(facts.hellaswag.parent, f"{WORKDIR}/dev/data/hellaswag", read_only=True))
     if facts.tokenizer is not None:
-        mounts.append(Mount(facts.tokenizer, f"{WORKDIR}/gpt2_tokenizer.bin", read_only=True))
+        mounts.append(Mount(facts.tokenizer, f"{WORKDIR}/{TOKENIZER_BIN}", read_only=True))
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "HOME": "/tmp", **nccl, **_root_env(facts)}
     inner = [*_mpi_prefix("mpirun", ranks, facts.host.is_root, sorted(nccl)), binary, *args]
     name = d.request.name or d.preset.name
@@ -126,7 +127,7 @@ def _native(d: Decided, facts: Facts) -> Launch:
     if d.request.binary is not None:
         binary = Path(d.request.binary)
     else:
-        binary = (facts.native_bin_dir or native_bin_dir(facts.data_root)) / BINARIES[d.precision]
+        binary = (facts.native_bin_dir or DataLayout(facts.data_root).native_bin) / BINARIES[d.precision]
     if len(str(d.out_dir)) >= MAX_OUT_PATH:
         raise KitError(f"output path is {len(str(d.out_dir))} characters; llm.c allows under {MAX_OUT_PATH}",
                        "use a shorter --out", exit_code=2)
@@ -134,9 +135,9 @@ def _native(d: Decided, facts: Facts) -> Launch:
     cwd = d.out_dir / ".llmc-cwd"
     links = []
     if facts.hellaswag is not None:
-        links.append((cwd / "dev" / "data" / "hellaswag" / "hellaswag_val.bin", facts.hellaswag))
+        links.append((cwd / "dev" / "data" / "hellaswag" / HELLASWAG_BIN, facts.hellaswag))
     if facts.tokenizer is not None:
-        links.append((cwd / "gpt2_tokenizer.bin", facts.tokenizer))
+        links.append((cwd / TOKENIZER_BIN, facts.tokenizer))
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in d.gpus),
            **_nccl_env(facts), **_root_env(facts)}
     if facts.host.mpirun is None and ranks <= 1:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from kitctl.core.layout import DataLayout
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import GPU
 from kitctl.train.batch import MICRO_BATCHES, BatchChoice, BatchInputs, choose_batch
@@ -97,12 +98,12 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     # 3. steps and evals
     schedule = choose_schedule(preset, facts.data, D, batch.micro_batch, steps=req.steps, stored=stored,
                                bench=req.bench, hellaswag_file=facts.hellaswag, data_root=facts.data_root)
-    notes = []
+    notes = list(facts.data.notes)
     if facts.data.complete is False:
         notes.append(f"{facts.data.dir}/manifest.json says the data is not complete (kitctl data still running or "
                      "interrupted): training uses the shards there now")
     if facts.tokenizer is None:
-        notes.append(f"no {facts.data_root}/gpt2_tokenizer.bin: llm.c prints samples as token ids")
+        notes.append(f"no {DataLayout(facts.data_root).tokenizer_bin}: llm.c prints samples as token ids")
     unknown = sorted({g.name for g in gpus if not knows_mfu(g)})
     if unknown:
         notes.append(f"llm.c's MFU table lacks {', '.join(unknown)}: its step lines print -100% MFU (shown as N/A)")

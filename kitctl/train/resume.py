@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from kitctl.core.llmc_files import MAIN_LOG
 from kitctl.core.errors import KitError
 from kitctl.train.facts import OutState
 from kitctl.train.record import PlanRecord
@@ -65,7 +66,7 @@ def choose_resume(out: OutState, fresh: bool, key: dict[str, object], steps: int
     """After every other decision: resume, or not, with what the plan's ``key`` (PlanRecord.RESUME_KEY) says."""
     last = out.last_done
     if last is None:
-        return ResumeChoice(notes=(f"{out.dir} has a main.log but no checkpoint (DONE_*): starting over (-y 0)",)
+        return ResumeChoice(notes=(f"{out.dir} has a {MAIN_LOG} but no checkpoint (DONE_*): starting over (-y 0)",)
                             if out.has_main_log else ())
     if fresh:
         return ResumeChoice(archive_existing=True,

@@ -26,12 +26,13 @@ from kitctl.host.runtimes import DockerRuntime
 from kitctl.train import gather
 from kitctl.train.facts import inspect_out
 from kitctl.train.plan import Plan
+from kitctl.core.llmc_files import RUN_FILE_GLOBS
 from kitctl.train.record import (MAX_HISTORY, RUN_JSON, DataRecord, GpuRecord, RunRecord, RuntimeRecord,
                                  SessionRecord, load_run_record, run_json_lock)
 from kitctl.train.steplog import MANAGED_FALLBACK, Step, is_oom, parse_step
 
 STOP_GRACE_S = 30
-ARCHIVE_GLOBS = ("DONE_*", "model_*.bin", "state_*.bin", "main.log", "stdout.log", "run.json")
+ARCHIVE_GLOBS = RUN_FILE_GLOBS
 
 
 @dataclass

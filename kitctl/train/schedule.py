@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.layout import DataLayout
 from kitctl.train.facts import DataInfo
 from kitctl.train.presets import Preset
 from kitctl.train.record import PlanRecord
@@ -44,6 +45,6 @@ def choose_schedule(preset: Preset, data: DataInfo, total_batch: int, micro_batc
         hellaswag = 0
         notes.append(f"HellaSwag off (-h 0): llm.c's eval needs B >= {HELLASWAG_MIN_B}, this run has B={micro_batch}")
     elif hellaswag and hellaswag_file is None:
-        notes.append(f"HellaSwag file not found at {data_root}/hellaswag/hellaswag_val.bin: llm.c skips the "
+        notes.append(f"HellaSwag file not found at {DataLayout(data_root).hellaswag_bin}: llm.c skips the "
                      "eval (make it with `kitctl data hellaswag`)")
     return Schedule(n, hellaswag, tuple(notes))

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
+from kitctl.core.llmc_files import STDOUT_LOG
 from kitctl.train.display import Display
 from kitctl.train.facts import inspect_out
 from kitctl.train.gather import gather_facts
@@ -102,7 +103,7 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
 def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any) -> Outcome:
     """One launch: every line appended to <out>/stdout.log (headed by the command), step lines to the display."""
     steps_seen: list[Step] = []
-    with (plan.out_dir / "stdout.log").open("a", buffering=1) as log, Display(console, plan, quiet) as disp:
+    with (plan.out_dir / STDOUT_LOG).open("a", buffering=1) as log, Display(console, plan, quiet) as disp:
         log.write(f"# kitctl {now()} {plan.command_line()}\n")
 
         def on_line(s: str) -> None:
@@ -116,7 +117,7 @@ def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any
 
 def _fail(plan: Plan, out: Outcome) -> None:
     tail = "\n".join(out.tail[-15:])
-    hint = f"the full output is in {plan.out_dir / 'stdout.log'}"
+    hint = f"the full output is in {plan.out_dir / STDOUT_LOG}"
     no_gpu = any(m in ln for ln in out.tail for m in DOCKER_GPU_ERRORS)
     if plan.runtime == "docker" and not out.steps and (out.rc == 125 or no_gpu):
         # docker's own failure (exit 125): train_gpt2cu never ran

@@ -92,7 +92,7 @@ def plan_sweep(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = No
     if steps <= warmup + 2:
         raise KitError(f"--steps {steps} leaves fewer than 3 timed steps after {warmup} warm-up steps",
                        "use more --steps or fewer --warmup", exit_code=2)
-    tune_dir = cfg.data_root / "tune"
+    tune_dir = cfg.layout.tune_cache
     scratch = tune_dir / f"scratch-{uuid.uuid4().hex[:8]}"
     base_req = dataclasses.replace(req, steps=steps, bench_flags=BENCH_FLAGS, no_tune=True, tune_first=False,
                                    fresh=False, out=scratch, micro_batch=None, recompute=None)

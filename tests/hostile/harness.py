@@ -106,6 +106,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 out[rel] = ("link", 0, os.readlink(p), 0)
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir", 0, "", stat.S_IMODE(st.st_mode))
+            elif not stat.S_ISREG(st.st_mode):          # a FIFO, socket or device: never opened (it may block)
+                out[rel] = ("special", 0, stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode))
             else:
                 try:
                     digest = hashlib.sha256(p.read_bytes()).hexdigest()

@@ -1,0 +1,318 @@
+"""One contract for a shard folder: ``manifest.json`` is the truth (issue 17).
+
+The typed manifest (:class:`DataManifest`) lives here, below data and train, so that its writer (``kitctl data``)
+and every reader (train, tune, reproduce, status, data's own "is it complete" check) share one record and one
+check. :func:`check_folder` compares the folder with its manifest, cheaply (no file is read):
+
+- the same set of shard files: none missing, no stray file llm.c's globs would pick up (``<name>_train_*.bin``,
+  ``<name>_val_*.bin``) or any other llm.c shard name, nothing listed outside the folder (``../``, ``/``);
+- regular files only (no symlink, FIFO, socket, device, folder under a shard's name);
+- each file's size and mtime as recorded when it was written (the full sha256 stays in ``kitctl data verify``).
+
+:func:`require_consistent` turns a mismatch into exit 2 naming the files and the fix. A folder without a
+manifest (shards made elsewhere) passes with a note. Schema of manifest.json: see :mod:`kitctl.data.manifest`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.llmc_files import MANIFEST_JSON, TOKENIZER_BIN, parse_shard_filename, shard_filename, shard_patterns
+from kitctl.core.llmc_files import shard_size as _shard_bytes
+from kitctl.core.records import Record
+
+MANIFEST = MANIFEST_JSON
+FORMAT: Literal["llmc-kit/data"] = "llmc-kit/data"
+SCHEMA_VERSION = 1
+
+
+def start_over_hint(folder: Path) -> str:
+    """The one fix for a folder whose manifest is missing or damaged (make, verify and resume all say it)."""
+    return (f"move {folder} aside (or delete it) and re-run the same `kitctl data` command to make it again, "
+            "or pick another --out folder")
+
+
+class ShardEnd(BaseModel):
+    """Where the next shard starts: document index, token offset inside it, stream position."""
+
+    doc: int
+    offset: int
+    pos: int
+
+
+class Shard(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    index: int
+    file: str
+    split: Literal["val", "train"] = "train"
+    tokens: int
+    sha256: str
+    end: Optional[ShardEnd] = None
+    size: Optional[int] = None           # bytes when written (absent in older manifests: 1024 + 2 * tokens)
+    mtime_ns: Optional[int] = None       # st_mtime_ns when written (absent in older manifests: not checked)
+
+    @property
+    def expected_size(self) -> int:
+        return self.size if self.size is not None else _shard_bytes(self.tokens)
+
+    def stamp(self, path: Path) -> Shard:
+        """Record ``path``'s size and mtime as this shard's (after it was written or verified)."""
+        st = os.stat(path)
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        return self
+
+
+class RunInfo(BaseModel):
+    """How the shards were made. ``IDENTITY`` fields (kitctl.data.manifest) must match for a re-run to continue."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str = ""
+    source_fingerprint: str
+    revision: Optional[str] = None
+    tokenizer: dict[str, str] = Field(default_factory=lambda: {"encoding": "gpt2"})
+    shard_size: Optional[int] = None
+    first_shard_size: Optional[int] = None
+    kit_version: str = ""
+    pins_sha256: str = ""
+    pretokenized: bool = False
+    started: Optional[str] = None
+    finished: Optional[str] = None
+    failed: Optional[str] = None
+
+
+RunLike = Union[RunInfo, dict[str, Any]]
+
+
+def as_run(run: RunLike) -> RunInfo:
+    return run if isinstance(run, RunInfo) else RunInfo.model_validate(run)
+
+
+class DataManifest(Record):
+    """A data folder: its shards in order, the run that made them, whether that run finished."""
+
+    SCHEMA: ClassVar[int] = SCHEMA_VERSION
+    KIND: ClassVar[str] = "kitctl data manifest"
+
+    format: Literal["llmc-kit/data"] = "llmc-kit/data"
+    dataset: str = ""
+    name: str
+    complete: bool = False
+    run: RunInfo
+    shards: list[Shard] = Field(default_factory=list)
+    dir: Path = Field(Path("."), exclude=True)          # where it was read from / is written to (not stored)
+
+    # --- what readers (train planner, verify) need; stored too, so plain JSON readers get them
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def val_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards if s.split == "val")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def train_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards if s.split == "train")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def val_pattern(self) -> str:
+        return shard_patterns(self.name)[0]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def train_pattern(self) -> str:
+        return shard_patterns(self.name)[1]
+
+    @property
+    def val_files(self) -> list[Path]:
+        return [self.dir / s.file for s in self.shards if s.split == "val"]
+
+    @property
+    def train_files(self) -> list[Path]:
+        return [self.dir / s.file for s in self.shards if s.split == "train"]
+
+    @property
+    def tokens_per_shard(self) -> dict[str, int]:
+        return {s.file: s.tokens for s in self.shards}
+
+    def llmc_args(self, root: Optional[str] = None) -> list[str]:
+        """``-i``/``-j`` for train_gpt2cu; ``root`` replaces the folder (e.g. its path inside a container)."""
+        d = root if root is not None else str(self.dir)
+        return ["-i", f"{d}/{self.train_pattern}", "-j", f"{d}/{self.val_pattern}"]
+
+    def save(self) -> None:
+        self.write(self.dir / MANIFEST)
+
+
+def exists(dir: Path) -> bool:
+    """Is there a manifest entry at all (a regular file, or something else that :func:`load` will refuse)?"""
+    return os.path.lexists(Path(dir) / MANIFEST)
+
+
+def load(dir: Path) -> DataManifest:
+    """Read ``<dir>/manifest.json``; a KitError with :func:`start_over_hint` when damaged (exit 2 when missing
+    or not a regular file)."""
+    dir = Path(dir)
+    path = dir / MANIFEST
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise KitError(f"{dir} has no {MANIFEST}", f"make the data first: `kitctl data` (writes {MANIFEST})",
+                       exit_code=2) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}", "check the folder's permissions") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path} is not a regular file ({_kind(st.st_mode)})", start_over_hint(dir))
+    m = DataManifest.read(path, hint=start_over_hint(dir))      # damaged: exit 1 with the one hint
+    m.dir = dir
+    return m
+
+
+# --------------------------------------------------------------------------------------------- the check
+@dataclass(frozen=True)
+class Problem:
+    """One way the folder disagrees with its manifest."""
+
+    file: str
+    kind: Literal["name", "missing", "special", "size", "mtime", "stray"]
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.why}"
+
+
+@dataclass(frozen=True)
+class FolderCheck:
+    dir: Path
+    manifest: Optional[DataManifest]
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _special(path: Path, mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        try:
+            return f"a symlink (to {os.readlink(path)}), not a regular file"
+        except OSError:
+            return "a symlink, not a regular file"
+    return f"{_kind(mode)}, not a regular file"
+
+
+def _listed_problem(m: DataManifest, pos: int, s: Shard) -> Optional[Problem]:
+    want = shard_filename(m.name, pos) if pos < 1_000_000 else None
+    if s.file != want or s.index != pos:
+        where = " (outside the folder)" if "/" in s.file or s.file in (".", "..") or "\\" in s.file else ""
+        return Problem(s.file, "name", f"listed as shard {s.index} at position {pos}{where}; expected {want}")
+    p = m.dir / s.file
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return Problem(s.file, "missing", "listed in the manifest but missing")
+    except OSError as e:
+        return Problem(s.file, "missing", f"cannot be read ({e.strerror or e})")
+    if not stat.S_ISREG(st.st_mode):
+        return Problem(s.file, "special", _special(p, st.st_mode))
+    if st.st_size != s.expected_size:
+        return Problem(s.file, "size", f"{st.st_size:,} bytes, the manifest recorded {s.expected_size:,}")
+    if s.mtime_ns is not None and st.st_mtime_ns != s.mtime_ns:
+        return Problem(s.file, "mtime", "modified after `kitctl data` wrote it (its mtime differs from the manifest's)")
+    return None
+
+
+def _looks_like_shard(name: str, m: DataManifest) -> bool:
+    if name == TOKENIZER_BIN or name.startswith("."):
+        return False
+    return (parse_shard_filename(name) is not None or any(fnmatch.fnmatchcase(name, g) for g in shard_patterns(m.name)))
+
+
+def compare(m: DataManifest) -> tuple[Problem, ...]:
+    """Every way the folder ``m.dir`` disagrees with ``m`` (empty: they agree). Reads metadata only."""
+    problems = [p for pos, s in enumerate(m.shards) if (p := _listed_problem(m, pos, s))]
+    listed = {s.file for s in m.shards}
+    try:
+        names = sorted(os.listdir(m.dir))
+    except OSError as e:
+        raise ConfigError(f"cannot list the shard folder {m.dir}: {e.strerror or e}",
+                          "check the folder's permissions") from None
+    for n in names:
+        if n not in listed and _looks_like_shard(n, m):
+            try:
+                mode = os.lstat(m.dir / n).st_mode
+            except OSError:
+                continue
+            what = "" if stat.S_ISREG(mode) else f" ({_special(m.dir / n, mode)})"
+            read = any(fnmatch.fnmatchcase(n, g) for g in shard_patterns(m.name))
+            problems.append(Problem(n, "stray", f"a shard file the manifest does not list{what}"
+                                    + (": llm.c would read it" if read else " (another dataset's name)")))
+    return tuple(problems)
+
+
+def check_folder(dir: Path) -> FolderCheck:
+    """Compare a shard folder with its manifest.json; no manifest: ok, with a note. A damaged manifest: KitError."""
+    dir = Path(dir)
+    if not exists(dir):
+        return FolderCheck(dir, None, notes=(f"{dir} has no {MANIFEST} (shards made elsewhere?): its files are taken "
+                                             "as they are, unchecked against a manifest",))
+    m = load(dir)
+    return FolderCheck(dir, m, compare(m))
+
+
+def fix_for(dir: Path, problems: tuple[Problem, ...]) -> str:
+    """What to do about ``problems`` (the hint of :func:`require_consistent`)."""
+    kinds = {p.kind for p in problems}
+    fixes = []
+    if "stray" in kinds:
+        strays = [p.file for p in problems if p.kind == "stray"]
+        fixes.append(f"move the stray file(s) out of {dir} ({', '.join(strays[:3])}{', ...' if len(strays) > 3 else ''})")
+    if kinds & {"missing", "special", "size", "name"}:
+        fixes.append(f"re-run the `kitctl data` command that made the folder (it rewrites missing or damaged shards), "
+                     f"or {start_over_hint(dir)}")
+    if "mtime" in kinds:
+        fixes.append(f"run `kitctl data verify {dir}`: it checks every shard's sha256 and, when they all match, "
+                     "records the new mtimes")
+    return "; ".join(fixes)
+
+
+def describe(dir: Path, problems: tuple[Problem, ...], limit: int = 8) -> str:
+    lines = [str(p) for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more")
+    return (f"the shard folder {dir} does not match its {MANIFEST}:\n    " + "\n    ".join(lines))
+
+
+def require_consistent(dir: Path) -> FolderCheck:
+    """:func:`check_folder`, with a mismatch as exit 2 naming the files and the fix."""
+    c = check_folder(dir)
+    if c.problems:
+        fix = fix_for(c.dir, c.problems)
+        if c.manifest is not None and not c.manifest.complete:
+            fix = ("the `kitctl data` run that writes this folder has not finished: re-run the same command to "
+                   "complete it; else " + fix)
+        raise ConfigError(describe(c.dir, c.problems), fix)
+    return c

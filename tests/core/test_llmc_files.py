@@ -1,0 +1,130 @@
+"""kitctl.core.llmc_files: llm.c's headers and file names round-trip, and bad headers are refused with the reason."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from kitctl.core import llmc_files as lf
+
+UPSTREAM_SHARD = np.zeros(256, dtype="<i4")          # llm.c dev/data/data_common.py write_datafile, by hand
+UPSTREAM_SHARD[:3] = (20240520, 1, 12345)
+
+
+def test_shard_header_is_llmcs_bytes_and_round_trips():
+    raw = lf.pack_shard_header(12345)
+    assert raw == UPSTREAM_SHARD.tobytes() and len(raw) == lf.HEADER_BYTES == 1024
+    assert lf.unpack_shard_header(raw) == 12345
+    assert lf.unpack_shard_header(raw + b"tokens follow") == 12345
+    assert lf.shard_size(12345) == 1024 + 2 * 12345
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"", "0 bytes, shorter"),
+    (lf.pack_shard_header(5)[:1000], "1000 bytes, shorter"),
+    (struct.pack("<3i", 20240522, 1, 5) + bytes(1012), "20240522/1"),
+    (struct.pack("<3i", 20240520, 2, 5) + bytes(1012), "20240520/2"),
+    (struct.pack("<3i", 20240520, 1, -5) + bytes(1012), "-5 tokens"),
+])
+def test_bad_shard_headers_are_refused_with_the_reason(raw, why):
+    with pytest.raises(lf.HeaderError, match=why):
+        lf.unpack_shard_header(raw)
+
+
+def test_shard_header_refuses_counts_outside_int32():
+    for n in (-1, 2**31):
+        with pytest.raises(ValueError):
+            lf.pack_shard_header(n)
+
+
+def test_shard_names_round_trip():
+    assert lf.shard_filename("fineweb", 0) == "fineweb_val_000000.bin"
+    assert lf.shard_filename("fineweb", 7) == "fineweb_train_000007.bin"
+    for i in (0, 1, 999_999):
+        sn = lf.parse_shard_filename(lf.shard_filename("my_data.v2", i))
+        assert sn is not None and (sn.prefix, sn.index, sn.split) == ("my_data.v2", i, "val" if i == 0 else "train")
+    for bad in ("fineweb_train_1.bin", "fineweb_train_000001.bin.tmp", "gpt2_tokenizer.bin", "_train_000001.bin",
+                "fineweb_test_000001.bin"):
+        assert lf.parse_shard_filename(bad) is None, bad
+    with pytest.raises(ValueError):
+        lf.shard_filename("x", 1_000_000)
+    assert lf.shard_patterns("fw") == ("fw_val_*.bin", "fw_train_*.bin")
+
+
+def test_hellaswag_header_round_trips_and_refuses_a_shard():
+    raw = lf.pack_hellaswag_header(10042, 1234)
+    assert struct.unpack("<4i", raw[:16]) == (20240522, 1, 10042, 1234) and len(raw) == 1024
+    assert lf.unpack_hellaswag_header(raw) == lf.HellaswagHeader(10042, 1234)
+    with pytest.raises(lf.HeaderError, match="20240520"):
+        lf.unpack_hellaswag_header(lf.pack_shard_header(3))
+    with pytest.raises(ValueError):
+        lf.pack_hellaswag_header(2**16, 10)
+
+
+def test_checkpoint_header_round_trips_both_precisions():
+    for version, dtype, size in ((3, "float32", 4), (5, "bfloat16", 2)):
+        h = lf.CheckpointHeader(version, 1024, 50257, 12, 12, 768, 50304)
+        raw = lf.pack_checkpoint_header(h)
+        assert struct.unpack("<8i", raw[:32]) == (20240326, version, 1024, 50257, 12, 12, 768, 50304)
+        back = lf.unpack_checkpoint_header(raw)
+        assert back == h and back.dtype == dtype and back.itemsize == size
+
+
+@pytest.mark.parametrize("magic, says", [(20240520, "token shard"), (20240527, "optimizer state"),
+                                         (20240522, "HellaSwag"), (20240328, "tokenizer"), (7, "expected 20240326")])
+def test_checkpoint_header_names_what_the_file_is_instead(magic, says):
+    with pytest.raises(lf.HeaderError, match=says):
+        lf.unpack_checkpoint_header(struct.pack("<2i", magic, 3) + bytes(1016))
+
+
+def test_checkpoint_versions_other_than_3_and_5_are_refused():
+    for v in (1, 2, 4, 6):
+        with pytest.raises(lf.HeaderError, match=f"version {v}"):
+            lf.unpack_checkpoint_header(struct.pack("<2i", 20240326, v) + bytes(1016))
+        with pytest.raises(ValueError):
+            lf.pack_checkpoint_header(lf.CheckpointHeader(v, 1, 1, 1, 1, 1, 1))
+
+
+def test_tokenizer_header_round_trips_and_refuses_others():
+    raw = lf.pack_tokenizer_header(50257, 50256)
+    assert struct.unpack("<4i", raw[:16]) == (20240328, 2, 50257, 50256)
+    assert lf.unpack_tokenizer_header(raw) == lf.TokenizerHeader(2, 50257, 50256)
+    with pytest.raises(lf.HeaderError, match="bad magic 20240520"):
+        lf.unpack_tokenizer_header(lf.pack_shard_header(1))
+    with pytest.raises(lf.HeaderError, match="vocab size 0"):
+        lf.unpack_tokenizer_header(struct.pack("<4i", 20240328, 2, 0, 0) + bytes(1008))
+
+
+def test_run_folder_names_round_trip():
+    assert (lf.model_filename(200), lf.state_filename(200, 3), lf.done_filename(200)) == \
+        ("model_00000200.bin", "state_00000200_00003.bin", "DONE_00000200")
+    assert lf.parse_model_filename(lf.model_filename(19560)) == 19560
+    assert lf.parse_state_filename(lf.state_filename(19560, 7)) == (19560, 7)
+    assert lf.parse_done_filename(lf.done_filename(0)) == 0
+    for bad in ("model_200.bin", "model_00000200.bin.tmp", "DONE_00000200.txt", "state_00000200.bin", "main.log"):
+        assert lf.parse_model_filename(bad) is None and lf.parse_done_filename(bad) is None
+        assert lf.parse_state_filename(bad) is None
+    assert {"main.log", "stdout.log", "run.json"} <= set(lf.RUN_FILE_GLOBS)
+
+
+def test_no_magic_number_or_run_file_name_is_spelled_outside_core():
+    """One home for llm.c's contracts: no int literal of a magic and no string literal of a run-folder / data-root
+    file name appears in code outside kitctl/core (docstrings and messages that mention them are prose)."""
+    import ast
+    from pathlib import Path
+
+    import kitctl
+
+    magics = {20240520, 20240522, 20240326, 20240328, 20240527}
+    names = {"main.log", "stdout.log", "run.json", "gpt2_tokenizer.bin", "manifest.json", "hellaswag_val.bin"}
+    pkg = Path(kitctl.__file__).parent
+    found = []
+    for p in pkg.rglob("*.py"):
+        if p.parent.name == "core":
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Constant) and (node.value in magics if isinstance(node.value, int)
+                                                   else isinstance(node.value, str) and node.value in names):
+                found.append(f"{p.relative_to(pkg)}:{node.lineno}: {node.value!r}")
+    assert not found, found
