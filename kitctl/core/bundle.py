@@ -36,6 +36,7 @@ from pydantic import BaseModel
 
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import atomic_output
+from kitctl.core.layout import DataLayout
 from kitctl.core.records import Record
 
 FORMAT = "llmc-kit-bundle"
@@ -308,7 +309,7 @@ def use_bundle(path: Path, data_root: Path, console: Any = None) -> Unpacked:
     from kitctl.core.progress import progress_bar
 
     b = open_bundle(path)
-    root = Path(data_root) / "bundles"
+    root = DataLayout(Path(data_root)).bundles
     if (unpacked_dir(root, b) / MANIFEST).is_file():
         return Unpacked(unpacked_dir(root, b), b.manifest, Path(path))
     with progress_bar(f"unpacking {Path(path).name}", total_bytes(b), console=console, unit="bytes") as bar:

@@ -101,3 +101,18 @@ class DataLayout:
     @property
     def compose_env(self) -> Path:
         return self.root / COMPOSE_ENV
+
+    @property
+    def pushed_images(self) -> Path:
+        """The record of images ``kitctl build --push`` pushed (ref, digest, recipe hash)."""
+        return self.root / "images" / "pushed.json"
+
+    @property
+    def bundles(self) -> Path:
+        """Where ``--bundle FILE`` is unpacked once (``bundles/<id>``)."""
+        return self.root / "bundles"
+
+    @property
+    def bundle_work(self) -> Path:
+        """Scratch space of ``kitctl bundle`` while it packs a dataset."""
+        return self.root / "bundle-out"

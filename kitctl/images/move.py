@@ -39,7 +39,7 @@ def push(cfg: KitConfig, req: BuildRequest, ctx: Context, target: str, repo: str
     for local, remote in push_refs(req, ctx, target, repo):
         registry.tag(local, remote)
         digest = registry.push(remote, on_line)
-        registry.record_push(cfg.data_root / "images" / "pushed.json", {
+        registry.record_push(cfg.layout.pushed_images, {
             "ref": remote, "digest": digest, "target": target, "recipe_hash": ctx.hashes[target],
             "labels": labels, "pushed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
         out.append((remote, digest))

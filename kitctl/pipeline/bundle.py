@@ -111,7 +111,7 @@ def _llmc(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple[list
 def _hellaswag(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple[list[tuple[str, Path]], dict]:
     path = opts.hellaswag_source
     if path is None:
-        cached = cfg.data_root / "hellaswag" / "hellaswag_val.jsonl"
+        cached = cfg.layout.hellaswag_jsonl
         if cached.is_file():
             path = cached
         else:
@@ -163,7 +163,7 @@ def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, s
     try:
         files: list[tuple[str, Path]] = []
         contents: dict = {"preset": opts.preset}
-        for part in (_dataset(opts, cfg.data_root / "bundle-out", say), _llmc(cfg, opts, work, say),
+        for part in (_dataset(opts, cfg.layout.bundle_work, say), _llmc(cfg, opts, work, say),
                      _hellaswag(cfg, opts, work, say)):
             files += part[0]
             contents.update(part[1])
