@@ -140,6 +140,10 @@ def reproduce(
                           "write e.g. `kitctl reproduce gpt2-124m -- -n 1000`")
     if as_json and not dry_run:
         raise ConfigError("--json prints the plan only", "add --dry-run")
+    if inventory is not None and not dry_run:
+        raise ConfigError(f"--inventory {inventory} describes another box: it plans, it cannot run there from here",
+                          "add --dry-run to see the plan for that box; on the box itself, run without --inventory "
+                          "(its own GPUs are used)")
     cfg = config()
     if not dry_run and not config_source().data_root_set:
         raise ConfigError("kitctl reproduce writes tens of GB under the data root, and none is configured (no "
@@ -164,7 +168,7 @@ def reproduce(
                           "leave --image out, or use --runtime docker")
     if bundle is not None:
         cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json)
-    g, fc = make_forecast(cfg, opts)
+    g, fc = make_forecast(cfg, opts, plan_only=dry_run)
     if as_json:
         sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")
         return
