@@ -157,8 +157,9 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
             return mf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
         raise KitError(
             f"{out_dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
-            "re-run with the same options to continue that run, pick another --out folder, "
-            "or delete the folder to start over", exit_code=2)
+            "re-run with the same options to continue that run, add --fresh to start over (`kitctl data`: the "
+            "folder moves aside to <folder>.old-<time>, nothing is deleted), or pick another --out folder",
+            exit_code=2)
     existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != TOKENIZER_BIN] if out_dir.is_dir() else []
     if existing:
         raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {mf.MANIFEST}, so they "

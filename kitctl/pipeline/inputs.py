@@ -28,7 +28,7 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import free_bytes
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
-from kitctl.data.plan import DataPlan, make_plan
+from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import docker_disk
 from kitctl.host.gpus import GPU, load_inventory
 from kitctl.host.runtimes import runtime_image_ref
@@ -186,7 +186,8 @@ def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
             hf_cache = 0 if plan.stream else download
     m = _manifest(plan.out_dir)
     done = m.total_tokens if m is not None else 0
-    complete = m is not None and m.complete and done > 0
+    # no training shard (a folder made before the kit picked shard sizes): not complete; the data stage says why
+    complete = m is not None and m.complete and done > 0 and bool(m.train_files)
     if complete:
         assert m is not None
         tokens, shards = done, len(m.shards)
@@ -203,7 +204,7 @@ def synthetic_data(plan: DataPlan, d: fc.DataInput) -> DataInfo:
     size = plan.shard_size if plan.kind == "tokenize" else 100_000_000
     first = plan.first_shard_size if plan.kind == "tokenize" else size
     if d.tokens <= first:
-        suggest = max(1 << 16, 10 ** max(5, len(str(d.tokens // 10)) - 1))
+        suggest = small_shard_size(d.tokens)
         raise ConfigError(f"{plan.spec}: ~{d.tokens:,} tokens fill only the val shard (its first {first:,} tokens):"
                           " no training shard would be left", f"pass --shard-size {suggest} (tokens per shard) so "
                           "the data makes a val shard and several training shards")
