@@ -44,7 +44,7 @@ class _DefaultMake(TyperGroup):
 
 
 data_app = typer.Typer(cls=_DefaultMake, no_args_is_help=False, add_completion=False,
-                       help="Datasets -> llm.c token shards. `kitctl data [DATASET] [options]` is `kitctl data "
+                       help="Datasets -> llm.c token shards. `kitctl data \\[DATASET] \\[options]` is `kitctl data "
                             "make` (options: `kitctl data make --help`); `kitctl data verify DIR` re-checks a "
                             "folder; `kitctl data recipes` lists datasets. Docs: docs/data.md.")
 app.add_typer(data_app, name="data")

@@ -291,12 +291,20 @@ def _measured_tok_s(plan: Plan, facts: Facts) -> Optional[float]:
     return None
 
 
+def gpus_label(gpus) -> str:
+    """``8x H100 80GB HBM3``; a mixed box ``1x GeForce RTX 2080 Ti + 1x GeForce RTX 3090`` (a count per model)."""
+    counts: dict[str, int] = {}
+    for g in gpus:
+        name = g.name.replace("NVIDIA ", "")
+        counts[name] = counts.get(name, 0) + 1
+    return " + ".join(f"{n}x {name}" for name, n in sorted(counts.items()))
+
+
 def train_input(plan: Plan, facts: Facts, hs_examples: int) -> fc.TrainInput:
     measured = _measured_tok_s(plan, facts) if plan.tune_file else None
     a = plan.llmc_args
-    names = sorted({g.name.replace("NVIDIA ", "") for g in plan.gpus})
     return fc.TrainInput(
-        gpus_label=f"{plan.ranks}x {'+'.join(names)}", ranks=plan.ranks, precision=plan.precision,
+        gpus_label=gpus_label(plan.gpus), ranks=plan.ranks, precision=plan.precision,
         micro_batch=plan.micro_batch, seq_len=plan.seq_len, total_batch=plan.total_batch, steps=plan.steps,
         params=dims_for(plan.preset.descriptor).params, zero_stage=_flag(a, "-z", plan.preset.zero_stage),
         tok_s=measured or plan.est_tok_s, tok_s_basis="measured" if measured else (
@@ -400,7 +408,7 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
     box = fc.Box(gpus=len(facts.gpus), cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8,
                  free_bytes=free_bytes(cfg.data_root) if here else None,
                  docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes,
-                 label=f"{len(facts.gpus)}x " + "+".join(sorted({g.name.replace('NVIDIA ', '') for g in facts.gpus})))
+                 label=gpus_label(facts.gpus))
     inputs = fc.Inputs(box=box, build=build_input(cfg, opts, tplan.precision, archs), data=dinput, hellaswag=hinput, tune=tune,
                        train=tinput, report_exists=(run_dir / "report.html").is_file() and tplan.complete,
                        price_per_gpu_hour=opts.price_per_gpu_hour)

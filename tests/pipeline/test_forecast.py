@@ -164,6 +164,14 @@ def test_dry_run_json_plans_the_seed_box_with_no_data(tmp_path):
     assert not (tmp_path / "d").exists()                      # the plan wrote nothing
 
 
+def test_mixed_box_label_counts_each_model(tmp_path):
+    """The seed box is one 2080 Ti and one 3090: never "2x GeForce RTX 2080 Ti+GeForce RTX 3090"."""
+    r = _dry(tmp_path, "--inventory", str(SEED), "--cpus", "16")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "1x GeForce RTX 2080 Ti + 1x GeForce RTX 3090" in out and "2x GeForce" not in out
+
+
 def test_dry_run_table_with_price(tmp_path):
     r = _dry(tmp_path, "--inventory", str(REPO / "docs" / "inventories" / "8xh100.csv"), "--cpus", "64",
              "--price-per-gpu-hour", "2.5")
