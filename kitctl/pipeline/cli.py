@@ -17,7 +17,7 @@ from kitctl.core.config import user_config_path
 from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
-from kitctl.pipeline.demo import run_demo
+from kitctl.pipeline.demo import DEMO_STEPS, run_demo
 from kitctl.pipeline.bundle import PackOptions, pack
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 from kitctl.pipeline.reproduce import make_forecast, run_pipeline
@@ -30,14 +30,20 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 def demo(
     data_root: Optional[Path] = typer.Option(None, callback=checked(validate.writable_folder), help="demo data root (default <data_root>/demo)"),
     steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the steps and the data root; run and write nothing"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
-    root = data_root or config(writes=True).layout.demo
+    cfg = config(writes=not dry_run and data_root is None)
+    root = data_root or cfg.layout.demo
+    if dry_run:
+        console.print(f"kitctl demo would write under {root.absolute()} and run, each as its own kitctl command: "
+                      f"{DEMO_STEPS}", highlight=False, markup=False, soft_wrap=True)
+        return
     console.print(f"[bold]llmc-kit demo[/]: embedded tinyshakespeare + GPT-2 BPE, data root {root}")
-    results = run_demo(root, lambda s: console.print(s, highlight=False), steps)
+    results = run_demo(root, lambda s: console.print(s, highlight=False), steps, provider=cfg.provider)
     table = Table(title="demo summary")
     for col in ("step", "status", "detail"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")      # whole paths, wrapped, never cut with "..."
     colour = {"done": "green", "skipped": "yellow", "failed": "red"}
     for r in results:
         table.add_row(r.name, f"[{colour[r.status]}]{r.status}[/]", r.detail)

@@ -403,3 +403,38 @@ def test_a_finished_folder_without_training_shards_is_not_done(env, tmp_path, mo
     assert e.value.exit_code == 1 and "made no training shard" in e.value.message
     assert "--shard-size 20000 --fresh" in e.value.hint and "deletes nothing" in e.value.hint
     assert mf.load(tmp_path / "o").complete and not mf.load(tmp_path / "o").train_files
+
+
+def _offline() -> list[str]:
+    import shutil as _sh
+    if _sh.which("unshare") is None or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
+        pytest.skip("unshare -n (a network namespace) is not available here")
+    return ["unshare", "-n"]
+
+
+def test_failed_downloads_leave_no_empty_folders(env, tmp_path):
+    """No network: `kitctl data hellaswag` and `kitctl build --runtime native` (llm.c's tarball) fail with the fix,
+    and leave no empty hellaswag/ or native/llm.c/ behind on the data root."""
+    root = tmp_path / "root"
+    r = subprocess.run([*_offline(), sys.executable, "-m", "kitctl", "data", "hellaswag"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "--source" in r.stderr, r.stderr
+    assert not (root / "hellaswag").exists()
+    r = subprocess.run([*_offline(), sys.executable, "-m", "kitctl", "build", "--runtime", "native", "--arch", "75"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "--llmc-src" in r.stderr, r.stderr
+    assert not (root / "native").exists()
+
+
+def test_a_first_data_run_that_fails_leaves_no_lock_file(tmp_path, tiktoken_cache):
+    from kitctl.data.sources import MemorySource
+    from kitctl.data.tokenize import make_shards
+
+    class Broken(MemorySource):
+        def iter_batches(self, start_doc=0, batch_rows=64):
+            raise OSError("the input went away")
+
+    out = tmp_path / "new"
+    with pytest.raises(Exception, match="went away"):
+        make_shards(Broken(["a b c"] * 10), out, "x", {"shard_size": 4096, "source_fingerprint": "f"}, workers=0)
+    assert not out.exists()
