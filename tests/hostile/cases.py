@@ -433,6 +433,14 @@ CASES: list[Case] = [
     C("reproduce-binary-missing", [*REPRO, "--binary", "nope"], says="nope"),
     C("reproduce-json-without-dry-run", ["reproduce", "--inventory", "two.csv", "--json"], says="--json"),
     C("reproduce-ok", REPRO, code=0, says="steps"),
+    # --inventory describes another box: it plans, it never runs here (exit 2, nothing written)
+    C("reproduce-inventory-without-dry-run", REPRO[:-1], says=["--inventory", "add --dry-run"]),
+    C("train-inventory-without-dry-run", TRAIN[:-1], says=["--inventory", "add --dry-run"]),
+    C("tune-inventory-without-dry-run", TUNE[:-1], says=["--inventory", "add --dry-run"]),
+    # a dataset that cannot make a val shard and a training shard is refused up front
+    C("data-too-few-tokens", ["data", "tiny.txt", "--runtime", "native"], files={"tiny.txt": "hello world\n"},
+      says="too few"),
+    C("data-shard-size-leaves-no-training-data", [*DATA, "--shard-size", "1000000"], says="no training shard"),
 
     # ---------------------------------------------------------------- export-model / sample / eval (llm.c checkpoints)
     C("export-model-no-argument", ["export-model"], says="missing argument"),
