@@ -106,6 +106,10 @@ def make(
     if note:
         _say(note)
     aside = _aside(plan.out_dir) if fresh and _has_files(plan.out_dir) else None
+    if aside and not (plan.out_dir / mf.MANIFEST).is_file():     # only a folder kitctl data made is moved
+        raise ConfigError(f"--fresh moves a `kitctl data` folder aside; {plan.out_dir} has no {mf.MANIFEST}, so it "
+                          "is not one (or its manifest was deleted)", "pick another --out folder, or move that one "
+                          "aside yourself")
     if dry_run:
         for line in plan.describe():
             _say(line)

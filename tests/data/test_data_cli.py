@@ -438,3 +438,13 @@ def test_a_first_data_run_that_fails_leaves_no_lock_file(tmp_path, tiktoken_cach
     with pytest.raises(Exception, match="went away"):
         make_shards(Broken(["a b c"] * 10), out, "x", {"shard_size": 4096, "source_fingerprint": "f"}, workers=0)
     assert not out.exists()
+
+
+def test_fresh_moves_only_a_data_folder(env, tmp_path, tinyshakespeare):
+    """--fresh never moves a folder that `kitctl data` did not make (the data root itself, a folder of runs)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = kitctl(env, tinyshakespeare, "--out", out, "--fresh")
+    assert r.returncode == 2 and "is not one" in " ".join(r.stderr.split())
+    assert (out / "notes.txt").read_text() == "mine" and not list(tmp_path.glob("mine.old-*"))
