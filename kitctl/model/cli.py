@@ -72,7 +72,7 @@ def export_model(
         raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
     if push:
         check_repo_id(push)
-    cfg = config(writes=True)
+    cfg = config(writes=not dry_run)
     t = locate.resolve(target, cfg.runs_dir, step)
     assert t.checkpoint is not None
     ck = open_checkpoint(t.checkpoint)

@@ -33,7 +33,7 @@ def tensorboard(
     """llm.c's main.log (+ stdout.log) -> TensorBoard event files in <run>/tb/, then serve TensorBoard, live."""
     check_port(port)                  # bad options before reading kit.yaml or any run
     check_interval(interval)
-    runs_dir = config(writes=True).runs_dir
+    runs_dir = config(writes=not dry_run).runs_dir
     run_dirs = resolve_runs(runs or [], runs_dir, allow_empty=follow, command="tensorboard")
     if dry_run:
         for d in run_dirs:

@@ -421,8 +421,9 @@ def _gpu_less(cfg: KitConfig, opts: ReproduceOptions, dplan: DataPlan, dinput: f
     archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []))
     cpus = opts.cpus or dplan.workers or os.cpu_count() or 1
     run_dir = (cfg.runs_dir / (opts.name or opts.preset)).absolute()
+    dk = docker_disk.query() if opts.runtime == "docker" else docker_disk.DockerStorage()   # this machine's
     box = fc.Box(gpus=0, cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8, free_bytes=free_bytes(cfg.data_root),
-                 label="no GPU here")
+                 docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes, label="no GPU here")
     notes.append(NO_GPU_NOTE)
     inputs = fc.Inputs(box=box, build=build_input(cfg, opts, "bf16", archs), data=dinput, hellaswag=hinput,
                        tune=fc.TuneInput(opts.tune, 0), train=gpu_less_train_input(treq, data),
