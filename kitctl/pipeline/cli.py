@@ -88,8 +88,19 @@ def bundle_cmd(
                                                   "include dir to pack"),
     images: bool = typer.Option(True, "--images/--no-images", help="pack the runtime (and data) image with docker "
                                 "save"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out; download, save "
+                                 "and write nothing"),
 ) -> None:
     """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
+    if dry_run:
+        what = [f"the dataset {dataset or 'of preset ' + preset}" + (f" from {source}" if source else ""),
+                f"HellaSwag's jsonl{f' from {hellaswag_source}' if hellaswag_source else ''}",
+                f"llm.c's source{f' from {llmc_src}' if llmc_src else ''}", "the GPT-2 tokenizer files"]
+        what += ["cudnn-frontend headers"] if cudnn_frontend else []
+        what += ["the runtime and data images (docker save)"] if images else []
+        console.print(f"would write {out.absolute()} with: {'; '.join(what)}", highlight=False, markup=False,
+                      soft_wrap=True)
+        return
     opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
                        llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images)
     pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
