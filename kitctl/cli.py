@@ -72,9 +72,10 @@ def init(
                                                     "that has no kit.yaml of its own"),
     force: bool = typer.Option(False, help="overwrite an existing file"),
     stdout: bool = typer.Option(False, "--stdout", help="print the template instead of writing it"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be written where; write nothing"),
 ) -> None:
     """Write a commented kit.yaml (found like git's config: --config, KIT_CONFIG, this folder or a parent, the
-    user's)."""
+    user's). The checkout's .gitignore lists /kit.yaml: your settings stay out of commits."""
     if user and path is not None:
         raise ConfigError(f"--user writes {user_config_path()}; a PATH ({path}) as well says two places",
                           "drop PATH, or drop --user")
@@ -92,6 +93,13 @@ def init(
         sys.stdout.write(TEMPLATE.format(data_root=yaml_scalar(root)))
         return
     target = user_config_path() if user else (path or Path("kit.yaml"))
+    if dry_run:
+        validate.data_root_text(root, "--data-root")
+        if target.exists() and not force:
+            raise ConfigError(f"{target} already exists", "pass --force to overwrite it, or edit it")
+        console.print(f"would {'overwrite' if target.exists() else 'write'} {target.absolute()} (data_root {root}); "
+                      "`--stdout` prints its text", highlight=False, markup=False, soft_wrap=True)
+        return
     write_template(target, root, force)
     console.print(f"wrote {target}: edit data_root (your big disk) and arch, then `kitctl doctor`", highlight=False)
 

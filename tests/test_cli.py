@@ -118,3 +118,57 @@ def test_ctrl_c_while_importing_exits_130_without_a_traceback(tmp_path):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
+
+
+# Every command that writes or starts something takes --dry-run (README "Every command that changes something");
+# these only read (smoke runs its checks in throw-away containers and writes nothing).
+READ_ONLY = {"doctor", "status", "smoke", "data verify", "data recipes"}
+
+
+def _leaf_commands() -> list[str]:
+    import typer.main
+
+    group = typer.main.get_command(cli.app)
+    out = []
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        out += [f"{name} {s}" for s in subs] if subs else [name]
+    return out
+
+
+def test_every_command_that_changes_something_takes_dry_run():
+    import typer.main
+
+    group = typer.main.get_command(cli.app)
+    leaves = _leaf_commands()
+    assert {"init", "render", "tensorboard", "report", "export-model", "sample", "eval", "demo",
+            "data make"} <= set(leaves)
+    for leaf in leaves:
+        parts = leaf.split()
+        cmd = group.commands[parts[0]]
+        if len(parts) > 1:
+            cmd = cmd.commands[parts[1]]
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        if leaf in READ_ONLY:
+            continue
+        assert "--dry-run" in opts, f"kitctl {leaf} changes something but has no --dry-run"
+
+
+def test_help_texts_keep_their_brackets():
+    """Rich markup must not eat `[eval]` (the pip extra) or `[options]`."""
+    env = {"COLUMNS": "250", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "kitctl", "eval", "--help"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "pip install 'llmc-kit[eval]'" in r.stdout, r.stdout
+    r = subprocess.run([sys.executable, "-m", "kitctl", "--help"], capture_output=True, text=True, env=env)
+    assert "llmc-kit[eval]" in r.stdout and "kitctl data [DATASET] [options]" in r.stdout
+
+
+def test_init_dry_run_writes_nothing_and_the_checkout_ignores_kit_yaml(tmp_path):
+    from pathlib import Path
+
+    r = subprocess.run([sys.executable, "-m", "kitctl", "init", str(tmp_path / "kit.yaml"), "--dry-run"],
+                       capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0 and "would write" in r.stdout and not (tmp_path / "kit.yaml").exists(), r.stderr
+    repo = Path(__file__).resolve().parents[1]
+    lines = (repo / ".gitignore").read_text().splitlines()
+    assert "/kit.yaml" in lines and "/data/" in lines      # `kitctl init` in the checkout: kit.yaml, ./data

@@ -39,6 +39,29 @@ def existing_parent(p: Path) -> Path:
     return p
 
 
+@contextlib.contextmanager
+def tidy_on_failure(folder: Path) -> Iterator[None]:
+    """Creates nothing itself: notes which of ``folder`` and its parents do not exist yet, and when the body
+    raises, removes those of them that are empty, deepest first. A step that fails (a download with no network)
+    leaves no empty folders behind; what the body put in them stays (a resume needs it)."""
+    missing: list[Path] = []
+    p = Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        yield
+    except BaseException:
+        for d in missing:
+            try:
+                d.rmdir()
+            except FileNotFoundError:       # the body removed it already
+                continue
+            except OSError:                 # not empty: it holds what the body made, and so do its parents
+                break
+        raise
+
+
 def free_bytes(path: Path) -> int:
     """Free bytes on the filesystem that holds ``path`` (or would hold it, if it does not exist yet)."""
     return shutil.disk_usage(existing_parent(Path(path))).free

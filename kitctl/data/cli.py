@@ -44,7 +44,7 @@ class _DefaultMake(TyperGroup):
 
 
 data_app = typer.Typer(cls=_DefaultMake, no_args_is_help=False, add_completion=False,
-                       help="Datasets -> llm.c token shards. `kitctl data [DATASET] [options]` is `kitctl data "
+                       help="Datasets -> llm.c token shards. `kitctl data \\[DATASET] \\[options]` is `kitctl data "
                             "make` (options: `kitctl data make --help`); `kitctl data verify DIR` re-checks a "
                             "folder; `kitctl data recipes` lists datasets. Docs: docs/data.md.")
 app.add_typer(data_app, name="data")
@@ -82,6 +82,8 @@ def make(
                                           "(or, for hellaswag, its jsonl), tokenizer and data image; no network"),
     image: Optional[str] = typer.Option(None, "--image", help="docker: REGISTRY/REPO pushed by `kitctl build "
                                         "--push`: pull REPO:data instead of building (kit.yaml: pull_image)"),
+    fresh: bool = typer.Option(False, "--fresh", help="start over: an existing output folder is moved aside to "
+                               "<folder>.old-<time> (nothing is deleted)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (and the docker command) and stop"),
 ) -> None:
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
@@ -97,15 +99,30 @@ def make(
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
                      tokenizer_dir, shards, force=force)
+    if fresh and plan.kind == "hellaswag":
+        raise ConfigError("--fresh starts a shard folder over; the HellaSwag eval file is one file",
+                          "use --force to replace an eval file that differs")
     validate.writable_folder(plan.out_dir, "the output folder")   # a read-only data root: refused before any work
     if note:
         _say(note)
+    aside = _aside(plan.out_dir) if fresh and _has_files(plan.out_dir) else None
+    if aside and not (plan.out_dir / mf.MANIFEST).is_file():     # only a folder kitctl data made is moved
+        raise ConfigError(f"--fresh moves a `kitctl data` folder aside; {plan.out_dir} has no {mf.MANIFEST}, so it "
+                          "is not one (or its manifest was deleted)", "pick another --out folder, or move that one "
+                          "aside yourself")
     if dry_run:
         for line in plan.describe():
             _say(line)
+        if aside:
+            _say(f"--fresh:      {plan.out_dir} would move to {aside}")
         if rt == "docker":
             _say("docker:      " + shell_line(docker_run_argv(docker_spec(plan, cfg))))
         return
+    if plan.shard_note:
+        _say(f"shard size {plan.shard_size:,} tokens: {plan.shard_note}")
+    if aside:
+        plan.out_dir.rename(aside)
+        _say(f"--fresh: moved {plan.out_dir} aside to {aside} (delete it when you no longer need it)")
     if rt == "docker":
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         plan.hf_home.mkdir(parents=True, exist_ok=True)
@@ -168,6 +185,19 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Pat
             registry.load(packed_image[0], _say)
             adopt_image(cfg, str(packed_image[1].get("ref")), "loaded from the bundle", _say)
     return dataset, source, tok
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _aside(folder: Path) -> Path:
+    """Where --fresh moves an output folder: a sibling <name>.old-<UTC time> (a free name)."""
+    base = folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    cand, n = base, 1
+    while cand.exists():
+        cand, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return cand
 
 
 class _Progress:

@@ -16,7 +16,7 @@ from kitctl.data import manifest as mf
 from kitctl.data import sources as src
 from kitctl.data import tokenizer as tk
 from kitctl.data.container import to_host
-from kitctl.data.plan import DataPlan
+from kitctl.data.plan import DataPlan, small_shard_size
 from kitctl.data.space import check_space
 from kitctl.data.tokenize import ProgressFn, Summary, make_shards
 
@@ -117,5 +117,20 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
     if plan.kind == "pretokenized":
         return pretokenized.fetch(plan, tok_sums, log=log)
     run = run_identity(plan, source, tok_sums, revision)
-    return make_shards(source, plan.out_dir, plan.name, run, dataset=plan.dataset, workers=plan.workers,
-                       progress=progress, log=log)
+    summary = make_shards(source, plan.out_dir, plan.name, run, dataset=plan.dataset, workers=plan.workers,
+                          progress=progress, log=log)
+    check_splits(plan)
+    return summary
+
+
+def check_splits(plan: DataPlan) -> None:
+    """A finished folder must hold a val shard and a training shard: never "done" with an empty split (an
+    estimate that was too high, or a folder made before the kit picked shard sizes for small datasets)."""
+    m = mf.load(plan.out_dir)
+    if m.complete and (not m.train_files or not m.val_files):
+        empty = "training" if not m.train_files else "val"
+        pick = small_shard_size(m.total_tokens)
+        raise KitError(f"{plan.out_dir}: its {m.total_tokens:,} tokens made no {empty} shard (shard size "
+                       f"{m.run.shard_size or 0:,}): `kitctl train` would have no {empty} data",
+                       f"make it again with smaller shards: `kitctl data {plan.spec} --shard-size {pick} --fresh` "
+                       "(--fresh moves this folder aside, it deletes nothing)")

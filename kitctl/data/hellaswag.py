@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from kitctl.core.errors import KitError
-from kitctl.core.files import atomic_output, write_atomic
+from kitctl.core.files import atomic_output, tidy_on_failure, write_atomic
 from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
 from kitctl.core.llmc_files import HELLASWAG_START as START
 from kitctl.data.tokenizer import get_encoding
@@ -206,15 +206,16 @@ def download(url: str, dest: Path, offline_hint: str = "--source") -> Path:
     import requests
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with requests.get(url, stream=True, timeout=60) as r:
-            r.raise_for_status()
-            with atomic_output(dest) as f:
-                for chunk in r.iter_content(1 << 20):
-                    f.write(chunk)
-    except requests.RequestException as e:
-        raise KitError(f"download of {url} failed: {type(e).__name__}: {e}",
-                       f"offline? download {url} on a box with network and pass the file with {offline_hint}, "
-                       "or bring everything with `kitctl bundle --out FILE` and use --bundle FILE") from None
+    with tidy_on_failure(dest.parent):         # a failed download leaves no empty folder either
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with requests.get(url, stream=True, timeout=60) as r:
+                r.raise_for_status()
+                with atomic_output(dest) as f:
+                    for chunk in r.iter_content(1 << 20):
+                        f.write(chunk)
+        except requests.RequestException as e:
+            raise KitError(f"download of {url} failed: {type(e).__name__}: {e}",
+                           f"offline? download {url} on a box with network and pass the file with {offline_hint}, "
+                           "or bring everything with `kitctl bundle --out FILE` and use --bundle FILE") from None
     return dest

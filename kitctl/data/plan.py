@@ -63,6 +63,7 @@ class DataPlan:
     estimate: Optional[space.TokenEstimate] = None
     need: dict[Path, int] = field(default_factory=dict)
     force: bool = False              # hellaswag: replace an existing eval file that differs
+    shard_note: Optional[str] = None     # why the shard size differs from the default (a small dataset)
     _source: Optional[src.FilesSource] = field(default=None, repr=False, compare=False)
 
     @property
@@ -111,7 +112,8 @@ class DataPlan:
         if self.kind == "tokenize":
             lines.append(f"files        {self.name}_val_000000.bin, {self.name}_train_000001.bin, ...")
             first = f" (val shard {self.first_shard_size:,})" if self.first_shard_size != self.shard_size else ""
-            lines.append(f"shard size   {self.shard_size:,} tokens{first}")
+            lines.append(f"shard size   {self.shard_size:,} tokens{first}"
+                         + (f" -- {self.shard_note}" if self.shard_note else ""))
             lines.append(f"workers      {self.workers} tokenizer processes ({cores()} cores)")
         if self.est_tokens:
             how = self.estimate.describe() if self.estimate else f"~{self.est_tokens:,} tokens (the recipe's size)"
@@ -165,11 +167,50 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,
                     hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, files=files, force=force)
     _estimate(plan)
+    if plan.kind == "tokenize" and plan.est_tokens:
+        _fit_small(plan, explicit=shard_size is not None)
     if not plan.tokenizer_bin.exists():          # written by every kind, on the data root
         plan.need[plan.data_root] = plan.need.get(plan.data_root, 0) + TOKENIZER_BIN_BYTES
     if not (plan.tiktoken_dir.is_dir() and any(plan.tiktoken_dir.iterdir())):
         plan.need[plan.data_root] = plan.need.get(plan.data_root, 0) + TIKTOKEN_CACHE_BYTES
     return plan
+
+
+def small_shard_size(tokens: int) -> int:
+    """A shard size for a dataset of ``tokens`` that gives a val shard and at least ~7 training shards: the largest
+    of 1, 2, 5 x 10^k not above a tenth of it (llm.c's own size is 10^8), at least MIN_SHARD_TOKENS."""
+    best = MIN_SHARD_TOKENS
+    k = 3
+    while 10 ** k <= tokens:
+        for m in (1, 2, 5):
+            if MIN_SHARD_TOKENS <= m * 10 ** k <= tokens // 10:
+                best = m * 10 ** k
+        k += 1
+    return best
+
+
+def _fit_small(plan: DataPlan, explicit: bool) -> None:
+    """A dataset whose tokens fit in the val shard would leave no training data: pick a shard size that makes a
+    val shard and training shards (recorded in the manifest as the run's shard_size), or, when the user gave
+    --shard-size, refuse up front with the one to use."""
+    tokens = plan.est_tokens or 0
+    if tokens > plan.first_shard_size:
+        return
+    if tokens < 2 * MIN_SHARD_TOKENS:
+        raise ConfigError(f"{plan.spec}: ~{tokens:,} tokens are too few for llm.c: a val shard and a training shard "
+                          f"need {MIN_SHARD_TOKENS:,} tokens each (B x T + 1 at B=1, T=1024)",
+                          "give more text (several files, a folder or a glob)")
+    pick = small_shard_size(tokens)
+    if explicit:
+        raise ConfigError(f"{plan.spec}: ~{tokens:,} tokens fill only the val shard (its first "
+                          f"{plan.first_shard_size:,} tokens): no training shard would be left",
+                          f"pass --shard-size {pick} (a val shard and {tokens // pick - 1} training shards), or "
+                          "leave --shard-size out and the kit picks it")
+    plan.shard_note = (f"picked for ~{tokens:,} tokens: a val shard and ~{max(1, tokens // pick - 1)} training "
+                       f"shards (the default {plan.shard_size:,} would leave no training data; --shard-size "
+                       "overrides)")
+    plan.shard_size = plan.first_shard_size = pick
+    plan.need[plan.out_dir] = space.shard_bytes(tokens, pick, pick)
 
 
 def _local_name(spec: str) -> str:

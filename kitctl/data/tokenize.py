@@ -157,8 +157,9 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
             return mf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
         raise KitError(
             f"{out_dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
-            "re-run with the same options to continue that run, pick another --out folder, "
-            "or delete the folder to start over", exit_code=2)
+            "re-run with the same options to continue that run, add --fresh to start over (`kitctl data`: the "
+            "folder moves aside to <folder>.old-<time>, nothing is deleted), or pick another --out folder",
+            exit_code=2)
     existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != TOKENIZER_BIN] if out_dir.is_dir() else []
     if existing:
         raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {mf.MANIFEST}, so they "
@@ -207,16 +208,40 @@ def make_shards(source: Source, out_dir: Path, name: str, run: mf.RunLike, datas
     ``source_fingerprint``. Every shard kept from an earlier run is re-checked; ``log`` hears about a bad one."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    new = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock(out_dir)
     except OSError as e:
         raise _os_error(e, out_dir) from None
+    ok = False
     try:
-        return _make_shards(source, out_dir, name, mf.as_run(run), dataset, workers, progress, batch_rows, t0, log)
+        summary = _make_shards(source, out_dir, name, mf.as_run(run), dataset, workers, progress, batch_rows, t0,
+                               log)
+        ok = True
+        return summary
     finally:
         LOCK_FDS.discard(lock.fileno())
         lock.close()
+        if not ok and new:
+            _remove_if_nothing_made(out_dir)
+
+
+def _remove_if_nothing_made(out_dir: Path) -> None:
+    """A first run that failed before its first shard made only the lock and an empty manifest: it leaves
+    nothing (a failed run's folder would bind nothing anyway, see prepare_manifest)."""
+    names = {p.name for p in out_dir.iterdir()}
+    if not names <= {LOCK_FILE, mf.MANIFEST}:
+        return
+    if mf.MANIFEST in names:
+        try:
+            if mf.load(out_dir).shards:
+                return
+        except KitError:
+            return
+    for n in names:
+        (out_dir / n).unlink()
+    out_dir.rmdir()
 
 
 def _os_error(e: OSError, out_dir: Path) -> KitError:

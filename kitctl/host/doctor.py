@@ -210,7 +210,7 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
     for g in gpus:
         mx = max_cuda_for_driver(g.driver)
         out.append(Finding(f"GPU {g.index}", "info",
-                           f"{g.name}, sm_{g.compute_cap}, {g.memory_gb:.0f} GB, driver {g.driver} -> CUDA <= {mx or '?'}",
+                           f"{g.name}, sm_{g.compute_cap}, {g.memory_label}, driver {g.driver} -> CUDA <= {mx or '?'}",
                            "" if g.has_bf16 else "no BF16 tensor cores and no cuDNN flash attention (pre-Ampere): "
                            "runs llm.c only as the FP32 build (train_gpt2cu_fp32)"))
     caps = sorted({g.compute_cap for g in gpus})

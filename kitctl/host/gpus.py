@@ -33,6 +33,11 @@ class GPU:
     driver: str
 
     @property
+    def memory_label(self) -> str:
+        """GPU memory as nvidia-smi prints it (MiB), the one unit the kit shows a GPU's memory in."""
+        return f"{self.memory_mib} MiB"
+
+    @property
     def memory_gb(self) -> float:
         return self.memory_mib * 1024 * 1024 / 1e9
 

@@ -190,6 +190,8 @@ def render(
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="also put llm.c's source into the context"),
     stdout: bool = typer.Option(False, "--stdout", help="print the Dockerfile only"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be written where; write nothing "
+                                 "(--stdout prints the Dockerfile)"),
 ) -> None:
     """Write the Dockerfile and its build context, for plain `docker buildx build`.
 
@@ -201,6 +203,13 @@ def render(
     _notes(req)
     if stdout:
         print(render_dockerfile(req), end="")
+        return
+    if dry_run:
+        lines = render_dockerfile(req).count("\n")       # renders: a template error shows now, not later
+        console.print(f"would write {out.absolute() / 'Dockerfile'} ({lines} lines, provider {req.provider}, sm "
+                      f"{','.join(map(str, req.archs)) or 'from kit.yaml'}) and its build context in {out.absolute()}"
+                      + (f", with llm.c's source from {llmc_src}" if llmc_src else ""), highlight=False, markup=False,
+                      soft_wrap=True)
         return
     ctx = prepare_context(req, out, fetch_source=bool(llmc_src))
     console.print(f"wrote {ctx.dockerfile} and its context. Build with:", highlight=False)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.files import sha256_file
+from kitctl.core.files import sha256_file, tidy_on_failure
 from kitctl.core import pins
 from kitctl.core.errors import KitError
 
@@ -154,8 +154,17 @@ def _git_head(path: Path) -> Optional[str]:
 def fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> LlmcSource:
     """Put llm.c's source tree into ``dest`` (emptied first) and say where it came from.
 
-    ``spec``: None (download the pinned tarball), a directory (checkout), a ``.tar.gz`` path, or a URL.
-    """
+    ``spec``: None (download the pinned tarball), a directory (checkout), a ``.tar.gz`` path, or a URL. On a
+    failure (no network, a wrong tarball) ``dest`` is removed, and so are the empty folders made for it."""
+    with tidy_on_failure(dest):
+        try:
+            return _fetch(spec, dest, ca_cert)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)     # emptied at the start: a partial tree is of no use
+            raise
+
+
+def _fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> LlmcSource:
     pin = pins.pins()["llmc"]
     want_sha = pin["tarball_sha256"]
     if spec is not None and not str(spec).strip():

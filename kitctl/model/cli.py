@@ -36,6 +36,21 @@ def _exported(target: str, runs_dir: Path, step: Optional[int]) -> tuple[locate.
     return t, export.ensure_export(t, say=_say)
 
 
+def _plan_export(target: str, runs_dir: Path, step: Optional[int], then: str) -> None:
+    """What `sample` / `eval` would use, for --dry-run: the export folder, made first if it is missing or stale."""
+    t = locate.resolve(target, runs_dir, step, allow_export=True)
+    if t.note:
+        _say(f"note: {t.note}")
+    if t.export_dir is not None:
+        folder, how = t.export_dir, "an export"
+    else:
+        assert t.checkpoint is not None
+        folder = export.default_out(t.checkpoint)
+        how = ("exported earlier" if export.export_matches(folder, t.checkpoint)
+               else f"would be exported first from {t.checkpoint}")
+    console.print(f"would {then} on {folder} ({how})", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command("export-model")
 def export_model(
     target: str = typer.Argument(..., metavar="RUN_OR_FILE",
@@ -49,19 +64,27 @@ def export_model(
     push: Optional[str] = typer.Option(None, "--push", metavar="REPO", help="then upload it to this Hub repo "
                                                                           "(user/name; HF_ENDPOINT honoured)"),
     private: bool = typer.Option(False, "--private", help="--push: create the repo private"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say which checkpoint would be exported where (and "
+                                 "pushed where); write nothing"),
 ) -> None:
     """llm.c checkpoint -> HuggingFace transformers folder (model.safetensors, config.json, tokenizer), no PyTorch."""
     if fmt != "hf":
         raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
     if push:
         check_repo_id(push)
-    cfg = config(writes=True)
+    cfg = config(writes=not dry_run)
     t = locate.resolve(target, cfg.runs_dir, step)
     assert t.checkpoint is not None
     ck = open_checkpoint(t.checkpoint)
     if t.note:
         _say(f"note: {t.note}")
     dest = out if out is not None else export.default_out(t.checkpoint)
+    if dry_run:
+        c = ck.config
+        console.print(f"would export {t.checkpoint} (step {ck.step}, {c.num_layers} layers, C={c.channels}, "
+                      f"{ck.dtype}) -> {dest}" + (f", then push it to {endpoint_for(cfg.mirrors.hf_endpoint)}/{push}"
+                                                  if push else ""), highlight=False, markup=False, soft_wrap=True)
+        return
     res = export.write_export(ck, dest, dtype=dtype, force=force, say=_say)
     c = ck.config
     console.print(f"exported {t.checkpoint} (step {ck.step}, {c.num_layers} layers, C={c.channels}, "
@@ -88,13 +111,18 @@ def sample(
     step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
                                        help="checkpoint step (default: the newest complete one)"),
     backend: str = typer.Option("auto", "--backend", callback=checked(validate.choice, choices=("auto", "transformers", "numpy")), help="auto (transformers if installed), transformers, numpy"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say which model would be used (and whether it is "
+                                 "exported first); write and generate nothing"),
 ) -> None:
     """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
     cfg = config()
+    if dry_run:
+        _plan_export(target, cfg.runs_dir, step, f"sample {n} tokens with the {backend} backend")
+        return
     t, folder = _exported(target, cfg.runs_dir, step)
     cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cfg.layout.tiktoken_cache)
     s = run_sample(folder, prompt, n, cache_dir=cache, top_k=0 if greedy else top_k, temperature=temperature,
-                   seed=seed, backend=backend)
+                   seed=seed, backend=backend, say=_say)
     _say(f"[{s.backend}, {'greedy' if greedy else f'top-k {top_k}, seed {seed}'}, {len(s.tokens)} tokens, {folder}]")
     console.print(s.prompt + s.text, highlight=False, markup=False, soft_wrap=True)
 
@@ -112,11 +140,17 @@ def eval_cmd(
     num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", callback=checked(validate.non_negative_int), help="few-shot examples (default: the task's)"),
     include_path: Optional[Path] = typer.Option(None, "--include-path", help="folder of extra lm-eval task YAMLs"),
     record: bool = typer.Option(True, "--record/--no-record", help="append the results to the run's run.json"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say which model and tasks would be evaluated (and "
+                                 "whether it is exported first); write and run nothing"),
 ) -> None:
-    """Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit[eval]'); saved in run.json."""
+    r"""Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit\[eval]'); saved in run.json."""
     evaluate.load_harness()               # exit 2 with the install line before any export work
     names = evaluate.parse_tasks(tasks)
-    cfg = config(writes=record)
+    cfg = config(writes=record and not dry_run)
+    if dry_run:
+        _plan_export(target, cfg.runs_dir, step, f"run lm-eval {', '.join(names)}"
+                     + ("; the results are appended to the run's run.json" if record else " (--no-record)"))
+        return
     t, folder = _exported(target, cfg.runs_dir, step)
     checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
     if t.export_dir is not None:          # an export given directly: its record names the checkpoint

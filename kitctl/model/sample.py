@@ -10,6 +10,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from kitctl.core.errors import KitError
 from kitctl.data import tokenizer as gpt2_bpe
@@ -77,7 +78,8 @@ def n_positions(export: Path) -> int:
 
 
 def sample(export: Path, prompt: str, n: int, *, cache_dir: Path, top_k: int = 40, temperature: float = 1.0,
-           seed: int = 1337, backend: str = "auto") -> Sample:
+           seed: int = 1337, backend: str = "auto", say: Callable[[str], None] = lambda s: None) -> Sample:
+    """``say`` hears what takes time before the text comes (loading torch takes tens of seconds)."""
     if n < 1:
         raise KitError(f"-n {n}: generate at least one token", "e.g. -n 64", exit_code=2)
     if top_k < 0 or temperature <= 0:
@@ -90,7 +92,10 @@ def sample(export: Path, prompt: str, n: int, *, cache_dir: Path, top_k: int = 4
         raise KitError(f"the prompt ({len(ids)} tokens) + -n {n} is more than the model's context of {ctx} tokens",
                        f"shorten the prompt or pass -n {max(1, ctx - len(ids))} or less", exit_code=2)
     if backend == "transformers":
+        say(f"loading torch + transformers and {export.name} (tens of seconds on a first run; --backend numpy "
+            "starts at once) ...")
         toks = _transformers_generate(export, ids, n, top_k, temperature, seed)
     else:
+        say(f"sampling {n} tokens with the numpy GPT-2 (CPU) ...")
         toks = NumpyGPT2.from_export(export).generate(ids, n, top_k=top_k, temperature=temperature, seed=seed)
     return Sample(prompt, enc.decode(toks), toks, backend)

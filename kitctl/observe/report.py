@@ -181,6 +181,10 @@ def check_out(out: Path) -> str:
     return "png" if suffix == ".png" else "html"
 
 
+class NothingToPlot(KitError):
+    """No run has a loss logged yet (a state, not a failure: `kitctl report` says so and exits 0)."""
+
+
 def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = None,
                  ) -> tuple[list[RunLogs], list[Path]]:
     """Write the report atomically (a temp file renamed onto ``out``: never a partial report under its name);
@@ -195,7 +199,7 @@ def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = N
     has_loss = [bool(r.streams.get("loss/train") or r.streams.get("loss/val")) for r in read]
     if not any(has_loss):
         where = ", ".join(str(p if p.is_file() else p / MAIN_LOG) for p in runs_in)
-        raise KitError(f"nothing to plot: no loss logged yet in {where}",
+        raise NothingToPlot(f"nothing to plot yet: no loss logged in {where}",
                        "llm.c writes main.log from its first step (train with an output dir, `-o`); "
                        "check the run with `kitctl status`")
     runs = [r for r, ok in zip(read, has_loss, strict=True) if ok]

@@ -140,7 +140,7 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
         st.gpus_source = RUN_JSON
     else:
         found = (gpus_query or gpus_mod.query)()
-        st.gpus = [f"{g.index}: {g.name} (sm_{g.compute_cap}, {g.memory_gb:.0f} GB)" for g in found]
+        st.gpus = [f"{g.index}: {g.name} (sm_{g.compute_cap}, {g.memory_label})" for g in found]
         st.gpus_source = "this machine" if found else "none found on this machine (nvidia-smi)"
     return st
 

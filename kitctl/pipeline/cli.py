@@ -17,7 +17,7 @@ from kitctl.core.config import user_config_path
 from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
-from kitctl.pipeline.demo import run_demo
+from kitctl.pipeline.demo import DEMO_STEPS, run_demo
 from kitctl.pipeline.bundle import PackOptions, pack
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 from kitctl.pipeline.reproduce import make_forecast, run_pipeline
@@ -30,14 +30,20 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 def demo(
     data_root: Optional[Path] = typer.Option(None, callback=checked(validate.writable_folder), help="demo data root (default <data_root>/demo)"),
     steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the steps and the data root; run and write nothing"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
-    root = data_root or config(writes=True).layout.demo
+    cfg = config(writes=not dry_run and data_root is None)
+    root = data_root or cfg.layout.demo
+    if dry_run:
+        console.print(f"kitctl demo would write under {root.absolute()} and run, each as its own kitctl command: "
+                      f"{DEMO_STEPS}", highlight=False, markup=False, soft_wrap=True)
+        return
     console.print(f"[bold]llmc-kit demo[/]: embedded tinyshakespeare + GPT-2 BPE, data root {root}")
-    results = run_demo(root, lambda s: console.print(s, highlight=False), steps)
+    results = run_demo(root, lambda s: console.print(s, highlight=False), steps, provider=cfg.provider)
     table = Table(title="demo summary")
     for col in ("step", "status", "detail"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")      # whole paths, wrapped, never cut with "..."
     colour = {"done": "green", "skipped": "yellow", "failed": "red"}
     for r in results:
         table.add_row(r.name, f"[{colour[r.status]}]{r.status}[/]", r.detail)
@@ -82,8 +88,19 @@ def bundle_cmd(
                                                   "include dir to pack"),
     images: bool = typer.Option(True, "--images/--no-images", help="pack the runtime (and data) image with docker "
                                 "save"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out; download, save "
+                                 "and write nothing"),
 ) -> None:
     """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
+    if dry_run:
+        what = [f"the dataset {dataset or 'of preset ' + preset}" + (f" from {source}" if source else ""),
+                f"HellaSwag's jsonl{f' from {hellaswag_source}' if hellaswag_source else ''}",
+                f"llm.c's source{f' from {llmc_src}' if llmc_src else ''}", "the GPT-2 tokenizer files"]
+        what += ["cudnn-frontend headers"] if cudnn_frontend else []
+        what += ["the runtime and data images (docker save)"] if images else []
+        console.print(f"would write {out.absolute()} with: {'; '.join(what)}", highlight=False, markup=False,
+                      soft_wrap=True)
+        return
     opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
                        llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images)
     pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
@@ -140,6 +157,10 @@ def reproduce(
                           "write e.g. `kitctl reproduce gpt2-124m -- -n 1000`")
     if as_json and not dry_run:
         raise ConfigError("--json prints the plan only", "add --dry-run")
+    if inventory is not None and not dry_run:
+        raise ConfigError(f"--inventory {inventory} describes another box: it plans, it cannot run there from here",
+                          "add --dry-run to see the plan for that box; on the box itself, run without --inventory "
+                          "(its own GPUs are used)")
     cfg = config()
     if not dry_run and not config_source().data_root_set:
         raise ConfigError("kitctl reproduce writes tens of GB under the data root, and none is configured (no "
@@ -164,7 +185,7 @@ def reproduce(
                           "leave --image out, or use --runtime docker")
     if bundle is not None:
         cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json)
-    g, fc = make_forecast(cfg, opts)
+    g, fc = make_forecast(cfg, opts, plan_only=dry_run)
     if as_json:
         sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")
         return

@@ -21,16 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from kitctl.core import resources
+from kitctl.core.progress import format_duration
 from kitctl.host import gpus
 from kitctl.core.layout import DataLayout
 from kitctl.core.llmc_files import MAIN_LOG, MANIFEST_JSON, STDOUT_LOG, TOKENIZER_BIN
-from kitctl.core import resources
+from kitctl.pipeline.costs import costs
 
 REAL_LOG_DIR = resources.demo_run_dir()
 # The first user's box, as `nvidia-smi --query-gpu=index,name,compute_cap,memory.total,driver_version
 # --format=csv,noheader` prints it.
 FIRST_USER_INVENTORY = ("0, NVIDIA GeForce RTX 2080 Ti, 7.5, 11264 MiB, 570.86.10\n"
                         "1, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10\n")
+
+
+DEMO_STEPS = ("data tinyshakespeare + data verify; train --dry-run for a 2080 Ti + 3090 box (and for this machine's "
+              "GPUs, then a short train, where it has them); tensorboard --no-serve, status and report on a real "
+              "H100 log; build --dry-run; doctor")
 
 
 @dataclass
@@ -58,7 +65,16 @@ def docker_ready() -> bool:
         return False
 
 
-def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20) -> list[Step]:
+def build_advice(provider: str) -> str:
+    """What `kitctl build --arch 75,86` costs with the provider it will use (kit.yaml's), from costs.yaml."""
+    b = costs().build[provider]
+    lo, hi = b.seconds
+    return (f"run `kitctl build --arch 75,86` yourself: provider {provider} (kit.yaml), a cold build downloads "
+            f"~{b.download_bytes / 1e9:.1f} GB and takes ~{format_duration(lo)} - {format_duration(hi)}"
+            + ("; `--provider wheels` is the smaller one" if provider != "wheels" else ""))
+
+
+def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20, provider: str = "nvidia") -> list[Step]:
     root = root.absolute()
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KIT_DATA_ROOT": str(root), "KIT_RUNTIME": "native", "COLUMNS": os.environ.get("COLUMNS", "100")}
@@ -120,8 +136,7 @@ def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20) -> 
                              "--build-dir", str(root / "build")],
          "the exact docker buildx command for sm_75 + sm_86 images")
     if docker_ready():
-        steps.append(Step("build", "skipped", "a Docker engine is here: run `kitctl build --arch 75,86` yourself "
-                                              "(a cold build downloads ~1.1 GB of CUDA wheels; ~3 min)"))
+        steps.append(Step("build", "skipped", f"a Docker engine is here: {build_advice(provider)}"))
     else:
         steps.append(Step("build", "skipped", "no Docker engine here: images need one (docs/images.md)"))
     echo("\n[bold]== doctor[/] (informational: a box without GPUs is 'not ready' for training)")

@@ -76,13 +76,14 @@ class TrainInput:
     params: int                     # parameters as llm.c stores them (padded vocab)
     zero_stage: int
     tok_s: Optional[float]          # None: no estimate for these GPUs
-    tok_s_basis: str                # "measured" (tune cache) | "estimate"
+    tok_s_basis: str                # "measured" (tune cache) | "quoted" (a published figure) | "estimate"
     hellaswag_examples: int = 0     # 0: no HellaSwag eval (-h 0, or B < 4)
     val_every: int = 250
     val_batches: int = 20
     checkpoint_every: int = 0
     checkpoints_keep: int = 0       # -nk; 0 keeps all
     done_step: Optional[int] = None  # newest checkpoint (resume from it)
+    unplanned: Optional[str] = None  # why the GPUs (and so the time) are not known: a dry run without GPUs
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,13 @@ class StageForecast:
         return not self.docker_bytes
 
     def as_json(self) -> dict:
+        """Seconds not known (a train stage without GPUs to plan on) are null, with the ``reason``."""
         d = {"name": self.name, "disk_bytes": int(self.disk_bytes), "docker_bytes": int(self.docker_bytes),
              "download_bytes": int(self.download_bytes),
-             "seconds": round(self.seconds, 1), "seconds_low": round(self.low, 1),
-             "seconds_high": round(self.high, 1), "status": self.status, "detail": self.detail}
+             "seconds": _secs(self.seconds), "seconds_low": _secs(self.low),
+             "seconds_high": _secs(self.high), "status": self.status, "detail": self.detail}
+        if not math.isfinite(self.seconds):
+            d["reason"] = self.detail
         if self.cost is not None:
             d["cost"] = round(self.cost, 2)
         return d
@@ -191,7 +195,12 @@ class Forecast:
             next(s for s in stages if s["name"] == "data")["overlap_seconds"] = round(self.overlap[0], 1)
         return {"stages": stages,
                 "total": {"disk_bytes": int(self.disk_bytes), "docker_bytes": int(self.docker_bytes),
-                          "seconds": round(self.seconds, 1)}}
+                          "seconds": _secs(self.seconds)}}
+
+
+def _secs(x: float) -> Optional[float]:
+    """JSON has no NaN: a time not known is null."""
+    return round(x, 1) if math.isfinite(x) else None
 
 
 # ---------------------------------------------------------------------------------------------- planner
@@ -238,8 +247,12 @@ def train_forecast(t: TrainInput) -> tuple[StageForecast, float]:
     start = t.done_step or 0
     if start >= t.steps:
         return _stage("train", "done", disk, 0, (0, 0, 0), f"complete: checkpoint at step {start} of {t.steps}"), 0
+    if t.unplanned:
+        return (_stage("train", "to do", disk, 0, (math.nan,) * 3,
+                       f"not planned: {t.unplanned}; ~{t.steps:,} steps x {t.total_batch:,} tokens, "
+                       f"{n_kept} checkpoint(s) of {checkpoint_bytes(t) / 1e9:.2f} GB kept"), math.nan)
     if not t.tok_s:
-        return (_stage("train", "to do", disk, 0, (math.nan,) * 3,   # type: ignore[arg-type]
+        return (_stage("train", "to do", disk, 0, (math.nan,) * 3,
                        f"{t.steps - start:,} steps on {t.gpus_label}: no tokens/s estimate for these GPUs "
                        "(run `kitctl tune` on the box for a measured one)"), math.nan)
     rng = getattr(c.tok_s_range, "measured" if t.tok_s_basis == "measured" else t.precision)
@@ -261,7 +274,7 @@ def train_forecast(t: TrainInput) -> tuple[StageForecast, float]:
     evals_s = eval_tokens / (t.tok_s * sum(c.eval_forward_speedup) / 2)
     detail = (f"{t.steps - start:,} steps x {t.total_batch:,} tokens on {t.gpus_label} ({t.precision}, B={t.micro_batch})"
               f" at {'measured' if t.tok_s_basis == 'measured' else '~'}{t.tok_s:,.0f} tok/s"
-              f" ({'tune cache' if t.tok_s_basis == 'measured' else 'estimate'}); {evals} evals "
+              f" ({_BASIS.get(t.tok_s_basis, 'estimate')}); {evals} evals "
               f"{'(val + HellaSwag) ' if t.hellaswag_examples else '(val) '}~{format_duration(evals_s)}; "
               f"{n_kept} checkpoint(s) of {checkpoint_bytes(t) / 1e9:.2f} GB kept")
     if start:
@@ -270,10 +283,16 @@ def train_forecast(t: TrainInput) -> tuple[StageForecast, float]:
             t.total_batch / t.tok_s)
 
 
+_BASIS = {"measured": "tune cache", "quoted": "from a published llm.c figure, see throughput.yaml",
+          "estimate": "estimate"}
+
+
 def tune_forecast(tu: TuneInput, train: StageForecast, step_s: float) -> tuple[StageForecast, Optional[tuple[int, int]]]:
     c = costs().tune
     skip = None
-    if tu.mode == "off":
+    if train.detail.startswith("not planned"):
+        skip = "training is not planned (no GPUs known): --inventory FILE plans both"
+    elif tu.mode == "off":
         skip = "--no-tune: the train planner sizes B from its models"
     elif tu.cached:
         skip = f"tune cache for this plan: {Path(tu.cached).name}"

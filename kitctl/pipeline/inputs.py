@@ -28,7 +28,7 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import free_bytes
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
-from kitctl.data.plan import DataPlan, make_plan
+from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import docker_disk
 from kitctl.host.gpus import GPU, load_inventory
 from kitctl.host.runtimes import runtime_image_ref
@@ -125,7 +125,7 @@ class Gathered:
     data_plan: DataPlan
     hellaswag_plan: DataPlan
     train_request: TrainRequest
-    train_plan: Plan
+    train_plan: Optional[Plan]          # None: planned without GPUs (a dry run on a box with none)
     archs: list[int]
     notes: list[str] = field(default_factory=list)
 
@@ -186,7 +186,8 @@ def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
             hf_cache = 0 if plan.stream else download
     m = _manifest(plan.out_dir)
     done = m.total_tokens if m is not None else 0
-    complete = m is not None and m.complete and done > 0
+    # no training shard (a folder made before the kit picked shard sizes): not complete; the data stage says why
+    complete = m is not None and m.complete and done > 0 and bool(m.train_files)
     if complete:
         assert m is not None
         tokens, shards = done, len(m.shards)
@@ -203,7 +204,7 @@ def synthetic_data(plan: DataPlan, d: fc.DataInput) -> DataInfo:
     size = plan.shard_size if plan.kind == "tokenize" else 100_000_000
     first = plan.first_shard_size if plan.kind == "tokenize" else size
     if d.tokens <= first:
-        suggest = max(1 << 16, 10 ** max(5, len(str(d.tokens // 10)) - 1))
+        suggest = small_shard_size(d.tokens)
         raise ConfigError(f"{plan.spec}: ~{d.tokens:,} tokens fill only the val shard (its first {first:,} tokens):"
                           " no training shard would be left", f"pass --shard-size {suggest} (tokens per shard) so "
                           "the data makes a val shard and several training shards")
@@ -290,25 +291,57 @@ def _measured_tok_s(plan: Plan, facts: Facts) -> Optional[float]:
     return None
 
 
+def gpus_label(gpus) -> str:
+    """``8x H100 80GB HBM3``; a mixed box ``1x GeForce RTX 2080 Ti + 1x GeForce RTX 3090`` (a count per model)."""
+    counts: dict[str, int] = {}
+    for g in gpus:
+        name = g.name.replace("NVIDIA ", "")
+        counts[name] = counts.get(name, 0) + 1
+    return " + ".join(f"{n}x {name}" for name, n in sorted(counts.items()))
+
+
 def train_input(plan: Plan, facts: Facts, hs_examples: int) -> fc.TrainInput:
     measured = _measured_tok_s(plan, facts) if plan.tune_file else None
     a = plan.llmc_args
-    names = sorted({g.name.replace("NVIDIA ", "") for g in plan.gpus})
     return fc.TrainInput(
-        gpus_label=f"{plan.ranks}x {'+'.join(names)}", ranks=plan.ranks, precision=plan.precision,
+        gpus_label=gpus_label(plan.gpus), ranks=plan.ranks, precision=plan.precision,
         micro_batch=plan.micro_batch, seq_len=plan.seq_len, total_batch=plan.total_batch, steps=plan.steps,
         params=dims_for(plan.preset.descriptor).params, zero_stage=_flag(a, "-z", plan.preset.zero_stage),
-        tok_s=measured or plan.est_tok_s, tok_s_basis="measured" if measured else "estimate",
+        tok_s=measured or plan.est_tok_s, tok_s_basis="measured" if measured else (
+            "quoted" if plan.batch.estimate and "quoted:" in plan.batch.estimate.basis else "estimate"),
         hellaswag_examples=hs_examples if plan.hellaswag else 0, val_every=_flag(a, "-v", 20),
         val_batches=_flag(a, "-m", fc.costs().train.val_batches), checkpoint_every=_flag(a, "-n", 0),
         checkpoints_keep=_flag(a, "-nk", 0), done_step=plan.resume_step if plan.resume else None)
 
 
+NO_GPU_REASON = ("no NVIDIA GPU on this machine: plan training for the box that trains with --inventory FILE "
+                 "(examples: docs/inventories/*.csv)")
+NO_GPU_NOTE = ("training is planned for the GPUs of --inventory FILE: on the training box, nvidia-smi "
+               "--query-gpu=index,name,compute_cap,memory.total,driver_version --format=csv,noheader > box.csv; the "
+               "checkout's docs/inventories/ has examples, e.g. --inventory docs/inventories/2080ti-3090.csv")
+
+
+def gpu_less_train_input(req: TrainRequest, data: DataInfo) -> fc.TrainInput:
+    """The train stage without GPUs to plan on: its checkpoints from the preset (ZeRO-1 shards the optimizer
+    state, so their total size does not depend on the GPU count), no time (``tok_s`` None, with the reason)."""
+    preset = load_presets()[req.preset]
+    args = [*preset.extra, *req.passthrough]
+    seq, total = _flag(args, "-t", preset.seq_len), _flag(args, "-d", preset.total_batch)
+    steps = req.steps if req.steps and req.steps > 0 else (preset.steps if preset.steps > 0 else
+                                                           sum(s.tokens for s in data.train) // total)
+    return fc.TrainInput(
+        gpus_label="GPUs not known", ranks=1, precision="bf16", micro_batch=0, seq_len=seq, total_batch=total,
+        steps=steps, params=dims_for(preset.descriptor).params, zero_stage=_flag(args, "-z", preset.zero_stage),
+        tok_s=None, tok_s_basis="estimate", val_every=_flag(args, "-v", preset.val_every),
+        checkpoint_every=_flag(args, "-n", preset.checkpoint_every), checkpoints_keep=_flag(args, "-nk", 0),
+        unplanned=NO_GPU_REASON)
+
+
 # ----------------------------------------------------------------------------------------------- build
-def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[int]) -> fc.BuildInput:
-    sm = ",".join(str(a) for a in archs)
+def build_input(cfg: KitConfig, opts: ReproduceOptions, precision: str, archs: list[int]) -> fc.BuildInput:
+    sm = ",".join(str(a) for a in archs) or "(the GPUs' own; none here)"
     if opts.runtime == "native":
-        binary = Path(opts.binary) if opts.binary else cfg.layout.native_bin / BINARIES[plan.precision]
+        binary = Path(opts.binary) if opts.binary else cfg.layout.native_bin / BINARIES[precision]
         if binary.is_file():
             why = "--binary" if opts.binary else "built earlier (`kitctl build --runtime native` rebuilds)"
             return fc.BuildInput("native", True, f"{binary} ({why})")
@@ -331,9 +364,12 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, plan: Plan, archs: list[
 
 
 # ------------------------------------------------------------------------------------------------ all
-def gather(cfg: KitConfig, opts: ReproduceOptions, gpus: Optional[list[GPU]] = None) -> Gathered:
-    """Read everything the pure planner needs (no writes, no downloads) and make its inputs. ``gpus``: plan for
-    these GPUs (the reference box of kitctl/pipeline/reference.py) instead of ``--inventory`` or nvidia-smi."""
+def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
+           gpus: Optional[list[GPU]] = None) -> Gathered:
+    """Read everything the pure planner needs (no writes, no downloads) and make its inputs. ``plan_only`` (a dry
+    run): on a machine without GPUs (and no --inventory) every GPU-free stage is planned and the train stage says
+    how to plan it, instead of the refusal a run gets. ``gpus``: plan for these GPUs (the reference box of
+    kitctl/pipeline/reference.py) instead of ``--inventory`` or nvidia-smi."""
     check_options(opts)
     preset = load_presets()[opts.preset]
     notes: list[str] = []
@@ -349,6 +385,8 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, gpus: Optional[list[GPU]] = N
         notes.append(f"no complete data in {dplan.out_dir} yet: training is planned on the ~{dinput.tokens:,} "
                      "tokens the data stage will write")
     facts = train_facts(cfg, treq, opts, data, gpus)
+    if plan_only and opts.inventory is None and gpus is None and not facts.gpus:
+        return _gpu_less(cfg, opts, dplan, dinput, hplan, hinput, treq, data, notes)
     try:
         tplan = build_plan(treq, facts)
     except KitError as e:   # the train planner's refusal, said for this command
@@ -370,8 +408,24 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, gpus: Optional[list[GPU]] = N
     box = fc.Box(gpus=len(facts.gpus), cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8,
                  free_bytes=free_bytes(cfg.data_root) if here else None,
                  docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes,
-                 label=f"{len(facts.gpus)}x " + "+".join(sorted({g.name.replace('NVIDIA ', '') for g in facts.gpus})))
-    inputs = fc.Inputs(box=box, build=build_input(cfg, opts, tplan, archs), data=dinput, hellaswag=hinput, tune=tune,
+                 label=gpus_label(facts.gpus))
+    inputs = fc.Inputs(box=box, build=build_input(cfg, opts, tplan.precision, archs), data=dinput, hellaswag=hinput, tune=tune,
                        train=tinput, report_exists=(run_dir / "report.html").is_file() and tplan.complete,
                        price_per_gpu_hour=opts.price_per_gpu_hour)
     return Gathered(inputs, run_dir, dplan, hplan, treq, tplan, archs, notes)
+
+
+def _gpu_less(cfg: KitConfig, opts: ReproduceOptions, dplan: DataPlan, dinput: fc.DataInput, hplan: DataPlan,
+              hinput: fc.HellaswagInput, treq: TrainRequest, data: DataInfo, notes: list[str]) -> Gathered:
+    """The plan of a dry run on a machine without GPUs: everything but the train stage's time (and the tune)."""
+    archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []))
+    cpus = opts.cpus or dplan.workers or os.cpu_count() or 1
+    run_dir = (cfg.runs_dir / (opts.name or opts.preset)).absolute()
+    dk = docker_disk.query() if opts.runtime == "docker" else docker_disk.DockerStorage()   # this machine's
+    box = fc.Box(gpus=0, cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8, free_bytes=free_bytes(cfg.data_root),
+                 docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes, label="no GPU here")
+    notes.append(NO_GPU_NOTE)
+    inputs = fc.Inputs(box=box, build=build_input(cfg, opts, "bf16", archs), data=dinput, hellaswag=hinput,
+                       tune=fc.TuneInput(opts.tune, 0), train=gpu_less_train_input(treq, data),
+                       report_exists=False, price_per_gpu_hour=opts.price_per_gpu_hour)
+    return Gathered(inputs, run_dir, dplan, hplan, treq, None, archs, notes)

@@ -31,9 +31,10 @@ SAVE_EVERY_S = 2.0        # progress writes of reproduce.json at most this often
 TRAIN_POLL_S = 5.0        # how often the train stage's progress is read from main.log
 
 
-def make_forecast(cfg, opts: ReproduceOptions) -> tuple[Gathered, fc.Forecast]:
-    """The whole plan, read-only: what each stage will need (disk, download, time)."""
-    g = gather(cfg, opts)
+def make_forecast(cfg, opts: ReproduceOptions, plan_only: bool = False) -> tuple[Gathered, fc.Forecast]:
+    """The whole plan, read-only: what each stage will need (disk, download, time). ``plan_only``: a dry run,
+    which plans on a machine without GPUs too (the train stage then says how to plan it)."""
+    g = gather(cfg, opts, plan_only)
     f = fc.plan_stages(g.inputs)
     f.notes = [*g.notes, *f.notes]
     check_offline(opts, f)
@@ -167,6 +168,7 @@ def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc
     try:
         if s.name == "train":
             def poll() -> None:
+                assert g.train_plan is not None     # a run plans on GPUs (gather refuses without)
                 progress(*st.train_progress(g.run_dir, g.train_plan.steps))
             with _Poller(poll, TRAIN_POLL_S):
                 res = st.train(ctx)

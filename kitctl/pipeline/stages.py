@@ -147,7 +147,9 @@ def build(ctx: StageContext) -> Result:
     cfg, opts, archs = ctx.cfg, ctx.opts, ctx.gathered.archs
     if opts.runtime == "native":
         dest = cfg.layout.native_bin
-        want = Path(opts.binary) if opts.binary else dest / BINARIES[ctx.gathered.train_plan.precision]
+        tplan = ctx.gathered.train_plan
+        assert tplan is not None        # a run plans on GPUs (gather refuses without)
+        want = Path(opts.binary) if opts.binary else dest / BINARIES[tplan.precision]
         if want.is_file():
             return Result("skipped", f"{want} exists" + (" (--binary)" if opts.binary else ""))
         spec = opts.llmc_src or cfg.mirrors.llmc_src

@@ -49,7 +49,11 @@ def plan_table(fc: Forecast, title: str) -> Table:
             row.append(f"${s.cost:,.2f}" if s.cost is not None else "-")
         t.add_row(*row)
     disk = size(fc.disk_bytes) + (f" + {size(fc.docker_bytes)} (docker)" if fc.docker_bytes else "")
-    total = ["total", "", disk, size(fc.download_bytes), span(fc.seconds, fc.low, fc.high),
+    when = span(fc.seconds, fc.low, fc.high)
+    if not math.isfinite(fc.seconds):       # the train stage is not planned (no GPUs known): the rest is
+        known = [s for s in fc.stages if math.isfinite(s.seconds)]
+        when = span(sum(s.seconds for s in known), sum(s.low for s in known), sum(s.high for s in known)) + " + train"
+    total = ["total", "", disk, size(fc.download_bytes), when,
              f"{fc.box.label}" + (f", {fc.box.cpus} CPUs, {fc.box.net_bytes_per_s * 8 / 1e6:.0f} Mbit/s assumed"
                                   if fc.stage("data").status not in ("done", "skipped") else "")]
     if fc.price_per_gpu_hour is not None:

@@ -195,14 +195,14 @@ def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> Ba
         if not fitting:
             least = max(recs)
             p = rules.predict(allowed[-1], least)
-            raise KitError(f"{preset.name} does not fit {min_gpu.name} ({min_gpu.memory_gb:.1f} GB) even at "
-                           f"B={allowed[-1]} -r {least}: needs ~{p.need_gb} GB with headroom [{p.basis}]",
+            raise KitError(f"{preset.name} does not fit {min_gpu.name} ({min_gpu.memory_label}) even at "
+                           f"B={allowed[-1]} -r {least}: needs ~{p.need_mib} MiB with headroom [{p.basis}]",
                            "use a smaller preset, more GPUs (ZeRO-1 shards the optimizer), or --micro-batch N to "
                            "try anyway", exit_code=2)
         if ranked:
             best_c = ranked[0]
             micro, recompute, source = best_c.micro_batch, best_c.recompute, "table"
-            choice = (f"throughput table: fastest config that fits {min_gpu.memory_gb:.1f} GB with headroom, "
+            choice = (f"throughput table: fastest config that fits {min_gpu.memory_label} with headroom, "
                       f"{_tok(best_c.estimate)}")
             notes += _table_notes(best_c, ranked, rules, preset)
         else:
@@ -210,9 +210,9 @@ def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> Ba
             fit_b = [b for b in allowed if rules.fits(b, r)] or [allowed[-1]]
             micro, recompute, source = fit_b[0], r, "memory"
             bigger = [b for b in MICRO_BATCHES if b > micro and rules.why_not(b) is None]
-            choice = (f"memory model: largest B that fits {min_gpu.memory_gb:.1f} GB with headroom (no throughput "
+            choice = (f"memory model: largest B that fits {min_gpu.memory_label} with headroom (no throughput "
                       f"table series for {x.precision})"
-                      + (f"; B={bigger[-1]} would need ~{rules.predict(bigger[-1], r).need_gb} GB" if bigger else ""))
+                      + (f"; B={bigger[-1]} would need ~{rules.predict(bigger[-1], r).need_mib} MiB" if bigger else ""))
     elif recompute is None:
         mine = [c for c in ranked if c.micro_batch == micro]
         recompute = mine[0].recompute if mine else preset.recompute
@@ -225,8 +225,8 @@ def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> Ba
 
     memory = rules.predict(micro, recompute)
     if not memory.fits(min_gpu.memory_gb):
-        notes.append(f"warning: B={micro} -r {recompute} is predicted to need ~{memory.need_gb} GB with headroom, "
-                     f"more than {min_gpu.name}'s {min_gpu.memory_gb:.1f} GB [{memory.basis}]; running as asked "
+        notes.append(f"warning: B={micro} -r {recompute} is predicted to need ~{memory.need_mib} MiB with headroom, "
+                     f"more than {min_gpu.name}'s {min_gpu.memory_label} [{memory.basis}]; running as asked "
                      "(if train_gpt2cu cannot allocate at start the kit retries once with B/2)")
     if memory.basis != "measured":
         notes.append(f"memory estimate: {memory.basis}; measured series go in kitctl/train/memory_model.yaml")
@@ -246,8 +246,8 @@ def _table_notes(best: Candidate, ranked: tuple[Candidate, ...], rules: _Rules, 
     if pub and pub != best.micro_batch:
         why = rules.why_not(pub)
         if why is None and not rules.fits(pub, best.recompute):
-            why = (f"B={pub} -r {best.recompute} would need ~{rules.predict(pub, best.recompute).need_gb} GB with "
-                   f"headroom, more than {rules.x.min_gpu.memory_gb:.1f} GB")
+            why = (f"B={pub} -r {best.recompute} would need ~{rules.predict(pub, best.recompute).need_mib} MiB with "
+                   f"headroom, more than {rules.x.min_gpu.memory_label}")
         elif why is None:
             why = f"B={pub} -r {best.recompute} is slower ({_tok(rules.candidate(pub, best.recompute).estimate)})"
         notes.append(f"B={best.micro_batch}, not the B={pub} of {preset.source}: {why}")

@@ -132,6 +132,10 @@ def train(
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
     plan, facts, replan = plan_for(cfg, req, inventory, mpirun)
+    if inventory is not None and not dry_run:
+        raise ConfigError(f"--inventory {inventory} describes another machine: it plans, it cannot train here",
+                          "add --dry-run to see the plan for that machine; on the machine itself, run without "
+                          "--inventory (its own GPUs are used)")
     show_plan(plan)
     if dry_run:
         console.print("command:", style="bold")
@@ -190,6 +194,10 @@ def tune(
     dry_run: bool = typer.Option(False, "--dry-run", help="list the configs and the first command; run nothing"),
 ) -> None:
     """Measure tokens/s of micro-batch x recompute on these GPUs and cache the fastest for `kitctl train`."""
+    if inventory is not None and not dry_run:
+        raise ConfigError(f"--inventory {inventory} describes another machine: tune measures this one's GPUs",
+                          "add --dry-run to list the configs for that machine; on the machine itself, run without "
+                          "--inventory")
     cfg = config(writes=not dry_run)
     req = TrainRequest(preset=preset, gpus=gpus, precision=precision, data=data, runtime=runtime or cfg.runtime,
                        binary=binary)

@@ -155,6 +155,15 @@ class Prediction:
     def fits(self, memory_gb: float) -> bool:
         return self.need_gb <= memory_gb
 
+    @property
+    def need_mib(self) -> int:
+        """The need as nvidia-smi counts memory (MiB): the unit every GPU memory figure of the kit is shown in."""
+        return round(self.need_gb * GB / MIB)
+
+    @property
+    def peak_mib(self) -> int:
+        return round(self.peak_gb * GB / MIB)
+
 
 @dataclass(frozen=True)
 class MemoryModel:

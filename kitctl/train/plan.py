@@ -194,8 +194,8 @@ class Plan:
             ("grad accumulation", f"{self.grad_accum} = {self.total_batch} / ({self.micro_batch} x "
                                   f"{self.seq_len} x {self.ranks})"),
             ("steps -x", str(self.steps)),
-            ("memory (per GPU)", f"~{self.memory.peak_gb} GB peak, {self.memory.need_gb} GB with headroom "
-                                 f"[{self.memory.basis}]; smallest GPU {min(g.memory_gb for g in self.gpus):.1f} GB"),
+            ("memory (per GPU)", f"~{self.memory.peak_mib} MiB peak, {self.memory.need_mib} MiB with headroom "
+                                 f"[{self.memory.basis}]; smallest GPU {min(g.memory_mib for g in self.gpus)} MiB"),
             ("data", f"{self.data.dir} ({self.data.prefix}: {len(self.data.train)} train shards, "
                      f"{self.data.train_tokens:,} tokens)"),
             ("output", str(self.out_dir)),

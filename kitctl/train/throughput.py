@@ -30,6 +30,7 @@ TABLE_FILE = resources.package_dir() / "train" / "throughput.yaml"
 
 class ThroughputSeries(UserData):
     gpu: str                               # a gpu_peaks.yaml name
+    kind: Literal["measured", "quoted"] = "measured"   # quoted: a published figure the kit has not measured
     compute_cap: int
     device: str
     source: str
@@ -59,7 +60,8 @@ class ThroughputSeries(UserData):
 
     @property
     def short_source(self) -> str:
-        return self.source.split(" (")[0].split(":")[0]
+        short = self.source.split(" (")[0].split(":")[0]
+        return f"quoted: {short}" if self.kind == "quoted" else short
 
 
 class ThroughputFile(UserData):
@@ -104,8 +106,9 @@ class ThroughputTable:
         return 1.0 if ranks <= 1 else self.efficiency
 
     def unmeasured(self, gpus: list[GPU], precision: str) -> list[str]:
-        """Names of the GPUs whose model has no series of this precision (their estimates are scaled)."""
-        have = {s.gpu for s in self.series if s.precision == precision}
+        """Names of the GPUs whose model has no measured series of this precision (their estimates are scaled
+        from another GPU, or come from a quoted figure)."""
+        have = {s.gpu for s in self.series if s.precision == precision and s.kind == "measured"}
         return sorted({g.name for g in gpus if model_name(g) not in have})
 
     def reference(self, gpus: list[GPU], precision: str, descriptor: str, T: int) -> Optional[ThroughputSeries]:
@@ -117,7 +120,7 @@ class ThroughputTable:
 
         def pref(s: ThroughputSeries) -> tuple:
             return (models == {s.gpu}, s.gpu in models, s.descriptor == descriptor, s.seq_len == T,
-                    -abs(math.log(s.ranks) - math.log(max(n, 1))))
+                    s.kind == "measured", -abs(math.log(s.ranks) - math.log(max(n, 1))))
         return max(cands, key=pref)
 
     def _rate(self, s: ThroughputSeries, B: int, r: int) -> tuple[float, int, str]:
@@ -171,7 +174,7 @@ class ThroughputTable:
         if n != s.ranks:
             parts.append(f"per rank x {n} rank(s)" + (f" x {self.efficiency} multi-rank efficiency" if n > 1 else ""))
         tok = per_rank * gpu_ratio * flops * n * self._eff(n) if gpu_ratio is not None else None
-        measured = (q == 2 and not r_note and gpu_ratio == 1.0 and flops == 1.0 and n == s.ranks
+        measured = (s.kind == "measured" and q == 2 and not r_note and gpu_ratio == 1.0 and flops == 1.0 and n == s.ranks
                     and {model_name(g) for g in gpus} == {s.gpu})
         return Estimate(tok, per_rank, q, measured, " ".join(parts))
 

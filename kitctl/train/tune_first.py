@@ -54,7 +54,7 @@ def choose_tune_first(batch: BatchChoice, unmeasured: list[str], *, run_steps: i
                       "from another GPU")
     if not wanted:
         return None, (f"no throughput measurements for {names}: B and -r come from estimates scaled from another "
-                      "GPU; `kitctl tune` on them measures")
+                      "GPU or quoted from a published figure; `kitctl tune` on them measures")
     if not runtime_known:
         return None, (f"no throughput measurements for {names}, and no image id / native binary to key a tune "
                       "cache: build it first (kitctl build), then a short tune runs first")

@@ -139,3 +139,22 @@ def test_record_read_errors_name_the_file(tmp_path):
         with pytest.raises(KitError) as e:
             Thing.read(p)
         assert needle in e.value.message and str(p) in e.value.message and len(e.value.message) < 1000
+
+
+def test_tidy_on_failure_removes_only_the_empty_folders_it_saw_missing(tmp_path):
+    from kitctl.core.files import tidy_on_failure
+
+    deep = tmp_path / "native" / "llm.c"
+    with pytest.raises(RuntimeError), tidy_on_failure(deep):
+        deep.mkdir(parents=True)
+        raise RuntimeError("no network")
+    assert not (tmp_path / "native").exists() and tmp_path.exists()
+    # what the body wrote stays (a resume needs it), with the folders that hold it
+    with pytest.raises(RuntimeError), tidy_on_failure(deep):
+        deep.mkdir(parents=True)
+        (tmp_path / "native" / "kept").write_text("x")
+        raise RuntimeError("later")
+    assert (tmp_path / "native" / "kept").exists() and not deep.exists()
+    with tidy_on_failure(tmp_path / "ok"):         # success: nothing is touched
+        (tmp_path / "ok").mkdir()
+    assert (tmp_path / "ok").is_dir()

@@ -302,7 +302,7 @@ def test_bad_shard_size_workers_and_empty_input_refused(env, tmp_path, tinyshake
         assert r.returncode == 2 and want in r.stderr and "hint:" in r.stderr, (r.stdout, r.stderr)
         assert not (tmp_path / "o-empty").exists()                          # refused before writing anything
     r = kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 12345)
-    assert r.returncode == 2 and "shard_size: folder has 100000000, this run wants 12345" in r.stderr
+    assert r.returncode == 2 and "shard_size: folder has 20000, this run wants 12345"   # the size the kit picked for ~338K tokens in r.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before    # old data intact
 
 
@@ -333,3 +333,118 @@ def test_disk_estimate_counts_repeated_parquet_text_and_is_refused_before_writin
                 log=lambda s: None)
     written = sum(p.stat().st_size for p in plan.out_dir.glob("rep_*.bin"))
     assert written > free and plan.est_tokens >= s.total_tokens and plan.need[plan.out_dir] >= written
+
+
+def _small_parquet(path: Path, reps: int = 7) -> Path:
+    """~2.3M tokens of the shipped tinyshakespeare as a parquet of documents (the first user's small dataset)."""
+    from kitctl.core import resources
+    paras = [p for p in resources.share("datasets", "files", "tinyshakespeare.txt").read_text().split("\n\n")
+             if p.strip()]
+    docs = ["\n\n".join(paras[i:i + 20]) + f" [{r}]" for r in range(reps) for i in range(0, len(paras), 20)]
+    pq.write_table(pa.table({"text": docs}), path)
+    return path
+
+
+def test_small_dataset_gets_a_val_and_training_shards(env, tmp_path):
+    """~2.3M tokens with the default 100M-token shards would be one val shard and no training data: the kit picks
+    a shard size (said, and recorded as the run's shard_size in the manifest); another size on that folder says
+    what differs and offers --fresh, which moves the old folder aside (nothing deleted)."""
+    src = _small_parquet(tmp_path / "small.parquet")
+    out = tmp_path / "o"
+    r = kitctl(env, src, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "shard size 200,000 tokens: picked for ~" in r.stdout and "training shards" in r.stdout
+    m = mf.load(out)
+    assert m.complete and m.run.shard_size == 200_000 and m.run.first_shard_size == 200_000
+    assert len(m.val_files) == 1 and len(m.train_files) >= 10 and check_shard(m.val_files[0]) == 200_000
+    # another size on the same folder: what differs, and --fresh
+    r = kitctl(env, src, "--out", out, "--shard-size", 300_000)
+    assert r.returncode == 2 and "shard_size: folder has 200000, this run wants 300000" in r.stderr
+    assert "--fresh" in " ".join(r.stderr.split())
+    r = kitctl(env, src, "--out", out, "--shard-size", 300_000, "--fresh", "--dry-run")
+    assert r.returncode == 0 and "would move to" in r.stdout and mf.load(out).run.shard_size == 200_000
+    r = kitctl(env, src, "--out", out, "--shard-size", 300_000, "--fresh")
+    assert r.returncode == 0, r.stderr
+    old = [p for p in tmp_path.iterdir() if p.name.startswith("o.old-")]
+    assert len(old) == 1 and f"moved {out} aside to {old[0]}" in r.stdout
+    assert mf.load(old[0]).run.shard_size == 200_000 and not mf.verify(old[0])[1]      # kept whole
+    assert mf.load(out).run.shard_size == 300_000 and mf.load(out).train_files
+
+
+def test_shard_size_that_leaves_no_training_data_is_refused_up_front(env, tmp_path, tinyshakespeare):
+    """The shipped tinyshakespeare (~338K tokens) as a local file: --shard-size 1,000,000 would fill only the val
+    shard: refused before anything is written, with the exact --shard-size; without it the kit picks one."""
+    out = tmp_path / "o"
+    r = kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 1_000_000)
+    assert r.returncode == 2 and not out.exists()
+    err = " ".join(r.stderr.split())
+    assert "no training shard would be left" in err and "pass --shard-size 20000" in err
+    r = kitctl(env, tinyshakespeare, "--out", out)
+    assert r.returncode == 0, r.stderr
+    m = mf.load(out)
+    assert m.run.shard_size == 20_000 and len(m.train_files) >= 15
+
+
+def test_a_finished_folder_without_training_shards_is_not_done(env, tmp_path, monkeypatch):
+    """A folder that ended with only a val shard (made by an older kit, or an estimate far too high) is a
+    failure with the fix, never "done"."""
+    from kitctl.core.config import load_config
+    from kitctl.core.errors import KitError
+    from kitctl.data.execute import execute
+    from kitctl.data.plan import make_plan
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    src = _small_parquet(tmp_path / "small.parquet", reps=1)
+    plan = make_plan(load_config(None), str(src), out=tmp_path / "o", workers=0)
+    plan.shard_size = plan.first_shard_size = 100_000_000        # what the kit did before it picked sizes
+    with pytest.raises(KitError) as e:
+        execute(plan, log=lambda s: None)
+    assert e.value.exit_code == 1 and "made no training shard" in e.value.message
+    assert "--shard-size 20000 --fresh" in e.value.hint and "deletes nothing" in e.value.hint
+    assert mf.load(tmp_path / "o").complete and not mf.load(tmp_path / "o").train_files
+
+
+def _offline() -> list[str]:
+    import shutil as _sh
+    if _sh.which("unshare") is None or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
+        pytest.skip("unshare -n (a network namespace) is not available here")
+    return ["unshare", "-n"]
+
+
+def test_failed_downloads_leave_no_empty_folders(env, tmp_path):
+    """No network: `kitctl data hellaswag` and `kitctl build --runtime native` (llm.c's tarball) fail with the fix,
+    and leave no empty hellaswag/ or native/llm.c/ behind on the data root."""
+    root = tmp_path / "root"
+    r = subprocess.run([*_offline(), sys.executable, "-m", "kitctl", "data", "hellaswag"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "--source" in r.stderr, r.stderr
+    assert not (root / "hellaswag").exists()
+    r = subprocess.run([*_offline(), sys.executable, "-m", "kitctl", "build", "--runtime", "native", "--arch", "75"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "--llmc-src" in r.stderr, r.stderr
+    assert not (root / "native").exists()
+
+
+def test_a_first_data_run_that_fails_leaves_no_lock_file(tmp_path, tiktoken_cache):
+    from kitctl.data.sources import MemorySource
+    from kitctl.data.tokenize import make_shards
+
+    class Broken(MemorySource):
+        def iter_batches(self, start_doc=0, batch_rows=64):
+            raise OSError("the input went away")
+
+    out = tmp_path / "new"
+    with pytest.raises(Exception, match="went away"):
+        make_shards(Broken(["a b c"] * 10), out, "x", {"shard_size": 4096, "source_fingerprint": "f"}, workers=0)
+    assert not out.exists()
+
+
+def test_fresh_moves_only_a_data_folder(env, tmp_path, tinyshakespeare):
+    """--fresh never moves a folder that `kitctl data` did not make (the data root itself, a folder of runs)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = kitctl(env, tinyshakespeare, "--out", out, "--fresh")
+    assert r.returncode == 2 and "is not one" in " ".join(r.stderr.split())
+    assert (out / "notes.txt").read_text() == "mine" and not list(tmp_path.glob("mine.old-*"))

@@ -76,6 +76,8 @@ def test_cli_doctor_inventory_json(tmp_path):
     out = json.loads(r.stdout)
     checks = {f["check"]: f for f in out["findings"]}
     assert "GPU 1" in checks and "RTX 3090" in checks["GPU 1"]["detail"] and "sm_86" in checks["GPU 1"]["detail"]
+    # memory as nvidia-smi prints it (MiB), not a rounded "26 GB"
+    assert "24576 MiB" in checks["GPU 1"]["detail"] and " GB" not in checks["GPU 1"]["detail"]
     assert checks["mixed GPUs"]["status"] == "warn"
     assert r.returncode == (0 if out["ready"] else 1)
 

@@ -90,7 +90,7 @@ def make_world(root: Path) -> Path:
     (run / "main.log").write_text(MAIN_LOG)
     (cwd / "kit.yaml").write_text("data_root: ./data\nruntime: native\n")
     (cwd / "two.csv").write_text(TWO_3090)
-    (cwd / "input.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50)
+    (cwd / "input.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 200)   # ~3,000 tokens: a val shard and a training shard (llm.c needs 1,025 tokens in each)
     return cwd
 
 

@@ -276,3 +276,25 @@ def test_eval_with_the_real_harness_on_a_local_task(root, tmp_path_factory):
     assert e["task"] == "kit_tiny_mc" and e["samples"] == 3 and e["harness"].startswith("lm-eval 0.")
     assert 0.0 <= e["metrics"]["acc_norm"] <= 1.0 and "acc" in e["metrics"]
     assert f"kit_tiny_mc: acc_norm {e['metrics']['acc_norm']:.4f}" in r.stdout
+
+
+def test_dry_runs_write_nothing_and_sample_says_what_it_is_doing(root):
+    hf = root / "runs" / "r1" / "hf"
+    r = kitctl("export-model", "r1", "--dry-run", data_root=root)
+    assert r.returncode == 0 and "would export" in r.stdout and "model_00000010" in r.stdout, r.stderr
+    r = kitctl("sample", "r1", "--dry-run", "--backend", "numpy", data_root=root)
+    assert r.returncode == 0 and "would be exported first" in r.stdout, r.stderr
+    assert not hf.exists()                                  # a dry run exported nothing
+    r = kitctl("sample", "r1", "-n", "4", "--greedy", "--backend", "numpy", data_root=root)
+    assert r.returncode == 0 and "sampling 4 tokens with the numpy GPT-2" in r.stderr, r.stderr
+    r = kitctl("sample", "r1", "--dry-run", data_root=root)
+    assert r.returncode == 0 and "exported earlier" in r.stdout
+    if importlib.util.find_spec("lm_eval") is not None:
+        r = kitctl("eval", "r1", "--dry-run", "--tasks", "hellaswag", data_root=root)
+        assert r.returncode == 0 and "would run lm-eval hellaswag" in r.stdout, r.stderr
+
+
+@needs_transformers
+def test_sample_says_it_loads_torch_before_the_silence(root):
+    r = kitctl("sample", "r1", "-n", "2", "--greedy", "--backend", "transformers", data_root=root)
+    assert r.returncode == 0 and "loading torch + transformers" in r.stderr, r.stderr

@@ -3,7 +3,8 @@ stage tokenizes, SIGINT while training runs) and resumed by the same command, en
 
 Inputs are offline: a corpus made from the embedded tinyshakespeare (as a local jsonl, big enough to take a few
 seconds to tokenize), a tiny HellaSwag jsonl written here, and the stand-in train program
-(tests/fake_train_gpt2cu.py) as --binary, planned for a described 1x H100 box (--inventory).
+(tests/fake_train_gpt2cu.py) as --binary, on a described 1x H100 box (a stand-in nvidia-smi on PATH:
+tests/fake_gpus.py; --inventory only plans).
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from kitctl.core.pipeline_state import PipelineState
 from kitctl.data.manifest import verify
 from kitctl.train.facts import read_shard_header
 
-FAKE = Path(__file__).resolve().parents[1] / "fake_train_gpt2cu.py"
+from fake_gpus import fake_nvidia_smi
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE = REPO / "tests" / "fake_train_gpt2cu.py"
 H100 = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
 ENDINGS = ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.", "is holding a rubik's cube.",
            "starts pulling up roofing on a roof."]
@@ -50,14 +54,15 @@ def write_inputs(tmp: Path) -> dict[str, Path]:
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "COLUMNS": "200", "KIT_DATA_ROOT": str(tmp / "data"),
+    gpus = fake_nvidia_smi(tmp / "fake-bin", H100)
+    return {"PATH": f"{gpus}:/usr/bin:/bin", "HOME": str(tmp), "COLUMNS": "200", "KIT_DATA_ROOT": str(tmp / "data"),
             **extra}
 
 
 def _argv(p: dict[str, Path]) -> list[str]:
     return [sys.executable, "-m", "kitctl", "reproduce", "gpt2-124m", "--dataset", str(p["corpus"]),
             "--hellaswag-source", str(p["hellaswag"]), "--runtime", "native", "--binary", str(p["binary"]),
-            "--inventory", str(p["inventory"]), "--shard-size", "131072", "--steps", "12", "--tune",
+            "--shard-size", "131072", "--steps", "12", "--tune",
             "--", "-n", "4"]
 
 
@@ -185,7 +190,7 @@ def test_crash_leaves_a_running_stage_that_the_same_command_continues(tmp_path):
     pids = tmp_path / "pids"
     argv = [sys.executable, "-m", "kitctl", "reproduce", "gpt2-124m", "--dataset", "tinyshakespeare",
             "--hellaswag-source", str(p["hellaswag"]), "--runtime", "native", "--binary", str(p["binary"]),
-            "--inventory", str(p["inventory"]), "--steps", "8", "--no-tune", "--", "-n", "2"]
+            "--steps", "8", "--no-tune", "--", "-n", "2"]
     env = _env(tmp_path, FAKE_TRAIN_STEP_SLEEP="0.3", FAKE_PIDFILE=str(pids))
     rc, _ = _run_until(argv, env, lambda: (run / "DONE_00000002").exists(), signal.SIGKILL)
     assert rc == -signal.SIGKILL
@@ -205,3 +210,67 @@ def test_crash_leaves_a_running_stage_that_the_same_command_continues(tmp_path):
     assert st.complete and st.stage("train").sessions == 2 and (run / "report.html").is_file()
     launches = [ln for ln in (run / "stdout.log").read_text().splitlines() if ln.startswith("# kitctl")]
     assert "-y 1" in launches[-1]
+
+
+def _no_gpu_env(tmp: Path) -> dict[str, str]:
+    """This machine as a laptop: no nvidia-smi anywhere on PATH."""
+    bin_dir = tmp / "no-gpu-bin"
+    bin_dir.mkdir(exist_ok=True)
+    return {**_env(tmp), "PATH": f"{bin_dir}:{Path(sys.executable).parent}"}
+
+
+def test_dry_run_plans_on_a_machine_without_gpus(tmp_path):
+    """README step 4 on a laptop: every GPU-free stage planned; the train stage says how to plan it."""
+    env = _no_gpu_env(tmp_path)
+    base = [sys.executable, "-m", "kitctl", "reproduce", "--dry-run"]
+    r = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = " ".join(r.stdout.split())
+    assert "not planned: no NVIDIA GPU on this machine" in out and "--inventory FILE" in out
+    assert "docs/inventories/2080ti-3090.csv" in out and "+ train" in out
+    r = subprocess.run([*base, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads(r.stdout)                         # valid JSON: no NaN
+    st = {s["name"]: s for s in plan["stages"]}
+    assert list(st) == ["preflight", "build", "data", "hellaswag", "tune", "train", "report"]
+    assert st["train"]["seconds"] is None and st["train"]["seconds_low"] is None
+    assert "--inventory" in st["train"]["reason"] and st["train"]["disk_bytes"] > 6e9     # 4 checkpoints of 124M
+    assert st["tune"]["status"] == "skipped" and st["data"]["seconds"] > 0 and st["data"]["download_bytes"] > 0
+    assert plan["total"]["seconds"] is None and plan["total"]["disk_bytes"] == sum(s["disk_bytes"] for s in st.values())
+    assert not (tmp_path / "data").exists()             # a plan writes nothing
+    # the same dry run with an inventory plans the train stage's time
+    r = subprocess.run([*base, "--json", "--inventory", str(REPO / "docs" / "inventories" / "2080ti-3090.csv")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    train = {s["name"]: s for s in json.loads(r.stdout)["stages"]}["train"]
+    assert train["seconds"] > 3600 and "reason" not in train
+
+
+def test_inventory_only_plans(tmp_path):
+    """--inventory describes another box: without --dry-run reproduce, train and tune refuse (exit 2), and
+    nothing is written."""
+    inv = REPO / "docs" / "inventories" / "8xh100.csv"
+    env = _no_gpu_env(tmp_path)
+    for argv in (["reproduce", "--inventory", str(inv)],
+                 ["train", "--inventory", str(inv), "--runtime", "native", "--binary", sys.executable,
+                  "--data", str(tmp_path / "shards"), "--steps", "10"],
+                 ["tune", "--inventory", str(inv)]):
+        if argv[0] == "train":
+            _shards(tmp_path / "shards")
+        r = subprocess.run([sys.executable, "-m", "kitctl", *argv], env=env, capture_output=True, text=True,
+                           timeout=120)
+        err = " ".join(r.stderr.split())
+        assert r.returncode == 2, (argv, r.stdout[-2000:], r.stderr[-2000:])
+        assert "--inventory" in err and "add --dry-run" in err, err
+        assert not (tmp_path / "data").exists()
+
+
+def _shards(d: Path) -> None:
+    """A val shard and a train shard of llm.c's format (what `kitctl train --data` plans on)."""
+    import numpy as np
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("s_val_000000.bin", "s_train_000001.bin"):
+        head = np.zeros(256, np.int32)
+        head[:3] = (20240520, 1, 200_000)
+        with (d / name).open("wb") as f:
+            f.write(head.tobytes() + np.zeros(200_000, np.uint16).tobytes())

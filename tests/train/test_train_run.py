@@ -25,6 +25,8 @@ from kitctl.train.record import RuntimeRecord
 from kitctl.train.session import plan_for, run_training
 from kitctl.model.record import add_eval, read_evals
 
+from fake_gpus import fake_nvidia_smi
+
 FAKE = Path(__file__).resolve().parents[1] / "fake_train_gpt2cu.py"
 ONE = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
 TWO = ONE + "1, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
@@ -335,11 +337,12 @@ def test_sigterm_to_kitctl_stops_every_rank(kit):
 
     cfg, tmp = kit
     pidfile = tmp / "pids"
-    env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "FAKE_STEP_SLEEP": "0.02",
-           "FAKE_PIDFILE": str(pidfile), "OMPI_MCA_rmaps_base_oversubscribe": "1"}
     inv, mpirun = ("two.csv", MPIRUN) if MPIRUN else ("one.csv", NO_MPIRUN)
-    proc = subprocess.Popen([sys.executable, "-m", "kitctl", "train", "--runtime", "native", "--inventory",
-                             str(tmp / inv), "--mpirun", mpirun, "--data", str(cfg.data_root / "tinyshakespeare"),
+    gpus = fake_nvidia_smi(tmp / "fake-bin", (tmp / inv).read_text())     # --inventory only plans
+    env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "FAKE_STEP_SLEEP": "0.02",
+           "FAKE_PIDFILE": str(pidfile), "OMPI_MCA_rmaps_base_oversubscribe": "1",
+           "PATH": f"{gpus}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "kitctl", "train", "--runtime", "native", "--mpirun", mpirun, "--data", str(cfg.data_root / "tinyshakespeare"),
                              "--name", "s", "--micro-batch", "4", "--steps", "100000", "--", "-n", "5"],
                             env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = cfg.data_root / "runs" / "s" / "stdout.log"
@@ -430,15 +433,17 @@ def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_be
     cfg, tmp = kit
     (tmp / "4090.csv").write_text("0, NVIDIA GeForce RTX 4090, 8.9, 24564 MiB, 570.86.10\n")
     # the table ranks B=16 -r 0 first; this "GPU" is fastest at B=8 -r 0: the measurement must win
+    gpus = fake_nvidia_smi(tmp / "fake-bin", (tmp / "4090.csv").read_text())   # the run: --inventory only plans
     env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "KIT_RUNTIME": "native", "COLUMNS": "250",
-           "FAKE_RATES": "16:0:500000,8:0:600000,16:1:450000,8:1:440000"}
-    base = [sys.executable, "-m", "kitctl", "train", "--inventory", str(tmp / "4090.csv"), "--mpirun", NO_MPIRUN,
+           "FAKE_RATES": "16:0:500000,8:0:600000,16:1:450000,8:1:440000", "PATH": f"{gpus}:{os.environ['PATH']}"}
+    here = [sys.executable, "-m", "kitctl", "train", "--mpirun", NO_MPIRUN,
             "--data", str(cfg.data_root / "tinyshakespeare"), "--name", "tf", "--steps", "3000"]
+    base = [*here, "--inventory", str(tmp / "4090.csv")]
     r = subprocess.run([*base, "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp)
     assert r.returncode == 0, r.stderr
     assert "tune first" in r.stdout and "within 2% of the run's" in r.stdout
     assert not (cfg.data_root / "tune").exists()                          # --dry-run only shows it
-    r = subprocess.run(base, capture_output=True, text=True, env=env, cwd=tmp)
+    r = subprocess.run(here, capture_output=True, text=True, env=env, cwd=tmp)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = " ".join(r.stdout.split())
     assert "tune first: " in out and re.search(r"B=8 -r 0: 600,00\d tok/s", out)

@@ -129,3 +129,20 @@ def test_table_estimate_for_another_depth_scales_by_flops():
     assert d24.measured and d24.tok_s == pytest.approx(189761)              # H100 d24 row (section 4)
     d36 = table.estimate(gpus, "bf16", "d36", 1024, 16, 1)
     assert not d36.measured and "flops per token" in d36.basis and d36.tok_s < d24.tok_s
+
+
+def test_quoted_series_is_the_reference_for_its_gpu_but_never_a_measurement():
+    """The A100 series is llm.c's published figure (kind quoted): it is the reference for 8x A100 (no scaling
+    from the H200 by peak), its estimates say so, and the A100 still counts as unmeasured (tune first)."""
+    table = load_table()
+    gpus = parse_csv("".join(f"{i}, NVIDIA A100-SXM4-80GB, 8.0, 81920 MiB, 570.124.06\n" for i in range(8)))
+    quoted = [s for s in table.series if s.kind == "quoted"]
+    assert [s.gpu for s in quoted] == ["A100"] and "run_gpt2_124M.sh" in quoted[0].source
+    e = table.estimate(gpus, "bf16", "d12", 1024, 64, 0)
+    assert e.tok_s == pytest.approx(524288 / 0.300, rel=1e-5) and not e.measured
+    assert "quoted: llm.c scripts/run_gpt2_124M.sh" in e.basis and "peak" not in e.basis
+    assert table.unmeasured(gpus, "bf16") == ["NVIDIA A100-SXM4-80GB"]
+    # a GPU with no series of its own is still scaled from a *measured* series, not from the quote
+    other = table.estimate(parse_csv("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10"), "bf16", "d12",
+                           1024, 16, 0)
+    assert "quoted" not in other.basis and "H200" in other.basis
