@@ -393,7 +393,10 @@ def plan_stages(inp: Inputs) -> Forecast:
     overlap, notes = _overlap(inp, build, stages[-1])
     if overlap[0]:      # the data stage starts with that much of its download done
         d = stages[-1]
-        d.seconds, d.low, d.high = d.seconds - overlap[0], d.low - overlap[1], d.high - overlap[2]
+        left = (d.seconds - overlap[0], d.low - overlap[1], d.high - overlap[2])
+        # the overlap is smallest where the build is quick and largest where it is slow, so what is left of the
+        # data stage need not keep the order low <= point <= high: the range is the span of the three
+        d.seconds, d.low, d.high = left[0], min(left), max(left)
         d.detail += f"; ~{format_duration(overlap[0])} of the download runs during the build"
     if build.status == "to do" and inp.build.kind != "native" and not (inp.build.bundled or inp.build.pulled):
         build.detail += "; " + _pull_instead(inp, build)

@@ -218,6 +218,8 @@ def test_image_build_shows_its_gpu_box_cost_and_overlaps_the_dataset_download():
     assert f.seconds == pytest.approx(alone.seconds + b.seconds - ov)          # the build costs only what is not hidden
     assert f.as_json()["stages"][2]["overlap_seconds"] == pytest.approx(ov, abs=0.1)
     assert any("runs while the image builds" in n for n in f.notes)
+    for s in f.stages:                                        # every range still holds its point estimate
+        assert s.low <= s.seconds <= s.high, (s.name, s.low, s.seconds, s.high)
     # nothing to overlap: an image already there, a native compile, or a local dataset
     assert alone.overlap[0] == 0
     assert fc.plan_stages(_inputs()).overlap[0] == 0
