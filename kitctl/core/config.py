@@ -29,6 +29,8 @@ CONFIG_NAME = "kit.yaml"
 ENV_PREFIX = "KIT_"
 # variables of the compose .env (kitctl.images.render.write_env) that are not kit.yaml fields
 COMPOSE_ONLY_ENV = ("KIT_UID", "KIT_GID", "KIT_SHARED")
+# variables of the kit's own test and CI set-up (KIT_TEST_REGISTRY, KIT_TEST_BASE_IMAGE): never kit.yaml fields
+TEST_ENV_PREFIX = "KIT_TEST_"
 
 
 class _Strict(BaseModel):
@@ -123,7 +125,8 @@ class KitConfig(_Strict):
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in ("KIT_CONFIG", *COMPOSE_ONLY_ENV):
+        if (not key.startswith(ENV_PREFIX) or key in ("KIT_CONFIG", *COMPOSE_ONLY_ENV)
+                or key.startswith(TEST_ENV_PREFIX)):
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         node = out

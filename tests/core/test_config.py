@@ -23,6 +23,15 @@ def test_env_overrides_file(tmp_path):
     assert cfg.mirrors.pip_index == "https://m/simple"
 
 
+def test_the_kits_own_test_variables_are_not_config_fields(tmp_path):
+    """KIT_TEST_REGISTRY / KIT_TEST_BASE_IMAGE (set by .ci/run) must not make every command exit 2."""
+    cfg = load_config(None, environ={"KIT_TEST_REGISTRY": "127.0.0.1:5000", "KIT_TEST_BASE_IMAGE": "local/x"},
+                      cwd=tmp_path)
+    assert cfg == load_config(None, environ={}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="KIT_TESTREGISTRY"):        # a look-alike is still named as unknown
+        load_config(None, environ={"KIT_TESTREGISTRY": "x"}, cwd=tmp_path)
+
+
 def test_relative_paths_are_relative_to_the_file(tmp_path):
     (tmp_path / "kit.yaml").write_text("data_root: big\n")
     assert load_config(tmp_path / "kit.yaml", environ={}).data_root == tmp_path / "big"
