@@ -48,6 +48,7 @@ DOCKER_FIXTURES = {"data_image", "wheels_toolchain", "docker_base_image", "test_
 SLOW_BY_NATURE = ("docker", "slurm", "chromium")
 
 
+@pytest.hookimpl(tryfirst=True)      # before xdist's own, which turns xdist_group marks into the work units
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "docker" in item.keywords:

@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_demo_runs_and_reports_what_it_skipped(tmp_path):
     root = tmp_path / "demo"
     r = subprocess.run([sys.executable, "-m", "kitctl", "demo", "--data-root", str(root)],
