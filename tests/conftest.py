@@ -5,6 +5,7 @@ import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,21 @@ def docker_engine_reason() -> str | None:
     if r.returncode != 0:
         return "no Docker engine is running (start one with ../shared/ci/docker-engine.sh)"
     return None
+
+
+def pytest_configure(config):
+    """One matplotlib config/cache folder for the whole run (the xdist workers inherit it): matplotlib writes its
+    font cache at first import under $HOME, and tests that point HOME at a temporary world (tests/hostile) would
+    otherwise see that file appear, or not, by which test of a worker imported it first."""
+    if "MPLCONFIGDIR" not in os.environ:
+        os.environ["MPLCONFIGDIR"] = config._kit_mpl_dir = tempfile.mkdtemp(prefix="kit-tests-mpl-")
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_kit_mpl_dir", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("MPLCONFIGDIR", None)
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
