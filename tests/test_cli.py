@@ -157,6 +157,7 @@ def test_every_command_that_changes_something_takes_dry_run():
         assert "--dry-run" in opts, f"kitctl {leaf} changes something but has no --dry-run"
 
 
+@pytest.mark.slow
 def test_help_texts_keep_their_brackets():
     """Rich markup must not eat `[eval]` (the pip extra) or `[options]`."""
     env = {"COLUMNS": "250", "PATH": "/usr/bin:/bin"}
@@ -166,6 +167,7 @@ def test_help_texts_keep_their_brackets():
     assert "llmc-kit[eval]" in r.stdout and "kitctl data [DATASET] [options]" in r.stdout
 
 
+@pytest.mark.slow
 def test_init_dry_run_writes_nothing_and_the_checkout_ignores_kit_yaml(tmp_path):
     from pathlib import Path
 

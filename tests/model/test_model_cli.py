@@ -288,6 +288,7 @@ def test_eval_with_the_real_harness_on_a_local_task(root, tmp_path_factory):
     assert f"kit_tiny_mc: acc_norm {e['metrics']['acc_norm']:.4f}" in r.stdout
 
 
+@pytest.mark.slow
 def test_dry_runs_write_nothing_and_sample_says_what_it_is_doing(root):
     hf = root / "runs" / "r1" / "hf"
     r = kitctl("export-model", "r1", "--dry-run", data_root=root)
@@ -304,6 +305,7 @@ def test_dry_runs_write_nothing_and_sample_says_what_it_is_doing(root):
         assert r.returncode == 0 and "would run lm-eval hellaswag" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
 @needs_transformers
 def test_sample_says_it_loads_torch_before_the_silence(root):
     r = kitctl("sample", "r1", "-n", "2", "--greedy", "--backend", "transformers", data_root=root)

@@ -223,6 +223,7 @@ def _no_gpu_env(tmp: Path) -> dict[str, str]:
     return {**_env(tmp), "PATH": f"{bin_dir}:{Path(sys.executable).parent}"}
 
 
+@pytest.mark.slow
 def test_dry_run_plans_on_a_machine_without_gpus(tmp_path):
     """README step 4 on a laptop: every GPU-free stage planned; the train stage says how to plan it."""
     env = _no_gpu_env(tmp_path)
@@ -250,6 +251,7 @@ def test_dry_run_plans_on_a_machine_without_gpus(tmp_path):
     assert train["seconds"] > 3600 and "reason" not in train
 
 
+@pytest.mark.slow
 def test_inventory_only_plans(tmp_path):
     """--inventory describes another box: without --dry-run reproduce, train and tune refuse (exit 2), and
     nothing is written."""
