@@ -356,6 +356,7 @@ def _small_parquet(path: Path, reps: int = 7) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_small_dataset_gets_a_val_and_training_shards(env, tmp_path):
     """~2.3M tokens with the default 100M-token shards would be one val shard and no training data: the kit picks
     a shard size (said, and recorded as the run's shard_size in the manifest); another size on that folder says
@@ -382,6 +383,7 @@ def test_small_dataset_gets_a_val_and_training_shards(env, tmp_path):
     assert mf.load(out).run.shard_size == 300_000 and mf.load(out).train_files
 
 
+@pytest.mark.slow
 def test_shard_size_that_leaves_no_training_data_is_refused_up_front(env, tmp_path, tinyshakespeare):
     """The shipped tinyshakespeare (~338K tokens) as a local file: --shard-size 1,000,000 would fill only the val
     shard: refused before anything is written, with the exact --shard-size; without it the kit picks one."""
@@ -396,6 +398,7 @@ def test_shard_size_that_leaves_no_training_data_is_refused_up_front(env, tmp_pa
     assert m.run.shard_size == 20_000 and len(m.train_files) >= 15
 
 
+@pytest.mark.slow
 def test_a_finished_folder_without_training_shards_is_not_done(env, tmp_path, monkeypatch):
     """A folder that ended with only a val shard (made by an older kit, or an estimate far too high) is a
     failure with the fix, never "done"."""
@@ -423,6 +426,7 @@ def _offline() -> list[str]:
     return ["unshare", "-n"]
 
 
+@pytest.mark.slow
 def test_failed_downloads_leave_no_empty_folders(env, tmp_path):
     """No network: `kitctl data hellaswag` and `kitctl build --runtime native` (llm.c's tarball) fail with the fix,
     and leave no empty hellaswag/ or native/llm.c/ behind on the data root."""
@@ -451,6 +455,7 @@ def test_a_first_data_run_that_fails_leaves_no_lock_file(tmp_path, tiktoken_cach
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_fresh_moves_only_a_data_folder(env, tmp_path, tinyshakespeare):
     """--fresh never moves a folder that `kitctl data` did not make (the data root itself, a folder of runs)."""
     out = tmp_path / "mine"
