@@ -1,10 +1,11 @@
-"""Shared fixtures: paths to the shared offline inputs, and engine / tool checks that skip with a reason."""
+"""Shared fixtures: the offline inputs the kit ships, and engine / tool checks that skip with a reason."""
 from __future__ import annotations
 
 import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ import pytest
 pytest_plugins = ["docker_fixtures"]   # session fixtures that build kit images (tests/docker_fixtures.py)
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared"))
-GPT2_BPE = SHARED / "data" / "gpt2-bpe"
-TINYSHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
+# The kit ships these (no ../shared needed): a fresh clone runs every test that reads them.
+GPT2_BPE = REPO / "kitctl" / "assets" / "gpt2-bpe"
+TINYSHAKESPEARE = REPO / "datasets" / "files" / "tinyshakespeare.txt"
 LLMC_SRC = Path(os.environ.get("LLMC_SRC", REPO / ".llmc-src" / "llm.c"))
 
 
@@ -33,6 +34,37 @@ def docker_engine_reason() -> str | None:
     return None
 
 
+def pytest_configure(config):
+    """One matplotlib config/cache folder for the whole run (the xdist workers inherit it): matplotlib writes its
+    font cache at first import under $HOME, and tests that point HOME at a temporary world (tests/hostile) would
+    otherwise see that file appear, or not, by which test of a worker imported it first."""
+    if "MPLCONFIGDIR" not in os.environ:
+        os.environ["MPLCONFIGDIR"] = config._kit_mpl_dir = tempfile.mkdtemp(prefix="kit-tests-mpl-")
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_kit_mpl_dir", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("MPLCONFIGDIR", None)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """Workers for `-n auto` (pyproject's addopts): PYTEST_XDIST_AUTO_NUM_WORKERS if set, else 2 (or 1 on a
+    one-core machine). The tests mostly wait on subprocesses, Docker and Slurm, so 2 fill a 2-core CI box; more
+    would only fight over the same cores. `-n 0` runs in this process (no workers; --pdb does that by itself)."""
+    env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
+    return int(env) if env else min(2, os.cpu_count() or 1)
+
+
+# Tests that share one expensive thing run on one xdist worker (`--dist loadgroup`), so it is made once per run:
+# the kit images (docker_fixtures.py) and the Slurm cluster (tests/cluster/test_slurm_cluster.py).
+DOCKER_FIXTURES = {"data_image", "wheels_toolchain", "docker_base_image", "test_kit_config"}
+# Tests that need an engine, a cluster or a browser are slow by nature: `pytest -m "not slow"` leaves them out.
+SLOW_BY_NATURE = ("docker", "slurm", "chromium")
+
+
+@pytest.hookimpl(tryfirst=True)      # before xdist's own, which turns xdist_group marks into the work units
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "docker" in item.keywords:
@@ -43,19 +75,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="Debian's chromium is not installed (CI installs it)"))
         if "slurm" in item.keywords and shutil.which("slurmctld") is None:
             item.add_marker(pytest.mark.skip(reason="slurm-wlm is not installed (CI installs slurm-wlm and munge)"))
+        if item.get_closest_marker("docker") or DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+        elif item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        if any(item.get_closest_marker(m) for m in SLOW_BY_NATURE):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def gpt2_bpe_dir() -> Path:
-    if not (GPT2_BPE / "vocab.bpe").exists():
-        pytest.skip(f"GPT-2 BPE files not found at {GPT2_BPE}")
+    assert (GPT2_BPE / "vocab.bpe").is_file() and (GPT2_BPE / "encoder.json").is_file(), \
+        f"the kit ships GPT-2's BPE files at {GPT2_BPE}"
     return GPT2_BPE
 
 
 @pytest.fixture(scope="session")
 def tinyshakespeare() -> Path:
-    if not TINYSHAKESPEARE.exists():
-        pytest.skip(f"tinyshakespeare not found at {TINYSHAKESPEARE}")
+    assert TINYSHAKESPEARE.is_file(), f"the kit ships tinyshakespeare at {TINYSHAKESPEARE}"
     return TINYSHAKESPEARE
 
 
@@ -68,7 +105,7 @@ def llmc_src() -> Path:
 
 @pytest.fixture(scope="session")
 def tiktoken_cache(gpt2_bpe_dir, tmp_path_factory) -> Path:
-    """TIKTOKEN_CACHE_DIR seeded from the shared GPT-2 files (kitctl.data.tokenizer): no network."""
+    """TIKTOKEN_CACHE_DIR seeded from the kit's GPT-2 files (kitctl.data.tokenizer): no network."""
     from kitctl.data.tokenizer import setup_tiktoken
 
     cache = tmp_path_factory.mktemp("tiktoken")
@@ -88,3 +125,28 @@ def restore_environ():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def once_per_run(tmp_path_factory, worker_id):
+    """``once_per_run(name, make)`` -> a folder that ``make(folder)`` filled once for the whole test run.
+
+    Under xdist each worker has its own base temp folder (``.../pytest-N/popen-gwK``); their parent is the run's.
+    The first worker to ask makes the folder under a file lock, the others wait for it and reuse it (a folder
+    left half-made by a failed ``make`` is made again). Without workers it is this process's base temp folder."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent
+
+    def once(name: str, make) -> Path:
+        folder = root / f"once-{name}"
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / ".made").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                make(folder)
+                (folder / ".made").touch()
+        return folder
+
+    return once

@@ -11,6 +11,7 @@ COMMANDS = ["init", "build", "render", "doctor", "smoke", "data", "train", "tune
             "report", "export", "demo"]
 
 
+@pytest.mark.slow
 def test_help_lists_every_command():
     r = subprocess.run([sys.executable, "-m", "kitctl", "--help"], capture_output=True, text=True,
                        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
@@ -47,6 +48,7 @@ def test_ctrl_c_is_exit_130_with_a_message(monkeypatch, capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,needle", [
     (["build", "--dryrun"], "No such option: --dryrun"),
     (["data", "verify"], "Missing argument"),
@@ -97,6 +99,7 @@ def test_os_errors_are_one_message(monkeypatch, capsys, exc, code, needle):
     assert e.value.code == code and needle in err and "hint:" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_importing_exits_130_without_a_traceback(tmp_path):
     """Seen on the H200: SIGINT while python -m kitctl was still importing printed a traceback and exited 1."""
     import signal
@@ -154,6 +157,7 @@ def test_every_command_that_changes_something_takes_dry_run():
         assert "--dry-run" in opts, f"kitctl {leaf} changes something but has no --dry-run"
 
 
+@pytest.mark.slow
 def test_help_texts_keep_their_brackets():
     """Rich markup must not eat `[eval]` (the pip extra) or `[options]`."""
     env = {"COLUMNS": "250", "PATH": "/usr/bin:/bin"}
@@ -163,6 +167,7 @@ def test_help_texts_keep_their_brackets():
     assert "llmc-kit[eval]" in r.stdout and "kitctl data [DATASET] [options]" in r.stdout
 
 
+@pytest.mark.slow
 def test_init_dry_run_writes_nothing_and_the_checkout_ignores_kit_yaml(tmp_path):
     from pathlib import Path
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow          # a wheel build and a venv (once per run), then kitctl from it
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def wheel_kitctl(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("wheel")
+def _make_wheel_venv(work: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"), str(REPO)],
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0 and "hatchling" in r.stderr and "No matching distribution" in r.stderr:
@@ -28,13 +28,21 @@ def wheel_kitctl(tmp_path_factory) -> Path:
     assert r.returncode == 0, r.stderr[-3000:]
     (whl,) = (work / "dist").glob("llmc_kit-*.whl")
     venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    # no pip of its own (ensurepip costs seconds): the test venv's pip installs into it with --python
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(whl)], check=True,
-                   timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
+                    str(whl)], check=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def wheel_kitctl(once_per_run) -> Path:
+    """kitctl installed from the wheel into a fresh venv: made once per test run, shared by the xdist workers."""
+    venv = once_per_run("wheel", _make_wheel_venv) / "venv"
+    assert (venv / "bin" / "kitctl").is_file()
     return venv / "bin" / "kitctl"
 
 
@@ -47,7 +55,8 @@ def _run(kitctl: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_wheel_does_not_import_the_checkout(wheel_kitctl, tmp_path):
     py = wheel_kitctl.parent / "python"
     r = subprocess.run([str(py), "-c", "import kitctl, kitctl.core.resources as r; print(kitctl.__file__); "
-                        "print(r.share_dir())"], cwd=tmp_path, capture_output=True, text=True, check=True)
+                        "print(r.share_dir())"], cwd=tmp_path, capture_output=True, text=True, check=True,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})     # no PYTHONPATH to a checkout
     pkg, share = r.stdout.split()
     assert not pkg.startswith(str(REPO)) and share.endswith("_share"), r.stdout
 

@@ -203,6 +203,7 @@ def _cli(*args, data_root: Path):
                           cwd=data_root, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,needle", [
     (["export", "--format", "zip"], "is not one of tar, sqsh, sif"),
     (["export", "--format", "tar", "--dry-run", "--", "-oops"], "is not an image reference"),
@@ -231,6 +232,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 def test_docker_save_stopped_by_sigterm_leaves_nothing(tmp_path):
     """`docker save` runs in its own process group through core.proc: SIGTERM to kitctl stops it, and the
     half-written temp tar is removed (the output name never appears)."""

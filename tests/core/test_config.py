@@ -57,6 +57,7 @@ def test_arch_parse():
         parse_arch_list("ampere")
 
 
+@pytest.mark.slow
 def test_cli_bad_config_exits_2_without_traceback(tmp_path):
     p = tmp_path / "kit.yaml"
     p.write_text("provider: cuda\n")

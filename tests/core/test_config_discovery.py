@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kitctl.core.config import load_config_source, locate_config, user_config_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +67,7 @@ def test_order_config_flag_then_env_then_folders_then_user(tmp_path):
     assert src.path is None and src.data_root_set
 
 
+@pytest.mark.slow
 def test_cli_from_a_nested_folder_uses_the_projects_kit_yaml_and_says_so(tmp_path):
     proj = tmp_path / "proj"
     sub = proj / "notebooks" / "deep"
@@ -83,6 +86,7 @@ def test_cli_from_a_nested_folder_uses_the_projects_kit_yaml_and_says_so(tmp_pat
     assert (tmp_path / "big" / "tinyshakespeare").is_dir() and not (sub / "data").exists()
 
 
+@pytest.mark.slow
 def test_cli_user_config_written_by_init_user_and_used_from_any_folder(tmp_path):
     xdg = tmp_path / "xdg"
     env = _env(tmp_path, XDG_CONFIG_HOME=str(xdg))
@@ -108,6 +112,7 @@ def test_cli_user_config_written_by_init_user_and_used_from_any_folder(tmp_path)
     assert (big / "tinyshakespeare").is_dir()
 
 
+@pytest.mark.slow
 def test_cli_with_no_config_says_the_fallback_and_reproduce_refuses(tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()

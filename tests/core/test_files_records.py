@@ -69,6 +69,7 @@ def test_real_disk_full_keeps_the_old_file_and_no_temp(tiny_disk):
     assert leftovers(tiny_disk) == []
 
 
+@pytest.mark.slow
 def test_cli_says_disk_full_on_a_real_enospc(tiny_disk, tmp_path):
     """`kitctl init` onto a full disk: exit 1, "the disk is full", the old kit.yaml untouched."""
     import sys
@@ -110,6 +111,7 @@ def test_yaml_file_refusals(tmp_path):
         read_yaml_file(tmp_path / "loop.yaml")
 
 
+@pytest.mark.slow
 def test_yaml_syntax_error_is_short(tmp_path):
     with pytest.raises(ConfigError) as e:
         parse_yaml("k: [" + "x, " * 20_000, "long.yaml")

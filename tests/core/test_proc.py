@@ -54,6 +54,7 @@ def test_missing_program_is_a_kit_error():
         proc.stream(["/nonexistent/program"])
 
 
+@pytest.mark.slow
 def test_interrupt_stops_a_child_that_left_the_group(tmp_path):
     pidfile = tmp_path / "rank.pid"
     script = tmp_path / "launcher.py"

@@ -29,6 +29,7 @@ def kitctl(env, *args, cwd=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_tinyshakespeare_recipe_then_verify(env, tmp_path, tinyshakespeare):
     r = kitctl(env, "tinyshakespeare", "--source", tinyshakespeare)
     assert r.returncode == 0, r.stderr
@@ -62,6 +63,7 @@ def test_tinyshakespeare_recipe_then_verify(env, tmp_path, tinyshakespeare):
     assert kitctl(env, "verify", out).returncode == 0
 
 
+@pytest.mark.slow
 def test_local_files_folder_glob_and_order(env, tmp_path, tiktoken_cache):
     import tiktoken
 
@@ -83,6 +85,7 @@ def test_local_files_folder_glob_and_order(env, tmp_path, tiktoken_cache):
     assert len(want) >= 2 and read_dir(tmp_path / "o2", "in") == want
 
 
+@pytest.mark.slow
 def test_dry_run_prints_plan_and_docker_command(env, tmp_path, tinyshakespeare):
     r = kitctl(env, "tinyshakespeare", "--source", tinyshakespeare, "--dry-run", "--runtime", "docker")
     assert r.returncode == 0, r.stderr
@@ -90,13 +93,14 @@ def test_dry_run_prints_plan_and_docker_command(env, tmp_path, tinyshakespeare):
     out = r.stdout
     assert "docker run --rm" in out and f"--user {os.getuid()}:{os.getgid()}" in out
     assert f"-v {root}:/data:rw" in out and "HF_HOME=/data/hf" in out
-    assert f"-v {tinyshakespeare.parent}:/source:ro" in out and "--source /source/input.txt" in out
+    assert f"-v {tinyshakespeare.parent}:/source:ro" in out and f"--source /source/{tinyshakespeare.name}" in out
     assert "kitctl data tinyshakespeare --out /data/tinyshakespeare" in out and "--runtime native" in out
     assert not (root / "tinyshakespeare").exists()           # a dry run writes nothing
     r = kitctl(env, "fineweb10B", "--dry-run", "--runtime", "native")
     assert r.returncode == 0 and "HuggingFaceFW/fineweb@9767af12bf8f0f7d3c91e0345b89bc6b9cbe1a94" in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing", "no_text_parquet", "no_text_jsonl", "bad_parquet", "unknown"])
 def test_bad_inputs_have_clear_errors(env, tmp_path, case):
     if case == "missing":
@@ -120,6 +124,7 @@ def test_bad_inputs_have_clear_errors(env, tmp_path, case):
     assert want in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_mismatched_folder_refused(env, tmp_path, tinyshakespeare):
     out = tmp_path / "o"
     assert kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 50000).returncode == 0
@@ -128,6 +133,7 @@ def test_mismatched_folder_refused(env, tmp_path, tinyshakespeare):
     assert "different config" in r.stderr and "shard_size: folder has 50000, this run wants 60000" in r.stderr
 
 
+@pytest.mark.slow
 def test_disk_too_small_refused(tmp_path, tinyshakespeare, gpt2_bpe_dir, monkeypatch):
     from kitctl.core.config import KitConfig
     from kitctl.data.execute import execute
@@ -162,6 +168,7 @@ def leftover_temps(folder: Path) -> list[Path]:
     return [*folder.glob(".tmp-*"), *folder.glob(".*.tmp")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, sig):
     import tiktoken
@@ -201,6 +208,7 @@ def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, s
     assert kitctl(env, "verify", out).returncode == 0
 
 
+@pytest.mark.slow
 def test_data_verify_and_tinyshakespeare_both_parse(env, tmp_path):
     r = kitctl(env, "verify", tmp_path / "nothing")
     assert r.returncode == 2 and "has no manifest.json" in r.stderr
@@ -241,6 +249,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_kill9_leaves_no_worker_holding_the_folder(env, tmp_path):
     """kill -9 of `kitctl data`: its tokenizer workers die with it and never hold the folder lock, so the
@@ -279,6 +288,7 @@ def test_kill9_leaves_no_worker_holding_the_folder(env, tmp_path):
     assert kitctl(env, "verify", out).returncode == 0
 
 
+@pytest.mark.slow
 def test_bad_shard_size_workers_and_empty_input_refused(env, tmp_path, tinyshakespeare):
     out = tmp_path / "o"
     assert kitctl(env, tinyshakespeare, "--out", out, "--workers", 0).returncode == 0   # 0 = in the main thread
@@ -306,6 +316,7 @@ def test_bad_shard_size_workers_and_empty_input_refused(env, tmp_path, tinyshake
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before    # old data intact
 
 
+@pytest.mark.slow
 def test_disk_estimate_counts_repeated_parquet_text_and_is_refused_before_writing(tmp_path, gpt2_bpe_dir,
                                                                                    monkeypatch):
     """Dictionary-encoded (repeated) parquet text is far bigger than the parquet metadata says: a disk that
@@ -345,6 +356,7 @@ def _small_parquet(path: Path, reps: int = 7) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_small_dataset_gets_a_val_and_training_shards(env, tmp_path):
     """~2.3M tokens with the default 100M-token shards would be one val shard and no training data: the kit picks
     a shard size (said, and recorded as the run's shard_size in the manifest); another size on that folder says
@@ -371,6 +383,7 @@ def test_small_dataset_gets_a_val_and_training_shards(env, tmp_path):
     assert mf.load(out).run.shard_size == 300_000 and mf.load(out).train_files
 
 
+@pytest.mark.slow
 def test_shard_size_that_leaves_no_training_data_is_refused_up_front(env, tmp_path, tinyshakespeare):
     """The shipped tinyshakespeare (~338K tokens) as a local file: --shard-size 1,000,000 would fill only the val
     shard: refused before anything is written, with the exact --shard-size; without it the kit picks one."""
@@ -385,6 +398,7 @@ def test_shard_size_that_leaves_no_training_data_is_refused_up_front(env, tmp_pa
     assert m.run.shard_size == 20_000 and len(m.train_files) >= 15
 
 
+@pytest.mark.slow
 def test_a_finished_folder_without_training_shards_is_not_done(env, tmp_path, monkeypatch):
     """A folder that ended with only a val shard (made by an older kit, or an estimate far too high) is a
     failure with the fix, never "done"."""
@@ -412,6 +426,7 @@ def _offline() -> list[str]:
     return ["unshare", "-n"]
 
 
+@pytest.mark.slow
 def test_failed_downloads_leave_no_empty_folders(env, tmp_path):
     """No network: `kitctl data hellaswag` and `kitctl build --runtime native` (llm.c's tarball) fail with the fix,
     and leave no empty hellaswag/ or native/llm.c/ behind on the data root."""
@@ -440,6 +455,7 @@ def test_a_first_data_run_that_fails_leaves_no_lock_file(tmp_path, tiktoken_cach
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_fresh_moves_only_a_data_folder(env, tmp_path, tinyshakespeare):
     """--fresh never moves a folder that `kitctl data` did not make (the data root itself, a folder of runs)."""
     out = tmp_path / "mine"

@@ -60,6 +60,7 @@ def run_for(shard_size, fingerprint="t"):
 
 
 # ------------------------------------------------------------------------------ resume identity by content
+@pytest.mark.slow
 def test_changed_input_with_the_same_name_size_and_mtime_is_not_resumed(env, tmp_path):
     src = tmp_path / "in.jsonl"
     docs_file(src)
@@ -78,6 +79,7 @@ def test_changed_input_with_the_same_name_size_and_mtime_is_not_resumed(env, tmp
 
 
 # ------------------------------------------------------------------------------------- tokenizer files
+@pytest.mark.slow
 def test_damaged_tokenizer_table_is_detected_and_rebuilt(gpt2_bpe_dir, tmp_path):
     cache = tmp_path / "c"
     code = ("import json, tiktoken; from pathlib import Path; from kitctl.data import tokenizer as tk\n"
@@ -103,6 +105,7 @@ def test_damaged_tokenizer_table_is_detected_and_rebuilt(gpt2_bpe_dir, tmp_path)
         assert table.read_text() == good         # ... and the table rewritten, checksum and all
 
 
+@pytest.mark.slow
 def test_zero_byte_or_damaged_gpt2_tokenizer_bin_is_replaced(env, tmp_path, tinyshakespeare):
     root = tmp_path / "root"
     root.mkdir()
@@ -126,6 +129,7 @@ def test_tokenizer_bin_constant_matches_what_is_written(tiktoken_cache, tmp_path
 
 
 # ------------------------------------------------------------------------------------ folders and inputs
+@pytest.mark.slow
 def test_output_folder_inside_the_input_folder(env, tmp_path):
     d = tmp_path / "corpus"
     d.mkdir()
@@ -143,6 +147,7 @@ def test_output_folder_inside_the_input_folder(env, tmp_path):
     assert read_dir(d / "shards", "g") == reference_files(tiktoken.get_encoding("gpt2"), docs, "g", 2000)
 
 
+@pytest.mark.slow
 def test_damaged_manifest_gives_one_hint_everywhere(env, tmp_path, tinyshakespeare):
     out = tmp_path / "o"
     assert kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 50000).returncode == 0
@@ -177,6 +182,7 @@ def test_recipe_typo_and_yaml_bomb_are_refused(tmp_path, monkeypatch):
 
 
 # -------------------------------------------------------------------------------- manifest writes, retries
+@pytest.mark.slow
 def test_manifest_is_saved_in_batches_not_after_every_shard(tmp_path, tiktoken_cache, monkeypatch):
     saves = []
     real = mf.DataManifest.save
@@ -208,6 +214,7 @@ class _Boom(MemorySource):
             yield b
 
 
+@pytest.mark.slow
 def test_failed_run_records_its_shards_and_does_not_block_the_retry(tmp_path, tiktoken_cache):
     import tiktoken
 
@@ -247,6 +254,7 @@ def _cjk_docs(n: int) -> list[str]:
     return [f"{i}: " + base * (1 + i % 7) for i in range(n)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_disk_estimate_from_a_sample_holds_for_cjk_text(tmp_path, gpt2_bpe_dir, monkeypatch, fmt):
     """CJK text gives ~0.6 tokens a byte, twice the old fixed 1/3: the sample-based estimate still covers what
@@ -275,6 +283,7 @@ def test_disk_estimate_from_a_sample_holds_for_cjk_text(tmp_path, gpt2_bpe_dir, 
     assert plan.est_tokens < 1.3 * s.total_tokens                 # honest, not just huge
 
 
+@pytest.mark.slow
 def test_disk_estimate_counts_shard_headers_and_manifest(tmp_path, gpt2_bpe_dir, tinyshakespeare, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "root" / "tiktoken"))
     cfg = KitConfig(data_root=tmp_path / "root", tokenizer_dir=gpt2_bpe_dir)
@@ -287,6 +296,7 @@ def test_disk_estimate_counts_shard_headers_and_manifest(tmp_path, gpt2_bpe_dir,
     assert plan.need[plan.out_dir] >= written
 
 
+@pytest.mark.slow
 def test_full_disk_leaves_no_partial_file_and_resumes(env, tmp_path, tinyshakespeare):
     """A real OS write limit (RLIMIT_FSIZE: the write fails like ENOSPC, mid-file): exit 1 with what/why/fix,
     no partial file under a final name, no temp file, every finished shard kept, and the same command resumes."""
@@ -314,6 +324,7 @@ def test_full_disk_leaves_no_partial_file_and_resumes(env, tmp_path, tinyshakesp
 
 
 # --------------------------------------------------------------------------- where it runs (issue 12)
+@pytest.mark.slow
 def test_default_docker_runtime_falls_back_to_native_without_the_image(env, tmp_path, tinyshakespeare):
     cfg = KitConfig(image="llmc-kit-no-such-image")
     assert choose_runtime(cfg, None, present=lambda ref: True) == ("docker", None)

@@ -38,6 +38,7 @@ def test_tokenize_batch_matches_encode_ordinary(enc):
     assert toks.tolist().count(50256) == len(docs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("shard_size", [7, 64, 1000, 10**8])
 def test_byte_identical_to_reference(tmp_path, enc, workers, shard_size):
@@ -88,6 +89,7 @@ def test_random_corpus_many_batches(tmp_path, enc):
     assert read_dir(tmp_path, "r") == reference_files(enc, docs, "r", 997)
 
 
+@pytest.mark.slow
 def test_resume_from_every_shard_boundary_is_byte_identical(tmp_path, enc):
     docs = EDGE_DOCS * 2
     ref = reference_files(enc, docs, "x", 50)
@@ -207,6 +209,7 @@ def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
     assert mf.verify(tmp_path)[1] == []
 
 
+@pytest.mark.slow
 def test_shared_memory_slots_carry_arrow_batches_exactly(tmp_path, enc):
     """Parquet batches reach the workers through shared-memory slots (kitctl.data.slots): sliced arrays (a
     resume inside a record batch), large_string, nulls and batches too big for a slot (both fall back to the

@@ -43,6 +43,7 @@ def test_seed_cache_uses_tiktoken_names_and_checks_sha(gpt2_bpe_dir, tmp_path):
         tk.check_tokenizer_dir(bad)
 
 
+@pytest.mark.slow
 def test_tiktoken_loads_offline_from_seeded_cache(gpt2_bpe_dir, tmp_path):
     code = ("import os, tiktoken, requests\n"
             "requests.get = None  # any network use would crash\n"
@@ -102,6 +103,7 @@ def test_hellaswag_eval_file(tiktoken_cache, tmp_path):
         hs.build(tmp_path / "bad.jsonl", tmp_path / "o2.bin", enc)
 
 
+@pytest.mark.slow
 def test_hellaswag_recipe_cli_writes_where_train_expects(tmp_path, gpt2_bpe_dir):
     _hellaswag_jsonl(tmp_path / "hs.jsonl")
     env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_RUNTIME": "native",
@@ -191,6 +193,7 @@ def test_prepare_env_points_caches_at_data_root(tmp_path, monkeypatch):
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "tiktoken")
 
 
+@pytest.mark.slow
 def test_fast_encoding_cache_is_the_same_encoding(gpt2_bpe_dir, tmp_path):
     """Second start builds the Encoding from kitctl's JSON rank cache: it must encode exactly like tiktoken."""
     code = ("import sys, tiktoken; from kitctl.data import tokenizer as tk\n"
@@ -233,6 +236,7 @@ def test_stream_mode_reads_through_a_filesystem(tiktoken_cache, tmp_path):
     assert read_dir(tmp_path / "out", "s") == reference_files(enc, docs, "s", 10)
 
 
+@pytest.mark.slow
 def test_embedded_bpe_files_make_tiktoken_work_offline(tmp_path):
     """No tokenizer_dir configured: the kit seeds tiktoken's cache from its own copy (kitctl/assets/gpt2-bpe),
     so a fresh process with no network and an empty cache still gets the real GPT-2 encoding."""
@@ -259,6 +263,7 @@ def _kitctl_env(tmp_path, gpt2_bpe_dir):
             "KIT_TOKENIZER_DIR": str(gpt2_bpe_dir), "COLUMNS": "200"}
 
 
+@pytest.mark.slow
 def test_hellaswag_out_honoured_and_different_file_refused_without_force(tmp_path, gpt2_bpe_dir):
     exs = _hellaswag_jsonl(tmp_path / "hs.jsonl")
     env = _kitctl_env(tmp_path, gpt2_bpe_dir)

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 UNSHARE = shutil.which("unshare")
-pytestmark = pytest.mark.skipif(UNSHARE is None or os.geteuid() != 0, reason="unshare -n needs root")
+pytestmark = [pytest.mark.skipif(UNSHARE is None or os.geteuid() != 0, reason="unshare -n needs root"),
+              pytest.mark.slow]          # kitctl in a subprocess without a network
 
 
 def _data(tmp_path, **env):

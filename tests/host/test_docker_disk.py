@@ -119,6 +119,7 @@ def _doctor(tmp_path, *args, gpu_box: bool):
                            *args], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_doctor_for_train_exits_by_that_purpose(tmp_path):
     r = _doctor(tmp_path, "--for", "train", "--json", gpu_box=False)
     out = json.loads(r.stdout)

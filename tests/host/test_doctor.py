@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from kitctl.host import doctor
 from kitctl.core.config import KitConfig
 from kitctl.host.gpus import parse_csv
@@ -69,6 +71,7 @@ def _cli(tmp_path, *args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_doctor_inventory_json(tmp_path):
     inv = tmp_path / "gpus.csv"
     inv.write_text(MIXED)
@@ -82,6 +85,7 @@ def test_cli_doctor_inventory_json(tmp_path):
     assert r.returncode == (0 if out["ready"] else 1)
 
 
+@pytest.mark.slow
 def test_cli_doctor_exit_code_1_when_not_ready(tmp_path):
     inv = tmp_path / "gpus.csv"
     inv.write_text("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 450.80.02\n")   # CUDA 11.0 driver
@@ -90,6 +94,7 @@ def test_cli_doctor_exit_code_1_when_not_ready(tmp_path):
     assert "not ready" in r.stdout and "driver" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_doctor_on_this_machine_runs(tmp_path):
     r = _cli(tmp_path)
     assert r.returncode in (0, 1) and "Traceback" not in r.stderr

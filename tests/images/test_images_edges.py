@@ -241,6 +241,7 @@ def kit(tmp_path: Path, *args: str, config: str = "data_root: ./data\n") -> subp
     return r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,config,says", [
     (["render", "--stdout", "--base-image", INJECT], "", "--base-image"),
     (["render", "--stdout", "--arch", "8.65"], "", "8.65"),
@@ -262,6 +263,7 @@ def test_cli_refusals_exit_2_with_a_hint(tmp_path, args, config, says):
     assert not (tmp_path / ".kit").exists() or not any((tmp_path / ".kit").rglob("Dockerfile"))
 
 
+@pytest.mark.slow
 def test_wheels_with_an_old_driver_names_the_cuda12_paths(tmp_path):
     (tmp_path / "gpus.csv").write_text("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10\n")
     r = kit(tmp_path, "build", "--dry-run", "--provider", "wheels", "--inventory", "gpus.csv", "--arch", "86")
@@ -304,6 +306,7 @@ def test_pins_file_is_typed_and_strict(tmp_path, monkeypatch):
         pins.load.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_refused_or_interrupted_render_leaves_nothing(tmp_path, monkeypatch):
     req = request.BuildRequest.from_config(KitConfig(), provider="wheels", llmc_src=str(tmp_path / "nope"))
     with pytest.raises(KitError) as e:

@@ -22,6 +22,7 @@ def kit(tmp_path, *args, config: str = ""):
     return r
 
 
+@pytest.mark.slow
 def test_cli_arch_is_checked_like_kit_yaml(tmp_path):
     r = kit(tmp_path, "build", "--dry-run", "--arch", "99")
     assert r.returncode == 2, r.stdout + r.stderr
@@ -33,6 +34,7 @@ def test_cli_arch_is_checked_like_kit_yaml(tmp_path):
     assert r.returncode == 2 and "unknown compute capability [99]" in r.stderr
 
 
+@pytest.mark.slow
 def test_cuda_must_name_a_known_nvidia_image(tmp_path):
     for bad in ("banana", "11.0", "12.5.0"):
         with pytest.raises(ConfigError, match="known: 12.2.2, 12.4.1") as e:

@@ -60,6 +60,7 @@ def _ctx(tmp_path, **kw):
     return req, context.prepare_context(req, tmp_path / "ctx", fetch_source=False)
 
 
+@pytest.mark.slow
 def test_tags_follow_the_decided_scheme(tmp_path):
     req, ctx = _ctx(tmp_path, target="runtime")
     rt = builder.tags(req, ctx, "runtime")
@@ -69,6 +70,7 @@ def test_tags_follow_the_decided_scheme(tmp_path):
     assert runtime_image_ref(KitConfig()) == "llmc-kit:latest" and data_image_ref(KitConfig()) == "llmc-kit:data"
 
 
+@pytest.mark.slow
 def test_hash_is_stable_and_moves_with_inputs(tmp_path):
     _, a = _ctx(tmp_path / "a")
     _, b = _ctx(tmp_path / "b")
@@ -152,6 +154,7 @@ def test_env_file_lives_in_the_data_root_and_quotes_what_needs_it(tmp_path):
                         "--project-directory", str(path.parent)]
 
 
+@pytest.mark.slow
 def test_cli_build_dry_run_prints_buildx_line(tmp_path):
     import subprocess
     import sys

@@ -25,6 +25,7 @@ def hadolint() -> str:
     return HADOLINT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider,archs,cudnn", MATRIX, ids=lambda v: str(v))
 def test_render_matrix_lints_clean(tmp_path, hadolint, provider, archs, cudnn):
     req = request.BuildRequest.from_config(KitConfig(), provider=provider, archs=archs, cudnn=cudnn)
@@ -60,6 +61,7 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path, hadolint):
     assert r.returncode != 0 and "DL3003" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_render_writes_a_buildable_context(tmp_path):
     out = tmp_path / "ctx"
     r = subprocess.run([sys.executable, "-m", "kitctl", "render", "--provider", "wheels", "--arch", "86",

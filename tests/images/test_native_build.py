@@ -126,6 +126,7 @@ def test_default_out_is_under_data_root(tmp_path):
     assert native_build.default_out(tmp_path) == tmp_path / "native" / "bin"
 
 
+@pytest.mark.slow
 def test_cli_native_dry_run(fake, tmp_path):
     (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path / 'data'}\nruntime: native\narch: [75, 86]\n")
     env = {**os.environ, "CUDA_HOME": str(fake["cuda"]), "NCCL_INCLUDE": str(fake["nccl"] / "include"),
@@ -147,6 +148,7 @@ def test_dry_run_plan_lists_what_is_missing_instead_of_refusing(tmp_path):
         native_build.plan(tmp_path, tmp_path / "bin", [86], t, strict=True)
 
 
+@pytest.mark.slow
 def test_cli_native_dry_run_on_this_host_warns_and_a_real_run_refuses(tmp_path):
     lacks = native_build.missing(native_build.discover())
     if not lacks:

@@ -54,6 +54,7 @@ def test_without_the_shim_open_mpi_aborts(tmp_path):
     assert "MPI_Finalize" in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_real_mpi_programs_still_finalize(tmp_path):
     patched = _build(tmp_path, "patched", shim=True)
     r = subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", str(patched), "init"],

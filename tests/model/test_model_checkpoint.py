@@ -9,6 +9,7 @@ from kitctl.core.errors import KitError
 from kitctl.model.checkpoint import bf16_to_f32, f32_to_bf16, open_checkpoint, read_header
 
 
+@pytest.mark.slow
 def test_reads_fp32_and_bf16_as_written(ckpt_dir, params):
     p, dims = params
     f32 = open_checkpoint(ckpt_dir / "model_00000010.bin")
@@ -26,6 +27,7 @@ def test_reads_fp32_and_bf16_as_written(ckpt_dir, params):
     assert c.num_parameters == sum(a.size for a in p.values())
 
 
+@pytest.mark.slow
 def test_bf16_rounding_matches_round_to_nearest_even():
     x = np.array([1.0, -2.5, 3.14159, 1e-30, 65504.0, 1.00390625, 1.01171875, np.inf, -np.inf], np.float32)
     bits = f32_to_bf16(x)
@@ -51,6 +53,7 @@ def _expect_bad(path, *words):
     return e.value
 
 
+@pytest.mark.slow
 def test_bad_files_exit_2(tmp_path, ckpt_dir):
     good = (ckpt_dir / "model_00000010.bin").read_bytes()
     (tmp_path / "text.bin").write_text("hello, not a checkpoint\n" * 100)

@@ -32,6 +32,7 @@ def _clean(r):
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_export_run_name_picks_newest_complete_checkpoint(root):
     r = kitctl("export-model", "r1", data_root=root)
     assert r.returncode == 0, r.stderr
@@ -52,6 +53,7 @@ def test_export_run_name_picks_newest_complete_checkpoint(root):
     assert json.loads((root / "y" / "llmc_export.json").read_text())["dtype"] == "bfloat16"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["nope"], ["'nope' is neither", "runs under", "r1"]),
     (["r1", "--step", "7"], ["no checkpoint for step 7", "10, 20"]),
@@ -82,6 +84,7 @@ def test_bad_inputs_exit_2(root, args, words):
     assert not (root / "o").exists()
 
 
+@pytest.mark.slow
 def test_sample_exports_on_first_use_and_reuses(root):
     r = kitctl("sample", "r1", "-p", "Hello", "-n", "6", "--greedy", "--backend", "numpy", data_root=root)
     assert r.returncode == 0, r.stderr
@@ -99,6 +102,7 @@ def test_sample_exports_on_first_use_and_reuses(root):
     assert r.returncode == 2 and "-n 0: must be >= 1" in r.stderr
 
 
+@pytest.mark.slow
 @needs_transformers
 def test_sample_transformers_backend_prints_text(root):
     r = kitctl("sample", "r1", "--prompt", "Once upon a time", "-n", "8", "--greedy", data_root=root)
@@ -123,6 +127,7 @@ sys.meta_path.insert(0, _NoLmEval())
 """
 
 
+@pytest.mark.slow
 def test_eval_without_harness_says_how_to_install(root, tmp_path_factory):
     hide = tmp_path_factory.mktemp("hide")
     (hide / "sitecustomize.py").write_text(HIDE_LM_EVAL)
@@ -163,6 +168,7 @@ def fake_harness(root, tmp_path_factory):
     return {"PYTHONPATH": str(fake), "FAKE_LM_EVAL_CALL": str(call)}, call
 
 
+@pytest.mark.slow
 def test_eval_records_in_run_json_and_report_shows_it(root, fake_harness):
     env, call = fake_harness
     r = kitctl("eval", "r1", "--tasks", "hellaswag", "--limit", "100", "--device", "cpu", "--batch-size", "8",
@@ -190,6 +196,7 @@ def test_eval_records_in_run_json_and_report_shows_it(root, fake_harness):
     assert "hellaswag acc_norm 0.2945 (step 10)" in (root / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_damaged_run_json_before_running_the_harness(root, fake_harness):
     env, call = fake_harness
     rj = root / "runs" / "r1" / "run.json"
@@ -203,6 +210,7 @@ def test_eval_refuses_a_damaged_run_json_before_running_the_harness(root, fake_h
     assert call.exists() and "hellaswag: acc_norm" in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("private", [False, True])
 def test_push_uploads_every_file_to_hf_endpoint(root, private):
     with Hub(token="hf_test") as hub:
@@ -226,6 +234,7 @@ def test_push_uploads_every_file_to_hf_endpoint(root, private):
         _clean(r)
 
 
+@pytest.mark.slow
 def test_push_unreachable_endpoint_is_a_clear_error(root):
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_x", "HF_HOME": str(root / "hfhome"),
            "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
@@ -257,6 +266,7 @@ metadata:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
                     reason="lm-eval not installed (pip install 'llmc-kit[eval]'; .ci/setup installs it from "
                            "docker/requirements-eval.lock)")
@@ -278,6 +288,7 @@ def test_eval_with_the_real_harness_on_a_local_task(root, tmp_path_factory):
     assert f"kit_tiny_mc: acc_norm {e['metrics']['acc_norm']:.4f}" in r.stdout
 
 
+@pytest.mark.slow
 def test_dry_runs_write_nothing_and_sample_says_what_it_is_doing(root):
     hf = root / "runs" / "r1" / "hf"
     r = kitctl("export-model", "r1", "--dry-run", data_root=root)
@@ -294,6 +305,7 @@ def test_dry_runs_write_nothing_and_sample_says_what_it_is_doing(root):
         assert r.returncode == 0 and "would run lm-eval hellaswag" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
 @needs_transformers
 def test_sample_says_it_loads_torch_before_the_silence(root):
     r = kitctl("sample", "r1", "-n", "2", "--greedy", "--backend", "transformers", data_root=root)

@@ -101,6 +101,7 @@ def test_numpy_kv_cache_equals_full_forward(exports):
         m.forward(np.zeros(33, dtype=np.int64))
 
 
+@pytest.mark.slow
 @needs_transformers
 @pytest.mark.parametrize("kind", ["fp32", "bf16", "bf16->fp32"])
 def test_transformers_loads_export_and_matches_reference(exports, params, kind):
@@ -115,6 +116,7 @@ def test_transformers_loads_export_and_matches_reference(exports, params, kind):
     np.testing.assert_allclose(got, reference_logits(params, kind), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @needs_transformers
 def test_greedy_generation_same_on_both_backends(exports, tiktoken_cache):
     from kitctl.model.sample import sample
@@ -129,6 +131,7 @@ def test_greedy_generation_same_on_both_backends(exports, tiktoken_cache):
         sample(exports["fp32"], "word " * 30, 10, cache_dir=tiktoken_cache, backend="numpy")
 
 
+@pytest.mark.slow
 @needs_transformers
 def test_tokenizer_files_load_as_gpt2_tokenizer(exports, tiktoken_cache):
     from transformers import AutoTokenizer
@@ -180,6 +183,7 @@ def test_failed_export_leaves_nothing(ckpt_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]              # no partial "new", no temp folder
 
 
+@pytest.mark.slow
 def test_killed_export_temp_is_cleaned_next_time(ckpt_dir, tmp_path):
     """kill -9 in the middle: only a .tmp- folder is left; the next export removes it."""
     code = textwrap.dedent(f"""

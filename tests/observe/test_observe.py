@@ -336,6 +336,7 @@ def test_status_of_a_run_that_has_not_logged(tmp_path):
 # ---------------------------------------------------------------- report
 
 
+@pytest.mark.slow
 def test_report_png_and_html(tmp_path):
     import base64
 
@@ -395,6 +396,7 @@ def kitctl(*args, data_root: Path, **kw):
                           cwd=data_root, timeout=120, **kw)
 
 
+@pytest.mark.slow
 def test_cli_empty_and_missing(tmp_path):
     r = kitctl("status", data_root=tmp_path)
     assert r.returncode == 1 and "no runs under" in r.stderr and "Traceback" not in r.stderr
@@ -414,6 +416,7 @@ def test_cli_empty_and_missing(tmp_path):
     assert r.returncode == 0 and "no step logged yet" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
 def test_cli_convert_status_report(tmp_path):
     rd, exp = make_run(tmp_path / "runs", "gpt2-124m", steps=range(0, 12))
     r = kitctl("tensorboard", "--no-serve", "--no-follow", data_root=tmp_path)
@@ -463,6 +466,7 @@ def wait_for(fn, what: str, deadline_s: float = 120):
     raise AssertionError(f"gave up waiting for {what}; last: {last!r}")
 
 
+@pytest.mark.slow
 @pytest.mark.chromium
 def test_tensorboard_serves_follows_and_renders(tmp_path):
     import signal
@@ -525,6 +529,7 @@ def test_tensorboard_serves_follows_and_renders(tmp_path):
     assert not [v for v in views if v.is_symlink() and v.resolve() == (rd / "tb").resolve()], "view not removed"
 
 
+@pytest.mark.slow
 def test_follow_without_serving_stops_cleanly_on_sigterm(tmp_path):
     import signal
 
@@ -599,6 +604,7 @@ def test_status_after_a_resume_shows_the_resumed_runs_latest_step(tmp_path):
 REAL_LOG = Path(__file__).resolve().parents[2] / "docs" / "validation" / "2026-11-28-h200x2-kit" / "ts_main.log"
 
 
+@pytest.mark.slow
 def test_real_llmc_log_with_a_resume_converts_like_vislog(tmp_path):
     """main.log of a real run (2x H200, Ctrl-C at step 45, resumed from the step-40 checkpoint)."""
     if not REAL_LOG.exists():
@@ -644,6 +650,7 @@ def test_real_llmc_stdout(tmp_path):
         assert info.streams["perf/tokens_per_sec"][step] == float(fields[6].split()[0])
 
 
+@pytest.mark.slow
 def test_no_runs_hint_names_the_command(tmp_path):
     with pytest.raises(KitError) as e:
         runs_mod.resolve_runs([], tmp_path / "runs", command="tensorboard")
@@ -653,6 +660,7 @@ def test_no_runs_hint_names_the_command(tmp_path):
     assert r.returncode == 1 and "kitctl tensorboard path/to" in err and "kitctl report" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("out", ["/proc/x.png", "/proc/nope/x.html"])
 def test_report_to_an_unwritable_path_says_so(tmp_path, out):
     from kitctl.observe.report import write_report

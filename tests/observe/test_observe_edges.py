@@ -82,6 +82,7 @@ def root(tmp_path):
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,needles", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
 def test_bad_option_exits_2_and_changes_nothing(root, argv, needles):
     before = tree(root.parent)
@@ -90,6 +91,7 @@ def test_bad_option_exits_2_and_changes_nothing(root, argv, needles):
     assert tree(root.parent) == before          # nothing converted, no report, no tb/ anywhere
 
 
+@pytest.mark.slow
 def test_port_in_use_is_refused_before_converting(root):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,6 +122,7 @@ def test_run_names_cannot_leave_runs_dir(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ damaged run folders
+@pytest.mark.slow
 def test_log_that_is_a_folder(root):
     (root / "runs" / "good" / "main.log").unlink()
     (root / "runs" / "good" / "main.log").mkdir()
@@ -140,18 +143,21 @@ def test_unreadable_log(root):
         log.chmod(0o644)
 
 
+@pytest.mark.slow
 def test_runs_dir_that_is_a_file(tmp_path):
     (tmp_path / "runs").write_text("oops")
     for argv in (["status"], ["report"], ["tensorboard", "--no-serve", "--no-follow"]):
         assert_refused(kitctl(*argv, data_root=tmp_path), "it is a file, not a folder", "data_root")
 
 
+@pytest.mark.slow
 def test_tb_that_is_a_file(root):
     (root / "runs" / "good" / "tb").write_text("not a folder")
     r = kitctl("tensorboard", "good", "--no-serve", "--no-follow", data_root=root)
     assert_refused(r, "tb is a file", "move")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state,needle", [
     ("{not json", "is not a readable TensorBoard sync state"),
     ("[1, 2]", "a JSON object was expected"),
@@ -170,6 +176,7 @@ def test_damaged_tensorboard_state(root, state, needle):
     assert tree(root) == before                     # main.log not truncated, nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text,needle", [
     ("{not json", "is not a readable run record"),
     ("[]", "a JSON object was expected"),
@@ -201,6 +208,7 @@ def test_status_shows_run_names_as_text_not_markup(tmp_path):
     assert "x[/]y[bold]" in text and "GPU [/red]" in text
 
 
+@pytest.mark.slow
 def test_report_with_dollar_signs_in_names(tmp_path):
     a, _ = make_run(tmp_path / "runs", "cost$5", steps=range(3))
     out = tmp_path / "r.png"
@@ -209,6 +217,7 @@ def test_report_with_dollar_signs_in_names(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ atomic report
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["report.png", "report.html"])
 def test_report_never_left_partial_on_a_full_disk(tmp_path, monkeypatch, name):
     a, _ = make_run(tmp_path / "runs", "a", steps=range(3))
@@ -265,6 +274,7 @@ def listening(port: int) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_tensorboard_binds_loopback_by_default_and_stops_on_ctrl_c(tmp_path):
     runs = tmp_path / "runs"
     rd, exp = make_run(runs, "gpt2-124m", steps=range(0, 20))
@@ -288,6 +298,7 @@ def test_tensorboard_binds_loopback_by_default_and_stops_on_ctrl_c(tmp_path):
     assert read_events(rd / "tb")["loss/train"]
 
 
+@pytest.mark.slow
 def test_tensorboard_host_all_interfaces_when_asked(tmp_path):
     make_run(tmp_path / "runs", "r", steps=range(0, 3))
     port = free_port()

@@ -21,6 +21,8 @@ from kitctl.core.pipeline_state import PipelineState
 
 from tests.pipeline.test_reproduce import H100, _env, write_inputs
 
+pytestmark = pytest.mark.slow          # bundles built and read back by kitctl in subprocesses
+
 UNSHARE = shutil.which("unshare") if shutil.which("ip") else None
 
 

@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_demo_runs_and_reports_what_it_skipped(tmp_path):
     root = tmp_path / "demo"
     r = subprocess.run([sys.executable, "-m", "kitctl", "demo", "--data-root", str(root)],
@@ -23,6 +25,7 @@ def test_demo_runs_and_reports_what_it_skipped(tmp_path):
         assert "no NVIDIA GPU here" in r.stdout        # training is skipped, and the demo says why
 
 
+@pytest.mark.slow
 def test_demo_dry_run_writes_nothing_and_build_advice_matches_the_provider(tmp_path):
     from kitctl.pipeline.costs import costs
     from kitctl.pipeline.demo import build_advice

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kitctl.core.config import TEMPLATE, KitConfig
 from kitctl.host import doctor
 from kitctl.pipeline import forecast as fc
@@ -22,6 +24,7 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
+@pytest.mark.slow
 def test_the_reference_model_is_the_dry_run_of_the_seed_box(tmp_path):
     """The figures are the planner's own: the same numbers `kitctl reproduce --dry-run --json` prints."""
     m = reference.disk_model()

@@ -150,6 +150,7 @@ def _dry(tmp_path, *args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_dry_run_json_plans_the_seed_box_with_no_data(tmp_path):
     r = _dry(tmp_path, "--inventory", str(SEED), "--cpus", "16", "--json", "--runtime", "native")
     assert r.returncode == 0, r.stderr
@@ -164,6 +165,7 @@ def test_dry_run_json_plans_the_seed_box_with_no_data(tmp_path):
     assert not (tmp_path / "d").exists()                      # the plan wrote nothing
 
 
+@pytest.mark.slow
 def test_mixed_box_label_counts_each_model(tmp_path):
     """The seed box is one 2080 Ti and one 3090: never "2x GeForce RTX 2080 Ti+GeForce RTX 3090"."""
     r = _dry(tmp_path, "--inventory", str(SEED), "--cpus", "16")
@@ -172,6 +174,7 @@ def test_mixed_box_label_counts_each_model(tmp_path):
     assert "1x GeForce RTX 2080 Ti + 1x GeForce RTX 3090" in out and "2x GeForce" not in out
 
 
+@pytest.mark.slow
 def test_dry_run_table_with_price(tmp_path):
     r = _dry(tmp_path, "--inventory", str(REPO / "docs" / "inventories" / "8xh100.csv"), "--cpus", "64",
              "--price-per-gpu-hour", "2.5")
@@ -180,6 +183,7 @@ def test_dry_run_table_with_price(tmp_path):
     assert "8x H100 80GB HBM3" in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--json"], ["--cpus", "0", "--dry-run"]])
 def test_json_needs_dry_run_and_cpus_positive(tmp_path, args):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KIT_DATA_ROOT": str(tmp_path / "d")}

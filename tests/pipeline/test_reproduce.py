@@ -87,6 +87,7 @@ def _state(run: Path) -> PipelineState:
     return PipelineState.read(run / "reproduce.json")
 
 
+@pytest.mark.slow
 def test_reproduce_whole_pipeline_interrupted_twice_and_resumed(tmp_path):
     p = write_inputs(tmp_path)
     data_dir = tmp_path / "data" / "corpus"
@@ -151,6 +152,7 @@ def test_reproduce_whole_pipeline_interrupted_twice_and_resumed(tmp_path):
     assert r.returncode == 0 and r.stdout.count("earlier") == 7, r.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_reproduce_refuses_other_options_for_the_same_run(tmp_path):
     p = write_inputs(tmp_path)
     run = tmp_path / "data" / "runs" / "gpt2-124m"
@@ -162,6 +164,7 @@ def test_reproduce_refuses_other_options_for_the_same_run(tmp_path):
     assert "started with other options" in r.stderr and "steps: this run was started with 99, now 12" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["gpt2-9000m"], "unknown preset 'gpt2-9000m'"),
     (["--price-per-gpu-hour", "-1"], "a price cannot be negative"),
@@ -182,6 +185,7 @@ def test_reproduce_bad_input_exits_2_with_what_and_fix(tmp_path, args, message):
     assert not (tmp_path / "data").exists()          # refused before anything was written
 
 
+@pytest.mark.slow
 def test_crash_leaves_a_running_stage_that_the_same_command_continues(tmp_path):
     """SIGKILL (a crash, a reboot): nothing is recorded by kitctl itself; the stage stays `running` with a dead
     pid, `kitctl status` says so, and the same command runs that stage again (training from its checkpoint)."""
@@ -219,6 +223,7 @@ def _no_gpu_env(tmp: Path) -> dict[str, str]:
     return {**_env(tmp), "PATH": f"{bin_dir}:{Path(sys.executable).parent}"}
 
 
+@pytest.mark.slow
 def test_dry_run_plans_on_a_machine_without_gpus(tmp_path):
     """README step 4 on a laptop: every GPU-free stage planned; the train stage says how to plan it."""
     env = _no_gpu_env(tmp_path)
@@ -246,6 +251,7 @@ def test_dry_run_plans_on_a_machine_without_gpus(tmp_path):
     assert train["seconds"] > 3600 and "reason" not in train
 
 
+@pytest.mark.slow
 def test_inventory_only_plans(tmp_path):
     """--inventory describes another box: without --dry-run reproduce, train and tune refuse (exit 2), and
     nothing is written."""

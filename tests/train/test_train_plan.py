@@ -192,6 +192,7 @@ def test_small_shards_cap_b():
     assert plan.micro_batch == 8
 
 
+@pytest.mark.slow
 def test_one_epoch_of_tiny_data_is_zero_steps_refused():
     with pytest.raises(KitError) as e:
         build_plan(TrainRequest(), facts(H100X2, data=TINY))

@@ -217,6 +217,7 @@ def test_two_ranks_through_real_mpirun(kit, monkeypatch):
     assert inspect_out(out).state_ranks == 2
 
 
+@pytest.mark.slow
 @needs_mpirun
 def test_ctrl_c_through_mpirun_stops_all_ranks(kit, monkeypatch):
     monkeypatch.setenv("OMPI_MCA_rmaps_base_oversubscribe", "1")
@@ -224,6 +225,7 @@ def test_ctrl_c_through_mpirun_stops_all_ranks(kit, monkeypatch):
     assert plan.ranks == 2
 
 
+@pytest.mark.slow
 def test_tune_measures_caches_and_planner_uses_it(kit, monkeypatch):
     from kitctl.train.tune import run_tune
 
@@ -310,6 +312,7 @@ def test_throughput_warmup_is_per_launch():
     assert throughput(resumed, 1000, warmup=1) == pytest.approx(2000)
 
 
+@pytest.mark.slow
 def test_cli_dry_run_and_errors(kit):
     import subprocess
 
@@ -329,6 +332,7 @@ def test_cli_dry_run_and_errors(kit):
     assert r.returncode == 2 and "unknown preset" in r.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_to_kitctl_stops_every_rank(kit):
     """`kill <kitctl>` (or a closed terminal) must not orphan mpirun and its ranks in their own session."""
     import signal
@@ -425,6 +429,7 @@ def test_docker_without_nvidia_runtime_says_the_container_could_not_start(kit, m
     assert rj["session"]["status"] == "failed" and rj["session"]["exit_status"] == 125
 
 
+@pytest.mark.slow
 def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_best(kit):
     """`kitctl train` on a GPU the throughput table has no row for (RTX 4090): the plan shows a bounded short
     tune, the CLI runs it (cached), plans again from the measurement and trains that config."""
