@@ -40,6 +40,8 @@ class Mirrors(_Strict):
 
     registry: str = Field(default="docker.io", description="registry prefix for base images, e.g. a Docker Hub mirror")
     apt: Optional[str] = Field(default=None, description="apt mirror URL replacing deb.debian.org / archive.ubuntu.com")
+    apt_snapshot: Optional[str] = Field(default=None, description="apt from a dated archive (snapshot.debian.org / "
+                                        "snapshot.ubuntu.com), e.g. 20250601T000000Z: locked versions stay installable")
     pip_index: Optional[str] = Field(default=None, description="pip index URL (a PyPI mirror)")
     hf_endpoint: Optional[str] = Field(default=None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
     llmc_src: Optional[str] = Field(default=None, description="llm.c source: a checkout, a tarball or a tarball URL")
