@@ -78,18 +78,23 @@ class ImagesLock:
     stages: dict[str, StageLock] = field(default_factory=dict)
     path: Optional[Path] = None
 
+    def section(self, sid: str) -> str:
+        s = self.stages[sid]
+        lines = [f"[{sid}]", f"base = {s.base}", f"digest = {s.digest}", f"source = {s.source}"]
+        return "\n".join(lines + [f"{k}={v}" for k, v in sorted(s.apt.items())]) + "\n"
+
     def body(self) -> str:
         """The sections, sorted (stage ids, then packages): what is hashed and diffed."""
-        out = []
-        for sid in sorted(self.stages):
-            s = self.stages[sid]
-            out += [f"[{sid}]", f"base = {s.base}", f"digest = {s.digest}", f"source = {s.source}"]
-            out += [f"{k}={v}" for k, v in sorted(s.apt.items())]
-            out.append("")
-        return "\n".join(out)
+        return "\n".join(self.section(sid) for sid in sorted(self.stages))
 
     def sha256(self) -> str:
         return hashlib.sha256(self.body().encode()).hexdigest()
+
+    def sections_sha256(self, sids: Iterable[str]) -> str:
+        """sha256 of the sections an image is built from (its label ``org.llmc-kit.images-lock``): [data] for the
+        data image, [<provider>-toolchain] + [<provider>-runtime] for the runtime image. Re-locking another stage
+        leaves it -- and the image's tag -- unchanged."""
+        return hashlib.sha256("".join(self.section(s) for s in sorted(sids)).encode()).hexdigest()
 
     def short(self) -> str:
         return self.sha256()[:12]
@@ -130,7 +135,7 @@ def parse(text: str, path: object = LOCK_NAME) -> ImagesLock:
             cur = line[1:-1]
             if not STAGE_ID.fullmatch(cur):
                 raise _bad(path, n, f"unknown stage [{cur[:40]}]", "stages are [data], [nvidia-toolchain], "
-                           "[nvidia-runtime], [wheels-toolchain], [wheels-runtime]")
+                           "[nvidia-runtime], [wheels-toolchain], [wheels-runtime]; re-make it with `kitctl lock`")
             if cur in keys:
                 raise _bad(path, n, f"stage [{cur}] twice")
             keys[cur] = {}
@@ -223,15 +228,39 @@ def differences(stage: str, want: dict[str, str], got: dict[str, str]) -> list[s
     return out
 
 
-def judge_images(lock: ImagesLock, seen: list[tuple[str, str]]) -> tuple[str, str, str]:
-    """(status, finding, meaning) for local images ``seen`` as (reference, their images-lock label)."""
+LABEL = "org.llmc-kit.images-lock"
+IMAGE_SECTIONS = {"toolchain": ("toolchain",), "build": ("toolchain",), "runtime": ("toolchain", "runtime"),
+                  "data": ("data",)}
+
+
+def image_sids(provider: str, stage: str) -> list[str]:
+    """The lock sections an image of ``stage`` is built from."""
+    return [stage_id(provider, s) for s in IMAGE_SECTIONS.get(stage, ())]
+
+
+def expected_label(lock: ImagesLock, labels: dict[str, str]) -> Optional[str]:
+    """The images-lock label an image with these labels has when built from ``lock``; None if the lock lacks it."""
+    sids = image_sids(labels.get("org.llmc-kit.provider", ""), labels.get("org.llmc-kit.stage", ""))
+    if not sids or any(s not in lock.stages for s in sids):
+        return None
+    return lock.sections_sha256(sids)
+
+
+def judge_images(lock: ImagesLock, seen: list[tuple[str, dict[str, str]]]) -> tuple[str, str, str]:
+    """(status, finding, meaning) for local images ``seen`` as (reference, their labels)."""
     if not seen:
         return ("info", f"docker/images.lock {lock.short()}; no kit image built here yet",
                 "`kitctl build` builds from the lock")
-    off = [(ref, got) for ref, got in seen if got != lock.sha256()]
+    off = []
+    for ref, labels in seen:
+        got, want = labels.get(LABEL, ""), expected_label(lock, labels)
+        if want is None:
+            off.append(f"{ref}: its stage is not in the lock")
+        elif got != want:
+            off.append(f"{ref}: " + (f"built from another lock ({got[:12]})" if got else "built without a lock"))
     if not off:
         return ("ok", f"{', '.join(r for r, _ in seen)} built from docker/images.lock {lock.short()}",
                 "the images hold the locked base digests and apt versions")
-    return ("warn", "; ".join(f"{ref}: " + (f"built from lock {got[:12]}" if got else "built without a lock")
-                              for ref, got in off) + f" (the lock now: {lock.short()})",
-            "these images do not hold what docker/images.lock says: `kitctl build` rebuilds them from it")
+    return ("warn", "; ".join(off) + f" (the lock now: {lock.short()})",
+            "these images do not hold what docker/images.lock says: `kitctl build` rebuilds them from it "
+            "(`kitctl lock` first for a stage it lacks)")

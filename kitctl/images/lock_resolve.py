@@ -257,6 +257,5 @@ def lock_finding(lock: Optional[lk.ImagesLock], refs: list[str]) -> tuple[str, s
         r = _docker("image", "inspect", "--format", "{{json .Config.Labels}}", ref, timeout=30)
         if r.returncode != 0:
             continue
-        labels = json.loads(r.stdout or "null") or {}
-        seen.append((ref, labels.get("org.llmc-kit.images-lock", "")))
+        seen.append((ref, json.loads(r.stdout or "null") or {}))
     return lk.judge_images(lock, seen)

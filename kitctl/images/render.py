@@ -135,8 +135,10 @@ def image_labels(req: BuildRequest, stage: str, llmc_label: str = "") -> dict[st
             resources.share("docker", "requirements.lock").read_bytes()).hexdigest()
     if llmc_label and stage in ("build", "runtime"):
         lab["org.llmc-kit.llmc.source"] = llmc_label
-    if req.lock is not None and stage in stage_locks(req):
-        lab["org.llmc-kit.images-lock"] = req.lock.sha256()
+    if req.lock is not None:
+        sids = lock_mod.image_sids(req.provider, stage)
+        if all(s in req.lock.stages for s in sids) and set(lock_mod.IMAGE_SECTIONS[stage]) <= set(stage_locks(req)):
+            lab[lock_mod.LABEL] = req.lock.sections_sha256(sids)
     return lab
 
 
