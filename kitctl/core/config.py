@@ -315,8 +315,10 @@ def _check_values(cfg: KitConfig, source: str) -> None:
         value = getattr(cfg.mirrors, key)
         if value is not None:
             validate.url(value, named(f"mirrors.{key}"))
-    if cfg.mirrors.llmc_src is not None:
-        validate.no_control_chars(cfg.mirrors.llmc_src, named("mirrors.llmc_src"))
+    for key in ("llmc_src", "apt_snapshot"):     # apt_snapshot's date form: kitctl/images/inputs.py, at build
+        value = getattr(cfg.mirrors, key)
+        if value is not None:
+            validate.no_control_chars(value, named(f"mirrors.{key}"))
     for key in ("socket_ifname", "debug"):
         value = getattr(cfg.nccl, key)
         if value is not None:
@@ -359,6 +361,7 @@ runtime: docker
 mirrors:
   registry: docker.io       # base image registry prefix, e.g. a Docker Hub mirror
   # apt: https://mirrors.tuna.tsinghua.edu.cn
+  # apt_snapshot: 20250601T000000Z    # or apt as snapshot.debian.org/ubuntu.com served it (docker/images.lock)
   # pip_index: https://pypi.tuna.tsinghua.edu.cn/simple
   # hf_endpoint: https://hf-mirror.com
   # llmc_src: /path/to/llm.c            # a checkout, a tarball, or a tarball URL

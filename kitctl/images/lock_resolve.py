@@ -85,7 +85,7 @@ def plan(req: BuildRequest, stages: tuple[str, ...] = APT_STAGES) -> list[dict[s
     """What to lock: for each apt stage, {name (stage id), stage, ref (the base as named), digest, source, base (the
     FROM reference: pinned for a registry digest), note, packages}. Resolves the digests (reads the engine)."""
     bases, named = base_images(req), apt_requests(req)
-    out = []
+    out: list[dict[str, object]] = []
     for stage in stages:
         digest, source = resolve_base(bases[stage])
         entry = lk.StageLock(base=bases[stage], digest=digest, source=source)

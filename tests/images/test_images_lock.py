@@ -275,3 +275,24 @@ def test_doctor_judges_images_against_the_lock():
     st, detail, _ = lk.judge_images(lock, [("k:data", {**data, "org.llmc-kit.images-lock": "f" * 64})])
     assert st == "warn" and "built from another lock (ffffffffffff)" in detail
     assert lk.judge_images(lock, [])[0] == "info"
+
+
+def test_status_shows_the_lock_the_runs_image_was_built_from(tmp_path):
+    """run.json's runtime.images_lock (kitctl.train.gather.inspect_image reads it from the image label) is what
+    `kitctl status` shows; an image built without a lock says so."""
+    import json
+
+    from rich.console import Console
+
+    from kitctl.observe.status import collect, render
+
+    def shown(runtime: dict) -> str:
+        (tmp_path / "run.json").write_text(json.dumps({"runtime": runtime, "session": {"status": "ok"}}))
+        con = Console(record=True, width=200)
+        con.print(render(collect(tmp_path, gpus_query=list)))
+        return con.export_text()
+
+    out = shown({"kind": "docker", "image": "llmc-kit:latest", "images_lock": "ab" * 32})
+    assert "llmc-kit:latest, images.lock abababababab" in out
+    assert "built without docker/images.lock" in shown({"kind": "docker", "image": "llmc-kit:latest"})
+    assert "images.lock" not in shown({"kind": "native", "binary": "/x/train_gpt2cu"})

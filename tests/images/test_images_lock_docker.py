@@ -1,0 +1,117 @@
+"""docker/images.lock on the real engine (CI: ../shared/ci/docker-engine.sh).
+
+* the lock read from the session's data image build (the probe shares its layers) names that image's packages;
+  a --no-cache build from the lock gives the same package set (dpkg -l identical), labelled with the lock;
+* a lock that no longer resolves (an apt version the archive does not serve) stops `kitctl build` with exit 1
+  naming the package and the ways on; a locked local base whose ID moved stops it before building;
+* nvcc output from the wheels toolchain is the same file twice (sha256), compiled in two fresh containers.
+
+Only one extra image build (the locked data image, --no-cache); the failing build stops at its apt step.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kitctl.core import pins
+from kitctl.core.errors import KitError
+from kitctl.images import lock as lk
+from kitctl.images import lock_resolve
+from kitctl.images.context import prepare_context
+from kitctl.images.request import BuildRequest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.docker
+LOCK_IMAGE = "llmc-kit-locktest"     # never moves the session's llmc-kit-test:data
+
+
+def sh(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True)
+
+
+def dpkg_l(ref: str) -> str:
+    r = sh("docker", "run", "--rm", "--entrypoint", "dpkg", ref, "-l")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def data_lock(data_image, test_kit_config, docker_base_image, build_ca, tmp_path_factory):
+    """A lock of the data stage, read through the probe (cached from the data_image build), in a tmp file."""
+    cfg = test_kit_config.model_copy(update={"image": LOCK_IMAGE})
+    req = BuildRequest.from_config(cfg, provider="wheels", target="data", base_image=docker_base_image,
+                                   cuda=pins.load().providers.wheels.cuda, ca_cert=build_ca, archs=[75],
+                                   build_dir=tmp_path_factory.mktemp("lock-build"))
+    path = tmp_path_factory.mktemp("lock") / "images.lock"
+    lock = lock_resolve.update_lock(req, ("data",), path, "tests", on_line=print)
+    return req, lock, path
+
+
+def test_lock_names_the_base_id_and_the_data_images_packages(data_lock, data_image, docker_base_image):
+    _req, lock, path = data_lock
+    entry = lock.stages["data"]
+    base_id = sh("docker", "image", "inspect", "--format", "{{.Id}}", docker_base_image).stdout.strip()
+    assert (entry.base, entry.digest, entry.source) == (docker_base_image, base_id, "local")
+    assert {"python3", "python3-venv", "ca-certificates"} <= set(entry.apt)     # named ones, even if the base had one
+    assert any(k.startswith("libpython3") for k in entry.apt)                  # and what they pulled in
+    assert lk.load(path).stages == lock.stages                                 # type: ignore[union-attr]
+    # the session's data image (built without a lock) holds exactly these versions: the lock is what it resolved
+    assert lock_resolve.verify_image(data_image, "data", entry) == []
+
+
+def test_no_cache_build_from_the_lock_gives_the_same_package_set(data_lock, data_image):
+    req, lock, _path = data_lock
+    lock_resolve.check_bases(req, ("data",))
+    ctx = prepare_context(req)
+    assert "python3=" in ctx.dockerfile.read_text()
+    tags = lock_resolve.build_locked(req, ctx, "data", on_line=print, cache=False)
+    assert tags[0].startswith(f"{LOCK_IMAGE}:data-")
+    assert dpkg_l(tags[0]) == dpkg_l(data_image)                  # the whole dpkg -l, line for line
+    r = sh("docker", "image", "inspect", "--format", '{{index .Config.Labels "org.llmc-kit.images-lock"}}', tags[0])
+    assert r.stdout.strip() == lock.sections_sha256(["data"])
+    assert lock_resolve.lock_finding(lock, [tags[0]])[0] == "ok"
+    from kitctl.train.gather import inspect_image          # what run.json records of the image, and status shows
+    assert inspect_image(tags[0]).images_lock == lock.sections_sha256(["data"])
+    assert lock_resolve.lock_finding(lock, [data_image])[0] == "warn"     # built without the lock: doctor says so
+
+
+def test_a_lock_that_no_longer_resolves_stops_the_build_naming_the_package(data_lock, tmp_path, build_ca):
+    req, lock, path = data_lock
+    gone = path.read_text().replace(f"python3={lock.stages['data'].apt['python3']}\n", "python3=3.11.2-1+b99\n")
+    (tmp_path / "images.lock").write_text(gone)
+    (tmp_path / "kit.yaml").write_text(f"image: {LOCK_IMAGE}\ndata_root: ./data\n")
+    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "build",
+                        "--target", "data", "--provider", "wheels", "--arch", "75", "--base-image", req.base_image or "",
+                        "--lock", str(tmp_path / "images.lock"), "--build-dir", str(tmp_path / "b"),
+                        *(["--ca-cert", str(build_ca)] if build_ca else [])],
+                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 1, r.stdout + err[-2000:]
+    assert "pins python3=3.11.2-1+b99, which the apt archive no longer serves" in err
+    assert "mirrors.apt_snapshot" in err and "--update-lock" in err
+
+
+def test_a_locked_local_base_whose_id_moved_stops_before_building(data_lock):
+    req, lock, _path = data_lock
+    moved = lk.parse(lock.body().replace(lock.stages["data"].digest, "sha256:" + "0" * 64))
+    req2 = BuildRequest(**{**req.__dict__, "lock": moved})
+    with pytest.raises(KitError, match="the lock has local image ID sha256:0000") as e:
+        lock_resolve.check_bases(req2, ("data",))
+    assert e.value.exit_code == 1 and "--update-lock" in (e.value.hint or "")
+
+
+def test_nvcc_output_is_the_same_file_from_two_compiles(wheels_toolchain):
+    """The binary side of reproducibility: one source, one toolchain image, two fresh containers -> one sha256
+    (native/smoke's CUDA + MPI program, built by the same nvcc line shape as train_gpt2cu)."""
+    _req, _ctx, tag = wheels_toolchain
+    sums = []
+    for _ in range(2):
+        r = sh("docker", "run", "--rm", "--user", "llmc", "-v", f"{REPO / 'native'}:/n:ro", tag, "bash", "-c",
+               "bash /n/smoke/build.sh --arch 75,86 --out /tmp/s >/dev/null && sha256sum /tmp/s")
+        assert r.returncode == 0, r.stdout + r.stderr
+        sums.append(r.stdout.split()[0])
+    assert sums[0] == sums[1] and len(sums[0]) == 64
