@@ -168,7 +168,10 @@ def data_recipe_hash(cfg: KitConfig) -> Optional[str]:
     from kitctl.images.render import render
 
     try:
+        from kitctl.images import lock
+
         req = BuildRequest.from_config(cfg, target="data", archs=[75])
+        req.lock = lock.load()             # docker/images.lock, as `kitctl build` uses it
         return recipe_hash(req, render(req))["data"]
     except Exception:      # an unusable config: `kitctl build` says why; the data image is then judged by presence
         return None

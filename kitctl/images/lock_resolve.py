@@ -229,7 +229,9 @@ def update_lock(req: BuildRequest, stages: tuple[str, ...], path: Path, made_by:
 def build_locked(req: BuildRequest, ctx: Context, target: str, on_line: Callable[[str], None],
                  cache: bool = True, epoch: Optional[str] = None, rewrite: bool = False) -> list[str]:
     """:func:`builder.build` under ``req.lock``: a failure the lock explains (a version or digest gone) becomes
-    the exit-1 message with the ways on; after the build, the image's packages are checked against the lock."""
+    the exit-1 message with the ways on; after the build, the image's packages are checked against the lock.
+    Without a lock it is :func:`builder.build`."""
+    check_bases(req, stages_of([target]))
     try:
         tags = builder.build(req, ctx, target, on_line=on_line, cache=cache, epoch=epoch, rewrite=rewrite)
     except KitError as e:
