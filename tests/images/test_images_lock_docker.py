@@ -39,15 +39,37 @@ def dpkg_l(ref: str) -> str:
     return r.stdout
 
 
+def kit(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """`kitctl` in a subprocess with a kit.yaml naming the test image (and the pip index of the session)."""
+    pip = os.environ.get("PIP_INDEX_URL")
+    (folder / "kit.yaml").write_text(f"image: {LOCK_IMAGE}\ndata_root: ./data\n"
+                                     + (f"mirrors:\n  pip_index: {pip}\n" if pip else ""))
+    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(folder / "kit.yaml"), *args],
+                       capture_output=True, text=True, cwd=folder, env={**os.environ, "COLUMNS": "200"})
+    r.stderr = " ".join(r.stderr.split())
+    return r
+
+
 @pytest.fixture(scope="module")
 def data_lock(data_image, test_kit_config, docker_base_image, build_ca, tmp_path_factory):
-    """A lock of the data stage, read through the probe (cached from the data_image build), in a tmp file."""
+    """`kitctl lock` of the data stage (its probe's layers are cached from the data_image build), in a tmp file."""
+    folder = tmp_path_factory.mktemp("lock")
+    path = folder / "images.lock"
+    args = ["lock", "--provider", "wheels", "--target", "data", "--base-image", docker_base_image, "--lock", str(path),
+            "--build-dir", str(folder / "b"), *(["--ca-cert", str(build_ca)] if build_ca else [])]
+    dry = kit(folder, *args, "--dry-run")
+    assert dry.returncode == 0 and not path.exists(), dry.stdout + dry.stderr          # a dry run writes nothing
+    assert f"[data] base {docker_base_image} -> sha256:" in dry.stdout and "--output type=local" in dry.stdout
+    r = kit(folder, *args)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert f"wrote {path}" in " ".join(r.stdout.split())
+    lock = lk.load(path)
+    assert lock is not None
     cfg = test_kit_config.model_copy(update={"image": LOCK_IMAGE})
     req = BuildRequest.from_config(cfg, provider="wheels", target="data", base_image=docker_base_image,
                                    cuda=pins.load().providers.wheels.cuda, ca_cert=build_ca, archs=[75],
                                    build_dir=tmp_path_factory.mktemp("lock-build"))
-    path = tmp_path_factory.mktemp("lock") / "images.lock"
-    lock = lock_resolve.update_lock(req, ("data",), path, "tests", on_line=print)
+    req.lock = lock
     return req, lock, path
 
 
@@ -83,16 +105,12 @@ def test_a_lock_that_no_longer_resolves_stops_the_build_naming_the_package(data_
     req, lock, path = data_lock
     gone = path.read_text().replace(f"python3={lock.stages['data'].apt['python3']}\n", "python3=3.11.2-1+b99\n")
     (tmp_path / "images.lock").write_text(gone)
-    (tmp_path / "kit.yaml").write_text(f"image: {LOCK_IMAGE}\ndata_root: ./data\n")
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "build",
-                        "--target", "data", "--provider", "wheels", "--arch", "75", "--base-image", req.base_image or "",
-                        "--lock", str(tmp_path / "images.lock"), "--build-dir", str(tmp_path / "b"),
-                        *(["--ca-cert", str(build_ca)] if build_ca else [])],
-                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
-    err = " ".join(r.stderr.split())
-    assert r.returncode == 1, r.stdout + err[-2000:]
-    assert "pins python3=3.11.2-1+b99, which the apt archive no longer serves" in err
-    assert "mirrors.apt_snapshot" in err and "--update-lock" in err
+    r = kit(tmp_path, "build", "--target", "data", "--provider", "wheels", "--arch", "75", "--base-image",
+            req.base_image or "", "--lock", str(tmp_path / "images.lock"), "--build-dir", str(tmp_path / "b"),
+            *(["--ca-cert", str(build_ca)] if build_ca else []))
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert "pins python3=3.11.2-1+b99, which the apt archive no longer serves" in r.stderr
+    assert "mirrors.apt_snapshot" in r.stderr and "--update-lock" in r.stderr
 
 
 def test_a_locked_local_base_whose_id_moved_stops_before_building(data_lock):
