@@ -72,8 +72,8 @@ def resolve_base(ref: str) -> tuple[str, str]:
             digest = ""
         if lk.DIGEST.fullmatch(digest):
             return digest, "registry"
-    raise KitError(f"base image {ref}: not in this engine and its registry did not answer "
-                   f"({(r.stderr or r.stdout).strip().splitlines()[-1:] or ['no output']})",
+    said = ((r.stderr or r.stdout).strip().splitlines() or ["no output"])[-1]
+    raise KitError(f"base image {ref}: not in this engine, and its registry did not give a digest: {said}",
                    "pull or load it first (docker pull / docker load), or set mirrors.registry in kit.yaml")
 
 
