@@ -175,10 +175,16 @@ def test_probe_repeats_the_stage_steps_word_for_word():
 
 
 # ------------------------------------------------------------------------------ the CLI, without Docker
+def kit_env() -> dict[str, str]:
+    """The environment for kitctl: KIT_TEST_* (the tests' own settings, e.g. KIT_TEST_REGISTRY) are not kit.yaml
+    fields, which kitctl would refuse."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("KIT_TEST_")}, "COLUMNS": "200"}
+
+
 def kit(tmp_path: Path, *args: str, config: str = "data_root: ./data\n") -> subprocess.CompletedProcess:
     (tmp_path / "kit.yaml").write_text(config)
     r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), *args],
-                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+                       capture_output=True, text=True, cwd=tmp_path, env=kit_env())
     r.stderr = " ".join(r.stderr.split())
     return r
 

@@ -39,13 +39,19 @@ def dpkg_l(ref: str) -> str:
     return r.stdout
 
 
+def kit_env() -> dict[str, str]:
+    """The environment for kitctl: KIT_TEST_* (the tests' own settings, e.g. KIT_TEST_REGISTRY) are not kit.yaml
+    fields, which kitctl would refuse."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("KIT_TEST_")}, "COLUMNS": "200"}
+
+
 def kit(folder: Path, *args: str) -> subprocess.CompletedProcess:
     """`kitctl` in a subprocess with a kit.yaml naming the test image (and the pip index of the session)."""
     pip = os.environ.get("PIP_INDEX_URL")
     (folder / "kit.yaml").write_text(f"image: {LOCK_IMAGE}\ndata_root: ./data\n"
                                      + (f"mirrors:\n  pip_index: {pip}\n" if pip else ""))
     r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(folder / "kit.yaml"), *args],
-                       capture_output=True, text=True, cwd=folder, env={**os.environ, "COLUMNS": "200"})
+                       capture_output=True, text=True, cwd=folder, env=kit_env())
     r.stderr = " ".join(r.stderr.split())
     return r
 
@@ -143,3 +149,42 @@ def test_nvcc_output_is_the_same_file_from_two_compiles(wheels_toolchain):
         assert r.returncode == 0, r.stdout + r.stderr
         sums.append(r.stdout.split())
     assert sums[0] == sums[1] and len(sums[0]) == 2 and all(len(x) == 64 for x in sums[0])
+
+
+REGISTRY = os.environ.get("KIT_TEST_REGISTRY", "127.0.0.1:5000")
+
+
+def test_a_registry_base_is_locked_by_its_digest_and_a_gone_digest_stops_the_build(docker_base_image, tmp_path,
+                                                                                    build_ca):
+    """Through the loopback registry (.ci/run starts it): the lock holds the registry's manifest digest -- from
+    the pulled image's RepoDigest, and from the registry itself once the tag is gone here --, render says
+    FROM ref@digest, and a digest the registry does not have stops the build naming it (exit 1)."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2).close()
+    except OSError:
+        pytest.skip(f"no registry at {REGISTRY} (.ci/run starts Debian's docker-registry there)")
+    ref = f"{REGISTRY}/llmc-kit-lockbase:bookworm"
+    assert sh("docker", "tag", docker_base_image, ref).returncode == 0
+    push = sh("docker", "push", ref)
+    assert push.returncode == 0, push.stderr
+    pushed = push.stdout.split("digest: ")[1].split()[0]
+    ca = ["--ca-cert", str(build_ca)] if build_ca else []
+    path = tmp_path / "images.lock"
+    r = kit(tmp_path, "lock", "--provider", "wheels", "--target", "data", "--base-image", ref, "--lock", str(path),
+            "--build-dir", str(tmp_path / "b"), *ca)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    entry = lk.load(path).stages["data"]                                        # type: ignore[union-attr]
+    assert (entry.digest, entry.source) == (pushed, "registry")
+    r = kit(tmp_path, "render", "--stdout", "--provider", "wheels", "--arch", "75", "--base-image", ref,
+            "--lock", str(path))
+    assert f"FROM {ref}@{pushed} AS data" in r.stdout and "python3=" in r.stdout
+    assert sh("docker", "rmi", ref).returncode == 0                             # only the tag: the base stays
+    assert lock_resolve.resolve_base(ref) == (pushed, "registry")              # asked of the registry now
+    path.write_text(path.read_text().replace(pushed, "sha256:" + "0" * 64))
+    r = kit(tmp_path, "build", "--target", "data", "--provider", "wheels", "--arch", "75", "--base-image", ref,
+            "--lock", str(path), "--build-dir", str(tmp_path / "b"), *ca)
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert f"pins the base image {ref}@sha256:{'0' * 64}, which the registry no longer has" in r.stderr
+    assert "--update-lock" in r.stderr
