@@ -7,7 +7,7 @@ import pytest
 
 from kitctl import cli
 
-COMMANDS = ["init", "build", "render", "doctor", "smoke", "data", "train", "tune", "tensorboard", "status",
+COMMANDS = ["init", "build", "render", "lock", "doctor", "smoke", "data", "train", "tune", "tensorboard", "status",
             "report", "export", "demo"]
 
 

@@ -42,6 +42,8 @@ class Mirrors(_Strict):
 
     registry: str = Field(default="docker.io", description="registry prefix for base images, e.g. a Docker Hub mirror")
     apt: Optional[str] = Field(default=None, description="apt mirror URL replacing deb.debian.org / archive.ubuntu.com")
+    apt_snapshot: Optional[str] = Field(default=None, description="apt from a dated archive (snapshot.debian.org / "
+                                        "snapshot.ubuntu.com), e.g. 20250601T000000Z: locked versions stay installable")
     pip_index: Optional[str] = Field(default=None, description="pip index URL (a PyPI mirror)")
     hf_endpoint: Optional[str] = Field(default=None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
     llmc_src: Optional[str] = Field(default=None, description="llm.c source: a checkout, a tarball or a tarball URL")
@@ -316,8 +318,10 @@ def _check_values(cfg: KitConfig, source: str) -> None:
         value = getattr(cfg.mirrors, key)
         if value is not None:
             validate.url(value, named(f"mirrors.{key}"))
-    if cfg.mirrors.llmc_src is not None:
-        validate.no_control_chars(cfg.mirrors.llmc_src, named("mirrors.llmc_src"))
+    for key in ("llmc_src", "apt_snapshot"):     # apt_snapshot's date form: kitctl/images/inputs.py, at build
+        value = getattr(cfg.mirrors, key)
+        if value is not None:
+            validate.no_control_chars(value, named(f"mirrors.{key}"))
     for key in ("socket_ifname", "debug"):
         value = getattr(cfg.nccl, key)
         if value is not None:
@@ -360,6 +364,7 @@ runtime: docker
 mirrors:
   registry: docker.io       # base image registry prefix, e.g. a Docker Hub mirror
   # apt: https://mirrors.tuna.tsinghua.edu.cn
+  # apt_snapshot: 20250601T000000Z    # or apt as snapshot.debian.org/ubuntu.com served it (docker/images.lock)
   # pip_index: https://pypi.tuna.tsinghua.edu.cn/simple
   # hf_endpoint: https://hf-mirror.com
   # llmc_src: /path/to/llm.c            # a checkout, a tarball, or a tarball URL

@@ -9,6 +9,9 @@
 """
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,6 +46,8 @@ def build_args(req: BuildRequest) -> dict[str, str]:
     out = {}
     if req.apt_mirror:
         out["APT_MIRROR"] = req.apt_mirror
+    if req.apt_snapshot:
+        out["APT_SNAPSHOT"] = req.apt_snapshot
     if req.pip_index:
         out["PIP_INDEX_URL"] = req.pip_index
     return out
@@ -59,16 +64,47 @@ def secrets(req: BuildRequest) -> list[str]:
     return [f"id=ca,src={ca}"]
 
 
-def build_argv(req: BuildRequest, ctx: Context, target: Optional[str] = None, cache: bool = True) -> list[str]:
-    """The exact ``docker buildx build`` line (what ``--dry-run`` prints and what :func:`build` runs)."""
+def source_date_epoch(env: Optional[dict[str, str]] = None) -> Optional[str]:
+    """``SOURCE_DATE_EPOCH`` from the environment (reproducible-builds.org), checked: seconds since 1970, or a
+    ConfigError (exit 2); None when unset."""
+    v = (os.environ if env is None else env).get("SOURCE_DATE_EPOCH", "").strip()
+    if not v:
+        return None
+    if not re.fullmatch(r"[0-9]{1,12}", v):
+        raise ConfigError(f"SOURCE_DATE_EPOCH={v[:40]!r} is not a number of seconds since 1970",
+                          "e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct), or unset it")
+    return v
+
+
+def buildkit_version() -> Optional[tuple[int, int]]:
+    """The BuildKit version of the current buildx builder (``docker buildx inspect``), or None if unknown."""
+    try:
+        out = subprocess.run(["docker", "buildx", "inspect"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"BuildKit(?: version)?:\s*v?([0-9]+)\.([0-9]+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+REWRITE_TIMESTAMP_SINCE = (0, 13)
+
+
+def build_argv(req: BuildRequest, ctx: Context, target: Optional[str] = None, cache: bool = True,
+               epoch: Optional[str] = None, rewrite: bool = False) -> list[str]:
+    """The exact ``docker buildx build`` line (what ``--dry-run`` prints and what :func:`build` runs).
+
+    ``epoch``: SOURCE_DATE_EPOCH, passed as the build arg BuildKit reads (>= 0.11: the image config's dates);
+    ``rewrite``: also rewrite every layer's file times to it (BuildKit >= 0.13, ``rewrite-timestamp``), the output
+    then ``type=docker`` (what --load is) with that option."""
     t = target or req.target
-    a = ["docker", "buildx", "build", "--progress", "plain", "--load", "--target", t,
+    out = ["--output", "type=docker,rewrite-timestamp=true"] if (epoch and rewrite) else ["--load"]
+    a = ["docker", "buildx", "build", "--progress", "plain", *out, "--target", t,
          "--file", str(ctx.dockerfile)]
     if not cache:
         a.append("--no-cache")
     for s in secrets(req):
         a += ["--secret", s]
-    for k, v in sorted(build_args(req).items()):
+    for k, v in sorted({**build_args(req), **({"SOURCE_DATE_EPOCH": epoch} if epoch else {})}.items()):
         a += ["--build-arg", f"{k}={v}"]
     a += ["--label", f"org.llmc-kit.recipe-hash={ctx.hashes[t]}"]
     for tag in tags(req, ctx, t):
@@ -77,13 +113,15 @@ def build_argv(req: BuildRequest, ctx: Context, target: Optional[str] = None, ca
 
 
 def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
-          on_line: Optional[Callable[[str], None]] = None, cache: bool = True) -> list[str]:
+          on_line: Optional[Callable[[str], None]] = None, cache: bool = True, epoch: Optional[str] = None,
+          rewrite: bool = False) -> list[str]:
     """Build ``target`` (BuildKit), streaming its progress lines to ``on_line``; returns the tags.
 
     ``cache=False`` is ``--no-cache`` (no layer cache; the apt/pip cache mounts still serve downloads).
     Ctrl-C stops the build and re-raises KeyboardInterrupt."""
     t = target or req.target
-    res = proc.stream(build_argv(req, ctx, t, cache=cache), on_line or print, tail_lines=25, grace_s=10)
+    res = proc.stream(build_argv(req, ctx, t, cache=cache, epoch=epoch, rewrite=rewrite), on_line or print,
+                      tail_lines=25, grace_s=10)
     if res.interrupted:
         raise KeyboardInterrupt
     if res.returncode != 0:
@@ -130,7 +168,10 @@ def data_recipe_hash(cfg: KitConfig) -> Optional[str]:
     from kitctl.images.render import render
 
     try:
+        from kitctl.images import lock
+
         req = BuildRequest.from_config(cfg, target="data", archs=[75])
+        req.lock = lock.load()             # docker/images.lock, as `kitctl build` uses it
         return recipe_hash(req, render(req))["data"]
     except Exception:      # an unusable config: `kitctl build` says why; the data image is then judged by presence
         return None

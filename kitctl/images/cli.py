@@ -21,9 +21,11 @@ from kitctl.core.bundle import use_bundle
 from kitctl.images import build as builder
 from kitctl.images import move as images_move
 from kitctl.images import inputs, llmc_source, native_build
+from kitctl.images import lock as lk
+from kitctl.images import lock_resolve
 from kitctl.images import smoke as sm
 from kitctl.images.context import prepare_context
-from kitctl.images.render import render as render_dockerfile
+from kitctl.images.render import lock_gaps, render as render_dockerfile
 from kitctl.images.request import BuildRequest, resolve_archs
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kit app
@@ -65,6 +67,10 @@ def build(
     build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the build context is written"),
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV of the target machine: --arch auto and its driver's CUDA"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore the layer cache (downloads stay cached)"),
+    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the image lock (default docker/images.lock; "
+                                             "used when present)"),
+    update_lock: bool = typer.Option(False, "--update-lock", help="resolve base digests and apt versions anew "
+                                     "and write them into the lock before building"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands, build nothing"),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="an offline bundle (`kitctl bundle`): load its "
                                           "images (docker), or build from its llm.c source (native); no network"),
@@ -90,6 +96,9 @@ def build(
         raise ConfigError("--push / --image move images: with --runtime native there is none",
                           "leave them out, or build with --runtime docker")
     if (runtime or cfg.runtime) == "native":
+        if lock_file or update_lock:
+            raise ConfigError("--lock / --update-lock lock the Docker images; a native build uses this host's "
+                              "toolchain", "leave them out with --runtime native")
         _build_native(archs, llmc_src, out, cudnn, cudnn_frontend, dry_run)
         return
     targets = ["runtime", "data"] if target == "all" else [target]
@@ -97,6 +106,29 @@ def build(
                                    base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
                                    build_dir=build_dir, driver_cuda=driver_cuda(gpus))
     _notes(req)
+    lock_path = lock_file or lk.default_path()
+    req.lock = lk.load(lock_file)
+    stages = lock_resolve.stages_of(targets)
+    epoch = builder.source_date_epoch()
+    rewrite = bool(epoch) and (builder.buildkit_version() or (0, 0)) >= builder.REWRITE_TIMESTAMP_SINCE
+    if epoch and not rewrite:
+        err_console.print(f"note: SOURCE_DATE_EPOCH={epoch} goes in as a build arg; this builder's BuildKit "
+                          f"cannot rewrite layer timestamps (needs >= 0.13): the package set is locked, the image "
+                          "digest still differs between builds (docs/images.md)", markup=False, highlight=False)
+    if update_lock and (pull_ref or (ub is not None and ub.image("runtime"))):
+        raise ConfigError("--update-lock with --image/--bundle: nothing is built here to lock",
+                          "lock on the box that builds (`kitctl lock`, or `kitctl build --update-lock`)")
+    if update_lock:
+        if dry_run:
+            _lock_dry_run(req, stages, lock_path)
+        else:
+            lock = lock_resolve.update_lock(req, stages, lock_path, "kitctl build --update-lock",
+                                            on_line=lambda line: print(line, file=sys.stderr, flush=True),
+                                            cache=not no_cache)
+            console.print(f"wrote {lock_path} ({lock.short()})", highlight=False)
+    elif req.lock is not None and not pull_ref:
+        lock_resolve.check_bases(req, stages)
+        console.print(f"building from {req.lock.path} ({req.lock.short()})", highlight=False)
     would_download = (dry_run or bool(pull_ref)) and not (llmc_src or cfg.mirrors.llmc_src)
     ctx = prepare_context(req, fetch_source=False if would_download else None)
     if would_download and not pull_ref:   # a dry run never downloads; the tag's hash then lacks the llm.c digest
@@ -127,7 +159,7 @@ def build(
         return
     if dry_run:
         for t in targets:
-            print(shell_line(builder.build_argv(req, ctx, t, cache=not no_cache)))
+            print(shell_line(builder.build_argv(req, ctx, t, cache=not no_cache, epoch=epoch, rewrite=rewrite)))
         if push:
             for t in targets:
                 for local, remote in images_move.push_refs(req, ctx, t, push):
@@ -136,10 +168,11 @@ def build(
         return
     for t in targets:
         start = time.monotonic()
-        print(f"building {t}: {shell_line(builder.build_argv(req, ctx, t, cache=not no_cache))}",
+        print(f"building {t}: "
+              f"{shell_line(builder.build_argv(req, ctx, t, cache=not no_cache, epoch=epoch, rewrite=rewrite))}",
               file=sys.stderr, flush=True)
-        tags = builder.build(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
-                             cache=not no_cache)
+        tags = lock_resolve.build_locked(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
+                                         cache=not no_cache, epoch=epoch, rewrite=rewrite)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
         if push:
             for pushed, digest in images_move.push(cfg, req, ctx, t, push,
@@ -180,6 +213,53 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
         console.print(f"[green]built[/] {', '.join(str(dest / b) for b in native_build.BINARIES)}", highlight=False)
 
 
+def _lock_dry_run(req: BuildRequest, stages: tuple[str, ...], path: Path) -> None:
+    """What `kitctl lock` would do: the resolved bases (read from the engine), the packages, the probe build."""
+    for s in lock_resolve.plan(req, stages):
+        print(f"[{s['name']}] base {s['ref']} -> {s['digest']} ({s['source']}); apt: {' '.join(s['packages'])}")  # type: ignore[arg-type]
+    print(shell_line(lock_resolve.probe_argv(req, lock_resolve.probe_dir(req))))
+    console.print(f"dry run: would read the packages from that build and write {path}", highlight=False)
+
+
+@app.command()
+def lock(
+    provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels (default: kit.yaml)"),
+    cuda: Optional[str] = typer.Option(None, "--cuda", help="CUDA version (default: the provider's pin)"),
+    base_image: Optional[str] = typer.Option(None, "--base-image", help="as for kitctl build"),
+    target: str = typer.Option("all", "--target", help="toolchain | runtime | data | all: the stages to lock"),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),
+    build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the probe build is written"),
+    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the lock to write (default docker/images.lock)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="resolve apt from today's archive, not cached layers"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the resolution and the probe build, write nothing"),
+) -> None:
+    """Lock what the images are built from: each base image's digest and every apt package's version, in
+    docker/images.lock (other stages already in it are kept). Builds then use it."""
+    cfg = config(writes=not dry_run)
+    if target not in ("all", "toolchain", "runtime", "data", "build"):
+        raise ConfigError(f"--target {target!r}: allowed are toolchain, runtime, data, all",
+                          "all = the stages `kitctl build` builds (toolchain, runtime, data)")
+    targets = ["runtime", "data"] if target == "all" else [target]
+    req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=[75], target=targets[0],
+                                   base_image=base_image, ca_cert=ca_cert, build_dir=build_dir)
+    _notes(req)
+    stages = lock_resolve.stages_of(targets)
+    path = lock_file or lk.default_path()
+    if dry_run:
+        _lock_dry_run(req, stages, path)
+        return
+    argv = ["kitctl", "lock", "--provider", req.provider, "--target", target]
+    if base_image:
+        argv += ["--base-image", base_image]
+    new = lock_resolve.update_lock(req, stages, path, shell_line(argv),
+                                   on_line=lambda line: print(line, file=sys.stderr, flush=True), cache=not no_cache)
+    for sid in (lk.stage_id(req.provider, s) for s in stages):
+        e = new.stages[sid]
+        console.print(f"[{sid}] {e.base} -> {e.digest} ({e.source}), {len(e.apt)} apt packages", highlight=False,
+                      markup=False)
+    console.print(f"wrote {path} ({new.short()}); builds use it from now on (commit it)", highlight=False)
+
+
 @app.command()
 def render(
     out: Path = typer.Option(Path(".kit/render"), "--out", help="folder for the Dockerfile and its context"),
@@ -189,6 +269,8 @@ def render(
     base_image: Optional[str] = typer.Option(None, "--base-image"),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="also put llm.c's source into the context"),
+    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the image lock (default docker/images.lock; "
+                                             "used when present)"),
     stdout: bool = typer.Option(False, "--stdout", help="print the Dockerfile only"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be written where; write nothing "
                                  "(--stdout prints the Dockerfile)"),
@@ -201,6 +283,10 @@ def render(
     req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=_archs(arch, []),
                                    base_image=base_image, cudnn=cudnn, llmc_src=llmc_src)
     _notes(req)
+    req.lock = lk.load(lock_file)
+    for gap in lock_gaps(req):
+        err_console.print(f"note: {gap}: that stage is rendered unpinned (`kitctl lock` covers it)",
+                          markup=False, highlight=False)
     if stdout:
         print(render_dockerfile(req), end="")
         return
@@ -237,6 +323,9 @@ def doctor(
         err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
+    if facts.engine:                          # the images against docker/images.lock (no engine: nothing to compare)
+        st, detail, meaning = lock_resolve.lock_finding(lk.load(), [f"{cfg.image}:latest", f"{cfg.image}:data"])
+        findings.append(doc.Finding("image lock", st, detail, meaning))
     verdicts = doc.verdicts(findings, facts, cfg)
     if purpose == "multi-node" and not any(v.purpose == purpose for v in verdicts):
         verdicts.append(doc.Verdict("multi-node", False, "no Slurm here (sbatch not on PATH): docs/cluster.md"))

@@ -41,6 +41,27 @@ def check_apt_mirror(value: Optional[str]) -> Optional[str]:
     return None if value in (None, "") else check_url(str(value), "mirrors.apt", "https://mirrors.tuna.tsinghua.edu.cn")
 
 
+SNAPSHOT = re.compile(r"(20[0-9]{2})(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])(?:T([01][0-9]|2[0-3])([0-5][0-9])([0-5][0-9])Z)?")
+
+
+def check_apt_snapshot(value: Optional[str], apt_mirror: Optional[str] = None) -> Optional[str]:
+    """``mirrors.apt_snapshot``: a dated archive, ``YYYYMMDD`` or ``YYYYMMDDTHHMMSSZ`` (snapshot.debian.org and
+    snapshot.ubuntu.com take this form) -> the full form; a ConfigError (exit 2) for anything else, and together
+    with ``mirrors.apt`` (one would do nothing)."""
+    if value in (None, ""):
+        return None
+    v = str(value).strip()
+    if not SNAPSHOT.fullmatch(v):
+        raise ConfigError(f"mirrors.apt_snapshot: {_show(v)} is not a snapshot date",
+                          "write YYYYMMDD or YYYYMMDDTHHMMSSZ (UTC), e.g. 20250601T000000Z: the apt archive as "
+                          "snapshot.debian.org / snapshot.ubuntu.com served it then")
+    if apt_mirror not in (None, ""):
+        raise ConfigError("mirrors.apt and mirrors.apt_snapshot are both set; a build uses one apt source",
+                          "keep mirrors.apt_snapshot to install locked (old) versions, or mirrors.apt for a "
+                          "nearby mirror of today's archive")
+    return v if "T" in v else v + "T000000Z"
+
+
 def check_pip_index(value: Optional[str]) -> Optional[str]:
     return None if value in (None, "") else check_url(str(value), "mirrors.pip_index",
                                                       "https://pypi.tuna.tsinghua.edu.cn/simple")

@@ -16,13 +16,14 @@ import jinja2
 
 from kitctl.core import pins, resources
 from kitctl.images import inputs
+from kitctl.images import lock as lock_mod
 from kitctl.images.request import TARGETS, BuildRequest, base_images
 
 DOCKER_DIR = resources.share("docker")
 TEMPLATE_NAME = "Dockerfile.j2"
 BLOCKS_NAME = "blocks.j2"
 STAGE_MARK = "# {name}: "
-
+APT_STAGES = ("toolchain", "runtime", "data")     # the stages that run apt_install (build is FROM toolchain)
 
 
 def _fail(message: str) -> NoReturn:
@@ -34,7 +35,18 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(DOCKER_DIR)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.globals["fail"] = _fail
+    env.filters["apt_pin"] = _apt_pin
     return env
+
+
+@jinja2.pass_context
+def _apt_pin(ctx: Any, packages: list[str], stage: str) -> list[str]:
+    """Filter ``packages | apt_pin("data")``: the stage's apt list under the lock (:func:`lock.pin_list`); the
+    named list is recorded in ``apt_seen`` when the render collects it (:func:`apt_requests`)."""
+    seen = ctx.get("apt_seen")
+    if isinstance(seen, dict):
+        seen[stage] = list(packages)
+    return lock_mod.pin_list(list(packages), ctx["apt_lock"].get(stage, {}))
 
 
 def blocks() -> Any:
@@ -50,6 +62,44 @@ def wheel_pins(req: BuildRequest) -> dict[str, Any]:
         keep = {k: v for k, v in keep.items() if not k.startswith("nvidia-cudnn-cu")}
     return {"toolkit": w.wheels["cuda-toolkit"], "extras": list(w.toolkit_extras), "pins": keep,
             "tools": dict(w.tools)}
+
+
+def stage_locks(req: BuildRequest) -> dict[str, lock_mod.StageLock]:
+    """The lock entries that apply to ``req``: stage -> entry, for each apt stage whose entry in ``req.lock`` was
+    made from the same base reference this build uses (an entry for another base does not apply)."""
+    if req.lock is None:
+        return {}
+    bases = base_images(req)
+    out = {}
+    for stage in APT_STAGES:
+        entry = req.lock.stages.get(lock_mod.stage_id(req.provider, stage))
+        if entry is not None and entry.base == bases[stage]:
+            out[stage] = entry
+    return out
+
+
+def lock_gaps(req: BuildRequest) -> list[str]:
+    """Why the lock does not cover ``req`` (one line per stage), [] when it does or there is no lock."""
+    if req.lock is None:
+        return []
+    bases, have = base_images(req), stage_locks(req)
+    out = []
+    for stage in APT_STAGES:
+        sid = lock_mod.stage_id(req.provider, stage)
+        entry = req.lock.stages.get(sid)
+        if entry is None:
+            out.append(f"[{sid}] is not in the lock (base {bases[stage]})")
+        elif stage not in have:
+            out.append(f"[{sid}] was locked for base {entry.base}, this build uses {bases[stage]}")
+    return out
+
+
+def apt_requests(req: BuildRequest) -> dict[str, list[str]]:
+    """The packages each apt stage names in the template (before any lock): stage -> list (pure)."""
+    seen: dict[str, list[str]] = {}
+    data = template_data(req, "", use_lock=False)
+    environment().get_template(TEMPLATE_NAME).render(**data, apt_seen=seen)
+    return seen
 
 
 def image_labels(req: BuildRequest, stage: str, llmc_label: str = "") -> dict[str, str]:
@@ -85,17 +135,29 @@ def image_labels(req: BuildRequest, stage: str, llmc_label: str = "") -> dict[st
             resources.share("docker", "requirements.lock").read_bytes()).hexdigest()
     if llmc_label and stage in ("build", "runtime"):
         lab["org.llmc-kit.llmc.source"] = llmc_label
+    if req.lock is not None:
+        sids = lock_mod.image_sids(req.provider, stage)
+        if all(s in req.lock.stages for s in sids) and set(lock_mod.IMAGE_SECTIONS[stage]) <= set(stage_locks(req)):
+            lab[lock_mod.LABEL] = req.lock.sections_sha256(sids)
     return lab
 
 
-def template_data(req: BuildRequest, llmc_label: str = "") -> dict[str, Any]:
-    """Everything the template varies on -- data only, every string checked to be one line."""
+def template_data(req: BuildRequest, llmc_label: str = "", use_lock: bool = True) -> dict[str, Any]:
+    """Everything the template varies on -- data only, every string checked to be one line. Under a lock
+    (``req.lock``, for the stages it covers): the FROM reference pinned by digest, a note for a local image ID, and
+    the apt versions (``apt_lock``, applied by the ``apt_pin`` filter)."""
     p = pins.load()
     known = pins.cuda_images().get(req.cuda)
+    locks = stage_locks(req) if use_lock else {}
+    bases = base_images(req)
     data: dict[str, Any] = {
         "provider": req.provider, "cuda": req.cuda, "cuda_mm": req.cuda_mm, "cuda_major": req.cuda_major,
         "archs": list(req.archs), "cudnn": req.cudnn, "llmc_commit": p.llmc.commit, "image": req.image,
-        "bases": base_images(req),
+        "bases": {k: (locks[k].pinned_base() if k in locks else v) for k, v in bases.items()},
+        "base_notes": {k: (f"locked: local image ID {locks[k].digest} (kitctl build checks it; BuildKit cannot "
+                           "name an image ID in FROM)" if k in locks and locks[k].source == "local" else "")
+                       for k in bases},
+        "apt_lock": {k: dict(v.apt) for k, v in locks.items()},
         "openmpi": {"apt_build": list(p.openmpi.apt_build), "apt_runtime": list(p.openmpi.apt_runtime),
                     "dir": p.openmpi.dir},
         "cudnn_frontend": p.cudnn_frontend.version,

@@ -18,6 +18,7 @@ from kitctl.core.validate import KNOWN_ARCHS
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.gpus import GPU, distinct_archs
 from kitctl.images import inputs
+from kitctl.images.lock import ImagesLock
 
 TARGETS = ("toolchain", "build", "runtime", "data")
 PROVIDERS = ("nvidia", "wheels")
@@ -41,6 +42,8 @@ class BuildRequest:
     ca_cert: Optional[Path] = None
     apt_mirror: Optional[str] = None
     pip_index: Optional[str] = None
+    apt_snapshot: Optional[str] = None                 # a snapshot.debian.org / snapshot.ubuntu.com timestamp
+    lock: Optional[ImagesLock] = None                  # docker/images.lock, when the build uses one
     build_dir: Path = Path(".kit/build")
     notes: list[str] = field(default_factory=list)     # choices made for the user (e.g. CUDA for the driver)
 
@@ -76,6 +79,7 @@ class BuildRequest:
             llmc_src=llmc_src or cfg.mirrors.llmc_src,
             ca_cert=inputs.check_ca_bundle(ca_cert or cfg.ca_cert, "--ca-cert" if ca_cert else "ca_cert"),
             apt_mirror=inputs.check_apt_mirror(cfg.mirrors.apt), pip_index=inputs.check_pip_index(cfg.mirrors.pip_index),
+            apt_snapshot=inputs.check_apt_snapshot(cfg.mirrors.apt_snapshot, cfg.mirrors.apt),
             build_dir=build_dir or Path(".kit/build"), notes=notes,
         )
 

@@ -179,6 +179,10 @@ def render(st: RunStatus) -> Panel:
     else:
         t.add_row("HellaSwag", "-")
     t.add_row("checkpoint", f"step {st.last_checkpoint}" if st.last_checkpoint is not None else "none yet")
+    rt = st.meta.runtime if st.meta else None
+    if rt is not None and rt.kind == "docker":   # what the image was built from (docker/images.lock), from run.json
+        t.add_row("image", escape(f"{rt.image or '?'}, " + (f"images.lock {rt.images_lock[:12]}" if rt.images_lock
+                                                             else "built without docker/images.lock")))
     gpus = escape("\n".join(st.gpus)) if st.gpus else "-"
     t.add_row("GPUs", gpus + (f"  [dim]({st.gpus_source})[/]" if st.gpus else f" ({st.gpus_source})"))
     for n in st.notes:

@@ -39,6 +39,8 @@ from kitctl.host import doctor, docker_disk
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
 from kitctl.images import move as images_move
+from kitctl.images import lock as images_lock
+from kitctl.images import lock_resolve
 from kitctl.images.context import prepare_context
 from kitctl.images.request import BuildRequest
 from kitctl.observe.report import write_report
@@ -167,6 +169,7 @@ def build(ctx: StageContext) -> Result:
                        hint=f"the compiler output is in {ctx.log.path}; docs/images.md")
         return Result("done", f"built {', '.join(native_build.BINARIES)} for sm {','.join(map(str, archs))} in {dest}")
     req = BuildRequest.from_config(cfg, archs=archs, target="runtime", llmc_src=opts.llmc_src)
+    req.lock = images_lock.load()          # docker/images.lock when present, as `kitctl build` uses it
     pulling = bool(cfg.pull_image) and not (opts.bundle and opts.bundle.image("runtime"))
     bctx = prepare_context(req, fetch_source=False if pulling and not (opts.llmc_src or cfg.mirrors.llmc_src)
                            else None)      # a pull needs no llm.c source (nor GitHub)
@@ -182,7 +185,7 @@ def build(ctx: StageContext) -> Result:
         ctx.log.say(said)
         return Result("done", said)
     ctx.log.say("$ " + " ".join(image_build.build_argv(req, bctx, "runtime")))
-    tags = image_build.build(req, bctx, "runtime", on_line=ctx.log.line)
+    tags = lock_resolve.build_locked(req, bctx, "runtime", on_line=ctx.log.line)
     return Result("done", f"built {' '.join(tags)}")
 
 

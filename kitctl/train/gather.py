@@ -30,8 +30,9 @@ def inspect_image(ref: str) -> RuntimeRecord:
         img = docker.image.inspect(ref)
     except (DockerException, ClientNotFoundError, OSError):   # no docker CLI / engine / image
         return RuntimeRecord(kind="docker", image=ref)
+    labels = dict(getattr(img.config, "labels", None) or {})
     return RuntimeRecord(kind="docker", image=ref, id=img.id, repo_digests=list(img.repo_digests or []),
-                         labels=dict(getattr(img.config, "labels", None) or {}))
+                         labels=labels, images_lock=labels.get("org.llmc-kit.images-lock") or None)
 
 
 def runtime_ids(req: TrainRequest, image: str, bin_dir: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ Shape (schema 1; files written before the schema field existed read as schema 1)
               total_batch, descriptor, precision, data fingerprint, data_dir: the resume key; the choices
               and notes; the tokens/s estimate and its basis)
     argv, command       what runs (argv list; the copy-pasteable line)
-    runtime   image reference + id, digests, labels | native binary + sha256 + mpirun | slurm container
+    runtime   image reference + id, digests, labels, images_lock (docker/images.lock hash) | native binary + sha256 + mpirun | slurm container
     gpus      the ranks' GPUs; data: folder, prefix, manifest sha256, shard fingerprint, train tokens
     session   this launch: id, launcher, pid + host (of kitctl), start/end, exit status, first/last step,
               median tokens/s, last MFU, status, OOM retries, next resume step (slurm: job id, script)
@@ -87,6 +87,7 @@ class RuntimeRecord(BaseModel):
     id: Optional[str] = None
     repo_digests: Optional[list[str]] = None
     labels: Optional[dict[str, str]] = None
+    images_lock: Optional[str] = None        # the image's docker/images.lock hash (label org.llmc-kit.images-lock)
     binary: Optional[str] = None
     sha256: Optional[str] = None
     mpirun: Optional[str] = None

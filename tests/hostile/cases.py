@@ -272,6 +272,24 @@ CASES: list[Case] = [
     C("render-llmc-src-secrets-stay-out", ["render", "--out", "ctx", "--llmc-src", "llmc-src"], code=0,
       setup=fake_llmc, may_change=("cwd/ctx*",), check=no_secrets_in("ctx")),
 
+    # ---------------------------------------------------------------- docker/images.lock (kitctl lock)
+    C("render-lock-injects-run", ["render", "--stdout", "--lock", "bad.lock"],
+      files={"bad.lock": f"[data]\nbase = debian:bookworm\ndigest = sha256:{'1' * 64}\nsource = registry\n"
+                         "python3=3.11\nRUN id\n"}, says=["bad.lock: line 6", "not an apt name=version"]),
+    C("render-lock-unknown-stage", ["render", "--stdout", "--lock", "bad.lock"],
+      files={"bad.lock": "[everything]\n"}, says="unknown stage [everything]"),
+    C("render-lock-binary", ["render", "--stdout", "--lock", "bad.lock"], files={"bad.lock": b"\xff\xfe\x00lock"},
+      says="cannot read it"),
+    C("render-lock-missing", ["render", "--stdout", "--lock", "nope.lock"], says="no such file"),
+    C("build-apt-snapshot-not-a-date", [*BUILD, "--provider", "wheels"], env={"KIT_MIRRORS__APT_SNAPSHOT": "2025-06-01"},
+      says="not a snapshot date"),
+    C("build-apt-snapshot-with-apt-mirror", [*BUILD, "--provider", "wheels"],
+      env={"KIT_MIRRORS__APT_SNAPSHOT": "20250601", "KIT_MIRRORS__APT": "https://mirror.example.org"}, says="both set"),
+    C("build-update-lock-native", ["build", "--dry-run", "--runtime", "native", "--arch", "75", "--update-lock"],
+      says="--update-lock"),
+    C("build-source-date-epoch-not-a-number", [*BUILD, "--provider", "wheels", "--arch", "75"],
+      env={"SOURCE_DATE_EPOCH": "yesterday"}, says="source_date_epoch"),
+
     # ---------------------------------------------------------------- smoke
     C("smoke-np-zero", ["smoke", "--np", "0"], says="--np"),
     C("smoke-np-negative", ["smoke", "--np", "-2"], says="--np"),

@@ -30,9 +30,36 @@ def test_apt_install_sorted_deduped_cached_and_ca_secret():
 
 def test_apt_setup_rewrites_debian_and_ubuntu_sources():
     block = b.apt_setup()
-    assert block.startswith("ARG APT_MIRROR=\nRUN ")
+    assert block.startswith("ARG APT_MIRROR=\nARG APT_SNAPSHOT=\nRUN ")
     assert "deb|security" in block and "archive|security" in block and "*.sources" in block
     assert "${APT_MIRROR}" in block and "docker-clean" in block
+
+
+@pytest.mark.parametrize("source, want", [
+    ("URIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n",
+     "URIs: http://snapshot.debian.org/archive/debian/20250601T000000Z\n"),
+    ("URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n",
+     "URIs: http://snapshot.debian.org/archive/debian-security/20250601T000000Z\n"),
+    ("deb http://security.debian.org/debian-security bullseye-security main\n",
+     "deb http://snapshot.debian.org/archive/debian-security/20250601T000000Z bullseye-security main\n"),
+    ("URIs: http://archive.ubuntu.com/ubuntu/\nURIs: http://security.ubuntu.com/ubuntu/\n",
+     "URIs: http://snapshot.ubuntu.com/ubuntu/20250601T000000Z/\nURIs: http://snapshot.ubuntu.com/ubuntu/20250601T000000Z/\n"),
+])
+def test_apt_setup_snapshot_rewrites_sources_to_the_dated_archive(tmp_path, source, want):
+    """The sed of the APT_SNAPSHOT branch, run for real on Debian (deb822 and one-line) and Ubuntu sources."""
+    import re
+    import subprocess
+
+    block = b.apt_setup()
+    snap = block[block.index('if [ -n "$APT_SNAPSHOT" ]'):block.index("elif")]
+    assert 'Acquire::Check-Valid-Until "false"' in snap        # snapshot Release files are past their Valid-Until
+    expr = re.search(r'sed -i -E "([^"]+)"', snap).group(1).replace("${APT_SNAPSHOT}", "20250601T000000Z")
+    f = tmp_path / "s"
+    f.write_text(source)
+    subprocess.run(["sed", "-i", "-E", expr, str(f)], check=True)
+    first = want.splitlines()[0]
+    assert f.read_text().startswith(first)
+    assert f.read_text().count("snapshot.") == want.count("snapshot.")
 
 
 def test_pip_env_and_pip_run_use_cache_and_ca_secret():
