@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from kitctl.core.errors import KitError
+from kitctl.core.files import open_regular
 
 from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: the format's names for model's callers)
     CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, HEADER_BYTES, HEADER_INTS, MODEL_RE, SHARD_MAGIC,
@@ -114,8 +115,8 @@ def read_header(path: Path) -> tuple[int, LlmcConfig]:
     path = Path(path)
     if path.is_dir():
         raise KitError(f"{path} is a folder, not a checkpoint file", FIX_FILE, exit_code=2)
-    try:
-        with path.open("rb") as f:
+    try:         # a device, FIFO or socket: exit 2 naming it (never a hang on a read that does not end)
+        with open_regular(path, "checkpoint", FIX_FILE) as f:
             head = f.read(HEADER_BYTES)
     except FileNotFoundError:
         raise KitError(f"no checkpoint at {path}", FIX_FILE, exit_code=2) from None
