@@ -107,6 +107,13 @@ def atomic_output(path: Path, mode: str = "wb", tmp: Optional[Path] = None) -> I
     _fsync_dir(path.parent)
 
 
+def normal_mode(path: Path) -> None:
+    """Give a file the mode a plain ``open`` would (0666 less the umask): for files a library created 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_atomic(path: Path, data: Union[bytes, str], tmp: Optional[Path] = None) -> None:
     """Write ``data`` (bytes, or str as UTF-8) to ``path`` atomically (see :func:`atomic_output`)."""
     payload = data.encode() if isinstance(data, str) else data
