@@ -99,6 +99,33 @@ def _no_special(paths: Iterable[Path]) -> None:
             check_regular(f, "input")
 
 
+Signature = Optional[tuple[int, int, int, int, int]]
+
+
+def _signature(f: Union[Path, str]) -> Signature:
+    """(size, mtime_ns, ctime_ns, inode, device) of a local file, None when it is gone. ctime moves on every
+    write, even one that puts the old mtime back (touch -d)."""
+    try:
+        st = os.stat(f)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _describe_change(before: Signature, now: Signature) -> str:
+    if now is None:
+        return "deleted (or moved away)"
+    if before is None:
+        return "created"
+    if before[3:] != now[3:]:
+        return "replaced by another file"
+    if before[0] != now[0]:
+        return f"size {before[0]:,} -> {now[0]:,} bytes"
+    if before[1] != now[1]:
+        return "modified (same size, new modification time)"
+    return "written to (same size and modification time, new change time)"
+
+
 def _open_local(f: Union[Path, str]) -> IO[bytes]:
     try:
         return open_regular(Path(f), "input")
@@ -124,6 +151,12 @@ class Source:
 
     def check(self) -> None:
         """Open every input once and fail early with a clear message (missing column, unreadable file)."""
+
+    def changed(self) -> list[str]:
+        """What changed in the inputs since the source was made (one line per file); empty when nothing did.
+        Checked after the documents were read: a change while reading means the shards may mix old and new bytes
+        under a fingerprint of the old ones."""
+        return []
 
     def basis_bytes(self) -> dict[str, int]:
         """{kind: bytes} the token estimate scales from (parquet: text bytes; jsonl/txt: file bytes)."""
@@ -173,6 +206,16 @@ class FilesSource(Source):
         self.description = description or ", ".join(str(f) for f in self.files[:3]) + \
             (f" (+{len(self.files) - 3} more)" if len(self.files) > 3 else "")
         self._fp_extra = fingerprint_extra
+        # size, mtime, ctime and inode of every local input, taken before anything is hashed or read
+        self._stat0 = {str(f): _signature(f) for f in self.files} if filesystem is None else {}
+
+    def changed(self) -> list[str]:
+        out = []
+        for f, before in self._stat0.items():
+            now = _signature(f)
+            if now != before:
+                out.append(f"{f}: {_describe_change(before, now)}")
+        return out
 
     def _open(self, f) -> IO[bytes]:
         """Open one input: through the filesystem for HF files, else only a regular file (see core.files)."""
