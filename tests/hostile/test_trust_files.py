@@ -27,7 +27,6 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
