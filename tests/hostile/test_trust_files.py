@@ -164,6 +164,10 @@ CASES: list[Case] = [
       says=["k.fifo", "fifo"]),
     C("kit-yaml-in-cwd-is-fifo", ["render", "--stdout"], setup=fifo("kit.yaml"), says=["kit.yaml", "fifo"]),
     C("kit-yaml-in-cwd-is-dev-zero", ["status", "r1"], setup=zero("kit.yaml"), says=["kit.yaml", "character device"]),
+    C("kit-yaml-user-config-fifo", ["render", "--stdout"], says=["llmc-kit/kit.yaml", "fifo"],
+      setup=both(lambda cwd: (cwd / "kit.yaml").unlink(), fifo("../home/.config/llmc-kit/kit.yaml"))),
+    C("kit-yaml-in-a-parent-is-fifo", ["render", "--stdout"], says=["kit.yaml", "fifo"],
+      setup=both(lambda cwd: (cwd / "kit.yaml").unlink(), fifo("../kit.yaml"))),
     C("kit-yaml-ca-cert-fifo", ["render", "--stdout"], setup=fifo("ca.pem"),
       files={"kit.yaml": "data_root: ./data\nruntime: native\nca_cert: ca.pem\n"}, says=["ca.pem", "fifo"]),
     # ---------------------------------------------------------------- --inventory
