@@ -259,7 +259,7 @@ def read_run(run: Path, name: str = "") -> RunLogs:
     """A run folder's main.log + stdout.log; or, given a file, that file as a main.log (any file name; named
     after the file, or after its folder when the file is called main.log)."""
     if run.exists() and not run.is_dir():
-        check_regular(run, "main.log")         # a device, FIFO or socket: exit 2 naming it
+        check_regular(run, MAIN_LOG)           # a device, FIFO or socket: exit 2 naming it
         streams, bad, _ = read_main_log(run)
         if not name and run.name != MAIN_LOG:
             name = run.stem

@@ -71,7 +71,7 @@ def resolve_run(n: str, runs_dir: Path, *, files: bool = False) -> Path:
     """One RUN argument -> an absolute run folder (or, with ``files``, a log file to read as a main.log)."""
     p = Path(n)
     if p.exists() and not p.is_dir():
-        check_regular(p, "main.log" if files else "run")      # a device, FIFO or socket: exit 2 naming it
+        check_regular(p, MAIN_LOG if files else "run")      # a device, FIFO or socket: exit 2 naming it
     if p.is_file():
         if files:
             return p.absolute()
