@@ -207,6 +207,12 @@ class ConfigSource:
         return f"{self.path} ({self.how})" if self.path is not None else "none found"
 
 
+def _found(p: Path) -> bool:
+    """A kit.yaml is there: a file, or a device, FIFO or socket under that name (found, so that reading it refuses
+    it by name instead of passing over it silently to another kit.yaml); a folder is not one."""
+    return p.exists() and not p.is_dir()
+
+
 def locate_config(path: Optional[Path] = None, cwd: Optional[Path] = None,
                   environ: Optional[Mapping[str, str]] = None) -> ConfigSource:
     """Find kit.yaml in git's order (see the module docstring). Found means the file exists; --config and
@@ -219,10 +225,10 @@ def locate_config(path: Optional[Path] = None, cwd: Optional[Path] = None,
     here = (cwd or Path.cwd()).absolute()
     for folder in (here, *here.parents):
         cand = folder / CONFIG_NAME
-        if cand.is_file():
+        if _found(cand):
             return ConfigSource(cand, "this folder" if folder == here else "a parent folder")
     user = user_config_path(env)
-    if user.is_file():
+    if _found(user):
         return ConfigSource(user, "user config")
     return ConfigSource(None, "none")
 

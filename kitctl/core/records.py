@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import write_atomic
+from kitctl.core.files import read_limited, write_atomic
 
 R = TypeVar("R", bound="Record")
 M = TypeVar("M", bound=BaseModel)
@@ -27,6 +27,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_YAML_BYTES = 256 << 10      # 256 KiB: every YAML the kit reads is a few KB (PyYAML parses ~150 KB/s)
 MAX_YAML_ALIASES = 32          # anchors are fine; thousands of alias expansions are an attack
 MAX_ERROR_CHARS = 300          # never echo megabytes back
+MAX_RECORD_BYTES = 64 << 20    # a JSON record the kit writes is KBs (run.json with every eval: well under 1 MiB)
 
 
 def short(text: object, limit: int = MAX_ERROR_CHARS) -> str:
@@ -58,6 +59,7 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
     SCHEMA: ClassVar[int] = 1
     KIND: ClassVar[str] = "record"
+    MAX_BYTES: ClassVar[int] = MAX_RECORD_BYTES
     schema_version: int = 1
 
     def model_post_init(self, __context: Any) -> None:
@@ -70,8 +72,8 @@ class Record(BaseModel):
         or written by a newer kit."""
         path = Path(path)
         fix = hint or f"delete {path} and re-run the command that made it"
-        try:
-            raw = json.loads(path.read_text())
+        try:         # a device, FIFO or socket in its place: ConfigError (exit 2) naming it, never a hang
+            raw = json.loads(read_limited(path, cls.KIND, cls.MAX_BYTES, fix))
         except FileNotFoundError:
             raise KitError(f"no {cls.KIND} at {path}", fix) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -138,13 +140,8 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
 def read_yaml_file(path: Path, what: str = "YAML file") -> Any:
     """Read and parse a YAML file with the limits; folders, binary and unreadable files are ConfigErrors."""
     path = Path(path)
-    try:
-        if path.is_dir():
-            raise ConfigError(f"{path} is a folder, not a {what}", f"pass the {what} itself")
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{path} is {size:,} bytes: too large for a {what}", f"point at the right {what}")
-        raw = path.read_bytes()
+    try:         # folders, devices, FIFOs, sockets and files over the limit: ConfigError naming the path
+        raw = read_limited(path, what, MAX_YAML_BYTES, f"pass the {what} itself")
     except FileNotFoundError:
         raise ConfigError(f"no {what} at {path}", "check the path") from None
     except PermissionError:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from kitctl.core.errors import ConfigError
+from kitctl.core.files import check_regular, open_regular, read_limited
 from kitctl.core.records import short
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -274,13 +275,14 @@ def readable_file(path: Path, what: str, text: bool = False, non_empty: bool = F
         raise ConfigError(f"{what} {path} does not exist", f"check the path given to {what}")
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder, not a file", f"pass the file itself to {what}")
+    check_regular(path, what)          # a device, FIFO or socket: refused, naming it (reading one never ends)
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{what} {path} is not readable (permission denied)", f"check who owns it: ls -l {path}")
     if non_empty and path.stat().st_size == 0:
         raise ConfigError(f"{what} {path} is empty", f"pass a file with content to {what}")
     if text:
         limit = 1 << 16
-        with open(path, "rb") as f:
+        with open_regular(path, what) as f:
             head = f.read(limit)
         if b"\0" in head:
             raise ConfigError(f"{what} {path} is a binary file, not text", f"pass the text file {what} expects")
@@ -318,10 +320,7 @@ def pem_bundle(path: Path, what: str = "--ca-cert") -> Path:
     try:
         if p.is_dir():
             raise ConfigError(f"{what} {p} is a folder, not a CA bundle", fix)
-        size = p.stat().st_size
-        if size > MAX_CA_BYTES:
-            raise ConfigError(f"{what} {p} is {size:,} bytes: too large for a CA bundle", fix)
-        data = p.read_bytes()
+        data = read_limited(p, "CA bundle", MAX_CA_BYTES, fix)
     except FileNotFoundError:
         raise ConfigError(f"{what} {p}: no such file", fix) from None
     except PermissionError:

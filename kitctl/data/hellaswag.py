@@ -10,14 +10,16 @@ longest_example_bytes, 0...]``, then per example a stream of uint16::
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from kitctl.core.errors import KitError
-from kitctl.core.files import atomic_output, tidy_on_failure, write_atomic
+from kitctl.core.files import atomic_output, open_regular, tidy_on_failure, too_large, write_atomic
 from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
 from kitctl.core.llmc_files import HELLASWAG_START as START
 from kitctl.data.tokenizer import get_encoding
@@ -56,15 +58,25 @@ def eval_file_bytes(datas: list[dict[str, Any]]) -> bytes:
     return pack_hellaswag_header(len(datas), longest) + np.concatenate(chunks).tobytes()
 
 
+MAX_SOURCE_BYTES = 1 << 30      # llm.c's hellaswag_val.jsonl is 11 MB; its train split 47 MB
 NOT_JSONL_HINT = "give llm.c's hellaswag_val.jsonl: one JSON object a line with ctx, endings (4) and label (0-3)"
 
 
 def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     """(line number, example) for each example of a HellaSwag jsonl, checked as llm.c's evaluator needs."""
     path = Path(path)
-    if not path.is_file():
-        raise KitError(f"HellaSwag file {path} does not exist", "give hellaswag_val.jsonl with --source", exit_code=2)
-    with open(path, encoding="utf-8") as f:
+    try:        # a folder, device, FIFO or socket: exit 2 naming it, never a read that does not end
+        raw = open_regular(path, "HellaSwag file", NOT_JSONL_HINT)
+    except FileNotFoundError:
+        raise KitError(f"HellaSwag file {path} does not exist", "give hellaswag_val.jsonl with --source", exit_code=2) from None
+    except OSError as e:
+        raise KitError(f"cannot read HellaSwag file {path}: {e.strerror or e}", "check the path and its permissions",
+                       exit_code=2) from None
+    size = os.fstat(raw.fileno()).st_size
+    if size > MAX_SOURCE_BYTES:
+        raw.close()
+        raise too_large(path, "HellaSwag jsonl", size, MAX_SOURCE_BYTES, NOT_JSONL_HINT)
+    with io.TextIOWrapper(raw, encoding="utf-8") as f:
         lineno = 0
         try:
             for lineno, line in enumerate(f, 1):

@@ -21,15 +21,17 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Sequence, Union
 
 from kitctl.core.errors import KitError
-from kitctl.core.files import sha256_file
+from kitctl.core.files import check_regular, open_regular, sha256_file, too_large
 
 TEXT_COLUMN = "text"
 BATCH_ROWS = 512              # documents a batch: ~1.5 MB of web text, ~0.1 s on one core (a short tail at the end)
 SAMPLE_FILES = 8              # a sample reads from at most this many files (spread over the list) ...
 SAMPLE_SPOTS = 4              # ... and from this many places in each (row groups, file offsets)
+MAX_JSONL_LINE = 64 << 20     # one document a line: a web page is KBs; a 64 MiB line is not a document
+MAX_TXT_BYTES = 1 << 30       # a .txt input is one document, read whole (tinyshakespeare: 1 MB)
 
 Batch = Union[Sequence[str], Any]   # list[str] or a pyarrow (Large)StringArray
 
@@ -59,7 +61,9 @@ def resolve_local(spec: str, out_dir: Optional[Path] = None) -> list[Path]:
     files a glob matches inside it (manifest.json, ...) are left out."""
     p = Path(os.path.expanduser(spec))
     if any(c in spec for c in "*?["):
-        files = [Path(f) for f in glob.glob(os.path.expanduser(spec), recursive=True) if Path(f).is_file()]
+        matched = [Path(f) for f in glob.glob(os.path.expanduser(spec), recursive=True)]
+        _no_special(f for f in matched if not f.is_dir())
+        files = [f for f in matched if f.is_file()]
         if out_dir is not None:
             files = [f for f in files if not _inside(f, out_dir)]
         if not files:
@@ -70,10 +74,13 @@ def resolve_local(spec: str, out_dir: Optional[Path] = None) -> list[Path]:
             raise KitError(f"the output folder {out_dir} is inside the input folder {p}: its manifest and shards "
                            "would be read back as input on the next run",
                            f"pass --out with a folder outside {p} (or give the input files as a glob)", exit_code=2)
-        files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES]
+        found = [f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES and not f.is_dir()]
+        _no_special(found)
+        files = [f for f in found if f.is_file()]
         if not files:
             raise KitError(f"folder {p} holds no .parquet, .jsonl or .txt files", exit_code=2)
-    elif p.is_file():
+    elif p.exists():
+        check_regular(p, "input")        # a device, FIFO or socket: exit 2 naming it
         files = [p]
     else:
         raise KitError(f"input {spec} does not exist", "give an existing file, folder or glob, or a recipe name "
@@ -83,6 +90,51 @@ def resolve_local(spec: str, out_dir: Optional[Path] = None) -> list[Path]:
         raise KitError(f"cannot read {bad[0]}: unknown file type '{bad[0].suffix}'",
                        "inputs are .parquet, .jsonl (one JSON object a line) or .txt (one document)", exit_code=2)
     return sorted(files, key=lambda f: str(f))
+
+
+def _no_special(paths: Iterable[Path]) -> None:
+    """Refuse an input that is a device, FIFO or socket (skipping it silently would drop data without a word)."""
+    for f in paths:
+        if f.exists() and not f.is_file():
+            check_regular(f, "input")
+
+
+Signature = Optional[tuple[int, int, int, int, int]]
+
+
+def _signature(f: Union[Path, str]) -> Signature:
+    """(size, mtime_ns, ctime_ns, inode, device) of a local file, None when it is gone. ctime moves on every
+    write, even one that puts the old mtime back (touch -d)."""
+    try:
+        st = os.stat(f)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _describe_change(before: Signature, now: Signature) -> str:
+    if now is None:
+        return "deleted (or moved away)"
+    if before is None:
+        return "created"
+    if before[3:] != now[3:]:
+        return "replaced by another file"
+    if before[0] != now[0]:
+        return f"size {before[0]:,} -> {now[0]:,} bytes"
+    if before[1] != now[1]:
+        return "modified (same size, new modification time)"
+    return "written to (same size and modification time, new change time)"
+
+
+def _open_local(f: Union[Path, str]) -> IO[bytes]:
+    try:
+        return open_regular(Path(f), "input")
+    except FileNotFoundError:
+        raise KitError(f"input {f} does not exist (was it moved or deleted while kitctl data ran?)",
+                       "put it back and re-run the same command", exit_code=2) from None
+    except OSError as e:
+        raise KitError(f"cannot read input {f}: {e.strerror or e}", "check the file and its permissions",
+                       exit_code=2) from None
 
 
 # -------------------------------------------------------------------------------------------- sources
@@ -100,6 +152,12 @@ class Source:
     def check(self) -> None:
         """Open every input once and fail early with a clear message (missing column, unreadable file)."""
 
+    def changed(self) -> list[str]:
+        """What changed in the inputs since the source was made (one line per file); empty when nothing did.
+        Checked after the documents were read: a change while reading means the shards may mix old and new bytes
+        under a fingerprint of the old ones."""
+        return []
+
     def basis_bytes(self) -> dict[str, int]:
         """{kind: bytes} the token estimate scales from (parquet: text bytes; jsonl/txt: file bytes)."""
         return {}
@@ -115,7 +173,7 @@ def _open_parquet(path, filesystem=None):
     try:
         if filesystem is not None:
             return pq.ParquetFile(filesystem.open(path, "rb"))
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(_open_local(path))
     except FileNotFoundError:
         raise KitError(f"input {path} does not exist", exit_code=2) from None
     except Exception as e:
@@ -148,6 +206,20 @@ class FilesSource(Source):
         self.description = description or ", ".join(str(f) for f in self.files[:3]) + \
             (f" (+{len(self.files) - 3} more)" if len(self.files) > 3 else "")
         self._fp_extra = fingerprint_extra
+        # size, mtime, ctime and inode of every local input, taken before anything is hashed or read
+        self._stat0 = {str(f): _signature(f) for f in self.files} if filesystem is None else {}
+
+    def changed(self) -> list[str]:
+        out = []
+        for f, before in self._stat0.items():
+            now = _signature(f)
+            if now != before:
+                out.append(f"{f}: {_describe_change(before, now)}")
+        return out
+
+    def _open(self, f) -> IO[bytes]:
+        """Open one input: through the filesystem for HF files, else only a regular file (see core.files)."""
+        return self.fs.open(str(f), "rb") if self.fs is not None else _open_local(f)
 
     def _kind(self, f) -> str:
         return SUFFIXES.get(Path(str(f)).suffix.lower(), "parquet")
@@ -247,8 +319,7 @@ class FilesSource(Source):
                 nbytes += int(meta[r] * took / max(1, rows[r]))
             return docs, nbytes
         size = self._size(f)
-        opener = self.fs.open if self.fs is not None else open
-        with opener(str(f), "rb") as fh:
+        with self._open(f) as fh:
             for off in sorted({size * i // SAMPLE_SPOTS for i in range(SAMPLE_SPOTS)}):
                 fh.seek(off)
                 if kind == "txt":
@@ -306,9 +377,13 @@ class FilesSource(Source):
 
     def _jsonl(self, f, left: list, batch_rows: int):
         batch: list[str] = []
-        opener = self.fs.open if self.fs is not None else open
-        with opener(str(f), "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
+        with self._open(f) as fh:
+            lineno = 0
+            while line := fh.readline(MAX_JSONL_LINE + 1):
+                lineno += 1
+                if len(line) > MAX_JSONL_LINE:
+                    raise KitError(f"{f}:{lineno}: a line longer than {MAX_JSONL_LINE >> 20} MiB: not a jsonl document",
+                                   "jsonl inputs hold one JSON object per line", exit_code=2)
                 if not line.strip():
                     continue
                 if left[0]:
@@ -331,9 +406,14 @@ class FilesSource(Source):
             yield batch
 
     def _txt(self, f, left: list, batch_rows: int):
-        opener = self.fs.open if self.fs is not None else open
-        with opener(str(f), "rb") as fh:
-            raw = fh.read()
+        with self._open(f) as fh:
+            if self.fs is None and (size := os.fstat(fh.fileno()).st_size) > MAX_TXT_BYTES:
+                raise too_large(Path(f), "text input", size, MAX_TXT_BYTES,
+                                "a .txt input is one document held in memory; split it, or give it as .jsonl")
+            raw = fh.read(MAX_TXT_BYTES + 1)
+        if len(raw) > MAX_TXT_BYTES:
+            raise too_large(Path(f), "text input", len(raw), MAX_TXT_BYTES,
+                            "a .txt input is one document held in memory; split it, or give it as .jsonl")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:

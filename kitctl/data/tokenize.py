@@ -295,6 +295,33 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
 
     writer = ShardWriter(out_dir, name, shard_size, first, start_index=start_index, start_pos=start_pos,
                          on_shard=on_shard)
+
+    reported: list[KitError] = []
+
+    def input_changed() -> Optional[KitError]:
+        """The inputs changed while they were read: drop this run's shards (they may mix old and new bytes under
+        the old fingerprint) and say so; the next run fingerprints the input as it is then and starts over."""
+        if reported:
+            return reported[0]
+        changes = source.changed()
+        if not changes:
+            return None
+        writer.abort()
+        n = len(m.shards) - start_index
+        del m.shards[start_index:]
+        m.complete = False
+        m.run.failed = "the input changed while it was read"
+        try:
+            _clean_leftovers(out_dir, name, start_index)
+            saver.save()
+        except OSError:
+            pass
+        reported.append(KitError("the input changed while kitctl data read it:\n    " + "\n    ".join(changes[:10])
+                        + (f"\n    ... and {len(changes) - 10} more" if len(changes) > 10 else "")
+                        + f"\n  the {n} shard(s) this run wrote were deleted: they could mix the old and the new bytes",
+                        "re-run the same command once the input has stopped changing: it tokenizes the input as it "
+                        "is then (a download or an editor still writing it? wait for it to finish)"))
+        return reported[0]
     batches = source.iter_batches(start_doc=start_doc, batch_rows=batch_rows)
     stream = iter_tokens(batches, default_workers() if workers is None else workers)
     failure: Optional[BaseException] = None
@@ -313,9 +340,15 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
                 if progress:
                     progress(len(tokens), writer.index)
             writer.close()                   # the last, partial shard: its end is the end of the stream
+            changed = input_changed()        # the fingerprint's files, checked again after reading
+            if changed is not None:
+                raise changed
     except OSError as e:
         failure = e
-        raise _os_error(e, out_dir) from None
+        raise (input_changed() or _os_error(e, out_dir)) from None
+    except KitError as e:
+        failure = e
+        raise (input_changed() or e) from None
     except BaseException as e:
         failure = e
         raise

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.files import read_limited
 
 QUERY = "index,name,compute_cap,memory.total,driver_version"
 NVIDIA_SMI_ARGV = ["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader"]
@@ -101,6 +102,9 @@ def query(nvidia_smi: str = "nvidia-smi") -> list[GPU]:
     return parse_csv(out.stdout)
 
 
+MAX_INVENTORY_BYTES = 1 << 20     # an nvidia-smi CSV is ~100 bytes a GPU
+
+
 def load_inventory(path: Optional[Path]) -> list[GPU]:
     """GPUs from ``--inventory FILE`` if given, else from this machine's nvidia-smi."""
     if path is None:
@@ -109,12 +113,8 @@ def load_inventory(path: Optional[Path]) -> list[GPU]:
     hint = f"make one on the target machine with: {' '.join(NVIDIA_SMI_ARGV)} > {path.name}"
     if not path.exists():
         raise KitError(f"inventory file {path} does not exist", hint, exit_code=2)
-    try:
-        if path.is_dir():
-            raise KitError(f"inventory {path} is a folder, not a CSV file", hint, exit_code=2)
-        if path.stat().st_size > 1 << 20:
-            raise KitError(f"inventory {path} is larger than 1 MiB: not an nvidia-smi CSV", hint, exit_code=2)
-        raw = path.read_bytes()
+    try:       # a folder, device, FIFO or socket, or more than 1 MiB: exit 2 naming it, never read whole
+        raw = read_limited(path, "inventory", MAX_INVENTORY_BYTES, hint)
     except OSError as e:
         raise KitError(f"cannot read inventory {path}: {e.strerror or e}", "check the path and its permissions",
                        exit_code=2) from None

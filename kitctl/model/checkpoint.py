@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from kitctl.core.errors import KitError
+from kitctl.core.files import open_regular
 
 from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: the format's names for model's callers)
     CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, HEADER_BYTES, HEADER_INTS, MODEL_RE, SHARD_MAGIC,
@@ -114,8 +115,8 @@ def read_header(path: Path) -> tuple[int, LlmcConfig]:
     path = Path(path)
     if path.is_dir():
         raise KitError(f"{path} is a folder, not a checkpoint file", FIX_FILE, exit_code=2)
-    try:
-        with path.open("rb") as f:
+    try:         # a device, FIFO or socket: exit 2 naming it (never a hang on a read that does not end)
+        with open_regular(path, "checkpoint", FIX_FILE) as f:
             head = f.read(HEADER_BYTES)
     except FileNotFoundError:
         raise KitError(f"no checkpoint at {path}", FIX_FILE, exit_code=2) from None
@@ -166,3 +167,45 @@ def open_checkpoint(path: Path) -> Checkpoint:
         params[name] = flat[off:off + n].reshape(shape)
         off += n
     return Checkpoint(path, version, cfg, params)
+
+
+GPT2_VOCAB = 50257          # the GPT-2 BPE the export writes beside the weights (encoder.json: 50257 tokens)
+MAX_CONTEXT = 1 << 16       # llm.c's positional table; a header claiming more is not a model it wrote
+FINITE_CHUNK = 1 << 22      # values checked at a time (16 MiB of fp32): memory stays flat for any model size
+
+
+def check_fits_tokenizer(ck: Checkpoint) -> None:
+    """The header's vocab and context against the GPT-2 tokenizer an export writes beside the weights: the vocab
+    must be GPT-2's 50257 tokens (else token ids and rows disagree: wrong text, or ids past the table), the context a
+    size llm.c trains. KitError (exit 2) naming the checkpoint otherwise."""
+    c = ck.config
+    if c.vocab_size != GPT2_VOCAB:
+        raise _bad(ck.path, f"its vocab is {c.vocab_size:,} tokens, the GPT-2 tokenizer written beside the export has "
+                            f"{GPT2_VOCAB:,}", "export-model writes GPT-2's tokenizer: only checkpoints of a GPT-2 "
+                            "vocab (llm.c's -e d12 / gpt2 models, vocab 50257) can be exported")
+    if not 1 <= c.max_seq_len <= MAX_CONTEXT:
+        raise _bad(ck.path, f"its context (max_seq_len) is {c.max_seq_len:,}, more than the {MAX_CONTEXT:,} a GPT-2 "
+                            "export can describe", FIX_FILE)
+
+
+def check_finite(ck: Checkpoint) -> None:
+    """Every weight is a finite number: a NaN or Inf (a diverged run, a damaged copy) is refused before anything is
+    written, naming the tensor, the count and an earlier step to try. Read in chunks from the memory map."""
+    bad: list[str] = []
+    for name, a in ck.params.items():
+        flat = a.reshape(-1)
+        n = 0
+        for i in range(0, flat.size, FINITE_CHUNK):
+            part = np.asarray(flat[i:i + FINITE_CHUNK])
+            if ck.version == 5:       # bf16: exponent bits all ones = Inf or NaN
+                n += int(np.count_nonzero((part.view(np.uint16) & 0x7F80) == 0x7F80))
+            else:
+                n += int(part.size - np.count_nonzero(np.isfinite(part)))
+        if n:
+            bad.append(f"{name}: {n:,}")
+    if bad:
+        step = f" (step {ck.step})" if ck.step is not None else ""
+        raise _bad(ck.path, f"weights that are NaN or Inf{step}: {', '.join(bad[:6])}"
+                   + (f" and {len(bad) - 6} more tensors" if len(bad) > 6 else ""),
+                   "the run diverged or the file is damaged: export an earlier checkpoint (--step N; "
+                   "`ls <run>/model_*.bin` lists them), or lower the learning rate and train again")

@@ -79,13 +79,15 @@ def export_model(
     if t.note:
         _say(f"note: {t.note}")
     dest = out if out is not None else export.default_out(t.checkpoint)
+    protect = (cfg.data_root, cfg.runs_dir)
     if dry_run:
+        export.check_out(dest.absolute(), force, protect, ck.path)      # a --out it would refuse: refused now
         c = ck.config
         console.print(f"would export {t.checkpoint} (step {ck.step}, {c.num_layers} layers, C={c.channels}, "
                       f"{ck.dtype}) -> {dest}" + (f", then push it to {endpoint_for(cfg.mirrors.hf_endpoint)}/{push}"
                                                   if push else ""), highlight=False, markup=False, soft_wrap=True)
         return
-    res = export.write_export(ck, dest, dtype=dtype, force=force, say=_say)
+    res = export.write_export(ck, dest, dtype=dtype, force=force, say=_say, protect=protect)
     c = ck.config
     console.print(f"exported {t.checkpoint} (step {ck.step}, {c.num_layers} layers, C={c.channels}, "
                   f"T={c.max_seq_len}, {ck.dtype}) -> {res.out} ({res.bytes / 1e6:,.1f} MB, {res.record.dtype})",

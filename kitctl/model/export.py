@@ -14,14 +14,15 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 from kitctl import __version__
-from kitctl.core.errors import KitError
-from kitctl.core.files import free_bytes, replace_atomic, sha256_file, temp_path, write_atomic
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.llmc_files import DONE_RE, MAIN_LOG, MODEL_RE, RUN_JSON, STATE_RE, STDOUT_LOG
+from kitctl.core.files import free_bytes, normal_mode, replace_atomic, sha256_file, temp_path, write_atomic
 from kitctl.core.records import Record
 from kitctl.model import hf
-from kitctl.model.checkpoint import Checkpoint, open_checkpoint
+from kitctl.model.checkpoint import Checkpoint, check_finite, check_fits_tokenizer, open_checkpoint
 from kitctl.core import proc
 from kitctl.model.locate import Target
 
@@ -70,20 +71,70 @@ def _remove_stale(out: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def check_out(out: Path, force: bool) -> None:
+# every name an export folder holds: --force replaces a folder holding these and nothing else
+EXPORT_NAMES = frozenset({"model.safetensors", "config.json", "generation_config.json", "tokenizer_config.json",
+                          "special_tokens_map.json", *hf.TOKENIZER_COPIES, "README.md", RECORD})
+NEW_OUT = "choose a new or empty --out (the default is <run>/hf/model_NNNNNNNN)"
+
+
+def _inside(p: Path, folder: Path) -> bool:
+    try:
+        p.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def check_out(out: Path, force: bool, protect: Sequence[Path] = (), source: Optional[Path] = None) -> None:
+    """May the export be written to ``out``? A new or empty folder: yes. A folder that export-model wrote (its
+    llmc_export.json, and nothing but export files): only with ``force``. Anything else -- a run folder, the runs
+    root, the data root, a folder holding checkpoints, the checkpoint's own folder, any folder with other files --
+    is never replaced, and the refusal does not offer --force."""
+    if out.is_symlink():
+        raise ConfigError(f"--out {out} is a symbolic link", f"pass the real folder, or {NEW_OUT}")
     if out.exists() and not out.is_dir():
-        raise KitError(f"--out {out} is a file", "pass a folder path for the export", exit_code=2)
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise KitError(f"--out {out} already exists and is not empty",
-                       "pass --force to replace it (the new export is written beside it and swapped in whole), "
-                       "or choose another --out", exit_code=2)
+        raise ConfigError(f"--out {out} is a file", "pass a folder path for the export")
+    if not out.is_dir():
+        return
+    for root in protect:            # the data root, the runs root: named as such
+        if _inside(root, out):
+            raise ConfigError(f"--out {out} is (or holds) {root}: export-model never replaces it", NEW_OUT)
+    if source is not None and _inside(source, out):
+        raise ConfigError(f"--out {out} holds the checkpoint being exported ({source}): export-model never "
+                          "replaces it", NEW_OUT)
+    try:
+        names = sorted(os.listdir(out))
+    except OSError as e:
+        raise ConfigError(f"cannot read --out {out}: {e.strerror or e}", NEW_OUT) from None
+    if not names:
+        return
+    strangers = [n for n in names if n not in EXPORT_NAMES]
+    if strangers or RECORD not in names:
+        what = ("a run folder" if {MAIN_LOG, RUN_JSON, STDOUT_LOG} & set(names)
+                else "a folder holding checkpoints" if any(r.match(n) for n in names for r in (MODEL_RE, STATE_RE, DONE_RE))
+                else "a folder export-model did not write" if RECORD not in names
+                else "an export with other files added")
+        shown = ", ".join(strangers[:5]) + (f" (+{len(strangers) - 5} more)" if len(strangers) > 5 else "")
+        raise ConfigError(f"--out {out} is {what} ({shown or 'no ' + RECORD}): export-model replaces only a "
+                          "folder it wrote itself, and never one holding anything else",
+                          f"{NEW_OUT}; or move those files away yourself")
+    try:
+        ExportRecord.read(out / RECORD)
+    except KitError as e:
+        raise ConfigError(f"--out {out}: its {RECORD} is not one export-model wrote ({e.message})",
+                          f"{NEW_OUT}; or move that folder away yourself") from None
+    if not force:
+        raise ConfigError(f"--out {out} already holds an export (its {RECORD})",
+                          "pass --force to replace it (the new export is written beside it and swapped in whole), "
+                          "or choose another --out")
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path, force: bool) -> Iterator[Path]:
+def staged_folder(out: Path, force: bool, protect: Sequence[Path] = (), source: Optional[Path] = None
+                  ) -> Iterator[Path]:
     """Yield an empty temp folder beside ``out``; on a clean exit it replaces ``out`` in one rename."""
     out = out.absolute()
-    check_out(out, force)
+    check_out(out, force, protect, source)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     tmp = out.parent / f".tmp-{out.name}.{os.getpid()}"
@@ -125,14 +176,19 @@ def make_record(ck: Checkpoint, dtype: str) -> ExportRecord:
 
 
 def write_export(ck: Checkpoint, out: Path, *, dtype: Optional[str] = None, force: bool = False,
-                 say: Callable[[str], None] = lambda s: None) -> Exported:
+                 say: Callable[[str], None] = lambda s: None, protect: Sequence[Path] = ()) -> Exported:
     """Export ``ck`` to ``out`` (model.safetensors, config.json, generation_config.json, tokenizer files,
-    README.md, llmc_export.json)."""
+    README.md, llmc_export.json). The checkpoint is checked first (vocab and context against the GPT-2
+    tokenizer written beside it, every weight finite); ``protect`` (the data root, the runs root) is never
+    replaced, nor any folder but an earlier export (see :func:`check_out`)."""
     dtype = dtype or ck.dtype
     if dtype not in hf.DTYPES:
         raise KitError(f"--dtype {dtype}: not one of {', '.join(hf.DTYPES)}", "use float32 or bfloat16", exit_code=2)
     out = out.absolute()
-    check_out(out, force)
+    check_out(out, force, protect, ck.path)
+    check_fits_tokenizer(ck)
+    say(f"checking {ck.path.name}: every weight finite")
+    check_finite(ck)
     need = hf.export_bytes(ck.config, dtype)
     free = free_bytes(out.parent)
     if free < need + (64 << 20):
@@ -142,10 +198,11 @@ def write_export(ck: Checkpoint, out: Path, *, dtype: Optional[str] = None, forc
     rec = make_record(ck, dtype)
     say(f"writing {need / 1e6:,.0f} MB of {dtype} weights ({ck.config.num_parameters:,} llm.c parameters, "
         f"padded vocab rows dropped)")
-    with staged_folder(out, force) as tmp:
+    with staged_folder(out, force, protect, ck.path) as tmp:
         st = tmp / "model.safetensors"
         part = temp_path(st)
         hf.write_safetensors(ck, part, dtype)
+        normal_mode(part)               # the safetensors writer makes 0600; the export is readable like the rest
         replace_atomic(part, st)
         write_atomic(tmp / "config.json", hf.dumps(hf.config_json(ck.config, dtype)))
         write_atomic(tmp / "generation_config.json", hf.dumps(hf.generation_config_json()))

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.files import check_regular
 from kitctl.core.llmc_files import DONE_RE, MODEL_RE
+from kitctl.model.checkpoint import FIX_FILE
 EXPORT_FILES = ("config.json", "model.safetensors")
 
 
@@ -71,6 +73,8 @@ def resolve(target: str, runs_dir: Path, step: Optional[int] = None, allow_expor
                        f"pass a run name (runs under {runs_dir}: {_runs_list(runs_dir)}), a run folder, or a "
                        "model_NNNNNNNN.bin file", exit_code=2)
     found = found.absolute()
+    if not found.is_dir():
+        check_regular(found, "checkpoint", FIX_FILE)     # a device, FIFO or socket: exit 2 naming it
     if found.is_file():
         if step is not None:
             raise KitError(f"--step {step} was given with a checkpoint file ({found.name})",

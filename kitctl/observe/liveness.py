@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.proc import pid_alive
 from kitctl.core.progress import format_duration
 from kitctl.observe.logs import STDOUT_LOG
-from kitctl.observe.run_meta import RunRecord, container_name, session_of
+from kitctl.observe.run_meta import RunRecord, container_name, read_run_meta, session_of
 
 
 @dataclass
@@ -113,3 +114,16 @@ def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float
     if session.launcher == "slurm" and session.job_id:
         return Liveness("unknown", f"Slurm job {session.job_id}: ask `squeue -j {session.job_id}`{age}")
     return Liveness("unknown", f"no live train_gpt2cu found for this folder on this host{age}")
+
+
+def is_live(run_dir: Path, proc: Path = Path("/proc")) -> bool:
+    """Is a training writing ``run_dir`` now, seen from this machine (a live pid, a running container, a
+    train_gpt2cu whose -o is this folder)? What ``kitctl tensorboard --no-serve`` follows; a finished, failed,
+    stopped or unknown run is converted once and left. A damaged run.json counts as no record."""
+    try:
+        meta = read_run_meta(run_dir)
+    except ConfigError:
+        raise
+    except KitError:
+        meta = None
+    return liveness(meta, run_dir, None, False, proc).state == "running"

@@ -26,12 +26,14 @@ The TensorBoard side (event files in ``<run>/tb/``) is ``kitctl.observe.tbsync``
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import check_regular, open_regular, read_chunks
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG  # noqa: F401 (re-exported for observe)
-from kitctl.core.errors import KitError
 from kitctl.train import steplog
 
 
@@ -143,23 +145,82 @@ def parse_stdout(data: bytes | str) -> StdoutInfo:
     return info
 
 
-def read_bytes(path: Path) -> bytes:
-    """A log's bytes; b"" when it does not exist yet. A log that cannot be read (permissions, a folder where
-    the log should be) is bad input: exit 2 saying so."""
+LOG_CHUNK = 8 << 20          # a log is read this many bytes at a time: memory stays bounded whatever its size
+MAX_LINE = 1 << 20           # an llm.c log line is under 200 bytes; a 1 MiB "line" is not a log
+_FOLDER_HINT = "llm.c writes {} as a file: move the folder away, or name the run folder instead"
+
+
+def _log_error(path: Path, e: OSError) -> KitError:
+    if isinstance(e, PermissionError):
+        return ConfigError(f"cannot read {path}: permission denied",
+                           f"check who owns it (ls -l {path}); run kitctl as that user or make it readable")
+    return ConfigError(f"cannot read {path}: {e.strerror or e}", "check the file and the disk it is on")
+
+
+def iter_lines(path: Path, start: int = 0, chunk: int = LOG_CHUNK) -> Iterator[bytes]:
+    """A log's complete lines from byte ``start`` on, in blocks of whole lines (a torn last line is left for
+    later); nothing when it does not exist yet. Read incrementally: memory is one block, however large the log.
+    A folder, device, FIFO or socket where the log should be, or a line over 1 MiB: exit 2 naming the path."""
+    carry = b""
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
-    except IsADirectoryError:
-        raise KitError(f"{path} is a folder, not a log file", f"llm.c writes {path.name} as a file: move the folder "
-                       "away, or name the run folder instead", exit_code=2) from None
-    except PermissionError:
-        raise KitError(f"cannot read {path}: permission denied",
-                       f"check who owns it (ls -l {path}); run kitctl as that user or make it readable",
-                       exit_code=2) from None
+        for data in read_chunks(path, "log file", start, chunk, _FOLDER_HINT.format(path.name)):
+            buf = carry + data if carry else data
+            end = buf.rfind(b"\n")
+            if end < 0:
+                carry = buf
+            else:
+                yield buf[: end + 1]
+                carry = buf[end + 1:]
+            if len(carry) > MAX_LINE:
+                raise ConfigError(f"{path} has a line longer than {MAX_LINE >> 20} MiB: not an llm.c log",
+                                  f"llm.c writes {path.name} as short text lines; move this file away")
     except OSError as e:
-        raise KitError(f"cannot read {path}: {e.strerror or e}", "check the file and the disk it is on",
-                       exit_code=2) from None
+        raise _log_error(path, e) from None
+
+
+def merge(into: Streams, more: Streams) -> Streams:
+    """Add ``more`` (logged later) to ``into``: last value wins, in logging order."""
+    for tag, series in more.items():
+        dst = into.setdefault(tag, {})
+        for step, v in series.items():
+            _put(dst, step, v)
+    return into
+
+
+def read_main_log(path: Path, start: int = 0) -> tuple[Streams, int, int]:
+    """(streams, unreadable lines, bytes of complete lines read) of a main.log from ``start`` on, incrementally."""
+    streams: Streams = {}
+    bad = used = 0
+    for block in iter_lines(path, start):
+        s, b = parse_main_log(block)
+        merge(streams, s)
+        bad += b
+        used += len(block)
+    return streams, bad, used
+
+
+def read_stdout(path: Path, start: int = 0) -> tuple[StdoutInfo, int]:
+    """(step-line scalars, bytes of complete lines read) of a stdout.log from ``start`` on, incrementally."""
+    info = StdoutInfo()
+    used = 0
+    for block in iter_lines(path, start):
+        more = parse_stdout(block)
+        merge(info.streams, more.streams)
+        if more.last_step is not None:
+            info.total_steps, info.last_step = more.total_steps, more.last_step
+        used += len(block)
+    return info, used
+
+
+def read_head(path: Path, n: int) -> tuple[int, bytes]:
+    """(size, the first ``n`` bytes) of a log; (0, b"") when it does not exist."""
+    try:
+        with open_regular(path, "log file", _FOLDER_HINT.format(path.name)) as f:
+            return os.fstat(f.fileno()).st_size, f.read(n)
+    except FileNotFoundError:
+        return 0, b""
+    except OSError as e:
+        raise _log_error(path, e) from None
 
 
 @dataclass
@@ -197,13 +258,14 @@ class RunLogs:
 def read_run(run: Path, name: str = "") -> RunLogs:
     """A run folder's main.log + stdout.log; or, given a file, that file as a main.log (any file name; named
     after the file, or after its folder when the file is called main.log)."""
-    if run.is_file():
-        streams, bad = parse_main_log(read_bytes(run))
+    if run.exists() and not run.is_dir():
+        check_regular(run, MAIN_LOG)           # a device, FIFO or socket: exit 2 naming it
+        streams, bad, _ = read_main_log(run)
         if not name and run.name != MAIN_LOG:
             name = run.stem
         return RunLogs(run.parent, streams, None, bad, True, False, name)
     main_path, out_path = run / MAIN_LOG, run / STDOUT_LOG
-    streams, bad = parse_main_log(read_bytes(main_path))
-    info = parse_stdout(read_bytes(out_path))
+    streams, bad, _ = read_main_log(main_path)
+    info, _ = read_stdout(out_path)
     streams.update(info.streams)
     return RunLogs(run, streams, info.total_steps, bad, main_path.exists(), out_path.exists(), name)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from kitctl.core.errors import KitError
+from kitctl.core.files import check_regular
 from kitctl.core.llmc_files import MAIN_LOG, RUN_JSON, STDOUT_LOG
 
 RUN_FILES = (MAIN_LOG, STDOUT_LOG, RUN_JSON, "reproduce.json")   # reproduce.json: `kitctl reproduce` before training
@@ -69,6 +70,8 @@ def _not_found(n: str, runs_dir: Path, why: str) -> KitError:
 def resolve_run(n: str, runs_dir: Path, *, files: bool = False) -> Path:
     """One RUN argument -> an absolute run folder (or, with ``files``, a log file to read as a main.log)."""
     p = Path(n)
+    if p.exists() and not p.is_dir():
+        check_regular(p, MAIN_LOG if files else "run")      # a device, FIFO or socket: exit 2 naming it
     if p.is_file():
         if files:
             return p.absolute()

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.pipeline_state import status_rows
 from kitctl.core.progress import format_duration
 from kitctl.host import gpus as gpus_mod
@@ -54,6 +54,8 @@ def read_meta(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
     what the logs say."""
     try:
         return read_run_meta(run_dir), None
+    except ConfigError:       # a device, FIFO or socket in its place: refused (exit 2), not shown as a note
+        raise
     except KitError as e:
         return None, f"run.json is unreadable: {e.message}; showing what the logs say ({e.hint})"
 

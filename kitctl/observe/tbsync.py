@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from kitctl.core.errors import KitError
 from kitctl.core.records import Record
-from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, complete_part, parse_main_log,
-                                 parse_stdout, read_bytes)
+from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, read_head, read_main_log,
+                                 read_stdout)
 from kitctl.observe.runs import list_runs
 
 TB_DIR = "tb"
@@ -176,33 +176,40 @@ class TensorBoardSync:
             self._writer = None
 
     # the sync -----------------------------------------------------------
-    def _read_source(self, name: str) -> tuple[bytes, bytes, bool]:
-        """(all complete bytes, the new complete bytes, rewritten?) of one source."""
-        data = complete_part(read_bytes(self.run_dir / name))
+    def _start(self, name: str) -> int:
+        """Where the new lines of one source begin: the offset converted so far, or -1 when the source shrank or its
+        first bytes changed (a fresh run in the same folder). Reads only the first bytes, never the whole log."""
         src = self.state.sources.get(name)
         if not src:
-            return data, data, False
-        if len(data) < src.offset or _head_hash(data, src.head_n) != src.head:
-            return data, data, True
-        return data, data[src.offset:], False
+            return 0
+        size, head = read_head(self.run_dir / name, src.head_n)
+        if size < src.offset or len(head) < src.head_n or _head_hash(head, src.head_n) != src.head:
+            return -1
+        return src.offset
+
+    def _parse(self, name: str, start: int) -> tuple[Streams, int]:
+        """(streams, bytes of complete lines) of one source from ``start`` on, read incrementally."""
+        if name == MAIN_LOG:
+            streams, _, used = read_main_log(self.run_dir / name, start)
+            return streams, used
+        info, used = read_stdout(self.run_dir / name, start)
+        return info.streams, used
 
     def sync(self) -> SyncResult:
         from tensorboard.compat.proto import event_pb2, summary_pb2      # on first use, as above
         from tensorboard.plugins.scalar import metadata as scalar_metadata
 
         res = SyncResult(self.run_dir)
-        full: Streams = {}
         new: Streams = {}
         rewritten = False
-        datas = {}
-        for name in self.SOURCES:
-            data, fresh, rw = self._read_source(name)
-            datas[name] = data
-            rewritten |= rw
-            parse = (lambda b: parse_main_log(b)[0]) if name == MAIN_LOG else (lambda b: parse_stdout(b).streams)
-            whole = parse(data)
-            full.update(whole)
-            new.update(whole if fresh is data else parse(fresh))
+        ends: dict[str, int] = {}
+        for name in self.SOURCES:        # only the lines added since the last sync are read
+            start = self._start(name)
+            rewritten |= start < 0
+            start = max(start, 0)
+            streams, used = self._parse(name, start)
+            new.update(streams)
+            ends[name] = start + used
         max_step = self.state.max_step
         purge_from: Optional[int] = None
         if rewritten and max_step:
@@ -214,7 +221,11 @@ class TensorBoardSync:
                     again = [s for s in pts if s <= done]
                     if again:
                         purge_from = min(again) if purge_from is None else min(purge_from, min(again))
-        if purge_from is not None:
+        if purge_from is not None:       # rewrite from that step on: read every line again, one block at a time
+            full: Streams = {}
+            for name in self.SOURCES:
+                streams, ends[name] = self._parse(name, 0)
+                full.update(streams)
             todo = {t: {s: v for s, v in pts.items() if s >= purge_from} for t, pts in full.items()}
         else:
             todo = {t: {s: v for s, v in pts.items() if s > max_step.get(t, -1)} for t, pts in new.items()}
@@ -238,9 +249,10 @@ class TensorBoardSync:
         for t, pts in todo.items():
             if pts:
                 max_step[t] = max(max(pts), max_step.get(t, -1)) if purge_from is None else max(full[t])
-        for name, data in datas.items():
-            head_n = min(len(data), 4096)
-            self.state.sources[name] = SourceState(offset=len(data), head_n=head_n, head=_head_hash(data, head_n))
+        for name, end in ends.items():
+            head_n = min(end, 4096)
+            _, head = read_head(self.run_dir / name, head_n)
+            self.state.sources[name] = SourceState(offset=end, head_n=head_n, head=_head_hash(head, head_n))
         self._save_state()
         res.written = len(points)
         res.purged_from = purge_from

@@ -24,6 +24,8 @@ from typing import IO, Callable, Iterable, Optional
 
 from kitctl.core import proc
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.observe.liveness import is_live
+from kitctl.observe.runs import list_runs
 from kitctl.observe.tbsync import TB_DIR, SyncResult, describe_sync, follow as follow_logs, sync_runs
 
 DEFAULT_HOST = "127.0.0.1"
@@ -176,6 +178,15 @@ def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int
                 say(describe_sync(r))
             if not serve and not follow:
                 return
+
+            def none_alive() -> bool:           # --no-serve follows only a run a training still writes
+                dirs = set(run_dirs) | (set(list_runs(runs_dir)) if runs_dir is not None else set())
+                return not any(is_live(d) for d in dirs if d.is_dir())
+
+            if not serve and none_alive():
+                say("no training is writing " + ("these runs" if len(run_dirs) != 1 else run_dirs[0].name)
+                    + " on this machine: converted once, not following")
+                return
             if serve:
                 view = RunView()
                 view.add(run_dirs)
@@ -192,6 +203,9 @@ def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int
                 if server is not None and server.poll() is not None:
                     raise KitError(f"TensorBoard exited with status {server.poll()}:\n{server.log_tail()}",
                                    "check the message above; `kitctl tensorboard --no-serve` only converts")
+                if server is None and none_alive():
+                    say("the training stopped writing: converted its last lines, not following any more")
+                    return True
                 return False
 
             if follow:

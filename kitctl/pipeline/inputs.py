@@ -25,7 +25,7 @@ from typing import Optional
 from kitctl.core.bundle import Unpacked
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import free_bytes
+from kitctl.core.files import check_regular, free_bytes, open_regular
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
@@ -153,6 +153,8 @@ def check_options(opts: ReproduceOptions) -> None:
                        ("--inventory", opts.inventory)):
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{flag} {path}: no such file or folder", f"check the path given to {flag}")
+        if path is not None and not Path(path).is_dir():
+            check_regular(Path(path), flag)       # a device, FIFO or socket: exit 2 naming it, never a hang
     if opts.binary is not None and opts.runtime != "native":
         raise ConfigError("--binary is a host program: it needs --runtime native", "add --runtime native")
 
@@ -226,7 +228,7 @@ def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
             n = c.examples
         return fc.HellaswagInput(n, True, 0)
     if plan.source:
-        with open(plan.source, "rb") as f:
+        with open_regular(Path(plan.source), "HellaSwag file") as f:
             n = sum(1 for line in f if line.strip())
         return fc.HellaswagInput(n, False, 0)
     cached = plan.layout.hellaswag_jsonl

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from rich.console import Console
 from kitctl.core import proc
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import open_regular
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
@@ -325,10 +327,10 @@ def train(ctx: StageContext) -> Result:
 def train_progress(run_dir: Path, total: int) -> tuple[Optional[float], str]:
     """The last logged step of main.log (llm.c writes ``s:N trl:...``), as (fraction, text)."""
     log = run_dir / MAIN_LOG
-    try:
-        with log.open("rb") as f:
-            f.seek(max(0, log.stat().st_size - 4096))
-            tail = f.read().decode("utf-8", "replace").splitlines()
+    try:         # only the last 4 KiB; a device, FIFO or socket in its place is refused (exit 2), naming it
+        with open_regular(log, "log file") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            tail = f.read(4096).decode("utf-8", "replace").splitlines()
     except OSError:
         return None, "starting"
     for line in reversed(tail):

@@ -151,12 +151,21 @@ def test_out_refused_unless_force_and_replaced_whole(ckpt_dir, tmp_path):
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(KitError) as e:
         export.write_export(ck, out)
-    assert e.value.exit_code == 2 and "--force" in e.value.hint and (out / "mine.txt").exists()
+    assert e.value.exit_code == 2 and "--force" not in e.value.hint and (out / "mine.txt").exists()   # --force would be refused too
     (tmp_path / "afile").write_text("x")
     with pytest.raises(KitError, match="is a file"):
         export.write_export(ck, tmp_path / "afile")
+    with pytest.raises(KitError) as e:          # --force replaces only an export: never a folder of other files
+        export.write_export(ck, out, force=True)
+    assert e.value.exit_code == 2 and "--force" not in (e.value.hint or "") and (out / "mine.txt").exists()
+    (out / "mine.txt").unlink()
+    export.write_export(ck, out)
+    (out / "model.safetensors").write_bytes(b"old")
+    with pytest.raises(KitError) as e:          # an earlier export: replaced only with --force
+        export.write_export(ck, out)
+    assert e.value.exit_code == 2 and "--force" in e.value.hint
     export.write_export(ck, out, force=True)
-    assert not (out / "mine.txt").exists() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").stat().st_size > 3
     empty = tmp_path / "empty"
     empty.mkdir()
     export.write_export(ck, empty)                           # an empty folder is fine without --force

@@ -533,7 +533,12 @@ def test_tensorboard_serves_follows_and_renders(tmp_path):
 def test_follow_without_serving_stops_cleanly_on_sigterm(tmp_path):
     import signal
 
+    import socket
+
     rd, exp = make_run(tmp_path / "runs", "a", steps=range(0, 5))
+    trainer = subprocess.Popen(["sleep", "300"])      # a live training: --no-serve follows only a live run
+    (rd / "run.json").write_text(json.dumps({"session": {"start": "x", "pid": trainer.pid,
+                                                          "host": socket.gethostname()}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
     env["KIT_DATA_ROOT"] = str(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "kitctl", "tensorboard", "--no-serve", "--interval", "0.2"],
@@ -547,6 +552,8 @@ def test_follow_without_serving_stops_cleanly_on_sigterm(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
+        trainer.kill()
+        trainer.wait()
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "stopped" in out
     assert_matches(read_events(rd / "tb"), exp)
