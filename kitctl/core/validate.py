@@ -77,12 +77,43 @@ def workers(value: int, option: str = "--workers", cores: Optional[int] = None) 
                      f"this machine has {cores} core(s); more processes than that only cost memory")
 
 
+# llm.c reads every number of its command line with atoi() into a C int (and writes steps into int32 checkpoint
+# headers): a bigger value wraps or saturates there, so the kit refuses it before anything runs.
+LLMC_INT_MAX = 2**31 - 1
+LLMC_INT_WHY = "llm.c reads it into a 32-bit int"
+SEED_MAX = 2**32 - 1         # numpy / torch seeds are unsigned 32-bit
+GPT2_VOCAB = 50257           # GPT-2's tokenizer: --top-k beyond it changes nothing
+GPT2_CONTEXT = 1024          # GPT-2's positions (llm.c's -t)
+MAX_SHARDS = 999_999         # llm.c's shard names hold six digits (_train_%06d.bin)
+
+
+def llmc_int(value: int, option: str, lo: Optional[int] = 1) -> int:
+    """A count that reaches llm.c's command line: ``lo <= value <= 2**31 - 1``."""
+    return int_range(value, option, lo, LLMC_INT_MAX, LLMC_INT_WHY)
+
+
 def steps_or_epoch(value: int, option: str = "--steps") -> int:
-    """Optimizer steps: a positive count, or -1 for one epoch of the shards."""
-    if value == -1 or value >= 1:
+    """Optimizer steps: a positive count up to llm.c's int, or -1 for one epoch of the shards."""
+    if value == -1 or 1 <= value <= LLMC_INT_MAX:
         return value
+    if value > LLMC_INT_MAX:
+        raise ConfigError(f"{option} {value}: must be at most {LLMC_INT_MAX:,} ({LLMC_INT_WHY})",
+                          f"pass a smaller {option} (GPT-2 124M's reproduction is about 19,000 steps), "
+                          "or -1 for one epoch of the shards")
     raise ConfigError(f"{option} {value}: must be at least 1, or -1 for one epoch of the shards",
                       f"pass e.g. {option} 100")
+
+
+def seed(value: int, option: str = "--seed") -> int:
+    return int_range(value, option, 0, SEED_MAX, "a random seed is an unsigned 32-bit number")
+
+
+def bounded_float(value: float, option: str, lo: float, hi: float, why: str, example: str) -> float:
+    """A finite number with ``lo < value <= hi`` (lo exclusive: rates, speeds)."""
+    if not math.isfinite(value) or value <= lo or value > hi:
+        raise ConfigError(f"{option} {value}: must be a number greater than {lo:g} and at most {hi:g} ({why})",
+                          f"pass e.g. {option} {example}")
+    return value
 
 
 def choice(value: str, option: str, choices: Iterable[str]) -> str:

@@ -40,7 +40,7 @@ def _exported(target: str, runs_dir: Path, step: Optional[int]) -> tuple[locate.
 def export_model(
     target: str = typer.Argument(..., metavar="RUN_OR_FILE",
                                  help="run name under <data_root>/runs, a run folder, or a model_NNNNNNNN.bin"),
-    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.llmc_int, lo=0),
                                        help="checkpoint step (default: the newest complete one)"),
     fmt: str = typer.Option("hf", "--format", "-f", help="hf: a transformers GPT2LMHeadModel folder"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", callback=checked(validate.writable_folder), help="export folder (default <run>/hf/model_NNNNNNNN)"),
@@ -81,11 +81,11 @@ def sample(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     prompt: str = typer.Option("", "--prompt", "-p", help="text to continue (default: start from <|endoftext|>)"),
     n: int = typer.Option(64, "-n", callback=checked(validate.positive_int), help="tokens to generate"),
-    top_k: int = typer.Option(40, "--top-k", callback=checked(validate.non_negative_int), help="sample from the k likeliest tokens"),
+    top_k: int = typer.Option(40, "--top-k", callback=checked(validate.int_range, lo=0, hi=validate.GPT2_VOCAB, why="GPT-2 has 50257 tokens; 0 = all"), help="sample from the k likeliest tokens"),
     greedy: bool = typer.Option(False, "--greedy", help="always the likeliest token (same on every backend)"),
     temperature: float = typer.Option(1.0, "--temperature", callback=checked(validate.positive_float)),
-    seed: int = typer.Option(1337, "--seed"),
-    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+    seed: int = typer.Option(1337, "--seed", callback=checked(validate.seed)),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.llmc_int, lo=0),
                                        help="checkpoint step (default: the newest complete one)"),
     backend: str = typer.Option("auto", "--backend", callback=checked(validate.choice, choices=("auto", "transformers", "numpy")), help="auto (transformers if installed), transformers, numpy"),
 ) -> None:
@@ -103,13 +103,13 @@ def sample(
 def eval_cmd(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     tasks: str = typer.Option("hellaswag", "--tasks", help="lm-eval task names, comma-separated"),
-    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.llmc_int, lo=0),
                                        help="checkpoint step (default: the newest complete one)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:0, cpu (default: lm-eval's choice)"),
     batch_size: str = typer.Option("auto", "--batch-size", help="lm-eval batch size, or auto"),
-    limit: Optional[float] = typer.Option(None, "--limit", callback=checked(validate.positive_float), help="examples per task (a fraction if < 1): quick "
+    limit: Optional[float] = typer.Option(None, "--limit", callback=checked(validate.bounded_float, lo=0, hi=validate.LLMC_INT_MAX, why="examples per task, or a fraction below 1", example="100"), help="examples per task (a fraction if < 1): quick "
                                                                 "checks only, not a score to quote"),
-    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", callback=checked(validate.non_negative_int), help="few-shot examples (default: the task's)"),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", callback=checked(validate.int_range, lo=0, hi=validate.GPT2_CONTEXT, why="each example takes at least one of GPT-2's 1024 positions"), help="few-shot examples (default: the task's)"),
     include_path: Optional[Path] = typer.Option(None, "--include-path", help="folder of extra lm-eval task YAMLs"),
     record: bool = typer.Option(True, "--record/--no-record", help="append the results to the run's run.json"),
 ) -> None:

@@ -29,7 +29,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 @app.command()
 def demo(
     data_root: Optional[Path] = typer.Option(None, callback=checked(validate.writable_folder), help="demo data root (default <data_root>/demo)"),
-    steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
+    steps: int = typer.Option(20, callback=checked(validate.llmc_int), help="training steps, where this machine can train"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
     root = data_root or config(writes=True).layout.demo

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.bundle import Unpacked
+from kitctl.core import validate
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import free_bytes
@@ -130,6 +131,11 @@ class Gathered:
     notes: list[str] = field(default_factory=list)
 
 
+MAX_CPUS = 65_536
+MAX_NET_MBPS = 1_000_000.0        # 1 Tbit/s
+MAX_PRICE = 1_000_000.0
+
+
 def check_options(opts: ReproduceOptions) -> None:
     """Bad option values: exit 2 with what, why and the fix (before anything is read or written)."""
     presets = load_presets()
@@ -144,6 +150,17 @@ def check_options(opts: ReproduceOptions) -> None:
                           f"give your link's speed in Mbit/s, e.g. --net-mbps {DEFAULT_NET_MBPS:.0f}")
     if opts.cpus is not None and opts.cpus < 1:
         raise ConfigError(f"--cpus {opts.cpus}: at least one CPU tokenizes", "give the box's CPU count, e.g. --cpus 16")
+    # upper bounds: numbers past these are typos that would plan nonsense (or exhaust memory planning them)
+    if opts.cpus is not None:
+        validate.int_range(opts.cpus, "--cpus", 1, MAX_CPUS, f"no single box has more than {MAX_CPUS:,} CPUs")
+    if opts.net_mbps > MAX_NET_MBPS:
+        validate.bounded_float(opts.net_mbps, "--net-mbps", 0, MAX_NET_MBPS, "Mbit/s: 1 Tbit/s at most",
+                               f"{DEFAULT_NET_MBPS:.0f}")
+    if opts.price_per_gpu_hour is not None and opts.price_per_gpu_hour > MAX_PRICE:
+        validate.bounded_float(opts.price_per_gpu_hour, "--price-per-gpu-hour", -1, MAX_PRICE,
+                               "per GPU and hour", "2.49")
+    if opts.steps is not None:
+        validate.steps_or_epoch(opts.steps, "--steps")
     if opts.tune not in TUNE_MODES:
         raise ConfigError(f"tune mode {opts.tune!r}", "use --tune (always), --no-tune (never) or neither (auto)")
     if opts.runtime not in ("docker", "native"):
