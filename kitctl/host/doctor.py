@@ -23,7 +23,7 @@ from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
 from kitctl.host import docker_disk
-from kitctl.host.gpus import GPU, driver_cuda, load_inventory, max_cuda_for_driver
+from kitctl.host.gpus import GPU, driver_cuda, load_inventory, max_cuda_for_driver, unsupported, unsupported_reason
 from kitctl.host.runtimes import gpu_container_argv
 
 GB = 1e9
@@ -213,6 +213,13 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
                            f"{g.name}, sm_{g.compute_cap}, {g.memory_gb:.0f} GB, driver {g.driver} -> CUDA <= {mx or '?'}",
                            "" if g.has_bf16 else "no BF16 tensor cores and no cuDNN flash attention (pre-Ampere): "
                            "runs llm.c only as the FP32 build (train_gpt2cu_fp32)"))
+    too_old = unsupported(gpus)
+    if too_old:
+        out.append(Finding("GPU support", "fail", unsupported_reason(too_old),
+                           "train on the other GPUs (--gpus) or on a newer box; the kit refuses to plan on these"))
+        gpus = [g for g in gpus if g not in too_old]
+        if not gpus:
+            return out
     caps = sorted({g.compute_cap for g in gpus})
     old = [g for g in gpus if not g.has_bf16]
     if old and len(old) < len(gpus):
