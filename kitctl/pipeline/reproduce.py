@@ -185,6 +185,11 @@ def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc
     except KitError as e:
         _finish(s, "interrupted" if e.exit_code == 130 else "failed", e.message.splitlines()[0][:300])
         log.line(f"# {now_iso()} {s.status}: {e.message}")
+        if e.exit_code == 130:
+            raise
+        where = f"the {s.name} stage's log: {log.path}"
+        if where not in (e.hint or ""):
+            e.hint = f"{e.hint}; {where}" if e.hint else where
         raise
     except BaseException as e:
         _finish(s, "failed", f"{type(e).__name__}: {e}"[:300])
