@@ -114,9 +114,11 @@ def eval_cmd(
     record: bool = typer.Option(True, "--record/--no-record", help="append the results to the run's run.json"),
 ) -> None:
     """Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit[eval]'); saved in run.json."""
-    evaluate.load_harness()               # exit 2 with the install line before any export work
     names = evaluate.parse_tasks(tasks)
     cfg = config(writes=record)
+    hub = evaluate.prepare_hub(cfg.hf_cache, cfg.mirrors.hf_endpoint)   # before lm-eval reads the environment
+    evaluate.load_harness()               # exit 2 with the install line before any export work
+    evaluate.pick_device(device)          # exit 2 for --device cuda without CUDA, before any export work
     t, folder = _exported(target, cfg.runs_dir, step)
     checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
     if t.export_dir is not None:          # an export given directly: its record names the checkpoint
@@ -129,7 +131,7 @@ def eval_cmd(
     _say(f"lm-eval {evaluate.harness_version()}: {', '.join(names)} on {folder}")
     res = evaluate.run_harness(folder, names, device=device, batch_size=batch_size, limit=limit,
                                num_fewshot=num_fewshot, include_path=include_path, hf_home=cfg.hf_cache,
-                               hf_endpoint=cfg.mirrors.hf_endpoint)
+                               hf_endpoint=cfg.mirrors.hf_endpoint, hub=hub)
     entries = evaluate.entries(res, step=st, checkpoint=checkpoint, export=folder, limit=limit)
     for e in entries:
         h = headline(e)
