@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from kitctl import __version__
 from kitctl.core.errors import KitError
+from kitctl.core.optional import import_optional, installed
 
 INSTALL_HINT = "pip install 'llmc-kit[eval]'   (lm-eval + torch + transformers; on a GPU box install torch for CUDA)"
 
@@ -95,20 +96,21 @@ def _set_offline_constants() -> None:
 
 def load_harness():
     """The ``lm_eval`` module and its TaskManager; KitError (exit 2) when the extra is not installed."""
-    try:
-        import lm_eval   # optional extra: imported only when `kitctl eval` runs
-        from lm_eval.tasks import TaskManager
-    except ModuleNotFoundError as e:
-        raise KitError(f"lm-evaluation-harness is not installed (import of {e.name!r} failed)", INSTALL_HINT,
-                       exit_code=2) from None
-    return lm_eval, TaskManager
+    # optional extra: imported only when `kitctl eval` runs; a version conflict is named, not "not installed"
+    lm_eval = import_optional("lm_eval", purpose="kitctl eval (lm-evaluation-harness)", install=INSTALL_HINT)
+    tasks = import_optional("lm_eval.tasks", purpose="kitctl eval (lm-evaluation-harness)", install=INSTALL_HINT)
+    if installed("transformers"):        # lm-eval's hf model imports it later: a conflict is named now
+        import_optional("transformers", purpose="kitctl eval (lm-eval's hf model)", install=INSTALL_HINT)
+    return lm_eval, tasks.TaskManager
 
 
 def pick_device(device: Optional[str]) -> str:
     """``--device``, checked against this torch: the default is the first GPU when torch sees CUDA, else the CPU
     (lm-eval's own default is cuda, which fails on a machine without one)."""
-    import torch   # lm-eval's dependency: present once load_harness() passed
-
+    try:
+        import torch   # lm-eval's dependency
+    except ImportError:
+        return device or "cpu"
     has_cuda = bool(torch.cuda.is_available())
     if device is None:
         return "cuda:0" if has_cuda else "cpu"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.optional import import_optional
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -30,8 +31,11 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = Fa
                 message: Optional[str] = None) -> str:
     """Upload ``folder`` to model repo ``repo_id``; returns the commit URL. huggingface_hub is imported here: it
     costs ~0.3 s, which only ``--push`` should pay."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+    hub = import_optional("huggingface_hub", purpose="export-model --push", install="pip install huggingface_hub")
+    errors = import_optional("huggingface_hub.errors", purpose="export-model --push",
+                             install="pip install huggingface_hub")
+    HfApi, HfHubHTTPError, LocalTokenNotFoundError = (hub.HfApi, errors.HfHubHTTPError,
+                                                      errors.LocalTokenNotFoundError)
 
     check_repo_id(repo_id)
     api = HfApi(endpoint=endpoint)

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from kitctl.core.errors import KitError
+from kitctl.core.optional import import_optional
 from kitctl.data import tokenizer as gpt2_bpe
 from kitctl.model.forward import NumpyGPT2
 
 BACKENDS = ("auto", "transformers", "numpy")
+INSTALL_HINT = "pip install torch transformers (or use --backend numpy)"
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ def encoding(cache_dir: Path):
 def _transformers_generate(export: Path, prompt: list[int], n: int, top_k: int, temperature: float,
                            seed: int) -> list[int]:
     # torch/transformers are optional (the `eval`/test extras): imported only on this path
-    import torch
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+    torch = import_optional("torch", purpose="sample --backend transformers", install=INSTALL_HINT)
+    transformers = import_optional("transformers", purpose="sample --backend transformers", install=INSTALL_HINT)
+    AutoModelForCausalLM = transformers.AutoModelForCausalLM
+    hf_logging = transformers.utils.logging
 
     hf_logging.disable_progress_bar()      # no "Loading weights" bar around the sample
     hf_logging.set_verbosity_error()
