@@ -314,7 +314,7 @@ def _check_values(cfg: KitConfig, source: str) -> None:
         if value is not None:
             validate.url(value, named(f"mirrors.{key}"))
     if cfg.mirrors.llmc_src is not None:
-        validate.no_control_chars(cfg.mirrors.llmc_src, named("mirrors.llmc_src"))
+        validate.source_spec(cfg.mirrors.llmc_src, named("mirrors.llmc_src"))
     for key in ("socket_ifname", "debug"):
         value = getattr(cfg.nccl, key)
         if value is not None:

@@ -29,6 +29,7 @@ _DOCKER_REF_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]
                             r"(?:@sha256:[0-9a-f]{64})?$")
 _REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_URL_UNSAFE = re.compile(r"[\"'<>\\^`{|}]")
 MAX_WORKERS_PER_CORE = 2
 
 
@@ -203,6 +204,31 @@ def url(value: str, what: str, schemes: Iterable[str] = ("http", "https")) -> st
     if parts.scheme not in tuple(schemes) or not parts.netloc or any(c.isspace() for c in value):
         raise ConfigError(f"{what} {_show(value)} is not an {'/'.join(schemes)} URL",
                           f"write it as {next(iter(schemes))}://host/path, e.g. https://mirrors.example.com/pypi/simple")
+    bad = sorted(set(_URL_UNSAFE.findall(value)))
+    if bad:
+        # RFC 3986 has no place for these: a quote ends a shell word or a Dockerfile string the URL lands in, and
+        # the HTTP libraries refuse some of them with errors of their own
+        raise ConfigError(f"{what} {_show(value)} contains {' '.join(repr(c) for c in bad)}, which a URL cannot hold",
+                          "percent-encode them (\" is %22, ' is %27, a space is %20) or give the URL without them")
+    if not _HOSTNAME_RE.match(parts.hostname or "") and not _is_ip(parts.hostname or ""):
+        raise ConfigError(f"{what} {_show(value)}: {_show(parts.hostname or '')} is not a host name",
+                          f"write it as {next(iter(schemes))}://host[:port]/path")
+    return value
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def source_spec(value: str, what: str) -> str:
+    """A local path or an http(s) URL (``--llmc-src``, ``mirrors.llmc_src``): a URL is checked as one."""
+    no_control_chars(value, what)
+    if "://" in value:
+        return url(value, what)
     return value
 
 

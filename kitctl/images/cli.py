@@ -54,7 +54,7 @@ def build(
                                              help="Debian/Ubuntu base for wheels + data; nvidia with a --cuda "
                                                   "the kit does not know: the nvidia/cuda ...-devel- image"),
     target: str = typer.Option("all", "--target", help="toolchain | build | runtime | data | all (runtime+data)"),
-    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec), help="llm.c checkout, tarball or URL"),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn", help="cuDNN flash attention in the BF16 binary"),
     runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")),
@@ -188,7 +188,7 @@ def render(
     cuda: Optional[str] = typer.Option(None, "--cuda"),
     base_image: Optional[str] = typer.Option(None, "--base-image"),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn"),
-    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="also put llm.c's source into the context"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec), help="also put llm.c's source into the context"),
     stdout: bool = typer.Option(False, "--stdout", help="print the Dockerfile only"),
 ) -> None:
     """Write the Dockerfile and its build context, for plain `docker buildx build`.

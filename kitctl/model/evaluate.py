@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from kitctl import __version__
+from kitctl.core import validate
 from kitctl.core.errors import KitError
 from kitctl.core.optional import import_optional, installed
 
@@ -70,6 +71,7 @@ def prepare_hub(hf_home: Optional[Path], hf_endpoint: Optional[str]) -> HubAcces
     if hf_endpoint:
         os.environ.setdefault("HF_ENDPOINT", hf_endpoint)
     endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT
+    validate.url(endpoint, "HF_ENDPOINT" if endpoint != hf_endpoint else "mirrors.hf_endpoint")
     offline = "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE") == "1" or \
         os.environ.get("HF_DATASETS_OFFLINE") == "1" else probe_endpoint(endpoint)
     if offline:

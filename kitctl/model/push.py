@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core import validate
 from kitctl.core.errors import KitError
 from kitctl.core.optional import import_optional
 
@@ -17,7 +18,12 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def endpoint_for(configured: Optional[str]) -> str:
-    return (os.environ.get("HF_ENDPOINT") or configured or DEFAULT_ENDPOINT).rstrip("/")
+    """HF_ENDPOINT, else mirrors.hf_endpoint, else huggingface.co; checked as a URL (exit 2 naming where it came
+    from)."""
+    env = os.environ.get("HF_ENDPOINT")
+    if env:
+        validate.url(env, "HF_ENDPOINT (environment)")
+    return (env or configured or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def check_repo_id(repo_id: str) -> None:

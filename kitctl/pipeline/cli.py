@@ -112,7 +112,7 @@ def reproduce(
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default: the preset's; gpt2-124m: "
                                                               "one epoch of the shards)"),
     binary: Optional[Path] = typer.Option(None, "--binary", help="native: a built train_gpt2cu (skips the build)"),
-    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL for the build"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec), help="llm.c checkout, tarball or URL for the build"),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native build: cudnn-frontend "
                                                   "include dir"),
     mpirun: str = typer.Option("/usr/bin/mpirun", "--mpirun", help="host mpirun (native runtime)"),
