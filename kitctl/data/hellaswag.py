@@ -59,11 +59,11 @@ def eval_file_bytes(datas: list[dict[str, Any]]) -> bytes:
 NOT_JSONL_HINT = "give llm.c's hellaswag_val.jsonl: one JSON object a line with ctx, endings (4) and label (0-3)"
 
 
-def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+def read_examples(path: Path, source_flag: str = "--source") -> Iterable[tuple[int, dict[str, Any]]]:
     """(line number, example) for each example of a HellaSwag jsonl, checked as llm.c's evaluator needs."""
     path = Path(path)
     if not path.is_file():
-        raise KitError(f"HellaSwag file {path} does not exist", "give hellaswag_val.jsonl with --source", exit_code=2)
+        raise KitError(f"HellaSwag file {path} does not exist", f"give hellaswag_val.jsonl with {source_flag}", exit_code=2)
     with open(path, encoding="utf-8") as f:
         lineno = 0
         try:
@@ -78,10 +78,10 @@ def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
                            NOT_JSONL_HINT, exit_code=2) from None
 
 
-def check_source(path: Path) -> int:
+def check_source(path: Path, source_flag: str = "--source") -> int:
     """Read every example once (what ``build`` will read) and refuse an empty file; returns the example count.
     The plan calls it, so bad input is refused before any tokenizer file is written."""
-    n = sum(1 for _ in read_examples(path))
+    n = sum(1 for _ in read_examples(path, source_flag))
     if not n:
         raise KitError(f"{path} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
     return n

@@ -63,6 +63,7 @@ class DataPlan:
     estimate: Optional[space.TokenEstimate] = None
     need: dict[Path, int] = field(default_factory=dict)
     force: bool = False              # hellaswag: replace an existing eval file that differs
+    source_flag: str = "--source"    # the option that gives `source` to the user's command (messages name it)
     _source: Optional[src.FilesSource] = field(default=None, repr=False, compare=False)
 
     @property
@@ -124,7 +125,9 @@ class DataPlan:
 def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path] = None,
               name: Optional[str] = None, shard_size: Optional[int] = None, workers: Optional[int] = None,
               stream: bool = False, source: Optional[str] = None, tokenizer_dir: Optional[Path] = None,
-              train_shards: Optional[int] = None, force: bool = False) -> DataPlan:
+              train_shards: Optional[int] = None, force: bool = False, source_flag: str = "--source") -> DataPlan:
+    """``source_flag``: the caller's name for ``source`` (``kitctl reproduce`` calls HellaSwag's input
+    --hellaswag-source): every message about the local input names the flag the user can actually pass."""
     spec = dataset or DEFAULT_DATASET
     recipe = None
     if spec in recipe_names():   # a recipe name wins; write ./NAME for a local folder of that name
@@ -138,7 +141,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
         load_recipe(spec)                     # raises "unknown dataset" with the list of recipes
         raise AssertionError("unreachable")
     if source is not None and not Path(source).exists():
-        raise ConfigError(f"--source {source} does not exist", "give the local file or folder the recipe reads")
+        raise ConfigError(f"{source_flag} {source} does not exist", "give the local file or folder the recipe reads")
     default_out = spec if recipe else _local_name(spec)
     out_dir = Path(out).absolute() if out else cfg.layout.shards(default_out).absolute()
     prefix = name or (recipe.prefix if recipe else default_out)
@@ -163,7 +166,8 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                     source=str(Path(source).absolute()) if source else None, data_root=cfg.data_root.absolute(),
                     hf_home=cfg.hf_cache.absolute(),
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,
-                    hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, files=files, force=force)
+                    hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, files=files, force=force,
+                    source_flag=source_flag)
     _estimate(plan)
     if not plan.tokenizer_bin.exists():          # written by every kind, on the data root
         plan.need[plan.data_root] = plan.need.get(plan.data_root, 0) + TOKENIZER_BIN_BYTES
@@ -191,7 +195,7 @@ def _estimate(plan: DataPlan) -> None:
     r = plan.recipe
     if plan.kind == "hellaswag":
         if plan.source:
-            hellaswag.check_source(Path(plan.source))      # an empty or broken file: refused before any write
+            hellaswag.check_source(Path(plan.source), source_flag=plan.source_flag)      # an empty or broken file: refused before any write
         plan.need = {plan.hellaswag_bin.parent: HELLASWAG_BYTES}
         return
     if plan.kind == "pretokenized":

@@ -357,7 +357,8 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, gpus: Optional[list[GPU]] = N
     dplan = make_plan(cfg, opts.dataset or preset.data, shard_size=opts.shard_size, workers=opts.workers,
                       stream=opts.stream, source=str(opts.source) if opts.source else None)
     dinput = data_input(cfg, dplan)
-    hplan = make_plan(cfg, "hellaswag", source=str(opts.hellaswag_source) if opts.hellaswag_source else None)
+    hplan = make_plan(cfg, "hellaswag", source=str(opts.hellaswag_source) if opts.hellaswag_source else None,
+                      source_flag="--hellaswag-source")
     hinput = hellaswag_input(hplan)
     treq = TrainRequest(preset=opts.preset, gpus=opts.gpus, steps=opts.steps, name=opts.name, data=dplan.out_dir,
                         runtime=opts.runtime, binary=opts.binary, passthrough=list(opts.passthrough))
