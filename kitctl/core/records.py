@@ -30,12 +30,37 @@ MAX_ERROR_CHARS = 300          # never echo megabytes back
 
 
 def short(text: object, limit: int = MAX_ERROR_CHARS) -> str:
-    """``text`` as one printable excerpt of at most ``limit`` characters."""
+    """``text`` as one printable excerpt of at most ``limit`` characters. A cut is made at a word boundary (never
+    in the middle of a word or just after an opening quote or bracket) and says so: ``... (N chars)``."""
     s = str(text)
     if len(s) <= limit:
         return s
-    tail = f"... ({len(s):,} chars)"
-    return s[: max(0, limit - len(tail))] + tail
+    tail = f" ... ({len(s):,} chars)"
+    cut = s[: max(0, limit - len(tail))]
+    space = cut.rfind(" ")
+    if space >= len(cut) // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:=([{<'\"") + tail
+
+
+def error_text(e: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """What an exception from a library says, for a message: the innermost cause (the reason, not the wrapper:
+    ``Failed to resolve 'host' ...`` rather than ``HTTPSConnectionPool(...): Max retries exceeded ...``), its
+    first line, shortened by :func:`short`. Never a string cut mid-word."""
+    chain: list[BaseException] = [e]
+    for _ in range(10):
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt is None or not str(nxt).strip():
+            break
+        chain.append(nxt)
+    # the deepest library exception (a socket.gaierror below it says less: it does not name the host)
+    libs = [x for x in chain if type(x).__module__ not in ("builtins", "socket", "ssl")]
+    inner = (libs or chain)[-1]
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    if text.startswith("<") and ">: " in text:       # urllib3: "<...Connection object at 0x...>: Failed to ..."
+        text = text.split(">: ", 1)[1]
+    name = type(inner).__name__
+    return short(f"{name}: {text}" if text else name, limit)
 
 
 def validation_message(e: ValidationError) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from kitctl.core.errors import KitError
+from kitctl.core.records import error_text
 from kitctl.core.files import atomic_output, write_atomic
 from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
 from kitctl.core.llmc_files import HELLASWAG_START as START
@@ -214,7 +215,7 @@ def download(url: str, dest: Path, offline_hint: str = "--source") -> Path:
                 for chunk in r.iter_content(1 << 20):
                     f.write(chunk)
     except requests.RequestException as e:
-        raise KitError(f"download of {url} failed: {type(e).__name__}: {e}",
+        raise KitError(f"download of {url} failed: {error_text(e)}",
                        f"offline? download {url} on a box with network and pass the file with {offline_hint}, "
                        "or bring everything with `kitctl bundle --out FILE` and use --bundle FILE") from None
     return dest

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 from kitctl.core.errors import KitError
+from kitctl.core.records import error_text
 from kitctl.core.files import sha256_file
 
 TEXT_COLUMN = "text"
@@ -119,7 +120,7 @@ def _open_parquet(path, filesystem=None):
     except FileNotFoundError:
         raise KitError(f"input {path} does not exist", exit_code=2) from None
     except Exception as e:
-        raise KitError(f"cannot read {path} as parquet: {type(e).__name__}: {str(e)[:200]}",
+        raise KitError(f"cannot read {path} as parquet: {error_text(e)}",
                        "the file is damaged or not parquet; re-download it or remove it from the input",
                        exit_code=2) from None
 
@@ -300,7 +301,7 @@ class FilesSource(Source):
         except KitError:
             raise
         except Exception as e:
-            raise KitError(f"cannot read {f}: {type(e).__name__}: {str(e)[:200]}",
+            raise KitError(f"cannot read {f}: {error_text(e)}",
                            "the file is damaged; re-download it or remove it from the input",
                            exit_code=2) from None
 

@@ -23,6 +23,7 @@ from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
 from kitctl.host import docker_disk
+from kitctl.core.records import short
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, max_cuda_for_driver, unsupported, unsupported_reason
 from kitctl.host.runtimes import gpu_container_argv
 
@@ -108,9 +109,9 @@ def gather(cfg: KitConfig, inventory: Optional[Path] = None) -> Facts:
                 if not f.engine:
                     f.engine_error = "; ".join(info.get("ServerErrors") or []) or "no server version"
             except json.JSONDecodeError:
-                f.engine_error = out[:200]
+                f.engine_error = short(out, 200)
         else:
-            f.engine_error = (err or out)[:300]
+            f.engine_error = short(err or out)
         rc, out, _ = _run(["docker", "buildx", "version"])
         f.buildx = out.split()[1] if rc == 0 and len(out.split()) > 1 else None
         rc, out, _ = _run(["docker", "compose", "version", "--short"])

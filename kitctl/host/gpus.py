@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.records import short
 
 QUERY = "index,name,compute_cap,memory.total,driver_version"
 NVIDIA_SMI_ARGV = ["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader"]
@@ -109,7 +110,7 @@ def parse_csv(text: str, source: str = "nvidia-smi", unified_mib: Optional[int] 
 
 
 def _short(line: str) -> str:
-    return repr(line if len(line) <= 120 else line[:120] + "...")
+    return repr(short(line, 120))
 
 
 def query(nvidia_smi: str = "nvidia-smi") -> list[GPU]:

@@ -12,6 +12,7 @@ from typing import Optional
 
 from kitctl.core import validate
 from kitctl.core.errors import KitError
+from kitctl.core.records import error_text
 from kitctl.core.optional import import_optional
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -57,16 +58,16 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = Fa
         hint = {401: "the token was refused: set HF_TOKEN to a token with write access (or `hf auth login`)",
                 403: f"that token may not write to {repo_id}: check the repo's owner and the token's scope",
                 }.get(status, "check the repo name, your token and HF_ENDPOINT")
-        raise KitError(f"upload of {folder} to {endpoint}/{repo_id} failed: {str(e).splitlines()[0][:300]}",
+        raise KitError(f"upload of {folder} to {endpoint}/{repo_id} failed: {error_text(e)}",
                        hint) from None
     except (OSError, ValueError) as e:
-        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {type(e).__name__}: {str(e)[:300]}",
+        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {error_text(e)}",
                        "check the network, or set HF_ENDPOINT (or mirrors.hf_endpoint in kit.yaml) to a mirror"
                        ) from None
     except Exception as e:    # httpx2's transport errors (connection refused, TLS, timeouts) are no OSError
         if type(e).__module__.split(".")[0] not in ("httpx2", "httpx", "httpcore2", "httpcore"):
             raise
-        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {type(e).__name__}: {str(e)[:300]}",
+        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {error_text(e)}",
                        "check the network, or set HF_ENDPOINT (or mirrors.hf_endpoint in kit.yaml) to a mirror"
                        ) from None
     return str(getattr(info, "commit_url", info))
