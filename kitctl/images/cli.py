@@ -182,7 +182,8 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
 
 @app.command()
 def render(
-    out: Path = typer.Option(Path(".kit/render"), "--out", help="folder for the Dockerfile and its context"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the Dockerfile and its context "
+                                       "(default .kit/render)"),
     arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities, e.g. 75,86"),
     provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels"),
     cuda: Optional[str] = typer.Option(None, "--cuda"),
@@ -195,6 +196,13 @@ def render(
 
     --out must be a new or empty folder, or one an earlier `kitctl render` wrote (it is refreshed); any other
     folder is refused, never emptied."""
+    if stdout and out is not None:
+        raise ConfigError("--stdout prints the Dockerfile and writes no folder: --out does nothing with it",
+                          "leave out --out to print, or --stdout to write the Dockerfile and its context there")
+    if stdout and llmc_src:
+        raise ConfigError("--stdout prints the Dockerfile only: --llmc-src (which puts llm.c's source into the "
+                          "context folder) does nothing with it", "leave out --llmc-src, or --stdout")
+    out = out if out is not None else Path(".kit/render")
     cfg = config()
     req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=_archs(arch, []),
                                    base_image=base_image, cudnn=cudnn, llmc_src=llmc_src)

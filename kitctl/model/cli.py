@@ -13,13 +13,15 @@ import typer
 
 from kitctl.core import validate
 from kitctl.core.context import config, console, err_console
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.validate import checked
 from kitctl.model import evaluate, export, locate
 from kitctl.model.checkpoint import open_checkpoint
 from kitctl.model.push import check_repo_id, endpoint_for, push_folder
 from kitctl.model.record import add_eval, check_recordable, headline
 from kitctl.model.sample import sample as run_sample
+
+DEFAULT_TOP_K = 40
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -53,6 +55,9 @@ def export_model(
     """llm.c checkpoint -> HuggingFace transformers folder (model.safetensors, config.json, tokenizer), no PyTorch."""
     if fmt != "hf":
         raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
+    if private and not push:
+        raise ConfigError("--private does nothing without --push: it makes the Hub repo that --push creates private",
+                          "add --push USER/NAME, or leave out --private")
     if push:
         check_repo_id(push)
     cfg = config(writes=True)
@@ -81,15 +86,25 @@ def sample(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     prompt: str = typer.Option("", "--prompt", "-p", help="text to continue (default: start from <|endoftext|>)"),
     n: int = typer.Option(64, "-n", callback=checked(validate.positive_int), help="tokens to generate"),
-    top_k: int = typer.Option(40, "--top-k", callback=checked(validate.int_range, lo=0, hi=validate.GPT2_VOCAB, why="GPT-2 has 50257 tokens; 0 = all"), help="sample from the k likeliest tokens"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", callback=checked(validate.int_range, lo=0, hi=validate.GPT2_VOCAB, why="GPT-2 has 50257 tokens; 0 = greedy"), help="sample from the k likeliest tokens (default 40; 0 = greedy, as --greedy)"),
     greedy: bool = typer.Option(False, "--greedy", help="always the likeliest token (same on every backend)"),
-    temperature: float = typer.Option(1.0, "--temperature", callback=checked(validate.positive_float)),
+    temperature: Optional[float] = typer.Option(None, "--temperature", callback=checked(validate.positive_float),
+                                                help="divides the logits before top-k sampling (default 1.0)"),
     seed: int = typer.Option(1337, "--seed", callback=checked(validate.seed)),
     step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.llmc_int, lo=0),
                                        help="checkpoint step (default: the newest complete one)"),
     backend: str = typer.Option("auto", "--backend", callback=checked(validate.choice, choices=("auto", "transformers", "numpy")), help="auto (transformers if installed), transformers, numpy"),
 ) -> None:
     """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
+    if greedy and (top_k is not None or temperature is not None):
+        given = " and ".join(f for f, v in (("--top-k", top_k), ("--temperature", temperature)) if v is not None)
+        raise ConfigError(f"--greedy takes the likeliest token every time: {given} does nothing with it",
+                          f"leave out {given}, or leave out --greedy to sample")
+    if top_k == 0 and temperature is not None:
+        raise ConfigError("--top-k 0 is greedy (the likeliest token every time): --temperature does nothing with it",
+                          "leave out --temperature, or pass --top-k N (N >= 1) to sample")
+    top_k = DEFAULT_TOP_K if top_k is None else top_k
+    temperature = 1.0 if temperature is None else temperature
     cfg = config()
     t, folder = _exported(target, cfg.runs_dir, step)
     cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cfg.layout.tiktoken_cache)
