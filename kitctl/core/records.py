@@ -145,6 +145,31 @@ class _LimitedLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused as a YAML bomb")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key written twice in one mapping is refused: YAML keeps the last one, silently (a kit.yaml with two
+        ``data_root:`` lines would use the second without a word). Keys merged in with ``<<`` may be overridden."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (TypeError, yaml.YAMLError):
+                    continue            # the base class reports an unhashable key in its own words
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKeyError(key, seen[key], line)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int):
+        super().__init__(f"key {short(repr(key), 80)} appears twice in one mapping (line {first} and line {again})")
+        self.key, self.first, self.again = key, first, again
+
 
 def parse_yaml(text: str, source: str = "<yaml>") -> Any:
     """Parse YAML text with the kit's limits; a :class:`ConfigError` naming ``source`` on any problem."""
@@ -154,6 +179,9 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
     loader = _LimitedLoader(text)
     try:
         return loader.get_single_data()
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{source}: {e}", f"write {short(repr(e.key), 80)} once (YAML would silently keep the "
+                          f"value of line {e.again}); delete the line you do not mean") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source} is not valid YAML: {short(e)}", "fix the syntax (indentation, quotes, colons)") from None
     finally:
