@@ -233,6 +233,18 @@ def source_spec(value: str, what: str) -> str:
 
 
 KNOWN_ARCHS = (60, 61, 70, 75, 80, 86, 87, 89, 90, 100, 120)
+
+
+def build_arch(compute_cap: int) -> Optional[int]:
+    """The arch to build for a GPU of ``compute_cap``: itself when the kit builds it, else the newest known arch
+    of the same major version below it (CUDA runs sm_XY code on any sm_XZ with Z >= Y: sm_120 on a 12.1 GB10);
+    None when there is none (the GPU is older than anything the kit builds)."""
+    if compute_cap in KNOWN_ARCHS:
+        return compute_cap
+    same = [a for a in KNOWN_ARCHS if a // 10 == compute_cap // 10 and a <= compute_cap]
+    return max(same) if same else None
+
+
 _ARCH_TOKEN_RE = re.compile(r"^(?:(?P<major>[0-9]{1,2})\.(?P<minor>[0-9])|(?P<whole>[0-9]{2,3}))$")
 
 
@@ -257,7 +269,9 @@ def check_arch_list(archs: list[int]) -> list[int]:
         raise ValueError("the arch list is empty")
     bad = [a for a in archs if a not in KNOWN_ARCHS]
     if bad:
-        raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'")
+        runs = [f"sm_{a} GPUs run sm_{build_arch(a)} code: use {build_arch(a)}" for a in bad if build_arch(a)]
+        raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'"
+                         + (f" ({'; '.join(runs)})" if runs else ""))
     return sorted(set(archs))
 
 

@@ -24,7 +24,8 @@ from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
 from kitctl.host import docker_disk
 from kitctl.core.records import short
-from kitctl.host.gpus import GPU, driver_cuda, load_inventory, max_cuda_for_driver, unsupported, unsupported_reason
+from kitctl.host.gpus import (GPU, distinct_archs, driver_cuda, load_inventory, max_cuda_for_driver, unsupported,
+                              unsupported_reason)
 from kitctl.host.runtimes import gpu_container_argv
 
 GB = 1e9
@@ -222,6 +223,7 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
         if not gpus:
             return out
     caps = sorted({g.compute_cap for g in gpus})
+    archs = distinct_archs(gpus)                 # what `kitctl build --arch` accepts for these GPUs
     old = [g for g in gpus if not g.has_bf16]
     if old and len(old) < len(gpus):
         names = ", ".join(f"{g.index}:{g.name}" for g in old)
@@ -254,10 +256,10 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
         out.append(Finding("driver", "ok", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}"))
     # arch list covers the GPUs
     if cfg.arch != "auto":
-        missing = [c for c in caps if c not in cfg.arch]
+        missing = [a for a in archs if a not in cfg.arch]
         if missing:
             out.append(Finding("arch list", "fail", f"arch {cfg.arch} lacks {missing} of this box's GPUs",
-                               f"build with --arch {','.join(map(str, sorted(set(cfg.arch) | set(caps))))} or arch: auto"))
+                               f"build with --arch {','.join(map(str, sorted(set(cfg.arch) | set(archs))))} or arch: auto"))
         else:
             out.append(Finding("arch list", "ok", f"arch {cfg.arch} covers sm_{'/'.join(map(str, caps))}"))
     return out

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.validate import build_arch
 from kitctl.core.records import short
 
 QUERY = "index,name,compute_cap,memory.total,driver_version"
@@ -219,4 +220,6 @@ def driver_cuda(gpus: list[GPU]) -> Optional[str]:
 
 
 def distinct_archs(gpus: list[GPU]) -> list[int]:
-    return sorted({g.compute_cap for g in gpus})
+    """The archs to build for these GPUs: each one's own, or the arch of its major version that runs on it
+    (core.validate.build_arch); GPUs with none are left out (gpu_choice / doctor refuse them with the reason)."""
+    return sorted({a for g in gpus if (a := build_arch(g.compute_cap)) is not None})

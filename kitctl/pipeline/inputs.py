@@ -31,7 +31,7 @@ from kitctl.core import shard_folder
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan
 from kitctl.host import docker_disk
-from kitctl.host.gpus import GPU, load_inventory
+from kitctl.host.gpus import GPU, distinct_archs, load_inventory
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.pipeline import forecast as fc
 from kitctl.train import tune as train_tune
@@ -375,7 +375,7 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, gpus: Optional[list[GPU]] = N
                        (e.hint or "") + "; train_gpt2cu flags go after the preset and `--`, e.g. "
                        f"`kitctl reproduce {opts.preset} -- -r 2`", exit_code=e.exit_code) from None
     notes += [n for n in tplan.notes if "HellaSwag file not found" not in n and TOKENIZER_BIN not in n]
-    archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | {g.compute_cap for g in facts.gpus})
+    archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | set(distinct_archs(facts.gpus)))
     tinput = train_input(tplan, facts, hinput.examples)
     tune = fc.TuneInput(opts.tune, tune_configs(treq, facts, tplan) if not tplan.resume else 0,
                         cached=tplan.tune_file, resuming=tplan.resume)
