@@ -445,6 +445,25 @@ def data_root_text(value: str, what: str = "data_root") -> str:
 
 # ------------------------------------------------------------------------------------------ Typer glue
 
+def given(ctx: Any, name: str) -> bool:
+    """Whether the user gave option ``name`` (the parameter's Python name) on the command line or through its
+    environment variable, as opposed to its default."""
+    try:
+        source = ctx.get_parameter_source(name)
+    except (AttributeError, KeyError):
+        return False
+    return source is not None and getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def refuse_unused(ctx: Any, options: dict[str, str], why: str, fix: str) -> None:
+    """Refuse (exit 2) the options of ``options`` (parameter name -> flag) that the user gave: they do nothing
+    here, and ``why`` says so. An option that does nothing in a combination is refused, never ignored."""
+    flags = [flag for name, flag in options.items() if given(ctx, name)]
+    if flags:
+        shown = " ".join(flags)
+        raise ConfigError(f"{shown} does nothing {why}", fix.format(flags=shown))
+
+
 def checked(check: Callable[..., Any], **kw: Any) -> Callable[[Any, Any, Any], Any]:
     """A Typer/click option callback running ``check(value, <option name>, **kw)``; None passes through.
 

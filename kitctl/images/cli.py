@@ -47,6 +47,7 @@ def _notes(req: BuildRequest) -> None:
 
 @app.command()
 def build(
+    ctx: typer.Context,
     arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities: 75,86 | auto (nvidia-smi)"),
     provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels (default: kit.yaml)"),
     cuda: Optional[str] = typer.Option(None, "--cuda", help="CUDA version (default: the provider's pin)"),
@@ -75,6 +76,17 @@ def build(
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
     cfg = config(writes=not dry_run)
+    native = (runtime or cfg.runtime) == "native"
+    if native:
+        validate.refuse_unused(ctx, {"provider": "--provider", "cuda": "--cuda", "base_image": "--base-image",
+                                     "target": "--target", "build_dir": "--build-dir", "no_cache": "--no-cache"},
+                               "with --runtime native: it sets up the Docker image build (native builds llm.c "
+                               "with this host's CUDA toolkit)",
+                               "leave out {flags}, or build the images with --runtime docker")
+    else:
+        validate.refuse_unused(ctx, {"out": "--out", "cudnn_frontend": "--cudnn-frontend"},
+                               "with --runtime docker: it is for the native build on this host (the image has "
+                               "its own)", "leave out {flags}, or pass --runtime native")
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
     ub = use_bundle(bundle.absolute(), cfg.data_root, console) if bundle is not None else None
@@ -90,7 +102,7 @@ def build(
         raise ConfigError("--push / --image move images: with --runtime native there is none",
                           "leave them out, or build with --runtime docker")
     if (runtime or cfg.runtime) == "native":
-        _build_native(archs, llmc_src, out, cudnn, cudnn_frontend, dry_run)
+        _build_native(archs, llmc_src, out, cudnn, cudnn_frontend, dry_run, ca_cert)
         return
     targets = ["runtime", "data"] if target == "all" else [target]
     req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=archs, target=targets[0],
@@ -153,13 +165,14 @@ def build(
 
 
 def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path], cudnn: Optional[bool],
-                  cudnn_frontend: Optional[Path], dry_run: bool) -> None:
+                  cudnn_frontend: Optional[Path], dry_run: bool, ca_cert: Optional[Path] = None) -> None:
     cfg = config()
     spec = llmc_src or cfg.mirrors.llmc_src
     src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
     if src is None and not dry_run:
         src = cfg.layout.native_src
-        got = llmc_source.fetch(spec, src, inputs.check_ca_bundle(cfg.ca_cert, "ca_cert"))
+        got = llmc_source.fetch(spec, src, inputs.check_ca_bundle(ca_cert, "--ca-cert") if ca_cert else
+                                inputs.check_ca_bundle(cfg.ca_cert, "ca_cert"))
         console.print(f"llm.c source: {got.label()} -> {src}", highlight=False)
     elif src is None:
         src = cfg.layout.native_src
