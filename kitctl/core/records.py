@@ -53,9 +53,10 @@ def error_text(e: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
         if nxt is None or not str(nxt).strip():
             break
         chain.append(nxt)
-    # the deepest library exception (a socket.gaierror below it says less: it does not name the host)
+    # the deepest library exception (a socket.gaierror below it says less: it does not name the host); a chain of
+    # built-in exceptions only: the outermost, which says what was being done
     libs = [x for x in chain if type(x).__module__ not in ("builtins", "socket", "ssl")]
-    inner = (libs or chain)[-1]
+    inner = libs[-1] if libs else chain[0]
     text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
     if text.startswith("<") and ">: " in text:       # urllib3: "<...Connection object at 0x...>: Failed to ..."
         text = text.split(">: ", 1)[1]
