@@ -47,7 +47,7 @@ def _notes(req: BuildRequest) -> None:
 
 @app.command()
 def build(
-    ctx: typer.Context,
+    cli_ctx: typer.Context,
     arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities: 75,86 | auto (nvidia-smi)"),
     provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels (default: kit.yaml)"),
     cuda: Optional[str] = typer.Option(None, "--cuda", help="CUDA version (default: the provider's pin)"),
@@ -78,13 +78,13 @@ def build(
     cfg = config(writes=not dry_run)
     native = (runtime or cfg.runtime) == "native"
     if native:
-        validate.refuse_unused(ctx, {"provider": "--provider", "cuda": "--cuda", "base_image": "--base-image",
+        validate.refuse_unused(cli_ctx, {"provider": "--provider", "cuda": "--cuda", "base_image": "--base-image",
                                      "target": "--target", "build_dir": "--build-dir", "no_cache": "--no-cache"},
                                "with --runtime native: it sets up the Docker image build (native builds llm.c "
                                "with this host's CUDA toolkit)",
                                "leave out {flags}, or build the images with --runtime docker")
     else:
-        validate.refuse_unused(ctx, {"out": "--out", "cudnn_frontend": "--cudnn-frontend"},
+        validate.refuse_unused(cli_ctx, {"out": "--out", "cudnn_frontend": "--cudnn-frontend"},
                                "with --runtime docker: it is for the native build on this host (the image has "
                                "its own)", "leave out {flags}, or pass --runtime native")
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
