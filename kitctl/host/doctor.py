@@ -217,8 +217,10 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
                            "runs llm.c only as the FP32 build (train_gpt2cu_fp32)"))
     too_old = unsupported(gpus)
     if too_old:
-        out.append(Finding("GPU support", "fail", unsupported_reason(too_old),
-                           "train on the other GPUs (--gpus) or on a newer box; the kit refuses to plan on these"))
+        rest = len(gpus) - len(too_old)
+        out.append(Finding("GPU support", "warn" if rest else "fail", unsupported_reason(too_old),
+                           (f"they sit out: `kitctl train --gpus all` runs on the other {rest} GPU(s)" if rest else
+                            "train on a newer box: the kit refuses to plan on these")))
         gpus = [g for g in gpus if g not in too_old]
         if not gpus:
             return out
@@ -309,7 +311,8 @@ class Verdict:
 _NEEDS = {
     "data": ("docker engine", "data root space"),
     "build": ("docker engine", "buildx", "docker storage"),
-    "train": ("docker engine", "nvidia container runtime", "driver", "arch list", "data root space", "docker storage"),
+    "train": ("docker engine", "nvidia container runtime", "driver", "arch list", "data root space", "docker storage",
+              "GPU support"),
 }
 
 

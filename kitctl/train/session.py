@@ -97,7 +97,7 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
             raise KitError(f"train_gpt2cu exited with status 0 but did not reach the last step "
                            f"(last step {out.last_step if out.last_step is not None else 'none'} of {plan.steps}):"
                            f"\n{tail}",
-                           f"the full output is in {plan.out_dir / 'stdout.log'}; re-run the same command to "
+                           f"the full output is in {plan.out_dir / STDOUT_LOG}; re-run the same command to "
                            "continue from the newest checkpoint")
         if not quiet:
             msg = f"done: step {out.last_step}/{plan.steps}"
