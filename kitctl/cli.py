@@ -87,6 +87,10 @@ def init(
     if user and not os.path.isabs(os.path.expanduser(data_root or "")):
         raise ConfigError(f"--data-root {data_root}: the user's kit.yaml needs an absolute data root (a relative one "
                           f"would land beside {user_config_path()})", "e.g. --data-root /mnt/big/llmc")
+    if stdout and (path is not None or force):
+        given = " and ".join(x for x, v in ((str(path), path), ("--force", force)) if v)
+        raise ConfigError(f"--stdout prints the template and writes no file: {given} does nothing with it",
+                          f"leave out --stdout to write {path or 'kit.yaml'}, or leave out {given} to print")
     root = data_root if data_root is not None else "./data"
     if stdout:
         validate.data_root_text(root, "--data-root")

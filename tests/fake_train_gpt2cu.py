@@ -10,6 +10,7 @@ reads the rank from OMPI_COMM_WORLD_RANK / _SIZE. Knobs (environment):
   FAKE_TRAIN_STEP_SLEEP=S  the same, only in runs that write checkpoints (-n > 0): kitctl tune's short
                          measuring runs (-n 0) stay fast while a training run can be interrupted
   FAKE_PIDFILE=PATH      append "pid" per rank (to check that nothing is left running)
+  FAKE_EXIT_EARLY=N      exit 0 after N steps, short of -x (a trainer that "succeeds" without finishing)
 """
 import glob
 import os
@@ -90,6 +91,8 @@ def main(argv):
         resuming = False
         if last:
             break
+        if os.environ.get("FAKE_EXIT_EARLY") is not None and step >= int(os.environ["FAKE_EXIT_EARLY"]):
+            return 0
         loss = 11.0 - 0.01 * step
         p0(f"step {step + 1:4d}/{max_steps} | loss {loss:7.6f} (+0.00z)| norm {1.0:6.4f} (+0.00z)| "
            f"lr {6e-4:.2e} | {ms:.2f} ms | {-100.0:.1f}% bf16 MFU | {tok_s:.0f} tok/s")

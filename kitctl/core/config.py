@@ -324,10 +324,10 @@ def _check_values(cfg: KitConfig, source: str) -> None:
         value = getattr(cfg.mirrors, key)
         if value is not None:
             validate.url(value, named(f"mirrors.{key}"))
-    for key in ("llmc_src", "apt_snapshot"):     # apt_snapshot's date form: kitctl/images/inputs.py, at build
-        value = getattr(cfg.mirrors, key)
-        if value is not None:
-            validate.no_control_chars(value, named(f"mirrors.{key}"))
+    if cfg.mirrors.llmc_src is not None:
+        validate.source_spec(cfg.mirrors.llmc_src, named("mirrors.llmc_src"))
+    if cfg.mirrors.apt_snapshot is not None:     # its date form: kitctl/images/inputs.py, at build
+        validate.no_control_chars(cfg.mirrors.apt_snapshot, named("mirrors.apt_snapshot"))
     for key in ("socket_ifname", "debug"):
         value = getattr(cfg.nccl, key)
         if value is not None:

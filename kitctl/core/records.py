@@ -31,12 +31,38 @@ MAX_RECORD_BYTES = 64 << 20    # a JSON record the kit writes is KBs (run.json w
 
 
 def short(text: object, limit: int = MAX_ERROR_CHARS) -> str:
-    """``text`` as one printable excerpt of at most ``limit`` characters."""
+    """``text`` as one printable excerpt of at most ``limit`` characters. A cut is made at a word boundary (never
+    in the middle of a word or just after an opening quote or bracket) and says so: ``... (N chars)``."""
     s = str(text)
     if len(s) <= limit:
         return s
-    tail = f"... ({len(s):,} chars)"
-    return s[: max(0, limit - len(tail))] + tail
+    tail = f" ... ({len(s):,} chars)"
+    cut = s[: max(0, limit - len(tail))]
+    space = cut.rfind(" ")
+    if space >= len(cut) // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:=([{<'\"") + tail
+
+
+def error_text(e: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """What an exception from a library says, for a message: the innermost cause (the reason, not the wrapper:
+    ``Failed to resolve 'host' ...`` rather than ``HTTPSConnectionPool(...): Max retries exceeded ...``), its
+    first line, shortened by :func:`short`. Never a string cut mid-word."""
+    chain: list[BaseException] = [e]
+    for _ in range(10):
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt is None or not str(nxt).strip():
+            break
+        chain.append(nxt)
+    # the deepest library exception (a socket.gaierror below it says less: it does not name the host); a chain of
+    # built-in exceptions only: the outermost, which says what was being done
+    libs = [x for x in chain if type(x).__module__ not in ("builtins", "socket", "ssl")]
+    inner = libs[-1] if libs else chain[0]
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    if text.startswith("<") and ">: " in text:       # urllib3: "<...Connection object at 0x...>: Failed to ..."
+        text = text.split(">: ", 1)[1]
+    name = type(inner).__name__
+    return short(f"{name}: {text}" if text else name, limit)
 
 
 def validation_message(e: ValidationError) -> str:
@@ -122,6 +148,31 @@ class _LimitedLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused as a YAML bomb")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key written twice in one mapping is refused: YAML keeps the last one, silently (a kit.yaml with two
+        ``data_root:`` lines would use the second without a word). Keys merged in with ``<<`` may be overridden."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (TypeError, yaml.YAMLError):
+                    continue            # the base class reports an unhashable key in its own words
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKeyError(key, seen[key], line)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int):
+        super().__init__(f"key {short(repr(key), 80)} appears twice in one mapping (line {first} and line {again})")
+        self.key, self.first, self.again = key, first, again
+
 
 def parse_yaml(text: str, source: str = "<yaml>") -> Any:
     """Parse YAML text with the kit's limits; a :class:`ConfigError` naming ``source`` on any problem."""
@@ -131,6 +182,9 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
     loader = _LimitedLoader(text)
     try:
         return loader.get_single_data()
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{source}: {e}", f"write {short(repr(e.key), 80)} once (YAML would silently keep the "
+                          f"value of line {e.again}); delete the line you do not mean") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source} is not valid YAML: {short(e)}", "fix the syntax (indentation, quotes, colons)") from None
     finally:

@@ -30,6 +30,7 @@ _DOCKER_REF_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]
                             r"(?:@sha256:[0-9a-f]{64})?$")
 _REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_URL_UNSAFE = re.compile(r"[\"'<>\\^`{|}]")
 MAX_WORKERS_PER_CORE = 2
 
 
@@ -78,12 +79,43 @@ def workers(value: int, option: str = "--workers", cores: Optional[int] = None) 
                      f"this machine has {cores} core(s); more processes than that only cost memory")
 
 
+# llm.c reads every number of its command line with atoi() into a C int (and writes steps into int32 checkpoint
+# headers): a bigger value wraps or saturates there, so the kit refuses it before anything runs.
+LLMC_INT_MAX = 2**31 - 1
+LLMC_INT_WHY = "llm.c reads it into a 32-bit int"
+SEED_MAX = 2**32 - 1         # numpy / torch seeds are unsigned 32-bit
+GPT2_VOCAB = 50257           # GPT-2's tokenizer: --top-k beyond it changes nothing
+GPT2_CONTEXT = 1024          # GPT-2's positions (llm.c's -t)
+MAX_SHARDS = 999_999         # llm.c's shard names hold six digits (_train_%06d.bin)
+
+
+def llmc_int(value: int, option: str, lo: Optional[int] = 1) -> int:
+    """A count that reaches llm.c's command line: ``lo <= value <= 2**31 - 1``."""
+    return int_range(value, option, lo, LLMC_INT_MAX, LLMC_INT_WHY)
+
+
 def steps_or_epoch(value: int, option: str = "--steps") -> int:
-    """Optimizer steps: a positive count, or -1 for one epoch of the shards."""
-    if value == -1 or value >= 1:
+    """Optimizer steps: a positive count up to llm.c's int, or -1 for one epoch of the shards."""
+    if value == -1 or 1 <= value <= LLMC_INT_MAX:
         return value
+    if value > LLMC_INT_MAX:
+        raise ConfigError(f"{option} {value}: must be at most {LLMC_INT_MAX:,} ({LLMC_INT_WHY})",
+                          f"pass a smaller {option} (GPT-2 124M's reproduction is about 19,000 steps), "
+                          "or -1 for one epoch of the shards")
     raise ConfigError(f"{option} {value}: must be at least 1, or -1 for one epoch of the shards",
                       f"pass e.g. {option} 100")
+
+
+def seed(value: int, option: str = "--seed") -> int:
+    return int_range(value, option, 0, SEED_MAX, "a random seed is an unsigned 32-bit number")
+
+
+def bounded_float(value: float, option: str, lo: float, hi: float, why: str, example: str) -> float:
+    """A finite number with ``lo < value <= hi`` (lo exclusive: rates, speeds)."""
+    if not math.isfinite(value) or value <= lo or value > hi:
+        raise ConfigError(f"{option} {value}: must be a number greater than {lo:g} and at most {hi:g} ({why})",
+                          f"pass e.g. {option} {example}")
+    return value
 
 
 def choice(value: str, option: str, choices: Iterable[str]) -> str:
@@ -173,10 +205,47 @@ def url(value: str, what: str, schemes: Iterable[str] = ("http", "https")) -> st
     if parts.scheme not in tuple(schemes) or not parts.netloc or any(c.isspace() for c in value):
         raise ConfigError(f"{what} {_show(value)} is not an {'/'.join(schemes)} URL",
                           f"write it as {next(iter(schemes))}://host/path, e.g. https://mirrors.example.com/pypi/simple")
+    bad = sorted(set(_URL_UNSAFE.findall(value)))
+    if bad:
+        # RFC 3986 has no place for these: a quote ends a shell word or a Dockerfile string the URL lands in, and
+        # the HTTP libraries refuse some of them with errors of their own
+        raise ConfigError(f"{what} {_show(value)} contains {' '.join(repr(c) for c in bad)}, which a URL cannot hold",
+                          "percent-encode them (\" is %22, ' is %27, a space is %20) or give the URL without them")
+    if not _HOSTNAME_RE.match(parts.hostname or "") and not _is_ip(parts.hostname or ""):
+        raise ConfigError(f"{what} {_show(value)}: {_show(parts.hostname or '')} is not a host name",
+                          f"write it as {next(iter(schemes))}://host[:port]/path")
+    return value
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def source_spec(value: str, what: str) -> str:
+    """A local path or an http(s) URL (``--llmc-src``, ``mirrors.llmc_src``): a URL is checked as one."""
+    no_control_chars(value, what)
+    if "://" in value:
+        return url(value, what)
     return value
 
 
 KNOWN_ARCHS = (60, 61, 70, 75, 80, 86, 87, 89, 90, 100, 120)
+
+
+def build_arch(compute_cap: int) -> Optional[int]:
+    """The arch to build for a GPU of ``compute_cap``: itself when the kit builds it, else the newest known arch
+    of the same major version below it (CUDA runs sm_XY code on any sm_XZ with Z >= Y: sm_120 on a 12.1 GB10);
+    None when there is none (the GPU is older than anything the kit builds)."""
+    if compute_cap in KNOWN_ARCHS:
+        return compute_cap
+    same = [a for a in KNOWN_ARCHS if a // 10 == compute_cap // 10 and a <= compute_cap]
+    return max(same) if same else None
+
+
 _ARCH_TOKEN_RE = re.compile(r"^(?:(?P<major>[0-9]{1,2})\.(?P<minor>[0-9])|(?P<whole>[0-9]{2,3}))$")
 
 
@@ -201,7 +270,9 @@ def check_arch_list(archs: list[int]) -> list[int]:
         raise ValueError("the arch list is empty")
     bad = [a for a in archs if a not in KNOWN_ARCHS]
     if bad:
-        raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'")
+        runs = [f"sm_{a} GPUs run sm_{build_arch(a)} code: use {build_arch(a)}" for a in bad if build_arch(a)]
+        raise ValueError(f"unknown compute capability {bad}; allowed: {list(KNOWN_ARCHS)} or 'auto'"
+                         + (f" ({'; '.join(runs)})" if runs else ""))
     return sorted(set(archs))
 
 
@@ -372,6 +443,25 @@ def data_root_text(value: str, what: str = "data_root") -> str:
 
 
 # ------------------------------------------------------------------------------------------ Typer glue
+
+def given(ctx: Any, name: str) -> bool:
+    """Whether the user gave option ``name`` (the parameter's Python name) on the command line or through its
+    environment variable, as opposed to its default."""
+    try:
+        source = ctx.get_parameter_source(name)
+    except (AttributeError, KeyError):
+        return False
+    return source is not None and getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def refuse_unused(ctx: Any, options: dict[str, str], why: str, fix: str) -> None:
+    """Refuse (exit 2) the options of ``options`` (parameter name -> flag) that the user gave: they do nothing
+    here, and ``why`` says so. An option that does nothing in a combination is refused, never ignored."""
+    flags = [flag for name, flag in options.items() if given(ctx, name)]
+    if flags:
+        shown = " ".join(flags)
+        raise ConfigError(f"{shown} does nothing {why}", fix.format(flags=shown))
+
 
 def checked(check: Callable[..., Any], **kw: Any) -> Callable[[Any, Any, Any], Any]:
     """A Typer/click option callback running ``check(value, <option name>, **kw)``; None passes through.

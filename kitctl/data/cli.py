@@ -72,7 +72,7 @@ def make(
     tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", callback=checked(validate.readable_folder),
                                                  help="folder with GPT-2 vocab.bpe + "
                                                  "encoder.json (offline); default tokenizer_dir from kit.yaml"),
-    shards: Optional[int] = typer.Option(None, "--shards", callback=checked(validate.positive_int),
+    shards: Optional[int] = typer.Option(None, "--shards", callback=checked(validate.int_range, lo=1, hi=validate.MAX_SHARDS, why="llm.c names shards with six digits"),
                                          help="pre-tokenized recipe: first N train shards only"),
     runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")),
                                           help="docker (the kit's data image; the default "

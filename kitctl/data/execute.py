@@ -63,7 +63,7 @@ def _text_input(plan: DataPlan) -> Path:
     if embedded.is_file():
         return embedded
     if not r.url:
-        raise KitError(f"recipe {r.name} has no url and no local input", "give the file with --source", exit_code=2)
+        raise KitError(f"recipe {r.name} has no url and no local input", f"give the file with {plan.source_flag}", exit_code=2)
     hellaswag.download(r.url, local)
     if r.sha256:
         got = sha256_file(local)
@@ -108,7 +108,7 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
             assert plan.recipe is not None and plan.recipe.url
             jsonl = plan.layout.hellaswag_jsonl
             if not jsonl.is_file():
-                hellaswag.download(plan.recipe.url, jsonl)
+                hellaswag.download(plan.recipe.url, jsonl, plan.source_flag)
         n = hellaswag.build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)
         warn = hellaswag.pin_warning(jsonl, n)
         if warn:

@@ -20,6 +20,7 @@ import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output, open_regular, tidy_on_failure, too_large, write_atomic
+from kitctl.core.records import error_text
 from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
 from kitctl.core.llmc_files import HELLASWAG_START as START
 from kitctl.data.tokenizer import get_encoding
@@ -62,13 +63,14 @@ MAX_SOURCE_BYTES = 1 << 30      # llm.c's hellaswag_val.jsonl is 11 MB; its trai
 NOT_JSONL_HINT = "give llm.c's hellaswag_val.jsonl: one JSON object a line with ctx, endings (4) and label (0-3)"
 
 
-def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+def read_examples(path: Path, source_flag: str = "--source") -> Iterable[tuple[int, dict[str, Any]]]:
     """(line number, example) for each example of a HellaSwag jsonl, checked as llm.c's evaluator needs."""
     path = Path(path)
     try:        # a folder, device, FIFO or socket: exit 2 naming it, never a read that does not end
         raw = open_regular(path, "HellaSwag file", NOT_JSONL_HINT)
     except FileNotFoundError:
-        raise KitError(f"HellaSwag file {path} does not exist", "give hellaswag_val.jsonl with --source", exit_code=2) from None
+        raise KitError(f"HellaSwag file {path} does not exist", f"give hellaswag_val.jsonl with {source_flag}",
+                       exit_code=2) from None
     except OSError as e:
         raise KitError(f"cannot read HellaSwag file {path}: {e.strerror or e}", "check the path and its permissions",
                        exit_code=2) from None
@@ -90,10 +92,10 @@ def read_examples(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
                            NOT_JSONL_HINT, exit_code=2) from None
 
 
-def check_source(path: Path) -> int:
+def check_source(path: Path, source_flag: str = "--source") -> int:
     """Read every example once (what ``build`` will read) and refuse an empty file; returns the example count.
     The plan calls it, so bad input is refused before any tokenizer file is written."""
-    n = sum(1 for _ in read_examples(path))
+    n = sum(1 for _ in read_examples(path, source_flag))
     if not n:
         raise KitError(f"{path} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
     return n
@@ -227,7 +229,7 @@ def download(url: str, dest: Path, offline_hint: str = "--source") -> Path:
                     for chunk in r.iter_content(1 << 20):
                         f.write(chunk)
         except requests.RequestException as e:
-            raise KitError(f"download of {url} failed: {type(e).__name__}: {e}",
+            raise KitError(f"download of {url} failed: {error_text(e)}",
                            f"offline? download {url} on a box with network and pass the file with {offline_hint}, "
                            "or bring everything with `kitctl bundle --out FILE` and use --bundle FILE") from None
     return dest

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import KitError
+from kitctl.core.records import error_text
 from kitctl.data.recipes import Recipe
 from kitctl.data.sources import FilesSource
 
@@ -47,7 +48,7 @@ def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) ->
     try:
         names = list_files(repo, revision)
     except Exception as e:
-        raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {type(e).__name__}: {e}",
+        raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {error_text(e)}",
                        offline_hint()) from None
     files = sorted(n for n in names if fnmatch.fnmatch(n, pattern) and n.endswith(".parquet"))
     if not files:
@@ -81,6 +82,6 @@ def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None,
     try:
         root = Path(download(recipe.repo, rev, [recipe.data_files]))
     except Exception as e:
-        raise KitError(f"download of {recipe.repo}@{rev[:12]} failed: {type(e).__name__}: {e}",
+        raise KitError(f"download of {recipe.repo}@{rev[:12]} failed: {error_text(e)}",
                        "re-run the same command to continue the download; " + offline_hint()) from None
     return FilesSource([root / f for f in files], description=desc, fingerprint_extra=fp, hash_content=False)

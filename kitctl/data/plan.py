@@ -64,6 +64,7 @@ class DataPlan:
     need: dict[Path, int] = field(default_factory=dict)
     force: bool = False              # hellaswag: replace an existing eval file that differs
     shard_note: Optional[str] = None     # why the shard size differs from the default (a small dataset)
+    source_flag: str = "--source"    # the option that gives `source` to the user's command (messages name it)
     _source: Optional[src.FilesSource] = field(default=None, repr=False, compare=False)
 
     @property
@@ -123,10 +124,42 @@ class DataPlan:
         return lines
 
 
+def _refuse_unused(spec: str, kind: str, recipe: Optional[Recipe], source: Optional[str], source_flag: str, *,
+                   stream: bool, shard_size: Optional[int], workers: Optional[int], train_shards: Optional[int],
+                   force: bool) -> None:
+    """An option that does nothing for this input is refused (exit 2), never ignored."""
+    what = (f"{spec} is local files" if recipe is None else
+            f"recipe {spec} reads {source_flag} {source}" if source is not None else
+            f"recipe {spec} is " + {"hf_parquet": "a HuggingFace parquet dataset", "text": "one text file",
+                                     "hellaswag": "HellaSwag's eval file",
+                                     "pretokenized": "ready llm.c shards"}.get(recipe.kind, recipe.kind))
+    unused: list[tuple[str, str]] = []
+    if stream and not (recipe is not None and recipe.kind == "hf_parquet" and source is None):
+        unused.append(("--stream", "it streams a HuggingFace parquet recipe (fineweb10B, edu_fineweb10B, ...) "
+                                   "instead of caching it"))
+    if train_shards is not None and kind != "pretokenized":
+        unused.append(("--shards", "it takes the first N shards of a pre-tokenized recipe "
+                                   "(fineweb10B-pretokenized)"))
+    if force and kind != "hellaswag":
+        unused.append(("--force", "it replaces a HellaSwag eval file that differs (`kitctl data hellaswag`); a "
+                                  "shard folder made with other settings is kept: pass another --out"))
+    if shard_size is not None and kind != "tokenize":
+        unused.append(("--shard-size", "it sizes the shards the kit tokenizes; this input is not tokenized into "
+                                       "shards here"))
+    if workers is not None and kind != "tokenize":
+        unused.append(("--workers", "it sets the tokenizer processes of a tokenized dataset"))
+    if unused:
+        flags = " ".join(f for f, _ in unused)
+        raise ConfigError(f"{flags} does nothing here: {what}; " + "; ".join(f"{f}: {why}" for f, why in unused),
+                          f"leave out {flags}")
+
+
 def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path] = None,
               name: Optional[str] = None, shard_size: Optional[int] = None, workers: Optional[int] = None,
               stream: bool = False, source: Optional[str] = None, tokenizer_dir: Optional[Path] = None,
-              train_shards: Optional[int] = None, force: bool = False) -> DataPlan:
+              train_shards: Optional[int] = None, force: bool = False, source_flag: str = "--source") -> DataPlan:
+    """``source_flag``: the caller's name for ``source`` (``kitctl reproduce`` calls HellaSwag's input
+    --hellaswag-source): every message about the local input names the flag the user can actually pass."""
     spec = dataset or DEFAULT_DATASET
     recipe = None
     if spec in recipe_names():   # a recipe name wins; write ./NAME for a local folder of that name
@@ -140,7 +173,9 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
         load_recipe(spec)                     # raises "unknown dataset" with the list of recipes
         raise AssertionError("unreachable")
     if source is not None and not Path(source).exists():
-        raise ConfigError(f"--source {source} does not exist", "give the local file or folder the recipe reads")
+        raise ConfigError(f"{source_flag} {source} does not exist", "give the local file or folder the recipe reads")
+    _refuse_unused(spec, kind, recipe, source, source_flag, stream=stream, shard_size=shard_size, workers=workers,
+                   train_shards=train_shards, force=force)
     default_out = spec if recipe else _local_name(spec)
     out_dir = Path(out).absolute() if out else cfg.layout.shards(default_out).absolute()
     prefix = name or (recipe.prefix if recipe else default_out)
@@ -165,7 +200,8 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                     source=str(Path(source).absolute()) if source else None, data_root=cfg.data_root.absolute(),
                     hf_home=cfg.hf_cache.absolute(),
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,
-                    hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, files=files, force=force)
+                    hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, files=files, force=force,
+                    source_flag=source_flag)
     _estimate(plan)
     if plan.kind == "tokenize" and plan.est_tokens:
         _fit_small(plan, explicit=shard_size is not None)
@@ -232,7 +268,7 @@ def _estimate(plan: DataPlan) -> None:
     r = plan.recipe
     if plan.kind == "hellaswag":
         if plan.source:
-            hellaswag.check_source(Path(plan.source))      # an empty or broken file: refused before any write
+            hellaswag.check_source(Path(plan.source), source_flag=plan.source_flag)      # an empty or broken file: refused before any write
         plan.need = {plan.hellaswag_bin.parent: HELLASWAG_BYTES}
         return
     if plan.kind == "pretokenized":

@@ -15,6 +15,7 @@ from kitctl.core.files import atomic_output, sha256_file
 from kitctl.core.pins import pins_sha256
 from kitctl.core.errors import KitError
 from kitctl.data.hf import offline_hint
+from kitctl.core.records import error_text
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -61,7 +62,7 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
                 try:
                     got = download(n)
                 except Exception as e:
-                    raise KitError(f"download of {n} failed: {type(e).__name__}: {e}",
+                    raise KitError(f"download of {n} failed: {error_text(e)}",
                                    "re-run to continue; " + offline_hint()) from None
                 _place(Path(got), out / n)
         origin = f"{r.repo}@{rev}"

@@ -25,6 +25,7 @@ from typing import IO, Any, Iterable, Iterator, Optional, Sequence, Union
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import check_regular, open_regular, sha256_file, too_large
+from kitctl.core.records import error_text
 
 TEXT_COLUMN = "text"
 BATCH_ROWS = 512              # documents a batch: ~1.5 MB of web text, ~0.1 s on one core (a short tail at the end)
@@ -177,7 +178,7 @@ def _open_parquet(path, filesystem=None):
     except FileNotFoundError:
         raise KitError(f"input {path} does not exist", exit_code=2) from None
     except Exception as e:
-        raise KitError(f"cannot read {path} as parquet: {type(e).__name__}: {str(e)[:200]}",
+        raise KitError(f"cannot read {path} as parquet: {error_text(e)}",
                        "the file is damaged or not parquet; re-download it or remove it from the input",
                        exit_code=2) from None
 
@@ -371,7 +372,7 @@ class FilesSource(Source):
         except KitError:
             raise
         except Exception as e:
-            raise KitError(f"cannot read {f}: {type(e).__name__}: {str(e)[:200]}",
+            raise KitError(f"cannot read {f}: {error_text(e)}",
                            "the file is damaged; re-download it or remove it from the input",
                            exit_code=2) from None
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from kitctl.core import shard_folder
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.records import short
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.data import manifest as mf
 from kitctl.data.pool import LOCK_FDS, default_workers, iter_tokens
@@ -357,7 +358,7 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         writer.abort()                       # no temp file left behind (a no-op after close)
         if failure is not None:
             if not isinstance(failure, KeyboardInterrupt):
-                m.run.failed = f"{type(failure).__name__}: {getattr(failure, 'message', None) or failure}"[:300]
+                m.run.failed = short(f"{type(failure).__name__}: {getattr(failure, 'message', None) or failure}")
             try:
                 saver.save()                 # every finished shard stays recorded
             except OSError:

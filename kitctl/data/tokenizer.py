@@ -24,7 +24,7 @@ from kitctl.core.files import atomic_output, sha256_file, write_atomic
 from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: llm.c's tokenizer table for data's callers)
     EOT, HEADER_BYTES, TOKENIZER_BIN, TOKENIZER_MAGIC, TOKENIZER_VERSION, HeaderError, pack_tokenizer_header,
     unpack_tokenizer_header)
-from kitctl.core.records import Record
+from kitctl.core.records import Record, error_text
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 FILES = {
@@ -199,7 +199,7 @@ def get_encoding(tokenizer_dir: Optional[Path] = None, cache_dir: Optional[Path]
         except KitError:
             raise
         except Exception as e:  # requests errors, hash mismatch, ...
-            raise KitError(f"cannot load tiktoken's GPT-2 encoding: {type(e).__name__}: {str(e)[:300]}",
+            raise KitError(f"cannot load tiktoken's GPT-2 encoding: {error_text(e)}",
                            "offline? put vocab.bpe + encoder.json in a folder and pass --tokenizer-dir "
                            "(or set tokenizer_dir in kit.yaml)") from None
     if _ARGS is not None and table is not None and write_cache and table.parent.is_dir():

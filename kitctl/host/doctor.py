@@ -23,7 +23,9 @@ from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
 from kitctl.host import docker_disk
-from kitctl.host.gpus import GPU, driver_cuda, load_inventory, max_cuda_for_driver
+from kitctl.core.records import short
+from kitctl.host.gpus import (GPU, distinct_archs, driver_cuda, load_inventory, max_cuda_for_driver, unsupported,
+                              unsupported_reason)
 from kitctl.host.runtimes import gpu_container_argv
 
 GB = 1e9
@@ -108,9 +110,9 @@ def gather(cfg: KitConfig, inventory: Optional[Path] = None) -> Facts:
                 if not f.engine:
                     f.engine_error = "; ".join(info.get("ServerErrors") or []) or "no server version"
             except json.JSONDecodeError:
-                f.engine_error = out[:200]
+                f.engine_error = short(out, 200)
         else:
-            f.engine_error = (err or out)[:300]
+            f.engine_error = short(err or out)
         rc, out, _ = _run(["docker", "buildx", "version"])
         f.buildx = out.split()[1] if rc == 0 and len(out.split()) > 1 else None
         rc, out, _ = _run(["docker", "compose", "version", "--short"])
@@ -213,7 +215,17 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
                            f"{g.name}, sm_{g.compute_cap}, {g.memory_label}, driver {g.driver} -> CUDA <= {mx or '?'}",
                            "" if g.has_bf16 else "no BF16 tensor cores and no cuDNN flash attention (pre-Ampere): "
                            "runs llm.c only as the FP32 build (train_gpt2cu_fp32)"))
+    too_old = unsupported(gpus)
+    if too_old:
+        rest = len(gpus) - len(too_old)
+        out.append(Finding("GPU support", "warn" if rest else "fail", unsupported_reason(too_old),
+                           (f"they sit out: `kitctl train --gpus all` runs on the other {rest} GPU(s)" if rest else
+                            "train on a newer box: the kit refuses to plan on these")))
+        gpus = [g for g in gpus if g not in too_old]
+        if not gpus:
+            return out
     caps = sorted({g.compute_cap for g in gpus})
+    archs = distinct_archs(gpus)                 # what `kitctl build --arch` accepts for these GPUs
     old = [g for g in gpus if not g.has_bf16]
     if old and len(old) < len(gpus):
         names = ", ".join(f"{g.index}:{g.name}" for g in old)
@@ -246,10 +258,10 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
         out.append(Finding("driver", "ok", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}"))
     # arch list covers the GPUs
     if cfg.arch != "auto":
-        missing = [c for c in caps if c not in cfg.arch]
+        missing = [a for a in archs if a not in cfg.arch]
         if missing:
             out.append(Finding("arch list", "fail", f"arch {cfg.arch} lacks {missing} of this box's GPUs",
-                               f"build with --arch {','.join(map(str, sorted(set(cfg.arch) | set(caps))))} or arch: auto"))
+                               f"build with --arch {','.join(map(str, sorted(set(cfg.arch) | set(archs))))} or arch: auto"))
         else:
             out.append(Finding("arch list", "ok", f"arch {cfg.arch} covers sm_{'/'.join(map(str, caps))}"))
     return out
@@ -299,7 +311,8 @@ class Verdict:
 _NEEDS = {
     "data": ("docker engine", "data root space"),
     "build": ("docker engine", "buildx", "docker storage"),
-    "train": ("docker engine", "nvidia container runtime", "driver", "arch list", "data root space", "docker storage"),
+    "train": ("docker engine", "nvidia container runtime", "driver", "arch list", "data root space", "docker storage",
+              "GPU support"),
 }
 
 

@@ -14,6 +14,8 @@ from typing import Optional
 
 from kitctl.core.errors import KitError
 from kitctl.core.files import read_limited
+from kitctl.core.records import short
+from kitctl.core.validate import build_arch
 
 QUERY = "index,name,compute_cap,memory.total,driver_version"
 NVIDIA_SMI_ARGV = ["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader"]
@@ -51,14 +53,35 @@ class GPU:
         return asdict(self)
 
 
+# The oldest GPUs the kit runs llm.c on: it builds train_gpt2cu for sm_60 and newer (core.validate.KNOWN_ARCHS),
+# with CUDA 12 (llm.c at its pinned commit does not compile with CUDA 13), which has no code for sm_3x (Kepler,
+# dropped in CUDA 12.0) and which the kit does not build for sm_5x (Maxwell). BF16 + cuDNN need sm_80 (has_bf16).
+MIN_COMPUTE_CAP = 60
+
+
+def unsupported(gpus: list[GPU]) -> list[GPU]:
+    """The GPUs below :data:`MIN_COMPUTE_CAP`: no train_gpt2cu of the kit runs on them."""
+    return [g for g in gpus if g.compute_cap < MIN_COMPUTE_CAP]
+
+
+def unsupported_reason(gpus: list[GPU]) -> str:
+    names = ", ".join(f"{g.index} ({g.name}, sm_{g.compute_cap})" for g in gpus)
+    return (f"GPU {names} is older than llm.c's floor: the kit builds train_gpt2cu for compute capability "
+            f"{MIN_COMPUTE_CAP // 10}.{MIN_COMPUTE_CAP % 10} (sm_{MIN_COMPUTE_CAP}) and newer, with CUDA 12, "
+            "which has no code for older GPUs")
+
+
 _CAP = re.compile(r"([0-9]{1,2})\.([0-9])")
 _MEM = re.compile(r"([0-9]{1,9})(?:\s*MiB)?|\[N/A\]", re.IGNORECASE)   # N/A: unified-memory boards
 _DRIVER = re.compile(r"[0-9]{2,4}(?:\.[0-9]{1,4}){0,2}")
 
 
-def parse_csv(text: str, source: str = "nvidia-smi") -> list[GPU]:
+def parse_csv(text: str, source: str = "nvidia-smi", unified_mib: Optional[int] = None) -> list[GPU]:
     """Parse nvidia-smi's CSV (with or without units and a header line); every field is checked: an index once,
-    a compute capability like 8.6 (not ``inf``, not 8.65), memory in MiB, a driver version like 570.86.10."""
+    a compute capability like 8.6 (not ``inf``, not 8.65), memory in MiB, a driver version like 570.86.10.
+
+    ``[N/A]`` memory is what nvidia-smi prints for a board whose GPU shares the host's memory (GH200, GB10): it
+    is ``unified_mib`` when the caller knows the host's memory (this machine), else a refusal: never 0 GB."""
     gpus: list[GPU] = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -75,7 +98,16 @@ def parse_csv(text: str, source: str = "nvidia-smi") -> list[GPU]:
             raise KitError(f"{source}, line {n}: cannot read {_short(line)}",
                            "index a number, a GPU name, compute_cap like 8.6, memory like 24576 MiB, driver like "
                            "570.86.10 (as nvidia-smi --format=csv,noheader prints them)", exit_code=2)
-        g = GPU(int(idx), name, int(cap_m.group(1)) * 10 + int(cap_m.group(2)), int(mem_m.group(1) or 0), driver)
+        if mem_m.group(1) is None:          # [N/A]
+            if unified_mib is None:
+                raise KitError(f"{source}, line {n}: GPU {idx} ({name}) reports its memory as [N/A] (a board whose "
+                               "GPU shares the host's memory); the kit plans the micro-batch from the GPU's memory",
+                               f"write the memory the GPU may use instead of [N/A] in {source}, e.g. "
+                               f"{idx}, {name}, {cap}, 122880 MiB, {driver}", exit_code=2)
+            memory = unified_mib
+        else:
+            memory = int(mem_m.group(1))
+        g = GPU(int(idx), name, int(cap_m.group(1)) * 10 + int(cap_m.group(2)), memory, driver)
         if any(o.index == g.index for o in gpus):
             raise KitError(f"{source}, line {n}: GPU index {g.index} appears twice",
                            "each GPU once, as nvidia-smi lists them (a repeated index would put two ranks on one "
@@ -85,7 +117,7 @@ def parse_csv(text: str, source: str = "nvidia-smi") -> list[GPU]:
 
 
 def _short(line: str) -> str:
-    return repr(line if len(line) <= 120 else line[:120] + "...")
+    return repr(short(line, 120))
 
 
 def query(nvidia_smi: str = "nvidia-smi") -> list[GPU]:
@@ -99,7 +131,19 @@ def query(nvidia_smi: str = "nvidia-smi") -> list[GPU]:
         return []
     if out.returncode != 0:
         return []
-    return parse_csv(out.stdout)
+    return parse_csv(out.stdout, unified_mib=host_memory_mib())
+
+
+def host_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> Optional[int]:
+    """This machine's memory (MemTotal) in MiB: what a unified-memory GPU ([N/A] in nvidia-smi) can use."""
+    try:
+        with open(meminfo, encoding="ascii", errors="replace") as f:
+            for line in f.read(1 << 16).splitlines():
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 MAX_INVENTORY_BYTES = 1 << 20     # an nvidia-smi CSV is ~100 bytes a GPU
@@ -181,4 +225,6 @@ def driver_cuda(gpus: list[GPU]) -> Optional[str]:
 
 
 def distinct_archs(gpus: list[GPU]) -> list[int]:
-    return sorted({g.compute_cap for g in gpus})
+    """The archs to build for these GPUs: each one's own, or the arch of its major version that runs on it
+    (core.validate.build_arch); GPUs with none are left out (gpu_choice / doctor refuse them with the reason)."""
+    return sorted({a for g in gpus if (a := build_arch(g.compute_cap)) is not None})

@@ -49,6 +49,7 @@ def _notes(req: BuildRequest) -> None:
 
 @app.command()
 def build(
+    cli_ctx: typer.Context,
     arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities: 75,86 | auto (nvidia-smi)"),
     provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels (default: kit.yaml)"),
     cuda: Optional[str] = typer.Option(None, "--cuda", help="CUDA version (default: the provider's pin)"),
@@ -56,7 +57,7 @@ def build(
                                              help="Debian/Ubuntu base for wheels + data; nvidia with a --cuda "
                                                   "the kit does not know: the nvidia/cuda ...-devel- image"),
     target: str = typer.Option("all", "--target", help="toolchain | build | runtime | data | all (runtime+data)"),
-    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec), help="llm.c checkout, tarball or URL"),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn", help="cuDNN flash attention in the BF16 binary"),
     runtime: Optional[str] = typer.Option(None, "--runtime", callback=checked(validate.choice, choices=("docker", "native")),
@@ -81,6 +82,17 @@ def build(
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
     cfg = config(writes=not dry_run)
+    native = (runtime or cfg.runtime) == "native"
+    if native:
+        validate.refuse_unused(cli_ctx, {"provider": "--provider", "cuda": "--cuda", "base_image": "--base-image",
+                                     "target": "--target", "build_dir": "--build-dir", "no_cache": "--no-cache"},
+                               "with --runtime native: it sets up the Docker image build (native builds llm.c "
+                               "with this host's CUDA toolkit)",
+                               "leave out {flags}, or build the images with --runtime docker")
+    else:
+        validate.refuse_unused(cli_ctx, {"out": "--out", "cudnn_frontend": "--cudnn-frontend"},
+                               "with --runtime docker: it is for the native build on this host (the image has "
+                               "its own)", "leave out {flags}, or pass --runtime native")
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
     ub = use_bundle(bundle.absolute(), cfg.data_root, console) if bundle is not None else None
@@ -99,7 +111,7 @@ def build(
         if lock_file or update_lock:
             raise ConfigError("--lock / --update-lock lock the Docker images; a native build uses this host's "
                               "toolchain", "leave them out with --runtime native")
-        _build_native(archs, llmc_src, out, cudnn, cudnn_frontend, dry_run)
+        _build_native(archs, llmc_src, out, cudnn, cudnn_frontend, dry_run, ca_cert)
         return
     targets = ["runtime", "data"] if target == "all" else [target]
     req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=archs, target=targets[0],
@@ -186,13 +198,14 @@ def build(
 
 
 def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path], cudnn: Optional[bool],
-                  cudnn_frontend: Optional[Path], dry_run: bool) -> None:
+                  cudnn_frontend: Optional[Path], dry_run: bool, ca_cert: Optional[Path] = None) -> None:
     cfg = config()
     spec = llmc_src or cfg.mirrors.llmc_src
     src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
     if src is None and not dry_run:
         src = cfg.layout.native_src
-        got = llmc_source.fetch(spec, src, inputs.check_ca_bundle(cfg.ca_cert, "ca_cert"))
+        got = llmc_source.fetch(spec, src, inputs.check_ca_bundle(ca_cert, "--ca-cert") if ca_cert else
+                                inputs.check_ca_bundle(cfg.ca_cert, "ca_cert"))
         console.print(f"llm.c source: {got.label()} -> {src}", highlight=False)
     elif src is None:
         src = cfg.layout.native_src
@@ -262,13 +275,15 @@ def lock(
 
 @app.command()
 def render(
-    out: Path = typer.Option(Path(".kit/render"), "--out", help="folder for the Dockerfile and its context"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the Dockerfile and its context "
+                                       "(default .kit/render)"),
     arch: Optional[str] = typer.Option(None, "--arch", help="compute capabilities, e.g. 75,86"),
     provider: Optional[str] = typer.Option(None, "--provider", help="nvidia | wheels"),
     cuda: Optional[str] = typer.Option(None, "--cuda"),
     base_image: Optional[str] = typer.Option(None, "--base-image"),
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn"),
-    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="also put llm.c's source into the context"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec),
+                                           help="also put llm.c's source into the context"),
     lock_file: Optional[Path] = typer.Option(None, "--lock", help="the image lock (default docker/images.lock; "
                                              "used when present)"),
     stdout: bool = typer.Option(False, "--stdout", help="print the Dockerfile only"),
@@ -279,6 +294,13 @@ def render(
 
     --out must be a new or empty folder, or one an earlier `kitctl render` wrote (it is refreshed); any other
     folder is refused, never emptied."""
+    if stdout and out is not None:
+        raise ConfigError("--stdout prints the Dockerfile and writes no folder: --out does nothing with it",
+                          "leave out --out to print, or --stdout to write the Dockerfile and its context there")
+    if stdout and llmc_src:
+        raise ConfigError("--stdout prints the Dockerfile only: --llmc-src (which puts llm.c's source into the "
+                          "context folder) does nothing with it", "leave out --llmc-src, or --stdout")
+    out = out if out is not None else Path(".kit/render")
     cfg = config()
     req = BuildRequest.from_config(cfg, provider=provider, cuda=cuda, archs=_archs(arch, []),
                                    base_image=base_image, cudnn=cudnn, llmc_src=llmc_src)

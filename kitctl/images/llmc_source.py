@@ -23,6 +23,7 @@ from typing import Optional
 
 from kitctl.core.files import sha256_file, tidy_on_failure
 from kitctl.core import pins
+from kitctl.core import validate
 from kitctl.core.errors import KitError
 
 MAX_FILE = 8 * 1024 * 1024
@@ -114,6 +115,9 @@ def _download(url: str, to: Path, ca_cert: Optional[Path]) -> None:
             shutil.copyfileobj(r, f)
     except BaseException as e:
         to.unlink(missing_ok=True)
+        if isinstance(e, ValueError):            # urllib's InvalidURL / unknown url type
+            raise KitError(f"cannot download llm.c from {url}: {e}",
+                           "give an http(s) URL of the tarball, a local tarball or a checkout", exit_code=2) from None
         if not isinstance(e, OSError):
             raise
         raise KitError(f"could not download llm.c from {url}: {e}",
@@ -169,6 +173,8 @@ def _fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> L
     want_sha = pin["tarball_sha256"]
     if spec is not None and not str(spec).strip():
         raise KitError("--llmc-src is empty", "give an llm.c checkout, its tarball, or a tarball URL", exit_code=2)
+    if spec and "://" in spec:
+        validate.url(spec, "--llmc-src")          # before anything is removed or fetched
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)

@@ -13,13 +13,15 @@ import typer
 
 from kitctl.core import validate
 from kitctl.core.context import config, console, err_console
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.validate import checked
 from kitctl.model import evaluate, export, locate
 from kitctl.model.checkpoint import open_checkpoint
 from kitctl.model.push import check_repo_id, endpoint_for, push_folder
 from kitctl.model.record import add_eval, check_recordable, headline
 from kitctl.model.sample import sample as run_sample
+
+DEFAULT_TOP_K = 40
 
 app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
 
@@ -55,7 +57,7 @@ def _plan_export(target: str, runs_dir: Path, step: Optional[int], then: str) ->
 def export_model(
     target: str = typer.Argument(..., metavar="RUN_OR_FILE",
                                  help="run name under <data_root>/runs, a run folder, or a model_NNNNNNNN.bin"),
-    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.llmc_int, lo=0),
                                        help="checkpoint step (default: the newest complete one)"),
     fmt: str = typer.Option("hf", "--format", "-f", help="hf: a transformers GPT2LMHeadModel folder"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", callback=checked(validate.writable_folder), help="export folder (default <run>/hf/model_NNNNNNNN)"),
@@ -70,6 +72,9 @@ def export_model(
     """llm.c checkpoint -> HuggingFace transformers folder (model.safetensors, config.json, tokenizer), no PyTorch."""
     if fmt != "hf":
         raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
+    if private and not push:
+        raise ConfigError("--private does nothing without --push: it makes the Hub repo that --push creates private",
+                          "add --push USER/NAME, or leave out --private")
     if push:
         check_repo_id(push)
     cfg = config(writes=not dry_run)
@@ -106,17 +111,27 @@ def sample(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     prompt: str = typer.Option("", "--prompt", "-p", help="text to continue (default: start from <|endoftext|>)"),
     n: int = typer.Option(64, "-n", callback=checked(validate.positive_int), help="tokens to generate"),
-    top_k: int = typer.Option(40, "--top-k", callback=checked(validate.non_negative_int), help="sample from the k likeliest tokens"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", callback=checked(validate.int_range, lo=0, hi=validate.GPT2_VOCAB, why="GPT-2 has 50257 tokens; 0 = greedy"), help="sample from the k likeliest tokens (default 40; 0 = greedy, as --greedy)"),
     greedy: bool = typer.Option(False, "--greedy", help="always the likeliest token (same on every backend)"),
-    temperature: float = typer.Option(1.0, "--temperature", callback=checked(validate.positive_float)),
-    seed: int = typer.Option(1337, "--seed"),
-    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+    temperature: Optional[float] = typer.Option(None, "--temperature", callback=checked(validate.positive_float),
+                                                help="divides the logits before top-k sampling (default 1.0)"),
+    seed: int = typer.Option(1337, "--seed", callback=checked(validate.seed)),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.llmc_int, lo=0),
                                        help="checkpoint step (default: the newest complete one)"),
     backend: str = typer.Option("auto", "--backend", callback=checked(validate.choice, choices=("auto", "transformers", "numpy")), help="auto (transformers if installed), transformers, numpy"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say which model would be used (and whether it is "
                                  "exported first); write and generate nothing"),
 ) -> None:
     """Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."""
+    if greedy and (top_k is not None or temperature is not None):
+        given = " and ".join(f for f, v in (("--top-k", top_k), ("--temperature", temperature)) if v is not None)
+        raise ConfigError(f"--greedy takes the likeliest token every time: {given} does nothing with it",
+                          f"leave out {given}, or leave out --greedy to sample")
+    if top_k == 0 and temperature is not None:
+        raise ConfigError("--top-k 0 is greedy (the likeliest token every time): --temperature does nothing with it",
+                          "leave out --temperature, or pass --top-k N (N >= 1) to sample")
+    top_k = DEFAULT_TOP_K if top_k is None else top_k
+    temperature = 1.0 if temperature is None else temperature
     cfg = config()
     if dry_run:
         _plan_export(target, cfg.runs_dir, step, f"sample {n} tokens with the {backend} backend")
@@ -133,22 +148,24 @@ def sample(
 def eval_cmd(
     target: str = typer.Argument(..., metavar="RUN", help="run name or folder, a model_NNNNNNNN.bin, or an export"),
     tasks: str = typer.Option("hellaswag", "--tasks", help="lm-eval task names, comma-separated"),
-    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.non_negative_int),
+    step: Optional[int] = typer.Option(None, "--step", callback=checked(validate.llmc_int, lo=0),
                                        help="checkpoint step (default: the newest complete one)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:0, cpu (default: lm-eval's choice)"),
     batch_size: str = typer.Option("auto", "--batch-size", help="lm-eval batch size, or auto"),
-    limit: Optional[float] = typer.Option(None, "--limit", callback=checked(validate.positive_float), help="examples per task (a fraction if < 1): quick "
+    limit: Optional[float] = typer.Option(None, "--limit", callback=checked(validate.bounded_float, lo=0, hi=validate.LLMC_INT_MAX, why="examples per task, or a fraction below 1", example="100"), help="examples per task (a fraction if < 1): quick "
                                                                 "checks only, not a score to quote"),
-    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", callback=checked(validate.non_negative_int), help="few-shot examples (default: the task's)"),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", callback=checked(validate.int_range, lo=0, hi=validate.GPT2_CONTEXT, why="each example takes at least one of GPT-2's 1024 positions"), help="few-shot examples (default: the task's)"),
     include_path: Optional[Path] = typer.Option(None, "--include-path", help="folder of extra lm-eval task YAMLs"),
     record: bool = typer.Option(True, "--record/--no-record", help="append the results to the run's run.json"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say which model and tasks would be evaluated (and "
                                  "whether it is exported first); write and run nothing"),
 ) -> None:
     r"""Score a run's model with lm-evaluation-harness (extra: pip install 'llmc-kit\[eval]'); saved in run.json."""
-    evaluate.load_harness()               # exit 2 with the install line before any export work
     names = evaluate.parse_tasks(tasks)
     cfg = config(writes=record and not dry_run)
+    hub = evaluate.prepare_hub(cfg.hf_cache, cfg.mirrors.hf_endpoint)   # before lm-eval reads the environment
+    evaluate.load_harness()               # exit 2 with the install line before any export work
+    evaluate.pick_device(device)          # exit 2 for --device cuda without CUDA, before any export work
     if dry_run:
         _plan_export(target, cfg.runs_dir, step, f"run lm-eval {', '.join(names)}"
                      + ("; the results are appended to the run's run.json" if record else " (--no-record)"))
@@ -165,7 +182,7 @@ def eval_cmd(
     _say(f"lm-eval {evaluate.harness_version()}: {', '.join(names)} on {folder}")
     res = evaluate.run_harness(folder, names, device=device, batch_size=batch_size, limit=limit,
                                num_fewshot=num_fewshot, include_path=include_path, hf_home=cfg.hf_cache,
-                               hf_endpoint=cfg.mirrors.hf_endpoint)
+                               hf_endpoint=cfg.mirrors.hf_endpoint, hub=hub)
     entries = evaluate.entries(res, step=st, checkpoint=checkpoint, export=folder, limit=limit)
     for e in entries:
         h = headline(e)

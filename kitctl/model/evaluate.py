@@ -11,24 +11,118 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from kitctl import __version__
+from kitctl.core import validate
 from kitctl.core.errors import KitError
+from kitctl.core.optional import import_optional, installed
 
 INSTALL_HINT = "pip install 'llmc-kit[eval]'   (lm-eval + torch + transformers; on a GPU box install torch for CUDA)"
 
 
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+PROBE_SECONDS = 5.0
+
+
+@dataclass
+class HubAccess:
+    """Where the task datasets come from: the endpoint, and why it is not used (None: it is reachable)."""
+
+    endpoint: str
+    offline: Optional[str] = None
+    hf_home: Optional[Path] = None
+
+    def hint(self) -> str:
+        cache = self.hf_home or "$HF_HOME"
+        return (f"set HF_ENDPOINT (or mirrors.hf_endpoint in kit.yaml) to a mirror this machine reaches, e.g. "
+                f"https://hf-mirror.com; or work offline: run the same `kitctl eval` once on a connected machine "
+                f"and copy its HF cache into {cache} (the kit then reads it without a network), or pass "
+                "--include-path with a task YAML whose dataset is a local file")
+
+
+def probe_endpoint(endpoint: str, timeout: float = PROBE_SECONDS) -> Optional[str]:
+    """None when a TCP connection to ``endpoint``'s host opens (or a proxy is set: it decides), else why not."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    parts = urlsplit(endpoint)
+    host = parts.hostname
+    if not host:
+        return f"{endpoint!r} names no host"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"cannot connect to {host}:{port} ({e.strerror or e})"
+
+
+def prepare_hub(hf_home: Optional[Path], hf_endpoint: Optional[str]) -> HubAccess:
+    """Set the HF environment BEFORE lm-eval is imported (datasets and huggingface_hub read HF_ENDPOINT and the
+    offline switches at import): the cache on the data root, the endpoint from kit.yaml unless HF_ENDPOINT is set,
+    and offline mode (cache only, no retries for minutes) when the endpoint cannot be reached."""
+    if hf_home is not None:           # the task's dataset (HellaSwag: ~50 MB) lands on the data root
+        os.environ.setdefault("HF_HOME", str(hf_home))
+    if hf_endpoint:
+        os.environ.setdefault("HF_ENDPOINT", hf_endpoint)
+    endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT
+    validate.url(endpoint, "HF_ENDPOINT" if endpoint != hf_endpoint else "mirrors.hf_endpoint")
+    offline = "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE") == "1" or \
+        os.environ.get("HF_DATASETS_OFFLINE") == "1" else probe_endpoint(endpoint)
+    if offline:
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            os.environ[k] = "1"
+        _set_offline_constants()
+    home = Path(os.environ["HF_HOME"]) if os.environ.get("HF_HOME") else None
+    return HubAccess(endpoint, offline, home)
+
+
+def _set_offline_constants() -> None:
+    """The libraries read the switches at import: when they are imported already (a long-lived process), say it
+    to them too."""
+    import sys
+
+    hub = sys.modules.get("huggingface_hub.constants")
+    if hub is not None:
+        hub.HF_HUB_OFFLINE = True          # type: ignore[attr-defined]
+    ds = sys.modules.get("datasets.config")
+    if ds is not None:
+        ds.HF_DATASETS_OFFLINE = True      # type: ignore[attr-defined]
+        ds.HF_HUB_OFFLINE = True           # type: ignore[attr-defined]
+
+
 def load_harness():
     """The ``lm_eval`` module and its TaskManager; KitError (exit 2) when the extra is not installed."""
+    # optional extra: imported only when `kitctl eval` runs; a version conflict is named, not "not installed"
+    lm_eval = import_optional("lm_eval", purpose="kitctl eval (lm-evaluation-harness)", install=INSTALL_HINT)
+    tasks = import_optional("lm_eval.tasks", purpose="kitctl eval (lm-evaluation-harness)", install=INSTALL_HINT)
+    if installed("transformers"):        # lm-eval's hf model imports it later: a conflict is named now
+        import_optional("transformers", purpose="kitctl eval (lm-eval's hf model)", install=INSTALL_HINT)
+    return lm_eval, tasks.TaskManager
+
+
+def pick_device(device: Optional[str]) -> str:
+    """``--device``, checked against this torch: the default is the first GPU when torch sees CUDA, else the CPU
+    (lm-eval's own default is cuda, which fails on a machine without one)."""
     try:
-        import lm_eval   # optional extra: imported only when `kitctl eval` runs
-        from lm_eval.tasks import TaskManager
-    except ModuleNotFoundError as e:
-        raise KitError(f"lm-evaluation-harness is not installed (import of {e.name!r} failed)", INSTALL_HINT,
-                       exit_code=2) from None
-    return lm_eval, TaskManager
+        import torch   # lm-eval's dependency
+    except ImportError:
+        return device or "cpu"
+    has_cuda = bool(torch.cuda.is_available())
+    if device is None:
+        return "cuda:0" if has_cuda else "cpu"
+    if device.startswith("cuda") and not has_cuda:
+        why = ("this torch is built without CUDA" if getattr(torch.version, "cuda", None) is None
+               else "torch sees no CUDA GPU (driver, CUDA_VISIBLE_DEVICES)")
+        raise KitError(f"--device {device}: {why} (torch {torch.__version__})",
+                       "pass --device cpu (slow but complete), or install torch for CUDA on a GPU box "
+                       "(https://pytorch.org/get-started/locally/)", exit_code=2)
+    return device
 
 
 def harness_version() -> str:
@@ -48,13 +142,13 @@ def parse_tasks(tasks: str) -> list[str]:
 def run_harness(export: Path, tasks: list[str], *, device: Optional[str] = None, batch_size: str = "auto",
                 limit: Optional[float] = None, num_fewshot: Optional[int] = None,
                 include_path: Optional[Path] = None, hf_home: Optional[Path] = None,
-                hf_endpoint: Optional[str] = None) -> dict[str, Any]:
-    """Run the harness; returns its result dict (``results``, ``versions``, ``n-shot``, ``n-samples``...)."""
+                hf_endpoint: Optional[str] = None, hub: Optional[HubAccess] = None) -> dict[str, Any]:
+    """Run the harness; returns its result dict (``results``, ``versions``, ``n-shot``, ``n-samples``...).
+    ``hub``: what :func:`prepare_hub` found (called before lm-eval is imported); made here when not given."""
+    if hub is None:
+        hub = prepare_hub(hf_home, hf_endpoint)
     lm_eval, TaskManager = load_harness()
-    if hf_home is not None:           # the task's dataset (HellaSwag: ~50 MB) lands on the data root
-        os.environ.setdefault("HF_HOME", str(hf_home))
-    if hf_endpoint:
-        os.environ.setdefault("HF_ENDPOINT", hf_endpoint)
+    device = pick_device(device)
     tm = TaskManager(include_path=str(include_path)) if include_path else None
     bs: Any = int(batch_size) if str(batch_size).isdigit() else batch_size
     lim: Any = int(limit) if limit is not None and limit >= 1 else limit
@@ -66,9 +160,31 @@ def run_harness(export: Path, tasks: list[str], *, device: Optional[str] = None,
     except KeyError as e:
         raise KitError(f"lm-eval does not know task {e}", "list its tasks with `lm-eval ls tasks`",
                        exit_code=2) from None
+    except Exception as e:
+        if hub is not None and (hub.offline or _is_network_error(e)):
+            why = hub.offline or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            raise KitError(f"lm-eval could not get the dataset of {', '.join(tasks)} from {hub.endpoint} ({why}), "
+                           f"and the HF cache {hub.hf_home or '(default)'} does not hold it",
+                           hub.hint()) from None
+        raise
     if not isinstance(res, dict) or not isinstance(res.get("results"), dict):
         raise KitError("lm-eval returned no results", "re-run with KITCTL_DEBUG=1 and check lm-eval's own output")
     return res
+
+
+def _is_network_error(e: BaseException) -> bool:
+    """A connection failure from requests / httpx / huggingface_hub / datasets, anywhere in the chain."""
+    seen = 0
+    while e is not None and seen < 10:
+        name, mod = type(e).__name__, type(e).__module__
+        if name in ("ConnectionError", "ConnectTimeout", "ConnectError", "OfflineModeIsEnabled",
+                    "LocalEntryNotFoundError", "MaxRetryError", "NameResolutionError", "ReadTimeout") or \
+                isinstance(e, (ConnectionError, TimeoutError)):
+            return True
+        if mod.startswith(("requests", "httpx", "urllib3")):
+            return True
+        e, seen = (e.__cause__ or e.__context__), seen + 1   # type: ignore[assignment]
+    return False
 
 
 def _metric_name(key: str) -> str:

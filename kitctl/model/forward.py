@@ -126,6 +126,9 @@ class NumpyGPT2:
         logits, cache = self.forward(np.asarray(prompt))
         for j in range(n):
             last = logits[-1].astype(np.float64)
+            if not np.isfinite(last).all():
+                raise FloatingPointError(f"its outputs are not finite at generated token {j + 1} (NaN or infinite "
+                                         "logits)")
             if top_k <= 0:
                 tok = int(np.argmax(last))
             else:

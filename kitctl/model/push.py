@@ -10,13 +10,21 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core import validate
 from kitctl.core.errors import KitError
+from kitctl.core.records import error_text
+from kitctl.core.optional import import_optional
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def endpoint_for(configured: Optional[str]) -> str:
-    return (os.environ.get("HF_ENDPOINT") or configured or DEFAULT_ENDPOINT).rstrip("/")
+    """HF_ENDPOINT, else mirrors.hf_endpoint, else huggingface.co; checked as a URL (exit 2 naming where it came
+    from)."""
+    env = os.environ.get("HF_ENDPOINT")
+    if env:
+        validate.url(env, "HF_ENDPOINT (environment)")
+    return (env or configured or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -30,8 +38,11 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = Fa
                 message: Optional[str] = None) -> str:
     """Upload ``folder`` to model repo ``repo_id``; returns the commit URL. huggingface_hub is imported here: it
     costs ~0.3 s, which only ``--push`` should pay."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+    hub = import_optional("huggingface_hub", purpose="export-model --push", install="pip install huggingface_hub")
+    errors = import_optional("huggingface_hub.errors", purpose="export-model --push",
+                             install="pip install huggingface_hub")
+    HfApi, HfHubHTTPError, LocalTokenNotFoundError = (hub.HfApi, errors.HfHubHTTPError,
+                                                      errors.LocalTokenNotFoundError)
 
     check_repo_id(repo_id)
     api = HfApi(endpoint=endpoint)
@@ -47,16 +58,16 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = Fa
         hint = {401: "the token was refused: set HF_TOKEN to a token with write access (or `hf auth login`)",
                 403: f"that token may not write to {repo_id}: check the repo's owner and the token's scope",
                 }.get(status, "check the repo name, your token and HF_ENDPOINT")
-        raise KitError(f"upload of {folder} to {endpoint}/{repo_id} failed: {str(e).splitlines()[0][:300]}",
+        raise KitError(f"upload of {folder} to {endpoint}/{repo_id} failed: {error_text(e)}",
                        hint) from None
     except (OSError, ValueError) as e:
-        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {type(e).__name__}: {str(e)[:300]}",
+        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {error_text(e)}",
                        "check the network, or set HF_ENDPOINT (or mirrors.hf_endpoint in kit.yaml) to a mirror"
                        ) from None
     except Exception as e:    # httpx2's transport errors (connection refused, TLS, timeouts) are no OSError
         if type(e).__module__.split(".")[0] not in ("httpx2", "httpx", "httpcore2", "httpcore"):
             raise
-        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {type(e).__name__}: {str(e)[:300]}",
+        raise KitError(f"cannot reach {endpoint} to upload {repo_id}: {error_text(e)}",
                        "check the network, or set HF_ENDPOINT (or mirrors.hf_endpoint in kit.yaml) to a mirror"
                        ) from None
     return str(getattr(info, "commit_url", info))

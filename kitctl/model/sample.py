@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from kitctl.core.errors import KitError
+from kitctl.core.optional import import_optional
 from kitctl.data import tokenizer as gpt2_bpe
 from kitctl.model.forward import NumpyGPT2
 
 BACKENDS = ("auto", "transformers", "numpy")
+INSTALL_HINT = "pip install torch transformers (or use --backend numpy)"
 
 
 @dataclass(frozen=True)
@@ -51,21 +55,28 @@ def encoding(cache_dir: Path):
 def _transformers_generate(export: Path, prompt: list[int], n: int, top_k: int, temperature: float,
                            seed: int) -> list[int]:
     # torch/transformers are optional (the `eval`/test extras): imported only on this path
-    import torch
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+    torch = import_optional("torch", purpose="sample --backend transformers", install=INSTALL_HINT)
+    transformers = import_optional("transformers", purpose="sample --backend transformers", install=INSTALL_HINT)
+    AutoModelForCausalLM = transformers.AutoModelForCausalLM
+    hf_logging = transformers.utils.logging
 
     hf_logging.disable_progress_bar()      # no "Loading weights" bar around the sample
     hf_logging.set_verbosity_error()
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32)
+    refuse_not_finite(export, [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())])
     model = model.to(device).eval()  # type: ignore[arg-type]   # transformers' stubs wrap .to oddly
     ids = torch.tensor([prompt], device=device)
     kw = dict(do_sample=True, top_k=top_k, temperature=temperature) if top_k > 0 else dict(do_sample=False)
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                             pad_token_id=gpt2_bpe.EOT, top_p=1.0, **kw)
+    try:
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                 pad_token_id=gpt2_bpe.EOT, top_p=1.0, **kw)
+    except RuntimeError as e:          # torch.multinomial: "probability tensor contains either `inf`, `nan` ..."
+        if "nan" not in str(e).lower() and "inf" not in str(e).lower():
+            raise
+        refuse_not_finite(export, [], f"its outputs are not finite ({str(e).splitlines()[0]})")
     return out[0, len(prompt):].tolist()
 
 
@@ -97,5 +108,21 @@ def sample(export: Path, prompt: str, n: int, *, cache_dir: Path, top_k: int = 4
         toks = _transformers_generate(export, ids, n, top_k, temperature, seed)
     else:
         say(f"sampling {n} tokens with the numpy GPT-2 (CPU) ...")
-        toks = NumpyGPT2.from_export(export).generate(ids, n, top_k=top_k, temperature=temperature, seed=seed)
+        model = NumpyGPT2.from_export(export)
+        refuse_not_finite(export, [k for k, v in model.w.items() if not np.isfinite(v).all()])
+        try:
+            toks = model.generate(ids, n, top_k=top_k, temperature=temperature, seed=seed)
+        except FloatingPointError as e:
+            refuse_not_finite(export, [], str(e))
     return Sample(prompt, enc.decode(toks), toks, backend)
+
+
+def refuse_not_finite(export: Path, tensors: list[str], detail: str = "") -> None:
+    """Weights (or the outputs they give) that are NaN or infinite cannot be sampled: say so, with the way out."""
+    if not tensors and not detail:
+        return
+    what = (f"{len(tensors)} weight tensor(s) hold NaN or infinite values ({', '.join(tensors[:3])}"
+            f"{', ...' if len(tensors) > 3 else ''})" if tensors else detail)
+    raise KitError(f"cannot sample from {export}: {what}; the run diverged, or the checkpoint is damaged",
+                   "sample an earlier checkpoint with --step N (steps with a checkpoint: ls <run>/DONE_*), and look "
+                   "at the loss in the run's main.log (`kitctl status`) for where it went wrong", exit_code=2)

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from kitctl.core import validate
 from kitctl.core.context import config, console
 from kitctl.observe.report import NothingToPlot, check_out, write_report
 from kitctl.observe.runs import latest_run, resolve_run, resolve_runs
@@ -20,6 +21,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 
 @app.command()
 def tensorboard(
+    ctx: typer.Context,
     runs: Optional[List[str]] = typer.Argument(None, help="run names under <data_root>/runs or run folders; default all"),
     port: int = typer.Option(6006, "--port", "-p", help="TensorBoard's port (1-65535)"),
     host: str = typer.Option(DEFAULT_HOST, "--host", help="address to listen on (default 127.0.0.1: this machine "
@@ -33,6 +35,12 @@ def tensorboard(
     """llm.c's main.log (+ stdout.log) -> TensorBoard event files in <run>/tb/, then serve TensorBoard, live."""
     check_port(port)                  # bad options before reading kit.yaml or any run
     check_interval(interval)
+    if not serve:
+        validate.refuse_unused(ctx, {"port": "--port", "host": "--host"}, "with --no-serve: no server listens",
+                               "leave out {flags}, or leave out --no-serve to serve TensorBoard")
+    if not follow:
+        validate.refuse_unused(ctx, {"interval": "--interval"}, "with --no-follow: the logs are converted once",
+                               "leave out {flags}, or leave out --no-follow to keep converting")
     runs_dir = config(writes=not dry_run).runs_dir
     run_dirs = resolve_runs(runs or [], runs_dir, allow_empty=follow, command="tensorboard")
     if dry_run:

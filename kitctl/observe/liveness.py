@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.pipeline_state import FILENAME as PIPELINE_FILENAME
 from kitctl.core.proc import pid_alive
 from kitctl.core.progress import format_duration
 from kitctl.observe.logs import STDOUT_LOG
@@ -74,15 +75,29 @@ def find_llmc_process(run_dir: Path, proc: Path = Path("/proc")) -> Optional[int
     return None
 
 
+def resume_command(run_dir: Path) -> str:
+    """What continues this run: the reproduce command for a `kitctl reproduce` run (its stage record is there:
+    a bare `kitctl train` would skip its stages and its options), else `kitctl train`."""
+    if (run_dir / PIPELINE_FILENAME).is_file():
+        return "re-run the same `kitctl reproduce` command"
+    return "re-run `kitctl train`"
+
+
 def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float], finished_by_files: bool,
              proc: Path = Path("/proc")) -> Liveness:
     age = f"; logs written {format_duration(log_age_s)} ago" if log_age_s is not None else ""
     session = session_of(meta)
+    rerun = resume_command(run_dir)
     if session.status == "interrupted":
         nxt = session.next_resume_step
-        return Liveness("stopped", "interrupted; " + (f"re-run `kitctl train` to resume from step {nxt}"
-                                                      if nxt is not None else "no checkpoint yet: the next run starts over"))
+        # the same words as the stop message (kitctl.train.session): where the next run resumes
+        return Liveness("stopped", "interrupted; " + (f"the next run resumes from the checkpoint at step {nxt} "
+                                                      f"({rerun})" if nxt is not None else
+                                                      f"no checkpoint was written yet: the next run starts over "
+                                                      f"({rerun})"))
     code = session.exit_status
+    if session.status == "failed" and code == 0:
+        return Liveness("failed", f"exited with status 0 before the last step; see {run_dir / STDOUT_LOG}")
     if code is not None:
         return (Liveness("finished", "exited with status 0") if code == 0
                 else Liveness("failed", f"exited with status {code}; see {run_dir / STDOUT_LOG}"))
@@ -98,7 +113,7 @@ def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float
         if alive is False:
             return Liveness("finished" if finished_by_files else "stopped",
                             f"pid {pid} is gone{age}" + ("" if finished_by_files else
-                                                         "; `kitctl train` resumes from the last checkpoint"))
+                                                         f"; {rerun} resumes from the last checkpoint"))
     container = container_name(meta) if meta else None
     if container:
         running = _container_running(container)

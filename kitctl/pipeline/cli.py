@@ -29,7 +29,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 @app.command()
 def demo(
     data_root: Optional[Path] = typer.Option(None, callback=checked(validate.writable_folder), help="demo data root (default <data_root>/demo)"),
-    steps: int = typer.Option(20, callback=checked(validate.positive_int), help="training steps, where this machine can train"),
+    steps: int = typer.Option(20, callback=checked(validate.llmc_int), help="training steps, where this machine can train"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the steps and the data root; run and write nothing"),
 ) -> None:
     """Run the kit end to end on embedded inputs, as far as this machine allows; say what was skipped."""
@@ -129,7 +129,7 @@ def reproduce(
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default: the preset's; gpt2-124m: "
                                                               "one epoch of the shards)"),
     binary: Optional[Path] = typer.Option(None, "--binary", help="native: a built train_gpt2cu (skips the build)"),
-    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL for the build"),
+    llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec), help="llm.c checkout, tarball or URL for the build"),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native build: cudnn-frontend "
                                                   "include dir"),
     mpirun: str = typer.Option("/usr/bin/mpirun", "--mpirun", help="host mpirun (native runtime)"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.bundle import Unpacked
+from kitctl.core import validate
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, free_bytes, open_regular
@@ -30,7 +31,7 @@ from kitctl.core import shard_folder
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import docker_disk
-from kitctl.host.gpus import GPU, load_inventory
+from kitctl.host.gpus import GPU, distinct_archs, load_inventory
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.pipeline import forecast as fc
 from kitctl.train import tune as train_tune
@@ -130,6 +131,11 @@ class Gathered:
     notes: list[str] = field(default_factory=list)
 
 
+MAX_CPUS = 65_536
+MAX_NET_MBPS = 1_000_000.0        # 1 Tbit/s
+MAX_PRICE = 1_000_000.0
+
+
 def check_options(opts: ReproduceOptions) -> None:
     """Bad option values: exit 2 with what, why and the fix (before anything is read or written)."""
     presets = load_presets()
@@ -144,6 +150,17 @@ def check_options(opts: ReproduceOptions) -> None:
                           f"give your link's speed in Mbit/s, e.g. --net-mbps {DEFAULT_NET_MBPS:.0f}")
     if opts.cpus is not None and opts.cpus < 1:
         raise ConfigError(f"--cpus {opts.cpus}: at least one CPU tokenizes", "give the box's CPU count, e.g. --cpus 16")
+    # upper bounds: numbers past these are typos that would plan nonsense (or exhaust memory planning them)
+    if opts.cpus is not None:
+        validate.int_range(opts.cpus, "--cpus", 1, MAX_CPUS, f"no single box has more than {MAX_CPUS:,} CPUs")
+    if opts.net_mbps > MAX_NET_MBPS:
+        validate.bounded_float(opts.net_mbps, "--net-mbps", 0, MAX_NET_MBPS, "Mbit/s: 1 Tbit/s at most",
+                               f"{DEFAULT_NET_MBPS:.0f}")
+    if opts.price_per_gpu_hour is not None and opts.price_per_gpu_hour > MAX_PRICE:
+        validate.bounded_float(opts.price_per_gpu_hour, "--price-per-gpu-hour", -1, MAX_PRICE,
+                               "per GPU and hour", "2.49")
+    if opts.steps is not None:
+        validate.steps_or_epoch(opts.steps, "--steps")
     if opts.tune not in TUNE_MODES:
         raise ConfigError(f"tune mode {opts.tune!r}", "use --tune (always), --no-tune (never) or neither (auto)")
     if opts.runtime not in ("docker", "native"):
@@ -378,7 +395,8 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
     dplan = make_plan(cfg, opts.dataset or preset.data, shard_size=opts.shard_size, workers=opts.workers,
                       stream=opts.stream, source=str(opts.source) if opts.source else None)
     dinput = data_input(cfg, dplan)
-    hplan = make_plan(cfg, "hellaswag", source=str(opts.hellaswag_source) if opts.hellaswag_source else None)
+    hplan = make_plan(cfg, "hellaswag", source=str(opts.hellaswag_source) if opts.hellaswag_source else None,
+                      source_flag="--hellaswag-source")
     hinput = hellaswag_input(hplan)
     treq = TrainRequest(preset=opts.preset, gpus=opts.gpus, steps=opts.steps, name=opts.name, data=dplan.out_dir,
                         runtime=opts.runtime, binary=opts.binary, passthrough=list(opts.passthrough))
@@ -397,7 +415,7 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
                        (e.hint or "") + "; train_gpt2cu flags go after the preset and `--`, e.g. "
                        f"`kitctl reproduce {opts.preset} -- -r 2`", exit_code=e.exit_code) from None
     notes += [n for n in tplan.notes if "HellaSwag file not found" not in n and TOKENIZER_BIN not in n]
-    archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | {g.compute_cap for g in facts.gpus})
+    archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | set(distinct_archs(facts.gpus)))
     tinput = train_input(tplan, facts, hinput.examples)
     tune = fc.TuneInput(opts.tune, tune_configs(treq, facts, tplan) if not tplan.resume else 0,
                         cached=tplan.tune_file, resuming=tplan.resume)

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.records import error_text, short
 from kitctl.core.pipeline_state import FILENAME, FINISHED, STAGES, PipelineState, StageState, now_iso, process_alive
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.pipeline import forecast as fc
@@ -185,11 +186,16 @@ def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc
         raise KitError(f"interrupted during {s.name}: nothing was left half-written",
                        "re-run the same command: it continues with this stage", exit_code=130) from None
     except KitError as e:
-        _finish(s, "interrupted" if e.exit_code == 130 else "failed", e.message.splitlines()[0][:300])
+        _finish(s, "interrupted" if e.exit_code == 130 else "failed", short(e.message.splitlines()[0]))
         log.line(f"# {now_iso()} {s.status}: {e.message}")
+        if e.exit_code == 130:
+            raise
+        where = f"the {s.name} stage's log: {log.path}"
+        if where not in (e.hint or ""):
+            e.hint = f"{e.hint}; {where}" if e.hint else where
         raise
     except BaseException as e:
-        _finish(s, "failed", f"{type(e).__name__}: {e}"[:300])
+        _finish(s, "failed", error_text(e))
         log.line(f"# {now_iso()} failed: {type(e).__name__}: {e}")
         raise
     finally:

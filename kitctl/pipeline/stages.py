@@ -33,6 +33,7 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import open_regular
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
+from kitctl.core.records import short
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
@@ -297,7 +298,7 @@ def tune(ctx: StageContext) -> Result:
         if e.exit_code == 130:
             raise
         ctx.log.say(f"tune failed: {e.message}")
-        return Result("skipped", f"tune failed ({e.message.splitlines()[0][:120]}): training sizes B from its models")
+        return Result("skipped", f"tune failed ({short(e.message.splitlines()[0], 160)}): training sizes B from its models")
     best = rec.record.best if rec is not None else None
     if best is None:
         return Result("skipped", "tune measured nothing usable: training sizes B from its models")

@@ -79,14 +79,14 @@ def train(
                                                                   "appended to its argv (e.g. -- -lg 100)"),
     preset: str = typer.Option("gpt2-124m", "--preset", help="gpt2-124m | gpt2-350m | gpt2-774m | gpt2-1558m"),
     gpus: str = _GPUS,
-    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", "-b", help="per-GPU micro-batch B (default: "
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", "-b", callback=checked(validate.llmc_int), help="per-GPU micro-batch B (default: "
                                               "tune cache, else the fastest that fits by the throughput table)"),
-    recompute: Optional[int] = typer.Option(None, "--recompute", help="llm.c -r: 0 none, 1 GELU, 2 GELU+LN"),
+    recompute: Optional[int] = typer.Option(None, "--recompute", callback=checked(validate.int_range, lo=0, hi=2, why="llm.c -r: 0 none, 1 GELU, 2 GELU + layernorm"), help="llm.c -r: 0 none, 1 GELU, 2 GELU+LN"),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 when every "
                                                                        "GPU is sm_80+, else the faster choice)"),
-    steps: Optional[int] = typer.Option(None, "--steps", "-x", help="optimizer steps (default: the preset's; "
+    steps: Optional[int] = typer.Option(None, "--steps", "-x", callback=checked(validate.steps_or_epoch), help="optimizer steps (default: the preset's; "
                                                                     "-1 = one epoch of the shards)"),
-    total_batch: Optional[int] = typer.Option(None, "--total-batch", "-d", help="tokens per optimizer step"),
+    total_batch: Optional[int] = typer.Option(None, "--total-batch", "-d", callback=checked(validate.llmc_int, lo=None), help="tokens per optimizer step"),
     name: Optional[str] = typer.Option(None, "--name", callback=checked(validate.run_name), help="run name: <data_root>/runs/<name> (default: preset)"),
     out: Optional[Path] = typer.Option(None, "--out", callback=checked(validate.writable_folder), help="run folder (overrides --name)"),
     data: Optional[Path] = typer.Option(None, "--data", help="shard folder (default <data_root>/<preset's dataset>)"),
@@ -186,9 +186,9 @@ def tune(
     binary: Optional[Path] = typer.Option(None, "--binary", callback=checked(validate.readable_file), help="native: train_gpt2cu to measure"),
     mpirun: str = _MPIRUN,
     inventory: Optional[Path] = _INV,
-    steps: int = typer.Option(20, "--steps", help="optimizer steps per config"),
-    warmup: int = typer.Option(5, "--warmup", callback=checked(validate.non_negative_int), help="first steps left out of the timing"),
-    min_b: int = typer.Option(8, "--min-b", callback=checked(validate.positive_int), help="smallest B tried (smaller ones only if nothing bigger fits)"),
+    steps: int = typer.Option(20, "--steps", callback=checked(validate.llmc_int), help="optimizer steps per config"),
+    warmup: int = typer.Option(5, "--warmup", callback=checked(validate.llmc_int, lo=0), help="first steps left out of the timing"),
+    min_b: int = typer.Option(8, "--min-b", callback=checked(validate.llmc_int), help="smallest B tried (smaller ones only if nothing bigger fits)"),
     full: bool = typer.Option(False, "--full", help="every allowed B >= --min-b x recompute 0/1/2, even those "
                                                     "the memory model rules out (a reference sweep)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the configs and the first command; run nothing"),

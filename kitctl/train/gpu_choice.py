@@ -7,11 +7,12 @@ BF16" by their estimated tokens/s at their fastest fitting config, shows both an
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from kitctl.core.errors import KitError
-from kitctl.host.gpus import GPU, select
+from kitctl.host.gpus import GPU, MIN_COMPUTE_CAP, select, unsupported, unsupported_reason
 from kitctl.train.request import TrainRequest, gpu_spec
 
 PRECISIONS = ("bf16", "fp32")
@@ -42,6 +43,24 @@ Estimator = Callable[[list[GPU], str], Optional[float]]
 
 def choose_gpus(req: TrainRequest, all_gpus: list[GPU], estimate: Estimator) -> GpuChoice:
     picked = select(all_gpus, req.gpus)
+    too_old = unsupported(picked)
+    floor_note: tuple[str, ...] = ()
+    if too_old:
+        rest = [g for g in picked if g not in too_old]
+        if req.gpus.strip() != "all" or not rest:
+            raise KitError(unsupported_reason(too_old),
+                           ("leave it out with --gpus " + gpu_spec(rest).rstrip(",")) if rest else
+                           f"train on a GPU of compute capability {MIN_COMPUTE_CAP / 10:.1f} or newer (`nvidia-smi "
+                           "--query-gpu=name,compute_cap --format=csv` shows it), or plan for another box with "
+                           "--inventory FILE", exit_code=2)
+        floor_note = (unsupported_reason(too_old) + f"; it sits out (running on GPU(s) "
+                      f"{gpu_spec(rest).rstrip(',')})",)
+        picked = rest
+    choice = _choose(req, picked, estimate)
+    return dataclasses.replace(choice, notes=floor_note + choice.notes) if floor_note else choice
+
+
+def _choose(req: TrainRequest, picked: list[GPU], estimate: Estimator) -> GpuChoice:
     no_bf16 = [g for g in picked if not g.has_bf16]
     if req.precision not in (None, *PRECISIONS):
         raise KitError(f"--precision {req.precision!r}", "use bf16 or fp32", exit_code=2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 from kitctl.core.layout import DataLayout
+from kitctl.core import validate
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import GPU
 from kitctl.train.batch import MICRO_BATCHES, BatchChoice, BatchInputs, choose_batch
@@ -47,6 +48,14 @@ def _check_request(req: TrainRequest, preset: Preset) -> tuple[int, int]:
     """(T, D) of the run; KitError (exit 2) for values that cannot work."""
     if req.runtime not in RUNTIMES:
         raise KitError(f"--runtime {req.runtime!r}", "use docker or native", exit_code=2)
+    # every number below reaches llm.c's argv, which reads it with atoi() into an int: one bound for all of them,
+    # whichever way they came (an option, a pass-through after `--`, reproduce, a launcher)
+    if req.steps is not None:
+        validate.steps_or_epoch(req.steps, "--steps")
+    for value, option in ((req.micro_batch, "--micro-batch"), (req.total_batch, "--total-batch"),
+                          (req.seq_len, "-t")):
+        if value is not None and value > validate.LLMC_INT_MAX:
+            validate.llmc_int(value, option)
     if req.total_batch is not None and req.total_batch < 1:
         # llm.c's -d -1 means B x T x ranks (no accumulation); the kit does not support it: the total batch is
         # the run's optimizer setting and must not change with B or the GPU count

@@ -5,11 +5,13 @@ Both are frozen. ``kitctl.train.gather`` reads the facts of this machine; tests 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from kitctl.core.errors import KitError
+from kitctl.core.validate import LLMC_INT_MAX
 from kitctl.host.gpus import GPU
 from kitctl.train.facts import DataInfo, HostFacts, OutState
 from kitctl.train.tune_cache import CachedTune
@@ -100,7 +102,11 @@ def absorb_passthrough(req: TrainRequest) -> TrainRequest:
                 raise KitError(f"pass-through {flag} {args[i + 1]!r} is not an integer", None, exit_code=2) from None
             i += 2
             continue
-        rest += [flag, args[i + 1]]
+        value = args[i + 1]
+        if re.fullmatch(r"[+-]?[0-9]+", value.strip()) and abs(int(value)) > LLMC_INT_MAX:
+            raise KitError(f"pass-through {flag} {value}: llm.c reads it into a 32-bit int (at most {LLMC_INT_MAX:,})",
+                           f"pass a smaller value after `-- {flag}`", exit_code=2)
+        rest += [flag, value]
         i += 2
     for k, v in updates.items():
         current = getattr(req, k)

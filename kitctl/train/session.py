@@ -86,10 +86,19 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
                           f"retrying once with B={half}[/]")
             plan = replan(dataclasses.replace(plan.request, micro_batch=half, oom_retry_from=plan.micro_batch))
             continue
-        session = session.model_copy(update=dict(status="ok" if out.rc == 0 else "failed"))
+        short_of = out.rc == 0 and not reached_last_step(plan, out)
+        session = session.model_copy(update=dict(status="ok" if out.rc == 0 and not short_of else "failed"))
         write_run_json(plan, session, runtime)
         if out.rc != 0:
             _fail(plan, out)
+        if short_of:
+            # exit 0 is not "done": llm.c prints `step N/N` for its last step and checkpoints there (-n > 0)
+            tail = "\n".join(out.tail[-15:])
+            raise KitError(f"train_gpt2cu exited with status 0 but did not reach the last step "
+                           f"(last step {out.last_step if out.last_step is not None else 'none'} of {plan.steps}):"
+                           f"\n{tail}",
+                           f"the full output is in {plan.out_dir / STDOUT_LOG}; re-run the same command to "
+                           "continue from the newest checkpoint")
         if not quiet:
             msg = f"done: step {out.last_step}/{plan.steps}"
             if tok_s:
@@ -98,6 +107,14 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
                     msg += f"; the plan estimated ~{plan.est_tok_s:,.0f} ({tok_s / plan.est_tok_s - 1:+.1%})"
             console.print(msg + f"; run folder {plan.out_dir}")
         return session
+
+
+def reached_last_step(plan: Plan, out: Outcome) -> bool:
+    """The run's own check that training finished: llm.c printed its last step (``step N/N``), or wrote the
+    checkpoint of the last step (DONE_<steps>, when it checkpoints)."""
+    if out.last_step is not None and out.last_step >= plan.steps:
+        return True
+    return (plan.out_dir / f"DONE_{plan.steps:08d}").is_file()
 
 
 def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any) -> Outcome:

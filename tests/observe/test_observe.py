@@ -573,7 +573,8 @@ def test_status_reads_kitctl_train_run_json_and_finds_native_llmc(tmp_path):
     rj["session"] = {"start": "x", "status": "interrupted", "exit_status": 130, "next_resume_step": 8}
     (rd / "run.json").write_text(json.dumps(rj))
     st = collect(rd)
-    assert st.live.state == "stopped" and "resume from step 8" in st.live.detail
+    assert st.live.state == "stopped" and "resumes from the checkpoint at step 8" in st.live.detail  # the stop message's words
+    assert "`kitctl train`" in st.live.detail                    # a train run (no reproduce.json): train resumes it
 
     # a native llm.c, started by hand in another folder, writing to this run folder
     rj["session"] = {"start": "x"}
