@@ -33,6 +33,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,7 @@ def make_corpus(path: Path, mb: float, seed: int = 0) -> None:
     pq.write_table(pa.table({"text": docs}), path, row_group_size=10_000)
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llmc", type=Path, help="llm.c checkout (for (a))")
     ap.add_argument("--corpus", type=Path, help="a parquet file with a text column")
@@ -89,8 +90,150 @@ def main() -> None:
                                                  "its `kitctl data` is run too, as (b0), in the same rounds")
     ap.add_argument("--tokenizer-dir", type=Path,
                     default=Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "data/gpt2-bpe")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+class Bench:
+    """The four measurements (a)-(d) on one corpus; each run returns its seconds and records its CPU time."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, corpus: Path, docs: list, enc, cores: int, tk_cache: Path):
+        self.args, self.work, self.corpus, self.docs, self.enc, self.cores = args, work, corpus, docs, enc, cores
+        self.env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tk_cache), "HF_HUB_OFFLINE": "1",
+                    "HF_DATASETS_OFFLINE": "1", "KIT_DATA_ROOT": str(work / "root"), "KIT_RUNTIME": "native"}
+        self.ntok = None
+        self.up = work / "up"
+        self.out = work / "ours"
+        self.cpu = {"a": [], "b": [], "b0": [], "c": [], "d": []}
+        if args.llmc:
+            self.up.mkdir()
+            for f in ("fineweb.py", "data_common.py"):
+                shutil.copy(args.llmc / "dev" / "data" / f, self.up / f)
+            (self.up / "runner.py").write_text(RUNNER)
+        self.cmd = [sys.executable, "-m", "kitctl", "data", str(corpus), "--out", str(self.out), "--name", "fineweb",
+                    "--shard-size", str(args.shard_size), "--runtime", "native", "--tokenizer-dir",
+                    str(args.tokenizer_dir)]
+        if args.workers is not None:
+            self.cmd += ["--workers", str(args.workers)]
+
+    def run_c(self) -> float:
+        t0, p0 = time.perf_counter(), time.process_time()
+        n = sum(1 + len(self.enc.encode_ordinary(d)) for d in self.docs)
+        dt = time.perf_counter() - t0
+        self.cpu["c"].append(time.process_time() - p0)
+        self.ntok = n
+        return dt
+
+    def run_d(self) -> float:
+        import multiprocessing as mp
+
+        cores, docs, enc = self.cores, self.docs, self.enc
+        ctx = mp.get_context("fork")
+        barrier, q = ctx.Barrier(cores + 1), ctx.Queue()
+
+        def part(i: int) -> None:
+            barrier.wait()
+            t0, p0 = time.monotonic(), time.process_time()
+            n = sum(1 + len(enc.encode_ordinary(d)) for d in docs[i::cores])
+            q.put((t0, time.monotonic(), time.process_time() - p0, n))
+
+        procs = [ctx.Process(target=part, args=(i,)) for i in range(cores)]
+        for p in procs:
+            p.start()
+        barrier.wait()
+        res = [q.get() for _ in procs]
+        for p in procs:
+            p.join()
+        assert sum(r[3] for r in res) == self.ntok
+        self.cpu["d"].append(sum(r[2] for r in res))
+        return max(r[1] for r in res) - min(r[0] for r in res)
+
+    def run_a(self) -> float:
+        shutil.rmtree(self.up / "fineweb10B", ignore_errors=True)
+        c0 = _children_cpu()
+        r = subprocess.run([sys.executable, str(self.up / "runner.py"), str(self.corpus), str(self.work / "hf"),
+                            str(self.up / "fineweb.py"), "-s", str(self.args.shard_size)], env=self.env,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"llm.c's fineweb.py failed:\n{r.stderr[-2000:]}")
+        self.cpu["a"].append(_children_cpu() - c0)
+        return float(r.stderr.split("BENCH_SECONDS")[1].split()[0])
+
+    def run_b(self, key: str = "b") -> float:
+        shutil.rmtree(self.out, ignore_errors=True)
+        e = self.env if key == "b" else {**self.env, "PYTHONPATH": str(self.args.compare.resolve())}
+        c0 = _children_cpu()
+        t0 = time.perf_counter()
+        r = subprocess.run(self.cmd, env=e, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        self.cpu[key].append(_children_cpu() - c0)
+        if r.returncode != 0:
+            sys.exit(f"kitctl data ({key}) failed:\n{r.stderr[-2000:]}")
+        return dt
+
+    def rounds(self) -> dict[str, list[float]]:
+        """Interleaved rounds, best of each: this machine may be shared, and the best round is the one least
+        disturbed by others."""
+        best: dict[str, list[float]] = {"a": [], "b": [], "b0": [], "c": [], "d": []}
+        for i in range(self.args.repeat):
+            best["c"].append(self.run_c())
+            best["d"].append(self.run_d())
+            if self.args.llmc:
+                best["a"].append(self.run_a())
+            best["b"].append(self.run_b())
+            if self.args.compare:
+                best["b0"].append(self.run_b("b0"))
+            print(f"round {i + 1}: " + ", ".join(f"{k} {min(v) if v else 0:.2f}s" for k, v in best.items() if v),
+                  flush=True)
+        return best
+
+
+def _report(bench: Bench, best: dict[str, list[float]]) -> None:
+    args, ntok, cores, cpu = bench.args, bench.ntok, bench.cores, bench.cpu
+    single = ntok / min(best["c"])
+    c = single * cores
+    b = ntok / min(best["b"])
+    a = ntok / min(best["a"]) if args.llmc else None
+    d = ntok / min(best["d"])
+    print(f"(c) raw BPE limit    {c / 1e6:6.2f} M tok/s  ({cores} x {single / 1e6:.2f} M tok/s single-process "
+          f"encode_ordinary; {ntok:,} tokens)")
+    print(f"(d) {cores} raw at once   {d / 1e6:6.2f} M tok/s  ({min(best['d']):.2f} s; d/c = {100 * d / c:.0f}%: "
+          "what this machine gives that many encoders in parallel)")
+    if a:
+        print(f"(a) llm.c fineweb.py {a / 1e6:6.2f} M tok/s  ({min(best['a']):.2f} s, "
+              f"Pool({max(1, (os.cpu_count() or 1) - 2)}), dataset prepared before the clock)")
+    print(f"(b) kitctl data      {b / 1e6:6.2f} M tok/s  ({min(best['b']):.2f} s end to end incl. start-up, "
+          f"{args.workers or cores} workers)")
+    if a:
+        theirs = {p.name: p.read_bytes() for p in (bench.up / "fineweb10B").glob("*.bin")}
+        same = bool(theirs) and theirs == {p.name: p.read_bytes() for p in bench.out.glob("*.bin")}
+        print(f"b/a = {b / a:.2f}x   (goal >= 2.5x); outputs byte-identical: {same}")
+    if args.compare:
+        b0 = ntok / min(best["b0"])
+        print(f"(b0) --compare tree  {b0 / 1e6:6.2f} M tok/s  ({min(best['b0']):.2f} s; b0/c = {100 * b0 / c:.0f}%, "
+              f"b0/d = {100 * b0 / d:.0f}%)")
+    print(f"b/c = {100 * b / c:.0f}%    (goal >= 90%: kitctl data end to end vs cores x raw encode_ordinary)")
+    print(f"b/d = {100 * b / d:.0f}%    (kitctl data vs the same number of raw encoders running at once)")
+    if args.repeat >= 3:   # the best round is the least disturbed one; the median says how typical it is
+        med = {k: statistics.median(v) for k, v in best.items() if v}
+        line = ", ".join(f"{k}/c = {100 * (ntok / med[k]) / (ntok / med['c'] * cores):.0f}%"
+                         for k in ("b", "b0", "d") if k in med)
+        print(f"medians over {args.repeat} rounds: {line}")
+    eff = {k: ntok / min(v) / 1e6 for k, v in cpu.items() if v}
+    print("CPU cost (tokens per CPU-second, all processes, best round): " +
+          ", ".join(f"{k} {v:.2f} M" for k, v in eff.items()) +
+          f"; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(json.dumps({"a_tok_s": a, "b_tok_s": b, "b0_tok_s": ntok / min(best["b0"]) if args.compare else None,
+                      "c_tok_s": c, "d_tok_s": d, "tokens": ntok, "cores": cores,
+                      "best_of": args.repeat, "cpu_s": {k: min(v) for k, v in cpu.items() if v}}))
+
+
+def main() -> None:
+    args = _args()
     from kitctl.data.pool import default_workers
     from kitctl.data.tokenizer import setup_tiktoken
 
@@ -111,135 +254,8 @@ def main() -> None:
         enc = tiktoken.get_encoding("gpt2")
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"corpus: {corpus.name}: {len(docs):,} documents, {nbytes / 1e6:.1f} MB; {cores} cores", flush=True)
-
-        env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tk_cache), "HF_HUB_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1", "KIT_DATA_ROOT": str(work / "root"), "KIT_RUNTIME": "native"}
-        ntok = None
-        up = work / "up"
-        if args.llmc:
-            up.mkdir()
-            for f in ("fineweb.py", "data_common.py"):
-                shutil.copy(args.llmc / "dev" / "data" / f, up / f)
-            (up / "runner.py").write_text(RUNNER)
-
-        cpu = {"a": [], "b": [], "b0": [], "c": [], "d": []}
-
-        def children_cpu() -> float:
-            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-            return ru.ru_utime + ru.ru_stime
-
-        def run_c() -> float:
-            nonlocal ntok
-            t0, p0 = time.perf_counter(), time.process_time()
-            n = sum(1 + len(enc.encode_ordinary(d)) for d in docs)
-            dt = time.perf_counter() - t0
-            cpu["c"].append(time.process_time() - p0)
-            ntok = n
-            return dt
-
-        def run_d() -> float:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("fork")
-            barrier, q = ctx.Barrier(cores + 1), ctx.Queue()
-
-            def part(i: int) -> None:
-                barrier.wait()
-                t0, p0 = time.monotonic(), time.process_time()
-                n = sum(1 + len(enc.encode_ordinary(d)) for d in docs[i::cores])
-                q.put((t0, time.monotonic(), time.process_time() - p0, n))
-
-            procs = [ctx.Process(target=part, args=(i,)) for i in range(cores)]
-            for p in procs:
-                p.start()
-            barrier.wait()
-            res = [q.get() for _ in procs]
-            for p in procs:
-                p.join()
-            assert sum(r[3] for r in res) == ntok
-            cpu["d"].append(sum(r[2] for r in res))
-            return max(r[1] for r in res) - min(r[0] for r in res)
-
-        def run_a() -> float:
-            shutil.rmtree(up / "fineweb10B", ignore_errors=True)
-            c0 = children_cpu()
-            r = subprocess.run([sys.executable, str(up / "runner.py"), str(corpus), str(work / "hf"),
-                                str(up / "fineweb.py"), "-s", str(args.shard_size)], env=env,
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                sys.exit(f"llm.c's fineweb.py failed:\n{r.stderr[-2000:]}")
-            cpu["a"].append(children_cpu() - c0)
-            return float(r.stderr.split("BENCH_SECONDS")[1].split()[0])
-
-        out = work / "ours"
-        cmd = [sys.executable, "-m", "kitctl", "data", str(corpus), "--out", str(out), "--name", "fineweb",
-               "--shard-size", str(args.shard_size), "--runtime", "native", "--tokenizer-dir", str(args.tokenizer_dir)]
-        if args.workers is not None:
-            cmd += ["--workers", str(args.workers)]
-
-        def run_b(key: str = "b") -> float:
-            shutil.rmtree(out, ignore_errors=True)
-            e = env if key == "b" else {**env, "PYTHONPATH": str(args.compare.resolve())}
-            c0 = children_cpu()
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd, env=e, capture_output=True, text=True)
-            dt = time.perf_counter() - t0
-            cpu[key].append(children_cpu() - c0)
-            if r.returncode != 0:
-                sys.exit(f"kitctl data ({key}) failed:\n{r.stderr[-2000:]}")
-            return dt
-
-        # interleaved rounds, best of each: this machine may be shared, and the best round is the one
-        # least disturbed by others
-        best = {"a": [], "b": [], "b0": [], "c": [], "d": []}
-        for i in range(args.repeat):
-            best["c"].append(run_c())
-            best["d"].append(run_d())
-            if args.llmc:
-                best["a"].append(run_a())
-            best["b"].append(run_b())
-            if args.compare:
-                best["b0"].append(run_b("b0"))
-            print(f"round {i + 1}: " + ", ".join(f"{k} {min(v) if v else 0:.2f}s" for k, v in best.items() if v),
-                  flush=True)
-        single = ntok / min(best["c"])
-        c = single * cores
-        b = ntok / min(best["b"])
-        a = ntok / min(best["a"]) if args.llmc else None
-        d = ntok / min(best["d"])
-        print(f"(c) raw BPE limit    {c / 1e6:6.2f} M tok/s  ({cores} x {single / 1e6:.2f} M tok/s single-process "
-              f"encode_ordinary; {ntok:,} tokens)")
-        print(f"(d) {cores} raw at once   {d / 1e6:6.2f} M tok/s  ({min(best['d']):.2f} s; d/c = {100 * d / c:.0f}%: "
-              "what this machine gives that many encoders in parallel)")
-        if a:
-            print(f"(a) llm.c fineweb.py {a / 1e6:6.2f} M tok/s  ({min(best['a']):.2f} s, "
-                  f"Pool({max(1, (os.cpu_count() or 1) - 2)}), dataset prepared before the clock)")
-        print(f"(b) kitctl data      {b / 1e6:6.2f} M tok/s  ({min(best['b']):.2f} s end to end incl. start-up, "
-              f"{args.workers or cores} workers)")
-        if a:
-            theirs = {p.name: p.read_bytes() for p in (up / "fineweb10B").glob("*.bin")}
-            same = bool(theirs) and theirs == {p.name: p.read_bytes() for p in out.glob("*.bin")}
-            print(f"b/a = {b / a:.2f}x   (goal >= 2.5x); outputs byte-identical: {same}")
-        if args.compare:
-            b0 = ntok / min(best["b0"])
-            print(f"(b0) --compare tree  {b0 / 1e6:6.2f} M tok/s  ({min(best['b0']):.2f} s; b0/c = {100 * b0 / c:.0f}%, "
-                  f"b0/d = {100 * b0 / d:.0f}%)")
-        print(f"b/c = {100 * b / c:.0f}%    (goal >= 90%: kitctl data end to end vs cores x raw encode_ordinary)")
-        print(f"b/d = {100 * b / d:.0f}%    (kitctl data vs the same number of raw encoders running at once)")
-        if args.repeat >= 3:   # the best round is the least disturbed one; the median says how typical it is
-            import statistics
-
-            med = {k: statistics.median(v) for k, v in best.items() if v}
-            line = ", ".join(f"{k}/c = {100 * (ntok / med[k]) / (ntok / med['c'] * cores):.0f}%"
-                             for k in ("b", "b0", "d") if k in med)
-            print(f"medians over {args.repeat} rounds: {line}")
-        eff = {k: ntok / min(v) / 1e6 for k, v in cpu.items() if v}
-        print("CPU cost (tokens per CPU-second, all processes, best round): " +
-              ", ".join(f"{k} {v:.2f} M" for k, v in eff.items()) +
-              f"; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(json.dumps({"a_tok_s": a, "b_tok_s": b, "b0_tok_s": ntok / min(best["b0"]) if args.compare else None,
-                          "c_tok_s": c, "d_tok_s": d, "tokens": ntok, "cores": cores,
-                          "best_of": args.repeat, "cpu_s": {k: min(v) for k, v in cpu.items() if v}}))
+        bench = Bench(args, work, corpus, docs, enc, cores, tk_cache)
+        _report(bench, bench.rounds())
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 import click
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from kitctl import __version__
@@ -109,7 +110,6 @@ def init(
 
 
 def render_error(e: KitError) -> None:
-    from rich.markup import escape
 
     err_console.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, highlight=False)
     if e.hint:
@@ -173,7 +173,6 @@ def _say_interrupted() -> None:
 def render_usage_error(e: Exception) -> int:
     """A usage error (unknown option or command, missing argument, a value of the wrong type) as the usage
     line, ``error: ...`` and a hint naming the --help to read. Returns the exit code (2)."""
-    from rich.markup import escape
 
     ctx = getattr(e, "ctx", None)
     command = getattr(ctx, "command_path", None) or "kitctl"

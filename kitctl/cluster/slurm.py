@@ -265,7 +265,7 @@ def render_sbatch(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# from a training plan (kitctl.train.planner.Plan) to the script
+# from a training plan (kitctl.train.Plan) to the script
 
 
 @dataclass(frozen=True)

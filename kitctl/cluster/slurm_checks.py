@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from kitctl.core.errors import ConfigError
-from kitctl.train.planner import MICRO_BATCHES
+from kitctl.train import MICRO_BATCHES
 
 LLMC_PATH_MAX = 255          # llm.c: char fs_path[256], char server_ip[256], strcpy
 SYNC_SUFFIX_MAX = len("/nccl-sync/") + 12   # + a Slurm job id

@@ -1,9 +1,9 @@
 """`kitctl train --launcher slurm`: plan for nodes x GPUs, render the sbatch script, write it, submit it.
 
-The same planner as single-node training (kitctl.train.planner.build_plan) over ``slurm.cluster_facts``: the
+The same planner as single-node training (kitctl.train.build_plan) over ``slurm.cluster_facts``: the
 compute node's GPUs (``--inventory``, or this machine's) repeated ``--nodes`` times, so B, memory, resume and
 the divisibility rule see every rank. The pure parts are ``slurm`` (rendering) and ``slurm_checks``; this
-module reads the machine (kitctl.train.gather.gather_facts), writes the run folder (``sbatch.sh`` atomically:
+module reads the machine (kitctl.train.gather_facts), writes the run folder (``sbatch.sh`` atomically:
 never a partial script under its name) and calls sbatch.
 """
 from __future__ import annotations
@@ -23,9 +23,7 @@ from kitctl.cluster.slurm import SCRIPT_NAME, SlurmOptions, SlurmScript
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.files import atomic_output, is_disk_full
-from kitctl.train.planner import MICRO_BATCHES, Plan, build_plan, get_preset
-from kitctl.train.gather import gather_facts
-from kitctl.train.runner import prepare_out, write_run_json
+from kitctl.train import MICRO_BATCHES, Plan, build_plan, gather_facts, get_preset, prepare_out, write_run_json
 
 
 @dataclasses.dataclass

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import atomic_output
 from kitctl.core.layout import DataLayout
+from kitctl.core.progress import progress_bar
 from kitctl.core.records import Record
 
 FORMAT = "llmc-kit-bundle"
@@ -99,6 +100,53 @@ class Bundle:
         return [m.name for m in self.manifest.members if m.name.startswith(prefix)]
 
 
+def _read_manifest(path: Path, tf: tarfile.TarFile) -> tuple[BundleManifest, bytes]:
+    """The first member, manifest.json, parsed and checked (format, schema); its raw bytes (the bundle's key)."""
+    try:
+        first = tf.next()
+        if first is None or first.name != MANIFEST or not first.isfile() or first.size > MAX_MANIFEST_BYTES:
+            raise _refuse(path, f"its first member is {first.name if first else 'nothing'!r}, not {MANIFEST}",
+                          "a kitctl bundle starts with manifest.json; make one with `kitctl bundle --out FILE`")
+        f = tf.extractfile(first)
+        assert f is not None
+        raw = f.read()
+    except tarfile.TarError as e:
+        raise _refuse(path, f"cannot read its manifest ({e})") from None
+    try:
+        manifest = BundleManifest.model_validate(json.loads(raw))
+    except ValueError as e:
+        raise _refuse(path, f"member {MANIFEST} is damaged ({str(e).splitlines()[0][:200]})") from None
+    if manifest.format != FORMAT:
+        raise _refuse(path, f"{MANIFEST} says format {manifest.format!r}, not {FORMAT}")
+    if manifest.schema_version > BundleManifest.SCHEMA:
+        raise _refuse(path, f"written by a newer kitctl (bundle schema {manifest.schema_version})",
+                      "upgrade llmc-kit on this box, or pack the bundle with this box's kitctl version")
+    return manifest, raw
+
+
+def _check_members(path: Path, tf: tarfile.TarFile, manifest: BundleManifest) -> set[str]:
+    """Every member after the manifest is listed in it, a regular file of the listed size, and whole in the file;
+    the names seen."""
+    want = {m.name: m for m in manifest.members}
+    seen: set[str] = set()
+    last = MANIFEST
+    try:
+        while (ti := tf.next()) is not None:
+            if ti.name not in want:
+                raise _refuse(path, f"member {ti.name} is not in its manifest (an altered bundle)")
+            m = want[ti.name]
+            if not ti.isfile() or ti.size != m.bytes:
+                raise _refuse(path, f"member {ti.name} is {ti.size:,} bytes, the manifest says {m.bytes:,} "
+                              "(a partial or damaged copy)")
+            if ti.offset_data + ti.size > path.stat().st_size:
+                raise _refuse(path, f"member {ti.name} is cut short: the file ends inside it (a partial copy)")
+            seen.add(ti.name)
+            last = ti.name
+    except tarfile.TarError as e:
+        raise _refuse(path, f"unreadable after member {last} ({e}): a partial or damaged copy") from None
+    return seen
+
+
 def open_bundle(path: Path) -> Bundle:
     """Read the manifest and check the tar's members against it (names and sizes; no content read)."""
     path = Path(path)
@@ -109,52 +157,15 @@ def open_bundle(path: Path) -> Bundle:
     except (tarfile.TarError, OSError) as e:
         raise _refuse(path, f"not a kitctl bundle (not an uncompressed tar: {e})") from None
     with tf:
-        try:
-            first = tf.next()
-            if first is None or first.name != MANIFEST or not first.isfile() or first.size > MAX_MANIFEST_BYTES:
-                raise _refuse(path, f"its first member is {first.name if first else 'nothing'!r}, not {MANIFEST}",
-                              "a kitctl bundle starts with manifest.json; make one with `kitctl bundle --out FILE`")
-            f = tf.extractfile(first)
-            assert f is not None
-            raw = f.read()
-        except tarfile.TarError as e:
-            raise _refuse(path, f"cannot read its manifest ({e})") from None
-        try:
-            manifest = BundleManifest.model_validate(json.loads(raw))
-        except ValueError as e:
-            raise _refuse(path, f"member {MANIFEST} is damaged ({str(e).splitlines()[0][:200]})") from None
-        if manifest.format != FORMAT:
-            raise _refuse(path, f"{MANIFEST} says format {manifest.format!r}, not {FORMAT}")
-        if manifest.schema_version > BundleManifest.SCHEMA:
-            raise _refuse(path, f"written by a newer kitctl (bundle schema {manifest.schema_version})",
-                          "upgrade llmc-kit on this box, or pack the bundle with this box's kitctl version")
-        want = {m.name: m for m in manifest.members}
-        seen: set[str] = set()
-        last = MANIFEST
-        try:
-            while True:
-                ti = tf.next()
-                if ti is None:
-                    break
-                if ti.name not in want:
-                    raise _refuse(path, f"member {ti.name} is not in its manifest (an altered bundle)")
-                m = want[ti.name]
-                if not ti.isfile() or ti.size != m.bytes:
-                    raise _refuse(path, f"member {ti.name} is {ti.size:,} bytes, the manifest says {m.bytes:,} "
-                                  "(a partial or damaged copy)")
-                if ti.offset_data + ti.size > path.stat().st_size:
-                    raise _refuse(path, f"member {ti.name} is cut short: the file ends inside it (a partial copy)")
-                seen.add(ti.name)
-                last = ti.name
-        except tarfile.TarError as e:
-            raise _refuse(path, f"unreadable after member {last} ({e}): a partial or damaged copy") from None
+        manifest, raw = _read_manifest(path, tf)
+        seen = _check_members(path, tf, manifest)
     missing = [m.name for m in manifest.members if m.name not in seen]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise _refuse(path, f"member {missing[0]} is missing{more}: a partial copy")
-    for name in want:
-        if not _safe_name(name):
-            raise _refuse(path, f"member name {name!r} is not a plain relative path")
+    for m in manifest.members:
+        if not _safe_name(m.name):
+            raise _refuse(path, f"member name {m.name!r} is not a plain relative path")
     return Bundle(path, manifest, hashlib.sha256(raw).hexdigest()[:12])
 
 
@@ -306,8 +317,6 @@ class Unpacked:
 
 def use_bundle(path: Path, data_root: Path, console: Any = None) -> Unpacked:
     """Open, check and unpack a bundle under ``<data_root>/bundles`` (a progress bar while unpacking)."""
-    from kitctl.core.progress import progress_bar
-
     b = open_bundle(path)
     root = DataLayout(Path(data_root)).bundles
     if (unpacked_dir(root, b) / MANIFEST).is_file():

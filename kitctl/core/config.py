@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Callable, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -304,38 +304,28 @@ def _check_values(cfg: KitConfig, source: str) -> None:
     def named(key: str) -> str:
         return f"{key} ({source})"
 
-    for key in ("data_root", "hf_home"):
-        folder = getattr(cfg, key)
-        if folder is not None:
-            validate.not_a_file(folder, named(key))
-    if cfg.tokenizer_dir is not None and cfg.tokenizer_dir.exists():
-        validate.readable_folder(cfg.tokenizer_dir, named("tokenizer_dir"))
-    if cfg.ca_cert is not None:
-        validate.pem_bundle(cfg.ca_cert, named("ca_cert"))
-    validate.image_name(cfg.image, named("image"))
-    if cfg.base_image is not None:
-        validate.docker_ref(cfg.base_image, named("base_image"))
-    if cfg.pull_image is not None:
-        validate.docker_ref(cfg.pull_image, named("pull_image"))
-    if cfg.cuda is not None:
-        validate.no_control_chars(cfg.cuda, named("cuda"))
-    validate.registry(cfg.mirrors.registry, named("mirrors.registry"))
-    for key in ("apt", "pip_index", "hf_endpoint"):
-        value = getattr(cfg.mirrors, key)
+    tokenizer_dir = cfg.tokenizer_dir if cfg.tokenizer_dir is not None and cfg.tokenizer_dir.exists() else None
+    checks: list[tuple[Any, Callable[[Any, str], Any], str]] = [
+        *((getattr(cfg, key), validate.not_a_file, key) for key in ("data_root", "hf_home")),
+        (tokenizer_dir, validate.readable_folder, "tokenizer_dir"),
+        (cfg.ca_cert, validate.pem_bundle, "ca_cert"),
+        (cfg.image, validate.image_name, "image"),
+        (cfg.base_image, validate.docker_ref, "base_image"),
+        (cfg.pull_image, validate.docker_ref, "pull_image"),
+        (cfg.cuda, validate.no_control_chars, "cuda"),
+        (cfg.mirrors.registry, validate.registry, "mirrors.registry"),
+        *((getattr(cfg.mirrors, key), validate.url, f"mirrors.{key}") for key in ("apt", "pip_index", "hf_endpoint")),
+        (cfg.mirrors.llmc_src, validate.source_spec, "mirrors.llmc_src"),
+        # apt_snapshot's date form is checked at build (kitctl/images/inputs.py)
+        (cfg.mirrors.apt_snapshot, validate.no_control_chars, "mirrors.apt_snapshot"),
+        *((getattr(cfg.nccl, key), validate.no_control_chars, f"nccl.{key}") for key in ("socket_ifname", "debug")),
+    ]
+    for value, check, key in checks:
         if value is not None:
-            validate.url(value, named(f"mirrors.{key}"))
-    if cfg.mirrors.llmc_src is not None:
-        validate.source_spec(cfg.mirrors.llmc_src, named("mirrors.llmc_src"))
-    if cfg.mirrors.apt_snapshot is not None:     # its date form: kitctl/images/inputs.py, at build
-        validate.no_control_chars(cfg.mirrors.apt_snapshot, named("mirrors.apt_snapshot"))
-    for key in ("socket_ifname", "debug"):
-        value = getattr(cfg.nccl, key)
-        if value is not None:
-            validate.no_control_chars(value, named(f"nccl.{key}"))
+            check(value, named(key))
     for k, v in cfg.nccl.extra_env.items():
         validate.env_name(k, named("nccl.extra_env"))
         validate.no_control_chars(v, named(f"nccl.extra_env.{k}"))
-
 
 TEMPLATE = """\
 # kit.yaml: llmc-kit settings. Every field may also come from the environment as KIT_<FIELD>

@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
+from urllib.parse import urlsplit
 
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import check_regular, open_regular, read_limited
@@ -198,8 +199,6 @@ def registry(value: str, what: str = "mirrors.registry") -> str:
 
 def url(value: str, what: str, schemes: Iterable[str] = ("http", "https")) -> str:
     """An absolute URL with one of ``schemes`` and no whitespace."""
-    from urllib.parse import urlsplit
-
     no_control_chars(value, what)
     parts = urlsplit(value)
     if parts.scheme not in tuple(schemes) or not parts.netloc or any(c.isspace() for c in value):

@@ -54,6 +54,26 @@ def _say(line: str) -> None:
     console.print(to_host(line), highlight=False, markup=False, soft_wrap=True)
 
 
+def _pull_if_asked(cfg, image: Optional[str], runtime: Optional[str], dry_run: bool) -> None:
+    """--image / kit.yaml pull_image: pull the data image (docker only; a dry run pulls nothing)."""
+    pull = image or cfg.pull_image
+    if pull and (runtime or cfg.runtime) == "docker" and not dry_run:
+        pull_image(cfg, pull, _say)
+    elif image and (runtime or cfg.runtime) != "docker":
+        raise ConfigError("--image is the data image: with --runtime native it does nothing",
+                          "leave --image out, or use --runtime docker")
+
+
+def _fresh_aside(plan) -> Optional[Path]:
+    """--fresh: where the existing output folder moves (None: nothing there); only a folder kitctl data made."""
+    aside = _aside(plan.out_dir) if _has_files(plan.out_dir) else None
+    if aside and not (plan.out_dir / mf.MANIFEST).is_file():     # only a folder kitctl data made is moved
+        raise ConfigError(f"--fresh moves a `kitctl data` folder aside; {plan.out_dir} has no {mf.MANIFEST}, so it "
+                          "is not one (or its manifest was deleted)", "pick another --out folder, or move that one "
+                          "aside yourself")
+    return aside
+
+
 @data_app.command("make")
 def make(
     dataset: Optional[str] = typer.Argument(None, help="recipe (default fineweb10B; see `kitctl data recipes`) "
@@ -90,12 +110,7 @@ def make(
     cfg = config(writes=not dry_run)
     if bundle is not None:
         dataset, source, tokenizer_dir = _from_bundle(cfg, bundle, dataset, source, tokenizer_dir, runtime, dry_run)
-    pull = image or cfg.pull_image
-    if pull and (runtime or cfg.runtime) == "docker" and not dry_run:
-        pull_image(cfg, pull, _say)
-    elif image and (runtime or cfg.runtime) != "docker":
-        raise ConfigError("--image is the data image: with --runtime native it does nothing",
-                          "leave --image out, or use --runtime docker")
+    _pull_if_asked(cfg, image, runtime, dry_run)
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
                      tokenizer_dir, shards, force=force)
@@ -105,11 +120,7 @@ def make(
     validate.writable_folder(plan.out_dir, "the output folder")   # a read-only data root: refused before any work
     if note:
         _say(note)
-    aside = _aside(plan.out_dir) if fresh and _has_files(plan.out_dir) else None
-    if aside and not (plan.out_dir / mf.MANIFEST).is_file():     # only a folder kitctl data made is moved
-        raise ConfigError(f"--fresh moves a `kitctl data` folder aside; {plan.out_dir} has no {mf.MANIFEST}, so it "
-                          "is not one (or its manifest was deleted)", "pick another --out folder, or move that one "
-                          "aside yourself")
+    aside = _fresh_aside(plan) if fresh else None
     if dry_run:
         for line in plan.describe():
             _say(line)

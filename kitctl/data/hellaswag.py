@@ -19,10 +19,11 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from kitctl.core.errors import KitError
-from kitctl.core.files import atomic_output, open_regular, tidy_on_failure, too_large, write_atomic
+from kitctl.core.files import atomic_output, open_regular, sha256_file, tidy_on_failure, too_large, write_atomic
 from kitctl.core.records import error_text
 from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
 from kitctl.core.llmc_files import HELLASWAG_START as START
+from kitctl.data.recipes import load_recipe
 from kitctl.data.tokenizer import get_encoding
 
 
@@ -197,9 +198,6 @@ def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
 def pin_warning(path: Path, n: int) -> Optional[str]:
     """A warning naming both files when ``path`` is not the recipe's pinned HellaSwag val set (its sha256 and
     example count, datasets/hellaswag.yaml); None when it is."""
-    from kitctl.core.files import sha256_file
-    from kitctl.data.recipes import load_recipe
-
     r = load_recipe("hellaswag")
     diffs = []
     if r.examples and n != r.examples:
@@ -217,7 +215,7 @@ def pin_warning(path: Path, n: int) -> Optional[str]:
 def download(url: str, dest: Path, offline_hint: str = "--source") -> Path:
     """Fetch a file over HTTP to ``dest`` (atomically: a failed or stopped download leaves nothing there).
     ``offline_hint``: the flag of the command being run that gives the file locally."""
-    import requests
+    import requests     # ~0.2 s to import: paid only by a download
 
     dest = Path(dest)
     with tidy_on_failure(dest.parent):         # a failed download leaves no empty folder either

@@ -2,6 +2,7 @@
 revision, downloaded into the HF cache on the data root or read in place over HTTP (``--stream``)."""
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -38,8 +39,6 @@ def resolve_revision(repo: str, rev: str) -> str:
 
 def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) -> list[str]:
     """The parquet files of one dataset config at a revision (repo-relative paths, sorted)."""
-    import fnmatch
-
     if list_files is None:
         from huggingface_hub import HfApi
 

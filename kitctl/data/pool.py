@@ -13,6 +13,8 @@ hashlib do not), while a forked worker's main thread runs at full speed (bench n
 """
 from __future__ import annotations
 
+import ctypes
+import multiprocessing as mp
 import os
 import queue
 import signal
@@ -133,8 +135,6 @@ def _die_with_parent(parent: int) -> None:
         LOCK_FDS.clear()
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
         except Exception:   # pragma: no cover - no libc prctl
             pass
@@ -147,8 +147,6 @@ def _keep_freed_memory() -> None:
     memory, instead of mmap + munmap per batch -- which costs a page fault per 4 KB on every batch (measured:
     80k faults per 200 MB of text without, 12k with)."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None)
         libc.mallopt(-3, 256 << 20)    # M_MMAP_THRESHOLD
         libc.mallopt(-1, 512 << 20)    # M_TRIM_THRESHOLD
@@ -195,8 +193,6 @@ class TokenizerPool:
     """N forked worker processes fed round robin; results are read back in submission order."""
 
     def __init__(self, n: int):
-        import multiprocessing as mp
-
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         self.n = n
         self.ins = [ctx.Queue(IN_FLIGHT_PER_WORKER) for _ in range(n)]

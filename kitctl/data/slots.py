@@ -38,7 +38,7 @@ class Slots:
 def pack_text(arr: Any, slot: memoryview) -> Optional[tuple[int, int]]:
     """Copy a pyarrow (large) string array into ``slot`` as [int64 offsets (n+1)][UTF-8 bytes]; returns
     (n, data bytes), or None when it is not such an array, has nulls, or does not fit."""
-    import pyarrow as pa
+    import pyarrow as pa     # ~0.6 s to import: paid only by a run that reads parquet, not by every kitctl start
 
     if not isinstance(arr, pa.Array) or arr.null_count or not (pa.types.is_string(arr.type) or
                                                                pa.types.is_large_string(arr.type)):
@@ -60,7 +60,7 @@ def pack_text(arr: Any, slot: memoryview) -> Optional[tuple[int, int]]:
 
 def unpack_text(slot: memoryview, n: int, nbytes: int) -> Any:
     """The array :func:`pack_text` stored (zero-copy over the slot)."""
-    import pyarrow as pa
+    import pyarrow as pa     # ~0.6 s to import: paid only by a run that reads parquet, not by every kitctl start
 
     head = 8 * (n + 1)
     return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(slot[:head]),

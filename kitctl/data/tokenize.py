@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -297,49 +297,13 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
     writer = ShardWriter(out_dir, name, shard_size, first, start_index=start_index, start_pos=start_pos,
                          on_shard=on_shard)
 
-    reported: list[KitError] = []
-
-    def input_changed() -> Optional[KitError]:
-        """The inputs changed while they were read: drop this run's shards (they may mix old and new bytes under
-        the old fingerprint) and say so; the next run fingerprints the input as it is then and starts over."""
-        if reported:
-            return reported[0]
-        changes = source.changed()
-        if not changes:
-            return None
-        writer.abort()
-        n = len(m.shards) - start_index
-        del m.shards[start_index:]
-        m.complete = False
-        m.run.failed = "the input changed while it was read"
-        try:
-            _clean_leftovers(out_dir, name, start_index)
-            saver.save()
-        except OSError:
-            pass
-        reported.append(KitError("the input changed while kitctl data read it:\n    " + "\n    ".join(changes[:10])
-                        + (f"\n    ... and {len(changes) - 10} more" if len(changes) > 10 else "")
-                        + f"\n  the {n} shard(s) this run wrote were deleted: they could mix the old and the new bytes",
-                        "re-run the same command once the input has stopped changing: it tokenizes the input as it "
-                        "is then (a download or an editor still writing it? wait for it to finish)"))
-        return reported[0]
+    input_changed = _InputGuard(source, writer, m, saver, start_index)
     batches = source.iter_batches(start_doc=start_doc, batch_rows=batch_rows)
     stream = iter_tokens(batches, default_workers() if workers is None else workers)
     failure: Optional[BaseException] = None
     try:
         with TerminationAsInterrupt():       # `docker stop` / kill: stop like Ctrl-C (resumable)
-            first_batch = True
-            for tokens, lens in stream:
-                if first_batch and skip_tokens:
-                    tokens = tokens[skip_tokens:]
-                first_batch = False
-                cur.cum = np.cumsum(lens)
-                writer.add(tokens)
-                cur.doc0 += len(lens)
-                cur.doc0_pos += int(cur.cum[-1]) if len(cur.cum) else 0
-                cur.cum = _NONE
-                if progress:
-                    progress(len(tokens), writer.index)
+            _feed(stream, writer, cur, skip_tokens, progress)
             writer.close()                   # the last, partial shard: its end is the end of the stream
             changed = input_changed()        # the fingerprint's files, checked again after reading
             if changed is not None:
@@ -371,3 +335,55 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         raise _os_error(e, out_dir) from None
     return Summary(out_dir, written["tokens"], written["shards"], m.total_tokens, len(m.shards),
                    time.perf_counter() - t0, resumed_from=start_index)
+
+
+def _feed(stream: Iterator[tuple[np.ndarray, np.ndarray]], writer: ShardWriter, cur: _Cursor, skip_tokens: int,
+          progress: Optional[ProgressFn]) -> None:
+    """Write the token stream into shards, keeping ``cur`` at the batch being written (for each shard's end)."""
+    first_batch = True
+    for tokens, lens in stream:
+        if first_batch and skip_tokens:
+            tokens = tokens[skip_tokens:]
+        first_batch = False
+        cur.cum = np.cumsum(lens)
+        writer.add(tokens)
+        cur.doc0 += len(lens)
+        cur.doc0_pos += int(cur.cum[-1]) if len(cur.cum) else 0
+        cur.cum = _NONE
+        if progress:
+            progress(len(tokens), writer.index)
+
+
+class _InputGuard:
+    """The inputs changed while they were read: drop this run's shards (they may mix old and new bytes under
+    the old fingerprint) and say so; the next run fingerprints the input as it is then and starts over.
+    Calling it returns that error (the same one every time), or None while the inputs are unchanged."""
+
+    def __init__(self, source: Source, writer: ShardWriter, m: mf.DataManifest, saver: _Saver, start_index: int):
+        self.source, self.writer, self.m, self.saver, self.start_index = source, writer, m, saver, start_index
+        self.reported: Optional[KitError] = None
+
+    def __call__(self) -> Optional[KitError]:
+        if self.reported is not None:
+            return self.reported
+        changes = self.source.changed()
+        if not changes:
+            return None
+        m, start_index = self.m, self.start_index
+        self.writer.abort()
+        n = len(m.shards) - start_index
+        del m.shards[start_index:]
+        m.complete = False
+        m.run.failed = "the input changed while it was read"
+        try:
+            _clean_leftovers(self.writer.out_dir, self.writer.name, start_index)
+            self.saver.save()
+        except OSError:
+            pass
+        self.reported = KitError(
+            "the input changed while kitctl data read it:\n    " + "\n    ".join(changes[:10])
+            + (f"\n    ... and {len(changes) - 10} more" if len(changes) > 10 else "")
+            + f"\n  the {n} shard(s) this run wrote were deleted: they could mix the old and the new bytes",
+            "re-run the same command once the input has stopped changing: it tokenizes the input as it "
+            "is then (a download or an editor still writing it? wait for it to finish)")
+        return self.reported

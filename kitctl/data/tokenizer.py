@@ -127,7 +127,7 @@ def ranks_table_path(cache_dir: Path) -> Path:
 
 def _from_table(path: Path):
     """The Encoding from a table file, or None when it is missing or damaged (checksum, shape, ranks)."""
-    import tiktoken
+    import tiktoken     # imported on first use, with its Rust extension: only commands that tokenize pay it
 
     try:
         t = RanksTable.read(path)
@@ -145,7 +145,7 @@ def _from_table(path: Path):
 def _args_from_files(folder: Path) -> dict:
     """tiktoken's gpt2() constructor arguments, parsed by tiktoken from a verified local folder, with
     tiktoken's own file cache switched off (it would write a copy keyed by the local path, or into /tmp)."""
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks     # ~0.15 s (its HTTP stack): only here
     from tiktoken_ext import openai_public
 
     check_tokenizer_dir(folder)
@@ -185,7 +185,7 @@ def get_encoding(tokenizer_dir: Optional[Path] = None, cache_dir: Optional[Path]
     copy), sha256-checked; else tiktoken's own loading (download, or its cache). The table is (re)written
     when it was missing or damaged, unless ``write_cache`` is false (``--dry-run`` writes nothing)."""
     global _ENCODING, _ARGS
-    import tiktoken
+    import tiktoken     # imported on first use, with its Rust extension: only commands that tokenize pay it
 
     cache = cache_dir if cache_dir is not None else (os.environ.get("TIKTOKEN_CACHE_DIR") or None)
     table = ranks_table_path(Path(cache)) if cache else None

@@ -3,7 +3,7 @@ the check that a pulled or loaded image carries the recipe labels a plan expects
 
 Labels cannot hold their own image's digest: the digest a push got is read back from the engine
 (``RepoDigests``) and written into a record beside the build (``<data_root>/images/pushed.json``); run records
-carry it through the image's repo digests (kitctl.train.gather.inspect_image).
+carry it through the image's repo digests (kitctl.train.inspect_image).
 """
 from __future__ import annotations
 

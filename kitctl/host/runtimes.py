@@ -140,7 +140,7 @@ class DockerRuntime:
 
     def __init__(self, client=None):
         if client is None:
-            from python_on_whales import docker as client
+            from python_on_whales import docker as client     # ~0.3 s: only a docker run pays it
         self.docker = client
 
     def run(self, spec: ContainerSpec, on_line: Optional[Callable[[str], None]] = None) -> int:
@@ -183,7 +183,7 @@ def image_present(ref: str, client=None) -> Optional[bool]:
     no engine running)."""
     try:
         if client is None:
-            from python_on_whales import docker as client
+            from python_on_whales import docker as client     # ~0.3 s: only a docker run pays it
         return bool(client.image.exists(ref))
     except Exception:   # python-on-whales: ClientNotFoundError, DockerException (engine down), ...
         return None

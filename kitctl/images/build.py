@@ -18,8 +18,10 @@ from typing import Callable, Optional
 from kitctl.core import pins, proc
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.images.context import Context, prepare_context
+from kitctl.host import registry
+from kitctl.images.context import Context, prepare_context, recipe_hash
 from kitctl.images.inputs import check_ca_bundle
+from kitctl.images.render import image_labels, render
 from kitctl.images.request import BuildRequest
 
 
@@ -143,8 +145,6 @@ def build_data_image(cfg: KitConfig, *, base_image: Optional[str] = None, ca_cer
 def expected_labels(req: BuildRequest, ctx: Optional[Context], target: str) -> dict[str, str]:
     """The recipe labels an image of ``target`` for this request carries (the recipe hash only when ``ctx`` was
     prepared with llm.c's source: without it the hash is another one)."""
-    from kitctl.images.render import image_labels
-
     lab = image_labels(req, target)
     if ctx is not None and ctx.llmc_label:
         lab["org.llmc-kit.recipe-hash"] = ctx.hashes[target]
@@ -153,8 +153,6 @@ def expected_labels(req: BuildRequest, ctx: Optional[Context], target: str) -> d
 
 def tag_latest(req: BuildRequest, tag: str) -> str:
     """Point ``<image>:latest`` (what train runs) at ``tag``."""
-    from kitctl.host import registry
-
     latest = f"{req.image}:latest"
     if tag != latest:
         registry.tag(tag, latest)
@@ -164,9 +162,6 @@ def tag_latest(req: BuildRequest, tag: str) -> str:
 def data_recipe_hash(cfg: KitConfig) -> Optional[str]:
     """The recipe hash a data image built by this kit with ``cfg`` carries (None when it cannot be rendered).
     Registered as kitctl.data.container's hook by kitctl/cli.py: data cannot import images."""
-    from kitctl.images.context import recipe_hash
-    from kitctl.images.render import render
-
     try:
         from kitctl.images import lock
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from kitctl.core import pins
 from kitctl.core.context import announcement, config, config_source, console, err_console
@@ -97,12 +99,7 @@ def build(
     archs = _archs(arch, gpus)
     ub = use_bundle(bundle.absolute(), cfg.data_root, console) if bundle is not None else None
     if ub is not None:
-        for flag, mine, packed in (("--llmc-src", llmc_src, ub.llmc_src),
-                                   ("--cudnn-frontend", cudnn_frontend, ub.cudnn_frontend)):
-            if mine is not None and packed is not None:
-                raise ConfigError(f"{flag} with --bundle: the bundle holds that input already",
-                                  f"leave {flag} out, or leave --bundle out")
-        llmc_src, cudnn_frontend = llmc_src or ub.llmc_src, cudnn_frontend or ub.cudnn_frontend
+        llmc_src, cudnn_frontend = _bundle_inputs(ub, llmc_src, cudnn_frontend)
     pull_ref = image or cfg.pull_image
     if (runtime or cfg.runtime) == "native" and (push or pull_ref):
         raise ConfigError("--push / --image move images: with --runtime native there is none",
@@ -135,15 +132,41 @@ def build(
             _lock_dry_run(req, stages, lock_path)
         else:
             lock = lock_resolve.update_lock(req, stages, lock_path, "kitctl build --update-lock",
-                                            on_line=lambda line: print(line, file=sys.stderr, flush=True),
-                                            cache=not no_cache)
+                                            on_line=_stderr_line, cache=not no_cache)
             console.print(f"wrote {lock_path} ({lock.short()})", highlight=False)
     elif req.lock is not None and not pull_ref:
         lock_resolve.check_bases(req, stages)
         console.print(f"building from {req.lock.path} ({req.lock.short()})", highlight=False)
     would_download = (dry_run or bool(pull_ref)) and not (llmc_src or cfg.mirrors.llmc_src)
     ctx = prepare_context(req, fetch_source=False if would_download else None)
-    if would_download and not pull_ref:   # a dry run never downloads; the tag's hash then lacks the llm.c digest
+    _say_context(req, ctx, would_download and not pull_ref)
+    if pull_ref or (ub is not None and ub.image("runtime")):
+        if push:
+            raise ConfigError("--push with --image/--bundle: nothing is built here to push",
+                              "push from the box that builds (`kitctl build --push REGISTRY/REPO`)")
+        _fetch_images(req, ctx, targets, pull_ref, ub, dry_run)
+    elif dry_run:
+        _dry_run_lines(req, ctx, targets, push, no_cache, epoch, rewrite)
+    else:
+        _build_and_push(cfg, req, ctx, targets, push, no_cache, len(gpus), epoch, rewrite)
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _bundle_inputs(ub, llmc_src: Optional[str], cudnn_frontend: Optional[Path]) -> tuple:
+    """--bundle: the llm.c source and cudnn-frontend it holds (a flag that gives them too is refused)."""
+    for flag, mine, packed in (("--llmc-src", llmc_src, ub.llmc_src),
+                               ("--cudnn-frontend", cudnn_frontend, ub.cudnn_frontend)):
+        if mine is not None and packed is not None:
+            raise ConfigError(f"{flag} with --bundle: the bundle holds that input already",
+                              f"leave {flag} out, or leave --bundle out")
+    return llmc_src or ub.llmc_src, cudnn_frontend or ub.cudnn_frontend
+
+
+def _say_context(req: BuildRequest, ctx, llmc_not_fetched: bool) -> None:
+    if llmc_not_fetched:   # a dry run never downloads; the tag's hash then lacks the llm.c digest
         pin = pins.load().llmc
         console.print(f"dry run: llm.c {pin.commit[:7]} would be downloaded from "
                       f"{pin.tarball_url.format(commit=pin.commit)} (sha256 {pin.tarball_sha256[:12]}…) "
@@ -155,43 +178,45 @@ def build(
         err_console.print(f"note: {len(ctx.llmc_left_out)} entries of the llm.c checkout were left out of the "
                           f"build context (only sources and scripts enter it): {', '.join(ctx.llmc_left_out[:6])}"
                           + (" ..." if len(ctx.llmc_left_out) > 6 else ""), markup=False, highlight=False)
-    if pull_ref or (ub is not None and ub.image("runtime")):
-        if push:
-            raise ConfigError("--push with --image/--bundle: nothing is built here to push",
-                              "push from the box that builds (`kitctl build --push REGISTRY/REPO`)")
+
+
+def _fetch_images(req: BuildRequest, ctx, targets: list[str], pull_ref: Optional[str], ub, dry_run: bool) -> None:
+    """--image / kit.yaml pull_image: pull and check each target; --bundle: load it from the bundle."""
+    for t in targets:
+        if pull_ref:
+            got = images_move.pull_checked(req, ctx, t, pull_ref, dry_run=dry_run, on_line=_stderr_line)
+        else:
+            assert ub is not None
+            got = images_move.load_checked(req, ctx, t, ub, dry_run=dry_run, on_line=_stderr_line)
+        console.print(got, highlight=False, markup=False, soft_wrap=True)
+
+
+def _dry_run_lines(req: BuildRequest, ctx, targets: list[str], push: Optional[str], no_cache: bool,
+                   epoch: Optional[str], rewrite: bool) -> None:
+    for t in targets:
+        print(shell_line(builder.build_argv(req, ctx, t, cache=not no_cache, epoch=epoch, rewrite=rewrite)))
+    if push:
         for t in targets:
-            if pull_ref:
-                got = images_move.pull_checked(req, ctx, t, pull_ref, dry_run=dry_run,
-                                               on_line=lambda line: print(line, file=sys.stderr, flush=True))
-            else:
-                assert ub is not None
-                got = images_move.load_checked(req, ctx, t, ub, dry_run=dry_run,
-                                               on_line=lambda line: print(line, file=sys.stderr, flush=True))
-            console.print(got, highlight=False, markup=False, soft_wrap=True)
-        return
-    if dry_run:
-        for t in targets:
-            print(shell_line(builder.build_argv(req, ctx, t, cache=not no_cache, epoch=epoch, rewrite=rewrite)))
-        if push:
-            for t in targets:
-                for local, remote in images_move.push_refs(req, ctx, t, push):
-                    print(shell_line(["docker", "tag", local, remote]))
-                    print(shell_line(["docker", "push", remote]))
-        return
+            for local, remote in images_move.push_refs(req, ctx, t, push):
+                print(shell_line(["docker", "tag", local, remote]))
+                print(shell_line(["docker", "push", remote]))
+
+
+def _build_and_push(cfg, req: BuildRequest, ctx, targets: list[str], push: Optional[str], no_cache: bool,
+                    n_gpus: int, epoch: Optional[str], rewrite: bool) -> None:
     for t in targets:
         start = time.monotonic()
         print(f"building {t}: "
               f"{shell_line(builder.build_argv(req, ctx, t, cache=not no_cache, epoch=epoch, rewrite=rewrite))}",
               file=sys.stderr, flush=True)
-        tags = lock_resolve.build_locked(req, ctx, t, on_line=lambda line: print(line, file=sys.stderr, flush=True),
-                                         cache=not no_cache, epoch=epoch, rewrite=rewrite)
+        tags = lock_resolve.build_locked(req, ctx, t, on_line=_stderr_line, cache=not no_cache, epoch=epoch,
+                                         rewrite=rewrite)
         console.print(f"[green]built {t}[/] in {time.monotonic() - start:.0f} s: {' '.join(tags)}", highlight=False)
         if push:
-            for pushed, digest in images_move.push(cfg, req, ctx, t, push,
-                                                   on_line=lambda line: print(line, file=sys.stderr, flush=True)):
+            for pushed, digest in images_move.push(cfg, req, ctx, t, push, on_line=_stderr_line):
                 console.print(f"pushed {pushed} ({digest})", highlight=False, markup=False, soft_wrap=True)
     console.print(docker_disk.build_report(docker_disk.query()), highlight=False, markup=False, soft_wrap=True)
-    env = compose.write_env(cfg, gpus=len(gpus))
+    env = compose.write_env(cfg, gpus=n_gpus)
     console.print(f"wrote {env} for docker compose, e.g.:", highlight=False)
     print("  " + shell_line([*compose.compose_base_argv(env), "run", "--rm", "data", "kitctl", "data", "--help"]))
     console.print("next: kitctl smoke, kitctl data", highlight=False)
@@ -358,8 +383,6 @@ def doctor(
                                                     for v in verdicts},
                           "findings": [f.__dict__ for f in findings]}, indent=2))
     else:
-        from rich.markup import escape
-        from rich.table import Table
 
         colour = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
         table = Table(show_header=True, header_style="bold", show_lines=False)

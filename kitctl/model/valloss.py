@@ -2,8 +2,8 @@
 
     python -m kitctl.model.valloss EXPORT_DIR [--shard <data>/fineweb_val_000000.bin] [--run RUN_DIR]
 
-Needs only numpy, torch and transformers, and of the kit only kitctl.core.llmc_files (llm.c's formats; standard
-library only), so it runs wherever the kit's source is importable.
+Needs numpy, torch and transformers; run.json and llmc_export.json are read as their writers' typed records
+(``kitctl.train.record.RunRecord``, ``kitctl.model.export.ExportRecord``).
 It reproduces llm.c's validation exactly as train_gpt2.cu (f1e2ace) does it: the val loader is not shuffled, batch
 i of rank r reads B*T+1 tokens at token offset (i*P + r)*B*T of the shard (P = number of processes), targets are
 the inputs shifted by one, and the loss is the mean over all val_num_batches*P*B*T positions (softmax over the
@@ -25,9 +25,12 @@ from typing import Optional
 
 import numpy as np
 
-from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, RUN_JSON, STDOUT_LOG, TOKEN_DTYPE, HeaderError,
-                                    shard_filename, unpack_shard_header)
-
+from kitctl.core.errors import KitError
+from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, STDOUT_LOG, TOKEN_DTYPE, HeaderError, shard_filename,
+                                    unpack_shard_header)
+from kitctl.model.export import RECORD as EXPORT_RECORD
+from kitctl.model.export import ExportRecord
+from kitctl.train.record import load_run_record
 
 TABLE = {"B": r"micro batch size B", "T": r"sequence length T", "P": r"num_processes",
          "batches": r"val_num_batches"}
@@ -82,15 +85,15 @@ def val_shard_of(run: Optional[Path]) -> Optional[Path]:
     """``<dir>/<prefix>_val_000000.bin`` of the shards the run trained on, as ``kitctl train`` records them."""
     if run is None:
         return None
-    try:
-        data = json.loads((run / RUN_JSON).read_text())["data"]
-        return Path(data["dir"]) / shard_filename(data["prefix"], 0)
-    except (OSError, ValueError, KeyError, TypeError):
+    rec, _ = load_run_record(run)     # a missing or damaged run.json: no default (--shard gives it)
+    data = rec.data if rec is not None else None
+    if data is None or not data.dir or not data.prefix:
         return None
+    return Path(data.dir) / shard_filename(data.prefix, 0)
 
 
 def hf_val_loss(export: Path, x: np.ndarray, y: np.ndarray, device: str, chunk: int, dtype: str) -> float:
-    import torch
+    import torch     # torch/transformers: optional (the test-model/eval extras), and seconds to import
     from transformers import GPT2LMHeadModel
 
     model = GPT2LMHeadModel.from_pretrained(str(export), dtype=getattr(torch, dtype))
@@ -128,12 +131,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     a = ap.parse_args(argv)
 
-    rec = {}
-    rp = a.export / "llmc_export.json"
-    if rp.is_file():
-        rec = json.loads(rp.read_text())
-    run = a.run or (Path(rec["source"]).parent if rec.get("source") else None)
-    step = a.step if a.step is not None else rec.get("step")
+    rec: Optional[ExportRecord] = None
+    if (a.export / EXPORT_RECORD).is_file():
+        try:
+            rec = ExportRecord.read(a.export / EXPORT_RECORD)
+        except KitError as e:
+            raise SystemExit(f"error: {e.message}") from None
+    run = a.run or (Path(rec.source).parent if rec is not None else None)
+    step = a.step if a.step is not None else (rec.step if rec is not None else None)
     out_log = run / STDOUT_LOG if run else Path("/nonexistent")
     found: dict[str, Optional[int]] = {k: getattr(a, k) if getattr(a, k) is not None else table_value(out_log, lab)
                                        for k, lab in TABLE.items()}
@@ -154,7 +159,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if shard is None:
         raise SystemExit(f"error: no --shard given and {run}/run.json names no data folder: pass --shard")
 
-    import torch
+    import torch     # optional, as above: only after the arguments and files are checked
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     toks = read_shard(shard)

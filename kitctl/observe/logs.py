@@ -34,7 +34,7 @@ from typing import Iterator, Optional
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, open_regular, read_chunks
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG  # noqa: F401 (re-exported for observe)
-from kitctl.train import steplog
+from kitctl.train import parse_step
 
 
 # main.log keys -> TensorBoard tags (unknown keys of llm.c forks become llmc/<key>)
@@ -131,7 +131,7 @@ def parse_stdout(data: bytes | str) -> StdoutInfo:
     info = StdoutInfo()
     # splitlines also splits at "\r" (llm.c's "evaluating HellaSwag: i/n\r" shares a line with the next step)
     for line in complete_part(data).decode(errors="replace").splitlines():
-        s = steplog.parse_step(line)          # the one parser of llm.c's step line
+        s = parse_step(line)          # the one parser of llm.c's step line
         if s is None:
             continue
         step = s.step - 1

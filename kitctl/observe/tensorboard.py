@@ -159,6 +159,35 @@ class TensorBoardServer:
 
 
 # ------------------------------------------------------------------------------------------ the command
+def _none_alive(run_dirs: list[Path], runs_dir: Optional[Path]) -> bool:
+    """No training on this machine still writes any of these runs (``--no-serve`` follows only a live one)."""
+    dirs = set(run_dirs) | (set(list_runs(runs_dir)) if runs_dir is not None else set())
+    return not any(is_live(d) for d in dirs if d.is_dir())
+
+
+def _stop_following(server: Optional[TensorBoardServer], run_dirs: list[Path], runs_dir: Optional[Path],
+                    say: Callable[[str], None]) -> bool:
+    """Whether to stop following: a TensorBoard that exited is an error; without one, no live run left."""
+    if server is not None and server.poll() is not None:
+        raise KitError(f"TensorBoard exited with status {server.poll()}:\n{server.log_tail()}",
+                       "check the message above; `kitctl tensorboard --no-serve` only converts")
+    if server is None and _none_alive(run_dirs, runs_dir):
+        say("the training stopped writing: converted its last lines, not following any more")
+        return True
+    return False
+
+
+def _serve(view: RunView, run_dirs: list[Path], port: int, host: str, say: Callable[[str], None]) -> TensorBoardServer:
+    """Show ``run_dirs`` in ``view`` and start TensorBoard on it; say where it listens and who can open it."""
+    view.add(run_dirs)
+    server = TensorBoardServer(view.path, port, host, log_path=view.path / LOG_NAME)
+    say(f"TensorBoard: {server.url}  (Ctrl-C to stop)")
+    if host not in ALL_INTERFACES and host.startswith("127."):
+        say(f"  only this machine can open it; from another: ssh -L {port}:127.0.0.1:{port} "
+            f"{socket.gethostname()}, or serve on every interface with --host 0.0.0.0")
+    return server
+
+
 def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int = 6006, host: str = DEFAULT_HOST,
                     follow: bool = True, serve: bool = True, interval: float = 5.0,
                     say: Callable[[str], None] = print) -> None:
@@ -180,8 +209,7 @@ def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int
                 return
 
             def none_alive() -> bool:           # --no-serve follows only a run a training still writes
-                dirs = set(run_dirs) | (set(list_runs(runs_dir)) if runs_dir is not None else set())
-                return not any(is_live(d) for d in dirs if d.is_dir())
+                return _none_alive(run_dirs, runs_dir)
 
             if not serve and none_alive():
                 say("no training is writing " + ("these runs" if len(run_dirs) != 1 else run_dirs[0].name)
@@ -189,24 +217,13 @@ def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int
                 return
             if serve:
                 view = RunView()
-                view.add(run_dirs)
-                server = TensorBoardServer(view.path, port, host, log_path=view.path / LOG_NAME)
-                say(f"TensorBoard: {server.url}  (Ctrl-C to stop)")
-                if host not in ALL_INTERFACES and host.startswith("127."):
-                    say(f"  only this machine can open it; from another: ssh -L {port}:127.0.0.1:{port} "
-                        f"{socket.gethostname()}, or serve on every interface with --host 0.0.0.0")
+                server = _serve(view, run_dirs, port, host, say)
 
             def on_result(r: SyncResult) -> None:
                 say(describe_sync(r))
 
             def check() -> bool:
-                if server is not None and server.poll() is not None:
-                    raise KitError(f"TensorBoard exited with status {server.poll()}:\n{server.log_tail()}",
-                                   "check the message above; `kitctl tensorboard --no-serve` only converts")
-                if server is None and none_alive():
-                    say("the training stopped writing: converted its last lines, not following any more")
-                    return True
-                return False
+                return _stop_following(server, run_dirs, runs_dir, say)
 
             if follow:
                 say(f"following the logs every {interval:g}s")

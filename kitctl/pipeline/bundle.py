@@ -33,7 +33,7 @@ from kitctl.data.tokenizer import EMBEDDED_DIR
 from kitctl.host import registry
 from kitctl.host.runtimes import data_image_ref, runtime_image_ref
 from kitctl.images import llmc_source
-from kitctl.train.presets import load_presets
+from kitctl.train import load_presets
 
 Say = Callable[[str], None]
 

@@ -4,8 +4,8 @@ One of the pipeline's two adapter modules (the other, kitctl/pipeline/stages.py,
 entry points move, only these two change. Touch points:
 
     data      kitctl.data.plan.make_plan (the data and HellaSwag plans: output folders, token estimates);
-    train     kitctl.train.planner.build_plan (pure) on kitctl.train.facts / runner facts; the memory model and
-              kitctl.train.tune.sweep_configs for how many configs a tune measures
+    train     kitctl.train (its face): gather_facts (with the planned data), build_plan (pure) and
+              sweep_configs_for (how many configs a tune measures)
     host      kitctl.host.gpus.load_inventory
     images    kitctl.host.runtimes.runtime_image_ref (what a build makes); the data root's places: kitctl.core.layout
 
@@ -17,31 +17,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from kitctl.core.bundle import Unpacked
 from kitctl.core import validate
-from kitctl.core.config import KitConfig, nccl_env
+from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, free_bytes, open_regular
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import docker_disk
-from kitctl.host.gpus import GPU, distinct_archs, load_inventory
+from kitctl.host.gpus import GPU, distinct_archs
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.pipeline import forecast as fc
-from kitctl.train import tune as train_tune
-from kitctl.train.facts import DataInfo, OutState, Shard, host_facts, inspect_data, inspect_out
-from kitctl.train.memory import default_model, dims_for
-from kitctl.train.gather import inspect_image, runtime_ids
-from kitctl.train.launch import BINARIES
-from kitctl.train.planner import MICRO_BATCHES, Facts, Plan, TrainRequest, build_plan, gpu_spec
-from kitctl.train.presets import load_presets
-from kitctl.train.tune_cache import load_records
+from kitctl.train import (BINARIES, DataInfo, Facts, OutState, Plan, Shard, TrainRequest, absorb_passthrough,
+                          build_plan, dims_for, gather_facts, inspect_data, inspect_image, load_presets,
+                          sweep_configs_for)
 
 TUNE_MODES = ("auto", "on", "off")
 DEFAULT_NET_MBPS = 200.0
@@ -253,52 +247,12 @@ def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def train_facts(cfg: KitConfig, req: TrainRequest, opts: ReproduceOptions, data: DataInfo,
-                gpus: Optional[list[GPU]] = None) -> Facts:
-    """The train planner's facts with ``data`` given (it may not exist yet). Mirrors
-    kitctl.train.gather.gather_facts, except for the data and for the HellaSwag file and tokenizer, which the
-    pipeline's own stages make before training (so the plan has them)."""
-    where = cfg.layout
-    runs = where.run(req.name or req.preset)
-    bin_dir = where.native_bin
-    image = runtime_image_ref(cfg)
-    return Facts(gpus=gpus if gpus is not None else load_inventory(opts.inventory), data=data, out=inspect_out(runs.absolute()),
-                 data_root=cfg.data_root, host=host_facts(opts.mpirun), image=image, native_bin_dir=bin_dir,
-                 nccl_env=nccl_env(cfg.nccl), hellaswag=where.hellaswag_bin,
-                 tokenizer=where.tokenizer_bin, runtime_ids=runtime_ids(req, image, bin_dir),
-                 tune_records=load_records(where.tune_cache), run_token=uuid.uuid4().hex[:8])
-
-
-def _flag(args: list[str], flag: str, default: int) -> int:
-    """The value llm.c uses for ``flag``: its last occurrence in the argv (llm.c reads pairs left to right)."""
-    vals = [args[i + 1] for i in range(len(args) - 1) if args[i] == flag]
-    try:
-        return int(vals[-1]) if vals else default
-    except ValueError:
-        return default
-
-
 def tune_configs(req: TrainRequest, facts: Facts, plan: Plan) -> int:
-    """How many (B, -r) the default ``kitctl tune`` sweep measures for this plan (kitctl.train.tune's rules)."""
+    """How many (B, -r) the default ``kitctl tune`` sweep measures for this plan (train's own rules)."""
     scratch = dataclasses.replace(facts, out=OutState(plan.out_dir / "tune-scratch"), tune_records=())
-    base = dataclasses.replace(req, gpus=gpu_spec(plan.gpus), precision=plan.precision, no_tune=True, fresh=False,
-                               micro_batch=None, recompute=None)
-
-    def allowed(b: int) -> bool:
-        try:
-            build_plan(dataclasses.replace(base, micro_batch=b), scratch)
-            return True
-        except KitError:
-            return False
-
-    mem = default_model()
-    min_gb = min(g.memory_gb for g in plan.gpus)
-
-    def fits(b: int, r: int) -> bool:
-        return mem.predict(plan.preset.descriptor, b, plan.seq_len, r, plan.precision, plan.ranks,
-                           plan.preset.zero_stage, plan.precision == "bf16").peak_gb <= min_gb
-
-    return len(train_tune.sweep_configs([b for b in MICRO_BATCHES if allowed(b)], fits))
+    tune_req = dataclasses.replace(req, mode="bench", no_tune=True, tune_first=False, fresh=False, micro_batch=None,
+                                   recompute=None)
+    return len(sweep_configs_for(tune_req, scratch, plan))
 
 
 def _measured_tok_s(plan: Plan, facts: Facts) -> Optional[float]:
@@ -321,16 +275,17 @@ def gpus_label(gpus) -> str:
 
 def train_input(plan: Plan, facts: Facts, hs_examples: int) -> fc.TrainInput:
     measured = _measured_tok_s(plan, facts) if plan.tune_file else None
-    a = plan.llmc_args
+    s = plan.schedule
     return fc.TrainInput(
         gpus_label=gpus_label(plan.gpus), ranks=plan.ranks, precision=plan.precision,
         micro_batch=plan.micro_batch, seq_len=plan.seq_len, total_batch=plan.total_batch, steps=plan.steps,
-        params=dims_for(plan.preset.descriptor).params, zero_stage=_flag(a, "-z", plan.preset.zero_stage),
+        params=dims_for(plan.preset.descriptor).params, zero_stage=plan.zero_stage,
         tok_s=measured or plan.est_tok_s, tok_s_basis="measured" if measured else (
             "quoted" if plan.batch.estimate and "quoted:" in plan.batch.estimate.basis else "estimate"),
-        hellaswag_examples=hs_examples if plan.hellaswag else 0, val_every=_flag(a, "-v", 20),
-        val_batches=_flag(a, "-m", fc.costs().train.val_batches), checkpoint_every=_flag(a, "-n", 0),
-        checkpoints_keep=_flag(a, "-nk", 0), done_step=plan.resume_step if plan.resume else None)
+        hellaswag_examples=hs_examples if plan.hellaswag else 0, val_every=s.val_every,
+        val_batches=s.val_batches if s.val_batches is not None else fc.costs().train.val_batches,
+        checkpoint_every=s.checkpoint_every, checkpoints_keep=s.checkpoints_keep or 0,
+        done_step=plan.resume_step if plan.resume else None)
 
 
 NO_GPU_REASON = ("no NVIDIA GPU on this machine: plan training for the box that trains with --inventory FILE "
@@ -344,15 +299,19 @@ def gpu_less_train_input(req: TrainRequest, data: DataInfo) -> fc.TrainInput:
     """The train stage without GPUs to plan on: its checkpoints from the preset (ZeRO-1 shards the optimizer
     state, so their total size does not depend on the GPU count), no time (``tok_s`` None, with the reason)."""
     preset = load_presets()[req.preset]
-    args = [*preset.extra, *req.passthrough]
-    seq, total = _flag(args, "-t", preset.seq_len), _flag(args, "-d", preset.total_batch)
+    r = absorb_passthrough(req)       # the pass-through's values, as the planner reads them
+
+    def pick(asked: Optional[int], preset_value: int) -> int:
+        return asked if asked is not None else preset_value
+
+    seq, total = pick(r.seq_len, preset.seq_len), pick(r.total_batch, preset.total_batch)
     steps = req.steps if req.steps and req.steps > 0 else (preset.steps if preset.steps > 0 else
                                                            sum(s.tokens for s in data.train) // total)
     return fc.TrainInput(
         gpus_label="GPUs not known", ranks=1, precision="bf16", micro_batch=0, seq_len=seq, total_batch=total,
-        steps=steps, params=dims_for(preset.descriptor).params, zero_stage=_flag(args, "-z", preset.zero_stage),
-        tok_s=None, tok_s_basis="estimate", val_every=_flag(args, "-v", preset.val_every),
-        checkpoint_every=_flag(args, "-n", preset.checkpoint_every), checkpoints_keep=_flag(args, "-nk", 0),
+        steps=steps, params=dims_for(preset.descriptor).params, zero_stage=pick(r.zero_stage, preset.zero_stage),
+        tok_s=None, tok_s_basis="estimate", val_every=pick(r.val_every, preset.val_every),
+        checkpoint_every=pick(r.checkpoint_every, preset.checkpoint_every), checkpoints_keep=r.checkpoints_keep or 0,
         unplanned=NO_GPU_REASON)
 
 
@@ -404,7 +363,9 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
     if not dinput.complete:
         notes.append(f"no complete data in {dplan.out_dir} yet: training is planned on the ~{dinput.tokens:,} "
                      "tokens the data stage will write")
-    facts = train_facts(cfg, treq, opts, data, gpus)
+    # the HellaSwag file and the tokenizer: this pipeline's own stages make them before training
+    facts = gather_facts(cfg, treq, opts.inventory, opts.mpirun, data=data, gpus=gpus,
+                         eval_files_planned=True)
     if plan_only and opts.inventory is None and gpus is None and not facts.gpus:
         return _gpu_less(cfg, opts, dplan, dinput, hplan, hinput, treq, data, notes)
     try:

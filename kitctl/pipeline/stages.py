@@ -8,8 +8,8 @@ these two files change. Touch points:
                 docker: kitctl.images.request.BuildRequest, context.prepare_context, build.tags / build (runtime image)
     data        kitctl.data.execute.execute (in this process: the kit's own Python has every data package)
     hellaswag   kitctl.data.execute.execute of the hellaswag recipe
-    tune        kitctl.train.tune.run_tune
-    train       kitctl.train.session.plan_for / run_training (resumes from the newest checkpoint by itself)
+    tune        kitctl.train.run_tune
+    train       kitctl.train.plan_for / run_training (resumes from the newest checkpoint by itself)
     report      kitctl.observe.report.write_report
 
 Each stage returns a :class:`Result` (done or skipped, and one line saying what it made or why it skipped) or
@@ -18,7 +18,6 @@ it and a re-run continues). Every stage writes its own log in ``<run>/logs/<stag
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import threading
@@ -49,10 +48,7 @@ from kitctl.images.request import BuildRequest
 from kitctl.observe.report import write_report
 from kitctl.pipeline import forecast as fc
 from kitctl.pipeline.inputs import Gathered, ReproduceOptions
-from kitctl.train import tune as train_tune
-from kitctl.train.gather import inspect_image
-from kitctl.train.launch import BINARIES
-from kitctl.train.session import plan_for, run_training
+from kitctl.train import inspect_image, plan_for, run_tune, run_training
 
 REPORT_NAME = "report.html"
 
@@ -154,7 +150,7 @@ def build(ctx: StageContext) -> Result:
         dest = cfg.layout.native_bin
         tplan = ctx.gathered.train_plan
         assert tplan is not None        # a run plans on GPUs (gather refuses without)
-        want = Path(opts.binary) if opts.binary else dest / BINARIES[tplan.precision]
+        want = Path(tplan.binary)     # --binary, else the one this build makes in dest
         if want.is_file():
             return Result("skipped", f"{want} exists" + (" (--binary)" if opts.binary else ""))
         spec = opts.llmc_src or cfg.mirrors.llmc_src
@@ -283,17 +279,11 @@ def tune(ctx: StageContext) -> Result:
         return Result("skipped", st.detail)
     steps, warmup = ctx.forecast.tune_steps
     ctx.log.say(f"tune: {st.detail}, forecast ~{format_duration(st.seconds)}")
+    # the tune's schedule is the bench mode: a pass-through such as `-n 1000` is the training's, not the tune's
     req = ctx.gathered.train_request
-    # tune's measuring flags (-n 0, -v, -h 0, ...) replace the FIRST occurrence in the argv, and llm.c reads the
-    # last one: a pass-through such as `-n 1000` would make every measuring run write checkpoints. Leave those
-    # out of the tune request (training keeps them).
-    bench = set(train_tune.BENCH_FLAGS[::2])
-    pt = list(req.passthrough)
-    kept = [x for i in range(0, len(pt) - 1, 2) if pt[i] not in bench for x in pt[i:i + 2]]
-    req = dataclasses.replace(req, passthrough=kept)
     try:
-        rec = train_tune.run_tune(ctx.cfg, req, ctx.log.tee_console(), ctx.opts.inventory, ctx.opts.mpirun,
-                                  steps=steps, warmup=warmup)
+        rec = run_tune(ctx.cfg, req, ctx.log.tee_console(), ctx.opts.inventory, ctx.opts.mpirun, steps=steps,
+                       warmup=warmup)
     except KitError as e:
         if e.exit_code == 130:
             raise

@@ -8,6 +8,7 @@ throughput table (``kitctl.train.throughput``); else (no table series for this b
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -65,6 +66,7 @@ class BatchInputs:
     resume_step: Optional[int] = None
     oom_retry_from: Optional[int] = None
     tune: Optional[CachedTune] = None
+    zero_stage: Optional[int] = None      # -z (None: the preset's)
 
     @property
     def ranks(self) -> int:
@@ -93,7 +95,8 @@ class _Rules:
 
     def predict(self, B: int, r: int) -> Prediction:
         x = self.x
-        return self.mem.predict(x.preset.descriptor, B, x.seq_len, r, x.precision, x.ranks, x.preset.zero_stage,
+        zero = x.zero_stage if x.zero_stage is not None else x.preset.zero_stage
+        return self.mem.predict(x.preset.descriptor, B, x.seq_len, r, x.precision, x.ranks, zero,
                                 x.precision == "bf16")
 
     def fits(self, B: int, r: int) -> bool:
@@ -130,99 +133,138 @@ def _tok(e: Optional[Estimate]) -> str:
     return f"~{e.tok_s:,.0f} tok/s" if e is not None and e.tok_s else "n/a"
 
 
-def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> BatchChoice:
-    rules = _Rules(x, mem, table)
-    preset, T, D, ranks, min_gpu = x.preset, x.seq_len, x.total_batch, x.ranks, x.min_gpu
+@dataclass(frozen=True)
+class _Pick:
+    """B and -r as far as they are decided (None: not yet), and where they came from."""
+
+    micro: Optional[int]
+    recompute: Optional[int]
+    choice: str = ""
+    source: Source = "user"
+
+
+def _asked(x: BatchInputs) -> _Pick:
+    """Step 1: the user's B and -r, else the checkpoint's when resuming (llm.c resumes only with the same B); an
+    out-of-memory retry says so."""
     if x.recompute is not None and x.recompute not in RECOMPUTES:
         raise KitError(f"--recompute {x.recompute}", "use 0 (none), 1 (GELU) or 2 (GELU + layernorm)", exit_code=2)
-    notes: list[str] = []
-    micro, recompute, choice = x.micro_batch, x.recompute, ""
-    source: Source = "user"
-    if micro is None and x.stored is not None and x.stored.micro_batch:
-        micro, source = int(x.stored.micro_batch), "checkpoint"
-        choice = f"kept from the checkpoint at step {x.resume_step} (llm.c resumes only with the same B)"
-        if recompute is None and x.stored.recompute in RECOMPUTES:
-            recompute = x.stored.recompute
+    pick = _Pick(x.micro_batch, x.recompute)
+    if pick.micro is None and x.stored is not None and x.stored.micro_batch:
+        r = x.stored.recompute if pick.recompute is None and x.stored.recompute in RECOMPUTES else pick.recompute
+        pick = _Pick(int(x.stored.micro_batch), r, f"kept from the checkpoint at step {x.resume_step} (llm.c "
+                     "resumes only with the same B)", "checkpoint")
     if x.oom_retry_from is not None:
-        source = "oom-retry"
-        choice = (f"halved from {x.oom_retry_from}: train_gpt2cu ran out of GPU memory before its first "
-                  f"step with B={x.oom_retry_from}")
-    if micro is not None:
-        if micro < 1:
-            raise KitError(f"--micro-batch {micro}", "use a positive micro-batch", exit_code=2)
-        reason = rules.why_not(micro)
-        ok = [b for b in MICRO_BATCHES if rules.why_not(b) is None]
-        if reason and ok:
-            raise KitError(f"micro-batch {micro} cannot run: {reason}",
-                           f"use --micro-batch {' / '.join(map(str, ok))}, or --total-batch N", exit_code=2)
-        if reason:
-            refuse_batch(f"micro-batch {micro} cannot run: {reason}", micro, T, D, ranks)
-        choice = choice or "your --micro-batch"
+        pick = dataclasses.replace(pick, source="oom-retry", choice=(
+            f"halved from {x.oom_retry_from}: train_gpt2cu ran out of GPU memory before its first step with "
+            f"B={x.oom_retry_from}"))
+    return pick
+
+
+def _check_given(rules: _Rules, pick: _Pick) -> _Pick:
+    """Step 2: a B given (or kept) must satisfy llm.c's rules; say which B would."""
+    micro = pick.micro
+    if micro is None:
+        return pick
+    if micro < 1:
+        raise KitError(f"--micro-batch {micro}", "use a positive micro-batch", exit_code=2)
+    reason = rules.why_not(micro)
+    ok = [b for b in MICRO_BATCHES if rules.why_not(b) is None]
+    if reason and ok:
+        raise KitError(f"micro-batch {micro} cannot run: {reason}",
+                       f"use --micro-batch {' / '.join(map(str, ok))}, or --total-batch N", exit_code=2)
+    if reason:
+        x = rules.x
+        refuse_batch(f"micro-batch {micro} cannot run: {reason}", micro, x.seq_len, x.total_batch, x.ranks)
+    return dataclasses.replace(pick, choice=pick.choice or "your --micro-batch")
+
+
+def _allowed(rules: _Rules, pick: _Pick) -> list[int]:
+    """Step 3: the B values llm.c's rules allow; refuse (with the numbers of the B this run would use) if none."""
     allowed = [b for b in MICRO_BATCHES if rules.why_not(b) is None]
     if not allowed:
-        # the B this run would use if -d allowed it (shard rule and memory), so the hint shows real numbers
-        r = recompute if recompute is not None else preset.recompute
-        B = next((b for b in MICRO_BATCHES if ranks * b * T + 1 <= x.data.min_shard_tokens and rules.fits(b, r)), 1)
-        refuse_batch(f"no micro-batch in {list(MICRO_BATCHES)} works with {ranks} rank(s): {rules.why_not(B)}",
-                     B, T, D, ranks)
+        x = rules.x
+        r = pick.recompute if pick.recompute is not None else x.preset.recompute
+        B = next((b for b in MICRO_BATCHES
+                  if x.ranks * b * x.seq_len + 1 <= x.data.min_shard_tokens and rules.fits(b, r)), 1)
+        refuse_batch(f"no micro-batch in {list(MICRO_BATCHES)} works with {x.ranks} rank(s): {rules.why_not(B)}",
+                     B, x.seq_len, x.total_batch, x.ranks)
+    return allowed
 
-    # --- the tune cache: the fastest measured config this run allows
-    tune_file = None
-    if x.tune is not None:
-        cands = [r for r in x.tune.record.ok() if r.micro_batch in allowed
-                 and (micro is None or r.micro_batch == micro) and (recompute is None or r.recompute == recompute)]
-        if cands:
-            best = max(cands, key=lambda r: r.tok_s or 0)
-            tune_file = str(x.tune.path)
-            if micro is None:
-                choice, source = f"tune cache: fastest measured, {best.tok_s:,.0f} tok/s", "tune"
-            micro = best.micro_batch
-            if recompute is None:
-                recompute = best.recompute
-                if recompute != preset.recompute:
-                    same = [r.tok_s or 0 for r in cands if r.recompute == preset.recompute]
-                    alt = f" (best with -r {preset.recompute}: {max(same):,.0f})" if same else ""
-                    notes.append(f"recompute -r {recompute} instead of the preset's {preset.recompute}: the tune "
-                                 f"cache measured it faster here, {best.tok_s:,.0f} tok/s{alt}")
 
-    # --- the throughput table: the fastest config that fits (or the largest B, without a series for this build)
-    recs = (recompute,) if recompute is not None else RECOMPUTES
-    bs = (micro,) if micro is not None else tuple(allowed)
+def _from_tune(x: BatchInputs, pick: _Pick, allowed: list[int], notes: list[str]) -> tuple[_Pick, Optional[str]]:
+    """Step 4: the tune cache's fastest measured config that this run allows (and the cache file)."""
+    if x.tune is None:
+        return pick, None
+    cands = [r for r in x.tune.record.ok() if r.micro_batch in allowed and pick.micro in (None, r.micro_batch)
+             and pick.recompute in (None, r.recompute)]
+    if not cands:
+        return pick, None
+    best = max(cands, key=lambda r: r.tok_s or 0)
+    if pick.micro is None:
+        pick = dataclasses.replace(pick, choice=f"tune cache: fastest measured, {best.tok_s:,.0f} tok/s", source="tune")
+    pick = dataclasses.replace(pick, micro=best.micro_batch)
+    if pick.recompute is None:
+        pick = dataclasses.replace(pick, recompute=best.recompute)
+        preset_r = x.preset.recompute
+        if best.recompute != preset_r:
+            same = [r.tok_s or 0 for r in cands if r.recompute == preset_r]
+            alt = f" (best with -r {preset_r}: {max(same):,.0f})" if same else ""
+            notes.append(f"recompute -r {best.recompute} instead of the preset's {preset_r}: the tune cache "
+                         f"measured it faster here, {best.tok_s:,.0f} tok/s{alt}")
+    return pick, str(x.tune.path)
+
+
+def _from_table(rules: _Rules, pick: _Pick, allowed: list[int], notes: list[str]
+                ) -> tuple[_Pick, tuple[Candidate, ...]]:
+    """Step 5: the throughput table's fastest config that fits (or, without a series for this build, the
+    largest B that fits); -r for a given B. Also the configs that fit, fastest first."""
+    x, table, preset, min_gpu = rules.x, rules.table, rules.x.preset, rules.x.min_gpu
+    recs = (pick.recompute,) if pick.recompute is not None else RECOMPUTES
+    bs = (pick.micro,) if pick.micro is not None else tuple(allowed)
     fitting = [rules.candidate(b, r) for b in bs for r in recs if rules.fits(b, r)]
-    has_table = table.reference(list(x.gpus), x.precision, preset.descriptor, T) is not None
+    has_table = table.reference(list(x.gpus), x.precision, preset.descriptor, x.seq_len) is not None
     ranked = tuple(sorted(fitting, key=lambda c: _rank_key(c, preset.recompute), reverse=True)) if has_table else ()
-    if micro is None:
-        if not fitting:
-            least = max(recs)
-            p = rules.predict(allowed[-1], least)
-            raise KitError(f"{preset.name} does not fit {min_gpu.name} ({min_gpu.memory_label}) even at "
-                           f"B={allowed[-1]} -r {least}: needs ~{p.need_mib} MiB with headroom [{p.basis}]",
-                           "use a smaller preset, more GPUs (ZeRO-1 shards the optimizer), or --micro-batch N to "
-                           "try anyway", exit_code=2)
-        if ranked:
-            best_c = ranked[0]
-            micro, recompute, source = best_c.micro_batch, best_c.recompute, "table"
-            choice = (f"throughput table: fastest config that fits {min_gpu.memory_label} with headroom, "
-                      f"{_tok(best_c.estimate)}")
-            notes += _table_notes(best_c, ranked, rules, preset)
-        else:
-            r = recompute if recompute is not None else preset.recompute
-            fit_b = [b for b in allowed if rules.fits(b, r)] or [allowed[-1]]
-            micro, recompute, source = fit_b[0], r, "memory"
-            bigger = [b for b in MICRO_BATCHES if b > micro and rules.why_not(b) is None]
-            choice = (f"memory model: largest B that fits {min_gpu.memory_label} with headroom (no throughput "
-                      f"table series for {x.precision})"
-                      + (f"; B={bigger[-1]} would need ~{rules.predict(bigger[-1], r).need_mib} MiB" if bigger else ""))
-    elif recompute is None:
-        mine = [c for c in ranked if c.micro_batch == micro]
-        recompute = mine[0].recompute if mine else preset.recompute
-        if mine and recompute != preset.recompute:
-            notes.append(f"recompute -r {recompute} instead of the preset's {preset.recompute} at your B={micro}: "
-                         f"faster per the throughput table ({_tok(mine[0].estimate)})")
-    skipped = [b for b in MICRO_BATCHES if b > micro and rules.why_not(b) is not None]
-    if skipped and micro == allowed[0] and source in ("table", "memory"):
-        notes.append(f"B={skipped[-1]} and above are ruled out: {rules.why_not(skipped[-1])}")
+    if pick.micro is not None:
+        if pick.recompute is None:
+            mine = [c for c in ranked if c.micro_batch == pick.micro]
+            pick = dataclasses.replace(pick, recompute=mine[0].recompute if mine else preset.recompute)
+            if mine and pick.recompute != preset.recompute:
+                notes.append(f"recompute -r {pick.recompute} instead of the preset's {preset.recompute} at your "
+                             f"B={pick.micro}: faster per the throughput table ({_tok(mine[0].estimate)})")
+        return pick, ranked
+    if not fitting:
+        least = max(recs)
+        p = rules.predict(allowed[-1], least)
+        raise KitError(f"{preset.name} does not fit {min_gpu.name} ({min_gpu.memory_label}) even at "
+                       f"B={allowed[-1]} -r {least}: needs ~{p.need_mib} MiB with headroom [{p.basis}]",
+                       "use a smaller preset, more GPUs (ZeRO-1 shards the optimizer), or --micro-batch N to "
+                       "try anyway", exit_code=2)
+    if ranked:
+        best = ranked[0]
+        notes += _table_notes(best, ranked, rules, preset)
+        return _Pick(best.micro_batch, best.recompute, f"throughput table: fastest config that fits "
+                     f"{min_gpu.memory_label} with headroom, {_tok(best.estimate)}", "table"), ranked
+    r = pick.recompute if pick.recompute is not None else preset.recompute
+    micro = ([b for b in allowed if rules.fits(b, r)] or [allowed[-1]])[0]
+    bigger = [b for b in MICRO_BATCHES if b > micro and rules.why_not(b) is None]
+    return _Pick(micro, r, f"memory model: largest B that fits {min_gpu.memory_label} with headroom (no "
+                 f"throughput table series for {x.precision})"
+                 + (f"; B={bigger[-1]} would need ~{rules.predict(bigger[-1], r).need_mib} MiB" if bigger else ""),
+                 "memory"), ranked
 
+
+def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> BatchChoice:
+    rules = _Rules(x, mem, table)
+    notes: list[str] = []
+    pick = _check_given(rules, _asked(x))
+    allowed = _allowed(rules, pick)
+    pick, tune_file = _from_tune(x, pick, allowed, notes)
+    pick, ranked = _from_table(rules, pick, allowed, notes)
+    micro, recompute, min_gpu = pick.micro, pick.recompute, x.min_gpu
+    assert micro is not None and recompute is not None     # step 5 decides both
+    skipped = [b for b in MICRO_BATCHES if b > micro and rules.why_not(b) is not None]
+    if skipped and micro == allowed[0] and pick.source in ("table", "memory"):
+        notes.append(f"B={skipped[-1]} and above are ruled out: {rules.why_not(skipped[-1])}")
     memory = rules.predict(micro, recompute)
     if not memory.fits(min_gpu.memory_gb):
         notes.append(f"warning: B={micro} -r {recompute} is predicted to need ~{memory.need_mib} MiB with headroom, "
@@ -231,7 +273,7 @@ def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> Ba
     if memory.basis != "measured":
         notes.append(f"memory estimate: {memory.basis}; measured series go in kitctl/train/memory_model.yaml")
     estimate = rules.candidate(micro, recompute).estimate
-    return BatchChoice(micro, recompute, memory, choice, source, estimate, tune_file, ranked, tuple(notes))
+    return BatchChoice(micro, recompute, memory, pick.choice, pick.source, estimate, tune_file, ranked, tuple(notes))
 
 
 def _table_notes(best: Candidate, ranked: tuple[Candidate, ...], rules: _Rules, preset: Preset) -> list[str]:

@@ -1,7 +1,9 @@
-"""What the training planner needs to know about this machine, read once: data shards, run folder, binaries.
+"""What the training planner knows about the machine: :class:`Facts`, its parts, and :func:`gather_facts`,
+the one reader of them (GPUs from nvidia-smi or --inventory, the shards, the run folder, host mpirun, the runtime's
+identity, the tune cache). The only part of planning that touches the machine.
 
 Each reader returns a small frozen record; ``kitctl.train.planner.build_plan`` takes them and stays pure (tests build
-these records by hand). Nothing here starts a process.
+these records by hand). Nothing here starts a process (python-on-whales asks the Docker engine for an image id).
 """
 from __future__ import annotations
 
@@ -9,15 +11,25 @@ import hashlib
 import os
 import shutil
 import stat
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from kitctl.core import shard_folder
+from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import (DONE_RE, HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
                                     parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
-from kitctl.train.record import PlanRecord, load_run_record
+from kitctl.host.gpus import GPU, load_inventory
+from kitctl.host.runtimes import runtime_image_ref
+from kitctl.train.presets import get_preset
+from kitctl.train.record import PlanRecord, RuntimeRecord, load_run_record
+from kitctl.train.request import TrainRequest
+from kitctl.train.tune_cache import CachedTune, load_records
+
+BINARIES = {"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}   # llm.c's binary per precision
 
 
 @dataclass(frozen=True)
@@ -179,3 +191,82 @@ def host_facts(mpirun: str = "/usr/bin/mpirun", environ: Optional[dict[str, str]
     path = mpirun if os.path.isfile(mpirun) and os.access(mpirun, os.X_OK) else shutil.which(mpirun)
     nccl = tuple(sorted((k, v) for k, v in env.items() if k.startswith("NCCL_")))
     return HostFacts(mpirun=path, environ_nccl=nccl)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the planner knows about the machine (read by :func:`gather_facts`; tests write them by hand)."""
+
+    gpus: list[GPU]
+    data: DataInfo
+    out: OutState
+    data_root: Path
+    host: HostFacts = field(default_factory=HostFacts)
+    image: str = "llmc-kit:latest"
+    native_bin_dir: Optional[Path] = None        # <data_root>/native/bin
+    nccl_env: dict = field(default_factory=dict)  # from kit.yaml's nccl section
+    hellaswag: Optional[Path] = None             # <data_root>/hellaswag/hellaswag_val.bin when present
+    tokenizer: Optional[Path] = None             # <data_root>/gpt2_tokenizer.bin when present
+    runtime_ids: dict = field(default_factory=dict)   # precision -> image id / binary sha256 (tune cache key)
+    tune_records: tuple[CachedTune, ...] = ()    # <data_root>/tune/*.json
+    run_token: str = "0"                         # makes the container name unique
+
+
+def inspect_image(ref: str) -> RuntimeRecord:
+    """Image id, digests and labels through python-on-whales; only the reference when there is no engine or
+    no such image (the run itself will then say why). python-on-whales is imported here, not at the top: it
+    costs ~150 ms, which every kitctl command would pay at start-up."""
+    from python_on_whales import DockerException, docker
+    from python_on_whales.client_config import ClientNotFoundError
+
+    try:
+        img = docker.image.inspect(ref)
+    except (DockerException, ClientNotFoundError, OSError):   # no docker CLI / engine / image
+        return RuntimeRecord(kind="docker", image=ref)
+    labels = dict(getattr(img.config, "labels", None) or {})
+    return RuntimeRecord(kind="docker", image=ref, id=img.id, repo_digests=list(img.repo_digests or []),
+                         labels=labels, images_lock=labels.get("org.llmc-kit.images-lock") or None)
+
+
+def native_binary(req: TrainRequest, bin_dir: Path, precision: str) -> Path:
+    """The host train_gpt2cu a native run of ``precision`` starts: ``--binary``, else the one in ``bin_dir``."""
+    return Path(req.binary) if req.binary else bin_dir / BINARIES[precision]
+
+
+def runtime_ids(req: TrainRequest, image: str, bin_dir: Path) -> dict[str, str]:
+    """What the tune cache is keyed by, per precision: the native binaries' sha256 (``--binary`` or the ones in
+    ``bin_dir``), else the image's id; {} when neither exists yet."""
+    if req.runtime == "native":
+        ids: dict[str, str] = {}
+        for prec in BINARIES:
+            b = native_binary(req, bin_dir, prec)
+            if b.is_file():
+                ids[prec] = "sha256:" + sha256_file(b)
+        return ids
+    iid = inspect_image(image).id
+    return {"bf16": iid, "fp32": iid} if iid else {}
+
+
+def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None,
+                 mpirun: str = "/usr/bin/mpirun", environ: Optional[dict[str, str]] = None, *,
+                 data: Optional[DataInfo] = None, gpus: Optional[list[GPU]] = None,
+                 eval_files_planned: bool = False) -> Facts:
+    """This machine's facts for ``req``. ``data``: the shards as a caller plans them (a pipeline plans training
+    before its data stage writes them); ``gpus``: plan for these GPUs instead of ``inventory`` or nvidia-smi (a
+    reference box); ``eval_files_planned``: the HellaSwag file and the tokenizer will be there by the launch (a
+    pipeline's own stages make them first), so the plan mounts them even if absent now."""
+    preset = get_preset(req.preset)
+    where = cfg.layout
+    data_dir = Path(req.data) if req.data else where.shards(preset.data)
+    out_dir = Path(req.out) if req.out else where.run(req.name or preset.name)
+    hs = where.hellaswag_bin
+    tok = where.tokenizer_bin
+    image = runtime_image_ref(cfg)
+    bin_dir = where.native_bin
+    return Facts(gpus=gpus if gpus is not None else load_inventory(inventory), data=data if data is not None else inspect_data(data_dir),
+                 out=inspect_out(out_dir.absolute()), data_root=cfg.data_root, host=host_facts(mpirun, environ),
+                 image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg.nccl),
+                 hellaswag=hs if eval_files_planned or hs.is_file() else None,
+                 tokenizer=tok if eval_files_planned or tok.is_file() else None,
+                 runtime_ids=runtime_ids(req, image, bin_dir), tune_records=load_records(where.tune_cache),
+                 run_token=uuid.uuid4().hex[:8])

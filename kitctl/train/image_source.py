@@ -1,7 +1,7 @@
 """``kitctl train --image REGISTRY/REPO[:TAG]`` (or kit.yaml ``pull_image``): run an image that ``kitctl build
 --push`` put in a registry instead of one built here. It is pulled, checked to be a runtime image of this kit's
 pins (its org.llmc-kit.* labels; what differs is said), and tagged as the local ``<image>:latest`` that the plan
-runs; the run record keeps its registry digest (the image's RepoDigests, kitctl.train.gather.inspect_image)."""
+runs; the run record keeps its registry digest (the image's RepoDigests, kitctl.train.facts.inspect_image)."""
 from __future__ import annotations
 
 from typing import Callable

@@ -1,4 +1,5 @@
-"""The last step of a plan: the exact launch built from the frozen decisions (pure: no processes, no writes).
+"""The last step of a plan: the exact :class:`~kitctl.train.plan.Launch` built from the frozen
+:class:`~kitctl.train.plan.Decisions` (pure: no processes, no writes).
 
 docker: a ``ContainerSpec`` (mounts, env, user, GPUs, shm, ulimits, name) whose ``docker run`` line --dry-run
 prints and whose inside is ``mpirun -np <ranks> ... /opt/llmc/bin/train_gpt2cu[_fp32] <flags>``. native: host
@@ -7,72 +8,33 @@ eval files it opens relative to its cwd.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional
 
 from kitctl.core.layout import DataLayout
 from kitctl.core.llmc_files import HELLASWAG_BIN, TOKENIZER_BIN
 from kitctl.core.errors import KitError
-from kitctl.host.gpus import GPU
 from kitctl.host.runtimes import ContainerSpec, Mount, docker_run_argv
-from kitctl.train.facts import DataInfo
-from kitctl.train.presets import Preset
-from kitctl.train.request import Facts, TrainRequest
+from kitctl.train.facts import BINARIES, Facts, native_binary
+from kitctl.train.plan import Decisions, Launch
 
-BINARIES = {"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}
 IMAGE_BIN = "/opt/llmc/bin"
 WORKDIR = "/workspace"
 MAX_OUT_PATH = 400         # llm.c's output path buffer
 
 
-@dataclass(frozen=True)
-class Decided:
-    """What the launch needs from the decisions."""
-
-    preset: Preset
-    request: TrainRequest
-    gpus: tuple[GPU, ...]
-    precision: str
-    micro_batch: int
-    recompute: int
-    seq_len: int
-    total_batch: int
-    steps: int
-    hellaswag: int
-    resume: bool
-    data: DataInfo
-    out_dir: Path
-
-
-@dataclass(frozen=True)
-class Launch:
-    binary: str                          # in the runtime's view (container path or host path)
-    llmc_args: tuple[str, ...]
-    argv: tuple[str, ...]                # what runs: `docker run ...` (display) or `mpirun ...` / the binary
-    container: Optional[ContainerSpec] = None
-    env: dict = field(default_factory=dict)          # native: extra env of the launch
-    cwd: Optional[Path] = None                       # native: llm.c's working directory
-    links: tuple[tuple[Path, Path], ...] = ()        # native: (link, target) pairs llm.c looks for in cwd
-    notes: tuple[str, ...] = ()
-
-
-def llmc_args(d: Decided, data_root: str, out: str) -> list[str]:
-    p, pre = d, d.preset
-    args = ["-i", p.data.train_glob(data_root), "-j", p.data.val_glob(data_root), "-o", out,
-            "-e", pre.descriptor, "-b", str(p.micro_batch), "-t", str(p.seq_len), "-d", str(p.total_batch),
-            "-r", str(p.recompute), "-z", str(pre.zero_stage), "-c", f"{pre.weight_decay:g}",
+def llmc_args(d: Decisions, data_root: str, out: str) -> list[str]:
+    """train_gpt2cu's flags, each decided value once; then the preset's extra flags and the user's pass-through."""
+    pre, s = d.preset, d.schedule
+    args = ["-i", d.data.train_glob(data_root), "-j", d.data.val_glob(data_root), "-o", out,
+            "-e", pre.descriptor, "-b", str(d.micro_batch), "-t", str(d.seq_len), "-d", str(d.total_batch),
+            "-r", str(d.recompute), "-z", str(d.zero_stage), "-c", f"{pre.weight_decay:g}",
             "-l", f"{pre.learning_rate:g}", "-q", f"{pre.final_lr_frac:g}", "-u", str(pre.warmup),
-            "-n", str(pre.checkpoint_every), "-v", str(pre.val_every), "-s", str(pre.sample_every),
-            "-h", str(p.hellaswag), "-x", str(p.steps), "-y", "1" if p.resume else "0",
-            *pre.extra, *p.request.passthrough]
-    flags = p.request.bench_flags   # kitctl tune's own flags replace the preset's (or are added)
-    for k, v in zip(flags[::2], flags[1::2], strict=True):
-        if k in args:
-            args[args.index(k) + 1] = v
-        else:
-            args += [k, v]
-    return args
+            "-n", str(s.checkpoint_every), "-v", str(s.val_every), "-s", str(s.sample_every),
+            "-h", str(s.hellaswag), "-x", str(s.steps), "-y", "1" if d.resume else "0"]
+    if s.val_batches is not None:
+        args += ["-m", str(s.val_batches)]
+    if s.checkpoints_keep is not None:
+        args += ["-nk", str(s.checkpoints_keep)]
+    return [*args, *pre.extra, *d.request.passthrough]
 
 
 def _nccl_env(facts: Facts) -> dict[str, str]:
@@ -95,11 +57,11 @@ def _mpi_prefix(mpirun: str, ranks: int, root: bool, env_names: list[str]) -> li
     return a
 
 
-def build_launch(d: Decided, runtime: str, facts: Facts) -> Launch:
-    return _docker(d, facts) if runtime == "docker" else _native(d, facts)
+def build_launch(d: Decisions, facts: Facts) -> Launch:
+    return _docker(d, facts) if d.runtime == "docker" else _native(d, facts)
 
 
-def _docker(d: Decided, facts: Facts) -> Launch:
+def _docker(d: Decisions, facts: Facts) -> Launch:
     nccl = _nccl_env(facts)
     ranks = len(d.gpus)
     binary = f"{IMAGE_BIN}/{BINARIES[d.precision]}"
@@ -120,14 +82,11 @@ def _docker(d: Decided, facts: Facts) -> Launch:
     return Launch(binary, tuple(args), tuple(docker_run_argv(spec)), container=spec)
 
 
-def _native(d: Decided, facts: Facts) -> Launch:
+def _native(d: Decisions, facts: Facts) -> Launch:
     """Host mpirun, the binary from `kitctl build --runtime native` (or --binary); llm.c's cwd-relative eval
     files come from symlinks in a per-run working directory (no mounts on a host)."""
     ranks = len(d.gpus)
-    if d.request.binary is not None:
-        binary = Path(d.request.binary)
-    else:
-        binary = (facts.native_bin_dir or DataLayout(facts.data_root).native_bin) / BINARIES[d.precision]
+    binary = native_binary(d.request, facts.native_bin_dir or DataLayout(facts.data_root).native_bin, d.precision)
     if len(str(d.out_dir)) >= MAX_OUT_PATH:
         raise KitError(f"output path is {len(str(d.out_dir))} characters; llm.c allows under {MAX_OUT_PATH}",
                        "use a shorter --out", exit_code=2)

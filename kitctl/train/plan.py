@@ -1,11 +1,13 @@
 """A :class:`Plan`: every decision of a ``kitctl train`` run and why, frozen, plus the launch built from them.
 
-``kitctl.train.planner.build_plan`` makes it (pure); ``kitctl.train.runner`` executes it; ``--dry-run`` prints
-:meth:`Plan.describe` and :meth:`Plan.command_line`; ``run.json`` stores :meth:`Plan.record`.
+``kitctl.train.planner.build_plan`` makes the :class:`Decisions` (pure), ``kitctl.train.launch.build_launch`` turns
+them into a :class:`Launch`, and the Plan is the two together; ``kitctl.train.runner`` executes it; ``--dry-run``
+prints :meth:`Plan.describe` and :meth:`Plan.command_line`; ``run.json`` stores :meth:`Plan.record`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +17,6 @@ from kitctl.host.runtimes import ContainerSpec, shell_line
 from kitctl.train.batch import BatchChoice
 from kitctl.train.facts import DataInfo
 from kitctl.train.gpu_choice import GpuChoice, Option
-from kitctl.train.launch import Launch
 from kitctl.train.memory import Prediction
 from kitctl.train.presets import Preset
 from kitctl.train.record import GpuRecord, PlanRecord
@@ -25,20 +26,38 @@ from kitctl.train.schedule import Schedule
 from kitctl.train.tune_first import TuneFirst
 
 
+def _every(n: int, what: str, flag: str) -> str:
+    return f"{what} every {n} ({flag})" if n else f"no {what} ({flag})"
+
+
 @dataclass(frozen=True)
-class Plan:
+class Launch:
+    binary: str                          # in the runtime's view (container path or host path)
+    llmc_args: tuple[str, ...]
+    argv: tuple[str, ...]                # what runs: `docker run ...` (display) or `mpirun ...` / the binary
+    container: Optional[ContainerSpec] = None
+    env: dict = field(default_factory=dict)          # native: extra env of the launch
+    cwd: Optional[Path] = None                       # native: llm.c's working directory
+    links: tuple[tuple[Path, Path], ...] = ()        # native: (link, target) pairs llm.c looks for in cwd
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What the planner decided, each part with its reasons; the launch is built from these alone."""
+
     preset: Preset
     request: TrainRequest
     runtime: str
     seq_len: int
     total_batch: int
+    zero_stage: int
     data: DataInfo
     out_dir: Path
     hardware: GpuChoice
     batch: BatchChoice
     schedule: Schedule
     resumption: ResumeChoice
-    launch: Launch
     tune_first: Optional[TuneFirst] = None
     extra_notes: tuple[str, ...] = ()
 
@@ -104,6 +123,25 @@ class Plan:
         return self.resumption.archive_existing
 
     @property
+    def ranks(self) -> int:
+        return len(self.hardware.gpus)
+
+    @property
+    def grad_accum(self) -> int:
+        return self.total_batch // (self.micro_batch * self.seq_len * self.ranks)
+
+
+@dataclass(frozen=True)
+class Plan(Decisions):
+    """The decisions and the launch built from them (``kitctl.train.launch.build_launch``)."""
+
+    launch: Launch = field(kw_only=True)
+
+    @classmethod
+    def of(cls, decisions: Decisions, launch: Launch) -> Plan:
+        return cls(**{f.name: getattr(decisions, f.name) for f in dataclasses.fields(Decisions)}, launch=launch)
+
+    @property
     def binary(self) -> str:
         return self.launch.binary
 
@@ -135,14 +173,6 @@ class Plan:
     def notes(self) -> list[str]:
         return [*self.hardware.notes, *self.batch.notes, *self.extra_notes, *self.schedule.notes,
                 *self.resumption.notes, *self.launch.notes]
-
-    @property
-    def ranks(self) -> int:
-        return len(self.hardware.gpus)
-
-    @property
-    def grad_accum(self) -> int:
-        return self.total_batch // (self.micro_batch * self.seq_len * self.ranks)
 
     @property
     def resume_key(self) -> dict[str, object]:
@@ -179,6 +209,15 @@ class Plan:
     def as_dict(self) -> dict:
         return self.record().model_dump(mode="json")
 
+    def _schedule_row(self) -> str:
+        s = self.schedule
+        if s.mode == "bench":
+            return "none (a measuring run: -v -s -h -n off)"
+        val = f"val loss every {s.val_every} (-v)" + (f" over {s.val_batches} batches" if s.val_batches else "")
+        keep = f", keeping {s.checkpoints_keep}" if s.checkpoints_keep else ""
+        return ", ".join([val, f"HellaSwag {'on' if s.hellaswag else 'off'} (-h)", _every(s.sample_every, "sample", "-s"),
+                          _every(s.checkpoint_every, "checkpoint", "-n") + keep])
+
     def describe(self) -> list[tuple[str, str]]:
         """(setting, value) rows for the --dry-run table."""
         gpus = ", ".join(f"{g.index}: {g.name} (sm_{g.compute_cap}, {g.memory_mib} MiB)" for g in self.gpus)
@@ -194,6 +233,7 @@ class Plan:
             ("grad accumulation", f"{self.grad_accum} = {self.total_batch} / ({self.micro_batch} x "
                                   f"{self.seq_len} x {self.ranks})"),
             ("steps -x", str(self.steps)),
+            ("evals, checkpoints", self._schedule_row()),
             ("memory (per GPU)", f"~{self.memory.peak_mib} MiB peak, {self.memory.need_mib} MiB with headroom "
                                  f"[{self.memory.basis}]; smallest GPU {min(g.memory_mib for g in self.gpus)} MiB"),
             ("data", f"{self.data.dir} ({self.data.prefix}: {len(self.data.train)} train shards, "

@@ -11,10 +11,10 @@ The decisions are made first, each a frozen record with its reasons, in this ord
 
 then the launch is built from them (``kitctl.train.launch``) and the Plan (``kitctl.train.plan``) assembled once.
 Facts the planner needs (GPU inventory, shard headers, the run folder, host mpirun, tune records) are read by
-``kitctl.train.gather`` and passed in as ``Facts``, so tests plan for any machine without one.
+``kitctl.train.facts.gather_facts`` and passed in as ``Facts``, so tests plan for any machine without one.
 
-This module is the planning API other areas use: ``build_plan``, ``TrainRequest``, ``Facts``, ``Plan``,
-``MICRO_BATCHES``, ``get_preset``.
+Other areas reach it through the area's face, ``kitctl.train`` (``build_plan``, ``TrainRequest``, ``Facts``,
+``Plan``, ...).
 """
 from __future__ import annotations
 
@@ -24,22 +24,21 @@ from kitctl.core.layout import DataLayout
 from kitctl.core import validate
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import GPU
-from kitctl.train.batch import MICRO_BATCHES, BatchChoice, BatchInputs, choose_batch
+from kitctl.train.batch import BatchChoice, BatchInputs, choose_batch
 from kitctl.train.gpu_choice import choose_gpus
-from kitctl.train.launch import Decided, build_launch
+from kitctl.train.launch import build_launch
 from kitctl.train.memory import MemoryModel, default_model
 from kitctl.train.peaks import knows_mfu
-from kitctl.train.plan import Plan
+from kitctl.train.plan import Decisions, Plan
 from kitctl.train.presets import Preset, get_preset
 from kitctl.train.record import PlanRecord
-from kitctl.train.request import Facts, TrainRequest, absorb_passthrough, gpu_spec
+from kitctl.train.facts import Facts
+from kitctl.train.request import TrainRequest, absorb_passthrough
 from kitctl.train.resume import choose_resume, resumable
 from kitctl.train.schedule import choose_schedule
 from kitctl.train.throughput import ThroughputTable, load_table
 from kitctl.train.tune_cache import CachedTune, cache_key, find
 from kitctl.train.tune_first import choose_tune_first
-
-__all__ = ["MICRO_BATCHES", "Facts", "Plan", "TrainRequest", "build_plan", "get_preset", "gpu_spec"]
 
 RUNTIMES = ("docker", "native")
 
@@ -85,11 +84,12 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     req = absorb_passthrough(req)
     preset = get_preset(req.preset)
     T, D = _check_request(req, preset)
+    Z = req.zero_stage if req.zero_stage is not None else preset.zero_stage
 
     def batch_for(gpus: list[GPU], precision: str, stored=None) -> BatchChoice:
         return choose_batch(BatchInputs(
             preset, tuple(gpus), precision, T, D, facts.data, req.micro_batch, req.recompute, stored,
-            facts.out.last_done, req.oom_retry_from, _tune_record(req, facts, gpus, precision, preset, T, D)),
+            facts.out.last_done, req.oom_retry_from, _tune_record(req, facts, gpus, precision, preset, T, D), Z),
             mem, table)
 
     def option_estimate(gpus: list[GPU], precision: str) -> Optional[float]:
@@ -105,8 +105,8 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     stored = resumable(facts.out, req.fresh, len(gpus))
     batch = batch_for(gpus, hw.precision, stored)
     # 3. steps and evals
-    schedule = choose_schedule(preset, facts.data, D, batch.micro_batch, steps=req.steps, stored=stored,
-                               bench=req.bench, hellaswag_file=facts.hellaswag, data_root=facts.data_root)
+    schedule = choose_schedule(preset, req, facts.data, D, batch.micro_batch, stored=stored,
+                               hellaswag_file=facts.hellaswag, data_root=facts.data_root)
     notes = list(facts.data.notes)
     if facts.data.complete is False:
         notes.append(f"{facts.data.dir}/manifest.json says the data is not complete (kitctl data still running or "
@@ -129,9 +129,7 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     if note:
         notes.append(note)
     # the launch, from the decisions
-    decided = Decided(preset, req, hw.gpus, hw.precision, batch.micro_batch, batch.recompute, T, D, schedule.steps,
-                      schedule.hellaswag, resumption.resume, facts.data, facts.out.dir)
-    launch = build_launch(decided, req.runtime, facts)
-    return Plan(preset, req, req.runtime, T, D, facts.data, facts.out.dir, hw, batch, schedule, resumption, launch,
-                tune_first, tuple(notes))
+    decisions = Decisions(preset, req, req.runtime, T, D, Z, facts.data, facts.out.dir, hw, batch, schedule,
+                          resumption, tune_first, tuple(notes))
+    return Plan.of(decisions, build_launch(decisions, facts))
 

@@ -1,27 +1,27 @@
-"""The planner's inputs: what the user asked for (:class:`TrainRequest`) and what the machine is (:class:`Facts`).
-
-Both are frozen. ``kitctl.train.gather`` reads the facts of this machine; tests write them by hand.
+"""What the user asked for (:class:`TrainRequest`), frozen: the planner's other input is the machine's
+:class:`~kitctl.train.facts.Facts`.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 from kitctl.core.errors import KitError
 from kitctl.core.validate import LLMC_INT_MAX
 from kitctl.host.gpus import GPU
-from kitctl.train.facts import DataInfo, HostFacts, OutState
-from kitctl.train.tune_cache import CachedTune
 
 # train_gpt2cu flags the kit sets itself; a pass-through after `--` may not set them
 _MANAGED = {"-i": "use --data instead", "-j": "use --data instead", "-o": "use --out or --name instead",
             "-y": "leave it out: the kit decides resume itself (use --fresh to start over)",
             "-e": "use --preset instead"}
-# pass-through flags that the planner must know (they change B, T, total batch, recompute or steps)
-_ABSORBED = {"-b": "micro_batch", "-t": "seq_len", "-d": "total_batch", "-r": "recompute", "-x": "steps"}
+# pass-through flags that the planner must know: they change B, T, total batch, recompute, ZeRO or the schedule
+# (steps, evals, samples, checkpoints), which the plan holds as values; the launch writes each flag once
+_ABSORBED = {"-b": "micro_batch", "-t": "seq_len", "-d": "total_batch", "-r": "recompute", "-x": "steps",
+             "-z": "zero_stage", "-v": "val_every", "-m": "val_batches", "-s": "sample_every", "-h": "hellaswag",
+             "-n": "checkpoint_every", "-nk": "checkpoints_keep"}
 
 
 @dataclass(frozen=True)
@@ -47,39 +47,28 @@ class TrainRequest:
     passthrough: Sequence[str] = ()     # kept as a tuple
     # set by the runner when it re-plans after an out-of-memory start
     oom_retry_from: Optional[int] = None
-    # a short measuring run (kitctl tune passes its flags: no eval, sampling or checkpoints)
-    bench_flags: Sequence[str] = ()
+    # the schedule's mode: "bench" is kitctl tune's short measuring run (no eval, sampling or checkpoints)
+    mode: Literal["train", "bench"] = "train"
+    # llm.c settings only a pass-through sets (absorbed from it; None = the preset's)
+    zero_stage: Optional[int] = None        # -z
+    val_every: Optional[int] = None         # -v
+    val_batches: Optional[int] = None       # -m
+    sample_every: Optional[int] = None      # -s
+    hellaswag: Optional[int] = None         # -h
+    checkpoint_every: Optional[int] = None  # -n
+    checkpoints_keep: Optional[int] = None  # -nk
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "passthrough", tuple(self.passthrough))
-        object.__setattr__(self, "bench_flags", tuple(self.bench_flags))
 
     @property
     def bench(self) -> bool:
-        return bool(self.bench_flags)
-
-
-@dataclass(frozen=True)
-class Facts:
-    """Everything the planner knows about the machine (read by kitctl.train.gather)."""
-
-    gpus: list[GPU]
-    data: DataInfo
-    out: OutState
-    data_root: Path
-    host: HostFacts = field(default_factory=HostFacts)
-    image: str = "llmc-kit:latest"
-    native_bin_dir: Optional[Path] = None        # <data_root>/native/bin
-    nccl_env: dict = field(default_factory=dict)  # from kit.yaml's nccl section
-    hellaswag: Optional[Path] = None             # <data_root>/hellaswag/hellaswag_val.bin when present
-    tokenizer: Optional[Path] = None             # <data_root>/gpt2_tokenizer.bin when present
-    runtime_ids: dict = field(default_factory=dict)   # precision -> image id / binary sha256 (tune cache key)
-    tune_records: tuple[CachedTune, ...] = ()    # <data_root>/tune/*.json
-    run_token: str = "0"                         # makes the container name unique
+        return self.mode == "bench"
 
 
 def absorb_passthrough(req: TrainRequest) -> TrainRequest:
-    """Move -b/-t/-d/-r/-x of a raw pass-through into the request; refuse flags the kit manages."""
+    """Move the flags the plan holds as values (-b -t -d -r -x -z -v -m -s -h -n -nk) out of a raw pass-through
+    into the request (the last of a repeated flag wins, as in llm.c); refuse flags the kit manages."""
     rest: list[str] = []
     updates: dict = {}
     args = list(req.passthrough)

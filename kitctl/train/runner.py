@@ -23,7 +23,7 @@ from kitctl.core import proc
 from kitctl.core.errors import KitError
 from kitctl.core.files import sha256_file
 from kitctl.host.runtimes import DockerRuntime
-from kitctl.train import gather
+from kitctl.train import facts
 from kitctl.train.facts import inspect_out
 from kitctl.train.plan import Plan
 from kitctl.core.llmc_files import RUN_FILE_GLOBS
@@ -130,7 +130,7 @@ def launch(plan: Plan, on_line: Callable[[str], None], docker_client: Any = None
 # ------------------------------------------------------------------------------------------------- records
 def runtime_record(plan: Plan) -> RuntimeRecord:
     if plan.container is not None:
-        return gather.inspect_image(plan.container.image)
+        return facts.inspect_image(plan.container.image)
     b = Path(plan.binary)
     return RuntimeRecord(kind="native", binary=str(b), sha256=sha256_file(b) if b.is_file() else None,
                          mpirun=plan.argv[0] if "mpirun" in Path(plan.argv[0]).name else None)

@@ -18,12 +18,11 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.llmc_files import STDOUT_LOG
 from kitctl.train.display import Display
-from kitctl.train.facts import inspect_out
-from kitctl.train.gather import gather_facts
+from kitctl.train.facts import Facts, gather_facts, inspect_out
 from kitctl.train.plan import Plan
 from kitctl.train.planner import build_plan
 from kitctl.train.record import Attempt, SessionRecord
-from kitctl.train.request import Facts, TrainRequest
+from kitctl.train.request import TrainRequest
 from kitctl.train.runner import (Outcome, launch, new_session, next_resume_step, now, preflight, prepare_out, runtime_record,
                                  write_run_json)
 from kitctl.train.steplog import Step, parse_step, throughput

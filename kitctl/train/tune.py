@@ -3,7 +3,8 @@
 tokens/s is not monotonic in B (1x H200, d12: B=16 -r 0 538K tok/s, B=32 -r 1 479K, B=64 -r 1 479K), so the
 biggest B that fits is not the fastest. Tune runs train_gpt2cu for a few optimizer steps per configuration on
 the same GPUs, data and binary as the training run (same ranks, through mpirun for ranks > 1, so the
-all-reduce is in the measurement), with eval, sampling and checkpoints off and a throw-away output folder:
+all-reduce is in the measurement), with eval, sampling and checkpoints off (the schedule's ``bench`` mode,
+``kitctl.train.schedule``) and a throw-away output folder:
 
     -x STEPS -v 1000000000 -m 1 -s 0 -h 0 -n 0 -y 0      (-v 0 would divide by zero in llm.c)
 
@@ -30,20 +31,19 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.progress import format_duration
 from kitctl.host.gpus import GPU
-from kitctl.train.facts import OutState
-from kitctl.train.gather import gather_facts
+from kitctl.train.facts import Facts, OutState, gather_facts
 from kitctl.train.gpu_sampler import MemorySampler
 from kitctl.train.memory import SeriesData, default_model
 from kitctl.train.plan import Plan
-from kitctl.train.planner import MICRO_BATCHES, build_plan
-from kitctl.train.request import Facts, TrainRequest, gpu_spec
+from kitctl.train.batch import MICRO_BATCHES
+from kitctl.train.planner import build_plan
+from kitctl.train.request import TrainRequest, gpu_spec
 from kitctl.train.runner import launch, preflight, prepare_out
 from kitctl.train.steplog import throughput
 from kitctl.train.tune_cache import CachedTune, TuneKey, TuneResult, cache_key, write_record
 
 DEFAULT_STEPS = 20
 DEFAULT_WARMUP = 5
-BENCH_FLAGS = ("-v", "1000000000", "-m", "1", "-s", "0", "-h", "0", "-n", "0")
 
 
 def sweep_configs(allowed_b: list[int], fits: Callable[[int, int], bool], recomputes: tuple[int, ...] = (0, 1),
@@ -94,7 +94,7 @@ def plan_sweep(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = No
                        "use more --steps or fewer --warmup", exit_code=2)
     tune_dir = cfg.layout.tune_cache
     scratch = tune_dir / f"scratch-{uuid.uuid4().hex[:8]}"
-    base_req = dataclasses.replace(req, steps=steps, bench_flags=BENCH_FLAGS, no_tune=True, tune_first=False,
+    base_req = dataclasses.replace(req, steps=steps, mode="bench", no_tune=True, tune_first=False,
                                    fresh=False, out=scratch, micro_batch=None, recompute=None)
     facts = gather_facts(cfg, base_req, inventory, mpirun)
     facts = dataclasses.replace(facts, out=OutState(scratch), tune_records=())
@@ -102,29 +102,36 @@ def plan_sweep(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = No
     gpus, precision = base.gpus, base.precision
     rid = facts.runtime_ids.get(precision)
     key = cache_key(gpus, precision, base.preset.name, rid or "unknown", base.seq_len, base.total_batch)
-    sweep = Sweep(base, base_req, facts, (), key, rid, scratch, tune_dir, steps, warmup, full)
-    if configs is not None:
-        return dataclasses.replace(sweep, configs=tuple(configs))
+    chosen = configs if configs is not None else sweep_configs_for(base_req, facts, base, min_b, full)
+    return Sweep(base, base_req, facts, tuple(chosen), key, rid, scratch, tune_dir, steps, warmup, full)
+
+
+def sweep_configs_for(req: TrainRequest, facts: Facts, base: Plan, min_b: int = 8, full: bool = False
+                      ) -> tuple[tuple[int, int], ...]:
+    """The (B, -r) a tune on ``base``'s GPUs and precision measures (pure: it only plans). ``full``: every B >=
+    ``min_b`` allowed by the divisibility / shard rules x recompute 0, 1, 2; else :func:`sweep_configs` over the
+    allowed B with the memory model (no headroom)."""
+    gpus, precision = base.gpus, base.precision
 
     def allowed(b: int) -> bool:
         try:
-            sweep.plan(b, base.recompute)
+            build_plan(dataclasses.replace(req, micro_batch=b, recompute=base.recompute, gpus=gpu_spec(gpus),
+                                           precision=precision), facts)
             return True
         except KitError:
             return False
 
     allowed_b = [b for b in MICRO_BATCHES if allowed(b)]
     if full:
-        chosen = [(b, r) for b in allowed_b if b >= min_b for r in (0, 1, 2)]
-    else:
-        mem = default_model()
-        min_gpu = min(g.memory_gb for g in gpus)
+        return tuple((b, r) for b in allowed_b if b >= min_b for r in (0, 1, 2))
+    mem = default_model()
+    min_gpu = min(g.memory_gb for g in gpus)
 
-        def fits(b: int, r: int) -> bool:
-            return mem.predict(base.preset.descriptor, b, base.seq_len, r, precision, len(gpus),
-                               base.preset.zero_stage, precision == "bf16").peak_gb <= min_gpu
-        chosen = sweep_configs(allowed_b, fits, min_b=min_b)
-    return dataclasses.replace(sweep, configs=tuple(chosen))
+    def fits(b: int, r: int) -> bool:
+        return mem.predict(base.preset.descriptor, b, base.seq_len, r, precision, len(gpus), base.zero_stage,
+                           precision == "bf16").peak_gb <= min_gpu
+
+    return tuple(sweep_configs(allowed_b, fits, min_b=min_b))
 
 
 def measure(sweep: Sweep, console: Console, auto: bool = False) -> CachedTune:
@@ -235,6 +242,6 @@ def memory_series(results: list[TuneResult], gpus: list[GPU], base: Plan, plan: 
             source=f"kitctl tune {time.strftime('%Y-%m-%d', time.gmtime())} ({Path(plan.binary).name})",
             precision=base.precision, cudnn=base.precision == "bf16",   # type: ignore[arg-type]
             descriptor=base.preset.descriptor, seq_len=base.seq_len, ranks=len(gpus),
-            zero_stage=base.preset.zero_stage, recompute=r, command=" ".join([Path(plan.binary).name, *args]),
+            zero_stage=base.zero_stage, recompute=r, command=" ".join([Path(plan.binary).name, *args]),
             points_mib=dict(sorted(pts.items()))))
     return out

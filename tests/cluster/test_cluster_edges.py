@@ -22,7 +22,7 @@ from kitctl.cluster.slurm import SlurmOptions
 from kitctl.cluster.slurm_run import train_on_slurm
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.train.planner import TrainRequest
+from kitctl.train import TrainRequest
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

@@ -178,7 +178,7 @@ def test_kitctl_train_launcher_slurm_submit(cluster, layout, monkeypatch):
     from kitctl.data.shards import write_shard
     from kitctl.cluster.slurm import SlurmOptions
     from kitctl.cluster.slurm_run import plan_slurm
-    from kitctl.train.planner import TrainRequest
+    from kitctl.train import TrainRequest
 
     shared, data, run, standin = layout
     tiny = data / "tiny"

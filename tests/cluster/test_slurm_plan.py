@@ -13,7 +13,7 @@ from kitctl.data.shards import write_shard
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import parse_csv
 from kitctl.cluster.slurm import SlurmOptions
-from kitctl.train.planner import Facts, TrainRequest, build_plan
+from kitctl.train import Facts, TrainRequest, build_plan
 from kitctl.train.facts import DataInfo, HostFacts, OutState, Shard
 
 H100X8 = "\n".join(f"{i}, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06" for i in range(8))

@@ -129,7 +129,7 @@ def test_pulled_runtime_image_is_what_train_runs(tmp_path, docker_base_image):
     pushed = json.loads(_docker("image", "inspect", "--format", "{{json .RepoDigests}}", remote).stdout)[0]
     assert f"image: {remote} ({pushed.split('@')[1]}) runs as {NAME}:latest" in r.stdout
     assert f" {NAME}:latest " in r.stdout.strip().splitlines()[-1]          # the docker run line runs it
-    from kitctl.train.gather import inspect_image          # what run.json's `runtime` records for this image
+    from kitctl.train import inspect_image                 # what run.json's `runtime` records for this image
     assert pushed in inspect_image(f"{NAME}:latest").repo_digests
 
     # reproduce plans a pull instead of a build (once the local image is gone)

@@ -258,3 +258,24 @@ def test_8xa100_forecast_is_near_llmc_published_time(tmp_path):
     r = _dry(tmp_path, "--inventory", str(REPO / "docs" / "inventories" / "8xh100.csv"), "--cpus", "64", "--json")
     h100 = {s["name"]: s for s in json.loads(r.stdout)["stages"]}["train"]
     assert "published" not in h100["detail"] and 40 * 60 < h100["seconds"] < 55 * 60
+
+
+def test_reproduce_forecast_reads_the_train_plans_schedule_values(tmp_path):
+    """The pipeline reads -z -v -m -n -nk from the train plan's fields (not by parsing its argv): a pass-through
+    after `--` reaches the forecast through the plan, and the plan is made on gather_facts with planned data."""
+    from kitctl.core.config import KitConfig
+    from kitctl.pipeline.inputs import ReproduceOptions, gather
+
+    cfg = KitConfig(data_root=tmp_path / "data", runtime="native")
+    opts = ReproduceOptions(dataset=str(REPO / "datasets" / "files" / "tinyshakespeare.txt"), runtime="native",
+                            inventory=SEED, shard_size=65536, steps=40, tune="off",
+                            passthrough=("-n", "10", "-v", "7", "-m", "3", "-nk", "2", "-z", "0"))
+    g = gather(cfg, opts)
+    t = g.inputs.train
+    assert (t.checkpoint_every, t.val_every, t.val_batches, t.checkpoints_keep, t.zero_stage) == (10, 7, 3, 2, 0)
+    s = g.train_plan.schedule
+    assert (s.checkpoint_every, s.val_every, s.val_batches, s.checkpoints_keep) == (10, 7, 3, 2)
+    # the eval files the pipeline's own stages make are in the plan although absent now
+    assert g.train_plan.launch.links and not (tmp_path / "data" / "gpt2_tokenizer.bin").exists()
+    plain = gather(cfg, dataclasses.replace(opts, passthrough=()))
+    assert (plain.inputs.train.checkpoint_every, plain.inputs.train.val_every) == (5000, 250)

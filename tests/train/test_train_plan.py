@@ -9,7 +9,7 @@ import pytest
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import parse_csv
 from kitctl.train.memory import default_model
-from kitctl.train.planner import TrainRequest, Facts, build_plan
+from kitctl.train import TrainRequest, Facts, build_plan
 from kitctl.train.facts import DataInfo, HostFacts, OutState, Shard, inspect_data, inspect_out
 from kitctl.train.record import PlanRecord
 from kitctl.train.throughput import ThroughputFile, ThroughputTable, load_table
@@ -210,6 +210,49 @@ def test_passthrough_absorbed_and_managed_refused():
     assert plan.llmc_args.count("-b") == 1
     with pytest.raises(KitError):
         build_plan(TrainRequest(passthrough=["-o", "x"]), facts(GPU_3090))
+
+
+def test_schedule_flags_are_values_written_once():
+    """-z -v -m -s -h -n -nk after `--` become the plan's values (the pipeline's forecast reads them there), and
+    the launch writes each flag once, the last of a repeated one winning as in llm.c; the rest stays as given."""
+    req = TrainRequest(passthrough=["-n", "1000", "-v", "50", "-z", "0", "-m", "5", "-nk", "2", "-s", "0",
+                                    "-h", "0", "-lg", "10", "-n", "2000"])
+    plan = build_plan(req, facts(GPU_3090))
+    s = plan.schedule
+    assert (s.mode, s.checkpoint_every, s.val_every, s.val_batches, s.checkpoints_keep, s.sample_every,
+            s.hellaswag) == ("train", 2000, 50, 5, 2, 0, 0)
+    assert plan.zero_stage == 0 and plan.hellaswag == 0
+    assert dict(plan.describe())["evals, checkpoints"] == ("val loss every 50 (-v) over 5 batches, HellaSwag off "
+                                                           "(-h), no sample (-s), checkpoint every 2000 (-n), keeping 2")
+    for f, v in {"-n": "2000", "-v": "50", "-z": "0", "-m": "5", "-nk": "2", "-s": "0", "-h": "0"}.items():
+        assert plan.llmc_args.count(f) == 1 and flag(plan, f) == v, f
+    assert plan.llmc_args[-2:] == ["-lg", "10"] and plan.request.passthrough == ("-lg", "10")
+    # without them: the preset's values, and no -m / -nk (llm.c's defaults)
+    plain = build_plan(TrainRequest(), facts(GPU_3090))
+    assert (plain.schedule.checkpoint_every, plain.schedule.val_every, plain.zero_stage) == (5000, 250, 1)
+    assert "-m" not in plain.llmc_args and "-nk" not in plain.llmc_args
+    with pytest.raises(KitError, match="not an integer"):
+        build_plan(TrainRequest(passthrough=["-n", "often"]), facts(GPU_3090))
+
+
+@pytest.mark.parametrize("flag,value", [("-v", "0"), ("-h", "2"), ("-n", "-1"), ("-m", "0"), ("-s", "-5"),
+                                        ("-nk", "-1")])
+def test_schedule_values_llmc_cannot_run_are_refused(flag, value):
+    with pytest.raises(KitError) as e:
+        build_plan(TrainRequest(passthrough=[flag, value]), facts(GPU_3090))
+    assert e.value.exit_code == 2 and f"pass-through {flag} {value}" in e.value.message and flag in e.value.hint
+
+
+def test_bench_mode_turns_off_evals_samples_and_checkpoints_whatever_the_passthrough():
+    """kitctl tune's measuring run is a schedule mode, not flags spliced into the argv: a `-n 1000` for the
+    training must not make every measuring run write checkpoints."""
+    plan = build_plan(TrainRequest(mode="bench", steps=20, passthrough=["-n", "1000", "-v", "5", "-h", "1"]),
+                      facts(GPU_3090))
+    s = plan.schedule
+    assert (s.mode, s.steps, s.checkpoint_every, s.sample_every, s.hellaswag, s.val_batches) == ("bench", 20, 0, 0, 0, 1)
+    for f, v in {"-n": "0", "-s": "0", "-h": "0", "-m": "1", "-v": "1000000000", "-x": "20"}.items():
+        assert plan.llmc_args.count(f) == 1 and flag(plan, f) == v, f
+    assert plan.tune_first is None
 
 
 def test_hellaswag_off_below_b4():

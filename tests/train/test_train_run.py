@@ -19,7 +19,7 @@ from rich.console import Console
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.train.steplog import parse_step, throughput
-from kitctl.train.planner import TrainRequest
+from kitctl.train import TrainRequest
 from kitctl.train.facts import inspect_out
 from kitctl.train.record import RuntimeRecord
 from kitctl.train.session import plan_for, run_training
@@ -262,6 +262,26 @@ def test_tune_measures_caches_and_planner_uses_it(kit, monkeypatch):
     assert "throughput table" in plan.choice
 
 
+def test_gather_facts_is_the_one_reader_and_takes_planned_data(kit):
+    """`kitctl train` and `kitctl reproduce` read the machine through gather_facts; the pipeline passes the shards
+    it plans (not written yet) and has the eval files made before training (so the plan mounts them)."""
+    from kitctl.train import DataInfo, Shard, gather_facts
+
+    cfg, tmp = kit
+    req = _req(data=cfg.data_root / "tinyshakespeare")
+    facts = gather_facts(cfg, req, tmp / "one.csv", NO_MPIRUN)
+    assert facts.data.prefix == "tinyshakespeare" and facts.data.train_tokens == 300_000
+    assert facts.hellaswag == cfg.data_root / "hellaswag" / "hellaswag_val.bin" and facts.tokenizer is not None
+    assert set(facts.runtime_ids) == {"bf16", "fp32"} and facts.out.dir == (cfg.runs_dir / "t").absolute()
+    (cfg.data_root / "gpt2_tokenizer.bin").unlink()
+    planned = DataInfo(cfg.data_root / "fineweb10B", "fineweb", (Shard("fineweb_train_000001.bin", 10**8),),
+                       (Shard("fineweb_val_000000.bin", 10**8),))
+    ahead = gather_facts(cfg, dataclasses.replace(req, data=planned.dir), tmp / "one.csv", NO_MPIRUN, data=planned,
+                         eval_files_planned=True)
+    assert ahead.data is planned and ahead.tokenizer == cfg.data_root / "gpt2_tokenizer.bin"
+    assert gather_facts(cfg, req, tmp / "one.csv", NO_MPIRUN).tokenizer is None
+
+
 def test_throughput_excludes_warmup():
     lines = [f"step {i:4d}/10 | loss 1.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | {ms:.2f} ms | "
              f"-100.0% bf16 MFU | 1 tok/s" for i, ms in enumerate([5000, 900, 1000, 1000, 1000, 1100], 1)]
@@ -284,7 +304,7 @@ class _FakeDocker:
 
 def test_docker_runner_without_engine(kit, monkeypatch):
     cfg, tmp = kit
-    monkeypatch.setattr("kitctl.train.gather.inspect_image",
+    monkeypatch.setattr("kitctl.train.facts.inspect_image",
                         lambda ref: RuntimeRecord(kind="docker", image=ref, id="sha256:abc", labels={"x": "y"}))
     req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=2, micro_batch=8)
     plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
@@ -390,7 +410,7 @@ class _InterruptedDocker(_FakeDocker):
 
 def test_docker_ctrl_c_stops_the_named_container(kit, monkeypatch):
     cfg, tmp = kit
-    monkeypatch.setattr("kitctl.train.gather.inspect_image", lambda ref: RuntimeRecord(kind="docker", image=ref))
+    monkeypatch.setattr("kitctl.train.facts.inspect_image", lambda ref: RuntimeRecord(kind="docker", image=ref))
     req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=50, micro_batch=8)
     plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
     client = _InterruptedDocker(["step    1/50 | loss 10.000000 (+0.00z)| norm 1.0000 (+0.00z)| lr 6.00e-04 | "
@@ -417,7 +437,7 @@ class _NoGpuRuntimeDocker(_FakeDocker):
 
 def test_docker_without_nvidia_runtime_says_the_container_could_not_start(kit, monkeypatch):
     cfg, tmp = kit
-    monkeypatch.setattr("kitctl.train.gather.inspect_image", lambda ref: RuntimeRecord(kind="docker", image=ref))
+    monkeypatch.setattr("kitctl.train.facts.inspect_image", lambda ref: RuntimeRecord(kind="docker", image=ref))
     req = TrainRequest(runtime="docker", data=cfg.data_root / "tinyshakespeare", name="d", steps=2, micro_batch=8)
     plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", NO_MPIRUN)
     with pytest.raises(KitError) as e:

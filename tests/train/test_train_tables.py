@@ -12,7 +12,7 @@ from kitctl.host.gpus import parse_csv
 from kitctl.train.facts import DataInfo, HostFacts, OutState, Shard
 from kitctl.train.memory import MemoryModel
 from kitctl.train.peaks import PeaksFile
-from kitctl.train.planner import Facts, TrainRequest, build_plan
+from kitctl.train import Facts, TrainRequest, build_plan
 from kitctl.train.presets import load_presets, parse_presets
 from kitctl.train.throughput import ThroughputFile, load_table, parse_table
 from kitctl.train.tune_first import BUDGET_FRAC, LAUNCH_OVERHEAD_S
