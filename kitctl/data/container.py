@@ -43,7 +43,10 @@ def image_difference(cfg: KitConfig, ref: str, labels_of=registry.labels) -> Opt
     if not EXPECTED_DATA_HASH:
         return None
     want = EXPECTED_DATA_HASH[0](cfg)
-    have = (labels_of(ref) or {}).get(registry.RECIPE_HASH)
+    labels = labels_of(ref)
+    if labels is None:          # gone since it was seen, or Docker cannot say: the image check said what it found
+        return None
+    have = labels.get(registry.RECIPE_HASH)
     if want is None or have == want:
         return None
     return (f"the {ref} image was built from another recipe (recipe hash {have or 'none'}, this kit's is {want}: "

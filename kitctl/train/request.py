@@ -22,6 +22,9 @@ _MANAGED = {"-i": "use --data instead", "-j": "use --data instead", "-o": "use -
 _ABSORBED = {"-b": "micro_batch", "-t": "seq_len", "-d": "total_batch", "-r": "recompute", "-x": "steps",
              "-z": "zero_stage", "-v": "val_every", "-m": "val_batches", "-s": "sample_every", "-h": "hellaswag",
              "-n": "checkpoint_every", "-nk": "checkpoints_keep"}
+# the kitctl option that sets the same value as an absorbed pass-through flag (messages name both)
+_OPTION_OF = {"steps": "--steps", "micro_batch": "--micro-batch", "total_batch": "--total-batch",
+              "recompute": "--recompute"}
 
 
 @dataclass(frozen=True)
@@ -84,17 +87,19 @@ def absorb_passthrough(req: TrainRequest) -> TrainRequest:
         if i + 1 >= len(args):
             raise KitError(f"pass-through {flag} has no value (every train_gpt2cu flag takes one)",
                            f"write it as `-- {flag} VALUE`", exit_code=2)
-        if flag in _ABSORBED:
-            try:
-                updates[_ABSORBED[flag]] = int(args[i + 1])
-            except ValueError:
-                raise KitError(f"pass-through {flag} {args[i + 1]!r} is not an integer", None, exit_code=2) from None
-            i += 2
-            continue
         value = args[i + 1]
         if re.fullmatch(r"[+-]?[0-9]+", value.strip()) and abs(int(value)) > LLMC_INT_MAX:
+            option = _OPTION_OF.get(_ABSORBED.get(flag, ""))
             raise KitError(f"pass-through {flag} {value}: llm.c reads it into a 32-bit int (at most {LLMC_INT_MAX:,})",
-                           f"pass a smaller value after `-- {flag}`", exit_code=2)
+                           f"pass a smaller value after `-- {flag}`" + (f" (or with {option})" if option else ""),
+                           exit_code=2)
+        if flag in _ABSORBED:
+            try:
+                updates[_ABSORBED[flag]] = int(value)
+            except ValueError:
+                raise KitError(f"pass-through {flag} {value!r} is not an integer", None, exit_code=2) from None
+            i += 2
+            continue
         rest += [flag, value]
         i += 2
     for k, v in updates.items():

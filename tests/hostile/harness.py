@@ -23,7 +23,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, ContextManager, Optional, Union
 
 import numpy as np
 
@@ -153,7 +153,7 @@ def run_kitctl(argv: list[str], cwd: Path, capsys, monkeypatch, env: Optional[di
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(cwd.parent / "home"))
     for k, v in (env or {}).items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, v.replace("{cwd}", str(cwd)))
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["kitctl", *(a.replace("{cwd}", str(cwd)) for a in argv)])
     for c in (cli.console, cli.err_console):        # wide consoles: no folded paths in the messages
@@ -253,3 +253,31 @@ def undo_mounts() -> None:
 
     while _MOUNTS:
         subprocess.run(["umount", str(_MOUNTS.pop())], capture_output=True)
+
+
+def play(case: Case, tmp_path: Path, capsys, monkeypatch, *, guard: Callable[[], ContextManager] = contextlib.nullcontext,
+         before_run: Optional[Callable[[Path], None]] = None, may_change: Optional[tuple[str, ...]] = None) -> Result:
+    """One hostile case, played as every table in tests/hostile plays it: build the world (the case's files, then
+    ``before_run`` and the case's setup), snapshot it, run kitctl (inside ``guard``), check the exit code and the
+    message, check that nothing but ``may_change`` (default: the case's) changed on disk, then the case's own check.
+    The caller undoes mounts / closes sockets it made, after this returns or raises."""
+    cwd = make_world(tmp_path)
+    for rel, content in case.files.items():
+        p = cwd / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if before_run:
+        before_run(cwd)
+    if case.setup:
+        case.setup(cwd)
+    before = snapshot(tmp_path)
+    with guard():
+        r = run_kitctl(case.argv, cwd, capsys, monkeypatch, case.env)
+    after = snapshot(tmp_path)
+    check_refusal(case, r)
+    allowed = case.may_change if may_change is None else may_change
+    changes = [c for c in diff(before, after) if not _matches(c.split(": ", 1)[1], allowed)]
+    assert not changes, "the file system changed:\n" + "\n".join(changes[:30])
+    if case.check:
+        case.check(r)
+    return r

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cases import CASES  # noqa: E402
-from harness import _matches, check_refusal, diff, make_world, run_kitctl, snapshot, undo_mounts  # noqa: E402
+from harness import play, undo_mounts  # noqa: E402
 
 
 def _param(case):
@@ -27,22 +27,8 @@ def test_case_ids_are_unique():
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_hostile(case, tmp_path, capsys, monkeypatch):
-    cwd = make_world(tmp_path)
-    for rel, content in case.files.items():
-        p = cwd / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(content if isinstance(content, bytes) else content.encode())
     try:
-        if case.setup:
-            case.setup(cwd)
-        before = snapshot(tmp_path)
-        r = run_kitctl(case.argv, cwd, capsys, monkeypatch, case.env)
-        after = snapshot(tmp_path)
-        check_refusal(case, r)
-        changes = [c for c in diff(before, after) if not _matches(c.split(": ", 1)[1], case.may_change)]
-        assert not changes, "the file system changed:\n" + "\n".join(changes[:30])
-        if case.check:
-            case.check(r)
+        play(case, tmp_path, capsys, monkeypatch)
     finally:           # after the checks: they may look inside a mounted (read-only / full) folder
         undo_mounts()
 

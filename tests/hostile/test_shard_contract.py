@@ -19,8 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import (Case, Result, _matches, check_refusal, diff, make_world, run_kitctl, snapshot,  # noqa: E402
-                     write_shard)
+from harness import (Case, Result, make_world, play, run_kitctl, write_shard)
 
 TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--steps", "10",
          "--dry-run"]
@@ -149,23 +148,7 @@ CASES = [
 
 def _run_case(case: Case, tmp_path: Path, capsys, monkeypatch, before_run: Optional[Callable[[Path], None]] = None,
               may_change: tuple[str, ...] = ()) -> Result:
-    cwd = make_world(tmp_path)
-    for rel, content in case.files.items():
-        (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
-        (cwd / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
-    if before_run:
-        before_run(cwd)
-    if case.setup:
-        case.setup(cwd)
-    before = snapshot(tmp_path)
-    r = run_kitctl(case.argv, cwd, capsys, monkeypatch, case.env)
-    after = snapshot(tmp_path)
-    check_refusal(case, r)
-    changes = [c for c in diff(before, after) if not _matches(c.split(": ", 1)[1], may_change)]
-    assert not changes, "the file system changed:\n" + "\n".join(changes[:30])
-    if case.check:
-        case.check(r)
-    return r
+    return play(case, tmp_path, capsys, monkeypatch, before_run=before_run, may_change=may_change)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])

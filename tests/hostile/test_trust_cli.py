@@ -23,7 +23,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import (  # noqa: E402
-    Case, Result, _matches, check_refusal, diff, make_world, run_kitctl, snapshot, undo_mounts)
+    Case, Result, _matches, check_refusal, diff, make_world, play, run_kitctl, snapshot, undo_mounts)
+from fake_gpus import fake_nvidia_smi  # noqa: E402  (tests/fake_gpus.py: --inventory only plans)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fake_train_gpt2cu.py"
@@ -67,11 +68,15 @@ def nan_checkpoint(cwd: Path) -> None:
 
 
 def fake_trainer(cwd: Path) -> None:
-    """cwd/fake: the stand-in train_gpt2cu; cwd/h100.csv: one H100 (one rank: no mpirun)."""
+    """cwd/fake: the stand-in train_gpt2cu; cwd/gpu-bin/nvidia-smi: a stand-in that reports one H100 (one rank: no
+    mpirun), put first on PATH by FAKE_GPU_PATH / _kitctl_subprocess (--inventory only plans)."""
     b = cwd / "fake"
     b.write_text(f"#!{sys.executable}\n" + FAKE.read_text())
     b.chmod(0o755)
-    (cwd / "h100.csv").write_text(H100)
+    fake_nvidia_smi(cwd / "gpu-bin", H100)
+
+
+FAKE_GPU_PATH = {"PATH": "{cwd}/gpu-bin:" + os.environ.get("PATH", "/usr/bin:/bin")}
 
 
 def reproduce_inputs(cwd: Path) -> None:
@@ -96,7 +101,7 @@ def C(id: str, argv: list[str], code: int = 2, says=(), **kw) -> Case:
 
 
 REPRODUCE_RUN = ["reproduce", "gpt2-124m", "--dataset", "ts.txt", "--hellaswag-source", "hs.jsonl", "--runtime",
-                 "native", "--binary", "fake", "--inventory", "h100.csv", "--shard-size", "131072", "--steps", "3",
+                 "native", "--binary", "fake", "--shard-size", "131072", "--steps", "3",
                  "--no-tune"]
 
 
@@ -148,10 +153,10 @@ CASES: list[Case] = [
       says=["[n/a]", "mib"]),                                                          # never planned as 0 GB
 
     # ---------------------------------------------------------------- "done" only when the stage's check says so
-    C("train-exit-0-short-of-last-step", ["train", "--inventory", "h100.csv", "--data", "data/shards", "--runtime",
+    C("train-exit-0-short-of-last-step", ["train", "--data", "data/shards", "--runtime",
                                           "native", "--binary", "{cwd}/fake", "--name", "early", "--steps", "5",
                                           "--no-tune", "--", "-t", "64"],
-      code=1, env={"FAKE_EXIT_EARLY": "1"}, setup=fake_trainer, hint=True, may_change=RUNS,
+      code=1, env={"FAKE_EXIT_EARLY": "1", **FAKE_GPU_PATH}, setup=fake_trainer, hint=True, may_change=RUNS,
       says=["exited with status 0 but did not reach the last step", "of 5", "stdout.log"], check=run_json_failed),
 
     # ---------------------------------------------------------------- environment conditions
@@ -221,22 +226,8 @@ def test_case_ids_are_unique():
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_trust(case, tmp_path, capsys, monkeypatch):
-    cwd = make_world(tmp_path)
-    for rel, content in case.files.items():
-        p = cwd / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(content if isinstance(content, bytes) else content.encode())
     try:
-        if case.setup:
-            case.setup(cwd)
-        before = snapshot(tmp_path)
-        r = run_kitctl(case.argv, cwd, capsys, monkeypatch, case.env)
-        after = snapshot(tmp_path)
-        check_refusal(case, r)
-        changes = [c for c in diff(before, after) if not _matches(c.split(": ", 1)[1], case.may_change)]
-        assert not changes, "the file system changed:\n" + "\n".join(changes[:30])
-        if case.check:
-            case.check(r)
+        play(case, tmp_path, capsys, monkeypatch)
     finally:
         undo_mounts()
 
@@ -248,6 +239,8 @@ def _kitctl_subprocess(argv: list[str], cwd: Path, env: Optional[dict[str, str]]
     """``python -m kitctl ARGV`` in a fresh interpreter (for libraries that read their environment at import)."""
     e = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_")) and k not in ("KITCTL_DEBUG",)}
     e.update({"HOME": str(cwd.parent / "home"), "COLUMNS": "400", "PYTHONPATH": str(ROOT), **(env or {})})
+    if (cwd / "gpu-bin").is_dir():          # fake_trainer's stand-in nvidia-smi: this box "has" its GPU
+        e["PATH"] = f"{cwd / 'gpu-bin'}:{e.get('PATH', '/usr/bin:/bin')}"
     p = subprocess.run([sys.executable, "-m", "kitctl", *argv], cwd=cwd, env=e, capture_output=True, text=True,
                        timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr, cwd.parent, cwd)
@@ -362,7 +355,7 @@ def test_status_after_sigterm_agrees_with_the_stop_message_and_names_reproduce(t
     reproduce_inputs(cwd)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_"))}
     env.update({"HOME": str(tmp_path / "home"), "COLUMNS": "400", "PYTHONPATH": str(ROOT),
-                "FAKE_TRAIN_STEP_SLEEP": "0.3"})
+                "FAKE_TRAIN_STEP_SLEEP": "0.3", "PATH": f"{cwd / 'gpu-bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
     argv = [sys.executable, "-m", "kitctl", *REPRODUCE_RUN[:-3], "--steps", "12", "--no-tune", "--", "-n", "4"]
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = cwd / "data" / "runs" / "gpt2-124m"

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "model"))
 
 import llmc_ref  # noqa: E402
-from harness import (MAIN_LOG, CaseTimeout, Case, Result, _matches, check_refusal, diff, make_world,  # noqa: E402
-                     run_kitctl, snapshot)
+from harness import (MAIN_LOG, CaseTimeout, Case, Result, make_world,  # noqa: E402
+                     play, run_kitctl)
 
 TRAIN = ["train", "--mpirun", "/bin/true", "--data", "data/shards", "--steps", "10", "--dry-run"]
 TB1 = ["tensorboard", "r1", "--no-serve", "--no-follow"]
@@ -307,25 +307,10 @@ def test_case_ids_are_unique():
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_trust(case, tmp_path, capsys, monkeypatch):
-    cwd = make_world(tmp_path)
-    for rel, content in case.files.items():
-        p = cwd / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(content if isinstance(content, bytes) else content.encode())
     try:
-        if case.setup:
-            case.setup(cwd)
-        before = snapshot(tmp_path)
-        with _memory_guard():
-            r = run_kitctl(case.argv, cwd, capsys, monkeypatch, case.env)
-        after = snapshot(tmp_path)
-        check_refusal(case, r)
+        r = play(case, tmp_path, capsys, monkeypatch, guard=_memory_guard)
         if case.code == 2 and any(w in case.says for w in ("fifo", "socket", "character device")):
             assert any(k in r.text for k in SPECIAL)
-        changes = [c for c in diff(before, after) if not _matches(c.split(": ", 1)[1], case.may_change)]
-        assert not changes, "the file system changed:\n" + "\n".join(changes[:30])
-        if case.check:
-            case.check(r)
     finally:
         while _SOCKETS:
             _SOCKETS.pop().close()

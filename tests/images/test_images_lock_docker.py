@@ -102,7 +102,7 @@ def test_no_cache_build_from_the_lock_gives_the_same_package_set(data_lock, data
     r = sh("docker", "image", "inspect", "--format", '{{index .Config.Labels "org.llmc-kit.images-lock"}}', tags[0])
     assert r.stdout.strip() == lock.sections_sha256(["data"])
     assert lock_resolve.lock_finding(lock, [tags[0]])[0] == "ok"
-    from kitctl.train.gather import inspect_image          # what run.json records of the image, and status shows
+    from kitctl.train import inspect_image          # what run.json records of the image, and status shows
     assert inspect_image(tags[0]).images_lock == lock.sections_sha256(["data"])
     assert lock_resolve.lock_finding(lock, [data_image])[0] == "warn"     # built without the lock: doctor says so
 

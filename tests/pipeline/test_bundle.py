@@ -19,6 +19,7 @@ import pytest
 from kitctl.core import bundle as bf
 from kitctl.core.pipeline_state import PipelineState
 
+from fake_gpus import fake_nvidia_smi
 from tests.pipeline.test_reproduce import H100, _env, write_inputs
 
 pytestmark = pytest.mark.slow          # bundles built and read back by kitctl in subprocesses
@@ -83,8 +84,8 @@ def test_reproduce_from_a_bundle_with_no_network(packed, tmp_path):
                             "('140.82.112.3', 443), timeout=3)"], capture_output=True, text=True)
     assert probe.returncode != 0 and "unreachable" in probe.stderr.lower()     # GitHub's address: no route there
     base = ["reproduce", "gpt2-124m", "--bundle", str(packed["bundle"]), "--runtime", "native",
-            "--binary", str(packed["binary"]), "--inventory", str(packed["inventory"]), "--shard-size", "131072",
-            "--steps", "12", "--no-tune"]
+            "--binary", str(packed["binary"]), "--shard-size", "131072", "--steps", "12", "--no-tune"]
+    # this box "has" the H100 through _env's stand-in nvidia-smi (--inventory only plans: a run with it is refused)
     r = _kitctl([*base, "--dry-run", "--json"], env, netns=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     plan = json.loads(r.stdout)
@@ -182,7 +183,10 @@ def test_bundle_with_the_runtime_image_loads_it_on_the_other_box(tmp_path, docke
         f"LABEL {json.dumps(k)}={json.dumps(v)}\n" for k, v in labels.items()))
     assert subprocess.run(["docker", "build", "-q", "-t", f"{name}:latest", str(tmp_path / "img")],
                           capture_output=True).returncode == 0
+    # a 580 driver (CUDA 13), which the wheels provider's image needs: the stand-in nvidia-smi and the inventory say so
+    h100_580 = H100.replace("570.124.06", "580.95.05")
     env = _env(tmp_path, KIT_IMAGE=name, KIT_PROVIDER="wheels", KIT_RUNTIME="docker")
+    env["PATH"] = f"{fake_nvidia_smi(tmp_path / 'gpu-580', h100_580)}:{env['PATH']}"
     hs = tmp_path / "hs.jsonl"
     hs.write_text(json.dumps({"ctx": "A man", "endings": ["a", "b", "c", "d"], "label": 0}) + "\n")
     out = tmp_path / "with-images.tar"
@@ -202,7 +206,7 @@ def test_bundle_with_the_runtime_image_loads_it_on_the_other_box(tmp_path, docke
         assert subprocess.run(["docker", "image", "inspect", content_tag], capture_output=True).returncode == 0
 
         subprocess.run(["docker", "rmi", f"{name}:latest", content_tag], capture_output=True)
-        (tmp_path / "h100.csv").write_text(H100)
+        (tmp_path / "h100.csv").write_text(h100_580)
         r = _kitctl(["reproduce", "gpt2-124m", "--bundle", str(out), "--inventory", str(tmp_path / "h100.csv"),
                      "--steps", "10", "--dry-run", "--json"], env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
