@@ -122,13 +122,13 @@ def find_tool(fmt: str, which: Callable[[str], Optional[str]] = shutil.which) ->
     if fmt == "sqsh":
         exe = which("enroot")
         if exe is None:
-            raise KitError("enroot is not installed here, and `--format sqsh` needs it", ENROOT_HINT, exit_code=2)
+            raise ConfigError("enroot is not installed here, and `--format sqsh` needs it", ENROOT_HINT)
         return exe
     if fmt == "sif":
         exe = which("apptainer") or which("singularity")
         if exe is None:
-            raise KitError("apptainer (or singularity) is not installed here, and `--format sif` needs it",
-                           APPTAINER_HINT, exit_code=2)
+            raise ConfigError("apptainer (or singularity) is not installed here, and `--format sif` needs it",
+                              APPTAINER_HINT)
         return exe
     return None
 
@@ -151,8 +151,7 @@ def local_image_size(image: str, docker=None) -> Optional[int]:
     try:
         return int(docker.image.inspect(image).size)
     except NoSuchImage:
-        raise KitError(f"no local image {image}", "build it with `kitctl build`, or name one from `docker images`",
-                       exit_code=2) from None
+        raise ConfigError(f"no local image {image}", "build it with `kitctl build`, or name one from `docker images`") from None
     except (DockerException, AttributeError, TypeError, ValueError):
         return None
 
@@ -169,9 +168,8 @@ def save_tar(image: str, output: Path, *, docker=None, console=None, docker_cmd:
     """``docker save -o TEMP IMAGE`` with a progress bar by bytes, then TEMP renamed onto ``output``."""
     exe = shutil.which(docker_cmd)
     if exe is None:
-        raise KitError(f"{docker_cmd} is not installed here, and `docker save` needs it",
-                       "install Docker (kitctl doctor says how), or export on the machine that built the image",
-                       exit_code=2)
+        raise ConfigError(f"{docker_cmd} is not installed here, and `docker save` needs it",
+                          "install Docker (kitctl doctor says how), or export on the machine that built the image")
     total = local_image_size(image, docker)
     tmp = work_path(output)
     say(f"docker save {image} > {output}")
@@ -194,8 +192,8 @@ def save_tar(image: str, output: Path, *, docker=None, console=None, docker_cmd:
             if p.returncode != 0:
                 tail = "\n".join(lines[-20:]).strip()
                 if "reference does not exist" in tail or "No such image" in tail:
-                    raise KitError(f"no local image {image}", "build it with `kitctl build`, or name one from "
-                                   "`docker images`", exit_code=2)
+                    raise ConfigError(f"no local image {image}", "build it with `kitctl build`, or name one from "
+                                      "`docker images`")
                 raise KitError(f"docker save {image} failed (exit {p.returncode}): {tail[-600:]}",
                                "check `docker info` and the free space under the output folder")
             replace_atomic(tmp, output)
@@ -239,8 +237,7 @@ def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise KitError(f"cannot create {folder}: {e.strerror or e}", "pick an --output in a folder you can write",
-                       exit_code=2) from None
+        raise ConfigError(f"cannot create {folder}: {e.strerror or e}", "pick an --output in a folder you can write") from None
 
 
 def run_export(plan: ExportPlan, *, docker=None, console=None, on_line: Callable[[str], None] = print,

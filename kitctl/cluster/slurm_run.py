@@ -21,7 +21,7 @@ from typing import Mapping, Optional, Sequence, Union
 from kitctl.cluster import slurm, slurm_checks
 from kitctl.cluster.slurm import SCRIPT_NAME, SlurmOptions, SlurmScript
 from kitctl.core.config import KitConfig
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, is_disk_full
 from kitctl.train import MICRO_BATCHES, Plan, build_plan, gather_facts, get_preset, prepare_out, write_run_json
 
@@ -116,11 +116,10 @@ def make_run_dir(run_dir: Path) -> Path:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise KitError(f"{run_dir} is a file, not a run folder", "move it away, or pick another --name / --out",
-                       exit_code=2) from None
+        raise ConfigError(f"{run_dir} is a file, not a run folder", "move it away, or pick another --name / --out") from None
     except OSError as e:
-        raise KitError(f"cannot create the run folder {run_dir}: {e.strerror or e}",
-                       "check data_root in kit.yaml (or --out): it must be a folder you can write", exit_code=2) from None
+        raise ConfigError(f"cannot create the run folder {run_dir}: {e.strerror or e}",
+                          "check data_root in kit.yaml (or --out): it must be a folder you can write") from None
     return run_dir
 
 
@@ -130,7 +129,7 @@ def write_script(text: str, run_dir: Union[str, Path], name: str = SCRIPT_NAME) 
     run = make_run_dir(Path(run_dir))
     path = run / name
     if path.is_dir():
-        raise KitError(f"{path} is a folder", f"move it away: the script is written as {path}", exit_code=2)
+        raise ConfigError(f"{path} is a folder", f"move it away: the script is written as {path}")
     try:
         with atomic_output(path, "w") as f:
             f.write(text)
@@ -138,8 +137,8 @@ def write_script(text: str, run_dir: Union[str, Path], name: str = SCRIPT_NAME) 
     except OSError as e:
         if is_disk_full(e):
             raise
-        raise KitError(f"cannot write {path}: {e.strerror or e}",
-                       "free some space or make the run folder writable, then run again", exit_code=2) from None
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}",
+                          "free some space or make the run folder writable, then run again") from None
     return path
 
 

@@ -20,7 +20,8 @@ class KitError(Exception):
 
 
 class ConfigError(KitError):
-    """A bad kit.yaml or bad option value: exit code 2."""
+    """Bad input, exit code 2: a kit.yaml field, an option, a file or folder the user named. The one spelling of
+    bad input in the kit (``KitError(..., exit_code=2)`` is not used; tests/core/test_errors.py keeps it so)."""
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message, hint, exit_code=2)

@@ -14,7 +14,7 @@ import re
 from types import ModuleType
 from typing import Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 
 # import name -> distribution name, where they differ
 _DIST = {"lm_eval": "lm_eval", "huggingface_hub": "huggingface_hub", "torch": "torch",
@@ -82,15 +82,14 @@ def import_optional(module: str, *, purpose: str, install: str) -> ModuleType:
             what = "; ".join(f"{p} {v} needs {r}{spec}, installed is {r} {got}" for p, v, r, spec, got in found)
             pins = " ".join(dict.fromkeys(f"'{r}{spec}'" for _, _, r, spec, _ in found[:1]))
             both = " ".join(dict.fromkeys(x for p, _, r, _, _ in found for x in (p, r)))
-            raise KitError(f"{purpose}: the installed packages do not fit together: {what} "
-                           f"(import of {module} failed: {_first_line(e)})",
-                           f"install a version that fits: pip install {pins}, or upgrade them together: "
-                           f"pip install -U {both}", exit_code=2) from None
+            raise ConfigError(f"{purpose}: the installed packages do not fit together: {what} "
+                              f"(import of {module} failed: {_first_line(e)})",
+                              f"install a version that fits: pip install {pins}, or upgrade them together: "
+                              f"pip install -U {both}") from None
         name = e.name or "" if isinstance(e, ModuleNotFoundError) else ""
         if installed(dist) is None or name == top:
-            raise KitError(f"{purpose}: {dist} is not installed", install, exit_code=2) from None
+            raise ConfigError(f"{purpose}: {dist} is not installed", install) from None
         versions = ", ".join(f"{d} {v}" for d in sorted(set(_DIST.values())) if (v := installed(d)))
-        raise KitError(f"{purpose}: {dist} {installed(dist)} is installed but cannot be imported: {_first_line(e)} "
-                       f"(installed: {versions})",
-                       f"reinstall it with the packages it needs: pip install --force-reinstall {dist}; or {install}",
-                       exit_code=2) from None
+        raise ConfigError(f"{purpose}: {dist} {installed(dist)} is installed but cannot be imported: {_first_line(e)} "
+                          f"(installed: {versions})",
+                          f"reinstall it with the packages it needs: pip install --force-reinstall {dist}; or {install}") from None

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.llmc_files import MANIFEST_JSON, TOKENIZER_BIN, parse_shard_filename, shard_filename, shard_patterns
 from kitctl.core.llmc_files import shard_size as _shard_bytes
 from kitctl.core.records import Record
@@ -170,8 +170,7 @@ def load(dir: Path) -> DataManifest:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        raise KitError(f"{dir} has no {MANIFEST}", f"make the data first: `kitctl data` (writes {MANIFEST})",
-                       exit_code=2) from None
+        raise ConfigError(f"{dir} has no {MANIFEST}", f"make the data first: `kitctl data` (writes {MANIFEST})") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror or e}", "check the folder's permissions") from None
     if not stat.S_ISREG(st.st_mode):

@@ -8,7 +8,7 @@ from typing import Callable, Optional, Union
 
 from kitctl import __version__
 from kitctl.core import resources
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import sha256_file
 from kitctl.core.pins import pins_sha256
 from kitctl.data import hellaswag, hf, pretokenized
@@ -63,7 +63,7 @@ def _text_input(plan: DataPlan) -> Path:
     if embedded.is_file():
         return embedded
     if not r.url:
-        raise KitError(f"recipe {r.name} has no url and no local input", f"give the file with {plan.source_flag}", exit_code=2)
+        raise ConfigError(f"recipe {r.name} has no url and no local input", f"give the file with {plan.source_flag}")
     hellaswag.download(r.url, local)
     if r.sha256:
         got = sha256_file(local)

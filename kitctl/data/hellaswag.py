@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, open_regular, sha256_file, tidy_on_failure, too_large, write_atomic
 from kitctl.core.records import error_text
 from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
@@ -70,11 +70,9 @@ def read_examples(path: Path, source_flag: str = "--source") -> Iterable[tuple[i
     try:        # a folder, device, FIFO or socket: exit 2 naming it, never a read that does not end
         raw = open_regular(path, "HellaSwag file", NOT_JSONL_HINT)
     except FileNotFoundError:
-        raise KitError(f"HellaSwag file {path} does not exist", f"give hellaswag_val.jsonl with {source_flag}",
-                       exit_code=2) from None
+        raise ConfigError(f"HellaSwag file {path} does not exist", f"give hellaswag_val.jsonl with {source_flag}") from None
     except OSError as e:
-        raise KitError(f"cannot read HellaSwag file {path}: {e.strerror or e}", "check the path and its permissions",
-                       exit_code=2) from None
+        raise ConfigError(f"cannot read HellaSwag file {path}: {e.strerror or e}", "check the path and its permissions") from None
     size = os.fstat(raw.fileno()).st_size
     if size > MAX_SOURCE_BYTES:
         raw.close()
@@ -87,10 +85,10 @@ def read_examples(path: Path, source_flag: str = "--source") -> Iterable[tuple[i
                     continue
                 yield lineno, _check_example(path, lineno, line)
         except UnicodeDecodeError as e:
-            raise KitError(f"{path} is not a HellaSwag jsonl: it is not UTF-8 text"
-                           + (f" after line {lineno}" if lineno else "")
-                           + f" (byte 0x{e.object[e.start]:02x}; a parquet or other binary file?)",
-                           NOT_JSONL_HINT, exit_code=2) from None
+            raise ConfigError(f"{path} is not a HellaSwag jsonl: it is not UTF-8 text"
+                              + (f" after line {lineno}" if lineno else "")
+                              + f" (byte 0x{e.object[e.start]:02x}; a parquet or other binary file?)",
+                              NOT_JSONL_HINT) from None
 
 
 def check_source(path: Path, source_flag: str = "--source") -> int:
@@ -98,7 +96,7 @@ def check_source(path: Path, source_flag: str = "--source") -> int:
     The plan calls it, so bad input is refused before any tokenizer file is written."""
     n = sum(1 for _ in read_examples(path, source_flag))
     if not n:
-        raise KitError(f"{path} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
+        raise ConfigError(f"{path} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT)
     return n
 
 
@@ -108,19 +106,19 @@ def _check_example(path: Path, lineno: int, line: str) -> dict[str, Any]:
         ex = json.loads(line)
         ex["ctx"], ex["endings"], ex["label"]
     except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
-        raise KitError(f"{where}: not a HellaSwag example ({type(e).__name__}: {e})",
-                       "each line must be a JSON object with ctx, endings and label", exit_code=2) from None
+        raise ConfigError(f"{where}: not a HellaSwag example ({type(e).__name__}: {e})",
+                          "each line must be a JSON object with ctx, endings and label") from None
     ends = ex["endings"]
     if not isinstance(ex["ctx"], str) or not isinstance(ends, list) or len(ends) != 4 \
             or not all(isinstance(e, str) for e in ends):
-        raise KitError(f"{where}: ctx must be a string and endings a list of 4 strings",
-                       NOT_JSONL_HINT, exit_code=2)
+        raise ConfigError(f"{where}: ctx must be a string and endings a list of 4 strings",
+                          NOT_JSONL_HINT)
     label = ex["label"]
     if isinstance(label, str) and label.strip().isdigit():
         label = int(label)
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 3:
-        raise KitError(f"{where}: label {ex['label']!r} is not 0, 1, 2 or 3 (the index of the right ending)",
-                       "fix or drop that example", exit_code=2)
+        raise ConfigError(f"{where}: label {ex['label']!r} is not 0, 1, 2 or 3 (the index of the right ending)",
+                          "fix or drop that example")
     ex["label"] = label
     return ex
 
@@ -137,12 +135,12 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
         try:
             datas.append(render(ex, enc))
         except ValueError as e:    # "<|endoftext|>" in the text: tiktoken's encode (as llm.c uses it) refuses
-            raise KitError(f"{jsonl}:{lineno}: cannot tokenize this example as llm.c's hellaswag.py does "
-                           f"(enc.encode): {str(e).splitlines()[0]}",
-                           "remove the special token (e.g. <|endoftext|>) from its ctx/endings, or drop the "
-                           "example; llm.c's own script fails on it too", exit_code=2) from None
+            raise ConfigError(f"{jsonl}:{lineno}: cannot tokenize this example as llm.c's hellaswag.py does "
+                              f"(enc.encode): {str(e).splitlines()[0]}",
+                              "remove the special token (e.g. <|endoftext|>) from its ctx/endings, or drop the "
+                              "example; llm.c's own script fails on it too") from None
     if not datas:
-        raise KitError(f"{jsonl} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT, exit_code=2)
+        raise ConfigError(f"{jsonl} is empty: it holds no HellaSwag examples", NOT_JSONL_HINT)
     data = eval_file_bytes(datas)
     out = Path(out)
     say = log or (lambda s: None)
@@ -151,8 +149,8 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
             say(f"{out} is already up to date: {len(datas):,} examples")
             return len(datas)
         if not force:
-            raise KitError(f"{out} already exists and differs from what {jsonl} gives",
-                           "pass --force to replace it, or pick another --out folder", exit_code=2)
+            raise ConfigError(f"{out} already exists and differs from what {jsonl} gives",
+                              "pass --force to replace it, or pick another --out folder")
     replaced = out.is_file()
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, data)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import error_text
 from kitctl.data.recipes import Recipe
 from kitctl.data.sources import FilesSource
@@ -62,7 +62,7 @@ def hf_source(recipe: Recipe, stream: bool, list_files=None, download=None,
     HTTP without any cache."""
     rev = revision or recipe.revision() or "main"
     if not recipe.repo or not recipe.data_files:
-        raise KitError(f"recipe {recipe.name} has no repo or data_files", "a hf_parquet recipe needs both", exit_code=2)
+        raise ConfigError(f"recipe {recipe.name} has no repo or data_files", "a hf_parquet recipe needs both")
     files = hf_parquet_files(recipe.repo, rev, recipe.data_files, list_files)
     fp = f"{recipe.repo}@{rev}:{recipe.data_files}"
     desc = f"{recipe.repo}@{rev[:12]} {recipe.config} ({len(files)} parquet files" + \

@@ -13,7 +13,7 @@ from kitctl.data.shards import check_shard, shard_filename
 from kitctl import __version__
 from kitctl.core.files import atomic_output, sha256_file
 from kitctl.core.pins import pins_sha256
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.data.hf import offline_hint
 from kitctl.core.records import error_text
 
@@ -45,8 +45,8 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
         srcdir = Path(plan.source)
         missing = [n for n in names if not (srcdir / n).is_file()]
         if missing:
-            raise KitError(f"{srcdir} lacks {len(missing)} of the {len(names)} shards ({missing[0]}, ...)",
-                           "use --shards N to take only the first N train shards", exit_code=2)
+            raise ConfigError(f"{srcdir} lacks {len(missing)} of the {len(names)} shards ({missing[0]}, ...)",
+                              "use --shards N to take only the first N train shards")
         for n in names:
             _place(srcdir / n, out / n)
         origin = f"{srcdir} (local copy of {r.repo})"

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from kitctl.core import resources
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.pins import pins
 from kitctl.core.records import UserData, load_yaml
 
@@ -52,8 +52,8 @@ def recipe_names() -> list[str]:
 def load_recipe(name: str) -> Recipe:
     path = RECIPES_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise KitError(f"unknown dataset '{name}': no recipe {path.name} and no such file or folder",
-                       f"recipes: {', '.join(recipe_names())}; or give a parquet/jsonl/txt file, a folder "
-                       "or a glob", exit_code=2)
+        raise ConfigError(f"unknown dataset '{name}': no recipe {path.name} and no such file or folder",
+                          f"recipes: {', '.join(recipe_names())}; or give a parquet/jsonl/txt file, a folder "
+                          "or a glob")
     r = load_yaml(Recipe, path, "dataset recipe")
     return r.model_copy(update={"name": name})

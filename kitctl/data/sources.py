@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Optional, Sequence, Union
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, open_regular, sha256_file, too_large
 from kitctl.core.records import error_text
 
@@ -68,28 +68,27 @@ def resolve_local(spec: str, out_dir: Optional[Path] = None) -> list[Path]:
         if out_dir is not None:
             files = [f for f in files if not _inside(f, out_dir)]
         if not files:
-            raise KitError(f"no files match {spec}", "check the pattern (quote it so the shell leaves it alone)",
-                           exit_code=2)
+            raise ConfigError(f"no files match {spec}", "check the pattern (quote it so the shell leaves it alone)")
     elif p.is_dir():
         if out_dir is not None and _inside(out_dir, p):
-            raise KitError(f"the output folder {out_dir} is inside the input folder {p}: its manifest and shards "
-                           "would be read back as input on the next run",
-                           f"pass --out with a folder outside {p} (or give the input files as a glob)", exit_code=2)
+            raise ConfigError(f"the output folder {out_dir} is inside the input folder {p}: its manifest and shards "
+                              "would be read back as input on the next run",
+                              f"pass --out with a folder outside {p} (or give the input files as a glob)")
         found = [f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES and not f.is_dir()]
         _no_special(found)
         files = [f for f in found if f.is_file()]
         if not files:
-            raise KitError(f"folder {p} holds no .parquet, .jsonl or .txt files", exit_code=2)
+            raise ConfigError(f"folder {p} holds no .parquet, .jsonl or .txt files")
     elif p.exists():
         check_regular(p, "input")        # a device, FIFO or socket: exit 2 naming it
         files = [p]
     else:
-        raise KitError(f"input {spec} does not exist", "give an existing file, folder or glob, or a recipe name "
-                       "(`kitctl data recipes` lists them)", exit_code=2)
+        raise ConfigError(f"input {spec} does not exist", "give an existing file, folder or glob, or a recipe name "
+                          "(`kitctl data recipes` lists them)")
     bad = [f for f in files if f.suffix.lower() not in SUFFIXES]
     if bad:
-        raise KitError(f"cannot read {bad[0]}: unknown file type '{bad[0].suffix}'",
-                       "inputs are .parquet, .jsonl (one JSON object a line) or .txt (one document)", exit_code=2)
+        raise ConfigError(f"cannot read {bad[0]}: unknown file type '{bad[0].suffix}'",
+                          "inputs are .parquet, .jsonl (one JSON object a line) or .txt (one document)")
     return sorted(files, key=lambda f: str(f))
 
 
@@ -131,11 +130,10 @@ def _open_local(f: Union[Path, str]) -> IO[bytes]:
     try:
         return open_regular(Path(f), "input")
     except FileNotFoundError:
-        raise KitError(f"input {f} does not exist (was it moved or deleted while kitctl data ran?)",
-                       "put it back and re-run the same command", exit_code=2) from None
+        raise ConfigError(f"input {f} does not exist (was it moved or deleted while kitctl data ran?)",
+                          "put it back and re-run the same command") from None
     except OSError as e:
-        raise KitError(f"cannot read input {f}: {e.strerror or e}", "check the file and its permissions",
-                       exit_code=2) from None
+        raise ConfigError(f"cannot read input {f}: {e.strerror or e}", "check the file and its permissions") from None
 
 
 # -------------------------------------------------------------------------------------------- sources
@@ -176,18 +174,17 @@ def _open_parquet(path, filesystem=None):
             return pq.ParquetFile(filesystem.open(path, "rb"))
         return pq.ParquetFile(_open_local(path))
     except FileNotFoundError:
-        raise KitError(f"input {path} does not exist", exit_code=2) from None
+        raise ConfigError(f"input {path} does not exist") from None
     except Exception as e:
-        raise KitError(f"cannot read {path} as parquet: {error_text(e)}",
-                       "the file is damaged or not parquet; re-download it or remove it from the input",
-                       exit_code=2) from None
+        raise ConfigError(f"cannot read {path} as parquet: {error_text(e)}",
+                          "the file is damaged or not parquet; re-download it or remove it from the input") from None
 
 
 def _text_col_index(pf, path) -> int:
     names = pf.schema_arrow.names
     if TEXT_COLUMN not in names:
-        raise KitError(f"{path} has no '{TEXT_COLUMN}' column (columns: {', '.join(names) or 'none'})",
-                       "documents are read from a column named 'text'; rename the column", exit_code=2)
+        raise ConfigError(f"{path} has no '{TEXT_COLUMN}' column (columns: {', '.join(names) or 'none'})",
+                          "documents are read from a column named 'text'; rename the column")
     return names.index(TEXT_COLUMN)
 
 
@@ -231,14 +228,14 @@ class FilesSource(Source):
         try:
             return Path(f).stat().st_size
         except FileNotFoundError:
-            raise KitError(f"input {f} does not exist", exit_code=2) from None
+            raise ConfigError(f"input {f} does not exist") from None
 
     def check(self) -> None:
         for f in self.files:
             if self._kind(f) == "parquet":
                 _text_col_index(_open_parquet(str(f), self.fs), f)
             elif not (self.fs or Path(f).is_file()):
-                raise KitError(f"input {f} does not exist", exit_code=2)
+                raise ConfigError(f"input {f} does not exist")
 
     def basis_bytes(self) -> dict[str, int]:
         """parquet: the text column's uncompressed size from the metadata (nothing is read; repeated text is
@@ -372,9 +369,8 @@ class FilesSource(Source):
         except KitError:
             raise
         except Exception as e:
-            raise KitError(f"cannot read {f}: {error_text(e)}",
-                           "the file is damaged; re-download it or remove it from the input",
-                           exit_code=2) from None
+            raise ConfigError(f"cannot read {f}: {error_text(e)}",
+                              "the file is damaged; re-download it or remove it from the input") from None
 
     def _jsonl(self, f, left: list, batch_rows: int):
         batch: list[str] = []
@@ -383,8 +379,8 @@ class FilesSource(Source):
             while line := fh.readline(MAX_JSONL_LINE + 1):
                 lineno += 1
                 if len(line) > MAX_JSONL_LINE:
-                    raise KitError(f"{f}:{lineno}: a line longer than {MAX_JSONL_LINE >> 20} MiB: not a jsonl document",
-                                   "jsonl inputs hold one JSON object per line", exit_code=2)
+                    raise ConfigError(f"{f}:{lineno}: a line longer than {MAX_JSONL_LINE >> 20} MiB: not a jsonl document",
+                                      "jsonl inputs hold one JSON object per line")
                 if not line.strip():
                     continue
                 if left[0]:
@@ -393,12 +389,12 @@ class FilesSource(Source):
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise KitError(f"{f}:{lineno}: not valid JSON ({e.msg})",
-                                   "jsonl inputs hold one JSON object per line", exit_code=2) from None
+                    raise ConfigError(f"{f}:{lineno}: not valid JSON ({e.msg})",
+                                      "jsonl inputs hold one JSON object per line") from None
                 if not isinstance(obj, dict) or TEXT_COLUMN not in obj:
                     keys = ", ".join(obj) if isinstance(obj, dict) else type(obj).__name__
-                    raise KitError(f"{f}:{lineno}: no '{TEXT_COLUMN}' field (has: {keys})",
-                                   "documents are read from a field named 'text'", exit_code=2)
+                    raise ConfigError(f"{f}:{lineno}: no '{TEXT_COLUMN}' field (has: {keys})",
+                                      "documents are read from a field named 'text'")
                 batch.append(obj[TEXT_COLUMN] or "")
                 if len(batch) >= batch_rows:
                     yield batch
@@ -418,8 +414,7 @@ class FilesSource(Source):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise KitError(f"{f} is not UTF-8 text (byte {e.start})", "convert it to UTF-8 first",
-                           exit_code=2) from None
+            raise ConfigError(f"{f} is not UTF-8 text (byte {e.start})", "convert it to UTF-8 first") from None
         docs = [text] if self.split_on is None else split_like_llmc(text, self.split_on)
         skip = min(left[0], len(docs))
         left[0] -= skip

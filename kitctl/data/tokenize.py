@@ -156,11 +156,10 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
                     "this run has a different config, so it starts over")
             _clean_leftovers(out_dir, m.name, 0)
             return mf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
-        raise KitError(
-            f"{out_dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
-            "re-run with the same options to continue that run, add --fresh to start over (`kitctl data`: the "
-            "folder moves aside to <folder>.old-<time>, nothing is deleted), or pick another --out folder",
-            exit_code=2)
+        raise ConfigError(
+               f"{out_dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
+               "re-run with the same options to continue that run, add --fresh to start over (`kitctl data`: the "
+               "folder moves aside to <folder>.old-<time>, nothing is deleted), or pick another --out folder")
     existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != TOKENIZER_BIN] if out_dir.is_dir() else []
     if existing:
         raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {mf.MANIFEST}, so they "
@@ -250,8 +249,8 @@ def _os_error(e: OSError, out_dir: Path) -> KitError:
         return KitError(f"writing {out_dir} failed: {e.strerror} ({e.filename or out_dir})",
                         "free space there (or point --out / data_root at a bigger disk) and re-run the same command: "
                         "finished shards are kept, nothing partial was left under a shard's name")
-    return KitError(f"writing {out_dir} failed: {e.strerror or e} ({e.filename or out_dir})",
-                    "check that the folder is writable (ls -ld) and re-run the same command", exit_code=2)
+    return ConfigError(f"writing {out_dir} failed: {e.strerror or e} ({e.filename or out_dir})",
+                       "check that the folder is writable (ls -ld) and re-run the same command")
 
 
 def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, dataset: str, workers: Optional[int],

@@ -19,7 +19,7 @@ from typing import Callable, ClassVar, Optional
 
 
 from kitctl.core import resources
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, sha256_file, write_atomic
 from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: llm.c's tokenizer table for data's callers)
     EOT, HEADER_BYTES, TOKENIZER_BIN, TOKENIZER_MAGIC, TOKENIZER_VERSION, HeaderError, pack_tokenizer_header,
@@ -46,19 +46,18 @@ def check_tokenizer_dir(tokenizer_dir: Path) -> dict[str, str]:
     """Verify vocab.bpe + encoder.json in a folder against their known sha256; return {name: sha256}."""
     tokenizer_dir = Path(tokenizer_dir)
     if not tokenizer_dir.is_dir():
-        raise KitError(f"tokenizer folder {tokenizer_dir} does not exist",
-                       "set tokenizer_dir in kit.yaml (or --tokenizer-dir) to a folder holding GPT-2's "
-                       "vocab.bpe and encoder.json", exit_code=2)
+        raise ConfigError(f"tokenizer folder {tokenizer_dir} does not exist",
+                          "set tokenizer_dir in kit.yaml (or --tokenizer-dir) to a folder holding GPT-2's "
+                          "vocab.bpe and encoder.json")
     out = {}
     for name, want in FILES.items():
         p = tokenizer_dir / name
         if not p.is_file():
-            raise KitError(f"{p} is missing", f"put GPT-2's {name} (sha256 {want}) in {tokenizer_dir}",
-                           exit_code=2)
+            raise ConfigError(f"{p} is missing", f"put GPT-2's {name} (sha256 {want}) in {tokenizer_dir}")
         got = sha256_file(p)
         if got != want:
-            raise KitError(f"{p} is not GPT-2's {name}: sha256 {got}, expected {want}",
-                           "use the exact files tiktoken downloads for its `gpt2` encoding", exit_code=2)
+            raise ConfigError(f"{p} is not GPT-2's {name}: sha256 {got}, expected {want}",
+                              "use the exact files tiktoken downloads for its `gpt2` encoding")
         out[name] = got
     return out
 

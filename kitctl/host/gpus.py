@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.files import read_limited
 from kitctl.core.records import short
 from kitctl.core.validate import build_arch
@@ -89,29 +89,28 @@ def parse_csv(text: str, source: str = "nvidia-smi", unified_mib: Optional[int] 
             continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 5:
-            raise KitError(f"{source}, line {n}: expected 5 fields ({QUERY}), got {len(parts)}: {_short(line)}",
-                           "write it as nvidia-smi prints it: 0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10",
-                           exit_code=2)
+            raise ConfigError(f"{source}, line {n}: expected 5 fields ({QUERY}), got {len(parts)}: {_short(line)}",
+                              "write it as nvidia-smi prints it: 0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 570.86.10")
         idx, name, cap, mem, driver = parts
         cap_m, mem_m = _CAP.fullmatch(cap), _MEM.fullmatch(mem)
         if not idx.isdigit() or len(idx) > 3 or not name or not cap_m or not mem_m or not _DRIVER.fullmatch(driver):
-            raise KitError(f"{source}, line {n}: cannot read {_short(line)}",
-                           "index a number, a GPU name, compute_cap like 8.6, memory like 24576 MiB, driver like "
-                           "570.86.10 (as nvidia-smi --format=csv,noheader prints them)", exit_code=2)
+            raise ConfigError(f"{source}, line {n}: cannot read {_short(line)}",
+                              "index a number, a GPU name, compute_cap like 8.6, memory like 24576 MiB, driver like "
+                              "570.86.10 (as nvidia-smi --format=csv,noheader prints them)")
         if mem_m.group(1) is None:          # [N/A]
             if unified_mib is None:
-                raise KitError(f"{source}, line {n}: GPU {idx} ({name}) reports its memory as [N/A] (a board whose "
-                               "GPU shares the host's memory); the kit plans the micro-batch from the GPU's memory",
-                               f"write the memory the GPU may use instead of [N/A] in {source}, e.g. "
-                               f"{idx}, {name}, {cap}, 122880 MiB, {driver}", exit_code=2)
+                raise ConfigError(f"{source}, line {n}: GPU {idx} ({name}) reports its memory as [N/A] (a board whose "
+                                  "GPU shares the host's memory); the kit plans the micro-batch from the GPU's memory",
+                                  f"write the memory the GPU may use instead of [N/A] in {source}, e.g. "
+                                  f"{idx}, {name}, {cap}, 122880 MiB, {driver}")
             memory = unified_mib
         else:
             memory = int(mem_m.group(1))
         g = GPU(int(idx), name, int(cap_m.group(1)) * 10 + int(cap_m.group(2)), memory, driver)
         if any(o.index == g.index for o in gpus):
-            raise KitError(f"{source}, line {n}: GPU index {g.index} appears twice",
-                           "each GPU once, as nvidia-smi lists them (a repeated index would put two ranks on one "
-                           "GPU)", exit_code=2)
+            raise ConfigError(f"{source}, line {n}: GPU index {g.index} appears twice",
+                              "each GPU once, as nvidia-smi lists them (a repeated index would put two ranks on one "
+                              "GPU)")
         gpus.append(g)
     return gpus
 
@@ -156,18 +155,17 @@ def load_inventory(path: Optional[Path]) -> list[GPU]:
     path = Path(path)
     hint = f"make one on the target machine with: {' '.join(NVIDIA_SMI_ARGV)} > {path.name}"
     if not path.exists():
-        raise KitError(f"inventory file {path} does not exist", hint, exit_code=2)
+        raise ConfigError(f"inventory file {path} does not exist", hint)
     try:       # a folder, device, FIFO or socket, or more than 1 MiB: exit 2 naming it, never read whole
         raw = read_limited(path, "inventory", MAX_INVENTORY_BYTES, hint)
     except OSError as e:
-        raise KitError(f"cannot read inventory {path}: {e.strerror or e}", "check the path and its permissions",
-                       exit_code=2) from None
+        raise ConfigError(f"cannot read inventory {path}: {e.strerror or e}", "check the path and its permissions") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise KitError(f"inventory {path} is not UTF-8 text", hint, exit_code=2) from None
+        raise ConfigError(f"inventory {path} is not UTF-8 text", hint) from None
     if "\0" in text:
-        raise KitError(f"inventory {path} is a binary file", hint, exit_code=2)
+        raise ConfigError(f"inventory {path} is a binary file", hint)
     return parse_csv(text, str(path))
 
 
@@ -175,9 +173,8 @@ def select(gpus: list[GPU], spec: str) -> list[GPU]:
     """``all`` | ``N`` (the first N) | ``0,2`` (these indices)."""
     spec = spec.strip()
     if not gpus:
-        raise KitError("no NVIDIA GPU found (nvidia-smi is missing or lists none)",
-                       "run on a GPU host, check `nvidia-smi`, or plan for another machine with --inventory FILE",
-                       exit_code=2)
+        raise ConfigError("no NVIDIA GPU found (nvidia-smi is missing or lists none)",
+                          "run on a GPU host, check `nvidia-smi`, or plan for another machine with --inventory FILE")
     if spec == "all":
         return list(gpus)
     by_index = {g.index: g for g in gpus}
@@ -185,19 +182,19 @@ def select(gpus: list[GPU], spec: str) -> list[GPU]:
         if "," not in spec:
             n = int(spec)
             if n < 1 or n > len(gpus):
-                raise KitError(f"--gpus {n}: this machine has {len(gpus)} GPU(s)",
-                               f"use a number from 1 to {len(gpus)}, a list like 0,1, or all", exit_code=2)
+                raise ConfigError(f"--gpus {n}: this machine has {len(gpus)} GPU(s)",
+                                  f"use a number from 1 to {len(gpus)}, a list like 0,1, or all")
             return list(gpus[:n])
         picked = [int(p) for p in spec.split(",") if p.strip()]
     except ValueError:
-        raise KitError(f"--gpus {spec!r} is not all, a count or a list of indices",
-                       "write e.g. --gpus all, --gpus 2 or --gpus 0,2", exit_code=2) from None
+        raise ConfigError(f"--gpus {spec!r} is not all, a count or a list of indices",
+                          "write e.g. --gpus all, --gpus 2 or --gpus 0,2") from None
     missing = [i for i in picked if i not in by_index]
     if missing:
-        raise KitError(f"--gpus {spec}: no GPU with index {missing} (have {sorted(by_index)})",
-                       "pick indices that nvidia-smi lists", exit_code=2)
+        raise ConfigError(f"--gpus {spec}: no GPU with index {missing} (have {sorted(by_index)})",
+                          "pick indices that nvidia-smi lists")
     if len(set(picked)) != len(picked):
-        raise KitError(f"--gpus {spec}: an index is repeated", "name each GPU once", exit_code=2)
+        raise ConfigError(f"--gpus {spec}: an index is repeated", "name each GPU once")
     return [by_index[i] for i in picked]
 
 

@@ -27,7 +27,7 @@ CHECKED_LABELS = ("org.llmc-kit.stage", "org.llmc-kit.provider", "org.llmc-kit.c
 def _docker() -> str:
     exe = shutil.which("docker")
     if exe is None:
-        raise KitError("docker is not installed here", "install Docker (kitctl doctor says how)", exit_code=2)
+        raise ConfigError("docker is not installed here", "install Docker (kitctl doctor says how)")
     return exe
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 from kitctl.core.files import sha256_file, tidy_on_failure
 from kitctl.core import pins
 from kitctl.core import validate
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 
 MAX_FILE = 8 * 1024 * 1024
 SKIP_DIRS = {"build", "__pycache__", "log124M", "log_gpt2_124M"}      # besides every dot-folder
@@ -108,16 +108,16 @@ def _download(url: str, to: Path, ca_cert: Optional[Path]) -> None:
     try:
         ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
     except (ssl.SSLError, OSError) as e:
-        raise KitError(f"CA bundle {ca_cert} cannot be loaded: {e}",
-                       "give a PEM bundle, e.g. /etc/ssl/certs/ca-certificates.crt", exit_code=2) from None
+        raise ConfigError(f"CA bundle {ca_cert} cannot be loaded: {e}",
+                          "give a PEM bundle, e.g. /etc/ssl/certs/ca-certificates.crt") from None
     try:
         with urllib.request.urlopen(url, context=ctx, timeout=60) as r, open(to, "wb") as f:
             shutil.copyfileobj(r, f)
     except BaseException as e:
         to.unlink(missing_ok=True)
         if isinstance(e, ValueError):            # urllib's InvalidURL / unknown url type
-            raise KitError(f"cannot download llm.c from {url}: {e}",
-                           "give an http(s) URL of the tarball, a local tarball or a checkout", exit_code=2) from None
+            raise ConfigError(f"cannot download llm.c from {url}: {e}",
+                              "give an http(s) URL of the tarball, a local tarball or a checkout") from None
         if not isinstance(e, OSError):
             raise
         raise KitError(f"could not download llm.c from {url}: {e}",
@@ -139,9 +139,9 @@ def check_tarball(path: Path, origin: Optional[str] = None) -> str:
     pin = pins.pins()["llmc"]
     got = sha256_file(path)
     if got != pin["tarball_sha256"]:
-        raise KitError(f"llm.c tarball {origin or path} has sha256 {got[:16]}..., the pin is "
-                       f"{pin['tarball_sha256'][:16]}...",
-                       f"use the tarball of commit {pin['commit']} (docker/versions.yaml)", exit_code=2)
+        raise ConfigError(f"llm.c tarball {origin or path} has sha256 {got[:16]}..., the pin is "
+                          f"{pin['tarball_sha256'][:16]}...",
+                          f"use the tarball of commit {pin['commit']} (docker/versions.yaml)")
     return got
 
 
@@ -172,7 +172,7 @@ def _fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> L
     pin = pins.pins()["llmc"]
     want_sha = pin["tarball_sha256"]
     if spec is not None and not str(spec).strip():
-        raise KitError("--llmc-src is empty", "give an llm.c checkout, its tarball, or a tarball URL", exit_code=2)
+        raise ConfigError("--llmc-src is empty", "give an llm.c checkout, its tarball, or a tarball URL")
     if spec and "://" in spec:
         validate.url(spec, "--llmc-src")          # before anything is removed or fetched
     if dest.exists():
@@ -181,22 +181,22 @@ def _fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> L
     if spec and not spec.startswith(("http://", "https://")):
         path = Path(spec).expanduser()
         if not path.exists():
-            raise KitError(f"--llmc-src {spec}: no such file or directory",
-                           "give an llm.c checkout or its tarball at the pinned commit", exit_code=2)
+            raise ConfigError(f"--llmc-src {spec}: no such file or directory",
+                              "give an llm.c checkout or its tarball at the pinned commit")
         if path.is_dir():
             if not (path / "train_gpt2.cu").exists():
-                raise KitError(f"--llmc-src {path} has no train_gpt2.cu: not an llm.c checkout", exit_code=2)
+                raise ConfigError(f"--llmc-src {path} has no train_gpt2.cu: not an llm.c checkout")
             left_out = _copy_checkout(path, dest)
             head = _git_head(path)
             if head and head != pin["commit"]:
-                raise KitError(f"llm.c checkout {path} is at {head[:12]}, the kit pins {pin['commit'][:12]}",
-                               f"git -C {path} checkout {pin['commit']}", exit_code=2)
+                raise ConfigError(f"llm.c checkout {path} is at {head[:12]}, the kit pins {pin['commit'][:12]}",
+                                  f"git -C {path} checkout {pin['commit']}")
             return LlmcSource("checkout", str(path), tree_digest(dest), head or pin["commit"], head is not None,
                               tuple(left_out))
         got = sha256_file(path)
         if got != want_sha:
-            raise KitError(f"llm.c tarball {path} has sha256 {got[:16]}..., the pin is {want_sha[:16]}...",
-                           f"use the tarball of commit {pin['commit']} (docker/versions.yaml)", exit_code=2)
+            raise ConfigError(f"llm.c tarball {path} has sha256 {got[:16]}..., the pin is {want_sha[:16]}...",
+                              f"use the tarball of commit {pin['commit']} (docker/versions.yaml)")
         _extract_tarball(path, dest)
         return LlmcSource("tarball", str(path), got, pin["commit"], True)
     url = spec or pin["tarball_url"].format(commit=pin["commit"])

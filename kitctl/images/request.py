@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.validate import KNOWN_ARCHS
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
 from kitctl.host.gpus import GPU, distinct_archs
 from kitctl.images import inputs
 from kitctl.images.lock import ImagesLock
@@ -179,8 +179,8 @@ def resolve_archs(spec: object, gpus: list[GPU]) -> list[int]:
     if spec == "auto":
         archs = distinct_archs(gpus)
         if not archs:
-            raise KitError("--arch auto: nvidia-smi reports no GPU on this machine",
-                           "give the list yourself, e.g. --arch 75,86 (2080 Ti + 3090)", exit_code=2)
+            raise ConfigError("--arch auto: nvidia-smi reports no GPU on this machine",
+                              "give the list yourself, e.g. --arch 75,86 (2080 Ti + 3090)")
         return _checked_archs(archs)
     return _checked_archs(list(spec))  # type: ignore[call-overload]
 

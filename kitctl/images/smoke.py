@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.runtimes import ContainerSpec, DockerRuntime, Mount
 from kitctl.core import resources
 
@@ -62,8 +62,7 @@ def run(image: str, arch: Optional[str] = None, np: int = 2, gpus: bool = False,
     """Run the checks; every output line goes to ``on_line`` and into the result."""
     arch = arch or image_archs(image)
     if not arch:
-        raise KitError(f"image {image} has no org.llmc-kit.archs label", "give the arch list: --arch 75,86",
-                       exit_code=2)
+        raise ConfigError(f"image {image} has no org.llmc-kit.archs label", "give the arch list: --arch 75,86")
     res = SmokeResult(rc=0)
 
     def sink(line: str) -> None:

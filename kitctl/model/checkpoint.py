@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import open_regular
 
 from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: the format's names for model's callers)
@@ -103,7 +103,7 @@ def f32_to_bf16(x: np.ndarray) -> np.ndarray:
 
 
 def _bad(path: Path, what: str, fix: str) -> KitError:
-    return KitError(f"{path} is not a usable llm.c model checkpoint: {what}", fix, exit_code=2)
+    return ConfigError(f"{path} is not a usable llm.c model checkpoint: {what}", fix)
 
 
 FIX_FILE = ("pass a model_NNNNNNNN.bin that train_gpt2cu wrote (in the run's output folder, -o), or a run folder; "
@@ -114,15 +114,14 @@ def read_header(path: Path) -> tuple[int, LlmcConfig]:
     """(version, config) of a checkpoint; KitError (exit 2) for a file that is not one."""
     path = Path(path)
     if path.is_dir():
-        raise KitError(f"{path} is a folder, not a checkpoint file", FIX_FILE, exit_code=2)
+        raise ConfigError(f"{path} is a folder, not a checkpoint file", FIX_FILE)
     try:         # a device, FIFO or socket: exit 2 naming it (never a hang on a read that does not end)
         with open_regular(path, "checkpoint", FIX_FILE) as f:
             head = f.read(HEADER_BYTES)
     except FileNotFoundError:
-        raise KitError(f"no checkpoint at {path}", FIX_FILE, exit_code=2) from None
+        raise ConfigError(f"no checkpoint at {path}", FIX_FILE) from None
     except OSError as e:
-        raise KitError(f"cannot read {path}: {e.strerror or e}", "check the path and its permissions",
-                       exit_code=2) from None
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}", "check the path and its permissions") from None
     if len(head) < HEADER_BYTES:
         raise _bad(path, f"{len(head)} bytes, shorter than the {HEADER_BYTES}-byte header", FIX_FILE)
     try:

@@ -13,7 +13,7 @@ import typer
 
 from kitctl.core import validate
 from kitctl.core.context import config, console, err_console
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
 from kitctl.model import evaluate, export, locate
 from kitctl.model.checkpoint import open_checkpoint
@@ -71,7 +71,7 @@ def export_model(
 ) -> None:
     """llm.c checkpoint -> HuggingFace transformers folder (model.safetensors, config.json, tokenizer), no PyTorch."""
     if fmt != "hf":
-        raise KitError(f"--format {fmt}: the one export format is hf", "use --format hf", exit_code=2)
+        raise ConfigError(f"--format {fmt}: the one export format is hf", "use --format hf")
     if private and not push:
         raise ConfigError("--private does nothing without --push: it makes the Hub repo that --push creates private",
                           "add --push USER/NAME, or leave out --private")

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from kitctl import __version__
 from kitctl.core import validate
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.optional import import_optional, installed
 
 INSTALL_HINT = "pip install 'llmc-kit[eval]'   (lm-eval + torch + transformers; on a GPU box install torch for CUDA)"
@@ -119,9 +119,9 @@ def pick_device(device: Optional[str]) -> str:
     if device.startswith("cuda") and not has_cuda:
         why = ("this torch is built without CUDA" if getattr(torch.version, "cuda", None) is None
                else "torch sees no CUDA GPU (driver, CUDA_VISIBLE_DEVICES)")
-        raise KitError(f"--device {device}: {why} (torch {torch.__version__})",
-                       "pass --device cpu (slow but complete), or install torch for CUDA on a GPU box "
-                       "(https://pytorch.org/get-started/locally/)", exit_code=2)
+        raise ConfigError(f"--device {device}: {why} (torch {torch.__version__})",
+                          "pass --device cpu (slow but complete), or install torch for CUDA on a GPU box "
+                          "(https://pytorch.org/get-started/locally/)")
     return device
 
 
@@ -135,7 +135,7 @@ def harness_version() -> str:
 def parse_tasks(tasks: str) -> list[str]:
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
-        raise KitError("--tasks is empty", "e.g. --tasks hellaswag (comma-separated for several)", exit_code=2)
+        raise ConfigError("--tasks is empty", "e.g. --tasks hellaswag (comma-separated for several)")
     return names
 
 
@@ -158,8 +158,7 @@ def run_harness(export: Path, tasks: list[str], *, device: Optional[str] = None,
             num_fewshot=num_fewshot, batch_size=bs, device=device, limit=lim, task_manager=tm,
             log_samples=False)
     except KeyError as e:
-        raise KitError(f"lm-eval does not know task {e}", "list its tasks with `lm-eval ls tasks`",
-                       exit_code=2) from None
+        raise ConfigError(f"lm-eval does not know task {e}", "list its tasks with `lm-eval ls tasks`") from None
     except Exception as e:
         if hub is not None and (hub.offline or _is_network_error(e)):
             why = hub.offline or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

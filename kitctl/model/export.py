@@ -183,7 +183,7 @@ def write_export(ck: Checkpoint, out: Path, *, dtype: Optional[str] = None, forc
     replaced, nor any folder but an earlier export (see :func:`check_out`)."""
     dtype = dtype or ck.dtype
     if dtype not in hf.DTYPES:
-        raise KitError(f"--dtype {dtype}: not one of {', '.join(hf.DTYPES)}", "use float32 or bfloat16", exit_code=2)
+        raise ConfigError(f"--dtype {dtype}: not one of {', '.join(hf.DTYPES)}", "use float32 or bfloat16")
     out = out.absolute()
     check_out(out, force, protect, ck.path)
     check_fits_tokenizer(ck)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.model.checkpoint import bf16_to_f32
 
 _ST_DTYPES: dict[str, np.dtype] = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2")}
@@ -34,8 +34,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
                 raise ValueError(f"header of {n} bytes")
             header = json.loads(f.read(n))
     except (OSError, ValueError, struct.error) as e:
-        raise KitError(f"{path} is not a readable safetensors file ({e})",
-                       "re-export the model with `kitctl export-model ... --force`", exit_code=2) from None
+        raise ConfigError(f"{path} is not a readable safetensors file ({e})",
+                          "re-export the model with `kitctl export-model ... --force`") from None
     base = 8 + n
     out = {}
     for name, info in header.items():
@@ -43,8 +43,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             continue
         dt = _ST_DTYPES.get(info["dtype"])
         if dt is None:
-            raise KitError(f"{path}: tensor {name} is {info['dtype']}; this reader handles F32 and BF16",
-                           "re-export with `kitctl export-model --dtype float32`", exit_code=2)
+            raise ConfigError(f"{path}: tensor {name} is {info['dtype']}; this reader handles F32 and BF16",
+                              "re-export with `kitctl export-model --dtype float32`")
         start, end = info["data_offsets"]
         a = np.memmap(path, dtype=dt, mode="r", offset=base + start, shape=((end - start) // dt.itemsize,))
         a = a.reshape(info["shape"])
@@ -79,8 +79,8 @@ class NumpyGPT2:
             cfg = json.loads((folder / "config.json").read_text())
             dims = (int(cfg["n_layer"]), int(cfg["n_head"]), int(cfg["n_positions"]), int(cfg["vocab_size"]))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise KitError(f"{folder}/config.json is not a GPT-2 config ({e})",
-                           "re-export the model with `kitctl export-model ... --force`", exit_code=2) from None
+            raise ConfigError(f"{folder}/config.json is not a GPT-2 config ({e})",
+                              "re-export the model with `kitctl export-model ... --force`") from None
         w = read_safetensors(folder / "model.safetensors")
         w = {k.removeprefix("transformer."): v for k, v in w.items()}
         return cls(w, *dims)
@@ -90,8 +90,8 @@ class NumpyGPT2:
         past = 0 if not cache else cache[0][0].shape[1]
         t = len(tokens)
         if past + t > self.n_positions:
-            raise KitError(f"{past + t} tokens exceed the model's context of {self.n_positions}",
-                           "use a shorter --prompt or fewer tokens (-n)", exit_code=2)
+            raise ConfigError(f"{past + t} tokens exceed the model's context of {self.n_positions}",
+                              "use a shorter --prompt or fewer tokens (-n)")
         w = self.w
         x = w["wte.weight"][tokens] + w["wpe.weight"][past:past + t]
         C = x.shape[-1]

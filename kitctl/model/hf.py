@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 from safetensors import TensorSpec, serialize_file
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.data import tokenizer as gpt2_bpe
 from kitctl.model.checkpoint import Checkpoint, LlmcConfig, bf16_to_f32, f32_to_bf16
 
@@ -50,7 +50,7 @@ def hf_names(cfg: LlmcConfig) -> list[str]:
 def hf_tensors(ck: Checkpoint, dtype: str) -> Iterator[tuple[str, np.ndarray]]:
     """(HF name, contiguous array) in file order: float32 arrays, or uint16 raw bf16 words for ``bfloat16``."""
     if dtype not in DTYPES:
-        raise KitError(f"--dtype {dtype}: not one of {', '.join(DTYPES)}", "use float32 or bfloat16", exit_code=2)
+        raise ConfigError(f"--dtype {dtype}: not one of {', '.join(DTYPES)}", "use float32 or bfloat16")
     V = ck.config.vocab_size
 
     def conv(a: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.files import check_regular
 from kitctl.core.llmc_files import DONE_RE, MODEL_RE
 from kitctl.model.checkpoint import FIX_FILE
@@ -69,22 +69,21 @@ def resolve(target: str, runs_dir: Path, step: Optional[int] = None, allow_expor
     cands = [p] if p.is_absolute() or p.exists() else [p, runs_dir / target]
     found = next((c for c in cands if c.exists()), None)
     if found is None:
-        raise KitError(f"{target!r} is neither a checkpoint file, a folder, nor a run under {runs_dir}",
-                       f"pass a run name (runs under {runs_dir}: {_runs_list(runs_dir)}), a run folder, or a "
-                       "model_NNNNNNNN.bin file", exit_code=2)
+        raise ConfigError(f"{target!r} is neither a checkpoint file, a folder, nor a run under {runs_dir}",
+                          f"pass a run name (runs under {runs_dir}: {_runs_list(runs_dir)}), a run folder, or a "
+                          "model_NNNNNNNN.bin file")
     found = found.absolute()
     if not found.is_dir():
         check_regular(found, "checkpoint", FIX_FILE)     # a device, FIFO or socket: exit 2 naming it
     if found.is_file():
         if step is not None:
-            raise KitError(f"--step {step} was given with a checkpoint file ({found.name})",
-                           "--step picks a checkpoint in a run folder; pass the run folder, or drop --step",
-                           exit_code=2)
+            raise ConfigError(f"--step {step} was given with a checkpoint file ({found.name})",
+                              "--step picks a checkpoint in a run folder; pass the run folder, or drop --step")
         return Target(found, found.parent, None)
     if allow_export and is_export_dir(found):
         if step is not None:
-            raise KitError(f"--step {step} was given with an export folder ({found})",
-                           "an export holds one checkpoint; pass the run instead to pick a step", exit_code=2)
+            raise ConfigError(f"--step {step} was given with an export folder ({found})",
+                              "an export holds one checkpoint; pass the run instead to pick a step")
         return Target(None, None, found)
     return pick(found, step)
 
@@ -94,14 +93,14 @@ def pick(run_dir: Path, step: Optional[int] = None) -> Target:
     ckpts = checkpoints(run_dir)
     done = done_steps(run_dir)
     if not ckpts:
-        raise KitError(f"{run_dir} holds no llm.c checkpoint (model_NNNNNNNN.bin)",
-                       "llm.c writes one every -n steps (checkpoint_every) and at the last step, into its output "
-                       "folder (-o): train longer, or pass the folder (or file) that holds them", exit_code=2)
+        raise ConfigError(f"{run_dir} holds no llm.c checkpoint (model_NNNNNNNN.bin)",
+                          "llm.c writes one every -n steps (checkpoint_every) and at the last step, into its output "
+                          "folder (-o): train longer, or pass the folder (or file) that holds them")
     have = ", ".join(str(s) for s in sorted(ckpts))
     if step is not None:
         if step not in ckpts:
-            raise KitError(f"{run_dir} has no checkpoint for step {step} (model_{step:08d}.bin)",
-                           f"steps with a checkpoint: {have}", exit_code=2)
+            raise ConfigError(f"{run_dir} has no checkpoint for step {step} (model_{step:08d}.bin)",
+                              f"steps with a checkpoint: {have}")
         note = "" if step in done or not done else \
             f"step {step} has no DONE_{step:08d}: llm.c may still be writing it or was stopped while it did"
         return Target(ckpts[step], run_dir, None, note)

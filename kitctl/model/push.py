@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core import validate
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import error_text
 from kitctl.core.optional import import_optional
 
@@ -30,8 +30,7 @@ def endpoint_for(configured: Optional[str]) -> str:
 def check_repo_id(repo_id: str) -> None:
     """Refuse a malformed repo name before any export work (exit 2)."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise KitError(f"--push {repo_id!r}: a Hub repo is <user or org>/<name>", "e.g. --push alice/gpt2-124M-llmc",
-                       exit_code=2)
+        raise ConfigError(f"--push {repo_id!r}: a Hub repo is <user or org>/<name>", "e.g. --push alice/gpt2-124M-llmc")
 
 
 def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = False,
@@ -51,8 +50,7 @@ def push_folder(folder: Path, repo_id: str, *, endpoint: str, private: bool = Fa
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
                                  commit_message=message or f"llmc-kit export of {folder.name}")
     except LocalTokenNotFoundError:
-        raise KitError(f"no HuggingFace token for {endpoint}", "set HF_TOKEN, or log in with `hf auth login`",
-                       exit_code=2) from None
+        raise ConfigError(f"no HuggingFace token for {endpoint}", "set HF_TOKEN, or log in with `hf auth login`") from None
     except HfHubHTTPError as e:
         status = int(getattr(getattr(e, "response", None), "status_code", 0) or 0)
         hint = {401: "the token was refused: set HF_TOKEN to a token with write access (or `hf auth login`)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.train.record import RUN_JSON, RunRecord, load_run_record, update_run_record
 
 PREFERRED = ("acc_norm", "acc")          # what llm.c / #481 quote for HellaSwag (acc_norm), then plain accuracy
@@ -22,8 +22,8 @@ def check_recordable(run_dir: Path) -> None:
     path = Path(run_dir) / RUN_JSON
     _, why = load_run_record(Path(run_dir))
     if why:
-        raise KitError(f"{why}; the eval's results could not be recorded there",
-                       f"fix or move it away (mv {path} {path}.bad), or pass --no-record", exit_code=2)
+        raise ConfigError(f"{why}; the eval's results could not be recorded there",
+                          f"fix or move it away (mv {path} {path}.bad), or pass --no-record")
 
 
 def add_eval(run_dir: Path, entry: dict[str, Any]) -> Path:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.optional import import_optional
 from kitctl.data import tokenizer as gpt2_bpe
 from kitctl.model.forward import NumpyGPT2
@@ -37,13 +37,12 @@ def have_transformers() -> bool:
 
 def pick_backend(backend: str) -> str:
     if backend not in BACKENDS:
-        raise KitError(f"--backend {backend}: not one of {', '.join(BACKENDS)}", "use auto, transformers or numpy",
-                       exit_code=2)
+        raise ConfigError(f"--backend {backend}: not one of {', '.join(BACKENDS)}", "use auto, transformers or numpy")
     if backend == "auto":
         return "transformers" if have_transformers() else "numpy"
     if backend == "transformers" and not have_transformers():
-        raise KitError("--backend transformers: torch and transformers are not installed",
-                       "pip install torch transformers (or use --backend numpy)", exit_code=2)
+        raise ConfigError("--backend transformers: torch and transformers are not installed",
+                          "pip install torch transformers (or use --backend numpy)")
     return backend
 
 
@@ -84,24 +83,24 @@ def n_positions(export: Path) -> int:
     try:
         return int(json.loads((export / "config.json").read_text())["n_positions"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise KitError(f"{export}/config.json is not a GPT-2 config ({e})",
-                       "re-export the model with `kitctl export-model ... --force`", exit_code=2) from None
+        raise ConfigError(f"{export}/config.json is not a GPT-2 config ({e})",
+                          "re-export the model with `kitctl export-model ... --force`") from None
 
 
 def sample(export: Path, prompt: str, n: int, *, cache_dir: Path, top_k: int = 40, temperature: float = 1.0,
            seed: int = 1337, backend: str = "auto", say: Callable[[str], None] = lambda s: None) -> Sample:
     """``say`` hears what takes time before the text comes (loading torch takes tens of seconds)."""
     if n < 1:
-        raise KitError(f"-n {n}: generate at least one token", "e.g. -n 64", exit_code=2)
+        raise ConfigError(f"-n {n}: generate at least one token", "e.g. -n 64")
     if top_k < 0 or temperature <= 0:
-        raise KitError("--top-k must be >= 0 (0 = greedy) and --temperature > 0", "e.g. --top-k 40", exit_code=2)
+        raise ConfigError("--top-k must be >= 0 (0 = greedy) and --temperature > 0", "e.g. --top-k 40")
     backend = pick_backend(backend)
     enc = encoding(cache_dir)
     ids = enc.encode_ordinary(prompt) if prompt else [gpt2_bpe.EOT]
     ctx = n_positions(export)
     if len(ids) + n > ctx:
-        raise KitError(f"the prompt ({len(ids)} tokens) + -n {n} is more than the model's context of {ctx} tokens",
-                       f"shorten the prompt or pass -n {max(1, ctx - len(ids))} or less", exit_code=2)
+        raise ConfigError(f"the prompt ({len(ids)} tokens) + -n {n} is more than the model's context of {ctx} tokens",
+                          f"shorten the prompt or pass -n {max(1, ctx - len(ids))} or less")
     if backend == "transformers":
         say(f"loading torch + transformers and {export.name} (tens of seconds on a first run; --backend numpy "
             "starts at once) ...")
@@ -123,6 +122,6 @@ def refuse_not_finite(export: Path, tensors: list[str], detail: str = "") -> Non
         return
     what = (f"{len(tensors)} weight tensor(s) hold NaN or infinite values ({', '.join(tensors[:3])}"
             f"{', ...' if len(tensors) > 3 else ''})" if tensors else detail)
-    raise KitError(f"cannot sample from {export}: {what}; the run diverged, or the checkpoint is damaged",
-                   "sample an earlier checkpoint with --step N (steps with a checkpoint: ls <run>/DONE_*), and look "
-                   "at the loss in the run's main.log (`kitctl status`) for where it went wrong", exit_code=2)
+    raise ConfigError(f"cannot sample from {export}: {what}; the run diverged, or the checkpoint is damaged",
+                      "sample an earlier checkpoint with --step N (steps with a checkpoint: ls <run>/DONE_*), and look "
+                      "at the loss in the run's main.log (`kitctl status`) for where it went wrong")

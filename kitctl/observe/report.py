@@ -210,7 +210,6 @@ def write_report(runs_in: list[Path], out: Path, labels: Optional[list[str]] = N
     except OSError as e:
         if is_disk_full(e):
             raise
-        raise KitError(f"cannot write the report to {out}: {e.strerror or e}",
-                       "pass --out with a path in a folder you can write, e.g. --out ./report.png",
-                       exit_code=2) from None
+        raise ConfigError(f"cannot write the report to {out}: {e.strerror or e}",
+                          "pass --out with a path in a folder you can write, e.g. --out ./report.png") from None
     return runs, [p for p, ok in zip(runs_in, has_loss, strict=True) if not ok]

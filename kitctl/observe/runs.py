@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular
 from kitctl.core.llmc_files import MAIN_LOG, RUN_JSON, STDOUT_LOG
 
@@ -36,9 +36,8 @@ def looks_like_run(folder: Path) -> bool:
 
 
 def _bad_runs_dir(runs_dir: Path, why: str) -> KitError:
-    return KitError(f"cannot list the runs in {runs_dir}: {why}",
-                    "check data_root in kit.yaml (or KIT_DATA_ROOT): runs live in <data_root>/runs, a folder",
-                    exit_code=2)
+    return ConfigError(f"cannot list the runs in {runs_dir}: {why}",
+                       "check data_root in kit.yaml (or KIT_DATA_ROOT): runs live in <data_root>/runs, a folder")
 
 
 def list_runs(runs_dir: Path) -> list[Path]:
@@ -64,7 +63,7 @@ def _have(runs_dir: Path) -> str:
 
 
 def _not_found(n: str, runs_dir: Path, why: str) -> KitError:
-    return KitError(f"run {n!r} not found ({why})", f"runs under {runs_dir}: {_have(runs_dir)}", exit_code=2)
+    return ConfigError(f"run {n!r} not found ({why})", f"runs under {runs_dir}: {_have(runs_dir)}")
 
 
 def resolve_run(n: str, runs_dir: Path, *, files: bool = False) -> Path:
@@ -76,9 +75,9 @@ def resolve_run(n: str, runs_dir: Path, *, files: bool = False) -> Path:
         if files:
             return p.absolute()
         if p.name not in RUN_FILES:
-            raise KitError(f"{n} is a file, not a run folder",
-                           f"name the run folder (the folder llm.c writes with -o), its {MAIN_LOG}, or a run under "
-                           f"{runs_dir}", exit_code=2)
+            raise ConfigError(f"{n} is a file, not a run folder",
+                              f"name the run folder (the folder llm.c writes with -o), its {MAIN_LOG}, or a run under "
+                              f"{runs_dir}")
         return p.parent.absolute()                 # a run's log or run.json names its folder
     if p.is_dir() and (looks_like_run(p) or p.absolute().parent == runs_dir.absolute()):
         return p.absolute()
@@ -87,11 +86,11 @@ def resolve_run(n: str, runs_dir: Path, *, files: bool = False) -> Path:
         if cand.is_dir():
             return cand.absolute()
         if cand.exists():
-            raise KitError(f"{cand} is a file, not a run folder", f"runs are folders under {runs_dir}", exit_code=2)
+            raise ConfigError(f"{cand} is a file, not a run folder", f"runs are folders under {runs_dir}")
     if p.is_dir():
-        raise KitError(f"{p} is not a run folder: it has no {MAIN_LOG}, {STDOUT_LOG} or {RUN_JSON}",
-                       "name the folder llm.c writes (-o), once it has logged a step, or a run under "
-                       f"{runs_dir}", exit_code=2)
+        raise ConfigError(f"{p} is not a run folder: it has no {MAIN_LOG}, {STDOUT_LOG} or {RUN_JSON}",
+                          "name the folder llm.c writes (-o), once it has logged a step, or a run under "
+                          f"{runs_dir}")
     if not is_run_name(n):
         raise _not_found(n, runs_dir, "no such folder; a run name is one folder name under "
                                       f"{runs_dir}, without / and not . or ..")

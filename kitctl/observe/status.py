@@ -63,15 +63,15 @@ def read_meta(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
 def _check_run_dir(run_dir: Path) -> list[str]:
     """The names in the run folder; exit 2 when it is missing, a file, or unreadable."""
     if not run_dir.exists():
-        raise KitError(f"run folder {run_dir} does not exist", "list runs with `ls <data_root>/runs`", exit_code=2)
+        raise ConfigError(f"run folder {run_dir} does not exist", "list runs with `ls <data_root>/runs`")
     if not run_dir.is_dir():
-        raise KitError(f"{run_dir} is a file, not a run folder",
-                       "name the folder llm.c writes (-o), or a run under <data_root>/runs", exit_code=2)
+        raise ConfigError(f"{run_dir} is a file, not a run folder",
+                          "name the folder llm.c writes (-o), or a run under <data_root>/runs")
     try:
         return [p.name for p in run_dir.iterdir()]
     except OSError as e:
-        raise KitError(f"cannot read the run folder {run_dir}: {e.strerror or e}",
-                       f"check who owns it (ls -ld {run_dir}); run kitctl as that user", exit_code=2) from None
+        raise ConfigError(f"cannot read the run folder {run_dir}: {e.strerror or e}",
+                          f"check who owns it (ls -ld {run_dir}); run kitctl as that user") from None
 
 
 def data_notes(meta: Optional[RunRecord]) -> list[str]:

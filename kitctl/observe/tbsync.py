@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import Record
 from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, read_head, read_main_log,
                                  read_stdout)
@@ -101,7 +101,7 @@ class TensorBoardSync:
         try:
             st = SyncState.read(self.state_path, hint=fix)
         except KitError as e:          # a damaged state file is bad input, not a failed step
-            raise KitError(e.message, e.hint, exit_code=2) from None
+            raise ConfigError(e.message, e.hint) from None
         # cut a half-recorded event file back to what the state says was written
         if st.event_file:
             p = self.tb_dir / st.event_file
@@ -110,27 +110,26 @@ class TensorBoardSync:
                     with open(p, "r+b") as f:
                         f.truncate(st.event_size)
             except OSError as e:
-                raise KitError(f"cannot repair {p}: {e.strerror or e}", fix, exit_code=2) from None
+                raise ConfigError(f"cannot repair {p}: {e.strerror or e}", fix) from None
         return st
 
     def _make_tb_dir(self) -> None:
         try:
             self.tb_dir.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise KitError(f"{self.tb_dir} is a file; the TensorBoard events go into a folder of that name",
-                           f"move {self.tb_dir} away and run again", exit_code=2) from None
+            raise ConfigError(f"{self.tb_dir} is a file; the TensorBoard events go into a folder of that name",
+                              f"move {self.tb_dir} away and run again") from None
         except OSError as e:
-            raise KitError(f"cannot create {self.tb_dir}: {e.strerror or e}",
-                           f"the run folder must be writable to convert its logs (ls -ld {self.run_dir})",
-                           exit_code=2) from None
+            raise ConfigError(f"cannot create {self.tb_dir}: {e.strerror or e}",
+                              f"the run folder must be writable to convert its logs (ls -ld {self.run_dir})") from None
 
     def _save_state(self) -> None:
         self._make_tb_dir()
         try:
             self.state.write(self.state_path)
         except OSError as e:
-            raise KitError(f"cannot write {self.state_path}: {e.strerror or e}",
-                           "free some space or make the run folder writable, then run again", exit_code=2) from None
+            raise ConfigError(f"cannot write {self.state_path}: {e.strerror or e}",
+                              "free some space or make the run folder writable, then run again") from None
 
     # writing -----------------------------------------------------------
     def _events(self):

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.host.gpus import GPU
 from kitctl.train.facts import DataInfo
 from kitctl.train.memory import MemoryModel, Prediction
@@ -126,7 +126,7 @@ def refuse_batch(message: str, B: int, T: int, D: int, ranks: int) -> None:
                 f"{ranks} = {unit} near {D}), or another --gpus count")
     else:   # the shard rule: one micro-batch of every rank must fit the smallest shard
         hint = "use fewer GPUs (--gpus N), a shorter sequence (-- -t N), or a dataset with bigger shards"
-    raise KitError(message, hint, exit_code=2)
+    raise ConfigError(message, hint)
 
 
 def _tok(e: Optional[Estimate]) -> str:
@@ -147,7 +147,7 @@ def _asked(x: BatchInputs) -> _Pick:
     """Step 1: the user's B and -r, else the checkpoint's when resuming (llm.c resumes only with the same B); an
     out-of-memory retry says so."""
     if x.recompute is not None and x.recompute not in RECOMPUTES:
-        raise KitError(f"--recompute {x.recompute}", "use 0 (none), 1 (GELU) or 2 (GELU + layernorm)", exit_code=2)
+        raise ConfigError(f"--recompute {x.recompute}", "use 0 (none), 1 (GELU) or 2 (GELU + layernorm)")
     pick = _Pick(x.micro_batch, x.recompute)
     if pick.micro is None and x.stored is not None and x.stored.micro_batch:
         r = x.stored.recompute if pick.recompute is None and x.stored.recompute in RECOMPUTES else pick.recompute
@@ -166,12 +166,12 @@ def _check_given(rules: _Rules, pick: _Pick) -> _Pick:
     if micro is None:
         return pick
     if micro < 1:
-        raise KitError(f"--micro-batch {micro}", "use a positive micro-batch", exit_code=2)
+        raise ConfigError(f"--micro-batch {micro}", "use a positive micro-batch")
     reason = rules.why_not(micro)
     ok = [b for b in MICRO_BATCHES if rules.why_not(b) is None]
     if reason and ok:
-        raise KitError(f"micro-batch {micro} cannot run: {reason}",
-                       f"use --micro-batch {' / '.join(map(str, ok))}, or --total-batch N", exit_code=2)
+        raise ConfigError(f"micro-batch {micro} cannot run: {reason}",
+                          f"use --micro-batch {' / '.join(map(str, ok))}, or --total-batch N")
     if reason:
         x = rules.x
         refuse_batch(f"micro-batch {micro} cannot run: {reason}", micro, x.seq_len, x.total_batch, x.ranks)
@@ -235,10 +235,10 @@ def _from_table(rules: _Rules, pick: _Pick, allowed: list[int], notes: list[str]
     if not fitting:
         least = max(recs)
         p = rules.predict(allowed[-1], least)
-        raise KitError(f"{preset.name} does not fit {min_gpu.name} ({min_gpu.memory_label}) even at "
-                       f"B={allowed[-1]} -r {least}: needs ~{p.need_mib} MiB with headroom [{p.basis}]",
-                       "use a smaller preset, more GPUs (ZeRO-1 shards the optimizer), or --micro-batch N to "
-                       "try anyway", exit_code=2)
+        raise ConfigError(f"{preset.name} does not fit {min_gpu.name} ({min_gpu.memory_label}) even at "
+                          f"B={allowed[-1]} -r {least}: needs ~{p.need_mib} MiB with headroom [{p.basis}]",
+                          "use a smaller preset, more GPUs (ZeRO-1 shards the optimizer), or --micro-batch N to "
+                          "try anyway")
     if ranked:
         best = ranked[0]
         notes += _table_notes(best, ranked, rules, preset)

@@ -18,7 +18,7 @@ from typing import Optional
 
 from kitctl.core import shard_folder
 from kitctl.core.config import KitConfig, nccl_env
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import (DONE_RE, HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
                                     parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
@@ -81,18 +81,17 @@ def read_shard_header(path: Path) -> int:
             head = f.read(HEADER_BYTES)
         size = path.stat().st_size
     except OSError as e:
-        raise KitError(f"cannot read shard {path}: {e}", "check the file's permissions", exit_code=2) from None
+        raise ConfigError(f"cannot read shard {path}: {e}", "check the file's permissions") from None
     if len(head) < HEADER_BYTES:
-        raise KitError(f"{path} is too short for an llm.c shard header",
-                       "re-make the shards with `kitctl data`", exit_code=2)
+        raise ConfigError(f"{path} is too short for an llm.c shard header",
+                          "re-make the shards with `kitctl data`")
     try:
         ntok = unpack_shard_header(head)
     except HeaderError as e:
-        raise KitError(f"{path} is not an llm.c token shard ({e})", "re-make it with `kitctl data`",
-                       exit_code=2) from None
+        raise ConfigError(f"{path} is not an llm.c token shard ({e})", "re-make it with `kitctl data`") from None
     if size != HEADER_BYTES + 2 * ntok or ntok <= 0:
-        raise KitError(f"{path}: header says {ntok} tokens but the file has {size} bytes (truncated?)",
-                       "re-make the shards with `kitctl data` (an interrupted copy?)", exit_code=2)
+        raise ConfigError(f"{path}: header says {ntok} tokens but the file has {size} bytes (truncated?)",
+                          "re-make the shards with `kitctl data` (an interrupted copy?)")
     return ntok
 
 
@@ -112,9 +111,9 @@ def inspect_data(data_dir: Path) -> DataInfo:
     with its manifest.json (kitctl.core.shard_folder: same files, regular, sizes and mtimes as recorded; exit 2
     naming the files otherwise); a folder without one is taken as it is, with a note."""
     if not data_dir.is_dir():
-        raise KitError(f"no shard folder at {data_dir}",
-                       "make shards with `kitctl data` (e.g. `kitctl data tinyshakespeare`) or point --data at "
-                       "a folder holding <name>_val_000000.bin and <name>_train_000001.bin ...", exit_code=2)
+        raise ConfigError(f"no shard folder at {data_dir}",
+                          "make shards with `kitctl data` (e.g. `kitctl data tinyshakespeare`) or point --data at "
+                          "a folder holding <name>_val_000000.bin and <name>_train_000001.bin ...")
     check = shard_folder.require_consistent(data_dir)
     train: dict[str, list[Path]] = {}
     val: dict[str, list[Path]] = {}
@@ -124,15 +123,15 @@ def inspect_data(data_dir: Path) -> DataInfo:
             (train if sn.split == "train" else val).setdefault(sn.prefix, []).append(p)
     prefixes = sorted(set(train) | set(val))
     if not train:
-        raise KitError(f"no training shards (*_train_NNNNNN.bin) in {data_dir}",
-                       "make them with `kitctl data`, or pass --data DIR with the shard folder", exit_code=2)
+        raise ConfigError(f"no training shards (*_train_NNNNNN.bin) in {data_dir}",
+                          "make them with `kitctl data`, or pass --data DIR with the shard folder")
     if len(prefixes) > 1:
-        raise KitError(f"{data_dir} holds shards of several datasets: {', '.join(prefixes)}",
-                       "keep one dataset per folder (kitctl data does) and pass that folder with --data", exit_code=2)
+        raise ConfigError(f"{data_dir} holds shards of several datasets: {', '.join(prefixes)}",
+                          "keep one dataset per folder (kitctl data does) and pass that folder with --data")
     prefix = prefixes[0]
     if not val.get(prefix):
-        raise KitError(f"no validation shard {prefix}_val_000000.bin in {data_dir}",
-                       "llm.c needs one for -j; re-make the shards with `kitctl data`", exit_code=2)
+        raise ConfigError(f"no validation shard {prefix}_val_000000.bin in {data_dir}",
+                          "llm.c needs one for -j; re-make the shards with `kitctl data`")
     man_sha, complete = None, None
     if check.manifest is not None:
         man_sha = hashlib.sha256((data_dir / shard_folder.MANIFEST).read_bytes()).hexdigest()

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.host.gpus import GPU, MIN_COMPUTE_CAP, select, unsupported, unsupported_reason
 from kitctl.train.request import TrainRequest, gpu_spec
 
@@ -48,11 +48,11 @@ def choose_gpus(req: TrainRequest, all_gpus: list[GPU], estimate: Estimator) -> 
     if too_old:
         rest = [g for g in picked if g not in too_old]
         if req.gpus.strip() != "all" or not rest:
-            raise KitError(unsupported_reason(too_old),
-                           ("leave it out with --gpus " + gpu_spec(rest).rstrip(",")) if rest else
-                           f"train on a GPU of compute capability {MIN_COMPUTE_CAP / 10:.1f} or newer (`nvidia-smi "
-                           "--query-gpu=name,compute_cap --format=csv` shows it), or plan for another box with "
-                           "--inventory FILE", exit_code=2)
+            raise ConfigError(unsupported_reason(too_old),
+                              ("leave it out with --gpus " + gpu_spec(rest).rstrip(",")) if rest else
+                              f"train on a GPU of compute capability {MIN_COMPUTE_CAP / 10:.1f} or newer (`nvidia-smi "
+                              "--query-gpu=name,compute_cap --format=csv` shows it), or plan for another box with "
+                              "--inventory FILE")
         floor_note = (unsupported_reason(too_old) + f"; it sits out (running on GPU(s) "
                       f"{gpu_spec(rest).rstrip(',')})",)
         picked = rest
@@ -63,7 +63,7 @@ def choose_gpus(req: TrainRequest, all_gpus: list[GPU], estimate: Estimator) -> 
 def _choose(req: TrainRequest, picked: list[GPU], estimate: Estimator) -> GpuChoice:
     no_bf16 = [g for g in picked if not g.has_bf16]
     if req.precision not in (None, *PRECISIONS):
-        raise KitError(f"--precision {req.precision!r}", "use bf16 or fp32", exit_code=2)
+        raise ConfigError(f"--precision {req.precision!r}", "use bf16 or fp32")
     if req.precision == "bf16" and no_bf16:
         names = ", ".join(f"{g.index} ({g.name}, sm_{g.compute_cap})" for g in no_bf16)
         capable = [g for g in picked if g.has_bf16]
@@ -71,8 +71,8 @@ def _choose(req: TrainRequest, picked: list[GPU], estimate: Estimator) -> GpuCho
             return GpuChoice(tuple(capable), "bf16", notes=(
                 f"--precision bf16: GPU {names} has no BF16 tensor cores (sm_80+), so it sits out; running on "
                 f"GPU(s) {gpu_spec(capable).rstrip(',')} (use --precision fp32 to run all)",))
-        raise KitError(f"--precision bf16: GPU {names} has no BF16 tensor cores (BF16 needs sm_80+)",
-                       "use --precision fp32 to run all of them, or leave that GPU out with --gpus", exit_code=2)
+        raise ConfigError(f"--precision bf16: GPU {names} has no BF16 tensor cores (BF16 needs sm_80+)",
+                          "use --precision fp32 to run all of them, or leave that GPU out with --gpus")
     if req.precision:
         return GpuChoice(tuple(picked), req.precision)
     if not no_bf16:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from kitctl.core.layout import DataLayout
 from kitctl.core.llmc_files import HELLASWAG_BIN, TOKENIZER_BIN
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.host.runtimes import ContainerSpec, Mount, docker_run_argv
 from kitctl.train.facts import BINARIES, Facts, native_binary
 from kitctl.train.plan import Decisions, Launch
@@ -88,8 +88,8 @@ def _native(d: Decisions, facts: Facts) -> Launch:
     ranks = len(d.gpus)
     binary = native_binary(d.request, facts.native_bin_dir or DataLayout(facts.data_root).native_bin, d.precision)
     if len(str(d.out_dir)) >= MAX_OUT_PATH:
-        raise KitError(f"output path is {len(str(d.out_dir))} characters; llm.c allows under {MAX_OUT_PATH}",
-                       "use a shorter --out", exit_code=2)
+        raise ConfigError(f"output path is {len(str(d.out_dir))} characters; llm.c allows under {MAX_OUT_PATH}",
+                          "use a shorter --out")
     args = llmc_args(d, str(d.data.dir), str(d.out_dir))
     cwd = d.out_dir / ".llmc-cwd"
     links = []

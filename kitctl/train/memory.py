@@ -22,7 +22,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from kitctl.core import resources
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.records import UserData, load_model, load_yaml
 
 MODEL_FILE = resources.package_dir() / "train" / "memory_model.yaml"
@@ -61,8 +61,7 @@ def dims_for(descriptor: str) -> ModelDims:
         depth = int(descriptor.lstrip("d"))
         C, NH = _DEPTHS[depth]
     except (ValueError, KeyError):
-        raise KitError(f"unknown model descriptor {descriptor!r}", "use one of d12, d24, d36, d48",
-                       exit_code=2) from None
+        raise ConfigError(f"unknown model descriptor {descriptor!r}", "use one of d12, d24, d36, d48") from None
     return ModelDims(depth, C, NH)
 
 

@@ -22,7 +22,7 @@ from typing import Optional
 
 from kitctl.core.layout import DataLayout
 from kitctl.core import validate
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.gpus import GPU
 from kitctl.train.batch import BatchChoice, BatchInputs, choose_batch
 from kitctl.train.gpu_choice import choose_gpus
@@ -46,7 +46,7 @@ RUNTIMES = ("docker", "native")
 def _check_request(req: TrainRequest, preset: Preset) -> tuple[int, int]:
     """(T, D) of the run; KitError (exit 2) for values that cannot work."""
     if req.runtime not in RUNTIMES:
-        raise KitError(f"--runtime {req.runtime!r}", "use docker or native", exit_code=2)
+        raise ConfigError(f"--runtime {req.runtime!r}", "use docker or native")
     # every number below reaches llm.c's argv, which reads it with atoi() into an int: one bound for all of them,
     # whichever way they came (an option, a pass-through after `--`, reproduce, a launcher)
     if req.steps is not None:
@@ -58,13 +58,13 @@ def _check_request(req: TrainRequest, preset: Preset) -> tuple[int, int]:
     if req.total_batch is not None and req.total_batch < 1:
         # llm.c's -d -1 means B x T x ranks (no accumulation); the kit does not support it: the total batch is
         # the run's optimizer setting and must not change with B or the GPU count
-        raise KitError(f"total batch -d {req.total_batch}: it must be a positive number of tokens per optimizer step"
-                       + (" (llm.c's -d -1 = B x T x ranks is not supported)" if req.total_batch == -1 else ""),
-                       f"pass --total-batch N with N a multiple of B x T x ranks, or leave it to the preset "
-                       f"({preset.total_batch})", exit_code=2)
+        raise ConfigError(f"total batch -d {req.total_batch}: it must be a positive number of tokens per optimizer step"
+                          + (" (llm.c's -d -1 = B x T x ranks is not supported)" if req.total_batch == -1 else ""),
+                          f"pass --total-batch N with N a multiple of B x T x ranks, or leave it to the preset "
+                          f"({preset.total_batch})")
     T = req.seq_len if req.seq_len is not None else preset.seq_len
     if T < 1 or T > 1024:
-        raise KitError(f"sequence length {T}: GPT-2 has 1024 positions", "use -t between 1 and 1024", exit_code=2)
+        raise ConfigError(f"sequence length {T}: GPT-2 has 1024 positions", "use -t between 1 and 1024")
     return T, req.total_batch or preset.total_batch
 
 

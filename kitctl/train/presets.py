@@ -13,7 +13,7 @@ from typing import Optional
 from pydantic import ConfigDict
 
 from kitctl.core import resources
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.records import UserData, load_model, read_yaml_file
 
 PRESETS_FILE = resources.package_dir() / "train" / "presets.yaml"
@@ -68,5 +68,5 @@ def load_presets(path: Path = PRESETS_FILE) -> dict[str, Preset]:
 def get_preset(name: str) -> Preset:
     presets = load_presets()
     if name not in presets:
-        raise KitError(f"unknown preset {name!r}", f"use one of: {', '.join(presets)}", exit_code=2)
+        raise ConfigError(f"unknown preset {name!r}", f"use one of: {', '.join(presets)}")
     return presets[name]

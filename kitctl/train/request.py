@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.validate import LLMC_INT_MAX
 from kitctl.host.gpus import GPU
 
@@ -79,25 +79,24 @@ def absorb_passthrough(req: TrainRequest) -> TrainRequest:
     while i < len(args):
         flag = args[i]
         if flag in _MANAGED:
-            raise KitError(f"pass-through {flag} is set by the kit", _MANAGED[flag], exit_code=2)
+            raise ConfigError(f"pass-through {flag} is set by the kit", _MANAGED[flag])
         # train_gpt2cu reads its argv as pairs: every flag (-x or -xy) takes exactly one value
         if not (flag.startswith("-") and len(flag) in (2, 3)):
-            raise KitError(f"pass-through {flag!r} is not a train_gpt2cu flag (-x or -xy)",
-                           "write flag/value pairs after `--`, e.g. `-- -lg 100`", exit_code=2)
+            raise ConfigError(f"pass-through {flag!r} is not a train_gpt2cu flag (-x or -xy)",
+                              "write flag/value pairs after `--`, e.g. `-- -lg 100`")
         if i + 1 >= len(args):
-            raise KitError(f"pass-through {flag} has no value (every train_gpt2cu flag takes one)",
-                           f"write it as `-- {flag} VALUE`", exit_code=2)
+            raise ConfigError(f"pass-through {flag} has no value (every train_gpt2cu flag takes one)",
+                              f"write it as `-- {flag} VALUE`")
         value = args[i + 1]
         if re.fullmatch(r"[+-]?[0-9]+", value.strip()) and abs(int(value)) > LLMC_INT_MAX:
             option = _OPTION_OF.get(_ABSORBED.get(flag, ""))
-            raise KitError(f"pass-through {flag} {value}: llm.c reads it into a 32-bit int (at most {LLMC_INT_MAX:,})",
-                           f"pass a smaller value after `-- {flag}`" + (f" (or with {option})" if option else ""),
-                           exit_code=2)
+            raise ConfigError(f"pass-through {flag} {value}: llm.c reads it into a 32-bit int (at most {LLMC_INT_MAX:,})",
+                              f"pass a smaller value after `-- {flag}`" + (f" (or with {option})" if option else ""))
         if flag in _ABSORBED:
             try:
                 updates[_ABSORBED[flag]] = int(value)
             except ValueError:
-                raise KitError(f"pass-through {flag} {value!r} is not an integer", None, exit_code=2) from None
+                raise ConfigError(f"pass-through {flag} {value!r} is not an integer", None) from None
             i += 2
             continue
         rest += [flag, value]
@@ -105,8 +104,8 @@ def absorb_passthrough(req: TrainRequest) -> TrainRequest:
     for k, v in updates.items():
         current = getattr(req, k)
         if current is not None and current != v:
-            raise KitError(f"pass-through {k.replace('_', '-')} {v} contradicts the option value {current}",
-                           "give it once", exit_code=2)
+            raise ConfigError(f"pass-through {k.replace('_', '-')} {v} contradicts the option value {current}",
+                              "give it once")
     return dataclasses.replace(req, passthrough=tuple(rest), **updates)
 
 

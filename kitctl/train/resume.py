@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from kitctl.core.llmc_files import MAIN_LOG
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError
 from kitctl.train.facts import OutState
 from kitctl.train.record import PlanRecord
 
@@ -39,10 +39,10 @@ def refuse_resume(out: OutState, diffs: list[tuple[str, object, object]], old: O
     lines = [f"{k}: checkpoint {o!r}, this plan {n!r}" for k, o, n in diffs]
     data_dir = (old.data_dir if old else None) or "?"
     hints = list(dict.fromkeys(_HINT[k].format(old=o, data_dir=data_dir) for k, o, _ in diffs))
-    raise KitError(f"{out.dir} holds a checkpoint at step {out.last_done} that this plan cannot resume:\n  "
-                   + "\n  ".join(lines),
-                   "; ".join(hints) + "; or start over in this folder with --fresh (the old checkpoints move "
-                   "to archive-<time>/), or pick a new --name", exit_code=2)
+    raise ConfigError(f"{out.dir} holds a checkpoint at step {out.last_done} that this plan cannot resume:\n  "
+                      + "\n  ".join(lines),
+                      "; ".join(hints) + "; or start over in this folder with --fresh (the old checkpoints move "
+                      "to archive-<time>/), or pick a new --name")
 
 
 def resumable(out: OutState, fresh: bool, ranks: int) -> Optional[PlanRecord]:
@@ -52,10 +52,10 @@ def resumable(out: OutState, fresh: bool, ranks: int) -> Optional[PlanRecord]:
     if out.last_done is None or fresh:
         return None
     if out.run_json_error:
-        raise KitError(f"run.json is damaged: {out.run_json_error}; the kit cannot check whether the "
-                       f"checkpoint at step {out.last_done} can be resumed",
-                       "start over in this folder with --fresh (the old checkpoints move to archive-<time>/), or "
-                       "pick a new --name", exit_code=2)
+        raise ConfigError(f"run.json is damaged: {out.run_json_error}; the kit cannot check whether the "
+                          f"checkpoint at step {out.last_done} can be resumed",
+                          "start over in this folder with --fresh (the old checkpoints move to archive-<time>/), or "
+                          "pick a new --name")
     old_ranks = out.run_plan.ranks if out.run_plan is not None else out.state_ranks
     if old_ranks and old_ranks != ranks:
         refuse_resume(out, [("ranks", old_ranks, ranks)], out.run_plan)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.layout import DataLayout
 from kitctl.train.facts import DataInfo
 from kitctl.train.presets import Preset
@@ -46,12 +46,12 @@ def _steps(preset: Preset, req: TrainRequest, data: DataInfo, D: int, stored: Op
     if n == -1:
         n = data.train_tokens // D
         if n < 1:
-            raise KitError(f"{data.dir} has {data.train_tokens:,} training tokens, less than one optimizer step "
-                           f"of {D:,} tokens (llm.c's default of one epoch would be 0 steps)",
-                           "pass --steps N (llm.c loops over the shards), or use a bigger dataset", exit_code=2)
+            raise ConfigError(f"{data.dir} has {data.train_tokens:,} training tokens, less than one optimizer step "
+                              f"of {D:,} tokens (llm.c's default of one epoch would be 0 steps)",
+                              "pass --steps N (llm.c loops over the shards), or use a bigger dataset")
         notes.append(f"steps: one epoch of the train shards = {data.train_tokens:,} // {D:,} = {n}")
     elif n < 1:
-        raise KitError(f"--steps {n}", "use a positive number of steps (or leave it to the preset)", exit_code=2)
+        raise ConfigError(f"--steps {n}", "use a positive number of steps (or leave it to the preset)")
     return n
 
 

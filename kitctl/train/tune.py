@@ -28,7 +28,7 @@ import yaml
 from rich.console import Console
 
 from kitctl.core.config import KitConfig
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.progress import format_duration
 from kitctl.host.gpus import GPU
 from kitctl.train.facts import Facts, OutState, gather_facts
@@ -90,8 +90,8 @@ def plan_sweep(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = No
     """``full``: every B >= ``min_b`` allowed by the divisibility / shard rules and recompute 0, 1, 2, whatever
     the memory model says (the reference sweep); ``configs``: exactly these (kitctl train's short tune)."""
     if steps <= warmup + 2:
-        raise KitError(f"--steps {steps} leaves fewer than 3 timed steps after {warmup} warm-up steps",
-                       "use more --steps or fewer --warmup", exit_code=2)
+        raise ConfigError(f"--steps {steps} leaves fewer than 3 timed steps after {warmup} warm-up steps",
+                          "use more --steps or fewer --warmup")
     tune_dir = cfg.layout.tune_cache
     scratch = tune_dir / f"scratch-{uuid.uuid4().hex[:8]}"
     base_req = dataclasses.replace(req, steps=steps, mode="bench", no_tune=True, tune_first=False,
