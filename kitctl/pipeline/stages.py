@@ -36,6 +36,7 @@ from kitctl.core.records import short
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
+from kitctl.data.manifest import verify as verify_data
 from kitctl.data.plan import DataPlan
 from kitctl.host import doctor, docker_disk
 from kitctl.images import llmc_source, native_build
@@ -261,7 +262,22 @@ def data(ctx: StageContext) -> Result:
     tokens = int(getattr(summary, "total_tokens", 0) or 0)
     if getattr(summary, "already_complete", False):
         return Result("skipped", f"{plan.out_dir} is complete: {tokens:,} tokens")
-    return Result("done", f"{plan.out_dir}: {tokens:,} tokens")
+    _verify_once(plan.out_dir, ctx.log.say)
+    return Result("done", f"{plan.out_dir}: {tokens:,} tokens, every shard's sha256 checked")
+
+
+def _verify_once(out_dir: Path, say: Callable[[str], None]) -> None:
+    """The full check (`kitctl data verify`: headers, token counts, sha256 of every shard against manifest.json),
+    once, right after the stage wrote the folder; later readers (train, status) compare only sizes and mtimes."""
+    written, problems = verify_data(out_dir)
+    if problems:
+        raise KitError(f"{out_dir} does not check out against its manifest.json right after the data stage "
+                       f"wrote it:\n    " + "\n    ".join(problems[:10])
+                       + (f"\n    ... and {len(problems) - 10} more" if len(problems) > 10 else ""),
+                       f"re-run the same command (the data stage rewrites damaged shards from the first bad one); "
+                       f"if it fails again, check the disk under {out_dir} (dmesg, smartctl)")
+    say(f"verified {out_dir}: {len(written.shards)} shards, {written.total_tokens:,} tokens, headers and "
+        "sha256 match manifest.json")
 
 
 def hellaswag(ctx: StageContext) -> Result:

@@ -118,6 +118,8 @@ def test_reproduce_whole_pipeline_interrupted_twice_and_resumed(tmp_path):
     st = _state(run)
     status = {s.name: s for s in st.stages}
     assert status["data"].status == "done" and status["data"].sessions == 2
+    assert "every shard's sha256 checked" in status["data"].detail          # the full verify, once, after the stage
+    assert "headers and sha256 match manifest.json" in (run / "logs" / "data.log").read_text()
     assert status["hellaswag"].status == "done" and "12 examples" in status["hellaswag"].detail
     assert status["tune"].status == "done" and "B=16 -r 0" in status["tune"].detail
     assert status["train"].status == "interrupted" and status["report"].status == "pending"
