@@ -10,6 +10,7 @@ longest_example_bytes, 0...]``, then per example a stream of uint16::
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -193,6 +194,15 @@ def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
     return info, out
 
 
+def git_blob_id(path: Path) -> str:
+    """The file's git blob id (``git hash-object``: sha1 of ``blob <size>\\0`` and the bytes), read in blocks."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def pin_warning(path: Path, n: int) -> Optional[str]:
     """A warning naming both files when ``path`` is not the recipe's pinned HellaSwag val set (its sha256 and
     example count, datasets/hellaswag.yaml); None when it is."""
@@ -204,6 +214,10 @@ def pin_warning(path: Path, n: int) -> Optional[str]:
         got = sha256_file(Path(path))
         if got != r.sha256:
             diffs.append(f"sha256 {got[:16]}..., the pinned file's is {r.sha256[:16]}...")
+    if r.git_blob:
+        got = git_blob_id(Path(path))
+        if got != r.git_blob:
+            diffs.append(f"git blob {got[:12]}, the pinned file's is {r.git_blob[:12]}")
     if not diffs:
         return None
     return (f"{path} is not the pinned HellaSwag validation set ({r.url}): " + "; ".join(diffs)

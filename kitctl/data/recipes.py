@@ -31,6 +31,8 @@ class Recipe(UserData):
     data_files: Optional[str] = None            # glob of the config's parquet files inside the repo
     url: Optional[str] = None                   # text / hellaswag: where to download the file
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")   # of the downloaded file
+    # the file's git blob id in its upstream repository (`git ls-tree`): a content pin where no sha256 is published
+    git_blob: Optional[str] = Field(None, pattern=r"^[0-9a-f]{40}$")
     examples: Optional[int] = Field(None, ge=1)  # hellaswag: the examples the pinned file holds
     split_on: Optional[str] = None              # txt: split into documents on this separator (llm.c quirk kept)
     first_shard_tokens: Optional[int] = Field(None, ge=1)

@@ -327,3 +327,24 @@ def test_tokenizer_bin_temp_file_removed_when_writing_fails(tiktoken_cache, tmp_
     with pytest.raises(OSError):
         tk.write_tokenizer_bin(tmp_path / "gpt2_tokenizer.bin", tiktoken.get_encoding("gpt2"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hellaswag_pin_is_the_upstream_git_blob(tmp_path, monkeypatch):
+    """No sha256 of hellaswag_val.jsonl is published; its git blob id in rowanz/hellaswag is the content pin
+    (datasets/hellaswag.yaml). A file with the right count but other bytes is named as not the pinned one."""
+    import subprocess
+
+    from kitctl.data import hellaswag as hs
+    from kitctl.data.recipes import load_recipe
+
+    f = tmp_path / "hellaswag_val.jsonl"
+    f.write_text("".join(json.dumps({"ctx": f"c{i}", "endings": ["a", "b", "c", "d"], "label": 0}) + "\n"
+                         for i in range(10042)))
+    blob = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True).stdout.strip()
+    assert hs.git_blob_id(f) == blob                                   # the same id git computes
+    recipe = load_recipe("hellaswag")
+    assert recipe.git_blob == "0f5ee25d72216f12317d5d8a7b92deafa423d81e" and recipe.examples == 10042
+    warning = hs.pin_warning(f, 10042)
+    assert warning and "git blob" in warning and blob[:12] in warning and recipe.url in warning
+    monkeypatch.setattr(hs, "load_recipe", lambda name: recipe.model_copy(update={"git_blob": blob}))
+    assert hs.pin_warning(f, 10042) is None
