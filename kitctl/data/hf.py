@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.net import hf_endpoint, probe_endpoint
 from kitctl.core.records import error_text
 from kitctl.data.recipes import Recipe
 from kitctl.data.sources import FilesSource
@@ -27,7 +28,7 @@ def offline_hint() -> str:
 
 def resolve_revision(repo: str, rev: str) -> str:
     """A branch name -> the commit it points at now (what the manifest records); a commit stays as is."""
-    if re.fullmatch(r"[0-9a-f]{40}", rev):
+    if re.fullmatch(r"[0-9a-f]{40}", rev) or probe_endpoint(hf_endpoint()) is not None:
         return rev
     try:
         from huggingface_hub import HfApi
@@ -41,6 +42,11 @@ def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) ->
     """The parquet files of one dataset config at a revision (repo-relative paths, sorted)."""
     if list_files is None:
         from huggingface_hub import HfApi
+
+        unreachable = probe_endpoint(hf_endpoint())     # at once, not after the hub library's retries
+        if unreachable is not None:
+            raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {unreachable}",
+                           offline_hint())
 
         def list_files(repo, revision):
             return HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from kitctl import __version__
 from kitctl.core import validate
+from kitctl.core.net import PROBE_SECONDS, probe_endpoint  # noqa: F401 (re-exported)
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.optional import import_optional, installed
 
@@ -24,7 +25,6 @@ INSTALL_HINT = "pip install 'llmc-kit[eval]'   (lm-eval + torch + transformers; 
 
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
-PROBE_SECONDS = 5.0
 
 
 @dataclass
@@ -41,25 +41,6 @@ class HubAccess:
                 f"https://hf-mirror.com; or work offline: run the same `kitctl eval` once on a connected machine "
                 f"and copy its HF cache into {cache} (the kit then reads it without a network), or pass "
                 "--include-path with a task YAML whose dataset is a local file")
-
-
-def probe_endpoint(endpoint: str, timeout: float = PROBE_SECONDS) -> Optional[str]:
-    """None when a TCP connection to ``endpoint``'s host opens (or a proxy is set: it decides), else why not."""
-    import socket
-    from urllib.parse import urlsplit
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    parts = urlsplit(endpoint)
-    host = parts.hostname
-    if not host:
-        return f"{endpoint!r} names no host"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return f"cannot connect to {host}:{port} ({e.strerror or e})"
 
 
 def prepare_hub(hf_home: Optional[Path], hf_endpoint: Optional[str]) -> HubAccess:
