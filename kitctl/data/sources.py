@@ -259,8 +259,17 @@ class FilesSource(Source):
         """Start hashing the inputs in a background thread (hashlib and file reads release the GIL), so the
         content fingerprint is ready when the run needs it instead of adding a serial step."""
         if self._fp is None and self._fp_thread is None and self.hash_content:
-            self._fp_thread = threading.Thread(target=self._fingerprint, name="kitctl-fingerprint", daemon=True)
+            self._fp_thread = threading.Thread(target=self._fingerprint_quietly, name="kitctl-fingerprint",
+                                               daemon=True)
             self._fp_thread.start()
+
+    def _fingerprint_quietly(self) -> None:
+        """The background hash: a failure here (an input gone, unreadable) is left to ``fingerprint()``, which
+        hashes again in the foreground and reports it as the command's error, not as a thread's traceback."""
+        try:
+            self._fingerprint()
+        except Exception:
+            pass
 
     def fingerprint(self) -> str:
         """sha256 over every file's content (local inputs) or names + sizes (HF files, see __init__), in order."""
