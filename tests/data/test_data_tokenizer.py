@@ -210,6 +210,7 @@ def test_fast_encoding_cache_is_the_same_encoding(gpt2_bpe_dir, tmp_path):
     assert list((tmp_path / "c").glob("kitctl-gpt2-ranks-*.json"))
 
 
+@pytest.mark.slow
 def test_stream_mode_reads_through_a_filesystem(tiktoken_cache, tmp_path):
     """--stream: files are opened through an fsspec filesystem (HfFileSystem for the hub; a local one here),
     never copied into a cache; the hub paths name the pinned revision."""

@@ -68,6 +68,7 @@ def corpora(enc):
     yield "random", rand, 2 * max(lens(rand)) + 1
 
 
+@pytest.mark.slow
 def test_fineweb_py_identical(llmc_src, tiktoken_cache, tmp_path):
     import tiktoken
 
@@ -87,6 +88,7 @@ def test_fineweb_py_identical(llmc_src, tiktoken_cache, tmp_path):
         assert read_dir(tmp_path / label / "jsonl", "fineweb") == expected, label
 
 
+@pytest.mark.slow
 def test_fineweb_py_crashes_where_we_spill(llmc_src, tiktoken_cache, tmp_path):
     """Upstream fails on a document longer than a shard; we split it over as many shards as needed."""
     docs = ["short", "word " * 300]
@@ -97,6 +99,7 @@ def test_fineweb_py_crashes_where_we_spill(llmc_src, tiktoken_cache, tmp_path):
     assert s.total_shards > 4
 
 
+@pytest.mark.slow
 def test_tinyshakespeare_py_same_tokens(llmc_src, tiktoken_cache, tinyshakespeare, tmp_path):
     work = tmp_path / "up"
     (work / "tinyshakespeare").mkdir(parents=True)

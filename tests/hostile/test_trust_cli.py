@@ -275,6 +275,7 @@ def _shadow_old_hub(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have("torch", "transformers"), reason="torch + transformers not installed")
 def test_sample_transformers_with_a_huggingface_hub_that_does_not_fit(tmp_path):
     """Was "internal error": transformers fails to import. Now exit 2 naming both packages and versions."""
@@ -285,6 +286,7 @@ def test_sample_transformers_with_a_huggingface_hub_that_does_not_fit(tmp_path):
     _refused(case, tmp_path / "w", setup=checkpoint, env={"PYTHONPATH": f"{shadow}:{ROOT}"})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have("lm_eval", "torch"), reason="lm-eval not installed")
 def test_eval_with_a_huggingface_hub_that_does_not_fit(tmp_path):
     shadow = _shadow_old_hub(tmp_path / "shadow")
@@ -292,6 +294,7 @@ def test_eval_with_a_huggingface_hub_that_does_not_fit(tmp_path):
     _refused(case, tmp_path / "w", setup=checkpoint, env={"PYTHONPATH": f"{shadow}:{ROOT}"})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have("lm_eval", "torch"), reason="lm-eval not installed")
 def test_eval_device_cuda_without_cuda_is_refused(tmp_path):
     import torch
@@ -303,6 +306,7 @@ def test_eval_device_cuda_without_cuda_is_refused(tmp_path):
     _refused(case, tmp_path, setup=checkpoint)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have("lm_eval", "torch"), reason="lm-eval not installed")
 def test_eval_offline_names_the_endpoint_and_the_local_way(tmp_path):
     """No CUDA (the CPU is used) and no reachable hub (HF_ENDPOINT on a closed port): exit 1, naming HF_ENDPOINT,
@@ -313,12 +317,14 @@ def test_eval_offline_names_the_endpoint_and_the_local_way(tmp_path):
     _refused(case, tmp_path, setup=checkpoint, env={"HF_ENDPOINT": "http://127.0.0.1:9"})
 
 
+@pytest.mark.slow
 def test_export_push_refuses_an_hf_endpoint_with_quotes(tmp_path):
     case = C("export-push-hf-endpoint-quote", ["export-model", "ck", "--push", "alice/m"],
              says=["hf_endpoint", "cannot hold"], may_change=("cwd/data/runs/ck/hf*",))
     _refused(case, tmp_path, setup=checkpoint, env={"HF_ENDPOINT": "https://h\"f.co"})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have("torch", "transformers"), reason="torch + transformers not installed")
 def test_sample_nan_weights_transformers(tmp_path):
     case = C("sample-nan-weights-transformers", ["sample", "nan", "-n", "2", "--backend", "transformers"],
@@ -326,6 +332,7 @@ def test_sample_nan_weights_transformers(tmp_path):
     _refused(case, tmp_path, setup=nan_checkpoint)
 
 
+@pytest.mark.slow
 def test_reproduce_train_exit_0_early_is_a_failed_stage_with_its_log(tmp_path):
     """The trainer exits 0 after 1 of 3 steps: the train stage is "failed" (not "done (step None/N)"), the message
     names the stage's log, and `kitctl status` says failed."""
@@ -339,6 +346,7 @@ def test_reproduce_train_exit_0_early_is_a_failed_stage_with_its_log(tmp_path):
     assert "failed" in s.text and "exited with status 0 before the last step" in s.text, s.out
 
 
+@pytest.mark.slow
 def test_reproduce_hellaswag_offline_hint_names_hellaswag_source(tmp_path):
     """The HellaSwag download fails (a proxy on a closed port: offline, whatever the CI's network): the hint
     names reproduce's own flag, --hellaswag-source (it said data's --source)."""
@@ -350,6 +358,7 @@ def test_reproduce_hellaswag_offline_hint_names_hellaswag_source(tmp_path):
     assert "--source" not in r.text.replace("--hellaswag-source", "")
 
 
+@pytest.mark.slow
 def test_status_after_sigterm_agrees_with_the_stop_message_and_names_reproduce(tmp_path):
     cwd = make_world(tmp_path)
     reproduce_inputs(cwd)
@@ -381,6 +390,7 @@ def test_status_after_sigterm_agrees_with_the_stop_message_and_names_reproduce(t
 
 # ------------------------------------------------------------------------------------------ units behind the cases
 
+@pytest.mark.slow
 def test_doctor_suggests_only_archs_build_accepts(tmp_path, capsys, monkeypatch):
     cwd = make_world(tmp_path)
     (cwd / "gb10.csv").write_text("0, NVIDIA GB10, 12.1, 122880 MiB, 580.95.05\n")

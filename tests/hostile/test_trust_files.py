@@ -448,6 +448,7 @@ def test_input_unchanged_completes(tmp_path, capsys, monkeypatch):
     assert list((cwd / "out").glob("*.bin")) and json.loads((cwd / "out" / "manifest.json").read_text())["complete"]
 
 
+@pytest.mark.slow
 def test_input_changed_by_another_process_during_a_slow_read(tmp_path, capsys, monkeypatch):
     """A writer in another process edits a jsonl input while the (slowed) reader is between batches."""
     cwd = make_world(tmp_path)
@@ -496,6 +497,7 @@ def test_tensorboard_no_serve_all_runs_none_alive_returns(tmp_path, capsys, monk
     assert r.code == 0 and "not following" in r.text, r.err
 
 
+@pytest.mark.slow
 def test_tensorboard_no_serve_follows_a_live_run_until_it_stops(tmp_path, capsys, monkeypatch):
     cwd = make_world(tmp_path)
     trainer = subprocess.Popen(["sleep", "120"])

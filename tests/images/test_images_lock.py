@@ -189,6 +189,7 @@ def kit(tmp_path: Path, *args: str, config: str = "data_root: ./data\n") -> subp
     return r
 
 
+@pytest.mark.slow
 def test_kitctl_render_with_a_lock_shows_digest_pinned_from_and_versioned_apt(tmp_path):
     p = write(tmp_path, a_lock())
     r = kit(tmp_path, "render", "--stdout", "--provider", "wheels", "--arch", "75", "--lock", str(p))
@@ -202,6 +203,7 @@ def test_kitctl_render_with_a_lock_shows_digest_pinned_from_and_versioned_apt(tm
     assert r.returncode == 2 and "no such file" in r.stderr
 
 
+@pytest.mark.slow
 def test_kitctl_build_dry_run_with_a_lock_stops_on_a_stage_it_lacks(tmp_path):
     lock = a_lock()
     del lock.stages["wheels-runtime"]

@@ -24,6 +24,7 @@ def shard(path, tokens):
     path.write_bytes(h.tobytes() + np.asarray(tokens, "<u2").tobytes())
 
 
+@pytest.mark.slow
 @needs_transformers
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc")
 def test_valloss_matches_llmc_cpu_reference(llmc_src, tmp_path):

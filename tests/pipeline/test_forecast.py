@@ -245,6 +245,7 @@ def test_a_pulled_image_costs_its_download_not_a_build():
 PUBLISHED_8XA100_S = 18_865 * 0.300
 
 
+@pytest.mark.slow
 def test_8xa100_forecast_is_near_llmc_published_time(tmp_path):
     """No kit measurement on A100: the quoted series (throughput.yaml, kind quoted) makes the plan; llm.c's own
     recipe comes out (B=64 -r 0) and the training time lands within 15% of the published one, inside the range."""

@@ -70,6 +70,7 @@ def _contract_id(tmp: Path) -> str:
     return "train-face"
 
 
+@pytest.mark.slow
 def test_face_contract_refuses_a_module_behind_the_face(tmp_path):
     """The contract is kept by the kit as it is, and broken by one import from behind the face."""
     shutil.copytree(ROOT / "kitctl", tmp_path / "kitctl", ignore=shutil.ignore_patterns("__pycache__", "_share"))
