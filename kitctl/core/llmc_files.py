@@ -53,6 +53,9 @@ TOKENIZER_BIN = "gpt2_tokenizer.bin"
 MANIFEST_JSON = "manifest.json"      # kitctl data's record of a shard folder (kitctl.core.shard_folder)
 HELLASWAG_BIN = "hellaswag_val.bin"
 HELLASWAG_JSONL = "hellaswag_val.jsonl"
+# the binaries llm.c's Makefile builds, per precision (-DENABLE_BF16 / -DENABLE_FP32)
+BINARIES = {"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}
+
 MAIN_LOG = "main.log"
 STDOUT_LOG = "stdout.log"
 RUN_JSON = "run.json"

@@ -16,11 +16,12 @@ from typing import Optional
 
 from kitctl.core import pins
 from kitctl.core.layout import DataLayout
+from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
 from kitctl.core.errors import KitError
 from kitctl.core import resources
 
 BUILD_SH = resources.share("native", "build.sh")
-BINARIES = ("train_gpt2cu", "train_gpt2cu_fp32")
+BINARIES = (LLMC_BINARIES["bf16"], LLMC_BINARIES["fp32"])
 
 
 def default_out(data_root: Path) -> Path:

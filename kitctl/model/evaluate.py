@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from kitctl import __version__
 from kitctl.core import validate
-from kitctl.core.net import PROBE_SECONDS, probe_endpoint  # noqa: F401 (re-exported)
+from kitctl.core.net import probe_endpoint
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.optional import import_optional, installed
 

@@ -208,10 +208,7 @@ def run_tensorboard(run_dirs: list[Path], runs_dir: Optional[Path], *, port: int
             if not serve and not follow:
                 return
 
-            def none_alive() -> bool:           # --no-serve follows only a run a training still writes
-                return _none_alive(run_dirs, runs_dir)
-
-            if not serve and none_alive():
+            if not serve and _none_alive(run_dirs, runs_dir):    # --no-serve follows only a live run
                 say("no training is writing " + ("these runs" if len(run_dirs) != 1 else run_dirs[0].name)
                     + " on this machine: converted once, not following")
                 return

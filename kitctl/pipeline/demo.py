@@ -25,7 +25,7 @@ from kitctl.core import resources
 from kitctl.core.progress import format_duration
 from kitctl.host import gpus
 from kitctl.core.layout import DataLayout
-from kitctl.core.llmc_files import MAIN_LOG, MANIFEST_JSON, STDOUT_LOG, TOKENIZER_BIN
+from kitctl.core.llmc_files import BINARIES, MAIN_LOG, MANIFEST_JSON, STDOUT_LOG, TOKENIZER_BIN
 from kitctl.pipeline.costs import costs
 
 REAL_LOG_DIR = resources.demo_run_dir()
@@ -100,7 +100,7 @@ def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20, pro
                                           "--data", str(shards), "--name", "first-user", "--steps", "100"],
          "mixed sm_75 + sm_86: FP32 on both vs BF16 on the 3090 alone, the faster picked")
     here = gpus.query()
-    binary = where.native_bin / "train_gpt2cu"
+    binary = where.native_bin / BINARIES["bf16"]
     if not here:
         steps.append(Step("plan: this machine", "skipped", "no NVIDIA GPU here (nvidia-smi lists none)"))
         steps.append(Step("train", "skipped", "no NVIDIA GPU here: training needs one (see the plan above for "

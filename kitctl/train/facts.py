@@ -20,6 +20,7 @@ from kitctl.core import shard_folder
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import sha256_file
+from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
 from kitctl.core.llmc_files import (DONE_RE, HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
                                     parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
 from kitctl.host.gpus import GPU, load_inventory
@@ -29,7 +30,7 @@ from kitctl.train.record import PlanRecord, RuntimeRecord, load_run_record
 from kitctl.train.request import TrainRequest
 from kitctl.train.tune_cache import CachedTune, load_records
 
-BINARIES = {"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}   # llm.c's binary per precision
+BINARIES = LLMC_BINARIES          # llm.c's binary per precision (kitctl.core.llmc_files)
 
 
 @dataclass(frozen=True)
