@@ -44,7 +44,7 @@ from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import shard_filename
 # the record and the folder contract live in core (kitctl.core.shard_folder); re-exported for data's callers
 from kitctl.core.shard_folder import (  # noqa: F401
-    FORMAT, MANIFEST, SCHEMA_VERSION, DataManifest, RunInfo, RunLike, Shard, ShardEnd, as_run, compare, exists, load,
+    MANIFEST, DataManifest, RunInfo, RunLike, Shard, ShardEnd, as_run, compare, exists, load,
     start_over_hint)
 from kitctl.data.shards import check_shard
 

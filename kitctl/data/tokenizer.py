@@ -22,7 +22,7 @@ from kitctl.core import resources
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, sha256_file, write_atomic
 from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: llm.c's tokenizer table for data's callers)
-    EOT, HEADER_BYTES, TOKENIZER_BIN, TOKENIZER_MAGIC, TOKENIZER_VERSION, HeaderError, pack_tokenizer_header,
+    EOT, HEADER_BYTES, TOKENIZER_MAGIC, HeaderError, pack_tokenizer_header,
     unpack_tokenizer_header)
 from kitctl.core.records import Record, error_text
 

@@ -22,7 +22,7 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import open_regular
 
 from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: the format's names for model's callers)
-    CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, HEADER_BYTES, HEADER_INTS, MODEL_RE, SHARD_MAGIC,
+    CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, HEADER_BYTES, MODEL_RE, SHARD_MAGIC,
     STATE_MAGIC, HeaderError, unpack_checkpoint_header)
 
 # llm.c's ParameterTensors, in file order: name -> shape as a function of (Vp, maxT, L, C)
