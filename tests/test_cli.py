@@ -177,3 +177,36 @@ def test_init_dry_run_writes_nothing_and_the_checkout_ignores_kit_yaml(tmp_path)
     repo = Path(__file__).resolve().parents[1]
     lines = (repo / ".gitignore").read_text().splitlines()
     assert "/kit.yaml" in lines and "/data/" in lines      # `kitctl init` in the checkout: kit.yaml, ./data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv,env", [
+    (["--version"], {}),
+    (["status", "nowhere"], {"COLUMNS": "70"}),                       # a bad input, folded at 70 columns
+    (["data", "--no-such-option"], {"COLUMNS": "200"}),               # a usage error
+    (["init", "--stdout", "--data-root", "/big"], {"NO_COLOR": "1"}),
+])
+def test_forked_commands_say_what_a_cold_start_says(tmp_path, argv, env):
+    """tests/kitctl_proc.py forks most of the suite's commands from a preloaded server: each must be the same
+    process to its caller as `python -m kitctl` started cold (exit code, stdout, stderr, its own environment and
+    folder), or the tests that use it would test something else."""
+    import kitctl_proc
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env}
+    cold = subprocess.run([sys.executable, "-m", "kitctl", *argv], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+    forked = kitctl_proc.run(argv, env=env, cwd=tmp_path)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+
+
+def test_forked_commands_get_only_their_own_environment_and_folder(tmp_path, monkeypatch):
+    import kitctl_proc
+
+    monkeypatch.setenv("KIT_DATA_ROOT", str(tmp_path / "from-the-test-process"))
+    monkeypatch.setenv("COLUMNS", "500")
+    r = kitctl_proc.run(["status", "x"], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "500"},
+                        cwd=tmp_path)
+    assert r.returncode == 2 and "from-the-test-process" not in r.stderr
+    assert str(tmp_path / "data" / "runs") in " ".join(r.stderr.split())    # the fallback data root: cwd/data
+    r = kitctl_proc.run(["status", "x"], cwd=tmp_path)                       # env=None: this process's, like Popen
+    assert r.returncode == 2 and "from-the-test-process" in r.stderr

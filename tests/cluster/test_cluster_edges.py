@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import kitctl_proc
+
 from test_slurm import render
 from test_slurm_plan import _shards
 
@@ -199,8 +201,7 @@ def wait_for(fn, what: str, deadline_s: float = 60):
 def _cli(*args, data_root: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
     env["KIT_DATA_ROOT"] = str(data_root)
-    return subprocess.run([sys.executable, "-m", "kitctl", *args], capture_output=True, text=True, env=env,
-                          cwd=data_root, timeout=120)
+    return kitctl_proc.run([*args], env=env, cwd=data_root, timeout=120)
 
 
 @pytest.mark.slow

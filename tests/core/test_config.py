@@ -1,8 +1,8 @@
-import subprocess
 from pathlib import Path
-import sys
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.core.config import load_config, parse_arch_list, write_template
 from kitctl.core.errors import ConfigError
@@ -61,8 +61,7 @@ def test_arch_parse():
 def test_cli_bad_config_exits_2_without_traceback(tmp_path):
     p = tmp_path / "kit.yaml"
     p.write_text("provider: cuda\n")
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(p), "doctor"],
-                       capture_output=True, text=True)
+    r = kitctl_proc.run(["--config", str(p), "doctor"])
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "provider" in r.stderr and "allowed" in r.stderr
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import kitctl_proc
+
 from kitctl.core.config import load_config_source, locate_config, user_config_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,11 +76,9 @@ def test_cli_from_a_nested_folder_uses_the_projects_kit_yaml_and_says_so(tmp_pat
     sub.mkdir(parents=True)
     subprocess.run([sys.executable, "-m", "kitctl", "init", "--data-root", str(tmp_path / "big")], cwd=proj,
                    env=_env(tmp_path), check=True, capture_output=True)
-    r = subprocess.run([sys.executable, "-m", "kitctl", "doctor", "--json"], cwd=sub, env=_env(tmp_path),
-                       capture_output=True, text=True)
+    r = kitctl_proc.run(["doctor", "--json"], cwd=sub, env=_env(tmp_path))
     assert str(tmp_path / "big") in {f["check"]: f for f in json.loads(r.stdout)["findings"]}["data root space"]["detail"]
-    r = subprocess.run([sys.executable, "-m", "kitctl", "data", "tinyshakespeare", "--runtime", "native"], cwd=sub,
-                       env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    r = kitctl_proc.run(["data", "tinyshakespeare", "--runtime", "native"], cwd=sub, env=_env(tmp_path), timeout=300)
     assert r.returncode == 0, r.stderr
     said = " ".join(r.stderr.split())
     assert f"kit.yaml: {proj / 'kit.yaml'} (a parent folder); data root: {tmp_path / 'big'}" in said
@@ -92,21 +92,16 @@ def test_cli_user_config_written_by_init_user_and_used_from_any_folder(tmp_path)
     env = _env(tmp_path, XDG_CONFIG_HOME=str(xdg))
     anywhere = tmp_path / "anywhere"
     anywhere.mkdir()
-    r = subprocess.run([sys.executable, "-m", "kitctl", "init", "--user"], cwd=anywhere, env=env,
-                       capture_output=True, text=True)
+    r = kitctl_proc.run(["init", "--user"], cwd=anywhere, env=env)
     assert r.returncode == 2 and "--data-root" in r.stderr           # the user's file needs a real data root
-    r = subprocess.run([sys.executable, "-m", "kitctl", "init", "--user", "--data-root", "rel"], cwd=anywhere,
-                       env=env, capture_output=True, text=True)
+    r = kitctl_proc.run(["init", "--user", "--data-root", "rel"], cwd=anywhere, env=env)
     assert r.returncode == 2 and "absolute" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "kitctl", "init", "--user", "x.yaml", "--data-root", "/b"],
-                       cwd=anywhere, env=env, capture_output=True, text=True)
+    r = kitctl_proc.run(["init", "--user", "x.yaml", "--data-root", "/b"], cwd=anywhere, env=env)
     assert r.returncode == 2
     big = tmp_path / "big"
-    r = subprocess.run([sys.executable, "-m", "kitctl", "init", "--user", "--data-root", str(big)], cwd=anywhere,
-                       env=env, capture_output=True, text=True)
+    r = kitctl_proc.run(["init", "--user", "--data-root", str(big)], cwd=anywhere, env=env)
     assert r.returncode == 0 and (xdg / "llmc-kit" / "kit.yaml").is_file() and not (anywhere / "kit.yaml").exists()
-    r = subprocess.run([sys.executable, "-m", "kitctl", "data", "tinyshakespeare", "--runtime", "native"],
-                       cwd=anywhere, env=env, capture_output=True, text=True, timeout=300)
+    r = kitctl_proc.run(["data", "tinyshakespeare", "--runtime", "native"], cwd=anywhere, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"(user config); data root: {big}" in " ".join(r.stderr.split())
     assert (big / "tinyshakespeare").is_dir()
@@ -117,22 +112,19 @@ def test_cli_with_no_config_says_the_fallback_and_reproduce_refuses(tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     env = _env(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "kitctl", "data", "tinyshakespeare", "--runtime", "native"], cwd=bare,
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = kitctl_proc.run(["data", "tinyshakespeare", "--runtime", "native"], cwd=bare, env=env, timeout=300)
     said = " ".join(r.stderr.split())
     assert r.returncode == 0 and f"data root falls back to {bare / 'data'}" in said and "kitctl init" in said
-    r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--runtime", "native"], cwd=bare, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run(["reproduce", "--runtime", "native"], cwd=bare, env=env, timeout=120)
     said = " ".join(r.stderr.split())
     assert r.returncode == 2 and "none is configured" in said and "kitctl init --data-root" in said
     assert not (bare / "data" / "runs").exists()
     # doctor judges a fallback data root: it says so (stderr; stdout stays JSON)
-    r = subprocess.run([sys.executable, "-m", "kitctl", "doctor", "--json"], cwd=bare, env=env, capture_output=True,
-                       text=True, timeout=120)
+    r = kitctl_proc.run(["doctor", "--json"], cwd=bare, env=env, timeout=120)
     assert json.loads(r.stdout)["findings"] and f"falls back to {bare / 'data'}" in " ".join(r.stderr.split())
     # its dry run still plans (for a described box), and says nothing on stdout but the plan
-    r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--dry-run", "--json", "--runtime", "native",
-                        "--inventory", str(REPO / "docs" / "inventories" / "2080ti-3090.csv")], cwd=bare, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run(["reproduce", "--dry-run", "--json", "--runtime", "native",
+                         "--inventory", REPO / "docs" / "inventories" / "2080ti-3090.csv"],
+                        cwd=bare, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total"]["disk_bytes"] > 0

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import kitctl_proc
+
 from data_ref import EDGE_DOCS, read_dir, reference_files
 from kitctl.data import manifest as mf
 from kitctl.data.shards import check_shard
@@ -25,8 +27,7 @@ pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF
 
 
 def kitctl(env, *args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "kitctl", "data", *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return kitctl_proc.run(["data", *map(str, args)], env=env, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.slow

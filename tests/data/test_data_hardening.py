@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import kitctl_proc
+
 from data_ref import EDGE_DOCS, read_dir, reference_files
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
@@ -35,6 +37,8 @@ pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF
 
 
 def kitctl(env, *args, preexec_fn=None, timeout=300):
+    if preexec_fn is None:
+        return kitctl_proc.run(["data", *args], env=env, timeout=timeout)
     return subprocess.run([sys.executable, "-m", "kitctl", "data", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout, preexec_fn=preexec_fn)
 

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import kitctl_proc
+
 from data_ref import read_dir, reference_files
 from kitctl.data import hellaswag as hs
 from kitctl.data import tokenizer as tk
@@ -108,8 +110,7 @@ def test_hellaswag_recipe_cli_writes_where_train_expects(tmp_path, gpt2_bpe_dir)
     _hellaswag_jsonl(tmp_path / "hs.jsonl")
     env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_RUNTIME": "native",
            "KIT_TOKENIZER_DIR": str(gpt2_bpe_dir)}
-    r = subprocess.run([sys.executable, "-m", "kitctl", "data", "hellaswag", "--source", str(tmp_path / "hs.jsonl")],
-                       env=env, capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run(["data", "hellaswag", "--source", str(tmp_path / "hs.jsonl")], env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert hs.read_eval_file(tmp_path / "root" / "hellaswag" / "hellaswag_val.bin")[0]["n"] == 2
     assert (tmp_path / "root" / "gpt2_tokenizer.bin").is_file()
@@ -270,9 +271,7 @@ def test_hellaswag_out_honoured_and_different_file_refused_without_force(tmp_pat
     env = _kitctl_env(tmp_path, gpt2_bpe_dir)
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "kitctl", "data", "hellaswag", "--source",
-                               str(tmp_path / "hs.jsonl"), *map(str, args)],
-                              env=env, capture_output=True, text=True, timeout=120)
+        return kitctl_proc.run(["data", "hellaswag", "--source", tmp_path / "hs.jsonl", *args], env=env, timeout=120)
 
     out = tmp_path / "evals"
     r = run("--out", out, "--dry-run")

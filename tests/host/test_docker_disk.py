@@ -5,10 +5,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.core.config import KitConfig
 from kitctl.host import docker_disk, doctor
@@ -35,8 +36,7 @@ def test_root_dir_free_space_and_build_cache_come_from_the_real_engine():
 @pytest.mark.docker
 def test_doctor_json_reports_dockers_storage(tmp_path):
     (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path}\nruntime: docker\n")
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "doctor", "--json"],
-                       capture_output=True, text=True)
+    r = kitctl_proc.run(["--config", str(tmp_path / "kit.yaml"), "doctor", "--json"])
     out = json.loads(r.stdout)
     row = {f["check"]: f for f in out["findings"]}["docker storage"]
     root = subprocess.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True,
@@ -115,8 +115,7 @@ def _doctor(tmp_path, *args, gpu_box: bool):
         (tmp_path / "gpus.csv").write_text(MIXED)
         extra = ["--inventory", str(tmp_path / "gpus.csv")]
     env = {**os.environ, "PATH": "/usr/bin:/bin"}      # no nvidia-smi: this box has no GPU of its own
-    return subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "doctor", *extra,
-                           *args], capture_output=True, text=True, env=env)
+    return kitctl_proc.run(["--config", str(tmp_path / "kit.yaml"), "doctor", *extra, *args], env=env)
 
 
 @pytest.mark.slow

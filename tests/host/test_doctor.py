@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.host import doctor
 from kitctl.core.config import KitConfig
@@ -67,8 +67,7 @@ def test_small_disk_and_small_shm():
 
 def _cli(tmp_path, *args):
     (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path}\narch: [75, 86]\nruntime: native\n")
-    return subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "doctor", *args],
-                          capture_output=True, text=True)
+    return kitctl_proc.run(["--config", str(tmp_path / "kit.yaml"), "doctor", *args])
 
 
 @pytest.mark.slow

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.core import pins
 from kitctl.core.config import KitConfig, Mirrors
@@ -235,8 +236,7 @@ def test_one_set_of_gpu_container_flags():
 
 def kit(tmp_path: Path, *args: str, config: str = "data_root: ./data\n") -> subprocess.CompletedProcess:
     (tmp_path / "kit.yaml").write_text(config)
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), *args],
-                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    r = kitctl_proc.run(["--config", tmp_path / "kit.yaml", *args], cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
     r.stderr = " ".join(r.stderr.split())
     return r
 

@@ -1,10 +1,10 @@
 """Bad inputs to `kitctl build` / `render` are refused like a bad kit.yaml: exit 2, what is allowed, no tag."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.host import doctor
 from kitctl.images import render as rendering
@@ -16,8 +16,7 @@ from kitctl.host.gpus import parse_csv
 
 def kit(tmp_path, *args, config: str = ""):
     (tmp_path / "kit.yaml").write_text(config or "data_root: ./data\n")
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), *args],
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = kitctl_proc.run(["--config", str(tmp_path / "kit.yaml"), *args], cwd=tmp_path)
     r.stderr = " ".join(r.stderr.split())     # rich wraps long lines
     return r
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.core.config import KitConfig, Mirrors
 from kitctl.core.errors import ConfigError, KitError
@@ -183,8 +184,7 @@ def kit_env() -> dict[str, str]:
 
 def kit(tmp_path: Path, *args: str, config: str = "data_root: ./data\n") -> subprocess.CompletedProcess:
     (tmp_path / "kit.yaml").write_text(config)
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), *args],
-                       capture_output=True, text=True, cwd=tmp_path, env=kit_env())
+    r = kitctl_proc.run(["--config", str(tmp_path / "kit.yaml"), *args], cwd=tmp_path, env=kit_env())
     r.stderr = " ".join(r.stderr.split())
     return r
 

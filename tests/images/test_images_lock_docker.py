@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.core import pins
 from kitctl.core.errors import KitError
@@ -50,8 +51,7 @@ def kit(folder: Path, *args: str) -> subprocess.CompletedProcess:
     pip = os.environ.get("PIP_INDEX_URL")
     (folder / "kit.yaml").write_text(f"image: {LOCK_IMAGE}\ndata_root: ./data\n"
                                      + (f"mirrors:\n  pip_index: {pip}\n" if pip else ""))
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(folder / "kit.yaml"), *args],
-                       capture_output=True, text=True, cwd=folder, env=kit_env())
+    r = kitctl_proc.run(["--config", str(folder / "kit.yaml"), *args], cwd=folder, env=kit_env())
     r.stderr = " ".join(r.stderr.split())
     return r
 

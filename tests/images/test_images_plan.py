@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+import kitctl_proc
+
 from kitctl.host import compose
 from kitctl.images import build as builder
 from kitctl.images import context
@@ -156,12 +158,9 @@ def test_env_file_lives_in_the_data_root_and_quotes_what_needs_it(tmp_path):
 
 @pytest.mark.slow
 def test_cli_build_dry_run_prints_buildx_line(tmp_path):
-    import subprocess
-    import sys
 
-    r_ = subprocess.run([sys.executable, "-m", "kitctl", "build", "--provider", "wheels", "--arch", "75,86",
-                         "--target", "toolchain", "--build-dir", str(tmp_path), "--dry-run"],
-                        capture_output=True, text=True, cwd=tmp_path)
+    r_ = kitctl_proc.run(["build", "--provider", "wheels", "--arch", "75,86", "--target", "toolchain",
+                          "--build-dir", tmp_path, "--dry-run"], cwd=tmp_path)
     assert r_.returncode == 0, r_.stderr
     assert "docker buildx build --progress plain --load --target toolchain" in r_.stdout
     assert "llmc-kit:toolchain-wheels-cu13.0-sm75-sm86-" in r_.stdout

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import kitctl_proc
+
 from kitctl.images import render as rendering
 from kitctl.images import request
 from kitctl.core.config import KitConfig
@@ -64,8 +66,7 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path, hadolint):
 @pytest.mark.slow
 def test_cli_render_writes_a_buildable_context(tmp_path):
     out = tmp_path / "ctx"
-    r = subprocess.run([sys.executable, "-m", "kitctl", "render", "--provider", "wheels", "--arch", "86",
-                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    r = kitctl_proc.run(["render", "--provider", "wheels", "--arch", "86", "--out", str(out)], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (out / "Dockerfile").is_file() and (out / "native" / "build.sh").is_file()
     assert "docker buildx build" in r.stdout and "--target runtime" in r.stdout

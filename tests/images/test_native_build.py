@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import kitctl_proc
+
 from kitctl.images import native_build
 from kitctl.core.errors import KitError
 
@@ -131,9 +133,8 @@ def test_cli_native_dry_run(fake, tmp_path):
     (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path / 'data'}\nruntime: native\narch: [75, 86]\n")
     env = {**os.environ, "CUDA_HOME": str(fake["cuda"]), "NCCL_INCLUDE": str(fake["nccl"] / "include"),
            "OPENMPI_DIR": str(fake["mpi"])}
-    r = subprocess.run([sys.executable, "-m", "kitctl", "--config", str(tmp_path / "kit.yaml"), "build",
-                        "--llmc-src", str(fake["src"]), "--no-cudnn", "--dry-run"],
-                       capture_output=True, text=True, env=env)
+    r = kitctl_proc.run(["--config", tmp_path / "kit.yaml", "build", "--llmc-src", fake["src"], "--no-cudnn",
+                         "--dry-run"], env=env)
     assert r.returncode == 0, r.stderr
     assert f"--out {tmp_path / 'data' / 'native' / 'bin'}" in r.stdout and "--arch 75,86" in r.stdout
 

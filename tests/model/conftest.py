@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 
 import llmc_ref
 
@@ -46,5 +46,4 @@ def kitctl(*args, data_root: Path, env_extra: dict | None = None, timeout: int =
     env["KIT_DATA_ROOT"] = str(data_root)
     env["TIKTOKEN_CACHE_DIR"] = str(data_root / "tiktoken")
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "kitctl", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=data_root, timeout=timeout)
+    return kitctl_proc.run([*map(str, args)], env=env, cwd=data_root, timeout=timeout)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kitctl_proc
+
 from kitctl.observe import logs, runs as runs_mod, tbsync
 from kitctl.core.errors import KitError
 from kitctl.observe.logs import parse_main_log, parse_stdout
@@ -392,8 +394,7 @@ def test_reference_values_are_vislogs(llmc_src):
 def kitctl(*args, data_root: Path, **kw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
     env["KIT_DATA_ROOT"] = str(data_root)
-    return subprocess.run([sys.executable, "-m", "kitctl", *args], capture_output=True, text=True, env=env,
-                          cwd=data_root, timeout=120, **kw)
+    return kitctl_proc.run(args, env=env, cwd=data_root, timeout=120, **kw)
 
 
 @pytest.mark.slow

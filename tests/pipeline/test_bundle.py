@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import kitctl_proc
+
 from kitctl.core import bundle as bf
 from kitctl.core.pipeline_state import PipelineState
 
@@ -28,9 +30,10 @@ UNSHARE = shutil.which("unshare") if shutil.which("ip") else None
 
 
 def _kitctl(args, env, netns=False, timeout=300):
-    argv = [sys.executable, "-m", "kitctl", *args]
-    if netns:   # a new network namespace: loopback only (mpirun's PMIx needs it up), no route anywhere
-        argv = [UNSHARE, "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    if not netns:
+        return kitctl_proc.run(args, env=env, timeout=timeout)
+    # a new network namespace: loopback only (mpirun's PMIx needs it up), no route anywhere
+    argv = [UNSHARE, "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, "-m", "kitctl", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 

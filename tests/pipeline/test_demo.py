@@ -6,6 +6,8 @@ import sys
 import numpy as np
 import pytest
 
+import kitctl_proc
+
 
 @pytest.mark.slow
 def test_demo_runs_and_reports_what_it_skipped(tmp_path):
@@ -30,9 +32,8 @@ def test_demo_dry_run_writes_nothing_and_build_advice_matches_the_provider(tmp_p
     from kitctl.pipeline.costs import costs
     from kitctl.pipeline.demo import build_advice
 
-    r = subprocess.run([sys.executable, "-m", "kitctl", "demo", "--dry-run", "--data-root", str(tmp_path / "d")],
-                       capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin",
-                                                                          "HOME": str(tmp_path)})
+    r = kitctl_proc.run(["demo", "--dry-run", "--data-root", tmp_path / "d"], timeout=120,
+                        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert r.returncode == 0 and "would write under" in r.stdout and not (tmp_path / "d").exists(), r.stderr
     for provider in ("nvidia", "wheels"):
         advice = build_advice(provider)

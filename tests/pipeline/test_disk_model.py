@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.core.config import TEMPLATE, KitConfig
 from kitctl.host import doctor
@@ -29,9 +29,8 @@ def test_the_reference_model_is_the_dry_run_of_the_seed_box(tmp_path):
     """The figures are the planner's own: the same numbers `kitctl reproduce --dry-run --json` prints."""
     m = reference.disk_model()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KIT_DATA_ROOT": str(tmp_path / "d")}
-    r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--dry-run", "--json", "--no-tune",
-                        "--inventory", str(REPO / "docs" / "inventories" / "2080ti-3090.csv")], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run(["reproduce", "--dry-run", "--json", "--no-tune",
+                         "--inventory", REPO / "docs" / "inventories" / "2080ti-3090.csv"], env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)
     assert j["total"]["disk_bytes"] == m.data_root_bytes

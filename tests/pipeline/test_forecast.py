@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 
 from kitctl.pipeline import forecast as fc
 from kitctl.train.memory import dims_for
@@ -146,8 +146,7 @@ def test_remaining_disk_counts_only_what_is_still_to_run_on_the_data_root():
 
 def _dry(tmp_path, *args):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200", "KIT_DATA_ROOT": str(tmp_path / "d")}
-    return subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--dry-run", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return kitctl_proc.run(["reproduce", "--dry-run", *args], env=env, timeout=120)
 
 
 @pytest.mark.slow
@@ -187,8 +186,7 @@ def test_dry_run_table_with_price(tmp_path):
 @pytest.mark.parametrize("args", [["--json"], ["--cpus", "0", "--dry-run"]])
 def test_json_needs_dry_run_and_cpus_positive(tmp_path, args):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KIT_DATA_ROOT": str(tmp_path / "d")}
-    r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", "--inventory", str(SEED), *args], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run(["reproduce", "--inventory", str(SEED), *args], env=env, timeout=120)
     assert r.returncode == 2 and "hint:" in r.stderr
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+import kitctl_proc
+
 from kitctl.core import resources
 from kitctl.core.pipeline_state import PipelineState
 from kitctl.data.manifest import verify
@@ -130,12 +132,11 @@ def test_reproduce_whole_pipeline_interrupted_twice_and_resumed(tmp_path):
     args = run_json["plan"]["llmc_args"]
     assert args[len(args) - 1 - args[::-1].index("-h") + 1] == "1"                    # llm.c's -h 1: HellaSwag on
     assert (run / ".llmc-cwd" / "dev" / "data" / "hellaswag" / "hellaswag_val.bin").exists()
-    status_out = subprocess.run([sys.executable, "-m", "kitctl", "status", str(run)], env=_env(tmp_path),
-                                capture_output=True, text=True, timeout=120).stdout
+    status_out = kitctl_proc.run(["status", str(run)], env=_env(tmp_path), timeout=120).stdout
     assert "stage 6/7 train: interrupted" in status_out
 
     # 3. the same command again: training resumes from step 4 and finishes; the report is written
-    r = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    r = kitctl_proc.run_argv(argv, env=_env(tmp_path), timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     st = _state(run)
     assert st.complete and {s.name: s.status for s in st.stages}["train"] == "done"
@@ -150,7 +151,7 @@ def test_reproduce_whole_pipeline_interrupted_twice_and_resumed(tmp_path):
         assert (run / "logs" / f"{stage}.log").stat().st_size > 0, stage
 
     # 4. and once more: nothing left to do
-    r = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run_argv(argv, env=_env(tmp_path), timeout=120)
     assert r.returncode == 0 and r.stdout.count("earlier") == 7, r.stdout[-2000:]
 
 
@@ -161,7 +162,7 @@ def test_reproduce_refuses_other_options_for_the_same_run(tmp_path):
     run.mkdir(parents=True)
     PipelineState(preset="gpt2-124m", run_dir=str(run), key={"preset": "gpt2-124m", "steps": 99}).write(
         run / "reproduce.json")
-    r = subprocess.run(_argv(p), env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run_argv(_argv(p), env=_env(tmp_path), timeout=120)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "started with other options" in r.stderr and "steps: this run was started with 99, now 12" in r.stderr
 
@@ -179,8 +180,7 @@ def test_reproduce_bad_input_exits_2_with_what_and_fix(tmp_path, args, message):
     args = [a.format(small=tmp_path / "small.csv", empty=tmp_path / "empty.csv") for a in args]
     if "--inventory" not in args:
         args += ["--inventory", str(tmp_path / "small.csv")]
-    r = subprocess.run([sys.executable, "-m", "kitctl", "reproduce", *args, "--dry-run"], env=_env(tmp_path),
-                       capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run(["reproduce", *args, "--dry-run"], env=_env(tmp_path), timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     err = " ".join(r.stderr.split())
     assert message in err and "hint:" in err
@@ -207,10 +207,9 @@ def test_crash_leaves_a_running_stage_that_the_same_command_continues(tmp_path):
             pass
     st = _state(run)
     assert st.stage("train").status == "running" and st.stage("tune").status == "skipped"
-    out = subprocess.run([sys.executable, "-m", "kitctl", "status", str(run)], env=_env(tmp_path),
-                         capture_output=True, text=True, timeout=120).stdout
+    out = kitctl_proc.run(["status", str(run)], env=_env(tmp_path), timeout=120).stdout
     assert "no kitctl running: re-run the same command to continue" in " ".join(out.split())
-    r = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    r = kitctl_proc.run_argv(argv, env=_env(tmp_path), timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     st = _state(run)
     assert st.complete and st.stage("train").sessions == 2 and (run / "report.html").is_file()
@@ -230,12 +229,12 @@ def test_dry_run_plans_on_a_machine_without_gpus(tmp_path):
     """README step 4 on a laptop: every GPU-free stage planned; the train stage says how to plan it."""
     env = _no_gpu_env(tmp_path)
     base = [sys.executable, "-m", "kitctl", "reproduce", "--dry-run"]
-    r = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run_argv(base, env=env, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = " ".join(r.stdout.split())
     assert "not planned: no NVIDIA GPU on this machine" in out and "--inventory FILE" in out
     assert "docs/inventories/2080ti-3090.csv" in out and "+ train" in out
-    r = subprocess.run([*base, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run_argv([*base, "--json"], env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     plan = json.loads(r.stdout)                         # valid JSON: no NaN
     st = {s["name"]: s for s in plan["stages"]}
@@ -246,8 +245,8 @@ def test_dry_run_plans_on_a_machine_without_gpus(tmp_path):
     assert plan["total"]["seconds"] is None and plan["total"]["disk_bytes"] == sum(s["disk_bytes"] for s in st.values())
     assert not (tmp_path / "data").exists()             # a plan writes nothing
     # the same dry run with an inventory plans the train stage's time
-    r = subprocess.run([*base, "--json", "--inventory", str(REPO / "docs" / "inventories" / "2080ti-3090.csv")],
-                       env=env, capture_output=True, text=True, timeout=120)
+    r = kitctl_proc.run_argv([*base, "--json", "--inventory", str(REPO / "docs" / "inventories" / "2080ti-3090.csv")],
+                             env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     train = {s["name"]: s for s in json.loads(r.stdout)["stages"]}["train"]
     assert train["seconds"] > 3600 and "reason" not in train
@@ -265,8 +264,7 @@ def test_inventory_only_plans(tmp_path):
                  ["tune", "--inventory", str(inv)]):
         if argv[0] == "train":
             _shards(tmp_path / "shards")
-        r = subprocess.run([sys.executable, "-m", "kitctl", *argv], env=env, capture_output=True, text=True,
-                           timeout=120)
+        r = kitctl_proc.run([*argv], env=env, timeout=120)
         err = " ".join(r.stderr.split())
         assert r.returncode == 2, (argv, r.stdout[-2000:], r.stderr[-2000:])
         assert "--inventory" in err and "add --dry-run" in err, err

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import kitctl_proc
 from rich.console import Console
 
 from kitctl.core.config import KitConfig
@@ -334,21 +336,19 @@ def test_throughput_warmup_is_per_launch():
 
 @pytest.mark.slow
 def test_cli_dry_run_and_errors(kit):
-    import subprocess
 
     cfg, tmp = kit
     env = {**os.environ, "KIT_DATA_ROOT": str(cfg.data_root), "KIT_RUNTIME": "native", "COLUMNS": "200"}
     base = [sys.executable, "-m", "kitctl", "train", "--inventory", str(tmp / "two.csv"), "--mpirun", "/bin/true"]
-    r = subprocess.run([*base, "--data", str(cfg.data_root / "tinyshakespeare"), "--steps", "60", "--dry-run",
-                        "--", "-lg", "10"], capture_output=True, text=True, env=env, cwd=tmp)
+    r = kitctl_proc.run_argv([*base, "--data", str(cfg.data_root / "tinyshakespeare"), "--steps", "60", "--dry-run",
+                        "--", "-lg", "10"], env=env, cwd=tmp)
     assert r.returncode == 0, r.stderr
     cmd = r.stdout.strip().splitlines()[-1]
     assert cmd.startswith("cd ") and "/bin/true -np 2 --bind-to none" in cmd and cmd.endswith("-y 0 -lg 10")
     assert "grad accumulation" in r.stdout and "Traceback" not in r.stderr
-    r = subprocess.run([*base, "--data", str(tmp / "nowhere"), "--dry-run"], capture_output=True, text=True,
-                       env=env, cwd=tmp)
+    r = kitctl_proc.run_argv([*base, "--data", str(tmp / "nowhere"), "--dry-run"], env=env, cwd=tmp)
     assert r.returncode == 2 and "no shard folder" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([*base, "--preset", "gpt9", "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp)
+    r = kitctl_proc.run_argv([*base, "--preset", "gpt9", "--dry-run"], env=env, cwd=tmp)
     assert r.returncode == 2 and "unknown preset" in r.stderr
 
 
@@ -453,7 +453,6 @@ def test_docker_without_nvidia_runtime_says_the_container_could_not_start(kit, m
 def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_best(kit):
     """`kitctl train` on a GPU the throughput table has no row for (RTX 4090): the plan shows a bounded short
     tune, the CLI runs it (cached), plans again from the measurement and trains that config."""
-    import subprocess
 
     cfg, tmp = kit
     (tmp / "4090.csv").write_text("0, NVIDIA GeForce RTX 4090, 8.9, 24564 MiB, 570.86.10\n")
@@ -464,11 +463,11 @@ def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_be
     here = [sys.executable, "-m", "kitctl", "train", "--mpirun", NO_MPIRUN,
             "--data", str(cfg.data_root / "tinyshakespeare"), "--name", "tf", "--steps", "3000"]
     base = [*here, "--inventory", str(tmp / "4090.csv")]
-    r = subprocess.run([*base, "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp)
+    r = kitctl_proc.run_argv([*base, "--dry-run"], env=env, cwd=tmp)
     assert r.returncode == 0, r.stderr
     assert "tune first" in r.stdout and "within 2% of the run's" in r.stdout
     assert not (cfg.data_root / "tune").exists()                          # --dry-run only shows it
-    r = subprocess.run(here, capture_output=True, text=True, env=env, cwd=tmp)
+    r = kitctl_proc.run_argv(here, env=env, cwd=tmp)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = " ".join(r.stdout.split())
     assert "tune first: " in out and re.search(r"B=8 -r 0: 600,00\d tok/s", out)
@@ -480,6 +479,5 @@ def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_be
     rj = json.loads((cfg.data_root / "runs" / "tf" / "run.json").read_text())
     assert rj["plan"]["micro_batch"] == 8 and rj["plan"]["tune_file"] == rj["session"]["tuned"]
     # --no-tune: no tune, and the table's pick
-    r = subprocess.run([*base, "--no-tune", "--name", "nt", "--dry-run"], capture_output=True, text=True, env=env,
-                       cwd=tmp)
+    r = kitctl_proc.run_argv([*base, "--no-tune", "--name", "nt", "--dry-run"], env=env, cwd=tmp)
     assert r.returncode == 0 and "tune first" not in r.stdout and "throughput table" in r.stdout
