@@ -119,5 +119,9 @@ mkdir -p "$out"
 log "building $out/$name: precision $precision, cuDNN $cudnn, archs ${archs[*]}, CUDA $cuda_home"
 run "$nvcc" "${flags[@]}" "${pflags[@]}" "${compat[@]}" "$src/train_gpt2.cu" "${objs[@]}" \
     "${ldf[@]}" "${inc[@]}" "${libs[@]}" "${rpath[@]}" -o "$out/$name"
+# nvcc names its temp files tmpxft_<its PID>_..., and the host compiler keeps one such name per compiled file in
+# the binary's symbol table (an STT_FILE symbol): PIDs differ from build to build, so the same source, toolchain and
+# flags gave another file each time. Blank the PID (same length: nothing in the file moves): one sha256 per input.
+run perl -0777 -pi -e 's/tmpxft_[0-9a-f]{8}_/tmpxft_00000000_/g' "$out/$name"
 [ "$dry" = 1 ] || chmod 0755 "$out/$name"
 log "done: $out/$name"

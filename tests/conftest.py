@@ -75,7 +75,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="Debian's chromium is not installed (CI installs it)"))
         if "slurm" in item.keywords and shutil.which("slurmctld") is None:
             item.add_marker(pytest.mark.skip(reason="slurm-wlm is not installed (CI installs slurm-wlm and munge)"))
-        if item.get_closest_marker("docker") or DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "wheels_toolchain" in fixtures:       # the CUDA toolchain's chain of tests runs beside the data image's
+            item.add_marker(pytest.mark.xdist_group("docker-toolchain"))
+        elif item.get_closest_marker("docker") or DOCKER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.xdist_group("docker"))
         elif item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -20,3 +20,4 @@ inc=("-I$mpi/include") lib=("-L$mpi/lib")
 for d in "$cuda_home/lib64" "$cuda_home/lib"; do [ -d "$d" ] && { lib+=("-L$d"); break; }; done
 set -x
 "$cuda_home/bin/nvcc" -O2 -std=c++17 "${gencode[@]}" "$here/smoke.cu" "${inc[@]}" "${lib[@]}" -lnccl -lmpi -o "$out"
+perl -0777 -pi -e 's/tmpxft_[0-9a-f]{8}_/tmpxft_00000000_/g' "$out"   # nvcc's PID in a temp name: see native/build.sh
