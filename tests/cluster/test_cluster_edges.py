@@ -201,7 +201,7 @@ def wait_for(fn, what: str, deadline_s: float = 60):
 def _cli(*args, data_root: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
     env["KIT_DATA_ROOT"] = str(data_root)
-    return kitctl_proc.run([*args], env=env, cwd=data_root, timeout=120)
+    return kitctl_proc.run(args, env=env, cwd=data_root, timeout=120)
 
 
 @pytest.mark.slow

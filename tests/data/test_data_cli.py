@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF
 
 
 def kitctl(env, *args, cwd=None, timeout=300):
-    return kitctl_proc.run(["data", *map(str, args)], env=env, cwd=cwd, timeout=timeout)
+    return kitctl_proc.run(["data", *args], env=env, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.slow

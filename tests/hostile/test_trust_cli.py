@@ -243,7 +243,7 @@ def _kitctl_subprocess(argv: list[str], cwd: Path, env: Optional[dict[str, str]]
     e.update({"HOME": str(cwd.parent / "home"), "COLUMNS": "400", "PYTHONPATH": str(ROOT), **(env or {})})
     if (cwd / "gpu-bin").is_dir():          # fake_trainer's stand-in nvidia-smi: this box "has" its GPU
         e["PATH"] = f"{cwd / 'gpu-bin'}:{e.get('PATH', '/usr/bin:/bin')}"
-    p = kitctl_proc.run([*argv], cwd=cwd, env=e, timeout=timeout)
+    p = kitctl_proc.run(argv, cwd=cwd, env=e, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr, cwd.parent, cwd)
 
 

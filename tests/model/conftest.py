@@ -46,4 +46,4 @@ def kitctl(*args, data_root: Path, env_extra: dict | None = None, timeout: int =
     env["KIT_DATA_ROOT"] = str(data_root)
     env["TIKTOKEN_CACHE_DIR"] = str(data_root / "tiktoken")
     env.update(env_extra or {})
-    return kitctl_proc.run([*map(str, args)], env=env, cwd=data_root, timeout=timeout)
+    return kitctl_proc.run(args, env=env, cwd=data_root, timeout=timeout)

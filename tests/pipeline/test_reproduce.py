@@ -264,7 +264,7 @@ def test_inventory_only_plans(tmp_path):
                  ["tune", "--inventory", str(inv)]):
         if argv[0] == "train":
             _shards(tmp_path / "shards")
-        r = kitctl_proc.run([*argv], env=env, timeout=120)
+        r = kitctl_proc.run(argv, env=env, timeout=120)
         err = " ".join(r.stderr.split())
         assert r.returncode == 2, (argv, r.stdout[-2000:], r.stderr[-2000:])
         assert "--inventory" in err and "add --dry-run" in err, err
