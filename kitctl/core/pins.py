@@ -141,6 +141,7 @@ class DataImage(UserData):
 class PythonPins(UserData):
     version: Version
     lock: str
+    uv: Version
     not_in_data_image: list[Package]
 
 

@@ -164,6 +164,7 @@ def template_data(req: BuildRequest, llmc_label: str = "", use_lock: bool = True
         "wheels": wheel_pins(req) if req.provider == "wheels" else None,
         "nccl_apt": known.nccl_apt if (known and req.provider == "nvidia") else None,
         "not_in_data_image": list(p.python.not_in_data_image),
+        "uv": p.python.uv,
         "labels": {stage: image_labels(req, stage, llmc_label) for stage in ("toolchain", "runtime", "data")},
     }
     inputs.single_line_values(data)
