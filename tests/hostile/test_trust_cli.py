@@ -238,9 +238,11 @@ def test_trust(case, tmp_path, capsys, monkeypatch):
 
 def _kitctl_subprocess(argv: list[str], cwd: Path, env: Optional[dict[str, str]] = None,
                        timeout: int = SUBPROCESS_SECONDS) -> Result:
-    """``python -m kitctl ARGV`` in a fresh interpreter (for libraries that read their environment at import)."""
+    """``python -m kitctl ARGV`` in a process of its own (tests/kitctl_proc.py: forked from a server that imported
+    only ``kitctl.cli``; the HF libraries, which read their environment at import, are imported in the command's
+    own process, with its environment). A PYTHONPATH in ``env`` (the shadowing cases) starts a fresh interpreter."""
     e = {k: v for k, v in os.environ.items() if not k.startswith(("KIT_", "HF_")) and k not in ("KITCTL_DEBUG",)}
-    e.update({"HOME": str(cwd.parent / "home"), "COLUMNS": "400", "PYTHONPATH": str(ROOT), **(env or {})})
+    e.update({"HOME": str(cwd.parent / "home"), "COLUMNS": "400", **(env or {})})
     if (cwd / "gpu-bin").is_dir():          # fake_trainer's stand-in nvidia-smi: this box "has" its GPU
         e["PATH"] = f"{cwd / 'gpu-bin'}:{e.get('PATH', '/usr/bin:/bin')}"
     p = kitctl_proc.run(argv, cwd=cwd, env=e, timeout=timeout)
