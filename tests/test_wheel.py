@@ -7,6 +7,7 @@ the restructure issue names from an empty folder.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -62,10 +63,19 @@ def test_wheel_does_not_import_the_checkout(wheel_kitctl, tmp_path):
 
 
 def test_wheel_demo_from_an_empty_folder(wheel_kitctl, tmp_path):
-    r = _run(wheel_kitctl, tmp_path, "demo", "--data-root", str(tmp_path / "demo"))
+    """`kitctl demo` (the README's first command) end to end, once per test run, from the installed wheel: it
+    says what it skipped, and makes real shards in llm.c's format from the embedded corpus and tokenizer."""
+    root = tmp_path / "demo"
+    r = _run(wheel_kitctl, tmp_path, "demo", "--data-root", str(root))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "failed" not in r.stdout.split("demo summary")[1]
-    assert (tmp_path / "demo" / "report.png").stat().st_size > 10_000
+    assert "demo summary" in r.stdout and "failed" not in r.stdout.split("demo summary")[1]
+    assert "\u2026" not in r.stdout.split("demo summary")[1]      # whole paths, never cut with "..."
+    val = np.fromfile(root / "tinyshakespeare" / "tinyshakespeare_val_000000.bin", dtype=np.int32, count=3)
+    assert list(val) == [20240520, 1, 32768]
+    assert (root / "gpt2_tokenizer.bin").exists() and (root / "report.png").stat().st_size > 10_000
+    assert list((root / "runs" / "h100-tinyshakespeare-150" / "tb").glob("events.out.tfevents.*"))
+    if shutil.which("nvidia-smi") is None:
+        assert "no NVIDIA GPU here" in r.stdout        # training is skipped, and the demo says why
 
 
 def test_wheel_data_tinyshakespeare_native(wheel_kitctl, tmp_path):
