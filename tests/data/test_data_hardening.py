@@ -134,7 +134,7 @@ def test_tokenizer_bin_constant_matches_what_is_written(tiktoken_cache, tmp_path
 
 # ------------------------------------------------------------------------------------ folders and inputs
 @pytest.mark.slow
-def test_output_folder_inside_the_input_folder(env, tmp_path):
+def test_output_folder_inside_the_input_folder(env, tmp_path, tiktoken_cache):
     d = tmp_path / "corpus"
     d.mkdir()
     docs = docs_file(d / "a.jsonl")
