@@ -50,13 +50,13 @@ def pytest_unconfigure(config):
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """Workers for `-n auto` (pyproject's addopts): PYTEST_XDIST_AUTO_NUM_WORKERS if set, else one more than the
-    cores (3 on a 2-core CI box). The tests wait on subprocesses, Docker, Slurm and sleeps; a third worker runs
-    while the other two wait (measured on a cold 2-core box, 2026-12-06: 272 s with 2 workers, 244 s with 3; the
-    box stays CPU-bound, ~95% busy, so more would only fight over the same cores). `-n 0` runs in this process
-    (no workers; --pdb does that by itself)."""
+    """Workers for `-n auto` (pyproject's addopts): PYTEST_XDIST_AUTO_NUM_WORKERS if set, else one a core. The
+    suite is CPU-bound on a 2-core box even though its tests also wait (Docker, Slurm, servers): measured cold on
+    this box, 2026-12-06, the whole suite took 256.7 s with 2 workers and 243.9-257.5 s with 3 (the box ~95% busy),
+    and the fast tier 23.9 s with 2, 30.9 s with 3 (each worker's start-up is ~5 s of CPU). `-n 0` runs in this
+    process (no workers; --pdb does that by itself)."""
     env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
-    return int(env) if env else (os.cpu_count() or 1) + 1
+    return int(env) if env else (os.cpu_count() or 1)
 
 
 # Tests that share one expensive thing run on one xdist worker (`--dist loadgroup`), so it is made once per run:
