@@ -30,19 +30,25 @@ def _say(msg: str) -> None:
     err_console.print(msg, highlight=False, markup=False)
 
 
-def _exported(target: str, runs_dir: Path, step: Optional[int]) -> tuple[locate.Target, Path]:
-    """The run, checkpoint or export ``target`` names, and its export folder (made on first use)."""
+def _resolved(target: str, runs_dir: Path, step: Optional[int]) -> locate.Target:
+    """The run, checkpoint or export ``target`` names (its note said)."""
     t = locate.resolve(target, runs_dir, step, allow_export=True)
     if t.note:
         _say(f"note: {t.note}")
+    return t
+
+
+def _exported(target: str, runs_dir: Path, step: Optional[int]) -> tuple[locate.Target, Path]:
+    """The run, checkpoint or export ``target`` names, and its export folder (made on first use)."""
+    t = _resolved(target, runs_dir, step)
     return t, export.ensure_export(t, say=_say)
 
 
-def _plan_export(target: str, runs_dir: Path, step: Optional[int], then: str) -> None:
-    """What `sample` / `eval` would use, for --dry-run: the export folder, made first if it is missing or stale."""
-    t = locate.resolve(target, runs_dir, step, allow_export=True)
-    if t.note:
-        _say(f"note: {t.note}")
+def _plan_export(target: str, runs_dir: Path, step: Optional[int], then: str,
+                 t: Optional[locate.Target] = None) -> None:
+    """What `sample` / `eval` would use, for --dry-run: the export folder, made first if it is missing or stale.
+    ``t``: the target when the caller resolved it already."""
+    t = t or _resolved(target, runs_dir, step)
     if t.export_dir is not None:
         folder, how = t.export_dir, "an export"
     else:
@@ -164,21 +170,24 @@ def eval_cmd(
     names = evaluate.parse_tasks(tasks)
     cfg = config(writes=record and not dry_run)
     hub = evaluate.prepare_hub(cfg.hf_cache, cfg.mirrors.hf_endpoint)   # before lm-eval reads the environment
+    # the inputs first (file reads): a wrong run or a damaged run.json is said before seconds of importing
+    # lm-eval, transformers and torch
+    t = _resolved(target, cfg.runs_dir, step)
+    checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
+    if t.export_dir is not None:          # an export given directly: its record names the checkpoint
+        rec = export.ExportRecord.read_optional(t.export_dir / export.RECORD)
+        if rec is not None:
+            checkpoint, st = Path(rec.source), rec.step
+            run_dir = checkpoint.parent if checkpoint.parent.is_dir() else None
+    if record and not dry_run and run_dir is not None:
+        check_recordable(run_dir)         # a damaged run.json: say so now, not after the eval
     evaluate.load_harness()               # exit 2 with the install line before any export work
     evaluate.pick_device(device)          # exit 2 for --device cuda without CUDA, before any export work
     if dry_run:
         _plan_export(target, cfg.runs_dir, step, f"run lm-eval {', '.join(names)}"
-                     + ("; the results are appended to the run's run.json" if record else " (--no-record)"))
+                     + ("; the results are appended to the run's run.json" if record else " (--no-record)"), t)
         return
-    t, folder = _exported(target, cfg.runs_dir, step)
-    checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
-    if t.export_dir is not None:          # an export given directly: its record names the checkpoint
-        rec = export.ExportRecord.read_optional(folder / export.RECORD)
-        if rec is not None:
-            checkpoint, st = Path(rec.source), rec.step
-            run_dir = checkpoint.parent if checkpoint.parent.is_dir() else None
-    if record and run_dir is not None:
-        check_recordable(run_dir)         # a damaged run.json: say so now, not after the eval
+    folder = export.ensure_export(t, say=_say)
     _say(f"lm-eval {evaluate.harness_version()}: {', '.join(names)} on {folder}")
     res = evaluate.run_harness(folder, names, device=device, batch_size=batch_size, limit=limit,
                                num_fewshot=num_fewshot, include_path=include_path, hf_home=cfg.hf_cache,

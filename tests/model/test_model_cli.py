@@ -141,6 +141,8 @@ FAKE_LM_EVAL = '''
 import json, os
 from pathlib import Path
 
+Path(os.environ["FAKE_LM_EVAL_CALL"] + ".imported").touch()
+
 def simple_evaluate(model, model_args, tasks, **kw):
     export = Path(model_args["pretrained"])
     assert (export / "config.json").is_file() and (export / "model.safetensors").is_file()
@@ -203,7 +205,8 @@ def test_eval_refuses_a_damaged_run_json_before_running_the_harness(root, fake_h
     rj.write_text('{"session": {"status": "half')          # cut mid-write by hand
     r = kitctl("eval", "r1", "--tasks", "hellaswag", data_root=root, env_extra=env)
     assert r.returncode == 2 and "could not be recorded" in r.stderr and "--no-record" in r.stderr, r.stderr
-    assert not call.exists()                               # the harness never ran
+    assert not call.exists()                               # the harness never ran ...
+    assert not call.with_name(call.name + ".imported").exists()   # ... nor imported: the inputs are checked first
     assert rj.read_text() == '{"session": {"status": "half'    # and the file is left as it was
     r = kitctl("eval", "r1", "--tasks", "hellaswag", "--no-record", data_root=root, env_extra=env)
     assert r.returncode == 0, r.stderr
