@@ -44,11 +44,9 @@ def _exported(target: str, runs_dir: Path, step: Optional[int]) -> tuple[locate.
     return t, export.ensure_export(t, say=_say)
 
 
-def _plan_export(target: str, runs_dir: Path, step: Optional[int], then: str,
-                 t: Optional[locate.Target] = None) -> None:
-    """What `sample` / `eval` would use, for --dry-run: the export folder, made first if it is missing or stale.
-    ``t``: the target when the caller resolved it already."""
-    t = t or _resolved(target, runs_dir, step)
+def _plan_export(t: locate.Target, then: str) -> None:
+    """What `sample` / `eval` would use on target ``t``, for --dry-run: the export folder, made first if it is
+    missing or stale."""
     if t.export_dir is not None:
         folder, how = t.export_dir, "an export"
     else:
@@ -140,7 +138,7 @@ def sample(
     temperature = 1.0 if temperature is None else temperature
     cfg = config()
     if dry_run:
-        _plan_export(target, cfg.runs_dir, step, f"sample {n} tokens with the {backend} backend")
+        _plan_export(_resolved(target, cfg.runs_dir, step), f"sample {n} tokens with the {backend} backend")
         return
     t, folder = _exported(target, cfg.runs_dir, step)
     cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cfg.layout.tiktoken_cache)
@@ -184,8 +182,8 @@ def eval_cmd(
     evaluate.load_harness()               # exit 2 with the install line before any export work
     evaluate.pick_device(device)          # exit 2 for --device cuda without CUDA, before any export work
     if dry_run:
-        _plan_export(target, cfg.runs_dir, step, f"run lm-eval {', '.join(names)}"
-                     + ("; the results are appended to the run's run.json" if record else " (--no-record)"), t)
+        _plan_export(t, f"run lm-eval {', '.join(names)}"
+                     + ("; the results are appended to the run's run.json" if record else " (--no-record)"))
         return
     folder = export.ensure_export(t, say=_say)
     _say(f"lm-eval {evaluate.harness_version()}: {', '.join(names)} on {folder}")

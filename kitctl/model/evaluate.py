@@ -134,18 +134,14 @@ def run_harness(export: Path, tasks: list[str], *, device: Optional[str] = None,
     device = pick_device(device)
     bs: Any = int(batch_size) if str(batch_size).isdigit() else batch_size
     lim: Any = int(limit) if limit is not None and limit >= 1 else limit
-
-    def evaluate(tm: Any) -> Any:
-        return lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": str(export), "dtype": "float32"}, tasks=tasks,
-            num_fewshot=num_fewshot, batch_size=bs, device=device, limit=lim, task_manager=tm,
-            log_samples=False)
-
     try:
         tm = narrow_task_manager(TaskManager, tasks, include_path)
         if tm is None:          # lm-eval's whole index (None: the harness builds it)
             tm = TaskManager(include_path=str(include_path)) if include_path else None
-        res = evaluate(tm)
+        res = lm_eval.simple_evaluate(
+            model="hf", model_args={"pretrained": str(export), "dtype": "float32"}, tasks=tasks,
+            num_fewshot=num_fewshot, batch_size=bs, device=device, limit=lim, task_manager=tm,
+            log_samples=False)
     except KeyError as e:
         raise ConfigError(f"lm-eval does not know task {e}", "list its tasks with `lm-eval ls tasks`") from None
     except Exception as e:
