@@ -171,6 +171,8 @@ def eval_cmd(
     # the inputs first (file reads): a wrong run or a damaged run.json is said before seconds of importing
     # lm-eval, transformers and torch
     t = _resolved(target, cfg.runs_dir, step)
+    if include_path is not None:
+        evaluate.check_include_path(include_path)
     checkpoint, run_dir, st = t.checkpoint, t.run_dir, t.step
     if t.export_dir is not None:          # an export given directly: its record names the checkpoint
         rec = export.ExportRecord.read_optional(t.export_dir / export.RECORD)

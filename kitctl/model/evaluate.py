@@ -21,6 +21,7 @@ from kitctl import __version__
 from kitctl.core import validate
 from kitctl.core.net import probe_endpoint
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import check_regular
 from kitctl.core.optional import import_optional, installed
 
 INSTALL_HINT = "pip install 'llmc-kit[eval]'   (lm-eval + torch + transformers; on a GPU box install torch for CUDA)"
@@ -154,6 +155,16 @@ def run_harness(export: Path, tasks: list[str], *, device: Optional[str] = None,
     if not isinstance(res, dict) or not isinstance(res.get("results"), dict):
         raise KitError("lm-eval returned no results", "re-run with KITCTL_DEBUG=1 and check lm-eval's own output")
     return res
+
+
+def check_include_path(folder: Path) -> Path:
+    """``--include-path``: a readable folder whose task YAMLs are regular files (a FIFO or a device named *.yaml would
+    block lm-eval's reader, and kitctl's, forever). A ConfigError (exit 2) naming the path otherwise."""
+    validate.readable_folder(folder, "--include-path")
+    for path in Path(folder).rglob("*.yaml"):
+        if not path.is_dir():
+            check_regular(path, "--include-path task file")
+    return Path(folder)
 
 
 def task_folders(tasks_dir: Path, names: list[str]) -> dict[str, set[Path]]:

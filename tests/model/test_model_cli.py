@@ -214,6 +214,26 @@ def test_eval_refuses_a_damaged_run_json_before_running_the_harness(root, fake_h
 
 
 @pytest.mark.slow
+def test_eval_include_path_special_files_are_refused_before_the_harness(root, fake_harness, tmp_path):
+    """--include-path is read by kitctl (which tasks it names) and by lm-eval: a FIFO or a device named *.yaml
+    would block both forever; a missing folder is a typo. Each is exit 2 naming it, before the harness is imported."""
+    env, call = fake_harness
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "ok.yaml").write_text("task: mine\n")
+    os.mkfifo(tasks / "pipe.yaml")
+    for folder, says in ((tasks, "pipe.yaml is a FIFO (named pipe)"), (tmp_path / "nope", "does not exist")):
+        r = kitctl("eval", "r1", "--include-path", folder, data_root=root, env_extra=env, timeout=60)
+        assert r.returncode == 2 and "--include-path" in r.stderr and says in " ".join(r.stderr.split()), r.stderr
+        assert "hint:" in r.stderr
+    (tasks / "pipe.yaml").unlink()
+    (tasks / "zero.yaml").symlink_to("/dev/zero")
+    r = kitctl("eval", "r1", "--include-path", tasks, data_root=root, env_extra=env, timeout=60)
+    assert r.returncode == 2 and "zero.yaml is a character device" in " ".join(r.stderr.split()), r.stderr
+    assert not call.with_name(call.name + ".imported").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("private", [False, True])
 def test_push_uploads_every_file_to_hf_endpoint(root, private):
     with Hub(token="hf_test") as hub:
