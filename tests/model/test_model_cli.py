@@ -218,6 +218,7 @@ def test_eval_include_path_special_files_are_refused_before_the_harness(root, fa
     """--include-path is read by kitctl (which tasks it names) and by lm-eval: a FIFO or a device named *.yaml
     would block both forever; a missing folder is a typo. Each is exit 2 naming it, before the harness is imported."""
     env, call = fake_harness
+    env = {**env, "COLUMNS": "400"}                        # long paths on one line, never wrapped mid-name
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "ok.yaml").write_text("task: mine\n")
