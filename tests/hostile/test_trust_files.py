@@ -389,17 +389,20 @@ def test_log_blocks_are_bounded(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ input changed
 def _change_after_first_batch(monkeypatch, change: Callable[[], None]) -> None:
-    """A hook in the real reader: once the first batch of documents was read, ``change()`` edits the input."""
-    from kitctl.data import sources
+    """A hook in the real tokenizing pass: once its first batch of tokens came out, ``change()`` edits the input,
+    once a run. (Not in ``FilesSource.iter_batches``: the token estimate reads the input first, so a hook there
+    fired twice, and a second replace could get the first file's freed inode number back and read as a size
+    change, not a replacement.)"""
+    from kitctl.data import tokenize
 
-    real = sources.FilesSource.iter_batches
+    real = tokenize.iter_tokens
 
-    def iter_batches(self, start_doc=0, batch_rows=sources.BATCH_ROWS):
-        for i, b in enumerate(real(self, start_doc, batch_rows)):
-            yield b
+    def iter_tokens(batches, workers):
+        for i, t in enumerate(real(batches, workers)):
+            yield t
             if i == 0:
                 change()
-    monkeypatch.setattr(sources.FilesSource, "iter_batches", iter_batches)
+    monkeypatch.setattr(tokenize, "iter_tokens", iter_tokens)
 
 
 @pytest.mark.parametrize("how", ["append", "same-size", "replace"])
