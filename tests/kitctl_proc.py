@@ -27,10 +27,17 @@ _ctx: Optional[multiprocessing.context.ForkServerContext] = None
 _server_startup: dict[str, str] = {}
 
 
+# PYTHON* variables that change neither what is imported nor how the command runs once started: stdout is
+# block-buffered by _stream either way, and whether .pyc files get written changes no behaviour.
+# (PYTHONDONTWRITEBYTECODE=1 is set on CI's machine: counted, it sent every command with its own ``env`` to a cold
+# start.)
+NOT_STARTUP = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"})
+
+
 def _startup(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables that change what an interpreter imports (PYTHONPATH, PYTHONHOME, ...): a command given
-    other values than the server started with needs a fresh interpreter."""
-    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"}
+    """The variables that change what an interpreter imports or how it runs (PYTHONPATH, PYTHONHOME,
+    PYTHONIOENCODING, ...): a command given other values than the server started with needs a fresh interpreter."""
+    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k not in NOT_STARTUP}
 
 
 def _context() -> multiprocessing.context.ForkServerContext:
