@@ -26,10 +26,20 @@ def offline_hint() -> str:
             "a bundle (`kitctl bundle --out FILE --source FILES` on a box with network, then --bundle FILE)")
 
 
+def _cannot_list(repo: str, revision: str, why: str) -> KitError:
+    return KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {why}", offline_hint())
+
+
 def resolve_revision(repo: str, rev: str) -> str:
-    """A branch name -> the commit it points at now (what the manifest records); a commit stays as is."""
-    if re.fullmatch(r"[0-9a-f]{40}", rev) or probe_endpoint(hf_endpoint()) is not None:
+    """A branch name -> the commit it points at now (what the manifest records); a commit stays as is.
+
+    An unreachable hub is said here, once: the listing that follows would probe again (up to
+    ``PROBE_SECONDS`` more on a network that drops packets) only to say the same."""
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
         return rev
+    unreachable = probe_endpoint(hf_endpoint())
+    if unreachable is not None:
+        raise _cannot_list(repo, rev, unreachable)
     try:
         from huggingface_hub import HfApi
 
@@ -45,16 +55,14 @@ def hf_parquet_files(repo: str, revision: str, pattern: str, list_files=None) ->
 
         unreachable = probe_endpoint(hf_endpoint())     # at once, not after the hub library's retries
         if unreachable is not None:
-            raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {unreachable}",
-                           offline_hint())
+            raise _cannot_list(repo, revision, unreachable)
 
         def list_files(repo, revision):
             return HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
     try:
         names = list_files(repo, revision)
     except Exception as e:
-        raise KitError(f"cannot list {repo}@{revision[:12]} on the HuggingFace hub: {error_text(e)}",
-                       offline_hint()) from None
+        raise _cannot_list(repo, revision, error_text(e)) from None
     files = sorted(n for n in names if fnmatch.fnmatch(n, pattern) and n.endswith(".parquet"))
     if not files:
         raise KitError(f"{repo}@{revision[:12]} has no parquet files matching {pattern}")
