@@ -16,7 +16,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from kitctl.core import native_build_record as rec
 from kitctl.core.config import KitConfig
@@ -41,9 +41,14 @@ class Built:
 def native(bin_dir: Path) -> Built:
     """The native binaries in ``bin_dir`` and their build record (read-only; a damaged record is reported)."""
     path = rec.record_path(bin_dir)
-    if not any((bin_dir / b).is_file() for b in BINARIES.values()):
+    try:
+        built = [b for b in BINARIES.values() if (bin_dir / b).is_file()]
+        there = path.exists() or path.is_symlink()
+    except OSError as e:           # a folder this user may not search
+        return Built(str(bin_dir), why=f"cannot look into {bin_dir}: {e.strerror or e}")
+    if not built:
         return Built(str(bin_dir), why=f"nothing built yet in {bin_dir}")
-    if not path.exists() and not path.is_symlink():
+    if not there:
         return Built(str(path), why=f"the binaries in {bin_dir} have no build record ({path.name}; built before "
                                     "kitctl recorded it)")
     try:
@@ -75,7 +80,7 @@ def image(ref: str, engine: bool) -> Built:
         return Built(f"image {ref}", why=f"cannot inspect image {ref}: {short(e, 160)}")
 
 
-def _csv(archs: list[int]) -> str:
+def _csv(archs: Iterable[int]) -> str:
     return ",".join(map(str, sorted(archs)))
 
 
