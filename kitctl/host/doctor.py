@@ -2,7 +2,8 @@
 
 Two halves, so the judgement is testable without Docker or GPUs:
 * ``gather(cfg, inventory)`` probes the machine (docker CLI, ``docker info``, Docker's storage, nvidia-smi or an
-  inventory CSV, disk space of the data root, /dev/shm, nvcc, Slurm) into a ``Facts``;
+  inventory CSV, disk space of the data root, /dev/shm, nvcc, Slurm, the arch list of what is built for the
+  configured runtime: kitctl.host.built_archs) into a ``Facts``;
 * ``evaluate(facts, cfg, disk)`` turns facts into ``Finding``s (ok / warn / fail, with what it means and what to
   do); ``disk`` is what the reference plan needs (kitctl/pipeline/reference.py hands it in: the numbers are the
   forecast planner's, never typed here);
@@ -22,11 +23,11 @@ from typing import Callable, Optional
 from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
-from kitctl.host import docker_disk
+from kitctl.host import built_archs, docker_disk
 from kitctl.core.records import short
 from kitctl.host.gpus import (GPU, distinct_archs, driver_cuda, load_inventory, max_cuda_for_driver, unsupported,
                               unsupported_reason)
-from kitctl.host.runtimes import gpu_container_argv
+from kitctl.host.runtimes import gpu_container_argv, runtime_image_ref
 
 GB = 1e9
 DATA_NEED_GB = 10     # below this not even a small dataset + checkpoints fit: fail
@@ -70,6 +71,7 @@ class Facts:
     docker: docker_disk.DockerStorage = field(default_factory=docker_disk.DockerStorage)
     nvcc: bool = False                     # a host CUDA compiler (the native build)
     slurm: bool = False                    # sbatch on PATH (multi-node through Slurm)
+    built: Optional[built_archs.Built] = None   # what train would run with (None: not looked, kit.yaml is judged)
 
 
 @dataclass
@@ -125,6 +127,8 @@ def gather(cfg: KitConfig, inventory: Optional[Path] = None) -> Facts:
                                                  "nvidia-container-runtime"))
     f.gpus = load_inventory(inventory)
     f.gpu_source = str(inventory) if inventory else "nvidia-smi"
+    f.built = (built_archs.native(cfg.layout.native_bin) if cfg.runtime == "native"
+               else built_archs.image(runtime_image_ref(cfg), f.engine is not None))
     f.free_bytes = _free(cfg.data_root)
     try:
         st = os.statvfs("/dev/shm")
@@ -172,7 +176,7 @@ def evaluate(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed] = None) -> list[
                            "this box can build images and prepare data, not train; plan for another box with "
                            "--inventory FILE (nvidia-smi CSV)"))
     else:
-        out.extend(_gpu_findings(f.gpus, cfg))
+        out.extend(_gpu_findings(f.gpus, cfg, f.built))
     # disk: the data root, and Docker's own storage (images, build cache), often another disk
     if f.free_bytes is None:
         out.append(Finding("data root space", "warn", f"cannot stat {f.data_root}", "create it on your big disk"))
@@ -207,7 +211,7 @@ def evaluate(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed] = None) -> list[
     return out
 
 
-def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
+def _gpu_findings(gpus: list[GPU], cfg: KitConfig, built: Optional[built_archs.Built] = None) -> list[Finding]:
     out = []
     for g in gpus:
         mx = max_cuda_for_driver(g.driver)
@@ -256,14 +260,10 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig) -> list[Finding]:
                            f"binaries would fail with 'driver too old': {hint}"))
     else:
         out.append(Finding("driver", "ok", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}"))
-    # arch list covers the GPUs
-    if cfg.arch != "auto":
-        missing = [a for a in archs if a not in cfg.arch]
-        if missing:
-            out.append(Finding("arch list", "fail", f"arch {cfg.arch} lacks {missing} of this box's GPUs",
-                               f"build with --arch {','.join(map(str, sorted(set(cfg.arch) | set(archs))))} or arch: auto"))
-        else:
-            out.append(Finding("arch list", "ok", f"arch {cfg.arch} covers sm_{'/'.join(map(str, caps))}"))
+    # the arch list a run would use (the built binaries or image; else kit.yaml's) covers the GPUs
+    judged = built_archs.judge(archs, cfg, built)
+    if judged is not None:
+        out.append(Finding("arch list", *judged))
     return out
 
 

@@ -19,8 +19,9 @@ from kitctl.core.records import Record
 
 LineFn = Callable[[str], None]
 RECIPE_HASH = "org.llmc-kit.recipe-hash"
+ARCHS_LABEL = "org.llmc-kit.archs"          # the arch list the image's binaries were built for: "75,86"
 # labels whose difference makes an image another recipe (every pin that goes into the build)
-CHECKED_LABELS = ("org.llmc-kit.stage", "org.llmc-kit.provider", "org.llmc-kit.cuda", "org.llmc-kit.archs",
+CHECKED_LABELS = ("org.llmc-kit.stage", "org.llmc-kit.provider", "org.llmc-kit.cuda", ARCHS_LABEL,
                   "org.llmc-kit.cudnn", "org.llmc-kit.llmc.commit", "org.llmc-kit.versions-sha256")
 
 
@@ -59,6 +60,15 @@ def labels(ref: str) -> Optional[dict[str, str]]:
     if r.returncode != 0:
         return None
     return json.loads(r.stdout or "null") or {}
+
+
+def image_archs(ref: str) -> Optional[str]:
+    """The arch list a local image was built for, as its ``org.llmc-kit.archs`` label says (``"75,86"``); None when
+    it has no such label. A KitError when there is no such local image (or no docker)."""
+    have = labels(ref)
+    if have is None:
+        raise KitError(f"image {ref} not found", "build it with `kitctl build`, or name an existing image")
+    return have.get(ARCHS_LABEL)
 
 
 def repo_digests(ref: str) -> list[str]:

@@ -11,14 +11,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kitctl.core import pins
+from kitctl.core import native_build_record as build_record, pins
 from kitctl.core.context import announcement, config, config_source, console, err_console
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core import validate
 from kitctl.core.validate import checked
 from kitctl.host import compose, docker_disk, doctor as doc
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, query
-from kitctl.host.runtimes import NativeRuntime, runtime_image_ref, shell_line
+from kitctl.host.runtimes import NativeRuntime, data_image_ref, runtime_image_ref, shell_line
 from kitctl.core.bundle import use_bundle
 from kitctl.images import build as builder
 from kitctl.images import move as images_move
@@ -227,10 +227,12 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
     cfg = config()
     spec = llmc_src or cfg.mirrors.llmc_src
     src = Path(spec).expanduser() if spec and Path(spec).expanduser().is_dir() else None
+    commit = llmc_source.git_head(src) if src is not None else None
     if src is None and not dry_run:
         src = cfg.layout.native_src
         got = llmc_source.fetch(spec, src, inputs.check_ca_bundle(ca_cert, "--ca-cert") if ca_cert else
                                 inputs.check_ca_bundle(cfg.ca_cert, "ca_cert"))
+        commit = got.commit
         console.print(f"llm.c source: {got.label()} -> {src}", highlight=False)
     elif src is None:
         src = cfg.layout.native_src
@@ -241,6 +243,12 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     for lack in native_build.missing(tc, cudnn) if dry_run else []:
         err_console.print(f"[yellow]warning:[/] missing {lack}", highlight=False)
+    record = build_record.record_path(dest)
+    if not dry_run:                        # a build that stops half way leaves no record of the previous one
+        if record.is_dir():
+            raise ConfigError(f"{record} is a folder: the native build writes its record there",
+                              f"remove it (rm -r {record}), or build into another --out")
+        record.unlink(missing_ok=True)
     for argv in cmds:
         print(shell_line(argv))
         if not dry_run:
@@ -248,7 +256,9 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
             if rc != 0:
                 raise KitError(f"native build failed (exit {rc})", "read the nvcc error above; docs/images.md")
     if not dry_run:
-        console.print(f"[green]built[/] {', '.join(str(dest / b) for b in native_build.BINARIES)}", highlight=False)
+        native_build.build_record(archs, tc, cudnn, commit).write(record)
+        console.print(f"[green]built[/] {', '.join(str(dest / b) for b in native_build.BINARIES)} "
+                      f"(sm_{', sm_'.join(map(str, archs))}; recorded in {record})", highlight=False)
 
 
 def _lock_dry_run(req: BuildRequest, stages: tuple[str, ...], path: Path) -> None:
@@ -371,7 +381,7 @@ def doctor(
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
     if facts.engine:                          # the images against docker/images.lock (no engine: nothing to compare)
-        st, detail, meaning = lock_resolve.lock_finding(lk.load(), [f"{cfg.image}:latest", f"{cfg.image}:data"])
+        st, detail, meaning = lock_resolve.lock_finding(lk.load(), [runtime_image_ref(cfg), data_image_ref(cfg)])
         findings.append(doc.Finding("image lock", st, detail, meaning))
     verdicts = doc.verdicts(findings, facts, cfg)
     if purpose == "multi-node" and not any(v.purpose == purpose for v in verdicts):

@@ -145,7 +145,7 @@ def check_tarball(path: Path, origin: Optional[str] = None) -> str:
     return got
 
 
-def _git_head(path: Path) -> Optional[str]:
+def git_head(path: Path) -> Optional[str]:
     if not (path / ".git").exists():
         return None
     try:
@@ -187,7 +187,7 @@ def _fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> L
             if not (path / "train_gpt2.cu").exists():
                 raise ConfigError(f"--llmc-src {path} has no train_gpt2.cu: not an llm.c checkout")
             left_out = _copy_checkout(path, dest)
-            head = _git_head(path)
+            head = git_head(path)
             if head and head != pin["commit"]:
                 raise ConfigError(f"llm.c checkout {path} is at {head[:12]}, the kit pins {pin['commit'][:12]}",
                                   f"git -C {path} checkout {pin['commit']}")

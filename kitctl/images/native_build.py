@@ -3,12 +3,16 @@
 Finds CUDA, NCCL, Open MPI, cuDNN and the cudnn-frontend headers the way a person would (environment
 variables first, then the usual system places, then NVIDIA's PyPI wheels in the current Python), and builds
 the same two binaries the runtime image has, by default into ``<data_root>/native/bin/``:
-``train_gpt2cu`` (BF16, cuDNN if found) and ``train_gpt2cu_fp32`` (FP32, runs on sm_75 too).
+``train_gpt2cu`` (BF16, cuDNN if found) and ``train_gpt2cu_fp32`` (FP32, runs on sm_75 too), and beside them
+the record of what was built (kitctl.core.native_build_record: the arch list ``kitctl doctor`` judges).
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import subprocess
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Optional
 from kitctl.core import pins
 from kitctl.core.layout import DataLayout
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
+from kitctl.core.native_build_record import NativeBuild
 from kitctl.core.errors import KitError
 from kitctl.core import resources
 
@@ -118,6 +123,11 @@ def _p(path: Optional[Path], what: str) -> str:
     return str(path) if path is not None else f"<{what}: not found>"
 
 
+def uses_cudnn(t: Toolchain, cudnn: Optional[bool] = None) -> bool:
+    """Whether the BF16 binary gets cuDNN: as asked, else when cudnn.h and the frontend headers were found."""
+    return cudnn if cudnn is not None else (t.cudnn_include is not None and t.cudnn_frontend is not None)
+
+
 def plan(src: Path, out: Path, archs: list[int], t: Toolchain, cudnn: Optional[bool] = None,
          strict: bool = True) -> list[list[str]]:
     """The native/build.sh command lines for both binaries.
@@ -125,9 +135,7 @@ def plan(src: Path, out: Path, archs: list[int], t: Toolchain, cudnn: Optional[b
     ``strict`` (a real build): raise KitError naming what is missing. Not strict (``--dry-run``): plan anyway,
     with ``<...: not found>`` in place of what is missing (``missing()`` lists it).
     """
-    have_cudnn = t.cudnn_include is not None and t.cudnn_frontend is not None
-    if cudnn is None:
-        cudnn = have_cudnn
+    cudnn = uses_cudnn(t, cudnn)
     if strict:
         lacks = missing(t)
         if lacks:
@@ -152,3 +160,28 @@ def plan(src: Path, out: Path, archs: list[int], t: Toolchain, cudnn: Optional[b
             bf16 += ["--cudnn-lib", str(t.cudnn_lib)]
     fp32 = ["bash", str(BUILD_SH), *common, "--precision", "FP32", "--cudnn", "0", "--name", BINARIES[1]]
     return [bf16, fp32]
+
+
+def cuda_version(cuda_home: Optional[Path]) -> Optional[str]:
+    """The toolkit's version: its ``version.json`` (CUDA >= 11.1), else ``nvcc --version``'s release; None if
+    neither says."""
+    if cuda_home is None:
+        return None
+    try:
+        v = json.loads((cuda_home / "version.json").read_text())["cuda"]["version"]
+        if isinstance(v, str) and v:
+            return v
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        r = subprocess.run([str(cuda_home / "bin" / "nvcc"), "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"release (\d+\.\d+)", r.stdout)
+    return m.group(1) if m else None
+
+
+def build_record(archs: list[int], t: Toolchain, cudnn: Optional[bool], llmc_commit: Optional[str]) -> NativeBuild:
+    """The record of a build that succeeded with these inputs (written beside the binaries)."""
+    return NativeBuild(archs=archs, binaries={"bf16": BINARIES[0], "fp32": BINARIES[1]}, cudnn=uses_cudnn(t, cudnn),
+                       cuda=cuda_version(t.cuda_home), llmc_commit=llmc_commit)

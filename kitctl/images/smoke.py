@@ -7,12 +7,11 @@ On a host with GPUs and the NVIDIA container runtime the container gets the GPUs
 """
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
+from kitctl.host import registry
 from kitctl.host.runtimes import ContainerSpec, DockerRuntime, Mount
 from kitctl.core import resources
 
@@ -34,19 +33,6 @@ class SmokeResult:
         return out
 
 
-def image_archs(image: str) -> Optional[str]:
-    """The arch list recorded in an image's ``org.llmc-kit.archs`` label (None if absent)."""
-    try:
-        r = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
-                           capture_output=True, text=True, timeout=30)
-    except OSError:
-        return None
-    if r.returncode != 0:
-        raise KitError(f"image {image} not found", "build it with `kitctl build`, or name an existing image")
-    labels = json.loads(r.stdout or "null") or {}
-    return labels.get("org.llmc-kit.archs")
-
-
 def spec(image: str, arch: str, np: int = 2, gpus: bool = False) -> ContainerSpec:
     """The container that runs the checks (the repo's native/ mounted read-only, image user llmc)."""
     return ContainerSpec(
@@ -60,9 +46,9 @@ def spec(image: str, arch: str, np: int = 2, gpus: bool = False) -> ContainerSpe
 def run(image: str, arch: Optional[str] = None, np: int = 2, gpus: bool = False,
         on_line: Optional[Callable[[str], None]] = None, runtime=None) -> SmokeResult:
     """Run the checks; every output line goes to ``on_line`` and into the result."""
-    arch = arch or image_archs(image)
+    arch = arch or registry.image_archs(image)
     if not arch:
-        raise ConfigError(f"image {image} has no org.llmc-kit.archs label", "give the arch list: --arch 75,86")
+        raise ConfigError(f"image {image} has no {registry.ARCHS_LABEL} label", "give the arch list: --arch 75,86")
     res = SmokeResult(rc=0)
 
     def sink(line: str) -> None:

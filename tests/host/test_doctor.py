@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import uuid
 
 import pytest
 
 import kitctl_proc
 
+from fake_gpus import fake_nvidia_smi
 from kitctl.host import doctor
 from kitctl.core.config import KitConfig
+from kitctl.core.native_build_record import NativeBuild, record_path
 from kitctl.host.gpus import parse_csv
 
 MIXED = ("0, NVIDIA GeForce RTX 2080 Ti, 7.5, 11264 MiB, 570.86.10\n"
@@ -119,3 +124,64 @@ def test_driver_row_names_the_newest_cuda_image_the_driver_runs():
     gpus = parse_csv("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 580.65.06\n")
     c = by_check(doctor.evaluate(doctor.Facts(gpus=gpus, **GOOD_DOCKER), KitConfig(provider="wheels", arch=[86])))
     assert c["driver"].status == "ok"
+
+
+H100 = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
+
+
+def _doctor_on_h100(tmp_path, kit_yaml):
+    """`kitctl doctor --json` on this box as an H100 (a stand-in nvidia-smi): (arch list finding, train verdict)."""
+    (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path / 'data'}\n{kit_yaml}")
+    env = {**os.environ, "PATH": f"{fake_nvidia_smi(tmp_path / 'gpu-bin', H100)}:{os.environ['PATH']}"}
+    r = kitctl_proc.run(["--config", str(tmp_path / "kit.yaml"), "doctor", "--json"], env=env)
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    return {f["check"]: f for f in out["findings"]}["arch list"], out["purposes"]["train"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("built", ["90", "75,86", "nothing", "binaries only", "not json", "fifo"])
+def test_cli_doctor_judges_the_native_build_record(tmp_path, built):
+    """kit.yaml says 75,86; what `kitctl train --runtime native` would load decides (the record beside the binaries)."""
+    bin_dir = tmp_path / "data" / "native" / "bin"
+    rec = record_path(bin_dir)
+    if built != "nothing":
+        bin_dir.mkdir(parents=True)
+        for name in ("train_gpt2cu", "train_gpt2cu_fp32"):
+            (bin_dir / name).write_bytes(b"\x7fELF")
+    if built in ("90", "75,86"):
+        NativeBuild(archs=[int(a) for a in built.split(",")], binaries={"bf16": "train_gpt2cu"}, cudnn=True).write(rec)
+    elif built == "not json":
+        rec.write_text("not json at all")
+    elif built == "fifo":
+        os.mkfifo(rec)
+    arch, train = _doctor_on_h100(tmp_path, "runtime: native\narch: [75, 86]\n")
+    if built == "90":
+        assert arch["status"] == "ok" and str(rec) in arch["detail"] and "arch list" not in train["reason"]
+    elif built == "75,86":
+        assert arch["status"] == "fail" and str(rec) in arch["detail"] and "lacks [90]" in arch["detail"]
+        assert "`kitctl build --runtime native --arch 75,86,90`" in arch["meaning"]
+        assert not train["ready"] and "arch list" in train["reason"]
+    else:
+        assert arch["status"] == "fail" and "judged kit.yaml's arch" in arch["detail"] and "lacks [90]" in arch["detail"]
+        want = {"nothing": f"nothing built yet in {bin_dir}", "binaries only": "no build record",
+                "not json": f"{rec} is not a readable native build record", "fifo": "FIFO"}[built]
+        assert want in arch["detail"], arch
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_cli_doctor_judges_the_runtime_image_label(tmp_path, docker_base_image):
+    """runtime docker: the runtime image's org.llmc-kit.archs label decides; no such image: kit.yaml, said so."""
+    name = f"llmc-kit-doctor-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "build", "-q", "-t", f"{name}:latest", "-"], check=True, capture_output=True, text=True,
+                   input=f"FROM {docker_base_image}\nLABEL org.llmc-kit.archs=\"75,86\"\n")
+    try:
+        arch, train = _doctor_on_h100(tmp_path, f"runtime: docker\nimage: {name}\narch: [90]\n")
+        assert arch["status"] == "fail" and f"image {name}:latest" in arch["detail"] and "[75, 86]" in arch["detail"]
+        assert "`kitctl build --arch 75,86,90`" in arch["meaning"] and "arch list" in train["reason"]
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", f"{name}:latest"], capture_output=True)
+    arch, _ = _doctor_on_h100(tmp_path, f"runtime: docker\nimage: {name}\narch: [90]\n")
+    assert arch["status"] == "ok" and f"no image {name}:latest yet" in arch["detail"]
+    assert "judged kit.yaml's arch" in arch["detail"]

@@ -5,6 +5,7 @@ compile runs in tests/test_images_docker.py (toolchain image) and on the GPU box
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import pytest
 
 import kitctl_proc
 
+from fake_gpus import fake_nvidia_smi
 from kitctl.images import native_build
 from kitctl.core.errors import KitError
+from kitctl.core.native_build_record import NativeBuild, record_path
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SH = REPO / "native" / "build.sh"
@@ -137,6 +140,43 @@ def test_cli_native_dry_run(fake, tmp_path):
                          "--dry-run"], env=env)
     assert r.returncode == 0, r.stderr
     assert f"--out {tmp_path / 'data' / 'native' / 'bin'}" in r.stdout and "--arch 75,86" in r.stdout
+
+
+H100 = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
+
+
+@pytest.mark.slow
+def test_cli_native_build_records_what_it_built_and_doctor_judges_that(fake, tmp_path):
+    """kit.yaml says 75,86, the build is asked for 90: the record says 90 and doctor on an H100 judges the binaries
+    (the issue: doctor judged kit.yaml and said "not ready for train"). A failed rebuild leaves no record."""
+    (tmp_path / "kit.yaml").write_text(f"data_root: {tmp_path / 'data'}\nruntime: native\narch: [75, 86]\n")
+    (fake["cuda"] / "version.json").write_text('{"cuda": {"name": "CUDA SDK", "version": "12.8.1"}}')
+    git = ["git", "-C", str(fake["src"]), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "llm.c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    env = {**os.environ, "CUDA_HOME": str(fake["cuda"]), "NCCL_INCLUDE": str(fake["nccl"] / "include"),
+           "OPENMPI_DIR": str(fake["mpi"])}
+    argv = ["--config", tmp_path / "kit.yaml", "build", "--llmc-src", fake["src"], "--no-cudnn", "--arch", "90"]
+    r = kitctl_proc.run(argv, env=env)
+    assert r.returncode == 0, r.stderr
+    bin_dir = tmp_path / "data" / "native" / "bin"
+    rec = NativeBuild.read(record_path(bin_dir))
+    assert rec.archs == [90] and rec.cudnn is False and rec.cuda == "12.8.1" and rec.llmc_commit == head
+    assert rec.binaries == {"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}
+    assert all((bin_dir / b).is_file() for b in rec.binaries.values())
+    env["PATH"] = f"{fake_nvidia_smi(tmp_path / 'gpu-bin', H100)}:{env['PATH']}"
+    d = kitctl_proc.run(["--config", tmp_path / "kit.yaml", "doctor", "--json"], env=env)
+    assert "Traceback" not in d.stderr
+    arch = {f["check"]: f for f in json.loads(d.stdout)["findings"]}["arch list"]
+    assert arch["status"] == "ok" and str(record_path(bin_dir)) in arch["detail"], arch
+    assert "set arch: [75, 86, 90]" in arch["meaning"]       # the next build without --arch would drop 90
+    # a rebuild that fails half way: the old record goes (it no longer says what is in the folder)
+    (fake["cuda"] / "bin" / "nvcc").write_text("#!/bin/sh\nexit 1\n")
+    r = kitctl_proc.run(argv, env=env)
+    assert r.returncode == 1 and "native build failed" in r.stderr
+    assert not record_path(bin_dir).exists()
 
 
 def test_dry_run_plan_lists_what_is_missing_instead_of_refusing(tmp_path):

@@ -1,0 +1,123 @@
+"""Which arch list ``kitctl train`` would run with, and whether it covers this box's GPUs (doctor's "arch list").
+
+kit.yaml's ``arch`` says what the next ``kitctl build`` makes; what a run loads is what was built. So the judgement
+reads the built thing of the configured runtime:
+
+* native: the record a native build leaves beside its binaries (kitctl.core.native_build_record) in the data
+  root's native bin folder, where ``kitctl train --runtime native`` takes them from;
+* docker: the ``org.llmc-kit.archs`` label of the runtime image (``<image>:latest``, host.runtimes.runtime_image_ref).
+
+When there is nothing to read (nothing built yet, the engine down, an image without the label, a damaged record)
+kit.yaml's list is judged instead and the finding says so. :func:`native` and :func:`image` look; :func:`from_label`
+and :func:`judge` are pure.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from kitctl.core import native_build_record as rec
+from kitctl.core.config import KitConfig
+from kitctl.core.errors import KitError
+from kitctl.core.llmc_files import BINARIES
+from kitctl.core.records import short
+from kitctl.core.validate import arch_list
+from kitctl.host import registry
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a run would load: ``source`` (the record's path, or ``image REF``) and its arch list; ``archs`` None
+    when it cannot be known, ``why`` saying why; ``damaged``: something is there but unreadable."""
+
+    source: str
+    archs: Optional[list[int]] = None
+    why: str = ""
+    damaged: bool = False
+
+
+def native(bin_dir: Path) -> Built:
+    """The native binaries in ``bin_dir`` and their build record (read-only; a damaged record is reported)."""
+    path = rec.record_path(bin_dir)
+    try:
+        built = [b for b in BINARIES.values() if (bin_dir / b).is_file()]
+        there = path.exists() or path.is_symlink()
+    except OSError as e:           # a folder this user may not search
+        return Built(str(bin_dir), why=f"cannot look into {bin_dir}: {e.strerror or e}")
+    if not built:
+        return Built(str(bin_dir), why=f"nothing built yet in {bin_dir}")
+    if not there:
+        return Built(str(path), why=f"the binaries in {bin_dir} have no build record ({path.name}; built before "
+                                    "kitctl recorded it)")
+    try:
+        return Built(str(path), archs=rec.NativeBuild.read(path).archs)
+    except KitError as e:
+        return Built(str(path), why=short(e.message), damaged=True)
+
+
+def from_label(ref: str, text: Optional[str]) -> Built:
+    """The runtime image ``ref`` from its ``org.llmc-kit.archs`` label text (None: the image has no such label)."""
+    source = f"image {ref}"
+    if text is None:
+        return Built(source, why=f"image {ref} has no {registry.ARCHS_LABEL} label", damaged=True)
+    try:
+        return Built(source, archs=arch_list(text, registry.ARCHS_LABEL))
+    except KitError as e:
+        return Built(source, why=f"image {ref}: {short(e.message)}", damaged=True)
+
+
+def image(ref: str, engine: bool) -> Built:
+    """The runtime image ``ref`` as the engine shows it (``engine``: the engine answered)."""
+    if not engine:
+        return Built(f"image {ref}", why=f"the docker engine does not answer: image {ref} cannot be read")
+    try:
+        return from_label(ref, registry.image_archs(ref))
+    except KitError:
+        return Built(f"image {ref}", why=f"no image {ref} yet")
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        return Built(f"image {ref}", why=f"cannot inspect image {ref}: {short(e, 160)}")
+
+
+def _csv(archs: Iterable[int]) -> str:
+    return ",".join(map(str, sorted(archs)))
+
+
+def _kit_yaml_lags(gpu_archs: list[int], cfg: KitConfig) -> str:
+    """What to say when the binaries cover the GPUs but kit.yaml's list (the next build's) does not."""
+    if cfg.arch == "auto":
+        return ""
+    lacks = [a for a in gpu_archs if a not in cfg.arch]
+    if not lacks:
+        return ""
+    keep = sorted(set(cfg.arch) | set(lacks))
+    return (f"kit.yaml's arch {cfg.arch} lacks {lacks}: a rebuild without --arch would drop them; set arch: "
+            f"[{', '.join(map(str, keep))}] in kit.yaml")
+
+
+def judge(gpu_archs: list[int], cfg: KitConfig, built: Optional[Built]) -> Optional[tuple[str, str, str]]:
+    """(status, detail, meaning) of the arch list a run would use against ``gpu_archs`` (what ``kitctl build --arch``
+    takes for this box's GPUs). ``built`` None: not looked, kit.yaml's list is judged without a word about it.
+    None: nothing to judge (kit.yaml's arch is auto and nothing built could be read)."""
+    build = "kitctl build --runtime native" if cfg.runtime == "native" else "kitctl build"
+    sms = "sm_" + "/".join(map(str, gpu_archs))
+    if built is not None and built.archs is not None:
+        missing = [a for a in gpu_archs if a not in built.archs]
+        if missing:
+            return ("fail", f"{built.source}: built for {built.archs}, lacks {missing} of this box's GPUs",
+                    "kitctl train would stop with CUDA's 'no kernel image is available': rebuild with "
+                    f"`{build} --arch {_csv(set(built.archs) | set(gpu_archs))}`")
+        return ("ok", f"{built.source}: built for {built.archs}, covers {sms}", _kit_yaml_lags(gpu_archs, cfg))
+    said = f"{built.why}; judged kit.yaml's arch instead: " if built is not None else ""
+    fix = f"rebuild (`{build} --arch {{}}`) to replace {built.source}" if built is not None and built.damaged else ""
+    if cfg.arch == "auto":
+        if built is None:
+            return None
+        return ("warn" if fix else "ok", f"{said}auto builds for {sms}", fix.format(_csv(gpu_archs)))
+    missing = [a for a in gpu_archs if a not in cfg.arch]
+    union = _csv(set(cfg.arch) | set(gpu_archs))
+    if missing:
+        return ("fail", f"{said}arch {cfg.arch} lacks {missing} of this box's GPUs",
+                f"build with `{build} --arch {union}` or arch: auto")
+    return ("warn" if fix else "ok", f"{said}arch {cfg.arch} covers {sms}", fix.format(union))
