@@ -42,18 +42,39 @@ def test_record_for_90_on_an_h100_is_ok_though_kit_yaml_says_75_86(tmp_path):
     assert "arch list" not in train.reason
 
 
-def test_record_for_75_86_on_an_h100_fails_naming_the_record_and_the_rebuild(tmp_path):
+def test_coverage_is_sass_then_the_newest_older_ptx_else_nothing():
+    assert built_archs.coverage([90], [90]) == built_archs.Coverage({}, [])
+    assert built_archs.coverage([90], [75, 80, 86]) == built_archs.Coverage({90: 86}, [])
+    assert built_archs.coverage([75, 86], [86]) == built_archs.Coverage({}, [75])          # a 2080 Ti, 3090 build
+    assert built_archs.coverage([75, 86], [75]) == built_archs.Coverage({86: 75}, [])
+    assert built_archs.coverage([90], [100]) == built_archs.Coverage({}, [90])
+
+
+def test_record_for_75_86_on_an_h100_warns_it_runs_compute_86_ptx(tmp_path):
+    """Measured on an H100: a compute_86 build trains (through the driver's JIT) at sm_90 code's speed."""
     d = built_dir(tmp_path, [75, 86])
     row, train = arch_row(built_archs.native(d), KitConfig(runtime="native", arch=[90]))   # kit.yaml is right, the build is not
-    assert row.status == "fail" and str(record_path(d)) in row.detail and "[90]" in row.detail
-    assert "`kitctl build --runtime native --arch 75,86,90`" in row.meaning and "no kernel image" in row.meaning
+    assert row.status == "warn" and str(record_path(d)) in row.detail and "sm_90 from compute_86 PTX" in row.detail
+    assert "`kitctl build --runtime native --arch 75,86,90`" in row.meaning
+    assert train.ready and "arch list" not in train.reason
+
+
+def test_record_for_100_only_on_an_h100_fails_naming_the_record_and_the_rebuild(tmp_path):
+    """Every arch built is newer than the GPU: no kernel image (measured: an sm_100-only build exits 1 on an H100)."""
+    d = built_dir(tmp_path, [100])
+    row, train = arch_row(built_archs.native(d), KitConfig(runtime="native", arch=[90]))
+    assert row.status == "fail" and str(record_path(d)) in row.detail and "no code for sm_90" in row.detail
+    assert "`kitctl build --runtime native --arch 90,100`" in row.meaning and "no kernel image" in row.meaning
     assert not train.ready and "arch list" in train.reason
 
 
 def test_nothing_built_judges_kit_yaml_and_says_so(tmp_path):
     row, _ = arch_row(built_archs.native(tmp_path / "native" / "bin"))
-    assert row.status == "fail" and "nothing built yet" in row.detail and "judged kit.yaml's arch" in row.detail
+    assert row.status == "warn" and "nothing built yet" in row.detail and "judged kit.yaml's arch" in row.detail
     assert "kitctl build --runtime native --arch 75,86,90" in row.meaning
+    row, _ = arch_row(built_archs.native(tmp_path / "native" / "bin"), KitConfig(runtime="native", arch=[100]))
+    assert row.status == "fail" and "nothing built yet" in row.detail and "no code for sm_90" in row.detail
+    assert "kitctl build --runtime native --arch 90,100" in row.meaning
     row, _ = arch_row(built_archs.native(tmp_path / "native" / "bin"), KitConfig(runtime="native", arch=[90]))
     assert row.status == "ok" and "nothing built yet" in row.detail
     row, _ = arch_row(built_archs.native(tmp_path / "native" / "bin"), KitConfig(runtime="native", arch="auto"))
@@ -61,7 +82,7 @@ def test_nothing_built_judges_kit_yaml_and_says_so(tmp_path):
 
 
 def test_binaries_without_a_record_judge_kit_yaml_and_say_why(tmp_path):
-    row, _ = arch_row(built_archs.native(built_dir(tmp_path)))
+    row, _ = arch_row(built_archs.native(built_dir(tmp_path)), KitConfig(runtime="native", arch=[100]))
     assert row.status == "fail" and "no build record" in row.detail and "judged kit.yaml's arch" in row.detail
 
 
@@ -84,16 +105,18 @@ def test_a_damaged_record_is_a_finding_not_a_traceback(tmp_path, damage):
     row, _ = arch_row(built, KitConfig(runtime="native", arch=[90]))
     assert row.status == "warn" and str(path) in row.detail and "judged kit.yaml's arch" in row.detail
     assert f"rebuild (`kitctl build --runtime native --arch 90`) to replace {path}" == row.meaning
-    row, _ = arch_row(built)                # kit.yaml lacks 90 as well: fail
+    row, _ = arch_row(built, KitConfig(runtime="native", arch=[100]))   # kit.yaml's list cannot run here: fail
     assert row.status == "fail"
 
 
 def test_runtime_image_label_is_judged_for_docker():
     ok, _ = arch_row(built_archs.from_label("llmc-kit:latest", "90"), DOCKER)
     assert ok.status == "ok" and "image llmc-kit:latest" in ok.detail
-    bad, train = arch_row(built_archs.from_label("llmc-kit:latest", "75,86"), KitConfig(runtime="docker", arch=[90]))
+    jit, train = arch_row(built_archs.from_label("llmc-kit:latest", "75,86"), KitConfig(runtime="docker", arch=[90]))
+    assert jit.status == "warn" and "image llmc-kit:latest" in jit.detail and "arch list" not in train.reason
+    bad, train = arch_row(built_archs.from_label("llmc-kit:latest", "100"), KitConfig(runtime="docker", arch=[90]))
     assert bad.status == "fail" and "image llmc-kit:latest" in bad.detail
-    assert "`kitctl build --arch 75,86,90`" in bad.meaning and "--runtime native" not in bad.meaning
+    assert "`kitctl build --arch 90,100`" in bad.meaning and "--runtime native" not in bad.meaning
     assert not train.ready and "arch list" in train.reason
 
 
@@ -109,5 +132,7 @@ def test_engine_down_judges_kit_yaml_and_says_so():
     built = built_archs.image("llmc-kit:latest", engine=False)
     assert not built.damaged and "does not answer" in built.why
     row, _ = arch_row(built, DOCKER)
-    assert row.status == "fail" and "does not answer" in row.detail and "judged kit.yaml's arch" in row.detail
+    assert row.status == "warn" and "does not answer" in row.detail and "judged kit.yaml's arch" in row.detail
     assert "`kitctl build --arch 75,86,90`" in row.meaning
+    row, _ = arch_row(built, KitConfig(runtime="docker", arch=[100]))
+    assert row.status == "fail" and "does not answer" in row.detail and "`kitctl build --arch 90,100`" in row.meaning
