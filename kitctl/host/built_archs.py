@@ -161,4 +161,4 @@ def judge(gpu_archs: list[int], cfg: KitConfig, built: Optional[Built]) -> Optio
     status, detail, meaning = _judge_list(f"{said}arch", list(cfg.arch), gpu_archs, build)
     if status == "ok" and fix:
         return "warn", detail, fix.format(_csv(set(cfg.arch) | set(gpu_archs)))
-    return status, detail, meaning
+    return status, detail, meaning + (", or set arch: auto in kit.yaml" if meaning else "")

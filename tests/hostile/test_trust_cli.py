@@ -397,9 +397,13 @@ def test_status_after_sigterm_agrees_with_the_stop_message_and_names_reproduce(t
 def test_doctor_suggests_only_archs_build_accepts(tmp_path, capsys, monkeypatch):
     cwd = make_world(tmp_path)
     (cwd / "gb10.csv").write_text("0, NVIDIA GB10, 12.1, 122880 MiB, 580.95.05\n")
-    r = run_kitctl(["doctor", "--inventory", "gb10.csv"], cwd, capsys, monkeypatch)
+    r = run_kitctl(["doctor", "--inventory", "gb10.csv", "--json"], cwd, capsys, monkeypatch)
     assert not r.last_resort and "internal error" not in r.text
-    assert "build with --arch 75,86,120 or arch: auto" in r.text and "--arch 75,86,121" not in r.text, r.out
+    arch = {f["check"]: f for f in json.loads(r.out)["findings"]}["arch list"]
+    # kit.yaml's [75, 86] (nothing built yet): the GB10 runs compute_86 PTX, and the rebuild names 120, not 121
+    assert arch["status"] == "warn" and "sm_120 from compute_86 PTX" in arch["detail"], arch
+    assert "`kitctl build --runtime native --arch 75,86,120`, or set arch: auto" in arch["meaning"], arch
+    assert "121" not in arch["meaning"], arch
     # and build accepts exactly what doctor suggested
     b = run_kitctl(["build", "--arch", "75,86,120", "--dry-run", "--runtime", "docker"], cwd, capsys, monkeypatch)
     assert b.code == 0, b.err
