@@ -20,8 +20,11 @@ from typing import Any, Callable, Optional, Union
 
 from kitctl import __version__
 from kitctl.core import proc
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.validate import build_arch
 from kitctl.core.files import sha256_file
+from kitctl.host import built_archs
+from kitctl.host.gpus import distinct_archs
 from kitctl.host.runtimes import DockerRuntime
 from kitctl.train import facts
 from kitctl.train.facts import inspect_out
@@ -60,6 +63,31 @@ def preflight(plan: Plan) -> None:
         if exe == "mpirun" or (os.path.sep in exe and not os.access(exe, os.X_OK)):
             raise KitError(f"no mpirun at {exe}: {plan.ranks} ranks need Open MPI on this host",
                            "install it (apt install openmpi-bin) or pass --mpirun PATH")
+    check_archs(plan)
+
+
+def check_archs(plan: Plan) -> None:
+    """Refuse (exit 2) binaries with no code for a chosen GPU, when their build record (native) or the image's
+    ``org.llmc-kit.archs`` label (docker) says what they were built for: every arch built newer than the GPU, llm.c
+    would stop at its first kernel with CUDA's "no kernel image is available" (host.built_archs.Coverage). A GPU
+    newer than a built arch runs its PTX and is let through. Nothing recorded: nothing to judge, the run decides."""
+    if plan.runtime == "native":
+        built = built_archs.native(Path(plan.binary).parent)
+    elif plan.container is not None:
+        built = built_archs.image(plan.container.image, engine=True)
+    else:
+        return
+    if built.archs is None:
+        return
+    missing = built_archs.coverage(distinct_archs(plan.gpus), built.archs).missing
+    if not missing:
+        return
+    gpus = ", ".join(f"{g.index}:{g.name} (sm_{g.compute_cap})" for g in plan.gpus if build_arch(g.compute_cap) in missing)
+    union = ",".join(map(str, sorted(set(built.archs) | set(distinct_archs(plan.gpus)))))
+    build = "kitctl build --runtime native" if plan.runtime == "native" else "kitctl build"
+    raise ConfigError(f"{built.source}: built for {built.archs}, which has no code for GPU {gpus}: llm.c would stop "
+                      "at its first kernel with CUDA's 'no kernel image is available' (every arch built is newer)",
+                      f"rebuild with `{build} --arch {union}`, or leave those GPUs out (--gpus)")
 
 
 def prepare_out(plan: Plan) -> Optional[Path]:

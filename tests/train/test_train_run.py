@@ -141,6 +141,54 @@ def test_native_single_rank_run_then_resume(kit):
     assert inspect_out(out).done_steps == (3,)
 
 
+@pytest.mark.parametrize("archs,runs", [([100], False), ([86], True), ([90], True)])
+def test_binaries_with_no_code_for_the_gpu_are_refused_before_llmc_starts(kit, archs, runs):
+    """The build record beside the binaries says what they hold. On the H100 (sm_90): an sm_100-only build has no
+    code at all (measured there: llm.c stops with CUDA's 'no kernel image is available'), so it is refused with
+    exit 2 before anything starts; an sm_86 build runs its compute_86 PTX (measured at sm_90's speed) and runs."""
+    from kitctl.core.native_build_record import NativeBuild, record_path
+
+    cfg, tmp = kit
+    bindir = cfg.data_root / "native" / "bin"
+    NativeBuild(archs=archs, binaries={"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}, cudnn=False).write(
+        record_path(bindir))
+    plan, facts, replan = _plan(cfg, tmp, _req(steps=2))
+    out = cfg.data_root / "runs" / "t"
+    if runs:
+        assert run_training(plan, facts, _console(), replan).last_step == 2
+        return
+    with pytest.raises(KitError) as e:
+        run_training(plan, facts, _console(), replan)
+    assert e.value.exit_code == 2
+    assert f"{record_path(bindir)}: built for [100], which has no code for GPU 0:NVIDIA H100" in e.value.message
+    assert "no kernel image" in e.value.message and "kitctl build --runtime native --arch 90,100" in e.value.hint
+    assert not (out / "stdout.log").exists() and not list(out.glob("model_*"))        # llm.c never started
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_runtime_image_with_no_code_for_the_gpu_is_refused_before_docker_run(kit, docker_base_image):
+    """runtime docker: the runtime image's org.llmc-kit.archs label says what its binaries hold (a label-only
+    image on the real engine); an sm_100-only image on the H100 is refused with exit 2, no container started."""
+    import subprocess
+    import uuid
+
+    cfg, tmp = kit
+    name = f"llmc-kit-archs-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "build", "-q", "-t", f"{name}:latest", "-"], check=True, capture_output=True, text=True,
+                   input=f"FROM {docker_base_image}\nLABEL org.llmc-kit.archs=\"100\"\n")
+    try:
+        cfg = cfg.model_copy(update={"runtime": "docker", "image": name})
+        plan, facts, replan = _plan(cfg, tmp, _req(runtime="docker", steps=2))
+        with pytest.raises(KitError) as e:
+            run_training(plan, facts, _console(), replan)
+        assert e.value.exit_code == 2 and f"image {name}:latest: built for [100]" in e.value.message
+        assert "`kitctl build --arch 90,100`" in e.value.hint
+        assert not (cfg.data_root / "runs" / "t" / "stdout.log").exists()
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", f"{name}:latest"], capture_output=True)
+
+
 def test_oom_at_start_retries_with_half_b(kit, monkeypatch):
     cfg, tmp = kit
     monkeypatch.setenv("FAKE_OOM_ABOVE_B", "4")
