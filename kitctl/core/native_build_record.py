@@ -13,6 +13,7 @@ from typing import Optional
 
 from pydantic import field_validator
 
+from kitctl.core.files import sha256_file
 from kitctl.core.records import Record
 from kitctl.core.validate import check_arch_list
 
@@ -22,6 +23,22 @@ FILENAME = "llmc_build.json"
 def record_path(bin_dir: Path) -> Path:
     """Where the record of the binaries in ``bin_dir`` lives."""
     return Path(bin_dir) / FILENAME
+
+
+def changed_binaries(record: NativeBuild, bin_dir: Path) -> list[str]:
+    """The binaries in ``bin_dir`` that are not the ones ``record`` was written for (replaced, rebuilt by hand,
+    gone): what the record says of them no longer holds. A record without checksums (an older kit) vouches for
+    whatever is there."""
+    out = []
+    for name, want in sorted(record.sha256.items()):
+        f = Path(bin_dir) / name
+        try:
+            got = sha256_file(f) if f.is_file() else None
+        except OSError:
+            got = None
+        if got != want:
+            out.append(name)
+    return out
 
 
 class NativeBuild(Record):
@@ -35,6 +52,7 @@ class NativeBuild(Record):
     cudnn: bool                            # the BF16 binary has cuDNN flash attention
     cuda: Optional[str] = None             # the toolkit's version (its version.json / nvcc --version), if known
     llmc_commit: Optional[str] = None      # the llm.c commit compiled, if known
+    sha256: dict[str, str] = {}            # file name -> sha256 of each binary as built (records before: {})
     built_at: str = ""                     # UTC ISO
 
     @field_validator("archs")

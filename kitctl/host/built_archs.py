@@ -52,9 +52,14 @@ def native(bin_dir: Path) -> Built:
         return Built(str(path), why=f"the binaries in {bin_dir} have no build record ({path.name}; built before "
                                     "kitctl recorded it)")
     try:
-        return Built(str(path), archs=rec.NativeBuild.read(path).archs)
+        record = rec.NativeBuild.read(path)
+        changed = rec.changed_binaries(record, bin_dir)
     except KitError as e:
         return Built(str(path), why=short(e.message), damaged=True)
+    if changed:
+        return Built(str(path), why=f"{', '.join(changed)} in {bin_dir} changed since {path.name} was written (not "
+                                    "the binaries it describes)", damaged=True)
+    return Built(str(path), archs=record.archs)
 
 
 def from_label(ref: str, text: Optional[str]) -> Built:

@@ -256,7 +256,7 @@ def _build_native(archs: list[int], llmc_src: Optional[str], out: Optional[Path]
             if rc != 0:
                 raise KitError(f"native build failed (exit {rc})", "read the nvcc error above; docs/images.md")
     if not dry_run:
-        native_build.build_record(archs, tc, cudnn, commit).write(record)
+        native_build.build_record(archs, tc, cudnn, commit, dest).write(record)
         console.print(f"[green]built[/] {', '.join(str(dest / b) for b in native_build.BINARIES)} "
                       f"(sm_{', sm_'.join(map(str, archs))}; recorded in {record})", highlight=False)
 

@@ -23,6 +23,7 @@ from kitctl.core.layout import DataLayout
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
 from kitctl.core.native_build_record import NativeBuild
 from kitctl.core.errors import KitError
+from kitctl.core.files import sha256_file
 from kitctl.core import resources
 
 BUILD_SH = resources.share("native", "build.sh")
@@ -181,7 +182,10 @@ def cuda_version(cuda_home: Optional[Path]) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def build_record(archs: list[int], t: Toolchain, cudnn: Optional[bool], llmc_commit: Optional[str]) -> NativeBuild:
-    """The record of a build that succeeded with these inputs (written beside the binaries)."""
+def build_record(archs: list[int], t: Toolchain, cudnn: Optional[bool], llmc_commit: Optional[str],
+                 out: Path) -> NativeBuild:
+    """The record of a build that succeeded with these inputs (written beside the binaries in ``out``, with
+    their checksums: a binary replaced later is not vouched for)."""
     return NativeBuild(archs=archs, binaries={"bf16": BINARIES[0], "fp32": BINARIES[1]}, cudnn=uses_cudnn(t, cudnn),
-                       cuda=cuda_version(t.cuda_home), llmc_commit=llmc_commit)
+                       cuda=cuda_version(t.cuda_home), llmc_commit=llmc_commit,
+                       sha256={b: sha256_file(out / b) for b in BINARIES})

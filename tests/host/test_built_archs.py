@@ -136,3 +136,24 @@ def test_engine_down_judges_kit_yaml_and_says_so():
     assert "`kitctl build --arch 75,86,90`" in row.meaning
     row, _ = arch_row(built, KitConfig(runtime="docker", arch=[100]))
     assert row.status == "fail" and "does not answer" in row.detail and "`kitctl build --arch 90,100`" in row.meaning
+
+
+def test_a_record_vouches_only_for_the_binaries_it_was_written_for(tmp_path):
+    """The record carries each binary's sha256: a binary replaced or rebuilt by hand afterwards is not judged by
+    it (a warn that says which changed); a record from before checksums vouches for what is there."""
+    from kitctl.core.files import sha256_file
+
+    d = built_dir(tmp_path)
+    sums = {n: sha256_file(d / n) for n in ("train_gpt2cu", "train_gpt2cu_fp32")}
+    NativeBuild(archs=[90], binaries={"bf16": "train_gpt2cu"}, cudnn=True, sha256=sums).write(record_path(d))
+    assert built_archs.native(d).archs == [90]
+    (d / "train_gpt2cu").write_bytes(b"\x7fELF another build")
+    built = built_archs.native(d)
+    assert built.archs is None and built.damaged and "train_gpt2cu in" in built.why and "changed since" in built.why
+    assert "train_gpt2cu_fp32" not in built.why
+    row, _ = arch_row(built, KitConfig(runtime="native", arch=[90]))
+    assert row.status == "warn" and "changed since llmc_build.json" in row.detail
+    (d / "train_gpt2cu").unlink()                                     # gone: changed as well
+    assert "train_gpt2cu in" in built_archs.native(d).why
+    NativeBuild(archs=[90], binaries={"bf16": "train_gpt2cu"}, cudnn=True).write(record_path(d))   # no checksums
+    assert built_archs.native(d).archs == [90]

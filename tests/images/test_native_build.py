@@ -18,6 +18,7 @@ import kitctl_proc
 from fake_gpus import fake_nvidia_smi
 from kitctl.images import native_build
 from kitctl.core.errors import KitError
+from kitctl.core.files import sha256_file
 from kitctl.core.native_build_record import NativeBuild, record_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,6 +167,7 @@ def test_cli_native_build_records_what_it_built_and_doctor_judges_that(fake, tmp
     assert rec.archs == [90] and rec.cudnn is False and rec.cuda == "12.8.1" and rec.llmc_commit == head
     assert rec.binaries == {"bf16": "train_gpt2cu", "fp32": "train_gpt2cu_fp32"}
     assert all((bin_dir / b).is_file() for b in rec.binaries.values())
+    assert rec.sha256 == {b: sha256_file(bin_dir / b) for b in rec.binaries.values()}
     env["PATH"] = f"{fake_nvidia_smi(tmp_path / 'gpu-bin', H100)}:{env['PATH']}"
     d = kitctl_proc.run(["--config", tmp_path / "kit.yaml", "doctor", "--json"], env=env)
     assert "Traceback" not in d.stderr

@@ -154,6 +154,12 @@ def test_binaries_with_no_code_for_the_gpu_are_refused_before_llmc_starts(kit, a
         record_path(bindir))
     plan, facts, replan = _plan(cfg, tmp, _req(steps=2))
     out = cfg.data_root / "runs" / "t"
+    if not runs:        # a record whose checksums are not those of the binaries there says nothing of them
+        sums = {n: "0" * 64 for n in ("train_gpt2cu", "train_gpt2cu_fp32")}
+        NativeBuild(archs=archs, binaries={"bf16": "train_gpt2cu"}, cudnn=False, sha256=sums).write(record_path(bindir))
+        p2, f2, r2 = _plan(cfg, tmp, _req(steps=2, name="stale"))
+        assert run_training(p2, f2, _console(), r2).last_step == 2
+        NativeBuild(archs=archs, binaries={"bf16": "train_gpt2cu"}, cudnn=False).write(record_path(bindir))
     if runs:
         assert run_training(plan, facts, _console(), replan).last_step == 2
         return
