@@ -67,6 +67,8 @@ class BatchInputs:
     oom_retry_from: Optional[int] = None
     tune: Optional[CachedTune] = None
     zero_stage: Optional[int] = None      # -z (None: the preset's)
+    cudnn: Optional[bool] = None          # the BF16 binary has cuDNN attention (its build record / image label;
+                                          # None: not known, assumed on, as the kit builds it by default)
 
     @property
     def ranks(self) -> int:
@@ -75,6 +77,11 @@ class BatchInputs:
     @property
     def min_gpu(self) -> GPU:
         return min(self.gpus, key=lambda g: g.memory_mib)
+
+    @property
+    def uses_cudnn(self) -> bool:
+        """Whether the binary this precision runs has cuDNN attention (the FP32 one never has)."""
+        return self.precision == "bf16" and self.cudnn is not False
 
 
 class _Rules:
@@ -96,8 +103,7 @@ class _Rules:
     def predict(self, B: int, r: int) -> Prediction:
         x = self.x
         zero = x.zero_stage if x.zero_stage is not None else x.preset.zero_stage
-        return self.mem.predict(x.preset.descriptor, B, x.seq_len, r, x.precision, x.ranks, zero,
-                                x.precision == "bf16")
+        return self.mem.predict(x.preset.descriptor, B, x.seq_len, r, x.precision, x.ranks, zero, x.uses_cudnn)
 
     def fits(self, B: int, r: int) -> bool:
         return self.predict(B, r).fits(self.x.min_gpu.memory_gb)
@@ -105,7 +111,8 @@ class _Rules:
     def candidate(self, B: int, r: int) -> Candidate:
         x = self.x
         return Candidate(B, r, self.predict(B, r),
-                         self.table.estimate(list(x.gpus), x.precision, x.preset.descriptor, x.seq_len, B, r))
+                         self.table.estimate(list(x.gpus), x.precision, x.preset.descriptor, x.seq_len, B, r,
+                                             cudnn=x.uses_cudnn))
 
 
 def _rank_key(c: Candidate, preset_r: int) -> tuple:

@@ -18,7 +18,8 @@ from typing import Optional
 
 from kitctl.core import shard_folder
 from kitctl.core.config import KitConfig, nccl_env
-from kitctl.core.errors import ConfigError
+from kitctl.core import native_build_record as build_record
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
 from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
@@ -210,6 +211,7 @@ class Facts:
     runtime_ids: dict = field(default_factory=dict)   # precision -> image id / binary sha256 (tune cache key)
     tune_records: tuple[CachedTune, ...] = ()    # <data_root>/tune/*.json
     run_token: str = "0"                         # makes the container name unique
+    cudnn: Optional[bool] = None                 # the BF16 binary's cuDNN (build record / image label; None: unknown)
 
 
 def inspect_image(ref: str) -> RuntimeRecord:
@@ -233,7 +235,7 @@ def native_binary(req: TrainRequest, bin_dir: Path, precision: str) -> Path:
     return Path(req.binary) if req.binary else bin_dir / BINARIES[precision]
 
 
-def runtime_ids(req: TrainRequest, image: str, bin_dir: Path) -> dict[str, str]:
+def runtime_ids(req: TrainRequest, image: Optional[RuntimeRecord], bin_dir: Path) -> dict[str, str]:
     """What the tune cache is keyed by, per precision: the native binaries' sha256 (``--binary`` or the ones in
     ``bin_dir``), else the image's id; {} when neither exists yet."""
     if req.runtime == "native":
@@ -243,8 +245,25 @@ def runtime_ids(req: TrainRequest, image: str, bin_dir: Path) -> dict[str, str]:
             if b.is_file():
                 ids[prec] = "sha256:" + sha256_file(b)
         return ids
-    iid = inspect_image(image).id
+    iid = image.id if image is not None else None
     return {"bf16": iid, "fp32": iid} if iid else {}
+
+
+def built_cudnn(req: TrainRequest, image: Optional[RuntimeRecord], bin_dir: Path) -> Optional[bool]:
+    """Whether the BF16 binary a run would start has cuDNN attention: the native build record beside it (when it
+    still describes the binaries there), or the image's ``org.llmc-kit.cudnn`` label; None when neither says."""
+    if req.runtime == "native":
+        folder = native_binary(req, bin_dir, "bf16").parent
+        path = build_record.record_path(folder)
+        try:
+            if not path.is_file():
+                return None
+            rec = build_record.NativeBuild.read(path)
+        except (KitError, OSError):
+            return None
+        return None if build_record.changed_binaries(rec, folder) else rec.cudnn
+    label = (image.labels or {}).get("org.llmc-kit.cudnn") if image is not None else None
+    return {"on": True, "off": False}.get(label or "")
 
 
 def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None,
@@ -263,10 +282,11 @@ def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = 
     tok = where.tokenizer_bin
     image = runtime_image_ref(cfg)
     bin_dir = where.native_bin
+    img = inspect_image(image) if req.runtime != "native" else None
     return Facts(gpus=gpus if gpus is not None else load_inventory(inventory), data=data if data is not None else inspect_data(data_dir),
                  out=inspect_out(out_dir.absolute()), data_root=cfg.data_root, host=host_facts(mpirun, environ),
                  image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg.nccl),
                  hellaswag=hs if eval_files_planned or hs.is_file() else None,
                  tokenizer=tok if eval_files_planned or tok.is_file() else None,
-                 runtime_ids=runtime_ids(req, image, bin_dir), tune_records=load_records(where.tune_cache),
-                 run_token=uuid.uuid4().hex[:8])
+                 runtime_ids=runtime_ids(req, img, bin_dir), tune_records=load_records(where.tune_cache),
+                 run_token=uuid.uuid4().hex[:8], cudnn=built_cudnn(req, img, bin_dir))

@@ -89,8 +89,8 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     def batch_for(gpus: list[GPU], precision: str, stored=None) -> BatchChoice:
         return choose_batch(BatchInputs(
             preset, tuple(gpus), precision, T, D, facts.data, req.micro_batch, req.recompute, stored,
-            facts.out.last_done, req.oom_retry_from, _tune_record(req, facts, gpus, precision, preset, T, D), Z),
-            mem, table)
+            facts.out.last_done, req.oom_retry_from, _tune_record(req, facts, gpus, precision, preset, T, D), Z,
+            facts.cudnn), mem, table)
 
     def option_estimate(gpus: list[GPU], precision: str) -> Optional[float]:
         try:
@@ -108,6 +108,10 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     schedule = choose_schedule(preset, req, facts.data, D, batch.micro_batch, stored=stored,
                                hellaswag_file=facts.hellaswag, data_root=facts.data_root)
     notes = list(facts.data.notes)
+    if hw.precision == "bf16" and facts.cudnn is False:
+        notes.append("the BF16 binary was built without cuDNN (its build record or image label): llm.c keeps the "
+                     "whole T x T attention (more memory: planned so) and runs slower (the estimate is scaled by "
+                     "what was measured without it); `kitctl build` with cuDNN (cudnn-frontend headers) for speed")
     if facts.data.complete is False:
         notes.append(f"{facts.data.dir}/manifest.json says the data is not complete (kitctl data still running or "
                      "interrupted): training uses the shards there now")

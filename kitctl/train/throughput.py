@@ -112,9 +112,11 @@ class ThroughputTable:
         return sorted({g.name for g in gpus if model_name(g) not in have})
 
     def reference(self, gpus: list[GPU], precision: str, descriptor: str, T: int) -> Optional[ThroughputSeries]:
+        """The series the estimate scales from. BF16 series without cuDNN are not references (they hold a point
+        or two: the shape over B and -r comes from a full cuDNN series), only the ratio in :meth:`cudnn_ratio`."""
         models = {model_name(g) for g in gpus}
         n = len(gpus)
-        cands = [s for s in self.series if s.precision == precision]
+        cands = [s for s in self.series if s.precision == precision and (s.cudnn or precision != "bf16")]
         if not cands:
             return None
 
@@ -138,12 +140,44 @@ class ThroughputTable:
         v, q = _curve(s.tok_s[h], B)
         return v * ratio, min(q, 1), f"; -r {r} = -r {h} x {ratio:.3f} (as measured on {d.label})"
 
-    def estimate(self, gpus: list[GPU], precision: str, descriptor: str, T: int, B: int, r: int
-                 ) -> Optional[Estimate]:
+    def cudnn_ratio(self, gpus: list[GPU]) -> Optional[tuple[float, str]]:
+        """Tokens/s of a BF16 build without cuDNN over one with, from the points measured both ways on one setup
+        (same GPU model, depth, T and ranks; a setup of these GPUs' model first), and where it was measured."""
+        models = {model_name(g) for g in gpus}
+        pairs = []
+        for nc in self.series:
+            if nc.precision != "bf16" or nc.cudnn:
+                continue
+            for c in self.series:
+                if not (c.precision == "bf16" and c.cudnn and (c.gpu, c.descriptor, c.seq_len, c.ranks)
+                        == (nc.gpu, nc.descriptor, nc.seq_len, nc.ranks)):
+                    continue
+                pts = [(r, b, nc.tok_s[r][b] / c.tok_s[r][b]) for r in nc.tok_s for b in nc.tok_s[r]
+                       if b in c.tok_s.get(r, {})]
+                if pts:
+                    where = ", ".join(f"B={b} -r {r}" for r, b, _ in pts)
+                    pairs.append((nc.gpu in models, sum(x for *_, x in pts) / len(pts), f"{nc.label} {where}"))
+        if not pairs:
+            return None
+        _, ratio, where = max(pairs, key=lambda p: p[0])
+        return ratio, where
+
+    def estimate(self, gpus: list[GPU], precision: str, descriptor: str, T: int, B: int, r: int,
+                 cudnn: bool = True) -> Optional[Estimate]:
+        """Tokens/s of (B, -r) on ``gpus``; ``cudnn`` False: the BF16 binary has no cuDNN attention (scaled by
+        the measured ratio, :meth:`cudnn_ratio`)."""
         s = self.reference(gpus, precision, descriptor, T)
         if s is None or not gpus:
             return None
         v, q, r_note = self._rate(s, B, r)
+        if precision == "bf16" and not cudnn and s.cudnn:
+            got = self.cudnn_ratio(gpus)
+            if got is None:
+                r_note += "; no cuDNN in this build: nothing measured without it, estimated as the cuDNN build"
+                q = 0
+            else:
+                v *= got[0]
+                r_note += f"; x {got[0]:.3f} without cuDNN (as measured on {got[1]})"
         n = len(gpus)
         per_rank = v / s.ranks / self._eff(s.ranks)
         bs = sorted(s.tok_s.get(r) or next(iter(s.tok_s.values())))
