@@ -195,18 +195,19 @@ class MemoryModel:
                 + self.k * activation_bytes(d, B, T, recompute, precision, cudnn) / GB
                 + (self.nccl_overhead_gb if ranks > 1 else 0.0))
         need = peak * (1 + self.headroom_frac) + self.headroom_gb
-        basis = self._basis(descriptor, B, T, recompute, precision)
+        basis = self._basis(descriptor, B, T, recompute, precision, cudnn)
         if ranks > 1 and not any(s.ranks > 1 for s in self.series):
             basis += f" + {self.nccl_overhead_gb} GB NCCL estimate (no ranks > 1 series yet)"
         return Prediction(round(peak, 2), round(need, 2), basis)
 
-    def _basis(self, descriptor: str, B: int, T: int, recompute: int, precision: str) -> str:
-        same = [s for s in self.series if s.same_config(descriptor, T, recompute, precision)]
+    def _basis(self, descriptor: str, B: int, T: int, recompute: int, precision: str, cudnn: bool) -> str:
+        same = [s for s in self.series if s.same_config(descriptor, T, recompute, precision) and s.cudnn == cudnn]
         if any(s.points and s.points[0][0] <= B <= s.points[-1][0] for s in same):
             return "measured"
         if same:
             return "extrapolated (B outside the measured range)"
-        have = sorted({f"{s.descriptor} T={s.seq_len} {s.precision} -r {s.recompute}" for s in self.series})
+        have = sorted({f"{s.descriptor} T={s.seq_len} {s.precision}{'' if s.cudnn or s.precision != 'bf16' else ' no cuDNN'}"
+                       f" -r {s.recompute}" for s in self.series})
         return "extrapolated (from " + ", ".join(have) + ")" if have else "extrapolated (no measurements)"
 
 

@@ -53,6 +53,7 @@ def test_plan_without_cudnn_needs_more_memory_runs_slower_and_says_why():
     on = build_plan(TrainRequest(micro_batch=16, recompute=1), facts(H100))
     off = build_plan(TrainRequest(micro_batch=16, recompute=1), facts(H100, cudnn=False))
     assert off.memory.need_mib > on.memory.need_mib                   # the whole T x T attention is kept
+    assert on.memory.basis == "measured" and off.memory.basis.startswith("extrapolated (from ")   # no such series
     assert off.batch.estimate.tok_s == pytest.approx(on.batch.estimate.tok_s * 326212 / 502071, rel=1e-4)
     assert any("built without cuDNN" in n for n in off.notes) and not any("without cuDNN" in n for n in on.notes)
     # unknown (no record, no label): as the cuDNN build
