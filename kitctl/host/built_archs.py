@@ -30,12 +30,14 @@ from kitctl.host import registry
 @dataclass(frozen=True)
 class Built:
     """What a run would load: ``source`` (the record's path, or ``image REF``) and its arch list; ``archs`` None
-    when it cannot be known, ``why`` saying why; ``damaged``: something is there but unreadable."""
+    when it cannot be known, ``why`` saying why; ``damaged``: something is there but unreadable. ``cudnn``: the
+    BF16 binary's cuDNN as the record says (None: not known)."""
 
     source: str
     archs: Optional[list[int]] = None
     why: str = ""
     damaged: bool = False
+    cudnn: Optional[bool] = None
 
 
 def native(bin_dir: Path) -> Built:
@@ -59,7 +61,7 @@ def native(bin_dir: Path) -> Built:
     if changed:
         return Built(str(path), why=f"{', '.join(changed)} in {bin_dir} changed since {path.name} was written (not "
                                     "the binaries it describes)", damaged=True)
-    return Built(str(path), archs=record.archs)
+    return Built(str(path), archs=record.archs, cudnn=record.cudnn)
 
 
 def from_label(ref: str, text: Optional[str]) -> Built:
@@ -71,6 +73,11 @@ def from_label(ref: str, text: Optional[str]) -> Built:
         return Built(source, archs=arch_list(text, registry.ARCHS_LABEL))
     except KitError as e:
         return Built(source, why=f"image {ref}: {short(e.message)}", damaged=True)
+
+
+def label_cudnn(labels: Optional[dict[str, str]]) -> Optional[bool]:
+    """The BF16 binary's cuDNN as an image's ``org.llmc-kit.cudnn`` label says ("on" / "off"; else None)."""
+    return {"on": True, "off": False}.get((labels or {}).get(registry.CUDNN_LABEL) or "")
 
 
 def image(ref: str, engine: bool) -> Built:

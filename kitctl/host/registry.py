@@ -20,9 +20,10 @@ from kitctl.core.records import Record
 LineFn = Callable[[str], None]
 RECIPE_HASH = "org.llmc-kit.recipe-hash"
 ARCHS_LABEL = "org.llmc-kit.archs"          # the arch list the image's binaries were built for: "75,86"
+CUDNN_LABEL = "org.llmc-kit.cudnn"          # "on" / "off": the BF16 binary's cuDNN attention
 # labels whose difference makes an image another recipe (every pin that goes into the build)
 CHECKED_LABELS = ("org.llmc-kit.stage", "org.llmc-kit.provider", "org.llmc-kit.cuda", ARCHS_LABEL,
-                  "org.llmc-kit.cudnn", "org.llmc-kit.llmc.commit", "org.llmc-kit.versions-sha256")
+                  CUDNN_LABEL, "org.llmc-kit.llmc.commit", "org.llmc-kit.versions-sha256")
 
 
 def _docker() -> str:

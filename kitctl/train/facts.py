@@ -18,12 +18,12 @@ from typing import Optional
 
 from kitctl.core import shard_folder
 from kitctl.core.config import KitConfig, nccl_env
-from kitctl.core import native_build_record as build_record
-from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.errors import ConfigError
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
 from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
                                     parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
+from kitctl.host import built_archs
 from kitctl.host.gpus import GPU, load_inventory
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.presets import get_preset
@@ -251,19 +251,11 @@ def runtime_ids(req: TrainRequest, image: Optional[RuntimeRecord], bin_dir: Path
 
 def built_cudnn(req: TrainRequest, image: Optional[RuntimeRecord], bin_dir: Path) -> Optional[bool]:
     """Whether the BF16 binary a run would start has cuDNN attention: the native build record beside it (when it
-    still describes the binaries there), or the image's ``org.llmc-kit.cudnn`` label; None when neither says."""
+    still describes the binaries there, host.built_archs.native), or the image's ``org.llmc-kit.cudnn`` label;
+    None when neither says."""
     if req.runtime == "native":
-        folder = native_binary(req, bin_dir, "bf16").parent
-        path = build_record.record_path(folder)
-        try:
-            if not path.is_file():
-                return None
-            rec = build_record.NativeBuild.read(path)
-        except (KitError, OSError):
-            return None
-        return None if build_record.changed_binaries(rec, folder) else rec.cudnn
-    label = (image.labels or {}).get("org.llmc-kit.cudnn") if image is not None else None
-    return {"on": True, "off": False}.get(label or "")
+        return built_archs.native(native_binary(req, bin_dir, "bf16").parent).cudnn
+    return built_archs.label_cudnn(image.labels) if image is not None else None
 
 
 def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None,

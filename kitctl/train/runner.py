@@ -79,11 +79,12 @@ def check_archs(plan: Plan) -> None:
         return
     if built.archs is None:
         return
-    missing = built_archs.coverage(distinct_archs(plan.gpus), built.archs).missing
+    gpu_archs = distinct_archs(plan.gpus)
+    missing = built_archs.coverage(gpu_archs, built.archs).missing
     if not missing:
         return
     gpus = ", ".join(f"{g.index}:{g.name} (sm_{g.compute_cap})" for g in plan.gpus if build_arch(g.compute_cap) in missing)
-    union = ",".join(map(str, sorted(set(built.archs) | set(distinct_archs(plan.gpus)))))
+    union = ",".join(map(str, sorted(set(built.archs) | set(gpu_archs))))
     build = "kitctl build --runtime native" if plan.runtime == "native" else "kitctl build"
     raise ConfigError(f"{built.source}: built for {built.archs}, which has no code for GPU {gpus}: llm.c would stop "
                       "at its first kernel with CUDA's 'no kernel image is available' (every arch built is newer)",
