@@ -179,6 +179,12 @@ def test_cli_native_build_records_what_it_built_and_doctor_judges_that(fake, tmp
     r = kitctl_proc.run(argv, env=env)
     assert r.returncode == 1 and "native build failed" in r.stderr
     assert not record_path(bin_dir).exists()
+    # a folder where the record goes: refused before anything is compiled, with what to do
+    record_path(bin_dir).mkdir()
+    r = kitctl_proc.run(argv, env={**env, "COLUMNS": "400"})           # a long tmp path unwrapped
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and f"{record_path(bin_dir)} is a folder: the native build writes its record there" in said
+    assert f"rm -r {record_path(bin_dir)}" in said and "native build failed" not in said and "Traceback" not in said
 
 
 def test_dry_run_plan_lists_what_is_missing_instead_of_refusing(tmp_path):
