@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from kitctl.core import pins
 from kitctl.core.config import KitConfig
 from kitctl.core.files import existing_parent
-from kitctl.host import built_archs, docker_disk
+from kitctl.host import built_archs, disks, docker_disk
 from kitctl.core.records import short
 from kitctl.host.gpus import (GPU, distinct_archs, driver_cuda, load_inventory, max_cuda_for_driver, unsupported,
                               unsupported_reason)
@@ -43,6 +43,7 @@ class DiskNeed:
     docker_bytes: int               # for this config's provider
     what: str                       # the sentence with its parts
     wheels_docker_bytes: int = 0
+    hf_cache_bytes: int = 0         # of data_root_bytes: the HF cache's parquet (hf_home may be another disk)
 
 
 # Filled in from above (kitctl/cli.py hands in kitctl.pipeline.reference.disk_need): host may not import the
@@ -72,6 +73,7 @@ class Facts:
     nvcc: bool = False                     # a host CUDA compiler (the native build)
     slurm: bool = False                    # sbatch on PATH (multi-node through Slurm)
     built: Optional[built_archs.Built] = None   # what train would run with (None: not looked, kit.yaml is judged)
+    places: list[disks.Place] = field(default_factory=list)   # data root, HF cache, Docker's storage, by filesystem
 
 
 @dataclass
@@ -130,6 +132,9 @@ def gather(cfg: KitConfig, inventory: Optional[Path] = None) -> Facts:
     f.built = (built_archs.native(cfg.layout.native_bin) if cfg.runtime == "native"
                else built_archs.image(runtime_image_ref(cfg), f.engine is not None))
     f.free_bytes = _free(cfg.data_root)
+    f.places = [disks.locate(disks.DATA_ROOT, cfg.data_root), disks.locate(disks.HF_CACHE, cfg.hf_cache)]
+    dp = disks.docker_place(f.docker) if cfg.runtime == "docker" else None
+    f.places += [dp] if dp else []
     try:
         st = os.statvfs("/dev/shm")
         f.shm_bytes = st.f_blocks * st.f_frsize
@@ -197,6 +202,7 @@ def evaluate(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed] = None) -> list[
         if found.status == "fail" and not disk:
             found.status = "warn"
         out.append(found)
+    out += shared_disks(f, cfg, disk)
     # shared memory
     if f.shm_bytes is not None:
         shm = f.shm_bytes / GB
@@ -267,6 +273,23 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig, built: Optional[built_archs.B
     return out
 
 
+def shared_disks(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed]) -> list[Finding]:
+    """The reference plan's places that share a filesystem, judged on their sum (each alone is judged above):
+    the data root and Docker's storage on one system disk were each "ok" while their sum did not fit."""
+    if disk is None:
+        return []
+    hf = min(disk.hf_cache_bytes, disk.data_root_bytes)
+    needs = {disks.DATA_ROOT: disk.data_root_bytes - hf, disks.HF_CACHE: hf}
+    if cfg.runtime == "docker":
+        needs[disks.DOCKER] = disk.docker_bytes
+    out = []
+    for fs in disks.group(f.places, needs):
+        if fs.shared and sum(1 for n in fs.needs.values() if n) > 1:
+            status, detail, meaning = disks.verdict(fs, cfg.provider)
+            out.append(Finding("one disk", status, f"kitctl reproduce gpt2-124m: {detail}", meaning))
+    return out
+
+
 def docker_space(st: docker_disk.DockerStorage, need: int, cfg: KitConfig, wheels_bytes: int = 0,
                  what: str = "this plan's images") -> Finding:
     """Docker's storage (its root dir) against ``need`` bytes still to land there (pure). Too small: how to move
@@ -312,7 +335,7 @@ _NEEDS = {
     "data": ("docker engine", "data root space"),
     "build": ("docker engine", "buildx", "docker storage"),
     "train": ("docker engine", "nvidia container runtime", "driver", "arch list", "data root space", "docker storage",
-              "GPU support"),
+              "GPU support", "one disk"),
 }
 
 

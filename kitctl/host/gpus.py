@@ -170,7 +170,7 @@ def load_inventory(path: Optional[Path]) -> list[GPU]:
 
 
 def select(gpus: list[GPU], spec: str) -> list[GPU]:
-    """``all`` | ``N`` (the first N) | ``0,2`` (these indices)."""
+    """``all`` | ``N`` (the first N) | ``0,2`` (these indices; one GPU by its index: ``0,``)."""
     spec = spec.strip()
     if not gpus:
         raise ConfigError("no NVIDIA GPU found (nvidia-smi is missing or lists none)",
@@ -182,8 +182,10 @@ def select(gpus: list[GPU], spec: str) -> list[GPU]:
         if "," not in spec:
             n = int(spec)
             if n < 1 or n > len(gpus):
-                raise ConfigError(f"--gpus {n}: this machine has {len(gpus)} GPU(s)",
-                                  f"use a number from 1 to {len(gpus)}, a list like 0,1, or all")
+                alone = (f"; for GPU {n} alone write --gpus {n}, (a trailing comma makes it a list of indices)"
+                         if n in by_index else "")
+                raise ConfigError(f"--gpus {n} is a count (the first {n} GPUs): this machine has {len(gpus)} GPU(s)",
+                                  f"use a count from 1 to {len(gpus)}, a list of indices like 0,1, or all{alone}")
             return list(gpus[:n])
         picked = [int(p) for p in spec.split(",") if p.strip()]
     except ValueError:

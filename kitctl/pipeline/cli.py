@@ -125,9 +125,14 @@ def reproduce(
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
     workers: Optional[int] = typer.Option(None, "--workers", callback=checked(validate.workers), help="tokenizer processes (default: all cores)"),
     runtime: Optional[str] = typer.Option(None, "--runtime", help=_HELP_RUNTIME),
-    gpus: str = typer.Option("all", "--gpus", help="all | N (the first N) | 0,2 (these indices)"),
+    gpus: str = typer.Option("all", "--gpus", help="all | N (a count: the first N GPUs) | 0,2 (these indices; one GPU by index: 0, with the comma)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (default: the preset's; gpt2-124m: "
                                                               "one epoch of the shards)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 when every chosen "
+                                            "GPU is sm_80+, else the faster choice, said in the plan)"),
+    force_memory: bool = typer.Option(False, "--force-memory", help="run a -b (after --) that the memory model "
+                                      "predicts cannot fit the GPU (default: refused, naming the largest B that "
+                                      "fits)"),
     binary: Optional[Path] = typer.Option(None, "--binary", help="native: a built train_gpt2cu (skips the build)"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec), help="llm.c checkout, tarball or URL for the build"),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native build: cudnn-frontend "
@@ -179,7 +184,8 @@ def reproduce(
         shard_size=shard_size, workers=workers, runtime=runtime or cfg.runtime, gpus=gpus, steps=steps,
         binary=binary.absolute() if binary else None, llmc_src=llmc_src, cudnn_frontend=cudnn_frontend,
         mpirun=mpirun, inventory=inventory, cpus=cpus, net_mbps=net_mbps, price_per_gpu_hour=price,
-        tune={None: "auto", True: "on", False: "off"}[tune], passthrough=tuple(passthrough or ()))
+        tune={None: "auto", True: "on", False: "off"}[tune], passthrough=tuple(passthrough or ()),
+        precision=precision, force_memory=force_memory)
     if image is not None and opts.runtime != "docker":
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")

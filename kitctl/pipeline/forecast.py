@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.progress import format_duration
+from kitctl.host import disks
 from kitctl.pipeline.costs import costs
 HEADER_BYTES = 1024          # llm.c model / state / shard headers: 256 x int32
 HELLASWAG_ROWS = 4           # llm.c's EvalLoader: 4 completions (batch rows) per example
@@ -33,6 +34,7 @@ class Box:
     label: str = ""
     docker_root: str = ""              # Docker's root dir (images, build cache), when known
     docker_free_bytes: Optional[int] = None   # free space there (None: another box, unknown)
+    places: tuple[disks.Place, ...] = ()      # where each purpose writes, by filesystem (empty: another box)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class Forecast:
     tune_steps: Optional[tuple[int, int]] = None     # (steps, warmup) when the tune stage runs
     notes: list[str] = field(default_factory=list)
     overlap: tuple[float, float, float] = (0.0, 0.0, 0.0)   # the dataset download running while the image builds
+    hf_cache_bytes: int = 0         # of the data stage's disk still to land: the HF cache's parquet (hf_home)
+    decisions: dict = field(default_factory=dict)   # the train plan's choices, each with reason and source
 
     def stage(self, name: str) -> StageForecast:
         return next(s for s in self.stages if s.name == name)
@@ -187,15 +191,21 @@ class Forecast:
 
     def as_json(self) -> dict:
         """``{"stages": [{"name", "disk_bytes", "docker_bytes", "download_bytes", "seconds", ...}], "total":
-        {"disk_bytes", "docker_bytes", "seconds"}}`` (the stages carry a few more keys: range, status, detail,
-        cost; the data stage ``overlap_seconds``: its download time that runs during the build). ``disk_bytes`` is
-        the data root's, ``docker_bytes`` Docker's storage (its own disk, often another)."""
+        {"disk_bytes", "docker_bytes", "seconds", "download_bytes", "first_step_seconds"}, "filesystems": [...],
+        "decisions": {...}}`` (the stages carry a few more keys: range, status, detail, cost; the data stage
+        ``overlap_seconds``: its download time that runs during the build). ``disk_bytes`` is the data root's,
+        ``docker_bytes`` Docker's storage (its own disk, often another); ``filesystems`` each filesystem of this
+        box with the sum it must hold (docs/reproduce.md); ``decisions`` the train plan's GPUs, precision, B,
+        recompute and gradient accumulation, each ``{"value", "reason", "source"}``."""
         stages = [s.as_json() for s in self.stages]
         if self.overlap[0]:
             next(s for s in stages if s["name"] == "data")["overlap_seconds"] = round(self.overlap[0], 1)
         return {"stages": stages,
                 "total": {"disk_bytes": int(self.disk_bytes), "docker_bytes": int(self.docker_bytes),
-                          "seconds": _secs(self.seconds)}}
+                          "seconds": _secs(self.seconds), "download_bytes": int(self.download_bytes),
+                          "first_step_seconds": _secs(self.first_step_seconds)},
+                "filesystems": [f.as_json() for f in filesystems(self)],
+                "decisions": self.decisions}
 
 
 def _secs(x: float) -> Optional[float]:
@@ -411,7 +421,9 @@ def plan_stages(inp: Inputs) -> Forecast:
     stages.append(_stage("report", "done" if inp.report_exists else "to do", c.report.disk_bytes, 0,
                          (0, 0, 0) if inp.report_exists else _mid(*c.report.seconds),
                          "report.html: loss + HellaSwag curves vs GPT-2 124M"))
-    fc = Forecast(stages, inp.box, inp.price_per_gpu_hour, tune_steps, notes, overlap)
+    fc = Forecast(stages, inp.box, inp.price_per_gpu_hour, tune_steps, notes, overlap,
+                  hf_cache_bytes=inp.data.hf_cache_bytes if next(s for s in stages if s.name == "data").status
+                  not in ("done", "skipped") else 0)
     if inp.price_per_gpu_hour is not None:
         for s in stages:
             s.cost = (s.seconds if math.isfinite(s.seconds) else 0.0) / 3600 * inp.box.gpus * inp.price_per_gpu_hour
@@ -422,6 +434,19 @@ def remaining_disk(fc: Forecast, data_done_bytes: int = 0) -> int:
     """Bytes the stages still to run will add to the data root (what must be free now)."""
     need = sum(s.disk_bytes for s in fc.stages if s.status not in ("done", "skipped"))
     return max(0, need - data_done_bytes)
+
+
+def needs_by_purpose(fc: Forecast, data_done_bytes: int = 0) -> dict[str, int]:
+    """Bytes the stages still to run put in each place: the data root (less the HF cache), the HF cache (hf_home,
+    inside the data root by default) and Docker's storage."""
+    rest = remaining_disk(fc, data_done_bytes)
+    hf = min(rest, fc.hf_cache_bytes)
+    return {disks.DATA_ROOT: rest - hf, disks.HF_CACHE: hf, disks.DOCKER: remaining_docker(fc)}
+
+
+def filesystems(fc: Forecast, data_done_bytes: int = 0) -> list[disks.Filesystem]:
+    """The box's filesystems with the sum this plan still puts on each (empty when the box is another one)."""
+    return disks.group(fc.box.places, needs_by_purpose(fc, data_done_bytes))
 
 
 def remaining_docker(fc: Forecast) -> int:

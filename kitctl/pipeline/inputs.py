@@ -29,8 +29,8 @@ from kitctl.core.files import check_regular, free_bytes, open_regular
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
-from kitctl.host import docker_disk
-from kitctl.host.gpus import GPU, distinct_archs
+from kitctl.host import disks, docker_disk
+from kitctl.host.gpus import GPU, distinct_archs, select
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.pipeline import forecast as fc
 from kitctl.train import (BINARIES, DataInfo, Facts, OutState, Plan, Shard, TrainRequest, absorb_passthrough,
@@ -67,12 +67,15 @@ class ReproduceOptions:
     tune: str = "auto"
     passthrough: tuple[str, ...] = ()
     bundle: Optional[Unpacked] = None        # --bundle: the unpacked, verified offline bundle
+    precision: Optional[str] = None          # bf16 | fp32 (None: the train planner's choice)
+    force_memory: bool = False               # run a -b the memory model says cannot fit
 
     def key(self) -> dict:
         """What a re-run of the same command must repeat to continue this run folder."""
         return {"preset": self.preset, "dataset": self.dataset, "source": str(self.source) if self.source else None,
                 "runtime": self.runtime, "gpus": self.gpus, "steps": self.steps, "shard_size": self.shard_size,
-                "stream": self.stream, "passthrough": list(self.passthrough)}
+                "stream": self.stream, "passthrough": list(self.passthrough),
+                **({"precision": self.precision} if self.precision else {})}
 
 
 def apply_bundle(opts: ReproduceOptions, ub: Unpacked) -> ReproduceOptions:
@@ -341,6 +344,14 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, precision: str, archs: l
     return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")
 
 
+def places(cfg: KitConfig, dk: docker_disk.DockerStorage) -> tuple[disks.Place, ...]:
+    """Where this run writes on this machine, each with its filesystem: the data root, the HF cache (hf_home)
+    and Docker's storage (when the engine is local)."""
+    out = [disks.locate(disks.DATA_ROOT, cfg.data_root), disks.locate(disks.HF_CACHE, cfg.hf_cache)]
+    dp = disks.docker_place(dk)
+    return tuple(out + ([dp] if dp else []))
+
+
 # ------------------------------------------------------------------------------------------------ all
 def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
            gpus: Optional[list[GPU]] = None) -> Gathered:
@@ -358,7 +369,8 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
                       source_flag="--hellaswag-source")
     hinput = hellaswag_input(hplan)
     treq = TrainRequest(preset=opts.preset, gpus=opts.gpus, steps=opts.steps, name=opts.name, data=dplan.out_dir,
-                        runtime=opts.runtime, binary=opts.binary, passthrough=list(opts.passthrough))
+                        runtime=opts.runtime, binary=opts.binary, passthrough=list(opts.passthrough),
+                        precision=opts.precision, force_memory=opts.force_memory)
     data = inspect_data(dplan.out_dir) if dinput.complete else synthetic_data(dplan, dinput)
     if not dinput.complete:
         notes.append(f"no complete data in {dplan.out_dir} yet: training is planned on the ~{dinput.tokens:,} "
@@ -389,7 +401,7 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
     box = fc.Box(gpus=len(facts.gpus), cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8,
                  free_bytes=free_bytes(cfg.data_root) if here else None,
                  docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes,
-                 label=gpus_label(facts.gpus))
+                 label=gpus_label(select(facts.gpus, opts.gpus)), places=places(cfg, dk) if here else ())
     inputs = fc.Inputs(box=box, build=build_input(cfg, opts, tplan.precision, archs), data=dinput, hellaswag=hinput, tune=tune,
                        train=tinput, report_exists=(run_dir / "report.html").is_file() and tplan.complete,
                        price_per_gpu_hour=opts.price_per_gpu_hour)
@@ -404,9 +416,61 @@ def _gpu_less(cfg: KitConfig, opts: ReproduceOptions, dplan: DataPlan, dinput: f
     run_dir = (cfg.runs_dir / (opts.name or opts.preset)).absolute()
     dk = docker_disk.query() if opts.runtime == "docker" else docker_disk.DockerStorage()   # this machine's
     box = fc.Box(gpus=0, cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8, free_bytes=free_bytes(cfg.data_root),
-                 docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes, label="no GPU here")
+                 docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes, label="no GPU here",
+                 places=places(cfg, dk))
     notes.append(NO_GPU_NOTE)
     inputs = fc.Inputs(box=box, build=build_input(cfg, opts, "bf16", archs), data=dinput, hellaswag=hinput,
                        tune=fc.TuneInput(opts.tune, 0), train=gpu_less_train_input(treq, data),
                        report_exists=False, price_per_gpu_hour=opts.price_per_gpu_hour)
     return Gathered(inputs, run_dir, dplan, hplan, treq, None, archs, notes)
+
+
+# ------------------------------------------------------------------------------------------- decisions
+# where a decision's number comes from: measured (the tune cache on this box), quoted (a published llm.c figure),
+# estimate (the kit's models), given (the user's flag), checkpoint (kept to resume), rule (llm.c's arithmetic)
+_BY_SOURCE = {"user": "given", "checkpoint": "checkpoint", "oom-retry": "given", "tune": "measured"}
+
+
+def _decision(value, reason: str, source: str) -> dict:
+    return {"value": value, "reason": reason, "source": source}
+
+
+def decisions(g: Gathered) -> dict:
+    """The train plan's decisions for ``--dry-run --json``: GPUs, precision, B, recompute and gradient
+    accumulation, each with its reason and the source of the numbers behind it (scripts read these, not the
+    ``detail`` strings)."""
+    plan, t, req = g.train_plan, g.inputs.train, g.train_request
+    if plan is None:
+        why = t.unplanned or NO_GPU_REASON
+        return {k: _decision(None, why, "unknown") for k in ("gpus", "precision", "micro_batch", "recompute",
+                                                            "grad_accumulation")}
+    basis = t.tok_s_basis           # measured | quoted | estimate: the tokens/s the choices were compared by
+    hw, batch = plan.hardware, plan.batch
+    gpus = [{"index": x.index, "name": x.name, "memory_mib": x.memory_mib} for x in plan.gpus]
+    picked = [o for o in hw.options if o.chosen]
+    gpu_reason = "; ".join(hw.notes) or (f"--gpus {req.gpus}" if req.gpus.strip() != "all" else
+                                         "every GPU of the box")
+    gpu_source = "given" if req.gpus.strip() != "all" and not hw.options else basis
+    if req.precision:
+        prec = _decision(plan.precision, f"--precision {req.precision}", "given")
+    elif picked:
+        others = [o for o in hw.options if not o.chosen]
+        prec = _decision(plan.precision, f"{picked[0].label}: ~{picked[0].est_tok_s or 0:,.0f} tok/s against "
+                         + ", ".join(f"{o.label}: ~{o.est_tok_s or 0:,.0f} tok/s" for o in others)
+                         + "; override with --precision", basis)
+    else:
+        prec = _decision(plan.precision, "every chosen GPU has BF16 tensor cores (sm_80+)" if plan.precision == "bf16"
+                         else "a chosen GPU has no BF16 tensor cores (pre-Ampere): the FP32 build", "rule")
+    src = _BY_SOURCE.get(batch.source, basis)
+    r_notes = [n for n in plan.notes if "recompute" in n or "-r 0 and -r 1" in n]
+    rows = plan.micro_batch * plan.seq_len * plan.ranks
+    return {
+        "gpus": _decision(gpus, gpu_reason, gpu_source),
+        "precision": prec,
+        "micro_batch": _decision(plan.micro_batch, batch.choice, src),
+        "recompute": _decision(plan.recompute, "; ".join(r_notes) or f"with B={plan.micro_batch}: {batch.choice}",
+                               "given" if req.recompute is not None or "-r" in req.passthrough else src),
+        "grad_accumulation": _decision(plan.total_batch // rows, f"total batch -d {plan.total_batch:,} / (B "
+                                       f"{plan.micro_batch} x T {plan.seq_len} x {plan.ranks} rank(s))", "rule"),
+        "tok_s": _decision(t.tok_s, f"tokens/s of the chosen config ({basis})", basis),
+    }

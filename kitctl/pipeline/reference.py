@@ -35,4 +35,4 @@ def disk_need(cfg: KitConfig) -> DiskNeed:
     m = disk_model()
     return DiskNeed(data_root_bytes=m.data_root_bytes, docker_bytes=m.docker_bytes[cfg.provider],
                     what=f"FineWeb10B + GPT-2 124M needs {m.summary()}",
-                    wheels_docker_bytes=m.docker_bytes["wheels"])
+                    wheels_docker_bytes=m.docker_bytes["wheels"], hf_cache_bytes=m.hf_cache_bytes)

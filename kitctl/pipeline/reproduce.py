@@ -26,7 +26,7 @@ from kitctl.core.pipeline_state import FILENAME, FINISHED, STAGES, PipelineState
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.pipeline import forecast as fc
 from kitctl.pipeline import stages as st
-from kitctl.pipeline.inputs import Gathered, ReproduceOptions, check_offline, gather
+from kitctl.pipeline.inputs import Gathered, ReproduceOptions, check_offline, decisions, gather
 
 SAVE_EVERY_S = 2.0        # progress writes of reproduce.json at most this often
 TRAIN_POLL_S = 5.0        # how often the train stage's progress is read from main.log
@@ -38,6 +38,7 @@ def make_forecast(cfg, opts: ReproduceOptions, plan_only: bool = False) -> tuple
     g = gather(cfg, opts, plan_only)
     f = fc.plan_stages(g.inputs)
     f.notes = [*g.notes, *f.notes]
+    f.decisions = decisions(g)
     check_offline(opts, f)
     return g, f
 

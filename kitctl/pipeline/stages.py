@@ -18,6 +18,7 @@ it and a re-run continues). Every stage writes its own log in ``<run>/logs/<stag
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import threading
@@ -38,7 +39,7 @@ from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
 from kitctl.data.manifest import verify as verify_data
 from kitctl.data.plan import DataPlan
-from kitctl.host import doctor, docker_disk
+from kitctl.host import disks, doctor, docker_disk
 from kitctl.images import llmc_source, native_build
 from kitctl.images import build as image_build
 from kitctl.images import move as images_move
@@ -48,7 +49,7 @@ from kitctl.images.context import prepare_context
 from kitctl.images.request import BuildRequest
 from kitctl.observe.report import write_report
 from kitctl.pipeline import forecast as fc
-from kitctl.pipeline.inputs import Gathered, ReproduceOptions
+from kitctl.pipeline.inputs import Gathered, ReproduceOptions, places
 from kitctl.train import inspect_image, plan_for, run_tune, run_training
 
 REPORT_NAME = "report.html"
@@ -131,8 +132,10 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
             f"{need / 1e9:.1f} GB", "" if ok else "point data_root in kit.yaml at a bigger disk (`kitctl init "
             "--data-root /big/disk`), or free space; --stream skips the HF cache"))
     docker_need = fc.remaining_docker(ctx.forecast)
+    dk = docker_disk.query() if opts.runtime == "docker" else docker_disk.DockerStorage()
     if docker_need and opts.runtime == "docker":
-        findings.append(doctor.docker_space(docker_disk.query(), docker_need, cfg, fc.build_docker_bytes("wheels")))
+        findings.append(doctor.docker_space(dk, docker_need, cfg, fc.build_docker_bytes("wheels")))
+    findings += shared_disks(ctx, dk, data_done_bytes)
     for f in findings:
         ctx.log.say(f"{f.status:5} {f.check}: {f.detail}" + (f" -- {f.meaning}" if f.meaning and f.status != "ok" else ""))
     fails = [f.check for f in findings if f.status == "fail"]
@@ -142,6 +145,18 @@ def preflight(ctx: StageContext, data_done_bytes: int) -> Result:
     warns = sum(f.status == "warn" for f in findings)
     return Result("done", f"ready ({warns} warning(s)); {need / 1e9:.1f} GB still needed on the data root"
                   + (f", {docker_need / 1e9:.1f} GB in Docker's storage" if docker_need else ""))
+
+
+def shared_disks(ctx: StageContext, dk: docker_disk.DockerStorage, data_done_bytes: int) -> list[doctor.Finding]:
+    """One finding per filesystem that holds several of this run's places (data root, HF cache, Docker's
+    storage): the sum they still need against its free space, counted once."""
+    f = dataclasses.replace(ctx.forecast, box=dataclasses.replace(ctx.forecast.box, places=places(ctx.cfg, dk)))
+    out = []
+    for fs in fc.filesystems(f, data_done_bytes):
+        if fs.shared and sum(1 for n in fs.needs.values() if n) > 1:
+            status, detail, meaning = disks.verdict(fs, ctx.cfg.provider)
+            out.append(doctor.Finding(f"one disk ({fs.mount})", status, detail, meaning))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- build

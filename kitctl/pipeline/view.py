@@ -9,7 +9,8 @@ from rich.table import Table
 from kitctl.core.pipeline_state import PipelineState
 from kitctl.core.progress import format_duration
 from kitctl.host import docker_disk
-from kitctl.pipeline.forecast import Forecast, remaining_disk, remaining_docker
+from kitctl.host import disks
+from kitctl.pipeline.forecast import Forecast, filesystems, remaining_disk, remaining_docker
 
 
 def size(n: float) -> str:
@@ -84,6 +85,10 @@ def plan_lines(fc: Forecast) -> list[str]:
         if fc.box.docker_free_bytes is not None and fc.box.docker_free_bytes < remaining_docker(fc):
             out.append("Docker's storage is too small for this plan: " + docker_disk.move_hint()
                        + "; or the smaller wheels provider (provider: wheels), or a prebuilt image (docs/images.md)")
+    for f in filesystems(fc):
+        if f.shared or f.ok is False:      # one disk for several purposes: their sum against its free space
+            status, detail, meaning = disks.verdict(f)
+            out.append(f"{'one disk' if f.shared else 'disk'}: {detail}" + (f": {meaning}" if meaning else " (ok)"))
     out += [f"note: {n}" for n in fc.notes]
     return out
 

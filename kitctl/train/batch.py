@@ -69,6 +69,7 @@ class BatchInputs:
     zero_stage: Optional[int] = None      # -z (None: the preset's)
     cudnn: Optional[bool] = None          # the BF16 binary has cuDNN attention (its build record / image label;
                                           # None: not known, assumed on, as the kit builds it by default)
+    force_memory: bool = False            # --force-memory: run a B the memory model says cannot fit (no refusal)
 
     @property
     def ranks(self) -> int:
@@ -273,6 +274,8 @@ def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> Ba
     if skipped and micro == allowed[0] and pick.source in ("table", "memory"):
         notes.append(f"B={skipped[-1]} and above are ruled out: {rules.why_not(skipped[-1])}")
     memory = rules.predict(micro, recompute)
+    if memory.peak_gb > min_gpu.memory_gb and pick.source == "user" and not x.force_memory:
+        _refuse_memory(rules, micro, recompute, memory, allowed, x.recompute)
     if not memory.fits(min_gpu.memory_gb):
         notes.append(f"warning: B={micro} -r {recompute} is predicted to need ~{memory.need_mib} MiB with headroom, "
                      f"more than {min_gpu.name}'s {min_gpu.memory_label} [{memory.basis}]; running as asked "
@@ -281,6 +284,35 @@ def choose_batch(x: BatchInputs, mem: MemoryModel, table: ThroughputTable) -> Ba
         notes.append(f"memory estimate: {memory.basis}; measured series go in kitctl/train/memory_model.yaml")
     estimate = rules.candidate(micro, recompute).estimate
     return BatchChoice(micro, recompute, memory, pick.choice, pick.source, estimate, tune_file, ranked, tuple(notes))
+
+
+def largest_fit(rules: _Rules, allowed: list[int], recompute: Optional[int]) -> Optional[tuple[int, int]]:
+    """The largest allowed B that fits with headroom, with the least recompute that makes it fit (``recompute``
+    given: only that one)."""
+    for b in allowed:
+        for r in ((recompute,) if recompute is not None else RECOMPUTES):
+            if rules.fits(b, r):
+                return b, r
+    return None
+
+
+def _refuse_memory(rules: _Rules, micro: int, recompute: int, memory: Prediction, allowed: list[int],
+                   asked_r: Optional[int]) -> None:
+    """The given B's predicted peak alone exceeds the card: llm.c would fail to allocate, and the one retry at
+    B/2 the kit makes would not save it. Name the largest B (and -r) that fits; --force-memory runs it anyway."""
+    g = rules.x.min_gpu
+    fit = largest_fit(rules, allowed, asked_r)
+    if fit is None and asked_r is not None:
+        fit = largest_fit(rules, allowed, None)
+    way = (f"use -b {fit[0]} -r {fit[1]} (--micro-batch {fit[0]} --recompute {fit[1]}): the largest B that fits "
+           f"{g.memory_label} with headroom (~{rules.predict(*fit).need_mib} MiB)" if fit else
+           "no B fits this card: use a smaller preset or more GPUs (ZeRO-1 shards the optimizer)")
+    half = max(1, micro // 2)
+    retry = (f", and so would the kit's one retry at B={half}" if rules.predict(half, recompute).peak_gb > g.memory_gb
+             else "")
+    raise ConfigError(f"B={micro} -r {recompute} cannot fit {g.name} ({g.memory_label}): its predicted peak is "
+                      f"~{memory.peak_mib:,} MiB [{memory.basis}]; llm.c would stop out of memory{retry}",
+                      f"{way}; or --force-memory to run it anyway (the memory model may be wrong for your build)")
 
 
 def _table_notes(best: Candidate, ranked: tuple[Candidate, ...], rules: _Rules, preset: Preset) -> list[str]:

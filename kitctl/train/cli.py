@@ -31,7 +31,7 @@ app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into th
 
 _RUNTIME = typer.Option(None, "--runtime", help="docker (the kit's image) or native (host mpirun + native build); "
                                                 "default: kit.yaml's runtime")
-_GPUS = typer.Option("all", "--gpus", help="all | N (the first N) | 0,2 (these indices)")
+_GPUS = typer.Option("all", "--gpus", help="all | N (a count: the first N GPUs) | 0,2 (these indices; one GPU by index: 0, with the comma)")
 _INV = typer.Option(None, "--inventory", help="plan for another machine: a file of nvidia-smi --query-gpu="
                                               "index,name,compute_cap,memory.total,driver_version --format=csv,noheader")
 _MPIRUN = typer.Option("/usr/bin/mpirun", "--mpirun", help="host mpirun (native runtime)")
@@ -84,6 +84,8 @@ def train(
     recompute: Optional[int] = typer.Option(None, "--recompute", callback=checked(validate.int_range, lo=0, hi=2, why="llm.c -r: 0 none, 1 GELU, 2 GELU + layernorm"), help="llm.c -r: 0 none, 1 GELU, 2 GELU+LN"),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp32 (default: bf16 when every "
                                                                        "GPU is sm_80+, else the faster choice)"),
+    force_memory: bool = typer.Option(False, "--force-memory", help="run a -b the memory model predicts cannot "
+                                      "fit the GPU (default: refused, naming the largest B that fits)"),
     steps: Optional[int] = typer.Option(None, "--steps", "-x", callback=checked(validate.steps_or_epoch), help="optimizer steps (default: the preset's; "
                                                                     "-1 = one epoch of the shards)"),
     total_batch: Optional[int] = typer.Option(None, "--total-batch", "-d", callback=checked(validate.llmc_int, lo=None), help="tokens per optimizer step"),
@@ -113,7 +115,7 @@ def train(
     req = TrainRequest(preset=preset, gpus=gpus, micro_batch=micro_batch, recompute=recompute, precision=precision,
                        steps=steps, total_batch=total_batch, name=name, out=out, data=data,
                        runtime=runtime or cfg.runtime, binary=binary, fresh=fresh, no_tune=no_tune,
-                       tune_first=not no_tune, passthrough=tuple(passthrough or ()))
+                       tune_first=not no_tune, passthrough=tuple(passthrough or ()), force_memory=force_memory)
     if launcher != "local":
         other = LAUNCHERS.get(launcher)
         if other is None:

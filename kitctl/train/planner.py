@@ -90,7 +90,7 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
         return choose_batch(BatchInputs(
             preset, tuple(gpus), precision, T, D, facts.data, req.micro_batch, req.recompute, stored,
             facts.out.last_done, req.oom_retry_from, _tune_record(req, facts, gpus, precision, preset, T, D), Z,
-            facts.cudnn), mem, table)
+            facts.cudnn, req.force_memory), mem, table)
 
     def option_estimate(gpus: list[GPU], precision: str) -> Optional[float]:
         try:

@@ -47,6 +47,7 @@ class TrainRequest:
     fresh: bool = False
     no_tune: bool = False               # ignore the tune cache and never tune first
     tune_first: bool = False            # may plan a short, bounded tune before training (kitctl train, local)
+    force_memory: bool = False          # --force-memory: run a B the memory model says cannot fit
     passthrough: Sequence[str] = ()     # kept as a tuple
     # set by the runner when it re-plans after an out-of-memory start
     oom_retry_from: Optional[int] = None

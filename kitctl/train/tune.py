@@ -81,7 +81,7 @@ class Sweep:
 
     def plan(self, b: int, r: int) -> Plan:
         return build_plan(dataclasses.replace(self.base_req, micro_batch=b, recompute=r, gpus=gpu_spec(self.gpus),
-                                              precision=self.base.precision), self.facts)
+                                              precision=self.base.precision, force_memory=True), self.facts)
 
 
 def plan_sweep(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None, mpirun: str = "/usr/bin/mpirun",
@@ -116,7 +116,7 @@ def sweep_configs_for(req: TrainRequest, facts: Facts, base: Plan, min_b: int = 
     def allowed(b: int) -> bool:
         try:
             build_plan(dataclasses.replace(req, micro_batch=b, recompute=base.recompute, gpus=gpu_spec(gpus),
-                                           precision=precision), facts)
+                                           precision=precision, force_memory=True), facts)
             return True
         except KitError:
             return False

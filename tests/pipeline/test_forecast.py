@@ -116,7 +116,8 @@ def test_data_disk_download_and_time():
 def test_totals_json_shape_and_cost():
     f = fc.plan_stages(_inputs(price_per_gpu_hour=1.5))
     j = f.as_json()
-    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "docker_bytes", "seconds"}
+    assert set(j) == {"stages", "total", "filesystems", "decisions"}
+    assert set(j["total"]) == {"disk_bytes", "docker_bytes", "seconds", "download_bytes", "first_step_seconds"}
     assert [s["name"] for s in j["stages"]] == ["preflight", "build", "data", "hellaswag", "tune", "train", "report"]
     for s in j["stages"]:
         assert {"name", "disk_bytes", "docker_bytes", "download_bytes", "seconds"} <= set(s)
@@ -154,7 +155,8 @@ def test_dry_run_json_plans_the_seed_box_with_no_data(tmp_path):
     r = _dry(tmp_path, "--inventory", str(SEED), "--cpus", "16", "--json", "--runtime", "native")
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)                                  # stdout is the JSON and nothing else
-    assert set(j) == {"stages", "total"} and set(j["total"]) == {"disk_bytes", "docker_bytes", "seconds"}
+    assert set(j) == {"stages", "total", "filesystems", "decisions"}
+    assert set(j["total"]) == {"disk_bytes", "docker_bytes", "seconds", "download_bytes", "first_step_seconds"}
     st = {s["name"]: s for s in j["stages"]}
     # FineWeb10B: 29 GB of parquet downloaded into the HF cache, 20 GB of shards
     assert st["data"]["download_bytes"] == 29_000_000_000 and st["data"]["disk_bytes"] > 49e9
@@ -162,6 +164,18 @@ def test_dry_run_json_plans_the_seed_box_with_no_data(tmp_path):
     assert "1x GeForce RTX 3090 (bf16" in st["train"]["detail"] and "18,882 steps" in st["train"]["detail"]
     assert 2.5 * 86400 < st["train"]["seconds"] < 4.5 * 86400
     assert not (tmp_path / "d").exists()                      # the plan wrote nothing
+    # issue 29: the decisions with their reasons and sources, the total download and the time to the first step
+    d = j["decisions"]
+    assert [x["name"] for x in d["gpus"]["value"]] == ["NVIDIA GeForce RTX 3090"] and "FP32" in d["gpus"]["reason"]
+    assert d["precision"]["value"] == "bf16" and "--precision" in d["precision"]["reason"]
+    assert (d["micro_batch"]["value"], d["recompute"]["value"]) == (16, 0)
+    assert d["grad_accumulation"]["value"] == 524288 // (16 * 1024) and d["grad_accumulation"]["source"] == "rule"
+    assert all(d[k]["source"] in ("measured", "estimate", "quoted", "given", "rule", "checkpoint") and d[k]["reason"]
+               for k in d)
+    assert j["total"]["download_bytes"] == sum(s["download_bytes"] for s in j["stages"]) > 29e9
+    before = [s["seconds"] for s in j["stages"][:[s["name"] for s in j["stages"]].index("train")]]
+    assert abs(j["total"]["first_step_seconds"] - sum(before)) < 1
+    assert j["filesystems"] == []                             # another box (--inventory): its disks are not here
 
 
 @pytest.mark.slow

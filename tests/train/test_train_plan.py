@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.gpus import parse_csv
 from kitctl.train.memory import default_model
 from kitctl.train import TrainRequest, Facts, build_plan
@@ -199,9 +199,19 @@ def test_one_epoch_of_tiny_data_is_zero_steps_refused():
     assert "less than one optimizer step" in e.value.message and "--steps" in e.value.hint
 
 
-def test_explicit_b_too_big_warns_but_runs():
-    plan = build_plan(TrainRequest(micro_batch=64), facts(GPU_3090))
+def test_explicit_b_whose_peak_exceeds_the_card_is_refused_unless_forced():
+    """Issue 29: a B whose predicted peak alone exceeds the card cannot run (nor can its B/2 retry): exit 2 naming
+    the largest B and -r that fit; --force-memory runs it with the warning; a borderline B (its peak fits, not the
+    headroom) warns and runs, the B/2 retry behind it."""
+    with pytest.raises(ConfigError) as e:
+        build_plan(TrainRequest(micro_batch=64), facts(GPU_3090))
+    assert e.value.exit_code == 2 and "B=64 -r 1 cannot fit" in e.value.message and "predicted peak" in e.value.message
+    assert "use -b 32 -r 0" in e.value.hint and "--force-memory" in e.value.hint
+    plan = build_plan(TrainRequest(micro_batch=64, force_memory=True), facts(GPU_3090))
     assert plan.micro_batch == 64 and any(n.startswith("warning: B=64") for n in plan.notes)
+    border = build_plan(TrainRequest(micro_batch=64, recompute=2), facts(GPU_3090))
+    assert border.memory.peak_gb <= border.gpus[0].memory_gb < border.memory.need_gb
+    assert border.micro_batch == 64 and any("retries once with B/2" in n for n in border.notes)
 
 
 def test_passthrough_absorbed_and_managed_refused():

@@ -1,0 +1,53 @@
+"""Issue 29: the plan's own words work on the command line: the done-when command (`-b 32` on the 2080 Ti alone
+refused with the B that fits), `--gpus 0` refused naming `0,`, `--precision` on reproduce, rows naming only the
+chosen GPUs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import kitctl_proc
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "docs" / "inventories" / "2080ti-3090.csv"
+
+
+def _dry(tmp_path, *args):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "300", "KIT_DATA_ROOT": str(tmp_path / "d")}
+    return kitctl_proc.run(["reproduce", "gpt2-124m", "--dry-run", "--no-tune", "--inventory", str(SEED), *args],
+                           env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_b_that_cannot_fit_the_2080ti_is_refused_with_the_b_that_fits(tmp_path):
+    r = _dry(tmp_path, "--gpus", "0,", "--", "-b", "32")
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "B=32" in err and "cannot fit NVIDIA GeForce RTX 2080 Ti" in err, err
+    assert "use -b 4 -r 0" in err and "--force-memory" in err
+    forced = _dry(tmp_path, "--gpus", "0,", "--force-memory", "--json", "--", "-b", "32")
+    assert forced.returncode == 0, forced.stderr
+    d = json.loads(forced.stdout)["decisions"]
+    assert d["micro_batch"] == {"value": 32, "reason": "your --micro-batch", "source": "given"}
+
+
+@pytest.mark.slow
+def test_gpus_zero_is_a_count_and_the_refusal_names_zero_comma(tmp_path):
+    r = _dry(tmp_path, "--gpus", "0")
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "--gpus 0 is a count" in err and "--gpus 0," in err
+    one = _dry(tmp_path, "--gpus", "0,")
+    out = " ".join(one.stdout.split())
+    assert one.returncode == 0 and "1x GeForce RTX 2080 Ti" in out and "3090" not in out, out
+
+
+@pytest.mark.slow
+def test_reproduce_takes_the_precision_its_plan_advises(tmp_path):
+    r = _dry(tmp_path, "--precision", "fp32", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)["decisions"]
+    assert d["precision"] == {"value": "fp32", "reason": "--precision fp32", "source": "given"}
+    assert len(d["gpus"]["value"]) == 2
+    bad = _dry(tmp_path, "--precision", "fp16")
+    assert bad.returncode == 2 and "bf16 or fp32" in bad.stderr
