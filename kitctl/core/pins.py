@@ -247,3 +247,75 @@ def check_cuda_version(value: str, what: str = "--cuda") -> str:
     if not CUDA_VERSION.fullmatch(v):
         raise ConfigError(f"{what} {v[:40]!r} is not a CUDA version", "write it as X.Y or X.Y.Z, e.g. 12.8.1")
     return v
+
+
+# ------------------------------------------------------------------------- what each CUDA version builds
+# The compute capabilities (sm_XY as XY) each CUDA version's nvcc compiles for, from NVIDIA's CUDA release notes
+# and the nvcc docs: rows of (the first major.minor of the row, lowest, highest), each row holding until the next.
+# CUDA 12.0-12.7: sm_50..sm_90; 12.8 adds sm_100, sm_101, sm_120; 12.9 adds sm_103, sm_121; 13.0 drops sm_50..sm_72
+# (Maxwell, Pascal, Volta: the lowest is sm_75, Turing) and builds up to sm_121 (sm_101 is renamed sm_110).
+# tests/images/test_arch_table.py checks every pinned CUDA (both providers) against it.
+CUDA_ARCHS: tuple[tuple[tuple[int, int], int, int], ...] = (
+    ((12, 0), 50, 90),
+    ((12, 8), 50, 120),
+    ((12, 9), 50, 121),
+    ((13, 0), 75, 121),
+)
+
+
+def arch_range(cuda: str) -> Optional[tuple[int, int]]:
+    """(lowest, highest) compute capability ``cuda`` (X.Y[.Z]) builds; None for a CUDA older than the table."""
+    rows = [(lo, hi) for first, lo, hi in CUDA_ARCHS if mm(cuda) >= first]
+    return rows[-1] if rows else None
+
+
+def unbuildable(archs: list[int], cuda: str) -> list[int]:
+    """The archs of ``archs`` that ``cuda`` cannot build (none when the CUDA is not in the table: not judged)."""
+    r = arch_range(cuda)
+    return [] if r is None else [a for a in archs if not r[0] <= a <= r[1]]
+
+
+def pinned_cudas() -> list[tuple[str, str]]:
+    """(provider, CUDA) of every CUDA the kit can build with: the nvidia images' versions and the wheels pin."""
+    return [("nvidia", v) for v in cuda_images()] + [("wheels", load().providers.wheels.cuda)]
+
+
+def arch_table() -> list[tuple[str, str, int, int]]:
+    """(provider, CUDA, lowest, highest) for every pinned CUDA: what `kitctl build` can make for which GPUs."""
+    out = []
+    for prov, cuda in pinned_cudas():
+        r = arch_range(cuda)
+        if r is not None:
+            out.append((prov, cuda, r[0], r[1]))
+    return out
+
+
+def builders(arch: int) -> list[tuple[str, str]]:
+    """(provider, CUDA) of the pinned CUDAs that build ``arch``."""
+    return [(p, c) for p, c, lo, hi in arch_table() if lo <= arch <= hi]
+
+
+def check_buildable(archs: list[int], cuda: str, provider: str, what: str = "build") -> None:
+    """Refuse (exit 2) a CUDA that cannot build every arch of ``archs``, naming a pinned CUDA that builds them."""
+    bad = unbuildable(archs, cuda)
+    if not bad:
+        return
+    lo, hi = arch_range(cuda) or (0, 0)
+    every = [(p, c) for p, c, a, b in arch_table() if all(a <= x <= b for x in archs)]
+    some = {x: builders(x) for x in bad}
+    if every:
+        pv = load().providers
+        pinned = {"nvidia": pv.nvidia.cuda, "wheels": pv.wheels.cuda}
+        prefer = [(provider, pinned.get(provider, "")), *((q, v) for q, v in pinned.items() if q != provider)]
+        p, c = next((pc for pc in prefer if pc in every), None) or \
+            ([pc for pc in every if pc[0] == provider] or every)[0]
+        how = f"--provider {p} --cuda {c}" if p == "nvidia" else "--provider wheels"
+        hint = f"build with CUDA {c} ({p} provider: {how}, or provider/cuda in kit.yaml), which builds sm_" + \
+               ", sm_".join(map(str, archs))
+    else:
+        names = "; ".join(f"sm_{x}: " + (", ".join(f"CUDA {c} ({p})" for p, c in some[x]) or "no pinned CUDA")
+                          for x in bad)
+        hint = f"no one pinned CUDA builds all of them ({names}): build separate images (--arch) for each group"
+    raise ConfigError(f"CUDA {cuda} ({provider} provider) cannot {what} sm_{', sm_'.join(map(str, bad))}: it builds "
+                      f"sm_{lo}..sm_{hi} (nvcc would stop with 'Unsupported gpu architecture' after the download)",
+                      hint)

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from kitctl.core import pins
 from kitctl.core.config import KitConfig
+from kitctl.core.errors import ConfigError
 from kitctl.core.files import existing_parent
 from kitctl.host import built_archs, disks, docker_disk
 from kitctl.core.records import short
@@ -266,6 +267,16 @@ def _gpu_findings(gpus: list[GPU], cfg: KitConfig, built: Optional[built_archs.B
                            f"binaries would fail with 'driver too old': {hint}"))
     else:
         out.append(Finding("driver", "ok", f"driver runs CUDA <= {lowest}; the {prov} provider builds CUDA {need}"))
+    # the provider's CUDA can build every GPU's arch (pins.CUDA_ARCHS: CUDA 13 dropped sm_50..sm_72, CUDA 12 before
+    # 12.8 stops at sm_90); natively the host's nvcc builds, which doctor does not judge here
+    if cfg.runtime == "docker":
+        try:
+            pins.check_buildable(archs, need, prov)
+            lo, hi = pins.arch_range(need) or (0, 0)
+            out.append(Finding("CUDA builds the archs", "ok", f"CUDA {need} ({prov} provider) builds sm_{lo}..sm_{hi}: "
+                               f"sm_{', sm_'.join(map(str, archs))} covered" if lo else f"CUDA {need}: not in the table"))
+        except ConfigError as e:
+            out.append(Finding("CUDA builds the archs", "fail", e.message, e.hint or ""))
     # the arch list a run would use (the built binaries or image; else kit.yaml's) covers the GPUs
     judged = built_archs.judge(archs, cfg, built)
     if judged is not None:
@@ -333,9 +344,9 @@ class Verdict:
 # the checks each purpose stands on (a ``fail`` in one of them: not ready for that purpose)
 _NEEDS = {
     "data": ("docker engine", "data root space"),
-    "build": ("docker engine", "buildx", "docker storage"),
+    "build": ("docker engine", "buildx", "docker storage", "CUDA builds the archs"),
     "train": ("docker engine", "nvidia container runtime", "driver", "arch list", "data root space", "docker storage",
-              "GPU support", "one disk"),
+              "GPU support", "one disk", "CUDA builds the archs"),
 }
 
 

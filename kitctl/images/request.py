@@ -72,6 +72,8 @@ class BuildRequest:
             base = pins.check_image_ref(base, "--base-image" if base_image else "base_image")
         notes: list[str] = []
         want_cuda = resolve_cuda(prov, cuda or cfg.cuda, base, driver_cuda, notes)
+        if target != "data":          # the data image compiles nothing for a GPU
+            pins.check_buildable(archs, want_cuda, prov)
         return cls(
             provider=prov, cuda=want_cuda, archs=archs, target=target, base_image=base,
             registry=pins.check_registry(cfg.mirrors.registry), image=pins.check_image_repo(cfg.image),

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Optional
 
 from kitctl.core.bundle import Unpacked
-from kitctl.core import validate
+from kitctl.core import pins, validate
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, free_bytes, open_regular
 from kitctl.core import shard_folder
+from kitctl.images.request import resolve_cuda
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import disks, docker_disk
@@ -341,6 +342,8 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, precision: str, archs: l
     if cfg.pull_image:
         return fc.BuildInput(cfg.provider, False, f"pull {cfg.pull_image} (pushed by `kitctl build --push`; recipe "
                              f"labels checked) as {ref}: nothing built here", pulled=True)
+    if archs:       # an arch the provider's CUDA cannot build would stop nvcc after the download: refuse it now
+        pins.check_buildable(archs, resolve_cuda(cfg.provider, cfg.cuda, cfg.base_image), cfg.provider)
     return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")
 
 
