@@ -35,6 +35,7 @@ from kitctl.observe import cli as observe_cli
 from kitctl.observe import report
 from kitctl.pipeline import cli as pipeline_cli
 from kitctl.pipeline import reference
+from kitctl.pipeline.inputs import planned_data
 from kitctl.train import cli as train_cli
 
 app = typer.Typer(
@@ -126,6 +127,8 @@ def _register() -> None:
     report.RUN_COLUMNS.append(("evals (kitctl eval)", eval_summary))
     # doctor (host) judges disks against the reference plan's figures, which the pipeline's planner computes
     doctor.DISK_MODEL.append(reference.disk_need)
+    # `kitctl train --dry-run` before the data exists plans on the preset's dataset size (the pipeline's planner)
+    train_cli.PLANNED_DATA.append(planned_data)
     # `kitctl data` uses the data image only when it is this kit's recipe: the hash is the images area's to say
     data_container.EXPECTED_DATA_HASH[:] = [images_build.data_recipe_hash]
 

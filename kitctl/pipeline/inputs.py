@@ -231,6 +231,17 @@ def synthetic_data(plan: DataPlan, d: fc.DataInput) -> DataInfo:
     return DataInfo(plan.out_dir, plan.name, tuple(train), (Shard(f"{plan.name}_val_000000.bin", first),))
 
 
+def planned_data(cfg: KitConfig, preset: str) -> DataInfo:
+    """The shards the preset's dataset will have once `kitctl data` writes them, said as such: what `kitctl train
+    --dry-run` plans on before the data exists."""
+    dplan = make_plan(cfg, load_presets()[preset].data)
+    d = data_input(cfg, dplan)
+    info = synthetic_data(dplan, d)
+    return dataclasses.replace(info, notes=(*info.notes, (
+        f"no shards at {dplan.out_dir} yet: planned on the ~{d.tokens:,} tokens that `kitctl data {dplan.spec}` "
+        f"will write there ({d.shards} shards, the dataset's size), not on shards read")))
+
+
 def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
     c = fc.costs().hellaswag
     out = plan.hellaswag_bin

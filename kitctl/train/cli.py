@@ -50,6 +50,19 @@ class Launcher:
 
 
 LAUNCHERS: dict[str, Launcher] = {}
+# (config, preset name) -> the shards the preset's dataset will have once `kitctl data` writes them (token counts
+# only), for a dry run before the data exists; handed in from above (kitctl/cli.py: the pipeline's planner owns it)
+PLANNED_DATA: list[Callable[[Any, str], Any]] = []
+
+
+def _planned_data(cfg: Any, req: TrainRequest) -> Any:
+    """A dry run of the preset's own shard folder that does not exist yet: plan on the dataset's size."""
+    if req.data is not None or not PLANNED_DATA:
+        return None
+    from kitctl.train.presets import get_preset
+    if cfg.layout.shards(get_preset(req.preset).data).exists():
+        return None
+    return PLANNED_DATA[0](cfg, req.preset)
 
 
 def show_plan(plan: Plan) -> None:
@@ -133,7 +146,7 @@ def train(
     elif image:
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
-    plan, facts, replan = plan_for(cfg, req, inventory, mpirun)
+    plan, facts, replan = plan_for(cfg, req, inventory, mpirun, data=_planned_data(cfg, req) if dry_run else None)
     if inventory is not None and not dry_run:
         raise ConfigError(f"--inventory {inventory} describes another machine: it plans, it cannot train here",
                           "add --dry-run to see the plan for that machine; on the machine itself, run without "

@@ -18,7 +18,7 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
 from kitctl.core.llmc_files import STDOUT_LOG
 from kitctl.train.display import Display
-from kitctl.train.facts import Facts, gather_facts, inspect_out
+from kitctl.train.facts import DataInfo, Facts, gather_facts, inspect_out
 from kitctl.train.plan import Plan
 from kitctl.train.planner import build_plan
 from kitctl.train.record import Attempt, SessionRecord
@@ -33,10 +33,11 @@ DOCKER_GPU_ERRORS = ("could not select device driver", "nvidia-container-cli", "
 Replan = Callable[[TrainRequest], Plan]
 
 
-def plan_for(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None, mpirun: str = "/usr/bin/mpirun"
-             ) -> tuple[Plan, Facts, Replan]:
-    """Read this machine, plan; ``replan(request)`` plans again over the run folder as it is now."""
-    facts = gather_facts(cfg, req, inventory, mpirun)
+def plan_for(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None, mpirun: str = "/usr/bin/mpirun",
+             data: Optional[DataInfo] = None) -> tuple[Plan, Facts, Replan]:
+    """Read this machine, plan; ``replan(request)`` plans again over the run folder as it is now. ``data``: the
+    shards as planned (a dry run before `kitctl data` wrote them), instead of the folder's."""
+    facts = gather_facts(cfg, req, inventory, mpirun, data=data)
 
     def replan(r: TrainRequest) -> Plan:
         return build_plan(r, dataclasses.replace(facts, out=inspect_out(facts.out.dir)))

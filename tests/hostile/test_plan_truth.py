@@ -51,3 +51,16 @@ def test_reproduce_takes_the_precision_its_plan_advises(tmp_path):
     assert len(d["gpus"]["value"]) == 2
     bad = _dry(tmp_path, "--precision", "fp16")
     assert bad.returncode == 2 and "bf16 or fp32" in bad.stderr
+
+
+@pytest.mark.slow
+def test_train_dry_run_plans_before_the_data_exists_and_says_so(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "300", "KIT_DATA_ROOT": str(tmp_path / "d")}
+    r = kitctl_proc.run(["train", "--gpus", "0,1", "--inventory", str(SEED), "--dry-run"], env=env, timeout=120)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stderr
+    assert "no shards at" in out and "planned on the ~10,000,000,000 tokens" in out and "-x 18882" in out
+    assert not (tmp_path / "d").exists()                     # a dry run writes nothing
+    # a real run (no --dry-run) still needs the shards: it is refused with how to make them
+    r = kitctl_proc.run(["train", "--gpus", "0,1", "--inventory", str(SEED)], env=env, timeout=120)
+    assert r.returncode == 2
