@@ -235,8 +235,12 @@ def _from_table(rules: _Rules, pick: _Pick, allowed: list[int], notes: list[str]
     if pick.micro is not None:
         if pick.recompute is None:
             mine = [c for c in ranked if c.micro_batch == pick.micro]
+            tie = _least_recompute(mine[0], ranked, table.recompute_tie) if mine else None
+            if tie is not None:
+                mine = [tie[0]]
+                notes.append(tie[1])
             pick = dataclasses.replace(pick, recompute=mine[0].recompute if mine else preset.recompute)
-            if mine and pick.recompute != preset.recompute:
+            if mine and pick.recompute != preset.recompute and tie is None:
                 notes.append(f"recompute -r {pick.recompute} instead of the preset's {preset.recompute} at your "
                              f"B={pick.micro}: faster per the throughput table ({_tok(mine[0].estimate)})")
         return pick, ranked
@@ -249,8 +253,13 @@ def _from_table(rules: _Rules, pick: _Pick, allowed: list[int], notes: list[str]
                           "try anyway")
     if ranked:
         best = ranked[0]
-        notes += _table_notes(best, ranked, rules, preset)
-        return _Pick(best.micro_batch, best.recompute, f"throughput table: fastest config that fits "
+        tie = _least_recompute(best, ranked, table.recompute_tie)
+        if tie is not None:
+            best = tie[0]
+            ranked = (best, *(c for c in ranked if c is not best))
+        notes += _table_notes(best, ranked, rules, preset, tie[1] if tie else None)
+        return _Pick(best.micro_batch, best.recompute, f"throughput table: fastest config"
+                     f"{' (within its error)' if tie else ''} that fits "
                      f"{min_gpu.memory_label} with headroom, {_tok(best.estimate)}", "table"), ranked
     r = pick.recompute if pick.recompute is not None else preset.recompute
     micro = ([b for b in allowed if rules.fits(b, r)] or [allowed[-1]])[0]
@@ -315,10 +324,30 @@ def _refuse_memory(rules: _Rules, micro: int, recompute: int, memory: Prediction
                       f"{way}; or --force-memory to run it anyway (the memory model may be wrong for your build)")
 
 
-def _table_notes(best: Candidate, ranked: tuple[Candidate, ...], rules: _Rules, preset: Preset) -> list[str]:
+def _least_recompute(best: Candidate, ranked: tuple[Candidate, ...], margin: float
+                     ) -> Optional[tuple[Candidate, str]]:
+    """Where another -r at the pick's B is within the table's error (``margin``) of the pick, the table cannot
+    tell them apart: the least recompute instead (no extra backward work), and the sentence that says so. None
+    when the table can tell (or nothing else fits at that B)."""
+    if best.estimate is None or margin <= 0:
+        return None
+    near = [c for c in ranked if c.micro_batch == best.micro_batch and c.recompute != best.recompute
+            and c.estimate is not None and c.estimate.score >= best.estimate.score * (1 - margin)]
+    if not near:
+        return None
+    least = min([best, *near], key=lambda c: c.recompute)
+    others = sorted({c.recompute for c in [best, *near]} - {least.recompute})
+    vs = ", ".join(f"-r {c.recompute} {_tok(c.estimate)}" for c in sorted([best, *near], key=lambda c: c.recompute))
+    return least, (f"the throughput table cannot tell -r {least.recompute} from -r {'/'.join(map(str, others))} at "
+                   f"B={best.micro_batch} within its error (±{margin:.0%}: {vs}): -r {least.recompute}, the least "
+                   "recompute (no extra backward work); `kitctl tune` measures them on this box")
+
+
+def _table_notes(best: Candidate, ranked: tuple[Candidate, ...], rules: _Rules, preset: Preset,
+                 tie: Optional[str] = None) -> list[str]:
     """Say why the table's pick differs from the preset (its -r, and the B its source ran)."""
-    notes = []
-    if best.recompute != preset.recompute:
+    notes = [tie] if tie else []
+    if best.recompute != preset.recompute and not tie:
         same = [c for c in ranked if c.recompute == preset.recompute]
         alt = f"; best with -r {preset.recompute}: {same[0].label}, {_tok(same[0].estimate)}" if same else ""
         notes.append(f"recompute -r {best.recompute} instead of the preset's {preset.recompute}: faster per the "

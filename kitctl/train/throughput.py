@@ -67,6 +67,7 @@ class ThroughputSeries(UserData):
 class ThroughputFile(UserData):
     series: list[ThroughputSeries]
     multi_rank_efficiency: float = Field(gt=0, le=1)
+    recompute_tie: float = Field(0.0, ge=0, lt=0.5)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class ThroughputTable:
     def __init__(self, data: ThroughputFile):
         self.series = tuple(data.series)
         self.efficiency = data.multi_rank_efficiency
+        self.recompute_tie = data.recompute_tie
 
     def _eff(self, ranks: int) -> float:
         return 1.0 if ranks <= 1 else self.efficiency

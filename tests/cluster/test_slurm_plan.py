@@ -44,7 +44,7 @@ def flag(text: str, f: str) -> str:
 def test_two_h100_nodes_plan_16_ranks_with_481_batch(shared):
     plan, gpus = cluster_plan(2)
     assert plan.ranks == 16 and len(gpus) == 8
-    # 524288 = B x 1024 x 16 x accum: B=64 cannot divide it over 16 ranks; of those that can, B=16 -r 1 is the
+    # 524288 = B x 1024 x 16 x accum: B=64 cannot divide it over 16 ranks; of those that can, B=16 is the
     # fastest the throughput table measured on H100 (kitctl/train/throughput.yaml), so accum 2
     assert plan.micro_batch == 16 and plan.grad_accum == 2
     s = slurm.render_plan(plan, SlurmOptions(nodes=2, gpus_per_node=8, shared_dir=shared, container="pyxis",
