@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import click
 import typer
@@ -20,12 +21,13 @@ from typer.exceptions import TyperException
 from kitctl import __version__
 from kitctl.cluster import cli as cluster_cli
 from kitctl.core import validate
-from kitctl.core.config import TEMPLATE, user_config_path, write_template, yaml_scalar
+from kitctl.core.config import template_text, user_config_path, write_template
 from kitctl.core.context import console, err_console, state
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.data import cli as data_cli
 from kitctl.host import doctor
+from kitctl.host.gpus import query as query_gpus
 from kitctl.data import container as data_container
 from kitctl.images import build as images_build
 from kitctl.images import cli as images_cli
@@ -75,6 +77,10 @@ def init(
     force: bool = typer.Option(False, help="overwrite an existing file"),
     stdout: bool = typer.Option(False, "--stdout", help="print the template instead of writing it"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be written where; write nothing"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="docker | native (default: docker where a docker "
+                                          "CLI is on PATH, else native where nvcc is; said why)"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="auto | 75,86 (compute capabilities; default: auto "
+                                       "where nvidia-smi lists GPUs here, else [75, 86]; said why)"),
 ) -> None:
     """Write a commented kit.yaml (found like git's config: --config, KIT_CONFIG, this folder or a parent, the
     user's). The checkout's .gitignore lists /kit.yaml: your settings stay out of commits."""
@@ -94,20 +100,62 @@ def init(
         raise ConfigError(f"--stdout prints the template and writes no file: {given} does nothing with it",
                           f"leave out --stdout to write {path or 'kit.yaml'}, or leave out {given} to print")
     root = data_root if data_root is not None else "./data"
+    rt, ar, why = propose_setup(runtime, arch, docker=shutil.which("docker") is not None,
+                                nvcc=shutil.which("nvcc") is not None or Path("/usr/local/cuda/bin/nvcc").is_file(),
+                                gpus=query_gpus() if arch is None else [])
     if stdout:
-        validate.data_root_text(root, "--data-root")
-        sys.stdout.write(TEMPLATE.format(data_root=yaml_scalar(root)))
+        sys.stdout.write(template_text(root, ar, rt))
         return
     target = user_config_path() if user else (path or Path("kit.yaml"))
     if dry_run:
-        validate.data_root_text(root, "--data-root")
+        template_text(root, ar, rt)
         if target.exists() and not force:
             raise ConfigError(f"{target} already exists", "pass --force to overwrite it, or edit it")
-        console.print(f"would {'overwrite' if target.exists() else 'write'} {target.absolute()} (data_root {root}); "
-                      "`--stdout` prints its text", highlight=False, markup=False, soft_wrap=True)
-        return
-    write_template(target, root, force)
-    console.print(f"wrote {target}: edit data_root (your big disk) and arch, then `kitctl doctor`", highlight=False)
+        console.print(f"would {'overwrite' if target.exists() else 'write'} {target.absolute()} (data_root {root}, "
+                      f"runtime {rt}, arch {ar}); `--stdout` prints its text", highlight=False, markup=False,
+                      soft_wrap=True)
+    else:
+        write_template(target, root, force, ar, rt)
+        console.print(f"wrote {target} (data_root {root}, runtime {rt}, arch {ar}); edit data_root if it is not your "
+                      "big disk, then `kitctl doctor`", highlight=False, markup=False, soft_wrap=True)
+    for line in why:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def propose_setup(runtime: Optional[str], arch: Optional[str], docker: bool, nvcc: bool, gpus: list
+                  ) -> tuple[str, Union[str, list[int]], list[str]]:
+    """kit.yaml's runtime and arch for ``kitctl init`` (pure): the given ones, checked, else what this box has,
+    each with the reason said."""
+    why = []
+    if runtime is None:
+        if docker or not nvcc:
+            runtime = "docker"
+            why.append("runtime docker: " + ("a docker CLI is on PATH (the kit's images)" if docker else
+                                             "no docker CLI and no nvcc here: docker is the default (install Docker "
+                                             "Engine, or a CUDA toolkit and `kitctl init --runtime native`)"))
+        else:
+            runtime = "native"
+            why.append("runtime native: no docker CLI on PATH, and nvcc is here (llm.c builds with this host's CUDA "
+                       "toolkit and MPI)")
+    elif runtime not in ("docker", "native"):
+        raise ConfigError(f"--runtime {runtime!r}: allowed are docker, native",
+                          "docker: the kit's images; native: this host's CUDA toolkit and MPI")
+    ar: Union[str, list[int]]
+    if arch is None:
+        if gpus:
+            ar = "auto"
+            caps = sorted({f"sm_{g.compute_cap}" for g in gpus})
+            why.append(f"arch auto: nvidia-smi lists {len(gpus)} GPU(s) here ({', '.join(caps)}): builds are for "
+                       "this box's GPUs")
+        else:
+            ar = [75, 86]
+            why.append("arch [75, 86] (2080 Ti + 3090): no GPU seen here; set arch (or --arch) for the box that "
+                       "trains")
+    elif arch.strip() == "auto":
+        ar = "auto"
+    else:
+        ar = validate.arch_list(arch, "--arch")
+    return runtime, ar, why
 
 
 def render_error(e: KitError) -> None:

@@ -351,9 +351,9 @@ provider: nvidia
 # cuda: "12.8.1"            # default: the provider's pin in docker/versions.yaml
 # base_image: debian:bookworm
 # GPU compute capabilities to compile for: a list (2080 Ti = 75, 3090 = 86, A100 = 80, H100 = 90) or auto.
-arch: [75, 86]
+arch: {arch}
 # Where commands run: docker (the kit's images) or native (this host's CUDA/MPI).
-runtime: docker
+runtime: {runtime}
 # Extra CA bundle for TLS-intercepting proxies (passed to builds as a BuildKit secret, never baked in).
 # ca_cert: /etc/ssl/certs/ca-certificates.crt
 
@@ -373,15 +373,27 @@ nccl:
 """
 
 
-def write_template(path: Path, data_root: str = "./data", force: bool = False) -> Path:
+def template_text(data_root: str = "./data", arch: Union[str, list[int]] = "[75, 86]", runtime: str = "docker") -> str:
+    """The commented kit.yaml with these values (``arch``: "auto" or a list of compute capabilities)."""
+    validate.data_root_text(data_root, "--data-root")
+    if runtime not in ("docker", "native"):
+        raise ConfigError(f"--runtime {runtime!r}: allowed are docker, native",
+                          "docker: the kit's images; native: this host's CUDA toolkit and MPI")
+    if isinstance(arch, list):
+        arch = "[" + ", ".join(str(a) for a in sorted(set(arch))) + "]"
+    return TEMPLATE.format(data_root=yaml_scalar(data_root), arch=arch, runtime=runtime)
+
+
+def write_template(path: Path, data_root: str = "./data", force: bool = False, arch: Union[str, list[int]] = "[75, 86]",
+                   runtime: str = "docker") -> Path:
     """Write the commented kit.yaml to ``path`` (atomically: a reader never sees half a file)."""
     path = Path(path)
-    validate.data_root_text(data_root, "--data-root")
+    text = template_text(data_root, arch, runtime)
     validate.writable_file(path, "the config file")
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", "pass --force to overwrite it, or edit it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, TEMPLATE.format(data_root=yaml_scalar(data_root)))
+    write_atomic(path, text)
     return path
 
 

@@ -154,7 +154,8 @@ def evaluate(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed] = None) -> list[
     # engine, buildx, compose
     if not f.docker_cli:
         out.append(Finding("docker engine", miss, "no docker CLI on PATH",
-                           f"{why_docker}; install Docker Engine (docs/images.md), or set runtime: native"))
+                           f"{why_docker}; install Docker Engine (docs/images.md)"
+                           + (", or set runtime: native (this host's CUDA toolkit)" if docker_needed else "")))
     elif not f.engine:
         out.append(Finding("docker engine", miss, f"the engine does not answer: {f.engine_error or 'unknown'}",
                            f"{why_docker}; start it (systemctl start docker) or add your user to the docker group"))
@@ -173,8 +174,10 @@ def evaluate(f: Facts, cfg: KitConfig, disk: Optional[DiskNeed] = None) -> list[
         else:
             out.append(Finding("nvidia container runtime", "fail" if (f.gpus and docker_needed) else "warn",
                                f"not registered (docker runtimes: {', '.join(f.runtimes) or 'none'})",
-                               "containers cannot see the GPUs: install nvidia-container-toolkit and run "
-                               "`nvidia-ctk runtime configure --runtime=docker` then restart docker"
+                               ("runtime is native: training runs on the host, not in containers; only a "
+                                "docker runtime needs it" if not docker_needed else
+                                "containers cannot see the GPUs: install nvidia-container-toolkit and run "
+                                "`nvidia-ctk runtime configure --runtime=docker` then restart docker")
                                if f.gpus else "no GPUs here anyway: images can be built, data prepared, no training"))
     # GPUs
     if not f.gpus:

@@ -188,3 +188,18 @@ def test_cli_doctor_judges_the_runtime_image_label(tmp_path, docker_base_image):
     arch, _ = _doctor_on_h100(tmp_path, f"runtime: docker\nimage: {name}\narch: [90]\n")
     assert arch["status"] == "ok" and f"no image {name}:latest yet" in arch["detail"]
     assert "judged kit.yaml's arch" in arch["detail"]
+
+
+def test_hints_fit_the_runtime_in_use():
+    """Issue 29: with runtime native set, doctor never suggests setting it, nor the container toolkit for training."""
+    from kitctl.host.gpus import parse_csv
+
+    gpus = parse_csv("0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.86.10\n", "t")
+    none = doctor.Facts(docker_cli=False, gpus=gpus, free_bytes=500 * 10**9, shm_bytes=8 * 10**9)
+    native = {f.check: f for f in doctor.evaluate(none, KitConfig(runtime="native"))}
+    assert native["docker engine"].status == "warn" and "set runtime: native" not in native["docker engine"].meaning
+    docker = {f.check: f for f in doctor.evaluate(none, KitConfig(runtime="docker"))}
+    assert docker["docker engine"].status == "fail" and "set runtime: native" in docker["docker engine"].meaning
+    no_rt = doctor.Facts(docker_cli=True, engine="28", buildx="0.2", gpus=gpus, free_bytes=500 * 10**9)
+    rt = {f.check: f for f in doctor.evaluate(no_rt, KitConfig(runtime="native"))}["nvidia container runtime"]
+    assert rt.status == "warn" and "nvidia-ctk" not in rt.meaning and "native" in rt.meaning

@@ -64,3 +64,32 @@ def test_train_dry_run_plans_before_the_data_exists_and_says_so(tmp_path):
     # a real run (no --dry-run) still needs the shards: it is refused with how to make them
     r = kitctl_proc.run(["train", "--gpus", "0,1", "--inventory", str(SEED)], env=env, timeout=120)
     assert r.returncode == 2
+
+
+def test_init_proposes_the_runtime_and_arch_this_box_has_and_says_why():
+    from kitctl.cli import propose_setup
+    from kitctl.core.errors import ConfigError
+    from kitctl.host.gpus import parse_csv
+
+    h100 = parse_csv("0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.86.10\n", "t")
+    rt, arch, why = propose_setup(None, None, docker=False, nvcc=True, gpus=h100)
+    assert (rt, arch) == ("native", "auto") and "no docker CLI" in why[0] and "sm_90" in why[1]
+    rt, arch, why = propose_setup(None, None, docker=True, nvcc=True, gpus=[])
+    assert (rt, arch) == ("docker", [75, 86]) and "no GPU seen here" in why[1]
+    assert propose_setup("native", "8.0,9.0", docker=True, nvcc=False, gpus=[])[:3] == ("native", [80, 90], [])
+    with pytest.raises(ConfigError):
+        propose_setup("podman", None, docker=True, nvcc=False, gpus=[])
+
+
+def test_init_writes_the_runtime_and_arch_given(tmp_path):
+    from kitctl.core.config import KitConfig
+    from kitctl.core.records import parse_yaml
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = kitctl_proc.run(["init", str(tmp_path / "kit.yaml"), "--data-root", str(tmp_path / "d"), "--runtime",
+                         "native", "--arch", "auto"], env=env)
+    assert r.returncode == 0, r.stderr
+    cfg = KitConfig.model_validate(parse_yaml((tmp_path / "kit.yaml").read_text()))
+    assert cfg.runtime == "native" and cfg.arch == "auto"
+    bad = kitctl_proc.run(["init", str(tmp_path / "k2.yaml"), "--arch", "65"], env=env)
+    assert bad.returncode == 2 and not (tmp_path / "k2.yaml").exists()
