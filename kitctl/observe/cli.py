@@ -12,7 +12,7 @@ import typer
 from kitctl.core import validate
 from kitctl.core.context import config, console
 from kitctl.observe.report import NothingToPlot, check_out, write_report
-from kitctl.observe.runs import latest_run, resolve_run, resolve_runs
+from kitctl.observe.runs import latest_run, list_runs, resolve_run, resolve_runs
 from kitctl.observe.status import collect, render
 from kitctl.observe.tensorboard import DEFAULT_HOST, check_interval, check_port, run_tensorboard
 
@@ -66,8 +66,13 @@ def _say(line: str) -> None:
 def status(
     run: Optional[str] = typer.Argument(None, help="run name or folder; default the most recently active run"),
 ) -> None:
-    """One screen about a run: step/total, tok/s, ETA, losses, HellaSwag, GPUs, whether it is alive."""
+    """One screen about a run: step/total, tok/s, ETA, losses, HellaSwag, GPUs, whether it is alive. No runs yet is
+    said and exits 0, as `kitctl report` with nothing to plot (a state, not a failure)."""
     runs_dir = config().runs_dir
+    if not run and not list_runs(runs_dir):
+        _say(f"nothing to show yet: no runs under {runs_dir} (start one with `kitctl train`, or name a run folder: "
+             "`kitctl status path/to/run`)")
+        return
     run_dir = resolve_run(run, runs_dir) if run else latest_run(runs_dir)
     console.print(render(collect(run_dir)))
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import is_disk_full, write_atomic
+from kitctl.core.files import is_disk_full, open_regular, write_atomic
+from kitctl.core.llmc_files import STDOUT_LOG
 from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
@@ -59,6 +61,35 @@ def _xy(series: dict[int, float]) -> tuple[list[int], list[float]]:
     return steps, [series[s] for s in steps]
 
 
+# the shard prefix of the dataset each reference line belongs to (datasets/fineweb10B.yaml's prefix: FineWeb
+# "classic"; edu_fineweb is another dataset): the val-loss line is drawn only over runs trained on it
+FINEWEB_PREFIX = "fineweb"
+_TRAIN_PATTERN = re.compile(r"^\|\s*train data pattern\s*\|\s*(\S+)")
+HEAD_BYTES = 64 << 10
+
+
+def data_prefix(r: RunLogs) -> Optional[str]:
+    """The shard prefix of the data a run trained on (llm.c's "train data pattern" line at the top of stdout.log:
+    ``.../fineweb_train_*.bin`` -> ``fineweb``); None when the run's stdout.log does not say."""
+    try:
+        with open_regular(r.run_dir / STDOUT_LOG, STDOUT_LOG) as f:
+            head = f.read(HEAD_BYTES).decode("utf-8", "replace")
+    except (OSError, KitError):
+        return None
+    for line in head.splitlines():
+        m = _TRAIN_PATTERN.match(line)
+        if m:
+            name = Path(m.group(1)).name
+            return name.split("_train_")[0] if "_train_" in name else None
+    return None
+
+
+def val_loss_reference(runs: list[RunLogs]) -> Optional[Reference]:
+    """The GPT-2 val-loss line when a plotted run trained on its dataset (FineWeb), else None: FineWeb's number
+    over a tinyshakespeare run compares nothing."""
+    return GPT2_124M_VAL_LOSS if any(data_prefix(r) == FINEWEB_PREFIX for r in runs) else None
+
+
 def figure(runs: list[RunLogs]):
     import matplotlib      # third party, imported on first use: ~0.25 s that other commands should not pay
 
@@ -68,7 +99,6 @@ def figure(runs: list[RunLogs]):
     fig = Figure(figsize=(16, 6), dpi=100, layout="constrained")
     ax_loss, ax_hs = fig.subplots(1, 2)
     colours = [f"C{i}" for i in range(10)]
-    low, tail_high = [], []
     for i, r in enumerate(runs):
         c = colours[i % len(colours)]
         name = _plain(r.name)
@@ -77,25 +107,27 @@ def figure(runs: list[RunLogs]):
             noisy = len(trl) > 300      # long runs: a faint band under the val curve; short runs: a clear line
             ax_loss.plot(*_xy(trl), color=c, alpha=0.35 if noisy else 0.7, linewidth=0.8 if noisy else 1.2,
                          label=f"{name} train loss")
-            low.append(min(trl.values()))
         if tel:
             ax_loss.plot(*_xy(tel), color=c, linewidth=2, marker="." if len(tel) < 60 else None,
                          label=f"{name} val loss")
-            low.append(min(tel.values()))
-            vals = [v for _, v in sorted(tel.items())]
-            tail_high.append(max(vals[len(vals) // 2:]))   # keep a val curve that rises again (over-fitting) in view
         hs = r.streams.get("eval/hellaswag_acc")
         if hs:
             ax_hs.plot(*_xy(hs), color=c, linewidth=2, marker="." if len(hs) < 60 else None, label=name)
-    ref = GPT2_124M_VAL_LOSS
-    ax_loss.axhline(ref.value, color="r", linestyle="--", label=f"{ref.label}: {ref.value:.4f}\n  source: {ref.source}")
+    ref = val_loss_reference(runs)
+    if ref is not None:
+        ax_loss.axhline(ref.value, color="r", linestyle="--",
+                        label=f"{ref.label}: {ref.value:.4f}\n  source: {ref.source}")
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss")
-    if low and min(low) < 4.0:      # like vislog: zoom on the part below 4 once the loss gets there
-        ax_loss.set_ylim(min(min(low), ref.value) - 0.05, max([4.0] + [h + 0.2 for h in tail_high]))
-    ax_loss.set_title("Loss")
-    ax_loss.grid(True, alpha=0.3)
-    ax_loss.legend(fontsize=8)
+    # the whole curve (from ~11 at step 0), on a log axis so the part near the reference stays readable
+    ax_loss.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+    for set_formatter in (ax_loss.yaxis.set_major_formatter, ax_loss.yaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%g"))      # 3 4 5 6 ... 10, not 3x10^0
+    ax_loss.set_ylabel("loss (log scale)")
+    ax_loss.set_title("Loss" + ("" if ref is not None else " (no FineWeb run: no GPT-2 val-loss reference)"))
+    ax_loss.grid(True, alpha=0.3, which="both")
+    # legends below the plots: they never cover a curve or a reference line
+    ax_loss.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
     for ref, colour in ((GPT2_124M_HELLASWAG, "r"), (GPT3_124M_HELLASWAG, "g")):
         ax_hs.axhline(ref.value, color=colour, linestyle="--", label=f"{ref.label}\n  source: {ref.source}")
     ax_hs.set_xlabel("step")
@@ -107,7 +139,7 @@ def figure(runs: list[RunLogs]):
                    va="center", transform=ax_hs.transAxes, color="0.4")
         ax_hs.set_xlim(ax_loss.get_xlim())
         ax_hs.set_ylim(0.2, 0.4)
-    ax_hs.legend(fontsize=8, loc="lower right")
+    ax_hs.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
     fig.suptitle("llm.c GPT-2 (124M): " + ", ".join(_plain(r.name) for r in runs), fontsize=11)
     return fig
 
@@ -153,8 +185,9 @@ def html_page(runs: list[RunLogs], png: bytes) -> str:
     rows = summary_rows(runs)
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
+    shown = [r for r in REFERENCES if r is not GPT2_124M_VAL_LOSS or val_loss_reference(runs) is not None]
     refs = "".join(f"<tr><td>{html.escape(r.label)}</td><td>{r.value}</td><td>{html.escape(r.source)}</td></tr>"
-                   for r in REFERENCES)
+                   for r in shown)
     folders = "".join(f"<li><code>{html.escape(str(r.run_dir))}</code></li>" for r in runs)
     b64 = base64.b64encode(png).decode()
     return f"""<!doctype html>

@@ -33,13 +33,16 @@ def step_line(step, total, loss, norm, lr, ms, tok):
     return STEP_FMT % (step + 1, total, loss, 0.12, norm, -0.5, lr, ms, 41.3, tok)
 
 
-def make_run(root: Path, name="r1", steps=range(0, 8), total=40, seed=0) -> tuple[Path, dict]:
-    """A run folder with main.log + stdout.log as llm.c writes them; returns (folder, expected last-wins values)."""
+def make_run(root: Path, name="r1", steps=range(0, 8), total=40, seed=0, data=None) -> tuple[Path, dict]:
+    """A run folder with main.log + stdout.log as llm.c writes them; returns (folder, expected last-wins values).
+    ``data``: a shard prefix for llm.c's "train data pattern" header line at the top of stdout.log."""
     rng = np.random.default_rng(seed)
     rd = root / name
     rd.mkdir(parents=True, exist_ok=True)
     exp: dict[str, dict[int, float]] = {}
     ml, so = [], []
+    if data:
+        so.append(f"| train data pattern    | /workspace/data/{data}_train_*.bin |\n")
     for s in steps:
         if s % 4 == 0:
             tel = round(float(3.3 + 7.7 * np.exp(-s / 25) + rng.uniform(0, 0.01)), 4)
@@ -346,8 +349,8 @@ def test_report_png_and_html(tmp_path):
 
     from kitctl.observe.report import GPT2_124M_VAL_LOSS, write_report
 
-    a, _ = make_run(tmp_path, "gpt2-a", steps=range(0, 30))
-    b, exp_b = make_run(tmp_path, "gpt2-b", steps=range(0, 20), seed=3)
+    a, _ = make_run(tmp_path, "gpt2-a", steps=range(0, 30), data="fineweb")
+    b, exp_b = make_run(tmp_path, "gpt2-b", steps=range(0, 20), seed=3, data="fineweb")
     empty = tmp_path / "empty"
     empty.mkdir()
     plotted, skipped = write_report([a, b, empty], tmp_path / "r.png")
@@ -373,6 +376,11 @@ def test_report_png_and_html(tmp_path):
         write_report([log, b], tmp_path / "x.png", labels=["only one"])
     with pytest.raises(KitError, match="nothing to plot"):
         write_report([empty], tmp_path / "e.png")
+    # issue 29: FineWeb's GPT-2 val loss is drawn only over a run trained on FineWeb; the HellaSwag lines always
+    ts, _ = make_run(tmp_path, "ts", steps=range(0, 20), data="tinyshakespeare")
+    write_report([ts], tmp_path / "ts.html")
+    page = (tmp_path / "ts.html").read_text()
+    assert str(GPT2_124M_VAL_LOSS.value) not in page and "0.337" in page and "0.294463" in page
     with pytest.raises(KitError, match=".png or .html"):
         write_report([a], tmp_path / "r.pdf")
 
@@ -400,7 +408,8 @@ def kitctl(*args, data_root: Path, **kw):
 @pytest.mark.slow
 def test_cli_empty_and_missing(tmp_path):
     r = kitctl("status", data_root=tmp_path)
-    assert r.returncode == 1 and "no runs under" in r.stderr and "Traceback" not in r.stderr
+    # no runs yet is a state, as `report` with nothing to plot: said on stdout, exit 0 for both (issue 29)
+    assert r.returncode == 0 and "nothing to show yet: no runs under" in r.stdout and "Traceback" not in r.stderr
     r = kitctl("report", data_root=tmp_path)
     assert r.returncode == 0 and "nothing to plot yet: no runs under" in r.stdout, r.stderr
     r = kitctl("report", "nope", data_root=tmp_path)

@@ -315,3 +315,34 @@ def test_tensorboard_host_all_interfaces_when_asked(tmp_path):
         out, err = p.communicate(timeout=60)
     assert p.returncode == 0 and "Traceback" not in err, err
     assert "stopped TensorBoard" in out and listening(port) == []
+
+
+def test_report_draws_each_reference_over_its_dataset_whole_curve_legend_outside(tmp_path):
+    """Issue 29: the GPT-2 val-loss line (FineWeb) only over a FineWeb run; the loss axis spans the whole curve
+    (no cut at 4); the legends sit below the plots (they cover no curve)."""
+    from kitctl.observe.logs import read_run
+    from kitctl.observe.report import FINEWEB_PREFIX, GPT2_124M_VAL_LOSS, data_prefix, figure
+
+    def run(name: str, data: str) -> Path:
+        rd = tmp_path / name
+        rd.mkdir()
+        (rd / "main.log").write_text("".join(f"s:{s} trl:{11.0 - s * 0.05:.4f}\n" for s in range(150)))
+        (rd / "stdout.log").write_text(f"| train data pattern    | /workspace/data/{data}_train_*.bin |\n")
+        return rd
+
+    fw, ts = read_run(run("fw", "fineweb")), read_run(run("ts", "tinyshakespeare"))
+    assert (data_prefix(fw), data_prefix(ts)) == (FINEWEB_PREFIX, "tinyshakespeare")
+
+    def ref_lines(runs) -> list:
+        ax = figure(runs).axes[0]
+        return [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [GPT2_124M_VAL_LOSS.value] * 2]
+
+    assert ref_lines([fw]) and not ref_lines([ts])
+    fig = figure([ts])
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo <= 3.6 and hi >= 11.0                         # step 0's 11.0 and the last 3.55 both in view
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 <= box.y0                                # below the axes: covers nothing inside them
