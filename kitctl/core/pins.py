@@ -312,10 +312,14 @@ def check_buildable(archs: list[int], cuda: str, provider: str, what: str = "bui
         how = f"--provider {p} --cuda {c}" if p == "nvidia" else "--provider wheels"
         hint = f"build with CUDA {c} ({p} provider: {how}, or provider/cuda in kit.yaml), which builds sm_" + \
                ", sm_".join(map(str, archs))
+        if provider == "native":
+            hint = (f"install a CUDA toolkit on the host that builds them (CUDA {c}: see pins.CUDA_ARCHS) and point "
+                    f"CUDA_HOME at it, or build the image instead: kitctl build {how}")
     else:
         names = "; ".join(f"sm_{x}: " + (", ".join(f"CUDA {c} ({p})" for p, c in some[x]) or "no pinned CUDA")
                           for x in bad)
         hint = f"no one pinned CUDA builds all of them ({names}): build separate images (--arch) for each group"
-    raise ConfigError(f"CUDA {cuda} ({provider} provider) cannot {what} sm_{', sm_'.join(map(str, bad))}: it builds "
+    who = "the host's toolkit" if provider == "native" else f"{provider} provider"
+    raise ConfigError(f"CUDA {cuda} ({who}) cannot {what} sm_{', sm_'.join(map(str, bad))}: it builds "
                       f"sm_{lo}..sm_{hi} (nvcc would stop with 'Unsupported gpu architecture' after the download)",
                       hint)

@@ -146,6 +146,9 @@ def plan(src: Path, out: Path, archs: list[int], t: Toolchain, cudnn: Optional[b
         if lacks:
             msg, _, hint = lacks[0].partition(" not found: ")
             raise KitError(f"{msg} not found", hint)
+        version = cuda_version(t.cuda_home)
+        if version and pins.CUDA_VERSION.fullmatch(version):     # the host toolkit must build every arch asked
+            pins.check_buildable(list(archs), version, "native", f"build (CUDA home {t.cuda_home})")
     arch = ",".join(str(a) for a in archs)
     common = ["--src", str(src), "--out", str(out), "--arch", arch, "--cuda-home", _p(t.cuda_home, "CUDA"),
               "--nccl-include", _p(t.nccl_include, "NCCL"), "--mpi-dir", _p(t.mpi_dir, "Open MPI")]

@@ -17,7 +17,7 @@ import kitctl_proc
 
 from fake_gpus import fake_nvidia_smi
 from kitctl.images import native_build
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import sha256_file
 from kitctl.core.native_build_record import NativeBuild, record_path
 
@@ -212,3 +212,17 @@ def test_cli_native_dry_run_on_this_host_warns_and_a_real_run_refuses(tmp_path):
     assert "warning: missing " + lacks[0].split()[0] in " ".join(r.stderr.split())
     real = subprocess.run(argv, capture_output=True, text=True)
     assert real.returncode == 1 and "cannot build llm.c natively" in real.stderr
+
+
+def test_a_host_toolkit_that_cannot_build_an_arch_is_refused_before_compiling(fake):
+    """Issue 29: the arch x CUDA table judges the host's CUDA too (its version.json): CUDA 13 cannot build sm_70."""
+    (fake["cuda"] / "version.json").write_text('{"cuda": {"name": "CUDA SDK", "version": "13.0.2"}}')
+    env = {"CUDA_HOME": str(fake["cuda"]), "NCCL_INCLUDE": str(fake["nccl"] / "include"),
+           "NCCL_LIB": str(fake["nccl"] / "lib"), "OPENMPI_DIR": str(fake["mpi"]),
+           "CUDNN_INCLUDE": str(fake["cudnn"]), "CUDNN_FRONTEND_PATH": str(fake["cfe"])}
+    t = native_build.discover(env)
+    with pytest.raises(ConfigError) as e:
+        native_build.plan(fake["src"], fake["out"], [70, 86], t)
+    assert "CUDA 13.0.2 (the host's toolkit) cannot build" in e.value.message and "sm_70" in e.value.message
+    assert "CUDA_HOME" in e.value.hint and not fake["log"].exists()
+    assert len(native_build.plan(fake["src"], fake["out"], [75, 86], t)) == 2
