@@ -34,8 +34,8 @@ from typing import IO, Any, Callable, Optional
 
 from pydantic import BaseModel
 
-from kitctl.core.errors import ConfigError
-from kitctl.core.files import atomic_output
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import atomic_output, free_bytes
 from kitctl.core.layout import DataLayout
 from kitctl.core.progress import progress_bar
 from kitctl.core.records import Record
@@ -315,12 +315,20 @@ class Unpacked:
         return self.root / name, info
 
 
-def use_bundle(path: Path, data_root: Path, console: Any = None) -> Unpacked:
-    """Open, check and unpack a bundle under ``<data_root>/bundles`` (a progress bar while unpacking)."""
+def use_bundle(path: Path, data_root: Path, console: Any = None,
+               free_fn: Callable[[Path], int] = free_bytes) -> Unpacked:
+    """Open, check and unpack a bundle under ``<data_root>/bundles`` (a progress bar while unpacking). The unpack
+    folder is on the data root's filesystem: too little free space there is refused before a byte is written."""
     b = open_bundle(path)
     root = DataLayout(Path(data_root)).bundles
     if (unpacked_dir(root, b) / MANIFEST).is_file():
         return Unpacked(unpacked_dir(root, b), b.manifest, Path(path))
+    need, free = total_bytes(b), free_fn(root)
+    if need > free:
+        raise KitError(f"not enough disk space to unpack {Path(path).name}: {need / 1e9:.1f} GB into {root} (the "
+                       f"bundle unpack folder, on the data root's filesystem), {free / 1e9:.1f} GB free there; the "
+                       "run then needs more on the same disk (`kitctl reproduce --dry-run --json`: filesystems)",
+                       "point the data root at a bigger disk (`kitctl init --data-root /big/disk`), or free space")
     with progress_bar(f"unpacking {Path(path).name}", total_bytes(b), console=console, unit="bytes") as bar:
         dest = unpack(b, root, bar.advance)
     return Unpacked(dest, b.manifest, Path(path))

@@ -226,3 +226,16 @@ def test_a_flag_for_an_input_the_bundle_holds_is_refused(packed, tmp_path, flag)
                  "--dry-run"], _env(tmp_path))
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert f"{flag} with --bundle: the bundle" in " ".join(r.stderr.split())
+
+
+def test_too_little_space_for_the_unpack_folder_is_refused_before_writing(packed, tmp_path):
+    """Issue 29: the bundle unpack folder (under the data root) is judged against its filesystem's free space."""
+    from kitctl.core.bundle import open_bundle, total_bytes, use_bundle
+    from kitctl.core.errors import KitError
+
+    need = total_bytes(open_bundle(packed["bundle"]))
+    with pytest.raises(KitError) as e:
+        use_bundle(packed["bundle"], tmp_path / "d", free_fn=lambda p: need - 1)
+    assert "bundle unpack folder" in e.value.message and "--data-root" in (e.value.hint or "")
+    assert not (tmp_path / "d").exists()
+    assert use_bundle(packed["bundle"], tmp_path / "d", free_fn=lambda p: need).root.is_dir()
