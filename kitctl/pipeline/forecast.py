@@ -149,6 +149,7 @@ class Forecast:
     overlap: tuple[float, float, float] = (0.0, 0.0, 0.0)   # the dataset download running while the image builds
     hf_cache_bytes: int = 0         # of the data stage's disk still to land: the HF cache's parquet (hf_home)
     decisions: dict = field(default_factory=dict)   # the train plan's choices, each with reason and source
+    build_kind: str = ""            # native | nvidia | wheels: what the ways out of a full disk may suggest
 
     def stage(self, name: str) -> StageForecast:
         return next(s for s in self.stages if s.name == name)
@@ -423,7 +424,7 @@ def plan_stages(inp: Inputs) -> Forecast:
                          "report.html: loss + HellaSwag curves vs GPT-2 124M"))
     fc = Forecast(stages, inp.box, inp.price_per_gpu_hour, tune_steps, notes, overlap,
                   hf_cache_bytes=inp.data.hf_cache_bytes if next(s for s in stages if s.name == "data").status
-                  not in ("done", "skipped") else 0)
+                  not in ("done", "skipped") else 0, build_kind=inp.build.kind)
     if inp.price_per_gpu_hour is not None:
         for s in stages:
             s.cost = (s.seconds if math.isfinite(s.seconds) else 0.0) / 3600 * inp.box.gpus * inp.price_per_gpu_hour

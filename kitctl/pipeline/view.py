@@ -87,7 +87,7 @@ def plan_lines(fc: Forecast) -> list[str]:
                        + "; or the smaller wheels provider (provider: wheels), or a prebuilt image (docs/images.md)")
     for f in filesystems(fc):
         if f.shared or f.ok is False:      # one disk for several purposes: their sum against its free space
-            status, detail, meaning = disks.verdict(f)
+            status, detail, meaning = disks.verdict(f, fc.build_kind or "nvidia")
             out.append(f"{'one disk' if f.shared else 'disk'}: {detail}" + (f": {meaning}" if meaning else " (ok)"))
     out += [f"note: {n}" for n in fc.notes]
     return out
