@@ -126,7 +126,8 @@ def ways_out(purposes: Sequence[str], provider: str = "nvidia") -> str:
 def verdict(fs: Filesystem, provider: str = "nvidia") -> tuple[str, str, str]:
     """(status, detail, meaning) of one filesystem against the sum it must hold (pure)."""
     where = f"the filesystem at {fs.mount}"
-    holds = " and ".join(fs.purposes) if len(fs.purposes) <= 2 else ", ".join(fs.purposes)
+    holds = " and ".join(fs.purposes) if len(fs.purposes) <= 2 else \
+        ", ".join(fs.purposes[:-1]) + " and " + fs.purposes[-1]
     if fs.free_bytes is None:
         return "info", f"{where} holds {holds}: free space unknown; they need {gb(fs.need_bytes)}", ""
     detail = (f"{where} holds {holds}: {fs.parts()} = {gb(fs.need_bytes)} needed, {gb(fs.free_bytes)} free"
