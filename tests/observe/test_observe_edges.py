@@ -317,6 +317,7 @@ def test_tensorboard_host_all_interfaces_when_asked(tmp_path):
     assert "stopped TensorBoard" in out and listening(port) == []
 
 
+@pytest.mark.slow
 def test_report_draws_each_reference_over_its_dataset_whole_curve_legend_outside(tmp_path):
     """Issue 29: the GPT-2 val-loss line (FineWeb) only over a FineWeb run; the loss axis spans the whole curve
     (no cut at 4); the legends sit below the plots (they cover no curve)."""
