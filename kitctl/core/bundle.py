@@ -255,6 +255,17 @@ def _check_contents(path: Path, manifest: BundleManifest) -> None:
             raise _refuse(path, f"its manifest's {e.message} (an altered bundle)") from None
 
 
+def is_bundle(path: Path) -> bool:
+    """Does the regular file ``path`` look like a kitctl bundle (a tar whose first member is manifest.json)? For
+    ``kitctl bundle --out``: a bundle is replaced, any other file only with --force."""
+    try:
+        with _open_file(Path(path)) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+            first = tf.next()
+            return first is not None and first.name == MANIFEST
+    except (ConfigError, OSError, tarfile.TarError):
+        return False
+
+
 def unpacked_dir(root: Path, b: Bundle) -> Path:
     return Path(root) / b.key
 

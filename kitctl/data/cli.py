@@ -166,7 +166,7 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Pat
                  runtime: Optional[str], dry_run: bool) -> tuple[Optional[str], Optional[Path], Optional[Path]]:
     """DATASET, --source and --tokenizer-dir from the bundle (refusing a flag for what it holds); its data image
     loaded when the docker runtime needs it."""
-    ub = use_bundle(bundle.absolute(), cfg.data_root, console)
+    ub = use_bundle(bundle.absolute(), cfg.data_root, console, dry_run=dry_run)
     os.environ["HF_HUB_OFFLINE"] = "1"
     if source is not None:
         raise ConfigError("--source with --bundle: the input comes from the bundle", "leave --source or --bundle out")
@@ -193,8 +193,9 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Pat
         ref = data_image_ref(cfg)
         if not image_present(ref) or image_difference(cfg, ref):
             _say(f"$ docker load -i {packed_image[0]}")
-            registry.load(packed_image[0], _say)
-            adopt_image(cfg, str(packed_image[1].get("ref")), "loaded from the bundle", _say)
+            loaded = registry.load_expected(packed_image[0], packed_image[1].get("ref"), "the bundle's data image",
+                                            _say)
+            adopt_image(cfg, loaded, "loaded from the bundle", _say)
     return dataset, source, tok
 
 

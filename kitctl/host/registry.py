@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Optional
 
-from kitctl.core import proc
+from kitctl.core import proc, validate
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import Record
 
@@ -104,6 +104,31 @@ def load(tar: Path, on_line: LineFn = print) -> list[str]:
                hint="the bundle member is checked by sha256 before this; check `docker info` and the free space of "
                     "Docker's storage")
     return loaded
+
+
+def _normal(ref: str) -> str:
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
+def load_expected(tar: Path, want: object, what: str, on_line: LineFn = print) -> str:
+    """``docker load`` a bundle's image tar and return the reference it loaded, which must be the one the bundle's
+    manifest names (``want``): the image adopted is the image loaded, never a name the manifest merely claims
+    (which could be any other local image). Every reference docker reported is checked against Docker's grammar
+    first (a name that looks like an option never reaches another docker command)."""
+    if not isinstance(want, str):
+        raise ConfigError(f"{what}: the bundle's manifest names no image reference", "make a new bundle")
+    validate.docker_ref(want, f"{what}: the manifest's image reference")
+    loaded = load(tar, on_line)
+    for ref in loaded:
+        validate.docker_ref(ref, f"{what}: the image reference docker load reported")
+    if _normal(want) not in {_normal(r) for r in loaded}:
+        raise ConfigError(f"{what}: docker load reported {', '.join(loaded) or 'no tagged image'}, but the bundle's "
+                          f"manifest names {want}: the image is not adopted (an altered bundle)",
+                          "make a new bundle with `kitctl bundle` on the box that built the images")
+    return want
 
 
 def pull(ref: str, on_line: LineFn = print) -> None:

@@ -97,7 +97,7 @@ def build(
                                "its own)", "leave out {flags}, or pass --runtime native")
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
-    ub = use_bundle(bundle.absolute(), cfg.data_root, console) if bundle is not None else None
+    ub = use_bundle(bundle.absolute(), cfg.data_root, console, dry_run=dry_run) if bundle is not None else None
     if ub is not None:
         llmc_src, cudnn_frontend = _bundle_inputs(ub, llmc_src, cudnn_frontend)
     pull_ref = image or cfg.pull_image

@@ -59,12 +59,14 @@ def demo(
 _HELP_RUNTIME = "docker (the kit's images) or native (host CUDA/MPI + the native build); default: kit.yaml's"
 
 
-def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False):
-    """Verify and unpack the bundle; its members become the inputs; nothing may touch the network."""
-    ub = use_bundle(bundle.absolute(), cfg.data_root, err_console if quiet else console)
+def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False, dry_run: bool = False):
+    """Verify and unpack the bundle (a dry run verifies it and writes nothing); its members become the inputs;
+    nothing may touch the network."""
+    ub = use_bundle(bundle.absolute(), cfg.data_root, err_console if quiet else console, dry_run=dry_run)
     os.environ["HF_HUB_OFFLINE"] = "1"          # no HF library call may reach the hub
     if not quiet:
-        console.print(f"bundle {bundle}: {len(ub.manifest.members)} members verified, unpacked at {ub.root}",
+        console.print(f"bundle {bundle}: {len(ub.manifest.members)} members verified, "
+                      f"{'would be unpacked' if dry_run and not ub.root.is_dir() else 'unpacked'} at {ub.root}",
                       highlight=False, markup=False, soft_wrap=True)
     cfg = cfg.model_copy(update={"tokenizer_dir": ub.tokenizer_dir or cfg.tokenizer_dir})
     return cfg, apply_bundle(opts, ub)
@@ -90,6 +92,7 @@ def bundle_cmd(
                                 "save"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out; download, save "
                                  "and write nothing"),
+    force: bool = typer.Option(False, "--force", help="replace --out even when it is a file that is not a bundle"),
 ) -> None:
     """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
     if dry_run:
@@ -102,7 +105,7 @@ def bundle_cmd(
                       soft_wrap=True)
         return
     opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
-                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images)
+                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images, force=force)
     pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     console.print(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}", highlight=False)
 
@@ -184,7 +187,7 @@ def reproduce(
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
     if bundle is not None:
-        cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json)
+        cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json, dry_run=dry_run)
     g, fc = make_forecast(cfg, opts, plan_only=dry_run)
     if as_json:
         sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")
