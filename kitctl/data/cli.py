@@ -56,6 +56,8 @@ def _say(line: str) -> None:
 
 def _pull_if_asked(cfg, image: Optional[str], runtime: Optional[str], dry_run: bool) -> None:
     """--image / kit.yaml pull_image: pull the data image (docker only; a dry run pulls nothing)."""
+    if image is not None:
+        validate.docker_ref(image, "--image")
     pull = image or cfg.pull_image
     if pull and (runtime or cfg.runtime) == "docker" and not dry_run:
         pull_image(cfg, pull, _say)
