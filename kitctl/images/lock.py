@@ -160,6 +160,7 @@ def parse(text: str, path: object = LOCK_NAME) -> ImagesLock:
     cur: Optional[str] = None
     keys: dict[str, dict[str, str]] = {}
     where: dict[tuple[str, str], int] = {}         # (stage, key or package) -> the line it was set on
+    twice: Optional[ConfigError] = None
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -177,10 +178,10 @@ def parse(text: str, path: object = LOCK_NAME) -> ImagesLock:
         if cur is None:
             raise _bad(path, n, "an entry before the first [stage] line")
         if m := KEY_LINE.fullmatch(line):
-            if m.group(1) in keys[cur]:
-                raise _bad(path, n, f"{m.group(1)} twice in [{cur}] (line {where[(cur, m.group(1))]} and line {n})",
-                           "keep one of the two lines (the lock would otherwise silently use the last); or re-make "
-                           "it with `kitctl lock`")
+            if m.group(1) in keys[cur] and twice is None:     # said after the lines (a bad line names itself first)
+                twice = _bad(path, n, f"{m.group(1)} twice in [{cur}] (line {where[(cur, m.group(1))]} and line "
+                             f"{n})", "keep one of the two lines (a parser that kept the last would silently use "
+                             "it); or re-make it with `kitctl lock`")
             keys[cur][m.group(1)] = m.group(2)
             where[(cur, m.group(1))] = n
             continue
@@ -192,6 +193,8 @@ def parse(text: str, path: object = LOCK_NAME) -> ImagesLock:
                        f"{n})")
         lock.stages[cur].apt[m.group(1)] = m.group(2)
         where[(cur, "=" + m.group(1))] = n
+    if twice is not None:
+        raise twice
     for sid, k in keys.items():
         s = lock.stages[sid]
         missing = [x for x in ("base", "digest", "source") if x not in k]
