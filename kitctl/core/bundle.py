@@ -428,6 +428,15 @@ def _recheck(b: Bundle, dest: Path, say: Say) -> bool:
     return True
 
 
+def _differences(b: Bundle, dest: Path) -> list[str]:
+    """The members whose size or mtime differ from the stamp (read only: what a dry run may look at)."""
+    try:
+        have = UnpackStamp.read(dest / STAMP).members
+    except KitError:
+        return ["(the stamp)"]
+    return [m.name for m in b.manifest.members if _stat_key(dest / m.name) != have.get(m.name)]
+
+
 def _sha256(p: Path) -> str:
     h = hashlib.sha256()
     with open_regular(p, "bundle member") as f:
@@ -560,6 +569,13 @@ class Unpacked:
     root: Path
     manifest: BundleManifest
     source: Path                   # the bundle file
+    pending: bool = False          # --dry-run of a bundle not unpacked yet: verified, its files are not on disk
+
+    def pending_note(self) -> str:
+        state = "differs from its unpacked copy" if self.root.is_dir() else "is not unpacked yet"
+        return (f"dry run: the bundle {self.source} is verified (every member's sha256) and {state}; the plan reads "
+                f"its files: run without --dry-run to unpack (or repair) it at {self.root}, then --dry-run shows the "
+                "whole plan. Nothing was written.")
 
     @property
     def contents(self) -> dict[str, Any]:
@@ -623,11 +639,11 @@ def use_bundle(path: Path, data_root: Path, console: Any = None, dry_run: bool =
     root = DataLayout(Path(data_root)).bundles
     dest = unpacked_dir(root, b)
     if dry_run:
-        if not (dest / STAMP).is_file():
-            with progress_bar(f"verifying {Path(path).name}", total_bytes(b), console=console, unit="bytes") as bar:
-                verify(b, bar.advance)
-            tell(f"dry run: bundle {path} verified (every member's sha256); it would be unpacked at {dest}")
-        return Unpacked(dest, b.manifest, Path(path))
+        if dest.is_dir() and (dest / STAMP).is_file() and not _differences(b, dest):
+            return Unpacked(dest, b.manifest, Path(path))
+        with progress_bar(f"verifying {Path(path).name}", total_bytes(b), console=console, unit="bytes") as bar:
+            verify(b, bar.advance)
+        return Unpacked(dest, b.manifest, Path(path), pending=True)
 
     def unpack_bar() -> Any:
         return progress_bar(f"unpacking {Path(path).name}", total_bytes(b), console=console, unit="bytes")

@@ -100,6 +100,9 @@ def build(
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
     ub = use_bundle(bundle.absolute(), cfg.data_root, console, dry_run=dry_run) if bundle is not None else None
+    if ub is not None and ub.pending:        # a dry run of a bundle not unpacked yet: verified, nothing written
+        err_console.print(ub.pending_note(), markup=False, highlight=False, soft_wrap=True)
+        return
     if ub is not None:
         llmc_src, cudnn_frontend = _bundle_inputs(ub, llmc_src, cudnn_frontend)
     pull_ref = image or cfg.pull_image

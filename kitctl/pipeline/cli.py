@@ -63,6 +63,9 @@ def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False,
     """Verify and unpack the bundle (a dry run verifies it and writes nothing); its members become the inputs;
     nothing may touch the network."""
     ub = use_bundle(bundle.absolute(), cfg.data_root, err_console if quiet else console, dry_run=dry_run)
+    if ub.pending:                    # a dry run of a bundle not unpacked yet: verified, nothing written
+        err_console.print(ub.pending_note(), markup=False, highlight=False, soft_wrap=True)
+        return cfg, None
     os.environ["HF_HUB_OFFLINE"] = "1"          # no HF library call may reach the hub
     if not quiet:
         console.print(f"bundle {bundle}: {len(ub.manifest.members)} members verified, "
@@ -187,7 +190,10 @@ def reproduce(
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
     if bundle is not None:
-        cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json, dry_run=dry_run)
+        cfg, bundled = _with_bundle(cfg, opts, bundle, quiet=as_json, dry_run=dry_run)
+        if bundled is None:
+            return
+        opts = bundled
     g, fc = make_forecast(cfg, opts, plan_only=dry_run)
     if as_json:
         sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")
