@@ -375,11 +375,15 @@ def _locked(root: Path, key: str, say: Say) -> Iterator[None]:
         os.close(fd)
 
 
-def _clean_leftovers(root: Path, say: Say) -> None:
+def _clean_leftovers(root: Path, mine: str, say: Say) -> None:
     """Remove the temp folders of unpacks that were killed (SIGKILL, a crash, a reboot): every ``.tmp-<key>.*``
-    whose bundle lock nobody holds now (a live unpack holds it)."""
+    whose bundle lock nobody holds now (a live unpack holds it; the caller holds the lock of ``mine``)."""
     for tmp in sorted(root.glob(".tmp-*")):
         key = tmp.name[len(".tmp-"):].split(".", 1)[0]
+        if key == mine:
+            shutil.rmtree(tmp, ignore_errors=True)
+            say(f"removed {tmp.name} under {root}: left by an unpack that was killed")
+            continue
         fd = os.open(root / f".lock-{key}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             try:
@@ -407,7 +411,8 @@ def _recheck(b: Bundle, dest: Path, say: Say) -> bool:
     changed = False
     for m in b.manifest.members:
         p = dest / m.name
-        if os.path.realpath(p) != os.path.join(real, m.name):     # a folder on the way became a link
+        if os.path.realpath(p.parent) != os.path.normpath(os.path.join(real, os.path.dirname(m.name))):
+            # a folder on the way became a link: extracting through it would write outside
             say(f"bundle member {m.name}: a folder above it in {dest} was replaced: unpacking the bundle again")
             return False
         key = _stat_key(p)
@@ -417,7 +422,8 @@ def _recheck(b: Bundle, dest: Path, say: Say) -> bool:
         if key is not None and key[0] == m.bytes and _sha256(p) == m.sha256:
             say(f"bundle member {m.name} was touched since it was unpacked: sha256 re-checked, unchanged")
             continue
-        say(f"bundle member {m.name} was {'changed' if key else 'deleted'} in {dest} since it was unpacked: "
+        say(f"bundle member {m.name} was {'changed' if key or os.path.lexists(p) else 'deleted'} in {dest} since it "
+            "was unpacked: "
             "extracting it again from the bundle")
         redo.append(m)
     changed |= _remove_extras(b, dest, say)
@@ -484,7 +490,7 @@ def ensure_unpacked(b: Bundle, root: Path, progress: Callable[[], Any], say: Say
     root.mkdir(parents=True, exist_ok=True)
     dest = unpacked_dir(root, b)
     with _locked(root, b.key, say):
-        _clean_leftovers(root, say)
+        _clean_leftovers(root, b.key, say)
         if dest.is_dir() and not dest.is_symlink() and _recheck(b, dest, say):
             return dest
         if dest.is_symlink() or dest.is_file():
