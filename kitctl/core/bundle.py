@@ -26,6 +26,7 @@ reuses the result); a signal removes the partial folder; a killed unpack's folde
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -34,6 +35,7 @@ import os
 import shutil
 import stat
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Iterator, Optional
@@ -629,9 +631,23 @@ class Unpacked:
         """(tar, {"ref", "id", "recipe_hash", ...}) of the packed runtime / data image, or None."""
         info = (self.contents.get("images") or {}).get(which)
         name = IMAGE_RUNTIME if which == "runtime" else IMAGE_DATA
-        if not info or not (self.root / name).is_file():
+        there = self.manifest.member(name) is not None if self.pending else (self.root / name).is_file()
+        if not info or not there:
             return None
         return self.root / name, info
+
+
+def dry_run_view(ub: Unpacked) -> Unpacked:
+    """For a dry run that must plan from a bundle not unpacked yet (``kitctl reproduce --dry-run``): its members but
+    the images (the plan needs their sizes and contents: the dataset, HellaSwag, llm.c) in a temporary folder
+    outside the data root, removed when the command ends; the images stay in the bundle (the plan only names them)."""
+    if not ub.pending:
+        return ub
+    tmp = Path(tempfile.mkdtemp(prefix="kitctl-bundle-plan-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    b = open_bundle(ub.source)
+    _extract_some(b, tmp, [m for m in b.manifest.members if not m.name.startswith("images/")])
+    return Unpacked(tmp, b.manifest, ub.source, pending=True)
 
 
 def use_bundle(path: Path, data_root: Path, console: Any = None, dry_run: bool = False,

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from kitctl.core import validate
-from kitctl.core.bundle import use_bundle
+from kitctl.core.bundle import dry_run_view, use_bundle
 from kitctl.core.config import user_config_path
 from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
@@ -63,13 +63,15 @@ def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False,
     """Verify and unpack the bundle (a dry run verifies it and writes nothing); its members become the inputs;
     nothing may touch the network."""
     ub = use_bundle(bundle.absolute(), cfg.data_root, err_console if quiet else console, dry_run=dry_run)
-    if ub.pending:                    # a dry run of a bundle not unpacked yet: verified, nothing written
-        err_console.print(ub.pending_note(), markup=False, highlight=False, soft_wrap=True)
-        return cfg, None
+    if ub.pending:                    # a dry run of a bundle not unpacked yet: verified, nothing written there
+        ub = dry_run_view(ub)
+        err_console.print(f"dry run: the bundle {bundle} is verified (every member's sha256) and not unpacked: the "
+                          "plan reads its inputs from a temporary copy (images left in the bundle), removed when "
+                          "this command ends; nothing is written under the data root", markup=False,
+                          highlight=False, soft_wrap=True)
     os.environ["HF_HUB_OFFLINE"] = "1"          # no HF library call may reach the hub
-    if not quiet:
-        console.print(f"bundle {bundle}: {len(ub.manifest.members)} members verified, "
-                      f"{'would be unpacked' if dry_run and not ub.root.is_dir() else 'unpacked'} at {ub.root}",
+    if not quiet and not ub.pending:
+        console.print(f"bundle {bundle}: {len(ub.manifest.members)} members verified, unpacked at {ub.root}",
                       highlight=False, markup=False, soft_wrap=True)
     cfg = cfg.model_copy(update={"tokenizer_dir": ub.tokenizer_dir or cfg.tokenizer_dir})
     return cfg, apply_bundle(opts, ub)
@@ -190,10 +192,7 @@ def reproduce(
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
     if bundle is not None:
-        cfg, bundled = _with_bundle(cfg, opts, bundle, quiet=as_json, dry_run=dry_run)
-        if bundled is None:
-            return
-        opts = bundled
+        cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json, dry_run=dry_run)
     g, fc = make_forecast(cfg, opts, plan_only=dry_run)
     if as_json:
         sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")

@@ -605,3 +605,17 @@ def test_unpack_errors_name_no_temp_path(tmp_path):
     with pytest.raises(ConfigError) as e:
         bf.unpack(b, root)
     assert e.value.message.startswith(f"cannot unpack {b.path} under {root}:") and ".tmp-" not in e.value.message
+
+
+def test_reproduce_dry_run_plans_from_a_temporary_copy_outside_the_data_root(tmp_path):
+    files = {**good_files(), bf.IMAGE_RUNTIME: b"a docker save tar"}
+    b = craft(tmp_path / "b.tar", files, contents={**good_contents(), "images": {"runtime": {"ref": "llmc-kit:x"}}})
+    ub = bf.use_bundle(b, tmp_path / "data", dry_run=True, say=lambda s: None)
+    view = bf.dry_run_view(ub)
+    try:
+        assert not (tmp_path / "data").exists() and not str(view.root).startswith(str(tmp_path))
+        assert view.hellaswag is not None and view.hellaswag.read_bytes() == HS
+        assert not (view.root / bf.IMAGE_RUNTIME).exists() and view.image("runtime") is not None   # named, not copied
+    finally:
+        import shutil
+        shutil.rmtree(view.root)
