@@ -93,6 +93,28 @@ class BundleManifest(Record):
         return next((m for m in self.members if m.name == name), None)
 
 
+MAX_HEADER_BYTES = 1 << 20     # a pax / GNU long-name header: a path and a few keys (tarfile reads one whole)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a pax or GNU long-name header into memory whole, at the size the header declares: one that
+    declares GBs (a hostile or sparse bundle) is refused before it is read."""
+
+    def _proc_pax(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_HEADER_BYTES:
+            raise tarfile.HeaderError(f"a pax header of {self.size:,} bytes (at most {MAX_HEADER_BYTES:,})")
+        return super()._proc_pax(tf)  # type: ignore[misc, no-any-return]
+
+    def _proc_gnulong(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_HEADER_BYTES:
+            raise tarfile.HeaderError(f"a long-name header of {self.size:,} bytes (at most {MAX_HEADER_BYTES:,})")
+        return super()._proc_gnulong(tf)  # type: ignore[misc, no-any-return]
+
+
+def _tar(fh: IO[bytes]) -> tarfile.TarFile:
+    return tarfile.open(fileobj=fh, mode="r:", tarinfo=_BoundedTarInfo)
+
+
 def _refuse(path: Path, what: str, fix: str = "") -> ConfigError:
     return ConfigError(f"bundle {path}: {what}", fix or "copy the bundle again (compare its size with the "
                        "original's), or make a new one with `kitctl bundle --out FILE` on the box that has network")
@@ -184,7 +206,7 @@ def open_bundle(path: Path) -> Bundle:
     path = Path(path)
     with _open_file(path) as fh:
         try:
-            tf = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 (closed by the with below; uncompressed only: members are found by seeking)
+            tf = _tar(fh)  # noqa: SIM115 (closed by the with below; uncompressed only: members are found by seeking)
         except (tarfile.TarError, OSError) as e:
             raise _refuse(path, f"not a kitctl bundle (not an uncompressed tar: {short(e, 160)})") from None
         with tf:
@@ -261,7 +283,7 @@ def is_bundle(path: Path) -> bool:
     """Does the regular file ``path`` look like a kitctl bundle (a tar whose first member is manifest.json)? For
     ``kitctl bundle --out``: a bundle is replaced, any other file only with --force."""
     try:
-        with _open_file(Path(path)) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+        with _open_file(Path(path)) as fh, _tar(fh) as tf:
             first = tf.next()
             return first is not None and first.name == MANIFEST
     except (ConfigError, OSError, tarfile.TarError):
@@ -305,7 +327,7 @@ def _copy_member(src: IO[bytes], out: Path, m: Member, bundle: Path, progress: O
 
 def _extract_all(b: Bundle, tmp: Path, progress: Optional[ProgressFn]) -> None:
     want = {m.name: m for m in b.manifest.members}
-    with _open_file(b.path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+    with _open_file(b.path) as fh, _tar(fh) as tf:
         for ti in tf:
             if ti.name == MANIFEST:
                 continue
@@ -466,7 +488,7 @@ def _remove_extras(b: Bundle, dest: Path, say: Say) -> bool:
 def _extract_some(b: Bundle, dest: Path, members: list[Member]) -> None:
     """Extract ``members`` again into ``dest`` (each through a temp file renamed onto its name)."""
     want = {m.name: m for m in members}
-    with _open_file(b.path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf, TerminationAsInterrupt():
+    with _open_file(b.path) as fh, _tar(fh) as tf, TerminationAsInterrupt():
         for ti in tf:
             m = want.get(ti.name)
             if m is None or not ti.isfile():
@@ -504,7 +526,7 @@ def ensure_unpacked(b: Bundle, root: Path, progress: Callable[[], Any], say: Say
 def verify(b: Bundle, progress: Optional[ProgressFn] = None) -> None:
     """Read every member and check its sha256, writing nothing (``--dry-run``)."""
     want = {m.name: m for m in b.manifest.members}
-    with _open_file(b.path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+    with _open_file(b.path) as fh, _tar(fh) as tf:
         for ti in tf:
             m = want.get(ti.name)
             if m is None:

@@ -128,7 +128,7 @@ def _llmc(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple[list
     else:
         tarball = work / "llmc.tar.gz"
         llmc_source.download_tarball(spec, tarball, cfg.ca_cert)
-    llmc_source.check_tarball(tarball)
+    llmc_source.check_tarball(tarball, str(local) if local is not None else spec or "the pinned URL")
     say(f"llm.c: tarball {spec or pin.tarball_url.format(commit=pin.commit)} (sha256 matches the pin)")
     return [(name, tarball)], {"llmc": name, "llmc_commit": pin.commit}
 
@@ -143,7 +143,13 @@ def _hellaswag(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple
             r = load_recipe("hellaswag")
             assert r.url
             path = hellaswag.download(r.url, work / "hellaswag_val.jsonl", offline_hint="--hellaswag-source")
-    n = hellaswag.check_source(Path(path))
+    try:
+        n = hellaswag.check_source(Path(path))
+    except ConfigError as e:         # a download names its URL, never the temp folder it went to
+        if opts.hellaswag_source is not None or Path(path) == cfg.layout.hellaswag_jsonl:
+            raise
+        raise ConfigError(e.message.replace(str(path), f"the download of {load_recipe('hellaswag').url}"),
+                          e.hint) from None
     warn = hellaswag.pin_warning(Path(path), n)
     if warn:
         say(f"warning: {warn}")

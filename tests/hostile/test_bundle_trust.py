@@ -619,3 +619,18 @@ def test_reproduce_dry_run_plans_from_a_temporary_copy_outside_the_data_root(tmp
     finally:
         import shutil
         shutil.rmtree(view.root)
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_a_header_declaring_gigabytes_is_refused_before_it_is_read(tmp_path, kind):
+    ti = tarfile.TarInfo("././@LongHeader")
+    ti.type, ti.size = kind, 4 << 30
+    buf = ti.tobuf(tarfile.USTAR_FORMAT)
+    p = tmp_path / "b.tar"
+    with open(p, "wb") as f:                      # sparse: 4 GiB of zeros that tarfile would read into memory
+        f.write(buf)
+        f.truncate(len(buf) + (4 << 30) + 10240)
+    t = time.monotonic()
+    with pytest.raises(ConfigError, match="header of 4,294,967,296 bytes"):
+        bf.open_bundle(p)
+    assert time.monotonic() - t < 2
