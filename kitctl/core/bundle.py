@@ -382,7 +382,13 @@ def unpack(b: Bundle, root: Path, progress: Optional[ProgressFn] = None) -> Path
 def _locked(root: Path, key: str, say: Say) -> Iterator[None]:
     """Hold ``root/.lock-<key>`` (flock): one process unpacks or repairs a bundle at a time; another one waits,
     then finds the finished unpack and reuses it."""
-    fd = os.open(root / f".lock-{key}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(root / f".lock-{key}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if is_disk_full(e):
+            raise
+        raise ConfigError(f"cannot use the unpacked bundles under {root}: {e.strerror or e}",
+                          "check that the data root is writable (`kitctl doctor`)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -511,7 +517,13 @@ def ensure_unpacked(b: Bundle, root: Path, progress: Callable[[], Any], say: Say
     """The bundle unpacked and sound under ``root/<key>``: under its lock, leftovers of killed unpacks are removed,
     an existing unpack is re-checked (:func:`_recheck`), else it is unpacked (``progress()`` gives the context
     manager of a progress bar whose ``advance`` hears bytes)."""
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if is_disk_full(e):
+            raise
+        raise ConfigError(f"cannot make {root} for the unpacked bundle: {e.strerror or e}",
+                          "check that the data root is writable (`kitctl doctor`)") from None
     dest = unpacked_dir(root, b)
     with _locked(root, b.key, say):
         _clean_leftovers(root, b.key, say)
