@@ -174,7 +174,7 @@ def test_an_oversize_manifest_says_its_size_not_that_it_is_missing(tmp_path, mon
 
 @pytest.mark.parametrize("raw", [b'{"members": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                                  b'{"contents": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
-                                 b"[" * 200_000])
+                                 b"[" * 200_000], ids=["list-100k-deep", "object-50k-deep", "open-200k"])
 def test_a_deeply_nested_manifest_is_a_message_not_a_recursion_error(tmp_path, raw):
     with pytest.raises(ConfigError, match="levels deep"):
         bf.open_bundle(craft(tmp_path / "b.tar", raw_manifest=raw))
