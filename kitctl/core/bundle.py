@@ -436,6 +436,9 @@ def _recheck(b: Bundle, dest: Path, say: Say) -> bool:
     except KitError:            # damaged: every member is hashed once more, then a new stamp is written
         stamp = None
     have = stamp.members if stamp else {}
+    if stamp is None:
+        say(f"the unpacked bundle {dest} has no sound record of its unpack (an older kitctl made it, or the record "
+            "is damaged): every member's sha256 is checked once")
     real = os.path.realpath(dest)
     redo: list[Member] = []
     changed = False
@@ -450,7 +453,8 @@ def _recheck(b: Bundle, dest: Path, say: Say) -> bool:
             continue
         changed = True
         if key is not None and key[0] == m.bytes and _sha256(p) == m.sha256:
-            say(f"bundle member {m.name} was touched since it was unpacked: sha256 re-checked, unchanged")
+            if stamp is not None:
+                say(f"bundle member {m.name} was touched since it was unpacked: sha256 re-checked, unchanged")
             continue
         say(f"bundle member {m.name} was {'changed' if key or os.path.lexists(p) else 'deleted'} in {dest} since it "
             "was unpacked: "

@@ -176,7 +176,7 @@ def _images(cfg: KitConfig, work: Path, console: Optional[Console], say: Say) ->
     return files, {"images": info}
 
 
-def _check_out(out: Path, opts: PackOptions) -> None:
+def check_out(out: Path, opts: PackOptions) -> None:
     """--out is a new file, a bundle (replaced), or another file only with --force; never a folder, a special file
     or one of the inputs."""
     if out.is_symlink() or out.exists():
@@ -208,7 +208,7 @@ def _not_an_input(out: Path, files: list[tuple[str, Path]]) -> None:
 def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, say: Say = print) -> bf.BundleManifest:
     """Gather every input, then write the bundle at ``opts.out`` (atomically)."""
     out = Path(opts.out).absolute()
-    _check_out(out, opts)
+    check_out(out, opts)
     if opts.preset not in load_presets():
         raise ConfigError(f"unknown preset {opts.preset!r}", f"use one of: {', '.join(load_presets())}")
     llmc_local = Path(opts.llmc_src).expanduser() if opts.llmc_src and not opts.llmc_src.startswith(

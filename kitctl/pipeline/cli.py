@@ -18,7 +18,7 @@ from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
 from kitctl.pipeline.demo import DEMO_STEPS, run_demo
-from kitctl.pipeline.bundle import PackOptions, pack
+from kitctl.pipeline.bundle import PackOptions, check_out, pack
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 from kitctl.pipeline.reproduce import make_forecast, run_pipeline
 from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
@@ -100,7 +100,10 @@ def bundle_cmd(
     force: bool = typer.Option(False, "--force", help="replace --out even when it is a file that is not a bundle"),
 ) -> None:
     """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
+    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
+                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images, force=force)
     if dry_run:
+        check_out(out.absolute(), opts)         # what the real run would refuse, a dry run refuses too
         what = [f"the dataset {dataset or 'of preset ' + preset}" + (f" from {source}" if source else ""),
                 f"HellaSwag's jsonl{f' from {hellaswag_source}' if hellaswag_source else ''}",
                 f"llm.c's source{f' from {llmc_src}' if llmc_src else ''}", "the GPT-2 tokenizer files"]
@@ -109,8 +112,6 @@ def bundle_cmd(
         console.print(f"would write {out.absolute()} with: {'; '.join(what)}", highlight=False, markup=False,
                       soft_wrap=True)
         return
-    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
-                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images, force=force)
     pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     console.print(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}", highlight=False)
 
