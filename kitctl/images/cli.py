@@ -156,6 +156,17 @@ def build(
         _build_and_push(cfg, req, ctx, targets, push, no_cache, len(gpus), epoch, rewrite)
 
 
+def _lock_row(cfg) -> doc.Finding:
+    """doctor's image-lock row; a lock that cannot be read (a FIFO, a damaged file) is a failed row naming it, not
+    the end of the report."""
+    try:
+        lock = lk.load()
+    except ConfigError as e:
+        return doc.Finding("image lock", "fail", e.message, e.hint or "re-make it with `kitctl lock`")
+    st, detail, meaning = lock_resolve.lock_finding(lock, [runtime_image_ref(cfg), data_image_ref(cfg)])
+    return doc.Finding("image lock", st, detail, meaning)
+
+
 def _check_moves(push: Optional[str], image: Optional[str]) -> None:
     """--push and --image, validated before anything is built or pulled (exit 2 naming the rule)."""
     if push is not None:
@@ -399,9 +410,8 @@ def doctor(
         err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
-    if facts.engine:                          # the images against docker/images.lock (no engine: nothing to compare)
-        st, detail, meaning = lock_resolve.lock_finding(lk.load(), [runtime_image_ref(cfg), data_image_ref(cfg)])
-        findings.append(doc.Finding("image lock", st, detail, meaning))
+    if facts.engine:                          # the images against the image lock (no engine: nothing to compare)
+        findings.append(_lock_row(cfg))
     verdicts = doc.verdicts(findings, facts, cfg)
     if purpose == "multi-node" and not any(v.purpose == purpose for v in verdicts):
         verdicts.append(doc.Verdict("multi-node", False, "no Slurm here (sbatch not on PATH): docs/cluster.md"))

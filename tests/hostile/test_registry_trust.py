@@ -253,3 +253,17 @@ def test_the_lock_lives_beside_the_kit_yaml_in_use(tmp_path):
     bare.mkdir()
     got = _lock_paths(bare, tmp_path / "home")
     assert got["REFUSED"].startswith("no kit.yaml in use") and not got["SHIPPED"].startswith(str(bare))
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_doctor_reports_a_fifo_lock_as_a_failed_row_and_goes_on(tmp_path):
+    cwd = make_world(tmp_path)
+    os.mkfifo(cwd / "images.lock")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    env["HOME"] = str(tmp_path / "home")
+    r = subprocess.run([sys.executable, "-m", "kitctl", "doctor", "--json"], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=120)
+    rows = {f["check"]: f for f in __import__("json").loads(r.stdout)["findings"]}
+    assert rows["image lock"]["status"] == "fail" and "is a FIFO (named pipe)" in rows["image lock"]["detail"]
+    assert len(rows) > 3                                    # the rest of the report is there
