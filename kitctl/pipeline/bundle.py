@@ -25,7 +25,7 @@ from kitctl.cluster.export import save_tar
 from kitctl.core import bundle as bf
 from kitctl.core import pins
 from kitctl.core.config import KitConfig
-from kitctl.core.errors import ConfigError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import SPECIAL_HINT, special_kind
 from kitctl.core.progress import progress_bar
 from kitctl.data import hellaswag
@@ -156,6 +156,11 @@ def _hellaswag(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple
     return [(bf.HELLASWAG, Path(path))], {"hellaswag_path": bf.HELLASWAG, "hellaswag_examples": n}
 
 
+def _naming(say: Say, tmp: Path, name: str) -> Say:
+    """``say`` with the temp path ``tmp`` shown as the member ``name``."""
+    return lambda line: say(line.replace(str(tmp), name))
+
+
 def _images(cfg: KitConfig, work: Path, console: Optional[Console], say: Say) -> tuple[list[tuple[str, Path]], dict]:
     files: list[tuple[str, Path]] = []
     info: dict = {}
@@ -170,7 +175,11 @@ def _images(cfg: KitConfig, work: Path, console: Optional[Console], say: Say) ->
                 "natively, same output)")
             continue
         tar = work / f"{which}.tar"
-        save_tar(ref, tar, console=console, say=say)
+        try:          # the messages name the member, never the temp folder the tar goes through
+            save_tar(ref, tar, console=console, say=_naming(say, tar, member))
+        except KitError as e:
+            e.message = e.message.replace(str(tar), member).replace(str(work), "the bundle's work folder")
+            raise
         files.append((member, tar))
         info[which] = {"ref": ref, "recipe_hash": lab.get(registry.RECIPE_HASH, ""), "labels": lab}
     return files, {"images": info}
