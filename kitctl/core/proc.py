@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class Finished:
     returncode: int
     interrupted: bool = False
     tail: list[str] = field(default_factory=list)   # its last lines, for error messages
+    idle: bool = False             # stopped because it printed nothing for ``idle_s`` seconds
 
     @property
     def ok(self) -> bool:
@@ -204,28 +206,68 @@ def _kill_each(pids: list[int], sig: int) -> None:
 
 
 def stream(argv: Sequence[str], on_line: Callable[[str], None] = print, *, env: Optional[Mapping[str, str]] = None,
-           cwd: Optional[Path] = None, grace_s: float = DEFAULT_GRACE_S, tail_lines: int = 40) -> Finished:
+           cwd: Optional[Path] = None, grace_s: float = DEFAULT_GRACE_S, tail_lines: int = 40,
+           idle_s: Optional[float] = None) -> Finished:
     """Run ``argv`` to the end, calling ``on_line`` for each line of its stdout+stderr.
 
-    Ctrl-C (or SIGTERM/SIGHUP to kitctl) stops the whole group and returns ``interrupted=True``.
+    Ctrl-C (or SIGTERM/SIGHUP to kitctl) stops the whole group and returns ``interrupted=True``. ``idle_s``: a
+    command that prints nothing for that long is stopped the same way (``idle=True``): a peer that stopped
+    answering (a registry in the middle of a push) never hangs the command.
     """
     tail: list[str] = []
     with TerminationAsInterrupt():
         proc = start(argv, env=env, cwd=cwd)
         assert proc.stdout is not None
+        watch = _IdleWatch(proc, idle_s, grace_s) if idle_s else None
         try:
             for raw in proc.stdout:
+                if watch:
+                    watch.seen()
                 line = raw.rstrip("\n")
                 tail.append(line)
                 if len(tail) > tail_lines:
                     del tail[0]
                 on_line(line)
-            return Finished(proc.wait(), False, tail)
+            rc = proc.wait()
+            if watch and watch.fired.is_set():
+                watch.done.wait(grace_s + 15)
+                return Finished(rc, False, tail, idle=True)
+            return Finished(rc, False, tail)
         except KeyboardInterrupt:
             return Finished(stop(proc, grace_s), True, tail)
         except BaseException:
             stop(proc, grace_s)
             raise
+        finally:
+            if watch:
+                watch.close()
+
+
+class _IdleWatch:
+    """A thread that stops ``proc`` (its group, as :func:`stop` does) once it has printed nothing for ``idle_s``."""
+
+    def __init__(self, proc: subprocess.Popen[str], idle_s: float, grace_s: float):
+        self.proc, self.idle_s, self.grace_s = proc, idle_s, grace_s
+        self.last = time.monotonic()
+        self.fired, self.done, self.closed = threading.Event(), threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def seen(self) -> None:
+        self.last = time.monotonic()
+
+    def _run(self) -> None:
+        while not self.closed.wait(min(1.0, self.idle_s / 4)):
+            if self.proc.poll() is not None:
+                return
+            if time.monotonic() - self.last > self.idle_s:
+                self.fired.set()
+                stop(self.proc, self.grace_s)
+                self.done.set()
+                return
+
+    def close(self) -> None:
+        self.closed.set()
 
 
 def check(argv: Sequence[str], on_line: Callable[[str], None] = print, *, what: Optional[str] = None,

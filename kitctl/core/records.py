@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import json
+import re
+from array import array
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Type, TypeVar
 
@@ -28,6 +31,25 @@ MAX_YAML_BYTES = 256 << 10      # 256 KiB: every YAML the kit reads is a few KB 
 MAX_YAML_ALIASES = 32          # anchors are fine; thousands of alias expansions are an attack
 MAX_ERROR_CHARS = 300          # never echo megabytes back
 MAX_RECORD_BYTES = 64 << 20    # a JSON record the kit writes is KBs (run.json with every eval: well under 1 MiB)
+MAX_NESTING = 64               # JSON / YAML levels: the kit's own files use < 10; Python's parsers recurse per level
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKET_STEP = bytes(1 if b in b"[{" else 255 if b in b"]}" else 0 for b in range(256))   # 255: -1 as signed
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays/objects of JSON text nest (brackets inside strings do not count), without parsing it:
+    json.loads recurses once per level and a document of 100,000 ``[`` is a RecursionError, not a message."""
+    steps = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEP).replace(b"\0", b"")
+    return max(accumulate(array("b", steps)), default=0)
+
+
+def loads_json(raw: bytes, what: str, limit: int = MAX_NESTING) -> Any:
+    """``json.loads`` with a nesting limit: a ValueError (as json's own errors are) for a deeper document."""
+    depth = json_depth(raw)
+    if depth > limit:
+        raise ValueError(f"{what} nests {depth:,} levels deep, more than the {limit} a kit file ever has")
+    return json.loads(raw)
 
 
 def short(text: object, limit: int = MAX_ERROR_CHARS) -> str:
@@ -99,10 +121,10 @@ class Record(BaseModel):
         path = Path(path)
         fix = hint or f"delete {path} and re-run the command that made it"
         try:         # a device, FIFO or socket in its place: ConfigError (exit 2) naming it, never a hang
-            raw = json.loads(read_limited(path, cls.KIND, cls.MAX_BYTES, fix))
+            raw = loads_json(read_limited(path, cls.KIND, cls.MAX_BYTES, fix), "its JSON")
         except FileNotFoundError:
             raise KitError(f"no {cls.KIND} at {path}", fix) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:      # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise KitError(f"{path} is not a readable {cls.KIND} ({short(e, 160)})", fix) from None
         if not isinstance(raw, dict):
             raise KitError(f"{path} is not a {cls.KIND} (a JSON object was expected)", fix)
@@ -140,13 +162,20 @@ class _LimitedLoader(yaml.SafeLoader):
     """SafeLoader that refuses documents with too many alias expansions."""
 
     aliases_seen = 0
+    depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
             self.aliases_seen += 1
             if self.aliases_seen > MAX_YAML_ALIASES:
                 raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused as a YAML bomb")
-        return super().compose_node(parent, index)
+        self.depth += 1          # the composer recurses once per level: a limit, not a RecursionError
+        if self.depth > MAX_NESTING:
+            raise yaml.YAMLError(f"nested more than {MAX_NESTING} levels deep: no kit YAML file is")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         """A key written twice in one mapping is refused: YAML keeps the last one, silently (a kit.yaml with two

@@ -56,6 +56,8 @@ def _say(line: str) -> None:
 
 def _pull_if_asked(cfg, image: Optional[str], runtime: Optional[str], dry_run: bool) -> None:
     """--image / kit.yaml pull_image: pull the data image (docker only; a dry run pulls nothing)."""
+    if image is not None:
+        validate.docker_ref(image, "--image")
     pull = image or cfg.pull_image
     if pull and (runtime or cfg.runtime) == "docker" and not dry_run:
         pull_image(cfg, pull, _say)
@@ -108,8 +110,11 @@ def make(
 ) -> None:
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
     cfg = config(writes=not dry_run)
-    if bundle is not None:
-        dataset, source, tokenizer_dir = _from_bundle(cfg, bundle, dataset, source, tokenizer_dir, runtime, dry_run)
+    got = (_from_bundle(cfg, bundle, dataset, source, tokenizer_dir, runtime, dry_run) if bundle is not None
+           else (dataset, source, tokenizer_dir))
+    if got is None:                   # a dry run of a bundle not unpacked yet: verified, nothing written
+        return
+    dataset, source, tokenizer_dir = got
     _pull_if_asked(cfg, image, runtime, dry_run)
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
     plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
@@ -163,10 +168,13 @@ def make(
 
 
 def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Path], tokenizer_dir: Optional[Path],
-                 runtime: Optional[str], dry_run: bool) -> tuple[Optional[str], Optional[Path], Optional[Path]]:
+                 runtime: Optional[str], dry_run: bool) -> Optional[tuple[Optional[str], Optional[Path], Optional[Path]]]:
     """DATASET, --source and --tokenizer-dir from the bundle (refusing a flag for what it holds); its data image
     loaded when the docker runtime needs it."""
-    ub = use_bundle(bundle.absolute(), cfg.data_root, console)
+    ub = use_bundle(bundle.absolute(), cfg.data_root, console, dry_run=dry_run)
+    if ub.pending:
+        _say(ub.pending_note())
+        return None
     os.environ["HF_HUB_OFFLINE"] = "1"
     if source is not None:
         raise ConfigError("--source with --bundle: the input comes from the bundle", "leave --source or --bundle out")
@@ -193,8 +201,9 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Pat
         ref = data_image_ref(cfg)
         if not image_present(ref) or image_difference(cfg, ref):
             _say(f"$ docker load -i {packed_image[0]}")
-            registry.load(packed_image[0], _say)
-            adopt_image(cfg, str(packed_image[1].get("ref")), "loaded from the bundle", _say)
+            loaded = registry.load_expected(packed_image[0], packed_image[1].get("ref"), "the bundle's data image",
+                                            _say)
+            adopt_image(cfg, loaded, "loaded from the bundle", _say)
     return dataset, source, tok
 
 

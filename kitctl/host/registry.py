@@ -8,14 +8,16 @@ carry it through the image's repo digests (kitctl.train.inspect_image).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Callable, Optional
 
-from kitctl.core import proc
+from kitctl.core import proc, validate
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.records import Record
+from kitctl.core.records import Record, short
 
 LineFn = Callable[[str], None]
 RECIPE_HASH = "org.llmc-kit.recipe-hash"
@@ -24,6 +26,21 @@ CUDNN_LABEL = "org.llmc-kit.cudnn"          # "on" / "off": the BF16 binary's cu
 # labels whose difference makes an image another recipe (every pin that goes into the build)
 CHECKED_LABELS = ("org.llmc-kit.stage", "org.llmc-kit.provider", "org.llmc-kit.cuda", ARCHS_LABEL,
                   CUDNN_LABEL, "org.llmc-kit.llmc.commit", "org.llmc-kit.versions-sha256")
+
+
+ANSWER_S = 15.0          # a registry that accepted the connection answers GET /v2/ within this (ms when healthy)
+IDLE_S = 1800.0          # docker push/pull stopped after this long without a line (a layer of GBs prints ~2 lines)
+INSPECT_S = 60.0
+
+
+def _seconds(env: str, default: float) -> float:
+    """A timeout, overridable by the environment (tests, slow links); a value that is not a positive number is
+    ignored."""
+    try:
+        v = float(os.environ.get(env, ""))
+    except ValueError:
+        return default
+    return v if 0 < v < 1e6 else default
 
 
 def _docker() -> str:
@@ -54,10 +71,23 @@ def split_ref(ref: str) -> tuple[str, Optional[str]]:
     return ref, None
 
 
+def _inspect(ref: str, fmt: str) -> subprocess.CompletedProcess[str]:
+    validate.no_control_chars(ref, "image")
+    if ref.startswith("-"):                     # never an option-looking name on docker's command line
+        raise ConfigError(f"image {short(repr(ref), 80)} is not an image reference (it starts with '-')",
+                          "write it as [registry[:port]/]name[:tag]")
+    try:
+        return subprocess.run([_docker(), "image", "inspect", "--format", fmt, "--", ref], capture_output=True,
+                              text=True,
+                              timeout=_seconds("KIT_DOCKER_INSPECT_S", INSPECT_S))
+    except subprocess.TimeoutExpired:
+        raise KitError(f"docker image inspect {ref} did not answer within {INSPECT_S:g} s",
+                       "check the Docker engine (`docker info`)") from None
+
+
 def labels(ref: str) -> Optional[dict[str, str]]:
     """The image's labels, or None when there is no such local image."""
-    r = subprocess.run([_docker(), "image", "inspect", "--format", "{{json .Config.Labels}}", ref],
-                       capture_output=True, text=True)
+    r = _inspect(ref, "{{json .Config.Labels}}")
     if r.returncode != 0:
         return None
     return json.loads(r.stdout or "null") or {}
@@ -73,8 +103,7 @@ def image_archs(ref: str) -> Optional[str]:
 
 
 def repo_digests(ref: str) -> list[str]:
-    r = subprocess.run([_docker(), "image", "inspect", "--format", "{{json .RepoDigests}}", ref],
-                       capture_output=True, text=True)
+    r = _inspect(ref, "{{json .RepoDigests}}")
     return list(json.loads(r.stdout or "null") or []) if r.returncode == 0 else []
 
 
@@ -106,8 +135,73 @@ def load(tar: Path, on_line: LineFn = print) -> list[str]:
     return loaded
 
 
+def _normal(ref: str) -> str:
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
+def load_expected(tar: Path, want: object, what: str, on_line: LineFn = print) -> str:
+    """``docker load`` a bundle's image tar and return the reference it loaded, which must be the one the bundle's
+    manifest names (``want``): the image adopted is the image loaded, never a name the manifest merely claims
+    (which could be any other local image). Every reference docker reported is checked against Docker's grammar
+    first (a name that looks like an option never reaches another docker command)."""
+    if not isinstance(want, str):
+        raise ConfigError(f"{what}: the bundle's manifest names no image reference", "make a new bundle")
+    validate.docker_ref(want, f"{what}: the manifest's image reference")
+    loaded = load(tar, on_line)
+    for ref in loaded:
+        validate.docker_ref(ref, f"{what}: the image reference docker load reported")
+    if _normal(want) not in {_normal(r) for r in loaded}:
+        raise ConfigError(f"{what}: docker load reported {', '.join(loaded) or 'no tagged image'}, but the bundle's "
+                          f"manifest names {want}: the image is not adopted (an altered bundle)",
+                          "make a new bundle with `kitctl bundle` on the box that built the images")
+    return want
+
+
+def _host_port(host: str) -> tuple[str, list[int]]:
+    if host.startswith("["):                              # [v6]:port
+        name, _, rest = host[1:].partition("]")
+        return name, [int(rest[1:])] if rest.startswith(":") and rest[1:].isdigit() else [443, 80]
+    name, _, port = host.partition(":")
+    return name, [int(port)] if port.isdigit() else [443, 80]
+
+
+def probe(host: str, timeout: Optional[float] = None) -> None:
+    """Ask the registry ``host`` for ``/v2/`` (raw HTTP, which a TLS port answers too, with an alert) and wait at most
+    ``timeout`` seconds for its first byte: a registry that accepted the connection and never answers is a
+    KitError naming it now, not a push that hangs. A connection that cannot be opened from here is left to docker
+    (the engine may reach the registry through its own proxy) and its own error."""
+    t = timeout if timeout is not None else _seconds("KIT_REGISTRY_ANSWER_S", ANSWER_S)
+    name, ports = _host_port(host)
+    for port in ports:
+        try:
+            sock = socket.create_connection((name, port), timeout=t)
+        except OSError:
+            continue
+        with sock:
+            try:
+                sock.sendall(f"GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                sock.recv(1)
+            except TimeoutError:
+                raise KitError(f"the registry {host} accepted a connection (port {port}) but did not answer GET /v2/ "
+                               f"within {t:g} s: a push or pull there would hang",
+                               f"check the registry at {host} (is it stuck or overloaded?); or use another one") from None
+            except OSError:
+                pass                                      # reset or closed: it answered, in its way
+        return
+
+
 def pull(ref: str, on_line: LineFn = print) -> None:
-    res = proc.stream([_docker(), "pull", ref], on_line, tail_lines=15)
+    host = registry_host(ref)
+    if host:
+        probe(host)
+    idle = _seconds("KIT_REGISTRY_IDLE_S", IDLE_S)
+    res = proc.stream([_docker(), "pull", ref], on_line, tail_lines=15, idle_s=idle)
+    if res.idle:
+        raise KitError(f"docker pull {ref}: nothing happened for {idle:g} s: the registry {host or 'docker.io'} "
+                       "stopped answering", f"check the registry {host or 'docker.io'}; re-run to continue")
     if res.interrupted:
         raise KeyboardInterrupt
     if res.returncode != 0:
@@ -124,8 +218,17 @@ def pull(ref: str, on_line: LineFn = print) -> None:
 
 
 def push(ref: str, on_line: LineFn = print) -> str:
-    """``docker push REF``; returns the digest the registry gave (sha256:...)."""
-    res = proc.stream([_docker(), "push", ref], on_line, tail_lines=15)
+    """``docker push REF``; returns the digest the registry gave (sha256:...). The registry is probed first
+    (:func:`probe`), and a push that prints nothing for ``IDLE_S`` is stopped, naming the registry."""
+    host = registry_host(ref)
+    if host:
+        probe(host)
+    idle = _seconds("KIT_REGISTRY_IDLE_S", IDLE_S)
+    res = proc.stream([_docker(), "push", ref], on_line, tail_lines=15, idle_s=idle)
+    if res.idle:
+        raise KitError(f"docker push {ref}: nothing happened for {idle:g} s: the registry {host or 'docker.io'} "
+                       "stopped answering (the upload did not finish)",
+                       f"check the registry {host or 'docker.io'}; re-run the build with --push to push again")
     if res.interrupted:
         raise KeyboardInterrupt
     if res.returncode != 0:
@@ -147,8 +250,31 @@ class Pushed(Record):
     images: list[dict] = []      # {"ref", "digest", "target", "recipe_hash", "labels", "pushed_at"}
 
 
+def check_push_repo(repo: object, what: str = "--push") -> str:
+    """A repository to push to: ``[registry[:port]/]name`` in Docker's reference grammar, without a tag (the kit
+    pushes its own recipe tags); a ConfigError (exit 2) naming the rule before anything is built."""
+    if not isinstance(repo, str) or not repo.strip():
+        raise ConfigError(f"{what} '': an empty repository", "give REGISTRY/REPO, e.g. --push 127.0.0.1:5000/llmc-kit "
+                          "(or leave the option out)")
+    validate.docker_ref(repo, what)
+    if split_ref(repo)[1] is not None:
+        raise ConfigError(f"{what} {short(repo, 120)}: give a repository without a tag or digest",
+                          "e.g. --push 127.0.0.1:5000/llmc-kit (the kit pushes its own recipe tags)")
+    return repo
+
+
+def read_pushed(path: Path) -> Pushed:
+    """The pushed-images record, read and checked (before the first push: a damaged one is found before any
+    tag goes, never between two)."""
+    try:
+        return Pushed.read_optional(path) or Pushed()
+    except KitError as e:
+        raise ConfigError(e.message, f"move it aside (mv {path} {path}.bad): a new one is written by the next push; "
+                          "the registry keeps what was pushed") from None
+
+
 def record_push(path: Path, entry: dict) -> Pushed:
-    rec = Pushed.read_optional(path) or Pushed()
+    rec = read_pushed(path)
     rec.images = [e for e in rec.images if e.get("ref") != entry.get("ref")] + [entry]
     path.parent.mkdir(parents=True, exist_ok=True)
     rec.write(path)

@@ -15,6 +15,7 @@ from kitctl.core import native_build_record as build_record, pins
 from kitctl.core.context import announcement, config, config_source, console, err_console
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core import validate
+from kitctl.host import registry
 from kitctl.core.validate import checked
 from kitctl.host import compose, docker_disk, doctor as doc
 from kitctl.host.gpus import GPU, driver_cuda, load_inventory, query
@@ -70,7 +71,7 @@ def build(
     build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the build context is written"),
     inventory: Optional[Path] = typer.Option(None, "--inventory", help="nvidia-smi CSV of the target machine: --arch auto and its driver's CUDA"),
     no_cache: bool = typer.Option(False, "--no-cache", help="ignore the layer cache (downloads stay cached)"),
-    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the image lock (default docker/images.lock; "
+    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the image lock (default: images.lock beside kit.yaml, else the kit's own; "
                                              "used when present)"),
     update_lock: bool = typer.Option(False, "--update-lock", help="resolve base digests and apt versions anew "
                                      "and write them into the lock before building"),
@@ -83,6 +84,7 @@ def build(
                                         "building (its recipe labels are checked); kit.yaml: pull_image"),
 ) -> None:
     """Build the images (or, with --runtime native, llm.c's binaries on this host)."""
+    _check_moves(push, image)
     cfg = config(writes=not dry_run)
     native = (runtime or cfg.runtime) == "native"
     if native:
@@ -97,11 +99,14 @@ def build(
                                "its own)", "leave out {flags}, or pass --runtime native")
     gpus = load_inventory(inventory)       # this box (nvidia-smi) or the one described: archs auto, its driver
     archs = _archs(arch, gpus)
-    ub = use_bundle(bundle.absolute(), cfg.data_root, console) if bundle is not None else None
+    ub = use_bundle(bundle.absolute(), cfg.data_root, console, dry_run=dry_run) if bundle is not None else None
+    if ub is not None and ub.pending:        # a dry run of a bundle not unpacked yet: verified, nothing written
+        err_console.print(ub.pending_note(), markup=False, highlight=False, soft_wrap=True)
+        return
     if ub is not None:
         llmc_src, cudnn_frontend = _bundle_inputs(ub, llmc_src, cudnn_frontend)
     pull_ref = image or cfg.pull_image
-    if (runtime or cfg.runtime) == "native" and (push or pull_ref):
+    if (runtime or cfg.runtime) == "native" and (push is not None or pull_ref):
         raise ConfigError("--push / --image move images: with --runtime native there is none",
                           "leave them out, or build with --runtime docker")
     if (runtime or cfg.runtime) == "native":
@@ -115,7 +120,6 @@ def build(
                                    base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
                                    build_dir=build_dir, driver_cuda=driver_cuda(gpus))
     _notes(req)
-    lock_path = lock_file or lk.default_path()
     req.lock = lk.load(lock_file)
     stages = lock_resolve.stages_of(targets)
     epoch = builder.source_date_epoch()
@@ -127,7 +131,8 @@ def build(
     if update_lock and (pull_ref or (ub is not None and ub.image("runtime"))):
         raise ConfigError("--update-lock with --image/--bundle: nothing is built here to lock",
                           "lock on the box that builds (`kitctl lock`, or `kitctl build --update-lock`)")
-    if update_lock:
+    lock_path = lk.write_path(lock_file) if update_lock else None
+    if lock_path is not None:
         if dry_run:
             _lock_dry_run(req, stages, lock_path)
         else:
@@ -141,7 +146,7 @@ def build(
     ctx = prepare_context(req, fetch_source=False if would_download else None)
     _say_context(req, ctx, would_download and not pull_ref)
     if pull_ref or (ub is not None and ub.image("runtime")):
-        if push:
+        if push is not None:
             raise ConfigError("--push with --image/--bundle: nothing is built here to push",
                               "push from the box that builds (`kitctl build --push REGISTRY/REPO`)")
         _fetch_images(req, ctx, targets, pull_ref, ub, dry_run)
@@ -149,6 +154,25 @@ def build(
         _dry_run_lines(req, ctx, targets, push, no_cache, epoch, rewrite)
     else:
         _build_and_push(cfg, req, ctx, targets, push, no_cache, len(gpus), epoch, rewrite)
+
+
+def _lock_row(cfg) -> doc.Finding:
+    """doctor's image-lock row; a lock that cannot be read (a FIFO, a damaged file) is a failed row naming it, not
+    the end of the report."""
+    try:
+        lock = lk.load()
+    except ConfigError as e:
+        return doc.Finding("image lock", "fail", e.message, e.hint or "re-make it with `kitctl lock`")
+    st, detail, meaning = lock_resolve.lock_finding(lock, [runtime_image_ref(cfg), data_image_ref(cfg)])
+    return doc.Finding("image lock", st, detail, meaning)
+
+
+def _check_moves(push: Optional[str], image: Optional[str]) -> None:
+    """--push and --image, validated before anything is built or pulled (exit 2 naming the rule)."""
+    if push is not None:
+        registry.check_push_repo(push.rstrip("/") or push, "--push")
+    if image is not None:
+        validate.docker_ref(image, "--image")
 
 
 def _stderr_line(line: str) -> None:
@@ -204,6 +228,11 @@ def _dry_run_lines(req: BuildRequest, ctx, targets: list[str], push: Optional[st
 
 def _build_and_push(cfg, req: BuildRequest, ctx, targets: list[str], push: Optional[str], no_cache: bool,
                     n_gpus: int, epoch: Optional[str], rewrite: bool) -> None:
+    if push:                 # the record and the registry are checked before the first build, not after it
+        registry.read_pushed(cfg.layout.pushed_images)
+        host = registry.registry_host(push)
+        if host:
+            registry.probe(host)
     for t in targets:
         start = time.monotonic()
         print(f"building {t}: "
@@ -277,7 +306,8 @@ def lock(
     target: str = typer.Option("all", "--target", help="toolchain | runtime | data | all: the stages to lock"),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="extra CA bundle (BuildKit secret)"),
     build_dir: Path = typer.Option(Path(".kit/build"), "--build-dir", help="where the probe build is written"),
-    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the lock to write (default docker/images.lock)"),
+    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the lock to write (default: images.lock beside "
+                                             "the kit.yaml in use)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="resolve apt from today's archive, not cached layers"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show the resolution and the probe build, write nothing"),
 ) -> None:
@@ -292,7 +322,7 @@ def lock(
                                    base_image=base_image, ca_cert=ca_cert, build_dir=build_dir)
     _notes(req)
     stages = lock_resolve.stages_of(targets)
-    path = lock_file or lk.default_path()
+    path = lk.write_path(lock_file)
     if dry_run:
         _lock_dry_run(req, stages, path)
         return
@@ -319,7 +349,7 @@ def render(
     cudnn: Optional[bool] = typer.Option(None, "--cudnn/--no-cudnn"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", callback=checked(validate.source_spec),
                                            help="also put llm.c's source into the context"),
-    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the image lock (default docker/images.lock; "
+    lock_file: Optional[Path] = typer.Option(None, "--lock", help="the image lock (default: images.lock beside kit.yaml, else the kit's own; "
                                              "used when present)"),
     stdout: bool = typer.Option(False, "--stdout", help="print the Dockerfile only"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be written where; write nothing "
@@ -380,9 +410,8 @@ def doctor(
         err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
-    if facts.engine:                          # the images against docker/images.lock (no engine: nothing to compare)
-        st, detail, meaning = lock_resolve.lock_finding(lk.load(), [runtime_image_ref(cfg), data_image_ref(cfg)])
-        findings.append(doc.Finding("image lock", st, detail, meaning))
+    if facts.engine:                          # the images against the image lock (no engine: nothing to compare)
+        findings.append(_lock_row(cfg))
     verdicts = doc.verdicts(findings, facts, cfg)
     if purpose == "multi-node" and not any(v.purpose == purpose for v in verdicts):
         verdicts.append(doc.Verdict("multi-node", False, "no Slurm here (sbatch not on PATH): docs/cluster.md"))

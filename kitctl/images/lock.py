@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from kitctl.core import pins, resources
+from kitctl.core.context import config_source
 from kitctl.core.errors import ConfigError
-from kitctl.core.files import write_atomic
+from kitctl.core.files import read_limited, write_atomic
 
 LOCK_NAME = "images.lock"
+MAX_LOCK_BYTES = 1 << 20        # a lock of every stage is ~20 KB (a few hundred apt lines)
 SOURCES = ("registry", "local")
 STAGE_ID = re.compile(r"data|(?:nvidia|wheels)-(?:toolchain|runtime)")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -49,9 +51,39 @@ HEADER_HELP = (
     "the stage installs, name=version, sorted (installed as apt-get install name=version). docs/images.md.")
 
 
-def default_path() -> Path:
-    """``docker/images.lock`` beside versions.yaml."""
+def shipped_path() -> Path:
+    """``docker/images.lock`` beside versions.yaml: the lock the kit itself ships, if any. Read-only: kitctl never
+    writes there (for a wheel or pipx install it is site-packages, for an editable one someone's checkout)."""
     return resources.share("docker", LOCK_NAME)
+
+
+def user_path() -> Optional[Path]:
+    """``images.lock`` beside the kit.yaml in use (the user's project): where `kitctl lock` writes and builds read;
+    None when no kit.yaml is in use."""
+    src = config_source()
+    return Path(src.path).absolute().parent / LOCK_NAME if src.path is not None else None
+
+
+def default_path() -> Path:
+    """The lock builds read when no --lock is given: beside the kit.yaml in use when one is there, else the one the
+    kit ships (read-only). Where it would be written: :func:`write_path`."""
+    mine = user_path()
+    if mine is not None and (mine.exists() or mine.is_symlink()):
+        return mine
+    return shipped_path()
+
+
+def write_path(path: Optional[Path]) -> Path:
+    """Where `kitctl lock` / `build --update-lock` write: ``--lock FILE``, else beside the kit.yaml in use; never the
+    kit's own docker/ folder."""
+    if path is not None:
+        return Path(path)
+    mine = user_path()
+    if mine is None:
+        raise ConfigError("no kit.yaml in use: the image lock is written beside it (your project's, not the kit's "
+                          "own docker/ folder)", "`kitctl init --data-root DIR` writes a kit.yaml here; or name "
+                          "the file: --lock FILE")
+    return mine
 
 
 def stage_id(provider: str, stage: str) -> str:
@@ -127,6 +159,8 @@ def parse(text: str, path: object = LOCK_NAME) -> ImagesLock:
     lock = ImagesLock()
     cur: Optional[str] = None
     keys: dict[str, dict[str, str]] = {}
+    where: dict[tuple[str, str], int] = {}         # (stage, key or package) -> the line it was set on
+    twice: Optional[ConfigError] = None
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -144,14 +178,23 @@ def parse(text: str, path: object = LOCK_NAME) -> ImagesLock:
         if cur is None:
             raise _bad(path, n, "an entry before the first [stage] line")
         if m := KEY_LINE.fullmatch(line):
+            if m.group(1) in keys[cur] and twice is None:     # said after the lines (a bad line names itself first)
+                twice = _bad(path, n, f"{m.group(1)} twice in [{cur}] (line {where[(cur, m.group(1))]} and line "
+                             f"{n})", "keep one of the two lines (a parser that kept the last would silently use "
+                             "it); or re-make it with `kitctl lock`")
             keys[cur][m.group(1)] = m.group(2)
+            where[(cur, m.group(1))] = n
             continue
         m = PKG_LINE.fullmatch(line)
         if not m or not APT_NAME.fullmatch(m.group(1)) or not APT_VERSION.fullmatch(m.group(2)):
             raise _bad(path, n, f"not an apt name=version: {line[:80]!r}")
         if m.group(1) in lock.stages[cur].apt:
-            raise _bad(path, n, f"{m.group(1)} twice in [{cur}]")
+            raise _bad(path, n, f"{m.group(1)} twice in [{cur}] (line {where[(cur, '=' + m.group(1))]} and line "
+                       f"{n})")
         lock.stages[cur].apt[m.group(1)] = m.group(2)
+        where[(cur, "=" + m.group(1))] = n
+    if twice is not None:
+        raise twice
     for sid, k in keys.items():
         s = lock.stages[sid]
         missing = [x for x in ("base", "digest", "source") if x not in k]
@@ -167,17 +210,19 @@ def parse(text: str, path: object = LOCK_NAME) -> ImagesLock:
 
 
 def load(path: Optional[Path] = None) -> Optional[ImagesLock]:
-    """The lock at ``path`` (default :func:`default_path`); None when there is none."""
+    """The lock at ``path`` (default :func:`default_path`: beside kit.yaml, else the kit's own); None when there is
+    none. Read through the kit's bounded regular-file reader (at most 1 MiB; a FIFO is refused, never waited on)."""
     p = Path(path) if path else default_path()
-    if not p.exists():
+    fix = "check the file; re-make it with `kitctl lock`"
+    try:         # a FIFO, device, socket or folder: exit 2 naming it; never read past the size limit
+        text = read_limited(p, "image lock", MAX_LOCK_BYTES, fix).decode("utf-8")
+    except FileNotFoundError:
         if path:   # named on the command line: it must exist
             raise ConfigError(f"--lock {p}: no such file", "make it with `kitctl lock --lock FILE`, or leave "
-                              "--lock out to use docker/images.lock")
+                              "--lock out to use the lock beside kit.yaml") from None
         return None
-    try:
-        text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read it ({e})", "check the file; re-make it with `kitctl lock`") from None
+        raise ConfigError(f"{p}: cannot read it ({str(e)[:160]})", fix) from None
     lock = parse(text, p)
     lock.path = p
     return lock

@@ -38,6 +38,9 @@ APT_GONE = re.compile(r"Version '([^']+)' for '([^']+)' was not found")
 DIGEST_GONE = re.compile(r"([\w./:-]+@sha256:[0-9a-f]{64})[^\n]*(?:not found|manifest unknown|no such)", re.I)
 
 
+REGISTRY_S = 120          # a manifest request to a registry (buildx imagetools inspect)
+
+
 def _docker(*argv: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(["docker", *argv], capture_output=True, text=True, timeout=timeout)
@@ -64,7 +67,16 @@ def resolve_base(ref: str) -> tuple[str, str]:
             if name in (repo, f"docker.io/{repo}", f"docker.io/library/{repo}") and lk.DIGEST.fullmatch(digest):
                 return digest, "registry"
         return image_id, "local"
-    r = _docker("buildx", "imagetools", "inspect", "--format", "{{json .Manifest}}", ref)
+    try:
+        r = subprocess.run(["docker", "buildx", "imagetools", "inspect", "--format", "{{json .Manifest}}", ref],
+                           capture_output=True, text=True, timeout=REGISTRY_S)
+    except subprocess.TimeoutExpired:
+        host = ref.split("/", 1)[0] if "/" in ref and any(c in ref.split("/", 1)[0] for c in ".:") else "docker.io"
+        raise KitError(f"base image {ref}: the registry {host} did not answer a manifest request within "
+                       f"{REGISTRY_S} s", "check the registry (or mirrors.registry in kit.yaml); or pull the image "
+                       "first (docker pull / docker load): a local image is locked by its ID") from None
+    except OSError as e:
+        raise KitError(f"docker buildx could not run ({e})", "is Docker installed and running? kitctl doctor") from None
     if r.returncode == 0:
         try:
             digest = json.loads(r.stdout).get("digest", "")

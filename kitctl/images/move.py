@@ -98,8 +98,7 @@ def load_checked(req: BuildRequest, ctx: Context, target: str, ub: Unpacked, dry
     tar, info = packed
     if dry_run:
         return f"would load {info.get('ref')} from {tar} (docker load) and check its recipe labels"
-    loaded = registry.load(tar, on_line)
-    ref = str(info.get("ref") or (loaded[0] if loaded else ""))
+    ref = registry.load_expected(tar, info.get("ref"), f"the bundle's {target} image", on_line)
     _check(req, ctx, target, ref, f"the bundle's image {ref}")
     local = _adopt(req, ctx, target, ref)
     return f"loaded {ref} from the bundle, recipe labels match; tagged {local}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from kitctl.cluster.export import save_tar
 from kitctl.core import bundle as bf
 from kitctl.core import pins
 from kitctl.core.config import KitConfig
-from kitctl.core.errors import ConfigError
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import SPECIAL_HINT, special_kind
 from kitctl.core.progress import progress_bar
 from kitctl.data import hellaswag
 from kitctl.data import sources as src
@@ -48,11 +50,30 @@ class PackOptions:
     llmc_src: Optional[str] = None
     cudnn_frontend: Optional[Path] = None
     images: bool = True
+    force: bool = False
 
 
-def _files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
-                  and not any(x.startswith(".") for x in p.relative_to(folder).parts))
+def _inside(f: Path, folder: Path) -> bool:
+    """``f`` is no link and, with every link on its way resolved, still inside ``folder``."""
+    real = os.path.realpath(folder)
+    return not f.is_symlink() and os.path.commonpath([os.path.realpath(f), real]) == real
+
+
+def _skip_links(files: list[Path], folder: Path, flag: str, say: Optional[Say]) -> list[Path]:
+    """``files`` less every symlink (and every file a link leads to out of ``folder``): packing follows no link,
+    so a link to a system file never becomes a member. Each one left out is said."""
+    kept = [f for f in files if _inside(f, folder)]
+    left = [f for f in files if f not in kept]
+    if left and say is not None:
+        say(f"note: {flag} {folder}: {len(left)} symlink(s) left out (a bundle packs no links): "
+            + ", ".join(str(f.relative_to(folder)) for f in left[:5]) + (" ..." if len(left) > 5 else ""))
+    return kept
+
+
+def _files_under(folder: Path, flag: str = "", say: Optional[Say] = None) -> list[Path]:
+    found = sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink())
+                   and not any(x.startswith(".") for x in p.relative_to(folder).parts))
+    return _skip_links(found, folder, flag, say)
 
 
 def _dataset(opts: PackOptions, out_dir: Path, say: Say) -> tuple[list[tuple[str, Path]], dict]:
@@ -68,7 +89,7 @@ def _dataset(opts: PackOptions, out_dir: Path, say: Say) -> tuple[list[tuple[str
             return [], {"dataset": spec, "dataset_kind": "none"}
         s = Path(opts.source).absolute()
         if s.is_dir():
-            files = [(f"dataset/{s.name}/{f.relative_to(s).as_posix()}", f) for f in _files_under(s)]
+            files = [(f"dataset/{s.name}/{f.relative_to(s).as_posix()}", f) for f in _files_under(s, "--source", say)]
             if not files:
                 raise ConfigError(f"--source {s} is an empty folder", "give the folder of the recipe's files")
         else:
@@ -83,6 +104,10 @@ def _dataset(opts: PackOptions, out_dir: Path, say: Say) -> tuple[list[tuple[str
         return [(f"dataset/{p.name}", p.absolute())], {"dataset": spec, "dataset_kind": "local",
                                                         "dataset_path": f"dataset/{p.name}"}
     base = p if p.is_dir() else Path(os.path.commonpath([str(f.parent.absolute()) for f in paths]))
+    paths = _skip_links([f.absolute() for f in paths], base.absolute(), "--dataset", say)
+    if not paths:
+        raise ConfigError(f"--dataset {spec}: every input file is a symlink, and a bundle packs no links",
+                          "give the files themselves (copy them into a folder)")
     return ([(f"dataset/{base.name}/{f.absolute().relative_to(base.absolute()).as_posix()}", f) for f in paths],
             {"dataset": spec, "dataset_kind": "local", "dataset_path": f"dataset/{base.name}"})
 
@@ -103,7 +128,7 @@ def _llmc(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple[list
     else:
         tarball = work / "llmc.tar.gz"
         llmc_source.download_tarball(spec, tarball, cfg.ca_cert)
-    llmc_source.check_tarball(tarball)
+    llmc_source.check_tarball(tarball, str(local) if local is not None else spec or "the pinned URL")
     say(f"llm.c: tarball {spec or pin.tarball_url.format(commit=pin.commit)} (sha256 matches the pin)")
     return [(name, tarball)], {"llmc": name, "llmc_commit": pin.commit}
 
@@ -118,11 +143,22 @@ def _hellaswag(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple
             r = load_recipe("hellaswag")
             assert r.url
             path = hellaswag.download(r.url, work / "hellaswag_val.jsonl", offline_hint="--hellaswag-source")
-    n = hellaswag.check_source(Path(path))
+    try:
+        n = hellaswag.check_source(Path(path))
+    except ConfigError as e:         # a download names its URL, never the temp folder it went to
+        if opts.hellaswag_source is not None or Path(path) == cfg.layout.hellaswag_jsonl:
+            raise
+        raise ConfigError(e.message.replace(str(path), f"the download of {load_recipe('hellaswag').url}"),
+                          e.hint) from None
     warn = hellaswag.pin_warning(Path(path), n)
     if warn:
         say(f"warning: {warn}")
     return [(bf.HELLASWAG, Path(path))], {"hellaswag_path": bf.HELLASWAG, "hellaswag_examples": n}
+
+
+def _naming(say: Say, tmp: Path, name: str) -> Say:
+    """``say`` with the temp path ``tmp`` shown as the member ``name``."""
+    return lambda line: say(line.replace(str(tmp), name))
 
 
 def _images(cfg: KitConfig, work: Path, console: Optional[Console], say: Say) -> tuple[list[tuple[str, Path]], dict]:
@@ -139,17 +175,49 @@ def _images(cfg: KitConfig, work: Path, console: Optional[Console], say: Say) ->
                 "natively, same output)")
             continue
         tar = work / f"{which}.tar"
-        save_tar(ref, tar, console=console, say=say)
+        try:          # the messages name the member, never the temp folder the tar goes through
+            save_tar(ref, tar, console=console, say=_naming(say, tar, member))
+        except KitError as e:
+            e.message = e.message.replace(str(tar), member).replace(str(work), "the bundle's work folder")
+            raise
         files.append((member, tar))
         info[which] = {"ref": ref, "recipe_hash": lab.get(registry.RECIPE_HASH, ""), "labels": lab}
     return files, {"images": info}
 
 
+def check_out(out: Path, opts: PackOptions) -> None:
+    """--out is a new file, a bundle (replaced), or another file only with --force; never a folder, a special file
+    or one of the inputs."""
+    if out.is_symlink() or out.exists():
+        st = os.stat(out) if out.exists() else None
+        if st is None or stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"--out {out} is {'a folder' if st else 'a dangling symlink'}",
+                              "give a file name, e.g. --out llmc-bundle.tar")
+        kind = special_kind(st.st_mode)
+        if kind:
+            raise ConfigError(f"--out {out} is {kind}, not a file to write", SPECIAL_HINT)
+        given = [p for p in (opts.source, opts.hellaswag_source, opts.cudnn_frontend,
+                             Path(os.path.expanduser(opts.dataset)) if opts.dataset else None,
+                             Path(os.path.expanduser(opts.llmc_src)) if opts.llmc_src else None) if p is not None]
+        _not_an_input(out, [("", p) for p in given if p.is_file()])
+        if not opts.force and not bf.is_bundle(out):
+            raise ConfigError(f"--out {out} exists and is not a kitctl bundle: it would be replaced",
+                              "give a new file name, or add --force to replace it")
+
+
+def _not_an_input(out: Path, files: list[tuple[str, Path]]) -> None:
+    if not out.exists():
+        return
+    for _, p in files:
+        if os.path.samefile(out, p):
+            raise ConfigError(f"--out {out} is one of the bundle's inputs ({p}): writing it would destroy it",
+                              "write the bundle to another file")
+
+
 def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, say: Say = print) -> bf.BundleManifest:
     """Gather every input, then write the bundle at ``opts.out`` (atomically)."""
     out = Path(opts.out).absolute()
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder", "give a file name, e.g. --out llmc-bundle.tar")
+    check_out(out, opts)
     if opts.preset not in load_presets():
         raise ConfigError(f"unknown preset {opts.preset!r}", f"use one of: {', '.join(load_presets())}")
     llmc_local = Path(opts.llmc_src).expanduser() if opts.llmc_src and not opts.llmc_src.startswith(
@@ -171,7 +239,8 @@ def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, s
         files += [(f"tokenizer/{n}", Path(tok) / n) for n in bf.TOKENIZER_FILES]
         if opts.cudnn_frontend is not None:
             inc = Path(opts.cudnn_frontend).absolute()
-            files += [(f"cudnn-frontend/include/{f.relative_to(inc).as_posix()}", f) for f in _files_under(inc)]
+            files += [(f"cudnn-frontend/include/{f.relative_to(inc).as_posix()}", f)
+                      for f in _files_under(inc, "--cudnn-frontend", say)]
             contents["cudnn_frontend"] = "cudnn-frontend/include"
         if opts.images:
             f, c = _images(cfg, work, console, say)
@@ -179,6 +248,7 @@ def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, s
             contents.update(c)
         else:
             say("images left out (--no-images): the offline box builds them, pulls them (--image) or runs native")
+        _not_an_input(out, files)
         total = 2 * sum(p.stat().st_size for _, p in files)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         with progress_bar(f"packing {out.name}", total, console=console, unit="bytes") as bar:

@@ -12,13 +12,13 @@ import typer
 from rich.table import Table
 
 from kitctl.core import validate
-from kitctl.core.bundle import use_bundle
+from kitctl.core.bundle import dry_run_view, use_bundle
 from kitctl.core.config import user_config_path
 from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
 from kitctl.pipeline.demo import DEMO_STEPS, run_demo
-from kitctl.pipeline.bundle import PackOptions, pack
+from kitctl.pipeline.bundle import PackOptions, check_out, pack
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 from kitctl.pipeline.reproduce import make_forecast, run_pipeline
 from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
@@ -59,11 +59,18 @@ def demo(
 _HELP_RUNTIME = "docker (the kit's images) or native (host CUDA/MPI + the native build); default: kit.yaml's"
 
 
-def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False):
-    """Verify and unpack the bundle; its members become the inputs; nothing may touch the network."""
-    ub = use_bundle(bundle.absolute(), cfg.data_root, err_console if quiet else console)
+def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False, dry_run: bool = False):
+    """Verify and unpack the bundle (a dry run verifies it and writes nothing); its members become the inputs;
+    nothing may touch the network."""
+    ub = use_bundle(bundle.absolute(), cfg.data_root, err_console if quiet else console, dry_run=dry_run)
+    if ub.pending:                    # a dry run of a bundle not unpacked yet: verified, nothing written there
+        ub = dry_run_view(ub)
+        err_console.print(f"dry run: the bundle {bundle} is verified (every member's sha256) and not unpacked: the "
+                          "plan reads its inputs from a temporary copy (images left in the bundle), removed when "
+                          "this command ends; nothing is written under the data root", markup=False,
+                          highlight=False, soft_wrap=True)
     os.environ["HF_HUB_OFFLINE"] = "1"          # no HF library call may reach the hub
-    if not quiet:
+    if not quiet and not ub.pending:
         console.print(f"bundle {bundle}: {len(ub.manifest.members)} members verified, unpacked at {ub.root}",
                       highlight=False, markup=False, soft_wrap=True)
     cfg = cfg.model_copy(update={"tokenizer_dir": ub.tokenizer_dir or cfg.tokenizer_dir})
@@ -90,9 +97,13 @@ def bundle_cmd(
                                 "save"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out; download, save "
                                  "and write nothing"),
+    force: bool = typer.Option(False, "--force", help="replace --out even when it is a file that is not a bundle"),
 ) -> None:
     """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
+    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
+                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images, force=force)
     if dry_run:
+        check_out(out.absolute(), opts)         # what the real run would refuse, a dry run refuses too
         what = [f"the dataset {dataset or 'of preset ' + preset}" + (f" from {source}" if source else ""),
                 f"HellaSwag's jsonl{f' from {hellaswag_source}' if hellaswag_source else ''}",
                 f"llm.c's source{f' from {llmc_src}' if llmc_src else ''}", "the GPT-2 tokenizer files"]
@@ -101,8 +112,6 @@ def bundle_cmd(
         console.print(f"would write {out.absolute()} with: {'; '.join(what)}", highlight=False, markup=False,
                       soft_wrap=True)
         return
-    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
-                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images)
     pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     console.print(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}", highlight=False)
 
@@ -190,7 +199,7 @@ def reproduce(
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
     if bundle is not None:
-        cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json)
+        cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json, dry_run=dry_run)
     g, fc = make_forecast(cfg, opts, plan_only=dry_run)
     if as_json:
         sys.stdout.write(json.dumps(fc.as_json(), indent=2) + "\n")

@@ -89,6 +89,13 @@ def apply_bundle(opts: ReproduceOptions, ub: Unpacked) -> ReproduceOptions:
         if mine is not None and packed is not None:
             raise ConfigError(f"{flag} with --bundle: the bundle {ub.source} holds that input already",
                               f"leave {flag} out (the bundle's copy is used), or leave --bundle out")
+    packed_for = ub.contents.get("preset")
+    if packed_for and packed_for != opts.preset and opts.dataset is None:
+        raise ConfigError(f"the bundle {ub.source} was packed for preset {packed_for} (its dataset "
+                          f"{ub.contents.get('dataset')}); this run is preset {opts.preset}, whose dataset it would "
+                          "silently replace", f"run `kitctl reproduce {packed_for} --bundle ...`, pack a bundle for "
+                          f"{opts.preset} (`kitctl bundle --preset {opts.preset}`), or name the dataset to use "
+                          "(--dataset)")
     if ds is not None and opts.dataset is not None and opts.dataset != ub.contents.get("dataset"):
         raise ConfigError(f"--dataset {opts.dataset} with --bundle: the bundle {ub.source} holds the dataset "
                           f"{ub.contents.get('dataset')}", "leave --dataset out to use the bundle's, or leave "
