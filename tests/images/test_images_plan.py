@@ -29,6 +29,32 @@ def test_with_registry():
     assert request.with_registry("reg.io:5000/x:1", "mirror.example.cn") == "reg.io:5000/x:1"
 
 
+@pytest.mark.parametrize("ref, want", [
+    ("debian:bookworm", "m.example:5000/library/debian:bookworm"),        # the tag's ":" is not a port
+    ("debian", "m.example:5000/library/debian"),
+    ("debian@sha256:" + "a" * 64, "m.example:5000/library/debian@sha256:" + "a" * 64),
+    ("docker.io/library/debian:bookworm", "m.example:5000/library/debian:bookworm"),
+    ("docker.io/nvidia/cuda:1", "m.example:5000/nvidia/cuda:1"),
+    ("localhost/x:1", "localhost/x:1"),
+    ("localhost:5000/x:1", "localhost:5000/x:1"),
+    ("ghcr.io/o/x:1", "ghcr.io/o/x:1"),
+])
+def test_with_registry_mirrors_every_docker_hub_ref_official_images_too(ref, want):
+    assert request.with_registry(ref, "m.example:5000") == want
+    assert request.with_registry(ref, "docker.io") == ref
+
+
+@pytest.mark.parametrize("provider", ["nvidia", "wheels"])
+def test_a_registry_mirror_leaves_no_docker_hub_image_in_any_stage(provider):
+    """Issue 27: the data image's debian:bookworm and every stage of the wheels provider named Docker Hub."""
+    cfg = KitConfig(mirrors=Mirrors(registry="m.example:5000"))
+    req = request.BuildRequest.from_config(cfg, provider=provider)
+    froms = [line.split()[1] for line in rendering.render(req).splitlines() if line.startswith("FROM ")]
+    external = [f for f in froms if f not in request.TARGETS]
+    assert len(external) == 3 and all(f.startswith("m.example:5000/") for f in external), froms
+    assert "m.example:5000/library/debian:bookworm" in external
+
+
 def test_base_images_per_provider():
     cfg = KitConfig(mirrors=Mirrors(registry="m.example"))
     nv = request.base_images(request.BuildRequest.from_config(cfg, provider="nvidia"))
