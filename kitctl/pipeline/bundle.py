@@ -115,9 +115,9 @@ def _hellaswag(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple
         if cached.is_file():
             path = cached
         else:
-            r = load_recipe("hellaswag")
-            assert r.url
-            path = hellaswag.download(r.url, work / "hellaswag_val.jsonl", offline_hint="--hellaswag-source")
+            url = cfg.mirrors.hellaswag_url or load_recipe("hellaswag").url
+            assert url
+            path = hellaswag.download(url, work / "hellaswag_val.jsonl", offline_hint="--hellaswag-source")
     n = hellaswag.check_source(Path(path))
     warn = hellaswag.pin_warning(Path(path), n)
     if warn:

@@ -13,10 +13,11 @@ from rich.table import Table
 
 from kitctl.core import validate
 from kitctl.core.bundle import use_bundle
-from kitctl.core.config import user_config_path
+from kitctl.core.config import KitConfig, user_config_path
 from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
+from kitctl.data.plan import is_url
 from kitctl.pipeline.demo import DEMO_STEPS, run_demo
 from kitctl.pipeline.bundle import PackOptions, pack
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
@@ -70,6 +71,15 @@ def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False)
     return cfg, apply_bundle(opts, ub)
 
 
+def hellaswag_arg(cfg: KitConfig, value: Optional[str]) -> tuple[KitConfig, Optional[Path]]:
+    """``--hellaswag-source``: an http(s) URL is this run's HellaSwag mirror (as mirrors.hellaswag_url), anything
+    else a local file."""
+    if value is None or not is_url(value):
+        return cfg, Path(value) if value is not None else None
+    url = validate.url(value, "--hellaswag-source")
+    return cfg.model_copy(update={"mirrors": cfg.mirrors.model_copy(update={"hellaswag_url": url})}), None
+
+
 @app.command("bundle")
 def bundle_cmd(
     out: Path = typer.Option(..., "--out", help="the bundle file to write (one uncompressed tar, manifest.json "
@@ -79,9 +89,10 @@ def bundle_cmd(
                                           "(default: the preset's); local files are packed"),
     source: Optional[Path] = typer.Option(None, "--source", help="the recipe's input as local files (downloaded "
                                           "parquet, a folder of ready shards): packed"),
-    hellaswag_source: Optional[Path] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
-                                                    "(default: <data_root>/hellaswag/hellaswag_val.jsonl, else "
-                                                    "downloaded)"),
+    hellaswag_source: Optional[str] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
+                                                   "or its URL on a mirror (default: <data_root>/hellaswag/"
+                                                   "hellaswag_val.jsonl, else downloaded: mirrors.hellaswag_url, "
+                                                   "else GitHub)"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL (default "
                                            "mirrors.llmc_src, else the pinned GitHub tarball)"),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native builds: cudnn-frontend "
@@ -101,9 +112,10 @@ def bundle_cmd(
         console.print(f"would write {out.absolute()} with: {'; '.join(what)}", highlight=False, markup=False,
                       soft_wrap=True)
         return
-    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
+    cfg, hs_path = hellaswag_arg(config(), hellaswag_source)
+    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hs_path,
                        llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images)
-    pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
+    pack(cfg, opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
     console.print(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}", highlight=False)
 
 
@@ -119,8 +131,9 @@ def reproduce(
                                           "preset's"),
     source: Optional[Path] = typer.Option(None, "--source", help="the dataset recipe's input as local files "
                                           "(downloaded FineWeb parquet files; a folder of ready shards)"),
-    hellaswag_source: Optional[Path] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
-                                                    "(default: downloaded from the recipe's URL, GitHub)"),
+    hellaswag_source: Optional[str] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
+                                                   "or its URL on a mirror (default: downloaded from "
+                                                   "mirrors.hellaswag_url, else the recipe's URL, GitHub)"),
     stream: bool = typer.Option(False, "--stream", help="read FineWeb over HTTP; no HF cache on disk"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
     workers: Optional[int] = typer.Option(None, "--workers", callback=checked(validate.workers), help="tokenizer processes (default: all cores)"),
@@ -169,13 +182,13 @@ def reproduce(
                           "set the data root on your big disk first: `kitctl init --data-root /big/disk` (kit.yaml "
                           "here) or `kitctl init --user --data-root /big/disk` (every folder); `kitctl reproduce "
                           "--dry-run` plans without one")
-    cfg = config(writes=not dry_run)
+    cfg, hs_path = hellaswag_arg(config(writes=not dry_run), hellaswag_source)
     if image is not None:
         validate.docker_ref(image, "--image")
         cfg = cfg.model_copy(update={"pull_image": image})
     opts = ReproduceOptions(
         preset=preset, name=name, dataset=dataset, source=source.absolute() if source else None,
-        hellaswag_source=hellaswag_source.absolute() if hellaswag_source else None, stream=stream,
+        hellaswag_source=hs_path.absolute() if hs_path else None, stream=stream,
         shard_size=shard_size, workers=workers, runtime=runtime or cfg.runtime, gpus=gpus, steps=steps,
         binary=binary.absolute() if binary else None, llmc_src=llmc_src, cudnn_frontend=cudnn_frontend,
         mpirun=mpirun, inventory=inventory, cpus=cpus, net_mbps=net_mbps, price_per_gpu_hour=price,

@@ -84,8 +84,18 @@ def plan_lines(fc: Forecast) -> list[str]:
         if fc.box.docker_free_bytes is not None and fc.box.docker_free_bytes < remaining_docker(fc):
             out.append("Docker's storage is too small for this plan: " + docker_disk.move_hint()
                        + "; or the smaller wheels provider (provider: wheels), or a prebuilt image (docs/images.md)")
+    out += source_lines(fc)
     out += [f"note: {n}" for n in fc.notes]
     return out
+
+
+def source_lines(fc: Forecast) -> list[str]:
+    """Per stage still to run, where its downloads come from after mirrors (`kitctl doctor` probes them)."""
+    rows = [f"  {s.name}: " + "; ".join(f"{what} {where}" for what, where in s.sources)
+            for s in fc.stages if s.sources]
+    if not rows:
+        return ["downloads: none (every input is here)"]
+    return ["downloads from (after mirrors; `kitctl doctor` checks each host):", *rows]
 
 
 def outcome_table(state: PipelineState) -> Table:
