@@ -28,7 +28,7 @@ def file_server(folder: Path) -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
     handler = type("Handler", (_Quiet,), {"seen": seen})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}", seen

@@ -369,9 +369,13 @@ def doctor(
     purpose: Optional[str] = typer.Option(None, "--for", help="exit by one purpose: data | build | train | "
                                           "multi-node (0 ready, 1 not ready); default: all of them"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable findings"),
+    network: bool = typer.Option(True, "--network/--no-network", help="probe each host the plan downloads from "
+                                 f"(HF endpoint, registry, PyPI index, llm.c, HellaSwag; after mirrors; "
+                                 f"{doc.NET_PROBE_SECONDS:g} s at most)"),
 ) -> None:
-    """Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared memory; say what the box is
-    ready for (data, build, train, multi-node with Slurm) and what each finding means."""
+    """Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared memory, and the hosts the
+    plan downloads from; say what the box is ready for (data, build, train, multi-node with Slurm) and what each
+    finding means."""
     if purpose is not None and purpose not in doc.PURPOSES:
         raise ConfigError(f"--for {purpose!r}: doctor judges the purposes {', '.join(doc.PURPOSES)}",
                           "e.g. `kitctl doctor --for train`")
@@ -380,6 +384,8 @@ def doctor(
         err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
+    if network:
+        findings += doc.network_findings(doc.endpoints(cfg), cfg.ca_cert)
     if facts.engine:                          # the images against docker/images.lock (no engine: nothing to compare)
         st, detail, meaning = lock_resolve.lock_finding(lk.load(), [runtime_image_ref(cfg), data_image_ref(cfg)])
         findings.append(doc.Finding("image lock", st, detail, meaning))

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from kitctl.core import pins
+from kitctl.core import net, pins
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
+from kitctl.data.plan import make_plan
+from kitctl.host import doctor
 from kitctl.images import lock as images_lock
-from kitctl.images.render import download_sources
+from kitctl.images.render import PYPI_INDEX, download_sources
 from kitctl.images.request import BuildRequest
 from kitctl.pipeline import forecast as fc
 from kitctl.pipeline.inputs import Gathered, ReproduceOptions
@@ -74,3 +76,45 @@ def attach(cfg: KitConfig, opts: ReproduceOptions, g: Gathered, f: fc.Forecast) 
     got = stage_sources(cfg, opts, g, f)
     for s in f.stages:
         s.sources = got.get(s.name, [])
+
+
+HUB_REGISTRY = "registry-1.docker.io"
+
+
+def registry_url(registry: str) -> str:
+    """The URL a registry (or Docker Hub mirror) answers on: ``/v2/`` of its host; plain http for a loopback
+    registry (Docker's own default for localhost / 127.0.0.0/8), https otherwise."""
+    host = registry.split("/", 1)[0]
+    if host in ("", "docker.io", "index.docker.io"):
+        host = HUB_REGISTRY
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    scheme = "http" if name == "localhost" or name.startswith("127.") else "https"
+    return f"{scheme}://{host}/v2/"
+
+
+def endpoints(cfg: KitConfig) -> list[doctor.Endpoint]:
+    """Every host the reproduce plan downloads from on this config, after mirrors, each with the offline way round
+    it (``kitctl doctor`` probes them). A local llm.c source, a cached HellaSwag jsonl: nothing to reach."""
+    bundle = "`kitctl bundle --out FILE` on a connected box, then `--bundle FILE` here"
+    hf = (cfg.mirrors.hf_endpoint or net.hf_endpoint()).rstrip("/")
+    out = [doctor.Endpoint("data", "HF endpoint", hf, "set mirrors.hf_endpoint to a HuggingFace mirror you reach, "
+                           f"or pass the dataset's files with --source, or {bundle}")]
+    try:
+        hs = make_plan(cfg, "hellaswag").downloads()
+    except ConfigError:
+        hs = []
+    out += [doctor.Endpoint("data", "HellaSwag", u, "set mirrors.hellaswag_url (or --hellaswag-source URL) to a "
+                            f"copy you reach, or --hellaswag-source FILE, or {bundle}") for u in hs]
+    if cfg.runtime == "docker":
+        out.append(doctor.Endpoint("build", "registry", registry_url(cfg.mirrors.registry),
+                                   "set mirrors.registry to a Docker Hub mirror you reach, or pull a built image "
+                                   f"(--image REGISTRY/REPO), or {bundle} (it packs the images)"))
+        out.append(doctor.Endpoint("build", "PyPI index", cfg.mirrors.pip_index or PYPI_INDEX,
+                                   f"set mirrors.pip_index to a PyPI mirror you reach, or {bundle}"))
+    spec = cfg.mirrors.llmc_src
+    if not spec or str(spec).startswith(("http://", "https://")):
+        p = pins.load().llmc
+        out.append(doctor.Endpoint("build", "llm.c source", str(spec or p.tarball_url.format(commit=p.commit)),
+                                   "set mirrors.llmc_src to a local checkout or the pinned tarball (or a URL you "
+                                   f"reach), or {bundle}"))
+    return out
