@@ -19,7 +19,8 @@ from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
 from kitctl.data.plan import is_url
 from kitctl.pipeline.demo import DEMO_STEPS, run_demo
-from kitctl.pipeline.bundle import PackOptions, pack
+from kitctl.pipeline.bundle import PackOptions, pack, pack_plan
+from kitctl.pipeline.wheelhouse import WheelOptions, install_line
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 from kitctl.pipeline.reproduce import make_forecast, run_pipeline
 from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
@@ -99,24 +100,38 @@ def bundle_cmd(
                                                   "include dir to pack"),
     images: bool = typer.Option(True, "--images/--no-images", help="pack the runtime (and data) image with docker "
                                 "save"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out; download, save "
-                                 "and write nothing"),
+    wheels: bool = typer.Option(True, "--wheels/--no-wheels", help="pack the kit's wheelhouse (wheels/: kitctl "
+                                "and every dependency at the locked version) so the offline box installs kitctl "
+                                "from the bundle"),
+    python_version: Optional[str] = typer.Option(None, "--python-version", help="wheels for the offline box's "
+                                                 "Python, e.g. 3.12 (default: this one's)"),
+    platform: Optional[List[str]] = typer.Option(None, "--platform", help="wheels for the offline box's platform, "
+                                                 "e.g. manylinux_2_28_x86_64 (repeatable; default: this one's)"),
+    extra: Optional[List[str]] = typer.Option(None, "--extra", help="an extra's wheels too: eval (lm-eval, torch)"),
+    kit_wheel: Optional[Path] = typer.Option(None, "--kit-wheel", help="kitctl's own wheel to pack (default: "
+                                             "built from this checkout)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out and what would be "
+                                 "downloaded from where; download, save and write nothing"),
 ) -> None:
-    """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
-    if dry_run:
-        what = [f"the dataset {dataset or 'of preset ' + preset}" + (f" from {source}" if source else ""),
-                f"HellaSwag's jsonl{f' from {hellaswag_source}' if hellaswag_source else ''}",
-                f"llm.c's source{f' from {llmc_src}' if llmc_src else ''}", "the GPT-2 tokenizer files"]
-        what += ["cudnn-frontend headers"] if cudnn_frontend else []
-        what += ["the runtime and data images (docker save)"] if images else []
-        console.print(f"would write {out.absolute()} with: {'; '.join(what)}", highlight=False, markup=False,
-                      soft_wrap=True)
-        return
+    """Pack one file with what a box without network needs: the kit itself (a wheelhouse) and the inputs of
+    `kitctl reproduce --bundle FILE`."""
     cfg, hs_path = hellaswag_arg(config(), hellaswag_source)
+    wopts = WheelOptions(python_version=python_version, platforms=tuple(platform or ()), extras=tuple(extra or ()),
+                         kit_wheel=kit_wheel.absolute() if kit_wheel else None) if wheels else None
+    if not wheels and (python_version or platform or extra or kit_wheel):
+        raise ConfigError("--python-version, --platform, --extra and --kit-wheel shape the wheelhouse: with "
+                          "--no-wheels they do nothing", "leave them out, or leave --no-wheels out")
     opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hs_path,
-                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images)
-    pack(cfg, opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
-    console.print(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}", highlight=False)
+                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images, wheels=wopts)
+    say = lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    if dry_run:
+        for line in pack_plan(cfg, opts):
+            say(line)
+        return
+    pack(cfg, opts, console, say)
+    if wopts is not None:
+        say(f"on a box with nothing but python3: {install_line(out.name, wopts.extras)}")
+    say(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}")
 
 
 @app.command(context_settings={"help_option_names": ["--help"]})
