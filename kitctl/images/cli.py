@@ -115,6 +115,7 @@ def build(
                                    base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
                                    build_dir=build_dir, driver_cuda=driver_cuda(gpus))
     _notes(req)
+    _say_kit_yaml_lines(cfg, req, provider, cuda, base_image)
     lock_path = lock_file or lk.default_path()
     req.lock = lk.load(lock_file)
     stages = lock_resolve.stages_of(targets)
@@ -149,6 +150,29 @@ def build(
         _dry_run_lines(req, ctx, targets, push, no_cache, epoch, rewrite)
     else:
         _build_and_push(cfg, req, ctx, targets, push, no_cache, len(gpus), epoch, rewrite)
+
+
+def kit_yaml_lines(cfg, req: BuildRequest, provider: Optional[str], cuda: Optional[str],
+                   base_image: Optional[str]) -> list[str]:
+    """The kit.yaml lines that make later commands on this box (data, train, reproduce: they judge images by
+    kit.yaml) expect the recipe these command-line flags build; [] when kit.yaml says it already."""
+    out = []
+    if provider and provider != cfg.provider:
+        out.append(f"provider: {req.provider}")
+    if cuda and req.cuda != (cfg.cuda or ""):
+        out.append(f'cuda: "{req.cuda}"')
+    if base_image and base_image != cfg.base_image:
+        out.append(f"base_image: {req.base_image}")
+    return out
+
+
+def _say_kit_yaml_lines(cfg, req: BuildRequest, provider: Optional[str], cuda: Optional[str],
+                        base_image: Optional[str]) -> None:
+    lines = kit_yaml_lines(cfg, req, provider, cuda, base_image)
+    if lines:
+        err_console.print("note: this build's recipe comes from command-line flags; `kitctl data`, `train` and "
+                          "`reproduce` on this box judge images by kit.yaml and would take it for another recipe: "
+                          f"set in kit.yaml {'; '.join(lines)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _stderr_line(line: str) -> None:

@@ -227,3 +227,26 @@ def download_sources(req: BuildRequest, target: Optional[str] = None) -> list[tu
         p = pins.load().llmc
         out.append(("llm.c", str(req.llmc_src) if req.llmc_src else p.tarball_url.format(commit=p.commit)))
     return out
+
+
+JUDGED_LABELS = ("org.llmc-kit.provider", "org.llmc-kit.cuda", "org.llmc-kit.archs", lock_mod.LABEL)
+
+
+def label_differences(req: BuildRequest, found: dict[str, str], stage: str = "runtime") -> list[str]:
+    """How an existing image's labels differ from what a build of ``req`` would write, judged on what can be read
+    without llm.c's source: provider, CUDA, the arch list (an image built for more archs serves fewer) and the
+    images lock's hash. [] when they agree; one ``label: image X, this plan Y`` line each otherwise. Pure."""
+    want = image_labels(req, stage)
+    out = []
+    for key in JUDGED_LABELS:
+        mine, theirs = want.get(key), found.get(key)
+        if mine is None and theirs is None:
+            continue
+        if key == "org.llmc-kit.archs":
+            if not mine:                 # the plan does not know the GPUs: archs are not judged
+                continue
+            if theirs and {a.strip() for a in mine.split(",")} <= {a.strip() for a in theirs.split(",")}:
+                continue
+        if mine != theirs:
+            out.append(f"{key.removeprefix('org.llmc-kit.')}: image {theirs or '(none)'}, this plan {mine or '(none)'}")
+    return out

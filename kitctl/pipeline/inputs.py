@@ -32,6 +32,9 @@ from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import docker_disk
 from kitctl.host.gpus import GPU, distinct_archs
 from kitctl.host.runtimes import runtime_image_ref
+from kitctl.images import lock as images_lock
+from kitctl.images.render import label_differences
+from kitctl.images.request import BuildRequest
 from kitctl.pipeline import forecast as fc
 from kitctl.train import (BINARIES, DataInfo, Facts, OutState, Plan, Shard, TrainRequest, absorb_passthrough,
                           build_plan, dims_for, gather_facts, inspect_data, inspect_image, load_presets,
@@ -329,8 +332,17 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, precision: str, archs: l
         local = bool(spec) and not str(spec).startswith(("http://", "https://"))
         return fc.BuildInput("native", False, f"compile llm.c for sm {sm} into {binary.parent}", local)
     ref = runtime_image_ref(cfg)
-    if inspect_image(ref).id:
+    found = inspect_image(ref)
+    differs = image_differences(cfg, opts, archs, found.labels) if found.id else []
+    if found.id and not differs:
         return fc.BuildInput(cfg.provider, True, f"image {ref} found (its recipe hash is re-checked when run)")
+    if differs:
+        note = f"rebuild: {ref} is another recipe ({'; '.join(differs)}), "
+        if opts.bundle is not None and opts.bundle.image("runtime") is not None:
+            return fc.BuildInput(cfg.provider, False, note + "load the bundle's", True, bundled=True)
+        if cfg.pull_image:
+            return fc.BuildInput(cfg.provider, False, note + f"pull {cfg.pull_image} instead", pulled=True)
+        return fc.BuildInput(cfg.provider, False, note + f"images ({cfg.provider} provider) for sm {sm}")
     packed = opts.bundle.image("runtime") if opts.bundle is not None else None
     if packed is not None:
         return fc.BuildInput(cfg.provider, False, f"load {packed[1].get('ref')} from the bundle (docker load, "
@@ -339,6 +351,21 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, precision: str, archs: l
         return fc.BuildInput(cfg.provider, False, f"pull {cfg.pull_image} (pushed by `kitctl build --push`; recipe "
                              f"labels checked) as {ref}: nothing built here", pulled=True)
     return fc.BuildInput(cfg.provider, False, f"images ({cfg.provider} provider) for sm {sm}: {ref}")
+
+
+def image_differences(cfg: KitConfig, opts: ReproduceOptions, archs: list[int],
+                      labels: Optional[dict[str, str]]) -> list[str]:
+    """How the existing runtime image's labels differ from this plan's build (provider, CUDA, archs, lock hash);
+    [] when they agree or the plan's build cannot be said here (the build stage then says why)."""
+    try:
+        req = BuildRequest.from_config(cfg, archs=archs or (None if cfg.arch != "auto" else [90]), target="runtime",
+                                       llmc_src=opts.llmc_src)
+        req.lock = images_lock.load()
+    except ConfigError:
+        return []
+    if not archs and cfg.arch == "auto":
+        req.archs = []                   # no GPUs to say which: the archs are not judged
+    return label_differences(req, {str(k): str(v) for k, v in (labels or {}).items()})
 
 
 # ------------------------------------------------------------------------------------------------ all

@@ -215,3 +215,15 @@ def test_image_at_a_digest_pulls_that_digest_for_the_data_image(ref, want):
     from kitctl.images import move
 
     assert data_pull_ref(ref) == want == move.remote_ref(ref, "data")
+
+
+def test_a_build_shaped_by_flags_says_which_kit_yaml_lines_make_later_commands_agree():
+    """Issue 27: a data image built with --base-image was "another recipe" to the next `kitctl data`."""
+    from kitctl.images.cli import kit_yaml_lines
+
+    cfg = KitConfig()
+    req = request.BuildRequest.from_config(cfg, provider="wheels", base_image="local/debian:bookworm")
+    assert kit_yaml_lines(cfg, req, "wheels", None, "local/debian:bookworm") == [
+        "provider: wheels", "base_image: local/debian:bookworm"]
+    same = KitConfig(provider="wheels", base_image="local/debian:bookworm")
+    assert kit_yaml_lines(same, request.BuildRequest.from_config(same), "wheels", None, "local/debian:bookworm") == []

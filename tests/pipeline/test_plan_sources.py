@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+
+import pytest
 
 import kitctl_proc
 
@@ -37,3 +40,32 @@ def test_text_plan_lists_the_hosts_and_the_defaults_without_mirrors(tmp_path):
     assert "  build: base image nvidia/cuda:" in out and "pip https://pypi.org/simple" in out
     assert "  data: dataset https://huggingface.co/datasets/HuggingFaceFW/fineweb" in out
     assert f"  hellaswag: HellaSwag {HS}" in out
+
+
+def _labelled_image(ref: str, labels: dict[str, str]) -> None:
+    """A layer-less image (FROM scratch) carrying only ``labels``: what the plan reads of an existing image."""
+    lines = ["FROM scratch", *(f'LABEL {k}="{v}"' for k, v in labels.items())]
+    subprocess.run(["docker", "build", "-q", "-t", ref, "-"], input="\n".join(lines) + "\n", text=True, check=True,
+                   capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+
+
+@pytest.mark.docker
+def test_an_existing_image_of_another_recipe_is_planned_as_a_rebuild_with_its_download(tmp_path):
+    """Issue 27: any `<image>:latest` (another provider's, another CUDA's) made the plan say "build: done"."""
+    from kitctl.core.config import KitConfig
+    from kitctl.images import render, request
+
+    image = f"llmc-kit-test-labels-{os.getpid()}"
+    req = request.BuildRequest.from_config(KitConfig(arch=[75, 86]), provider="nvidia")
+    same = render.image_labels(req, "runtime")
+    env = {"KIT_IMAGE": image, "KIT_ARCH": "75,86", "KIT_PROVIDER": "nvidia"}
+    try:
+        _labelled_image(f"{image}:latest", {**same, "org.llmc-kit.provider": "wheels", "org.llmc-kit.cuda": "13.0.2"})
+        build = next(s for s in json.loads(_plan(tmp_path, "--json", **env).stdout)["stages"] if s["name"] == "build")
+        assert build["status"] == "to do" and build["download_bytes"] > 0, build
+        assert "rebuild" in build["detail"] and "provider: image wheels, this plan nvidia" in build["detail"]
+        _labelled_image(f"{image}:latest", same)
+        build = next(s for s in json.loads(_plan(tmp_path, "--json", **env).stdout)["stages"] if s["name"] == "build")
+        assert build["status"] == "done" and build["download_bytes"] == 0, build
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"{image}:latest"], capture_output=True)
