@@ -87,8 +87,9 @@ def make(
                                           help="tokenizer processes (default: all cores; "
                                           "0: tokenize in this process; at most 4 x cores)"),
     stream: bool = typer.Option(False, "--stream", help="read HF parquet over HTTP; no HF cache on disk"),
-    source: Optional[Path] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
-                                          "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder)"),
+    source: Optional[str] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
+                                         "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder; "
+                                         "hellaswag: also the jsonl's URL on a mirror)"),
     tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", callback=checked(validate.readable_folder),
                                                  help="folder with GPT-2 vocab.bpe + "
                                                  "encoder.json (offline); default tokenizer_dir from kit.yaml"),
@@ -109,10 +110,12 @@ def make(
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
     cfg = config(writes=not dry_run)
     if bundle is not None:
-        dataset, source, tokenizer_dir = _from_bundle(cfg, bundle, dataset, source, tokenizer_dir, runtime, dry_run)
+        dataset, packed, tokenizer_dir = _from_bundle(cfg, bundle, dataset, Path(source) if source else None,
+                                                      tokenizer_dir, runtime, dry_run)
+        source = str(packed) if packed else None
     _pull_if_asked(cfg, image, runtime, dry_run)
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
-    plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
+    plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, source,
                      tokenizer_dir, shards, force=force)
     if fresh and plan.kind == "hellaswag":
         raise ConfigError("--fresh starts a shard folder over; the HellaSwag eval file is one file",

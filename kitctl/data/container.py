@@ -103,6 +103,8 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, extra_args: Optional[list[str]] 
     env["HF_HOME"] = env["KIT_HF_HOME"] = inside(plan.hf_home, "/hf")
     if plan.hf_endpoint:
         env["HF_ENDPOINT"] = env["KIT_MIRRORS__HF_ENDPOINT"] = plan.hf_endpoint
+    if plan.kind == "hellaswag" and plan.url:     # mirrors.hellaswag_url or --source URL: the same URL inside
+        env["KIT_MIRRORS__HELLASWAG_URL"] = plan.url
     argv = ["kitctl", "data"]
     if plan.recipe is not None:
         argv.append(plan.spec)

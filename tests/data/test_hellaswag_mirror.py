@@ -63,3 +63,21 @@ def test_a_bad_hellaswag_mirror_exits_2_naming_the_key(tmp_path):
     env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_MIRRORS__HELLASWAG_URL": "ftp://m.example/x"}
     r = kitctl_proc.run(["data", "hellaswag", "--dry-run", "--runtime", "native"], env=env, cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "mirrors.hellaswag_url" in r.stderr, r.stderr
+
+
+def test_data_hellaswag_source_url_downloads_from_the_mirror(mirror, tmp_path, gpt2_bpe_dir):
+    url, seen = mirror
+    env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_TOKENIZER_DIR": str(gpt2_bpe_dir)}
+    r = kitctl_proc.run(["data", "hellaswag", "--runtime", "native", "--source", url], env=env, cwd=tmp_path,
+                        timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert seen == ["/hellaswag/data/hellaswag_val.jsonl"]
+    assert hs.read_eval_file(tmp_path / "root" / "hellaswag" / "hellaswag_val.bin")[0]["n"] == 2
+
+
+def test_the_data_container_gets_the_hellaswag_mirror(tmp_path):
+    from kitctl.data.container import docker_spec
+
+    cfg = KitConfig(data_root=tmp_path / "root", mirrors=Mirrors(hellaswag_url="https://m.example/hs.jsonl"))
+    spec = docker_spec(make_plan(cfg, "hellaswag"), cfg)
+    assert spec.env["KIT_MIRRORS__HELLASWAG_URL"] == "https://m.example/hs.jsonl"
