@@ -93,3 +93,59 @@ def test_hellaswag_source_url_that_is_no_url_exits_2(tmp_path):
     r = kitctl_proc.run(["reproduce", "--dry-run", "--hellaswag-source", "http://bad host/x.jsonl"], env=env,
                         cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "--hellaswag-source" in r.stderr, r.stderr
+
+
+@pytest.fixture
+def loopback_registry(tmp_path):
+    """Debian's docker-registry on a free loopback port (plain http: the engine trusts 127.0.0.0/8)."""
+    import shutil
+    import subprocess
+    import urllib.request
+
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        pytest.skip("Debian's docker-registry is not installed (.ci/run installs it)")
+    port = closed_port()
+    (tmp_path / "reg.yml").write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/reg\n"
+                                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([exe, "serve", str(tmp_path / "reg.yml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.docker
+def test_behind_a_registry_mirror_the_wheels_provider_pulls_library_debian_from_it(loopback_registry,
+                                                                                  docker_base_image):
+    """The mirror form the kit writes (`<mirror>/library/debian:bookworm`) is what a registry mirror serves: pushed
+    to a real registry on loopback, removed here, pulled back by the exact reference every wheels stage names;
+    doctor finds the mirror reachable."""
+    import subprocess
+
+    from kitctl.core.config import KitConfig, Mirrors
+    from kitctl.images import request
+    from kitctl.pipeline.sources import registry_url
+
+    mirror = loopback_registry
+    cfg = KitConfig(provider="wheels", mirrors=Mirrors(registry=mirror))
+    bases = request.base_images(request.BuildRequest.from_config(cfg, provider="wheels"))
+    ref = f"{mirror}/library/debian:bookworm"
+    assert set(bases.values()) == {ref}
+    subprocess.run(["docker", "tag", docker_base_image, ref], check=True)
+    try:
+        subprocess.run(["docker", "push", "-q", ref], check=True, capture_output=True, timeout=300)
+        subprocess.run(["docker", "rmi", ref], check=True, capture_output=True)
+        r = subprocess.run(["docker", "pull", "-q", ref], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    finally:
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+    assert net.probe_http(registry_url(mirror), 2.0) is None
