@@ -223,7 +223,8 @@ def download_sources(req: BuildRequest, target: Optional[str] = None) -> list[tu
     if req.provider == "nvidia" and set(stages) & {"toolchain", "runtime"}:
         out.append(("apt", NVIDIA_APT))        # the nvidia/cuda images' own list (NCCL); no kit.yaml mirror
     out.append(("pip", req.pip_index or PYPI_INDEX))
-    if "toolchain" in stages and (target or req.target) != "toolchain":
+    if "toolchain" in stages and (target or req.target) != "toolchain" and (
+            not req.llmc_src or str(req.llmc_src).startswith(("http://", "https://"))):   # a local source: no download
         p = pins.load().llmc
         out.append(("llm.c", str(req.llmc_src) if req.llmc_src else p.tarball_url.format(commit=p.commit)))
     return out

@@ -47,7 +47,8 @@ def build_sources(cfg: KitConfig, opts: ReproduceOptions, b: fc.BuildInput, arch
     if b.pulled:
         return [("image", str(cfg.pull_image))]
     if b.kind == "native":
-        return [("llm.c", llmc_source(cfg, opts))]
+        src = llmc_source(cfg, opts)
+        return [("llm.c", src)] if src.startswith(("http://", "https://")) else []
     try:
         return download_sources(build_request(cfg, opts, archs))
     except ConfigError as e:        # the build stage says this itself when it runs
