@@ -395,7 +395,7 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="machine-readable findings"),
     network: bool = typer.Option(True, "--network/--no-network", help="probe each host the plan downloads from "
                                  f"(HF endpoint, registry, PyPI index, llm.c, HellaSwag; after mirrors; "
-                                 f"{doc.NET_PROBE_SECONDS:g} s at most)"),
+                                 f"{doc.NET_PROBE_SECONDS:g} s at most; not with --inventory)"),
 ) -> None:
     """Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared memory, and the hosts the
     plan downloads from; say what the box is ready for (data, build, train, multi-node with Slurm) and what each
@@ -408,7 +408,7 @@ def doctor(
         err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
-    if network:
+    if network and inventory is None:       # --inventory judges another box: this box's network says nothing of it
         findings += doc.network_findings(doc.endpoints(cfg), cfg.ca_cert)
     if facts.engine:                          # the images against docker/images.lock (no engine: nothing to compare)
         st, detail, meaning = lock_resolve.lock_finding(lk.load(), [runtime_image_ref(cfg), data_image_ref(cfg)])

@@ -69,6 +69,7 @@ def test_doctor_names_each_unreachable_endpoint_per_purpose_with_the_way_round(t
     assert took < doctor.NET_PROBE_SECONDS + 20       # the probes run at once: one timeout, not five
 
 
+@pytest.mark.slow       # doctor's own checks (docker info, ...) take ~2 s
 def test_doctor_no_network_probes_nothing(tmp_path):
     env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_MIRRORS__HF_ENDPOINT": "https://x.invalid"}
     r = kitctl_proc.run(["doctor", "--json", "--no-network"], env=env, cwd=tmp_path, timeout=60)
