@@ -69,3 +69,24 @@ def test_an_existing_image_of_another_recipe_is_planned_as_a_rebuild_with_its_do
         assert build["status"] == "done" and build["download_bytes"] == 0, build
     finally:
         subprocess.run(["docker", "rmi", "-f", f"{image}:latest"], capture_output=True)
+
+
+def test_bundle_dry_run_names_every_download_with_its_host(tmp_path):
+    env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "COLUMNS": "200",
+           "KIT_MIRRORS__HELLASWAG_URL": "https://hs.m.example/hellaswag_val.jsonl",
+           "KIT_MIRRORS__PIP_INDEX": "https://pypi.m.example/simple"}
+    r = kitctl_proc.run(["bundle", "--out", str(tmp_path / "b.tar"), "--no-images", "--dry-run"], env=env,
+                        cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "llm.c: DOWNLOAD https://github.com/karpathy/llm.c/archive/" in out
+    assert "HellaSwag: DOWNLOAD https://hs.m.example/hellaswag_val.jsonl" in out
+    assert "DOWNLOAD from https://pypi.m.example/simple" in out and "wheelhouse" in out
+    assert not (tmp_path / "b.tar").exists() and not (tmp_path / "root").exists()      # nothing written
+
+
+@pytest.mark.docker
+def test_bundle_dry_run_refuses_a_missing_runtime_image_up_front(tmp_path):
+    env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_IMAGE": f"llmc-kit-absent-{os.getpid()}"}
+    r = kitctl_proc.run(["bundle", "--out", str(tmp_path / "b.tar"), "--dry-run"], env=env, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and "no image llmc-kit-absent-" in r.stderr and "--no-images" in r.stderr, r.stderr
