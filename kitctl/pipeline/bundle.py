@@ -179,8 +179,7 @@ def _check_inputs(opts: PackOptions) -> Path:
 
 def pack_plan(cfg: KitConfig, opts: PackOptions) -> list[str]:
     """``kitctl bundle --dry-run``: what would be packed, every download with where it comes from (after
-    mirrors), and up front what the real run would refuse (a missing runtime image, a kit installed from a wheel
-    without --kit-wheel). Reads, downloads and writes nothing big."""
+    mirrors), and up front what the real run would refuse (a missing runtime image). Reads, downloads and writes nothing big."""
     out = _check_inputs(opts)
     lines = [f"would write {out}:"]
     spec = opts.dataset or load_presets()[opts.preset].data
@@ -238,9 +237,7 @@ def _wheels_plan(cfg: KitConfig, w: Optional[wheelhouse.WheelOptions]) -> list[s
     elif wheelhouse.checkout() is not None:
         kit = f"build from {wheelhouse.checkout()} (pip wheel; DOWNLOAD its build backend hatchling from {index})"
     else:
-        raise ConfigError("this kitctl is installed from a wheel: the bundle needs that wheel to carry the kit",
-                          "give it with --kit-wheel FILE (llmc_kit-*.whl), or leave the wheelhouse out with "
-                          "--no-wheels")
+        kit = "pack again from this installed kitctl (its installed files)"
     cache = cfg.layout.wheelhouse_cache / wheelhouse.cache_key(w)
     deps = (f"pack {len(list(cache.glob('*.whl')))} wheels from {cache} (made before)"
             if (cache / wheelhouse.COMPLETE).is_file() else f"DOWNLOAD from {index} (pip download, locked "

@@ -4,7 +4,8 @@ box with nothing but Python installs the kit from the bundle with no network::
     tar -xf FILE wheels && python3 -m venv kit && kit/bin/pip install --no-index --find-links wheels llmc-kit
 
 * the kit's wheel: built from this checkout (``pip wheel --no-deps``; hatchling, the build backend, comes from the
-  pip index) or given (``--kit-wheel FILE``, e.g. the wheel this kit was installed from);
+  pip index), packed again from the installed files when kitctl was installed from a wheel (README's install), or
+  given (``--kit-wheel FILE``);
 * the dependencies: ``pip download --only-binary=:all:`` of that wheel under docker/requirements.lock as
   constraints (and requirements-eval.lock for ``--extra eval``), for this interpreter and platform, or for
   another (``--python-version``, ``--platform``); from mirrors.pip_index when set, else pip's configured index.
@@ -123,14 +124,45 @@ def _pip(args: list[str], cfg: KitConfig, what: str, timeout: int = PIP_TIMEOUT_
         raise KitError(f"{what} failed: {tail}", hint)
 
 
+INSTALLER_FILES = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")   # written by the installer, not the wheel
+
+
+def repack_installed(work: Path) -> Path:
+    """The wheel of this installed kitctl, packed again from its installed files (as ``wheel pack`` does): the
+    files its RECORD lists under site-packages, without bytecode, the console script (pip makes it again from
+    entry_points.txt) and what the installer added; a fresh RECORD with each file's hash."""
+    import base64
+    import importlib.metadata as md
+    import zipfile
+
+    dist = md.distribution("llmc-kit")
+    info = f"{KIT_DIST}-{dist.version}.dist-info"
+    rows, out = [], work / "kit-wheel" / f"{KIT_DIST}-{dist.version}-py3-none-any.whl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in dist.files or []:
+            parts = p.parts
+            if ".." in parts or "__pycache__" in parts or p.suffix == ".pyc" or (
+                    parts[0].endswith(".dist-info") and parts[-1] in INSTALLER_FILES):
+                continue
+            name = "/".join(parts) if not parts[0].endswith(".dist-info") else "/".join((info, *parts[1:]))
+            data = Path(str(dist.locate_file(p))).read_bytes()
+            z.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            rows.append(f"{name},sha256={digest},{len(data)}")
+        rows.append(f"{info}/RECORD,,")
+        z.writestr(f"{info}/RECORD", "\n".join(rows) + "\n")
+    return out
+
+
 def kit_wheel(cfg: KitConfig, w: WheelOptions, work: Path, say: Say) -> Path:
     if w.kit_wheel is not None:
         return Path(w.kit_wheel).absolute()
     root = checkout()
     if root is None:
-        raise ConfigError("this kitctl is installed from a wheel: the bundle needs that wheel to carry the kit",
-                          "give it with --kit-wheel FILE (llmc_kit-*.whl), run kitctl from a checkout, or leave "
-                          "the wheelhouse out with --no-wheels")
+        whl = repack_installed(work)
+        say(f"wheelhouse: {whl.name} packed again from this installed kitctl")
+        return whl
     out = work / "kit-wheel"
     _pip(["wheel", "--no-deps", "-w", str(out), str(root)], cfg, f"building kitctl's wheel from {root}")
     (whl,) = out.glob(f"{KIT_DIST}-*.whl")

@@ -65,7 +65,7 @@ def wheel_bundle(tmp_path_factory):
         shutil.rmtree(seeded, ignore_errors=True)
         seeded.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(cache, seeded)
-    return {"bundle": out, "tmp": tmp, "stdout": r.stdout}
+    return {"bundle": out, "tmp": tmp, "stdout": r.stdout, "cache": cache, "hellaswag": hs, "llmc": llmc}
 
 
 def test_the_wheelhouse_is_packed_with_every_locked_dependency_and_its_sha256(wheel_bundle):
@@ -107,3 +107,16 @@ def test_a_box_with_nothing_but_python_installs_the_kit_from_the_bundle_and_plan
     site = subprocess.run([str(tmp_path / "kit" / "bin" / "python"), "-c", "import kitctl; print(kitctl.__file__)"],
                           capture_output=True, text=True, check=True, env=env, cwd=tmp_path).stdout
     assert "site-packages" in site                       # the installed wheel, not a checkout
+    # the installed kit bundles itself again, still offline: its wheel packed again from the installed files, the
+    # dependencies from the data root's wheelhouse cache (copied here: the first bundle's)
+    shutil.copytree(wheel_bundle["cache"], DataLayout(tmp_path / "data").wheelhouse_cache / wheel_bundle["cache"].name)
+    again = tmp_path / "again.tar"
+    r = subprocess.run([UNSHARE, "-n", str(tmp_path / "kit" / "bin" / "kitctl"), "bundle", "--out", str(again),
+                        "--no-images", "--dataset", "tinyshakespeare", "--hellaswag-source",
+                        str(wheel_bundle["hellaswag"]), "--llmc-src", str(wheel_bundle["llmc"])],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "packed again from this installed kitctl" in r.stdout
+    with tarfile.open(again) as a, tarfile.open(bundle) as b:
+        wheels = sorted(n for n in a.getnames() if n.startswith(bf.WHEELS + "/"))
+        assert wheels == sorted(n for n in b.getnames() if n.startswith(bf.WHEELS + "/"))
