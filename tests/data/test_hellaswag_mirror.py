@@ -65,6 +65,7 @@ def test_a_bad_hellaswag_mirror_exits_2_naming_the_key(tmp_path):
     assert r.returncode == 2 and "mirrors.hellaswag_url" in r.stderr, r.stderr
 
 
+@pytest.mark.slow       # kitctl data in a subprocess: tokenizer set-up and the eval file
 def test_data_hellaswag_source_url_downloads_from_the_mirror(mirror, tmp_path, gpt2_bpe_dir):
     url, seen = mirror
     env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "KIT_TOKENIZER_DIR": str(gpt2_bpe_dir)}

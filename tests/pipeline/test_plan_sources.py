@@ -34,6 +34,7 @@ def test_json_sources_per_stage_after_every_mirror(tmp_path):
     assert stages["train"] == stages["report"] == set()
 
 
+@pytest.mark.slow       # a second reproduce plan in a subprocess (~0.7 s); the JSON one above stays in the fast tier
 def test_text_plan_lists_the_hosts_and_the_defaults_without_mirrors(tmp_path):
     out = _plan(tmp_path).stdout
     assert "downloads from (after mirrors" in out
@@ -71,6 +72,7 @@ def test_an_existing_image_of_another_recipe_is_planned_as_a_rebuild_with_its_do
         subprocess.run(["docker", "rmi", "-f", f"{image}:latest"], capture_output=True)
 
 
+@pytest.mark.slow
 def test_bundle_dry_run_names_every_download_with_its_host(tmp_path):
     env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root"), "COLUMNS": "200",
            "KIT_MIRRORS__HELLASWAG_URL": "https://hs.m.example/hellaswag_val.jsonl",
