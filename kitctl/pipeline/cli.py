@@ -211,6 +211,9 @@ def reproduce(
     if image is not None and opts.runtime != "docker":
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
+    if bundle is not None and hellaswag_source is not None and hs_path is None:
+        raise ConfigError(f"--hellaswag-source {hellaswag_source} with --bundle: a bundle run downloads nothing",
+                          "leave --hellaswag-source out (the bundle's jsonl is used), or give a local file")
     if bundle is not None:
         cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json)
     g, fc = make_forecast(cfg, opts, plan_only=dry_run)

@@ -150,3 +150,11 @@ def test_behind_a_registry_mirror_the_wheels_provider_pulls_library_debian_from_
     finally:
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
     assert net.probe_http(registry_url(mirror), 2.0) is None
+
+
+def test_hellaswag_source_url_with_a_bundle_is_refused(tmp_path):
+    env = {**os.environ, "KIT_DATA_ROOT": str(tmp_path / "root")}
+    (tmp_path / "b.tar").write_bytes(b"")
+    r = kitctl_proc.run(["reproduce", "--dry-run", "--bundle", str(tmp_path / "b.tar"), "--hellaswag-source",
+                         "http://127.0.0.1:8/x.jsonl"], env=env, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and "a bundle run downloads nothing" in r.stderr, r.stderr
