@@ -157,4 +157,4 @@ def test_hellaswag_source_url_with_a_bundle_is_refused(tmp_path):
     (tmp_path / "b.tar").write_bytes(b"")
     r = kitctl_proc.run(["reproduce", "--dry-run", "--bundle", str(tmp_path / "b.tar"), "--hellaswag-source",
                          "http://127.0.0.1:8/x.jsonl"], env=env, cwd=tmp_path, timeout=60)
-    assert r.returncode == 2 and "a bundle run downloads nothing" in r.stderr, r.stderr
+    assert r.returncode == 2 and "a bundle run downloads nothing" in " ".join(r.stderr.split()), r.stderr
