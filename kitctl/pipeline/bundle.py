@@ -241,7 +241,7 @@ def _wheels_plan(cfg: KitConfig, w: Optional[wheelhouse.WheelOptions]) -> list[s
     cache = cfg.layout.wheelhouse_cache / wheelhouse.cache_key(w)
     deps = (f"pack {len(list(cache.glob('*.whl')))} wheels from {cache} (made before)"
             if (cache / wheelhouse.COMPLETE).is_file() else f"DOWNLOAD from {index} (pip download, locked "
-            f"versions, wheels only; ~60 wheels, ~140 MB without extras) into {cache}")
+            f"versions, wheels only; ~60 wheels, ~150 MB without extras) into {cache}")
     return [f"  wheelhouse ({w.target()}{', extras ' + ','.join(w.extras) if w.extras else ''}): kitctl's wheel: "
             f"{kit}; its dependencies: {deps}"]
 
