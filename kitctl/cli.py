@@ -36,7 +36,7 @@ from kitctl.model.record import eval_summary
 from kitctl.observe import cli as observe_cli
 from kitctl.observe import report
 from kitctl.pipeline import cli as pipeline_cli
-from kitctl.pipeline import reference
+from kitctl.pipeline import reference, sources
 from kitctl.pipeline.inputs import planned_data
 from kitctl.train import cli as train_cli
 
@@ -175,6 +175,8 @@ def _register() -> None:
     report.RUN_COLUMNS.append(("evals (kitctl eval)", eval_summary))
     # doctor (host) judges disks against the reference plan's figures, which the pipeline's planner computes
     doctor.DISK_MODEL.append(reference.disk_need)
+    # ... and probes the hosts the reproduce plan downloads from (after mirrors), which the pipeline knows
+    doctor.ENDPOINTS.append(sources.endpoints)
     # `kitctl train --dry-run` before the data exists plans on the preset's dataset size (the pipeline's planner)
     train_cli.PLANNED_DATA.append(planned_data)
     # `kitctl data` uses the data image only when it is this kit's recipe: the hash is the images area's to say

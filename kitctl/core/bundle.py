@@ -13,6 +13,9 @@ Layout (member names; every member's size and sha256 are in the manifest)::
     tokenizer/vocab.bpe, tokenizer/encoder.json   GPT-2's BPE files
     hellaswag/hellaswag_val.jsonl      the HellaSwag validation set
     dataset/...                        optional: the dataset's local input (parquet / jsonl / txt, or ready shards)
+    wheels/*.whl                       the kit's wheelhouse: kitctl's own wheel and every dependency at the locked
+                                       version (kitctl/pipeline/wheelhouse.py); `tar -xf FILE wheels` then
+                                       `pip install --no-index --find-links wheels llmc-kit` installs the kit
 
 Checks, as git checks objects on read: :func:`open_bundle` reads the manifest and the tar's member list (cheap,
 an uncompressed tar is walked by seeking) and refuses a member that is missing, extra, of another size (a
@@ -60,6 +63,7 @@ IMAGE_RUNTIME = "images/runtime.tar"
 IMAGE_DATA = "images/data.tar"
 TOKENIZER_FILES = ("vocab.bpe", "encoder.json")
 HELLASWAG = "hellaswag/hellaswag_val.jsonl"
+WHEELS = "wheels"          # the wheelhouse's folder at the tar's top level
 
 ProgressFn = Callable[[int], None]      # bytes done since the last call
 Say = Callable[[str], None]

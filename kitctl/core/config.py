@@ -47,6 +47,8 @@ class Mirrors(_Strict):
     pip_index: Optional[str] = Field(default=None, description="pip index URL (a PyPI mirror)")
     hf_endpoint: Optional[str] = Field(default=None, description="HF_ENDPOINT, e.g. https://hf-mirror.com")
     llmc_src: Optional[str] = Field(default=None, description="llm.c source: a checkout, a tarball or a tarball URL")
+    hellaswag_url: Optional[str] = Field(default=None, description="URL of hellaswag_val.jsonl on a mirror (default: "
+                                         "the recipe's raw.githubusercontent.com URL)")
 
 
 class Nccl(_Strict):
@@ -314,7 +316,8 @@ def _check_values(cfg: KitConfig, source: str) -> None:
         (cfg.pull_image, validate.docker_ref, "pull_image"),
         (cfg.cuda, validate.no_control_chars, "cuda"),
         (cfg.mirrors.registry, validate.registry, "mirrors.registry"),
-        *((getattr(cfg.mirrors, key), validate.url, f"mirrors.{key}") for key in ("apt", "pip_index", "hf_endpoint")),
+        *((getattr(cfg.mirrors, key), validate.url, f"mirrors.{key}") for key in ("apt", "pip_index", "hf_endpoint",
+                                                                                  "hellaswag_url")),
         (cfg.mirrors.llmc_src, validate.source_spec, "mirrors.llmc_src"),
         # apt_snapshot's date form is checked at build (kitctl/images/inputs.py)
         (cfg.mirrors.apt_snapshot, validate.no_control_chars, "mirrors.apt_snapshot"),

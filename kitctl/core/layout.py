@@ -113,6 +113,12 @@ class DataLayout:
         return self.root / "bundles"
 
     @property
+    def wheelhouse_cache(self) -> Path:
+        """``kitctl bundle``'s wheelhouses of the kit's dependencies, one folder per lock x Python x platform x
+        extras (``wheels/<key>``): a second bundle packs them without downloading again."""
+        return self.root / "bundle-out" / "wheels"
+
+    @property
     def bundle_work(self) -> Path:
         """Scratch space of ``kitctl bundle`` while it packs a dataset."""
         return self.root / "bundle-out"

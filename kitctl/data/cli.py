@@ -89,8 +89,9 @@ def make(
                                           help="tokenizer processes (default: all cores; "
                                           "0: tokenize in this process; at most 4 x cores)"),
     stream: bool = typer.Option(False, "--stream", help="read HF parquet over HTTP; no HF cache on disk"),
-    source: Optional[Path] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
-                                          "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder)"),
+    source: Optional[str] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
+                                         "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder; "
+                                         "hellaswag: also the jsonl's URL on a mirror)"),
     tokenizer_dir: Optional[Path] = typer.Option(None, "--tokenizer-dir", callback=checked(validate.readable_folder),
                                                  help="folder with GPT-2 vocab.bpe + "
                                                  "encoder.json (offline); default tokenizer_dir from kit.yaml"),
@@ -110,14 +111,14 @@ def make(
 ) -> None:
     """Tokenize a dataset into llm.c shards (resumable; re-run the same command to continue)."""
     cfg = config(writes=not dry_run)
-    got = (_from_bundle(cfg, bundle, dataset, source, tokenizer_dir, runtime, dry_run) if bundle is not None
-           else (dataset, source, tokenizer_dir))
-    if got is None:                   # a dry run of a bundle not unpacked yet: verified, nothing written
-        return
-    dataset, source, tokenizer_dir = got
+    if bundle is not None:
+        got = _from_bundle(cfg, bundle, dataset, source, tokenizer_dir, runtime, dry_run)
+        if got is None:               # a dry run of a bundle not unpacked yet: verified, nothing written
+            return
+        dataset, source, tokenizer_dir = got
     _pull_if_asked(cfg, image, runtime, dry_run)
     rt, note = choose_runtime(cfg, runtime, dry_run=dry_run)
-    plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, str(source) if source else None,
+    plan = make_plan(cfg, dataset, out, name, shard_size, workers, stream, source,
                      tokenizer_dir, shards, force=force)
     if fresh and plan.kind == "hellaswag":
         raise ConfigError("--fresh starts a shard folder over; the HellaSwag eval file is one file",
@@ -127,12 +128,7 @@ def make(
         _say(note)
     aside = _fresh_aside(plan) if fresh else None
     if dry_run:
-        for line in plan.describe():
-            _say(line)
-        if aside:
-            _say(f"--fresh:      {plan.out_dir} would move to {aside}")
-        if rt == "docker":
-            _say("docker:      " + shell_line(docker_run_argv(docker_spec(plan, cfg))))
+        _say_plan(plan, cfg, rt, aside)
         return
     if plan.shard_note:
         _say(f"shard size {plan.shard_size:,} tokens: {plan.shard_note}")
@@ -167,8 +163,18 @@ def make(
          f"({summary.total_tokens:,} tokens in {summary.total_shards} shards)")
 
 
-def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Path], tokenizer_dir: Optional[Path],
-                 runtime: Optional[str], dry_run: bool) -> Optional[tuple[Optional[str], Optional[Path], Optional[Path]]]:
+def _say_plan(plan, cfg, rt: str, aside: Optional[Path]) -> None:
+    """``--dry-run``: the plan, the --fresh move and the exact docker command."""
+    for line in plan.describe():
+        _say(line)
+    if aside:
+        _say(f"--fresh:      {plan.out_dir} would move to {aside}")
+    if rt == "docker":
+        _say("docker:      " + shell_line(docker_run_argv(docker_spec(plan, cfg))))
+
+
+def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[str], tokenizer_dir: Optional[Path],
+                 runtime: Optional[str], dry_run: bool) -> Optional[tuple[Optional[str], Optional[str], Optional[Path]]]:
     """DATASET, --source and --tokenizer-dir from the bundle (refusing a flag for what it holds); its data image
     loaded when the docker runtime needs it."""
     ub = use_bundle(bundle.absolute(), cfg.data_root, console, dry_run=dry_run)
@@ -182,7 +188,7 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Pat
         if ub.hellaswag is None:
             raise ConfigError(f"the bundle {bundle} holds no HellaSwag file", "pack one (`kitctl bundle "
                               "--hellaswag-source FILE`), or give it here without --bundle: --source FILE")
-        source = ub.hellaswag
+        source = str(ub.hellaswag)
     else:
         ds, ds_source = ub.dataset
         if ds is None:
@@ -194,7 +200,7 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[Pat
         if dataset is not None and dataset != packed:
             raise ConfigError(f"DATASET {dataset} with --bundle: the bundle holds {packed}",
                               "leave DATASET out to tokenize the bundle's, or leave --bundle out")
-        dataset, source = ds, ds_source
+        dataset, source = ds, str(ds_source) if ds_source is not None else None
     tok = tokenizer_dir or ub.tokenizer_dir
     packed_image = ub.image("data")
     if packed_image is not None and (runtime or cfg.runtime) == "docker" and not dry_run:

@@ -103,6 +103,8 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, extra_args: Optional[list[str]] 
     env["HF_HOME"] = env["KIT_HF_HOME"] = inside(plan.hf_home, "/hf")
     if plan.hf_endpoint:
         env["HF_ENDPOINT"] = env["KIT_MIRRORS__HF_ENDPOINT"] = plan.hf_endpoint
+    if plan.kind == "hellaswag" and plan.url:     # mirrors.hellaswag_url or --source URL: the same URL inside
+        env["KIT_MIRRORS__HELLASWAG_URL"] = plan.url
     argv = ["kitctl", "data"]
     if plan.recipe is not None:
         argv.append(plan.spec)
@@ -154,7 +156,14 @@ def adopt_image(cfg: KitConfig, ref: str, how: str, say: Callable[[str], None]) 
     say(f"data image: {ref} ({how}) is this kit's recipe; tagged {data_image_ref(cfg)}")
 
 
+def data_pull_ref(ref: str) -> str:
+    """What ``--image REF`` pulls for the data image: ``REPO@sha256:...`` exactly that image (a digest names one
+    image; its labels must then say it is a data image); ``REPO`` or ``REPO:TAG`` the pushed ``REPO:data``."""
+    repo, tag = registry.split_ref(ref)
+    return ref if tag is not None and tag.startswith("@") else f"{repo}:data"
+
+
 def pull_image(cfg: KitConfig, ref: str, say: Callable[[str], None]) -> None:
-    remote = f"{registry.split_ref(ref)[0]}:data"
+    remote = data_pull_ref(ref)
     registry.pull(remote, say)
     adopt_image(cfg, remote, "pulled", say)

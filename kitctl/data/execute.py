@@ -105,10 +105,10 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
     if plan.kind == "hellaswag":
         jsonl = Path(plan.source) if plan.source else None
         if jsonl is None:
-            assert plan.recipe is not None and plan.recipe.url
+            assert plan.url
             jsonl = plan.layout.hellaswag_jsonl
             if not jsonl.is_file():
-                hellaswag.download(plan.recipe.url, jsonl, plan.source_flag)
+                hellaswag.download(plan.url, jsonl, plan.source_flag)
         n = hellaswag.build(jsonl, plan.hellaswag_bin, enc, force=plan.force, log=log)
         warn = hellaswag.pin_warning(jsonl, n)
         if warn:

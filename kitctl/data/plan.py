@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core import validate
+from kitctl.core import net, resources, validate
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
 from kitctl.data import hellaswag, space
@@ -65,6 +65,8 @@ class DataPlan:
     force: bool = False              # hellaswag: replace an existing eval file that differs
     shard_note: Optional[str] = None     # why the shard size differs from the default (a small dataset)
     source_flag: str = "--source"    # the option that gives `source` to the user's command (messages name it)
+    url: Optional[str] = None        # where a download comes from (hellaswag: --source URL, mirrors.hellaswag_url,
+                                     # else the recipe's url; a text recipe: its url), None: nothing downloaded by URL
     _source: Optional[src.FilesSource] = field(default=None, repr=False, compare=False)
 
     @property
@@ -97,6 +99,27 @@ class DataPlan:
                 self._source = src.FilesSource(self.files, description=f"{r.repo} {r.config} from {self.source}")
         return self._source
 
+    def endpoint(self) -> str:
+        """The HuggingFace endpoint this plan's downloads use: mirrors.hf_endpoint, else HF_ENDPOINT, else the hub
+        (the order of :func:`kitctl.data.execute.prepare_env`)."""
+        return (self.hf_endpoint or net.hf_endpoint()).rstrip("/")
+
+    def downloads(self) -> list[str]:
+        """Where this plan downloads from, after mirrors (URLs; the HF endpoint with the dataset's repo); [] when
+        every input is local (--source, a cached or shipped file)."""
+        r = self.recipe
+        if r is None or self.source:
+            return []
+        if r.kind in ("hf_parquet", "pretokenized"):
+            return [f"{self.endpoint()}/datasets/{r.repo}" + (" (streamed)" if self.stream else "")]
+        if r.kind == "hellaswag":
+            return [] if self.layout.hellaswag_jsonl.is_file() or not self.url else [self.url]
+        if r.kind == "text":
+            local = self.layout.shards(r.name) / "input.txt"
+            shipped = resources.share("datasets", "files", f"{r.name}.txt")
+            return [] if local.is_file() or shipped.is_file() or not self.url else [self.url]
+        return []
+
     def describe(self) -> list[str]:
         what = {"tokenize": "tokenize into llm.c shards", "hellaswag": "write llm.c's HellaSwag eval file",
                 "pretokenized": "fetch ready llm.c shards"}[self.kind]
@@ -108,6 +131,7 @@ class DataPlan:
                          + (" (streamed, no HF cache)" if self.stream else f" (HF cache {self.hf_home})"))
         if self.source:
             lines.append(f"input        {self.source}")
+        lines.append("download     " + (", ".join(self.downloads()) or "nothing (every input is here)"))
         out = self.hellaswag_bin if self.kind == "hellaswag" else self.out_dir
         lines.append(f"output       {out}")
         if self.kind == "tokenize":
@@ -172,6 +196,11 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
     else:
         load_recipe(spec)                     # raises "unknown dataset" with the list of recipes
         raise AssertionError("unreachable")
+    url = None
+    if kind == "hellaswag" and source is not None and is_url(source):     # --hellaswag-source URL: a mirror of it
+        url, source = validate.url(source, source_flag), None
+    elif recipe is not None and recipe.kind in ("hellaswag", "text"):
+        url = (cfg.mirrors.hellaswag_url if recipe.kind == "hellaswag" else None) or recipe.url
     if source is not None and not Path(source).exists():
         raise ConfigError(f"{source_flag} {source} does not exist", "give the local file or folder the recipe reads")
     _refuse_unused(spec, kind, recipe, source, source_flag, stream=stream, shard_size=shard_size, workers=workers,
@@ -201,7 +230,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
                     hf_home=cfg.hf_cache.absolute(),
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,
                     hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, files=files, force=force,
-                    source_flag=source_flag)
+                    source_flag=source_flag, url=url)
     _estimate(plan)
     if plan.kind == "tokenize" and plan.est_tokens:
         _fit_small(plan, explicit=shard_size is not None)
@@ -210,6 +239,11 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
     if not (plan.tiktoken_dir.is_dir() and any(plan.tiktoken_dir.iterdir())):
         plan.need[plan.data_root] = plan.need.get(plan.data_root, 0) + TIKTOKEN_CACHE_BYTES
     return plan
+
+
+def is_url(spec: str) -> bool:
+    """An http(s) URL given where a local file may be (``--hellaswag-source URL``)."""
+    return str(spec).startswith(("http://", "https://"))
 
 
 def small_shard_size(tokens: int) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from kitctl.core import pins
+from kitctl.core import net, pins
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import existing_parent
@@ -54,6 +54,47 @@ DISK_MODEL: list[Callable[[KitConfig], DiskNeed]] = []
 
 def disk_need(cfg: KitConfig) -> Optional[DiskNeed]:
     return DISK_MODEL[0](cfg) if DISK_MODEL else None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A host the plan downloads from (after mirrors), for one purpose, and the offline way round it."""
+
+    purpose: str        # data | build
+    what: str           # HF endpoint | HellaSwag | registry | PyPI index | llm.c source
+    url: str
+    offline: str
+
+
+# Filled in from above (kitctl/cli.py hands in kitctl.pipeline.sources.endpoints: the plan's own list).
+ENDPOINTS: list[Callable[[KitConfig], list[Endpoint]]] = []
+NET_PROBE_SECONDS = 3.0
+NET_CHECK = "network: "
+
+
+def endpoints(cfg: KitConfig) -> list[Endpoint]:
+    return ENDPOINTS[0](cfg) if ENDPOINTS else []
+
+
+def network_findings(eps: list[Endpoint], ca_cert: Optional[Path] = None,
+                     timeout: float = NET_PROBE_SECONDS) -> list[Finding]:
+    """One probe per endpoint (an HTTP answer within ``timeout``; all at once, so doctor waits ``timeout`` at
+    most), a finding each: ok, or warn with why and the offline way round it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not eps:
+        return []
+    with ThreadPoolExecutor(max_workers=len(eps)) as pool:
+        why = list(pool.map(lambda e: net.probe_http(e.url, timeout, str(ca_cert) if ca_cert else None), eps))
+    proxy = any(os.environ.get(k) for k in net.PROXY_VARIABLES)
+    out = []
+    for e, w in zip(eps, why, strict=True):
+        if w is None:
+            out.append(Finding(NET_CHECK + e.what, "ok", f"{e.url}: " + ("via the proxy (not probed)" if proxy
+                                                                           else "answers"), f"the {e.purpose} stage downloads from it"))
+        else:
+            out.append(Finding(NET_CHECK + e.what, "warn", f"{e.url}: {w}", f"{e.purpose} unreachable: {e.offline}"))
+    return out
 
 
 @dataclass
@@ -360,16 +401,22 @@ def verdicts(findings: list[Finding], f: Facts, cfg: KitConfig) -> list[Verdict]
     def fails(purpose: str) -> list[str]:
         return [f"{c}: {by[c].detail}" for c in _NEEDS[purpose] if c in by and by[c].status == "fail"]
 
+    def offline(purpose: str) -> str:
+        down = [x.check[len(NET_CHECK):] for x in findings
+                if x.check.startswith(NET_CHECK) and x.status == "warn" and x.meaning.startswith(purpose + " ")]
+        return (f"; unreachable from here: {', '.join(down)} (offline: a bundle, `--bundle FILE`; the network rows "
+                "say the way round each)") if down else ""
+
     out = []
     bad = fails("data")
     out.append(Verdict("data", not bad, "; ".join(bad) or (
-        f"kitctl data can run ({cfg.runtime} runtime); data root {f.data_root}")))
+        f"kitctl data can run ({cfg.runtime} runtime); data root {f.data_root}") + offline("data")))
     bad = fails("build")
     if cfg.runtime == "native" and not f.nvcc:
         bad.append("native runtime: no nvcc on PATH (install a CUDA 12.x toolkit, or runtime: docker)")
     out.append(Verdict("build", not bad, "; ".join(bad) or (
         "native build: nvcc found (`kitctl build --runtime native --dry-run` lists the rest of the toolchain)"
-        if cfg.runtime == "native" else "docker + buildx answer and Docker's storage has room")))
+        if cfg.runtime == "native" else "docker + buildx answer and Docker's storage has room") + offline("build")))
     bad = fails("train")
     if not f.gpus:
         bad.insert(0, f"no GPU found ({f.gpu_source}): train on a GPU box; plan for one here with "

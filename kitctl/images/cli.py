@@ -120,6 +120,7 @@ def build(
                                    base_image=base_image, llmc_src=llmc_src, ca_cert=ca_cert, cudnn=cudnn,
                                    build_dir=build_dir, driver_cuda=driver_cuda(gpus))
     _notes(req)
+    _say_kit_yaml_lines(cfg, req, provider, cuda, base_image)
     req.lock = lk.load(lock_file)
     stages = lock_resolve.stages_of(targets)
     epoch = builder.source_date_epoch()
@@ -173,6 +174,27 @@ def _check_moves(push: Optional[str], image: Optional[str]) -> None:
         registry.check_push_repo(push.rstrip("/") or push, "--push")
     if image is not None:
         validate.docker_ref(image, "--image")
+def kit_yaml_lines(cfg, req: BuildRequest, provider: Optional[str], cuda: Optional[str],
+                   base_image: Optional[str]) -> list[str]:
+    """The kit.yaml lines that make later commands on this box (data, train, reproduce: they judge images by
+    kit.yaml) expect the recipe these command-line flags build; [] when kit.yaml says it already."""
+    out = []
+    if provider and provider != cfg.provider:
+        out.append(f"provider: {req.provider}")
+    if cuda and req.cuda != (cfg.cuda or ""):
+        out.append(f'cuda: "{req.cuda}"')
+    if base_image and base_image != cfg.base_image:
+        out.append(f"base_image: {req.base_image}")
+    return out
+
+
+def _say_kit_yaml_lines(cfg, req: BuildRequest, provider: Optional[str], cuda: Optional[str],
+                        base_image: Optional[str]) -> None:
+    lines = kit_yaml_lines(cfg, req, provider, cuda, base_image)
+    if lines:
+        err_console.print("note: this build's recipe comes from command-line flags; `kitctl data`, `train` and "
+                          "`reproduce` on this box judge images by kit.yaml and would take it for another recipe: "
+                          f"set in kit.yaml {'; '.join(lines)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _stderr_line(line: str) -> None:
@@ -399,9 +421,13 @@ def doctor(
     purpose: Optional[str] = typer.Option(None, "--for", help="exit by one purpose: data | build | train | "
                                           "multi-node (0 ready, 1 not ready); default: all of them"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable findings"),
+    network: bool = typer.Option(True, "--network/--no-network", help="probe each host the plan downloads from "
+                                 f"(HF endpoint, registry, PyPI index, llm.c, HellaSwag; after mirrors; "
+                                 f"{doc.NET_PROBE_SECONDS:g} s at most; not with --inventory)"),
 ) -> None:
-    """Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared memory; say what the box is
-    ready for (data, build, train, multi-node with Slurm) and what each finding means."""
+    """Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared memory, and the hosts the
+    plan downloads from; say what the box is ready for (data, build, train, multi-node with Slurm) and what each
+    finding means."""
     if purpose is not None and purpose not in doc.PURPOSES:
         raise ConfigError(f"--for {purpose!r}: doctor judges the purposes {', '.join(doc.PURPOSES)}",
                           "e.g. `kitctl doctor --for train`")
@@ -410,6 +436,8 @@ def doctor(
         err_console.print(announcement(config_source(), cfg.data_root), markup=False, highlight=False, soft_wrap=True)
     facts = doc.gather(cfg, inventory)
     findings = doc.evaluate(facts, cfg, doc.disk_need(cfg))
+    if network and inventory is None:       # --inventory judges another box: this box's network says nothing of it
+        findings += doc.network_findings(doc.endpoints(cfg), cfg.ca_cert)
     if facts.engine:                          # the images against the image lock (no engine: nothing to compare)
         findings.append(_lock_row(cfg))
     verdicts = doc.verdicts(findings, facts, cfg)

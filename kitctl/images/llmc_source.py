@@ -134,6 +134,17 @@ def download_tarball(spec: Optional[str], to: Path, ca_cert: Optional[Path] = No
     return to
 
 
+def tarball_hint() -> str:
+    """How to get a tarball the pin accepts: the pin is of GitHub's own gzip bytes, so a tarball made by hand at
+    the right commit (git archive, tar czf) differs; an unpacked checkout is checked by its git HEAD instead."""
+    pin = pins.pins()["llmc"]
+    url = pin["tarball_url"].format(commit=pin["commit"])
+    return (f"the pin is the sha256 of GitHub's tarball of commit {pin['commit']}: download {url} on a connected box "
+            "(a tarball made by hand at that commit -- git archive, tar czf -- has other gzip bytes and is refused); "
+            f"or give the unpacked checkout folder instead (--llmc-src DIR / mirrors.llmc_src: `git -C DIR checkout "
+            f"{pin['commit']}`; its git HEAD is checked against the pin)")
+
+
 def check_tarball(path: Path, origin: Optional[str] = None) -> str:
     """The tarball's sha256, refused (exit 2) unless it is the pinned one."""
     pin = pins.pins()["llmc"]
@@ -141,7 +152,7 @@ def check_tarball(path: Path, origin: Optional[str] = None) -> str:
     if got != pin["tarball_sha256"]:
         raise ConfigError(f"llm.c tarball {origin or path} has sha256 {got[:16]}..., the pin is "
                           f"{pin['tarball_sha256'][:16]}...",
-                          f"use the tarball of commit {pin['commit']} (docker/versions.yaml)")
+                          tarball_hint())
     return got
 
 
@@ -196,7 +207,7 @@ def _fetch(spec: Optional[str], dest: Path, ca_cert: Optional[Path] = None) -> L
         got = sha256_file(path)
         if got != want_sha:
             raise ConfigError(f"llm.c tarball {path} has sha256 {got[:16]}..., the pin is {want_sha[:16]}...",
-                              f"use the tarball of commit {pin['commit']} (docker/versions.yaml)")
+                              tarball_hint())
         _extract_tarball(path, dest)
         return LlmcSource("tarball", str(path), got, pin["commit"], True)
     url = spec or pin["tarball_url"].format(commit=pin["commit"])

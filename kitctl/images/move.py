@@ -48,8 +48,8 @@ def push(cfg: KitConfig, req: BuildRequest, ctx: Context, target: str, repo: str
 
 def remote_ref(ref: str, target: str) -> str:
     repo, tag = registry.split_ref(ref)
-    if target == "data":
-        return f"{repo}:data"
+    if target == "data":        # a digest names one image: that one (kitctl.data.container.data_pull_ref)
+        return ref if tag is not None and tag.startswith("@") else f"{repo}:data"
     return ref if tag is not None else f"{repo}:latest"
 
 

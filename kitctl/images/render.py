@@ -10,7 +10,7 @@ or NCCL apt pin, base images) and the OCI labels; every constant and every Docke
 from __future__ import annotations
 
 import hashlib
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Optional
 
 import jinja2
 
@@ -188,4 +188,66 @@ def stage_texts(dockerfile: str) -> dict[str, str]:
             if line.startswith(STAGE_MARK.format(name=name)):
                 current = name
         out[current] = out.get(current, "") + line
+    return out
+
+
+APT_HOSTS = {"debian": "http://deb.debian.org/debian", "ubuntu": "http://archive.ubuntu.com/ubuntu"}
+APT_SNAPSHOTS = {"debian": "http://snapshot.debian.org/archive/debian/{ts}", "ubuntu": "http://snapshot.ubuntu.com/ubuntu/{ts}"}
+PYPI_INDEX = "https://pypi.org/simple"
+NVIDIA_APT = "https://developer.download.nvidia.com/compute/cuda/repos"
+TARGET_STAGES = {"toolchain": ("toolchain",), "build": ("toolchain",), "runtime": ("toolchain", "runtime"),
+                 "data": ("data",)}
+
+
+def _distro(ref: str) -> str:
+    return "ubuntu" if "ubuntu" in ref.rsplit("/", 1)[-1] else "debian"
+
+
+def download_sources(req: BuildRequest, target: Optional[str] = None) -> list[tuple[str, str]]:
+    """Where a build of ``target`` (default ``req.target``) downloads from, after every mirror: (what, where)
+    pairs -- each FROM image (pinned by the lock when it covers the stage), the apt archive (mirrors.apt /
+    mirrors.apt_snapshot, else the distribution's), the pip index (mirrors.pip_index, else PyPI) and llm.c's
+    source (--llmc-src / mirrors.llmc_src, else the pinned GitHub tarball). Pure."""
+    stages = TARGET_STAGES[target or req.target]
+    bases, locks = base_images(req), stage_locks(req)
+    out: list[tuple[str, str]] = []
+    for s in stages:
+        ref = locks[s].pinned_base() if s in locks else bases[s]
+        if ("base image", ref) not in out:
+            out.append(("base image", ref))
+    for s in stages:
+        d = _distro(bases[s])
+        where = (req.apt_mirror or (APT_SNAPSHOTS[d].format(ts=req.apt_snapshot) if req.apt_snapshot else APT_HOSTS[d]))
+        if ("apt", where) not in out:
+            out.append(("apt", where))
+    if req.provider == "nvidia" and set(stages) & {"toolchain", "runtime"}:
+        out.append(("apt", NVIDIA_APT))        # the nvidia/cuda images' own list (NCCL); no kit.yaml mirror
+    out.append(("pip", req.pip_index or PYPI_INDEX))
+    if "toolchain" in stages and (target or req.target) != "toolchain" and (
+            not req.llmc_src or str(req.llmc_src).startswith(("http://", "https://"))):   # a local source: no download
+        p = pins.load().llmc
+        out.append(("llm.c", str(req.llmc_src) if req.llmc_src else p.tarball_url.format(commit=p.commit)))
+    return out
+
+
+JUDGED_LABELS = ("org.llmc-kit.provider", "org.llmc-kit.cuda", "org.llmc-kit.archs", lock_mod.LABEL)
+
+
+def label_differences(req: BuildRequest, found: dict[str, str], stage: str = "runtime") -> list[str]:
+    """How an existing image's labels differ from what a build of ``req`` would write, judged on what can be read
+    without llm.c's source: provider, CUDA, the arch list (an image built for more archs serves fewer) and the
+    images lock's hash. [] when they agree; one ``label: image X, this plan Y`` line each otherwise. Pure."""
+    want = image_labels(req, stage)
+    out = []
+    for key in JUDGED_LABELS:
+        mine, theirs = want.get(key), found.get(key)
+        if mine is None and theirs is None:
+            continue
+        if key == "org.llmc-kit.archs":
+            if not mine:                 # the plan does not know the GPUs: archs are not judged
+                continue
+            if theirs and {a.strip() for a in mine.split(",")} <= {a.strip() for a in theirs.split(",")}:
+                continue
+        if mine != theirs:
+            out.append(f"{key.removeprefix('org.llmc-kit.')}: image {theirs or '(none)'}, this plan {mine or '(none)'}")
     return out

@@ -187,26 +187,39 @@ def resolve_archs(spec: object, gpus: list[GPU]) -> list[int]:
     return _checked_archs(list(spec))  # type: ignore[call-overload]
 
 
+DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
 def with_registry(ref: str, registry: str) -> str:
-    """Prefix a Docker Hub reference with a registry mirror; refs that name a registry stay unchanged."""
-    first = ref.split("/")[0]
-    if registry in ("", "docker.io") or ("." in first or ":" in first or first == "localhost"):
+    """A Docker Hub reference as ``registry`` (a Docker Hub mirror) serves it; a ref that names another registry
+    stays unchanged. Docker Hub's official images live under ``library/``, so ``debian:bookworm`` ->
+    ``<mirror>/library/debian:bookworm`` (the form registry mirrors and pull-through caches serve). The first
+    path component names a registry only when a ``/`` follows it: the ``:`` of a tag is not a port."""
+    if registry in ("", *DOCKER_HUB_NAMES):
         return ref
+    first, slash, rest = ref.partition("/")
+    if slash and first in DOCKER_HUB_NAMES:
+        ref = rest                                     # docker.io/nvidia/cuda:... -> nvidia/cuda:...
+    elif slash and ("." in first or ":" in first or first == "localhost"):
+        return ref                                     # another registry: not Docker Hub's to mirror
+    if "/" not in ref:
+        ref = f"library/{ref}"                         # an official image: debian:bookworm
     return f"{registry.rstrip('/')}/{ref}"
 
 
 def base_images(req: BuildRequest) -> dict[str, str]:
     """The FROM image of each stage, each a checked image reference."""
     p = pins.load()
-    data = req.base_image or with_registry(p.data_image.base_image, req.registry)
+    mine = req.base_image     # --base-image is used as written (a local image, or a ref naming its registry)
+    data = mine or with_registry(p.data_image.base_image, req.registry)
     if req.provider == "wheels":
-        base = req.base_image or with_registry(p.providers.wheels.base_image, req.registry)
+        base = mine or with_registry(p.providers.wheels.base_image, req.registry)
         out = {"toolchain": base, "runtime": base, "data": data}
     else:
         nv = p.providers.nvidia
         known = pins.cuda_images().get(req.cuda)
         if known is None:   # a CUDA outside the table: --base-image names its devel image (resolve_cuda)
-            devel = req.base_image or ""
+            devel = mine or ""
             out = {"toolchain": devel, "runtime": devel.replace("-devel-", "-runtime-"),
                    "data": with_registry(p.data_image.base_image, req.registry)}
         else:

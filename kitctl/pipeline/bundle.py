@@ -35,6 +35,7 @@ from kitctl.data.tokenizer import EMBEDDED_DIR
 from kitctl.host import registry
 from kitctl.host.runtimes import data_image_ref, runtime_image_ref
 from kitctl.images import llmc_source
+from kitctl.pipeline import wheelhouse
 from kitctl.train import load_presets
 
 Say = Callable[[str], None]
@@ -51,6 +52,7 @@ class PackOptions:
     cudnn_frontend: Optional[Path] = None
     images: bool = True
     force: bool = False
+    wheels: Optional[wheelhouse.WheelOptions] = wheelhouse.WheelOptions()   # None: --no-wheels
 
 
 def _inside(f: Path, folder: Path) -> bool:
@@ -119,9 +121,11 @@ def _llmc(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple[list
     if local is not None and local.is_dir():      # a checkout: its allow-listed files, as the build takes them
         tree = work / "llm.c"
         got = llmc_source.fetch(str(local), tree)
-        say(f"llm.c: checkout {local} ({got.label()})")
+        say(f"llm.c: checkout {local} ({got.label()})" + ("" if got.verified else
+            ": no git HEAD to check against the pin, so the bundle claims no commit for it"))
         return ([(f"llmc/llm.c/{f.relative_to(tree).as_posix()}", f) for f in _files_under(tree)],
-                {"llmc": "llmc/llm.c", "llmc_commit": got.commit})
+                {"llmc": "llmc/llm.c", "llmc_commit": got.commit if got.verified else None,
+                 "llmc_verified": got.verified})
     name = f"llmc/llm.c-{pin.commit}.tar.gz"
     if local is not None:
         tarball = local
@@ -140,16 +144,15 @@ def _hellaswag(cfg: KitConfig, opts: PackOptions, work: Path, say: Say) -> tuple
         if cached.is_file():
             path = cached
         else:
-            r = load_recipe("hellaswag")
-            assert r.url
-            path = hellaswag.download(r.url, work / "hellaswag_val.jsonl", offline_hint="--hellaswag-source")
+            url = cfg.mirrors.hellaswag_url or load_recipe("hellaswag").url
+            assert url
+            path = hellaswag.download(url, work / "hellaswag_val.jsonl", offline_hint="--hellaswag-source")
     try:
         n = hellaswag.check_source(Path(path))
     except ConfigError as e:         # a download names its URL, never the temp folder it went to
         if opts.hellaswag_source is not None or Path(path) == cfg.layout.hellaswag_jsonl:
             raise
-        raise ConfigError(e.message.replace(str(path), f"the download of {load_recipe('hellaswag').url}"),
-                          e.hint) from None
+        raise ConfigError(e.message.replace(str(path), f"the download of {url}"), e.hint) from None
     warn = hellaswag.pin_warning(Path(path), n)
     if warn:
         say(f"warning: {warn}")
@@ -214,8 +217,18 @@ def _not_an_input(out: Path, files: list[tuple[str, Path]]) -> None:
                               "write the bundle to another file")
 
 
-def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, say: Say = print) -> bf.BundleManifest:
-    """Gather every input, then write the bundle at ``opts.out`` (atomically)."""
+def _wheels(cfg: KitConfig, w: wheelhouse.WheelOptions, work: Path, say: Say) -> tuple[list[tuple[str, Path]], dict]:
+    wh = wheelhouse.make(cfg, w, work, say)
+    size = sum(p.stat().st_size for p in wh.files)
+    say(f"wheelhouse: {len(wh.files)} wheels ({wh.kit_wheel.name} + {len(wh.deps)} dependencies), "
+        f"{size / 1e6:,.0f} MB, for {w.target()}" + (f", extras {', '.join(w.extras)}" if w.extras else ""))
+    return wheelhouse.members(wh, bf.WHEELS), {"wheels": {
+        "dir": bf.WHEELS, "kit_wheel": f"{bf.WHEELS}/{wh.kit_wheel.name}", "count": len(wh.files),
+        "target": w.target(), "extras": list(w.extras)}}
+
+
+def _check_inputs(opts: PackOptions) -> Path:
+    """Bad options and missing paths: exit 2 before anything is read, downloaded or written; the --out path."""
     out = Path(opts.out).absolute()
     check_out(out, opts)
     if opts.preset not in load_presets():
@@ -226,6 +239,83 @@ def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, s
                     ("--cudnn-frontend", opts.cudnn_frontend), ("--llmc-src", llmc_local)):
         if p is not None and not Path(p).exists():
             raise ConfigError(f"{flag} {p}: no such file or folder", f"check the path given to {flag}")
+    if opts.wheels is not None:
+        wheelhouse.check_options(opts.wheels)
+    return out
+
+
+def pack_plan(cfg: KitConfig, opts: PackOptions) -> list[str]:
+    """``kitctl bundle --dry-run``: what would be packed, every download with where it comes from (after
+    mirrors), and up front what the real run would refuse (a missing runtime image). Reads, downloads and writes nothing big."""
+    out = _check_inputs(opts)
+    lines = [f"would write {out}:"]
+    spec = opts.dataset or load_presets()[opts.preset].data
+    if opts.source is not None:
+        lines.append(f"  dataset {spec}: pack {Path(opts.source).absolute()}")
+    elif spec in recipe_names():
+        r = load_recipe(spec)
+        lines.append(f"  dataset {spec}: " + ("ships with the kit (nothing to pack)" if r.kind == "text" else
+                     "not packed (the offline box reads it with --source, or pack its files with --source)"))
+    else:
+        lines.append(f"  dataset: pack the local files {spec}")
+    llmc = opts.llmc_src or cfg.mirrors.llmc_src
+    pin = pins.load().llmc
+    if llmc and not llmc.startswith(("http://", "https://")):
+        p = Path(llmc).expanduser()
+        lines.append(f"  llm.c: pack the checkout {p} (allow-listed files; its commit is claimed only when git "
+                     "HEAD shows the pin)" if p.is_dir() else f"  llm.c: pack the tarball {p} (checked against "
+                     "the pin)")
+    else:
+        lines.append(f"  llm.c: DOWNLOAD {llmc or pin.tarball_url.format(commit=pin.commit)} (checked against the "
+                     "pin)")
+    if opts.hellaswag_source is not None:
+        lines.append(f"  HellaSwag: pack {Path(opts.hellaswag_source).absolute()}")
+    elif cfg.layout.hellaswag_jsonl.is_file():
+        lines.append(f"  HellaSwag: pack {cfg.layout.hellaswag_jsonl} (downloaded before)")
+    else:
+        lines.append(f"  HellaSwag: DOWNLOAD {cfg.mirrors.hellaswag_url or load_recipe('hellaswag').url}")
+    lines.append(f"  tokenizer: pack {cfg.tokenizer_dir or EMBEDDED_DIR} ({', '.join(bf.TOKENIZER_FILES)})")
+    if opts.cudnn_frontend is not None:
+        lines.append(f"  cudnn-frontend: pack {Path(opts.cudnn_frontend).absolute()}")
+    lines += _images_plan(cfg) if opts.images else ["  images: left out (--no-images)"]
+    lines += _wheels_plan(cfg, opts.wheels)
+    return lines
+
+
+def _images_plan(cfg: KitConfig) -> list[str]:
+    out = []
+    for which, ref in (("runtime", runtime_image_ref(cfg)), ("data", data_image_ref(cfg))):
+        if registry.labels(ref) is None:
+            if which == "runtime":
+                raise ConfigError(f"no image {ref} to pack", "build it first (`kitctl build`), or leave the images "
+                                  "out with --no-images (the offline box then builds or pulls them)")
+            out.append(f"  images: no {ref} (the bundle holds the runtime image only)")
+            continue
+        out.append(f"  images: docker save {ref}")
+    return out
+
+
+def _wheels_plan(cfg: KitConfig, w: Optional[wheelhouse.WheelOptions]) -> list[str]:
+    if w is None:
+        return ["  wheelhouse: left out (--no-wheels)"]
+    index = cfg.mirrors.pip_index or "pip's configured index"
+    if w.kit_wheel is not None:
+        kit = f"pack {w.kit_wheel}"
+    elif wheelhouse.checkout() is not None:
+        kit = f"build from {wheelhouse.checkout()} (pip wheel; DOWNLOAD its build backend hatchling from {index})"
+    else:
+        kit = "pack again from this installed kitctl (its installed files)"
+    cache = cfg.layout.wheelhouse_cache / wheelhouse.cache_key(w)
+    deps = (f"pack {len(list(cache.glob('*.whl')))} wheels from {cache} (made before)"
+            if (cache / wheelhouse.COMPLETE).is_file() else f"DOWNLOAD from {index} (pip download, locked "
+            f"versions, wheels only; ~60 wheels, ~150 MB without extras) into {cache}")
+    return [f"  wheelhouse ({w.target()}{', extras ' + ','.join(w.extras) if w.extras else ''}): kitctl's wheel: "
+            f"{kit}; its dependencies: {deps}"]
+
+
+def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, say: Say = print) -> bf.BundleManifest:
+    """Gather every input, then write the bundle at ``opts.out`` (atomically)."""
+    out = _check_inputs(opts)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".kitctl-bundle-", dir=out.parent))
     try:
@@ -248,6 +338,12 @@ def pack(cfg: KitConfig, opts: PackOptions, console: Optional[Console] = None, s
             contents.update(c)
         else:
             say("images left out (--no-images): the offline box builds them, pulls them (--image) or runs native")
+        if opts.wheels is not None:
+            f, c = _wheels(cfg, opts.wheels, work, say)
+            files += f
+            contents.update(c)
+        else:
+            say("wheelhouse left out (--no-wheels): the offline box needs kitctl installed another way")
         _not_an_input(out, files)
         total = 2 * sum(p.stat().st_size for _, p in files)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

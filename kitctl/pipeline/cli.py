@@ -13,12 +13,14 @@ from rich.table import Table
 
 from kitctl.core import validate
 from kitctl.core.bundle import dry_run_view, use_bundle
-from kitctl.core.config import user_config_path
+from kitctl.core.config import KitConfig, user_config_path
 from kitctl.core.context import config, config_source, console, err_console
 from kitctl.core.errors import ConfigError
 from kitctl.core.validate import checked
+from kitctl.data.plan import is_url
 from kitctl.pipeline.demo import DEMO_STEPS, run_demo
-from kitctl.pipeline.bundle import PackOptions, check_out, pack
+from kitctl.pipeline.bundle import PackOptions, pack, pack_plan
+from kitctl.pipeline.wheelhouse import WheelOptions, install_line
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 from kitctl.pipeline.reproduce import make_forecast, run_pipeline
 from kitctl.pipeline.view import outcome_table, plan_lines, plan_table
@@ -77,6 +79,15 @@ def _with_bundle(cfg, opts: ReproduceOptions, bundle: Path, quiet: bool = False,
     return cfg, apply_bundle(opts, ub)
 
 
+def hellaswag_arg(cfg: KitConfig, value: Optional[str]) -> tuple[KitConfig, Optional[Path]]:
+    """``--hellaswag-source``: an http(s) URL is this run's HellaSwag mirror (as mirrors.hellaswag_url), anything
+    else a local file."""
+    if value is None or not is_url(value):
+        return cfg, Path(value) if value is not None else None
+    url = validate.url(value, "--hellaswag-source")
+    return cfg.model_copy(update={"mirrors": cfg.mirrors.model_copy(update={"hellaswag_url": url})}), None
+
+
 @app.command("bundle")
 def bundle_cmd(
     out: Path = typer.Option(..., "--out", help="the bundle file to write (one uncompressed tar, manifest.json "
@@ -86,34 +97,50 @@ def bundle_cmd(
                                           "(default: the preset's); local files are packed"),
     source: Optional[Path] = typer.Option(None, "--source", help="the recipe's input as local files (downloaded "
                                           "parquet, a folder of ready shards): packed"),
-    hellaswag_source: Optional[Path] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
-                                                    "(default: <data_root>/hellaswag/hellaswag_val.jsonl, else "
-                                                    "downloaded)"),
+    hellaswag_source: Optional[str] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
+                                                   "or its URL on a mirror (default: <data_root>/hellaswag/"
+                                                   "hellaswag_val.jsonl, else downloaded: mirrors.hellaswag_url, "
+                                                   "else GitHub)"),
     llmc_src: Optional[str] = typer.Option(None, "--llmc-src", help="llm.c checkout, tarball or URL (default "
                                            "mirrors.llmc_src, else the pinned GitHub tarball)"),
     cudnn_frontend: Optional[Path] = typer.Option(None, "--cudnn-frontend", help="native builds: cudnn-frontend "
                                                   "include dir to pack"),
     images: bool = typer.Option(True, "--images/--no-images", help="pack the runtime (and data) image with docker "
                                 "save"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out; download, save "
-                                 "and write nothing"),
+    wheels: bool = typer.Option(True, "--wheels/--no-wheels", help="pack the kit's wheelhouse (wheels/: kitctl "
+                                "and every dependency at the locked version) so the offline box installs kitctl "
+                                "from the bundle"),
+    python_version: Optional[str] = typer.Option(None, "--python-version", help="wheels for the offline box's "
+                                                 "Python, e.g. 3.12 (default: this one's)"),
+    platform: Optional[List[str]] = typer.Option(None, "--platform", help="wheels for the offline box's platform, "
+                                                 "e.g. manylinux_2_28_x86_64 (repeatable; default: this one's)"),
+    extra: Optional[List[str]] = typer.Option(None, "--extra", help="an extra's wheels too: eval (lm-eval, torch)"),
+    kit_wheel: Optional[Path] = typer.Option(None, "--kit-wheel", help="kitctl's own wheel to pack (default: "
+                                             "built from this checkout)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be packed into --out and what would be "
+                                 "downloaded from where; download, save and write nothing"),
     force: bool = typer.Option(False, "--force", help="replace --out even when it is a file that is not a bundle"),
 ) -> None:
-    """Pack one file with what a box without network needs for `kitctl reproduce --bundle FILE`."""
-    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hellaswag_source,
-                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images, force=force)
+    """Pack one file with what a box without network needs: the kit itself (a wheelhouse) and the inputs of
+    `kitctl reproduce --bundle FILE`."""
+    cfg, hs_path = hellaswag_arg(config(), hellaswag_source)
+    wopts = WheelOptions(python_version=python_version, platforms=tuple(platform or ()), extras=tuple(extra or ()),
+                         kit_wheel=kit_wheel.absolute() if kit_wheel else None) if wheels else None
+    if not wheels and (python_version or platform or extra or kit_wheel):
+        raise ConfigError("--python-version, --platform, --extra and --kit-wheel shape the wheelhouse: with "
+                          "--no-wheels they do nothing", "leave them out, or leave --no-wheels out")
+    opts = PackOptions(out=out, preset=preset, dataset=dataset, source=source, hellaswag_source=hs_path,
+                       llmc_src=llmc_src, cudnn_frontend=cudnn_frontend, images=images, wheels=wopts,
+                       force=force)
+    say = lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     if dry_run:
-        check_out(out.absolute(), opts)         # what the real run would refuse, a dry run refuses too
-        what = [f"the dataset {dataset or 'of preset ' + preset}" + (f" from {source}" if source else ""),
-                f"HellaSwag's jsonl{f' from {hellaswag_source}' if hellaswag_source else ''}",
-                f"llm.c's source{f' from {llmc_src}' if llmc_src else ''}", "the GPT-2 tokenizer files"]
-        what += ["cudnn-frontend headers"] if cudnn_frontend else []
-        what += ["the runtime and data images (docker save)"] if images else []
-        console.print(f"would write {out.absolute()} with: {'; '.join(what)}", highlight=False, markup=False,
-                      soft_wrap=True)
+        for line in pack_plan(cfg, opts):
+            say(line)
         return
-    pack(config(), opts, console, lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True))
-    console.print(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}", highlight=False)
+    pack(cfg, opts, console, say)
+    if wopts is not None:
+        say(f"on a box with nothing but python3: {install_line(out.name, wopts.extras)}")
+    say(f"on the offline box: kitctl reproduce {preset} --bundle {out.name}")
 
 
 @app.command(context_settings={"help_option_names": ["--help"]})
@@ -128,8 +155,9 @@ def reproduce(
                                           "preset's"),
     source: Optional[Path] = typer.Option(None, "--source", help="the dataset recipe's input as local files "
                                           "(downloaded FineWeb parquet files; a folder of ready shards)"),
-    hellaswag_source: Optional[Path] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
-                                                    "(default: downloaded from the recipe's URL, GitHub)"),
+    hellaswag_source: Optional[str] = typer.Option(None, "--hellaswag-source", help="a local hellaswag_val.jsonl "
+                                                   "or its URL on a mirror (default: downloaded from "
+                                                   "mirrors.hellaswag_url, else the recipe's URL, GitHub)"),
     stream: bool = typer.Option(False, "--stream", help="read FineWeb over HTTP; no HF cache on disk"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
     workers: Optional[int] = typer.Option(None, "--workers", callback=checked(validate.workers), help="tokenizer processes (default: all cores)"),
@@ -183,13 +211,13 @@ def reproduce(
                           "set the data root on your big disk first: `kitctl init --data-root /big/disk` (kit.yaml "
                           "here) or `kitctl init --user --data-root /big/disk` (every folder); `kitctl reproduce "
                           "--dry-run` plans without one")
-    cfg = config(writes=not dry_run)
+    cfg, hs_path = hellaswag_arg(config(writes=not dry_run), hellaswag_source)
     if image is not None:
         validate.docker_ref(image, "--image")
         cfg = cfg.model_copy(update={"pull_image": image})
     opts = ReproduceOptions(
         preset=preset, name=name, dataset=dataset, source=source.absolute() if source else None,
-        hellaswag_source=hellaswag_source.absolute() if hellaswag_source else None, stream=stream,
+        hellaswag_source=hs_path.absolute() if hs_path else None, stream=stream,
         shard_size=shard_size, workers=workers, runtime=runtime or cfg.runtime, gpus=gpus, steps=steps,
         binary=binary.absolute() if binary else None, llmc_src=llmc_src, cudnn_frontend=cudnn_frontend,
         mpirun=mpirun, inventory=inventory, cpus=cpus, net_mbps=net_mbps, price_per_gpu_hour=price,
@@ -198,6 +226,9 @@ def reproduce(
     if image is not None and opts.runtime != "docker":
         raise ConfigError("--image is a docker image: with --runtime native it does nothing",
                           "leave --image out, or use --runtime docker")
+    if bundle is not None and hellaswag_source is not None and hs_path is None:
+        raise ConfigError(f"--hellaswag-source {hellaswag_source} with --bundle: a bundle run downloads nothing",
+                          "leave --hellaswag-source out (the bundle's jsonl is used), or give a local file")
     if bundle is not None:
         cfg, opts = _with_bundle(cfg, opts, bundle, quiet=as_json, dry_run=dry_run)
     g, fc = make_forecast(cfg, opts, plan_only=dry_run)

@@ -121,6 +121,7 @@ class StageForecast:
     detail: str
     docker_bytes: int = 0           # what it leaves in Docker's own storage (images, build cache), apart
     cost: Optional[float] = None
+    sources: list[tuple[str, str]] = field(default_factory=list)   # (what, where) it downloads from, after mirrors
 
     @property
     def on_data_root(self) -> bool:
@@ -131,7 +132,8 @@ class StageForecast:
         d = {"name": self.name, "disk_bytes": int(self.disk_bytes), "docker_bytes": int(self.docker_bytes),
              "download_bytes": int(self.download_bytes),
              "seconds": _secs(self.seconds), "seconds_low": _secs(self.low),
-             "seconds_high": _secs(self.high), "status": self.status, "detail": self.detail}
+             "seconds_high": _secs(self.high), "status": self.status, "detail": self.detail,
+             "sources": [{"what": what, "from": where} for what, where in self.sources]}
         if not math.isfinite(self.seconds):
             d["reason"] = self.detail
         if self.cost is not None:

@@ -27,12 +27,14 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, free_bytes, open_regular
 from kitctl.core import shard_folder
-from kitctl.images.request import resolve_cuda
 from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import disks, docker_disk
 from kitctl.host.gpus import GPU, distinct_archs, select
 from kitctl.host.runtimes import runtime_image_ref
+from kitctl.images import lock as images_lock
+from kitctl.images.render import label_differences
+from kitctl.images.request import BuildRequest, resolve_cuda
 from kitctl.pipeline import forecast as fc
 from kitctl.train import (BINARIES, DataInfo, Facts, OutState, Plan, Shard, TrainRequest, absorb_passthrough,
                           build_plan, dims_for, gather_facts, inspect_data, inspect_image, load_presets,
@@ -351,8 +353,17 @@ def build_input(cfg: KitConfig, opts: ReproduceOptions, precision: str, archs: l
         local = bool(spec) and not str(spec).startswith(("http://", "https://"))
         return fc.BuildInput("native", False, f"compile llm.c for sm {sm} into {binary.parent}", local)
     ref = runtime_image_ref(cfg)
-    if inspect_image(ref).id:
+    found = inspect_image(ref)
+    differs = image_differences(cfg, opts, archs, found.labels) if found.id else []
+    if found.id and not differs:
         return fc.BuildInput(cfg.provider, True, f"image {ref} found (its recipe hash is re-checked when run)")
+    if differs:
+        note = f"rebuild: {ref} is another recipe ({'; '.join(differs)}), "
+        if opts.bundle is not None and opts.bundle.image("runtime") is not None:
+            return fc.BuildInput(cfg.provider, False, note + "load the bundle's", True, bundled=True)
+        if cfg.pull_image:
+            return fc.BuildInput(cfg.provider, False, note + f"pull {cfg.pull_image} instead", pulled=True)
+        return fc.BuildInput(cfg.provider, False, note + f"images ({cfg.provider} provider) for sm {sm}")
     packed = opts.bundle.image("runtime") if opts.bundle is not None else None
     if packed is not None:
         return fc.BuildInput(cfg.provider, False, f"load {packed[1].get('ref')} from the bundle (docker load, "
@@ -371,6 +382,21 @@ def places(cfg: KitConfig, dk: docker_disk.DockerStorage) -> tuple[disks.Place, 
     out = [disks.locate(disks.DATA_ROOT, cfg.data_root), disks.locate(disks.HF_CACHE, cfg.hf_cache)]
     dp = disks.docker_place(dk)
     return tuple(out + ([dp] if dp else []))
+
+
+def image_differences(cfg: KitConfig, opts: ReproduceOptions, archs: list[int],
+                      labels: Optional[dict[str, str]]) -> list[str]:
+    """How the existing runtime image's labels differ from this plan's build (provider, CUDA, archs, lock hash);
+    [] when they agree or the plan's build cannot be said here (the build stage then says why)."""
+    try:
+        req = BuildRequest.from_config(cfg, archs=archs or (None if cfg.arch != "auto" else [90]), target="runtime",
+                                       llmc_src=opts.llmc_src)
+        req.lock = images_lock.load()
+    except ConfigError:
+        return []
+    if not archs and cfg.arch == "auto":
+        req.archs = []                   # no GPUs to say which: the archs are not judged
+    return label_differences(req, {str(k): str(v) for k, v in (labels or {}).items()})
 
 
 # ------------------------------------------------------------------------------------------------ all

@@ -25,6 +25,7 @@ from kitctl.core.records import error_text, short
 from kitctl.core.pipeline_state import FILENAME, FINISHED, STAGES, PipelineState, StageState, now_iso, process_alive
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.pipeline import forecast as fc
+from kitctl.pipeline import sources
 from kitctl.pipeline import stages as st
 from kitctl.pipeline.inputs import Gathered, ReproduceOptions, check_offline, decisions, gather
 
@@ -39,6 +40,7 @@ def make_forecast(cfg, opts: ReproduceOptions, plan_only: bool = False) -> tuple
     f = fc.plan_stages(g.inputs)
     f.notes = [*g.notes, *f.notes]
     f.decisions = decisions(g)
+    sources.attach(cfg, opts, g, f)
     check_offline(opts, f)
     return g, f
 

@@ -89,8 +89,18 @@ def plan_lines(fc: Forecast) -> list[str]:
         if f.shared or f.ok is False:      # one disk for several purposes: their sum against its free space
             status, detail, meaning = disks.verdict(f, fc.build_kind or "nvidia")
             out.append(f"{'one disk' if f.shared else 'disk'}: {detail}" + (f": {meaning}" if meaning else " (ok)"))
+    out += source_lines(fc)
     out += [f"note: {n}" for n in fc.notes]
     return out
+
+
+def source_lines(fc: Forecast) -> list[str]:
+    """Per stage still to run, where its downloads come from after mirrors (`kitctl doctor` probes them)."""
+    rows = [f"  {s.name}: " + "; ".join(f"{what} {where}" for what, where in s.sources)
+            for s in fc.stages if s.sources]
+    if not rows:
+        return ["downloads: none (every input is here)"]
+    return ["downloads from (after mirrors; `kitctl doctor` checks each host):", *rows]
 
 
 def outcome_table(state: PipelineState) -> Table:

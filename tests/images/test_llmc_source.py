@@ -37,6 +37,9 @@ def test_tarball_with_another_sha_is_refused(tmp_path):
     with pytest.raises(KitError) as e:
         llmc_source.fetch(str(tb), tmp_path / "llmc")
     assert "sha256" in e.value.message and e.value.exit_code == 2
+    # issue 27: a hand-made tarball of the right commit differs in its gzip bytes: the hint says how to get one
+    assert "tarball_url" not in e.value.hint and "github.com/karpathy/llm.c/archive/" in e.value.hint
+    assert "unpacked checkout folder" in e.value.hint and "git -C DIR checkout" in e.value.hint
 
 
 def test_checkout_copy_skips_data_checkpoints_and_git(tmp_path):

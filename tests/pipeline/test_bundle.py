@@ -58,7 +58,8 @@ def packed(tmp_path_factory):
     out = tmp / "offline.tar"
     env = _env(tmp)
     r = _kitctl(["bundle", "--out", str(out), "--dataset", str(small), "--hellaswag-source", str(p["hellaswag"]),
-                 "--llmc-src", str(llmc_src), "--cudnn-frontend", str(cfe), "--no-images"], env)
+                 "--llmc-src", str(llmc_src), "--cudnn-frontend", str(cfe), "--no-images",
+                 "--no-wheels"], env)        # the wheelhouse: tests/pipeline/test_bundle_wheels.py
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "not the pinned HellaSwag validation set" in r.stdout and "10,042" in r.stdout   # 12 examples: warned
     return {**p, "small": small, "bundle": out, "tmp": tmp}
@@ -195,7 +196,7 @@ def test_bundle_with_the_runtime_image_loads_it_on_the_other_box(tmp_path, docke
     out = tmp_path / "with-images.tar"
     try:
         r = _kitctl(["bundle", "--out", str(out), "--dataset", "tinyshakespeare", "--hellaswag-source", str(hs),
-                     "--llmc-src", str(src)], env)
+                     "--llmc-src", str(src), "--no-wheels"], env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         with tarfile.open(out) as tf:
             assert "images/runtime.tar" in tf.getnames()
