@@ -24,7 +24,7 @@ from kitctl.train.planner import build_plan
 from kitctl.train.record import Attempt, SessionRecord
 from kitctl.train.request import TrainRequest
 from kitctl.train.runner import (Outcome, launch, new_session, next_resume_step, now, preflight, prepare_out, runtime_record,
-                                 write_run_json)
+                                 write_run_json, writer_lock)
 from kitctl.train.steplog import Step, parse_step, throughput
 
 # docker's own messages when the NVIDIA container runtime is missing or broken (`docker run --gpus` exits 125)
@@ -47,7 +47,14 @@ def plan_for(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None
 def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Replan] = None,
                  docker_client: Any = None, quiet: bool = False, tuned: Optional[str] = None) -> SessionRecord:
     """Execute a plan (with one B/2 retry on an out-of-memory start). Returns the session record.
-    ``tuned``: the tune record measured first for this run (kept in the session)."""
+    ``tuned``: the tune record measured first for this run (kept in the session). The run folder's writer lock
+    is held throughout (another live writer there: KitError, exit 1, before anything is written)."""
+    with writer_lock(plan.out_dir, "kitctl train"):
+        return _run_training(plan, facts, console, replan, docker_client, quiet, tuned)
+
+
+def _run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Replan],
+                  docker_client: Any, quiet: bool, tuned: Optional[str]) -> SessionRecord:
     if plan.complete:
         console.print(f"{plan.out_dir}: already complete (checkpoint at step {plan.resume_step} of {plan.steps}); "
                       "nothing to do. Use --steps N to train further, or --fresh to start over.")

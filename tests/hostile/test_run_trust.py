@@ -1,0 +1,196 @@
+"""Issue 28, trust in a run: one trainer per run folder, the data llm.c reads is the data the kit checked,
+divergence is seen, liveness is exact, the user's environment and config mean what they say.
+
+Real parts: real kitctl processes and a real stand-in train_gpt2cu (tests/fake_train_gpt2cu.py) for the writer
+lock, Python's glob.glob as the stand-in for llm.c's glob(3), real /proc for pids."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_gpus import fake_nvidia_smi
+
+FAKE = Path(__file__).resolve().parents[1] / "fake_train_gpt2cu.py"
+ONE = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
+
+
+def _shard(path: Path, ntok: int) -> None:
+    path.write_bytes(struct.pack("<3i", 20240520, 1, ntok) + b"\0" * (1024 - 12) + b"\1\0" * ntok)
+
+
+@pytest.fixture()
+def kit(tmp_path):
+    """A data root with tiny shards and the fake train_gpt2cu as the native build; a fake nvidia-smi on PATH."""
+    root = tmp_path / "data"
+    shards = root / "tinyshakespeare"
+    shards.mkdir(parents=True)
+    _shard(shards / "tinyshakespeare_val_000000.bin", 40_000)
+    _shard(shards / "tinyshakespeare_train_000001.bin", 300_000)
+    (root / "hellaswag").mkdir()
+    (root / "hellaswag" / "hellaswag_val.bin").write_bytes(b"x")
+    (root / "gpt2_tokenizer.bin").write_bytes(b"t")
+    bindir = root / "native" / "bin"
+    bindir.mkdir(parents=True)
+    for name in ("train_gpt2cu", "train_gpt2cu_fp32"):
+        b = bindir / name
+        b.write_text(f"#!{sys.executable}\n" + FAKE.read_text())
+        b.chmod(0o755)
+    gpus = fake_nvidia_smi(tmp_path / "fake-bin", ONE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    env.update({"KIT_DATA_ROOT": str(root), "PATH": f"{gpus}:{os.environ['PATH']}", "COLUMNS": "300"})
+    return root, tmp_path, env
+
+
+def _train_argv(root: Path, name: str, steps: int = 100000) -> list[str]:
+    return [sys.executable, "-m", "kitctl", "train", "--runtime", "native", "--mpirun", "/nonexistent/mpirun",
+            "--data", str(root / "tinyshakespeare"), "--name", name, "--micro-batch", "4", "--no-tune",
+            "--steps", str(steps), "--", "-n", "5"]
+
+
+def _wait(cond, what: str, proc=None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# ------------------------------------------------------------------------------ one writer per run folder
+@pytest.mark.slow
+def test_second_kitctl_train_on_a_live_run_folder_is_refused_and_the_first_goes_on(kit):
+    root, tmp, env = kit
+    env = {**env, "FAKE_STEP_SLEEP": "0.02"}
+    first = subprocess.Popen(_train_argv(root, "x"), env=env, cwd=tmp, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    run = root / "runs" / "x"
+    try:
+        _wait(lambda: (run / "stdout.log").exists() and "step    6/" in (run / "stdout.log").read_text(),
+              "the first trainer's step 6", first)
+        before = sorted(p.name for p in run.iterdir())
+        second = subprocess.run(_train_argv(root, "x", steps=30), env=env, cwd=tmp, capture_output=True,
+                                text=True, timeout=120)
+        err = " ".join(second.stderr.split())
+        assert second.returncode == 1, second.stderr
+        assert f"pid {first.pid}" in err and f"kill -INT {first.pid}" in err and "kitctl train" in err, err
+        # nothing of the second one's: the run record is still the first's session, the log has one header
+        rj = json.loads((run / "run.json").read_text())
+        assert rj["session"]["pid"] == first.pid and "history" not in rj or not rj["history"]
+        assert (run / "stdout.log").read_text().count("# kitctl ") == 1
+        assert first.poll() is None, "the refusal must not touch the running trainer"
+        assert set(before) <= {p.name for p in run.iterdir()}
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+
+
+@pytest.mark.slow
+def test_train_refuses_while_a_hand_started_train_gpt2cu_writes_the_folder(kit):
+    """llm.c started by hand (no kitctl, no lock) with -o the run folder: kitctl train sees it in /proc."""
+    root, tmp, env = kit
+    run = root / "runs" / "h"
+    run.mkdir(parents=True)
+    binary = root / "native" / "bin" / "train_gpt2cu"
+    hand = subprocess.Popen([str(binary), "-i", str(root / "tinyshakespeare" / "tinyshakespeare_train_*.bin"),
+                             "-j", str(root / "tinyshakespeare" / "tinyshakespeare_val_*.bin"), "-o", str(run),
+                             "-b", "4", "-t", "1024", "-d", "4096", "-x", "100000", "-n", "5"],
+                            env={**env, "FAKE_STEP_SLEEP": "0.05"}, cwd=tmp, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: (run / "main.log").exists(), "the hand-started trainer's main.log", hand)
+        r = subprocess.run(_train_argv(root, "h", steps=30), env=env, cwd=tmp, capture_output=True, text=True,
+                           timeout=120)
+        err = " ".join(r.stderr.split())
+        assert r.returncode == 1 and f"train_gpt2cu (pid {hand.pid})" in err and f"kill -INT {hand.pid}" in err, err
+        assert not (run / "run.json").exists()
+    finally:
+        hand.kill()
+        hand.wait()
+
+
+def test_writer_lock_is_held_per_process_reentrant_and_named(tmp_path):
+    """In-process: the lock is re-entrant (reproduce holds it, its train stage takes it again); a second
+    process is refused naming the holder; after the holder ends (the kernel drops flock) the next one gets it."""
+    from kitctl.core.errors import KitError
+    from kitctl.core.run_folder import LOCK_FILE, RunFolder, holds_writer
+
+    run = tmp_path / "run"
+    code = ("import sys; from pathlib import Path; from kitctl.core.run_folder import RunFolder\n"
+            "with RunFolder(Path(sys.argv[1])).writer('kitctl train --name run'):\n"
+            "    print('held', flush=True); sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(KitError) as e, RunFolder(run).writer("kitctl train"):
+            pass
+        assert f"pid {holder.pid}" in e.value.message and "kitctl train --name run" in e.value.message
+        assert f"kill -INT {holder.pid}" in (e.value.hint or "")
+        assert not holds_writer(run)
+    finally:
+        holder.communicate("", timeout=30)
+    with RunFolder(run).writer("a"):
+        with RunFolder(run).writer("b"):      # re-entrant
+            assert holds_writer(run)
+        assert holds_writer(run)
+        assert f"pid={os.getpid()}" in (run / LOCK_FILE).read_text()
+    assert not holds_writer(run)
+
+
+def test_writer_lock_refuses_what_the_caller_knows_is_writing(tmp_path):
+    from kitctl.core.errors import KitError
+    from kitctl.core.run_folder import RunFolder, holds_writer
+
+    busy = RunFolder(tmp_path / "r").writer("x", others=lambda: ("the container c1", "docker stop c1"))
+    with pytest.raises(KitError) as e, busy:
+        pass
+    assert "the container c1 is writing" in e.value.message and "docker stop c1" in (e.value.hint or "")
+    assert not holds_writer(tmp_path / "r")
+
+
+# ------------------------------------------------------------------------------------------- liveness
+@pytest.mark.parametrize("pid", [0, -1, 1, 2**40, 2**22 + 1, -(2**63)])
+def test_pid_outside_the_range_is_never_alive(pid, tmp_path):
+    from kitctl.core.proc import pid_alive, start_ticks
+    from kitctl.observe.liveness import liveness
+    from kitctl.observe.run_meta import RunRecord
+
+    assert pid_alive(pid) is False and start_ticks(pid) is None
+    rec = RunRecord.model_validate({"session": {"pid": pid, "host": socket.gethostname()}})
+    assert liveness(rec, tmp_path, None, True).state == "finished"
+
+
+def test_a_reused_pid_is_not_the_run(tmp_path):
+    """The recorded (pid, start) names one process: this test's own pid with another start time is not it."""
+    from kitctl.core.proc import pid_alive, start_ticks
+    from kitctl.observe.liveness import liveness
+    from kitctl.observe.run_meta import RunRecord
+
+    me, start = os.getpid(), start_ticks(os.getpid())
+    assert start is not None and pid_alive(me, start) and not pid_alive(me, start + 1)
+    host = socket.gethostname()
+    same = RunRecord.model_validate({"session": {"pid": me, "pid_start": start, "host": host}})
+    other = RunRecord.model_validate({"session": {"pid": me, "pid_start": start - 1, "host": host}})
+    assert liveness(same, tmp_path, None, False).state == "running"
+    lv = liveness(other, tmp_path, None, False)
+    assert lv.state == "stopped" and f"pid {me} is gone" in lv.detail
+
+
+def test_the_run_records_its_kitctl_start_time(tmp_path):
+    from kitctl.core.proc import start_ticks
+    from kitctl.train.record import SessionRecord
+
+    rec = SessionRecord(pid=os.getpid(), pid_start=start_ticks(os.getpid()))
+    assert json.loads(rec.model_dump_json())["pid_start"] == start_ticks(os.getpid()) > 0
