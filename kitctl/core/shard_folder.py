@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from kitctl.core.errors import ConfigError
-from kitctl.core.llmc_files import MANIFEST_JSON, TOKENIZER_BIN, parse_shard_filename, shard_filename, shard_patterns
+from kitctl.core.llmc_files import MANIFEST_JSON, TOKENIZER_BIN, parse_shard_filename, shard_filename, shard_patterns, shard_globs
 from kitctl.core.llmc_files import shard_size as _shard_bytes
 from kitctl.core.records import Record
 
@@ -150,8 +150,8 @@ class DataManifest(Record):
 
     def llmc_args(self, root: Optional[str] = None) -> list[str]:
         """``-i``/``-j`` for train_gpt2cu; ``root`` replaces the folder (e.g. its path inside a container)."""
-        d = root if root is not None else str(self.dir)
-        return ["-i", f"{d}/{self.train_pattern}", "-j", f"{d}/{self.val_pattern}"]
+        val, train = shard_globs(root if root is not None else str(self.dir), self.name)
+        return ["-i", train, "-j", val]
 
     def save(self) -> None:
         self.write(self.dir / MANIFEST)

@@ -97,6 +97,8 @@ class RuntimeRecord(BaseModel):
 class DataRecord(BaseModel):
     dir: Optional[str] = None
     prefix: Optional[str] = None
+    train_pattern: Optional[str] = None      # exactly what llm.c's -i / -j got (glob(3) patterns, folder escaped)
+    val_pattern: Optional[str] = None
     manifest_sha256: Optional[str] = None
     fingerprint: Optional[str] = None
     train_tokens: Optional[int] = None

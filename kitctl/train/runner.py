@@ -195,11 +195,18 @@ def write_run_json(plan: Plan, session: Union[SessionRecord, Mapping[str, Any]],
             kit_version=__version__, plan=plan.record(), argv=plan.argv, command=plan.command_line(), runtime=runtime,
             gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
             data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix,
+                            train_pattern=_flag(plan.llmc_args, "-i"), val_pattern=_flag(plan.llmc_args, "-j"),
                             manifest_sha256=plan.data.manifest_sha256, fingerprint=plan.data.fingerprint,
                             train_tokens=plan.data.train_tokens),
             session=session, history=history[-MAX_HISTORY:], evals=list(old.evals) if old else [],
             **((old.model_extra or {}) if old else {}))
         return rec.write(path)
+
+
+def _flag(args: list[str], name: str) -> Optional[str]:
+    """The value llm.c's ``name`` gets (the last of a repeated flag wins, as in llm.c)."""
+    values = [args[i + 1] for i in range(len(args) - 1) if args[i] == name]
+    return values[-1] if values else None
 
 
 def _recorded_container(out_dir: Path) -> OtherWriter:

@@ -5,6 +5,7 @@ Real parts: real kitctl processes and a real stand-in train_gpt2cu (tests/fake_t
 lock, Python's glob.glob as the stand-in for llm.c's glob(3), real /proc for pids."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -45,6 +46,7 @@ def kit(tmp_path):
         b.write_text(f"#!{sys.executable}\n" + FAKE.read_text())
         b.chmod(0o755)
     gpus = fake_nvidia_smi(tmp_path / "fake-bin", ONE)
+    (tmp_path / "one.csv").write_text(ONE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
     env.update({"KIT_DATA_ROOT": str(root), "PATH": f"{gpus}:{os.environ['PATH']}", "COLUMNS": "300"})
     return root, tmp_path, env
@@ -194,3 +196,69 @@ def test_the_run_records_its_kitctl_start_time(tmp_path):
 
     rec = SessionRecord(pid=os.getpid(), pid_start=start_ticks(os.getpid()))
     assert json.loads(rec.model_dump_json())["pid_start"] == start_ticks(os.getpid()) > 0
+
+
+# ------------------------------------------------------------------ what llm.c globs is what the kit checked
+def _shards_in(folder: Path, ntok: int) -> list[str]:
+    folder.mkdir(parents=True)
+    _shard(folder / "tinyshakespeare_val_000000.bin", 40_000)
+    _shard(folder / "tinyshakespeare_train_000001.bin", ntok)
+    return sorted(str(p) for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("checked, decoy", [("g[1]", "g1"), ("g*", "gX"), ("g?", "gY"), ("g[[]x", "g[x")])
+def test_llmc_patterns_never_match_a_decoy_folder(kit, checked, decoy, monkeypatch):
+    """The checked folder's name holds glob characters and a decoy folder matches it unescaped: -i / -j
+    (glob.glob standing in for llm.c's glob(3)) expand to the checked shards only, and run.json keeps them."""
+    from rich.console import Console
+    import io
+
+    from kitctl.core.config import KitConfig
+    from kitctl.train import TrainRequest
+    from kitctl.train.session import plan_for, run_training
+
+    root, tmp, _ = kit
+    want = _shards_in(root / checked, 300_000)
+    decoy_files = _shards_in(root / decoy, 200_000)
+    assert set(glob.glob(f"{root / checked}/tinyshakespeare_train_*.bin")) & set(decoy_files), "not a decoy"
+    cfg = KitConfig(data_root=root, runtime="native")
+    req = TrainRequest(runtime="native", data=root / checked, name="g", micro_batch=8, steps=3,
+                       passthrough=("-n", "5"))
+    plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", "/nonexistent/mpirun")
+    args = plan.llmc_args
+    i, j = args[args.index("-i") + 1], args[args.index("-j") + 1]
+    assert (glob.glob(i), glob.glob(j)) == ([want[0]], [want[1]]), (i, j)    # sorted: train, then val
+    reads = tmp / "reads"
+    monkeypatch.setenv("FAKE_READS", str(reads))
+    session = run_training(plan, facts, Console(file=io.StringIO()), replan)
+    assert session.status == "ok"
+    assert sorted(reads.read_text().split("\n")[:-1]) == want          # what the (fake) llm.c opened
+    rj = json.loads((root / "runs" / "g" / "run.json").read_text())
+    assert (rj["data"]["train_pattern"], rj["data"]["val_pattern"]) == (i, j)
+
+
+def test_a_backslash_in_the_shard_folder_is_refused_up_front(kit):
+    """glob(3) reads a backslash as an escape, Python's glob does not: the kit refuses it (exit 2) by name."""
+    from kitctl.core.config import KitConfig
+    from kitctl.core.errors import ConfigError
+    from kitctl.train import TrainRequest
+    from kitctl.train.session import plan_for
+
+    root, tmp, _ = kit
+    _shards_in(root / "a\\b", 300_000)
+    cfg = KitConfig(data_root=root, runtime="native")
+    with pytest.raises(ConfigError) as e:
+        plan_for(cfg, TrainRequest(runtime="native", data=root / "a\\b", name="b", micro_batch=8, steps=3), tmp / "one.csv",
+                 "/nonexistent/mpirun")
+    assert e.value.exit_code == 2 and "backslash" in e.value.message
+
+
+def test_glob_escape_matches_only_the_literal(tmp_path):
+    from kitctl.core.llmc_files import glob_escape, shard_globs
+
+    assert glob_escape("a[b]*c?") == "a[[]b][*]c[?]"
+    for name in ("x[1]", "x*", "x?y", "[", "]", "x[!a]"):
+        (tmp_path / name).mkdir()
+    for name in ("x[1]", "x*", "x?y", "[", "]", "x[!a]"):
+        assert glob.glob(glob_escape(str(tmp_path / name))) == [str(tmp_path / name)]
+    assert shard_globs("/d[1]", "f*") == ("/d[[]1]/f[*]_val_*.bin", "/d[[]1]/f[*]_train_*.bin")
