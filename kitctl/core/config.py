@@ -58,6 +58,18 @@ class Nccl(_Strict):
     extra_env: dict[str, str] = Field(default_factory=dict)
 
 
+# variables the kit sets itself on every rank: nccl.extra_env may not set them too (one of the two would be lost)
+KIT_ENV = {
+    "CUDA_VISIBLE_DEVICES": "the GPUs --gpus chose",
+    "CUDA_DEVICE_ORDER": "PCI_BUS_ID, so that CUDA's indices are nvidia-smi's",
+    "HOME": "/tmp inside the container",
+    "OMPI_ALLOW_RUN_AS_ROOT": "Open MPI's consent to run as root",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "Open MPI's consent to run as root",
+}
+# nccl.<field> -> the variable it sets
+NCCL_FIELDS = {"socket_ifname": "NCCL_SOCKET_IFNAME", "ib_disable": "NCCL_IB_DISABLE", "debug": "NCCL_DEBUG"}
+
+
 def nccl_env(nccl: object = None) -> dict[str, str]:
     """kit.yaml ``nccl:`` -> environment: socket_ifname -> NCCL_SOCKET_IFNAME, ib_disable -> NCCL_IB_DISABLE
     (1/0), debug -> NCCL_DEBUG, plus extra_env verbatim. Accepts a ``config.Nccl``, a dict of env, or None."""
@@ -326,6 +338,20 @@ def _check_values(cfg: KitConfig, source: str) -> None:
     for k, v in cfg.nccl.extra_env.items():
         validate.env_name(k, named("nccl.extra_env"))
         validate.no_control_chars(v, named(f"nccl.extra_env.{k}"))
+    _check_extra_env(cfg.nccl, source)
+
+
+def _check_extra_env(nccl: Nccl, source: str) -> None:
+    """nccl.extra_env may not set what another nccl field or the kit itself sets: exit 2 naming both."""
+    for k in nccl.extra_env:
+        field = next((f for f, var in NCCL_FIELDS.items() if var == k and getattr(nccl, f) is not None), None)
+        if field is not None:
+            raise ConfigError(f"nccl.extra_env.{k} ({source}) collides with nccl.{field}, which sets {k} too",
+                              f"keep one: drop {k} from nccl.extra_env, or leave nccl.{field} out")
+        if k in KIT_ENV:
+            raise ConfigError(f"nccl.extra_env.{k} ({source}) collides with the kit's own {k} ({KIT_ENV[k]})",
+                              f"drop {k} from nccl.extra_env" + ("; choose GPUs with --gpus" if k == "CUDA_VISIBLE_DEVICES"
+                                                                 else ""))
 
 TEMPLATE = """\
 # kit.yaml: llmc-kit settings. Every field may also come from the environment as KIT_<FIELD>

@@ -26,7 +26,7 @@ from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, HeaderError, parse_d
                                     parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header,
                                     GLOB_UNSAFE, shard_globs)
 from kitctl.host import built_archs
-from kitctl.host.gpus import GPU, load_inventory
+from kitctl.host.gpus import GPU, load_inventory, visible
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.presets import get_preset
 from kitctl.train.record import PlanRecord, RuntimeRecord, load_run_record
@@ -296,7 +296,10 @@ def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = 
     image = runtime_image_ref(cfg)
     bin_dir = where.native_bin
     img = inspect_image(image) if req.runtime != "native" else None
-    return Facts(gpus=gpus if gpus is not None else load_inventory(inventory), data=data if data is not None else inspect_data(data_dir),
+    if gpus is None:     # this machine's GPUs as the user's CUDA_VISIBLE_DEVICES allows (another machine's: as listed)
+        gpus = load_inventory(inventory) if inventory is not None else visible(load_inventory(None),
+                                                                               os.environ if environ is None else environ)
+    return Facts(gpus=gpus, data=data if data is not None else inspect_data(data_dir),
                  out=inspect_out(out_dir.absolute()), data_root=cfg.data_root, host=host_facts(mpirun, environ),
                  image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg.nccl),
                  hellaswag=hs if eval_files_planned or hs.is_file() else None,

@@ -368,3 +368,61 @@ def test_tensorboard_converts_a_long_main_log_in_bounded_memory(tmp_path):
     big = _tb_peak_kb(tmp_path / "big", 150_000)
     assert (small[0], big[0]) == (5_000, 150_000)
     assert big[1] - small[1] < 40_000, (small, big)
+
+
+# ------------------------------------------------------------------- the user's environment: honoured or refused
+TWO = ONE + "1, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
+
+
+@pytest.mark.parametrize("cvd, gpus, says", [
+    ("1", "1", None), ("1,0", "1,0", None), (None, "0,1", None),
+    ("GPU-8d3c0f0e-1111-2222-3333-444455556666", None, "CUDA_VISIBLE_DEVICES=GPU-"),
+    ("MIG-1", None, "CUDA_VISIBLE_DEVICES=MIG-1"), ("", None, "CUDA_VISIBLE_DEVICES is set but empty"),
+    ("3", None, "names GPU(s) 3"),
+])
+def test_cuda_visible_devices_restricts_the_inventory_or_is_refused(kit, cvd, gpus, says):
+    from kitctl.core.config import KitConfig
+    from kitctl.core.errors import ConfigError
+    from kitctl.train import TrainRequest
+    from kitctl.train.facts import gather_facts
+    from kitctl.train.planner import build_plan
+
+    root, tmp, env = kit
+    fake_nvidia_smi(tmp / "fake-bin", TWO)
+    env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update({"CUDA_VISIBLE_DEVICES": cvd} if cvd is not None else {})
+    os_env = dict(os.environ)
+    try:
+        os.environ["PATH"] = env["PATH"]
+        cfg = KitConfig(data_root=root, runtime="native")
+        req = TrainRequest(runtime="native", data=root / "tinyshakespeare", name="v", micro_batch=4, steps=3,
+                           total_batch=4096 * (2 if gpus and "," in gpus else 1))
+        if says is None:
+            plan = build_plan(req, gather_facts(cfg, req, None, "/nonexistent/mpirun", environ=env))
+            assert plan.env["CUDA_VISIBLE_DEVICES"] == gpus
+        else:
+            with pytest.raises(ConfigError) as e:
+                gather_facts(cfg, req, None, "/nonexistent/mpirun", environ=env)
+            assert says in e.value.message and e.value.exit_code == 2
+    finally:
+        os.environ.clear()
+        os.environ.update(os_env)
+
+
+@pytest.mark.parametrize("nccl, says", [
+    ("ib_disable: true\n  extra_env: {NCCL_IB_DISABLE: '0'}", "nccl.extra_env.NCCL_IB_DISABLE"),
+    ("socket_ifname: eth0\n  extra_env: {NCCL_SOCKET_IFNAME: ib0}", "collides with nccl.socket_ifname"),
+    ("extra_env: {CUDA_VISIBLE_DEVICES: '0'}", "the kit's own CUDA_VISIBLE_DEVICES"),
+    ("extra_env: {CUDA_DEVICE_ORDER: FASTEST_FIRST}", "the kit's own CUDA_DEVICE_ORDER"),
+    ("extra_env: {HOME: /root}", "the kit's own HOME"),
+])
+def test_nccl_extra_env_colliding_with_the_kits_settings_is_exit_2_naming_both(tmp_path, capsys, monkeypatch,
+                                                                                nccl, says):
+    from harness import make_world, run_kitctl
+
+    cwd = make_world(tmp_path)
+    (cwd / "kit.yaml").write_text(f"data_root: ./data\nruntime: native\nnccl:\n  {nccl}\n")
+    r = run_kitctl(["render", "--stdout"], cwd, capsys, monkeypatch)
+    assert r.code == 2 and says in r.err, r.err
+    (cwd / "kit.yaml").write_text("data_root: ./data\nruntime: native\nnccl:\n  extra_env: {NCCL_P2P_LEVEL: NVL}\n")
+    assert run_kitctl(["render", "--stdout"], cwd, capsys, monkeypatch).code == 0
