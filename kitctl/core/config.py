@@ -268,7 +268,9 @@ def _read_file(cfg_path: Path) -> dict[str, Any]:
     if "data_root" not in data:
         data["data_root"] = "data"
     for key in PATH_FIELDS:
-        if isinstance(data.get(key), str) and data[key].strip() and not os.path.isabs(os.path.expanduser(data[key])):
+        # (a ~user that does not expand stays as written: the path checks refuse it by its own name)
+        if isinstance(data.get(key), str) and data[key].strip() and not data[key].startswith("~") \
+                and not os.path.isabs(os.path.expanduser(data[key])):
             data[key] = str(base / data[key])
     return data
 
@@ -298,6 +300,8 @@ def load_config_source(path: Optional[Path] = None, environ: Optional[dict[str, 
         if isinstance(raw, str):
             where = f"KIT_{key.upper()}" if key in env else f"{key} in {cfg_path}"
             (validate.data_root_text if key == "data_root" else validate.path_text)(raw, where)
+            if key in ("hf_home", "tokenizer_dir"):      # the same words as data_root's: never a folder named "$HOME"
+                validate.no_unexpanded(raw, where)
     try:
         cfg = KitConfig.model_validate(merged)
     except ValidationError as e:

@@ -27,6 +27,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_YAML_BYTES = 256 << 10      # 256 KiB: every YAML the kit reads is a few KB (PyYAML parses ~150 KB/s)
 MAX_YAML_ALIASES = 32          # anchors are fine; thousands of alias expansions are an attack
 MAX_ERROR_CHARS = 300          # never echo megabytes back
+MAX_NESTING = 64               # levels of lists/mappings in any file the kit parses (its own are under 10 deep)
 MAX_RECORD_BYTES = 64 << 20    # a JSON record the kit writes is KBs (run.json with every eval: well under 1 MiB)
 
 
@@ -99,7 +100,10 @@ class Record(BaseModel):
         path = Path(path)
         fix = hint or f"delete {path} and re-run the command that made it"
         try:         # a device, FIFO or socket in its place: ConfigError (exit 2) naming it, never a hang
-            raw = json.loads(read_limited(path, cls.KIND, cls.MAX_BYTES, fix))
+            raw = check_nesting(json.loads(read_limited(path, cls.KIND, cls.MAX_BYTES, fix)), str(path))
+        except (NestingError, RecursionError):
+            raise ConfigError(f"{path} nests lists/objects more than {MAX_NESTING} levels deep: not a {cls.KIND}",
+                              fix) from None
         except FileNotFoundError:
             raise KitError(f"no {cls.KIND} at {path}", fix) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -136,17 +140,49 @@ class UserData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NestingError(ValueError):
+    """A file nests lists/mappings deeper than MAX_NESTING."""
+
+
+def check_nesting(data: Any, source: str, limit: int = MAX_NESTING) -> Any:
+    """``data`` (parsed JSON/YAML) if it nests at most ``limit`` levels; a NestingError naming ``source`` else.
+    Iterative: a deep file cannot exhaust the stack here."""
+    todo: list[tuple[Any, int]] = [(data, 1)]
+    while todo:
+        obj, depth = todo.pop()
+        if isinstance(obj, (dict, list)):
+            if depth > limit:
+                raise NestingError(f"{source} nests lists/mappings more than {limit} levels deep")
+            todo.extend((v, depth + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
+    return data
+
+
 class _LimitedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses documents with too many alias expansions."""
+    """SafeLoader that refuses documents with too many alias expansions, nesting past MAX_NESTING, and integers
+    written with a leading zero (YAML 1.1 reads 075 as octal 61)."""
 
     aliases_seen = 0
+    depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
             self.aliases_seen += 1
             if self.aliases_seen > MAX_YAML_ALIASES:
                 raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused as a YAML bomb")
-        return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise TooDeepError(f"lists/mappings nested more than {MAX_NESTING} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        text = str(node.value).replace("_", "").lstrip("+-")
+        if len(text) > 1 and text[0] == "0" and text[1].isdigit():
+            value = super().construct_yaml_int(node)
+            raise OctalIntError(str(node.value), value, node.start_mark.line + 1)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         """A key written twice in one mapping is refused: YAML keeps the last one, silently (a kit.yaml with two
@@ -168,6 +204,19 @@ class _LimitedLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_LimitedLoader.add_constructor("tag:yaml.org,2002:int", _LimitedLoader.construct_yaml_int)
+
+
+class TooDeepError(yaml.YAMLError):
+    pass
+
+
+class OctalIntError(yaml.YAMLError):
+    def __init__(self, text: str, value: int, line: int):
+        super().__init__(f"line {line}: {text} is read as octal {value} by YAML (a leading zero)")
+        self.text, self.value = text, value
+
+
 class DuplicateKeyError(yaml.YAMLError):
     def __init__(self, key: Any, first: int, again: int):
         super().__init__(f"key {short(repr(key), 80)} appears twice in one mapping (line {first} and line {again})")
@@ -185,6 +234,12 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
     except DuplicateKeyError as e:
         raise ConfigError(f"{source}: {e}", f"write {short(repr(e.key), 80)} once (YAML would silently keep the "
                           f"value of line {e.again}); delete the line you do not mean") from None
+    except TooDeepError as e:
+        raise ConfigError(f"{source}: {e}", "a kit YAML file is a few levels deep: point at the right file") from None
+    except OctalIntError as e:
+        plain = e.text.lstrip("+-0").replace("_", "") or "0"
+        raise ConfigError(f"{source}, {e}", f"write {plain} without the leading zero (or quote it, '{e.text}', "
+                          "where a text is meant)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source} is not valid YAML: {short(e)}", "fix the syntax (indentation, quotes, colons)") from None
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from kitctl.core import validate
@@ -255,7 +256,7 @@ def verify(dir: Path = typer.Argument(..., help="a folder written by `kitctl dat
     m, problems = mf.verify(dir, log=_say)
     if problems:
         for p in problems:
-            console.print(f"[red]bad[/]: {p}", highlight=False)
+            console.print(f"[red]bad[/]: {escape(str(p))}", highlight=False)
         raise KitError(f"{dir}: {len(problems)} problem(s) found",
                        "re-run the same `kitctl data` command: it re-checks every shard and rewrites from the first "
                        "bad or missing one on")

@@ -33,6 +33,7 @@ from kitctl.train.record import PlanRecord, RuntimeRecord, load_run_record
 from kitctl.train.request import TrainRequest
 from kitctl.train.tune_cache import CachedTune, load_records
 
+CUDA_LABEL = "org.llmc-kit.cuda"   # the image's CUDA (kitctl/images/render.py image_labels)
 BINARIES = LLMC_BINARIES          # llm.c's binary per precision (kitctl.core.llmc_files)
 
 
@@ -157,9 +158,10 @@ def _check_llmc_globs(folder: Path, prefix: str, train: list[Path], val: list[Pa
                           "move or link the shards to a folder without a backslash and pass it with --data")
     val_glob, train_glob = shard_globs(str(folder), prefix)
     for pattern, want in ((train_glob, train), (val_glob, val)):
-        got = sorted(Path(p) for p in glob.glob(pattern))
-        if got != sorted(want):
-            extra = sorted(set(map(str, got)) ^ set(map(str, want)))
+        got = {str(Path(p)) for p in glob.glob(pattern)}
+        wanted = {str(folder / p.name) for p in want}
+        if got != wanted:
+            extra = sorted(got ^ wanted)
             raise ConfigError(f"llm.c's pattern {pattern} would not read exactly the checked shards of {folder}: "
                               f"it differs at {', '.join(extra[:3])}",
                               "rename the folder to plain letters, digits, '-', '_' and '.', then pass it with --data")
@@ -233,6 +235,7 @@ class Facts:
     tune_records: tuple[CachedTune, ...] = ()    # <data_root>/tune/*.json
     run_token: str = "0"                         # makes the container name unique
     cudnn: Optional[bool] = None                 # the BF16 binary's cuDNN (build record / image label; None: unknown)
+    image_cuda: Optional[str] = None             # docker: the CUDA the image is built for (its label, else kit.yaml cuda)
 
 
 def inspect_image(ref: str) -> RuntimeRecord:
@@ -305,4 +308,6 @@ def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = 
                  hellaswag=hs if eval_files_planned or hs.is_file() else None,
                  tokenizer=tok if eval_files_planned or tok.is_file() else None,
                  runtime_ids=runtime_ids(req, img, bin_dir), tune_records=load_records(where.tune_cache),
-                 run_token=uuid.uuid4().hex[:8], cudnn=built_cudnn(req, img, bin_dir))
+                 run_token=uuid.uuid4().hex[:8], cudnn=built_cudnn(req, img, bin_dir),
+                 image_cuda=((img.labels or {}).get(CUDA_LABEL) if img else None) or (
+                     cfg.cuda if req.runtime != "native" else None))

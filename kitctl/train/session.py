@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from rich.console import Console
+from rich.markup import escape
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
@@ -56,7 +57,7 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
 def _run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Replan],
                   docker_client: Any, quiet: bool, tuned: Optional[str]) -> SessionRecord:
     if plan.complete:
-        console.print(f"{plan.out_dir}: already complete (checkpoint at step {plan.resume_step} of {plan.steps}); "
+        console.print(f"{escape(str(plan.out_dir))}: already complete (checkpoint at step {plan.resume_step} of {plan.steps}); "
                       "nothing to do. Use --steps N to train further, or --fresh to start over.")
         return SessionRecord(status="ok", exit_status=0, last_step=plan.resume_step)
     preflight(plan)
@@ -64,7 +65,7 @@ def _run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[R
     while True:
         archived = prepare_out(plan)
         if archived is not None:
-            console.print(f"--fresh: moved the old checkpoints to {archived}")
+            console.print(f"--fresh: moved the old checkpoints to {archived}", markup=False, highlight=False)
         runtime = runtime_record(plan)
         session = new_session(plan, id=uuid.uuid4().hex[:12], attempts=list(attempts), tuned=tuned)
         write_run_json(plan, session, runtime)
@@ -111,7 +112,7 @@ def _run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[R
                 msg += f", {tok_s:,.0f} tok/s (median step, warm-up excluded)"
                 if plan.est_tok_s:
                     msg += f"; the plan estimated ~{plan.est_tok_s:,.0f} ({tok_s / plan.est_tok_s - 1:+.1%})"
-            console.print(msg + f"; run folder {plan.out_dir}")
+            console.print(msg + f"; run folder {plan.out_dir}", markup=False, highlight=False)
         return session
 
 

@@ -426,3 +426,94 @@ def test_nccl_extra_env_colliding_with_the_kits_settings_is_exit_2_naming_both(t
     assert r.code == 2 and says in r.err, r.err
     (cwd / "kit.yaml").write_text("data_root: ./data\nruntime: native\nnccl:\n  extra_env: {NCCL_P2P_LEVEL: NVL}\n")
     assert run_kitctl(["render", "--stdout"], cwd, capsys, monkeypatch).code == 0
+
+
+# --------------------------------------------------------------------------------- config means what it says
+PLAN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--steps", "10", "--dry-run"]
+
+
+def _config_case(tmp_path, capsys, monkeypatch, kit_yaml: str, argv=("render", "--stdout"), setup=None):
+    from harness import make_world, run_kitctl
+
+    cwd = make_world(tmp_path)
+    (cwd / "kit.yaml").write_text(kit_yaml)
+    if setup:
+        setup(cwd)
+    return run_kitctl(list(argv), cwd, capsys, monkeypatch), cwd
+
+
+@pytest.mark.parametrize("arch, says", [("[075]", "075 is read as octal 61 by YAML"),
+                                        ("[86, +075]", "+075 is read as octal 61"), ("[007]", "write 7 without the leading zero")])
+def test_leading_zero_arch_is_refused(tmp_path, capsys, monkeypatch, arch, says):
+    r, _ = _config_case(tmp_path, capsys, monkeypatch, f"data_root: ./data\nruntime: native\narch: {arch}\n")
+    assert r.code == 2 and says in r.err, r.err
+
+
+@pytest.mark.parametrize("key, value", [("hf_home", "$HOME/hf"), ("tokenizer_dir", "${TOK}/x"),
+                                        ("hf_home", "~nobody-here/hf")])
+def test_unexpanded_variables_in_hf_home_and_tokenizer_dir_are_refused_like_data_root(tmp_path, capsys,
+                                                                                       monkeypatch, key, value):
+    r, cwd = _config_case(tmp_path, capsys, monkeypatch, f"data_root: ./data\nruntime: native\n{key}: '{value}'\n")
+    assert r.code == 2 and "$VARIABLE or ~user" in r.err and key in r.err, r.err
+    assert not any("$" in p.name for p in cwd.rglob("*"))
+
+
+def test_home_tilde_in_hf_home_is_expanded(tmp_path, monkeypatch):
+    from kitctl.core.config import load_config_source
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "kit.yaml").write_text("data_root: ./data\nruntime: native\nhf_home: ~/hf\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg, _ = load_config_source(cwd / "kit.yaml")
+    assert cfg.hf_home == tmp_path / "home" / "hf"
+
+
+@pytest.mark.parametrize("folder, char", [("sh:ards", "':'"), ("sh,ards", "','")])
+def test_a_colon_or_comma_in_a_mounted_folder_is_refused_for_containers(tmp_path, capsys, monkeypatch, folder, char):
+    def move(cwd: Path) -> None:
+        (cwd / "data" / "shards").rename(cwd / "data" / folder)
+
+    argv = [*PLAN, "--runtime", "docker", "--data", f"data/{folder}"]
+    r, _ = _config_case(tmp_path, capsys, monkeypatch, "data_root: ./data\nruntime: native\n", argv, move)
+    assert r.code == 2 and f"has a {char}" in r.err and "container mounts" in r.err, r.err
+    r2, _ = _config_case(tmp_path / "n", capsys, monkeypatch, "data_root: ./data\nruntime: native\n",
+                         [*PLAN, "--runtime", "native", "--data", f"data/{folder}"], move)
+    assert r2.code == 0, r2.err           # native: no mount, the path is fine
+
+
+def test_printed_paths_are_never_markup_or_emoji(tmp_path, capsys, monkeypatch):
+    def move(cwd: Path) -> None:
+        (cwd / "data" / "shards").rename(cwd / "data" / "x:b:[bold]y")
+
+    r, _ = _config_case(tmp_path, capsys, monkeypatch, "data_root: ./data\nruntime: native\n",
+                        [*PLAN, "--runtime", "native", "--data", "data/x:b:[bold]y"], move)
+    assert r.code == 0 and "x:b:[bold]y" in r.out and "\U0001f171" not in r.out, r.out
+
+
+DEEP_YAML = "a: " + "[" * 200 + "]" * 200 + "\n"
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("where", ["kit.yaml", "run.json", "manifest.json"])
+def test_deeply_nested_files_are_exit_2(tmp_path, capsys, monkeypatch, where):
+    def deep(cwd: Path) -> None:
+        if where == "run.json":
+            (cwd / "data" / "runs" / "r1" / "run.json").write_text('{"session": ' + DEEP_JSON + "}")
+        elif where == "manifest.json":
+            (cwd / "data" / "shards" / "manifest.json").write_text('{"shards": ' + DEEP_JSON + "}")
+
+    yaml_text = "data_root: ./data\nruntime: native\n" + (DEEP_YAML if where == "kit.yaml" else "")
+    argv = {"kit.yaml": ["render", "--stdout"], "run.json": ["status", "r1"],
+            "manifest.json": [*PLAN, "--data", "data/shards"]}[where]
+    r, _ = _config_case(tmp_path, capsys, monkeypatch, yaml_text, argv, deep)
+    assert r.code == 2 and "levels deep" in r.err and "internal error" not in r.err, r.err
+
+
+def test_a_driver_too_old_for_the_image_is_a_plan_error_naming_its_cuda(tmp_path, capsys, monkeypatch):
+    def old_driver(cwd: Path) -> None:
+        (cwd / "two.csv").write_text("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 470.82.01\n")
+
+    r, _ = _config_case(tmp_path, capsys, monkeypatch, "data_root: ./data\nruntime: docker\ncuda: 12.4.1\n",
+                        [*PLAN, "--data", "data/shards"], old_driver)
+    assert r.code == 2 and "driver 470.82.01 runs CUDA up to 11.0" in r.err and "CUDA 12.4.1" in r.err, r.err
