@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Optional
@@ -155,7 +156,7 @@ def make(
                        "re-run the same command to continue where it stopped", exit_code=130) from None
     if summary.already_complete:
         _say(f"{plan.out_dir} is already complete: {summary.total_tokens:,} tokens in {summary.total_shards} "
-             f"shards (`kitctl data verify {plan.out_dir}` re-checks them)")
+             f"shards (`kitctl data verify {shlex.quote(str(plan.out_dir))}` re-checks them)")
         return
     resumed = f", resumed at shard {summary.resumed_from}" if summary.resumed_from else ""
     _say(f"done: {summary.tokens:,} tokens, {summary.shards} shards, {format_duration(summary.seconds)}, "

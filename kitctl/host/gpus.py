@@ -166,7 +166,10 @@ def load_inventory(path: Optional[Path]) -> list[GPU]:
         raise ConfigError(f"inventory {path} is not UTF-8 text", hint) from None
     if "\0" in text:
         raise ConfigError(f"inventory {path} is a binary file", hint)
-    return parse_csv(text, str(path))
+    gpus = parse_csv(text, str(path))
+    if not gpus:     # said here, where the file is known: not "no GPU found ... pass --inventory" to one who did
+        raise ConfigError(f"inventory {path} lists no GPU (it is empty, or only comments and a header)", hint)
+    return gpus
 
 
 CVD = "CUDA_VISIBLE_DEVICES"

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from pydantic import BaseModel, Field, field_validator
 
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import check_regular
 from kitctl.core.records import Record
 from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, iter_main_log, iter_stdout,
                                  read_head)
@@ -278,7 +279,20 @@ class TensorBoardSync:
         res.purged_from = purge_from
         return ends
 
+    def _check_sources(self) -> None:
+        """Every source is a regular file (or absent) before anything is written: a FIFO or device in the place of
+        the second log is refused (exit 2) before the first one's points go in."""
+        for name in self.SOURCES:
+            try:
+                check_regular(self.run_dir / name, "log file", f"llm.c writes {name} as a file: move it away")
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise ConfigError(f"cannot read {self.run_dir / name}: {e.strerror or e}",
+                                  "check the file and the disk it is on") from None
+
     def sync(self) -> SyncResult:
+        self._check_sources()
         res = SyncResult(self.run_dir)
         starts = {name: self._start(name) for name in self.SOURCES}   # only the lines added since the last sync
         described = set(self.state.described)

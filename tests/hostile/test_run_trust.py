@@ -517,3 +517,96 @@ def test_a_driver_too_old_for_the_image_is_a_plan_error_naming_its_cuda(tmp_path
     r, _ = _config_case(tmp_path, capsys, monkeypatch, "data_root: ./data\nruntime: docker\ncuda: 12.4.1\n",
                         [*PLAN, "--data", "data/shards"], old_driver)
     assert r.code == 2 and "driver 470.82.01 runs CUDA up to 11.0" in r.err and "CUDA 12.4.1" in r.err, r.err
+
+
+# ------------------------------------------------------------------------------ shards: inode and ctime count
+def _data_world(tmp_path, capsys, monkeypatch):
+    """A world whose shard folder was written by a real `kitctl data` (manifest with size/mtime/ino/ctime)."""
+    from harness import make_world, run_kitctl
+
+    cwd = make_world(tmp_path)
+    r = run_kitctl(["data", "input.txt", "--runtime", "native", "--out", "data/made", "--name", "made"], cwd, capsys,
+                   monkeypatch)
+    assert r.code == 0, r.err
+    return cwd, cwd / "data" / "made"
+
+
+@pytest.mark.slow
+def test_a_same_size_edit_with_its_mtime_put_back_goes_to_data_verify(tmp_path, capsys, monkeypatch):
+    from harness import run_kitctl
+
+    cwd, made = _data_world(tmp_path, capsys, monkeypatch)
+    shard = made / "made_train_000001.bin"
+    st = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[-2:] = b"\x07\x00" if data[-2:] != b"\x07\x00" else b"\x08\x00"     # one token, same size
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))                     # mtime put back
+    assert shard.stat().st_mtime_ns == st.st_mtime_ns and shard.stat().st_size == st.st_size
+    plan = [*PLAN, "--data", "data/made"]
+    r = run_kitctl(plan, cwd, capsys, monkeypatch)
+    assert r.code == 2 and "ctime differs" in r.err and "kitctl data verify" in r.err, r.err
+    r = run_kitctl(["data", "verify", "data/made"], cwd, capsys, monkeypatch)
+    assert r.code == 1 and "sha256 differs" in r.out + r.err          # verify does not bless changed bytes
+
+
+@pytest.mark.slow
+def test_verify_on_a_read_only_folder_is_not_a_dead_end(tmp_path, capsys, monkeypatch):
+    """Copied without -p (new mtimes and inodes) into a read-only place: verify checks every sha256, keeps the
+    stamps aside (the manifest cannot be rewritten) and train then trusts the folder; a later edit is refused again."""
+    from harness import make_readonly, run_kitctl, undo_mounts
+
+    cwd, made = _data_world(tmp_path, capsys, monkeypatch)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for p in made.iterdir():
+        if p.name.endswith(".bin"):
+            data = p.read_bytes()
+            p.unlink()
+            p.write_bytes(data)              # another inode, a new mtime: what `cp` without -p gives
+    plan = [*PLAN, "--gpus", "1", "--data", "data/made", "--", "-t", "64"]
+    try:
+        make_readonly(made)
+        r = run_kitctl(plan, cwd, capsys, monkeypatch, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+        assert r.code == 2 and "mtime differs" in r.err, r.err
+        r = run_kitctl(["data", "verify", "data/made"], cwd, capsys, monkeypatch,
+                       env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+        assert r.code == 0 and "train trusts them" in r.out, r.out + r.err
+        r = run_kitctl(plan, cwd, capsys, monkeypatch, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+        assert r.code == 0, r.err
+    finally:
+        undo_mounts()
+    (made / "made_val_000000.bin").touch()
+    r = run_kitctl(plan, cwd, capsys, monkeypatch, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert r.code == 2 and "made_val_000000.bin: modified after" in r.err, r.err
+
+
+# ------------------------------------------------------------------------------- messages fixed at their root
+def test_an_empty_inventory_is_named_not_answered_with_pass_inventory(tmp_path, capsys, monkeypatch):
+    from harness import make_world, run_kitctl
+
+    cwd = make_world(tmp_path)
+    (cwd / "empty.csv").write_text("# nothing\n")
+    r = run_kitctl(["train", "--inventory", "empty.csv", "--mpirun", "/bin/true", "--data", "data/shards",
+                    "--dry-run"], cwd, capsys, monkeypatch)
+    assert r.code == 2 and "empty.csv lists no GPU" in r.err and "pass --inventory" not in r.err, r.err
+
+
+def test_the_verify_hint_quotes_a_path_with_spaces(tmp_path):
+    from kitctl.core.shard_folder import Problem, fix_for
+
+    hint = fix_for(tmp_path / "my data", (Problem("x.bin", "mtime", "changed"),))
+    assert f"kitctl data verify '{tmp_path / 'my data'}'" in hint
+
+
+@pytest.mark.parametrize("words, n, hint", [(20, 1, "shorten the prompt to at most 7 tokens"),
+                                            (3, 10, "pass -n 5 or less")])
+def test_sample_hint_for_a_long_prompt_names_only_accepted_values(tmp_path, words, n, hint):
+    from kitctl.core.errors import ConfigError
+    from kitctl.model.sample import sample
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text('{"n_positions": 8}')
+    with pytest.raises(ConfigError) as e:
+        sample(export, " hello" * words, n, cache_dir=tmp_path / "tok", backend="numpy")
+    assert hint in (e.value.hint or ""), e.value.hint
