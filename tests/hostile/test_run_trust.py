@@ -310,6 +310,7 @@ def test_status_says_the_loss_is_nan_since_step_n_with_exit_3_and_json(tmp_path,
     assert r.code == 0 and json.loads(r.out)["diverged"] is None
 
 
+@pytest.mark.slow       # three reports (matplotlib) and conversions: ~5 s
 @pytest.mark.parametrize("log", [
     "s:0 trl:1e308\ns:1 trl:-1.7976931348623157e308\ns:1 tel:1e308\ns:2 trl:3.0\n",   # near float's limits
     "s:0 trl:1e999\ns:1 trl:nan\n",                                                     # overflows to inf
