@@ -206,6 +206,7 @@ def _shards_in(folder: Path, ntok: int) -> list[str]:
     return sorted(str(p) for p in folder.iterdir())
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("checked, decoy", [("g[1]", "g1"), ("g*", "gX"), ("g?", "gY"), ("g[[]x", "g[x")])
 def test_llmc_patterns_never_match_a_decoy_folder(kit, checked, decoy, monkeypatch):
     """The checked folder's name holds glob characters and a decoy folder matches it unescaped: -i / -j
@@ -237,6 +238,7 @@ def test_llmc_patterns_never_match_a_decoy_folder(kit, checked, decoy, monkeypat
     assert (rj["data"]["train_pattern"], rj["data"]["val_pattern"]) == (i, j)
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 def test_a_backslash_in_the_shard_folder_is_refused_up_front(kit):
     """glob(3) reads a backslash as an escape, Python's glob does not: the kit refuses it (exit 2) by name."""
     from kitctl.core.config import KitConfig
@@ -291,6 +293,7 @@ def test_logs_keep_nan_and_inf_and_say_since_when():
     assert divergence(recovered["loss/train"]) is None
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 def test_status_says_the_loss_is_nan_since_step_n_with_exit_3_and_json(tmp_path, capsys, monkeypatch):
     from harness import run_kitctl
 
@@ -375,6 +378,7 @@ def test_tensorboard_converts_a_long_main_log_in_bounded_memory(tmp_path):
 TWO = ONE + "1, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("cvd, gpus, says", [
     ("1", "1", None), ("1,0", "1,0", None), (None, "0,1", None),
     ("GPU-8d3c0f0e-1111-2222-3333-444455556666", None, "CUDA_VISIBLE_DEVICES=GPU-"),
@@ -410,6 +414,7 @@ def test_cuda_visible_devices_restricts_the_inventory_or_is_refused(kit, cvd, gp
         os.environ.update(os_env)
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("nccl, says", [
     ("ib_disable: true\n  extra_env: {NCCL_IB_DISABLE: '0'}", "nccl.extra_env.NCCL_IB_DISABLE"),
     ("socket_ifname: eth0\n  extra_env: {NCCL_SOCKET_IFNAME: ib0}", "collides with nccl.socket_ifname"),
@@ -443,6 +448,7 @@ def _config_case(tmp_path, capsys, monkeypatch, kit_yaml: str, argv=("render", "
     return run_kitctl(list(argv), cwd, capsys, monkeypatch), cwd
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("arch, says", [("[075]", "075 is read as octal 61 by YAML"),
                                         ("[86, +075]", "+075 is read as octal 61"), ("[007]", "write 7 without the leading zero")])
 def test_leading_zero_arch_is_refused(tmp_path, capsys, monkeypatch, arch, says):
@@ -450,6 +456,7 @@ def test_leading_zero_arch_is_refused(tmp_path, capsys, monkeypatch, arch, says)
     assert r.code == 2 and says in r.err, r.err
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("key, value", [("hf_home", "$HOME/hf"), ("tokenizer_dir", "${TOK}/x"),
                                         ("hf_home", "~nobody-here/hf")])
 def test_unexpanded_variables_in_hf_home_and_tokenizer_dir_are_refused_like_data_root(tmp_path, capsys,
@@ -470,6 +477,7 @@ def test_home_tilde_in_hf_home_is_expanded(tmp_path, monkeypatch):
     assert cfg.hf_home == tmp_path / "home" / "hf"
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("folder, char", [("sh:ards", "':'"), ("sh,ards", "','")])
 def test_a_colon_or_comma_in_a_mounted_folder_is_refused_for_containers(tmp_path, capsys, monkeypatch, folder, char):
     def move(cwd: Path) -> None:
@@ -483,6 +491,7 @@ def test_a_colon_or_comma_in_a_mounted_folder_is_refused_for_containers(tmp_path
     assert r2.code == 0, r2.err           # native: no mount, the path is fine
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 def test_printed_paths_are_never_markup_or_emoji(tmp_path, capsys, monkeypatch):
     def move(cwd: Path) -> None:
         (cwd / "data" / "shards").rename(cwd / "data" / "x:b:[bold]y")
@@ -496,6 +505,7 @@ DEEP_YAML = "a: " + "[" * 200 + "]" * 200 + "\n"
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("where", ["kit.yaml", "run.json", "manifest.json"])
 def test_deeply_nested_files_are_exit_2(tmp_path, capsys, monkeypatch, where):
     def deep(cwd: Path) -> None:
@@ -511,6 +521,7 @@ def test_deeply_nested_files_are_exit_2(tmp_path, capsys, monkeypatch, where):
     assert r.code == 2 and "levels deep" in r.err and "internal error" not in r.err, r.err
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 def test_a_driver_too_old_for_the_image_is_a_plan_error_naming_its_cuda(tmp_path, capsys, monkeypatch):
     def old_driver(cwd: Path) -> None:
         (cwd / "two.csv").write_text("0, NVIDIA GeForce RTX 3090, 8.6, 24576 MiB, 470.82.01\n")
@@ -582,6 +593,7 @@ def test_verify_on_a_read_only_folder_is_not_a_dead_end(tmp_path, capsys, monkey
 
 
 # ------------------------------------------------------------------------------- messages fixed at their root
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 def test_an_empty_inventory_is_named_not_answered_with_pass_inventory(tmp_path, capsys, monkeypatch):
     from harness import make_world, run_kitctl
 
@@ -599,6 +611,7 @@ def test_the_verify_hint_quotes_a_path_with_spaces(tmp_path):
     assert f"kitctl data verify '{tmp_path / 'my data'}'" in hint
 
 
+@pytest.mark.slow        # a kitctl command in process or a plan: the full tier
 @pytest.mark.parametrize("words, n, hint", [(20, 1, "shorten the prompt to at most 7 tokens"),
                                             (3, 10, "pass -n 5 or less")])
 def test_sample_hint_for_a_long_prompt_names_only_accepted_values(tmp_path, words, n, hint):
