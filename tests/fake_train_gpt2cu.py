@@ -11,6 +11,7 @@ reads the rank from OMPI_COMM_WORLD_RANK / _SIZE. Knobs (environment):
                          measuring runs (-n 0) stay fast while a training run can be interrupted
   FAKE_PIDFILE=PATH      append "pid" per rank (to check that nothing is left running)
   FAKE_EXIT_EARLY=N      exit 0 after N steps, short of -x (a trainer that "succeeds" without finishing)
+  FAKE_READS=PATH        append every file -i / -j expand to (glob, as llm.c's glob(3)) to PATH, one a line
 """
 import glob
 import os
@@ -104,9 +105,13 @@ def main(argv):
         D = B * T * nproc
     assert D % (B * T * nproc) == 0, "total_batch_size % tokens_per_fwdbwd"
     for pat in (a["-i"], a["-j"]):
-        if not glob.glob(pat):
+        found = glob.glob(pat)
+        if not found:
             print(f"Error: no files found matching the pattern: {pat}", flush=True)
             return 1
+        if os.environ.get("FAKE_READS"):
+            with open(os.environ["FAKE_READS"], "a") as f:
+                f.write("".join(p + "\n" for p in sorted(found)))
     p0("| device                | FAKE GPU                                           |")
     hs = os.path.exists("dev/data/hellaswag/hellaswag_val.bin")
     p0(f"| run hellaswag         | {'yes' if hs and int(a.get('-h', 0)) else 'no':<50} |")

@@ -60,6 +60,18 @@ class Nccl(_Strict):
     extra_env: dict[str, str] = Field(default_factory=dict)
 
 
+# variables the kit sets itself on every rank: nccl.extra_env may not set them too (one of the two would be lost)
+KIT_ENV = {
+    "CUDA_VISIBLE_DEVICES": "the GPUs --gpus chose",
+    "CUDA_DEVICE_ORDER": "PCI_BUS_ID, so that CUDA's indices are nvidia-smi's",
+    "HOME": "/tmp inside the container",
+    "OMPI_ALLOW_RUN_AS_ROOT": "Open MPI's consent to run as root",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "Open MPI's consent to run as root",
+}
+# nccl.<field> -> the variable it sets
+NCCL_FIELDS = {"socket_ifname": "NCCL_SOCKET_IFNAME", "ib_disable": "NCCL_IB_DISABLE", "debug": "NCCL_DEBUG"}
+
+
 def nccl_env(nccl: object = None) -> dict[str, str]:
     """kit.yaml ``nccl:`` -> environment: socket_ifname -> NCCL_SOCKET_IFNAME, ib_disable -> NCCL_IB_DISABLE
     (1/0), debug -> NCCL_DEBUG, plus extra_env verbatim. Accepts a ``config.Nccl``, a dict of env, or None."""
@@ -258,7 +270,9 @@ def _read_file(cfg_path: Path) -> dict[str, Any]:
     if "data_root" not in data:
         data["data_root"] = "data"
     for key in PATH_FIELDS:
-        if isinstance(data.get(key), str) and data[key].strip() and not os.path.isabs(os.path.expanduser(data[key])):
+        # (a ~user that does not expand stays as written: the path checks refuse it by its own name)
+        if isinstance(data.get(key), str) and data[key].strip() and not data[key].startswith("~") \
+                and not os.path.isabs(os.path.expanduser(data[key])):
             data[key] = str(base / data[key])
     return data
 
@@ -288,6 +302,8 @@ def load_config_source(path: Optional[Path] = None, environ: Optional[dict[str, 
         if isinstance(raw, str):
             where = f"KIT_{key.upper()}" if key in env else f"{key} in {cfg_path}"
             (validate.data_root_text if key == "data_root" else validate.path_text)(raw, where)
+            if key in ("hf_home", "tokenizer_dir"):      # the same words as data_root's: never a folder named "$HOME"
+                validate.no_unexpanded(raw, where)
     try:
         cfg = KitConfig.model_validate(merged)
     except ValidationError as e:
@@ -329,6 +345,20 @@ def _check_values(cfg: KitConfig, source: str) -> None:
     for k, v in cfg.nccl.extra_env.items():
         validate.env_name(k, named("nccl.extra_env"))
         validate.no_control_chars(v, named(f"nccl.extra_env.{k}"))
+    _check_extra_env(cfg.nccl, source)
+
+
+def _check_extra_env(nccl: Nccl, source: str) -> None:
+    """nccl.extra_env may not set what another nccl field or the kit itself sets: exit 2 naming both."""
+    for k in nccl.extra_env:
+        field = next((f for f, var in NCCL_FIELDS.items() if var == k and getattr(nccl, f) is not None), None)
+        if field is not None:
+            raise ConfigError(f"nccl.extra_env.{k} ({source}) collides with nccl.{field}, which sets {k} too",
+                              f"keep one: drop {k} from nccl.extra_env, or leave nccl.{field} out")
+        if k in KIT_ENV:
+            raise ConfigError(f"nccl.extra_env.{k} ({source}) collides with the kit's own {k} ({KIT_ENV[k]})",
+                              f"drop {k} from nccl.extra_env" + ("; choose GPUs with --gpus" if k == "CUDA_VISIBLE_DEVICES"
+                                                                 else ""))
 
 TEMPLATE = """\
 # kit.yaml: llmc-kit settings. Every field may also come from the environment as KIT_<FIELD>

@@ -12,8 +12,10 @@ from rich.console import Console
 
 from kitctl.core.config import ConfigSource, KitConfig, load_config_source, user_config_path
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: rich turns ":b:" into an emoji even with markup=False; paths and printed commands (docker -v a:b:c)
+# must come out as they are. Text from the user is printed with markup=False or rich.markup.escape.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 class State:

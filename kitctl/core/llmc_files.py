@@ -102,8 +102,30 @@ def parse_shard_filename(filename: str) -> Optional[ShardName]:
 
 
 def shard_patterns(prefix: str) -> tuple[str, str]:
-    """(val, train) globs of a dataset, as llm.c's -j / -i take them."""
-    return f"{prefix}_val_*.bin", f"{prefix}_train_*.bin"
+    """(val, train) globs of a dataset, as llm.c's -j / -i take them (the prefix as a literal: glob_escape)."""
+    p = glob_escape(prefix)
+    return f"{p}_val_*.bin", f"{p}_train_*.bin"
+
+
+# glob(3)'s special characters: llm.c expands -i / -j with glob(pattern, 0, ...) (llmc/dataloader.h), so a folder
+# named "g[1]" would match "g1". Each is written as a one-character bracket expression, which glob(3) and Python's
+# glob both read as that character. A backslash is glob(3)'s escape but a plain character to Python's glob: the
+# kit refuses it in a data folder instead of guessing (GLOB_UNSAFE).
+GLOB_SPECIAL = "[*?"
+GLOB_UNSAFE = "\\"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a glob(3) pattern: ``[`` -> ``[[]``, ``*`` -> ``[*]``, ``?`` -> ``[?]``."""
+    return "".join(f"[{c}]" if c in GLOB_SPECIAL else c for c in text)
+
+
+def shard_globs(folder: str, prefix: str) -> tuple[str, str]:
+    """(val, train) patterns for llm.c's -j / -i: ``<folder>/<prefix>_<split>_*.bin`` with the folder and the prefix
+    escaped, so that they match that folder's shards and nothing else."""
+    val, train = shard_patterns(prefix)
+    d = glob_escape(folder)
+    return f"{d}/{val}", f"{d}/{train}"
 
 
 def shard_size(n_tokens: int) -> int:

@@ -143,18 +143,49 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def pid_alive(pid: int) -> bool:
-    """Is process ``pid`` running (a zombie counts as gone; another user's process as running)?"""
+def pid_max() -> int:
+    """The system's largest pid (Linux /proc/sys/kernel/pid_max; 2**22, the kernel's ceiling, when unreadable)."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 1 << 22
+
+
+def start_ticks(pid: int, proc: Path = Path("/proc")) -> Optional[int]:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat), or None when it
+    cannot be read. A pid is reused by later processes; (pid, start) names one process for the life of the boot."""
+    if not isinstance(pid, int) or not 1 < pid <= pid_max():
+        return None
+    try:
+        fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, start: Optional[int] = None) -> bool:
+    """Is process ``pid`` running (a zombie counts as gone; another user's process as running)?
+
+    A pid <= 1 (0 and -1 are "my process group" and "every process" to kill(2), 1 is init) or beyond the system's
+    pid range is never a run's process: not alive. ``start``: the start time recorded with the pid
+    (:func:`start_ticks`); a process whose start differs is another one that reused the pid: not alive."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 1 < pid <= pid_max():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    except (OverflowError, OSError):
+        return False
     try:   # a zombie has exited; only its parent's wait is missing
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return True
+        return start is None
+    if state == "Z":
+        return False
+    return start is None or start_ticks(pid) == start
 
 
 def stop(proc: subprocess.Popen[str], grace_s: float = DEFAULT_GRACE_S) -> int:

@@ -44,11 +44,16 @@ def json_depth(raw: bytes) -> int:
     return max(accumulate(array("b", steps)), default=0)
 
 
+class NestingError(ValueError):
+    """A file nests lists/mappings deeper than MAX_NESTING."""
+
+
 def loads_json(raw: bytes, what: str, limit: int = MAX_NESTING) -> Any:
-    """``json.loads`` with a nesting limit: a ValueError (as json's own errors are) for a deeper document."""
+    """``json.loads`` with a nesting limit: a NestingError (a ValueError, as json's own errors are) for a deeper
+    document."""
     depth = json_depth(raw)
     if depth > limit:
-        raise ValueError(f"{what} nests {depth:,} levels deep, more than the {limit} a kit file ever has")
+        raise NestingError(f"{what} nests {depth:,} levels deep, more than the {limit} a kit file ever has")
     return json.loads(raw)
 
 
@@ -121,7 +126,9 @@ class Record(BaseModel):
         path = Path(path)
         fix = hint or f"delete {path} and re-run the command that made it"
         try:         # a device, FIFO or socket in its place: ConfigError (exit 2) naming it, never a hang
-            raw = loads_json(read_limited(path, cls.KIND, cls.MAX_BYTES, fix), "its JSON")
+            raw = loads_json(read_limited(path, cls.KIND, cls.MAX_BYTES, fix), str(path))
+        except NestingError as e:
+            raise ConfigError(f"{e}: not a {cls.KIND}", fix) from None
         except FileNotFoundError:
             raise KitError(f"no {cls.KIND} at {path}", fix) from None
         except (OSError, ValueError) as e:      # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -159,7 +166,8 @@ class UserData(BaseModel):
 
 
 class _LimitedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses documents with too many alias expansions."""
+    """SafeLoader that refuses documents with too many alias expansions, nesting past MAX_NESTING, and integers
+    written with a leading zero (YAML 1.1 reads 075 as octal 61)."""
 
     aliases_seen = 0
     depth = 0
@@ -169,13 +177,20 @@ class _LimitedLoader(yaml.SafeLoader):
             self.aliases_seen += 1
             if self.aliases_seen > MAX_YAML_ALIASES:
                 raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused as a YAML bomb")
-        self.depth += 1          # the composer recurses once per level: a limit, not a RecursionError
-        if self.depth > MAX_NESTING:
-            raise yaml.YAMLError(f"nested more than {MAX_NESTING} levels deep: no kit YAML file is")
+        self.depth += 1
         try:
+            if self.depth > MAX_NESTING:
+                raise TooDeepError(f"lists/mappings nested more than {MAX_NESTING} levels deep")
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        text = str(node.value).replace("_", "").lstrip("+-")
+        if len(text) > 1 and text[0] == "0" and text[1].isdigit():
+            value = super().construct_yaml_int(node)
+            raise OctalIntError(str(node.value), value, node.start_mark.line + 1)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         """A key written twice in one mapping is refused: YAML keeps the last one, silently (a kit.yaml with two
@@ -197,6 +212,19 @@ class _LimitedLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_LimitedLoader.add_constructor("tag:yaml.org,2002:int", _LimitedLoader.construct_yaml_int)
+
+
+class TooDeepError(yaml.YAMLError):
+    pass
+
+
+class OctalIntError(yaml.YAMLError):
+    def __init__(self, text: str, value: int, line: int):
+        super().__init__(f"line {line}: {text} is read as octal {value} by YAML (a leading zero)")
+        self.text, self.value = text, value
+
+
 class DuplicateKeyError(yaml.YAMLError):
     def __init__(self, key: Any, first: int, again: int):
         super().__init__(f"key {short(repr(key), 80)} appears twice in one mapping (line {first} and line {again})")
@@ -214,6 +242,12 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
     except DuplicateKeyError as e:
         raise ConfigError(f"{source}: {e}", f"write {short(repr(e.key), 80)} once (YAML would silently keep the "
                           f"value of line {e.again}); delete the line you do not mean") from None
+    except TooDeepError as e:
+        raise ConfigError(f"{source}: {e}", "a kit YAML file is a few levels deep: point at the right file") from None
+    except OctalIntError as e:
+        plain = e.text.lstrip("+-0").replace("_", "") or "0"
+        raise ConfigError(f"{source}, {e}", f"write {plain} without the leading zero (or quote it, '{e.text}', "
+                          "where a text is meant)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source} is not valid YAML: {short(e)}", "fix the syntax (indentation, quotes, colons)") from None
     finally:

@@ -7,7 +7,8 @@ check. :func:`check_folder` compares the folder with its manifest, cheaply (no f
 - the same set of shard files: none missing, no stray file llm.c's globs would pick up (``<name>_train_*.bin``,
   ``<name>_val_*.bin``) or any other llm.c shard name, nothing listed outside the folder (``../``, ``/``);
 - regular files only (no symlink, FIFO, socket, device, folder under a shard's name);
-- each file's size and mtime as recorded when it was written (the full sha256 stays in ``kitctl data verify``).
+- each file's size, mtime, inode and ctime as recorded when it was written (the full sha256 stays in ``kitctl data
+  verify``, which records them again once every sha256 matches).
 
 :func:`require_consistent` turns a mismatch into exit 2 naming the files and the fix. A folder without a
 manifest (shards made elsewhere) passes with a note. Schema of manifest.json: see :mod:`kitctl.data.manifest`.
@@ -15,7 +16,9 @@ manifest (shards made elsewhere) passes with a note. Schema of manifest.json: se
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +26,8 @@ from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from kitctl.core.errors import ConfigError
-from kitctl.core.llmc_files import MANIFEST_JSON, TOKENIZER_BIN, parse_shard_filename, shard_filename, shard_patterns
+from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.llmc_files import MANIFEST_JSON, TOKENIZER_BIN, parse_shard_filename, shard_filename, shard_patterns, shard_globs
 from kitctl.core.llmc_files import shard_size as _shard_bytes
 from kitctl.core.records import Record
 
@@ -35,7 +38,7 @@ SCHEMA_VERSION = 1
 
 def start_over_hint(folder: Path) -> str:
     """The one fix for a folder whose manifest is missing or damaged (make, verify and resume all say it)."""
-    return (f"move {folder} aside (or delete it) and re-run the same `kitctl data` command to make it again, "
+    return (f"move {shlex.quote(str(folder))} aside (or delete it) and re-run the same `kitctl data` command to make it again, "
             "or pick another --out folder")
 
 
@@ -58,16 +61,30 @@ class Shard(BaseModel):
     end: Optional[ShardEnd] = None
     size: Optional[int] = None           # bytes when written (absent in older manifests: 1024 + 2 * tokens)
     mtime_ns: Optional[int] = None       # st_mtime_ns when written (absent in older manifests: not checked)
+    # the inode and its change time when written: a same-size edit with its mtime put back (touch -d, cp -p over it,
+    # os.utime) still moves ctime, and a replaced file is another inode (absent in older manifests: not checked)
+    ino: Optional[int] = None
+    ctime_ns: Optional[int] = None
 
     @property
     def expected_size(self) -> int:
         return self.size if self.size is not None else _shard_bytes(self.tokens)
 
     def stamp(self, path: Path) -> Shard:
-        """Record ``path``'s size and mtime as this shard's (after it was written or verified)."""
+        """Record ``path``'s size, mtime, inode and ctime as this shard's (after it was written or verified)."""
         st = os.stat(path)
-        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        self.size, self.mtime_ns, self.ino, self.ctime_ns = st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
         return self
+
+    def changed(self, st: os.stat_result) -> Optional[str]:
+        """Why the file behind ``st`` may not be the one recorded (mtime, inode or ctime differs), or None."""
+        if self.mtime_ns is not None and st.st_mtime_ns != self.mtime_ns:
+            return "its mtime differs from the manifest's"
+        if self.ino is not None and st.st_ino != self.ino:
+            return "it is another file (its inode differs from the manifest's: replaced or copied)"
+        if self.ctime_ns is not None and st.st_ctime_ns != self.ctime_ns:
+            return "its ctime differs from the manifest's (changed, even if its mtime was put back)"
+        return None
 
 
 class RunInfo(BaseModel):
@@ -150,8 +167,8 @@ class DataManifest(Record):
 
     def llmc_args(self, root: Optional[str] = None) -> list[str]:
         """``-i``/``-j`` for train_gpt2cu; ``root`` replaces the folder (e.g. its path inside a container)."""
-        d = root if root is not None else str(self.dir)
-        return ["-i", f"{d}/{self.train_pattern}", "-j", f"{d}/{self.val_pattern}"]
+        val, train = shard_globs(root if root is not None else str(self.dir), self.name)
+        return ["-i", train, "-j", val]
 
     def save(self) -> None:
         self.write(self.dir / MANIFEST)
@@ -239,8 +256,9 @@ def _listed_problem(m: DataManifest, pos: int, s: Shard) -> Optional[Problem]:
         return Problem(s.file, "special", _special(p, st.st_mode))
     if st.st_size != s.expected_size:
         return Problem(s.file, "size", f"{st.st_size:,} bytes, the manifest recorded {s.expected_size:,}")
-    if s.mtime_ns is not None and st.st_mtime_ns != s.mtime_ns:
-        return Problem(s.file, "mtime", "modified after `kitctl data` wrote it (its mtime differs from the manifest's)")
+    changed = s.changed(st)
+    if changed:
+        return Problem(s.file, "mtime", f"modified after `kitctl data` wrote it ({changed})")
     return None
 
 
@@ -272,14 +290,71 @@ def compare(m: DataManifest) -> tuple[Problem, ...]:
     return tuple(problems)
 
 
+class VerifiedStamps(Record):
+    """What ``kitctl data verify`` checked by sha256 in a folder it could not write (read-only): the shards' stat
+    stamps then, beside the manifest's own sha256. Kept under ~/.cache/llmc-kit/verified/; readers apply them when
+    the manifest is still the one verified and a shard is still the file that was hashed."""
+
+    KIND = "verified shard stamps"
+    folder: str
+    manifest_sha256: str
+    stamps: dict[str, list[int]] = Field(default_factory=dict)     # file -> [size, mtime_ns, ino, ctime_ns]
+
+
+def verified_path(dir: Path) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256(str(Path(dir).resolve()).encode()).hexdigest()[:32]
+    return cache / "llmc-kit" / "verified" / f"{key}.json"
+
+
+def _manifest_sha(dir: Path) -> str:
+    return hashlib.sha256((Path(dir) / MANIFEST).read_bytes()).hexdigest()
+
+
+def record_verified(m: DataManifest) -> Path:
+    """After every sha256 matched in a folder whose manifest cannot be rewritten: keep the stamps aside."""
+    stamps = {}
+    for s in m.shards:
+        st = os.stat(m.dir / s.file)
+        stamps[s.file] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    path = verified_path(m.dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return VerifiedStamps(folder=str(m.dir.resolve()), manifest_sha256=_manifest_sha(m.dir), stamps=stamps).write(path)
+
+
+def _apply_verified(m: DataManifest) -> bool:
+    """Use the stamps ``kitctl data verify`` kept aside for this folder (same manifest bytes): True if any."""
+    path = verified_path(m.dir)
+    try:
+        rec = VerifiedStamps.read(path) if path.is_file() else None
+        if rec is None or rec.manifest_sha256 != _manifest_sha(m.dir) or rec.folder != str(m.dir.resolve()):
+            return False
+    except (KitError, OSError):
+        return False
+    used = False
+    for s in m.shards:
+        v = rec.stamps.get(s.file)
+        if v is not None and len(v) == 4:
+            s.size, s.mtime_ns, s.ino, s.ctime_ns = v
+            used = True
+    return used
+
+
 def check_folder(dir: Path) -> FolderCheck:
-    """Compare a shard folder with its manifest.json; no manifest: ok, with a note. A damaged manifest: KitError."""
+    """Compare a shard folder with its manifest.json; no manifest: ok, with a note. A damaged manifest: KitError.
+    Stamps ``kitctl data verify`` recorded aside for a read-only folder count as the manifest's."""
     dir = Path(dir)
     if not exists(dir):
         return FolderCheck(dir, None, notes=(f"{dir} has no {MANIFEST} (shards made elsewhere?): its files are taken "
                                              "as they are, unchecked against a manifest",))
     m = load(dir)
-    return FolderCheck(dir, m, compare(m))
+    problems = compare(m)
+    if any(p.kind == "mtime" for p in problems) and _apply_verified(m):
+        problems = compare(m)
+        if not problems:
+            return FolderCheck(dir, m, (), (f"{dir} is read-only: its shards' stamps since `kitctl data verify` "
+                                            f"are in {verified_path(dir)}",))
+    return FolderCheck(dir, m, problems)
 
 
 def fix_for(dir: Path, problems: tuple[Problem, ...]) -> str:
@@ -293,7 +368,7 @@ def fix_for(dir: Path, problems: tuple[Problem, ...]) -> str:
         fixes.append(f"re-run the `kitctl data` command that made the folder (it rewrites missing or damaged shards), "
                      f"or {start_over_hint(dir)}")
     if "mtime" in kinds:
-        fixes.append(f"run `kitctl data verify {dir}`: it checks every shard's sha256 and, when they all match, "
+        fixes.append(f"run `kitctl data verify {shlex.quote(str(dir))}`: it checks every shard's sha256 and, when they all match, "
                      "records the new mtimes")
     return "; ".join(fixes)
 

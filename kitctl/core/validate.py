@@ -435,9 +435,16 @@ def data_root_text(value: str, what: str = "data_root") -> str:
                           "set it to the big disk, e.g. data_root: /mnt/big/llmc in kit.yaml, or unset KIT_DATA_ROOT "
                           "to use the default ./data")
     path_text(value, what)
+    return no_unexpanded(value, what)
+
+
+def no_unexpanded(value: str, what: str) -> str:
+    """A path setting with a $VARIABLE or ~user, which kitctl does not expand (a leading ~/ is expanded): refused,
+    not made into a folder literally named "$HOME" (data_root, hf_home, tokenizer_dir alike)."""
     if "$" in value or value.startswith("~") and not value.startswith(("~/",)) and value != "~":
+        key = what.split()[0]
         raise ConfigError(f"{what} {_show(value)} has a $VARIABLE or ~user that kitctl does not expand",
-                          f"write the full path, e.g. {what}: /home/me/llmc (a leading ~/ is fine)")
+                          f"write the full path, e.g. {key}: /home/me/llmc (a leading ~/ is fine)")
     return value
 
 

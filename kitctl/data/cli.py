@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from kitctl.core import validate
@@ -155,7 +157,7 @@ def make(
                        "re-run the same command to continue where it stopped", exit_code=130) from None
     if summary.already_complete:
         _say(f"{plan.out_dir} is already complete: {summary.total_tokens:,} tokens in {summary.total_shards} "
-             f"shards (`kitctl data verify {plan.out_dir}` re-checks them)")
+             f"shards (`kitctl data verify {shlex.quote(str(plan.out_dir))}` re-checks them)")
         return
     resumed = f", resumed at shard {summary.resumed_from}" if summary.resumed_from else ""
     _say(f"done: {summary.tokens:,} tokens, {summary.shards} shards, {format_duration(summary.seconds)}, "
@@ -270,7 +272,7 @@ def verify(dir: Path = typer.Argument(..., help="a folder written by `kitctl dat
     m, problems = mf.verify(dir, log=_say)
     if problems:
         for p in problems:
-            console.print(f"[red]bad[/]: {p}", highlight=False)
+            console.print(f"[red]bad[/]: {escape(str(p))}", highlight=False)
         raise KitError(f"{dir}: {len(problems)} problem(s) found",
                        "re-run the same `kitctl data` command: it re-checks every shard and rewrites from the first "
                        "bad or missing one on")

@@ -106,7 +106,7 @@ def _check_example(path: Path, lineno: int, line: str) -> dict[str, Any]:
     try:
         ex = json.loads(line)
         ex["ctx"], ex["endings"], ex["label"]
-    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError, RecursionError) as e:
         raise ConfigError(f"{where}: not a HellaSwag example ({type(e).__name__}: {e})",
                           "each line must be a JSON object with ctx, endings and label") from None
     ends = ex["endings"]

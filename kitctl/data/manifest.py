@@ -45,7 +45,7 @@ from kitctl.core.llmc_files import shard_filename
 # the record and the folder contract live in core (kitctl.core.shard_folder); re-exported for data's callers
 from kitctl.core.shard_folder import (  # noqa: F401
     MANIFEST, DataManifest, RunInfo, RunLike, Shard, ShardEnd, as_run, compare, exists, load,
-    start_over_hint)
+    record_verified, start_over_hint, verified_path)
 from kitctl.data.shards import check_shard
 
 # run fields that must match for a re-run to continue in the same folder
@@ -109,6 +109,14 @@ def verify(dir: Path, on_file: Optional[Callable[[Shard], Any]] = None,
             if log:
                 log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
         except OSError as e:
-            problems.append(f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones could "
-                            f"not be recorded ({e.strerror or e})")
+            # a read-only folder: keep the checked stamps aside, where train's check reads them (no dead end)
+            try:
+                side = record_verified(m)
+                if log:
+                    log(f"{m.dir}: shard mtimes changed but every sha256 matches; {MANIFEST} cannot be rewritten "
+                        f"({e.strerror or e}), so the checked stamps are kept in {side}: train trusts them")
+            except OSError as e2:
+                problems.append(f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones "
+                                f"could not be recorded there ({e.strerror or e}) nor in "
+                                f"{verified_path(m.dir)} ({e2.strerror or e2})")
     return m, problems

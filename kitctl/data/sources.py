@@ -343,7 +343,7 @@ class FilesSource(Source):
                     try:
                         obj = json.loads(line)
                         docs.append(str(obj.get(TEXT_COLUMN) or ""))
-                    except (ValueError, AttributeError):   # blank or bad lines: the run itself names them
+                    except (ValueError, AttributeError, RecursionError):   # blank or bad lines: the run itself names them
                         continue
                 nbytes += got
         return docs, nbytes
@@ -400,6 +400,9 @@ class FilesSource(Source):
                 except json.JSONDecodeError as e:
                     raise ConfigError(f"{f}:{lineno}: not valid JSON ({e.msg})",
                                       "jsonl inputs hold one JSON object per line") from None
+                except RecursionError:
+                    raise ConfigError(f"{f}:{lineno}: JSON nested too deep to read (a document is an object with "
+                                      f"a '{TEXT_COLUMN}' string)", "jsonl inputs hold one JSON object per line") from None
                 if not isinstance(obj, dict) or TEXT_COLUMN not in obj:
                     keys = ", ".join(obj) if isinstance(obj, dict) else type(obj).__name__
                     raise ConfigError(f"{f}:{lineno}: no '{TEXT_COLUMN}' field (has: {keys})",

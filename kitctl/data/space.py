@@ -24,7 +24,7 @@ from kitctl.data.sources import Source
 EXACT_BYTES = 2 << 20           # inputs up to 2 MiB are counted exactly ...
 SAMPLE_BYTES = 512 << 10         # ... larger ones from a 512 KiB sample
 MARGIN = 0.10                   # a sample's tokens per byte, +10%
-MANIFEST_BYTES_PER_SHARD = 384  # one shard's entry in manifest.json (indented JSON, with size and mtime_ns)
+MANIFEST_BYTES_PER_SHARD = 448  # one shard's entry in manifest.json (indented JSON, with size, mtime_ns, ino, ctime_ns)
 
 
 @dataclass(frozen=True)

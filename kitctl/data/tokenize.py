@@ -124,8 +124,8 @@ def _refuse_disagreeing(m: mf.DataManifest) -> None:
 def _restamp(m: mf.DataManifest, log: Optional[LogFn]) -> None:
     """Every shard's sha256 was just checked: record mtimes that changed (a copy without -p) or were never
     recorded (an older manifest), so train's cheap check trusts the folder again."""
-    stale = [s for s in m.shards if s.mtime_ns is None or s.size is None
-             or os.stat(m.dir / s.file).st_mtime_ns != s.mtime_ns]
+    stale = [s for s in m.shards if s.mtime_ns is None or s.size is None or s.ino is None
+             or s.changed(os.stat(m.dir / s.file))]
     if not stale:
         return
     for s in stale:

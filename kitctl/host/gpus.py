@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import read_limited
@@ -166,7 +166,36 @@ def load_inventory(path: Optional[Path]) -> list[GPU]:
         raise ConfigError(f"inventory {path} is not UTF-8 text", hint) from None
     if "\0" in text:
         raise ConfigError(f"inventory {path} is a binary file", hint)
-    return parse_csv(text, str(path))
+    gpus = parse_csv(text, str(path))
+    if not gpus:     # said here, where the file is known: not "no GPU found ... pass --inventory" to one who did
+        raise ConfigError(f"inventory {path} lists no GPU (it is empty, or only comments and a header)", hint)
+    return gpus
+
+
+CVD = "CUDA_VISIBLE_DEVICES"
+
+
+def visible(gpus: list[GPU], environ: Mapping[str, str]) -> list[GPU]:
+    """This machine's GPUs as the user's CUDA_VISIBLE_DEVICES restricts them (nvidia-smi lists every GPU; the kit
+    sets CUDA_VISIBLE_DEVICES itself for the chosen ones, so a user's setting is honoured here, not overwritten).
+    Indices only (read as nvidia-smi's: the kit runs with CUDA_DEVICE_ORDER=PCI_BUS_ID); UUIDs, MIG names or
+    indices this machine lacks are refused (exit 2) naming the variable."""
+    raw = environ.get(CVD)
+    if raw is None:
+        return gpus
+    words = [w.strip() for w in raw.split(",")]
+    if raw.strip() == "":
+        raise ConfigError(f"{CVD} is set but empty: CUDA sees no GPU",
+                          f"unset {CVD} (the kit picks GPUs with --gpus) or list indices, e.g. {CVD}=0,1")
+    if not all(w.isdigit() for w in words):
+        raise ConfigError(f"{CVD}={raw}: the kit reads GPU indices there (as nvidia-smi numbers them), not UUIDs "
+                          "or MIG names", f"unset {CVD} and pass --gpus with nvidia-smi's indices (e.g. --gpus 0,2)")
+    by_index = {g.index: g for g in gpus}
+    missing = [w for w in words if int(w) not in by_index]
+    if missing:
+        raise ConfigError(f"{CVD}={raw} names GPU(s) {', '.join(missing)}, which this machine does not have "
+                          f"(nvidia-smi lists {sorted(by_index)})", f"fix or unset {CVD}")
+    return [by_index[i] for i in dict.fromkeys(int(w) for w in words)]
 
 
 def select(gpus: list[GPU], spec: str) -> list[GPU]:

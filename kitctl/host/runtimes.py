@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
 from kitctl.core import proc
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 
 # NVIDIA's and llm.c's guidance for NCCL in containers: enough /dev/shm (NCCL's shared-memory transport between
 # ranks of one host; Docker's default is 64 MB), pinned memory without a limit, and a 64 MiB stack.
@@ -62,8 +62,22 @@ class Mount:
     target: str
     read_only: bool = False
 
+    def __post_init__(self) -> None:
+        # docker -v SRC:DST:MODE, pyxis --container-mounts=SRC:DST,... and apptainer --bind SRC:DST split on ':'
+        # and ','; neither has an escape, so such a path would mount something else (or fail): refused up front
+        for c in MOUNT_SEPARATORS:
+            if c in str(self.source):
+                raise ConfigError(f"{self.source} has a {c!r}: container mounts (docker -v, pyxis --container-mounts, "
+                                  f"apptainer --bind) split their paths at {' and '.join(map(repr, MOUNT_SEPARATORS))}, "
+                                  "so the container would not see this folder",
+                                  "move the data root (kit.yaml data_root) or the folder to a path without ':' or ',' "
+                                  "(a symlink does not help: the mount names the path), or use --runtime native")
+
     def volume(self) -> tuple[str, str, str]:
         return (str(self.source), self.target, "ro" if self.read_only else "rw")
+
+
+MOUNT_SEPARATORS = (":", ",")
 
 
 @dataclass

@@ -99,8 +99,12 @@ def sample(export: Path, prompt: str, n: int, *, cache_dir: Path, top_k: int = 4
     ids = enc.encode_ordinary(prompt) if prompt else [gpt2_bpe.EOT]
     ctx = n_positions(export)
     if len(ids) + n > ctx:
+        room = ctx - len(ids)
+        # the hint names only values that are accepted: -n N needs room >= 1, else the prompt itself must shrink
+        fix = (f"shorten the prompt or pass -n {room} or less" if room >= 1 else
+               f"shorten the prompt to at most {ctx - 1} tokens (it is {len(ids)}): -n must be at least 1")
         raise ConfigError(f"the prompt ({len(ids)} tokens) + -n {n} is more than the model's context of {ctx} tokens",
-                          f"shorten the prompt or pass -n {max(1, ctx - len(ids))} or less")
+                          fix)
     if backend == "transformers":
         say(f"loading torch + transformers and {export.name} (tens of seconds on a first run; --backend numpy "
             "starts at once) ...")

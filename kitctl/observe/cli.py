@@ -4,6 +4,8 @@ Thin: options in, the library (runs, tbsync, tensorboard, status, report) does t
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -62,19 +64,32 @@ def _say(line: str) -> None:
     console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
+DIVERGED_EXIT = 3      # `kitctl status`: the loss is NaN/inf (documented in docs/observe.md and reliability.md)
+
+
 @app.command()
 def status(
     run: Optional[str] = typer.Argument(None, help="run name or folder; default the most recently active run"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (state, steps, ETA, diverged) instead"),
 ) -> None:
     """One screen about a run: step/total, tok/s, ETA, losses, HellaSwag, GPUs, whether it is alive. No runs yet is
-    said and exits 0, as `kitctl report` with nothing to plot (a state, not a failure)."""
+    said and exits 0, as `kitctl report` with nothing to plot (a state, not a failure).
+
+    Exit status: 0, or 3 when the loss has been NaN/inf since some step (the run diverged)."""
     runs_dir = config().runs_dir
     if not run and not list_runs(runs_dir):
         _say(f"nothing to show yet: no runs under {runs_dir} (start one with `kitctl train`, or name a run folder: "
              "`kitctl status path/to/run`)")
         return
     run_dir = resolve_run(run, runs_dir) if run else latest_run(runs_dir)
-    console.print(render(collect(run_dir)))
+    st = collect(run_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(st.as_json(), indent=1) + "\n")
+        sys.stdout.flush()
+    else:
+        console.print(render(st))
+    if st.diverged is not None:
+        raise typer.Exit(DIVERGED_EXIT)
 
 
 @app.command()

@@ -8,10 +8,7 @@ long ago the logs were last written (and, for a Slurm run, the job to ask ``sque
 """
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -19,6 +16,7 @@ from typing import Optional
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.pipeline_state import FILENAME as PIPELINE_FILENAME
 from kitctl.core.proc import pid_alive
+from kitctl.core.run_folder import container_running, find_llmc_process
 from kitctl.core.progress import format_duration
 from kitctl.observe.logs import STDOUT_LOG
 from kitctl.observe.run_meta import RunRecord, container_name, read_run_meta, session_of
@@ -30,49 +28,6 @@ class Liveness:
     detail: str
 
 
-
-
-def _container_running(name: str) -> Optional[bool]:
-    if shutil.which("docker") is None:
-        return None
-    try:
-        r = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True,
-                           text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if r.returncode != 0:
-        return False if "No such" in (r.stderr + r.stdout) else None
-    return r.stdout.strip() == "true"
-
-
-def find_llmc_process(run_dir: Path, proc: Path = Path("/proc")) -> Optional[int]:
-    """A train_gpt2cu process on this host writing to run_dir (its ``-o``), or None. Linux /proc only.
-
-    Finds native runs, including llm.c started by hand, that no run.json describes."""
-    try:
-        target = run_dir.resolve()
-        entries = list(proc.iterdir())
-    except OSError:
-        return None
-    for e in entries:
-        if not e.name.isdigit():
-            continue
-        try:
-            args = (e / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            cwd = Path(os.readlink(e / "cwd"))
-        except OSError:
-            continue
-        if not any(Path(a).name.startswith("train_gpt2") for a in args[:3]):
-            continue
-        for i, a in enumerate(args[:-1]):
-            if a == "-o":
-                out = Path(args[i + 1])
-                try:
-                    if (cwd / out).resolve() == target:
-                        return int(e.name)
-                except OSError:
-                    pass
-    return None
 
 
 def resume_command(run_dir: Path) -> str:
@@ -104,26 +59,28 @@ def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float
     if session.end is not None:
         return Liveness("stopped", "run.json records an end time")
     pid, host = session.pid, session.host
+    gone = None      # the recorded kitctl is gone: what it left running (its container, its ranks) still counts
     if pid is not None:
         if host and host != socket.gethostname():
             return Liveness("unknown", f"pid {pid} runs on host {host}, not this one{age}")
-        alive = pid_alive(pid)
-        if alive:
+        # the recorded start time tells the run's kitctl from a later process that reused its pid
+        if pid_alive(pid, session.pid_start):
             return Liveness("running", f"pid {pid} is alive{age}")
-        if alive is False:
-            return Liveness("finished" if finished_by_files else "stopped",
-                            f"pid {pid} is gone{age}" + ("" if finished_by_files else
-                                                         f"; {rerun} resumes from the last checkpoint"))
+        gone = Liveness("finished" if finished_by_files else "stopped",
+                        f"pid {pid} is gone{age}" + ("" if finished_by_files else
+                                                     f"; {rerun} resumes from the last checkpoint"))
     container = container_name(meta) if meta else None
     if container:
-        running = _container_running(container)
+        running = container_running(container)
         if running:
             return Liveness("running", f"container {container} is running{age}")
-        if running is False:
+        if running is False and gone is None:
             return Liveness("finished" if finished_by_files else "stopped", f"container {container} is not running{age}")
     found = find_llmc_process(run_dir, proc)
     if found is not None:
         return Liveness("running", f"train_gpt2cu pid {found} writes here{age}")
+    if gone is not None:
+        return gone
     if finished_by_files:
         return Liveness("finished", f"the final step's DONE file is there{age}")
     if session.launcher == "slurm" and session.job_id:

@@ -20,6 +20,10 @@ Sources (both in a run folder ``<data_root>/runs/<name>/``):
 
 Only complete lines count: a half-written last line is read once its newline is there.
 
+Non-finite values (llm.c prints ``nan``, ``-nan``, ``inf``) are kept as they are: a run whose loss became NaN has
+diverged, and that is a state status, report and TensorBoard show (:meth:`RunLogs.diverged`), not a line to skip.
+A step outside 0 .. 2**63-1 (TensorBoard's int64) is not an llm.c step: the line counts as unreadable.
+
 The TensorBoard side (event files in ``<run>/tb/``) is ``kitctl.observe.tbsync``; which folders are runs is
 ``kitctl.observe.runs``.
 """
@@ -65,12 +69,48 @@ def complete_part(data: bytes) -> bytes:
     return data[: end + 1] if end >= 0 else b""
 
 
+MAX_STEP = (1 << 63) - 1     # TensorBoard's step is an int64
+
+
 def _num(text: str | bytes | float) -> Optional[float]:
+    """The number in ``text``: non-finite values (nan, -nan, inf) included, since they are what divergence looks
+    like; None when it is not a number."""
     try:
-        v = float(text)
-    except ValueError:
+        return float(text)
+    except (ValueError, OverflowError):
         return None
-    return v if math.isfinite(v) else None
+
+
+def value_word(v: float) -> str:
+    """How a loss is named in messages: 'NaN', 'inf', '-inf', or the number."""
+    if math.isnan(v):
+        return "NaN"
+    return ("inf" if v > 0 else "-inf") if math.isinf(v) else f"{v:.4f}"
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The loss has been non-finite since ``step`` (its last logged values, in logging order, all are)."""
+
+    tag: str
+    step: int
+    value: float
+
+    def describe(self) -> str:
+        what = "loss" if self.tag == "loss/train" else self.tag.replace("/", " ")
+        return f"{what} is {value_word(self.value)} since step {self.step}"
+
+
+def divergence(series: Series, tag: str = "loss/train") -> Optional[Divergence]:
+    """Where the trailing run of non-finite values of ``series`` starts (logging order), or None when the value
+    logged last is finite."""
+    since: Optional[tuple[int, float]] = None
+    for step in reversed(series):
+        v = series[step]
+        if math.isfinite(v):
+            break
+        since = (step, v)
+    return Divergence(tag, since[0], series[last_logged(series)]) if since else None
 
 
 def _put(series: Series, step: int, value: float) -> None:
@@ -105,6 +145,9 @@ def parse_main_log(data: bytes | str) -> tuple[Streams, int]:
         except ValueError:
             bad += 1
             continue
+        if not 0 <= step <= MAX_STEP:
+            bad += 1
+            continue
         got = False
         for kv in parts[1:]:
             key, sep, val = kv.partition(":")
@@ -135,6 +178,8 @@ def parse_stdout(data: bytes | str) -> StdoutInfo:
         if s is None:
             continue
         step = s.step - 1
+        if not 0 <= step <= MAX_STEP:
+            continue
         ms, tok = _num(s.ms), _num(s.tok_s)
         if ms is not None:
             _put(info.streams.setdefault(STDOUT_TAGS["ms"], {}), step, ms)
@@ -185,6 +230,19 @@ def merge(into: Streams, more: Streams) -> Streams:
         for step, v in series.items():
             _put(dst, step, v)
     return into
+
+
+def iter_main_log(path: Path, start: int = 0, chunk: int = LOG_CHUNK) -> Iterator[tuple[Streams, int, int]]:
+    """(streams, unreadable lines, bytes) of a main.log block by block: memory is one block, whatever the size."""
+    for block in iter_lines(path, start, chunk):
+        s, b = parse_main_log(block)
+        yield s, b, len(block)
+
+
+def iter_stdout(path: Path, start: int = 0, chunk: int = LOG_CHUNK) -> Iterator[tuple[StdoutInfo, int]]:
+    """(step-line scalars, bytes) of a stdout.log block by block."""
+    for block in iter_lines(path, start, chunk):
+        yield parse_stdout(block), len(block)
 
 
 def read_main_log(path: Path, start: int = 0) -> tuple[Streams, int, int]:
@@ -245,6 +303,14 @@ class RunLogs:
             return None
         step = last_logged(s)
         return step, s[step]
+
+    @property
+    def diverged(self) -> Optional[Divergence]:
+        """The train loss (else the val loss) has been NaN/inf since some step, or None."""
+        for tag in ("loss/train", "loss/val"):
+            if self.streams.get(tag):
+                return divergence(self.streams[tag], tag)
+        return None
 
     @property
     def steps_done(self) -> Optional[int]:

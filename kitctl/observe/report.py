@@ -20,6 +20,7 @@ import base64
 import html
 import io
 import re
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -56,8 +57,17 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+# values beyond this are off any loss or accuracy chart (and near float's limit matplotlib's axis arithmetic
+# overflows): they are left out of the curves, like NaN and inf; the table and the divergence mark say so
+PLOT_LIMIT = 1e30
+
+
+def _plottable(v: float) -> bool:
+    return math.isfinite(v) and abs(v) <= PLOT_LIMIT
+
+
 def _xy(series: dict[int, float]) -> tuple[list[int], list[float]]:
-    steps = sorted(series)
+    steps = sorted(s for s in series if _plottable(series[s]))
     return steps, [series[s] for s in steps]
 
 
@@ -88,6 +98,11 @@ def val_loss_reference(runs: list[RunLogs]) -> Optional[Reference]:
     """The GPT-2 val-loss line when a plotted run trained on its dataset (FineWeb), else None: FineWeb's number
     over a tinyshakespeare run compares nothing."""
     return GPT2_124M_VAL_LOSS if any(data_prefix(r) == FINEWEB_PREFIX for r in runs) else None
+def _mark_divergence(ax, r: RunLogs, colour: str, name: str) -> None:
+    """A vertical line at the step since which the run's loss is NaN/inf, labelled with it."""
+    d = r.diverged
+    if d is not None:
+        ax.axvline(d.step, color=colour, linestyle=":", linewidth=2, label=f"{name}: {d.describe()}")
 
 
 def figure(runs: list[RunLogs]):
@@ -105,11 +120,14 @@ def figure(runs: list[RunLogs]):
         trl, tel = r.streams.get("loss/train"), r.streams.get("loss/val")
         if trl:
             noisy = len(trl) > 300      # long runs: a faint band under the val curve; short runs: a clear line
-            ax_loss.plot(*_xy(trl), color=c, alpha=0.35 if noisy else 0.7, linewidth=0.8 if noisy else 1.2,
+            xs, ys = _xy(trl)
+            ax_loss.plot(xs, ys, color=c, alpha=0.35 if noisy else 0.7, linewidth=0.8 if noisy else 1.2,
                          label=f"{name} train loss")
         if tel:
-            ax_loss.plot(*_xy(tel), color=c, linewidth=2, marker="." if len(tel) < 60 else None,
+            xs, vals = _xy(tel)
+            ax_loss.plot(xs, vals, color=c, linewidth=2, marker="." if len(tel) < 60 else None,
                          label=f"{name} val loss")
+        _mark_divergence(ax_loss, r, c, name)
         hs = r.streams.get("eval/hellaswag_acc")
         if hs:
             ax_hs.plot(*_xy(hs), color=c, linewidth=2, marker="." if len(hs) < 60 else None, label=name)
@@ -156,7 +174,7 @@ def _last(r: RunLogs, tag: str, fmt: str) -> str:
 
 
 def _best(r: RunLogs, tag: str, fmt: str, fn=min) -> str:
-    s = r.streams.get(tag)
+    s = {k: v for k, v in (r.streams.get(tag) or {}).items() if math.isfinite(v)}
     if not s:
         return "-"
     k = fn(s, key=s.__getitem__)
@@ -176,6 +194,7 @@ def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
             "last HellaSwag": _last(r, "eval/hellaswag_acc", "{:.4f}"),
             "best HellaSwag": _best(r, "eval/hellaswag_acc", "{:.4f}", max),
             "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
+            "diverged": r.diverged.describe() if r.diverged else "-",
             **{name: column(r.run_dir) for name, column in RUN_COLUMNS},
         })
     return rows

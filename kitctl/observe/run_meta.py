@@ -56,12 +56,7 @@ def total_steps(rec: RunRecord) -> Optional[int]:
 
 def container_name(rec: RunRecord) -> Optional[str]:
     """The container the run was started in: recorded in the session, else the ``--name`` of the ``docker run``."""
-    session = session_of(rec)
-    if session.container:
-        return session.container
-    if "docker" in rec.argv[:2]:
-        return launch_flag(rec, "--name")
-    return None
+    return rec.container_name()
 
 
 def gpu_label(g: GpuRecord) -> str:

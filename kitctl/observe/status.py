@@ -6,6 +6,7 @@ the logs are still shown) and the checkpoint files. Whether the training is aliv
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from kitctl.host import gpus as gpus_mod
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import RUN_JSON, parse_done_filename, parse_model_filename
 from kitctl.observe.liveness import Liveness, find_llmc_process, liveness
-from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG, RunLogs, last_logged, read_run
+from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG, Divergence, RunLogs, last_logged, read_run, value_word
 from kitctl.observe.run_meta import RunRecord, gpu_label, read_run_meta, total_steps
 
 __all__ = ["RunStatus", "collect", "render", "find_llmc_process", "read_meta"]
@@ -47,6 +48,22 @@ class RunStatus:
     live: Liveness = field(default_factory=lambda: Liveness("unknown", ""))
     log_age_s: Optional[float] = None
     notes: list[str] = field(default_factory=list)
+    diverged: Optional[Divergence] = None   # the loss has been NaN/inf since a step
+
+    def as_json(self) -> dict[str, object]:
+        """What scripts read (``kitctl status --json``): the state, progress and divergence as plain values."""
+        d = self.diverged
+        return {"run": str(self.run_dir), "state": self.live.state, "detail": self.live.detail,
+                "steps_done": self.steps_done, "total_steps": self.total_steps, "tokens_per_s": _finite(self.tokens_per_s),
+                "eta_s": _finite(self.eta_s), "last_checkpoint": self.last_checkpoint,
+                "diverged": None if d is None else {"tag": d.tag, "since_step": d.step, "value": value_word(d.value),
+                                                    "message": d.describe()},
+                "notes": list(self.notes)}
+
+
+def _finite(v: Optional[float]) -> Optional[float]:
+    """A number for JSON (which has no NaN or inf): non-finite values are null."""
+    return v if v is not None and math.isfinite(v) else None
 
 
 def read_meta(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
@@ -133,7 +150,8 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
     mtimes = [t for t in (_mtime(run_dir / f) for f in (MAIN_LOG, STDOUT_LOG)) if t is not None]
     st.log_age_s = time.time() - max(mtimes) if mtimes else None
     st.live = liveness(meta, run_dir, st.log_age_s, finished_by_files)
-    if (st.live.state in ("running", "unknown") and st.ms_per_step and st.total_steps and st.steps_done is not None
+    st.diverged = logs.diverged
+    if st.diverged is None and (st.live.state in ("running", "unknown") and st.ms_per_step and st.total_steps and st.steps_done is not None
             and st.steps_done < st.total_steps):
         st.eta_s = (st.total_steps - st.steps_done) * st.ms_per_step / 1000
     # GPUs: what the run recorded, else this machine's
@@ -155,6 +173,9 @@ def render(st: RunStatus) -> Panel:
     t.add_column(overflow="fold")        # long paths in notes fold onto the next line instead of being cut
     colour = {"running": "green", "finished": "cyan", "failed": "red", "stopped": "yellow"}.get(st.live.state, "white")
     t.add_row("process", f"[{colour}]{st.live.state}[/] ({escape(st.live.detail)})" if st.live.detail else st.live.state)
+    if st.diverged is not None:     # a state of its own: no ETA, said first (exit code 3, --json "diverged")
+        t.add_row("diverged", f"[bold red]{escape(st.diverged.describe())}[/]: the run will not recover by "
+                              "itself; stop it and resume from an earlier checkpoint with a lower learning rate")
     for label, value in status_rows(st.run_dir):   # a `kitctl reproduce` run: its stage (kitctl/core/pipeline_state.py)
         t.add_row(label, escape(value))
     if st.steps_done is not None:

@@ -20,18 +20,24 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import check_regular
 from kitctl.core.records import Record
-from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, read_head, read_main_log,
-                                 read_stdout)
+from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, iter_main_log, iter_stdout,
+                                 read_head)
 from kitctl.observe.runs import list_runs
 
 TB_DIR = "tb"
 STATE_FILE = "kitctl-state.json"
+# a rewrite after a resume holds the points from the re-logged step on in memory (~100 bytes each): beyond this
+# many it is refused with the fix (delete tb/: a conversion from scratch streams the logs block by block)
+MAX_REWRITE_POINTS = 4_000_000
+TB_CHUNK = 1 << 20          # the logs are converted this many bytes at a time (~25,000 main.log lines) ...
+WRITE_BATCH = 20_000        # ... and their events written this many at a time: memory stays bounded (~100 MB)
 EVENT_FILE_RE = re.compile(r"^events\.out\.tfevents\.[A-Za-z0-9._-]+$")
 
 
@@ -186,76 +192,123 @@ class TensorBoardSync:
             return -1
         return src.offset
 
-    def _parse(self, name: str, start: int) -> tuple[Streams, int]:
-        """(streams, bytes of complete lines) of one source from ``start`` on, read incrementally."""
+    def _blocks(self, name: str, start: int) -> Iterator[tuple[Streams, int]]:
+        """(streams, bytes) of one source from ``start`` on, one block (logs.LOG_CHUNK bytes) at a time."""
         if name == MAIN_LOG:
-            streams, _, used = read_main_log(self.run_dir / name, start)
-            return streams, used
-        info, used = read_stdout(self.run_dir / name, start)
-        return info.streams, used
+            for streams, _, used in iter_main_log(self.run_dir / name, start, TB_CHUNK):
+                yield streams, used
+        else:
+            for info, used in iter_stdout(self.run_dir / name, start, TB_CHUNK):
+                yield info.streams, used
 
-    def sync(self) -> SyncResult:
+    def _write_points(self, todo: Streams, described: set[str], first: Optional[list] = None) -> None:
+        """Write ``todo``'s points (step order) after the events in ``first``, WRITE_BATCH events at a time."""
         from tensorboard.compat.proto import event_pb2, summary_pb2      # on first use, as above
         from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-        res = SyncResult(self.run_dir)
-        new: Streams = {}
-        rewritten = False
-        ends: dict[str, int] = {}
-        for name in self.SOURCES:        # only the lines added since the last sync are read
-            start = self._start(name)
-            rewritten |= start < 0
-            start = max(start, 0)
-            streams, used = self._parse(name, start)
-            new.update(streams)
-            ends[name] = start + used
-        max_step = self.state.max_step
-        purge_from: Optional[int] = None
-        if rewritten and max_step:
-            purge_from = 0
-        else:
-            for tag, pts in new.items():
-                done = max_step.get(tag)
-                if done is not None:
-                    again = [s for s in pts if s <= done]
-                    if again:
-                        purge_from = min(again) if purge_from is None else min(purge_from, min(again))
-        if purge_from is not None:       # rewrite from that step on: read every line again, one block at a time
-            full: Streams = {}
-            for name in self.SOURCES:
-                streams, ends[name] = self._parse(name, 0)
-                full.update(streams)
-            todo = {t: {s: v for s, v in pts.items() if s >= purge_from} for t, pts in full.items()}
-        else:
-            todo = {t: {s: v for s, v in pts.items() if s > max_step.get(t, -1)} for t, pts in new.items()}
         now = time.time()
-        events = []
-        if purge_from is not None:
-            events.append(event_pb2.Event(wall_time=now, step=purge_from,
-                                          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
-        points = sorted((s, t, v) for t, pts in todo.items() for s, v in pts.items())
-        described = set(self.state.described)
-        for s, t, v in points:
+        events = list(first or [])
+        for s, t, v in sorted((s, t, v) for t, pts in todo.items() for s, v in pts.items()):
             val = summary_pb2.Summary.Value(tag=t, simple_value=v)
             if t not in described:   # the scalars plugin's metadata, with a description, once per tag
                 val.metadata.CopyFrom(scalar_metadata.create_summary_metadata(
                     display_name=t, description=TAG_DESCRIPTIONS.get(t, f"llm.c main.log key {t}")))
                 described.add(t)
             events.append(event_pb2.Event(wall_time=now, step=s, summary=summary_pb2.Summary(value=[val])))
+            if len(events) >= WRITE_BATCH:
+                self._write(events)
+                events = []
         if events:
             self._write(events)
-        self.state.described = sorted(described)
-        for t, pts in todo.items():
+
+    def _stream_new(self, starts: dict[str, int], res: SyncResult, described: set[str]
+                    ) -> tuple[Optional[int], dict[str, int]]:
+        """Convert the new lines block by block (memory: one block, whatever the log's size). Returns
+        (None, where each source ends) when done, or (the first re-logged step, ...) when a block re-logs a step
+        already written: the caller then rewrites from there."""
+        max_step = self.state.max_step
+        ends = dict(starts)
+        for name in self.SOURCES:
+            for streams, used in self._blocks(name, starts[name]):
+                again = [s for t, pts in streams.items() if t in max_step for s in pts if s <= max_step[t]]
+                if again:
+                    return min(again), ends
+                self._write_points(streams, described)
+                for t, pts in streams.items():
+                    if pts:
+                        max_step[t] = max(max(pts), max_step.get(t, -1))
+                        res.written += len(pts)
+                        res.tags = sorted({*res.tags, t})
+                ends[name] += used
+        return None, ends
+
+    def _rewrite_from(self, purge_from: int, res: SyncResult, described: set[str]) -> dict[str, int]:
+        """A resume or a fresh run re-logged steps: every source is read again (last wins) and every tag rewritten
+        from ``purge_from`` on behind a SessionLog.START. Memory grows with the points from there on: more than
+        MAX_REWRITE_POINTS is refused with how to convert it from scratch (which streams)."""
+        from tensorboard.compat.proto import event_pb2
+
+        full: Streams = {}
+        ends: dict[str, int] = {}
+        kept = 0
+        for name in self.SOURCES:
+            ends[name] = 0
+            for streams, used in self._blocks(name, 0):
+                for t, pts in streams.items():
+                    dst = full.setdefault(t, {})
+                    for step, v in pts.items():
+                        if step >= purge_from:
+                            kept += step not in dst
+                            dst.pop(step, None)
+                            dst[step] = v
+                if kept > MAX_REWRITE_POINTS:
+                    raise ConfigError(f"{self.run_dir}: its logs re-log steps from {purge_from} on (a resume) and "
+                                      f"rewriting TensorBoard's copy would hold more than {MAX_REWRITE_POINTS:,} "
+                                      "points in memory",
+                                      f"delete {self.tb_dir} and run again: a conversion from scratch streams the "
+                                      "logs in bounded memory")
+                ends[name] += used
+        start = event_pb2.Event(wall_time=time.time(), step=purge_from,
+                                session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+        self._write_points(full, described, first=[start])
+        for t, pts in full.items():
             if pts:
-                max_step[t] = max(max(pts), max_step.get(t, -1)) if purge_from is None else max(full[t])
+                self.state.max_step[t] = max(pts)
+        res.written = sum(len(p) for p in full.values())
+        res.tags = sorted(t for t, p in full.items() if p)
+        res.purged_from = purge_from
+        return ends
+
+    def _check_sources(self) -> None:
+        """Every source is a regular file (or absent) before anything is written: a FIFO or device in the place of
+        the second log is refused (exit 2) before the first one's points go in."""
+        for name in self.SOURCES:
+            try:
+                check_regular(self.run_dir / name, "log file", f"llm.c writes {name} as a file: move it away")
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise ConfigError(f"cannot read {self.run_dir / name}: {e.strerror or e}",
+                                  "check the file and the disk it is on") from None
+
+    def sync(self) -> SyncResult:
+        self._check_sources()
+        res = SyncResult(self.run_dir)
+        starts = {name: self._start(name) for name in self.SOURCES}   # only the lines added since the last sync
+        described = set(self.state.described)
+        if any(s < 0 for s in starts.values()) and self.state.max_step:
+            purge_from: Optional[int] = 0      # a source shrank or changed: a fresh run in the same folder
+        else:
+            purge_from, ends = self._stream_new({n: max(s, 0) for n, s in starts.items()}, res, described)
+        if purge_from is not None:
+            res.written, res.tags = 0, []
+            ends = self._rewrite_from(purge_from, res, described)
+        self.state.described = sorted(described)
         for name, end in ends.items():
             head_n = min(end, 4096)
             _, head = read_head(self.run_dir / name, head_n)
             self.state.sources[name] = SourceState(offset=end, head_n=head_n, head=_head_hash(head, head_n))
         self._save_state()
-        res.written = len(points)
-        res.purged_from = purge_from
-        res.tags = sorted(t for t, pts in todo.items() if pts)
         return res
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kitctl.core import validate
@@ -41,7 +42,7 @@ def demo(
         console.print(f"kitctl demo would write under {root.absolute()} and run, each as its own kitctl command: "
                       f"{DEMO_STEPS}", highlight=False, markup=False, soft_wrap=True)
         return
-    console.print(f"[bold]llmc-kit demo[/]: embedded tinyshakespeare + GPT-2 BPE, data root {root}")
+    console.print(f"[bold]llmc-kit demo[/]: embedded tinyshakespeare + GPT-2 BPE, data root {escape(str(root))}")
     results = run_demo(root, lambda s: console.print(s, highlight=False), steps, provider=cfg.provider)
     table = Table(title="demo summary")
     for col in ("step", "status", "detail"):
@@ -243,5 +244,5 @@ def reproduce(
     argv = ["kitctl", "reproduce", *sys.argv[sys.argv.index("reproduce") + 1:]] if "reproduce" in sys.argv else []
     state = run_pipeline(cfg, opts, console, argv, g, fc)
     console.print(outcome_table(state))
-    console.print(f"report: {g.run_dir / 'report.html'}; `kitctl status {g.run_dir.name}` and "
+    console.print(f"report: {escape(str(g.run_dir / 'report.html'))}; `kitctl status {escape(g.run_dir.name)}` and "
                   f"`kitctl tensorboard {g.run_dir.name}` show the run", highlight=False)

@@ -11,6 +11,7 @@ Different options for the same run folder are refused (exit 2) with what differs
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from kitctl.pipeline import forecast as fc
 from kitctl.pipeline import sources
 from kitctl.pipeline import stages as st
 from kitctl.pipeline.inputs import Gathered, ReproduceOptions, check_offline, decisions, gather
+from kitctl.train import writer_lock
 
 SAVE_EVERY_S = 2.0        # progress writes of reproduce.json at most this often
 TRAIN_POLL_S = 5.0        # how often the train stage's progress is read from main.log
@@ -133,6 +135,13 @@ def run_pipeline(cfg, opts: ReproduceOptions, console: Console, argv: list[str],
                  g: Gathered, f: fc.Forecast) -> PipelineState:
     """Run every stage not done yet, in order; returns the final record. Raises KitError on a failure or an
     interrupt (exit 130) after recording it."""
+    # one writer per run folder: the session holds its lock; the train stage takes it again (re-entrant)
+    with writer_lock(g.run_dir, shlex.join(argv) or "kitctl reproduce"):
+        return _run_pipeline(cfg, opts, console, argv, g, f)
+
+
+def _run_pipeline(cfg, opts: ReproduceOptions, console: Console, argv: list[str],
+                  g: Gathered, f: fc.Forecast) -> PipelineState:
     sf = open_state(g.run_dir, opts, argv)
     state = sf.state
     prefetch = st.Prefetch(g.data_plan)

@@ -96,7 +96,7 @@ class StageLog:
     def tee_console(self) -> Console:
         """A console for an area function that prints: plain lines into the log and onto the terminal."""
         return Console(file=cast(IO[str], _Tee(self.file, self.console.file)), force_terminal=False, highlight=False,
-                       width=max(100, self.console.width), soft_wrap=True)
+                       width=max(100, self.console.width), soft_wrap=True, emoji=False)
 
     def close(self) -> None:
         self.file.close()

@@ -28,7 +28,7 @@ _HOMES = {
     "build_plan": "planner", "Plan": "plan", "Preset": "presets", "get_preset": "presets",
     "load_presets": "presets", "MICRO_BATCHES": "batch",
     # run
-    "plan_for": "session", "run_training": "session", "prepare_out": "runner", "write_run_json": "runner",
+    "plan_for": "session", "run_training": "session", "prepare_out": "runner", "write_run_json": "runner", "writer_lock": "runner",
     # tune
     "run_tune": "tune", "sweep_configs_for": "tune",
     # models and logs
@@ -40,7 +40,7 @@ __all__ = [
     "TrainRequest", "gpu_spec", "absorb_passthrough", "BINARIES", "Facts", "DataInfo", "Shard", "OutState", "gather_facts", "inspect_data",
     "inspect_image", "build_plan", "Plan", "Preset", "get_preset", "load_presets", "MICRO_BATCHES",
     # run
-    "plan_for", "run_training", "prepare_out", "write_run_json",
+    "plan_for", "run_training", "prepare_out", "write_run_json", "writer_lock",
     # tune
     "run_tune", "sweep_configs_for",
     # models and logs
@@ -70,7 +70,7 @@ if TYPE_CHECKING:   # what type checkers (and import-linter's graph) see: the sa
     from kitctl.train.planner import build_plan
     from kitctl.train.presets import Preset, get_preset, load_presets
     from kitctl.train.request import TrainRequest, absorb_passthrough, gpu_spec
-    from kitctl.train.runner import prepare_out, write_run_json
+    from kitctl.train.runner import prepare_out, write_run_json, writer_lock
     from kitctl.train.session import plan_for, run_training
     from kitctl.train.steplog import Step, parse_step
     from kitctl.train.tune import run_tune, sweep_configs_for

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from kitctl.core.errors import ConfigError
 from kitctl.train.plan import Plan
 from kitctl.train.request import TrainRequest
 from kitctl.train.image_source import use_pulled
+from kitctl.train.runner import writer_lock
 from kitctl.train.session import plan_for, run_training
 from kitctl.train.tune import run_tune, tune_first
 
@@ -157,13 +159,15 @@ def train(
         sys.stdout.write(plan.command_line() + "\n")
         sys.stdout.flush()
         return
-    tuned = None
-    if plan.tune_first is not None:
-        tuned = tune_first(cfg, plan, console, inventory, mpirun)
-        plan, facts, replan = plan_for(cfg, dataclasses.replace(req, tune_first=False), inventory, mpirun)
-        console.print(f"planned from the measurement: micro-batch B {plan.micro_batch} -r {plan.recompute} "
-                      f"({plan.choice})", highlight=False)
-    run_training(plan, facts, console, replan, tuned=str(tuned.path) if tuned else None)
+    # one writer per run folder, taken before tuning first: a second trainer is refused before it measures
+    with writer_lock(plan.out_dir, "kitctl " + shlex.join(sys.argv[1:])):
+        tuned = None
+        if plan.tune_first is not None:
+            tuned = tune_first(cfg, plan, console, inventory, mpirun)
+            plan, facts, replan = plan_for(cfg, dataclasses.replace(req, tune_first=False), inventory, mpirun)
+            console.print(f"planned from the measurement: micro-batch B {plan.micro_batch} -r {plan.recompute} "
+                          f"({plan.choice})", highlight=False)
+        run_training(plan, facts, console, replan, tuned=str(tuned.path) if tuned else None)
 
 
 _OWN = inspect.signature(train)

@@ -7,6 +7,7 @@ these records by hand). Nothing here starts a process (python-on-whales asks the
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -22,15 +23,17 @@ from kitctl.core.errors import ConfigError
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
 from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
-                                    parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
+                                    parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header,
+                                    GLOB_UNSAFE, shard_globs)
 from kitctl.host import built_archs
-from kitctl.host.gpus import GPU, load_inventory
+from kitctl.host.gpus import GPU, load_inventory, visible
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.presets import get_preset
 from kitctl.train.record import PlanRecord, RuntimeRecord, load_run_record
 from kitctl.train.request import TrainRequest
 from kitctl.train.tune_cache import CachedTune, load_records
 
+CUDA_LABEL = "org.llmc-kit.cuda"   # the image's CUDA (kitctl/images/render.py image_labels)
 BINARIES = LLMC_BINARIES          # llm.c's binary per precision (kitctl.core.llmc_files)
 
 
@@ -70,10 +73,11 @@ class DataInfo:
         return "shards:" + h.hexdigest()[:32]
 
     def train_glob(self, root: str) -> str:
-        return f"{root}/{shard_patterns(self.prefix)[1]}"
+        """llm.c's -i: ``root`` (this folder, or its path in a container) and the prefix escaped for glob(3)."""
+        return shard_globs(root, self.prefix)[1]
 
     def val_glob(self, root: str) -> str:
-        return f"{root}/{shard_patterns(self.prefix)[0]}"
+        return shard_globs(root, self.prefix)[0]
 
 
 def read_shard_header(path: Path) -> int:
@@ -134,6 +138,7 @@ def inspect_data(data_dir: Path) -> DataInfo:
     if not val.get(prefix):
         raise ConfigError(f"no validation shard {prefix}_val_000000.bin in {data_dir}",
                           "llm.c needs one for -j; re-make the shards with `kitctl data`")
+    _check_llmc_globs(data_dir.resolve(), prefix, train[prefix], val[prefix])
     man_sha, complete = None, None
     if check.manifest is not None:
         man_sha = hashlib.sha256((data_dir / shard_folder.MANIFEST).read_bytes()).hexdigest()
@@ -142,6 +147,24 @@ def inspect_data(data_dir: Path) -> DataInfo:
                     tuple(Shard(p.name, read_shard_header(p)) for p in train[prefix]),
                     tuple(Shard(p.name, read_shard_header(p)) for p in val[prefix]), man_sha, complete,
                     check.notes)
+
+
+def _check_llmc_globs(folder: Path, prefix: str, train: list[Path], val: list[Path]) -> None:
+    """What llm.c will glob is what was checked: the escaped -i / -j patterns match exactly these shards (Python's
+    glob reads the bracket escapes as glob(3) does); a backslash, which the two read differently, is refused."""
+    if GLOB_UNSAFE in str(folder) or GLOB_UNSAFE in prefix:
+        raise ConfigError(f"the shard folder {folder} has a backslash in its path: llm.c's glob(3) reads it as an "
+                          "escape, so -i / -j would not name this folder",
+                          "move or link the shards to a folder without a backslash and pass it with --data")
+    val_glob, train_glob = shard_globs(str(folder), prefix)
+    for pattern, want in ((train_glob, train), (val_glob, val)):
+        got = {str(Path(p)) for p in glob.glob(pattern)}
+        wanted = {str(folder / p.name) for p in want}
+        if got != wanted:
+            extra = sorted(got ^ wanted)
+            raise ConfigError(f"llm.c's pattern {pattern} would not read exactly the checked shards of {folder}: "
+                              f"it differs at {', '.join(extra[:3])}",
+                              "rename the folder to plain letters, digits, '-', '_' and '.', then pass it with --data")
 
 
 @dataclass(frozen=True)
@@ -212,6 +235,7 @@ class Facts:
     tune_records: tuple[CachedTune, ...] = ()    # <data_root>/tune/*.json
     run_token: str = "0"                         # makes the container name unique
     cudnn: Optional[bool] = None                 # the BF16 binary's cuDNN (build record / image label; None: unknown)
+    image_cuda: Optional[str] = None             # docker: the CUDA the image is built for (its label, else kit.yaml cuda)
 
 
 def inspect_image(ref: str) -> RuntimeRecord:
@@ -275,10 +299,15 @@ def gather_facts(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = 
     image = runtime_image_ref(cfg)
     bin_dir = where.native_bin
     img = inspect_image(image) if req.runtime != "native" else None
-    return Facts(gpus=gpus if gpus is not None else load_inventory(inventory), data=data if data is not None else inspect_data(data_dir),
+    if gpus is None:     # this machine's GPUs as the user's CUDA_VISIBLE_DEVICES allows (another machine's: as listed)
+        gpus = load_inventory(inventory) if inventory is not None else visible(load_inventory(None),
+                                                                               os.environ if environ is None else environ)
+    return Facts(gpus=gpus, data=data if data is not None else inspect_data(data_dir),
                  out=inspect_out(out_dir.absolute()), data_root=cfg.data_root, host=host_facts(mpirun, environ),
                  image=image, native_bin_dir=bin_dir, nccl_env=nccl_env(cfg.nccl),
                  hellaswag=hs if eval_files_planned or hs.is_file() else None,
                  tokenizer=tok if eval_files_planned or tok.is_file() else None,
                  runtime_ids=runtime_ids(req, img, bin_dir), tune_records=load_records(where.tune_cache),
-                 run_token=uuid.uuid4().hex[:8], cudnn=built_cudnn(req, img, bin_dir))
+                 run_token=uuid.uuid4().hex[:8], cudnn=built_cudnn(req, img, bin_dir),
+                 image_cuda=((img.labels or {}).get(CUDA_LABEL) if img else None) or (
+                     cfg.cuda if req.runtime != "native" else None))

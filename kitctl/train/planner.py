@@ -23,7 +23,8 @@ from typing import Optional
 from kitctl.core.layout import DataLayout
 from kitctl.core import validate
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.host.gpus import GPU
+from kitctl.core.pins import mm
+from kitctl.host.gpus import GPU, max_cuda_for_driver
 from kitctl.train.batch import BatchChoice, BatchInputs, choose_batch
 from kitctl.train.gpu_choice import choose_gpus
 from kitctl.train.launch import build_launch
@@ -102,6 +103,8 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     # 1. GPUs and precision; 2. B and recompute
     hw = choose_gpus(req, facts.gpus, option_estimate)
     gpus = list(hw.gpus)
+    if req.runtime == "docker":
+        check_driver(gpus, facts.image_cuda)
     stored = resumable(facts.out, req.fresh, len(gpus))
     batch = batch_for(gpus, hw.precision, stored)
     # 3. steps and evals
@@ -137,3 +140,22 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
                           resumption, tune_first, tuple(notes))
     return Plan.of(decisions, build_launch(decisions, facts))
 
+
+def check_driver(gpus: list[GPU], image_cuda: Optional[str]) -> None:
+    """A driver older than the image's CUDA cannot run it (CUDA's "driver version is insufficient" at the first
+    call): a plan error naming the CUDA the driver runs, not a plan that fails on the machine."""
+    if not image_cuda:
+        return
+    try:
+        need = mm(image_cuda)
+    except (ValueError, IndexError):
+        return
+    for g in gpus:
+        runs = max_cuda_for_driver(g.driver)
+        known = g.driver.split(".")[0].isdigit()
+        if known and (runs is None or mm(runs) < need):
+            has = f"runs CUDA up to {runs}" if runs else "runs no CUDA 11 or newer"
+            raise ConfigError(f"GPU {g.index} ({g.name}): driver {g.driver} {has}; the image is built for CUDA "
+                              f"{image_cuda}, which it cannot run",
+                              f"update the driver on that machine, or build an image for CUDA {runs or '11.x'} or "
+                              "older (`kitctl build --cuda X.Y.Z`)")

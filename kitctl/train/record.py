@@ -97,6 +97,8 @@ class RuntimeRecord(BaseModel):
 class DataRecord(BaseModel):
     dir: Optional[str] = None
     prefix: Optional[str] = None
+    train_pattern: Optional[str] = None      # exactly what llm.c's -i / -j got (glob(3) patterns, folder escaped)
+    val_pattern: Optional[str] = None
     manifest_sha256: Optional[str] = None
     fingerprint: Optional[str] = None
     train_tokens: Optional[int] = None
@@ -114,6 +116,7 @@ class SessionRecord(BaseModel):
     id: Optional[str] = None
     launcher: str = "local"
     pid: Optional[int] = None                # kitctl's process (local launcher)
+    pid_start: Optional[int] = None          # its start time (clock ticks after boot, /proc/PID/stat): a reused pid is not it
     host: Optional[str] = None
     container: Optional[str] = None          # the container's name, when recorded
     start: Optional[str] = None
@@ -153,6 +156,18 @@ class RunRecord(Record):
     history: list[SessionRecord] = Field(default_factory=list)
     # results of `kitctl eval` (kitctl/model/record.py appends them); kept as they are across training sessions
     evals: list[dict[str, Any]] = Field(default_factory=list)
+
+    def container_name(self) -> Optional[str]:
+        """The container the run was started in: recorded in the session, else the ``--name`` of the ``docker run``."""
+        if self.session and self.session.container:
+            return self.session.container
+        if "docker" in self.argv[:2]:
+            for i, w in enumerate(self.argv[:-1]):
+                if w == "--name":
+                    return self.argv[i + 1]
+                if w.startswith("--name="):
+                    return w.split("=", 1)[1]
+        return None
 
 
 def load_run_record(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:

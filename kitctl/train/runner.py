@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -30,6 +31,7 @@ from kitctl.train import facts
 from kitctl.train.facts import inspect_out
 from kitctl.train.plan import Plan
 from kitctl.core.llmc_files import RUN_FILE_GLOBS
+from kitctl.core.run_folder import OtherWriter, RunFolder, container_running
 from kitctl.train.record import (MAX_HISTORY, RUN_JSON, DataRecord, GpuRecord, RunRecord, RuntimeRecord,
                                  SessionRecord, load_run_record, run_json_lock)
 from kitctl.train.steplog import MANAGED_FALLBACK, Step, is_oom, parse_step
@@ -170,7 +172,7 @@ def now() -> str:
 
 
 def new_session(plan: Plan, **fields: Any) -> SessionRecord:
-    return SessionRecord(pid=os.getpid(), host=socket.gethostname(), start=now(), resumed_from=plan.resume_step,
+    return SessionRecord(pid=os.getpid(), pid_start=proc.start_ticks(os.getpid()), host=socket.gethostname(), start=now(), resumed_from=plan.resume_step,
                          micro_batch=plan.micro_batch, recompute=plan.recompute, **fields)
 
 
@@ -193,11 +195,35 @@ def write_run_json(plan: Plan, session: Union[SessionRecord, Mapping[str, Any]],
             kit_version=__version__, plan=plan.record(), argv=plan.argv, command=plan.command_line(), runtime=runtime,
             gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
             data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix,
+                            train_pattern=_flag(plan.llmc_args, "-i"), val_pattern=_flag(plan.llmc_args, "-j"),
                             manifest_sha256=plan.data.manifest_sha256, fingerprint=plan.data.fingerprint,
                             train_tokens=plan.data.train_tokens),
             session=session, history=history[-MAX_HISTORY:], evals=list(old.evals) if old else [],
             **((old.model_extra or {}) if old else {}))
         return rec.write(path)
+
+
+def _flag(args: list[str], name: str) -> Optional[str]:
+    """The value llm.c's ``name`` gets (the last of a repeated flag wins, as in llm.c)."""
+    values = [args[i + 1] for i in range(len(args) - 1) if args[i] == name]
+    return values[-1] if values else None
+
+
+def _recorded_container(out_dir: Path) -> OtherWriter:
+    """The container an earlier session recorded, when it still runs (its kitctl was killed; llm.c goes on)."""
+    def check() -> Optional[tuple[str, str]]:
+        rec, _ = load_run_record(out_dir)
+        name = rec.container_name() if rec else None
+        if name and container_running(name):
+            return f"the container {name} (an earlier session's; its kitctl is gone)", f"docker stop {name}"
+        return None
+    return check
+
+
+def writer_lock(out_dir: Path, command: str) -> contextlib.AbstractContextManager[None]:
+    """The run folder's one-writer lock (kitctl.core.run_folder) for a session that makes llm.c write
+    checkpoints there; also refused while the recorded container or a train_gpt2cu -o here still runs."""
+    return RunFolder(out_dir).writer(command, others=_recorded_container(out_dir))
 
 
 def next_resume_step(out_dir: Path) -> Optional[int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from rich.console import Console
+from rich.markup import escape
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
@@ -24,7 +25,7 @@ from kitctl.train.planner import build_plan
 from kitctl.train.record import Attempt, SessionRecord
 from kitctl.train.request import TrainRequest
 from kitctl.train.runner import (Outcome, launch, new_session, next_resume_step, now, preflight, prepare_out, runtime_record,
-                                 write_run_json)
+                                 write_run_json, writer_lock)
 from kitctl.train.steplog import Step, parse_step, throughput
 
 # docker's own messages when the NVIDIA container runtime is missing or broken (`docker run --gpus` exits 125)
@@ -48,9 +49,16 @@ def plan_for(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None
 def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Replan] = None,
                  docker_client: Any = None, quiet: bool = False, tuned: Optional[str] = None) -> SessionRecord:
     """Execute a plan (with one B/2 retry on an out-of-memory start). Returns the session record.
-    ``tuned``: the tune record measured first for this run (kept in the session)."""
+    ``tuned``: the tune record measured first for this run (kept in the session). The run folder's writer lock
+    is held throughout (another live writer there: KitError, exit 1, before anything is written)."""
+    with writer_lock(plan.out_dir, "kitctl train"):
+        return _run_training(plan, facts, console, replan, docker_client, quiet, tuned)
+
+
+def _run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Replan],
+                  docker_client: Any, quiet: bool, tuned: Optional[str]) -> SessionRecord:
     if plan.complete:
-        console.print(f"{plan.out_dir}: already complete (checkpoint at step {plan.resume_step} of {plan.steps}); "
+        console.print(f"{escape(str(plan.out_dir))}: already complete (checkpoint at step {plan.resume_step} of {plan.steps}); "
                       "nothing to do. Use --steps N to train further, or --fresh to start over.")
         return SessionRecord(status="ok", exit_status=0, last_step=plan.resume_step)
     preflight(plan)
@@ -58,7 +66,7 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
     while True:
         archived = prepare_out(plan)
         if archived is not None:
-            console.print(f"--fresh: moved the old checkpoints to {archived}")
+            console.print(f"--fresh: moved the old checkpoints to {archived}", markup=False, highlight=False)
         runtime = runtime_record(plan)
         session = new_session(plan, id=uuid.uuid4().hex[:12], attempts=list(attempts), tuned=tuned)
         write_run_json(plan, session, runtime)
@@ -105,7 +113,7 @@ def run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[Re
                 msg += f", {tok_s:,.0f} tok/s (median step, warm-up excluded)"
                 if plan.est_tok_s:
                     msg += f"; the plan estimated ~{plan.est_tok_s:,.0f} ({tok_s / plan.est_tok_s - 1:+.1%})"
-            console.print(msg + f"; run folder {plan.out_dir}")
+            console.print(msg + f"; run folder {plan.out_dir}", markup=False, highlight=False)
         return session
 
 

@@ -160,3 +160,25 @@ def test_tidy_on_failure_removes_only_the_empty_folders_it_saw_missing(tmp_path)
     with tidy_on_failure(tmp_path / "ok"):         # success: nothing is touched
         (tmp_path / "ok").mkdir()
     assert (tmp_path / "ok").is_dir()
+
+
+def test_yaml_refuses_leading_zero_ints_and_deep_nesting_but_reads_plain_ones():
+    assert parse_yaml("a: [0, 10, -3, 0x1F, 1_000, '075']") == {"a": [0, 10, -3, 31, 1000, "075"]}
+    with pytest.raises(ConfigError, match="075 is read as octal 61 by YAML"):
+        parse_yaml("arch: [075]")
+    with pytest.raises(ConfigError, match="more than 64 levels"):
+        parse_yaml("a: " + "[" * 65 + "]" * 65)
+    assert parse_yaml("a: " + "[" * 63 + "]" * 63)["a"] is not None
+
+
+def test_a_record_nested_past_the_limit_is_exit_2_not_recursion(tmp_path):
+    class R(Record):
+        KIND = "test record"
+
+    p = tmp_path / "r.json"
+    for text in ('{"x": ' + "[" * 65 + "]" * 65 + "}", '{"x": ' + "[" * 200_000 + "]" * 200_000 + "}"):
+        p.write_text(text)
+        with pytest.raises(ConfigError, match="levels deep"):
+            R.read(p)
+    p.write_text('{"x": ' + "[" * 10 + "]" * 10 + "}")
+    assert R.read(p).schema_version == 1

@@ -108,3 +108,14 @@ def test_signals_deferred_without_a_signal_changes_nothing():
     with proc.signals_deferred():
         pass
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_pid_alive_is_false_outside_the_pid_range_and_for_a_reused_pid():
+    assert [proc.pid_alive(p) for p in (0, -1, 1, proc.pid_max() + 1, 2**40, True)] == [False] * 6
+    me = os.getpid()
+    start = proc.start_ticks(me)
+    assert start is not None and proc.pid_alive(me) and proc.pid_alive(me, start)
+    assert not proc.pid_alive(me, start + 1)                  # same pid, another start: a reused pid
+    child = __import__("subprocess").Popen(["sleep", "0"])
+    child.wait()
+    assert not proc.pid_alive(child.pid, start)

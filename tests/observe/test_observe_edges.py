@@ -347,3 +347,24 @@ def test_report_draws_each_reference_over_its_dataset_whole_curve_legend_outside
     box = ax.get_window_extent()
     legend = ax.get_legend().get_window_extent()
     assert legend.y1 <= box.y0                                # below the axes: covers nothing inside them
+
+
+def test_non_finite_values_are_kept_and_out_of_range_steps_are_unreadable():
+    from kitctl.observe.logs import MAX_STEP, parse_main_log, parse_stdout
+
+    streams, bad = parse_main_log(f"s:0 trl:nan\ns:1 trl:inf norm:-inf\ns:{MAX_STEP + 1} trl:1.0\ns:-2 trl:1.0\n"
+                                  "s:2 trl:1e999\n")
+    assert bad == 2 and list(streams["loss/train"]) == [0, 1, 2]
+    assert streams["train/grad_norm"][1] == float("-inf") and streams["loss/train"][2] == float("inf")
+    line = "step {}/10 | loss 3.0 (+0.00z)| norm 1.0 (+0.00z)| lr 1.00e-04 | 10.00 ms | 1.0% bf16 MFU | 1000 tok/s\n"
+    info = parse_stdout(line.format(1) + line.format(2**64))
+    assert list(info.streams["perf/ms_per_step"]) == [0]
+
+
+def test_status_of_a_diverged_run_has_no_eta(tmp_path):
+    rd = tmp_path / "r"
+    rd.mkdir()
+    (rd / "main.log").write_text("s:0 trl:4.0\ns:1 trl:3.9\ns:2 trl:nan\n")
+    st = collect(rd, gpus_query=lambda: [])
+    assert st.diverged is not None and st.diverged.describe() == "loss is NaN since step 2" and st.eta_s is None
+    assert st.as_json()["diverged"]["since_step"] == 2

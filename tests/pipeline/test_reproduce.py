@@ -172,7 +172,7 @@ def test_reproduce_refuses_other_options_for_the_same_run(tmp_path):
     (["gpt2-9000m"], "unknown preset 'gpt2-9000m'"),
     (["--price-per-gpu-hour", "-1"], "a price cannot be negative"),
     (["--inventory", "{small}"], "cannot train gpt2-124m on the box in"),
-    (["--inventory", "{empty}"], "no NVIDIA GPU found"),
+    (["--inventory", "{empty}"], "lists no GPU (it is empty"),
 ])
 def test_reproduce_bad_input_exits_2_with_what_and_fix(tmp_path, args, message):
     (tmp_path / "small.csv").write_text("0, NVIDIA GeForce GTX 1050, 6.1, 2048 MiB, 570.86.10\n")

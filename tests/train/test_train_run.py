@@ -535,3 +535,17 @@ def test_unmeasured_gpu_tunes_first_within_the_bound_then_trains_the_measured_be
     # --no-tune: no tune, and the table's pick
     r = kitctl_proc.run_argv([*base, "--no-tune", "--name", "nt", "--dry-run"], env=env, cwd=tmp)
     assert r.returncode == 0 and "tune first" not in r.stdout and "throughput table" in r.stdout
+
+
+def test_run_json_keeps_the_exact_llmc_patterns_and_the_kitctl_start_time(kit):
+    from kitctl.core.proc import start_ticks
+
+    cfg, tmp = kit
+    plan, facts, replan = _plan(cfg, tmp, _req(steps=2))
+    run_training(plan, facts, _console(), replan)
+    rj = json.loads((cfg.data_root / "runs" / "t" / "run.json").read_text())
+    args = plan.llmc_args
+    assert rj["data"]["train_pattern"] == args[args.index("-i") + 1]
+    assert rj["data"]["val_pattern"] == args[args.index("-j") + 1]
+    assert rj["session"]["pid_start"] == start_ticks(os.getpid())
+    assert f"pid={os.getpid()}" in (cfg.data_root / "runs" / "t" / ".kitctl-writer.lock").read_text()   # names its holder
