@@ -45,13 +45,18 @@ class DiskNeed:
     wheels_docker_bytes: int = 0
 
 
-# Filled in from above (kitctl/cli.py hands in kitctl.pipeline.reference.disk_need): host may not import the
-# pipeline layer that owns the planner.
-DISK_MODEL: list[Callable[[KitConfig], DiskNeed]] = []
+_disk_model: Optional[Callable[[KitConfig], DiskNeed]] = None
+
+
+def use_disk_model(model: Callable[[KitConfig], DiskNeed]) -> None:
+    """The hook: what the reference plan needs on disk (kitctl/cli.py hands in kitctl.pipeline.reference.disk_need:
+    host may not import the pipeline layer that owns the planner). Without it doctor judges no disk sizes."""
+    global _disk_model
+    _disk_model = model
 
 
 def disk_need(cfg: KitConfig) -> Optional[DiskNeed]:
-    return DISK_MODEL[0](cfg) if DISK_MODEL else None
+    return _disk_model(cfg) if _disk_model is not None else None
 
 
 @dataclass
