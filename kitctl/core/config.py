@@ -23,7 +23,7 @@ from kitctl.core.errors import ConfigError
 from kitctl.core.files import write_atomic
 from kitctl.core.layout import DataLayout
 from kitctl.core.records import parse_yaml, read_yaml_file, short
-from kitctl.core.validate import KNOWN_ARCHS, check_arch_list, parse_arch_list  # noqa: F401 (re-exported)
+from kitctl.core.validate import check_arch_list, parse_arch_list
 
 CONFIG_NAME = "kit.yaml"
 ENV_PREFIX = "KIT_"

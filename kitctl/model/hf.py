@@ -23,10 +23,10 @@ import numpy as np
 from safetensors import TensorSpec, serialize_file
 
 from kitctl.core.errors import ConfigError
+from kitctl.core.llmc_files import EOT
 from kitctl.data import tokenizer as gpt2_bpe
 from kitctl.model.checkpoint import Checkpoint, LlmcConfig, bf16_to_f32, f32_to_bf16
 
-EOT = gpt2_bpe.EOT
 DTYPES = ("float32", "bfloat16")
 # llm.c name -> HF name inside transformer.h.{i}., and whether it is a (out, in) matrix to transpose
 BLOCK_MAP = (

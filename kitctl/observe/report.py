@@ -25,7 +25,8 @@ from typing import Callable, Optional
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import is_disk_full, write_atomic
-from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
+from kitctl.core.llmc_files import MAIN_LOG
+from kitctl.observe.logs import RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
 

@@ -26,7 +26,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import Record
-from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, read_head, read_main_log,
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
+from kitctl.observe.logs import (TAG_DESCRIPTIONS, Streams, read_head, read_main_log,
                                  read_stdout)
 from kitctl.observe.runs import list_runs
 

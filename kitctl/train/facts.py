@@ -21,7 +21,7 @@ from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
-from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
+from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,
                                     parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header)
 from kitctl.host import built_archs
 from kitctl.host.gpus import GPU, load_inventory

@@ -173,7 +173,8 @@ def test_kitctl_train_launcher_slurm_submit(cluster, layout, monkeypatch):
     import numpy as np
     from typer.testing import CliRunner
 
-    from kitctl.cli import app, state
+    from kitctl.cli import app
+    from kitctl.core.context import state
     from kitctl.core.config import KitConfig
     from kitctl.data.shards import write_shard
     from kitctl.cluster.slurm import SlurmOptions
