@@ -233,10 +233,6 @@ def locate_config(path: Optional[Path] = None, cwd: Optional[Path] = None,
     return ConfigSource(None, "none")
 
 
-def find_config(path: Optional[Path] = None, cwd: Optional[Path] = None) -> Optional[Path]:
-    return locate_config(path, cwd).path
-
-
 PATH_FIELDS = ("data_root", "hf_home", "tokenizer_dir", "ca_cert")
 
 

@@ -40,13 +40,6 @@ BLOCK_MAP = (
 TOKENIZER_COPIES = {"vocab.json": "encoder.json", "merges.txt": "vocab.bpe"}
 
 
-def hf_names(cfg: LlmcConfig) -> list[str]:
-    names = ["transformer.wte.weight", "transformer.wpe.weight"]
-    for i in range(cfg.num_layers):
-        names += [f"transformer.h.{i}.{hf}" for _, hf, _ in BLOCK_MAP]
-    return names + ["transformer.ln_f.weight", "transformer.ln_f.bias"]
-
-
 def hf_tensors(ck: Checkpoint, dtype: str) -> Iterator[tuple[str, np.ndarray]]:
     """(HF name, contiguous array) in file order: float32 arrays, or uint16 raw bf16 words for ``bfloat16``."""
     if dtype not in DTYPES:

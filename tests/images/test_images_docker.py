@@ -177,10 +177,11 @@ def test_runtime_image_from_llmc_checkout(llmc_src, test_kit_config, docker_base
 
 
 def test_compose_runtime_drives_the_same_file(tmp_path, data_image, test_kit_config):
-    from kitctl.host.compose import ComposeRuntime, compose_run_argv
+    from kitctl.host.compose import ComposeRuntime, compose_base_argv
 
     env = _env_file(tmp_path, test_kit_config, tmp_path / "big")
-    argv = compose_run_argv("data", ["kitctl", "--version"], env, project="llmckittest")
+    # what ComposeRuntime.run does, as a docker compose line
+    argv = [*compose_base_argv(env, project="llmckittest"), "run", "--rm", "-T", "data", "kitctl", "--version"]
     assert argv[:2] == ["docker", "compose"] and argv[-4:] == ["-T", "data", "kitctl", "--version"]
     lines: list[str] = []
     rt = ComposeRuntime(env, project="llmckittest")
