@@ -16,7 +16,7 @@ from rich.console import Console
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
-from kitctl.core.llmc_files import STDOUT_LOG
+from kitctl.core.llmc_files import STDOUT_LOG, done_filename
 from kitctl.train.display import Display
 from kitctl.train.facts import Facts, gather_facts, inspect_out
 from kitctl.train.plan import Plan
@@ -113,7 +113,7 @@ def reached_last_step(plan: Plan, out: Outcome) -> bool:
     checkpoint of the last step (DONE_<steps>, when it checkpoints)."""
     if out.last_step is not None and out.last_step >= plan.steps:
         return True
-    return (plan.out_dir / f"DONE_{plan.steps:08d}").is_file()
+    return (plan.out_dir / done_filename(plan.steps)).is_file()
 
 
 def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any) -> Outcome:
