@@ -170,17 +170,17 @@ def _register() -> None:
     for area in (images_cli, data_cli, train_cli, observe_cli, cluster_cli, model_cli, pipeline_cli):
         app.registered_commands.extend(area.app.registered_commands)
         app.registered_groups.extend(area.app.registered_groups)
-    # `kitctl report` shows `kitctl eval`'s results; observe and model are sibling layers, so the column is
-    # handed to observe here, from above both
-    report.RUN_COLUMNS.append(("evals (kitctl eval)", eval_summary))
+    # The hooks a lower area offers and a higher one fills, from above both (no area imports this module).
+    # `kitctl report` shows `kitctl eval`'s results; observe and model are sibling layers
+    report.add_run_column("evals (kitctl eval)", eval_summary)
     # doctor (host) judges disks against the reference plan's figures, which the pipeline's planner computes
-    doctor.DISK_MODEL.append(reference.disk_need)
+    doctor.use_disk_model(reference.disk_need)
     # ... and probes the hosts the reproduce plan downloads from (after mirrors), which the pipeline knows
-    doctor.ENDPOINTS.append(sources.endpoints)
+    doctor.use_endpoints(sources.endpoints)
     # `kitctl train --dry-run` before the data exists plans on the preset's dataset size (the pipeline's planner)
-    train_cli.PLANNED_DATA.append(planned_data)
+    train_cli.use_planned_data(planned_data)
     # `kitctl data` uses the data image only when it is this kit's recipe: the hash is the images area's to say
-    data_container.EXPECTED_DATA_HASH[:] = [images_build.data_recipe_hash]
+    data_container.use_data_recipe_hash(images_build.data_recipe_hash)
 
 
 _register()

@@ -78,7 +78,10 @@ def pytest_collection_modifyitems(config, items):
         if "slurm" in item.keywords and shutil.which("slurmctld") is None:
             item.add_marker(pytest.mark.skip(reason="slurm-wlm is not installed (CI installs slurm-wlm and munge)"))
         fixtures = set(getattr(item, "fixturenames", ()))
-        if "wheels_toolchain" in fixtures:       # the CUDA toolchain's chain of tests runs beside the data image's
+        # the CUDA toolchain's chain of tests runs beside the data image's; the runtime image (llm.c's checkout) is
+        # built FROM the toolchain stage, so it is in that chain: on the other worker its build would hold the
+        # toolchain's steps while this chain rebuilds them (test_unchanged_inputs_rebuild_from_cache)
+        if "wheels_toolchain" in fixtures or ("llmc_src" in fixtures and item.get_closest_marker("docker")):
             item.add_marker(pytest.mark.xdist_group("docker-toolchain"))
         elif item.get_closest_marker("docker") or DOCKER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.xdist_group("docker"))

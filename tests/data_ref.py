@@ -1,5 +1,5 @@
 """Test helpers for kitctl data: an independent, spec-level reference shard writer (pure Python: struct,
-no numpy, no kitctl code) and corpora with the edge cases that matter."""
+no numpy, no kitctl code), a reader of llm.c's HellaSwag eval file, and corpora with the edge cases that matter."""
 from __future__ import annotations
 
 import struct
@@ -47,3 +47,45 @@ EDGE_DOCS = [
     "\u0301combining at start and Z\u0351\u0352 zalgo",
     "numbers 1234567890 3.14159 and code: def f(x): return x**2\n",
 ]
+
+
+def read_eval_file(path):
+    """Parse a HellaSwag eval file the way llm.c's EvalLoader walks it (checks every delimiter and count):
+    ({"n", "longest_example_bytes"}, [{"label", "ctx_tokens", "ending_tokens"}, ...]), or a KitError."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from kitctl.core.errors import KitError
+    from kitctl.core.llmc_files import HEADER_BYTES, HELLASWAG_START, HeaderError, unpack_hellaswag_header
+
+    raw = Path(path).read_bytes()
+    try:
+        h = unpack_hellaswag_header(raw)
+    except HeaderError as e:
+        raise KitError(f"{path}: {e}") from None
+    info = {"n": h.examples, "longest_example_bytes": h.longest_example_bytes}
+    s = np.frombuffer(raw[HEADER_BYTES:], dtype="<u2")
+    pos, out = 0, []
+    for i in range(info["n"]):
+        if s[pos] != HELLASWAG_START or s[pos + 2] != i:
+            raise KitError(f"{path}: example {i} is malformed")
+        nbytes, label, nc = int(s[pos + 1]), int(s[pos + 3]), int(s[pos + 4])
+        if nbytes > info["longest_example_bytes"]:
+            raise KitError(f"{path}: example {i} longer than the header's longest")
+        p = pos + 5
+        nctx = int(s[p])
+        ctx = s[p + 1:p + 1 + nctx].tolist()
+        p += 1 + nctx
+        ends = []
+        for _ in range(nc):
+            ne = int(s[p])
+            ends.append(s[p + 1:p + 1 + ne].tolist())
+            p += 1 + ne
+        if 2 * (p - pos) != nbytes:
+            raise KitError(f"{path}: example {i} byte count mismatch")
+        out.append({"label": label, "ctx_tokens": ctx, "ending_tokens": ends})
+        pos = p
+    if pos != len(s):
+        raise KitError(f"{path}: trailing data after {info['n']} examples")
+    return info, out

@@ -47,11 +47,16 @@ def test_kit_config(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_image(test_kit_config, docker_base_image, build_ca, tmp_path_factory) -> str:
-    """The CPU-only data image (``llmc-kit-test:data``), built once per session."""
-    from kitctl.images import build as builder
+    """The CPU-only data image (``llmc-kit-test:data``), built once per session; returns its moving tag."""
+    from kitctl.core import pins
+    from kitctl.images import build as builder, context, request
 
-    return builder.build_data_image(test_kit_config, base_image=docker_base_image, ca_cert=build_ca,
-                                   build_dir=tmp_path_factory.mktemp("build-data"), on_line=_log)
+    req = request.BuildRequest.from_config(test_kit_config, provider="wheels", target="data",
+                                          base_image=docker_base_image,
+                                          cuda=pins.load().providers.wheels.cuda,   # CPU-only: no CUDA
+                                          ca_cert=build_ca, build_dir=tmp_path_factory.mktemp("build-data"),
+                                          archs=[75])
+    return builder.build(req, context.prepare_context(req), on_line=_log)[-1]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Slurm launcher: the same llm.c plan as single-node training, handed to sbatch/srun on many nodes.
 
-Pure rendering (``render_sbatch``: plan argv + Slurm options -> sbatch script text, or a ``ConfigError`` that
-says what is wrong and what to do; the checks are in ``slurm_checks``). The thin runtime (write the script,
+Pure rendering (``render_sbatch``: a ``SlurmJob``, the training plan's side, + ``SlurmOptions``, the Slurm side ->
+sbatch script text, or a ``ConfigError`` that says what is wrong and what to do; ``render_plan`` makes the job from
+a ``kitctl.train.Plan``; the checks are in ``slurm_checks``). The thin runtime (write the script,
 one ``sbatch`` call) is ``slurm_run``.
 
 How the ranks start (llm.c f1e2ace, ``train_gpt2.cu`` + ``llmc/zero.cuh``):
@@ -40,7 +41,6 @@ from kitctl.cluster.slurm_checks import (CONTAINERS, INITS, _check_path, _check_
                                          batch_flags, check_choice, check_divisibility, check_sbatch_extra,
                                          check_shared_dir, check_time)
 from kitctl.core import resources
-from kitctl.core.config import nccl_env
 from kitctl.core.errors import ConfigError
 from kitctl.host.gpus import select
 from kitctl.host.runtimes import Mount
@@ -60,9 +60,6 @@ def _q(token: Union[str, Path]) -> str:
 
 def _words(tokens: Iterable[Union[str, Path]]) -> str:
     return " ".join(_q(t) for t in tokens)
-
-
-_nccl_env = nccl_env   # render_sbatch's keyword `nccl_env` shadows the function
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -135,139 +132,6 @@ def _arg_lines(args: Sequence[str]) -> list[str]:
     return lines
 
 
-def render_sbatch(
-    plan_argv: Sequence[str],
-    *,
-    nodes: int,
-    gpus_per_node: int,
-    shared_dir: Union[None, str, Path],
-    run_dir: Union[str, Path],
-    partition: Optional[str] = None,
-    time: Optional[str] = None,
-    container: str = "pyxis",
-    image: Optional[str] = None,
-    sif: Union[None, str, Path] = None,
-    data_root: Union[None, str, Path] = None,
-    nccl_env: Union[None, Mapping[str, str], object] = None,
-    micro_batch: Optional[int] = None,
-    seq_len: Optional[int] = None,
-    total_batch: Optional[int] = None,
-    mounts: Sequence[Mount] = (),
-    env: Optional[Mapping[str, str]] = None,
-    workdir: Optional[str] = None,
-    init: str = "fs",
-    job_name: str = "llmc",
-    account: Optional[str] = None,
-    sbatch_extra: Sequence[str] = (),
-    plan_summary: str = "",
-    check_paths: bool = True,
-) -> SlurmScript:
-    """Render the sbatch script for a plan. Raises ConfigError (exit 2) with a hint on bad input.
-
-    ``plan_argv``: the plan's train_gpt2cu argv, ``argv[0]`` the program (container path for pyxis/apptainer,
-    host path for none); it must not carry -pn/-pr/-pg/-pi/-pf/-ps (the script adds them per rank).
-    ``micro_batch``/``seq_len``/``total_batch`` default to the argv's -b/-t/-d. ``run_dir`` is the host path
-    of the run folder (the job's log goes there). ``check_paths``: the shared folder (and the .sif) must exist
-    here, the login node, which sees the cluster's shared filesystems.
-    """
-    argv = [str(a) for a in plan_argv]
-    if not argv:
-        raise ConfigError("the plan has no program to run", "this is a bug in the planner; report it")
-    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
-    _check_positive("--gpus-per-node", gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
-    check_choice("--container", container, CONTAINERS,
-                 "pyxis: srun --container-image (enroot); apptainer: a .sif; none: a binary on a shared path")
-    check_choice("--init", init, INITS,
-                 "fs: NCCL id through the shared folder (default); tcp: through rank 0 on port 12345")
-    clash = sorted({a for a in argv[1:] if a in RANK_FLAGS})
-    if clash:
-        raise ConfigError(f"the plan's argv already sets {' '.join(clash)}; the Slurm launcher sets llm.c's "
-                          "rank flags per rank", "drop them from the pass-through flags after --")
-    shared = check_shared_dir(shared_dir, must_exist=check_paths)
-    run = _check_path("run folder", run_dir, "--out", must_exist=False)
-    if "%" in str(run):     # sbatch reads %j, %x, ... in --output as its own placeholders
-        raise ConfigError(f"run folder {run} contains %, which sbatch's --output=<run>/slurm-%j.out would expand",
-                          "use a run folder path without % (--name / --out / data_root)")
-    time = check_time(time)
-    _check_word("--partition", partition)
-    _check_word("--account", account)
-    job_name = re.sub(r"[^A-Za-z0-9_.-]", "-", job_name or "llmc")[:64]
-
-    if container == "pyxis":
-        if not image:
-            raise ConfigError("--container pyxis needs an image",
-                              "pass --image with an enroot .sqsh on the shared filesystem (make one with `kitctl "
-                              "export --format sqsh`) or a registry image, e.g. registry#llmc-kit:tag")
-        # a local file (.sqsh, ./x, or a path that exists here) must be absolute, as for apptainer's .sif: pyxis
-        # takes anything else for a registry image, and the nodes need the path they see
-        if image.endswith((".sqsh", ".squashfs")) or image.startswith(".") or ("/" in image and Path(image).exists()):
-            image = str(_check_path(".sqsh image", image, "--image", must_exist=False))
-        image_ref = image
-    elif container == "apptainer":
-        if not sif:
-            raise ConfigError("--container apptainer needs a .sif image",
-                              "make one with `kitctl export --format sif`, copy it to the shared filesystem, and "
-                              "pass --sif /shared/llmc-kit.sif")
-        sif_path = _check_path(".sif image", sif, "--sif", must_exist=False)
-        if check_paths and not sif_path.is_file():
-            raise ConfigError(f".sif image {sif_path} does not exist",
-                              "make it with `kitctl export --format sif` and copy it to the shared filesystem")
-        image_ref = str(sif_path)
-    else:
-        image_ref = ""
-
-    b_argv, t_argv, d_argv = batch_flags(argv)
-    B = micro_batch if micro_batch is not None else b_argv
-    T = seq_len if seq_len is not None else t_argv
-    D = total_batch if total_batch is not None else d_argv
-    grad_accum = check_divisibility(B, T, D, nodes, gpus_per_node)
-    ranks = nodes * gpus_per_node
-
-    all_env = {**_nccl_env(nccl_env), **dict(env or {})}
-    bad_env = [k for k in all_env if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
-    if bad_env:
-        raise ConfigError(f"environment variable name(s) {bad_env} are not valid", "fix nccl.extra_env in kit.yaml")
-
-    all_mounts = _mount_list(mounts, shared, Path(data_root) if data_root else None) \
-        if container != "none" else []
-    srun_extra, launcher = _container_parts(container, image_ref, all_mounts, workdir)
-
-    directives = [f"--job-name={job_name}", f"--nodes={nodes}", f"--ntasks-per-node={gpus_per_node}",
-                  f"--gres=gpu:{gpus_per_node}"]
-    if partition:
-        directives.append(f"--partition={partition}")
-    if account:
-        directives.append(f"--account={account}")
-    if time:
-        directives.append(f"--time={time}")
-    directives.append(f"--output={run}/slurm-%j.out")
-    directives += check_sbatch_extra(sbatch_extra)
-
-    srun_opts: list[Union[str, Raw]] = [f"--ntasks={ranks}", f"--ntasks-per-node={gpus_per_node}",
-                                        "--distribution=block", "--kill-on-bad-exit=1", "--mpi=none", *srun_extra]
-    summary = " ".join((plan_summary or "llm.c train_gpt2cu").split())    # one comment line, whatever it holds
-    summary += (f"; B={B} x T={T} x {ranks} ranks, total batch "
-                f"{D if D > 0 else B * T * ranks} tokens, {grad_accum} grad-accumulation step(s)")
-    rendezvous = ("through the shared folder (-pi fs -pf <shared>/nccl-sync/<job id>)" if init == "fs"
-                  else "through rank 0 over TCP (-pi tcp -ps <first node's IPv4>, port 12345)")
-
-    tmpl = jinja2.Template(TEMPLATE.read_text(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    text = tmpl.render(
-        nodes=nodes, gpus_per_node=gpus_per_node, ranks=ranks, script_name=SCRIPT_NAME,
-        plan_summary=summary, rendezvous_doc=rendezvous, sbatch_directives=directives,
-        program=_q(argv[0]), args=_arg_lines(argv[1:]),
-        run_dir=_q(run), shared_dir=_q(shared), container=container, image=_q(image_ref),
-        env_lines=[f"{k}={_q(v)}" for k, v in all_env.items()], init=init,
-        srun_options=" \\\n  ".join(_q(o) for o in srun_opts),
-        launcher=(_words(launcher) + " \\\n  ") if launcher else "",
-    )
-    return SlurmScript(text=text, ranks=ranks, micro_batch=B, seq_len=T, total_batch=D, grad_accum=grad_accum)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# from a training plan (kitctl.train.Plan) to the script
-
-
 @dataclass(frozen=True)
 class SlurmOptions:
     """The Slurm side of `kitctl train --launcher slurm`."""
@@ -288,6 +152,136 @@ class SlurmOptions:
     def runtime(self) -> str:
         """The single-node runtime whose plan a container mode reuses: container paths or host paths."""
         return "native" if self.container == "none" else "docker"
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """What the job runs: the training plan's side of the script (:func:`render_plan` makes it from a
+    ``kitctl.train.Plan``; :class:`SlurmOptions` is the Slurm side).
+
+    ``argv``: train_gpt2cu's argv, ``argv[0]`` the program (container path for pyxis/apptainer, host path for
+    none); it must not carry -pn/-pr/-pg/-pi/-pf/-ps (the script adds them per rank). ``micro_batch`` /
+    ``seq_len`` / ``total_batch`` default to the argv's -b/-t/-d. ``run_dir`` is the host path of the run folder
+    (the job's log goes there). ``mounts`` map host -> container (default: ``data_root`` at /data); ``env`` is the
+    launch environment (NCCL's from kit.yaml included)."""
+
+    argv: Sequence[str]
+    run_dir: Union[str, Path]
+    micro_batch: Optional[int] = None
+    seq_len: Optional[int] = None
+    total_batch: Optional[int] = None
+    mounts: Sequence[Mount] = ()
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    workdir: Optional[str] = None
+    data_root: Union[None, str, Path] = None
+    name: str = "llmc"
+    summary: str = ""
+
+
+def render_sbatch(job: SlurmJob, opts: SlurmOptions, *, check_paths: bool = True) -> SlurmScript:
+    """Render the sbatch script for a job. Raises ConfigError (exit 2) with a hint on bad input.
+
+    ``opts.gpus_per_node`` must be set (:func:`render_plan` fills it from the plan). ``check_paths``: the shared
+    folder (and the .sif) must exist here, the login node, which sees the cluster's shared filesystems.
+    """
+    nodes, container, init, image = opts.nodes, opts.container, opts.init, opts.image
+    argv = [str(a) for a in job.argv]
+    if not argv:
+        raise ConfigError("the plan has no program to run", "this is a bug in the planner; report it")
+    _check_positive("--nodes", nodes, "pass --nodes N (N >= 1)")
+    _check_positive("--gpus-per-node", opts.gpus_per_node, "pass --gpus-per-node G, the GPUs of one node (e.g. 8)")
+    gpus_per_node = int(opts.gpus_per_node or 0)          # checked: a whole number >= 1
+    check_choice("--container", container, CONTAINERS,
+                 "pyxis: srun --container-image (enroot); apptainer: a .sif; none: a binary on a shared path")
+    check_choice("--init", init, INITS,
+                 "fs: NCCL id through the shared folder (default); tcp: through rank 0 on port 12345")
+    clash = sorted({a for a in argv[1:] if a in RANK_FLAGS})
+    if clash:
+        raise ConfigError(f"the plan's argv already sets {' '.join(clash)}; the Slurm launcher sets llm.c's "
+                          "rank flags per rank", "drop them from the pass-through flags after --")
+    shared = check_shared_dir(opts.shared_dir, must_exist=check_paths)
+    run = _check_path("run folder", job.run_dir, "--out", must_exist=False)
+    if "%" in str(run):     # sbatch reads %j, %x, ... in --output as its own placeholders
+        raise ConfigError(f"run folder {run} contains %, which sbatch's --output=<run>/slurm-%j.out would expand",
+                          "use a run folder path without % (--name / --out / data_root)")
+    time = check_time(opts.time)
+    _check_word("--partition", opts.partition)
+    _check_word("--account", opts.account)
+    job_name = re.sub(r"[^A-Za-z0-9_.-]", "-", job.name or "llmc")[:64]
+
+    if container == "pyxis":
+        if not image:
+            raise ConfigError("--container pyxis needs an image",
+                              "pass --image with an enroot .sqsh on the shared filesystem (make one with `kitctl "
+                              "export --format sqsh`) or a registry image, e.g. registry#llmc-kit:tag")
+        # a local file (.sqsh, ./x, or a path that exists here) must be absolute, as for apptainer's .sif: pyxis
+        # takes anything else for a registry image, and the nodes need the path they see
+        if image.endswith((".sqsh", ".squashfs")) or image.startswith(".") or ("/" in image and Path(image).exists()):
+            image = str(_check_path(".sqsh image", image, "--image", must_exist=False))
+        image_ref = image
+    elif container == "apptainer":
+        if not opts.sif:
+            raise ConfigError("--container apptainer needs a .sif image",
+                              "make one with `kitctl export --format sif`, copy it to the shared filesystem, and "
+                              "pass --sif /shared/llmc-kit.sif")
+        sif_path = _check_path(".sif image", opts.sif, "--sif", must_exist=False)
+        if check_paths and not sif_path.is_file():
+            raise ConfigError(f".sif image {sif_path} does not exist",
+                              "make it with `kitctl export --format sif` and copy it to the shared filesystem")
+        image_ref = str(sif_path)
+    else:
+        image_ref = ""
+
+    b_argv, t_argv, d_argv = batch_flags(argv)
+    B = job.micro_batch if job.micro_batch is not None else b_argv
+    T = job.seq_len if job.seq_len is not None else t_argv
+    D = job.total_batch if job.total_batch is not None else d_argv
+    grad_accum = check_divisibility(B, T, D, nodes, gpus_per_node)
+    ranks = nodes * gpus_per_node
+
+    all_env = dict(job.env)
+    bad_env = [k for k in all_env if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+    if bad_env:
+        raise ConfigError(f"environment variable name(s) {bad_env} are not valid", "fix nccl.extra_env in kit.yaml")
+
+    all_mounts = _mount_list(job.mounts, shared, Path(job.data_root) if job.data_root else None) \
+        if container != "none" else []
+    srun_extra, launcher = _container_parts(container, image_ref, all_mounts, job.workdir)
+
+    directives = [f"--job-name={job_name}", f"--nodes={nodes}", f"--ntasks-per-node={gpus_per_node}",
+                  f"--gres=gpu:{gpus_per_node}"]
+    if opts.partition:
+        directives.append(f"--partition={opts.partition}")
+    if opts.account:
+        directives.append(f"--account={opts.account}")
+    if time:
+        directives.append(f"--time={time}")
+    directives.append(f"--output={run}/slurm-%j.out")
+    directives += check_sbatch_extra(opts.sbatch_extra)
+
+    srun_opts: list[Union[str, Raw]] = [f"--ntasks={ranks}", f"--ntasks-per-node={gpus_per_node}",
+                                        "--distribution=block", "--kill-on-bad-exit=1", "--mpi=none", *srun_extra]
+    summary = " ".join((job.summary or "llm.c train_gpt2cu").split())    # one comment line, whatever it holds
+    summary += (f"; B={B} x T={T} x {ranks} ranks, total batch "
+                f"{D if D > 0 else B * T * ranks} tokens, {grad_accum} grad-accumulation step(s)")
+    rendezvous = ("through the shared folder (-pi fs -pf <shared>/nccl-sync/<job id>)" if init == "fs"
+                  else "through rank 0 over TCP (-pi tcp -ps <first node's IPv4>, port 12345)")
+
+    tmpl = jinja2.Template(TEMPLATE.read_text(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    text = tmpl.render(
+        nodes=nodes, gpus_per_node=gpus_per_node, ranks=ranks, script_name=SCRIPT_NAME,
+        plan_summary=summary, rendezvous_doc=rendezvous, sbatch_directives=directives,
+        program=_q(argv[0]), args=_arg_lines(argv[1:]),
+        run_dir=_q(run), shared_dir=_q(shared), container=container, image=_q(image_ref),
+        env_lines=[f"{k}={_q(v)}" for k, v in all_env.items()], init=init,
+        srun_options=" \\\n  ".join(_q(o) for o in srun_opts),
+        launcher=(_words(launcher) + " \\\n  ") if launcher else "",
+    )
+    return SlurmScript(text=text, ranks=ranks, micro_batch=B, seq_len=T, total_batch=D, grad_accum=grad_accum)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# from a training plan (kitctl.train.Plan) to the script
 
 
 # the plan's launch env that must not reach the Slurm script: Slurm sets the GPUs, there is no mpirun, and
@@ -342,10 +336,7 @@ def render_plan(plan, opts: SlurmOptions, *, check_paths: bool = True) -> SlurmS
     resume = f"resumes from step {plan.resume_step} (-y 1)" if plan.resume else "fresh start (-y 0)"
     summary = (f"preset {plan.preset.name} ({plan.preset.descriptor}, {plan.precision}), {plan.steps} steps, "
                f"recompute {plan.recompute}, {resume}")
-    return render_sbatch(
-        [plan.binary, *plan.llmc_args], nodes=opts.nodes, gpus_per_node=gpn, shared_dir=opts.shared_dir,
-        run_dir=plan.out_dir, partition=opts.partition, time=opts.time, container=opts.container,
-        image=opts.image, sif=opts.sif, micro_batch=plan.micro_batch, seq_len=plan.seq_len,
-        total_batch=plan.total_batch, mounts=mounts, env=env, workdir=workdir, init=opts.init,
-        job_name=f"llmc-{name}", account=opts.account, sbatch_extra=opts.sbatch_extra, plan_summary=summary,
-        check_paths=check_paths)
+    job = SlurmJob(argv=(str(plan.binary), *plan.llmc_args), run_dir=plan.out_dir, micro_batch=plan.micro_batch,
+                   seq_len=plan.seq_len, total_batch=plan.total_batch, mounts=tuple(mounts), env=env,
+                   workdir=workdir, name=f"llmc-{name}", summary=summary)
+    return render_sbatch(job, dataclasses.replace(opts, gpus_per_node=gpn), check_paths=check_paths)

@@ -82,7 +82,7 @@ def check_divisibility(micro_batch: int, seq_len: int, total_batch: int, nodes: 
 # validation
 
 
-def _check_positive(name: str, value: int, hint: str) -> None:
+def _check_positive(name: str, value: object, hint: str) -> None:
     if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}", hint)
 

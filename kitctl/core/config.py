@@ -23,7 +23,7 @@ from kitctl.core.errors import ConfigError
 from kitctl.core.files import write_atomic
 from kitctl.core.layout import DataLayout
 from kitctl.core.records import parse_yaml, read_yaml_file, short
-from kitctl.core.validate import KNOWN_ARCHS, check_arch_list, parse_arch_list  # noqa: F401 (re-exported)
+from kitctl.core.validate import check_arch_list, parse_arch_list
 
 CONFIG_NAME = "kit.yaml"
 ENV_PREFIX = "KIT_"
@@ -245,10 +245,6 @@ def locate_config(path: Optional[Path] = None, cwd: Optional[Path] = None,
     if _found(user):
         return ConfigSource(user, "user config")
     return ConfigSource(None, "none")
-
-
-def find_config(path: Optional[Path] = None, cwd: Optional[Path] = None) -> Optional[Path]:
-    return locate_config(path, cwd).path
 
 
 PATH_FIELDS = ("data_root", "hf_home", "tokenizer_dir", "ca_cert")

@@ -31,10 +31,6 @@ def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def existing_parent(p: Path) -> Path:
     """``p`` (made absolute) or its nearest ancestor that exists: where a not-yet-created folder will live."""
     p = Path(p).absolute()

@@ -17,9 +17,14 @@ from kitctl.host.runtimes import ContainerSpec, Mount, data_image_ref, host_user
 
 CONTAINER_DATA = "/data"
 PATH_MAP_ENV = "LLMC_KIT_HOST_PATHS"     # {container path: host path}, set on the container: its kitctl says host paths
-# the recipe hash this kit's data image has (kitctl.images.build.data_recipe_hash, registered by kitctl/cli.py: the
-# images area is a sibling of data, so it is handed down from above)
-EXPECTED_DATA_HASH: list[Callable[[KitConfig], Optional[str]]] = []
+_expected_data_hash: Optional[Callable[[KitConfig], Optional[str]]] = None
+
+
+def use_data_recipe_hash(recipe_hash: Callable[[KitConfig], Optional[str]]) -> None:
+    """The hook: how to compute the recipe hash this kit's data image has (kitctl/cli.py hands in
+    kitctl.images.build.data_recipe_hash: images is data's sibling). Without it a present data image is used."""
+    global _expected_data_hash
+    _expected_data_hash = recipe_hash
 
 
 def to_host(text: str, raw: Optional[str] = None) -> str:
@@ -40,9 +45,9 @@ def to_host(text: str, raw: Optional[str] = None) -> str:
 
 def image_difference(cfg: KitConfig, ref: str, labels_of=registry.labels) -> Optional[str]:
     """Why the present data image ``ref`` is not this kit's (its recipe hash differs), or None."""
-    if not EXPECTED_DATA_HASH:
+    if _expected_data_hash is None:
         return None
-    want = EXPECTED_DATA_HASH[0](cfg)
+    want = _expected_data_hash(cfg)
     labels = labels_of(ref)
     if labels is None:          # gone since it was seen, or Docker cannot say: the image check said what it found
         return None

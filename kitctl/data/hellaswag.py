@@ -22,11 +22,10 @@ import numpy as np
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, open_regular, sha256_file, tidy_on_failure, too_large, write_atomic
 from kitctl.core.records import error_text
-from kitctl.core.llmc_files import HEADER_BYTES, HeaderError, pack_hellaswag_header, unpack_hellaswag_header
+from kitctl.core.llmc_files import pack_hellaswag_header
 from kitctl.core.llmc_files import HELLASWAG_START as START
 from kitctl.data.recipes import load_recipe
 from kitctl.data.tokenizer import get_encoding
-
 
 
 def render(example: dict[str, Any], enc) -> dict[str, Any]:
@@ -158,40 +157,6 @@ def build(jsonl: Path, out: Path, enc=None, force: bool = False, log=None) -> in
     say(f"{'replaced' if replaced else 'wrote'} {out}: {len(datas):,} examples"
         + (" (it held different content)" if replaced else ""))
     return len(datas)
-
-
-def read_eval_file(path: Path) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Parse an eval file the way llm.c's EvalLoader walks it (checks every delimiter and count)."""
-    raw = Path(path).read_bytes()
-    try:
-        h = unpack_hellaswag_header(raw)
-    except HeaderError as e:
-        raise KitError(f"{path}: {e}") from None
-    info = {"n": h.examples, "longest_example_bytes": h.longest_example_bytes}
-    s = np.frombuffer(raw[HEADER_BYTES:], dtype="<u2")
-    pos, out = 0, []
-    for i in range(info["n"]):
-        if s[pos] != START or s[pos + 2] != i:
-            raise KitError(f"{path}: example {i} is malformed")
-        nbytes, label, nc = int(s[pos + 1]), int(s[pos + 3]), int(s[pos + 4])
-        if nbytes > info["longest_example_bytes"]:
-            raise KitError(f"{path}: example {i} longer than the header's longest")
-        p = pos + 5
-        nctx = int(s[p])
-        ctx = s[p + 1:p + 1 + nctx].tolist()
-        p += 1 + nctx
-        ends = []
-        for _ in range(nc):
-            ne = int(s[p])
-            ends.append(s[p + 1:p + 1 + ne].tolist())
-            p += 1 + ne
-        if 2 * (p - pos) != nbytes:
-            raise KitError(f"{path}: example {i} byte count mismatch")
-        out.append({"label": label, "ctx_tokens": ctx, "ending_tokens": ends})
-        pos = p
-    if pos != len(s):
-        raise KitError(f"{path}: trailing data after {info['n']} examples")
-    return info, out
 
 
 def git_blob_id(path: Path) -> str:

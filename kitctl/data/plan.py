@@ -29,7 +29,7 @@ from kitctl.data.pool import cores, default_workers
 from kitctl.data.recipes import Recipe, load_recipe, recipe_names
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE
 from kitctl.core.layout import DataLayout
-from kitctl.core.llmc_files import HELLASWAG_BIN
+from kitctl.core.llmc_files import HELLASWAG_BIN, shard_filename, shard_size
 from kitctl.data.tokenizer import get_encoding
 
 DEFAULT_DATASET = "fineweb10B"
@@ -135,7 +135,7 @@ class DataPlan:
         out = self.hellaswag_bin if self.kind == "hellaswag" else self.out_dir
         lines.append(f"output       {out}")
         if self.kind == "tokenize":
-            lines.append(f"files        {self.name}_val_000000.bin, {self.name}_train_000001.bin, ...")
+            lines.append(f"files        {shard_filename(self.name, 0)}, {shard_filename(self.name, 1)}, ...")
             first = f" (val shard {self.first_shard_size:,})" if self.first_shard_size != self.shard_size else ""
             lines.append(f"shard size   {self.shard_size:,} tokens{first}"
                          + (f" -- {self.shard_note}" if self.shard_note else ""))
@@ -309,7 +309,7 @@ def _estimate(plan: DataPlan) -> None:
         assert r is not None
         n = (plan.train_shards if plan.train_shards is not None else (r.train_shards or 103)) + 1
         plan.est_tokens = n * PRETOKENIZED_SHARD_TOKENS
-        plan.need = {plan.out_dir: n * (2 * PRETOKENIZED_SHARD_TOKENS + 1024)}
+        plan.need = {plan.out_dir: n * shard_size(PRETOKENIZED_SHARD_TOKENS)}
         return
     if plan.files is not None:
         source = plan.local_source()

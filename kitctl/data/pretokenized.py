@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from kitctl.data import manifest as mf
-from kitctl.data.shards import check_shard, shard_filename
+from kitctl.core.llmc_files import shard_filename
+from kitctl.data.shards import check_shard
 from kitctl import __version__
 from kitctl.core.files import atomic_output, sha256_file
 from kitctl.core.pins import pins_sha256

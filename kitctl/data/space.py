@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import existing_parent, free_bytes
 from kitctl.data.pool import tokenize_batch
-from kitctl.data.shards import HEADER_BYTES
+from kitctl.core.llmc_files import HEADER_BYTES
 from kitctl.data.sources import Source
 
 EXACT_BYTES = 2 << 20           # inputs up to 2 MiB are counted exactly ...

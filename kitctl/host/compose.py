@@ -18,11 +18,9 @@ from kitctl.core import resources
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import write_atomic
-from kitctl.core.layout import COMPOSE_ENV
 from kitctl.host.runtimes import data_image_ref, gpu_container_flags, runtime_image_ref
 
 COMPOSE_FILE = resources.share("compose.yaml")
-ENV_FILE_NAME = COMPOSE_ENV
 _PLAIN = re.compile(r"[A-Za-z0-9_./:@+,=-]*")
 
 
@@ -76,12 +74,6 @@ def compose_base_argv(env_file: Path, compose_file: Path = COMPOSE_FILE, project
     if project:
         a += ["-p", project]
     return a
-
-
-def compose_run_argv(service: str, argv: list[str], env_file: Path, compose_file: Path = COMPOSE_FILE,
-                     project: Optional[str] = None) -> list[str]:
-    """The exact ``docker compose run`` line for one service of compose.yaml (what --dry-run prints)."""
-    return [*compose_base_argv(env_file, compose_file, project), "run", "--rm", "-T", service, *argv]
 
 
 class ComposeRuntime:

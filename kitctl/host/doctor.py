@@ -47,13 +47,18 @@ class DiskNeed:
     hf_cache_bytes: int = 0         # of data_root_bytes: the HF cache's parquet (hf_home may be another disk)
 
 
-# Filled in from above (kitctl/cli.py hands in kitctl.pipeline.reference.disk_need): host may not import the
-# pipeline layer that owns the planner.
-DISK_MODEL: list[Callable[[KitConfig], DiskNeed]] = []
+_disk_model: Optional[Callable[[KitConfig], DiskNeed]] = None
+
+
+def use_disk_model(model: Callable[[KitConfig], DiskNeed]) -> None:
+    """The hook: what the reference plan needs on disk (kitctl/cli.py hands in kitctl.pipeline.reference.disk_need:
+    host may not import the pipeline layer that owns the planner). Without it doctor judges no disk sizes."""
+    global _disk_model
+    _disk_model = model
 
 
 def disk_need(cfg: KitConfig) -> Optional[DiskNeed]:
-    return DISK_MODEL[0](cfg) if DISK_MODEL else None
+    return _disk_model(cfg) if _disk_model is not None else None
 
 
 @dataclass(frozen=True)
@@ -66,14 +71,20 @@ class Endpoint:
     offline: str
 
 
-# Filled in from above (kitctl/cli.py hands in kitctl.pipeline.sources.endpoints: the plan's own list).
-ENDPOINTS: list[Callable[[KitConfig], list[Endpoint]]] = []
 NET_PROBE_SECONDS = 3.0
 NET_CHECK = "network: "
+_endpoints: Optional[Callable[[KitConfig], list[Endpoint]]] = None
+
+
+def use_endpoints(source: Callable[[KitConfig], list[Endpoint]]) -> None:
+    """The hook: the hosts the reproduce plan downloads from, after mirrors (kitctl/cli.py hands in
+    kitctl.pipeline.sources.endpoints: the plan's own list). Without it doctor probes no network."""
+    global _endpoints
+    _endpoints = source
 
 
 def endpoints(cfg: KitConfig) -> list[Endpoint]:
-    return ENDPOINTS[0](cfg) if ENDPOINTS else []
+    return _endpoints(cfg) if _endpoints is not None else []
 
 
 def network_findings(eps: list[Endpoint], ca_cert: Optional[Path] = None,

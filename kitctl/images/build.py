@@ -15,11 +15,10 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Optional
 
-from kitctl.core import pins, proc
+from kitctl.core import proc
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.host import registry
-from kitctl.images.context import Context, prepare_context, recipe_hash
+from kitctl.images.context import Context, recipe_hash
 from kitctl.images.inputs import check_ca_bundle
 from kitctl.images.render import image_labels, render
 from kitctl.images.request import BuildRequest
@@ -132,16 +131,6 @@ def build(req: BuildRequest, ctx: Context, target: Optional[str] = None,
     return tags(req, ctx, t)
 
 
-def build_data_image(cfg: KitConfig, *, base_image: Optional[str] = None, ca_cert: Optional[Path] = None,
-                     build_dir: Optional[Path] = None, on_line: Optional[Callable[[str], None]] = None) -> str:
-    """Build the CPU-only data stage and return its moving tag (``<image>:data``). Used by tests too."""
-    req = BuildRequest.from_config(cfg, provider="wheels", target="data", base_image=base_image,
-                                   cuda=pins.load().providers.wheels.cuda,   # CPU-only: no CUDA
-                                   ca_cert=ca_cert, build_dir=build_dir, archs=[75])
-    ctx = prepare_context(req)
-    return build(req, ctx, on_line=on_line or (lambda _l: None))[-1]
-
-
 def expected_labels(req: BuildRequest, ctx: Optional[Context], target: str) -> dict[str, str]:
     """The recipe labels an image of ``target`` for this request carries (the recipe hash only when ``ctx`` was
     prepared with llm.c's source: without it the hash is another one)."""
@@ -149,14 +138,6 @@ def expected_labels(req: BuildRequest, ctx: Optional[Context], target: str) -> d
     if ctx is not None and ctx.llmc_label:
         lab["org.llmc-kit.recipe-hash"] = ctx.hashes[target]
     return lab
-
-
-def tag_latest(req: BuildRequest, tag: str) -> str:
-    """Point ``<image>:latest`` (what train runs) at ``tag``."""
-    latest = f"{req.image}:latest"
-    if tag != latest:
-        registry.tag(tag, latest)
-    return latest
 
 
 def data_recipe_hash(cfg: KitConfig) -> Optional[str]:

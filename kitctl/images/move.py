@@ -9,7 +9,7 @@ runtime, ``data-<hash12>`` and ``data`` for the data stage). ``--image REPO`` pu
 from __future__ import annotations
 
 import datetime
-from typing import Callable, Optional
+from typing import Callable
 
 from kitctl.core.bundle import Unpacked
 from kitctl.core.config import KitConfig
@@ -102,7 +102,3 @@ def load_checked(req: BuildRequest, ctx: Context, target: str, ub: Unpacked, dry
     _check(req, ctx, target, ref, f"the bundle's image {ref}")
     local = _adopt(req, ctx, target, ref)
     return f"loaded {ref} from the bundle, recipe labels match; tagged {local}"
-
-
-def resolve_pull(cfg: KitConfig, image: Optional[str]) -> Optional[str]:
-    return image or cfg.pull_image

@@ -21,7 +21,7 @@ import numpy as np
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import open_regular
 
-from kitctl.core.llmc_files import (  # noqa: F401 (re-exported: the format's names for model's callers)
+from kitctl.core.llmc_files import (
     CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, HEADER_BYTES, MODEL_RE, SHARD_MAGIC,
     STATE_MAGIC, HeaderError, unpack_checkpoint_header)
 

@@ -23,10 +23,10 @@ import numpy as np
 from safetensors import TensorSpec, serialize_file
 
 from kitctl.core.errors import ConfigError
+from kitctl.core.llmc_files import EOT
 from kitctl.data import tokenizer as gpt2_bpe
 from kitctl.model.checkpoint import Checkpoint, LlmcConfig, bf16_to_f32, f32_to_bf16
 
-EOT = gpt2_bpe.EOT
 DTYPES = ("float32", "bfloat16")
 # llm.c name -> HF name inside transformer.h.{i}., and whether it is a (out, in) matrix to transpose
 BLOCK_MAP = (
@@ -38,13 +38,6 @@ BLOCK_MAP = (
     ("fcprojw", "mlp.c_proj.weight", True), ("fcprojb", "mlp.c_proj.bias", False),
 )
 TOKENIZER_COPIES = {"vocab.json": "encoder.json", "merges.txt": "vocab.bpe"}
-
-
-def hf_names(cfg: LlmcConfig) -> list[str]:
-    names = ["transformer.wte.weight", "transformer.wpe.weight"]
-    for i in range(cfg.num_layers):
-        names += [f"transformer.h.{i}.{hf}" for _, hf, _ in BLOCK_MAP]
-    return names + ["transformer.ln_f.weight", "transformer.ln_f.bias"]
 
 
 def hf_tensors(ck: Checkpoint, dtype: str) -> Iterator[tuple[str, np.ndarray]]:

@@ -15,7 +15,7 @@ from typing import Optional
 
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import check_regular
-from kitctl.core.llmc_files import DONE_RE, MODEL_RE
+from kitctl.core.llmc_files import DONE_RE, MODEL_RE, done_filename, model_filename
 from kitctl.model.checkpoint import FIX_FILE
 EXPORT_FILES = ("config.json", "model.safetensors")
 
@@ -99,10 +99,10 @@ def pick(run_dir: Path, step: Optional[int] = None) -> Target:
     have = ", ".join(str(s) for s in sorted(ckpts))
     if step is not None:
         if step not in ckpts:
-            raise ConfigError(f"{run_dir} has no checkpoint for step {step} (model_{step:08d}.bin)",
+            raise ConfigError(f"{run_dir} has no checkpoint for step {step} ({model_filename(step)})",
                               f"steps with a checkpoint: {have}")
         note = "" if step in done or not done else \
-            f"step {step} has no DONE_{step:08d}: llm.c may still be writing it or was stopped while it did"
+            f"step {step} has no {done_filename(step)}: llm.c may still be writing it or was stopped while it did"
         return Target(ckpts[step], run_dir, None, note)
     complete = sorted(s for s in ckpts if s in done)
     if complete:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from kitctl.core.errors import ConfigError
-from kitctl.train.record import RUN_JSON, RunRecord, load_run_record, update_run_record
+from kitctl.core.llmc_files import RUN_JSON
+from kitctl.train.record import RunRecord, load_run_record, update_run_record
 
 PREFERRED = ("acc_norm", "acc")          # what llm.c / #481 quote for HellaSwag (acc_norm), then plain accuracy
 NOT_SCORES = ("sample_len",)            # lm-eval reports the example count among the metrics

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from kitctl.core.errors import ConfigError
+from kitctl.core.llmc_files import EOT
 from kitctl.core.optional import import_optional
 from kitctl.data import tokenizer as gpt2_bpe
 from kitctl.model.forward import NumpyGPT2
@@ -71,7 +72,7 @@ def _transformers_generate(export: Path, prompt: list[int], n: int, top_k: int, 
     try:
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                                 pad_token_id=gpt2_bpe.EOT, top_p=1.0, **kw)
+                                 pad_token_id=EOT, top_p=1.0, **kw)
     except RuntimeError as e:          # torch.multinomial: "probability tensor contains either `inf`, `nan` ..."
         if "nan" not in str(e).lower() and "inf" not in str(e).lower():
             raise
@@ -96,7 +97,7 @@ def sample(export: Path, prompt: str, n: int, *, cache_dir: Path, top_k: int = 4
         raise ConfigError("--top-k must be >= 0 (0 = greedy) and --temperature > 0", "e.g. --top-k 40")
     backend = pick_backend(backend)
     enc = encoding(cache_dir)
-    ids = enc.encode_ordinary(prompt) if prompt else [gpt2_bpe.EOT]
+    ids = enc.encode_ordinary(prompt) if prompt else [EOT]
     ctx = n_positions(export)
     if len(ids) + n > ctx:
         room = ctx - len(ids)

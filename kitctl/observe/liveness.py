@@ -18,8 +18,9 @@ from kitctl.core.pipeline_state import FILENAME as PIPELINE_FILENAME
 from kitctl.core.proc import pid_alive
 from kitctl.core.run_folder import container_running, find_llmc_process
 from kitctl.core.progress import format_duration
-from kitctl.observe.logs import STDOUT_LOG
-from kitctl.observe.run_meta import RunRecord, container_name, read_run_meta, session_of
+from kitctl.core.llmc_files import STDOUT_LOG
+from kitctl.train.record import RunRecord
+from kitctl.observe.run_meta import container_name, read_run_meta, session_of
 
 
 @dataclass

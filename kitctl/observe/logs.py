@@ -37,7 +37,7 @@ from typing import Iterator, Optional
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, open_regular, read_chunks
-from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG  # noqa: F401 (re-exported for observe)
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
 from kitctl.train import parse_step
 
 

@@ -27,8 +27,8 @@ from typing import Callable, Optional
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import is_disk_full, open_regular, write_atomic
-from kitctl.core.llmc_files import STDOUT_LOG
-from kitctl.observe.logs import MAIN_LOG, RunLogs, last_logged, read_run
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
+from kitctl.observe.logs import RunLogs, last_logged, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
 
@@ -47,9 +47,15 @@ GPT3_124M_HELLASWAG = Reference(0.337, "OpenAI GPT-3 124M HellaSwag 33.7%",
                                 f"{VISLOG}, hella3_baseline['124M']; GPT-3 paper (Brown et al. 2020)")
 REFERENCES = (GPT2_124M_VAL_LOSS, GPT2_124M_HELLASWAG, GPT3_124M_HELLASWAG)
 
-# More columns of the runs table: (name, run folder -> text), added by areas observe does not import
-# (kitctl/cli.py adds `kitctl eval`'s results from kitctl.model.record.eval_summary)
-RUN_COLUMNS: list[tuple[str, Callable[[Path], str]]] = []
+# More columns of the runs table: name -> (run folder -> text), from areas observe does not import
+_RUN_COLUMNS: dict[str, Callable[[Path], str]] = {}
+
+
+def add_run_column(name: str, column: Callable[[Path], str]) -> None:
+    """The hook: a column of the runs table that an area above observe computes (kitctl/cli.py adds `kitctl
+    eval`'s results, kitctl.model.record.eval_summary: model is observe's sibling). Adding a name again replaces
+    its column."""
+    _RUN_COLUMNS[name] = column
 
 
 def _plain(text: str) -> str:
@@ -195,7 +201,7 @@ def summary_rows(runs: list[RunLogs]) -> list[dict[str, str]]:
             "best HellaSwag": _best(r, "eval/hellaswag_acc", "{:.4f}", max),
             "tok/s (last)": f"{tok[last_logged(tok)]:,.0f}" if tok else "-",
             "diverged": r.diverged.describe() if r.diverged else "-",
-            **{name: column(r.run_dir) for name, column in RUN_COLUMNS},
+            **{name: column(r.run_dir) for name, column in _RUN_COLUMNS.items()},
         })
     return rows
 

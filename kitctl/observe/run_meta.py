@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from kitctl.train.record import RUN_JSON, GpuRecord, RunRecord, SessionRecord
+from kitctl.core.llmc_files import RUN_JSON
+from kitctl.train.record import GpuRecord, RunRecord, SessionRecord
 
 __all__ = ["RunRecord", "read_run_meta", "launch_flag", "total_steps", "container_name", "gpu_label", "session_of"]
 

@@ -24,8 +24,10 @@ from kitctl.host import gpus as gpus_mod
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import RUN_JSON, parse_done_filename, parse_model_filename
 from kitctl.observe.liveness import Liveness, find_llmc_process, liveness
-from kitctl.observe.logs import MAIN_LOG, STDOUT_LOG, Divergence, RunLogs, last_logged, read_run, value_word
-from kitctl.observe.run_meta import RunRecord, gpu_label, read_run_meta, total_steps
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
+from kitctl.observe.logs import Divergence, RunLogs, last_logged, read_run, value_word
+from kitctl.train.record import RunRecord
+from kitctl.observe.run_meta import gpu_label, read_run_meta, total_steps
 
 __all__ = ["RunStatus", "collect", "render", "find_llmc_process", "read_meta"]
 

@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field, field_validator
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular
 from kitctl.core.records import Record
-from kitctl.observe.logs import (MAIN_LOG, STDOUT_LOG, TAG_DESCRIPTIONS, Streams, iter_main_log, iter_stdout,
-                                 read_head)
+from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
+from kitctl.observe.logs import TAG_DESCRIPTIONS, Streams, iter_main_log, iter_stdout, read_head
 from kitctl.observe.runs import list_runs
 
 TB_DIR = "tb"

@@ -82,14 +82,6 @@ def check_bind(host: str, port: int) -> None:
                               "pick another --host / --port") from None
 
 
-def port_free(host: str, port: int) -> bool:
-    try:
-        check_bind(host, port)
-    except ConfigError:
-        return False
-    return True
-
-
 # ------------------------------------------------------------------------------------------ view + server
 class RunView:
     """A temporary folder of symlinks ``<run name> -> <run>/tb``."""

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kitctl.core.llmc_files import HEADER_BYTES      # llm.c model / state / shard headers: 256 x int32
 from kitctl.core.progress import format_duration
 from kitctl.host import disks
 from kitctl.pipeline.costs import costs
-HEADER_BYTES = 1024          # llm.c model / state / shard headers: 256 x int32
+
 HELLASWAG_ROWS = 4           # llm.c's EvalLoader: 4 completions (batch rows) per example
 
 

@@ -27,7 +27,8 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, free_bytes, open_regular
 from kitctl.core import shard_folder
-from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN, HeaderError, unpack_hellaswag_header
+from kitctl.core.llmc_files import (HEADER_BYTES, TOKENIZER_BIN, HeaderError, shard_filename,
+                                    unpack_hellaswag_header)
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import disks, docker_disk
 from kitctl.host.gpus import GPU, distinct_archs, select
@@ -235,9 +236,9 @@ def synthetic_data(plan: DataPlan, d: fc.DataInput) -> DataInfo:
                           " no training shard would be left", f"pass --shard-size {suggest} (tokens per shard) so "
                           "the data makes a val shard and several training shards")
     rest = d.tokens - first
-    train = [Shard(f"{plan.name}_train_{i + 1:06d}.bin", min(size, rest - i * size))
+    train = [Shard(shard_filename(plan.name, i + 1), min(size, rest - i * size))
              for i in range(max(1, math.ceil(rest / size)))]
-    return DataInfo(plan.out_dir, plan.name, tuple(train), (Shard(f"{plan.name}_val_000000.bin", first),))
+    return DataInfo(plan.out_dir, plan.name, tuple(train), (Shard(shard_filename(plan.name, 0), first),))
 
 
 def planned_data(cfg: KitConfig, preset: str) -> DataInfo:

@@ -52,19 +52,24 @@ class Launcher:
 
 
 LAUNCHERS: dict[str, Launcher] = {}
-# (config, preset name) -> the shards the preset's dataset will have once `kitctl data` writes them (token counts
-# only), for a dry run before the data exists; handed in from above (kitctl/cli.py: the pipeline's planner owns it)
-PLANNED_DATA: list[Callable[[Any, str], Any]] = []
+_planned: Optional[Callable[[Any, str], Any]] = None
+
+
+def use_planned_data(planner: Callable[[Any, str], Any]) -> None:
+    """The hook: (config, preset name) -> the shards the preset's dataset will have once `kitctl data` writes them
+    (token counts only), for a dry run before the data exists (kitctl/cli.py hands in the pipeline's planner)."""
+    global _planned
+    _planned = planner
 
 
 def _planned_data(cfg: Any, req: TrainRequest) -> Any:
     """A dry run of the preset's own shard folder that does not exist yet: plan on the dataset's size."""
-    if req.data is not None or not PLANNED_DATA:
+    if req.data is not None or _planned is None:
         return None
     from kitctl.train.presets import get_preset
     if cfg.layout.shards(get_preset(req.preset).data).exists():
         return None
-    return PLANNED_DATA[0](cfg, req.preset)
+    return _planned(cfg, req.preset)
 
 
 def show_plan(plan: Plan) -> None:

@@ -22,9 +22,9 @@ from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
-from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,  # noqa: F401
-                                    parse_shard_filename, parse_state_filename, shard_patterns, unpack_shard_header,
-                                    GLOB_UNSAFE, shard_globs)
+from kitctl.core.llmc_files import (GLOB_UNSAFE, HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,
+                                    parse_shard_filename, parse_state_filename, shard_filename, shard_globs,
+                                    unpack_shard_header)
 from kitctl.host import built_archs
 from kitctl.host.gpus import GPU, load_inventory, visible
 from kitctl.host.runtimes import runtime_image_ref
@@ -136,7 +136,7 @@ def inspect_data(data_dir: Path) -> DataInfo:
                           "keep one dataset per folder (kitctl data does) and pass that folder with --data")
     prefix = prefixes[0]
     if not val.get(prefix):
-        raise ConfigError(f"no validation shard {prefix}_val_000000.bin in {data_dir}",
+        raise ConfigError(f"no validation shard {shard_filename(prefix, 0)} in {data_dir}",
                           "llm.c needs one for -j; re-make the shards with `kitctl data`")
     _check_llmc_globs(data_dir.resolve(), prefix, train[prefix], val[prefix])
     man_sha, complete = None, None

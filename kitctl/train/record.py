@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kitctl.core.llmc_files import RUN_JSON  # noqa: F401 (re-exported)
+from kitctl.core.llmc_files import RUN_JSON
 from kitctl.core.errors import KitError
 from kitctl.core.records import Record
 

@@ -31,8 +31,9 @@ from kitctl.train import facts
 from kitctl.train.facts import inspect_out
 from kitctl.train.plan import Plan
 from kitctl.core.llmc_files import RUN_FILE_GLOBS
+from kitctl.core.llmc_files import RUN_JSON
 from kitctl.core.run_folder import OtherWriter, RunFolder, container_running
-from kitctl.train.record import (MAX_HISTORY, RUN_JSON, DataRecord, GpuRecord, RunRecord, RuntimeRecord,
+from kitctl.train.record import (MAX_HISTORY, DataRecord, GpuRecord, RunRecord, RuntimeRecord,
                                  SessionRecord, load_run_record, run_json_lock)
 from kitctl.train.steplog import MANAGED_FALLBACK, Step, is_oom, parse_step
 

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
-from kitctl.core.llmc_files import STDOUT_LOG
+from kitctl.core.llmc_files import STDOUT_LOG, done_filename
 from kitctl.train.display import Display
 from kitctl.train.facts import DataInfo, Facts, gather_facts, inspect_out
 from kitctl.train.plan import Plan
@@ -122,7 +122,7 @@ def reached_last_step(plan: Plan, out: Outcome) -> bool:
     checkpoint of the last step (DONE_<steps>, when it checkpoints)."""
     if out.last_step is not None and out.last_step >= plan.steps:
         return True
-    return (plan.out_dir / f"DONE_{plan.steps:08d}").is_file()
+    return (plan.out_dir / done_filename(plan.steps)).is_file()
 
 
 def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any) -> Outcome:

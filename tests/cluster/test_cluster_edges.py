@@ -106,7 +106,7 @@ def test_sbatch_extra_with_control_characters_refused(shared, extra):
 
 
 def test_plan_summary_stays_one_comment_line(shared, tmp_path):
-    s = render(shared, plan_summary="preset x\necho injected; B=1")
+    s = render(shared, summary="preset x\necho injected; B=1")
     lines = s.text.splitlines()
     assert not any(ln.startswith("echo injected") for ln in lines)
     assert any(ln.startswith("# Plan: preset x echo injected; B=1") for ln in lines)

@@ -129,7 +129,8 @@ def local_image():
 
 @pytest.mark.docker
 def test_export_tar_for_real(tmp_path, local_image, monkeypatch):
-    from kitctl.cli import app, state
+    from kitctl.cli import app
+    from kitctl.core.context import state
 
     monkeypatch.setenv("KIT_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.delenv("KIT_CONFIG", raising=False)

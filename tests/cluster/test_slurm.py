@@ -1,6 +1,7 @@
 """The Slurm launcher's pure rendering: pyxis / Apptainer / native scripts, llm.c rank flags, bad inputs."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kitctl.cluster import slurm, slurm_checks, slurm_run
-from kitctl.core.config import Nccl
+from kitctl.core.config import Nccl, nccl_env
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.host.runtimes import Mount
 
@@ -21,14 +22,22 @@ MOUNTS = [Mount(Path("/lustre/data/fineweb10B"), "/workspace/data", read_only=Tr
 
 
 
+JOB_FIELDS = {f.name for f in dataclasses.fields(slurm.SlurmJob)}
+
+
 def render(shared, **kw):
-    args = dict(nodes=2, gpus_per_node=4, shared_dir=shared, run_dir="/lustre/data/runs/gpt2", container="pyxis",
-                image="/lustre/images/llmc-kit_latest.sqsh", mounts=MOUNTS, workdir="/workspace",
+    """render_sbatch of a 2 x 4 pyxis job; ``kw`` sets the job's fields (argv, run_dir, mounts, ...) or the Slurm
+    options (nodes, container, image, ...); ``nccl_env`` is kit.yaml's nccl section, in the job's env."""
+    args = dict(nodes=2, gpus_per_node=4, shared_dir=shared, argv=ARGV, run_dir="/lustre/data/runs/gpt2",
+                container="pyxis", image="/lustre/images/llmc-kit_latest.sqsh", mounts=MOUNTS, workdir="/workspace",
                 nccl_env=Nccl(socket_ifname="ib0", ib_disable=False, debug="WARN", extra_env={"NCCL_P2P_LEVEL": "PXB"}),
-                partition="gpu", time="2-00:00:00", job_name="llmc-gpt2")
+                partition="gpu", time="2-00:00:00", name="llmc-gpt2")
     args.update(kw)
-    argv = args.pop("argv", ARGV)
-    return slurm.render_sbatch(argv, **args)
+    check_paths = args.pop("check_paths", True)
+    env = nccl_env(args.pop("nccl_env"))
+    job = slurm.SlurmJob(env=env, **{k: v for k, v in args.items() if k in JOB_FIELDS})
+    opts = slurm.SlurmOptions(**{k: v for k, v in args.items() if k not in JOB_FIELDS})
+    return slurm.render_sbatch(job, opts, check_paths=check_paths)
 
 
 def _directives(text: str) -> list[str]:
@@ -217,8 +226,8 @@ def test_time_formats(t):
 
 
 def test_nccl_env_from_config():
-    assert slurm.nccl_env(Nccl()) == {}
-    assert slurm.nccl_env(Nccl(socket_ifname="eth0", ib_disable=True, debug="INFO", extra_env={"X": "1"})) == {
+    assert nccl_env(Nccl()) == {}
+    assert nccl_env(Nccl(socket_ifname="eth0", ib_disable=True, debug="INFO", extra_env={"X": "1"})) == {
         "NCCL_SOCKET_IFNAME": "eth0", "NCCL_IB_DISABLE": "1", "NCCL_DEBUG": "INFO", "X": "1"}
 
 

@@ -82,11 +82,11 @@ def plan_argv(program: str, data: Path, run: Path) -> list[str]:
             "-q", "0.0", "-u", "700", "-n", "5000", "-v", "250", "-s", "20000", "-h", "1"]
 
 
-def render(argv, shared, run, data, **kw):
-    return slurm.render_sbatch(argv, nodes=len(NODES), gpus_per_node=GPUS, shared_dir=shared, run_dir=run,
-                               container="none", data_root=data, workdir=str(data),
-                               nccl_env={"NCCL_SOCKET_IFNAME": "lo", "NCCL_IB_DISABLE": "1"},
-                               job_name="kit-test", time="5", **kw)
+def render(argv, shared, run, data, init="fs"):
+    job = slurm.SlurmJob(argv=argv, run_dir=run, data_root=data, workdir=str(data), name="kit-test",
+                         env={"NCCL_SOCKET_IFNAME": "lo", "NCCL_IB_DISABLE": "1"})
+    return slurm.render_sbatch(job, slurm.SlurmOptions(nodes=len(NODES), gpus_per_node=GPUS, shared_dir=shared,
+                                                       container="none", time="5", init=init))
 
 
 def _records(run: Path) -> dict[int, dict]:
@@ -173,7 +173,8 @@ def test_kitctl_train_launcher_slurm_submit(cluster, layout, monkeypatch):
     import numpy as np
     from typer.testing import CliRunner
 
-    from kitctl.cli import app, state
+    from kitctl.cli import app
+    from kitctl.core.context import state
     from kitctl.core.config import KitConfig
     from kitctl.data.shards import write_shard
     from kitctl.cluster.slurm import SlurmOptions
@@ -264,10 +265,10 @@ def test_apptainer_launch_line_runs_under_srun(cluster, layout, tmp_path):
     fake.chmod(0o755)
     sif = shared / "llmc-kit.sif"
     sif.write_bytes(b"not really a sif")
-    s = slurm.render_sbatch(plan_argv(str(standin), data, run), nodes=len(NODES), gpus_per_node=GPUS,
-                            shared_dir=shared, run_dir=run, container="apptainer", sif=sif,
-                            mounts=[Mount(data, str(data), read_only=True), Mount(run, str(run))],
-                            workdir=str(data), job_name="kit-apptainer", time="5")
+    job = slurm.SlurmJob(argv=plan_argv(str(standin), data, run), run_dir=run, workdir=str(data),
+                         mounts=[Mount(data, str(data), read_only=True), Mount(run, str(run))], name="kit-apptainer")
+    s = slurm.render_sbatch(job, slurm.SlurmOptions(nodes=len(NODES), gpus_per_node=GPUS, shared_dir=shared,
+                                                    container="apptainer", sif=sif, time="5"))
     path = slurm_run.write_script(s.text, run)
     job = slurm_run.submit_script(path, env={"SLURM_CONF": str(cluster.conf), "PATH": f"{bindir}:{os.environ['PATH']}"})
     info = cluster.wait_job(job, timeout=120)

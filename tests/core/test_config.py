@@ -4,7 +4,8 @@ import pytest
 
 import kitctl_proc
 
-from kitctl.core.config import load_config, parse_arch_list, write_template
+from kitctl.core.config import load_config, write_template
+from kitctl.core.validate import parse_arch_list
 from kitctl.core.errors import ConfigError
 
 

@@ -1,6 +1,8 @@
 """kitctl.core.llmc_files: llm.c's headers and file names round-trip, and bad headers are refused with the reason."""
 from __future__ import annotations
 
+import ast
+import re
 import struct
 
 import numpy as np
@@ -108,23 +110,76 @@ def test_run_folder_names_round_trip():
     assert {"main.log", "stdout.log", "run.json"} <= set(lf.RUN_FILE_GLOBS)
 
 
+# a run-folder or shard file name with its number, as a literal or as an f-string renders it (each {...} -> "0")
+NUMBERED_NAME = re.compile(r"\bmodel_0*\d+\.bin|\bstate_0*\d+_0*\d+\.bin|\bDONE_0*\d+\b|_(?:train|val)_\d+\.bin")
+NUMBERED_FILE = re.compile(r"[\w.-]*(?:" + NUMBERED_NAME.pattern + ")")      # a whole string that is such a name
+
+
+def _literals_outside_core(tree: ast.AST) -> list[tuple[int, str]]:
+    """What the guard below refuses in one module's syntax tree: (line, what)."""
+    magics = {20240520, 20240522, 20240326, 20240328, 20240527}
+    names = {"main.log", "stdout.log", "run.json", "gpt2_tokenizer.bin", "manifest.json", "hellaswag_val.bin"}
+    found: list[tuple[int, str]] = []
+    header_uses: set[int] = set()        # ids of 1024 literals used as the header's size: offsets, slices, *HEADER*
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+            header_uses |= {id(x) for x in (node.left, node.right)}
+        elif isinstance(node, ast.Slice):
+            header_uses |= {id(x) for x in (node.lower, node.upper) if x is not None}
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("read", "seek"):
+            header_uses |= {id(x) for x in node.args}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and "HEADER" in t.id.upper() for t in targets):
+                header_uses.add(id(node.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(v.value if isinstance(v, ast.Constant) else "0" for v in node.values)
+            if NUMBERED_NAME.search(text):
+                found.append((node.lineno, f"f-string {text!r}"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in names or NUMBERED_FILE.fullmatch(node.value.rsplit("/", 1)[-1]):
+                found.append((node.lineno, repr(node.value)))
+        elif isinstance(node, ast.Constant) and type(node.value) is int:
+            if node.value in magics or node.value == 50256:
+                found.append((node.lineno, repr(node.value)))
+            elif node.value == 1024 and id(node) in header_uses:
+                found.append((node.lineno, "1024 as llm.c's header size"))
+    return found
+
+
 def test_no_magic_number_or_run_file_name_is_spelled_outside_core():
-    """One home for llm.c's contracts: no int literal of a magic and no string literal of a run-folder / data-root
-    file name appears in code outside kitctl/core (docstrings and messages that mention them are prose)."""
-    import ast
+    """One home for llm.c's contracts: outside kitctl/core no int literal of a magic or of EOT (50256), no 1024 used
+    as the header's size (an offset, a slice bound, a read or seek, a *HEADER* constant), no string literal of a
+    run-folder / data-root file name, and no literal or f-string that spells a numbered one (model_%08d.bin,
+    state_..., DONE_..., <name>_train_%06d.bin): core's helpers say them. Prose that mentions a name without
+    building it (a glob like DONE_*, an example in a docstring or a hint) is not refused."""
     from pathlib import Path
 
     import kitctl
 
-    magics = {20240520, 20240522, 20240326, 20240328, 20240527}
-    names = {"main.log", "stdout.log", "run.json", "gpt2_tokenizer.bin", "manifest.json", "hellaswag_val.bin"}
     pkg = Path(kitctl.__file__).parent
     found = []
     for p in pkg.rglob("*.py"):
         if p.parent.name == "core":
             continue
-        for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.Constant) and (node.value in magics if isinstance(node.value, int)
-                                                   else isinstance(node.value, str) and node.value in names):
-                found.append(f"{p.relative_to(pkg)}:{node.lineno}: {node.value!r}")
+        found += [f"{p.relative_to(pkg)}:{line}: {what}" for line, what in _literals_outside_core(ast.parse(p.read_text()))]
     assert not found, found
+
+
+@pytest.mark.parametrize("code", [
+    'p = out / f"model_{step:08d}.bin"', 'd = f"DONE_{n:08d}"', 'x = f"state_{s:08d}_{r:05d}.bin"',
+    'v = f"{name}_val_000000.bin"', 't = f"{name}_train_{i:06d}.bin"', 'n = "fw_train_000001.bin"',
+    'c = "/runs/x/model_00000200.bin"', 'msg = f"no checkpoint for step {s} (model_{s:08d}.bin)"',
+    "eot = 50256", "m = 20240520", "need = 2 * n + 1024", "head = raw[:1024]", "f.seek(1024)", "HEADER = 1024",
+    'log = "main.log"'])
+def test_the_guard_refuses_each_kind_of_literal(code):
+    assert _literals_outside_core(ast.parse(code)), code
+
+
+@pytest.mark.parametrize("code", ["T = 1024", "mib = x * 1024 * 1024", "if T > 1024: pass", "b = f(argv, '-t', 1024)",
+                                  'msg = f"{run} has no checkpoint (DONE_*)"', "vocab = 50257",
+                                  'p = f"{d}/{model_filename(step)}"',
+                                  'hint = "point --data at a folder holding <name>_val_000000.bin"'])
+def test_the_guard_leaves_sequence_lengths_sizes_and_prose(code):
+    assert not _literals_outside_core(ast.parse(code)), code

@@ -28,7 +28,8 @@ from kitctl.data import tokenize as tz
 from kitctl.data.container import choose_runtime
 from kitctl.data.execute import execute
 from kitctl.data.plan import make_plan
-from kitctl.data.shards import HEADER_BYTES, check_shard
+from kitctl.core.llmc_files import HEADER_BYTES
+from kitctl.data.shards import check_shard
 from kitctl.data.sources import MemorySource
 
 pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ...

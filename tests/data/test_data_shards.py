@@ -9,7 +9,8 @@ import pytest
 
 from data_ref import EDGE_DOCS, read_dir, reference_files, token_stream
 from kitctl.data import manifest as mf
-from kitctl.data.shards import ShardWriter, check_shard, read_shard, shard_filename, write_shard
+from kitctl.core.llmc_files import shard_filename
+from kitctl.data.shards import ShardWriter, check_shard, read_shard, write_shard
 from kitctl.data.sources import MemorySource
 from kitctl.data.pool import tokenize_batch
 from kitctl.data.tokenize import make_shards

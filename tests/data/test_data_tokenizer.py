@@ -16,7 +16,7 @@ import pytest
 
 import kitctl_proc
 
-from data_ref import read_dir, reference_files
+from data_ref import read_dir, read_eval_file, reference_files
 from kitctl.data import hellaswag as hs
 from kitctl.data import tokenizer as tk
 from kitctl.data.hf import hf_source
@@ -98,7 +98,7 @@ def test_hellaswag_eval_file(tiktoken_cache, tmp_path):
     ends = [enc.encode(" " + e) for e in exs[0]["endings"]]
     assert stream[1] == 2 * (6 + len(ctx) + sum(1 + len(e) for e in ends))
     assert head[3] == max(stream[1], stream[stream[1] // 2 + 1])
-    info, parsed = hs.read_eval_file(tmp_path / "out.bin")
+    info, parsed = read_eval_file(tmp_path / "out.bin")
     assert parsed[1]["label"] == 1 and parsed[1]["ending_tokens"][2] == enc.encode(" 🙂")
     (tmp_path / "bad.jsonl").write_text('{"ctx": "x"}\n')
     with pytest.raises(KitError, match="bad.jsonl:1: not a HellaSwag example"):
@@ -112,7 +112,7 @@ def test_hellaswag_recipe_cli_writes_where_train_expects(tmp_path, gpt2_bpe_dir)
            "KIT_TOKENIZER_DIR": str(gpt2_bpe_dir)}
     r = kitctl_proc.run(["data", "hellaswag", "--source", str(tmp_path / "hs.jsonl")], env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert hs.read_eval_file(tmp_path / "root" / "hellaswag" / "hellaswag_val.bin")[0]["n"] == 2
+    assert read_eval_file(tmp_path / "root" / "hellaswag" / "hellaswag_val.bin")[0]["n"] == 2
     assert (tmp_path / "root" / "gpt2_tokenizer.bin").is_file()
 
 
@@ -279,7 +279,7 @@ def test_hellaswag_out_honoured_and_different_file_refused_without_force(tmp_pat
     assert not out.exists()
     r = run("--out", out)
     assert r.returncode == 0, r.stderr
-    assert hs.read_eval_file(out / "hellaswag_val.bin")[0]["n"] == 2
+    assert read_eval_file(out / "hellaswag_val.bin")[0]["n"] == 2
     assert not (tmp_path / "root" / "hellaswag").exists()          # not the default place
     first = (out / "hellaswag_val.bin").read_bytes()
     r = run("--out", out)                                           # same content: fine, untouched
@@ -290,7 +290,7 @@ def test_hellaswag_out_honoured_and_different_file_refused_without_force(tmp_pat
     assert (out / "hellaswag_val.bin").read_bytes() == first
     r = run("--out", out, "--force")
     assert r.returncode == 0 and "replaced" in r.stdout, r.stderr
-    assert hs.read_eval_file(out / "hellaswag_val.bin")[0]["n"] == 1
+    assert read_eval_file(out / "hellaswag_val.bin")[0]["n"] == 1
 
 
 @pytest.mark.parametrize("case", ["label", "parquet", "special", "endings"])

@@ -8,11 +8,11 @@ import os
 import pytest
 
 import kitctl_proc
+from data_ref import read_eval_file
 from loopback import file_server
 
 from kitctl.core.config import KitConfig, Mirrors
 from kitctl.core.errors import ConfigError
-from kitctl.data import hellaswag as hs
 from kitctl.data.execute import execute
 from kitctl.data.plan import make_plan
 
@@ -38,7 +38,7 @@ def test_hellaswag_url_mirror_is_planned_and_downloaded_from(mirror, tmp_path, g
     assert plan.downloads() == [url] and f"download     {url}" in plan.describe()
     assert execute(plan, log=lambda _: None) == 2
     assert seen == ["/hellaswag/data/hellaswag_val.jsonl"]
-    assert hs.read_eval_file(plan.hellaswag_bin)[0]["n"] == 2
+    assert read_eval_file(plan.hellaswag_bin)[0]["n"] == 2
     assert make_plan(cfg, "hellaswag").downloads() == []          # the jsonl is cached on the data root now
 
 
@@ -73,7 +73,7 @@ def test_data_hellaswag_source_url_downloads_from_the_mirror(mirror, tmp_path, g
                         timeout=120)
     assert r.returncode == 0, r.stderr
     assert seen == ["/hellaswag/data/hellaswag_val.jsonl"]
-    assert hs.read_eval_file(tmp_path / "root" / "hellaswag" / "hellaswag_val.bin")[0]["n"] == 2
+    assert read_eval_file(tmp_path / "root" / "hellaswag" / "hellaswag_val.bin")[0]["n"] == 2
 
 
 def test_the_data_container_gets_the_hellaswag_mirror(tmp_path):

@@ -69,13 +69,22 @@ def test_toolchain_layout(wheels_toolchain):
 
 
 def test_unchanged_inputs_rebuild_from_cache(wheels_toolchain, tmp_path):
+    """A rebuild from a fresh context of the same inputs is the same image: every layer came from the cache (a step
+    that ran again would write new files, new layers, a new image ID).
+
+    Judged by the image ID, not by BuildKit's "CACHED" lines: the toolchain stage copies nothing from the context,
+    so its steps are the same vertices in every build of this recipe, and while another build on the engine still
+    holds them (the runtime image's build, FROM toolchain, compiling llm.c for minutes; another test run on a
+    shared engine), BuildKit hands this build that build's finished steps with that build's progress ("DONE 6.6s",
+    not "CACHED"; measured on BuildKit 0.8). Same image, no CACHED line: the flake of a full run on a shared engine."""
     req, ctx, tag = wheels_toolchain
+    before = image_id(tag)
     ctx2 = context.prepare_context(req, tmp_path / "ctx2")
     assert ctx2.hashes == ctx.hashes
     lines: list[str] = []
     tag2 = builder.build(req, ctx2, on_line=lines.append)[0]
-    assert tag2 == tag and image_id(tag2) == image_id(tag)
-    assert any("CACHED" in line for line in lines)
+    assert before.startswith("sha256:") and tag2 == tag
+    assert image_id(tag2) == before, "\n".join(lines[-40:])      # no layer rebuilt: the tag still names that image
 
 
 def test_image_labels_record_pins(wheels_toolchain):
@@ -168,10 +177,11 @@ def test_runtime_image_from_llmc_checkout(llmc_src, test_kit_config, docker_base
 
 
 def test_compose_runtime_drives_the_same_file(tmp_path, data_image, test_kit_config):
-    from kitctl.host.compose import ComposeRuntime, compose_run_argv
+    from kitctl.host.compose import ComposeRuntime, compose_base_argv
 
     env = _env_file(tmp_path, test_kit_config, tmp_path / "big")
-    argv = compose_run_argv("data", ["kitctl", "--version"], env, project="llmckittest")
+    # what ComposeRuntime.run does, as a docker compose line
+    argv = [*compose_base_argv(env, project="llmckittest"), "run", "--rm", "-T", "data", "kitctl", "--version"]
     assert argv[:2] == ["docker", "compose"] and argv[-4:] == ["-T", "data", "kitctl", "--version"]
     lines: list[str] = []
     rt = ComposeRuntime(env, project="llmckittest")

@@ -9,7 +9,8 @@ import kitctl_proc
 from kitctl.host import doctor
 from kitctl.images import render as rendering
 from kitctl.images import request
-from kitctl.core.config import KNOWN_ARCHS, KitConfig
+from kitctl.core.config import KitConfig
+from kitctl.core.validate import KNOWN_ARCHS
 from kitctl.core.errors import ConfigError
 from kitctl.host.gpus import parse_csv
 

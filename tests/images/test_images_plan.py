@@ -177,7 +177,7 @@ def test_env_file_lives_in_the_data_root_and_quotes_what_needs_it(tmp_path):
     with pytest.raises(ConfigError, match="newline"):
         compose.write_env(KitConfig(data_root=tmp_path / "a\nKIT_UID=0"), tmp_path / "x.env")
     assert not (tmp_path / "x.env").exists()
-    argv = compose.compose_run_argv("data", ["kitctl"], path)
+    argv = compose.compose_base_argv(path)
     assert argv[:8] == ["docker", "compose", "-f", str(compose.COMPOSE_FILE), "--env-file", str(path),
                         "--project-directory", str(path.parent)]
 

@@ -19,6 +19,15 @@ from kitctl.model import export, hf
 from kitctl.model.checkpoint import open_checkpoint
 from kitctl.model.forward import NumpyGPT2, read_safetensors
 
+
+def hf_names(cfg) -> list[str]:
+    """The HF GPT-2 tensor names of a checkpoint's config, in order (the export must write exactly these)."""
+    names = ["transformer.wte.weight", "transformer.wpe.weight"]
+    for i in range(cfg.num_layers):
+        names += [f"transformer.h.{i}.{name}" for _, name, _ in hf.BLOCK_MAP]
+    return names + ["transformer.ln_f.weight", "transformer.ln_f.bias"]
+
+
 TOKENS = np.random.default_rng(7).integers(0, 50257, 32)     # a full context of T=32, ids up to V-1
 
 
@@ -57,7 +66,7 @@ def test_export_files(exports, params):
     from safetensors.numpy import load_file
 
     t = load_file(str(out / "model.safetensors"))
-    assert set(t) == set(hf.hf_names(open_checkpoint(rec["source"]).config))
+    assert set(t) == set(hf_names(open_checkpoint(rec["source"]).config))
     assert "lm_head.weight" not in t and t["transformer.wte.weight"].shape == (50257, 64)
     np.testing.assert_array_equal(t["transformer.wte.weight"], p["wte"][:50257])
     np.testing.assert_array_equal(t["transformer.h.1.attn.c_attn.weight"], p["qkvw"][1].T)

@@ -569,7 +569,8 @@ def test_follow_without_serving_stops_cleanly_on_sigterm(tmp_path):
 
 
 def test_status_reads_kitctl_train_run_json_and_finds_native_llmc(tmp_path):
-    from kitctl.observe.status import collect, find_llmc_process
+    from kitctl.observe.liveness import find_llmc_process
+    from kitctl.observe.status import collect
 
     rd, _ = make_run(tmp_path, "gpt2", steps=range(0, 10), total=40)
     rj = {"plan": {"steps": 40, "preset": "gpt2-124m"},

@@ -30,6 +30,14 @@ def _contract() -> dict:
 
 def test_face_exports_exactly_its_all():
     assert len(train.__all__) == len(set(train.__all__)) and list(train._HOMES) == train.__all__
+    # what type checkers and import-linter see (the TYPE_CHECKING imports) is the same names from the same modules
+    import ast
+
+    tree = ast.parse(Path(train.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    seen = {a.asname or a.name: n.module.rsplit(".", 1)[-1] for n in block.body if isinstance(n, ast.ImportFrom)
+            for a in n.names}
+    assert seen == train._HOMES
     for name, home in train._HOMES.items():    # each name is its module's own object, loaded on first use
         assert getattr(train, name) is getattr(importlib.import_module(f"kitctl.train.{home}"), name), name
     with pytest.raises(AttributeError):
