@@ -122,6 +122,8 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, extra_args: Optional[list[str]] 
         if plan.shard_size != (plan.recipe.shard_size if plan.recipe and plan.recipe.shard_size else DEFAULT_SHARD_SIZE):
             argv += ["--shard-size", str(plan.shard_size)]
         argv += ["--workers", str(plan.workers)]
+        if plan.encoder:
+            argv += ["--encoder", plan.encoder]
     if plan.stream:
         argv.append("--stream")
     if plan.source:
