@@ -78,6 +78,52 @@ def make_corpus(path: Path, mb: float, seed: int = 0) -> None:
     pq.write_table(pa.table({"text": docs}), path, row_group_size=10_000)
 
 
+VARIED_ROOTS = ("/usr/share/doc", "/usr/share/man", "/usr/include", "/usr/share/perl", "/usr/lib/python3")
+
+
+def make_varied_corpus(path: Path, mb: float, roots=VARIED_ROOTS, doc_chars: int = 12_000) -> int:
+    """Real, varied text of this box (Debian docs and changelogs, man pages' roff, C headers, Perl and Python
+    sources), each file read once (gzip opened), valid UTF-8 only, cut at blank lines into documents of at most
+    ``doc_chars`` characters (FineWeb-like sizes). No document is repeated: a BPE with a word cache gets no free
+    hits. Returns the bytes written (less than ``mb`` if the roots hold less text)."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs, size = [], 0
+    for root in roots:
+        for dirpath, _, names in sorted(os.walk(root)):
+            for n in sorted(names):
+                f = Path(dirpath) / n
+                try:
+                    if f.is_symlink() or not f.is_file() or f.stat().st_size > 50e6:
+                        continue
+                    raw = gzip.decompress(f.read_bytes()) if n.endswith(".gz") else f.read_bytes()
+                    text = raw.decode("utf-8")
+                except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+                    continue
+                if "\x00" in text or not text.strip():
+                    continue
+                cur = []
+                for para in text.split("\n\n"):
+                    cur.append(para)
+                    if sum(map(len, cur)) >= doc_chars:
+                        docs.append("\n\n".join(cur))
+                        cur = []
+                if cur:
+                    docs.append("\n\n".join(cur))
+                size += len(raw)
+                if size >= mb * 1e6:
+                    break
+            if size >= mb * 1e6:
+                break
+        if size >= mb * 1e6:
+            break
+    pq.write_table(pa.table({"text": docs}), path, row_group_size=10_000)
+    return sum(len(d.encode()) for d in docs)
+
+
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llmc", type=Path, help="llm.c checkout (for (a))")

@@ -19,10 +19,10 @@ import os
 import queue
 import signal
 import sys
+import threading
 from collections import deque
 from typing import Any, Generator, Iterable, Optional
 
-import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.data import slots
@@ -52,6 +52,8 @@ def tokenize_batch(texts: Any, encoder: Optional[Encoder] = None) -> TokenBatch:
     token counts incl. the EOT), with ``encoder`` (default: tiktoken, the reference)."""
     encoder = encoder or encoders.load(encoders.REFERENCE)
     if not isinstance(texts, list):          # a pyarrow string array
+        if getattr(encoder, "takes_arrow", False):
+            return encoder.encode_docs(texts.fill_null("") if texts.null_count else texts)
         texts = texts.to_pylist()
     if None in texts:
         texts = [t if t is not None else "" for t in texts]
@@ -217,6 +219,49 @@ class TokenizerPool:
             m.close()
 
 
+READ_AHEAD = 4                    # batches read ahead of the pool (~1.5 MB each)
+
+
+def read_ahead(batches: Iterable[Any], depth: int = READ_AHEAD) -> Generator[Any, None, None]:
+    """``batches``, read by a thread ``depth`` batches ahead: parquet decoding (pyarrow, GIL released) overlaps
+    the main thread's shard writing and hashing instead of alternating with it. An error in the reader is raised
+    here, in order; closing the generator stops the reader."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for b in batches:
+                if not put(("batch", b)):
+                    return
+            put(("end", None))
+        except BaseException as e:       # handed to the consumer, raised there
+            put(("error", e))
+
+    t = threading.Thread(target=run, name="kitctl-read-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, v = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise v
+            yield v
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
 def iter_tokens(batches: Iterable[Any], workers: int = 0,
                 encoder: str = encoders.REFERENCE) -> Generator[TokenBatch, None, None]:
     """(tokens, lens) per batch of documents, in order. ``workers=0`` tokenizes in this process."""
@@ -227,8 +272,9 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0,
         return
     pool = TokenizerPool(workers, encoder)
     ok = False
+    ahead = read_ahead(batches)
     try:
-        for b in batches:
+        for b in ahead:
             pool.submit(b)
             if pool.full():
                 yield pool.get()
@@ -236,4 +282,5 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0,
             yield pool.get()
         ok = True
     finally:
+        ahead.close()
         pool.close(kill=not ok)

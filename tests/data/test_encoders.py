@@ -124,6 +124,17 @@ def test_fast_encoder_is_tiktoken_on_the_adversarial_set(fast, ref, small_set):
     assert _mismatches(fast, ref, small_set) == []
 
 
+def test_arrow_input_gives_the_same_tokens_as_a_list(fast, small_set):
+    """Parquet batches reach the fast encoder as pyarrow arrays, read in place (string and large_string)."""
+    import pyarrow as pa
+
+    docs = [d for d in small_set if not any(0xD800 <= ord(c) < 0xE000 for c in d)]
+    want = fast.encode_docs(docs)
+    for t in (pa.string(), pa.large_string()):
+        got = fast.encode_docs(pa.array(docs, t).slice(3))
+        assert np.array_equal(got[0], want[0][int(want[1][:3].sum()):]) and np.array_equal(got[1], want[1][3:])
+
+
 @pytest.mark.slow
 def test_fast_encoder_is_tiktoken_on_30000_adversarial_documents(fast, ref):
     """The issue's count, other random draws, and 200,000-character words."""
