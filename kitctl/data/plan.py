@@ -35,7 +35,7 @@ from kitctl.data.tokenizer import get_encoding
 DEFAULT_DATASET = "fineweb10B"
 MIN_SHARD_TOKENS = 1025              # llm.c's DataLoader needs B*T+1 tokens in every shard: 1025 at B=1, T=1024
 TOKENIZER_BIN_BYTES = 400_000        # gpt2_tokenizer.bin: 372,108 bytes
-TIKTOKEN_CACHE_BYTES = 2_500_000     # vocab.bpe + encoder.json + kitctl's parsed ranks: ~2.35 MB
+TIKTOKEN_CACHE_BYTES = 3_500_000     # vocab.bpe + encoder.json + kitctl's parsed ranks + r50k_base.tiktoken: ~3.2 MB
 HELLASWAG_BYTES = 20_000_000
 PRETOKENIZED_SHARD_TOKENS = 100_000_000
 
