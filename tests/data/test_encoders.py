@@ -213,7 +213,7 @@ def test_a_run_whose_encoder_disagrees_goes_on_with_tiktoken(stand_in, monkeypat
     said: list[str] = []
     docs = EDGE_DOCS * 4
     run = {"shard_size": 100, "source_fingerprint": "gate"}
-    make_shards(MemorySource(docs), tmp_path, "g", run, workers=2, batch_rows=8, log=said.append,
+    make_shards(MemorySource(docs), tmp_path, "g", run, workers=0, batch_rows=8, log=said.append,
                 encoder=encoders.FAST)
     assert read_dir(tmp_path, "g") == reference_files(ref, docs, "g", 100)      # tiktoken's bytes, not the stand-in's
     e = mf.load(tmp_path).run.encoder
