@@ -204,7 +204,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
         files = src.resolve_local(source or spec, out_dir)    # fail now on a missing file / empty folder
     plan = DataPlan(dataset=ds_name, spec=spec, kind=kind, recipe=recipe, out_dir=out_dir, name=prefix,
                     shard_size=ss, first_shard_size=first,
-                    workers=default_workers() if workers is None else workers, stream=stream,
+                    workers=default_workers(encoders.choose(encoder)[0]) if workers is None else workers, stream=stream,
                     source=str(Path(source).absolute()) if source else None, data_root=cfg.data_root.absolute(),
                     hf_home=cfg.hf_cache.absolute(),
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,

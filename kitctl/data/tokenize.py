@@ -308,7 +308,8 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
     try:
         with TerminationAsInterrupt():       # `docker stop` / kill: stop like Ctrl-C (resumable)
             batches, m.run.encoder = _gated(batches, encoder, log)
-            stream = iter_tokens(batches, default_workers() if workers is None else workers, m.run.encoder.name)
+            n = default_workers(m.run.encoder.name) if workers is None else workers
+            stream = iter_tokens(batches, n, m.run.encoder.name)
             _feed(stream, writer, cur, skip_tokens, progress)
             writer.close()                   # the last, partial shard: its end is the end of the stream
             changed = input_changed()        # the fingerprint's files, checked again after reading
