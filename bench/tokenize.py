@@ -1,24 +1,24 @@
 #!/usr/bin/env python3
-"""Benchmark `kitctl data` tokenization, in ONE run on the same corpus and cores:
+"""Benchmark `kitctl data` tokenization, in ONE run, on the same corpus and cores (issue 31):
 
-  (a) llm.c's dev/data/fineweb.py end to end (when --llmc points at a checkout): its own script, run
-      unmodified from a temp copy, with load_dataset returning our corpus (prepared before the clock starts,
-      so its HF download/Arrow conversion is NOT counted against it) and `transformers` stubbed;
-      its Pool(max(1, cpu_count-2)) and list-based shard writes included.
-  (b) `kitctl data CORPUS --runtime native` end to end (a subprocess: start-up, reading parquet, tokenizing
-      on all cores, writing shards, manifest and sha256).
-  (c) the machine's raw BPE limit: cores x single-process `encode_ordinary` tokens/s on the same documents.
-  (d) what this machine really gives `cores` raw encoders at once: `cores` forked processes, each running
-      `encode_ordinary` on its share of the documents (in memory) from a common start; no I/O, no shards.
-      On a box whose cores slow each other down (shared caches, SMT siblings behind a VM, other tenants) d < c,
-      and d is the ceiling any parallel tokenizer can reach there.
+  (a)  llm.c's dev/data/fineweb.py end to end (when --llmc points at a checkout): its own script, run unmodified
+       from a temp copy, with load_dataset returning our corpus (prepared before the clock starts, so its HF
+       download/Arrow conversion is NOT counted against it) and `transformers` stubbed; its Pool(cpu_count-2)
+       and list-based shard writes included.
+  (b)  `kitctl data CORPUS --runtime native --encoder E` end to end, for each encoder (a subprocess: start-up,
+       the plan with its token sample and content hash, parquet, tokenizing on all cores, shards, sha256,
+       manifest, the encoder's identity gate).
+  (c)  each encoder's raw rate: single-process `encode_docs` (the batch call the workers make) on the documents
+       in memory, x cores; and tiktoken's `encode_ordinary` per document (the call llm.c makes).
+  (f)  the floor: a plain read-and-write (a subprocess: python + pyarrow start-up, the parquet's text column read
+       batch by batch, the same UTF-8 bytes written to one file and fsync'd; no tokenizing).
 
-Prints tokens/s of each and the ratios b/a, b/c (the goal) and b/d, and checks that (a) and (b) wrote identical bytes.
-Corpus: --corpus FILE.parquet (e.g. one FineWeb parquet file), else a synthetic web-like corpus built from
-tinyshakespeare paragraphs (documents of ~0.2-8 KB). No network is used (tiktoken seeded from --tokenizer-dir).
+It prints tokens/s of each, b/a (goal >= 8x), b/f (goal: within 2x of the floor, i.e. f/b >= 50%), and checks that
+(a) and every (b) wrote identical bytes. Corpora (--corpora): `synthetic` (web-like documents built from
+tinyshakespeare paragraphs, 0.2-8 KB), `varied` (real text of this box: Debian docs, man pages, C headers, Perl
+and Python sources; no document repeated), or --corpus FILE.parquet. No network is used.
 
-    .venv/bin/python bench/tokenize.py --llmc .llmc-src/llm.c            # 210 MB synthetic corpus
-    .venv/bin/python bench/tokenize.py --corpus /tmp/c.parquet --repeat 3  # any parquet with a text column
+    .venv/bin/python bench/tokenize.py --llmc /path/to/llm.c --mb 200 --repeat 3
 """
 from __future__ import annotations
 
@@ -33,9 +33,7 @@ import os
 import random
 import resource
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +59,23 @@ print("BENCH_SECONDS", time.perf_counter() - t0, file=sys.stderr)
 '''
 
 
+FLOOR = r'''
+import os, sys, time
+t0 = time.perf_counter()
+import pyarrow.parquet as pq
+pf = pq.ParquetFile(sys.argv[1])
+with open(sys.argv[2], "wb") as f:
+    for rb in pf.iter_batches(batch_size=512, columns=["text"], use_threads=False):
+        a = rb.column(0)
+        offs, data = a.buffers()[1], a.buffers()[2]
+        import numpy as np
+        o = np.frombuffer(offs, np.int32 if str(a.type) == "string" else np.int64, count=len(a) + 1, offset=a.offset * (4 if str(a.type) == "string" else 8))
+        f.write(memoryview(data)[int(o[0]):int(o[-1])])
+    f.flush()
+    os.fsync(f.fileno())
+'''
+
+
 def make_corpus(path: Path, mb: float, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -78,13 +93,61 @@ def make_corpus(path: Path, mb: float, seed: int = 0) -> None:
     pq.write_table(pa.table({"text": docs}), path, row_group_size=10_000)
 
 
+VARIED_ROOTS = ("/usr/share/doc", "/usr/share/man", "/usr/include", "/usr/share/perl", "/usr/lib/python3")
+
+
+def make_varied_corpus(path: Path, mb: float, roots=VARIED_ROOTS, doc_chars: int = 12_000) -> int:
+    """Real, varied text of this box (Debian docs and changelogs, man pages' roff, C headers, Perl and Python
+    sources), each file read once (gzip opened), valid UTF-8 only, cut at blank lines into documents of at most
+    ``doc_chars`` characters (FineWeb-like sizes). No document is repeated: a BPE with a word cache gets no free
+    hits. Returns the bytes written (less than ``mb`` if the roots hold less text)."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs, size = [], 0
+    for root in roots:
+        for dirpath, _, names in sorted(os.walk(root)):
+            for n in sorted(names):
+                f = Path(dirpath) / n
+                try:
+                    if f.is_symlink() or not f.is_file() or f.stat().st_size > 50e6:
+                        continue
+                    raw = gzip.decompress(f.read_bytes()) if n.endswith(".gz") else f.read_bytes()
+                    text = raw.decode("utf-8")
+                except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+                    continue
+                if "\x00" in text or not text.strip():
+                    continue
+                cur = []
+                for para in text.split("\n\n"):
+                    cur.append(para)
+                    if sum(map(len, cur)) >= doc_chars:
+                        docs.append("\n\n".join(cur))
+                        cur = []
+                if cur:
+                    docs.append("\n\n".join(cur))
+                size += len(raw)
+                if size >= mb * 1e6:
+                    break
+            if size >= mb * 1e6:
+                break
+        if size >= mb * 1e6:
+            break
+    pq.write_table(pa.table({"text": docs}), path, row_group_size=10_000)
+    return sum(len(d.encode()) for d in docs)
+
+
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llmc", type=Path, help="llm.c checkout (for (a))")
-    ap.add_argument("--corpus", type=Path, help="a parquet file with a text column")
-    ap.add_argument("--mb", type=float, default=210, help="size of the synthetic corpus in MB (the goal is set on >= 200)")
-    ap.add_argument("--shard-size", type=int, default=10**8)
+    ap.add_argument("--corpus", type=Path, help="a parquet file with a text column (instead of --corpora)")
+    ap.add_argument("--corpora", default="synthetic,varied", help="synthetic, varied or both (comma-separated)")
+    ap.add_argument("--mb", type=float, default=200, help="corpus size in MB (the goal is set on 200)")
+    ap.add_argument("--shard-size", type=int, default=10**7)
     ap.add_argument("--workers", type=int, default=None, help="kitctl workers (default: all cores)")
+    ap.add_argument("--encoders", default="gigatoken,tiktoken", help="kitctl data --encoder values to run")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best of each is reported")
     ap.add_argument("--compare", type=Path, help="another kitctl source tree (e.g. `git archive` of an older commit): "
                                                  "its `kitctl data` is run too, as (b0), in the same rounds")
@@ -99,60 +162,63 @@ def _children_cpu() -> float:
 
 
 class Bench:
-    """The four measurements (a)-(d) on one corpus; each run returns its seconds and records its CPU time."""
+    """The measurements on one corpus; each returns its seconds and records its CPU time."""
 
-    def __init__(self, args: argparse.Namespace, work: Path, corpus: Path, docs: list, enc, cores: int, tk_cache: Path):
-        self.args, self.work, self.corpus, self.docs, self.enc, self.cores = args, work, corpus, docs, enc, cores
+    def __init__(self, args: argparse.Namespace, work: Path, corpus: Path, docs: list, cores: int, tk_cache: Path):
+        self.args, self.work, self.corpus, self.docs, self.cores = args, work, corpus, docs, cores
         self.env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tk_cache), "HF_HUB_OFFLINE": "1",
                     "HF_DATASETS_OFFLINE": "1", "KIT_DATA_ROOT": str(work / "root"), "KIT_RUNTIME": "native"}
-        self.ntok = None
+        self.ntok = 0
         self.up = work / "up"
-        self.out = work / "ours"
-        self.cpu = {"a": [], "b": [], "b0": [], "c": [], "d": []}
+        self.cpu: dict[str, list[float]] = {}
+        self.best: dict[str, list[float]] = {}
         if args.llmc:
             self.up.mkdir()
             for f in ("fineweb.py", "data_common.py"):
                 shutil.copy(args.llmc / "dev" / "data" / f, self.up / f)
             (self.up / "runner.py").write_text(RUNNER)
-        self.cmd = [sys.executable, "-m", "kitctl", "data", str(corpus), "--out", str(self.out), "--name", "fineweb",
-                    "--shard-size", str(args.shard_size), "--runtime", "native", "--tokenizer-dir",
-                    str(args.tokenizer_dir)]
-        if args.workers is not None:
-            self.cmd += ["--workers", str(args.workers)]
+        (work / "floor.py").write_text(FLOOR)
 
-    def run_c(self) -> float:
+    def out(self, key: str) -> Path:
+        return self.work / f"out-{key}"
+
+    def _record(self, key: str, seconds: float, cpu: float) -> None:
+        self.best.setdefault(key, []).append(seconds)
+        self.cpu.setdefault(key, []).append(cpu)
+
+    def raw(self, name: str) -> None:
+        """Single-process rate of an encoder's batch call (512 documents a batch, as the workers get them)."""
+        from kitctl.data import encoders
+
+        enc = encoders.load(name)
         t0, p0 = time.perf_counter(), time.process_time()
-        n = sum(1 + len(self.enc.encode_ordinary(d)) for d in self.docs)
-        dt = time.perf_counter() - t0
-        self.cpu["c"].append(time.process_time() - p0)
+        n = 0
+        for i in range(0, len(self.docs), 512):
+            n += len(enc.encode_docs(self.docs[i:i + 512])[0])
+        self._record(f"c-{name}", time.perf_counter() - t0, time.process_time() - p0)
         self.ntok = n
-        return dt
 
-    def run_d(self) -> float:
-        import multiprocessing as mp
+    def raw_llmc_call(self) -> None:
+        """tiktoken's encode_ordinary per document: the call llm.c's fineweb.py makes."""
+        from kitctl.data import encoders
 
-        cores, docs, enc = self.cores, self.docs, self.enc
-        ctx = mp.get_context("fork")
-        barrier, q = ctx.Barrier(cores + 1), ctx.Queue()
+        enc = encoders.load(encoders.REFERENCE).enc
+        t0, p0 = time.perf_counter(), time.process_time()
+        for d in self.docs:
+            enc.encode_ordinary(d)
+        self._record("c-encode_ordinary", time.perf_counter() - t0, time.process_time() - p0)
 
-        def part(i: int) -> None:
-            barrier.wait()
-            t0, p0 = time.monotonic(), time.process_time()
-            n = sum(1 + len(enc.encode_ordinary(d)) for d in docs[i::cores])
-            q.put((t0, time.monotonic(), time.process_time() - p0, n))
+    def floor(self) -> None:
+        c0, t0 = _children_cpu(), time.perf_counter()
+        r = subprocess.run([sys.executable, str(self.work / "floor.py"), str(self.corpus), str(self.work / "floor.out")],
+                           capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if r.returncode:
+            sys.exit(f"the floor script failed:\n{r.stderr[-2000:]}")
+        self._record("f", dt, _children_cpu() - c0)
+        (self.work / "floor.out").unlink()
 
-        procs = [ctx.Process(target=part, args=(i,)) for i in range(cores)]
-        for p in procs:
-            p.start()
-        barrier.wait()
-        res = [q.get() for _ in procs]
-        for p in procs:
-            p.join()
-        assert sum(r[3] for r in res) == self.ntok
-        self.cpu["d"].append(sum(r[2] for r in res))
-        return max(r[1] for r in res) - min(r[0] for r in res)
-
-    def run_a(self) -> float:
+    def llmc(self) -> None:
         shutil.rmtree(self.up / "fineweb10B", ignore_errors=True)
         c0 = _children_cpu()
         r = subprocess.run([sys.executable, str(self.up / "runner.py"), str(self.corpus), str(self.work / "hf"),
@@ -160,76 +226,92 @@ class Bench:
                            capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"llm.c's fineweb.py failed:\n{r.stderr[-2000:]}")
-        self.cpu["a"].append(_children_cpu() - c0)
-        return float(r.stderr.split("BENCH_SECONDS")[1].split()[0])
+        self._record("a", float(r.stderr.split("BENCH_SECONDS")[1].split()[0]), _children_cpu() - c0)
 
-    def run_b(self, key: str = "b") -> float:
-        shutil.rmtree(self.out, ignore_errors=True)
-        e = self.env if key == "b" else {**self.env, "PYTHONPATH": str(self.args.compare.resolve())}
-        c0 = _children_cpu()
-        t0 = time.perf_counter()
-        r = subprocess.run(self.cmd, env=e, capture_output=True, text=True)
+    def kit(self, encoder: str, tree: Path | None = None) -> None:
+        key = f"b-{encoder}" if tree is None else "b0"
+        out = self.out(key)
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "kitctl", "data", str(self.corpus), "--out", str(out), "--name", "fineweb",
+               "--shard-size", str(self.args.shard_size), "--runtime", "native", "--tokenizer-dir",
+               str(self.args.tokenizer_dir)]
+        if tree is None:
+            cmd += ["--encoder", encoder]
+        if self.args.workers is not None:
+            cmd += ["--workers", str(self.args.workers)]
+        env = self.env if tree is None else {**self.env, "PYTHONPATH": str(tree.resolve())}
+        c0, t0 = _children_cpu(), time.perf_counter()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         dt = time.perf_counter() - t0
-        self.cpu[key].append(_children_cpu() - c0)
         if r.returncode != 0:
             sys.exit(f"kitctl data ({key}) failed:\n{r.stderr[-2000:]}")
-        return dt
+        self._record(key, dt, _children_cpu() - c0)
+        if tree is None:
+            enc = json.loads((out / "manifest.json").read_text())["run"].get("encoder") or {}
+            if enc.get("name") != encoder:
+                sys.exit(f"kitctl data --encoder {encoder} ran with {enc}: its identity gate failed")
 
-    def rounds(self) -> dict[str, list[float]]:
-        """Interleaved rounds, best of each: this machine may be shared, and the best round is the one least
-        disturbed by others."""
-        best: dict[str, list[float]] = {"a": [], "b": [], "b0": [], "c": [], "d": []}
+    def rounds(self, encoders_: list[str]) -> None:
+        """Interleaved rounds, best of each: the machine may be shared; the best round is the least disturbed."""
         for i in range(self.args.repeat):
-            best["c"].append(self.run_c())
-            best["d"].append(self.run_d())
+            for e in encoders_:
+                self.raw(e)
+            if i == 0:
+                self.raw_llmc_call()
+            self.floor()
             if self.args.llmc:
-                best["a"].append(self.run_a())
-            best["b"].append(self.run_b())
+                self.llmc()
+            for e in encoders_:
+                self.kit(e)
             if self.args.compare:
-                best["b0"].append(self.run_b("b0"))
-            print(f"round {i + 1}: " + ", ".join(f"{k} {min(v) if v else 0:.2f}s" for k, v in best.items() if v),
-                  flush=True)
-        return best
+                self.kit("", self.args.compare)
+            print(f"  round {i + 1} (load {os.getloadavg()[0]:.1f}): " +
+                  ", ".join(f"{k} {min(v):.2f}s" for k, v in self.best.items()), flush=True)
 
 
-def _report(bench: Bench, best: dict[str, list[float]]) -> None:
-    args, ntok, cores, cpu = bench.args, bench.ntok, bench.cores, bench.cpu
-    single = ntok / min(best["c"])
-    c = single * cores
-    b = ntok / min(best["b"])
-    a = ntok / min(best["a"]) if args.llmc else None
-    d = ntok / min(best["d"])
-    print(f"(c) raw BPE limit    {c / 1e6:6.2f} M tok/s  ({cores} x {single / 1e6:.2f} M tok/s single-process "
-          f"encode_ordinary; {ntok:,} tokens)")
-    print(f"(d) {cores} raw at once   {d / 1e6:6.2f} M tok/s  ({min(best['d']):.2f} s; d/c = {100 * d / c:.0f}%: "
-          "what this machine gives that many encoders in parallel)")
-    if a:
-        print(f"(a) llm.c fineweb.py {a / 1e6:6.2f} M tok/s  ({min(best['a']):.2f} s, "
-              f"Pool({max(1, (os.cpu_count() or 1) - 2)}), dataset prepared before the clock)")
-    print(f"(b) kitctl data      {b / 1e6:6.2f} M tok/s  ({min(best['b']):.2f} s end to end incl. start-up, "
-          f"{args.workers or cores} workers)")
-    if a:
-        theirs = {p.name: p.read_bytes() for p in (bench.up / "fineweb10B").glob("*.bin")}
-        same = bool(theirs) and theirs == {p.name: p.read_bytes() for p in bench.out.glob("*.bin")}
-        print(f"b/a = {b / a:.2f}x   (goal >= 2.5x); outputs byte-identical: {same}")
-    if args.compare:
-        b0 = ntok / min(best["b0"])
-        print(f"(b0) --compare tree  {b0 / 1e6:6.2f} M tok/s  ({min(best['b0']):.2f} s; b0/c = {100 * b0 / c:.0f}%, "
-              f"b0/d = {100 * b0 / d:.0f}%)")
-    print(f"b/c = {100 * b / c:.0f}%    (goal >= 90%: kitctl data end to end vs cores x raw encode_ordinary)")
-    print(f"b/d = {100 * b / d:.0f}%    (kitctl data vs the same number of raw encoders running at once)")
-    if args.repeat >= 3:   # the best round is the least disturbed one; the median says how typical it is
-        med = {k: statistics.median(v) for k, v in best.items() if v}
-        line = ", ".join(f"{k}/c = {100 * (ntok / med[k]) / (ntok / med['c'] * cores):.0f}%"
-                         for k in ("b", "b0", "d") if k in med)
-        print(f"medians over {args.repeat} rounds: {line}")
-    eff = {k: ntok / min(v) / 1e6 for k, v in cpu.items() if v}
-    print("CPU cost (tokens per CPU-second, all processes, best round): " +
-          ", ".join(f"{k} {v:.2f} M" for k, v in eff.items()) +
-          f"; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(json.dumps({"a_tok_s": a, "b_tok_s": b, "b0_tok_s": ntok / min(best["b0"]) if args.compare else None,
-                      "c_tok_s": c, "d_tok_s": d, "tokens": ntok, "cores": cores,
-                      "best_of": args.repeat, "cpu_s": {k: min(v) for k, v in cpu.items() if v}}))
+def _same(a: Path, b: Path) -> bool:
+    fa, fb = sorted(a.glob("*.bin")), sorted(b.glob("*.bin"))
+    return bool(fa) and [p.name for p in fa] == [p.name for p in fb] and \
+        all(x.read_bytes() == y.read_bytes() for x, y in zip(fa, fb, strict=True))
+
+
+def _report(bench: Bench, label: str, encoders_: list[str]) -> dict:
+    ntok, cores, best, cpu = bench.ntok, bench.cores, bench.best, bench.cpu
+    rate = {k: ntok / min(v) for k, v in best.items()}
+    print(f"\n{label}: {ntok:,} tokens, {cores} cores, best of {bench.args.repeat}")
+    print(f"  {'':34s} {'M tok/s':>8s} {'seconds':>8s} {'CPU-s':>7s}")
+
+    def line(key: str, what: str, r: float, sec: float) -> None:
+        print(f"  {what:34s} {r / 1e6:8.2f} {sec:8.2f} {min(cpu[key]):7.2f}")
+
+    if "a" in rate:
+        line("a", "(a) llm.c fineweb.py", rate["a"], min(best["a"]))
+    for e in encoders_:
+        line(f"b-{e}", f"(b) kitctl data --encoder {e}", rate[f"b-{e}"], min(best[f"b-{e}"]))
+    if "b0" in rate:
+        line("b0", "(b0) --compare tree", rate["b0"], min(best["b0"]))
+    for e in encoders_:
+        single = rate[f"c-{e}"]
+        print(f"  {'(c) ' + e + ' raw x ' + str(cores):34s} {single * cores / 1e6:8.2f} {'':8s} {'':7s}"
+              f" ({single / 1e6:.2f} M tok/s single-process)")
+    print(f"  {'(c) tiktoken encode_ordinary x ' + str(cores):34s} {rate['c-encode_ordinary'] * cores / 1e6:8.2f}"
+          f" {'':16s} ({rate['c-encode_ordinary'] / 1e6:.2f} single-process, per document)")
+    line("f", "(f) read-and-write floor", rate["f"], min(best["f"]))
+    out = {"corpus": label, "tokens": ntok, "cores": cores, "best_of": bench.args.repeat,
+           "seconds": {k: round(min(v), 3) for k, v in best.items()}, "cpu_s": {k: round(min(v), 3) for k, v in cpu.items()}}
+    for e in encoders_:
+        b = rate[f"b-{e}"]
+        extra = f"b/a = {b / rate['a']:.1f}x (goal >= 8x), " if "a" in rate else ""
+        same = _same(bench.up / "fineweb10B", bench.out(f"b-{e}")) if "a" in rate else None
+        print(f"  {e}: {extra}b takes {min(best[f'b-{e}']) / min(best['f']):.2f}x the floor's time (goal <= 2x); "
+              f"b/c = {100 * b / (rate[f'c-{e}'] * cores):.0f}%"
+              + (f"; byte-identical to llm.c: {same}" if same is not None else ""))
+        out[e] = {"b_over_a": b / rate["a"] if "a" in rate else None, "time_over_floor": min(best[f"b-{e}"]) / min(best["f"]),
+                  "identical_to_llmc": same}
+    if len(encoders_) > 1:
+        print(f"  encoders' outputs byte-identical: {_same(bench.out('b-' + encoders_[0]), bench.out('b-' + encoders_[1]))}")
+    print(f"  load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    return out
 
 
 def main() -> None:
@@ -238,26 +320,32 @@ def main() -> None:
     from kitctl.data.tokenizer import setup_tiktoken
 
     cores = default_workers()
-    work = Path(tempfile.mkdtemp(prefix="kit-bench-"))
-    try:
-        tk_cache = work / "tiktoken"
-        setup_tiktoken(args.tokenizer_dir, tk_cache)
-        corpus = args.corpus
-        if corpus is None:
-            corpus = work / "corpus.parquet"
-            make_corpus(corpus, args.mb)
-        import pyarrow.parquet as pq
-        import tiktoken
+    encoders_ = [e for e in args.encoders.split(",") if e]
+    results = []
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    corpora = [("file", args.corpus)] if args.corpus else [(c, None) for c in args.corpora.split(",")]
+    for kind, given in corpora:
+        work = Path(tempfile.mkdtemp(prefix="kit-bench-"))
+        try:
+            tk_cache = work / "tiktoken"
+            setup_tiktoken(args.tokenizer_dir, tk_cache)
+            corpus = given or work / "corpus.parquet"
+            if kind == "synthetic":
+                make_corpus(corpus, args.mb)
+            elif kind == "varied":
+                make_varied_corpus(corpus, args.mb)
+            import pyarrow.parquet as pq
 
-        docs = pq.read_table(corpus, columns=["text"]).column(0).to_pylist()
-        nbytes = sum(len(d.encode()) for d in docs)
-        enc = tiktoken.get_encoding("gpt2")
-        print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"corpus: {corpus.name}: {len(docs):,} documents, {nbytes / 1e6:.1f} MB; {cores} cores", flush=True)
-        bench = Bench(args, work, corpus, docs, enc, cores, tk_cache)
-        _report(bench, bench.rounds())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            docs = pq.read_table(corpus, columns=["text"]).column(0).to_pylist()
+            nbytes = sum(len(d.encode()) for d in docs)
+            label = f"{kind} corpus {nbytes / 1e6:.0f} MB, {len(docs):,} documents"
+            print(f"{label}:", flush=True)
+            bench = Bench(args, work, corpus, docs, cores, tk_cache)
+            bench.rounds(encoders_)
+            results.append(_report(bench, label, encoders_))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

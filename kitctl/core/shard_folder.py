@@ -87,6 +87,18 @@ class Shard(BaseModel):
         return None
 
 
+class EncoderInfo(BaseModel):
+    """The BPE implementation that tokenized a run (kitctl.data.encoders): not part of the run's identity (every
+    encoder the kit uses gives tiktoken's tokens, checked on a sample of the run's documents before its first
+    shard). ``gate``: what that check found, e.g. why the run fell back to tiktoken."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    version: str = ""
+    gate: str = ""
+
+
 class RunInfo(BaseModel):
     """How the shards were made. ``IDENTITY`` fields (kitctl.data.manifest) must match for a re-run to continue."""
 
@@ -101,6 +113,7 @@ class RunInfo(BaseModel):
     kit_version: str = ""
     pins_sha256: str = ""
     pretokenized: bool = False
+    encoder: Optional[EncoderInfo] = None     # absent in manifests older than issue 31 (tokenized by tiktoken)
     started: Optional[str] = None
     finished: Optional[str] = None
     failed: Optional[str] = None

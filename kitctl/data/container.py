@@ -126,9 +126,7 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, extra_args: Optional[list[str]] 
             argv.append(inside(p.absolute().parent, "/input", ro=True) + "/" + p.name)
     argv += ["--out", inside(plan.out_dir, "/out"), "--name", plan.name]
     if plan.kind == "tokenize":
-        if plan.shard_size != (plan.recipe.shard_size if plan.recipe and plan.recipe.shard_size else DEFAULT_SHARD_SIZE):
-            argv += ["--shard-size", str(plan.shard_size)]
-        argv += ["--workers", str(plan.workers)]
+        argv += _tokenize_args(plan)
     if plan.stream:
         argv.append("--stream")
     if plan.source:
@@ -145,6 +143,17 @@ def docker_spec(plan: DataPlan, cfg: KitConfig, extra_args: Optional[list[str]] 
     env[PATH_MAP_ENV] = json.dumps({m.target: str(Path(m.source).absolute()) for m in mounts})
     return ContainerSpec(image=data_image_ref(cfg), argv=argv, mounts=mounts, env=env, workdir=CONTAINER_DATA,
                          user=host_user(), name=None)
+
+
+def _tokenize_args(plan: DataPlan) -> list[str]:
+    """The tokenizing options of ``plan`` that the command inside the image must be given again."""
+    args = []
+    if plan.shard_size != (plan.recipe.shard_size if plan.recipe and plan.recipe.shard_size else DEFAULT_SHARD_SIZE):
+        args += ["--shard-size", str(plan.shard_size)]
+    args += ["--workers", str(plan.workers)]
+    if plan.encoder:
+        args += ["--encoder", plan.encoder]
+    return args
 
 
 def adopt_image(cfg: KitConfig, ref: str, how: str, say: Callable[[str], None]) -> None:

@@ -11,7 +11,7 @@ from kitctl.core import resources
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import sha256_file
 from kitctl.core.pins import pins_sha256
-from kitctl.data import hellaswag, hf, pretokenized
+from kitctl.data import encoders, hellaswag, hf, pretokenized
 from kitctl.data import manifest as mf
 from kitctl.data import sources as src
 from kitctl.data import tokenizer as tk
@@ -93,6 +93,7 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
     (hellaswag) or the manifest (pre-tokenized)."""
     prepare_env(plan)
     if plan.kind == "tokenize":       # check inputs and space before writing anything (tokenizer files too)
+        encoders.choose(plan.encoder)            # --encoder NAME that is not installed: exit 2 now
         source, revision = build_source(plan)
         source.check()
         check_space(_remaining_need(plan), free_fn)
@@ -118,7 +119,7 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
         return pretokenized.fetch(plan, tok_sums, log=log)
     run = run_identity(plan, source, tok_sums, revision)
     summary = make_shards(source, plan.out_dir, plan.name, run, dataset=plan.dataset, workers=plan.workers,
-                          progress=progress, log=log)
+                          progress=progress, log=log, encoder=plan.encoder)
     check_splits(plan)
     return summary
 

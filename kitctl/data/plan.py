@@ -23,7 +23,7 @@ from typing import Optional
 from kitctl.core import net, resources, validate
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
-from kitctl.data import hellaswag, space
+from kitctl.data import encoders, hellaswag, space
 from kitctl.data import sources as src
 from kitctl.data.pool import cores, default_workers
 from kitctl.data.recipes import Recipe, load_recipe, recipe_names
@@ -35,7 +35,7 @@ from kitctl.data.tokenizer import get_encoding
 DEFAULT_DATASET = "fineweb10B"
 MIN_SHARD_TOKENS = 1025              # llm.c's DataLoader needs B*T+1 tokens in every shard: 1025 at B=1, T=1024
 TOKENIZER_BIN_BYTES = 400_000        # gpt2_tokenizer.bin: 372,108 bytes
-TIKTOKEN_CACHE_BYTES = 2_500_000     # vocab.bpe + encoder.json + kitctl's parsed ranks: ~2.35 MB
+TIKTOKEN_CACHE_BYTES = 3_500_000     # vocab.bpe + encoder.json + kitctl's parsed ranks + r50k_base.tiktoken: ~3.2 MB
 HELLASWAG_BYTES = 20_000_000
 PRETOKENIZED_SHARD_TOKENS = 100_000_000
 
@@ -63,6 +63,7 @@ class DataPlan:
     estimate: Optional[space.TokenEstimate] = None
     need: dict[Path, int] = field(default_factory=dict)
     force: bool = False              # hellaswag: replace an existing eval file that differs
+    encoder: Optional[str] = None    # --encoder (kitctl.data.encoders); None: the fast one when installed and gated
     shard_note: Optional[str] = None     # why the shard size differs from the default (a small dataset)
     source_flag: str = "--source"    # the option that gives `source` to the user's command (messages name it)
     url: Optional[str] = None        # where a download comes from (hellaswag: --source URL, mirrors.hellaswag_url,
@@ -140,6 +141,10 @@ class DataPlan:
             lines.append(f"shard size   {self.shard_size:,} tokens{first}"
                          + (f" -- {self.shard_note}" if self.shard_note else ""))
             lines.append(f"workers      {self.workers} tokenizer processes ({cores()} cores)")
+            name, note = encoders.choose(self.encoder)
+            lines.append(f"encoder      {name} {encoders.installed_version(name) or ''}".rstrip()
+                         + (" (checked against tiktoken on the run's first documents)" if name != encoders.REFERENCE
+                            else f" -- {note}" if note else ""))
         if self.est_tokens:
             how = self.estimate.describe() if self.estimate else f"~{self.est_tokens:,} tokens (the recipe's size)"
             lines.append(f"estimate     {how}, disk ~{sum(self.need.values()) / 1e9:.2f} GB")
@@ -150,7 +155,7 @@ class DataPlan:
 
 def _refuse_unused(spec: str, kind: str, recipe: Optional[Recipe], source: Optional[str], source_flag: str, *,
                    stream: bool, shard_size: Optional[int], workers: Optional[int], train_shards: Optional[int],
-                   force: bool) -> None:
+                   force: bool, encoder: Optional[str] = None) -> None:
     """An option that does nothing for this input is refused (exit 2), never ignored."""
     what = (f"{spec} is local files" if recipe is None else
             f"recipe {spec} reads {source_flag} {source}" if source is not None else
@@ -172,6 +177,8 @@ def _refuse_unused(spec: str, kind: str, recipe: Optional[Recipe], source: Optio
                                        "shards here"))
     if workers is not None and kind != "tokenize":
         unused.append(("--workers", "it sets the tokenizer processes of a tokenized dataset"))
+    if encoder is not None and kind != "tokenize":
+        unused.append(("--encoder", "it picks the BPE implementation that tokenizes a dataset into shards"))
     if unused:
         flags = " ".join(f for f, _ in unused)
         raise ConfigError(f"{flags} does nothing here: {what}; " + "; ".join(f"{f}: {why}" for f, why in unused),
@@ -181,7 +188,8 @@ def _refuse_unused(spec: str, kind: str, recipe: Optional[Recipe], source: Optio
 def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path] = None,
               name: Optional[str] = None, shard_size: Optional[int] = None, workers: Optional[int] = None,
               stream: bool = False, source: Optional[str] = None, tokenizer_dir: Optional[Path] = None,
-              train_shards: Optional[int] = None, force: bool = False, source_flag: str = "--source") -> DataPlan:
+              train_shards: Optional[int] = None, force: bool = False, source_flag: str = "--source",
+              encoder: Optional[str] = None) -> DataPlan:
     """``source_flag``: the caller's name for ``source`` (``kitctl reproduce`` calls HellaSwag's input
     --hellaswag-source): every message about the local input names the flag the user can actually pass."""
     spec = dataset or DEFAULT_DATASET
@@ -204,7 +212,7 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
     if source is not None and not Path(source).exists():
         raise ConfigError(f"{source_flag} {source} does not exist", "give the local file or folder the recipe reads")
     _refuse_unused(spec, kind, recipe, source, source_flag, stream=stream, shard_size=shard_size, workers=workers,
-                   train_shards=train_shards, force=force)
+                   train_shards=train_shards, force=force, encoder=encoder)
     default_out = spec if recipe else _local_name(spec)
     out_dir = Path(out).absolute() if out else cfg.layout.shards(default_out).absolute()
     prefix = name or (recipe.prefix if recipe else default_out)
@@ -225,12 +233,12 @@ def make_plan(cfg: KitConfig, dataset: Optional[str] = None, out: Optional[Path]
         files = src.resolve_local(source or spec, out_dir)    # fail now on a missing file / empty folder
     plan = DataPlan(dataset=ds_name, spec=spec, kind=kind, recipe=recipe, out_dir=out_dir, name=prefix,
                     shard_size=ss, first_shard_size=first,
-                    workers=default_workers() if workers is None else workers, stream=stream,
+                    workers=default_workers(encoders.choose(encoder)[0]) if workers is None else workers, stream=stream,
                     source=str(Path(source).absolute()) if source else None, data_root=cfg.data_root.absolute(),
                     hf_home=cfg.hf_cache.absolute(),
                     tokenizer_dir=Path(tokenizer_dir).absolute() if tokenizer_dir else cfg.tokenizer_dir,
                     hf_endpoint=cfg.mirrors.hf_endpoint, train_shards=train_shards, files=files, force=force,
-                    source_flag=source_flag, url=url)
+                    source_flag=source_flag, url=url, encoder=encoder)
     _estimate(plan)
     if plan.kind == "tokenize" and plan.est_tokens:
         _fit_small(plan, explicit=shard_size is not None)

@@ -3,9 +3,9 @@
 Shape (measured on 2 cores, see docs/data.md): the main process reads record batches from the source (pyarrow,
 cheap) and hands batch *i* to worker process *i mod N* (forked, bounded queues, so memory stays flat and
 results come back in order without sorting; the text and the tokens travel through shared-memory slots,
-``kitctl.data.slots``, not pipes). A worker tokenizes a whole batch with ONE tiktoken call -- the
-documents joined by the "<|endoftext|>" special token, which splits the text so that every document is encoded
-on its own -- and sends back one uint16 array plus the per-document lengths (no Python lists of ints).
+``kitctl.data.slots``, not pipes). A worker tokenizes a whole batch with ONE call of the run's encoder
+(``kitctl.data.encoders``: tiktoken, or the gated fast one, built in the parent before the fork) and sends back
+one uint16 array plus the per-document lengths (no Python lists of ints).
 
 Why processes, not threads: tiktoken releases the GIL, so threads would scale, but measured here tiktoken's
 Rust core runs 25-38% slower per token in any thread other than a process's main thread (Python's own ``re`` and
@@ -19,20 +19,20 @@ import os
 import queue
 import signal
 import sys
+import threading
 from collections import deque
-from typing import Any, Generator, Iterable
+from typing import Any, Generator, Iterable, Optional
 
-import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.data import slots
-from kitctl.data.shards import EOT
 from kitctl.data.slots import Slots
-from kitctl.data.tokenizer import get_encoding
+from kitctl.data import encoders
+from kitctl.data.encoders import Encoder
 
 IN_FLIGHT_PER_WORKER = 3          # batches queued per worker
 
-TokenBatch = tuple[np.ndarray, np.ndarray]   # (uint16 tokens, int64 tokens per document incl. its EOT)
+TokenBatch = encoders.TokenBatch   # (uint16 tokens, int64 tokens per document incl. its EOT)
 
 
 def cores() -> int:
@@ -43,75 +43,26 @@ def cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_workers() -> int:
-    return cores()
+def default_workers(encoder: str = encoders.REFERENCE) -> int:
+    """Tokenizer processes: one per core with tiktoken (the BPE is the cost). With the fast encoder the main
+    process (parquet, shard writes, sha256) needs a core of its own: one fewer (measured on 2 cores, 200 MB of
+    varied text: 1 worker 2.14-2.52 s and 3.0 CPU-s, 2 workers 2.72-2.84 s and 3.4 CPU-s; one gigatoken worker
+    encodes faster than the main process feeds it)."""
+    n = cores()
+    return max(1, n - 1) if encoder == encoders.FAST else n
 
 
-SEP = "<|endoftext|>"
-_ALLOW_EOT = frozenset({SEP})
-
-
-def _encoder():
-    """``encode_ordinary`` as a uint32 array: tiktoken's token buffer, no Python list of ints."""
-    enc = get_encoding()
-    no_special: set[str] = set()
-
-    def encode(text: str) -> np.ndarray:
-        # == encode_ordinary(text): no special token allowed or disallowed, so "<|endoftext|>" is plain text
-        return enc.encode_to_numpy(text, allowed_special=no_special, disallowed_special=())
-
-    def encode_joined(text: str) -> np.ndarray:
-        # EOT + doc + EOT + doc ...: the special token splits the text, every piece between two of them is
-        # encoded on its own (tiktoken's regex runs on that slice alone), i.e. [EOT] + encode_ordinary(doc) each
-        return enc.encode_to_numpy(text, allowed_special=_ALLOW_EOT, disallowed_special=())
-    encode.joined = encode_joined  # type: ignore[attr-defined]
-    return encode
-
-
-def _one_by_one(texts: list, encode) -> TokenBatch:
-    parts: list[np.ndarray] = []
-    lens = np.empty(len(texts), dtype=np.int64)
-    for i, t in enumerate(texts):
-        try:
-            a = encode(t if t is not None else "")
-        except UnicodeEncodeError:   # lone surrogates: the same fix-up tiktoken's encode_ordinary applies
-            a = encode(t.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
-        parts.append(a)
-        lens[i] = len(a) + 1
-    out = np.empty(int(lens.sum()), dtype=np.uint16)
-    pos = 0
-    for a, k in zip(parts, lens, strict=True):   # [EOT] + tokens, per document, cast to uint16 in place
-        out[pos] = EOT
-        out[pos + 1:pos + k] = a
-        pos += int(k)
-    return out, lens
-
-
-def tokenize_batch(texts: Any, encode=None) -> TokenBatch:
+def tokenize_batch(texts: Any, encoder: Optional[Encoder] = None) -> TokenBatch:
     """Documents (a list of str, or a pyarrow string array) -> (concatenated uint16 tokens, per-document
-    token counts incl. the EOT).
-
-    One call into tiktoken per batch: the documents joined with "<|endoftext|>" (allowed as the special token)
-    encode to exactly ``[EOT] + encode_ordinary(doc)`` per document, and the EOT positions give the lengths
-    (ordinary text never encodes to 50256). That keeps the GIL free for the whole batch. A batch in which a
-    document holds a literal "<|endoftext|>" (plain text for llm.c) or a lone surrogate goes one by one."""
-    encode = encode or _encoder()
+    token counts incl. the EOT), with ``encoder`` (default: tiktoken, the reference)."""
+    encoder = encoder or encoders.load(encoders.REFERENCE)
     if not isinstance(texts, list):          # a pyarrow string array
+        if getattr(encoder, "takes_arrow", False):
+            return encoder.encode_docs(texts.fill_null("") if texts.null_count else texts)
         texts = texts.to_pylist()
-    if not texts:
-        return np.empty(0, np.uint16), np.empty(0, np.int64)
     if None in texts:
         texts = [t if t is not None else "" for t in texts]
-    joined = SEP + SEP.join(texts)
-    if joined.count(SEP) == len(texts):      # no document holds the literal (a match never straddles two)
-        try:
-            toks = encode.joined(joined)
-        except UnicodeEncodeError:
-            return _one_by_one(texts, encode)
-        starts = np.flatnonzero(toks == EOT)
-        lens = np.diff(starts, append=len(toks)).astype(np.int64)
-        return toks.astype(np.uint16), lens
-    return _one_by_one(texts, encode)
+    return encoder.encode_docs(texts)
 
 
 LOCK_FDS: set[int] = set()   # folder-lock fds of this process (kitctl.data.tokenize); a forked worker drops its copies
@@ -154,13 +105,13 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def _worker(in_q, out_q, parent: int, ins: Slots, outs: Slots) -> None:
+def _worker(in_q, out_q, parent: int, ins: Slots, outs: Slots, encoder_name: str) -> None:
     _die_with_parent(parent)
     _keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)    # (not the parent's SIGTERM -> KeyboardInterrupt)
     out_q.cancel_join_thread()    # if the parent was killed, exit without waiting to flush to nobody
-    encode = _encoder()
+    encode = encoders.load(encoder_name)       # built in the parent before the fork: inherited, not rebuilt
     while True:
         try:
             item = in_q.get(timeout=1.0)
@@ -192,7 +143,7 @@ def _worker(in_q, out_q, parent: int, ins: Slots, outs: Slots) -> None:
 class TokenizerPool:
     """N forked worker processes fed round robin; results are read back in submission order."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, encoder: str = encoders.REFERENCE):
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         self.n = n
         self.ins = [ctx.Queue(IN_FLIGHT_PER_WORKER) for _ in range(n)]
@@ -202,7 +153,7 @@ class TokenizerPool:
         self.in_slots = [Slots(IN_FLIGHT_PER_WORKER, slots.IN_SLOT_BYTES) for _ in range(n)]
         self.out_slots = [Slots(IN_FLIGHT_PER_WORKER, slots.OUT_SLOT_BYTES) for _ in range(n)]
         self.procs = [ctx.Process(target=_worker, args=(self.ins[i], self.outs[i], os.getpid(), self.in_slots[i],
-                                                        self.out_slots[i]), daemon=True)
+                                                        self.out_slots[i], encoder), daemon=True)
                       for i in range(n)]
         # children must start with default SIGTERM and ignored SIGINT (not inherit our handlers)
         old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
@@ -273,17 +224,62 @@ class TokenizerPool:
             m.close()
 
 
-def iter_tokens(batches: Iterable[Any], workers: int = 0) -> Generator[TokenBatch, None, None]:
-    """(tokens, lens) per batch of documents, in order. ``workers=0`` tokenizes in this process."""
-    if workers <= 0:
-        encode = _encoder()
-        for b in batches:
-            yield tokenize_batch(b, encode)
-        return
-    pool = TokenizerPool(workers)
-    ok = False
+READ_AHEAD = 4                    # batches read ahead of the pool (~1.5 MB each)
+
+
+def read_ahead(batches: Iterable[Any], depth: int = READ_AHEAD) -> Generator[Any, None, None]:
+    """``batches``, read by a thread ``depth`` batches ahead: parquet decoding (pyarrow, GIL released) overlaps
+    the main thread's shard writing and hashing instead of alternating with it. An error in the reader is raised
+    here, in order; closing the generator stops the reader."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for b in batches:
+                if not put(("batch", b)):
+                    return
+            put(("end", None))
+        except BaseException as e:       # handed to the consumer, raised there
+            put(("error", e))
+
+    t = threading.Thread(target=run, name="kitctl-read-ahead", daemon=True)
+    t.start()
     try:
+        while True:
+            kind, v = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise v
+            yield v
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+def iter_tokens(batches: Iterable[Any], workers: int = 0,
+                encoder: str = encoders.REFERENCE) -> Generator[TokenBatch, None, None]:
+    """(tokens, lens) per batch of documents, in order. ``workers=0`` tokenizes in this process."""
+    enc = encoders.load(encoder)       # before forking: the workers inherit it
+    if workers <= 0:
         for b in batches:
+            yield tokenize_batch(b, enc)
+        return
+    pool = TokenizerPool(workers, encoder)
+    ok = False
+    ahead = read_ahead(batches)
+    try:
+        for b in ahead:
             pool.submit(b)
             if pool.full():
                 yield pool.get()
@@ -291,4 +287,5 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0) -> Generator[TokenBatc
             yield pool.get()
         ok = True
     finally:
+        ahead.close()
         pool.close(kill=not ok)

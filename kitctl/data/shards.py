@@ -75,7 +75,8 @@ class ShardWriter:
 
     Tokens are streamed straight into the current shard's temp file (no shard-sized buffer, no extra copy);
     a full shard's header is known up front (``shard_size`` tokens), the last, partial shard gets its header
-    rewritten at the end. Each finished file is hashed once, read back from the page cache. Each shard is fsync'd and renamed into place
+    rewritten at the end. Each file is hashed as it is written (the last, partial one re-read once, its header having
+    changed). Each shard is fsync'd and renamed into place
     (``kitctl.core.files.replace_atomic``); a failure or Ctrl-C (``abort``) removes the temp file.
 
     ``first_shard_size`` sizes shard 0 (the val shard) separately; default ``shard_size``.
@@ -97,6 +98,7 @@ class ShardWriter:
         self.on_shard = on_shard
         self.fill = 0
         self._f: Optional[BinaryIO] = None
+        self._hash = hashlib.sha256()
 
     def _cap(self) -> int:
         return self.first_shard_size if self.index == 0 else self.shard_size
@@ -109,7 +111,9 @@ class ShardWriter:
 
     def _open(self) -> BinaryIO:
         f = open(self._tmp(), "wb")   # noqa: SIM115 - stays open across add() calls; _finish/abort close it
-        f.write(header_bytes(self._cap()))
+        head = header_bytes(self._cap())
+        f.write(head)
+        self._hash = hashlib.sha256(head)      # hashed as written (a partial last shard: re-read, see close)
         self._f = f
         return f
 
@@ -120,23 +124,27 @@ class ShardWriter:
             f = self._f if self._f is not None else self._open()
             cap = self._cap()
             take = min(cap - self.fill, n - i)
-            f.write(tokens[i:i + take].data.cast("B"))
+            body = tokens[i:i + take].data.cast("B")
+            f.write(body)
+            self._hash.update(body)            # sha256 releases the GIL: the workers keep tokenizing
             self.fill += take
             i += take
             if self.fill == cap:
                 self._finish()
 
-    def _finish(self) -> None:
-        """The shard is complete in its temp file: hash it (read back from the page cache, once, header
-        included), fsync and rename it into place."""
+    def _finish(self, reread: bool = False) -> None:
+        """The shard is complete in its temp file: fsync and rename it into place. Its sha256 was taken while
+        writing; ``reread``: the header was rewritten (the last, partial shard), hash the file as it is."""
         f, n, path = self._f, self.fill, self._path()
         assert f is not None
         f.close()
         self._f = None
-        h = hashlib.sha256()
-        with open(self._tmp(), "rb") as r:
-            while chunk := r.read(1 << 22):
-                h.update(chunk)
+        h = self._hash
+        if reread:
+            h = hashlib.sha256()
+            with open(self._tmp(), "rb") as r:
+                while chunk := r.read(1 << 22):
+                    h.update(chunk)
         with signals_deferred():   # a Ctrl-C/SIGTERM lands after the shard is both in place and recorded
             replace_atomic(self._tmp(), path)      # fsync, rename; the temp is removed if that fails
             self.pos += n
@@ -154,7 +162,7 @@ class ShardWriter:
             return
         self._f.seek(0)
         self._f.write(header_bytes(self.fill))
-        self._finish()
+        self._finish(reread=self.fill != self._cap())
 
     def abort(self) -> None:
         """Drop the shard in progress (its temp file); finished shards stay."""

@@ -17,11 +17,12 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Generator, Iterator, Optional
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from kitctl.core import shard_folder
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.core.proc import TerminationAsInterrupt
+from kitctl.data import encoders
 from kitctl.data import manifest as mf
 from kitctl.data.pool import LOCK_FDS, default_workers, iter_tokens
 from kitctl.core.llmc_files import TOKENIZER_BIN
@@ -201,11 +203,13 @@ class _Saver:
 
 def make_shards(source: Source, out_dir: Path, name: str, run: mf.RunLike, dataset: str = "local",
                 workers: Optional[int] = None, progress: Optional[ProgressFn] = None,
-                batch_rows: int = BATCH_ROWS, log: Optional[LogFn] = None) -> Summary:
+                batch_rows: int = BATCH_ROWS, log: Optional[LogFn] = None, encoder: Optional[str] = None) -> Summary:
     """Tokenize ``source`` into llm.c shards in ``out_dir``, resuming from its manifest if there is one.
 
     ``run`` (a :class:`kitctl.data.manifest.RunInfo` or its dict) holds at least ``shard_size`` and
-    ``source_fingerprint``. Every shard kept from an earlier run is re-checked; ``log`` hears about a bad one."""
+    ``source_fingerprint``. Every shard kept from an earlier run is re-checked; ``log`` hears about a bad one.
+    ``encoder``: a name of :mod:`kitctl.data.encoders` (default: :func:`kitctl.data.encoders.choose`'s pick); it
+    must encode a sample of this run's first documents exactly like tiktoken, or the run uses tiktoken."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     new = not out_dir.exists()
@@ -217,7 +221,7 @@ def make_shards(source: Source, out_dir: Path, name: str, run: mf.RunLike, datas
     ok = False
     try:
         summary = _make_shards(source, out_dir, name, mf.as_run(run), dataset, workers, progress, batch_rows, t0,
-                               log)
+                               log, encoder)
         ok = True
         return summary
     finally:
@@ -254,7 +258,8 @@ def _os_error(e: OSError, out_dir: Path) -> KitError:
 
 
 def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, dataset: str, workers: Optional[int],
-                 progress: Optional[ProgressFn], batch_rows: int, t0: float, log: Optional[LogFn]) -> Summary:
+                 progress: Optional[ProgressFn], batch_rows: int, t0: float, log: Optional[LogFn],
+                 encoder: Optional[str]) -> Summary:
     m = prepare_manifest(out_dir, name, dataset, run, log)
     shard_size = int(run.shard_size or DEFAULT_SHARD_SIZE)
     first = int(run.first_shard_size or shard_size)
@@ -298,10 +303,13 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
 
     input_changed = _InputGuard(source, writer, m, saver, start_index)
     batches = source.iter_batches(start_doc=start_doc, batch_rows=batch_rows)
-    stream = iter_tokens(batches, default_workers() if workers is None else workers)
+    stream: Optional[Generator[tuple[np.ndarray, np.ndarray], None, None]] = None
     failure: Optional[BaseException] = None
     try:
         with TerminationAsInterrupt():       # `docker stop` / kill: stop like Ctrl-C (resumable)
+            batches, m.run.encoder = _gated(batches, encoder, log)
+            n = default_workers(m.run.encoder.name) if workers is None else workers
+            stream = iter_tokens(batches, n, m.run.encoder.name)
             _feed(stream, writer, cur, skip_tokens, progress)
             writer.close()                   # the last, partial shard: its end is the end of the stream
             changed = input_changed()        # the fingerprint's files, checked again after reading
@@ -317,7 +325,8 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         failure = e
         raise
     finally:
-        stream.close()                       # stop the tokenizer workers now (queued batches are dropped)
+        if stream is not None:
+            stream.close()                   # stop the tokenizer workers now (queued batches are dropped)
         writer.abort()                       # no temp file left behind (a no-op after close)
         if failure is not None:
             if not isinstance(failure, KeyboardInterrupt):
@@ -334,6 +343,36 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         raise _os_error(e, out_dir) from None
     return Summary(out_dir, written["tokens"], written["shards"], m.total_tokens, len(m.shards),
                    time.perf_counter() - t0, resumed_from=start_index)
+
+
+def _gated(batches: Iterator[Any], requested: Optional[str],
+           log: Optional[LogFn]) -> tuple[Iterator[Any], shard_folder.EncoderInfo]:
+    """The identity gate of one run, before its first shard: the chosen encoder and tiktoken encode the first
+    documents of this run (its first batch, up to encoders.GATE_DOCS) and must agree token by token; otherwise
+    the run goes on with tiktoken, says so, and the manifest records why. Returns the batches (the peeked one
+    put back) and what the manifest records."""
+    name, note = encoders.choose(requested)
+    if note and log and requested is None:
+        log(note)
+    first = next(batches, None)
+    if first is None:
+        return iter(()), _info(encoders.REFERENCE if name == encoders.REFERENCE else name, "no documents to check")
+    docs = first if isinstance(first, list) else first.slice(0, encoders.GATE_DOCS).to_pylist()
+    g = encoders.gate(name, docs)
+    if g.mismatch:
+        if log:
+            log(f"warning: {g.mismatch}: this run uses tiktoken (the reference) instead; the shards are "
+                "unaffected, only slower")
+        info = _info(g.encoder, f"fell back: {g.mismatch}")
+    elif name == encoders.REFERENCE:
+        info = _info(name, "the reference")
+    else:
+        info = _info(name, f"identical to tiktoken on the run's first {g.docs} documents ({g.tokens:,} tokens)")
+    return itertools.chain([first], batches), info
+
+
+def _info(name: str, gate: str) -> shard_folder.EncoderInfo:
+    return shard_folder.EncoderInfo(name=name, version=encoders.installed_version(name) or "", gate=gate)
 
 
 def _feed(stream: Iterator[tuple[np.ndarray, np.ndarray]], writer: ShardWriter, cur: _Cursor, skip_tokens: int,

@@ -143,11 +143,14 @@ def figure(runs: list[RunLogs]):
                         label=f"{ref.label}: {ref.value:.4f}\n  source: {ref.source}")
     ax_loss.set_xlabel("step")
     # the whole curve (from ~11 at step 0), on a log axis so the part near the reference stays readable
-    ax_loss.set_yscale("log")
-    from matplotlib.ticker import FormatStrFormatter
-    for set_formatter in (ax_loss.yaxis.set_major_formatter, ax_loss.yaxis.set_minor_formatter):
-        set_formatter(FormatStrFormatter("%g"))      # 3 4 5 6 ... 10, not 3x10^0
-    ax_loss.set_ylabel("loss (log scale)")
+    # (a log axis needs a positive value to show: a log of only NaN/inf or 0 keeps the linear axis)
+    curves = [ln for ln in ax_loss.get_lines() if ln.get_label().endswith(("train loss", "val loss"))]
+    if any(y > 0 for ln in curves for y in ln.get_ydata()):
+        ax_loss.set_yscale("log")
+        from matplotlib.ticker import FormatStrFormatter
+        for set_formatter in (ax_loss.yaxis.set_major_formatter, ax_loss.yaxis.set_minor_formatter):
+            set_formatter(FormatStrFormatter("%g"))      # 3 4 5 6 ... 10, not 3x10^0
+    ax_loss.set_ylabel("loss (log scale)" if ax_loss.get_yscale() == "log" else "loss")
     ax_loss.set_title("Loss" + ("" if ref is not None else " (no FineWeb run: no GPT-2 val-loss reference)"))
     ax_loss.grid(True, alpha=0.3, which="both")
     # legends below the plots: they never cover a curve or a reference line

@@ -21,6 +21,10 @@ class _BuildCost(UserData):
 
 class _DataCost(UserData):
     tokenize_tok_s_per_cpu: tuple[float, float]
+    # issue 31: the fast encoder's per-CPU rate, and the cap of the one main process (reading parquet, writing
+    # and hashing shards) that holds for every encoder once the CPUs are many
+    fast_tok_s_per_cpu: tuple[float, float] = (10_000_000, 30_000_000)
+    tokenize_tok_s_max: tuple[float, float] = (50_000_000, 120_000_000)
     download_efficiency: tuple[float, float]
     shard_header_bytes: int
     pretokenized_shard_bytes: int

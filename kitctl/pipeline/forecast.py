@@ -58,6 +58,7 @@ class DataInput:
     hf_cache_bytes: int             # parquet the HF cache keeps (0 streamed / local)
     done_tokens: int = 0            # already tokenized (a resumed run)
     complete: bool = False
+    encoder: str = "gigatoken"      # kitctl.data.encoders: the data image pins the fast one; tiktoken's rates else
 
 
 @dataclass(frozen=True)
@@ -345,8 +346,10 @@ def data_forecast(d: DataInput, box: Box) -> StageForecast:
         what = f"fetch {d.shards} ready shards"
     else:
         left = max(0, d.tokens - d.done_tokens)
-        tok = (left / (box.cpus * c.tokenize_tok_s_per_cpu[1]), left / (box.cpus * c.tokenize_tok_s_per_cpu[0]))
-        what = f"tokenize ~{left:,} tokens on {box.cpus} CPUs"
+        per_cpu = c.fast_tok_s_per_cpu if d.encoder == "gigatoken" else c.tokenize_tok_s_per_cpu
+        rate = [min(box.cpus * per_cpu[i], c.tokenize_tok_s_max[i]) for i in (0, 1)]
+        tok = (left / rate[1], left / rate[0])
+        what = f"tokenize ~{left:,} tokens on {box.cpus} CPUs ({d.encoder})"
     lo, hi = dl[0] + tok[0], dl[1] + tok[1]
     parts = []
     if d.download_bytes:

@@ -29,6 +29,7 @@ from kitctl.core.files import check_regular, free_bytes, open_regular
 from kitctl.core import shard_folder
 from kitctl.core.llmc_files import (HEADER_BYTES, TOKENIZER_BIN, HeaderError, shard_filename,
                                     unpack_hellaswag_header)
+from kitctl.data import encoders
 from kitctl.data.plan import DataPlan, make_plan, small_shard_size
 from kitctl.host import disks, docker_disk
 from kitctl.host.gpus import GPU, distinct_archs, select
@@ -223,7 +224,8 @@ def data_input(cfg: KitConfig, plan: DataPlan) -> fc.DataInput:
         download = 0
     what = plan.recipe.description if plan.recipe else f"local files {plan.spec}"
     return fc.DataInput(plan.kind, f"{plan.dataset} -> {plan.out_dir}" if plan.recipe else what, tokens, shards,
-                        download, hf_cache, done if not complete else tokens, complete)
+                        download, hf_cache, done if not complete else tokens, complete,
+                        encoder=encoders.choose(plan.encoder)[0])
 
 
 def synthetic_data(plan: DataPlan, d: fc.DataInput) -> DataInfo:

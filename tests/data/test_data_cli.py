@@ -48,6 +48,7 @@ def test_tinyshakespeare_recipe_then_verify(env, tmp_path, tinyshakespeare):
     assert (root / "tiktoken").is_dir()
     r = kitctl(env, "verify", out)
     assert r.returncode == 0 and "ok:" in r.stdout and "338,028 tokens" in r.stdout
+    assert "encoder: gigatoken 0.10.0 (identical to tiktoken on the run's first 256 documents" in r.stdout
     r = kitctl(env, "tinyshakespeare", "--source", tinyshakespeare)
     assert r.returncode == 0 and "already complete" in r.stdout
     p = out / "tinyshakespeare_train_000001.bin"

@@ -44,6 +44,7 @@ def test_tinyshakespeare_in_data_image(data_image, tmp_path, tinyshakespeare, gp
                                                                 first_shard_size=32768)
     m = mf.load(out)
     assert m.complete and [p.name for p in m.train_files] == ["tinyshakespeare_train_000001.bin"]
+    assert m.run.encoder.name == "gigatoken", m.run.encoder     # the image installs the lock's pinned fast encoder
     # files on the host belong to the calling user, caches stayed on the data root
     for p in [out / "manifest.json", out / "tinyshakespeare_val_000000.bin", root / "gpt2_tokenizer.bin"]:
         assert p.stat().st_uid == os.getuid(), p

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 from data_ref import EDGE_DOCS, read_dir
+from kitctl.data import encoders
 from kitctl.data import hellaswag as hs
+from kitctl.data import manifest as mf
 from kitctl.data.sources import FilesSource, MemorySource
 from kitctl.data.tokenize import make_shards
 
@@ -69,7 +71,8 @@ def corpora(enc):
 
 
 @pytest.mark.slow
-def test_fineweb_py_identical(llmc_src, tiktoken_cache, tmp_path):
+@pytest.mark.parametrize("encoder", encoders.NAMES)
+def test_fineweb_py_identical(llmc_src, tiktoken_cache, tmp_path, encoder):
     import tiktoken
 
     enc = tiktoken.get_encoding("gpt2")
@@ -79,12 +82,13 @@ def test_fineweb_py_identical(llmc_src, tiktoken_cache, tmp_path):
         assert expected, label
         ours = tmp_path / label / "ours"
         run = {"shard_size": shard, "first_shard_size": shard, "source_fingerprint": label}
-        make_shards(MemorySource(docs), ours, "fineweb", run, workers=2, batch_rows=5)
+        make_shards(MemorySource(docs), ours, "fineweb", run, workers=2, batch_rows=5, encoder=encoder)
         assert read_dir(ours, "fineweb") == expected, label
+        assert mf.load(ours).run.encoder.name == encoder, label     # the gate passed: no fallback to tiktoken
         # the same documents from a jsonl file through the file reader
         jl = tmp_path / label / "docs.jsonl"
         jl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-        make_shards(FilesSource([jl]), tmp_path / label / "jsonl", "fineweb", run, workers=2)
+        make_shards(FilesSource([jl]), tmp_path / label / "jsonl", "fineweb", run, workers=2, encoder=encoder)
         assert read_dir(tmp_path / label / "jsonl", "fineweb") == expected, label
 
 
@@ -100,7 +104,8 @@ def test_fineweb_py_crashes_where_we_spill(llmc_src, tiktoken_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_tinyshakespeare_py_same_tokens(llmc_src, tiktoken_cache, tinyshakespeare, tmp_path):
+@pytest.mark.parametrize("encoder", encoders.NAMES)
+def test_tinyshakespeare_py_same_tokens(llmc_src, tiktoken_cache, tinyshakespeare, tmp_path, encoder):
     work = tmp_path / "up"
     (work / "tinyshakespeare").mkdir(parents=True)
     for f in ("tinyshakespeare.py", "data_common.py"):
@@ -112,7 +117,9 @@ def test_tinyshakespeare_py_same_tokens(llmc_src, tiktoken_cache, tinyshakespear
                         str(work / "tinyshakespeare.py")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     run = {"shard_size": 10**8, "first_shard_size": 32768, "source_fingerprint": "ts"}
-    make_shards(FilesSource([tinyshakespeare], split_on="\n\n"), tmp_path / "ours", "tinyshakespeare", run, workers=2)
+    make_shards(FilesSource([tinyshakespeare], split_on="\n\n"), tmp_path / "ours", "tinyshakespeare", run, workers=2,
+                encoder=encoder)
+    assert mf.load(tmp_path / "ours").run.encoder.name == encoder
     up = work / "tinyshakespeare"
     assert (tmp_path / "ours" / "tinyshakespeare_val_000000.bin").read_bytes() == \
         (up / "tiny_shakespeare_val.bin").read_bytes()

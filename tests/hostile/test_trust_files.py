@@ -397,8 +397,8 @@ def _change_after_first_batch(monkeypatch, change: Callable[[], None]) -> None:
 
     real = tokenize.iter_tokens
 
-    def iter_tokens(batches, workers):
-        for i, t in enumerate(real(batches, workers)):
+    def iter_tokens(batches, *args):
+        for i, t in enumerate(real(batches, *args)):
             yield t
             if i == 0:
                 change()

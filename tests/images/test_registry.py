@@ -122,7 +122,7 @@ def test_pulled_runtime_image_is_what_train_runs(tmp_path, docker_base_image):
 
     r = _kitctl(["data", "tinyshakespeare", "--runtime", "native", "--shard-size", "65536"], env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    (tmp_path / "h100.csv").write_text("0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n")
+    (tmp_path / "h100.csv").write_text("0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 580.95.05\n")
     r = _kitctl(["train", "--inventory", str(tmp_path / "h100.csv"), "--data", str(tmp_path / "data" / "tinyshakespeare"),
                  "--image", f"{REGISTRY}/{NAME}:rt-test", "--steps", "10", "--no-tune", "--dry-run"], env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -292,3 +292,17 @@ def test_reproduce_forecast_reads_the_train_plans_schedule_values(tmp_path):
     assert g.train_plan.launch.links and not (tmp_path / "data" / "gpt2_tokenizer.bin").exists()
     plain = gather(cfg, dataclasses.replace(opts, passthrough=()))
     assert (plain.inputs.train.checkpoint_every, plain.inputs.train.val_every) == (5000, 250)
+
+
+def test_data_stage_uses_the_encoder_s_rates():
+    """Issue 31: tokenizing with the fast encoder is forecast from its rates (capped by the one writer process),
+    tiktoken's from its own; both are said in the stage's detail."""
+    local = fc.DataInput("tokenize", "local", 10_000_000_000, 101, 0, 0)
+    c = fc.costs().data
+    box = fc.Box(gpus=8, cpus=8, net_bytes_per_s=1e12, free_bytes=None, label="8 CPUs")
+    fast = fc.data_forecast(local, box)
+    slow = fc.data_forecast(dataclasses.replace(local, encoder="tiktoken"), box)
+    assert slow.seconds > 3 * fast.seconds and "(gigatoken)" in fast.detail and "(tiktoken)" in slow.detail
+    big = fc.Box(gpus=8, cpus=128, net_bytes_per_s=1e12, free_bytes=None, label="128 CPUs")
+    capped = fc.data_forecast(local, big)       # the one writer process, not the CPUs, sets the pace
+    assert capped.seconds == pytest.approx(fc._mid(10e9 / c.tokenize_tok_s_max[1], 10e9 / c.tokenize_tok_s_max[0])[0])
