@@ -148,6 +148,7 @@ def test_the_lock_moves_the_tags_hash(tmp_path):
     assert locked.hashes["runtime"] == moved.hashes["runtime"] != plain.hashes["runtime"]
 
 
+@pytest.mark.slow       # hadolint over every rendered stage (~0.9 s)
 def test_locked_render_lints_clean_with_hadolint(tmp_path):
     if not Path(HADOLINT).exists():
         pytest.skip("hadolint not installed")

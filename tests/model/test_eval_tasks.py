@@ -50,6 +50,7 @@ def test_folders_name_a_task_as_a_whole_word(tree):
     assert found == {"t_one": {tree / "a", tree / "b"}, "t_two": {tree / "b", tree / "c"}, "nope": set()}
 
 
+@pytest.mark.slow       # loads lm-eval's harness and its task index (~1.2 s, once a module)
 def test_narrowed_index_holds_the_task_as_the_whole_index_has_it(tree, task_manager):
     tm = ev.narrow_task_manager(task_manager, ["t_one"], None, tasks_dir=tree)
     whole = task_manager(include_defaults=False, include_path=str(tree))
@@ -57,12 +58,14 @@ def test_narrowed_index_holds_the_task_as_the_whole_index_has_it(tree, task_mana
     assert "t_two" not in tm.all_tasks and "t_two" in whole.all_tasks        # c/ was not parsed
 
 
+@pytest.mark.slow       # loads lm-eval's harness and its task index (~1.2 s, once a module)
 def test_groups_patterns_and_unknown_names_take_the_whole_index(tree, task_manager):
     assert ev.narrow_task_manager(task_manager, ["g_both"], None, tasks_dir=tree) is None   # t_two is in c/
     assert ev.narrow_task_manager(task_manager, ["t_*"], None, tasks_dir=tree) is None
     assert ev.narrow_task_manager(task_manager, ["t_one", "nope"], None, tasks_dir=tree) is None
 
 
+@pytest.mark.slow       # loads lm-eval's harness and its task index (~1.2 s, once a module)
 def test_a_task_only_in_include_path_is_indexed_from_there(tree, tmp_path, task_manager):
     local = tmp_path / "mine"
     local.mkdir()
@@ -72,6 +75,7 @@ def test_a_task_only_in_include_path_is_indexed_from_there(tree, tmp_path, task_
     assert "t_one" not in tm.all_tasks
 
 
+@pytest.mark.slow       # loads lm-eval's harness and its task index (~1.2 s, once a module)
 def test_hellaswag_from_lm_evals_own_tree(task_manager):
     """The kit's default task: its folder alone is parsed, and the YAML is lm-eval's hellaswag/hellaswag.yaml."""
     tm = ev.narrow_task_manager(task_manager, ["hellaswag"], None)
