@@ -193,17 +193,25 @@ def probe(host: str, timeout: Optional[float] = None) -> None:
         return
 
 
-def pull(ref: str, on_line: LineFn = print) -> None:
+def _with_registry(verb: str, ref: str, on_line: LineFn, stopped: str, again: str) -> proc.Finished:
+    """``docker VERB REF`` against its registry: probed first (:func:`probe`), stopped when it prints nothing for
+    ``IDLE_S`` (a KitError naming the registry: ``stopped`` says what did not finish, ``again`` how to go on);
+    Ctrl-C is a KeyboardInterrupt. The result for the caller to judge its exit code."""
     host = registry_host(ref)
     if host:
         probe(host)
     idle = _seconds("KIT_REGISTRY_IDLE_S", IDLE_S)
-    res = proc.stream([_docker(), "pull", ref], on_line, tail_lines=15, idle_s=idle)
+    res = proc.stream([_docker(), verb, ref], on_line, tail_lines=15, idle_s=idle)
     if res.idle:
-        raise KitError(f"docker pull {ref}: nothing happened for {idle:g} s: the registry {host or 'docker.io'} "
-                       "stopped answering", f"check the registry {host or 'docker.io'}; re-run to continue")
+        raise KitError(f"docker {verb} {ref}: nothing happened for {idle:g} s: the registry {host or 'docker.io'} "
+                       f"stopped answering{stopped}", f"check the registry {host or 'docker.io'}; {again}")
     if res.interrupted:
         raise KeyboardInterrupt
+    return res
+
+
+def pull(ref: str, on_line: LineFn = print) -> None:
+    res = _with_registry("pull", ref, on_line, "", "re-run to continue")
     if res.returncode != 0:
         tail = "\n".join(res.tail)
         host = registry_host(ref)
@@ -220,17 +228,8 @@ def pull(ref: str, on_line: LineFn = print) -> None:
 def push(ref: str, on_line: LineFn = print) -> str:
     """``docker push REF``; returns the digest the registry gave (sha256:...). The registry is probed first
     (:func:`probe`), and a push that prints nothing for ``IDLE_S`` is stopped, naming the registry."""
-    host = registry_host(ref)
-    if host:
-        probe(host)
-    idle = _seconds("KIT_REGISTRY_IDLE_S", IDLE_S)
-    res = proc.stream([_docker(), "push", ref], on_line, tail_lines=15, idle_s=idle)
-    if res.idle:
-        raise KitError(f"docker push {ref}: nothing happened for {idle:g} s: the registry {host or 'docker.io'} "
-                       "stopped answering (the upload did not finish)",
-                       f"check the registry {host or 'docker.io'}; re-run the build with --push to push again")
-    if res.interrupted:
-        raise KeyboardInterrupt
+    res = _with_registry("push", ref, on_line, " (the upload did not finish)",
+                         "re-run the build with --push to push again")
     if res.returncode != 0:
         raise KitError(f"docker push {ref} failed (exit {res.returncode}):\n" + "\n".join(res.tail),
                        f"is the registry {registry_host(ref) or 'docker.io'} reachable and are you logged in "
