@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import stat
 import sys
 from dataclasses import dataclass, field
@@ -281,3 +282,31 @@ def play(case: Case, tmp_path: Path, capsys, monkeypatch, *, guard: Callable[[],
     if case.check:
         case.check(r)
     return r
+
+
+def make_special(path: Path, kind: str) -> Optional[socket.socket]:
+    """``path`` made into what a hostile user hands the kit instead of a file: "fifo", "zero" (a link to
+    /dev/zero), "folder", "sparse" (an 8 GiB hole) or "socket" (listening; returned, for the caller to close);
+    "missing" leaves it absent."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "sparse":
+        with open(path, "wb") as f:
+            f.truncate(8 << 30)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        old = os.getcwd()
+        os.chdir(path.parent)        # a short relative name: AF_UNIX paths are limited to ~108 bytes
+        try:
+            s.bind(path.name)
+        finally:
+            os.chdir(old)
+        s.listen(1)
+        return s
+    elif kind != "missing":
+        raise ValueError(f"make_special: unknown kind {kind!r}")
+    return None

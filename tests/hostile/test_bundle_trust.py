@@ -18,7 +18,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -36,7 +35,7 @@ from kitctl.pipeline import bundle as pack
 from kitctl.pipeline.inputs import ReproduceOptions, apply_bundle
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import make_world, run_kitctl  # noqa: E402
+from harness import make_special, make_world, run_kitctl  # noqa: E402
 
 CORPUS = b"First Citizen: before we proceed any further, hear me speak.\n" * 50
 HS = b'{"ctx": "a", "label": 0, "endings": ["b", "c", "d", "e"]}\n'
@@ -198,32 +197,12 @@ def test_a_first_member_that_is_not_the_manifest_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the file given
-def _listening_socket(path: Path) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX)
-    old = os.getcwd()
-    os.chdir(path.parent)
-    try:
-        s.bind(path.name)
-    finally:
-        os.chdir(old)
-    s.listen(1)
-    return s
-
-
 @pytest.mark.parametrize("kind, says", [("fifo", "is a FIFO"), ("zero", "is a character device"),
                                         ("folder", "is a folder, not a --bundle"), ("socket", "is a socket"),
                                         ("missing", "no such file")])
 def test_a_bundle_that_is_not_a_regular_file_is_named_for_what_it_is(tmp_path, kind, says):
     p = tmp_path / "b.tar"
-    keep = None
-    if kind == "fifo":
-        os.mkfifo(p)
-    elif kind == "zero":
-        p.symlink_to("/dev/zero")
-    elif kind == "folder":
-        p.mkdir()
-    elif kind == "socket":
-        keep = _listening_socket(p)
+    keep = make_special(p, kind)
     try:
         with pytest.raises(ConfigError, match=says) as e:
             bf.open_bundle(p)

@@ -26,7 +26,7 @@ from kitctl.host import registry
 from kitctl.images import lock as lk
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import CaseTimeout, make_world, run_kitctl  # noqa: E402, F401
+from harness import CaseTimeout, make_special, make_world, run_kitctl  # noqa: E402, F401
 
 D1 = "sha256:" + "1" * 64
 
@@ -157,15 +157,8 @@ def test_cli_push_and_image_are_refused_before_anything_runs(tmp_path, capsys, m
 # ------------------------------------------------------------------------------------------ pushed.json
 def _special(tmp_path: Path, kind: str) -> Path:
     p = tmp_path / "pushed.json"
-    if kind == "fifo":
-        os.mkfifo(p)
-    elif kind == "zero":
-        p.symlink_to("/dev/zero")
-    elif kind == "folder":
-        p.mkdir()
-    elif kind == "sparse":
-        with open(p, "wb") as f:
-            f.truncate(8 << 30)
+    if kind in ("fifo", "zero", "folder", "sparse"):
+        make_special(p, kind)
     elif kind == "nested":
         p.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
     elif kind == "damaged":
