@@ -27,6 +27,7 @@ from typing import IO, Any, Callable, Generator, Iterator, Optional
 import numpy as np
 
 from kitctl.core import shard_folder
+from kitctl.core.shard_folder import DataFolder
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.core.proc import TerminationAsInterrupt
@@ -118,9 +119,7 @@ def _refuse_disagreeing(m: mf.DataManifest) -> None:
     """A complete folder is complete only when it holds exactly what its manifest lists (kitctl.core.shard_folder):
     a stray shard, a special file or a listed path outside the folder is exit 2, not "complete". Missing or
     changed shards are left to :func:`_valid_prefix`, which rewrites them."""
-    bad = tuple(p for p in mf.compare(m) if p.kind in ("stray", "special", "name"))
-    if bad:
-        raise ConfigError(shard_folder.describe(m.dir, bad), shard_folder.fix_for(m.dir, bad))
+    DataFolder(m.dir).refuse(m, ("stray", "special", "name"))
 
 
 def _restamp(m: mf.DataManifest, log: Optional[LogFn]) -> None:

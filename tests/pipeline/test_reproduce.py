@@ -23,7 +23,7 @@ import kitctl_proc
 from kitctl.core import resources
 from kitctl.core.pipeline_state import PipelineState
 from kitctl.data.manifest import verify
-from kitctl.train.facts import read_shard_header
+from kitctl.core.shard_folder import read_header as read_shard_header
 
 from fake_gpus import fake_nvidia_smi
 
