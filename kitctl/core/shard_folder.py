@@ -26,11 +26,12 @@ import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import (GLOB_UNSAFE, HEADER_BYTES, MANIFEST_JSON, TOKENIZER_BIN, HeaderError,
                                     parse_shard_filename, shard_filename, shard_globs, shard_patterns,
                                     unpack_shard_header)
@@ -477,6 +478,67 @@ class DataFolder:
 
     def manifest_sha256(self) -> str:
         return _manifest_sha(self.dir)
+
+    def shard_problem(self, m: DataManifest, s: Shard) -> Optional[str]:
+        """Why shard ``s`` of ``m`` is not intact (missing, size, llm.c header, token count, sha256), or None."""
+        if "/" in s.file or s.file in (".", ".."):
+            return "outside the folder"
+        p = m.dir / s.file
+        if p.is_symlink() or not p.is_file():
+            return "missing" if not p.is_symlink() and not p.exists() else "not a regular file"
+        try:
+            n = read_header(p)
+        except KitError as e:
+            return e.message.replace(f"{p}: ", "")
+        if n != s.tokens:
+            return f"header says {n:,} tokens, the manifest {s.tokens:,}"
+        sha = sha256_file(p)
+        if sha != s.sha256:
+            return f"sha256 differs from the manifest ({sha[:16]}... vs {s.sha256[:16]}...)"
+        return None
+
+    def verify(self, on_file: Optional[Callable[[Shard], Any]] = None,
+               log: Optional[Callable[[str], Any]] = None) -> tuple[DataManifest, list[str]]:
+        """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
+        shard numbering, stray shard files and special files (:func:`compare`). Returns (manifest,
+        problems); no problems means good. When every shard's bytes match but an mtime does not (a copy without
+        ``-p``), the manifest records the new mtimes: the cheap check of train and data trusts them again."""
+        m = self.manifest()
+        problems = []
+        for pos, s in enumerate(m.shards):
+            if s.index != pos or s.file != shard_filename(m.name, s.index):
+                problems.append(f"{s.file}: listed as shard {s.index} at position {pos} "
+                                f"(expected {shard_filename(m.name, pos)})")
+            why = self.shard_problem(m, s)
+            if why:
+                problems.append(f"{s.file}: {why}")
+            if on_file:
+                on_file(s)
+        seen = {p.split(":", 1)[0] for p in problems}
+        problems += [str(p) for p in compare(m) if p.kind in ("stray", "special") and p.file not in seen]
+        if not m.shards:
+            problems.append("no shards")
+        if not m.complete:
+            problems.append("the run that made this folder did not finish (re-run the same `kitctl data` to complete it)")
+        if not problems and any(p.kind == "mtime" for p in compare(m)):
+            for s in m.shards:
+                s.stamp(m.dir / s.file)
+            try:
+                m.save()
+                if log:
+                    log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
+            except OSError as e:
+                # a read-only folder: keep the checked stamps aside, where train's check reads them (no dead end)
+                try:
+                    side = record_verified(m)
+                    if log:
+                        log(f"{m.dir}: shard mtimes changed but every sha256 matches; {MANIFEST} cannot be rewritten "
+                            f"({e.strerror or e}), so the checked stamps are kept in {side}: train trusts them")
+                except OSError as e2:
+                    problems.append(f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones "
+                                    f"could not be recorded there ({e.strerror or e}) nor in "
+                                    f"{verified_path(m.dir)} ({e2.strerror or e2})")
+        return m, problems
 
     def refuse(self, m: DataManifest, kinds: tuple[str, ...]) -> None:
         """Exit 2 naming the files when ``m`` (this folder's manifest) and the folder disagree in one of ``kinds``."""

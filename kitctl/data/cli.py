@@ -20,6 +20,7 @@ from kitctl.core import validate
 from kitctl.core.context import config, console
 from kitctl.core.bundle import use_bundle
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.shard_folder import DataFolder
 from kitctl.core.progress import Bar, format_duration, progress_bar
 from kitctl.core.validate import checked
 from kitctl.data import encoders
@@ -274,7 +275,7 @@ class _Progress:
 @data_app.command("verify")
 def verify(dir: Path = typer.Argument(..., help="a folder written by `kitctl data` (has manifest.json)")) -> None:
     """Re-check a data folder: headers, token counts and sha256 of every shard against manifest.json."""
-    m, problems = mf.verify(dir, log=_say)
+    m, problems = DataFolder(dir).verify(log=_say)
     if problems:
         for p in problems:
             console.print(f"[red]bad[/]: {escape(str(p))}", highlight=False)

@@ -106,7 +106,7 @@ def _valid_prefix(m: mf.DataManifest, log: Optional[LogFn] = None) -> list[mf.Sh
         why = None
         if p.is_file() and p.stat().st_size != HEADER_BYTES + 2 * s.tokens:
             why = f"{p.stat().st_size:,} bytes, the manifest says {s.tokens:,} tokens"
-        why = why or mf.shard_problem(m, s)
+        why = why or DataFolder(m.dir).shard_problem(m, s)
         if why:
             if log:
                 log(f"{s.file}: {why}; rewriting from shard {s.index} on")

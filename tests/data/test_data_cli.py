@@ -17,6 +17,7 @@ import pytest
 import kitctl_proc
 
 from data_ref import EDGE_DOCS, read_dir, reference_files
+from kitctl.core.shard_folder import DataFolder
 from kitctl.data import manifest as mf
 from kitctl.data.shards import check_shard
 
@@ -381,7 +382,7 @@ def test_small_dataset_gets_a_val_and_training_shards(env, tmp_path):
     assert r.returncode == 0, r.stderr
     old = [p for p in tmp_path.iterdir() if p.name.startswith("o.old-")]
     assert len(old) == 1 and f"moved {out} aside to {old[0]}" in r.stdout
-    assert mf.load(old[0]).run.shard_size == 200_000 and not mf.verify(old[0])[1]      # kept whole
+    assert mf.load(old[0]).run.shard_size == 200_000 and not DataFolder(old[0]).verify()[1]      # kept whole
     assert mf.load(out).run.shard_size == 300_000 and mf.load(out).train_files
 
 

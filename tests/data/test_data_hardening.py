@@ -21,6 +21,7 @@ import kitctl_proc
 from data_ref import EDGE_DOCS, read_dir, reference_files
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
+from kitctl.core.shard_folder import DataFolder
 from kitctl.data import manifest as mf
 from kitctl.data import recipes
 from kitctl.data import tokenizer as tk
@@ -199,7 +200,7 @@ def test_manifest_is_saved_in_batches_not_after_every_shard(tmp_path, tiktoken_c
     written = sum(saves)                  # shard entries serialized in all: linear, not quadratic
     assert written < 40 * s.total_shards
     m = mf.load(tmp_path)
-    assert m.complete and len(m.shards) == s.total_shards and mf.verify(tmp_path)[1] == []
+    assert m.complete and len(m.shards) == s.total_shards and DataFolder(tmp_path).verify()[1] == []
     import tiktoken
 
     assert read_dir(tmp_path, "x") == reference_files(tiktoken.get_encoding("gpt2"), docs, "x", 40)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from data_ref import EDGE_DOCS, read_dir, reference_files, token_stream
+from kitctl.core.shard_folder import DataFolder
 from kitctl.data import manifest as mf
 from kitctl.core.llmc_files import shard_filename
 from kitctl.data.shards import ShardWriter, check_shard, read_shard, write_shard
@@ -123,7 +124,7 @@ def test_manifest_schema_and_load(tmp_path, enc):
     assert m.train_files[0].name == "fineweb_train_000001.bin"
     assert m.total_tokens == raw["total_tokens"] == sum(read_shard(p).size for p in m.val_files + m.train_files)
     assert m.llmc_args("/d") == ["-i", "/d/fineweb_train_*.bin", "-j", "/d/fineweb_val_*.bin"]
-    _, problems = mf.verify(tmp_path)
+    _, problems = DataFolder(tmp_path).verify()
     assert problems == []
 
 
@@ -134,11 +135,11 @@ def test_verify_finds_corruption(tmp_path, enc):
     data[1100] ^= 1
     p.write_bytes(bytes(data))
     (tmp_path / "x_train_000099.bin").write_bytes(b"")
-    _, problems = mf.verify(tmp_path)
+    _, problems = DataFolder(tmp_path).verify()
     assert any("x_train_000001.bin: sha256" in q for q in problems)
     assert any("x_train_000099.bin" in q for q in problems)
     (tmp_path / "x_val_000000.bin").write_bytes(b"\0" * 100)
-    _, problems = mf.verify(tmp_path)
+    _, problems = DataFolder(tmp_path).verify()
     assert any("shorter than llm.c's 1024-byte header" in q for q in problems)
 
 
@@ -201,13 +202,13 @@ def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
         p.unlink()
     later = tmp_path / shard_filename("x", 5)
     later.write_bytes(b"junk")                         # later shards are rewritten too
-    assert mf.verify(tmp_path)[1]
+    assert DataFolder(tmp_path).verify()[1]
     said = []
     s = make_shards(MemorySource(docs), tmp_path, "x", run_for(50), workers=0, log=said.append)
     assert not s.already_complete and s.resumed_from == 3 and s.shards == n - 3
     assert len(said) == 1 and said[0].startswith("x_train_000003.bin: ") and "rewriting from shard 3" in said[0]
     assert read_dir(tmp_path, "x") == reference_files(enc, docs, "x", 50)
-    assert mf.verify(tmp_path)[1] == []
+    assert DataFolder(tmp_path).verify()[1] == []
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import pytest
 from data_ref import EDGE_DOCS, read_dir, reference_files
 from kitctl.core.errors import ConfigError
 from kitctl.data import encoders
+from kitctl.core.shard_folder import DataFolder
 from kitctl.data import manifest as mf
 from kitctl.data.sources import MemorySource
 from kitctl.data.tokenize import make_shards
@@ -238,7 +239,7 @@ def test_an_older_manifest_without_the_encoder_still_reads(tmp_path):
     raw = json.loads((tmp_path / mf.MANIFEST).read_text())
     assert raw["run"].pop("encoder")["name"] == "tiktoken"
     (tmp_path / mf.MANIFEST).write_text(json.dumps(raw))
-    m, problems = mf.verify(tmp_path)
+    m, problems = DataFolder(tmp_path).verify()
     assert problems == [] and m.run.encoder is None
     # and a re-run continues that folder (the encoder is not part of the run's identity)
     s = make_shards(MemorySource(EDGE_DOCS), tmp_path, "o", {"shard_size": 100, "source_fingerprint": "f"}, workers=0)
