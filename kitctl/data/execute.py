@@ -11,6 +11,7 @@ from kitctl.core import resources
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import sha256_file
 from kitctl.core.pins import pins_sha256
+from kitctl.core.shard_folder import DataFolder
 from kitctl.data import encoders, hellaswag, hf, pretokenized
 from kitctl.data import manifest as mf
 from kitctl.data import sources as src
@@ -127,7 +128,7 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
 def check_splits(plan: DataPlan) -> None:
     """A finished folder must hold a val shard and a training shard: never "done" with an empty split (an
     estimate that was too high, or a folder made before the kit picked shard sizes for small datasets)."""
-    m = mf.load(plan.out_dir)
+    m = DataFolder(plan.out_dir).manifest()
     if m.complete and (not m.train_files or not m.val_files):
         empty = "training" if not m.train_files else "val"
         pick = small_shard_size(m.total_tokens)

@@ -144,8 +144,9 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
     run that failed or was stopped early), or a run that *failed* (bad input, full disk) -- the retry starts over."""
     out_dir = Path(out_dir)
     run = mf.as_run(run)
-    if mf.exists(out_dir):
-        m = mf.load(out_dir)
+    folder = DataFolder(out_dir)
+    if folder.has_manifest():
+        m = folder.manifest()
         diff = mf.identity_diff(m.run, run)
         if m.name != name:
             diff.insert(0, f"name: folder has {m.name!r}, this run wants {name!r}")
@@ -238,7 +239,7 @@ def _remove_if_nothing_made(out_dir: Path) -> None:
         return
     if mf.MANIFEST in names:
         try:
-            if mf.load(out_dir).shards:
+            if DataFolder(out_dir).manifest().shards:
                 return
         except KitError:
             return

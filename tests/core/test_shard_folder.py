@@ -128,3 +128,40 @@ def test_a_manifest_that_is_not_a_regular_file_or_damaged(tmp_path):
     (d / "manifest.json").write_text("{not json")
     with pytest.raises(KitError, match="not a readable"):
         sf.DataFolder(d).check()
+
+
+# ------------------------------------------------------------------------- what train reads: DataFolder.facts
+def test_facts_come_from_the_manifest_once_the_folder_agrees(tmp_path):
+    """Train plans from the manifest's list and token counts: a shard's bytes are not opened again (one whose header
+    was overwritten in place, stamps recorded since, still plans: `kitctl data verify` is the check of bytes)."""
+    m = _folder(tmp_path / "d", n=3, tokens=100)
+    p = tmp_path / "d" / "ds_train_000002.bin"
+    p.write_bytes(b"\0" * p.stat().st_size)
+    m.shards[2].stamp(p)
+    m.save()
+    info = sf.DataFolder(tmp_path / "d").facts()
+    assert info.prefix == "ds" and [s.name for s in info.val] == ["ds_val_000000.bin"]
+    assert [(s.name, s.tokens) for s in info.train] == [("ds_train_000001.bin", 100), ("ds_train_000002.bin", 100)]
+    assert info.complete is True and info.manifest_sha256 == hashlib.sha256(
+        (tmp_path / "d" / "manifest.json").read_bytes()).hexdigest()
+    assert "not an llm.c token shard" in sf.DataFolder(tmp_path / "d").verify()[1][0]
+
+
+def test_facts_refuse_a_manifest_whose_tokens_and_sizes_disagree(tmp_path):
+    m = _folder(tmp_path / "d", n=2, tokens=100)
+    m.shards[1].tokens = 99                                   # size recorded 1,224 bytes: 100 tokens, not 99
+    m.save()
+    with pytest.raises(ConfigError) as e:
+        sf.DataFolder(tmp_path / "d").facts()
+    assert "ds_train_000001.bin with 99 tokens in 1224 bytes" in e.value.message and "kitctl data" in e.value.hint
+
+
+def test_facts_without_a_manifest_read_the_headers(tmp_path):
+    for i, n in enumerate((10, 20)):
+        (tmp_path / shard_filename("ds", i)).write_bytes(pack_shard_header(n) + bytes(2 * n))
+    info = sf.DataFolder(tmp_path).facts()
+    assert info.manifest_sha256 is None and info.complete is None and "no manifest.json" in info.notes[0]
+    assert (info.min_shard_tokens, info.train_tokens) == (10, 20)
+    (tmp_path / shard_filename("ds", 1)).write_bytes(pack_shard_header(20) + bytes(2 * 19))
+    with pytest.raises(ConfigError, match="1062 bytes but the header says 20 tokens"):
+        sf.DataFolder(tmp_path).facts()
