@@ -14,7 +14,37 @@ manifest, cheaply (no file is read):
   verify``, which records them again once every sha256 matches).
 
 :meth:`DataFolder.require_consistent` turns a mismatch into exit 2 naming the files and the fix. A folder without a
-manifest (shards made elsewhere) passes with a note. Schema of manifest.json: see :mod:`kitctl.data.manifest`.
+manifest (shards made elsewhere) passes with a note.
+
+``kitctl data`` writes the record (kitctl.data.tokenize, kitctl.data.pretokenized) atomically (temp, fsync, rename):
+at the start of a run, after finished shards (batched, see ``kitctl.data.tokenize``), when a run stops and when
+it completes. Schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1, "format": "llmc-kit/data",
+      "dataset": "fineweb10B",          # recipe name, or "local" for files given as DATASET
+      "name": "fineweb",                # file prefix: <name>_val_000000.bin, <name>_train_000001.bin, ...
+      "complete": true,                 # false while a run is in progress or was stopped
+      "run": {                          # identity of the run: a re-run must match it to resume
+        "source": "HuggingFaceFW/fineweb@9767af12bf8f sample-10BT (14 parquet files)",
+        "source_fingerprint": "<sha256>",     # repo@revision+pattern, or the sha256 of every input file's bytes
+        "revision": "9767af12...",            # HF revision (null for local inputs)
+        "tokenizer": {"encoding": "gpt2", "vocab.bpe": "<sha256>", "encoder.json": "<sha256>"},
+        "shard_size": 100000000, "first_shard_size": 100000000,
+        "kit_version": "0.1.0", "pins_sha256": "<sha256 of docker/versions.yaml>",
+        "started": "...", "finished": "...", "failed": null     # "failed": why the last run stopped with an error
+      },
+      "shards": [                       # in order; shard 0 is the val shard
+        {"index": 0, "file": "fineweb_val_000000.bin", "split": "val", "tokens": 100000000,
+         "sha256": "<sha256 of the whole file>",
+         "size": 200001024, "mtime_ns": 1765000000000000000,     # as written: the cheap check (DataFolder.check)
+         "end": {"doc": 93518, "offset": 211, "pos": 100000000}}   # resume point (absent if pre-tokenized)
+      ],
+      "total_tokens": ..., "val_tokens": ..., "train_tokens": ...,            # derived, for readers
+      "val_pattern": "fineweb_val_*.bin", "train_pattern": "fineweb_train_*.bin"
+    }
+
+For llm.c: ``train_gpt2cu -i "<dir>/<train_pattern>" -j "<dir>/<val_pattern>"``.
 """
 from __future__ import annotations
 
@@ -107,7 +137,7 @@ class EncoderInfo(BaseModel):
 
 
 class RunInfo(BaseModel):
-    """How the shards were made. ``IDENTITY`` fields (kitctl.data.manifest) must match for a re-run to continue."""
+    """How the shards were made. :data:`IDENTITY` fields must match for a re-run to continue."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -131,6 +161,17 @@ RunLike = Union[RunInfo, dict[str, Any]]
 
 def as_run(run: RunLike) -> RunInfo:
     return run if isinstance(run, RunInfo) else RunInfo.model_validate(run)
+
+
+# run fields that must match for a re-run to continue in the same folder
+IDENTITY = ("source_fingerprint", "revision", "tokenizer", "shard_size", "first_shard_size")
+
+
+def identity_diff(old: RunLike, new: RunLike) -> list[str]:
+    """Human-readable differences in the identity fields of two runs."""
+    a, b = as_run(old), as_run(new)
+    return [f"{k}: folder has {getattr(a, k)!r}, this run wants {getattr(b, k)!r}"
+            for k in IDENTITY if getattr(a, k) != getattr(b, k)]
 
 
 class DataManifest(Record):
@@ -457,7 +498,7 @@ class DataInfo:
 class DataFolder:
     """A shard folder on disk and its record, ``manifest.json`` (pipx's ``Venv`` + metadata shape): where the
     manifest is, reading it, the check of the folder against it, its shards' paths and headers, and the facts
-    train plans with. ``kitctl data`` writes the record (kitctl.data.manifest, kitctl.data.tokenize); every
+    train plans with. ``kitctl data`` writes the record (kitctl.data.tokenize, kitctl.data.pretokenized); every
     reader (train, tune, reproduce, status, data's own checks) comes here."""
 
     def __init__(self, dir: Path):

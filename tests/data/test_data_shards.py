@@ -9,7 +9,7 @@ import pytest
 
 from data_ref import EDGE_DOCS, read_dir, reference_files, token_stream
 from kitctl.core.shard_folder import DataFolder
-from kitctl.data import manifest as mf
+from kitctl.core import shard_folder as sf
 from kitctl.core.llmc_files import shard_filename
 from kitctl.data.shards import ShardWriter, check_shard, read_shard, write_shard
 from kitctl.data.sources import MemorySource
@@ -97,11 +97,11 @@ def test_resume_from_every_shard_boundary_is_byte_identical(tmp_path, enc):
     ref = reference_files(enc, docs, "x", 50)
     full = tmp_path / "full"
     make_shards(MemorySource(docs), full, "x", run_for(50), workers=0)
-    m = mf.load(full)
+    m = sf.load(full)
     for cut in (1, 3, len(m.shards) - 1):
         d = tmp_path / f"cut{cut}"
         d.mkdir()
-        part = mf.load(full)
+        part = sf.load(full)
         part.dir, part.shards, part.complete = d, part.shards[:cut], False
         for s in part.shards:
             (d / s.file).write_bytes((full / s.file).read_bytes())
@@ -111,7 +111,7 @@ def test_resume_from_every_shard_boundary_is_byte_identical(tmp_path, enc):
         assert s.resumed_from == cut
         assert read_dir(d, "x") == ref
         assert not list(d.glob(".*.tmp"))
-        assert mf.load(d).complete
+        assert sf.load(d).complete
 
 
 def test_manifest_schema_and_load(tmp_path, enc):
@@ -119,7 +119,7 @@ def test_manifest_schema_and_load(tmp_path, enc):
     raw = json.loads((tmp_path / "manifest.json").read_text())
     assert raw["format"] == "llmc-kit/data" and raw["schema_version"] == 1 and raw["complete"] is True
     assert raw["shards"][0]["file"] == "fineweb_val_000000.bin" and raw["shards"][0]["split"] == "val"
-    m = mf.load(tmp_path)
+    m = sf.load(tmp_path)
     assert m.val_files == [tmp_path / "fineweb_val_000000.bin"]
     assert m.train_files[0].name == "fineweb_train_000001.bin"
     assert m.total_tokens == raw["total_tokens"] == sum(read_shard(p).size for p in m.val_files + m.train_files)
@@ -183,14 +183,14 @@ def test_second_writer_on_the_same_folder_is_refused(tmp_path, enc):
         with pytest.raises(KitError, match="another `kitctl data` is writing"):
             make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)
     make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)   # free again: works
-    assert mf.load(tmp_path).complete
+    assert sf.load(tmp_path).complete
 
 
 @pytest.mark.parametrize("damage", ["sha256", "header", "missing"])
 def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
     docs = EDGE_DOCS * 2
     make_shards(MemorySource(docs), tmp_path, "x", run_for(50), workers=0)
-    n = len(mf.load(tmp_path).shards)
+    n = len(sf.load(tmp_path).shards)
     p = tmp_path / shard_filename("x", 3)
     data = bytearray(p.read_bytes())
     if damage == "sha256":
@@ -234,7 +234,7 @@ def test_shared_memory_slots_carry_arrow_batches_exactly(tmp_path, enc):
     make_shards(src, tmp_path / "o", "s", run_for(5000), workers=2, batch_rows=64)
     assert read_dir(tmp_path / "o", "s") == ref
     # resumed in the middle of a record batch: the first batch is a slice of an arrow array
-    m = mf.load(tmp_path / "o")
+    m = sf.load(tmp_path / "o")
     part = tmp_path / "p"
     part.mkdir()
     m.dir, m.shards, m.complete = part, m.shards[:3], False
