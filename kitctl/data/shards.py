@@ -21,9 +21,7 @@ import numpy as np
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, replace_atomic, temp_path
-from kitctl.core.llmc_files import (  # noqa: F401 (the format's names, re-exported for data's callers)
-    EOT, HEADER_BYTES, HeaderError, shard_filename,
-    unpack_shard_header)
+from kitctl.core.llmc_files import HEADER_BYTES, shard_filename
 from kitctl.core.llmc_files import TOKEN_DTYPE as _TOKEN_DTYPE
 from kitctl.core.llmc_files import pack_shard_header as header_bytes
 from kitctl.core.proc import signals_deferred

@@ -33,8 +33,8 @@ from kitctl.core.records import short
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.data import encoders
 from kitctl.data.pool import LOCK_FDS, default_workers, iter_tokens
-from kitctl.core.llmc_files import TOKENIZER_BIN
-from kitctl.data.shards import HEADER_BYTES, ShardWriter
+from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN
+from kitctl.data.shards import ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
 
 DEFAULT_SHARD_SIZE = 10**8
