@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from kitctl.data import manifest as mf
+from kitctl.core import shard_folder as sf
 from kitctl.core.llmc_files import shard_filename
 from kitctl.data.shards import check_shard
 from kitctl import __version__
@@ -35,7 +35,7 @@ def _place(src: Path, dst: Path) -> None:
             shutil.copyfileobj(f, out, 1 << 20)
 
 
-def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> mf.DataManifest:
+def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> sf.DataManifest:
     r = plan.recipe
     n_train = plan.train_shards if plan.train_shards is not None else (r.train_shards or 103)
     names = [shard_filename(plan.name, i) for i in range(0, n_train + 1)]
@@ -70,12 +70,12 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
     shards = []
     for i, n in enumerate(names):
         tokens = check_shard(out / n)
-        shards.append(mf.Shard(index=i, file=n, tokens=tokens, sha256=sha256_file(out / n),
+        shards.append(sf.Shard(index=i, file=n, tokens=tokens, sha256=sha256_file(out / n),
                                split="val" if i == 0 else "train").stamp(out / n))
-    run = mf.RunInfo(source=origin, source_fingerprint=origin, revision=None if plan.source else rev,
+    run = sf.RunInfo(source=origin, source_fingerprint=origin, revision=None if plan.source else rev,
                      tokenizer={"encoding": "gpt2", **tok_sums}, kit_version=__version__, pins_sha256=pins_sha256(),
                      pretokenized=True)
-    m = mf.DataManifest(dir=out, name=plan.name, dataset=plan.dataset, complete=True, shards=shards, run=run)
+    m = sf.DataManifest(dir=out, name=plan.name, dataset=plan.dataset, complete=True, shards=shards, run=run)
     m.save()
     log(f"{len(shards)} shards, {m.total_tokens:,} tokens checked in {out}")
     return m

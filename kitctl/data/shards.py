@@ -19,14 +19,13 @@ from typing import BinaryIO, Callable, Optional
 
 import numpy as np
 
-from kitctl.core.errors import KitError
+from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, replace_atomic, temp_path
-from kitctl.core.llmc_files import (  # noqa: F401 (the format's names, re-exported for data's callers)
-    EOT, HEADER_BYTES, HeaderError, shard_filename,
-    unpack_shard_header)
+from kitctl.core.llmc_files import HEADER_BYTES, shard_filename
 from kitctl.core.llmc_files import TOKEN_DTYPE as _TOKEN_DTYPE
 from kitctl.core.llmc_files import pack_shard_header as header_bytes
 from kitctl.core.proc import signals_deferred
+from kitctl.core.shard_folder import read_header
 
 TOKEN_DTYPE = np.dtype(_TOKEN_DTYPE)
 
@@ -45,23 +44,13 @@ def write_shard(path: Path, tokens: np.ndarray) -> str:
 
 
 def check_shard(path: Path) -> int:
-    """Check header (magic, version) and that the file size matches its token count. Returns n_tokens."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        raw = f.read(HEADER_BYTES)
-    if len(raw) < HEADER_BYTES:
-        raise KitError(f"{path}: {len(raw)} bytes, shorter than llm.c's 1024-byte header",
-                       "the file is truncated; delete it and re-run `kitctl data` to rewrite it")
+    """Check header (magic, version) and that the file size matches its token count. Returns n_tokens.
+    kitctl.core.shard_folder.read_header reads it; a bad shard stays exit 1 here (a file `kitctl data` made or
+    downloaded, not one the user named)."""
     try:
-        n = unpack_shard_header(raw)
-    except HeaderError as e:
-        raise KitError(f"{path}: {e}", "this is not an llm.c uint16 token shard") from None
-    want = HEADER_BYTES + 2 * n
-    size = path.stat().st_size
-    if size != want:
-        raise KitError(f"{path}: {size} bytes but the header says {n} tokens ({want} bytes)",
-                       "the file is truncated or padded; delete it and re-run `kitctl data`")
-    return n
+        return read_header(Path(path))
+    except ConfigError as e:
+        raise KitError(e.message, e.hint) from None
 
 
 def read_shard(path: Path) -> np.ndarray:

@@ -26,15 +26,15 @@ from typing import IO, Any, Callable, Generator, Iterator, Optional
 
 import numpy as np
 
-from kitctl.core import shard_folder
+from kitctl.core import shard_folder as sf
+from kitctl.core.shard_folder import DataFolder
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.data import encoders
-from kitctl.data import manifest as mf
 from kitctl.data.pool import LOCK_FDS, default_workers, iter_tokens
-from kitctl.core.llmc_files import TOKENIZER_BIN
-from kitctl.data.shards import HEADER_BYTES, ShardWriter
+from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN
+from kitctl.data.shards import ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
 
 DEFAULT_SHARD_SIZE = 10**8
@@ -83,7 +83,7 @@ def _lock(out_dir: Path) -> IO:
 def _clean_leftovers(out_dir: Path, name: str, from_index: int) -> None:
     """Temp files of an interrupted writer, and shard files at or past the resume point."""
     for p in [*out_dir.glob(f".tmp-{name}_*.bin.*"), *out_dir.glob(f".{name}_*.bin.tmp"),
-              *out_dir.glob(f".tmp-{mf.MANIFEST}.*")]:
+              *out_dir.glob(f".tmp-{sf.MANIFEST}.*")]:
         p.unlink(missing_ok=True)
     for p in [*out_dir.glob(f"{name}_val_*.bin"), *out_dir.glob(f"{name}_train_*.bin")]:
         try:
@@ -94,7 +94,7 @@ def _clean_leftovers(out_dir: Path, name: str, from_index: int) -> None:
             p.unlink()
 
 
-def _valid_prefix(m: mf.DataManifest, log: Optional[LogFn] = None) -> list[mf.Shard]:
+def _valid_prefix(m: sf.DataManifest, log: Optional[LogFn] = None) -> list[sf.Shard]:
     """The manifest's shards whose files are intact, in order, up to the first bad one. A re-run resumes there
     and rewrites everything after it (a shard's contents depend on every document before it)."""
     good = []
@@ -105,7 +105,7 @@ def _valid_prefix(m: mf.DataManifest, log: Optional[LogFn] = None) -> list[mf.Sh
         why = None
         if p.is_file() and p.stat().st_size != HEADER_BYTES + 2 * s.tokens:
             why = f"{p.stat().st_size:,} bytes, the manifest says {s.tokens:,} tokens"
-        why = why or mf.shard_problem(m, s)
+        why = why or DataFolder(m.dir).shard_problem(m, s)
         if why:
             if log:
                 log(f"{s.file}: {why}; rewriting from shard {s.index} on")
@@ -114,16 +114,14 @@ def _valid_prefix(m: mf.DataManifest, log: Optional[LogFn] = None) -> list[mf.Sh
     return good
 
 
-def _refuse_disagreeing(m: mf.DataManifest) -> None:
+def _refuse_disagreeing(m: sf.DataManifest) -> None:
     """A complete folder is complete only when it holds exactly what its manifest lists (kitctl.core.shard_folder):
     a stray shard, a special file or a listed path outside the folder is exit 2, not "complete". Missing or
     changed shards are left to :func:`_valid_prefix`, which rewrites them."""
-    bad = tuple(p for p in mf.compare(m) if p.kind in ("stray", "special", "name"))
-    if bad:
-        raise ConfigError(shard_folder.describe(m.dir, bad), shard_folder.fix_for(m.dir, bad))
+    DataFolder(m.dir).refuse(m, ("stray", "special", "name"))
 
 
-def _restamp(m: mf.DataManifest, log: Optional[LogFn]) -> None:
+def _restamp(m: sf.DataManifest, log: Optional[LogFn]) -> None:
     """Every shard's sha256 was just checked: record mtimes that changed (a copy without -p) or were never
     recorded (an older manifest), so train's cheap check trusts the folder again."""
     stale = [s for s in m.shards if s.mtime_ns is None or s.size is None or s.ino is None
@@ -134,20 +132,21 @@ def _restamp(m: mf.DataManifest, log: Optional[LogFn]) -> None:
         s.stamp(m.dir / s.file)
     m.save()
     if log:
-        log(f"{m.dir}: {len(stale)} shard(s) checked by sha256; their sizes and mtimes recorded in {mf.MANIFEST}")
+        log(f"{m.dir}: {len(stale)} shard(s) checked by sha256; their sizes and mtimes recorded in {sf.MANIFEST}")
 
 
-def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
-                     log: Optional[LogFn] = None) -> mf.DataManifest:
+def prepare_manifest(out_dir: Path, name: str, dataset: str, run: sf.RunLike,
+                     log: Optional[LogFn] = None) -> sf.DataManifest:
     """Open (resume) or start the manifest of ``out_dir``; refuse a folder made with another config.
 
     A folder does not bind a re-run to its old config when nothing of it can be reused: no shards yet (a first
     run that failed or was stopped early), or a run that *failed* (bad input, full disk) -- the retry starts over."""
     out_dir = Path(out_dir)
-    run = mf.as_run(run)
-    if mf.exists(out_dir):
-        m = mf.load(out_dir)
-        diff = mf.identity_diff(m.run, run)
+    run = sf.as_run(run)
+    folder = DataFolder(out_dir)
+    if folder.has_manifest():
+        m = folder.manifest()
+        diff = sf.identity_diff(m.run, run)
         if m.name != name:
             diff.insert(0, f"name: folder has {m.name!r}, this run wants {name!r}")
         if not diff:
@@ -157,17 +156,17 @@ def prepare_manifest(out_dir: Path, name: str, dataset: str, run: mf.RunLike,
                 log(f"{out_dir}: the run that made its {len(m.shards)} shard(s) failed ({m.run.failed}); "
                     "this run has a different config, so it starts over")
             _clean_leftovers(out_dir, m.name, 0)
-            return mf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
+            return sf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
         raise ConfigError(
                f"{out_dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
                "re-run with the same options to continue that run, add --fresh to start over (`kitctl data`: the "
                "folder moves aside to <folder>.old-<time>, nothing is deleted), or pick another --out folder")
     existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != TOKENIZER_BIN] if out_dir.is_dir() else []
     if existing:
-        raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {mf.MANIFEST}, so they "
-                       "were not made by kitctl data (or the manifest was deleted)", mf.start_over_hint(out_dir))
+        raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {sf.MANIFEST}, so they "
+                       "were not made by kitctl data (or the manifest was deleted)", sf.start_over_hint(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    return mf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
+    return sf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
 
 
 _NONE = np.zeros(0, np.int64)
@@ -186,7 +185,7 @@ class _Cursor:
 class _Saver:
     """Saves the manifest in batches (see the module docstring); ``saves`` counts them."""
 
-    def __init__(self, m: mf.DataManifest):
+    def __init__(self, m: sf.DataManifest):
         self.m, self.saves = m, 0
         self.listed, self.at = len(m.shards), time.monotonic()
 
@@ -201,12 +200,12 @@ class _Saver:
             self.save()
 
 
-def make_shards(source: Source, out_dir: Path, name: str, run: mf.RunLike, dataset: str = "local",
+def make_shards(source: Source, out_dir: Path, name: str, run: sf.RunLike, dataset: str = "local",
                 workers: Optional[int] = None, progress: Optional[ProgressFn] = None,
                 batch_rows: int = BATCH_ROWS, log: Optional[LogFn] = None, encoder: Optional[str] = None) -> Summary:
     """Tokenize ``source`` into llm.c shards in ``out_dir``, resuming from its manifest if there is one.
 
-    ``run`` (a :class:`kitctl.data.manifest.RunInfo` or its dict) holds at least ``shard_size`` and
+    ``run`` (a :class:`kitctl.core.shard_folder.RunInfo` or its dict) holds at least ``shard_size`` and
     ``source_fingerprint``. Every shard kept from an earlier run is re-checked; ``log`` hears about a bad one.
     ``encoder``: a name of :mod:`kitctl.data.encoders` (default: :func:`kitctl.data.encoders.choose`'s pick); it
     must encode a sample of this run's first documents exactly like tiktoken, or the run uses tiktoken."""
@@ -220,7 +219,7 @@ def make_shards(source: Source, out_dir: Path, name: str, run: mf.RunLike, datas
         raise _os_error(e, out_dir) from None
     ok = False
     try:
-        summary = _make_shards(source, out_dir, name, mf.as_run(run), dataset, workers, progress, batch_rows, t0,
+        summary = _make_shards(source, out_dir, name, sf.as_run(run), dataset, workers, progress, batch_rows, t0,
                                log, encoder)
         ok = True
         return summary
@@ -235,11 +234,11 @@ def _remove_if_nothing_made(out_dir: Path) -> None:
     """A first run that failed before its first shard made only the lock and an empty manifest: it leaves
     nothing (a failed run's folder would bind nothing anyway, see prepare_manifest)."""
     names = {p.name for p in out_dir.iterdir()}
-    if not names <= {LOCK_FILE, mf.MANIFEST}:
+    if not names <= {LOCK_FILE, sf.MANIFEST}:
         return
-    if mf.MANIFEST in names:
+    if sf.MANIFEST in names:
         try:
-            if mf.load(out_dir).shards:
+            if DataFolder(out_dir).manifest().shards:
                 return
         except KitError:
             return
@@ -257,7 +256,7 @@ def _os_error(e: OSError, out_dir: Path) -> KitError:
                        "check that the folder is writable (ls -ld) and re-run the same command")
 
 
-def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, dataset: str, workers: Optional[int],
+def _make_shards(source: Source, out_dir: Path, name: str, run: sf.RunInfo, dataset: str, workers: Optional[int],
                  progress: Optional[ProgressFn], batch_rows: int, t0: float, log: Optional[LogFn],
                  encoder: Optional[str]) -> Summary:
     m = prepare_manifest(out_dir, name, dataset, run, log)
@@ -291,9 +290,9 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
         local = end_pos - cur.doc0_pos
         k = int(np.searchsorted(cur.cum, local, side="right"))
         offset = int(local - (cur.cum[k - 1] if k > 0 else 0))
-        m.shards.append(mf.Shard(index=index, file=path.name, tokens=n, sha256=sha,
+        m.shards.append(sf.Shard(index=index, file=path.name, tokens=n, sha256=sha,
                                  split="val" if index == 0 else "train",
-                                 end=mf.ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)).stamp(path))
+                                 end=sf.ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)).stamp(path))
         written["tokens"] += n
         written["shards"] += 1
         saver.maybe()
@@ -346,7 +345,7 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: mf.RunInfo, data
 
 
 def _gated(batches: Iterator[Any], requested: Optional[str],
-           log: Optional[LogFn]) -> tuple[Iterator[Any], shard_folder.EncoderInfo]:
+           log: Optional[LogFn]) -> tuple[Iterator[Any], sf.EncoderInfo]:
     """The identity gate of one run, before its first shard: the chosen encoder and tiktoken encode the first
     documents of this run (its first batch, up to encoders.GATE_DOCS) and must agree token by token; otherwise
     the run goes on with tiktoken, says so, and the manifest records why. Returns the batches (the peeked one
@@ -371,8 +370,8 @@ def _gated(batches: Iterator[Any], requested: Optional[str],
     return itertools.chain([first], batches), info
 
 
-def _info(name: str, gate: str) -> shard_folder.EncoderInfo:
-    return shard_folder.EncoderInfo(name=name, version=encoders.installed_version(name) or "", gate=gate)
+def _info(name: str, gate: str) -> sf.EncoderInfo:
+    return sf.EncoderInfo(name=name, version=encoders.installed_version(name) or "", gate=gate)
 
 
 def _feed(stream: Iterator[tuple[np.ndarray, np.ndarray]], writer: ShardWriter, cur: _Cursor, skip_tokens: int,
@@ -397,7 +396,7 @@ class _InputGuard:
     the old fingerprint) and say so; the next run fingerprints the input as it is then and starts over.
     Calling it returns that error (the same one every time), or None while the inputs are unchanged."""
 
-    def __init__(self, source: Source, writer: ShardWriter, m: mf.DataManifest, saver: _Saver, start_index: int):
+    def __init__(self, source: Source, writer: ShardWriter, m: sf.DataManifest, saver: _Saver, start_index: int):
         self.source, self.writer, self.m, self.saver, self.start_index = source, writer, m, saver, start_index
         self.reported: Optional[KitError] = None
 

@@ -100,7 +100,7 @@ def data_notes(meta: Optional[RunRecord]) -> list[str]:
     if not folder or not Path(folder).is_dir():
         return []
     try:
-        c = shard_folder.check_folder(Path(folder))
+        c = shard_folder.DataFolder(Path(folder)).check()
     except KitError as e:
         return [f"the run's data folder {folder}: {e.message}"]
     if c.ok:

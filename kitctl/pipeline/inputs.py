@@ -189,7 +189,8 @@ def check_options(opts: ReproduceOptions) -> None:
 def _manifest(out_dir: Path) -> Optional[shard_folder.DataManifest]:
     """The data folder's typed manifest; None when there is none or it is damaged (the data stage says why)."""
     try:
-        return shard_folder.load(out_dir) if shard_folder.exists(out_dir) else None
+        folder = shard_folder.DataFolder(out_dir)
+        return folder.manifest() if folder.has_manifest() else None
     except KitError:
         return None
 

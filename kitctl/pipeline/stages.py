@@ -34,10 +34,10 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import open_regular
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
 from kitctl.core.records import short
+from kitctl.core.shard_folder import DataFolder
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
-from kitctl.data.manifest import verify as verify_data
 from kitctl.data.plan import DataPlan
 from kitctl.host import disks, doctor, docker_disk
 from kitctl.images import llmc_source, native_build
@@ -284,7 +284,7 @@ def data(ctx: StageContext) -> Result:
 def _verify_once(out_dir: Path, say: Callable[[str], None]) -> None:
     """The full check (`kitctl data verify`: headers, token counts, sha256 of every shard against manifest.json),
     once, right after the stage wrote the folder; later readers (train, status) compare only sizes and mtimes."""
-    written, problems = verify_data(out_dir)
+    written, problems = DataFolder(out_dir).verify()
     if problems:
         raise KitError(f"{out_dir} does not check out against its manifest.json right after the data stage "
                        f"wrote it:\n    " + "\n    ".join(problems[:10])

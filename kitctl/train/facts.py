@@ -1,30 +1,26 @@
 """What the training planner knows about the machine: :class:`Facts`, its parts, and :func:`gather_facts`,
-the one reader of them (GPUs from nvidia-smi or --inventory, the shards, the run folder, host mpirun, the runtime's
-identity, the tune cache). The only part of planning that touches the machine.
+the one reader of them (GPUs from nvidia-smi or --inventory, the shards through kitctl.core.shard_folder.DataFolder,
+the run folder, host mpirun, the runtime's identity, the tune cache). The only part of planning that touches the machine.
 
 Each reader returns a small frozen record; ``kitctl.train.planner.build_plan`` takes them and stays pure (tests build
 these records by hand). Nothing here starts a process (python-on-whales asks the Docker engine for an image id).
 """
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 import shutil
-import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kitctl.core import shard_folder
 from kitctl.core.config import KitConfig, nccl_env
-from kitctl.core.errors import ConfigError
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
-from kitctl.core.llmc_files import (GLOB_UNSAFE, HEADER_BYTES, MAIN_LOG, HeaderError, parse_done_filename,
-                                    parse_shard_filename, parse_state_filename, shard_filename, shard_globs,
-                                    unpack_shard_header)
+from kitctl.core.llmc_files import MAIN_LOG, parse_done_filename, parse_state_filename
+# what train reads from a data folder is defined there (Shard: train's name for one shard's facts, kitctl.train's face)
+from kitctl.core.shard_folder import DataFolder, DataInfo
+from kitctl.core.shard_folder import ShardTokens as Shard  # noqa: F401
 from kitctl.host import built_archs
 from kitctl.host.gpus import GPU, load_inventory, visible
 from kitctl.host.runtimes import runtime_image_ref
@@ -37,134 +33,11 @@ CUDA_LABEL = "org.llmc-kit.cuda"   # the image's CUDA (kitctl/images/render.py i
 BINARIES = LLMC_BINARIES          # llm.c's binary per precision (kitctl.core.llmc_files)
 
 
-@dataclass(frozen=True)
-class Shard:
-    name: str
-    tokens: int
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """A folder of llm.c token shards (``<prefix>_val_000000.bin``, ``<prefix>_train_%06d.bin``)."""
-
-    dir: Path
-    prefix: str
-    train: tuple[Shard, ...]
-    val: tuple[Shard, ...]
-    manifest_sha256: Optional[str] = None
-    complete: Optional[bool] = None       # manifest.json's "complete" (None: no manifest)
-    notes: tuple[str, ...] = ()           # what the folder check said (e.g. no manifest: taken as it is)
-
-    @property
-    def train_tokens(self) -> int:
-        return sum(s.tokens for s in self.train)
-
-    @property
-    def min_shard_tokens(self) -> int:
-        return min(s.tokens for s in (*self.train, *self.val))
-
-    @property
-    def fingerprint(self) -> str:
-        """A hash of the shard names and token counts: what a resumed run must see again. (Not manifest.json's
-        sha256: `kitctl data` rewrites the manifest without changing finished shards.)"""
-        h = hashlib.sha256()
-        for s in (*self.val, *self.train):
-            h.update(f"{s.name}:{s.tokens}\n".encode())
-        return "shards:" + h.hexdigest()[:32]
-
-    def train_glob(self, root: str) -> str:
-        """llm.c's -i: ``root`` (this folder, or its path in a container) and the prefix escaped for glob(3)."""
-        return shard_globs(root, self.prefix)[1]
-
-    def val_glob(self, root: str) -> str:
-        return shard_globs(root, self.prefix)[0]
-
-
-def read_shard_header(path: Path) -> int:
-    """Token count of an llm.c shard; KitError if the header or size is wrong."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(HEADER_BYTES)
-        size = path.stat().st_size
-    except OSError as e:
-        raise ConfigError(f"cannot read shard {path}: {e}", "check the file's permissions") from None
-    if len(head) < HEADER_BYTES:
-        raise ConfigError(f"{path} is too short for an llm.c shard header",
-                          "re-make the shards with `kitctl data`")
-    try:
-        ntok = unpack_shard_header(head)
-    except HeaderError as e:
-        raise ConfigError(f"{path} is not an llm.c token shard ({e})", "re-make it with `kitctl data`") from None
-    if size != HEADER_BYTES + 2 * ntok or ntok <= 0:
-        raise ConfigError(f"{path}: header says {ntok} tokens but the file has {size} bytes (truncated?)",
-                          "re-make the shards with `kitctl data` (an interrupted copy?)")
-    return ntok
-
-
-def _regular(p: Path) -> None:
-    """A shard must be a regular file (a symlink to one is fine in a folder without a manifest): a FIFO or device
-    under a shard's name is refused before anything opens it."""
-    try:
-        ok = stat.S_ISREG(os.stat(p).st_mode)
-    except OSError as e:
-        raise ConfigError(f"cannot read shard {p}: {e.strerror or e}", "check the file (a dangling symlink?)") from None
-    if not ok:
-        raise ConfigError(f"{p} is not a regular file", "move it out of the shard folder; shards are plain files")
-
-
 def inspect_data(data_dir: Path) -> DataInfo:
-    """Find and check the shards in ``data_dir`` (headers only; the tokens are not read). The folder must agree
-    with its manifest.json (kitctl.core.shard_folder: same files, regular, sizes and mtimes as recorded; exit 2
-    naming the files otherwise); a folder without one is taken as it is, with a note."""
-    if not data_dir.is_dir():
-        raise ConfigError(f"no shard folder at {data_dir}",
-                          "make shards with `kitctl data` (e.g. `kitctl data tinyshakespeare`) or point --data at "
-                          "a folder holding <name>_val_000000.bin and <name>_train_000001.bin ...")
-    check = shard_folder.require_consistent(data_dir)
-    train: dict[str, list[Path]] = {}
-    val: dict[str, list[Path]] = {}
-    for p in sorted(data_dir.iterdir()):
-        if sn := parse_shard_filename(p.name):
-            _regular(p)
-            (train if sn.split == "train" else val).setdefault(sn.prefix, []).append(p)
-    prefixes = sorted(set(train) | set(val))
-    if not train:
-        raise ConfigError(f"no training shards (*_train_NNNNNN.bin) in {data_dir}",
-                          "make them with `kitctl data`, or pass --data DIR with the shard folder")
-    if len(prefixes) > 1:
-        raise ConfigError(f"{data_dir} holds shards of several datasets: {', '.join(prefixes)}",
-                          "keep one dataset per folder (kitctl data does) and pass that folder with --data")
-    prefix = prefixes[0]
-    if not val.get(prefix):
-        raise ConfigError(f"no validation shard {shard_filename(prefix, 0)} in {data_dir}",
-                          "llm.c needs one for -j; re-make the shards with `kitctl data`")
-    _check_llmc_globs(data_dir.resolve(), prefix, train[prefix], val[prefix])
-    man_sha, complete = None, None
-    if check.manifest is not None:
-        man_sha = hashlib.sha256((data_dir / shard_folder.MANIFEST).read_bytes()).hexdigest()
-        complete = check.manifest.complete
-    return DataInfo(data_dir.resolve(), prefix,
-                    tuple(Shard(p.name, read_shard_header(p)) for p in train[prefix]),
-                    tuple(Shard(p.name, read_shard_header(p)) for p in val[prefix]), man_sha, complete,
-                    check.notes)
-
-
-def _check_llmc_globs(folder: Path, prefix: str, train: list[Path], val: list[Path]) -> None:
-    """What llm.c will glob is what was checked: the escaped -i / -j patterns match exactly these shards (Python's
-    glob reads the bracket escapes as glob(3) does); a backslash, which the two read differently, is refused."""
-    if GLOB_UNSAFE in str(folder) or GLOB_UNSAFE in prefix:
-        raise ConfigError(f"the shard folder {folder} has a backslash in its path: llm.c's glob(3) reads it as an "
-                          "escape, so -i / -j would not name this folder",
-                          "move or link the shards to a folder without a backslash and pass it with --data")
-    val_glob, train_glob = shard_globs(str(folder), prefix)
-    for pattern, want in ((train_glob, train), (val_glob, val)):
-        got = {str(Path(p)) for p in glob.glob(pattern)}
-        wanted = {str(folder / p.name) for p in want}
-        if got != wanted:
-            extra = sorted(got ^ wanted)
-            raise ConfigError(f"llm.c's pattern {pattern} would not read exactly the checked shards of {folder}: "
-                              f"it differs at {', '.join(extra[:3])}",
-                              "rename the folder to plain letters, digits, '-', '_' and '.', then pass it with --data")
+    """What train reads from the shard folder ``data_dir``: kitctl.core.shard_folder.DataFolder.facts (the folder
+    checked against its manifest.json, whose shard list and token counts are the facts; headers only for a folder
+    without one). Exit 2 naming the files and the fix otherwise."""
+    return DataFolder(data_dir).facts()
 
 
 @dataclass(frozen=True)

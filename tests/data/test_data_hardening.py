@@ -21,7 +21,8 @@ import kitctl_proc
 from data_ref import EDGE_DOCS, read_dir, reference_files
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.data import manifest as mf
+from kitctl.core.shard_folder import DataFolder
+from kitctl.core import shard_folder as sf
 from kitctl.data import recipes
 from kitctl.data import tokenizer as tk
 from kitctl.data import tokenize as tz
@@ -156,21 +157,21 @@ def test_output_folder_inside_the_input_folder(env, tmp_path, tiktoken_cache):
 def test_damaged_manifest_gives_one_hint_everywhere(env, tmp_path, tinyshakespeare):
     out = tmp_path / "o"
     assert kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 50000).returncode == 0
-    hint = mf.start_over_hint(out)
+    hint = sf.start_over_hint(out)
     shards = read_dir(out, "input")
     for damage in ("{not json", '{"format": "llmc-kit/data", "schema_version": 1, "name": 5}', "[]"):
-        (out / mf.MANIFEST).write_text(damage)
+        (out / sf.MANIFEST).write_text(damage)
         for args in ((tinyshakespeare, "--out", out, "--shard-size", 50000), ("verify", out)):
             r = kitctl(env, *args)        # exit 1: not a bad option, a damaged folder (the hint says what to do)
-            assert r.returncode == 1 and str(out / mf.MANIFEST) in r.stderr, r.stderr
+            assert r.returncode == 1 and str(out / sf.MANIFEST) in r.stderr, r.stderr
             assert hint in " ".join(r.stderr.split()) and "internal error" not in r.stderr, r.stderr
-    (out / mf.MANIFEST).unlink()                        # and with the manifest gone, the same fix
+    (out / sf.MANIFEST).unlink()                        # and with the manifest gone, the same fix
     r = kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 50000)
     assert r.returncode == 1 and "but no manifest.json" in r.stderr and hint in " ".join(r.stderr.split())
     assert read_dir(out, "input") == shards             # nothing was overwritten
-    (out / mf.MANIFEST).write_text('{"format": "llmc-kit/data", "schema_version": 99, "name": "x", "run": {}}')
+    (out / sf.MANIFEST).write_text('{"format": "llmc-kit/data", "schema_version": 99, "name": "x", "run": {}}')
     with pytest.raises(KitError, match="newer kitctl"):
-        mf.load(out)
+        sf.load(out)
 
 
 def test_recipe_typo_and_yaml_bomb_are_refused(tmp_path, monkeypatch):
@@ -190,16 +191,16 @@ def test_recipe_typo_and_yaml_bomb_are_refused(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_manifest_is_saved_in_batches_not_after_every_shard(tmp_path, tiktoken_cache, monkeypatch):
     saves = []
-    real = mf.DataManifest.save
-    monkeypatch.setattr(mf.DataManifest, "save", lambda self: (saves.append(len(self.shards)), real(self))[1])
+    real = sf.DataManifest.save
+    monkeypatch.setattr(sf.DataManifest, "save", lambda self: (saves.append(len(self.shards)), real(self))[1])
     docs = [f"d{i} " + "word " * (i % 50) for i in range(3000)]
     s = tz.make_shards(MemorySource(docs), tmp_path, "x", run_for(40), workers=2, batch_rows=64)
     assert s.total_shards > 1500
     assert len(saves) < s.total_shards / 5, f"{len(saves)} manifest writes for {s.total_shards} shards"
     written = sum(saves)                  # shard entries serialized in all: linear, not quadratic
     assert written < 40 * s.total_shards
-    m = mf.load(tmp_path)
-    assert m.complete and len(m.shards) == s.total_shards and mf.verify(tmp_path)[1] == []
+    m = sf.load(tmp_path)
+    assert m.complete and len(m.shards) == s.total_shards and DataFolder(tmp_path).verify()[1] == []
     import tiktoken
 
     assert read_dir(tmp_path, "x") == reference_files(tiktoken.get_encoding("gpt2"), docs, "x", 40)
@@ -227,7 +228,7 @@ def test_failed_run_records_its_shards_and_does_not_block_the_retry(tmp_path, ti
     docs = [f"d{i} " + "word " * (i % 50) for i in range(2000)]
     with pytest.raises(KitError, match="line 4711"):
         tz.make_shards(_Boom(docs, after=10), tmp_path, "x", run_for(300, "v1"), workers=2, batch_rows=64)
-    m = mf.load(tmp_path)
+    m = sf.load(tmp_path)
     assert not m.complete and m.run.failed and "line 4711" in m.run.failed
     assert {s.file for s in m.shards} == {p.name for p in tmp_path.glob("x_*.bin")} and len(m.shards) > 3
     assert not temps(tmp_path)
@@ -244,7 +245,7 @@ def test_failed_run_records_its_shards_and_does_not_block_the_retry(tmp_path, ti
     assert read_dir(tmp_path / "b", "x") == reference_files(enc, fixed, "x", 300)
     # a run stopped before its first shard binds nothing either
     (tmp_path / "c").mkdir()
-    mf.DataManifest(dir=tmp_path / "c", name="x", run=mf.RunInfo(**run_for(300, "v1"))).save()
+    sf.DataManifest(dir=tmp_path / "c", name="x", run=sf.RunInfo(**run_for(300, "v1"))).save()
     tz.make_shards(MemorySource(fixed), tmp_path / "c", "x", run_for(500, "v2"), workers=0)
     assert read_dir(tmp_path / "c", "x") == reference_files(enc, fixed, "x", 500)
     # but a folder whose run did not fail is not thrown away for a different config
@@ -282,7 +283,7 @@ def test_disk_estimate_from_a_sample_holds_for_cjk_text(tmp_path, gpt2_bpe_dir, 
         execute(plan, free_fn=lambda p: free, log=lambda s: None)
     assert not list((tmp_path / "root").rglob("*.bin"))
     s = execute(make_plan(cfg, str(src), shard_size=10**6, workers=2), free_fn=lambda p: 10**12, log=lambda s: None)
-    written = sum(p.stat().st_size for p in plan.out_dir.glob("cjk_*.bin")) + (plan.out_dir / mf.MANIFEST).stat().st_size
+    written = sum(p.stat().st_size for p in plan.out_dir.glob("cjk_*.bin")) + (plan.out_dir / sf.MANIFEST).stat().st_size
     assert s.total_tokens > 0.5 * text_bytes                      # really ~0.6 tokens a byte
     assert plan.est_tokens >= s.total_tokens and plan.need[plan.out_dir] >= written > free
     assert plan.est_tokens < 1.3 * s.total_tokens                 # honest, not just huge

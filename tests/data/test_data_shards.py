@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from data_ref import EDGE_DOCS, read_dir, reference_files, token_stream
-from kitctl.data import manifest as mf
+from kitctl.core.shard_folder import DataFolder
+from kitctl.core import shard_folder as sf
 from kitctl.core.llmc_files import shard_filename
 from kitctl.data.shards import ShardWriter, check_shard, read_shard, write_shard
 from kitctl.data.sources import MemorySource
@@ -96,11 +97,11 @@ def test_resume_from_every_shard_boundary_is_byte_identical(tmp_path, enc):
     ref = reference_files(enc, docs, "x", 50)
     full = tmp_path / "full"
     make_shards(MemorySource(docs), full, "x", run_for(50), workers=0)
-    m = mf.load(full)
+    m = sf.load(full)
     for cut in (1, 3, len(m.shards) - 1):
         d = tmp_path / f"cut{cut}"
         d.mkdir()
-        part = mf.load(full)
+        part = sf.load(full)
         part.dir, part.shards, part.complete = d, part.shards[:cut], False
         for s in part.shards:
             (d / s.file).write_bytes((full / s.file).read_bytes())
@@ -110,7 +111,7 @@ def test_resume_from_every_shard_boundary_is_byte_identical(tmp_path, enc):
         assert s.resumed_from == cut
         assert read_dir(d, "x") == ref
         assert not list(d.glob(".*.tmp"))
-        assert mf.load(d).complete
+        assert sf.load(d).complete
 
 
 def test_manifest_schema_and_load(tmp_path, enc):
@@ -118,12 +119,12 @@ def test_manifest_schema_and_load(tmp_path, enc):
     raw = json.loads((tmp_path / "manifest.json").read_text())
     assert raw["format"] == "llmc-kit/data" and raw["schema_version"] == 1 and raw["complete"] is True
     assert raw["shards"][0]["file"] == "fineweb_val_000000.bin" and raw["shards"][0]["split"] == "val"
-    m = mf.load(tmp_path)
+    m = sf.load(tmp_path)
     assert m.val_files == [tmp_path / "fineweb_val_000000.bin"]
     assert m.train_files[0].name == "fineweb_train_000001.bin"
     assert m.total_tokens == raw["total_tokens"] == sum(read_shard(p).size for p in m.val_files + m.train_files)
     assert m.llmc_args("/d") == ["-i", "/d/fineweb_train_*.bin", "-j", "/d/fineweb_val_*.bin"]
-    _, problems = mf.verify(tmp_path)
+    _, problems = DataFolder(tmp_path).verify()
     assert problems == []
 
 
@@ -134,11 +135,11 @@ def test_verify_finds_corruption(tmp_path, enc):
     data[1100] ^= 1
     p.write_bytes(bytes(data))
     (tmp_path / "x_train_000099.bin").write_bytes(b"")
-    _, problems = mf.verify(tmp_path)
+    _, problems = DataFolder(tmp_path).verify()
     assert any("x_train_000001.bin: sha256" in q for q in problems)
     assert any("x_train_000099.bin" in q for q in problems)
     (tmp_path / "x_val_000000.bin").write_bytes(b"\0" * 100)
-    _, problems = mf.verify(tmp_path)
+    _, problems = DataFolder(tmp_path).verify()
     assert any("shorter than llm.c's 1024-byte header" in q for q in problems)
 
 
@@ -182,14 +183,14 @@ def test_second_writer_on_the_same_folder_is_refused(tmp_path, enc):
         with pytest.raises(KitError, match="another `kitctl data` is writing"):
             make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)
     make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)   # free again: works
-    assert mf.load(tmp_path).complete
+    assert sf.load(tmp_path).complete
 
 
 @pytest.mark.parametrize("damage", ["sha256", "header", "missing"])
 def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
     docs = EDGE_DOCS * 2
     make_shards(MemorySource(docs), tmp_path, "x", run_for(50), workers=0)
-    n = len(mf.load(tmp_path).shards)
+    n = len(sf.load(tmp_path).shards)
     p = tmp_path / shard_filename("x", 3)
     data = bytearray(p.read_bytes())
     if damage == "sha256":
@@ -201,13 +202,13 @@ def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
         p.unlink()
     later = tmp_path / shard_filename("x", 5)
     later.write_bytes(b"junk")                         # later shards are rewritten too
-    assert mf.verify(tmp_path)[1]
+    assert DataFolder(tmp_path).verify()[1]
     said = []
     s = make_shards(MemorySource(docs), tmp_path, "x", run_for(50), workers=0, log=said.append)
     assert not s.already_complete and s.resumed_from == 3 and s.shards == n - 3
     assert len(said) == 1 and said[0].startswith("x_train_000003.bin: ") and "rewriting from shard 3" in said[0]
     assert read_dir(tmp_path, "x") == reference_files(enc, docs, "x", 50)
-    assert mf.verify(tmp_path)[1] == []
+    assert DataFolder(tmp_path).verify()[1] == []
 
 
 @pytest.mark.slow
@@ -233,7 +234,7 @@ def test_shared_memory_slots_carry_arrow_batches_exactly(tmp_path, enc):
     make_shards(src, tmp_path / "o", "s", run_for(5000), workers=2, batch_rows=64)
     assert read_dir(tmp_path / "o", "s") == ref
     # resumed in the middle of a record batch: the first batch is a slice of an arrow array
-    m = mf.load(tmp_path / "o")
+    m = sf.load(tmp_path / "o")
     part = tmp_path / "p"
     part.mkdir()
     m.dir, m.shards, m.complete = part, m.shards[:3], False

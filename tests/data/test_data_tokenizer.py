@@ -155,7 +155,7 @@ def test_hf_recipe_lists_pinned_files_sorted_and_reads_them(tiktoken_cache, tmp_
 
 def test_pretokenized_from_local_folder(tiktoken_cache, tmp_path, gpt2_bpe_dir):
     from kitctl.core.config import KitConfig
-    from kitctl.data import manifest as mf
+    from kitctl.core.shard_folder import DataFolder
     from kitctl.data.execute import execute
     from kitctl.data.plan import make_plan
     from kitctl.data.shards import write_shard
@@ -169,7 +169,7 @@ def test_pretokenized_from_local_folder(tiktoken_cache, tmp_path, gpt2_bpe_dir):
     plan = make_plan(cfg, "fineweb10B-pretokenized", source=str(srcdir), train_shards=2)
     m = execute(plan, log=lambda s: None, free_fn=lambda p: 10**12)
     assert [s.tokens for s in m.shards] == [100, 101, 102] and m.complete
-    assert mf.verify(plan.out_dir)[1] == []
+    assert DataFolder(plan.out_dir).verify()[1] == []
     plan = make_plan(cfg, "fineweb10B-pretokenized", source=str(srcdir), train_shards=5)
     with pytest.raises(KitError, match="lacks 3 of the 6 shards"):
         execute(plan, log=lambda s: None, free_fn=lambda p: 10**12)

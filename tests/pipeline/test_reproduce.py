@@ -22,8 +22,8 @@ import kitctl_proc
 
 from kitctl.core import resources
 from kitctl.core.pipeline_state import PipelineState
-from kitctl.data.manifest import verify
-from kitctl.train.facts import read_shard_header
+from kitctl.core.shard_folder import DataFolder
+from kitctl.core.shard_folder import read_header as read_shard_header
 
 from fake_gpus import fake_nvidia_smi
 
@@ -125,7 +125,7 @@ def test_reproduce_whole_pipeline_interrupted_twice_and_resumed(tmp_path):
     assert status["hellaswag"].status == "done" and "12 examples" in status["hellaswag"].detail
     assert status["tune"].status == "done" and "B=16 -r 0" in status["tune"].detail
     assert status["train"].status == "interrupted" and status["report"].status == "pending"
-    ok = verify(data_dir)
+    ok = DataFolder(data_dir).verify()
     assert not ok[1] and ok[0].total_tokens > 5_000_000        # the resumed data checks out against its manifest
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["plan"]["micro_batch"] == 16 and run_json["plan"]["recompute"] == 0   # from the tune cache
