@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from kitctl.core import native_build_record
 from kitctl.host.runtimes import gpu_container_flags
 from kitctl.host import compose
 from kitctl.images import build as builder
@@ -212,4 +213,6 @@ def test_native_build_cli_in_toolchain_container(llmc_src, wheels_toolchain, tmp
     assert "--nccl-include /opt/nvidia/venv/lib/python3.11/site-packages/nvidia/nccl/include" in r.stdout
     assert "sm_75" in r.stdout and "sm_86" in r.stdout
     assert "libnccl.so.2 => /opt/nvidia/venv" in r.stdout                 # found through the rpath
-    assert {p.name for p in (tmp_path / "data" / "native" / "bin").iterdir()} == {"train_gpt2cu", "train_gpt2cu_fp32"}
+    # the two binaries and the record of what was built (core.native_build_record: doctor and train read it)
+    assert {p.name for p in (tmp_path / "data" / "native" / "bin").iterdir()} == {"train_gpt2cu", "train_gpt2cu_fp32",
+                                                                                 native_build_record.FILENAME}
