@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -19,32 +18,14 @@ from pathlib import Path
 import pytest
 
 from fake_gpus import fake_nvidia_smi
+from fake_kit import ONE, fake_kit_root, fake_shard
 
-FAKE = Path(__file__).resolve().parents[1] / "fake_train_gpt2cu.py"
-ONE = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
-
-
-def _shard(path: Path, ntok: int) -> None:
-    path.write_bytes(struct.pack("<3i", 20240520, 1, ntok) + b"\0" * (1024 - 12) + b"\1\0" * ntok)
 
 
 @pytest.fixture()
 def kit(tmp_path):
     """A data root with tiny shards and the fake train_gpt2cu as the native build; a fake nvidia-smi on PATH."""
-    root = tmp_path / "data"
-    shards = root / "tinyshakespeare"
-    shards.mkdir(parents=True)
-    _shard(shards / "tinyshakespeare_val_000000.bin", 40_000)
-    _shard(shards / "tinyshakespeare_train_000001.bin", 300_000)
-    (root / "hellaswag").mkdir()
-    (root / "hellaswag" / "hellaswag_val.bin").write_bytes(b"x")
-    (root / "gpt2_tokenizer.bin").write_bytes(b"t")
-    bindir = root / "native" / "bin"
-    bindir.mkdir(parents=True)
-    for name in ("train_gpt2cu", "train_gpt2cu_fp32"):
-        b = bindir / name
-        b.write_text(f"#!{sys.executable}\n" + FAKE.read_text())
-        b.chmod(0o755)
+    root = fake_kit_root(tmp_path / "data")
     gpus = fake_nvidia_smi(tmp_path / "fake-bin", ONE)
     (tmp_path / "one.csv").write_text(ONE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
@@ -201,8 +182,8 @@ def test_the_run_records_its_kitctl_start_time(tmp_path):
 # ------------------------------------------------------------------ what llm.c globs is what the kit checked
 def _shards_in(folder: Path, ntok: int) -> list[str]:
     folder.mkdir(parents=True)
-    _shard(folder / "tinyshakespeare_val_000000.bin", 40_000)
-    _shard(folder / "tinyshakespeare_train_000001.bin", ntok)
+    fake_shard(folder / "tinyshakespeare_val_000000.bin", 40_000)
+    fake_shard(folder / "tinyshakespeare_train_000001.bin", ntok)
     return sorted(str(p) for p in folder.iterdir())
 
 

@@ -9,9 +9,7 @@ import json
 import os
 import re
 import shutil
-import struct
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -28,33 +26,15 @@ from kitctl.train.session import plan_for, run_training
 from kitctl.model.record import add_eval, read_evals
 
 from fake_gpus import fake_nvidia_smi
+from fake_kit import ONE, fake_kit_root
 
-FAKE = Path(__file__).resolve().parents[1] / "fake_train_gpt2cu.py"
-ONE = "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
 TWO = ONE + "1, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 570.124.06\n"
 NO_MPIRUN = "/nonexistent/mpirun"
 
 
-def _shard(path: Path, ntok: int) -> None:
-    path.write_bytes(struct.pack("<3i", 20240520, 1, ntok) + b"\0" * (1024 - 12) + b"\1\0" * ntok)
-
-
 @pytest.fixture()
 def kit(tmp_path):
-    root = tmp_path / "data"
-    shards = root / "tinyshakespeare"
-    shards.mkdir(parents=True)
-    _shard(shards / "tinyshakespeare_val_000000.bin", 40_000)
-    _shard(shards / "tinyshakespeare_train_000001.bin", 300_000)
-    (root / "hellaswag").mkdir()
-    (root / "hellaswag" / "hellaswag_val.bin").write_bytes(b"x")
-    (root / "gpt2_tokenizer.bin").write_bytes(b"t")
-    bindir = root / "native" / "bin"
-    bindir.mkdir(parents=True)
-    for name in ("train_gpt2cu", "train_gpt2cu_fp32"):
-        b = bindir / name
-        b.write_text(f"#!{sys.executable}\n" + FAKE.read_text())
-        b.chmod(0o755)
+    root = fake_kit_root(tmp_path / "data")
     (tmp_path / "one.csv").write_text(ONE)
     (tmp_path / "two.csv").write_text(TWO)
     cfg = KitConfig(data_root=root, runtime="native")
