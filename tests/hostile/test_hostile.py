@@ -15,9 +15,20 @@ from cases import CASES  # noqa: E402
 from harness import play, undo_mounts  # noqa: E402
 
 
+# cases that draw the whole report (matplotlib, ~0.3-1.2 s each) before the write is judged: slow tier
+DRAWS_THE_REPORT = {"report-out-read-only", "report-out-under-a-file", "report-ok", "full-disk-report-png",
+                    "full-disk-report-html"}
+
+
 def _param(case):
     marks = [pytest.mark.xfail(strict=True, reason=f"area: {case.area}")] if case.area else []
+    if case.id in DRAWS_THE_REPORT:
+        marks.append(pytest.mark.slow)
     return pytest.param(case, id=case.id, marks=marks)
+
+
+def test_the_slow_report_cases_exist():
+    assert {c.id for c in CASES} >= DRAWS_THE_REPORT
 
 
 def test_case_ids_are_unique():
