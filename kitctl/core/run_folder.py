@@ -167,8 +167,3 @@ class RunFolder:
             raise KitError(f"{who} is writing to {self.path}",
                            f"wait for it to finish, or stop it with `{stop}`; then re-run this command "
                            "(it resumes from the newest complete checkpoint)")
-
-
-def holds_writer(path: Path) -> bool:
-    """Does this process hold ``path``'s writer lock now?"""
-    return str(Path(path).resolve()) in _HELD

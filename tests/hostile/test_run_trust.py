@@ -103,11 +103,18 @@ def test_train_refuses_while_a_hand_started_train_gpt2cu_writes_the_folder(kit):
         hand.wait()
 
 
+def holds_writer(path: Path) -> bool:
+    """Does this process hold ``path``'s writer lock now? (the set of locks run_folder keeps for re-entry)"""
+    from kitctl.core import run_folder
+
+    return str(Path(path).resolve()) in run_folder._HELD
+
+
 def test_writer_lock_is_held_per_process_reentrant_and_named(tmp_path):
     """In-process: the lock is re-entrant (reproduce holds it, its train stage takes it again); a second
     process is refused naming the holder; after the holder ends (the kernel drops flock) the next one gets it."""
     from kitctl.core.errors import KitError
-    from kitctl.core.run_folder import LOCK_FILE, RunFolder, holds_writer
+    from kitctl.core.run_folder import LOCK_FILE, RunFolder
 
     run = tmp_path / "run"
     code = ("import sys; from pathlib import Path; from kitctl.core.run_folder import RunFolder\n"
@@ -134,7 +141,7 @@ def test_writer_lock_is_held_per_process_reentrant_and_named(tmp_path):
 
 def test_writer_lock_refuses_what_the_caller_knows_is_writing(tmp_path):
     from kitctl.core.errors import KitError
-    from kitctl.core.run_folder import RunFolder, holds_writer
+    from kitctl.core.run_folder import RunFolder
 
     busy = RunFolder(tmp_path / "r").writer("x", others=lambda: ("the container c1", "docker stop c1"))
     with pytest.raises(KitError) as e, busy:
