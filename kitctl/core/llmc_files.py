@@ -18,6 +18,7 @@ Run folder (``-o``): ``model_%08d.bin``, ``state_%08d_%05d.bin`` (one per rank),
 """
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -192,6 +193,29 @@ class CheckpointHeader:
     @property
     def itemsize(self) -> int:
         return 4 if self.version == 3 else 2
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each parameter tensor's shape, in file order (llm.c's ``fill_in_parameter_sizes``; matrices (out, in))."""
+        Vp, T, L, C = self.padded_vocab_size, self.max_seq_len, self.num_layers, self.channels
+        return {
+            "wte": (Vp, C), "wpe": (T, C),
+            "ln1w": (L, C), "ln1b": (L, C),
+            "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
+            "attprojw": (L, C, C), "attprojb": (L, C),
+            "ln2w": (L, C), "ln2b": (L, C),
+            "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
+            "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
+            "lnfw": (C,), "lnfb": (C,),
+        }
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(math.prod(s) for s in self.shapes().values())
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """The model's dimensions (every field but the precision version)."""
+        return {k: v for k, v in self.__dict__.items() if k != "version"}
 
 
 def pack_checkpoint_header(h: CheckpointHeader) -> bytes:

@@ -5,7 +5,7 @@ then ``params_memory`` in one piece; ``fill_in_parameter_sizes`` gives the order
 
 * a header of 256 little-endian int32: [0] magic 20240326, [1] version (3: fp32, 5: bf16), [2] max_seq_len T,
   [3] vocab_size V (50257), [4] num_layers L, [5] num_heads, [6] channels C, [7] padded_vocab_size Vp (50304);
-* then the 16 parameter tensors back to back, in :data:`PARAM_ORDER`, each ``float32`` (version 3) or raw bf16
+* then the 16 parameter tensors back to back, in the order of ``CheckpointHeader.shapes``, each ``float32`` (version 3) or raw bf16
   (version 5: the upper 16 bits of a float32, layernorms included). Matrices are (out, in), row-major.
 
 Nothing else follows: a file longer or shorter than the header says is refused, as is a wrong magic or version.
@@ -22,42 +22,8 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import open_regular
 
 from kitctl.core.llmc_files import (
-    CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, HEADER_BYTES, MODEL_RE, SHARD_MAGIC,
+    CHECKPOINT_MAGIC as MAGIC, CHECKPOINT_VERSIONS as VERSIONS, CheckpointHeader, HEADER_BYTES, MODEL_RE, SHARD_MAGIC,
     STATE_MAGIC, HeaderError, unpack_checkpoint_header)
-
-# llm.c's ParameterTensors, in file order: name -> shape as a function of (Vp, maxT, L, C)
-PARAM_ORDER = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-               "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
-
-
-@dataclass(frozen=True)
-class LlmcConfig:
-    """The model hyperparameters of a checkpoint header."""
-
-    max_seq_len: int
-    vocab_size: int
-    num_layers: int
-    num_heads: int
-    channels: int
-    padded_vocab_size: int
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        Vp, T, L, C = self.padded_vocab_size, self.max_seq_len, self.num_layers, self.channels
-        return {
-            "wte": (Vp, C), "wpe": (T, C),
-            "ln1w": (L, C), "ln1b": (L, C),
-            "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
-            "attprojw": (L, C, C), "attprojb": (L, C),
-            "ln2w": (L, C), "ln2b": (L, C),
-            "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
-            "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
-            "lnfw": (C,), "lnfb": (C,),
-        }
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(int(np.prod(s)) for s in self.shapes().values())
-
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -68,7 +34,7 @@ class Checkpoint:
 
     path: Path
     version: int
-    config: LlmcConfig
+    config: CheckpointHeader
     params: dict[str, np.ndarray]
 
     @property
@@ -110,7 +76,7 @@ FIX_FILE = ("pass a model_NNNNNNNN.bin that train_gpt2cu wrote (in the run's out
             "list them with `ls <run>/model_*.bin`")
 
 
-def read_header(path: Path) -> tuple[int, LlmcConfig]:
+def read_header(path: Path) -> tuple[int, CheckpointHeader]:
     """(version, config) of a checkpoint; KitError (exit 2) for a file that is not one."""
     path = Path(path)
     if path.is_dir():
@@ -137,9 +103,8 @@ def read_header(path: Path) -> tuple[int, LlmcConfig]:
             hint = ("re-write the checkpoint with train_gpt2cu (PRECISION=BF16 or FP32); fp16 checkpoints are not "
                     "written by llm.c")
         raise _bad(path, str(e), hint) from None
-    version = h.version
-    cfg = LlmcConfig(h.max_seq_len, h.vocab_size, h.num_layers, h.num_heads, h.channels, h.padded_vocab_size)
-    if min(cfg.__dict__.values()) <= 0 or cfg.padded_vocab_size < cfg.vocab_size \
+    version, cfg = h.version, h
+    if min(cfg.dims.values()) <= 0 or cfg.padded_vocab_size < cfg.vocab_size \
             or cfg.channels % cfg.num_heads:
         raise _bad(path, f"header values do not describe a GPT-2 ({cfg})", FIX_FILE)
     return version, cfg

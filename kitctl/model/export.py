@@ -172,7 +172,7 @@ def make_record(ck: Checkpoint, dtype: str) -> ExportRecord:
     st = ck.path.stat()
     return ExportRecord(source=str(ck.path), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns,
                         source_sha256=sha256_file(ck.path), step=ck.step, checkpoint_dtype=ck.dtype, dtype=dtype,
-                        config=dict(ck.config.__dict__), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                        config=ck.config.dims, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 def write_export(ck: Checkpoint, out: Path, *, dtype: Optional[str] = None, force: bool = False,

@@ -23,9 +23,9 @@ import numpy as np
 from safetensors import TensorSpec, serialize_file
 
 from kitctl.core.errors import ConfigError
-from kitctl.core.llmc_files import EOT
+from kitctl.core.llmc_files import EOT, CheckpointHeader
 from kitctl.data import tokenizer as gpt2_bpe
-from kitctl.model.checkpoint import Checkpoint, LlmcConfig, bf16_to_f32, f32_to_bf16
+from kitctl.model.checkpoint import Checkpoint, bf16_to_f32, f32_to_bf16
 
 DTYPES = ("float32", "bfloat16")
 # llm.c name -> HF name inside transformer.h.{i}., and whether it is a (out, in) matrix to transpose
@@ -73,14 +73,14 @@ def write_safetensors(ck: Checkpoint, path: Path, dtype: str) -> int:
     return len(specs)
 
 
-def export_bytes(cfg: LlmcConfig, dtype: str) -> int:
+def export_bytes(cfg: CheckpointHeader, dtype: str) -> int:
     """Size of ``model.safetensors`` (tensor data; the header is a few KB)."""
     C, L = cfg.channels, cfg.num_layers
     n = (cfg.vocab_size + cfg.max_seq_len) * C + L * (12 * C * C + 13 * C) + 2 * C
     return n * (2 if dtype == "bfloat16" else 4)
 
 
-def config_json(cfg: LlmcConfig, dtype: str) -> dict:
+def config_json(cfg: CheckpointHeader, dtype: str) -> dict:
     """``config.json`` of a ``GPT2LMHeadModel`` with the checkpoint's shape (GPT2Config's defaults otherwise)."""
     return {
         "architectures": ["GPT2LMHeadModel"],
@@ -113,7 +113,7 @@ def generation_config_json() -> dict:
     return {"bos_token_id": EOT, "eos_token_id": EOT, "pad_token_id": EOT}
 
 
-def tokenizer_jsons(cfg: LlmcConfig) -> dict[str, dict]:
+def tokenizer_jsons(cfg: CheckpointHeader) -> dict[str, dict]:
     """``tokenizer_config.json`` + ``special_tokens_map.json`` for ``GPT2Tokenizer`` (no BOS added, like GPT-2)."""
     special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
     return {
