@@ -28,7 +28,8 @@ from typing import Callable, Optional
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import is_disk_full, open_regular, write_atomic
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
-from kitctl.observe.logs import RunLogs, last_logged, read_run
+from kitctl.core.run_folder import last_logged
+from kitctl.observe.logs import RunLogs, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
 

@@ -28,7 +28,8 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular
 from kitctl.core.records import Record
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
-from kitctl.observe.logs import TAG_DESCRIPTIONS, Streams, iter_main_log, iter_stdout, read_head
+from kitctl.core.run_folder import Streams, iter_main_log, read_head
+from kitctl.observe.logs import TAG_DESCRIPTIONS, iter_stdout
 from kitctl.observe.runs import list_runs
 
 TB_DIR = "tb"
@@ -193,7 +194,7 @@ class TensorBoardSync:
         return src.offset
 
     def _blocks(self, name: str, start: int) -> Iterator[tuple[Streams, int]]:
-        """(streams, bytes) of one source from ``start`` on, one block (logs.LOG_CHUNK bytes) at a time."""
+        """(streams, bytes) of one source from ``start`` on, one block (run_folder.LOG_CHUNK bytes) at a time."""
         if name == MAIN_LOG:
             for streams, _, used in iter_main_log(self.run_dir / name, start, TB_CHUNK):
                 yield streams, used

@@ -1,9 +1,9 @@
 """train: the planner and the runner of llm.c's ``train_gpt2cu`` (``kitctl train``, ``kitctl tune``).
 
 This is the area's face: other packages import these names from ``kitctl.train`` and nothing else of it, except
-``kitctl.train.cli`` (the launcher hook, :func:`~kitctl.train.cli.add_launcher`) and ``kitctl.train.record`` (the
-run.json record that status, reports and exports read). The import-linter contract "train's face" in pyproject.toml
-holds them to it; the modules behind the face may change freely.
+``kitctl.train.cli`` (the launcher hook, :func:`~kitctl.train.cli.add_launcher`). run.json, which status, reports
+and exports read, is not train's: it is ``kitctl.core.run_folder.RunFolder``'s. The import-linter contract "train's
+face" in pyproject.toml holds them to it; the modules behind the face may change freely.
 
     plan      TrainRequest + gather_facts(...) -> Facts -> build_plan(...) -> Plan (pure, frozen; --dry-run prints it)
     run       plan_for (gather + plan + a re-planner), run_training, and for other launchers prepare_out and
@@ -12,8 +12,8 @@ holds them to it; the modules behind the face may change freely.
     models    default_model (the memory model), dims_for (a descriptor's sizes), load_presets / get_preset
     logs      parse_step (the one parser of llm.c's step lines)
 
-Each name is imported from its module on first use (PEP 562): importing ``kitctl.train.record`` does not load the
-planner (8 kitctl modules, not 42), and ``python -m kitctl.train.steplog`` runs without the package having imported
+Each name is imported from its module on first use (PEP 562): importing ``kitctl.train`` does not load the
+planner, and ``python -m kitctl.train.steplog`` runs without the package having imported
 it first (plain imports would: session, runner and tune import steplog, and runpy then warns). ``kitctl`` itself loads
 all of train either way (cluster plans at load time): measured, the laziness costs the CLI nothing and buys it
 nothing; it is kept for those two.

@@ -21,7 +21,7 @@ from kitctl.core.errors import KitError
 from kitctl.train.steplog import parse_step, throughput
 from kitctl.train import TrainRequest
 from kitctl.train.facts import inspect_out
-from kitctl.train.record import RuntimeRecord
+from kitctl.core.run_record import RuntimeRecord
 from kitctl.train.session import plan_for, run_training
 from kitctl.model.record import add_eval, read_evals
 
