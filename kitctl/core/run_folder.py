@@ -59,6 +59,7 @@ RECORD_LOCK_FILE = ".run.json.lock"
 MARKERS = (MAIN_LOG, STDOUT_LOG, RUN_JSON)   # a folder holding one of these is a run (llm.c's logs, the kit's record)
 
 
+# ------------------------------------------------------------------------ the one writer: the lock and this machine
 @dataclass
 class _Held:
     file: IO[str]
@@ -300,6 +301,7 @@ class Checkpoints:
         return bool(self.models or self.done or self.states)
 
 
+# --------------------------------------------------------------------------------------------------- the folder
 def _holder(lock: Path) -> str:
     """Who holds the lock, from what its holder wrote in it: 'pid N on HOST (`command`)'."""
     try:

@@ -18,7 +18,6 @@ from kitctl.core.pipeline_state import FILENAME as PIPELINE_FILENAME
 from kitctl.core.proc import pid_alive
 from kitctl.core.run_folder import RunFolder, container_running, find_llmc_process
 from kitctl.core.progress import format_duration
-from kitctl.core.llmc_files import STDOUT_LOG
 from kitctl.core.run_record import RunRecord, session_of
 
 
@@ -52,10 +51,10 @@ def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float
                                                       f"({rerun})"))
     code = session.exit_status
     if session.status == "failed" and code == 0:
-        return Liveness("failed", f"exited with status 0 before the last step; see {run_dir / STDOUT_LOG}")
+        return Liveness("failed", f"exited with status 0 before the last step; see {RunFolder(run_dir).stdout_log}")
     if code is not None:
         return (Liveness("finished", "exited with status 0") if code == 0
-                else Liveness("failed", f"exited with status {code}; see {run_dir / STDOUT_LOG}"))
+                else Liveness("failed", f"exited with status {code}; see {RunFolder(run_dir).stdout_log}"))
     if session.end is not None:
         return Liveness("stopped", "run.json records an end time")
     pid, host = session.pid, session.host

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import is_disk_full, open_regular, write_atomic
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
-from kitctl.core.run_folder import last_logged
+from kitctl.core.run_folder import RunFolder, last_logged
 from kitctl.observe.logs import RunLogs, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
@@ -89,7 +89,7 @@ def data_prefix(r: RunLogs) -> Optional[str]:
     """The shard prefix of the data a run trained on (llm.c's "train data pattern" line at the top of stdout.log:
     ``.../fineweb_train_*.bin`` -> ``fineweb``); None when the run's stdout.log does not say."""
     try:
-        with open_regular(r.run_dir / STDOUT_LOG, STDOUT_LOG) as f:
+        with open_regular(RunFolder(r.run_dir).stdout_log, STDOUT_LOG) as f:
             head = f.read(HEAD_BYTES).decode("utf-8", "replace")
     except (OSError, KitError):
         return None
