@@ -105,3 +105,10 @@ def test_what_a_record_says_beyond_its_fields():
     assert total_steps(RunRecord(plan=PlanRecord(steps=0))) is None
     assert session_of(None) == SessionRecord() and session_of(RunRecord(session=SessionRecord(id="a"))).id == "a"
     assert gpu_label(GpuRecord(index=0, name="H100")) == "0: H100" and gpu_label(GpuRecord()) == "?"
+
+
+def test_the_run_records_its_kitctl_start_time(tmp_path):
+    from kitctl.core.proc import start_ticks
+
+    rec = SessionRecord(pid=os.getpid(), pid_start=start_ticks(os.getpid()))
+    assert json.loads(rec.model_dump_json())["pid_start"] == start_ticks(os.getpid()) > 0

@@ -178,14 +178,6 @@ def test_a_reused_pid_is_not_the_run(tmp_path):
     assert lv.state == "stopped" and f"pid {me} is gone" in lv.detail
 
 
-def test_the_run_records_its_kitctl_start_time(tmp_path):
-    from kitctl.core.proc import start_ticks
-    from kitctl.core.run_record import SessionRecord
-
-    rec = SessionRecord(pid=os.getpid(), pid_start=start_ticks(os.getpid()))
-    assert json.loads(rec.model_dump_json())["pid_start"] == start_ticks(os.getpid()) > 0
-
-
 # ------------------------------------------------------------------ what llm.c globs is what the kit checked
 def _shards_in(folder: Path, ntok: int) -> list[str]:
     folder.mkdir(parents=True)
