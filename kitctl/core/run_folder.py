@@ -11,7 +11,8 @@ In the shape of pipx's ``Venv`` + metadata (kitctl.core.shard_folder.DataFolder 
   marker, how many state files). llm.c writes ``model_N.bin``, then ``state_N_*.bin``, then ``DONE_N``.
 - **main.log's reader**: :func:`parse_main_log` is the one parser of llm.c's ``s:N trl:x`` lines, read in
   bounded blocks (:func:`iter_lines`, :func:`read_main_log`; :meth:`RunFolder.last_train_step` reads its tail).
-  observe (status, report, TensorBoard), model (valloss) and the pipeline's progress read it here.
+  observe (status, report, TensorBoard), model (valloss) and the pipeline's progress read it here. stdout.log's
+  step line has its one parser here too (:func:`parse_step`: ``kitctl train`` live, observe from the file).
 - **the one writer** (:meth:`RunFolder.writer`): ``kitctl train``, the train stage of ``kitctl reproduce`` and
   anything else that makes llm.c write checkpoints hold ``<run>/.kitctl-writer.lock`` (flock) for the whole
   session; a second one is refused (exit 1) with the holder's pid, command and how to stop it. The kernel drops
@@ -40,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -203,6 +205,38 @@ def parse_main_log(data: bytes | str) -> tuple[Streams, int]:
             got = True
         bad += not got
     return streams, bad
+
+
+# ------------------------------------------------------------------------------------- stdout.log's step line
+# rank 0 of train_gpt2.cu (f1e2ace) prints, once per optimizer step (the step 1-based: step + 1):
+#   step %4d/%d | loss %7.6f (%+.2fz)| norm %6.4f (%+.2fz)| lr %.2e | %.2f ms | %.1f%% bf16 MFU | %.0f tok/s
+_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|-nan|-inf)"
+STEP_RE = re.compile(
+    rf"^step\s+(?P<step>\d+)/(?P<total>\d+) \| loss (?P<loss>{_NUM}) \((?P<lossz>{_NUM})z\)\| "
+    rf"norm (?P<norm>{_NUM}) \((?P<normz>{_NUM})z\)\| lr (?P<lr>{_NUM}) \| (?P<ms>{_NUM}) ms \| "
+    rf"(?P<mfu>{_NUM})% bf16 MFU \| (?P<toks>{_NUM}) tok/s")
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int          # 1-based, as printed
+    total: int
+    loss: float
+    norm: float
+    lr: float
+    ms: float
+    mfu: Optional[float]   # percent; None when llm.c does not know the GPU (it prints -100%)
+    tok_s: float
+
+
+def parse_step(line: str) -> Optional[Step]:
+    """The one parser of llm.c's step line (``kitctl train`` live, observe from stdout.log); None for other lines."""
+    m = STEP_RE.match(line.strip())
+    if not m:
+        return None
+    mfu = float(m["mfu"])
+    return Step(int(m["step"]), int(m["total"]), float(m["loss"]), float(m["norm"]), float(m["lr"]),
+                float(m["ms"]), None if mfu < 0 else mfu, float(m["toks"]))
 
 
 def _log_error(path: Path, e: OSError) -> KitError:

@@ -5,7 +5,8 @@ Sources (both in a run folder ``<data_root>/runs/<name>/``):
 * ``main.log``, llm.c's ``s:N trl:x`` / ``s:N tel:x`` / ``s:N eval:x`` lines: read by the run folder's one
   main.log reader (:func:`kitctl.core.run_folder.parse_main_log`, in bounded blocks; the format and its rules, last
   value for a step wins after a resume, are described there).
-* ``stdout.log`` (llm.c's stdout as the train command saved it): the step line of ``train_gpt2.cu``::
+* ``stdout.log`` (llm.c's stdout as the train command saved it): the step line of ``train_gpt2.cu``
+  (:func:`kitctl.core.run_folder.parse_step`)::
 
       step %4d/%d | loss %7.6f (%+.2fz)| norm %6.4f (%+.2fz)| lr %.2e | %.2f ms | %.1f%% bf16 MFU | %.0f tok/s
 
@@ -31,8 +32,7 @@ from typing import Iterator, Optional
 from kitctl.core.files import check_regular
 from kitctl.core.llmc_files import MAIN_LOG
 from kitctl.core.run_folder import (LOG_CHUNK, MAX_STEP, RunFolder, Series, Streams, complete_part, iter_lines,
-                                    last_logged, log_number, merge, put_last, read_main_log)
-from kitctl.train import parse_step
+                                    last_logged, log_number, merge, parse_step, put_last, read_main_log)
 
 STDOUT_TAGS = {"tok_s": "perf/tokens_per_sec", "ms": "perf/ms_per_step"}
 TAG_DESCRIPTIONS = {

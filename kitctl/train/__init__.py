@@ -10,7 +10,6 @@ face" in pyproject.toml holds them to it; the modules behind the face may change
               write_run_json (the run folder and run.json, as `kitctl train` writes them)
     tune      run_tune (`kitctl tune`), sweep_configs_for (which configs a tune measures, planned)
     models    default_model (the memory model), dims_for (a descriptor's sizes), load_presets / get_preset
-    logs      parse_step (the one parser of llm.c's step lines)
 
 Each name is imported from its module on first use (PEP 562): importing ``kitctl.train`` does not load the
 planner, and ``python -m kitctl.train.steplog`` runs without the package having imported
@@ -35,8 +34,8 @@ _HOMES = {
     "plan_for": "session", "run_training": "session", "prepare_out": "runner", "write_run_json": "runner", "writer_lock": "runner",
     # tune
     "run_tune": "tune", "sweep_configs_for": "tune",
-    # models and logs
-    "default_model": "memory", "dims_for": "memory", "Step": "steplog", "parse_step": "steplog",
+    # models
+    "default_model": "memory", "dims_for": "memory",
 }
 
 __all__ = [
@@ -47,8 +46,8 @@ __all__ = [
     "plan_for", "run_training", "prepare_out", "write_run_json", "writer_lock",
     # tune
     "run_tune", "sweep_configs_for",
-    # models and logs
-    "default_model", "dims_for", "Step", "parse_step",
+    # models
+    "default_model", "dims_for",
 ]
 
 
@@ -76,5 +75,4 @@ if TYPE_CHECKING:   # what type checkers (and import-linter's graph) see: the sa
     from kitctl.train.request import TrainRequest, absorb_passthrough, gpu_spec
     from kitctl.train.runner import prepare_out, write_run_json, writer_lock
     from kitctl.train.session import plan_for, run_training
-    from kitctl.train.steplog import Step, parse_step
     from kitctl.train.tune import run_tune, sweep_configs_for

@@ -31,9 +31,9 @@ from kitctl.host.runtimes import DockerRuntime
 from kitctl.train import facts
 from kitctl.train.facts import inspect_out
 from kitctl.train.plan import Plan
-from kitctl.core.run_folder import OtherWriter, RunFolder, container_running
+from kitctl.core.run_folder import OtherWriter, RunFolder, Step, container_running, parse_step
 from kitctl.core.run_record import DataRecord, GpuRecord, RunRecord, RuntimeRecord, SessionRecord
-from kitctl.train.steplog import MANAGED_FALLBACK, Step, is_oom, parse_step
+from kitctl.train.steplog import MANAGED_FALLBACK, is_oom
 
 STOP_GRACE_S = 30
 

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
-from kitctl.core.run_folder import RunFolder
+from kitctl.core.run_folder import RunFolder, Step, parse_step
 from kitctl.train.display import Display
 from kitctl.train.facts import DataInfo, Facts, gather_facts, inspect_out
 from kitctl.train.plan import Plan
@@ -26,7 +26,7 @@ from kitctl.core.run_record import Attempt, SessionRecord
 from kitctl.train.request import TrainRequest
 from kitctl.train.runner import (Outcome, launch, new_session, next_resume_step, now, preflight, prepare_out, runtime_record,
                                  write_run_json, writer_lock)
-from kitctl.train.steplog import Step, parse_step, throughput
+from kitctl.train.steplog import throughput
 
 # docker's own messages when the NVIDIA container runtime is missing or broken (`docker run --gpus` exits 125)
 DOCKER_GPU_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown or invalid runtime name")

@@ -18,7 +18,8 @@ from rich.console import Console
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
-from kitctl.train.steplog import parse_step, throughput
+from kitctl.core.run_folder import parse_step
+from kitctl.train.steplog import throughput
 from kitctl.train import TrainRequest
 from kitctl.train.facts import inspect_out
 from kitctl.core.run_record import RuntimeRecord
