@@ -12,7 +12,8 @@ In the shape of pipx's ``Venv`` + metadata (kitctl.core.shard_folder.DataFolder 
 - **main.log's reader**: :func:`parse_main_log` is the one parser of llm.c's ``s:N trl:x`` lines, read in
   bounded blocks (:func:`iter_lines`, :func:`read_main_log`; :meth:`RunFolder.last_train_step` reads its tail).
   observe (status, report, TensorBoard), model (valloss) and the pipeline's progress read it here. stdout.log's
-  step line has its one parser here too (:func:`parse_step`: ``kitctl train`` live, observe from the file).
+  step line has its one parser here too (:func:`parse_step`: ``kitctl train`` live, observe from the file), and
+  its start-up table (:func:`table_values`: valloss's B and T, report's data pattern).
 - **the one writer** (:meth:`RunFolder.writer`): ``kitctl train``, the train stage of ``kitctl reproduce`` and
   anything else that makes llm.c write checkpoints hold ``<run>/.kitctl-writer.lock`` (flock) for the whole
   session; a second one is refused (exit 1) with the holder's pid, command and how to stop it. The kernel drops
@@ -237,6 +238,12 @@ def parse_step(line: str) -> Optional[Step]:
     mfu = float(m["mfu"])
     return Step(int(m["step"]), int(m["total"]), float(m["loss"]), float(m["norm"]), float(m["lr"]),
                 float(m["ms"]), None if mfu < 0 else mfu, float(m["toks"]))
+
+
+def table_values(text: str, label: str) -> list[str]:
+    """The values of the rows ``| <label> | <value> |`` of llm.c's start-up table in stdout.log's ``text``, in
+    order (a resumed run prints the table again: the last is the last run's)."""
+    return re.findall(rf"^\|\s*{re.escape(label)}\s*\|\s*(\S[^|\n]*?)\s*\|", text, re.M)
 
 
 def _log_error(path: Path, e: OSError) -> KitError:

@@ -29,12 +29,11 @@ import numpy as np
 
 from kitctl.core.errors import KitError
 from kitctl.core.llmc_files import HEADER_BYTES, MAIN_LOG, TOKEN_DTYPE, HeaderError, shard_filename, unpack_shard_header
-from kitctl.core.run_folder import MAIN_TAGS, RunFolder, read_main_log
+from kitctl.core.run_folder import MAIN_TAGS, RunFolder, read_main_log, table_values
 from kitctl.model.export import RECORD as EXPORT_RECORD
 from kitctl.model.export import ExportRecord
 
-TABLE = {"B": r"micro batch size B", "T": r"sequence length T", "P": r"num_processes",
-         "batches": r"val_num_batches"}
+TABLE = {"B": "micro batch size B", "T": "sequence length T", "P": "num_processes", "batches": "val_num_batches"}
 
 
 def read_shard(path: Path) -> np.ndarray:
@@ -69,7 +68,7 @@ def llmc_rows(tokens: np.ndarray, B: int, T: int, P: int, batches: int) -> tuple
 def table_value(stdout_log: Path, label: str) -> Optional[int]:
     if not stdout_log.is_file():
         return None
-    found = re.findall(rf"^\|\s*{label}\s*\|\s*(-?\d+)\s*\|", stdout_log.read_text(errors="replace"), re.M)
+    found = [v for v in table_values(stdout_log.read_text(errors="replace"), label) if re.fullmatch(r"-?\d+", v)]
     return int(found[-1]) if found else None          # the last run's table (a resumed run prints it again)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from kitctl.core import llmc_files as lf
 from kitctl.core.errors import KitError
-from kitctl.core.run_folder import Checkpoints, RunFolder
+from kitctl.core.run_folder import Checkpoints, RunFolder, table_values
 from kitctl.core.run_record import (MAX_HISTORY, GpuRecord, PlanRecord, RunRecord, SessionRecord, gpu_label,
                                     launch_flag, session_of, total_steps)
 
@@ -112,3 +112,15 @@ def test_the_run_records_its_kitctl_start_time(tmp_path):
 
     rec = SessionRecord(pid=os.getpid(), pid_start=start_ticks(os.getpid()))
     assert json.loads(rec.model_dump_json())["pid_start"] == start_ticks(os.getpid()) > 0
+
+
+def test_the_start_up_table_gives_each_runs_values_in_order():
+    table = ("+-----------------------+--------------------------------------------+\n"
+             "| Parameter             | Value                                      |\n"
+             "| train data pattern    | /d/fineweb_train_*.bin                     |\n"
+             "| micro batch size B    | 16                                         |\n"
+             "| sequence length T     | 1024                                       |\n")
+    text = table + "step    1/10 | loss 11.0\n" + table.replace("| 16 ", "| 8  ") + "| num_processes | |\n"
+    assert table_values(text, "micro batch size B") == ["16", "8"]          # a resumed run prints it again
+    assert table_values(text, "train data pattern") == ["/d/fineweb_train_*.bin"] * 2
+    assert table_values(text, "num_processes") == [] and table_values(text, "micro batch size") == []
