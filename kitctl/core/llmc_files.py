@@ -14,7 +14,8 @@ Headers are 256 little-endian int32 (1,024 bytes):
 ``unpack_*`` raise :class:`HeaderError` (a ValueError) with the reason; the caller names the file and the fix.
 
 Run folder (``-o``): ``model_%08d.bin``, ``state_%08d_%05d.bin`` (one per rank), ``DONE_%08d`` (written last),
-``main.log`` (llm.c's ``s:<step> trl:<loss>`` lines); the kit adds ``stdout.log`` and ``run.json``.
+``main.log`` (llm.c's ``s:<step> trl:<loss>`` lines); the kit adds ``stdout.log`` and ``run.json``. These are the
+names; reading and writing a run folder is :class:`kitctl.core.run_folder.RunFolder`'s.
 """
 from __future__ import annotations
 

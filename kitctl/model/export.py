@@ -18,7 +18,8 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from kitctl import __version__
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.llmc_files import DONE_RE, MAIN_LOG, MODEL_RE, RUN_JSON, STATE_RE, STDOUT_LOG
+from kitctl.core.run_folder import MARKERS as RUN_MARKERS
+from kitctl.core.run_folder import Checkpoints
 from kitctl.core.files import free_bytes, normal_mode, replace_atomic, sha256_file, temp_path, write_atomic
 from kitctl.core.records import Record
 from kitctl.model import hf
@@ -110,8 +111,8 @@ def check_out(out: Path, force: bool, protect: Sequence[Path] = (), source: Opti
         return
     strangers = [n for n in names if n not in EXPORT_NAMES]
     if strangers or RECORD not in names:
-        what = ("a run folder" if {MAIN_LOG, RUN_JSON, STDOUT_LOG} & set(names)
-                else "a folder holding checkpoints" if any(r.match(n) for n in names for r in (MODEL_RE, STATE_RE, DONE_RE))
+        what = ("a run folder" if set(RUN_MARKERS) & set(names)
+                else "a folder holding checkpoints" if Checkpoints.of_names(names).any
                 else "a folder export-model did not write" if RECORD not in names
                 else "an export with other files added")
         shown = ", ".join(strangers[:5]) + (f" (+{len(strangers) - 5} more)" if len(strangers) > 5 else "")

@@ -4,18 +4,19 @@ A target is, in order: an existing file (a ``model_NNNNNNNN.bin``), an existing 
 llm.c's checkpoints, or an export folder made by ``kitctl export-model``), or a run name under
 ``<data_root>/runs``. A run folder's checkpoint is its newest complete one: llm.c writes ``model_N.bin``,
 then the ``state_N_*.bin`` files, then ``DONE_N``, so a model file without its DONE file may still be being
-written and is passed over (used only when no step has a DONE file, e.g. checkpoints copied by hand).
+written and is passed over (used only when no step has a DONE file, e.g. checkpoints copied by hand). Which steps
+have which files is the run folder's (kitctl.core.run_folder.RunFolder.checkpoints).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import check_regular
-from kitctl.core.llmc_files import DONE_RE, MODEL_RE, done_filename, model_filename
+from kitctl.core.llmc_files import done_filename, model_filename, parse_model_filename
+from kitctl.core.run_folder import Checkpoints, RunFolder
 from kitctl.model.checkpoint import FIX_FILE
 EXPORT_FILES = ("config.json", "model.safetensors")
 
@@ -31,28 +32,19 @@ class Target:
 
     @property
     def step(self) -> Optional[int]:
-        m = MODEL_RE.match(self.checkpoint.name) if self.checkpoint else None
-        return int(m[1]) if m else None
+        return parse_model_filename(self.checkpoint.name) if self.checkpoint else None
 
 
 def is_export_dir(p: Path) -> bool:
     return p.is_dir() and all((p / f).is_file() for f in EXPORT_FILES)
 
 
-def checkpoints(run_dir: Path) -> dict[int, Path]:
-    """step -> model_NNNNNNNN.bin in a run folder."""
+def _checkpoints(run_dir: Path) -> Checkpoints:
+    """The run folder's checkpoint files; none when it cannot be listed."""
     try:
-        names = os.listdir(run_dir)
+        return RunFolder(run_dir).checkpoints()
     except OSError:
-        return {}
-    return {int(m[1]): run_dir / n for n in names if (m := MODEL_RE.match(n))}
-
-
-def done_steps(run_dir: Path) -> set[int]:
-    try:
-        return {int(m[1]) for n in os.listdir(run_dir) if (m := DONE_RE.match(n))}
-    except OSError:
-        return set()
+        return Checkpoints()
 
 
 def _runs_list(runs_dir: Path) -> str:
@@ -90,8 +82,9 @@ def resolve(target: str, runs_dir: Path, step: Optional[int] = None, allow_expor
 
 def pick(run_dir: Path, step: Optional[int] = None) -> Target:
     """The checkpoint of ``run_dir`` at ``step``, or its newest complete one."""
-    ckpts = checkpoints(run_dir)
-    done = done_steps(run_dir)
+    found = _checkpoints(run_dir)
+    ckpts = {step: run_dir / name for step, name in found.models.items()}
+    done = set(found.done)
     if not ckpts:
         raise ConfigError(f"{run_dir} holds no llm.c checkpoint (model_NNNNNNNN.bin)",
                           "llm.c writes one every -n steps (checkpoint_every) and at the last step, into its output "

@@ -1,6 +1,6 @@
 """Eval results in a run's ``run.json`` (``RunRecord.evals``: a list, newest last), and the line ``kitctl report`` shows.
 
-``add_eval`` changes run.json through the run record's own read-modify-write (kitctl.train.record.update_run_record:
+``add_eval`` changes run.json through the run folder's own read-modify-write (kitctl.core.run_folder.RunFolder.update:
 the typed record, the kit's one atomic writer, under the flock ``kitctl train`` holds too), so every other key stays
 as it is.
 """
@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from kitctl.core.errors import ConfigError
-from kitctl.core.llmc_files import RUN_JSON
-from kitctl.train.record import RunRecord, load_run_record, update_run_record
+from kitctl.core.run_folder import RunFolder
+from kitctl.core.run_record import RunRecord
 
 PREFERRED = ("acc_norm", "acc")          # what llm.c / #481 quote for HellaSwag (acc_norm), then plain accuracy
 NOT_SCORES = ("sample_len",)            # lm-eval reports the example count among the metrics
@@ -20,8 +20,9 @@ NOT_SCORES = ("sample_len",)            # lm-eval reports the example count amon
 def check_recordable(run_dir: Path) -> None:
     """Before a long eval: exit 2 when the run's run.json exists but cannot be read back (results could not be
     recorded there); say how to go on (move it away, or --no-record)."""
-    path = Path(run_dir) / RUN_JSON
-    _, why = load_run_record(Path(run_dir))
+    run = RunFolder(run_dir)
+    path = run.run_json
+    _, why = run.load()
     if why:
         raise ConfigError(f"{why}; the eval's results could not be recorded there",
                           f"fix or move it away (mv {path} {path}.bad), or pass --no-record")
@@ -32,15 +33,15 @@ def add_eval(run_dir: Path, entry: dict[str, Any]) -> Path:
     def change(rec: RunRecord) -> None:
         rec.evals = [*rec.evals, entry]
 
-    path = Path(run_dir) / RUN_JSON
-    update_run_record(run_dir, change, hint=f"the eval result was not recorded there; fix or move {path} away and "
-                                             "re-run the eval")
+    run = RunFolder(run_dir)
+    path = run.run_json
+    run.update(change, hint=f"the eval result was not recorded there; fix or move {path} away and re-run the eval")
     return path
 
 
 def read_evals(run_dir: Path) -> list[dict[str, Any]]:
     """run.json's eval results (empty when none, or when run.json is missing or unreadable)."""
-    rec, _ = load_run_record(Path(run_dir))
+    rec, _ = RunFolder(run_dir).load()
     return [e for e in rec.evals if isinstance(e, dict)] if rec else []
 
 

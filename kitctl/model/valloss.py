@@ -2,8 +2,9 @@
 
     python -m kitctl.model.valloss EXPORT_DIR [--shard <data>/fineweb_val_000000.bin] [--run RUN_DIR]
 
-Needs numpy, torch and transformers; run.json and llmc_export.json are read as their writers' typed records
-(``kitctl.train.record.RunRecord``, ``kitctl.model.export.ExportRecord``).
+Needs numpy, torch and transformers; run.json and main.log are read through the run folder
+(``kitctl.core.run_folder.RunFolder``: the typed ``RunRecord``, the one main.log parser), llmc_export.json as its
+writer's typed record (``kitctl.model.export.ExportRecord``).
 It reproduces llm.c's validation exactly as train_gpt2.cu (f1e2ace) does it: the val loader is not shuffled, batch
 i of rank r reads B*T+1 tokens at token offset (i*P + r)*B*T of the shard (P = number of processes), targets are
 the inputs shifted by one, and the loss is the mean over all val_num_batches*P*B*T positions (softmax over the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -26,14 +28,12 @@ from typing import Optional
 import numpy as np
 
 from kitctl.core.errors import KitError
-from kitctl.core.llmc_files import (HEADER_BYTES, MAIN_LOG, STDOUT_LOG, TOKEN_DTYPE, HeaderError, shard_filename,
-                                    unpack_shard_header)
+from kitctl.core.llmc_files import HEADER_BYTES, MAIN_LOG, TOKEN_DTYPE, HeaderError, shard_filename, unpack_shard_header
+from kitctl.core.run_folder import MAIN_TAGS, RunFolder, read_main_log, table_values
 from kitctl.model.export import RECORD as EXPORT_RECORD
 from kitctl.model.export import ExportRecord
-from kitctl.train.record import load_run_record
 
-TABLE = {"B": r"micro batch size B", "T": r"sequence length T", "P": r"num_processes",
-         "batches": r"val_num_batches"}
+TABLE = {"B": "micro batch size B", "T": "sequence length T", "P": "num_processes", "batches": "val_num_batches"}
 
 
 def read_shard(path: Path) -> np.ndarray:
@@ -68,24 +68,24 @@ def llmc_rows(tokens: np.ndarray, B: int, T: int, P: int, batches: int) -> tuple
 def table_value(stdout_log: Path, label: str) -> Optional[int]:
     if not stdout_log.is_file():
         return None
-    found = re.findall(rf"^\|\s*{label}\s*\|\s*(-?\d+)\s*\|", stdout_log.read_text(errors="replace"), re.M)
+    found = [v for v in table_values(stdout_log.read_text(errors="replace"), label) if re.fullmatch(r"-?\d+", v)]
     return int(found[-1]) if found else None          # the last run's table (a resumed run prints it again)
 
 
 def llmc_val_loss(main_log: Path, step: int) -> Optional[float]:
+    """llm.c's val loss at ``step`` (main.log's ``s:<step> tel:<loss>``, the last logged): None when it has none
+    or it is not a finite number."""
     if not main_log.is_file():
         return None
-    val = None
-    for m in re.finditer(rf"^s:{step} tel:([0-9.]+)\s*$", main_log.read_text(errors="replace"), re.M):
-        val = float(m.group(1))
-    return val
+    val = read_main_log(main_log)[0].get(MAIN_TAGS["tel"], {}).get(step)
+    return val if val is not None and math.isfinite(val) else None
 
 
 def val_shard_of(run: Optional[Path]) -> Optional[Path]:
     """``<dir>/<prefix>_val_000000.bin`` of the shards the run trained on, as ``kitctl train`` records them."""
     if run is None:
         return None
-    rec, _ = load_run_record(run)     # a missing or damaged run.json: no default (--shard gives it)
+    rec, _ = RunFolder(run).load()     # a missing or damaged run.json: no default (--shard gives it)
     data = rec.data if rec is not None else None
     if data is None or not data.dir or not data.prefix:
         return None
@@ -139,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(f"error: {e.message}") from None
     run = a.run or (Path(rec.source).parent if rec is not None else None)
     step = a.step if a.step is not None else (rec.step if rec is not None else None)
-    out_log = run / STDOUT_LOG if run else Path("/nonexistent")
+    out_log = RunFolder(run).stdout_log if run else Path("/nonexistent")
     found: dict[str, Optional[int]] = {k: getattr(a, k) if getattr(a, k) is not None else table_value(out_log, lab)
                                        for k, lab in TABLE.items()}
     missing = [k for k in ("B", "T") if not found[k]]
@@ -150,7 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                             "batches": found["batches"] or 20}       # llm.c's defaults: 1 process, -m 20
     want = a.llmc_loss
     if want is None and run is not None and step is not None:
-        want = llmc_val_loss(run / MAIN_LOG, step)
+        want = llmc_val_loss(RunFolder(run).main_log, step)
     if want is None:
         raise SystemExit(f"error: no llm.c val loss for step {step} in {run}/{MAIN_LOG}: pass --llmc-loss "
                          "(and --run / --step), or check the run logged a val loss at that step (-v)")

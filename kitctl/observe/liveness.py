@@ -16,11 +16,9 @@ from typing import Optional
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.pipeline_state import FILENAME as PIPELINE_FILENAME
 from kitctl.core.proc import pid_alive
-from kitctl.core.run_folder import container_running, find_llmc_process
+from kitctl.core.run_folder import RunFolder, container_running, find_llmc_process
 from kitctl.core.progress import format_duration
-from kitctl.core.llmc_files import STDOUT_LOG
-from kitctl.train.record import RunRecord
-from kitctl.observe.run_meta import container_name, read_run_meta, session_of
+from kitctl.core.run_record import RunRecord, session_of
 
 
 @dataclass
@@ -53,10 +51,10 @@ def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float
                                                       f"({rerun})"))
     code = session.exit_status
     if session.status == "failed" and code == 0:
-        return Liveness("failed", f"exited with status 0 before the last step; see {run_dir / STDOUT_LOG}")
+        return Liveness("failed", f"exited with status 0 before the last step; see {RunFolder(run_dir).stdout_log}")
     if code is not None:
         return (Liveness("finished", "exited with status 0") if code == 0
-                else Liveness("failed", f"exited with status {code}; see {run_dir / STDOUT_LOG}"))
+                else Liveness("failed", f"exited with status {code}; see {RunFolder(run_dir).stdout_log}"))
     if session.end is not None:
         return Liveness("stopped", "run.json records an end time")
     pid, host = session.pid, session.host
@@ -70,7 +68,7 @@ def liveness(meta: Optional[RunRecord], run_dir: Path, log_age_s: Optional[float
         gone = Liveness("finished" if finished_by_files else "stopped",
                         f"pid {pid} is gone{age}" + ("" if finished_by_files else
                                                      f"; {rerun} resumes from the last checkpoint"))
-    container = container_name(meta) if meta else None
+    container = meta.container_name() if meta else None
     if container:
         running = container_running(container)
         if running:
@@ -94,7 +92,7 @@ def is_live(run_dir: Path, proc: Path = Path("/proc")) -> bool:
     train_gpt2cu whose -o is this folder)? What ``kitctl tensorboard --no-serve`` follows; a finished, failed,
     stopped or unknown run is converted once and left. A damaged run.json counts as no record."""
     try:
-        meta = read_run_meta(run_dir)
+        meta = RunFolder(run_dir).read()
     except ConfigError:
         raise
     except KitError:

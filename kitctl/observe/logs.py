@@ -2,16 +2,11 @@
 
 Sources (both in a run folder ``<data_root>/runs/<name>/``):
 
-* ``main.log``, written by llm.c's ``llmc/logger.h`` (rank 0 only)::
-
-      s:%d trl:%.4f lr:%.6f norm:%.2f     train loss, learning rate, grad norm  (older llm.c: ``s:%d trl:%.4f``)
-      s:%d tel:%.4f                       val loss
-      s:%d eval:%.4f                      HellaSwag accuracy (acc_norm, 0..1)
-
-  llm.c opens it in append mode per line. A fresh run (no ``-y 1``) truncates it; a resumed run appends and
-  re-logs the steps after the checkpoint it resumed from. Like llm.c's own ``dev/vislog.ipynb`` we keep the
-  **last value logged for a step** ("last wins"), so a resume never gives duplicate points.
-* ``stdout.log`` (llm.c's stdout as the train command saved it): the step line of ``train_gpt2.cu``::
+* ``main.log``, llm.c's ``s:N trl:x`` / ``s:N tel:x`` / ``s:N eval:x`` lines: read by the run folder's one
+  main.log reader (:func:`kitctl.core.run_folder.parse_main_log`, in bounded blocks; the format and its rules, last
+  value for a step wins after a resume, are described there).
+* ``stdout.log`` (llm.c's stdout as the train command saved it): the step line of ``train_gpt2.cu``
+  (:func:`kitctl.core.run_folder.parse_step`)::
 
       step %4d/%d | loss %7.6f (%+.2fz)| norm %6.4f (%+.2fz)| lr %.2e | %.2f ms | %.1f%% bf16 MFU | %.0f tok/s
 
@@ -30,25 +25,15 @@ The TensorBoard side (event files in ``<run>/tb/``) is ``kitctl.observe.tbsync``
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import check_regular, open_regular, read_chunks
-from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
-from kitctl.train import parse_step
+from kitctl.core.files import check_regular
+from kitctl.core.llmc_files import MAIN_LOG
+from kitctl.core.run_folder import (LOG_CHUNK, MAX_STEP, RunFolder, Series, Streams, complete_part, iter_lines,
+                                    last_logged, log_number, merge, parse_step, put_last, read_main_log)
 
-
-# main.log keys -> TensorBoard tags (unknown keys of llm.c forks become llmc/<key>)
-MAIN_TAGS = {
-    "trl": "loss/train",
-    "tel": "loss/val",
-    "lr": "train/learning_rate",
-    "norm": "train/grad_norm",
-    "eval": "eval/hellaswag_acc",
-}
 STDOUT_TAGS = {"tok_s": "perf/tokens_per_sec", "ms": "perf/ms_per_step"}
 TAG_DESCRIPTIONS = {
     "loss/train": "llm.c train loss (main.log trl)",
@@ -59,26 +44,6 @@ TAG_DESCRIPTIONS = {
     "perf/tokens_per_sec": "tokens/s, llm.c's bias-corrected EMA (stdout.log)",
     "perf/ms_per_step": "milliseconds per optimizer step (stdout.log)",
 }
-
-Series = dict[int, float]           # step -> value
-Streams = dict[str, Series]         # tag -> series
-
-def complete_part(data: bytes) -> bytes:
-    """The bytes up to and including the last newline (a torn last line is left for later)."""
-    end = data.rfind(b"\n")
-    return data[: end + 1] if end >= 0 else b""
-
-
-MAX_STEP = (1 << 63) - 1     # TensorBoard's step is an int64
-
-
-def _num(text: str | bytes | float) -> Optional[float]:
-    """The number in ``text``: non-finite values (nan, -nan, inf) included, since they are what divergence looks
-    like; None when it is not a number."""
-    try:
-        return float(text)
-    except (ValueError, OverflowError):
-        return None
 
 
 def value_word(v: float) -> str:
@@ -113,53 +78,6 @@ def divergence(series: Series, tag: str = "loss/train") -> Optional[Divergence]:
     return Divergence(tag, since[0], series[last_logged(series)]) if since else None
 
 
-def _put(series: Series, step: int, value: float) -> None:
-    """Last value wins, and the series' order is the order the values were last logged in: after a resume
-    the last key is the step llm.c logged last (not the largest step, which may be a stale one)."""
-    series.pop(step, None)
-    series[step] = value
-
-
-def last_logged(series: Series) -> int:
-    return next(reversed(series))
-
-
-def parse_main_log(data: bytes | str) -> tuple[Streams, int]:
-    """Parse main.log text (complete lines only). Returns (tag -> {step: value}, number of unreadable lines).
-
-    A later line for the same step and key replaces an earlier one (llm.c re-logs steps after a resume).
-    """
-    if isinstance(data, str):
-        data = data.encode()
-    streams: Streams = {}
-    bad = 0
-    for raw in complete_part(data).splitlines():
-        parts = raw.decode("utf-8", "replace").split()
-        if not parts:
-            continue
-        if not parts[0].startswith("s:"):
-            bad += 1
-            continue
-        try:
-            step = int(parts[0][2:])
-        except ValueError:
-            bad += 1
-            continue
-        if not 0 <= step <= MAX_STEP:
-            bad += 1
-            continue
-        got = False
-        for kv in parts[1:]:
-            key, sep, val = kv.partition(":")
-            v = _num(val) if sep else None
-            if v is None:
-                continue
-            _put(streams.setdefault(MAIN_TAGS.get(key, f"llmc/{key}"), {}), step, v)
-            got = True
-        bad += not got
-    return streams, bad
-
-
 @dataclass
 class StdoutInfo:
     streams: Streams = field(default_factory=dict)
@@ -180,81 +98,20 @@ def parse_stdout(data: bytes | str) -> StdoutInfo:
         step = s.step - 1
         if not 0 <= step <= MAX_STEP:
             continue
-        ms, tok = _num(s.ms), _num(s.tok_s)
+        ms, tok = log_number(s.ms), log_number(s.tok_s)
         if ms is not None:
-            _put(info.streams.setdefault(STDOUT_TAGS["ms"], {}), step, ms)
+            put_last(info.streams.setdefault(STDOUT_TAGS["ms"], {}), step, ms)
         if tok is not None:
-            _put(info.streams.setdefault(STDOUT_TAGS["tok_s"], {}), step, tok)
+            put_last(info.streams.setdefault(STDOUT_TAGS["tok_s"], {}), step, tok)
         info.total_steps = s.total
         info.last_step = step
     return info
-
-
-LOG_CHUNK = 8 << 20          # a log is read this many bytes at a time: memory stays bounded whatever its size
-MAX_LINE = 1 << 20           # an llm.c log line is under 200 bytes; a 1 MiB "line" is not a log
-_FOLDER_HINT = "llm.c writes {} as a file: move the folder away, or name the run folder instead"
-
-
-def _log_error(path: Path, e: OSError) -> KitError:
-    if isinstance(e, PermissionError):
-        return ConfigError(f"cannot read {path}: permission denied",
-                           f"check who owns it (ls -l {path}); run kitctl as that user or make it readable")
-    return ConfigError(f"cannot read {path}: {e.strerror or e}", "check the file and the disk it is on")
-
-
-def iter_lines(path: Path, start: int = 0, chunk: int = LOG_CHUNK) -> Iterator[bytes]:
-    """A log's complete lines from byte ``start`` on, in blocks of whole lines (a torn last line is left for
-    later); nothing when it does not exist yet. Read incrementally: memory is one block, however large the log.
-    A folder, device, FIFO or socket where the log should be, or a line over 1 MiB: exit 2 naming the path."""
-    carry = b""
-    try:
-        for data in read_chunks(path, "log file", start, chunk, _FOLDER_HINT.format(path.name)):
-            buf = carry + data if carry else data
-            end = buf.rfind(b"\n")
-            if end < 0:
-                carry = buf
-            else:
-                yield buf[: end + 1]
-                carry = buf[end + 1:]
-            if len(carry) > MAX_LINE:
-                raise ConfigError(f"{path} has a line longer than {MAX_LINE >> 20} MiB: not an llm.c log",
-                                  f"llm.c writes {path.name} as short text lines; move this file away")
-    except OSError as e:
-        raise _log_error(path, e) from None
-
-
-def merge(into: Streams, more: Streams) -> Streams:
-    """Add ``more`` (logged later) to ``into``: last value wins, in logging order."""
-    for tag, series in more.items():
-        dst = into.setdefault(tag, {})
-        for step, v in series.items():
-            _put(dst, step, v)
-    return into
-
-
-def iter_main_log(path: Path, start: int = 0, chunk: int = LOG_CHUNK) -> Iterator[tuple[Streams, int, int]]:
-    """(streams, unreadable lines, bytes) of a main.log block by block: memory is one block, whatever the size."""
-    for block in iter_lines(path, start, chunk):
-        s, b = parse_main_log(block)
-        yield s, b, len(block)
 
 
 def iter_stdout(path: Path, start: int = 0, chunk: int = LOG_CHUNK) -> Iterator[tuple[StdoutInfo, int]]:
     """(step-line scalars, bytes) of a stdout.log block by block."""
     for block in iter_lines(path, start, chunk):
         yield parse_stdout(block), len(block)
-
-
-def read_main_log(path: Path, start: int = 0) -> tuple[Streams, int, int]:
-    """(streams, unreadable lines, bytes of complete lines read) of a main.log from ``start`` on, incrementally."""
-    streams: Streams = {}
-    bad = used = 0
-    for block in iter_lines(path, start):
-        s, b = parse_main_log(block)
-        merge(streams, s)
-        bad += b
-        used += len(block)
-    return streams, bad, used
 
 
 def read_stdout(path: Path, start: int = 0) -> tuple[StdoutInfo, int]:
@@ -268,17 +125,6 @@ def read_stdout(path: Path, start: int = 0) -> tuple[StdoutInfo, int]:
             info.total_steps, info.last_step = more.total_steps, more.last_step
         used += len(block)
     return info, used
-
-
-def read_head(path: Path, n: int) -> tuple[int, bytes]:
-    """(size, the first ``n`` bytes) of a log; (0, b"") when it does not exist."""
-    try:
-        with open_regular(path, "log file", _FOLDER_HINT.format(path.name)) as f:
-            return os.fstat(f.fileno()).st_size, f.read(n)
-    except FileNotFoundError:
-        return 0, b""
-    except OSError as e:
-        raise _log_error(path, e) from None
 
 
 @dataclass
@@ -330,8 +176,9 @@ def read_run(run: Path, name: str = "") -> RunLogs:
         if not name and run.name != MAIN_LOG:
             name = run.stem
         return RunLogs(run.parent, streams, None, bad, True, False, name)
-    main_path, out_path = run / MAIN_LOG, run / STDOUT_LOG
-    streams, bad, _ = read_main_log(main_path)
+    folder = RunFolder(run)
+    main_path, out_path = folder.main_log, folder.stdout_log
+    streams, bad, _ = folder.read_main_log()
     info, _ = read_stdout(out_path)
     streams.update(info.streams)
     return RunLogs(run, streams, info.total_steps, bad, main_path.exists(), out_path.exists(), name)

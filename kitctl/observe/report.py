@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import re
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from typing import Callable, Optional
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import is_disk_full, open_regular, write_atomic
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
-from kitctl.observe.logs import RunLogs, last_logged, read_run
+from kitctl.core.run_folder import RunFolder, last_logged, table_values
+from kitctl.observe.logs import RunLogs, read_run
 
 VISLOG = "llm.c dev/vislog.ipynb @f1e2ace"
 
@@ -80,7 +80,6 @@ def _xy(series: dict[int, float]) -> tuple[list[int], list[float]]:
 # the shard prefix of the dataset each reference line belongs to (datasets/fineweb10B.yaml's prefix: FineWeb
 # "classic"; edu_fineweb is another dataset): the val-loss line is drawn only over runs trained on it
 FINEWEB_PREFIX = "fineweb"
-_TRAIN_PATTERN = re.compile(r"^\|\s*train data pattern\s*\|\s*(\S+)")
 HEAD_BYTES = 64 << 10
 
 
@@ -88,15 +87,14 @@ def data_prefix(r: RunLogs) -> Optional[str]:
     """The shard prefix of the data a run trained on (llm.c's "train data pattern" line at the top of stdout.log:
     ``.../fineweb_train_*.bin`` -> ``fineweb``); None when the run's stdout.log does not say."""
     try:
-        with open_regular(r.run_dir / STDOUT_LOG, STDOUT_LOG) as f:
+        with open_regular(RunFolder(r.run_dir).stdout_log, STDOUT_LOG) as f:
             head = f.read(HEAD_BYTES).decode("utf-8", "replace")
     except (OSError, KitError):
         return None
-    for line in head.splitlines():
-        m = _TRAIN_PATTERN.match(line)
-        if m:
-            name = Path(m.group(1)).name
-            return name.split("_train_")[0] if "_train_" in name else None
+    found = table_values(head, "train data pattern")
+    if found:
+        name = Path(found[0].split()[0]).name
+        return name.split("_train_")[0] if "_train_" in name else None
     return None
 
 

@@ -21,8 +21,9 @@ from typing import Iterable
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular
 from kitctl.core.llmc_files import MAIN_LOG, RUN_JSON, STDOUT_LOG
+from kitctl.core.run_folder import MARKERS
 
-RUN_FILES = (MAIN_LOG, STDOUT_LOG, RUN_JSON, "reproduce.json")   # reproduce.json: `kitctl reproduce` before training
+RUN_FILES = (*MARKERS, "reproduce.json")   # reproduce.json: `kitctl reproduce` before training
 
 
 def is_run_name(name: str) -> bool:

@@ -1,8 +1,8 @@
 """``kitctl status``: one screen about one run: progress, speed, ETA, losses, HellaSwag, GPUs, alive or not.
 
 Everything comes from the run folder: ``main.log`` and ``stdout.log`` (``kitctl.observe.logs``), ``run.json``
-(written by ``kitctl train``, read as the writer's own ``kitctl.train.record.RunRecord``; a damaged one becomes a note and
-the logs are still shown) and the checkpoint files. Whether the training is alive: ``kitctl.observe.liveness``.
+and the checkpoint files, both read through ``kitctl.core.run_folder.RunFolder`` (run.json as the writer's own
+``RunRecord``; a damaged one becomes a note and the logs are still shown). Whether the training is alive: ``kitctl.observe.liveness``.
 """
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ from kitctl.core.pipeline_state import status_rows
 from kitctl.core.progress import format_duration
 from kitctl.host import gpus as gpus_mod
 from kitctl.core import shard_folder
-from kitctl.core.llmc_files import RUN_JSON, parse_done_filename, parse_model_filename
+from kitctl.core.llmc_files import MAIN_LOG, RUN_JSON, STDOUT_LOG
+from kitctl.core.run_folder import Checkpoints, RunFolder, last_logged
+from kitctl.core.run_record import RunRecord, gpu_label, total_steps
 from kitctl.observe.liveness import Liveness, find_llmc_process, liveness
-from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
-from kitctl.observe.logs import Divergence, RunLogs, last_logged, read_run, value_word
-from kitctl.train.record import RunRecord
-from kitctl.observe.run_meta import gpu_label, read_run_meta, total_steps
+from kitctl.observe.logs import Divergence, RunLogs, read_run, value_word
 
 __all__ = ["RunStatus", "collect", "render", "find_llmc_process", "read_meta"]
 
@@ -72,7 +71,7 @@ def read_meta(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
     """(run.json, None), (None, None) without one, or (None, a note) when it is damaged: status still shows
     what the logs say."""
     try:
-        return read_run_meta(run_dir), None
+        return RunFolder(run_dir).read(), None
     except ConfigError:       # a device, FIFO or socket in its place: refused (exit 2), not shown as a note
         raise
     except KitError as e:
@@ -140,16 +139,12 @@ def collect(run_dir: Path, gpus_query: Optional[Callable[[], list]] = None) -> R
         recent = list(ms.values())[-20:]          # the 20 logged last
         st.ms_per_step = statistics.median(recent)
     # checkpoints
-    ckpts, dones = [], []
-    for name in names:
-        if (step := parse_model_filename(name)) is not None:
-            ckpts.append(step)
-        elif (step := parse_done_filename(name)) is not None:
-            dones.append(step)
-    st.last_checkpoint = max(ckpts, default=None)
-    st.done_step = max(dones, default=None)
+    ckpts = Checkpoints.of_names(names)
+    st.last_checkpoint = ckpts.last_model
+    st.done_step = ckpts.last_done
     finished_by_files = bool(st.total_steps and st.done_step is not None and st.done_step >= st.total_steps)
-    mtimes = [t for t in (_mtime(run_dir / f) for f in (MAIN_LOG, STDOUT_LOG)) if t is not None]
+    folder = RunFolder(run_dir)
+    mtimes = [t for t in (_mtime(f) for f in (folder.main_log, folder.stdout_log)) if t is not None]
     st.log_age_s = time.time() - max(mtimes) if mtimes else None
     st.live = liveness(meta, run_dir, st.log_age_s, finished_by_files)
     st.diverged = logs.diverged

@@ -28,7 +28,8 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular
 from kitctl.core.records import Record
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
-from kitctl.observe.logs import TAG_DESCRIPTIONS, Streams, iter_main_log, iter_stdout, read_head
+from kitctl.core.run_folder import RunFolder, Streams, iter_main_log, read_head
+from kitctl.observe.logs import TAG_DESCRIPTIONS, iter_stdout
 from kitctl.observe.runs import list_runs
 
 TB_DIR = "tb"
@@ -193,7 +194,7 @@ class TensorBoardSync:
         return src.offset
 
     def _blocks(self, name: str, start: int) -> Iterator[tuple[Streams, int]]:
-        """(streams, bytes) of one source from ``start`` on, one block (logs.LOG_CHUNK bytes) at a time."""
+        """(streams, bytes) of one source from ``start`` on, one block (run_folder.LOG_CHUNK bytes) at a time."""
         if name == MAIN_LOG:
             for streams, _, used in iter_main_log(self.run_dir / name, start, TB_CHUNK):
                 yield streams, used
@@ -361,8 +362,9 @@ def describe_sync(r: SyncResult) -> str:
     if r.written:
         how = f" (rewrote from step {r.purged_from}: the run was resumed or restarted)" if r.purged_from is not None else ""
         return f"{name}: wrote {r.written} points of {len(r.tags)} tag(s) to {r.run_dir / TB_DIR}{how}"
-    if not (r.run_dir / MAIN_LOG).exists() and not (r.run_dir / STDOUT_LOG).exists():
+    run = RunFolder(r.run_dir)
+    if not run.main_log.exists() and not run.stdout_log.exists():
         return f"{name}: no {MAIN_LOG} yet (llm.c writes it from the first step); will show up once it has lines"
-    if (r.run_dir / MAIN_LOG).exists() and (r.run_dir / MAIN_LOG).stat().st_size == 0:
+    if run.main_log.exists() and run.main_log.stat().st_size == 0:
         return f"{name}: {MAIN_LOG} is empty so far (llm.c writes a line per step)"
     return f"{name}: up to date"

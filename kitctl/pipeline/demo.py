@@ -25,7 +25,8 @@ from kitctl.core import resources
 from kitctl.core.progress import format_duration
 from kitctl.host import gpus
 from kitctl.core.layout import DataLayout
-from kitctl.core.llmc_files import BINARIES, MAIN_LOG, MANIFEST_JSON, STDOUT_LOG, TOKENIZER_BIN
+from kitctl.core.llmc_files import BINARIES, MANIFEST_JSON, TOKENIZER_BIN
+from kitctl.core.run_folder import RunFolder
 from kitctl.pipeline.costs import costs
 
 REAL_LOG_DIR = resources.demo_run_dir()
@@ -119,10 +120,11 @@ def run_demo(root: Path, echo: Callable[[str], None], train_steps: int = 20, pro
     # 3. observe a real run's log
     real = where.run("h100-tinyshakespeare-150")
     real.mkdir(parents=True, exist_ok=True)
-    for src, dst in (("ts150_main.log", MAIN_LOG), ("ts150_stdout.log", STDOUT_LOG)):
+    real_run = RunFolder(real)
+    for src, dst in (("ts150_main.log", real_run.main_log), ("ts150_stdout.log", real_run.stdout_log)):
         if (REAL_LOG_DIR / src).exists():
-            shutil.copyfile(REAL_LOG_DIR / src, real / dst)
-    if (real / MAIN_LOG).exists():
+            shutil.copyfile(REAL_LOG_DIR / src, dst)
+    if real_run.main_log.exists():
         step("tensorboard (convert)", ["tensorboard", str(real), "--no-serve", "--no-follow"],
              f"event files in {real / 'tb'} (serve with `kitctl tensorboard`)")
         step("status", ["status", str(real)], "one screen about the run")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,7 @@ from rich.console import Console
 from kitctl.core import proc
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import open_regular
-from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
+from kitctl.core.run_folder import RunFolder
 from kitctl.core.records import short
 from kitctl.core.shard_folder import DataFolder
 from kitctl.core.progress import format_duration
@@ -335,7 +333,7 @@ def train(ctx: StageContext) -> Result:
     for n in plan.notes:
         ctx.log.line(f"note: {n}")
     ctx.log.line(f"command: {plan.command_line()}")
-    ctx.log.line(f"llm.c's own output: {plan.out_dir / STDOUT_LOG}")
+    ctx.log.line(f"llm.c's own output: {RunFolder(plan.out_dir).stdout_log}")
     if plan.complete:
         return Result("skipped", f"complete: checkpoint at step {plan.resume_step} of {plan.steps}")
     ctx.log.say(f"train: {plan.steps} steps, B={plan.micro_batch} -r {plan.recompute}, {plan.precision}, "
@@ -347,22 +345,13 @@ def train(ctx: StageContext) -> Result:
 
 
 def train_progress(run_dir: Path, total: int) -> tuple[Optional[float], str]:
-    """The last logged step of main.log (llm.c writes ``s:N trl:...``), as (fraction, text)."""
-    log = run_dir / MAIN_LOG
-    try:         # only the last 4 KiB; a device, FIFO or socket in its place is refused (exit 2), naming it
-        with open_regular(log, "log file") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
-            tail = f.read(4096).decode("utf-8", "replace").splitlines()
-    except OSError:
+    """The last logged train step of main.log (llm.c writes ``s:N trl:...``; read from its last 4 KiB by the run
+    folder's main.log reader), as (fraction, text)."""
+    last = RunFolder(run_dir).last_train_step()
+    if last is None:
         return None, "starting"
-    for line in reversed(tail):
-        if line.startswith("s:") and " trl:" in line:
-            try:
-                step = int(line[2:line.index(" ")]) + 1
-            except ValueError:
-                continue
-            return (min(1.0, step / total) if total else None), f"step {step}/{total}"
-    return None, "starting"
+    step = last + 1
+    return (min(1.0, step / total) if total else None), f"step {step}/{total}"
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -1,19 +1,18 @@
 """train: the planner and the runner of llm.c's ``train_gpt2cu`` (``kitctl train``, ``kitctl tune``).
 
 This is the area's face: other packages import these names from ``kitctl.train`` and nothing else of it, except
-``kitctl.train.cli`` (the launcher hook, :func:`~kitctl.train.cli.add_launcher`) and ``kitctl.train.record`` (the
-run.json record that status, reports and exports read). The import-linter contract "train's face" in pyproject.toml
-holds them to it; the modules behind the face may change freely.
+``kitctl.train.cli`` (the launcher hook, :func:`~kitctl.train.cli.add_launcher`). run.json, which status, reports
+and exports read, is not train's: it is ``kitctl.core.run_folder.RunFolder``'s. The import-linter contract "train's
+face" in pyproject.toml holds them to it; the modules behind the face may change freely.
 
     plan      TrainRequest + gather_facts(...) -> Facts -> build_plan(...) -> Plan (pure, frozen; --dry-run prints it)
     run       plan_for (gather + plan + a re-planner), run_training, and for other launchers prepare_out and
               write_run_json (the run folder and run.json, as `kitctl train` writes them)
     tune      run_tune (`kitctl tune`), sweep_configs_for (which configs a tune measures, planned)
     models    default_model (the memory model), dims_for (a descriptor's sizes), load_presets / get_preset
-    logs      parse_step (the one parser of llm.c's step lines)
 
-Each name is imported from its module on first use (PEP 562): importing ``kitctl.train.record`` does not load the
-planner (8 kitctl modules, not 42), and ``python -m kitctl.train.steplog`` runs without the package having imported
+Each name is imported from its module on first use (PEP 562): importing ``kitctl.train`` does not load the
+planner, and ``python -m kitctl.train.steplog`` runs without the package having imported
 it first (plain imports would: session, runner and tune import steplog, and runpy then warns). ``kitctl`` itself loads
 all of train either way (cluster plans at load time): measured, the laziness costs the CLI nothing and buys it
 nothing; it is kept for those two.
@@ -35,8 +34,8 @@ _HOMES = {
     "plan_for": "session", "run_training": "session", "prepare_out": "runner", "write_run_json": "runner", "writer_lock": "runner",
     # tune
     "run_tune": "tune", "sweep_configs_for": "tune",
-    # models and logs
-    "default_model": "memory", "dims_for": "memory", "Step": "steplog", "parse_step": "steplog",
+    # models
+    "default_model": "memory", "dims_for": "memory",
 }
 
 __all__ = [
@@ -47,8 +46,8 @@ __all__ = [
     "plan_for", "run_training", "prepare_out", "write_run_json", "writer_lock",
     # tune
     "run_tune", "sweep_configs_for",
-    # models and logs
-    "default_model", "dims_for", "Step", "parse_step",
+    # models
+    "default_model", "dims_for",
 ]
 
 
@@ -76,5 +75,4 @@ if TYPE_CHECKING:   # what type checkers (and import-linter's graph) see: the sa
     from kitctl.train.request import TrainRequest, absorb_passthrough, gpu_spec
     from kitctl.train.runner import prepare_out, write_run_json, writer_lock
     from kitctl.train.session import plan_for, run_training
-    from kitctl.train.steplog import Step, parse_step
     from kitctl.train.tune import run_tune, sweep_configs_for

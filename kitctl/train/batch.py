@@ -17,7 +17,7 @@ from kitctl.host.gpus import GPU
 from kitctl.train.facts import DataInfo
 from kitctl.train.memory import MemoryModel, Prediction
 from kitctl.train.presets import Preset
-from kitctl.train.record import PlanRecord
+from kitctl.core.run_record import PlanRecord
 from kitctl.train.throughput import Estimate, ThroughputTable
 from kitctl.train.tune_cache import CachedTune
 

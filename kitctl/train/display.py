@@ -11,7 +11,8 @@ from rich.console import Console
 
 from kitctl.core.progress import Bar, format_duration, progress_bar
 from kitctl.train.plan import Plan
-from kitctl.train.steplog import Step, fmt_mfu, parse_step
+from kitctl.core.run_folder import Step, parse_step
+from kitctl.train.steplog import fmt_mfu
 
 NOTABLE = ("val loss", "HellaSwag", "Writing checkpoint", "WARNING", "Error", "ERROR", "error", "out of memory",
            "generating", "Fell back")

@@ -17,7 +17,6 @@ from typing import Optional
 from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
-from kitctl.core.llmc_files import MAIN_LOG, parse_done_filename, parse_state_filename
 # what train reads from a data folder is defined there (Shard: train's name for one shard's facts, kitctl.train's face)
 from kitctl.core.shard_folder import DataFolder, DataInfo
 from kitctl.core.shard_folder import ShardTokens as Shard  # noqa: F401
@@ -25,7 +24,8 @@ from kitctl.host import built_archs
 from kitctl.host.gpus import GPU, load_inventory, visible
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.presets import get_preset
-from kitctl.train.record import PlanRecord, RuntimeRecord, load_run_record
+from kitctl.core.run_folder import RunFolder
+from kitctl.core.run_record import PlanRecord, RuntimeRecord
 from kitctl.train.request import TrainRequest
 from kitctl.train.tune_cache import CachedTune, load_records
 
@@ -59,14 +59,12 @@ class OutState:
 def inspect_out(out_dir: Path) -> OutState:
     if not out_dir.is_dir():
         return OutState(out_dir)
-    names = os.listdir(out_dir)
-    done = tuple(sorted(s for n in names if (s := parse_done_filename(n)) is not None))
-    ranks = 0
-    if done:
-        ranks = sum(1 for n in names if (st := parse_state_filename(n)) and st[0] == done[-1])
-    rec, error = load_run_record(out_dir)
+    run = RunFolder(out_dir)
+    ckpts = run.checkpoints()
+    ranks = ckpts.states.get(ckpts.done[-1], 0) if ckpts.done else 0
+    rec, error = run.load()
     plan = rec.plan if rec is not None else None
-    return OutState(out_dir, done, ranks, plan, (out_dir / MAIN_LOG).exists(), error)
+    return OutState(out_dir, ckpts.done, ranks, plan, run.main_log.exists(), error)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from kitctl.train.facts import DataInfo
 from kitctl.train.gpu_choice import GpuChoice, Option
 from kitctl.train.memory import Prediction
 from kitctl.train.presets import Preset
-from kitctl.train.record import GpuRecord, PlanRecord
+from kitctl.core.run_record import GpuRecord, PlanRecord
 from kitctl.train.request import TrainRequest
 from kitctl.train.resume import ResumeChoice
 from kitctl.train.schedule import Schedule

@@ -32,7 +32,7 @@ from kitctl.train.memory import MemoryModel, default_model
 from kitctl.train.peaks import knows_mfu
 from kitctl.train.plan import Decisions, Plan
 from kitctl.train.presets import Preset, get_preset
-from kitctl.train.record import PlanRecord
+from kitctl.core.run_record import PlanRecord
 from kitctl.train.facts import Facts
 from kitctl.train.request import TrainRequest, absorb_passthrough
 from kitctl.train.resume import choose_resume, resumable

@@ -1,7 +1,7 @@
 """Decision 3 of a plan: continue the checkpoints in the run folder (llm.c's -y 1), start over, or refuse.
 
 llm.c resumes correctly only with the same rank count, B, T, total batch, model, precision and data; the plan
-that wrote the checkpoints is in ``run.json`` (:class:`kitctl.train.record.PlanRecord`). A mismatch is refused
+that wrote the checkpoints is in ``run.json`` (:class:`kitctl.core.run_record.PlanRecord`). A mismatch is refused
 with the option that restores each setting, or ``--fresh`` (old checkpoints move to archive-<time>/).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional
 from kitctl.core.llmc_files import MAIN_LOG
 from kitctl.core.errors import ConfigError
 from kitctl.train.facts import OutState
-from kitctl.train.record import PlanRecord
+from kitctl.core.run_record import PlanRecord
 
 _HINT = {
     "ranks": "llm.c resumes only with the same GPU count: pass --gpus with {old} GPU(s)",

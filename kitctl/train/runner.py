@@ -2,8 +2,9 @@
 
 - ``<out>/stdout.log``: every line train_gpt2cu (all ranks) printed, appended across sessions (the session loop
   in ``kitctl.train.session`` writes it).
-- ``<out>/run.json``: :class:`kitctl.train.record.RunRecord`, written atomically at start and end of a session;
-  earlier sessions are kept under ``history``.
+- ``<out>/run.json``: :class:`kitctl.core.run_record.RunRecord`, built here from the plan and written by
+  :meth:`kitctl.core.run_folder.RunFolder.write_session` (atomic, locked) at start and end of a session; earlier
+  sessions are kept under ``history``.
 - Ctrl-C (or SIGTERM/SIGHUP to kitctl): every rank is stopped. Native: the one process runner
   (``kitctl.core.proc``) SIGTERMs mpirun's whole process group, SIGKILL after a grace period; docker:
   ``docker stop`` of the named container.
@@ -30,15 +31,11 @@ from kitctl.host.runtimes import DockerRuntime
 from kitctl.train import facts
 from kitctl.train.facts import inspect_out
 from kitctl.train.plan import Plan
-from kitctl.core.llmc_files import RUN_FILE_GLOBS
-from kitctl.core.llmc_files import RUN_JSON
-from kitctl.core.run_folder import OtherWriter, RunFolder, container_running
-from kitctl.train.record import (MAX_HISTORY, DataRecord, GpuRecord, RunRecord, RuntimeRecord,
-                                 SessionRecord, load_run_record, run_json_lock)
-from kitctl.train.steplog import MANAGED_FALLBACK, Step, is_oom, parse_step
+from kitctl.core.run_folder import OtherWriter, RunFolder, Step, container_running, parse_step
+from kitctl.core.run_record import DataRecord, GpuRecord, RunRecord, RuntimeRecord, SessionRecord
+from kitctl.train.steplog import MANAGED_FALLBACK, is_oom
 
 STOP_GRACE_S = 30
-ARCHIVE_GLOBS = RUN_FILE_GLOBS
 
 
 @dataclass
@@ -100,11 +97,7 @@ def prepare_out(plan: Plan) -> Optional[Path]:
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     archived = None
     if plan.archive_existing:
-        archived = plan.out_dir / time.strftime("archive-%Y%m%dT%H%M%SZ", time.gmtime())
-        archived.mkdir()
-        for pattern in ARCHIVE_GLOBS:
-            for p in plan.out_dir.glob(pattern):
-                p.rename(archived / p.name)
+        archived = RunFolder(plan.out_dir).archive(plan.out_dir / time.strftime("archive-%Y%m%dT%H%M%SZ", time.gmtime()))
     if plan.cwd is not None:
         plan.cwd.mkdir(parents=True, exist_ok=True)
         for link, target in plan.links:
@@ -186,22 +179,15 @@ def write_run_json(plan: Plan, session: Union[SessionRecord, Mapping[str, Any]],
         rt = raw.pop("runtime", None)
         runtime = runtime or (RuntimeRecord.model_validate(rt) if rt else None)
         session = SessionRecord.model_validate(raw)
-    path = plan.out_dir / RUN_JSON
-    with run_json_lock(plan.out_dir):
-        old, _ = load_run_record(plan.out_dir)
-        history = list(old.history) if old else []
-        if old and old.session and old.session.id != session.id:
-            history.append(old.session)
-        rec = RunRecord(
-            kit_version=__version__, plan=plan.record(), argv=plan.argv, command=plan.command_line(), runtime=runtime,
-            gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
-            data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix,
-                            train_pattern=_flag(plan.llmc_args, "-i"), val_pattern=_flag(plan.llmc_args, "-j"),
-                            manifest_sha256=plan.data.manifest_sha256, fingerprint=plan.data.fingerprint,
-                            train_tokens=plan.data.train_tokens),
-            session=session, history=history[-MAX_HISTORY:], evals=list(old.evals) if old else [],
-            **((old.model_extra or {}) if old else {}))
-        return rec.write(path)
+    rec = RunRecord(
+        kit_version=__version__, plan=plan.record(), argv=plan.argv, command=plan.command_line(), runtime=runtime,
+        gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
+        data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix,
+                        train_pattern=_flag(plan.llmc_args, "-i"), val_pattern=_flag(plan.llmc_args, "-j"),
+                        manifest_sha256=plan.data.manifest_sha256, fingerprint=plan.data.fingerprint,
+                        train_tokens=plan.data.train_tokens),
+        session=session)
+    return RunFolder(plan.out_dir).write_session(rec)
 
 
 def _flag(args: list[str], name: str) -> Optional[str]:
@@ -213,7 +199,7 @@ def _flag(args: list[str], name: str) -> Optional[str]:
 def _recorded_container(out_dir: Path) -> OtherWriter:
     """The container an earlier session recorded, when it still runs (its kitctl was killed; llm.c goes on)."""
     def check() -> Optional[tuple[str, str]]:
-        rec, _ = load_run_record(out_dir)
+        rec, _ = RunFolder(out_dir).load()
         name = rec.container_name() if rec else None
         if name and container_running(name):
             return f"the container {name} (an earlier session's; its kitctl is gone)", f"docker stop {name}"

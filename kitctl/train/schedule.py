@@ -14,7 +14,7 @@ from kitctl.core.errors import ConfigError
 from kitctl.core.layout import DataLayout
 from kitctl.train.facts import DataInfo
 from kitctl.train.presets import Preset
-from kitctl.train.record import PlanRecord
+from kitctl.core.run_record import PlanRecord
 from kitctl.train.request import TrainRequest
 
 HELLASWAG_MIN_B = 4        # llm.c's EvalLoader packs 4 completions per example into a batch row group

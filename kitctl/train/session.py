@@ -17,16 +17,16 @@ from rich.markup import escape
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
-from kitctl.core.llmc_files import STDOUT_LOG, done_filename
+from kitctl.core.run_folder import RunFolder, Step, parse_step
 from kitctl.train.display import Display
 from kitctl.train.facts import DataInfo, Facts, gather_facts, inspect_out
 from kitctl.train.plan import Plan
 from kitctl.train.planner import build_plan
-from kitctl.train.record import Attempt, SessionRecord
+from kitctl.core.run_record import Attempt, SessionRecord
 from kitctl.train.request import TrainRequest
 from kitctl.train.runner import (Outcome, launch, new_session, next_resume_step, now, preflight, prepare_out, runtime_record,
                                  write_run_json, writer_lock)
-from kitctl.train.steplog import Step, parse_step, throughput
+from kitctl.train.steplog import throughput
 
 # docker's own messages when the NVIDIA container runtime is missing or broken (`docker run --gpus` exits 125)
 DOCKER_GPU_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown or invalid runtime name")
@@ -105,7 +105,7 @@ def _run_training(plan: Plan, facts: Facts, console: Console, replan: Optional[R
             raise KitError(f"train_gpt2cu exited with status 0 but did not reach the last step "
                            f"(last step {out.last_step if out.last_step is not None else 'none'} of {plan.steps}):"
                            f"\n{tail}",
-                           f"the full output is in {plan.out_dir / STDOUT_LOG}; re-run the same command to "
+                           f"the full output is in {RunFolder(plan.out_dir).stdout_log}; re-run the same command to "
                            "continue from the newest checkpoint")
         if not quiet:
             msg = f"done: step {out.last_step}/{plan.steps}"
@@ -122,13 +122,13 @@ def reached_last_step(plan: Plan, out: Outcome) -> bool:
     checkpoint of the last step (DONE_<steps>, when it checkpoints)."""
     if out.last_step is not None and out.last_step >= plan.steps:
         return True
-    return (plan.out_dir / done_filename(plan.steps)).is_file()
+    return RunFolder(plan.out_dir).done_path(plan.steps).is_file()
 
 
 def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any) -> Outcome:
     """One launch: every line appended to <out>/stdout.log (headed by the command), step lines to the display."""
     steps_seen: list[Step] = []
-    with (plan.out_dir / STDOUT_LOG).open("a", buffering=1) as log, Display(console, plan, quiet) as disp:
+    with RunFolder(plan.out_dir).stdout_log.open("a", buffering=1) as log, Display(console, plan, quiet) as disp:
         log.write(f"# kitctl {now()} {plan.command_line()}\n")
 
         def on_line(s: str) -> None:
@@ -142,7 +142,7 @@ def _launch_logged(plan: Plan, console: Console, quiet: bool, docker_client: Any
 
 def _fail(plan: Plan, out: Outcome) -> None:
     tail = "\n".join(out.tail[-15:])
-    hint = f"the full output is in {plan.out_dir / STDOUT_LOG}"
+    hint = f"the full output is in {RunFolder(plan.out_dir).stdout_log}"
     no_gpu = any(m in ln for ln in out.tail for m in DOCKER_GPU_ERRORS)
     if plan.runtime == "docker" and not out.steps and (out.rc == 125 or no_gpu):
         # docker's own failure (exit 125): train_gpt2cu never ran

@@ -1,53 +1,22 @@
-"""Parse train_gpt2cu's stdout (llm.c f1e2ace, train_gpt2.cu) line by line: steps, evals, failures.
+"""train_gpt2cu's stdout as ``kitctl train`` watches it: out-of-memory markers, throughput, and the script below.
 
-The step line is printed by rank 0 as
-
-    step %4d/%d | loss %7.6f (%+.2fz)| norm %6.4f (%+.2fz)| lr %.2e | %.2f ms | %.1f%% bf16 MFU | %.0f tok/s
-
-where the step is 1-based (step + 1), ``ms`` is that optimizer step's time, ``tok/s`` a bias-corrected EMA
-that counts step 1 (cuBLAS/cuDNN warm-up) as a normal sample, and MFU is -100% when llm.c's table lacks the GPU.
-For throughput the kit uses total_batch / ms per step instead of the EMA, with warm-up steps left out.
+The step line itself (``step %4d/%d | loss ... | %.2f ms | %.1f%% bf16 MFU | %.0f tok/s``) is parsed by the run
+folder's one parser of it, :func:`kitctl.core.run_folder.parse_step` (observe reads stdout.log with it too). The step
+is 1-based (step + 1), ``ms`` is that optimizer step's time, ``tok/s`` a bias-corrected EMA that counts step 1
+(cuBLAS/cuDNN warm-up) as a normal sample, and MFU is -100% when llm.c's table lacks the GPU. For throughput the kit
+uses total_batch / ms per step instead of the EMA, with warm-up steps left out.
 """
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-from dataclasses import dataclass
 from typing import Optional
 
-_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf|-nan|-inf)"
-STEP_RE = re.compile(
-    rf"^step\s+(?P<step>\d+)/(?P<total>\d+) \| loss (?P<loss>{_NUM}) \((?P<lossz>{_NUM})z\)\| "
-    rf"norm (?P<norm>{_NUM}) \((?P<normz>{_NUM})z\)\| lr (?P<lr>{_NUM}) \| (?P<ms>{_NUM}) ms \| "
-    rf"(?P<mfu>{_NUM})% bf16 MFU \| (?P<toks>{_NUM}) tok/s")
-VAL_RE = re.compile(rf"^val loss (?P<val>{_NUM})")
-HELLA_RE = re.compile(rf"^HellaSwag: (?P<ok>\d+)/(?P<n>\d+) = (?P<acc>{_NUM})")
-CKPT_RE = re.compile(r"^Writing checkpoint at step (?P<step>\d+)")
+from kitctl.core.run_folder import Step, parse_step
+
 OOM_MARKERS = ("out of memory", "cudaErrorMemoryAllocation", "CUBLAS_STATUS_ALLOC_FAILED",
                "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE")
 MANAGED_FALLBACK = "Fell back to cudaMallocManaged"
-
-
-@dataclass(frozen=True)
-class Step:
-    step: int          # 1-based, as printed
-    total: int
-    loss: float
-    norm: float
-    lr: float
-    ms: float
-    mfu: Optional[float]   # percent; None when llm.c does not know the GPU (it prints -100%)
-    tok_s: float
-
-
-def parse_step(line: str) -> Optional[Step]:
-    m = STEP_RE.match(line.strip())
-    if not m:
-        return None
-    mfu = float(m["mfu"])
-    return Step(int(m["step"]), int(m["total"]), float(m["loss"]), float(m["norm"]), float(m["lr"]),
-                float(m["ms"]), None if mfu < 0 else mfu, float(m["toks"]))
 
 
 def is_oom(line: str) -> bool:

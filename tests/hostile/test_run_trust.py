@@ -155,7 +155,7 @@ def test_writer_lock_refuses_what_the_caller_knows_is_writing(tmp_path):
 def test_pid_outside_the_range_is_never_alive(pid, tmp_path):
     from kitctl.core.proc import pid_alive, start_ticks
     from kitctl.observe.liveness import liveness
-    from kitctl.observe.run_meta import RunRecord
+    from kitctl.core.run_record import RunRecord
 
     assert pid_alive(pid) is False and start_ticks(pid) is None
     rec = RunRecord.model_validate({"session": {"pid": pid, "host": socket.gethostname()}})
@@ -166,7 +166,7 @@ def test_a_reused_pid_is_not_the_run(tmp_path):
     """The recorded (pid, start) names one process: this test's own pid with another start time is not it."""
     from kitctl.core.proc import pid_alive, start_ticks
     from kitctl.observe.liveness import liveness
-    from kitctl.observe.run_meta import RunRecord
+    from kitctl.core.run_record import RunRecord
 
     me, start = os.getpid(), start_ticks(os.getpid())
     assert start is not None and pid_alive(me, start) and not pid_alive(me, start + 1)
@@ -176,14 +176,6 @@ def test_a_reused_pid_is_not_the_run(tmp_path):
     assert liveness(same, tmp_path, None, False).state == "running"
     lv = liveness(other, tmp_path, None, False)
     assert lv.state == "stopped" and f"pid {me} is gone" in lv.detail
-
-
-def test_the_run_records_its_kitctl_start_time(tmp_path):
-    from kitctl.core.proc import start_ticks
-    from kitctl.train.record import SessionRecord
-
-    rec = SessionRecord(pid=os.getpid(), pid_start=start_ticks(os.getpid()))
-    assert json.loads(rec.model_dump_json())["pid_start"] == start_ticks(os.getpid()) > 0
 
 
 # ------------------------------------------------------------------ what llm.c globs is what the kit checked
@@ -268,7 +260,8 @@ def _world_with_log(tmp_path: Path, text: str) -> Path:
 
 
 def test_logs_keep_nan_and_inf_and_say_since_when():
-    from kitctl.observe.logs import parse_main_log, divergence
+    from kitctl.core.run_folder import parse_main_log
+    from kitctl.observe.logs import divergence
 
     streams, bad = parse_main_log(DIVERGED)
     trl = streams["loss/train"]

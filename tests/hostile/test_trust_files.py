@@ -349,7 +349,8 @@ def _with_alarm(fn, seconds: int = 10):
 def test_tensorboard_sync_reads_only_new_lines(tmp_path, monkeypatch):
     """A follow reads each log from where the last sync stopped (plus its first 4 KiB to notice a fresh run), in
     bounded blocks: memory does not grow with the log."""
-    from kitctl.observe import logs, tbsync
+    from kitctl.core import run_folder as logs
+    from kitctl.observe import tbsync
 
     rd = tmp_path / "run"
     rd.mkdir()
@@ -377,7 +378,7 @@ def test_tensorboard_sync_reads_only_new_lines(tmp_path, monkeypatch):
 
 
 def test_log_blocks_are_bounded(tmp_path, monkeypatch):
-    from kitctl.observe import logs
+    from kitctl.core import run_folder as logs
 
     monkeypatch.setattr(logs, "LOG_CHUNK", 1024)
     (tmp_path / "main.log").write_text("s:1 trl:2.0\n" * 5000)

@@ -15,9 +15,11 @@ import pytest
 
 import kitctl_proc
 
-from kitctl.observe import logs, runs as runs_mod, tbsync
+from kitctl.observe import runs as runs_mod, tbsync
 from kitctl.core.errors import KitError
-from kitctl.observe.logs import parse_main_log, parse_stdout
+from kitctl.core import run_folder
+from kitctl.core.run_folder import parse_main_log
+from kitctl.observe.logs import parse_stdout
 from kitctl.observe.tbsync import TensorBoardSync
 
 # llm.c f1e2ace, train_gpt2.cu: the step line of stdout (checked against the checkout below when present)
@@ -292,7 +294,7 @@ def test_status_running_finished_stopped(tmp_path):
     from kitctl.observe.status import collect, render
 
     rd, exp = make_run(tmp_path, steps=range(0, 30), total=40)
-    # run.json as kitctl writes it (kitctl.train.record.RunRecord, which kitctl status reads too): the launch in "session"
+    # run.json as kitctl writes it (kitctl.core.run_record.RunRecord, which kitctl status reads too): the launch in "session"
     (rd / "run.json").write_text(json.dumps({"session": {"pid": os.getpid(), "host": socket.gethostname()},
                                              "gpus": [{"name": "NVIDIA GeForce RTX 3090"}, {"name": "NVIDIA GeForce RTX 2080 Ti"}]}))
     (rd / "model_00000020.bin").write_bytes(b"")
@@ -635,7 +637,7 @@ def test_real_llmc_log_with_a_resume_converts_like_vislog(tmp_path):
         step = int(parts[0].split(":")[1])
         for kv in parts[1:]:
             k, v = kv.split(":")
-            streams.setdefault(logs.MAIN_TAGS[k], {})[step] = float(v)
+            streams.setdefault(run_folder.MAIN_TAGS[k], {})[step] = float(v)
     train_lines = [ln for ln in text.splitlines() if " trl:" in ln]
     assert len(train_lines) > len(streams["loss/train"]), "expected re-logged steps (a resume) in the real log"
     rd = tmp_path / "ts"

@@ -350,7 +350,8 @@ def test_report_draws_each_reference_over_its_dataset_whole_curve_legend_outside
 
 
 def test_non_finite_values_are_kept_and_out_of_range_steps_are_unreadable():
-    from kitctl.observe.logs import MAX_STEP, parse_main_log, parse_stdout
+    from kitctl.core.run_folder import MAX_STEP, parse_main_log
+    from kitctl.observe.logs import parse_stdout
 
     streams, bad = parse_main_log(f"s:0 trl:nan\ns:1 trl:inf norm:-inf\ns:{MAX_STEP + 1} trl:1.0\ns:-2 trl:1.0\n"
                                   "s:2 trl:1e999\n")

@@ -16,7 +16,7 @@ from kitctl.core.native_build_record import NativeBuild, record_path
 from kitctl.host.gpus import parse_csv
 from kitctl.train import TrainRequest, build_plan
 from kitctl.train.facts import built_cudnn
-from kitctl.train.record import RuntimeRecord
+from kitctl.core.run_record import RuntimeRecord
 from kitctl.train.throughput import ThroughputFile, ThroughputTable, load_table
 from tests.train.test_train_plan import GPU_3090, TINY, facts
 

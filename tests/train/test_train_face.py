@@ -1,5 +1,5 @@
 """train's face: the names other packages use are exported from kitctl/train/__init__.py, and the import-linter
-contract in pyproject.toml holds every other package to them (kitctl.train.cli and .record besides)."""
+contract in pyproject.toml holds every other package to them (kitctl.train.cli besides)."""
 from __future__ import annotations
 
 import importlib
@@ -55,8 +55,8 @@ def test_face_contract_covers_every_other_package():
     c = _contract()
     assert c["type"] == "forbidden" and c["forbidden_modules"] == ["kitctl.train.*"]
     assert set(c["source_modules"]) == tops
-    assert sorted(c["ignore_imports"]) == ["kitctl.** -> kitctl.train.cli", "kitctl.** -> kitctl.train.record"]
-    for allowed in ("kitctl.train.cli", "kitctl.train.record"):
+    assert sorted(c["ignore_imports"]) == ["kitctl.** -> kitctl.train.cli"]
+    for allowed in ("kitctl.train.cli",):
         importlib.import_module(allowed)
 
 
@@ -88,17 +88,17 @@ def test_face_contract_refuses_a_module_behind_the_face(tmp_path):
     (tmp_path / "kitctl" / "observe" / "sneaky.py").write_text("from kitctl.train.planner import build_plan\n")
     bad = _lint(tmp_path)
     assert bad.returncode != 0 and "kitctl.observe.sneaky -> kitctl.train.planner" in bad.stdout, bad.stdout
-    # the face itself, the launcher hook and run.json's record stay open
+    # the face itself and the launcher hook stay open (run.json's record is core's)
     (tmp_path / "kitctl" / "observe" / "sneaky.py").write_text(
         "from kitctl.train import build_plan\nfrom kitctl.train.cli import add_launcher\n"
-        "from kitctl.train.record import RunRecord\n")
+        "from kitctl.core.run_record import RunRecord\n")
     assert _lint(tmp_path).returncode == 0
 
 
 def test_face_loads_nothing_until_used_and_steplog_runs_as_a_script(tmp_path):
     """Importing run.json's record does not load the planner, and `python -m kitctl.train.steplog` (docs/train.md)
     runs without runpy's "found in sys.modules" warning (the package does not import it first)."""
-    code = ("import sys, kitctl.train.record; "
+    code = ("import sys, kitctl.core.run_folder; "
             "print('kitctl.train.planner' in sys.modules, 'kitctl.train.steplog' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert r.stdout.split() == ["False", "False"], r.stderr

@@ -11,7 +11,7 @@ from kitctl.host.gpus import parse_csv
 from kitctl.train.memory import default_model
 from kitctl.train import TrainRequest, Facts, build_plan
 from kitctl.train.facts import DataInfo, HostFacts, OutState, Shard, inspect_data, inspect_out
-from kitctl.train.record import PlanRecord
+from kitctl.core.run_record import PlanRecord
 from kitctl.train.throughput import ThroughputFile, ThroughputTable, load_table
 from kitctl.train.tune_cache import CachedTune, TuneRecord, TuneResult, cache_key
 

@@ -18,10 +18,11 @@ from rich.console import Console
 
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import KitError
-from kitctl.train.steplog import parse_step, throughput
+from kitctl.core.run_folder import parse_step
+from kitctl.train.steplog import throughput
 from kitctl.train import TrainRequest
 from kitctl.train.facts import inspect_out
-from kitctl.train.record import RuntimeRecord
+from kitctl.core.run_record import RuntimeRecord
 from kitctl.train.session import plan_for, run_training
 from kitctl.model.record import add_eval, read_evals
 

@@ -1,6 +1,10 @@
-"""``<run>/run.json``: the typed record of a training run (:class:`RunRecord`), shared by its writer
-(``kitctl.train.runner.write_run_json``, the Slurm launcher) and every reader (the resume check in
-``kitctl.train.facts``, ``kitctl status``).
+"""``<run>/run.json``'s schema: the typed record of a training run (:class:`RunRecord`) and the few facts read from it
+that are not fields of their own (:func:`launch_flag`, :func:`total_steps`, :func:`session_of`, :func:`gpu_label`).
+
+Reading and writing the file is :class:`kitctl.core.run_folder.RunFolder`'s (``load``, ``read``, ``update``,
+``write_session``: the bounded reader, the lock, the one atomic writer); its writers are ``kitctl train`` (and the
+Slurm launcher, through train's ``write_run_json``) and ``kitctl eval``; its readers the resume check in
+``kitctl.train.facts``, ``kitctl status``, liveness, reports and the model commands.
 
 Shape (schema 1; files written before the schema field existed read as schema 1)::
 
@@ -14,22 +18,17 @@ Shape (schema 1; files written before the schema field existed read as schema 1)
     session   this launch: id, launcher, pid + host (of kitctl), start/end, exit status, first/last step,
               median tokens/s, last MFU, status, OOM retries, next resume step (slurm: job id, script)
     history   earlier sessions, newest last (at most 50)
+    evals     results of ``kitctl eval`` (kitctl/model/record.py appends them)
 
 Every field is optional when read, so a partial or hand-made run.json still gives what it has; keys this kit does
-not know (a newer kit's) are kept when the record is written back. Writers hold ``.run.json.lock``
-(:func:`run_json_lock`), so `kitctl train` and `kitctl eval` never write over each other's change.
+not know (a newer kit's) are kept when the record is written back.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kitctl.core.llmc_files import RUN_JSON
-from kitctl.core.errors import KitError
 from kitctl.core.records import Record
 
 MAX_HISTORY = 50
@@ -170,33 +169,34 @@ class RunRecord(Record):
         return None
 
 
-def load_run_record(run_dir: Path) -> tuple[Optional[RunRecord], Optional[str]]:
-    """``(record, None)``; ``(None, None)`` when there is no run.json; ``(None, why)`` when it cannot be read
-    (``why``: :meth:`Record.read`'s message, naming the file)."""
-    path = Path(run_dir) / RUN_JSON
-    if not path.exists():
-        return None, None
+def session_of(rec: Optional[RunRecord]) -> SessionRecord:
+    """The record's current session, or an empty one."""
+    return (rec.session if rec else None) or SessionRecord()
+
+
+def launch_flag(rec: RunRecord, name: str) -> Optional[str]:
+    """The value of ``name`` (``-x``, ``--name``) in the launch line, then in llm.c's own arguments."""
+    for words in (rec.argv, rec.plan.llmc_args if rec.plan else []):
+        for i, w in enumerate(words[:-1]):
+            if w == name:
+                return words[i + 1]
+            if w.startswith(name + "="):
+                return w.split("=", 1)[1]
+    return None
+
+
+def total_steps(rec: RunRecord) -> Optional[int]:
+    """llm.c's ``-x`` from the launch line, else the plan's steps."""
+    x = launch_flag(rec, "-x")
     try:
-        return RunRecord.read(path), None
-    except KitError as e:
-        return None, e.message
+        n = int(x) if x is not None else None
+    except ValueError:
+        n = None
+    if n is not None and n > 0:
+        return n
+    steps = rec.plan.steps if rec.plan else None
+    return steps if steps and steps > 0 else None
 
 
-@contextlib.contextmanager
-def run_json_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``<run>/.run.json.lock`` (flock) while run.json is read, changed and written back."""
-    with open(Path(run_dir) / ".run.json.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def update_run_record(run_dir: Path, change: Callable[[RunRecord], None], hint: str) -> RunRecord:
-    """Read run.json (an empty record when there is none), apply ``change``, write it back atomically, under the
-    lock, with only the fields it had or ``change`` assigned (assign a field, do not mutate it in place). A damaged
-    run.json is a KitError with ``hint``: it is never replaced by a record that lost its sessions."""
-    path = Path(run_dir) / RUN_JSON
-    with run_json_lock(run_dir):
-        rec = RunRecord.read(path, hint=hint) if path.exists() else RunRecord()
-        change(rec)
-        rec.write(path, exclude_unset=True)
-        return rec
+def gpu_label(g: GpuRecord) -> str:
+    return (f"{g.index}: " if g.index is not None else "") + (g.name or "?")
