@@ -34,7 +34,7 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import open_regular
 from kitctl.core.llmc_files import MAIN_LOG, STDOUT_LOG
 from kitctl.core.records import short
-from kitctl.core.shard_folder import DataFolder
+from kitctl.core.data_folder import DataFolder
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env
