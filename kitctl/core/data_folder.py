@@ -25,8 +25,9 @@ fsync and rename through kitctl.core.files) and commits each one to the record (
 and :meth:`DataFolder.save_manifest` writes the record atomically (temp, fsync, rename): at the start of a run,
 after finished shards (batched: when the shards since the last save reach 1/:data:`SAVE_FRACTION` of those it
 lists, or :data:`SAVE_EVERY_S` have passed), when a run stops and when it completes. A shard is renamed into place
-and its entry added with SIGINT/SIGTERM/SIGHUP held in between (kitctl.core.proc.signals_deferred), and a shard is
-fsynced before it is renamed, so a manifest never names a shard that is not on disk for good.
+and its entry added with SIGINT/SIGTERM/SIGHUP held in between (kitctl.core.proc.signals_deferred); a shard is
+fsynced (on a thread, while the next one is written) before it is renamed, and the folder once before each save,
+so a manifest never names a shard that is not on disk for good (docs/reliability.md section 19).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import hashlib
 import os
 import shlex
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,7 @@ from pydantic import Field
 from kitctl.core.data_manifest import (MANIFEST, DataManifest, RunLike, Shard, ShardEnd, as_run, identity_diff,
                                        start_over_hint)
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import replace_atomic, sha256_file, temp_path
+from kitctl.core.files import fsync_dir, fsync_file, rename_synced, sha256_file, temp_path
 from kitctl.core.llmc_files import (GLOB_UNSAFE, HEADER_BYTES, TOKENIZER_BIN, HeaderError, pack_shard_header,
                                     parse_shard_filename, shard_filename, shard_globs, shard_patterns,
                                     unpack_shard_header)
@@ -609,6 +611,29 @@ def _check_llmc_globs(folder: Path, prefix: str, train: list[ShardTokens], val: 
                               "rename the folder to plain letters, digits, '-', '_' and '.', then pass it with --data")
 
 
+@dataclass
+class _Finished:
+    """A shard whose bytes are complete in its temp file, fsynced on a thread (``sync``) before it is committed."""
+
+    tmp: Path
+    path: Path
+    tokens: int
+    sha256: str
+    end: Optional[ShardEnd]
+    sync: threading.Thread = field(init=False, repr=False)
+    error: Optional[BaseException] = field(default=None, init=False)
+
+    def start(self) -> _Finished:
+        def run() -> None:
+            try:
+                fsync_file(self.tmp)
+            except BaseException as e:   # noqa: BLE001 - handed to the writer's thread, raised there
+                self.error = e
+        self.sync = threading.Thread(target=run, name="kitctl-shard-fsync", daemon=True)
+        self.sync.start()
+        return self
+
+
 class ShardWriter:
     """Cuts a token stream into shards exactly like llm.c's fineweb.py, continuing the record ``m`` of ``folder``
     (made by :meth:`DataFolder.writer`).
@@ -625,10 +650,12 @@ class ShardWriter:
     Tokens (a contiguous uint16 array: numpy's, or any buffer) are streamed straight into the current shard's temp
     file (no shard-sized buffer, no extra copy); a full shard's header is known up front, the last, partial one gets
     its header rewritten at the end. Each file is hashed as it is written (the last, partial one re-read once, its
-    header having changed), fsync'd and renamed into place (``kitctl.core.files.replace_atomic``), then committed to
-    ``m`` (:meth:`DataFolder.commit_shard`, its entry's resume point from ``resume_point(stream position)``) with
-    signals held in between; the record is saved in batches (:meth:`save`; module docstring). A failure or Ctrl-C
-    (:meth:`abort`) removes the temp file; finished shards stay.
+    header having changed) and its resume point taken where it ends (``resume_point(stream position)``). Then it is
+    fsynced on a thread while the next shard is written; once that is done it is renamed into place and committed
+    to ``m`` (:meth:`DataFolder.commit_shard`) with signals held in between (at most two shards wait at a time).
+    The folder is fsynced once before each save of the record (:meth:`save`, in batches: module docstring), so the
+    record never names a shard that is not on disk for good (docs/reliability.md section 19). A failure or Ctrl-C
+    (:meth:`abort`) commits the finished shards and removes the temp file of the one in progress.
     """
 
     def __init__(self, folder: DataFolder, m: DataManifest, shard_size: int, first_shard_size: Optional[int] = None,
@@ -639,7 +666,7 @@ class ShardWriter:
         self.shard_size = shard_size
         self.first_shard_size = first_shard_size or shard_size
         self.resume_point = resume_point
-        self.index = len(m.shards)
+        self.index = len(m.shards)            # the shard being written
         end = m.shards[-1].end if m.shards else None
         self.pos = end.pos if end else 0      # stream position of the first token of the current shard
         self.fill = 0
@@ -647,10 +674,16 @@ class ShardWriter:
         self._listed, self._saved_at = len(m.shards), time.monotonic()
         self._f: Optional[BinaryIO] = None
         self._hash = hashlib.sha256()
+        self._waiting: list[_Finished] = []   # finished, being fsynced, not yet committed (in order)
+        self._renamed = False                 # a shard was renamed into the folder since its last fsync
 
     # --- the record
     def save(self) -> None:
-        """Save the record now (at the start of a run, when it stops, when it completes)."""
+        """Save the record now (at the start of a run, when it stops, when it completes): the renames of the shards
+        it lists are made durable first (one fsync of the folder)."""
+        if self._renamed:
+            fsync_dir(self.folder.dir)
+            self._renamed = False
         self.folder.save_manifest(self.m)
         self.saves += 1
         self._listed, self._saved_at = len(self.m.shards), time.monotonic()
@@ -678,11 +711,8 @@ class ShardWriter:
     def _path(self) -> Path:
         return self.folder.dir / shard_filename(self.m.name, self.index)
 
-    def _tmp(self) -> Path:
-        return temp_path(self._path())
-
     def _open(self) -> BinaryIO:
-        f = open(self._tmp(), "wb")   # noqa: SIM115 - stays open across add() calls; _finish/abort close it
+        f = open(temp_path(self._path()), "wb")   # noqa: SIM115 - stays open across add() calls; _finish/abort close it
         head = pack_shard_header(self._cap())
         f.write(head)
         self._hash = hashlib.sha256(head)      # hashed as written (a partial last shard: re-read, see close)
@@ -694,6 +724,7 @@ class ShardWriter:
         raw = memoryview(tokens)
         if raw.itemsize != 2 or raw.format not in ("H", "<H", "=H") or not raw.c_contiguous:
             raise TypeError(f"tokens must be a contiguous uint16 array, not format {raw.format!r}")
+        self._commit(wait_until=len(self._waiting))      # those fsynced by now
         raw = raw.cast("B")
         i, n = 0, len(raw) // 2
         while i < n:
@@ -709,42 +740,72 @@ class ShardWriter:
                 self._finish()
 
     def _finish(self, reread: bool = False) -> None:
-        """The shard is complete in its temp file: fsync and rename it into place, then commit it. Its sha256 was
+        """The shard is complete in its temp file: start its fsync, then commit the one before it. Its sha256 was
         taken while writing; ``reread``: the header was rewritten (the last, partial shard), hash the file as is."""
         f, n, path = self._f, self.fill, self._path()
         assert f is not None
+        tmp = temp_path(path)
         f.close()
-        self._f = None
         h = self._hash
         if reread:
             h = hashlib.sha256()
-            with open(self._tmp(), "rb") as r:
+            with open(tmp, "rb") as r:
                 while chunk := r.read(1 << 22):
                     h.update(chunk)
-        with signals_deferred():   # a Ctrl-C/SIGTERM lands after the shard is both in place and recorded
-            replace_atomic(self._tmp(), path)      # fsync, rename; the temp is removed if that fails
-            self.pos += n
-            end = self.resume_point(self.pos) if self.resume_point else None
-            self.folder.commit_shard(self.m, path.name, n, h.hexdigest(), end)
-            self._maybe_save()
+        end = self.resume_point(self.pos + n) if self.resume_point else None    # where it ends in the stream now
+        self._waiting.append(_Finished(tmp, path, n, h.hexdigest(), end).start())
+        self._f = None
+        self.pos += n
         self.index += 1
         self.fill = 0
+        self._commit(wait_until=1)
+
+    def _commit(self, wait_until: int = 0, *, drop_failed: bool = False) -> None:
+        """Commit the waiting shards, in order, whose fsync is done, waiting while more than ``wait_until`` wait (0:
+        all of them). Each is renamed into place and recorded with signals held in between: a Ctrl-C/SIGTERM lands
+        after the shard is both in place and recorded. A failed fsync is raised (its temp, and those after it,
+        removed); with ``drop_failed`` it is not raised."""
+        while self._waiting:
+            w = self._waiting[0]
+            if len(self._waiting) > wait_until:
+                w.sync.join()
+            elif w.sync.is_alive():
+                return
+            if w.error is not None:
+                for later in self._waiting:
+                    later.sync.join()
+                    later.tmp.unlink(missing_ok=True)
+                self._waiting.clear()
+                if drop_failed:
+                    return
+                raise w.error
+            with signals_deferred():
+                rename_synced(w.tmp, w.path)      # the temp is removed if that fails
+                self._waiting.pop(0)
+                self._renamed = True
+                self.folder.commit_shard(self.m, w.path.name, w.tokens, w.sha256, w.end)
+                self._maybe_save()
 
     def close(self) -> None:
-        """Write the last, partial shard (if any tokens are left), as upstream does at the end."""
-        if self._f is None:
-            return
-        if not self.fill:
-            self.abort()
-            return
-        self._f.seek(0)
-        self._f.write(pack_shard_header(self.fill))
-        self._finish(reread=self.fill != self._cap())
+        """Write the last, partial shard (if any tokens are left), as upstream does at the end, and commit every
+        finished shard."""
+        if self._f is not None and not self.fill:
+            self._drop_current()
+        if self._f is not None:
+            self._f.seek(0)
+            self._f.write(pack_shard_header(self.fill))
+            self._finish(reread=self.fill != self._cap())
+        self._commit()
 
     def abort(self) -> None:
-        """Drop the shard in progress (its temp file); finished shards stay."""
+        """Drop the shard in progress (its temp file); finished shards are committed (a failed fsync drops its shard
+        and those after it: a re-run writes them again)."""
+        self._drop_current()
+        self._commit(drop_failed=True)
+
+    def _drop_current(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
-            self._tmp().unlink(missing_ok=True)
+            temp_path(self._path()).unlink(missing_ok=True)
         self.fill = 0

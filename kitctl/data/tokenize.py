@@ -2,9 +2,10 @@
 
 The documents are tokenized on every core (``kitctl.data.pool``), cut into shards exactly like llm.c's
 fineweb.py and recorded in ``manifest.json`` with, per shard, the document and offset where the next one starts:
-the resume point (the writing, resuming and saving are kitctl.core.data_folder.DataFolder's; this module feeds it). A re-run with the same identity
-re-checks every shard the manifest lists (size, header, sha256), keeps the intact prefix and continues from
-its end, skipping earlier documents without tokenizing them.
+the resume point. The writing, resuming and saving are kitctl.core.data_folder.DataFolder's (its ``writer()``);
+this module feeds it tokens and resume points. A re-run with the same identity re-checks every shard the manifest
+lists (size, header, sha256), keeps the intact prefix and continues from its end, skipping earlier documents
+without tokenizing them.
 
 The manifest is not rewritten after every shard (that is quadratic in the shard count): it is saved when
 the shards since the last save reach 1/16 of those it lists, or 5 s have passed -- so every shard of a

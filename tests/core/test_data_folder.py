@@ -1,12 +1,17 @@
-"""kitctl.core.data_folder (and its record, kitctl.core.data_manifest): the manifest is the truth; the folder is compared with it on metadata alone."""
+"""kitctl.core.data_folder (and its record, kitctl.core.data_manifest): the manifest is the truth; the folder is
+compared with it on metadata alone; the writer records a shard only once it is on disk for good."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+from array import array
 from pathlib import Path
 
 import pytest
 
+from kitctl.core import data_folder
 from kitctl.core.data_folder import DataFolder
 from kitctl.core.data_manifest import DataManifest, RunInfo, Shard
 from kitctl.core.errors import ConfigError, KitError
@@ -166,3 +171,79 @@ def test_facts_without_a_manifest_read_the_headers(tmp_path):
     (tmp_path / shard_filename("ds", 1)).write_bytes(pack_shard_header(20) + bytes(2 * 19))
     with pytest.raises(ConfigError, match="1062 bytes but the header says 20 tokens"):
         DataFolder(tmp_path).facts()
+
+
+# ------------------------------------------------------------------------------------------------ the writer
+def _writer(d: Path, shard_size: int = 100):
+    m = DataManifest(dir=d, name="x", run=RunInfo(source_fingerprint="t"))
+    return m, DataFolder(d).writer(m, shard_size)
+
+
+def _tokens(n: int, start: int = 0) -> array:
+    return array("H", ((start + i) % 50257 for i in range(n)))
+
+
+def test_a_saved_manifest_names_only_shards_whose_bytes_and_names_are_on_disk(tmp_path, monkeypatch):
+    """Section 19: each shard fsynced before its rename (on the writer's thread), the folder fsynced after the
+    renames and before the manifest that lists them; spied on the real os.fsync / os.replace."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(a, b):
+        if Path(b).name == "manifest.json":
+            events.append(("save", json.dumps([s["file"] for s in json.loads(Path(a).read_text())["shards"]])))
+        events.append(("rename", os.path.realpath(b)))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    d = tmp_path.resolve()
+    m, w = _writer(d)
+    w.save()
+    for i in range(40):
+        w.add(_tokens(37, i))
+    w.close()
+    m.complete = True
+    w.save()
+    saves = [(k, json.loads(v)) for k, (e, v) in enumerate(events) if e == "save"]
+    assert len(m.shards) == 15 and len(saves) > 10 and saves[-1][1] == [s.file for s in m.shards]
+    for k, listed in saves:
+        for f in listed:
+            renamed = events.index(("rename", str(d / f)))
+            tmp_synced = [j for j, (e, v) in enumerate(events[:renamed]) if e == "fsync" and Path(v).name.startswith(f".tmp-{f}.")]
+            assert tmp_synced, f"{f} renamed before its bytes were fsynced"
+            assert ("fsync", str(d)) in events[renamed:k], f"the manifest names {f} before the folder was fsynced"
+    assert sorted(p.name for p in d.iterdir()) == sorted([s.file for s in m.shards] + ["manifest.json"])
+
+
+def test_abort_records_the_finished_shards_and_drops_the_one_in_progress(tmp_path):
+    m, w = _writer(tmp_path)
+    w.add(_tokens(250))                  # two shards finished (the second may still be fsyncing), 50 tokens in a third
+    w.abort()
+    assert [s.file for s in m.shards] == ["x_val_000000.bin", "x_train_000001.bin"]
+    assert [s.end for s in m.shards] == [None, None] and m.shards[1].sha256 == hashlib.sha256(
+        (tmp_path / "x_train_000001.bin").read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "x_train_000001.bin", "x_val_000000.bin"]
+
+
+def test_a_failed_fsync_records_nothing_after_the_last_good_shard(tmp_path, monkeypatch):
+    real = data_folder.fsync_file
+
+    def fsync_file(path):
+        if "x_train_000002" in Path(path).name:
+            raise OSError(errno.EIO, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(data_folder, "fsync_file", fsync_file)
+    m, w = _writer(tmp_path)
+    with pytest.raises(OSError, match="Input/output error"):
+        w.add(_tokens(450))
+        w.close()
+    w.abort()
+    assert [s.file for s in m.shards] == ["x_val_000000.bin", "x_train_000001.bin"]      # a re-run writes the rest
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert not (tmp_path / "x_train_000002.bin").exists() and not (tmp_path / "x_train_000003.bin").exists()

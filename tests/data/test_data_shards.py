@@ -171,6 +171,7 @@ def test_shard_writer_is_atomic_and_header_exact(tmp_path):
     w.add(toks[:4])
     assert not (tmp_path / "a_val_000000.bin").exists()          # the shard in progress is a temp file
     w.add(toks[4:])
+    w.close()                                                     # its fsync done, renamed and recorded
     raw = (tmp_path / "a_val_000000.bin").read_bytes()
     assert raw[:12] == np.array([20240520, 1, 10], "<i4").tobytes() and raw[12:1024] == b"\0" * 1012
     assert raw[1024:] == toks.astype("<u2").tobytes()
