@@ -361,7 +361,7 @@ class DataFolder:
         return None
 
     def verify(self, on_file: Optional[Callable[[Shard], Any]] = None,
-               log: Optional[Callable[[str], Any]] = None) -> tuple[DataManifest, list[str]]:
+               log: Optional[Log] = None) -> tuple[DataManifest, list[str]]:
         """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
         shard numbering, stray shard files and special files (:func:`compare`). Returns (manifest,
         problems); no problems means good. When every shard's bytes match but an mtime does not (a copy without
@@ -384,24 +384,29 @@ class DataFolder:
         if not m.complete:
             problems.append("the run that made this folder did not finish (re-run the same `kitctl data` to complete it)")
         if not problems and any(p.kind == "mtime" for p in compare(m)):
-            for s in m.shards:
-                s.stamp(m.dir / s.file)
-            try:
-                self.save_manifest(m)
-                if log:
-                    log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
-            except OSError as e:
-                # a read-only folder: keep the checked stamps aside, where train's check reads them (no dead end)
-                try:
-                    side = record_verified(m)
-                    if log:
-                        log(f"{m.dir}: shard mtimes changed but every sha256 matches; {MANIFEST} cannot be rewritten "
-                            f"({e.strerror or e}), so the checked stamps are kept in {side}: train trusts them")
-                except OSError as e2:
-                    problems.append(f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones "
-                                    f"could not be recorded there ({e.strerror or e}) nor in "
-                                    f"{verified_path(m.dir)} ({e2.strerror or e2})")
+            problems += self._record_checked_stamps(m, log)
         return m, problems
+
+    def _record_checked_stamps(self, m: DataManifest, log: Optional[Log]) -> list[str]:
+        """Every shard's bytes matched but an mtime did not: record the new stamps in the manifest, or, in a
+        read-only folder, aside where train's check reads them (no dead end). Returns the problem if neither can."""
+        for s in m.shards:
+            s.stamp(m.dir / s.file)
+        try:
+            self.save_manifest(m)
+            if log:
+                log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
+            return []
+        except OSError as e:
+            try:
+                side = record_verified(m)
+            except OSError as e2:
+                return [f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones could not be "
+                        f"recorded there ({e.strerror or e}) nor in {verified_path(m.dir)} ({e2.strerror or e2})"]
+            if log:
+                log(f"{m.dir}: shard mtimes changed but every sha256 matches; {MANIFEST} cannot be rewritten "
+                    f"({e.strerror or e}), so the checked stamps are kept in {side}: train trusts them")
+            return []
 
     def refuse(self, m: DataManifest, kinds: tuple[str, ...]) -> None:
         """Exit 2 naming the files when ``m`` (this folder's manifest) and the folder disagree in one of ``kinds``."""
