@@ -587,6 +587,7 @@ class DataFolder:
         """A :class:`ShardWriter` that continues ``m`` (this folder's record) after its last shard."""
         return ShardWriter(self, m, shard_size, first_shard_size, resume_point)
 
+
 def _regular(p: Path) -> None:
     """A shard must be a regular file (a symlink to one is fine in a folder without a manifest): a FIFO or device
     under a shard's name is refused before anything opens it."""
