@@ -89,3 +89,10 @@ def read_eval_file(path):
     if pos != len(s):
         raise KitError(f"{path}: trailing data after {info['n']} examples")
     return info, out
+
+
+def write_shard(path, tokens):
+    """A shard file in llm.c's layout, made without the kit (shards "made elsewhere"): header, then uint16 tokens."""
+    tokens = [int(t) for t in tokens]
+    header = struct.pack("<256i", 20240520, 1, len(tokens), *([0] * 253))
+    path.write_bytes(header + struct.pack(f"<{len(tokens)}H", *tokens))

@@ -100,7 +100,7 @@ def atomic_output(path: Path, mode: str = "wb", tmp: Optional[Path] = None) -> I
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def normal_mode(path: Path) -> None:
@@ -121,16 +121,34 @@ def replace_atomic(tmp: Path, path: Path) -> None:
     """Move a finished temp file (written by a producer that needs its own file handle) onto ``path``:
     fsync it first, remove it if the rename fails."""
     try:
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    rename_synced(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
+def fsync_file(path: Path) -> None:
+    """Put a finished file's bytes on disk for good (by name: e.g. on a thread while the next file is written)."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def rename_synced(tmp: Path, path: Path) -> None:
+    """The rename step of :func:`replace_atomic`, for a temp file already fsynced (:func:`fsync_file`): the temp is
+    removed if the rename fails. The folder is not fsynced: a caller that renames many files does that once
+    (:func:`fsync_dir`) before it records them (kitctl.core.data_folder.ShardWriter, before each manifest save)."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(Path(path).parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder: the renames into it are on disk for good (best effort: a folder that cannot be opened or
+    fsynced, e.g. on some network file systems, is left as it is)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

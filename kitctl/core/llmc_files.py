@@ -52,7 +52,7 @@ TOKENIZER_VERSION = 2
 TOKENIZER_BIN = "gpt2_tokenizer.bin"
 
 # --- file names
-MANIFEST_JSON = "manifest.json"      # kitctl data's record of a shard folder (kitctl.core.shard_folder)
+MANIFEST_JSON = "manifest.json"      # kitctl data's record of a shard folder (kitctl.core.data_manifest)
 HELLASWAG_BIN = "hellaswag_val.bin"
 HELLASWAG_JSONL = "hellaswag_val.jsonl"
 # the binaries llm.c's Makefile builds, per precision (-DENABLE_BF16 / -DENABLE_FP32)

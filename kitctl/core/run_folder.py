@@ -1,6 +1,6 @@
 """A run folder (llm.c's ``-o``): :class:`RunFolder`, the one home of everything the kit and llm.c share there.
 
-In the shape of pipx's ``Venv`` + metadata (kitctl.core.shard_folder.DataFolder is its twin for shard folders):
+In the shape of pipx's ``Venv`` + metadata (kitctl.core.data_folder.DataFolder is its twin for shard folders):
 
 - **run.json** (schema: :mod:`kitctl.core.run_record`): :meth:`RunFolder.load` / :meth:`RunFolder.read` (the
   bounded record reader), :meth:`RunFolder.update` (read-modify-write under ``.run.json.lock``: ``kitctl eval``'s

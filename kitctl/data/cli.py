@@ -20,11 +20,11 @@ from kitctl.core import validate
 from kitctl.core.context import config, console
 from kitctl.core.bundle import use_bundle
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.shard_folder import DataFolder
+from kitctl.core.data_folder import DataFolder
 from kitctl.core.progress import Bar, format_duration, progress_bar
 from kitctl.core.validate import checked
 from kitctl.data import encoders
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_manifest import MANIFEST, DataManifest
 from kitctl.data.container import (PATH_MAP_ENV, adopt_image, choose_runtime, docker_spec, image_difference,
                                    pull_image, to_host)
 from kitctl.data.execute import execute
@@ -73,8 +73,8 @@ def _pull_if_asked(cfg, image: Optional[str], runtime: Optional[str], dry_run: b
 def _fresh_aside(plan) -> Optional[Path]:
     """--fresh: where the existing output folder moves (None: nothing there); only a folder kitctl data made."""
     aside = _aside(plan.out_dir) if _has_files(plan.out_dir) else None
-    if aside and not (plan.out_dir / sf.MANIFEST).is_file():     # only a folder kitctl data made is moved
-        raise ConfigError(f"--fresh moves a `kitctl data` folder aside; {plan.out_dir} has no {sf.MANIFEST}, so it "
+    if aside and not DataFolder(plan.out_dir).manifest_path.is_file():     # only a folder kitctl data made is moved
+        raise ConfigError(f"--fresh moves a `kitctl data` folder aside; {plan.out_dir} has no {MANIFEST}, so it "
                           "is not one (or its manifest was deleted)", "pick another --out folder, or move that one "
                           "aside yourself")
     return aside
@@ -287,7 +287,7 @@ def verify(dir: Path = typer.Argument(..., help="a folder written by `kitctl dat
     _say(f"encoder: {encoder_line(m)}")
 
 
-def encoder_line(m: sf.DataManifest) -> str:
+def encoder_line(m: DataManifest) -> str:
     """What tokenized a folder, from its manifest (older manifests did not record it: tiktoken then)."""
     e = m.run.encoder
     if m.run.pretokenized:

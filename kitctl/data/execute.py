@@ -11,9 +11,9 @@ from kitctl.core import resources
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import sha256_file
 from kitctl.core.pins import pins_sha256
-from kitctl.core.shard_folder import DataFolder
+from kitctl.core.data_folder import DataFolder
 from kitctl.data import encoders, hellaswag, hf, pretokenized
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_manifest import DataManifest, RunInfo
 from kitctl.data import sources as src
 from kitctl.data import tokenizer as tk
 from kitctl.data.container import to_host
@@ -34,8 +34,8 @@ def prepare_env(plan: DataPlan) -> None:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(plan.tiktoken_dir)
 
 
-def run_identity(plan: DataPlan, source: src.Source, tok_sums: dict[str, str], revision: Optional[str]) -> sf.RunInfo:
-    return sf.RunInfo(source=to_host(source.description), source_fingerprint=source.fingerprint(), revision=revision,
+def run_identity(plan: DataPlan, source: src.Source, tok_sums: dict[str, str], revision: Optional[str]) -> RunInfo:
+    return RunInfo(source=to_host(source.description), source_fingerprint=source.fingerprint(), revision=revision,
                       tokenizer={"encoding": "gpt2", **tok_sums}, shard_size=plan.shard_size,
                       first_shard_size=plan.first_shard_size, kit_version=__version__, pins_sha256=pins_sha256())
 
@@ -89,7 +89,7 @@ def _remaining_need(plan: DataPlan) -> dict[Path, int]:
 
 
 def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Optional[Callable[[Path], int]] = None,
-            log: LogFn = print) -> Union[Summary, int, sf.DataManifest]:
+            log: LogFn = print) -> Union[Summary, int, DataManifest]:
     """Run a plan in this process. ``progress(tokens, shard)``; returns a Summary (tokenize), the example count
     (hellaswag) or the manifest (pre-tokenized)."""
     prepare_env(plan)

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_folder import DataFolder
+from kitctl.core.data_manifest import DataManifest, RunInfo
 from kitctl.core.llmc_files import shard_filename
-from kitctl.data.shards import check_shard
 from kitctl import __version__
 from kitctl.core.files import atomic_output, sha256_file
 from kitctl.core.pins import pins_sha256
@@ -35,7 +35,7 @@ def _place(src: Path, dst: Path) -> None:
             shutil.copyfileobj(f, out, 1 << 20)
 
 
-def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> sf.DataManifest:
+def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, download=None) -> DataManifest:
     r = plan.recipe
     n_train = plan.train_shards if plan.train_shards is not None else (r.train_shards or 103)
     names = [shard_filename(plan.name, i) for i in range(0, n_train + 1)]
@@ -67,15 +67,14 @@ def fetch(plan, tok_sums: dict[str, str], log: Callable[[str], None] = print, do
                                    "re-run to continue; " + offline_hint()) from None
                 _place(Path(got), out / n)
         origin = f"{r.repo}@{rev}"
-    shards = []
-    for i, n in enumerate(names):
-        tokens = check_shard(out / n)
-        shards.append(sf.Shard(index=i, file=n, tokens=tokens, sha256=sha256_file(out / n),
-                               split="val" if i == 0 else "train").stamp(out / n))
-    run = sf.RunInfo(source=origin, source_fingerprint=origin, revision=None if plan.source else rev,
-                     tokenizer={"encoding": "gpt2", **tok_sums}, kit_version=__version__, pins_sha256=pins_sha256(),
-                     pretokenized=True)
-    m = sf.DataManifest(dir=out, name=plan.name, dataset=plan.dataset, complete=True, shards=shards, run=run)
-    m.save()
-    log(f"{len(shards)} shards, {m.total_tokens:,} tokens checked in {out}")
+    run = RunInfo(source=origin, source_fingerprint=origin, revision=None if plan.source else rev,
+                  tokenizer={"encoding": "gpt2", **tok_sums}, kit_version=__version__, pins_sha256=pins_sha256(),
+                  pretokenized=True)
+    folder = DataFolder(out)
+    m = DataManifest(dir=out, name=plan.name, dataset=plan.dataset, run=run)
+    for n in names:
+        folder.adopt_shard(m, n)           # header and size checked, sha256 taken
+    m.complete = True
+    folder.save_manifest(m)
+    log(f"{len(m.shards)} shards, {m.total_tokens:,} tokens checked in {out}")
     return m

@@ -1,10 +1,11 @@
 """One tokenize run: a source -> llm.c shards in a folder, resumable, one writer at a time.
 
 The documents are tokenized on every core (``kitctl.data.pool``), cut into shards exactly like llm.c's
-fineweb.py (``kitctl.data.shards.ShardWriter``), and recorded in ``manifest.json`` with, per shard, the
-document and offset where the next one starts: the resume point. A re-run with the same identity
-re-checks every shard the manifest lists (size, header, sha256), keeps the intact prefix and continues from
-its end, skipping earlier documents without tokenizing them.
+fineweb.py and recorded in ``manifest.json`` with, per shard, the document and offset where the next one starts:
+the resume point. The writing, resuming and saving are kitctl.core.data_folder.DataFolder's (its ``writer()``);
+this module feeds it tokens and resume points. A re-run with the same identity re-checks every shard the manifest
+lists (size, header, sha256), keeps the intact prefix and continues from its end, skipping earlier documents
+without tokenizing them.
 
 The manifest is not rewritten after every shard (that is quadratic in the shard count): it is saved when
 the shards since the last save reach 1/16 of those it lists, or 5 s have passed -- so every shard of a
@@ -18,7 +19,6 @@ import datetime as _dt
 import errno
 import fcntl
 import itertools
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,20 +26,16 @@ from typing import IO, Any, Callable, Generator, Iterator, Optional
 
 import numpy as np
 
-from kitctl.core import shard_folder as sf
-from kitctl.core.shard_folder import DataFolder
+from kitctl.core.data_folder import DataFolder, ShardWriter
+from kitctl.core.data_manifest import MANIFEST, EncoderInfo, RunInfo, RunLike, ShardEnd, as_run
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.core.proc import TerminationAsInterrupt
 from kitctl.data import encoders
 from kitctl.data.pool import LOCK_FDS, default_workers, iter_tokens
-from kitctl.core.llmc_files import HEADER_BYTES, TOKENIZER_BIN
-from kitctl.data.shards import ShardWriter
 from kitctl.data.sources import BATCH_ROWS, Source
 
 DEFAULT_SHARD_SIZE = 10**8
-SAVE_EVERY_S = 5.0
-SAVE_FRACTION = 16              # save when new shards >= listed shards / SAVE_FRACTION
 LOCK_FILE = ".kitctl-data.lock"
 
 ProgressFn = Callable[[int, int], None]   # (tokens added, current shard index)
@@ -80,95 +76,6 @@ def _lock(out_dir: Path) -> IO:
     return f
 
 
-def _clean_leftovers(out_dir: Path, name: str, from_index: int) -> None:
-    """Temp files of an interrupted writer, and shard files at or past the resume point."""
-    for p in [*out_dir.glob(f".tmp-{name}_*.bin.*"), *out_dir.glob(f".{name}_*.bin.tmp"),
-              *out_dir.glob(f".tmp-{sf.MANIFEST}.*")]:
-        p.unlink(missing_ok=True)
-    for p in [*out_dir.glob(f"{name}_val_*.bin"), *out_dir.glob(f"{name}_train_*.bin")]:
-        try:
-            idx = int(p.stem.rsplit("_", 1)[1])
-        except ValueError:
-            continue
-        if idx >= from_index:
-            p.unlink()
-
-
-def _valid_prefix(m: sf.DataManifest, log: Optional[LogFn] = None) -> list[sf.Shard]:
-    """The manifest's shards whose files are intact, in order, up to the first bad one. A re-run resumes there
-    and rewrites everything after it (a shard's contents depend on every document before it)."""
-    good = []
-    for s in m.shards:
-        if s.end is None:          # no resume point recorded
-            break
-        p = m.dir / s.file
-        why = None
-        if p.is_file() and p.stat().st_size != HEADER_BYTES + 2 * s.tokens:
-            why = f"{p.stat().st_size:,} bytes, the manifest says {s.tokens:,} tokens"
-        why = why or DataFolder(m.dir).shard_problem(m, s)
-        if why:
-            if log:
-                log(f"{s.file}: {why}; rewriting from shard {s.index} on")
-            break
-        good.append(s)
-    return good
-
-
-def _refuse_disagreeing(m: sf.DataManifest) -> None:
-    """A complete folder is complete only when it holds exactly what its manifest lists (kitctl.core.shard_folder):
-    a stray shard, a special file or a listed path outside the folder is exit 2, not "complete". Missing or
-    changed shards are left to :func:`_valid_prefix`, which rewrites them."""
-    DataFolder(m.dir).refuse(m, ("stray", "special", "name"))
-
-
-def _restamp(m: sf.DataManifest, log: Optional[LogFn]) -> None:
-    """Every shard's sha256 was just checked: record mtimes that changed (a copy without -p) or were never
-    recorded (an older manifest), so train's cheap check trusts the folder again."""
-    stale = [s for s in m.shards if s.mtime_ns is None or s.size is None or s.ino is None
-             or s.changed(os.stat(m.dir / s.file))]
-    if not stale:
-        return
-    for s in stale:
-        s.stamp(m.dir / s.file)
-    m.save()
-    if log:
-        log(f"{m.dir}: {len(stale)} shard(s) checked by sha256; their sizes and mtimes recorded in {sf.MANIFEST}")
-
-
-def prepare_manifest(out_dir: Path, name: str, dataset: str, run: sf.RunLike,
-                     log: Optional[LogFn] = None) -> sf.DataManifest:
-    """Open (resume) or start the manifest of ``out_dir``; refuse a folder made with another config.
-
-    A folder does not bind a re-run to its old config when nothing of it can be reused: no shards yet (a first
-    run that failed or was stopped early), or a run that *failed* (bad input, full disk) -- the retry starts over."""
-    out_dir = Path(out_dir)
-    run = sf.as_run(run)
-    folder = DataFolder(out_dir)
-    if folder.has_manifest():
-        m = folder.manifest()
-        diff = sf.identity_diff(m.run, run)
-        if m.name != name:
-            diff.insert(0, f"name: folder has {m.name!r}, this run wants {name!r}")
-        if not diff:
-            return m
-        if not m.shards or (m.run.failed and not m.complete):
-            if m.shards and log:
-                log(f"{out_dir}: the run that made its {len(m.shards)} shard(s) failed ({m.run.failed}); "
-                    "this run has a different config, so it starts over")
-            _clean_leftovers(out_dir, m.name, 0)
-            return sf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
-        raise ConfigError(
-               f"{out_dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
-               "re-run with the same options to continue that run, add --fresh to start over (`kitctl data`: the "
-               "folder moves aside to <folder>.old-<time>, nothing is deleted), or pick another --out folder")
-    existing = [p for p in sorted(out_dir.glob("*.bin")) if p.name != TOKENIZER_BIN] if out_dir.is_dir() else []
-    if existing:
-        raise KitError(f"{out_dir} holds .bin files ({existing[0].name}, ...) but no {sf.MANIFEST}, so they "
-                       "were not made by kitctl data (or the manifest was deleted)", sf.start_over_hint(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return sf.DataManifest(dir=out_dir, name=name, dataset=dataset, run=run)
-
-
 _NONE = np.zeros(0, np.int64)
 
 
@@ -182,30 +89,12 @@ class _Cursor:
     cum: np.ndarray = field(default_factory=lambda: _NONE)
 
 
-class _Saver:
-    """Saves the manifest in batches (see the module docstring); ``saves`` counts them."""
-
-    def __init__(self, m: sf.DataManifest):
-        self.m, self.saves = m, 0
-        self.listed, self.at = len(m.shards), time.monotonic()
-
-    def save(self) -> None:
-        self.m.save()
-        self.saves += 1
-        self.listed, self.at = len(self.m.shards), time.monotonic()
-
-    def maybe(self) -> None:
-        new = len(self.m.shards) - self.listed
-        if new >= max(1, self.listed // SAVE_FRACTION) or time.monotonic() - self.at >= SAVE_EVERY_S:
-            self.save()
-
-
-def make_shards(source: Source, out_dir: Path, name: str, run: sf.RunLike, dataset: str = "local",
+def make_shards(source: Source, out_dir: Path, name: str, run: RunLike, dataset: str = "local",
                 workers: Optional[int] = None, progress: Optional[ProgressFn] = None,
                 batch_rows: int = BATCH_ROWS, log: Optional[LogFn] = None, encoder: Optional[str] = None) -> Summary:
     """Tokenize ``source`` into llm.c shards in ``out_dir``, resuming from its manifest if there is one.
 
-    ``run`` (a :class:`kitctl.core.shard_folder.RunInfo` or its dict) holds at least ``shard_size`` and
+    ``run`` (a :class:`kitctl.core.data_manifest.RunInfo` or its dict) holds at least ``shard_size`` and
     ``source_fingerprint``. Every shard kept from an earlier run is re-checked; ``log`` hears about a bad one.
     ``encoder``: a name of :mod:`kitctl.data.encoders` (default: :func:`kitctl.data.encoders.choose`'s pick); it
     must encode a sample of this run's first documents exactly like tiktoken, or the run uses tiktoken."""
@@ -219,7 +108,7 @@ def make_shards(source: Source, out_dir: Path, name: str, run: sf.RunLike, datas
         raise _os_error(e, out_dir) from None
     ok = False
     try:
-        summary = _make_shards(source, out_dir, name, sf.as_run(run), dataset, workers, progress, batch_rows, t0,
+        summary = _make_shards(source, out_dir, name, as_run(run), dataset, workers, progress, batch_rows, t0,
                                log, encoder)
         ok = True
         return summary
@@ -232,11 +121,11 @@ def make_shards(source: Source, out_dir: Path, name: str, run: sf.RunLike, datas
 
 def _remove_if_nothing_made(out_dir: Path) -> None:
     """A first run that failed before its first shard made only the lock and an empty manifest: it leaves
-    nothing (a failed run's folder would bind nothing anyway, see prepare_manifest)."""
+    nothing (a failed run's folder would bind nothing anyway, see DataFolder.resume_or_start)."""
     names = {p.name for p in out_dir.iterdir()}
-    if not names <= {LOCK_FILE, sf.MANIFEST}:
+    if not names <= {LOCK_FILE, MANIFEST}:
         return
-    if sf.MANIFEST in names:
+    if MANIFEST in names:
         try:
             if DataFolder(out_dir).manifest().shards:
                 return
@@ -256,17 +145,18 @@ def _os_error(e: OSError, out_dir: Path) -> KitError:
                        "check that the folder is writable (ls -ld) and re-run the same command")
 
 
-def _make_shards(source: Source, out_dir: Path, name: str, run: sf.RunInfo, dataset: str, workers: Optional[int],
+def _make_shards(source: Source, out_dir: Path, name: str, run: RunInfo, dataset: str, workers: Optional[int],
                  progress: Optional[ProgressFn], batch_rows: int, t0: float, log: Optional[LogFn],
                  encoder: Optional[str]) -> Summary:
-    m = prepare_manifest(out_dir, name, dataset, run, log)
+    folder = DataFolder(out_dir)
+    m = folder.resume_or_start(name, dataset, run, log)
     shard_size = int(run.shard_size or DEFAULT_SHARD_SIZE)
     first = int(run.first_shard_size or shard_size)
-    if m.complete:
-        _refuse_disagreeing(m)
-    good = _valid_prefix(m, log)
+    if m.complete:      # complete only when it holds exactly what it lists; missing or changed shards are rewritten
+        folder.refuse(m, ("stray", "special", "name"))
+    good = folder.intact_prefix(m, log)
     if m.complete and len(good) == len(m.shards):
-        _restamp(m, log)
+        folder.restamp(m, log)
         return Summary(out_dir, 0, 0, m.total_tokens, len(m.shards), time.perf_counter() - t0,
                        resumed_from=len(m.shards), already_complete=True)
     started = m.run.started if m.shards else None
@@ -275,32 +165,24 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: sf.RunInfo, data
     start_index = len(m.shards)
     end = m.shards[-1].end if m.shards else None
     start_doc, skip_tokens, start_pos = (end.doc, end.offset, end.pos) if end else (0, 0, 0)
-    saver = _Saver(m)
-    try:
-        _clean_leftovers(out_dir, name, start_index)
-        saver.save()
-    except OSError as e:
-        raise _os_error(e, out_dir) from None
 
     # where are we in the document stream? (to record each shard's end as document + offset)
     cur = _Cursor(doc0=start_doc, doc0_pos=start_pos - skip_tokens)
-    written = {"tokens": 0, "shards": 0}
 
-    def on_shard(index: int, path: Path, n: int, sha: str, end_pos: int) -> None:
+    def resume_point(end_pos: int) -> ShardEnd:
         local = end_pos - cur.doc0_pos
         k = int(np.searchsorted(cur.cum, local, side="right"))
         offset = int(local - (cur.cum[k - 1] if k > 0 else 0))
-        m.shards.append(sf.Shard(index=index, file=path.name, tokens=n, sha256=sha,
-                                 split="val" if index == 0 else "train",
-                                 end=sf.ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)).stamp(path))
-        written["tokens"] += n
-        written["shards"] += 1
-        saver.maybe()
+        return ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)
 
-    writer = ShardWriter(out_dir, name, shard_size, first, start_index=start_index, start_pos=start_pos,
-                         on_shard=on_shard)
+    writer = folder.writer(m, shard_size, first, resume_point)
+    try:
+        folder.clean_leftovers(name, start_index)
+        writer.save()
+    except OSError as e:
+        raise _os_error(e, out_dir) from None
 
-    input_changed = _InputGuard(source, writer, m, saver, start_index)
+    input_changed = _InputGuard(source, writer, start_index)
     batches = source.iter_batches(start_doc=start_doc, batch_rows=batch_rows)
     stream: Optional[Generator[tuple[np.ndarray, np.ndarray], None, None]] = None
     failure: Optional[BaseException] = None
@@ -331,21 +213,22 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: sf.RunInfo, data
             if not isinstance(failure, KeyboardInterrupt):
                 m.run.failed = short(f"{type(failure).__name__}: {getattr(failure, 'message', None) or failure}")
             try:
-                saver.save()                 # every finished shard stays recorded
+                writer.save()                # every finished shard stays recorded
             except OSError:
                 pass
     m.complete = True
     m.run.finished = _now()
     try:
-        saver.save()
+        writer.save()
     except OSError as e:
         raise _os_error(e, out_dir) from None
-    return Summary(out_dir, written["tokens"], written["shards"], m.total_tokens, len(m.shards),
+    made = m.shards[start_index:]
+    return Summary(out_dir, sum(s.tokens for s in made), len(made), m.total_tokens, len(m.shards),
                    time.perf_counter() - t0, resumed_from=start_index)
 
 
 def _gated(batches: Iterator[Any], requested: Optional[str],
-           log: Optional[LogFn]) -> tuple[Iterator[Any], sf.EncoderInfo]:
+           log: Optional[LogFn]) -> tuple[Iterator[Any], EncoderInfo]:
     """The identity gate of one run, before its first shard: the chosen encoder and tiktoken encode the first
     documents of this run (its first batch, up to encoders.GATE_DOCS) and must agree token by token; otherwise
     the run goes on with tiktoken, says so, and the manifest records why. Returns the batches (the peeked one
@@ -370,8 +253,8 @@ def _gated(batches: Iterator[Any], requested: Optional[str],
     return itertools.chain([first], batches), info
 
 
-def _info(name: str, gate: str) -> sf.EncoderInfo:
-    return sf.EncoderInfo(name=name, version=encoders.installed_version(name) or "", gate=gate)
+def _info(name: str, gate: str) -> EncoderInfo:
+    return EncoderInfo(name=name, version=encoders.installed_version(name) or "", gate=gate)
 
 
 def _feed(stream: Iterator[tuple[np.ndarray, np.ndarray]], writer: ShardWriter, cur: _Cursor, skip_tokens: int,
@@ -396,8 +279,8 @@ class _InputGuard:
     the old fingerprint) and say so; the next run fingerprints the input as it is then and starts over.
     Calling it returns that error (the same one every time), or None while the inputs are unchanged."""
 
-    def __init__(self, source: Source, writer: ShardWriter, m: sf.DataManifest, saver: _Saver, start_index: int):
-        self.source, self.writer, self.m, self.saver, self.start_index = source, writer, m, saver, start_index
+    def __init__(self, source: Source, writer: ShardWriter, start_index: int):
+        self.source, self.writer, self.start_index = source, writer, start_index
         self.reported: Optional[KitError] = None
 
     def __call__(self) -> Optional[KitError]:
@@ -406,15 +289,10 @@ class _InputGuard:
         changes = self.source.changed()
         if not changes:
             return None
-        m, start_index = self.m, self.start_index
-        self.writer.abort()
-        n = len(m.shards) - start_index
-        del m.shards[start_index:]
-        m.complete = False
-        m.run.failed = "the input changed while it was read"
+        self.writer.m.run.failed = "the input changed while it was read"
+        n = len(self.writer.m.shards) - self.start_index
         try:
-            _clean_leftovers(self.writer.out_dir, self.writer.name, start_index)
-            self.saver.save()
+            self.writer.drop_since(self.start_index)
         except OSError:
             pass
         self.reported = KitError(

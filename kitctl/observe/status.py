@@ -21,7 +21,7 @@ from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.pipeline_state import status_rows
 from kitctl.core.progress import format_duration
 from kitctl.host import gpus as gpus_mod
-from kitctl.core import shard_folder
+from kitctl.core import data_folder
 from kitctl.core.llmc_files import MAIN_LOG, RUN_JSON, STDOUT_LOG
 from kitctl.core.run_folder import Checkpoints, RunFolder, last_logged
 from kitctl.core.run_record import RunRecord, gpu_label, total_steps
@@ -93,19 +93,19 @@ def _check_run_dir(run_dir: Path) -> list[str]:
 
 
 def data_notes(meta: Optional[RunRecord]) -> list[str]:
-    """The run's shard folder (run.json's data.dir) against its manifest (kitctl.core.shard_folder): a note when
+    """The run's shard folder (run.json's data.dir) against its manifest (kitctl.core.data_folder): a note when
     they no longer agree, since `kitctl train` would refuse to resume on it. Status itself never fails on it."""
     folder = meta.data.dir if meta is not None and meta.data is not None else None
     if not folder or not Path(folder).is_dir():
         return []
     try:
-        c = shard_folder.DataFolder(Path(folder)).check()
+        c = data_folder.DataFolder(Path(folder)).check()
     except KitError as e:
         return [f"the run's data folder {folder}: {e.message}"]
     if c.ok:
         return []
-    return [shard_folder.describe(c.dir, c.problems, limit=3) + "; `kitctl train` refuses it until fixed: "
-            + shard_folder.fix_for(c.dir, c.problems)]
+    return [data_folder.describe(c.dir, c.problems, limit=3) + "; `kitctl train` refuses it until fixed: "
+            + data_folder.fix_for(c.dir, c.problems)]
 
 
 def _mtime(p: Path) -> Optional[float]:

@@ -26,7 +26,8 @@ from kitctl.core import pins, validate
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import check_regular, free_bytes, open_regular
-from kitctl.core import shard_folder
+from kitctl.core.data_folder import DataFolder
+from kitctl.core.data_manifest import DataManifest
 from kitctl.core.llmc_files import (HEADER_BYTES, TOKENIZER_BIN, HeaderError, shard_filename,
                                     unpack_hellaswag_header)
 from kitctl.data import encoders
@@ -186,10 +187,10 @@ def check_options(opts: ReproduceOptions) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def _manifest(out_dir: Path) -> Optional[shard_folder.DataManifest]:
+def _manifest(out_dir: Path) -> Optional[DataManifest]:
     """The data folder's typed manifest; None when there is none or it is damaged (the data stage says why)."""
     try:
-        folder = shard_folder.DataFolder(out_dir)
+        folder = DataFolder(out_dir)
         return folder.manifest() if folder.has_manifest() else None
     except KitError:
         return None

@@ -32,7 +32,7 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.run_folder import RunFolder
 from kitctl.core.records import short
-from kitctl.core.shard_folder import DataFolder
+from kitctl.core.data_folder import DataFolder
 from kitctl.core.progress import format_duration
 from kitctl.data import hf
 from kitctl.data.execute import execute, prepare_env

@@ -1,5 +1,5 @@
 """What the training planner knows about the machine: :class:`Facts`, its parts, and :func:`gather_facts`,
-the one reader of them (GPUs from nvidia-smi or --inventory, the shards through kitctl.core.shard_folder.DataFolder,
+the one reader of them (GPUs from nvidia-smi or --inventory, the shards through kitctl.core.data_folder.DataFolder,
 the run folder, host mpirun, the runtime's identity, the tune cache). The only part of planning that touches the machine.
 
 Each reader returns a small frozen record; ``kitctl.train.planner.build_plan`` takes them and stays pure (tests build
@@ -18,8 +18,8 @@ from kitctl.core.config import KitConfig, nccl_env
 from kitctl.core.files import sha256_file
 from kitctl.core.llmc_files import BINARIES as LLMC_BINARIES
 # what train reads from a data folder is defined there (Shard: train's name for one shard's facts, kitctl.train's face)
-from kitctl.core.shard_folder import DataFolder, DataInfo
-from kitctl.core.shard_folder import ShardTokens as Shard  # noqa: F401
+from kitctl.core.data_folder import DataFolder, DataInfo
+from kitctl.core.data_folder import ShardTokens as Shard  # noqa: F401
 from kitctl.host import built_archs
 from kitctl.host.gpus import GPU, load_inventory, visible
 from kitctl.host.runtimes import runtime_image_ref
@@ -34,7 +34,7 @@ BINARIES = LLMC_BINARIES          # llm.c's binary per precision (kitctl.core.ll
 
 
 def inspect_data(data_dir: Path) -> DataInfo:
-    """What train reads from the shard folder ``data_dir``: kitctl.core.shard_folder.DataFolder.facts (the folder
+    """What train reads from the shard folder ``data_dir``: kitctl.core.data_folder.DataFolder.facts (the folder
     checked against its manifest.json, whose shard list and token counts are the facts; headers only for a folder
     without one). Exit 2 naming the files and the fix otherwise."""
     return DataFolder(data_dir).facts()

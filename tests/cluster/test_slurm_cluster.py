@@ -176,7 +176,7 @@ def test_kitctl_train_launcher_slurm_submit(cluster, layout, monkeypatch):
     from kitctl.cli import app
     from kitctl.core.context import state
     from kitctl.core.config import KitConfig
-    from kitctl.data.shards import write_shard
+    from data_ref import write_shard
     from kitctl.cluster.slurm import SlurmOptions
     from kitctl.cluster.slurm_run import plan_slurm
     from kitctl.train import TrainRequest

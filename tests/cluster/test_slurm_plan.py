@@ -9,7 +9,7 @@ import pytest
 
 from kitctl.cluster import slurm
 from kitctl.core.config import KitConfig, Nccl
-from kitctl.data.shards import write_shard
+from data_ref import write_shard
 from kitctl.core.errors import KitError
 from kitctl.host.gpus import parse_csv
 from kitctl.cluster.slurm import SlurmOptions

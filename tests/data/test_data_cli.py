@@ -17,9 +17,7 @@ import pytest
 import kitctl_proc
 
 from data_ref import EDGE_DOCS, read_dir, reference_files
-from kitctl.core.shard_folder import DataFolder
-from kitctl.core import shard_folder as sf
-from kitctl.data.shards import check_shard
+from kitctl.core.data_folder import DataFolder, read_header
 
 
 
@@ -39,10 +37,10 @@ def test_tinyshakespeare_recipe_then_verify(env, tmp_path, tinyshakespeare):
     out = root / "tinyshakespeare"
     assert "done: 338,028 tokens, 2 shards" in r.stdout
     # the llm.c split: 32,768 val tokens, the rest in one train shard
-    assert check_shard(out / "tinyshakespeare_val_000000.bin") == 32768
-    assert check_shard(out / "tinyshakespeare_train_000001.bin") == 305260
+    assert read_header(out / "tinyshakespeare_val_000000.bin") == 32768
+    assert read_header(out / "tinyshakespeare_train_000001.bin") == 305260
     assert (root / "gpt2_tokenizer.bin").is_file()
-    m = sf.load(out)
+    m = DataFolder(out).manifest()
     assert m.complete and m.run.first_shard_size == 32768
     assert m.run.tokenizer["vocab.bpe"] == "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
     # no HF / tiktoken cache outside the data root
@@ -186,12 +184,12 @@ def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, s
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
-        if sf.exists(out) and len(sf.load(out).shards) >= 5:
+        if DataFolder(out).has_manifest() and len(DataFolder(out).manifest().shards) >= 5:
             break
         time.sleep(0.01)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    m = sf.load(out)
+    m = DataFolder(out).manifest()
     assert not m.complete, "the run finished before it could be interrupted"
     if sig != signal.SIGKILL:
         assert proc.returncode == 130 and "interrupted" in err and "re-run the same command" in err
@@ -202,7 +200,7 @@ def test_interrupted_run_resumes_byte_identical(env, tmp_path, tiktoken_cache, s
         assert proc.returncode == -9
     # nothing partial under a final name
     for p in out.glob("k_*.bin"):
-        check_shard(p)
+        read_header(p)
     r = kitctl(env, src, "--out", out, "--name", "k", "--shard-size", shard, "--workers", 2)
     assert r.returncode == 0, r.stderr
     assert "resumed at shard" in r.stdout
@@ -268,13 +266,13 @@ def test_kill9_leaves_no_worker_holding_the_folder(env, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kitctl", "data", *map(str, args)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not (sf.exists(out) and len(sf.load(out).shards) >= 5):
+    while time.time() < deadline and not (DataFolder(out).has_manifest() and len(DataFolder(out).manifest().shards) >= 5):
         time.sleep(0.01)
     workers = _children(proc.pid)
     assert len(workers) == 2, workers
     proc.kill()
     proc.wait(timeout=60)
-    assert not sf.load(out).complete, "the run finished before it could be killed"
+    assert not DataFolder(out).manifest().complete, "the run finished before it could be killed"
     with open(out / ".kitctl-data.lock") as f:      # free as soon as the main process is gone
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(f, fcntl.LOCK_UN)
@@ -369,21 +367,21 @@ def test_small_dataset_gets_a_val_and_training_shards(env, tmp_path):
     r = kitctl(env, src, "--out", out)
     assert r.returncode == 0, r.stderr
     assert "shard size 200,000 tokens: picked for ~" in r.stdout and "training shards" in r.stdout
-    m = sf.load(out)
+    m = DataFolder(out).manifest()
     assert m.complete and m.run.shard_size == 200_000 and m.run.first_shard_size == 200_000
-    assert len(m.val_files) == 1 and len(m.train_files) >= 10 and check_shard(m.val_files[0]) == 200_000
+    assert len(m.val_files) == 1 and len(m.train_files) >= 10 and read_header(m.val_files[0]) == 200_000
     # another size on the same folder: what differs, and --fresh
     r = kitctl(env, src, "--out", out, "--shard-size", 300_000)
     assert r.returncode == 2 and "shard_size: folder has 200000, this run wants 300000" in r.stderr
     assert "--fresh" in " ".join(r.stderr.split())
     r = kitctl(env, src, "--out", out, "--shard-size", 300_000, "--fresh", "--dry-run")
-    assert r.returncode == 0 and "would move to" in r.stdout and sf.load(out).run.shard_size == 200_000
+    assert r.returncode == 0 and "would move to" in r.stdout and DataFolder(out).manifest().run.shard_size == 200_000
     r = kitctl(env, src, "--out", out, "--shard-size", 300_000, "--fresh")
     assert r.returncode == 0, r.stderr
     old = [p for p in tmp_path.iterdir() if p.name.startswith("o.old-")]
     assert len(old) == 1 and f"moved {out} aside to {old[0]}" in r.stdout
-    assert sf.load(old[0]).run.shard_size == 200_000 and not DataFolder(old[0]).verify()[1]      # kept whole
-    assert sf.load(out).run.shard_size == 300_000 and sf.load(out).train_files
+    assert DataFolder(old[0]).manifest().run.shard_size == 200_000 and not DataFolder(old[0]).verify()[1]      # kept whole
+    assert DataFolder(out).manifest().run.shard_size == 300_000 and DataFolder(out).manifest().train_files
 
 
 @pytest.mark.slow
@@ -397,7 +395,7 @@ def test_shard_size_that_leaves_no_training_data_is_refused_up_front(env, tmp_pa
     assert "no training shard would be left" in err and "pass --shard-size 20000" in err
     r = kitctl(env, tinyshakespeare, "--out", out)
     assert r.returncode == 0, r.stderr
-    m = sf.load(out)
+    m = DataFolder(out).manifest()
     assert m.run.shard_size == 20_000 and len(m.train_files) >= 15
 
 
@@ -419,7 +417,7 @@ def test_a_finished_folder_without_training_shards_is_not_done(env, tmp_path, mo
         execute(plan, log=lambda s: None)
     assert e.value.exit_code == 1 and "made no training shard" in e.value.message
     assert "--shard-size 20000 --fresh" in e.value.hint and "deletes nothing" in e.value.hint
-    assert sf.load(tmp_path / "o").complete and not sf.load(tmp_path / "o").train_files
+    assert DataFolder(tmp_path / "o").manifest().complete and not DataFolder(tmp_path / "o").manifest().train_files
 
 
 def _offline() -> list[str]:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from data_ref import read_dir, reference_files
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_folder import DataFolder
 from kitctl.data.sources import split_like_llmc
 from tests.docker_fixtures import BASE_IMAGE
 
@@ -42,7 +42,7 @@ def test_tinyshakespeare_in_data_image(data_image, tmp_path, tinyshakespeare, gp
     docs = split_like_llmc(tinyshakespeare.read_text(), "\n\n")
     assert read_dir(out, "tinyshakespeare") == reference_files(enc, docs, "tinyshakespeare", 10**8,
                                                                 first_shard_size=32768)
-    m = sf.load(out)
+    m = DataFolder(out).manifest()
     assert m.complete and [p.name for p in m.train_files] == ["tinyshakespeare_train_000001.bin"]
     assert m.run.encoder.name == "gigatoken", m.run.encoder     # the image installs the lock's pinned fast encoder
     # files on the host belong to the calling user, caches stayed on the data root

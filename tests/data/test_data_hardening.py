@@ -21,8 +21,8 @@ import kitctl_proc
 from data_ref import EDGE_DOCS, read_dir, reference_files
 from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.shard_folder import DataFolder
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_folder import DataFolder, read_header
+from kitctl.core.data_manifest import MANIFEST, DataManifest, RunInfo, start_over_hint
 from kitctl.data import recipes
 from kitctl.data import tokenizer as tk
 from kitctl.data import tokenize as tz
@@ -30,7 +30,6 @@ from kitctl.data.container import choose_runtime
 from kitctl.data.execute import execute
 from kitctl.data.plan import make_plan
 from kitctl.core.llmc_files import HEADER_BYTES
-from kitctl.data.shards import check_shard
 from kitctl.data.sources import MemorySource
 
 pytestmark = pytest.mark.usefixtures("restore_environ")   # plan.execute sets HF_HOME, TIKTOKEN_CACHE_DIR, ...
@@ -157,21 +156,21 @@ def test_output_folder_inside_the_input_folder(env, tmp_path, tiktoken_cache):
 def test_damaged_manifest_gives_one_hint_everywhere(env, tmp_path, tinyshakespeare):
     out = tmp_path / "o"
     assert kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 50000).returncode == 0
-    hint = sf.start_over_hint(out)
+    hint = start_over_hint(out)
     shards = read_dir(out, "input")
     for damage in ("{not json", '{"format": "llmc-kit/data", "schema_version": 1, "name": 5}', "[]"):
-        (out / sf.MANIFEST).write_text(damage)
+        (out / MANIFEST).write_text(damage)
         for args in ((tinyshakespeare, "--out", out, "--shard-size", 50000), ("verify", out)):
             r = kitctl(env, *args)        # exit 1: not a bad option, a damaged folder (the hint says what to do)
-            assert r.returncode == 1 and str(out / sf.MANIFEST) in r.stderr, r.stderr
+            assert r.returncode == 1 and str(out / MANIFEST) in r.stderr, r.stderr
             assert hint in " ".join(r.stderr.split()) and "internal error" not in r.stderr, r.stderr
-    (out / sf.MANIFEST).unlink()                        # and with the manifest gone, the same fix
+    (out / MANIFEST).unlink()                        # and with the manifest gone, the same fix
     r = kitctl(env, tinyshakespeare, "--out", out, "--shard-size", 50000)
     assert r.returncode == 1 and "but no manifest.json" in r.stderr and hint in " ".join(r.stderr.split())
     assert read_dir(out, "input") == shards             # nothing was overwritten
-    (out / sf.MANIFEST).write_text('{"format": "llmc-kit/data", "schema_version": 99, "name": "x", "run": {}}')
+    (out / MANIFEST).write_text('{"format": "llmc-kit/data", "schema_version": 99, "name": "x", "run": {}}')
     with pytest.raises(KitError, match="newer kitctl"):
-        sf.load(out)
+        DataFolder(out).manifest()
 
 
 def test_recipe_typo_and_yaml_bomb_are_refused(tmp_path, monkeypatch):
@@ -191,15 +190,15 @@ def test_recipe_typo_and_yaml_bomb_are_refused(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_manifest_is_saved_in_batches_not_after_every_shard(tmp_path, tiktoken_cache, monkeypatch):
     saves = []
-    real = sf.DataManifest.save
-    monkeypatch.setattr(sf.DataManifest, "save", lambda self: (saves.append(len(self.shards)), real(self))[1])
+    real = DataFolder.save_manifest
+    monkeypatch.setattr(DataFolder, "save_manifest", lambda self, m: (saves.append(len(m.shards)), real(self, m))[1])
     docs = [f"d{i} " + "word " * (i % 50) for i in range(3000)]
     s = tz.make_shards(MemorySource(docs), tmp_path, "x", run_for(40), workers=2, batch_rows=64)
     assert s.total_shards > 1500
     assert len(saves) < s.total_shards / 5, f"{len(saves)} manifest writes for {s.total_shards} shards"
     written = sum(saves)                  # shard entries serialized in all: linear, not quadratic
     assert written < 40 * s.total_shards
-    m = sf.load(tmp_path)
+    m = DataFolder(tmp_path).manifest()
     assert m.complete and len(m.shards) == s.total_shards and DataFolder(tmp_path).verify()[1] == []
     import tiktoken
 
@@ -228,7 +227,7 @@ def test_failed_run_records_its_shards_and_does_not_block_the_retry(tmp_path, ti
     docs = [f"d{i} " + "word " * (i % 50) for i in range(2000)]
     with pytest.raises(KitError, match="line 4711"):
         tz.make_shards(_Boom(docs, after=10), tmp_path, "x", run_for(300, "v1"), workers=2, batch_rows=64)
-    m = sf.load(tmp_path)
+    m = DataFolder(tmp_path).manifest()
     assert not m.complete and m.run.failed and "line 4711" in m.run.failed
     assert {s.file for s in m.shards} == {p.name for p in tmp_path.glob("x_*.bin")} and len(m.shards) > 3
     assert not temps(tmp_path)
@@ -245,7 +244,7 @@ def test_failed_run_records_its_shards_and_does_not_block_the_retry(tmp_path, ti
     assert read_dir(tmp_path / "b", "x") == reference_files(enc, fixed, "x", 300)
     # a run stopped before its first shard binds nothing either
     (tmp_path / "c").mkdir()
-    sf.DataManifest(dir=tmp_path / "c", name="x", run=sf.RunInfo(**run_for(300, "v1"))).save()
+    DataFolder(tmp_path / "c").save_manifest(DataManifest(dir=tmp_path / "c", name="x", run=RunInfo(**run_for(300, "v1"))))
     tz.make_shards(MemorySource(fixed), tmp_path / "c", "x", run_for(500, "v2"), workers=0)
     assert read_dir(tmp_path / "c", "x") == reference_files(enc, fixed, "x", 500)
     # but a folder whose run did not fail is not thrown away for a different config
@@ -283,7 +282,7 @@ def test_disk_estimate_from_a_sample_holds_for_cjk_text(tmp_path, gpt2_bpe_dir, 
         execute(plan, free_fn=lambda p: free, log=lambda s: None)
     assert not list((tmp_path / "root").rglob("*.bin"))
     s = execute(make_plan(cfg, str(src), shard_size=10**6, workers=2), free_fn=lambda p: 10**12, log=lambda s: None)
-    written = sum(p.stat().st_size for p in plan.out_dir.glob("cjk_*.bin")) + (plan.out_dir / sf.MANIFEST).stat().st_size
+    written = sum(p.stat().st_size for p in plan.out_dir.glob("cjk_*.bin")) + (plan.out_dir / MANIFEST).stat().st_size
     assert s.total_tokens > 0.5 * text_bytes                      # really ~0.6 tokens a byte
     assert plan.est_tokens >= s.total_tokens and plan.need[plan.out_dir] >= written > free
     assert plan.est_tokens < 1.3 * s.total_tokens                 # honest, not just huge
@@ -325,7 +324,7 @@ def test_full_disk_leaves_no_partial_file_and_resumes(env, tmp_path, tinyshakesp
     r = kitctl(env, *args)
     assert r.returncode == 0, r.stderr
     for p in out.glob("*.bin"):
-        check_shard(p)
+        read_header(p)
     assert kitctl(env, "verify", out).returncode == 0
 
 

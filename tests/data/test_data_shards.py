@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from data_ref import EDGE_DOCS, read_dir, reference_files, token_stream
-from kitctl.core.shard_folder import DataFolder
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_folder import DataFolder, read_header
+from kitctl.core.data_manifest import DataManifest, RunInfo
 from kitctl.core.llmc_files import shard_filename
-from kitctl.data.shards import ShardWriter, check_shard, read_shard, write_shard
 from kitctl.data.sources import MemorySource
 from kitctl.data.pool import tokenize_batch
 from kitctl.data.tokenize import make_shards
 from kitctl.core.errors import KitError
+from kitctl.core.files import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_oversized_document_spills_over_many_shards(tmp_path, enc):
     assert len(got) > 7
     assert got == reference_files(enc, docs, "x", 64)
     names = sorted(got, key=lambda n: n[-10:])
-    assert all(check_shard(tmp_path / n) == 64 for n in names[:-1])
+    assert all(read_header(tmp_path / n) == 64 for n in names[:-1])
 
 
 def test_first_shard_size(tmp_path, enc):
@@ -97,21 +97,21 @@ def test_resume_from_every_shard_boundary_is_byte_identical(tmp_path, enc):
     ref = reference_files(enc, docs, "x", 50)
     full = tmp_path / "full"
     make_shards(MemorySource(docs), full, "x", run_for(50), workers=0)
-    m = sf.load(full)
+    m = DataFolder(full).manifest()
     for cut in (1, 3, len(m.shards) - 1):
         d = tmp_path / f"cut{cut}"
         d.mkdir()
-        part = sf.load(full)
+        part = DataFolder(full).manifest()
         part.dir, part.shards, part.complete = d, part.shards[:cut], False
         for s in part.shards:
             (d / s.file).write_bytes((full / s.file).read_bytes())
-        part.save()
+        DataFolder(d).save_manifest(part)
         (d / ".x_train_000099.bin.tmp").write_bytes(b"partial")        # a leftover temp file
         s = make_shards(MemorySource(docs), d, "x", run_for(50), workers=2, batch_rows=3)
         assert s.resumed_from == cut
         assert read_dir(d, "x") == ref
         assert not list(d.glob(".*.tmp"))
-        assert sf.load(d).complete
+        assert DataFolder(d).manifest().complete
 
 
 def test_manifest_schema_and_load(tmp_path, enc):
@@ -119,10 +119,10 @@ def test_manifest_schema_and_load(tmp_path, enc):
     raw = json.loads((tmp_path / "manifest.json").read_text())
     assert raw["format"] == "llmc-kit/data" and raw["schema_version"] == 1 and raw["complete"] is True
     assert raw["shards"][0]["file"] == "fineweb_val_000000.bin" and raw["shards"][0]["split"] == "val"
-    m = sf.load(tmp_path)
+    m = DataFolder(tmp_path).manifest()
     assert m.val_files == [tmp_path / "fineweb_val_000000.bin"]
     assert m.train_files[0].name == "fineweb_train_000001.bin"
-    assert m.total_tokens == raw["total_tokens"] == sum(read_shard(p).size for p in m.val_files + m.train_files)
+    assert m.total_tokens == raw["total_tokens"] == sum(read_header(p) for p in m.val_files + m.train_files)
     assert m.llmc_args("/d") == ["-i", "/d/fineweb_train_*.bin", "-j", "/d/fineweb_val_*.bin"]
     _, problems = DataFolder(tmp_path).verify()
     assert problems == []
@@ -163,15 +163,25 @@ def test_mismatched_folder_is_refused(tmp_path, enc):
         make_shards(MemorySource(EDGE_DOCS), other, "fineweb", run_for(100), workers=0)
 
 
-def test_write_shard_is_atomic_and_header_exact(tmp_path):
+def test_shard_writer_is_atomic_and_header_exact(tmp_path):
     toks = np.arange(10, dtype=np.uint16)
-    write_shard(tmp_path / "a.bin", toks)
-    raw = (tmp_path / "a.bin").read_bytes()
+    folder = DataFolder(tmp_path)
+    m = DataManifest(dir=tmp_path, name="a", run=RunInfo(source_fingerprint="t"))
+    w = folder.writer(m, 10)
+    w.add(toks[:4])
+    assert not (tmp_path / "a_val_000000.bin").exists()          # the shard in progress is a temp file
+    w.add(toks[4:])
+    w.close()                                                     # its fsync done, renamed and recorded
+    raw = (tmp_path / "a_val_000000.bin").read_bytes()
     assert raw[:12] == np.array([20240520, 1, 10], "<i4").tobytes() and raw[12:1024] == b"\0" * 1012
     assert raw[1024:] == toks.astype("<u2").tobytes()
+    assert [(s.file, s.tokens, s.sha256) for s in m.shards] == [("a_val_000000.bin", 10, sha256_file(tmp_path / "a_val_000000.bin"))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_val_000000.bin", "manifest.json"]    # no temp left
     assert shard_filename("fw", 0) == "fw_val_000000.bin" and shard_filename("fw", 12) == "fw_train_000012.bin"
     with pytest.raises(ValueError):
-        ShardWriter(tmp_path, "x", 0)
+        folder.writer(m, 0)
+    with pytest.raises(TypeError, match="uint16"):
+        folder.writer(m, 10).add(np.arange(3, dtype=np.int64))    # not silently cut to 16 bits
 
 
 def test_second_writer_on_the_same_folder_is_refused(tmp_path, enc):
@@ -183,14 +193,14 @@ def test_second_writer_on_the_same_folder_is_refused(tmp_path, enc):
         with pytest.raises(KitError, match="another `kitctl data` is writing"):
             make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)
     make_shards(MemorySource(EDGE_DOCS), tmp_path, "x", run_for(100), workers=0)   # free again: works
-    assert sf.load(tmp_path).complete
+    assert DataFolder(tmp_path).manifest().complete
 
 
 @pytest.mark.parametrize("damage", ["sha256", "header", "missing"])
 def test_rerun_rewrites_from_the_first_damaged_shard(tmp_path, enc, damage):
     docs = EDGE_DOCS * 2
     make_shards(MemorySource(docs), tmp_path, "x", run_for(50), workers=0)
-    n = len(sf.load(tmp_path).shards)
+    n = len(DataFolder(tmp_path).manifest().shards)
     p = tmp_path / shard_filename("x", 3)
     data = bytearray(p.read_bytes())
     if damage == "sha256":
@@ -234,13 +244,13 @@ def test_shared_memory_slots_carry_arrow_batches_exactly(tmp_path, enc):
     make_shards(src, tmp_path / "o", "s", run_for(5000), workers=2, batch_rows=64)
     assert read_dir(tmp_path / "o", "s") == ref
     # resumed in the middle of a record batch: the first batch is a slice of an arrow array
-    m = sf.load(tmp_path / "o")
+    m = DataFolder(tmp_path / "o").manifest()
     part = tmp_path / "p"
     part.mkdir()
     m.dir, m.shards, m.complete = part, m.shards[:3], False
     for s in m.shards:
         (part / s.file).write_bytes((tmp_path / "o" / s.file).read_bytes())
-    m.save()
+    DataFolder(part).save_manifest(m)
     assert m.shards[-1].end.offset > 0
     make_shards(src, part, "s", run_for(5000), workers=2, batch_rows=64)
     assert read_dir(part, "s") == ref

@@ -155,10 +155,10 @@ def test_hf_recipe_lists_pinned_files_sorted_and_reads_them(tiktoken_cache, tmp_
 
 def test_pretokenized_from_local_folder(tiktoken_cache, tmp_path, gpt2_bpe_dir):
     from kitctl.core.config import KitConfig
-    from kitctl.core.shard_folder import DataFolder
+    from kitctl.core.data_folder import DataFolder
     from kitctl.data.execute import execute
     from kitctl.data.plan import make_plan
-    from kitctl.data.shards import write_shard
+    from data_ref import write_shard
 
     srcdir = tmp_path / "cache"
     srcdir.mkdir()

@@ -21,7 +21,7 @@ import pytest
 from data_ref import EDGE_DOCS, read_dir
 from kitctl.data import encoders
 from kitctl.data import hellaswag as hs
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_folder import DataFolder
 from kitctl.data.sources import FilesSource, MemorySource
 from kitctl.data.tokenize import make_shards
 
@@ -84,7 +84,7 @@ def test_fineweb_py_identical(llmc_src, tiktoken_cache, tmp_path, encoder):
         run = {"shard_size": shard, "first_shard_size": shard, "source_fingerprint": label}
         make_shards(MemorySource(docs), ours, "fineweb", run, workers=2, batch_rows=5, encoder=encoder)
         assert read_dir(ours, "fineweb") == expected, label
-        assert sf.load(ours).run.encoder.name == encoder, label     # the gate passed: no fallback to tiktoken
+        assert DataFolder(ours).manifest().run.encoder.name == encoder, label     # the gate passed: no fallback to tiktoken
         # the same documents from a jsonl file through the file reader
         jl = tmp_path / label / "docs.jsonl"
         jl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
@@ -119,7 +119,7 @@ def test_tinyshakespeare_py_same_tokens(llmc_src, tiktoken_cache, tinyshakespear
     run = {"shard_size": 10**8, "first_shard_size": 32768, "source_fingerprint": "ts"}
     make_shards(FilesSource([tinyshakespeare], split_on="\n\n"), tmp_path / "ours", "tinyshakespeare", run, workers=2,
                 encoder=encoder)
-    assert sf.load(tmp_path / "ours").run.encoder.name == encoder
+    assert DataFolder(tmp_path / "ours").manifest().run.encoder.name == encoder
     up = work / "tinyshakespeare"
     assert (tmp_path / "ours" / "tinyshakespeare_val_000000.bin").read_bytes() == \
         (up / "tiny_shakespeare_val.bin").read_bytes()

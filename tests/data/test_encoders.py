@@ -14,8 +14,8 @@ import pytest
 from data_ref import EDGE_DOCS, read_dir, reference_files
 from kitctl.core.errors import ConfigError
 from kitctl.data import encoders
-from kitctl.core.shard_folder import DataFolder
-from kitctl.core import shard_folder as sf
+from kitctl.core.data_folder import DataFolder
+from kitctl.core.data_manifest import MANIFEST
 from kitctl.data.sources import MemorySource
 from kitctl.data.tokenize import make_shards
 
@@ -217,7 +217,7 @@ def test_a_run_whose_encoder_disagrees_goes_on_with_tiktoken(stand_in, monkeypat
     make_shards(MemorySource(docs), tmp_path, "g", run, workers=0, batch_rows=8, log=said.append,
                 encoder=encoders.FAST)
     assert read_dir(tmp_path, "g") == reference_files(ref, docs, "g", 100)      # tiktoken's bytes, not the stand-in's
-    e = sf.load(tmp_path).run.encoder
+    e = DataFolder(tmp_path).manifest().run.encoder
     assert e.name == "tiktoken" and e.gate.startswith("fell back: gigatoken")
     assert any(s.startswith("warning: gigatoken") and "uses tiktoken" in s for s in said), said
 
@@ -225,7 +225,7 @@ def test_a_run_whose_encoder_disagrees_goes_on_with_tiktoken(stand_in, monkeypat
 def test_a_run_records_its_encoder_and_the_gate(tmp_path, ref):
     docs = EDGE_DOCS * 4
     make_shards(MemorySource(docs), tmp_path, "g", {"shard_size": 100, "source_fingerprint": "f"}, workers=0)
-    e = sf.load(tmp_path).run.encoder
+    e = DataFolder(tmp_path).manifest().run.encoder
     assert (e.name, e.version) == (encoders.FAST, encoders.PINNED[encoders.FAST])
     assert f"identical to tiktoken on the run's first {len(docs)} documents" in e.gate
     assert read_dir(tmp_path, "g") == reference_files(ref, docs, "g", 100)
@@ -236,9 +236,9 @@ def test_an_older_manifest_without_the_encoder_still_reads(tmp_path):
                 encoder="tiktoken")
     import json
 
-    raw = json.loads((tmp_path / sf.MANIFEST).read_text())
+    raw = json.loads((tmp_path / MANIFEST).read_text())
     assert raw["run"].pop("encoder")["name"] == "tiktoken"
-    (tmp_path / sf.MANIFEST).write_text(json.dumps(raw))
+    (tmp_path / MANIFEST).write_text(json.dumps(raw))
     m, problems = DataFolder(tmp_path).verify()
     assert problems == [] and m.run.encoder is None
     # and a re-run continues that folder (the encoder is not part of the run's identity)

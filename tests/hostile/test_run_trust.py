@@ -586,7 +586,7 @@ def test_an_empty_inventory_is_named_not_answered_with_pass_inventory(tmp_path, 
 
 
 def test_the_verify_hint_quotes_a_path_with_spaces(tmp_path):
-    from kitctl.core.shard_folder import Problem, fix_for
+    from kitctl.core.data_folder import Problem, fix_for
 
     hint = fix_for(tmp_path / "my data", (Problem("x.bin", "mtime", "changed"),))
     assert f"kitctl data verify '{tmp_path / 'my data'}'" in hint

@@ -22,8 +22,8 @@ import kitctl_proc
 
 from kitctl.core import resources
 from kitctl.core.pipeline_state import PipelineState
-from kitctl.core.shard_folder import DataFolder
-from kitctl.core.shard_folder import read_header as read_shard_header
+from kitctl.core.data_folder import DataFolder
+from kitctl.core.data_folder import read_header as read_shard_header
 
 from fake_gpus import fake_nvidia_smi
 

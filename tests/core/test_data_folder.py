@@ -1,37 +1,43 @@
-"""kitctl.core.shard_folder: the manifest is the truth; the folder is compared with it on metadata alone."""
+"""kitctl.core.data_folder (and its record, kitctl.core.data_manifest): the manifest is the truth; the folder is
+compared with it on metadata alone; the writer records a shard only once it is on disk for good."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+from array import array
 from pathlib import Path
 
 import pytest
 
-from kitctl.core import shard_folder as sf
+from kitctl.core import data_folder
+from kitctl.core.data_folder import DataFolder
+from kitctl.core.data_manifest import DataManifest, RunInfo, Shard
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.llmc_files import pack_shard_header, shard_filename
 
 
-def _folder(d: Path, n: int = 3, tokens: int = 100) -> sf.DataManifest:
+def _folder(d: Path, n: int = 3, tokens: int = 100) -> DataManifest:
     d.mkdir(parents=True, exist_ok=True)
     shards = []
     for i in range(n):
         p = d / shard_filename("ds", i)
         p.write_bytes(pack_shard_header(tokens) + bytes(2 * tokens))
-        shards.append(sf.Shard(index=i, file=p.name, split="val" if i == 0 else "train", tokens=tokens,
-                               sha256=hashlib.sha256(p.read_bytes()).hexdigest()).stamp(p))
-    m = sf.DataManifest(dir=d, name="ds", complete=True, run=sf.RunInfo(source_fingerprint="x"), shards=shards)
-    m.save()
+        shards.append(Shard(index=i, file=p.name, split="val" if i == 0 else "train", tokens=tokens,
+                            sha256=hashlib.sha256(p.read_bytes()).hexdigest()).stamp(p))
+    m = DataManifest(dir=d, name="ds", complete=True, run=RunInfo(source_fingerprint="x"), shards=shards)
+    DataFolder(m.dir).save_manifest(m)
     return m
 
 
 def _kinds(d: Path) -> list[tuple[str, str]]:
-    return [(p.file, p.kind) for p in sf.DataFolder(d).check().problems]
+    return [(p.file, p.kind) for p in DataFolder(d).check().problems]
 
 
 def test_a_folder_as_written_agrees_and_the_record_round_trips(tmp_path):
     m = _folder(tmp_path / "d")
-    c = sf.DataFolder(tmp_path / "d").require_consistent()
+    c = DataFolder(tmp_path / "d").require_consistent()
     assert c.ok and c.manifest is not None and c.manifest.shards == m.shards
     assert all(s.size == 1024 + 200 and s.mtime_ns for s in c.manifest.shards)
     assert c.manifest.train_pattern == "ds_train_*.bin" and c.manifest.total_tokens == 300
@@ -39,7 +45,7 @@ def test_a_folder_as_written_agrees_and_the_record_round_trips(tmp_path):
 
 def test_no_manifest_is_accepted_with_a_note(tmp_path):
     (tmp_path / "x_val_000000.bin").write_bytes(pack_shard_header(0))
-    c = sf.DataFolder(tmp_path).require_consistent()
+    c = DataFolder(tmp_path).require_consistent()
     assert c.ok and c.manifest is None and "no manifest.json" in c.notes[0]
 
 
@@ -64,7 +70,7 @@ def test_each_disagreement_is_named(tmp_path):
                                  ("ds_train_000005.bin", "stray"), ("ds_train_extra.bin", "stray"),
                                  ("other_val_000000.bin", "stray")]
     with pytest.raises(ConfigError) as e:
-        sf.DataFolder(d).require_consistent()
+        DataFolder(d).require_consistent()
     assert e.value.exit_code == 2
     for s in ("ds_train_000002.bin: a symlink (to ds_train_000003.bin)", "a FIFO", "llm.c would read it",
               "another dataset's name"):
@@ -78,11 +84,11 @@ def test_a_listed_name_that_is_not_the_shard_at_its_position_is_refused(tmp_path
     d = tmp_path / "d"
     m = _folder(d)
     m.shards[1].file = file
-    m.save()
+    DataFolder(m.dir).save_manifest(m)
     kinds = _kinds(d)
     assert (file, "name") in kinds
     if file.startswith(("..", "/")):
-        assert "outside the folder" in str(sf.DataFolder(d).check().problems[0])
+        assert "outside the folder" in str(DataFolder(d).check().problems[0])
 
 
 def test_older_manifests_without_size_and_mtime_are_checked_by_token_count(tmp_path):
@@ -90,9 +96,9 @@ def test_older_manifests_without_size_and_mtime_are_checked_by_token_count(tmp_p
     m = _folder(d)
     for s in m.shards:
         s.size = s.mtime_ns = s.ino = s.ctime_ns = None     # an older manifest records none of them
-    m.save()
+    DataFolder(m.dir).save_manifest(m)
     os.utime(d / "ds_train_000001.bin", ns=(1, 1))
-    assert sf.DataFolder(d).check().ok
+    assert DataFolder(d).check().ok
     with open(d / "ds_train_000001.bin", "ab") as f:
         f.write(b"xx")
     assert _kinds(d) == [("ds_train_000001.bin", "size")]
@@ -102,10 +108,10 @@ def test_an_incomplete_folder_says_to_finish_the_data_run(tmp_path):
     d = tmp_path / "d"
     m = _folder(d)
     m.complete = False
-    m.save()
+    DataFolder(m.dir).save_manifest(m)
     (d / "ds_train_000003.bin").write_bytes(pack_shard_header(0))
     with pytest.raises(ConfigError, match="ds_train_000003.bin") as e:
-        sf.DataFolder(d).require_consistent()
+        DataFolder(d).require_consistent()
     assert "has not finished" in (e.value.hint or "")
 
 
@@ -115,7 +121,7 @@ def test_a_long_list_is_cut(tmp_path):
     for i in range(4, 15):
         (d / shard_filename("ds", i)).write_bytes(b"")
     with pytest.raises(ConfigError, match="and 3 more"):
-        sf.DataFolder(d).require_consistent()
+        DataFolder(d).require_consistent()
 
 
 def test_a_manifest_that_is_not_a_regular_file_or_damaged(tmp_path):
@@ -123,11 +129,11 @@ def test_a_manifest_that_is_not_a_regular_file_or_damaged(tmp_path):
     d.mkdir()
     os.mkfifo(d / "manifest.json")
     with pytest.raises(ConfigError, match="not a regular file"):       # never opened: a FIFO would block
-        sf.DataFolder(d).check()
+        DataFolder(d).check()
     (d / "manifest.json").unlink()
     (d / "manifest.json").write_text("{not json")
     with pytest.raises(KitError, match="not a readable"):
-        sf.DataFolder(d).check()
+        DataFolder(d).check()
 
 
 # ------------------------------------------------------------------------- what train reads: DataFolder.facts
@@ -138,30 +144,106 @@ def test_facts_come_from_the_manifest_once_the_folder_agrees(tmp_path):
     p = tmp_path / "d" / "ds_train_000002.bin"
     p.write_bytes(b"\0" * p.stat().st_size)
     m.shards[2].stamp(p)
-    m.save()
-    info = sf.DataFolder(tmp_path / "d").facts()
+    DataFolder(m.dir).save_manifest(m)
+    info = DataFolder(tmp_path / "d").facts()
     assert info.prefix == "ds" and [s.name for s in info.val] == ["ds_val_000000.bin"]
     assert [(s.name, s.tokens) for s in info.train] == [("ds_train_000001.bin", 100), ("ds_train_000002.bin", 100)]
     assert info.complete is True and info.manifest_sha256 == hashlib.sha256(
         (tmp_path / "d" / "manifest.json").read_bytes()).hexdigest()
-    assert "not an llm.c token shard" in sf.DataFolder(tmp_path / "d").verify()[1][0]
+    assert "not an llm.c token shard" in DataFolder(tmp_path / "d").verify()[1][0]
 
 
 def test_facts_refuse_a_manifest_whose_tokens_and_sizes_disagree(tmp_path):
     m = _folder(tmp_path / "d", n=2, tokens=100)
     m.shards[1].tokens = 99                                   # size recorded 1,224 bytes: 100 tokens, not 99
-    m.save()
+    DataFolder(m.dir).save_manifest(m)
     with pytest.raises(ConfigError) as e:
-        sf.DataFolder(tmp_path / "d").facts()
+        DataFolder(tmp_path / "d").facts()
     assert "ds_train_000001.bin with 99 tokens in 1224 bytes" in e.value.message and "kitctl data" in e.value.hint
 
 
 def test_facts_without_a_manifest_read_the_headers(tmp_path):
     for i, n in enumerate((10, 20)):
         (tmp_path / shard_filename("ds", i)).write_bytes(pack_shard_header(n) + bytes(2 * n))
-    info = sf.DataFolder(tmp_path).facts()
+    info = DataFolder(tmp_path).facts()
     assert info.manifest_sha256 is None and info.complete is None and "no manifest.json" in info.notes[0]
     assert (info.min_shard_tokens, info.train_tokens) == (10, 20)
     (tmp_path / shard_filename("ds", 1)).write_bytes(pack_shard_header(20) + bytes(2 * 19))
     with pytest.raises(ConfigError, match="1062 bytes but the header says 20 tokens"):
-        sf.DataFolder(tmp_path).facts()
+        DataFolder(tmp_path).facts()
+
+
+# ------------------------------------------------------------------------------------------------ the writer
+def _writer(d: Path, shard_size: int = 100):
+    m = DataManifest(dir=d, name="x", run=RunInfo(source_fingerprint="t"))
+    return m, DataFolder(d).writer(m, shard_size)
+
+
+def _tokens(n: int, start: int = 0) -> array:
+    return array("H", ((start + i) % 50257 for i in range(n)))
+
+
+def test_a_saved_manifest_names_only_shards_whose_bytes_and_names_are_on_disk(tmp_path, monkeypatch):
+    """Section 19: each shard fsynced before its rename (on the writer's thread), the folder fsynced after the
+    renames and before the manifest that lists them; spied on the real os.fsync / os.replace."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(a, b):
+        if Path(b).name == "manifest.json":
+            events.append(("save", json.dumps([s["file"] for s in json.loads(Path(a).read_text())["shards"]])))
+        events.append(("rename", os.path.realpath(b)))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    d = tmp_path.resolve()
+    m, w = _writer(d)
+    w.save()
+    for i in range(40):
+        w.add(_tokens(37, i))
+    w.close()
+    m.complete = True
+    w.save()
+    saves = [(k, json.loads(v)) for k, (e, v) in enumerate(events) if e == "save"]
+    assert len(m.shards) == 15 and len(saves) > 10 and saves[-1][1] == [s.file for s in m.shards]
+    for k, listed in saves:
+        for f in listed:
+            renamed = events.index(("rename", str(d / f)))
+            tmp_synced = [j for j, (e, v) in enumerate(events[:renamed]) if e == "fsync" and Path(v).name.startswith(f".tmp-{f}.")]
+            assert tmp_synced, f"{f} renamed before its bytes were fsynced"
+            assert ("fsync", str(d)) in events[renamed:k], f"the manifest names {f} before the folder was fsynced"
+    assert sorted(p.name for p in d.iterdir()) == sorted([s.file for s in m.shards] + ["manifest.json"])
+
+
+def test_abort_records_the_finished_shards_and_drops_the_one_in_progress(tmp_path):
+    m, w = _writer(tmp_path)
+    w.add(_tokens(250))                  # two shards finished (the second may still be fsyncing), 50 tokens in a third
+    w.abort()
+    assert [s.file for s in m.shards] == ["x_val_000000.bin", "x_train_000001.bin"]
+    assert [s.end for s in m.shards] == [None, None] and m.shards[1].sha256 == hashlib.sha256(
+        (tmp_path / "x_train_000001.bin").read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "x_train_000001.bin", "x_val_000000.bin"]
+
+
+def test_a_failed_fsync_records_nothing_after_the_last_good_shard(tmp_path, monkeypatch):
+    real = data_folder.fsync_file
+
+    def fsync_file(path):
+        if "x_train_000002" in Path(path).name:
+            raise OSError(errno.EIO, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(data_folder, "fsync_file", fsync_file)
+    m, w = _writer(tmp_path)
+    with pytest.raises(OSError, match="Input/output error"):
+        w.add(_tokens(450))
+        w.close()
+    w.abort()
+    assert [s.file for s in m.shards] == ["x_val_000000.bin", "x_train_000001.bin"]      # a re-run writes the rest
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert not (tmp_path / "x_train_000002.bin").exists() and not (tmp_path / "x_train_000003.bin").exists()

@@ -1,8 +1,9 @@
-"""A shard folder on disk, :class:`DataFolder`: ``manifest.json`` is the truth (issues 17, 30).
+"""A shard folder on disk, :class:`DataFolder`: ``manifest.json`` (:class:`~kitctl.core.data_manifest.DataManifest`)
+is the truth (issues 17, 30).
 
-The typed manifest (:class:`DataManifest`) and the folder class live here, below data and train, so that its
-writer (``kitctl data``) and every reader (train, tune, reproduce, status, data's own "is it complete" check) share
-one record, one check and one shard-header reader (:func:`read_header`). What train reads from a data folder is
+The folder class lives here, below data and train, so that its writer (``kitctl data``) and every reader (train,
+tune, reproduce, status, data's own "is it complete" check) share one record, one check, one shard writer
+(:class:`ShardWriter`) and one shard-header reader (:func:`read_header`). What train reads from a data folder is
 :meth:`DataFolder.facts` (a :class:`DataInfo`): the manifest's shard list and token counts once the folder agrees
 with it, the shard headers only for a folder without one. :meth:`DataFolder.check` compares the folder with its
 manifest, cheaply (no file is read):
@@ -16,35 +17,17 @@ manifest, cheaply (no file is read):
 :meth:`DataFolder.require_consistent` turns a mismatch into exit 2 naming the files and the fix. A folder without a
 manifest (shards made elsewhere) passes with a note.
 
-``kitctl data`` writes the record (kitctl.data.tokenize, kitctl.data.pretokenized) atomically (temp, fsync, rename):
-at the start of a run, after finished shards (batched, see ``kitctl.data.tokenize``), when a run stops and when
-it completes. Schema (``schema_version`` 1)::
-
-    {
-      "schema_version": 1, "format": "llmc-kit/data",
-      "dataset": "fineweb10B",          # recipe name, or "local" for files given as DATASET
-      "name": "fineweb",                # file prefix: <name>_val_000000.bin, <name>_train_000001.bin, ...
-      "complete": true,                 # false while a run is in progress or was stopped
-      "run": {                          # identity of the run: a re-run must match it to resume
-        "source": "HuggingFaceFW/fineweb@9767af12bf8f sample-10BT (14 parquet files)",
-        "source_fingerprint": "<sha256>",     # repo@revision+pattern, or the sha256 of every input file's bytes
-        "revision": "9767af12...",            # HF revision (null for local inputs)
-        "tokenizer": {"encoding": "gpt2", "vocab.bpe": "<sha256>", "encoder.json": "<sha256>"},
-        "shard_size": 100000000, "first_shard_size": 100000000,
-        "kit_version": "0.1.0", "pins_sha256": "<sha256 of docker/versions.yaml>",
-        "started": "...", "finished": "...", "failed": null     # "failed": why the last run stopped with an error
-      },
-      "shards": [                       # in order; shard 0 is the val shard
-        {"index": 0, "file": "fineweb_val_000000.bin", "split": "val", "tokens": 100000000,
-         "sha256": "<sha256 of the whole file>",
-         "size": 200001024, "mtime_ns": 1765000000000000000,     # as written: the cheap check (DataFolder.check)
-         "end": {"doc": 93518, "offset": 211, "pos": 100000000}}   # resume point (absent if pre-tokenized)
-      ],
-      "total_tokens": ..., "val_tokens": ..., "train_tokens": ...,            # derived, for readers
-      "val_pattern": "fineweb_val_*.bin", "train_pattern": "fineweb_train_*.bin"
-    }
-
-For llm.c: ``train_gpt2cu -i "<dir>/<train_pattern>" -j "<dir>/<val_pattern>"``.
+Writing goes through the folder too (``kitctl data``: kitctl.data.tokenize and kitctl.data.pretokenized only call
+it): :meth:`DataFolder.resume_or_start` opens the record of a re-run or starts one, :meth:`DataFolder.intact_prefix`
+keeps the shards a re-run can keep, :meth:`DataFolder.clean_leftovers` removes what an interrupted writer left,
+:meth:`DataFolder.writer` cuts a token stream into shards (:class:`ShardWriter`: temp file, sha256 while writing,
+fsync and rename through kitctl.core.files) and commits each one to the record (:meth:`DataFolder.commit_shard`),
+and :meth:`DataFolder.save_manifest` writes the record atomically (temp, fsync, rename): at the start of a run,
+after finished shards (batched: when the shards since the last save reach 1/:data:`SAVE_FRACTION` of those it
+lists, or :data:`SAVE_EVERY_S` have passed), when a run stops and when it completes. A shard is renamed into place
+and its entry added with SIGINT/SIGTERM/SIGHUP held in between (kitctl.core.proc.signals_deferred); a shard is
+fsynced (on a thread, while the next one is written) before it is renamed, and the folder once before each save,
+so a manifest never names a shard that is not on disk for good (docs/reliability.md section 19).
 """
 from __future__ import annotations
 
@@ -54,208 +37,28 @@ import hashlib
 import os
 import shlex
 import stat
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Optional, Union
+from typing import Any, BinaryIO, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import Field
 
+from kitctl.core.data_manifest import (MANIFEST, DataManifest, RunLike, Shard, ShardEnd, as_run, identity_diff,
+                                       start_over_hint)
 from kitctl.core.errors import ConfigError, KitError
-from kitctl.core.files import sha256_file
-from kitctl.core.llmc_files import (GLOB_UNSAFE, HEADER_BYTES, MANIFEST_JSON, TOKENIZER_BIN, HeaderError,
+from kitctl.core.files import fsync_dir, fsync_file, rename_synced, sha256_file, temp_path
+from kitctl.core.llmc_files import (GLOB_UNSAFE, HEADER_BYTES, TOKENIZER_BIN, HeaderError, pack_shard_header,
                                     parse_shard_filename, shard_filename, shard_globs, shard_patterns,
                                     unpack_shard_header)
 from kitctl.core.llmc_files import shard_size as _shard_bytes
+from kitctl.core.proc import signals_deferred
 from kitctl.core.records import Record
 
-MANIFEST = MANIFEST_JSON
-FORMAT: Literal["llmc-kit/data"] = "llmc-kit/data"
-SCHEMA_VERSION = 1
-
-
-def start_over_hint(folder: Path) -> str:
-    """The one fix for a folder whose manifest is missing or damaged (make, verify and resume all say it)."""
-    return (f"move {shlex.quote(str(folder))} aside (or delete it) and re-run the same `kitctl data` command to make it again, "
-            "or pick another --out folder")
-
-
-class ShardEnd(BaseModel):
-    """Where the next shard starts: document index, token offset inside it, stream position."""
-
-    doc: int
-    offset: int
-    pos: int
-
-
-class Shard(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    index: int
-    file: str
-    split: Literal["val", "train"] = "train"
-    tokens: int
-    sha256: str
-    end: Optional[ShardEnd] = None
-    size: Optional[int] = None           # bytes when written (absent in older manifests: 1024 + 2 * tokens)
-    mtime_ns: Optional[int] = None       # st_mtime_ns when written (absent in older manifests: not checked)
-    # the inode and its change time when written: a same-size edit with its mtime put back (touch -d, cp -p over it,
-    # os.utime) still moves ctime, and a replaced file is another inode (absent in older manifests: not checked)
-    ino: Optional[int] = None
-    ctime_ns: Optional[int] = None
-
-    @property
-    def expected_size(self) -> int:
-        return self.size if self.size is not None else _shard_bytes(self.tokens)
-
-    def stamp(self, path: Path) -> Shard:
-        """Record ``path``'s size, mtime, inode and ctime as this shard's (after it was written or verified)."""
-        st = os.stat(path)
-        self.size, self.mtime_ns, self.ino, self.ctime_ns = st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
-        return self
-
-    def changed(self, st: os.stat_result) -> Optional[str]:
-        """Why the file behind ``st`` may not be the one recorded (mtime, inode or ctime differs), or None."""
-        if self.mtime_ns is not None and st.st_mtime_ns != self.mtime_ns:
-            return "its mtime differs from the manifest's"
-        if self.ino is not None and st.st_ino != self.ino:
-            return "it is another file (its inode differs from the manifest's: replaced or copied)"
-        if self.ctime_ns is not None and st.st_ctime_ns != self.ctime_ns:
-            return "its ctime differs from the manifest's (changed, even if its mtime was put back)"
-        return None
-
-
-class EncoderInfo(BaseModel):
-    """The BPE implementation that tokenized a run (kitctl.data.encoders): not part of the run's identity (every
-    encoder the kit uses gives tiktoken's tokens, checked on a sample of the run's documents before its first
-    shard). ``gate``: what that check found, e.g. why the run fell back to tiktoken."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    version: str = ""
-    gate: str = ""
-
-
-class RunInfo(BaseModel):
-    """How the shards were made. :data:`IDENTITY` fields must match for a re-run to continue."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    source: str = ""
-    source_fingerprint: str
-    revision: Optional[str] = None
-    tokenizer: dict[str, str] = Field(default_factory=lambda: {"encoding": "gpt2"})
-    shard_size: Optional[int] = None
-    first_shard_size: Optional[int] = None
-    kit_version: str = ""
-    pins_sha256: str = ""
-    pretokenized: bool = False
-    encoder: Optional[EncoderInfo] = None     # absent in manifests older than issue 31 (tokenized by tiktoken)
-    started: Optional[str] = None
-    finished: Optional[str] = None
-    failed: Optional[str] = None
-
-
-RunLike = Union[RunInfo, dict[str, Any]]
-
-
-def as_run(run: RunLike) -> RunInfo:
-    return run if isinstance(run, RunInfo) else RunInfo.model_validate(run)
-
-
-# run fields that must match for a re-run to continue in the same folder
-IDENTITY = ("source_fingerprint", "revision", "tokenizer", "shard_size", "first_shard_size")
-
-
-def identity_diff(old: RunLike, new: RunLike) -> list[str]:
-    """Human-readable differences in the identity fields of two runs."""
-    a, b = as_run(old), as_run(new)
-    return [f"{k}: folder has {getattr(a, k)!r}, this run wants {getattr(b, k)!r}"
-            for k in IDENTITY if getattr(a, k) != getattr(b, k)]
-
-
-class DataManifest(Record):
-    """A data folder: its shards in order, the run that made them, whether that run finished."""
-
-    SCHEMA: ClassVar[int] = SCHEMA_VERSION
-    KIND: ClassVar[str] = "kitctl data manifest"
-
-    format: Literal["llmc-kit/data"] = "llmc-kit/data"
-    dataset: str = ""
-    name: str
-    complete: bool = False
-    run: RunInfo
-    shards: list[Shard] = Field(default_factory=list)
-    dir: Path = Field(Path("."), exclude=True)          # where it was read from / is written to (not stored)
-
-    # --- what readers (train planner, verify) need; stored too, so plain JSON readers get them
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def total_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def val_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards if s.split == "val")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def train_tokens(self) -> int:
-        return sum(s.tokens for s in self.shards if s.split == "train")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def val_pattern(self) -> str:
-        return shard_patterns(self.name)[0]
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def train_pattern(self) -> str:
-        return shard_patterns(self.name)[1]
-
-    @property
-    def val_files(self) -> list[Path]:
-        return [self.dir / s.file for s in self.shards if s.split == "val"]
-
-    @property
-    def train_files(self) -> list[Path]:
-        return [self.dir / s.file for s in self.shards if s.split == "train"]
-
-    @property
-    def tokens_per_shard(self) -> dict[str, int]:
-        return {s.file: s.tokens for s in self.shards}
-
-    def llmc_args(self, root: Optional[str] = None) -> list[str]:
-        """``-i``/``-j`` for train_gpt2cu; ``root`` replaces the folder (e.g. its path inside a container)."""
-        val, train = shard_globs(root if root is not None else str(self.dir), self.name)
-        return ["-i", train, "-j", val]
-
-    def save(self) -> None:
-        self.write(self.dir / MANIFEST)
-
-
-def exists(dir: Path) -> bool:
-    """Is there a manifest entry at all (a regular file, or something else that :func:`load` will refuse)?"""
-    return os.path.lexists(Path(dir) / MANIFEST)
-
-
-def load(dir: Path) -> DataManifest:
-    """Read ``<dir>/manifest.json``; a KitError with :func:`start_over_hint` when damaged (exit 2 when missing
-    or not a regular file)."""
-    dir = Path(dir)
-    path = dir / MANIFEST
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{dir} has no {MANIFEST}", f"make the data first: `kitctl data` (writes {MANIFEST})") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}", "check the folder's permissions") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{path} is not a regular file ({_kind(st.st_mode)})", start_over_hint(dir))
-    m = DataManifest.read(path, hint=start_over_hint(dir))      # damaged: exit 1 with the one hint
-    m.dir = dir
-    return m
+SAVE_EVERY_S = 5.0
+SAVE_FRACTION = 16              # save when the new shards reach 1/SAVE_FRACTION of the listed ones
+Log = Callable[[str], Any]
 
 
 # --------------------------------------------------------------------------------------------- the check
@@ -512,10 +315,29 @@ class DataFolder:
         return self.dir / MANIFEST
 
     def has_manifest(self) -> bool:
-        return exists(self.dir)
+        """Is there a manifest entry at all (a regular file, or something else :meth:`manifest` refuses)?"""
+        return os.path.lexists(self.manifest_path)
 
     def manifest(self) -> DataManifest:
-        return load(self.dir)
+        """Read ``manifest.json``; a KitError with :func:`start_over_hint` when damaged (exit 2 when missing or not
+        a regular file)."""
+        path = self.manifest_path
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{self.dir} has no {MANIFEST}",
+                              f"make the data first: `kitctl data` (writes {MANIFEST})") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror or e}", "check the folder's permissions") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path} is not a regular file ({_kind(st.st_mode)})", start_over_hint(self.dir))
+        m = DataManifest.read(path, hint=start_over_hint(self.dir))      # damaged: exit 1 with the one hint
+        m.dir = self.dir
+        return m
+
+    def save_manifest(self, m: DataManifest) -> None:
+        """Write ``m`` as this folder's ``manifest.json``, atomically (temp, fsync, rename)."""
+        m.write(self.manifest_path)
 
     def manifest_sha256(self) -> str:
         return _manifest_sha(self.dir)
@@ -539,7 +361,7 @@ class DataFolder:
         return None
 
     def verify(self, on_file: Optional[Callable[[Shard], Any]] = None,
-               log: Optional[Callable[[str], Any]] = None) -> tuple[DataManifest, list[str]]:
+               log: Optional[Log] = None) -> tuple[DataManifest, list[str]]:
         """Re-check a data folder: every shard's header, size, token count and sha256 against the manifest,
         shard numbering, stray shard files and special files (:func:`compare`). Returns (manifest,
         problems); no problems means good. When every shard's bytes match but an mtime does not (a copy without
@@ -562,24 +384,29 @@ class DataFolder:
         if not m.complete:
             problems.append("the run that made this folder did not finish (re-run the same `kitctl data` to complete it)")
         if not problems and any(p.kind == "mtime" for p in compare(m)):
-            for s in m.shards:
-                s.stamp(m.dir / s.file)
-            try:
-                m.save()
-                if log:
-                    log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
-            except OSError as e:
-                # a read-only folder: keep the checked stamps aside, where train's check reads them (no dead end)
-                try:
-                    side = record_verified(m)
-                    if log:
-                        log(f"{m.dir}: shard mtimes changed but every sha256 matches; {MANIFEST} cannot be rewritten "
-                            f"({e.strerror or e}), so the checked stamps are kept in {side}: train trusts them")
-                except OSError as e2:
-                    problems.append(f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones "
-                                    f"could not be recorded there ({e.strerror or e}) nor in "
-                                    f"{verified_path(m.dir)} ({e2.strerror or e2})")
+            problems += self._record_checked_stamps(m, log)
         return m, problems
+
+    def _record_checked_stamps(self, m: DataManifest, log: Optional[Log]) -> list[str]:
+        """Every shard's bytes matched but an mtime did not: record the new stamps in the manifest, or, in a
+        read-only folder, aside where train's check reads them (no dead end). Returns the problem if neither can."""
+        for s in m.shards:
+            s.stamp(m.dir / s.file)
+        try:
+            self.save_manifest(m)
+            if log:
+                log(f"{m.dir}: shard mtimes changed but every sha256 matches: the new mtimes are recorded in {MANIFEST}")
+            return []
+        except OSError as e:
+            try:
+                side = record_verified(m)
+            except OSError as e2:
+                return [f"{MANIFEST}: the shards' bytes match but their mtimes changed, and the new ones could not be "
+                        f"recorded there ({e.strerror or e}) nor in {verified_path(m.dir)} ({e2.strerror or e2})"]
+            if log:
+                log(f"{m.dir}: shard mtimes changed but every sha256 matches; {MANIFEST} cannot be rewritten "
+                    f"({e.strerror or e}), so the checked stamps are kept in {side}: train trusts them")
+            return []
 
     def refuse(self, m: DataManifest, kinds: tuple[str, ...]) -> None:
         """Exit 2 naming the files when ``m`` (this folder's manifest) and the folder disagree in one of ``kinds``."""
@@ -591,10 +418,10 @@ class DataFolder:
         """Compare a shard folder with its manifest.json; no manifest: ok, with a note. A damaged manifest: KitError.
         Stamps ``kitctl data verify`` recorded aside for a read-only folder count as the manifest's."""
         dir = self.dir
-        if not exists(dir):
+        if not self.has_manifest():
             return FolderCheck(dir, None, notes=(f"{dir} has no {MANIFEST} (shards made elsewhere?): its files are taken "
                                                  "as they are, unchecked against a manifest",))
-        m = load(dir)
+        m = self.manifest()
         problems = compare(m)
         if any(p.kind == "mtime" for p in problems) and _apply_verified(m):
             problems = compare(m)
@@ -658,6 +485,109 @@ class DataFolder:
                         check.notes)
 
 
+    # ----------------------------------------------------------------------------------- writing (kitctl data)
+    def resume_or_start(self, name: str, dataset: str, run: RunLike, log: Optional[Log] = None) -> DataManifest:
+        """Open (resume) or start this folder's record; refuse a folder made with another config.
+
+        A folder does not bind a re-run to its old config when nothing of it can be reused: no shards yet (a first
+        run that failed or was stopped early), or a run that *failed* (bad input, full disk) -- the retry starts
+        over."""
+        run = as_run(run)
+        if self.has_manifest():
+            m = self.manifest()
+            diff = identity_diff(m.run, run)
+            if m.name != name:
+                diff.insert(0, f"name: folder has {m.name!r}, this run wants {name!r}")
+            if not diff:
+                return m
+            if not m.shards or (m.run.failed and not m.complete):
+                if m.shards and log:
+                    log(f"{self.dir}: the run that made its {len(m.shards)} shard(s) failed ({m.run.failed}); "
+                        "this run has a different config, so it starts over")
+                self.clean_leftovers(m.name, 0)
+                return DataManifest(dir=self.dir, name=name, dataset=dataset, run=run)
+            raise ConfigError(
+                f"{self.dir} already holds shards made with a different config:\n    " + "\n    ".join(diff),
+                "re-run with the same options to continue that run, add --fresh to start over (`kitctl data`: the "
+                "folder moves aside to <folder>.old-<time>, nothing is deleted), or pick another --out folder")
+        existing = [p for p in sorted(self.dir.glob("*.bin")) if p.name != TOKENIZER_BIN] if self.dir.is_dir() else []
+        if existing:
+            raise KitError(f"{self.dir} holds .bin files ({existing[0].name}, ...) but no {MANIFEST}, so they "
+                           "were not made by kitctl data (or the manifest was deleted)", start_over_hint(self.dir))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return DataManifest(dir=self.dir, name=name, dataset=dataset, run=run)
+
+    def intact_prefix(self, m: DataManifest, log: Optional[Log] = None) -> list[Shard]:
+        """The manifest's shards whose files are intact, in order, up to the first bad one. A re-run resumes there
+        and rewrites everything after it (a shard's contents depend on every document before it)."""
+        good = []
+        for s in m.shards:
+            if s.end is None:          # no resume point recorded
+                break
+            p = self.dir / s.file
+            why = None
+            if p.is_file() and p.stat().st_size != _shard_bytes(s.tokens):
+                why = f"{p.stat().st_size:,} bytes, the manifest says {s.tokens:,} tokens"
+            why = why or self.shard_problem(m, s)
+            if why:
+                if log:
+                    log(f"{s.file}: {why}; rewriting from shard {s.index} on")
+                break
+            good.append(s)
+        return good
+
+    def clean_leftovers(self, name: str, from_index: int) -> None:
+        """Temp files of an interrupted writer, and shard files at or past the resume point ``from_index``."""
+        d = self.dir
+        for p in [*d.glob(f".tmp-{name}_*.bin.*"), *d.glob(f".{name}_*.bin.tmp"), *d.glob(f".tmp-{MANIFEST}.*")]:
+            p.unlink(missing_ok=True)
+        for p in [*d.glob(f"{name}_val_*.bin"), *d.glob(f"{name}_train_*.bin")]:
+            try:
+                idx = int(p.stem.rsplit("_", 1)[1])
+            except ValueError:
+                continue
+            if idx >= from_index:
+                p.unlink()
+
+    def restamp(self, m: DataManifest, log: Optional[Log] = None) -> None:
+        """Every shard's sha256 was just checked: record mtimes that changed (a copy without -p) or were never
+        recorded (an older manifest), so train's cheap check trusts the folder again."""
+        stale = [s for s in m.shards if s.mtime_ns is None or s.size is None or s.ino is None
+                 or s.changed(os.stat(self.dir / s.file))]
+        if not stale:
+            return
+        for s in stale:
+            s.stamp(self.dir / s.file)
+        self.save_manifest(m)
+        if log:
+            log(f"{self.dir}: {len(stale)} shard(s) checked by sha256; their sizes and mtimes recorded in {MANIFEST}")
+
+    def commit_shard(self, m: DataManifest, file: str, tokens: int, sha256: str,
+                     end: Optional[ShardEnd] = None) -> Shard:
+        """Add the shard ``file`` (in place, complete) as the next entry of ``m``, with its stat stamps."""
+        index = len(m.shards)
+        s = Shard(index=index, file=file, tokens=tokens, sha256=sha256, split="val" if index == 0 else "train",
+                  end=end).stamp(self.dir / file)
+        m.shards.append(s)
+        return s
+
+    def adopt_shard(self, m: DataManifest, file: str) -> Shard:
+        """:meth:`commit_shard` for a shard placed here whole (downloaded or linked: ``fineweb10B-pretokenized``):
+        its header and size checked (a bad one is exit 1: a file `kitctl data` fetched, not one the user named) and
+        its sha256 taken."""
+        p = self.dir / file
+        try:
+            n = read_header(p)
+        except ConfigError as e:
+            raise KitError(e.message, e.hint) from None
+        return self.commit_shard(m, file, n, sha256_file(p))
+
+    def writer(self, m: DataManifest, shard_size: int, first_shard_size: Optional[int] = None,
+               resume_point: Optional[Callable[[int], ShardEnd]] = None) -> ShardWriter:
+        """A :class:`ShardWriter` that continues ``m`` (this folder's record) after its last shard."""
+        return ShardWriter(self, m, shard_size, first_shard_size, resume_point)
+
+
 def _regular(p: Path) -> None:
     """A shard must be a regular file (a symlink to one is fine in a folder without a manifest): a FIFO or device
     under a shard's name is refused before anything opens it."""
@@ -685,3 +615,203 @@ def _check_llmc_globs(folder: Path, prefix: str, train: list[ShardTokens], val: 
             raise ConfigError(f"llm.c's pattern {pattern} would not read exactly the checked shards of {folder}: "
                               f"it differs at {', '.join(extra[:3])}",
                               "rename the folder to plain letters, digits, '-', '_' and '.', then pass it with --data")
+
+
+@dataclass
+class _Finished:
+    """A shard whose bytes are complete in its temp file, fsynced on a thread (``sync``) before it is committed."""
+
+    tmp: Path
+    path: Path
+    tokens: int
+    sha256: str
+    end: Optional[ShardEnd]
+    sync: threading.Thread = field(init=False, repr=False)
+    error: Optional[BaseException] = field(default=None, init=False)
+
+    def start(self) -> _Finished:
+        def run() -> None:
+            try:
+                fsync_file(self.tmp)
+            except BaseException as e:   # noqa: BLE001 - handed to the writer's thread, raised there
+                self.error = e
+        self.sync = threading.Thread(target=run, name="kitctl-shard-fsync", daemon=True)
+        self.sync.start()
+        return self
+
+
+class ShardWriter:
+    """Cuts a token stream into shards exactly like llm.c's fineweb.py, continuing the record ``m`` of ``folder``
+    (made by :meth:`DataFolder.writer`).
+
+    llm.c's layout (``dev/data/data_common.py`` write_datafile, read by ``llmc/dataloader.h``): a header of 256
+    little-endian int32 -- ``[20240520 (magic), 1 (version), n_tokens, 0, ...]`` -- and ``n_tokens`` uint16 GPT-2
+    token ids; shard 0 is ``<name>_val_000000.bin``, every later one ``<name>_train_%06d.bin``. The token stream is
+    every document as ``[50256] + encode_ordinary(text)``, concatenated in order; fineweb.py cuts it into
+    consecutive shards of exactly ``shard_size`` tokens (a document that crosses a boundary is split, its remainder
+    starts the next shard; a document that exactly fills a shard ends it) and writes what is left as a last,
+    shorter shard. Here a document longer than a shard also spills over as many shards as it needs (upstream
+    crashes there). ``first_shard_size`` sizes shard 0 (the val shard) separately; default ``shard_size``.
+
+    Tokens (a contiguous uint16 array: numpy's, or any buffer) are streamed straight into the current shard's temp
+    file (no shard-sized buffer, no extra copy); a full shard's header is known up front, the last, partial one gets
+    its header rewritten at the end. Each file is hashed as it is written (the last, partial one re-read once, its
+    header having changed) and its resume point taken where it ends (``resume_point(stream position)``). Then it is
+    fsynced on a thread while the next shard is written; once that is done it is renamed into place and committed
+    to ``m`` (:meth:`DataFolder.commit_shard`) with signals held in between (at most two shards wait at a time).
+    The folder is fsynced once before each save of the record (:meth:`save`, in batches: module docstring), so the
+    record never names a shard that is not on disk for good (docs/reliability.md section 19). A failure or Ctrl-C
+    (:meth:`abort`) commits the finished shards and removes the temp file of the one in progress.
+    """
+
+    def __init__(self, folder: DataFolder, m: DataManifest, shard_size: int, first_shard_size: Optional[int] = None,
+                 resume_point: Optional[Callable[[int], ShardEnd]] = None):
+        if shard_size < 1:
+            raise ValueError("shard_size must be >= 1")
+        self.folder, self.m = folder, m
+        self.shard_size = shard_size
+        self.first_shard_size = first_shard_size or shard_size
+        self.resume_point = resume_point
+        self.index = len(m.shards)            # the shard being written
+        end = m.shards[-1].end if m.shards else None
+        self.pos = end.pos if end else 0      # stream position of the first token of the current shard
+        self.fill = 0
+        self.saves = 0
+        self._listed, self._saved_at = len(m.shards), time.monotonic()
+        self._f: Optional[BinaryIO] = None
+        self._hash = hashlib.sha256()
+        self._waiting: list[_Finished] = []   # finished, being fsynced, not yet committed (in order)
+        self._renamed = False                 # a shard was renamed into the folder since its last fsync
+
+    # --- the record
+    def save(self) -> None:
+        """Save the record now (at the start of a run, when it stops, when it completes): the renames of the shards
+        it lists are made durable first (one fsync of the folder)."""
+        if self._renamed:
+            fsync_dir(self.folder.dir)
+            self._renamed = False
+        self.folder.save_manifest(self.m)
+        self.saves += 1
+        self._listed, self._saved_at = len(self.m.shards), time.monotonic()
+
+    def _maybe_save(self) -> None:
+        new = len(self.m.shards) - self._listed
+        if new >= max(1, self._listed // SAVE_FRACTION) or time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            self.save()
+
+    def drop_since(self, start_index: int) -> int:
+        """Take back the shards from ``start_index`` on (the files and their entries; the record is marked
+        incomplete and saved). Returns how many entries went."""
+        self.abort()
+        n = len(self.m.shards) - start_index
+        del self.m.shards[start_index:]
+        self.m.complete = False
+        self.folder.clean_leftovers(self.m.name, start_index)
+        self.save()
+        return n
+
+    # --- the shards
+    def _cap(self) -> int:
+        return self.first_shard_size if self.index == 0 else self.shard_size
+
+    def _path(self) -> Path:
+        return self.folder.dir / shard_filename(self.m.name, self.index)
+
+    def _open(self) -> BinaryIO:
+        f = open(temp_path(self._path()), "wb")   # noqa: SIM115 - stays open across add() calls; _finish/abort close it
+        head = pack_shard_header(self._cap())
+        f.write(head)
+        self._hash = hashlib.sha256(head)      # hashed as written (a partial last shard: re-read, see close)
+        self._f = f
+        return f
+
+    def add(self, tokens: Any) -> None:
+        """Append ``tokens`` (a contiguous array of uint16) to the stream."""
+        raw = memoryview(tokens)
+        if raw.itemsize != 2 or raw.format not in ("H", "<H", "=H") or not raw.c_contiguous:
+            raise TypeError(f"tokens must be a contiguous uint16 array, not format {raw.format!r}")
+        self._commit(wait_until=len(self._waiting))      # those fsynced by now
+        raw = raw.cast("B")
+        i, n = 0, len(raw) // 2
+        while i < n:
+            f = self._f if self._f is not None else self._open()
+            cap = self._cap()
+            take = min(cap - self.fill, n - i)
+            body = raw[2 * i:2 * (i + take)]
+            f.write(body)
+            self._hash.update(body)            # sha256 releases the GIL: the workers keep tokenizing
+            self.fill += take
+            i += take
+            if self.fill == cap:
+                self._finish()
+
+    def _finish(self, reread: bool = False) -> None:
+        """The shard is complete in its temp file: start its fsync, then commit the one before it. Its sha256 was
+        taken while writing; ``reread``: the header was rewritten (the last, partial shard), hash the file as is."""
+        f, n, path = self._f, self.fill, self._path()
+        assert f is not None
+        tmp = temp_path(path)
+        f.close()
+        h = self._hash
+        if reread:
+            h = hashlib.sha256()
+            with open(tmp, "rb") as r:
+                while chunk := r.read(1 << 22):
+                    h.update(chunk)
+        end = self.resume_point(self.pos + n) if self.resume_point else None    # where it ends in the stream now
+        self._waiting.append(_Finished(tmp, path, n, h.hexdigest(), end).start())
+        self._f = None
+        self.pos += n
+        self.index += 1
+        self.fill = 0
+        self._commit(wait_until=1)
+
+    def _commit(self, wait_until: int = 0, *, drop_failed: bool = False) -> None:
+        """Commit the waiting shards, in order, whose fsync is done, waiting while more than ``wait_until`` wait (0:
+        all of them). Each is renamed into place and recorded with signals held in between: a Ctrl-C/SIGTERM lands
+        after the shard is both in place and recorded. A failed fsync is raised (its temp, and those after it,
+        removed); with ``drop_failed`` it is not raised."""
+        while self._waiting:
+            w = self._waiting[0]
+            if len(self._waiting) > wait_until:
+                w.sync.join()
+            elif w.sync.is_alive():
+                return
+            if w.error is not None:
+                for later in self._waiting:
+                    later.sync.join()
+                    later.tmp.unlink(missing_ok=True)
+                self._waiting.clear()
+                if drop_failed:
+                    return
+                raise w.error
+            with signals_deferred():
+                rename_synced(w.tmp, w.path)      # the temp is removed if that fails
+                self._waiting.pop(0)
+                self._renamed = True
+                self.folder.commit_shard(self.m, w.path.name, w.tokens, w.sha256, w.end)
+                self._maybe_save()
+
+    def close(self) -> None:
+        """Write the last, partial shard (if any tokens are left), as upstream does at the end, and commit every
+        finished shard."""
+        if self._f is not None and not self.fill:
+            self._drop_current()
+        if self._f is not None:
+            self._f.seek(0)
+            self._f.write(pack_shard_header(self.fill))
+            self._finish(reread=self.fill != self._cap())
+        self._commit()
+
+    def abort(self) -> None:
+        """Drop the shard in progress (its temp file); finished shards are committed (a failed fsync drops its shard
+        and those after it: a re-run writes them again)."""
+        self._drop_current()
+        self._commit(drop_failed=True)
+
+    def _drop_current(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+            temp_path(self._path()).unlink(missing_ok=True)
+        self.fill = 0
