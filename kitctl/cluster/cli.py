@@ -19,7 +19,7 @@ from kitctl.core.errors import ConfigError
 from kitctl.host.runtimes import runtime_image_ref
 from kitctl.train.cli import Launcher
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 
 @app.command("export")

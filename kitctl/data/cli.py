@@ -35,7 +35,7 @@ from kitctl.host import registry
 from kitctl.host.runtimes import DockerRuntime, data_image_ref, docker_run_argv, image_present, shell_line
 
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 
 class _DefaultMake(TyperGroup):
