@@ -18,27 +18,37 @@ ROOT = Path(__file__).resolve().parent.parent
 AREAS = ("images", "data", "train", "observe", "cluster", "model", "pipeline")
 
 # in a fresh interpreter: `kitctl --help` through the entry point, then `kitctl data` looked up as `kitctl data ...`
-# looks it up; the modules loaded after each
+# looks it up, then `kitctl data tinyshakespeare --dry-run` on the default docker runtime (it asks whether the
+# data image is there); the modules loaded after each
 _PROBE = """
 import contextlib, io, json, sys
 from kitctl import cli
-out = io.StringIO()
-with contextlib.redirect_stdout(out):
-    try:
-        cli.main(["--help"])
-    except SystemExit as e:
-        assert e.code == 0, e.code
+def kitctl(*argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            cli.main(list(argv))
+        except SystemExit as e:
+            assert e.code in (0, None), (e.code, out.getvalue())
+    return out.getvalue()
+help = kitctl("--help")
 after_help = sorted(sys.modules)
 import typer.main
 typer.main.get_command(cli.app).commands["data"]
-print(json.dumps({"help": out.getvalue(), "after_help": after_help, "after_data": sorted(sys.modules)}))
+after_data = sorted(sys.modules)
+plan = kitctl("--config", sys.argv[1], "data", "tinyshakespeare", "--dry-run")
+print(json.dumps({"help": help, "after_help": after_help, "after_data": after_data, "plan": plan,
+                  "after_dry_run": sorted(sys.modules)}))
 """
 
 
 @pytest.fixture(scope="module")
-def probe() -> dict:
-    r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                       env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
+def probe(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("startup")
+    (tmp / "kit.yaml").write_text(f"data_root: {tmp / 'data'}\nruntime: docker\n")
+    r = subprocess.run([sys.executable, "-c", _PROBE, str(tmp / "kit.yaml")], capture_output=True, text=True,
+                       cwd=tmp, timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(tmp),
+                                                 "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -61,6 +71,10 @@ def test_kitctl_data_imports_only_the_data_area(probe):
     assert _areas(probe["after_data"]) == {"data"}, sorted(_areas(probe["after_data"]))
     heavy = {"python_on_whales", "jinja2", "matplotlib", "datasets", "pyarrow", "huggingface_hub", "torch"}
     assert not heavy & set(probe["after_data"]), sorted(heavy & set(probe["after_data"]))
+    # ... and planning it, with the question whether the data image is there, loads no more of them
+    assert "tinyshakespeare" in probe["plan"] and "tokenize into llm.c shards" in probe["plan"], probe["plan"]
+    assert _areas(probe["after_dry_run"]) == {"data"}, sorted(_areas(probe["after_dry_run"]))
+    assert not heavy & set(probe["after_dry_run"]), sorted(heavy & set(probe["after_dry_run"]))
 
 
 def _help_line(command) -> str:
@@ -125,3 +139,22 @@ def test_the_cli_fills_every_hook_a_lower_area_offers(monkeypatch):
     assert container._expected_data_hash(cfg) == build.data_recipe_hash(cfg)
     assert train_cli.LAUNCHERS == {"slurm": cluster_cli.SLURM}
     assert "--nodes" in {o for p in commands["train"].params for o in getattr(p, "opts", ())}
+
+
+@pytest.mark.parametrize("script,expected", [
+    ('echo sha256:abc; exit 0', True),
+    ('echo "Error response from daemon: No such image: $5" >&2; exit 1', False),
+    ('echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock." >&2; exit 1', None),
+    (None, None),                                                    # no docker CLI on PATH
+])
+def test_image_present_asks_the_docker_cli(tmp_path, monkeypatch, script, expected):
+    """`kitctl data` asks whether the data image is there with one `docker image inspect` (python-on-whales cost
+    0.4 s of CPU to import for it): present, absent, or Docker cannot be asked (the command falls back to native)."""
+    from kitctl.host import registry
+
+    if script is not None:
+        (tmp_path / "docker").write_text(f'#!/bin/sh\n[ "$1 $2 $3 $4" = "image inspect --format {{{{.Id}}}}" ] || '
+                                         f'exit 9\n{script}\n')
+        (tmp_path / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert registry.image_present("llmc-kit-data:latest") is expected
