@@ -1,47 +1,248 @@
 """kitctl: the Typer app. Thin: parse options, call the library, render errors. No logic here.
 
 Commands are grouped by area in ``kitctl/<area>/cli.py`` (images, data, train, observe, cluster, model,
-pipeline), each with its own small ``typer.Typer``; this module owns the app, merges theirs in, holds the global
-options (kitctl/core/context.py keeps their state) and renders errors.
+pipeline), each with its own small ``typer.Typer``. This module owns the app, holds the global options
+(kitctl/core/context.py keeps their state), renders errors, and loads an area's commands only when one of them is
+asked for: ``kitctl data ...`` imports the data area, not train, cluster or the pipeline. `kitctl --help` lists
+every command from :data:`COMMANDS` without importing any of them (docs/architecture.md, "How commands load").
 """
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import shutil
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Union
 
 import click
 import typer
+import typer.main
 from rich.markup import escape
+from typer import _click     # the pinned typer's bundled click: its groups and commands are built from it
+from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from kitctl import __version__
-from kitctl.cluster import cli as cluster_cli
 from kitctl.core import validate
 from kitctl.core.config import template_text, user_config_path, write_template
 from kitctl.core.context import console, err_console, state
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
-from kitctl.data import cli as data_cli
-from kitctl.host import doctor
-from kitctl.host.gpus import query as query_gpus
-from kitctl.data import container as data_container
-from kitctl.images import build as images_build
-from kitctl.images import cli as images_cli
-from kitctl.model import cli as model_cli
-from kitctl.model.record import eval_summary
-from kitctl.observe import cli as observe_cli
-from kitctl.observe import report
-from kitctl.pipeline import cli as pipeline_cli
-from kitctl.pipeline import reference, sources
-from kitctl.pipeline.inputs import planned_data
-from kitctl.train import cli as train_cli
+
+if TYPE_CHECKING:
+    from kitctl.core.config import KitConfig
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Each area's commands, imported when asked for. A loader imports its area's cli module, fills the hooks that
+# area offers (explicitly, here: a lower area never imports a higher one) and returns the area's Typer app.
+# A hook filled with a function of a higher, heavier area gets a small function that imports it when called.
+
+def _images() -> typer.Typer:
+    from kitctl.host import doctor
+    from kitctl.images import cli
+
+    # doctor (host) judges disks against the reference plan's figures, which the pipeline's planner computes
+    doctor.use_disk_model(_disk_need)
+    # ... and probes the hosts the reproduce plan downloads from (after mirrors), which the pipeline knows
+    doctor.use_endpoints(_endpoints)
+    return cli.app
+
+
+def _data() -> typer.Typer:
+    from kitctl.data import cli
+
+    _use_data_recipe_hash()
+    return cli.app
+
+
+def _train() -> typer.Typer:
+    from kitctl.cluster import cli as cluster_cli
+    from kitctl.train import cli
+
+    # `kitctl train --dry-run` before the data exists plans on the preset's dataset size (the pipeline's planner)
+    cli.use_planned_data(_planned_data)
+    # `kitctl train --launcher slurm` and its options: the cluster area's launcher (train never imports cluster)
+    cli.add_launcher(cluster_cli.SLURM)
+    return cli.app
+
+
+def _observe() -> typer.Typer:
+    from kitctl.observe import cli
+
+    _use_eval_column()
+    return cli.app
+
+
+def _cluster() -> typer.Typer:
+    from kitctl.cluster import cli
+
+    return cli.app
+
+
+def _model() -> typer.Typer:
+    from kitctl.model import cli
+
+    return cli.app
+
+
+def _pipeline() -> typer.Typer:
+    from kitctl.pipeline import cli
+
+    _use_data_recipe_hash()     # reproduce and demo make data
+    _use_eval_column()          # ... and write the report
+    return cli.app
+
+
+def _use_data_recipe_hash() -> None:
+    from kitctl.data import container
+
+    # `kitctl data` uses the data image only when it is this kit's recipe: the hash is the images area's to say
+    container.use_data_recipe_hash(_data_recipe_hash)
+
+
+def _use_eval_column() -> None:
+    from kitctl.model.record import eval_summary
+    from kitctl.observe import report
+
+    # `kitctl report` shows `kitctl eval`'s results; observe and model are sibling layers
+    report.add_run_column("evals (kitctl eval)", eval_summary)
+
+
+def _disk_need(cfg: KitConfig) -> Any:
+    from kitctl.pipeline.reference import disk_need
+
+    return disk_need(cfg)
+
+
+def _endpoints(cfg: KitConfig) -> Any:
+    from kitctl.pipeline.sources import endpoints
+
+    return endpoints(cfg)
+
+
+def _planned_data(cfg: KitConfig, preset: str) -> Any:
+    from kitctl.pipeline.inputs import planned_data
+
+    return planned_data(cfg, preset)
+
+
+def _data_recipe_hash(cfg: KitConfig) -> Optional[str]:
+    from kitctl.images.build import data_recipe_hash
+
+    return data_recipe_hash(cfg)
+
+
+class Entry(NamedTuple):
+    load: Callable[[], typer.Typer]
+    help: str                          # the command's line in `kitctl --help` (its help's first paragraph)
+
+
+# Every command but `init` (below), in the order `kitctl --help` lists them. tests/test_cli_startup.py checks
+# that each help line is the command's own and that every command here resolves.
+COMMANDS: dict[str, Entry] = {
+    "build": Entry(_images, "Build the images (or, with --runtime native, llm.c's binaries on this host)."),
+    "lock": Entry(_images, "Lock what the images are built from: each base image's digest and every apt package's "
+                           "version, in docker/images.lock (other stages already in it are kept). Builds then use "
+                           "it."),
+    "render": Entry(_images, "Write the Dockerfile and its build context, for plain `docker buildx build`."),
+    "doctor": Entry(_images, "Check Docker and its storage, the NVIDIA runtime, GPUs, driver, disks and shared "
+                             "memory, and the hosts the plan downloads from; say what the box is ready for (data, "
+                             "build, train, multi-node with Slurm) and what each finding means."),
+    "smoke": Entry(_images, "Run the image smoke checks: SASS per arch (cuobjdump), mpirun -np 2, NCCL allreduce on "
+                            "GPUs."),
+    "train": Entry(_train, "Train GPT-2 with llm.c's train_gpt2cu on this machine's GPUs (mpirun; docker or "
+                           "native), resumable; or on a Slurm cluster with --launcher slurm (docs/cluster.md)."),
+    "tune": Entry(_train, "Measure tokens/s of micro-batch x recompute on these GPUs and cache the fastest for "
+                          "`kitctl train`."),
+    "tensorboard": Entry(_observe, "llm.c's main.log (+ stdout.log) -> TensorBoard event files in <run>/tb/, then "
+                                   "serve TensorBoard, live."),
+    "status": Entry(_observe, "One screen about a run: step/total, tok/s, ETA, losses, HellaSwag, GPUs, whether it "
+                              "is alive. No runs yet is said and exits 0, as `kitctl report` with nothing to plot (a "
+                              "state, not a failure)."),
+    "report": Entry(_observe, "Loss and HellaSwag curves of one or more runs vs the GPT-2 124M / GPT-3 124M "
+                              "references."),
+    "export": Entry(_cluster, "Turn the kit's image into what a cluster loads: enroot .sqsh, Apptainer .sif or a "
+                              "docker save tar."),
+    "export-model": Entry(_model, "llm.c checkpoint -> HuggingFace transformers folder (model.safetensors, "
+                                  "config.json, tokenizer), no PyTorch."),
+    "sample": Entry(_model, "Generate text from a run's model (exported on first use to <run>/hf/model_NNNNNNNN)."),
+    "eval": Entry(_model, "Score a run's model with lm-evaluation-harness (extra: pip install "
+                          "'llmc-kit\\[eval]'); saved in run.json."),
+    "demo": Entry(_pipeline, "Run the kit end to end on embedded inputs, as far as this machine allows; say what "
+                             "was skipped."),
+    "bundle": Entry(_pipeline, "Pack one file with what a box without network needs: the kit itself (a wheelhouse) "
+                               "and the inputs of `kitctl reproduce --bundle FILE`."),
+    "reproduce": Entry(_pipeline, "Reproduce GPT-2 end to end: preflight, build, data, HellaSwag, tune, train (-h "
+                                  "1), report. Resumable: re-run the same command after Ctrl-C, a crash or a reboot. "
+                                  "The plan (disk, download, time) comes first."),
+    "data": Entry(_data, "Datasets -> llm.c token shards. `kitctl data \\[DATASET] \\[options]` is `kitctl data "
+                         "make` (options: `kitctl data make --help`); `kitctl data verify DIR` re-checks a folder; "
+                         "`kitctl data recipes` lists datasets. Docs: docs/data.md."),
+}
+
+
+class _Commands(MutableMapping[str, _click.Command]):
+    """The root group's commands: those defined here, then every name in :data:`COMMANDS`, each built from its
+    area's app the first time it is looked up (``kitctl train ...`` looks up ``train``; click's ``get_command``,
+    Typer's "did you mean" and tests read this mapping as they would a dict)."""
+
+    def __init__(self, own: MutableMapping[str, _click.Command]) -> None:
+        self._loaded = dict(own)
+
+    def __getitem__(self, name: str) -> _click.Command:
+        if name not in self._loaded:
+            entry = COMMANDS[name]                          # KeyError: not a command (click says "No such command")
+            self._loaded[name] = typer.main.get_group(entry.load()).commands[name]
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order())
+
+    def __len__(self) -> int:
+        return len(self._loaded.keys() | COMMANDS.keys())
+
+    def __setitem__(self, name: str, command: _click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def listing(self) -> dict[str, _click.Command]:
+        """Each command as `kitctl --help` lists it: one already built as it is, the others by their line in
+        :data:`COMMANDS` (nothing is imported)."""
+        out = {}
+        for name in self._order():
+            out[name] = self._loaded.get(name) or TyperCommand(name, help=COMMANDS[name].help)
+        return out
+
+    def _order(self) -> list[str]:
+        return [*(n for n in self._loaded if n not in COMMANDS), *COMMANDS]
+
+
+class _Kitctl(TyperGroup):
+    """The root group, with its commands in :class:`_Commands`."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands(self.commands)
+
+    def list_commands(self, ctx: _click.Context) -> list[str]:
+        return list(self.commands)
+
+    def format_help(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        listing = copy.copy(self)               # `kitctl --help`: the same group, its commands as listed
+        assert isinstance(self.commands, _Commands)
+        listing.commands = self.commands.listing()
+        TyperGroup.format_help(listing, ctx, formatter)
+
 
 app = typer.Typer(
     name="kitctl",
+    cls=_Kitctl,
     help="llmc-kit: reproduce GPT-2 (124M) with karpathy/llm.c, from a bare GPU box to a cluster.",
     no_args_is_help=True,
     add_completion=False,
@@ -100,6 +301,8 @@ def init(
         raise ConfigError(f"--stdout prints the template and writes no file: {given} does nothing with it",
                           f"leave out --stdout to write {path or 'kit.yaml'}, or leave out {given} to print")
     root = data_root if data_root is not None else "./data"
+    from kitctl.host.gpus import query as query_gpus
+
     rt, ar, why = propose_setup(runtime, arch, docker=shutil.which("docker") is not None,
                                 nvcc=shutil.which("nvcc") is not None or Path("/usr/local/cuda/bin/nvcc").is_file(),
                                 gpus=query_gpus() if arch is None else [])
@@ -163,27 +366,6 @@ def render_error(e: KitError) -> None:
     err_console.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, highlight=False)
     if e.hint:
         err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False)
-
-
-def _register() -> None:
-    """Merge each area's commands into the one app, in the order `kitctl --help` lists them."""
-    for area in (images_cli, data_cli, train_cli, observe_cli, cluster_cli, model_cli, pipeline_cli):
-        app.registered_commands.extend(area.app.registered_commands)
-        app.registered_groups.extend(area.app.registered_groups)
-    # The hooks a lower area offers and a higher one fills, from above both (no area imports this module).
-    # `kitctl report` shows `kitctl eval`'s results; observe and model are sibling layers
-    report.add_run_column("evals (kitctl eval)", eval_summary)
-    # doctor (host) judges disks against the reference plan's figures, which the pipeline's planner computes
-    doctor.use_disk_model(reference.disk_need)
-    # ... and probes the hosts the reproduce plan downloads from (after mirrors), which the pipeline knows
-    doctor.use_endpoints(sources.endpoints)
-    # `kitctl train --dry-run` before the data exists plans on the preset's dataset size (the pipeline's planner)
-    train_cli.use_planned_data(planned_data)
-    # `kitctl data` uses the data image only when it is this kit's recipe: the hash is the images area's to say
-    data_container.use_data_recipe_hash(images_build.data_recipe_hash)
-
-
-_register()
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -210,24 +210,3 @@ def test_forked_commands_get_only_their_own_environment_and_folder(tmp_path, mon
     assert str(tmp_path / "data" / "runs") in " ".join(r.stderr.split())    # the fallback data root: cwd/data
     r = kitctl_proc.run(["status", "x"], cwd=tmp_path)                       # env=None: this process's, like Popen
     assert r.returncode == 2 and "from-the-test-process" in r.stderr
-
-
-def test_the_cli_fills_every_hook_a_lower_area_offers():
-    """kitctl/cli.py registers, from above both layers, what a lower area asks a higher one for: the eval column
-    of `kitctl report` (observe <- model), doctor's disk model and the hosts it probes (host <- pipeline), train's
-    planned data for a dry run before the data exists (train <- pipeline), the data image's recipe hash
-    (data <- images). Each behaviour is tested in its area; this is the wiring, once."""
-    from kitctl.data import container
-    from kitctl.host import doctor
-    from kitctl.images import build
-    from kitctl.model.record import eval_summary
-    from kitctl.observe import report
-    from kitctl.pipeline import reference, sources
-    from kitctl.pipeline.inputs import planned_data
-    from kitctl.train import cli as train_cli
-
-    assert report._RUN_COLUMNS["evals (kitctl eval)"] is eval_summary
-    assert doctor._disk_model is reference.disk_need
-    assert doctor._endpoints is sources.endpoints
-    assert train_cli._planned is planned_data
-    assert container._expected_data_hash is build.data_recipe_hash

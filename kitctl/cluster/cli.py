@@ -17,9 +17,9 @@ from kitctl.core import validate
 from kitctl.core.validate import checked
 from kitctl.core.errors import ConfigError
 from kitctl.host.runtimes import runtime_image_ref
-from kitctl.train.cli import Launcher, add_launcher
+from kitctl.train.cli import Launcher
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 
 @app.command("export")
@@ -52,7 +52,7 @@ def export_cmd(
 
 
 class SlurmCli:
-    """Typer options of the Slurm launcher (registered on `kitctl train` below)."""
+    """Typer options of the Slurm launcher (:data:`SLURM`, which kitctl/cli.py registers on `kitctl train`)."""
 
     nodes = typer.Option(1, "--nodes", help="slurm: number of nodes")
     gpus_per_node = typer.Option(None, "--gpus-per-node", help="slurm: GPUs (ranks) per node (default: the GPUs "
@@ -91,10 +91,11 @@ def train_with_launcher(cfg, req, *, inventory: Optional[Path], mpirun: str, dry
                    console=console, show_plan=show_plan)
 
 
-add_launcher(Launcher("slurm", "sbatch/srun on --nodes nodes", run=train_with_launcher, options={
+# registered on `kitctl train` by kitctl/cli.py (train never imports cluster)
+SLURM = Launcher("slurm", "sbatch/srun on --nodes nodes", run=train_with_launcher, options={
     "nodes": (int, SlurmCli.nodes), "gpus_per_node": (Optional[int], SlurmCli.gpus_per_node),
     "partition": (Optional[str], SlurmCli.partition), "time": (Optional[str], SlurmCli.time),
     "account": (Optional[str], SlurmCli.account), "container": (str, SlurmCli.container),
     "image": (Optional[str], SlurmCli.image), "sif": (Optional[Path], SlurmCli.sif),
     "shared_dir": (Optional[Path], SlurmCli.shared_dir), "init": (str, SlurmCli.init),
-    "sbatch_opt": (Optional[List[str]], SlurmCli.sbatch_opt), "submit": (bool, SlurmCli.submit)}))
+    "sbatch_opt": (Optional[List[str]], SlurmCli.sbatch_opt), "submit": (bool, SlurmCli.submit)})

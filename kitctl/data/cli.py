@@ -32,10 +32,10 @@ from kitctl.data.plan import DataPlan, make_plan
 from kitctl.data.recipes import load_recipe, recipe_names
 from kitctl.data.tokenize import Summary
 from kitctl.host import registry
-from kitctl.host.runtimes import DockerRuntime, data_image_ref, docker_run_argv, image_present, shell_line
+from kitctl.host.runtimes import DockerRuntime, data_image_ref, docker_run_argv, shell_line
 
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 
 class _DefaultMake(TyperGroup):
@@ -213,7 +213,7 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[str
     packed_image = ub.image("data")
     if packed_image is not None and (runtime or cfg.runtime) == "docker" and not dry_run:
         ref = data_image_ref(cfg)
-        if not image_present(ref) or image_difference(cfg, ref):
+        if not registry.image_present(ref) or image_difference(cfg, ref):
             _say(f"$ docker load -i {packed_image[0]}")
             loaded = registry.load_expected(packed_image[0], packed_image[1].get("ref"), "the bundle's data image",
                                             _say)

@@ -13,7 +13,7 @@ from kitctl.core.errors import ConfigError
 from kitctl.data.plan import DataPlan
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE
 from kitctl.host import registry
-from kitctl.host.runtimes import ContainerSpec, Mount, data_image_ref, host_user, image_present
+from kitctl.host.runtimes import ContainerSpec, Mount, data_image_ref, host_user
 
 CONTAINER_DATA = "/data"
 PATH_MAP_ENV = "LLMC_KIT_HOST_PATHS"     # {container path: host path}, set on the container: its kitctl says host paths
@@ -66,7 +66,7 @@ def _under(path: Path, root: Path) -> Optional[str]:
 
 
 def choose_runtime(cfg: KitConfig, asked: Optional[str], dry_run: bool = False,
-                   present=image_present) -> tuple[str, Optional[str]]:
+                   present=registry.image_present) -> tuple[str, Optional[str]]:
     """(runtime, note). The *default* docker runtime (kit.yaml, or no setting) falls back to this kitctl's own
     Python when the data image is not built or Docker is not usable, and says so in one line: the output is the
     same either way. ``--runtime docker`` given on the command line insists on the image (exit 2 with the command

@@ -85,6 +85,19 @@ def _inspect(ref: str, fmt: str) -> subprocess.CompletedProcess[str]:
                        "check the Docker engine (`docker info`)") from None
 
 
+def image_present(ref: str) -> Optional[bool]:
+    """True/False: whether the local Docker engine has image ``ref``; None when Docker cannot be asked (no CLI, no
+    engine running, no answer in time). One ``docker image inspect``: python-on-whales asked the same, after 0.4 s of
+    CPU importing itself, more than the rest of `kitctl data`'s start-up."""
+    try:
+        r = _inspect(ref, "{{.Id}}")
+    except KitError:                # no docker CLI (a ConfigError), no answer in time, not an image reference
+        return None
+    if r.returncode == 0:
+        return True
+    return False if "no such image" in r.stderr.lower() else None
+
+
 def labels(ref: str) -> Optional[dict[str, str]]:
     """The image's labels, or None when there is no such local image."""
     r = _inspect(ref, "{{json .Config.Labels}}")

@@ -190,14 +190,3 @@ class NativeRuntime:
         if res.interrupted:
             raise KeyboardInterrupt
         return res.returncode
-
-
-def image_present(ref: str, client=None) -> Optional[bool]:
-    """True/False: whether the local Docker engine has image ``ref``; None when Docker cannot be asked (no CLI,
-    no engine running)."""
-    try:
-        if client is None:
-            from python_on_whales import docker as client     # ~0.3 s: only a docker run pays it
-        return bool(client.image.exists(ref))
-    except Exception:   # python-on-whales: ClientNotFoundError, DockerException (engine down), ...
-        return None

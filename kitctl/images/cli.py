@@ -31,7 +31,7 @@ from kitctl.images.context import prepare_context
 from kitctl.images.render import lock_gaps, render as render_dockerfile
 from kitctl.images.request import BuildRequest, resolve_archs
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kit app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 
 def _archs(arch: Optional[str], gpus: list[GPU]) -> list[int]:

@@ -23,7 +23,7 @@ from kitctl.model.sample import sample as run_sample
 
 DEFAULT_TOP_K = 40
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 
 def _say(msg: str) -> None:

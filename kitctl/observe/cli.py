@@ -18,7 +18,7 @@ from kitctl.observe.runs import latest_run, list_runs, resolve_run, resolve_runs
 from kitctl.observe.status import collect, render
 from kitctl.observe.tensorboard import DEFAULT_HOST, check_interval, check_port, run_tensorboard
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 
 @app.command()

@@ -13,9 +13,11 @@ face" in pyproject.toml holds them to it; the modules behind the face may change
 
 Each name is imported from its module on first use (PEP 562): importing ``kitctl.train`` does not load the
 planner, and ``python -m kitctl.train.steplog`` runs without the package having imported
-it first (plain imports would: session, runner and tune import steplog, and runpy then warns). ``kitctl`` itself loads
-all of train either way (cluster plans at load time): measured, the laziness costs the CLI nothing and buys it
-nothing; it is kept for those two.
+it first (plain imports would: session, runner and tune import steplog, and runpy then warns). Since ``kitctl`` loads
+an area only when one of its commands runs (kitctl/cli.py), this is what keeps train's planner out of the commands
+that only read runs: measured with plain imports here instead, ``kitctl.observe.cli`` loads 56 kitctl modules (30
+with this face) and ``kitctl.model.cli`` 60 (29); `kitctl status` takes 0.47 s of CPU, not 0.36, `kitctl
+export-model --help` 0.61, not 0.52 (best of 6). So the face stays lazy.
 """
 from __future__ import annotations
 

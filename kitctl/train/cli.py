@@ -29,7 +29,7 @@ from kitctl.train.runner import writer_lock
 from kitctl.train.session import plan_for, run_training
 from kitctl.train.tune import run_tune, tune_first
 
-app = typer.Typer()   # commands of this area; kitctl/cli.py merges them into the kitctl app
+app = typer.Typer()   # commands of this area; kitctl/cli.py builds one when it is asked for (COMMANDS lists them)
 
 _RUNTIME = typer.Option(None, "--runtime", help="docker (the kit's image) or native (host mpirun + native build); "
                                                 "default: kit.yaml's runtime")
