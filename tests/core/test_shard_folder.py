@@ -165,3 +165,48 @@ def test_facts_without_a_manifest_read_the_headers(tmp_path):
     (tmp_path / shard_filename("ds", 1)).write_bytes(pack_shard_header(20) + bytes(2 * 19))
     with pytest.raises(ConfigError, match="1062 bytes but the header says 20 tokens"):
         sf.DataFolder(tmp_path).facts()
+
+
+# ------------------------------------------------------- the messages tests/hostile/test_shard_contract.py's CLI cases
+# asserted, one `kitctl train/tune/data` run per disagreement before; each reader keeps one CLI case there
+def test_each_disagreement_names_the_file_what_is_wrong_and_the_fix(tmp_path):
+    d = tmp_path / "d"
+    _folder(d, 6)
+    (d / "ds_train_000001.bin").unlink()                                             # missing
+    with open(d / "ds_train_000003.bin", "ab") as f:                                  # size
+        f.write(b"xx")
+    t = (d / "ds_train_000004.bin").stat().st_mtime_ns + 10**9
+    os.utime(d / "ds_train_000004.bin", ns=(t, t))                                   # mtime
+    (d / "ds_train_000005.bin").unlink()
+    os.mkfifo(d / "ds_train_000005.bin")                                             # a listed shard is a FIFO
+    os.mkfifo(d / "ds_train_000007.bin")                                             # a FIFO named like a shard
+    with pytest.raises(ConfigError) as e:
+        sf.DataFolder(d).require_consistent()
+    lines = {ln.strip().split(":", 1)[0]: ln.strip() for ln in e.value.message.splitlines()[1:]}
+    assert "listed in the manifest but missing" in lines["ds_train_000001.bin"]
+    assert "1,226 bytes, the manifest recorded 1,224" in lines["ds_train_000003.bin"]
+    assert "modified after `kitctl data` wrote it" in lines["ds_train_000004.bin"]
+    assert "a FIFO, not a regular file" in lines["ds_train_000005.bin"]
+    assert "does not list (a FIFO" in lines["ds_train_000007.bin"]
+    assert all(s in (e.value.hint or "") for s in ("move the stray", "re-run the `kitctl data`", "kitctl data verify"))
+
+
+def test_a_manifest_listing_fewer_shards_than_the_folder_holds(tmp_path):
+    d = tmp_path / "d"
+    m = _folder(d, 3)
+    m.shards = m.shards[:-1]
+    m.save()
+    assert _kinds(d) == [("ds_train_000002.bin", "stray")]
+    with pytest.raises(ConfigError, match="ds_train_000002.bin: a shard file the manifest does not list.*llm.c would "
+                                          "read it"):
+        sf.DataFolder(d).require_consistent()
+
+
+def test_facts_without_a_manifest_refuse_a_fifo_named_like_a_shard(tmp_path):
+    """Never opened (a FIFO would block the header read): exit 2 naming it."""
+    (tmp_path / shard_filename("ds", 0)).write_bytes(pack_shard_header(10) + bytes(20))
+    os.mkfifo(tmp_path / shard_filename("ds", 1))
+    with pytest.raises(ConfigError) as e:
+        sf.DataFolder(tmp_path).facts()
+    assert e.value.exit_code == 2 and "ds_train_000001.bin" in e.value.message
+    assert "not a regular file" in e.value.message
