@@ -120,11 +120,11 @@ def C(id: str, argv: list[str], code: int = 2, says=(), **kw) -> Case:
 
 CASES: list[Case] = [
     # ---------------------------------------------------------------- usage errors (click/typer), every verb
-    C("bare-kitctl", [], says="no command given"),
-    C("unknown-verb", ["trian"], says="no such command"),
+    C("bare-kitctl", [], says=["no command given", "--help"]),
+    C("unknown-verb", ["trian"], says=["no such command", "--help"]),
     C("build-dryrun-typo", ["build", "--dryrun"], says=["no such option: --dryrun", "--dry-run"]),
-    C("data-verify-no-dir", ["data", "verify"], says="missing argument"),
-    C("train-steps-many", ["train", "--steps", "many", "--dry-run"], says="--steps"),
+    C("data-verify-no-dir", ["data", "verify"], says=["missing argument", "--help"]),
+    C("train-steps-many", ["train", "--steps", "many", "--dry-run"], says=["'--steps'", "--help"]),
     C("tune-min-b-word", ["tune", "--min-b", "eight", "--dry-run"], says="--min-b"),
     C("config-option-without-value", ["-c"], says="requires an argument"),
     C("init-unknown-option", ["init", "--data_root", "x"], says="no such option"),
@@ -244,7 +244,8 @@ CASES: list[Case] = [
     C("render-provider-unknown", ["render", "--stdout", "--provider", "rocm"], says="rocm"),
     C("render-base-image-injects-run", ["render", "--stdout", "--base-image", "x\nRUN id"], says="is not valid"),
     C("render-out-non-empty-user-folder", ["render", "--out", "mine"],
-      files={"mine/thesis.tex": "years of work\n", "mine/notes/a.txt": "x\n"}, says="mine"),
+      files={"mine/thesis.tex": "years of work\n", "mine/notes/a.txt": "x\n"},
+      says=["mine", "kitctl replaces only folders it made"]),
     C("render-llmc-src-secrets-stay-out", ["render", "--out", "ctx", "--llmc-src", "llmc-src"], code=0,
       setup=fake_llmc, may_change=("cwd/ctx*",), check=no_secrets_in("ctx")),
 
