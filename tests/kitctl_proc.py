@@ -6,7 +6,7 @@ each command instead from a server process that imported ``kitctl.cli`` once (mu
 one per xdist worker). The command still runs in a process of its own: its own environment (exactly ``env``,
 or this process's at the call, like ``subprocess.run``), working folder, stdin/stdout/stderr, exit code and
 children; a crash or ``os._exit`` in it cannot touch the test. What it does not share with a cold start is the
-import itself: tests of start-up (``python -m kitctl`` importing, Ctrl-C while importing), of signals sent to
+import itself (and typer's building of the click command from the app, done once in the server: tests/cli_once.py): tests of start-up (``python -m kitctl`` importing, Ctrl-C while importing), of signals sent to
 kitctl (they need its pid from ``Popen``) and of an installed wheel keep ``subprocess``.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
-PRELOAD = ["kitctl.cli", __name__]
+PRELOAD = ["kitctl.cli", "kitctl_forkserver_preload"]     # the second: tests/forkserver_preload (it says why)
+PRELOAD_DIR = str(Path(__file__).resolve().parent / "forkserver_preload")
 
 _ctx: Optional[multiprocessing.context.ForkServerContext] = None
 _server_startup: dict[str, str] = {}
@@ -46,8 +47,26 @@ def _context() -> multiprocessing.context.ForkServerContext:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         _server_startup.update(_startup(os.environ))   # the server starts with this process's environment
+        _start_server()
         _ctx = ctx
     return _ctx
+
+
+def _start_server() -> None:
+    """Start the forkserver now, with PRELOAD_DIR on its PYTHONPATH: it imports PRELOAD before it takes this
+    process's sys.path, and skips a module it cannot find without a word. Only the server's start sees the
+    variable: each command gets exactly its own environment (_child)."""
+    from multiprocessing import forkserver
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = PRELOAD_DIR + (os.pathsep + old if old else "")
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 def _stream(fd: int, mode: str) -> io.TextIOWrapper:

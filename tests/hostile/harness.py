@@ -145,34 +145,12 @@ def _alarm(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
-_COMMANDS: dict[tuple[int, int, int], object] = {}
-
-
-def _built_once(monkeypatch) -> None:
-    """kitctl builds its click command from the Typer app once per process; here many cases share one process, and
-    typer rebuilt it on every call (~45 ms, most of a case). The command is built once and reused, as in a real
-    run; a change to the app's commands (a test that registers one) builds it again."""
-    import typer.main
-
-    real = typer.main.get_command
-    if getattr(real, "_kit_cached", False):
-        return
-
-    def get_command(typer_instance):
-        key = (id(typer_instance), len(typer_instance.registered_commands), len(typer_instance.registered_groups))
-        if key not in _COMMANDS:
-            _COMMANDS[key] = real(typer_instance)
-        return _COMMANDS[key]
-
-    get_command._kit_cached = True      # type: ignore[attr-defined]
-    monkeypatch.setattr(typer.main, "get_command", get_command)
-
-
 def run_kitctl(argv: list[str], cwd: Path, capsys, monkeypatch, env: Optional[dict[str, str]] = None) -> Result:
     """``kitctl ARGV`` in this process (cli.main with sys.argv patched); SystemExit -> the exit code."""
+    import cli_once
     from kitctl import cli
 
-    _built_once(monkeypatch)
+    cli_once.install()         # the click command built once per process, as a real run does (tests/cli_once.py)
 
     for key in list(os.environ):
         if key.startswith("KIT_") or key in ("KITCTL_DEBUG", "TIKTOKEN_CACHE_DIR", "HF_HOME"):
