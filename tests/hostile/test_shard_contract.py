@@ -8,10 +8,9 @@ A folder without a manifest is still accepted, with a note. Same harness as test
 
 Each reader keeps one CLI case per kind of disagreement it acts on (train, tune: a stray shard; train: a FIFO shard
 in a folder without a manifest; data, whose own check refuses strays, special files and outside names: one of each);
-every disagreement's message, value by value, is in tests/core/test_shard_folder.py:
-test_each_disagreement_is_named, test_each_disagreement_names_the_file_what_is_wrong_and_the_fix,
-test_a_manifest_listing_fewer_shards_than_the_folder_holds, test_facts_without_a_manifest_refuse_a_fifo_named_like_a_shard
-and test_a_listed_name_that_is_not_the_shard_at_its_position_is_refused.
+every disagreement's message, value by value, is a unit test of DataFolder: tests/core/test_data_folder_disagreements.py
+(each message and hint these cases asserted) and DataFolder's own tests (test_each_disagreement_is_named,
+test_a_listed_name_that_is_not_the_shard_at_its_position_is_refused).
 """
 from __future__ import annotations
 
