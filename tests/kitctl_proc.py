@@ -6,7 +6,7 @@ each command instead from a server process that imported ``kitctl.cli`` once (mu
 one per xdist worker). The command still runs in a process of its own: its own environment (exactly ``env``,
 or this process's at the call, like ``subprocess.run``), working folder, stdin/stdout/stderr, exit code and
 children; a crash or ``os._exit`` in it cannot touch the test. What it does not share with a cold start is the
-import itself (and typer's building of the click command from the app, done once in the server: tests/cli_once.py): tests of start-up (``python -m kitctl`` importing, Ctrl-C while importing), of signals sent to
+import itself: tests of start-up (``python -m kitctl`` importing, Ctrl-C while importing), of signals sent to
 kitctl (they need its pid from ``Popen``) and of an installed wheel keep ``subprocess``.
 """
 from __future__ import annotations
@@ -21,8 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
-PRELOAD = ["kitctl.cli", "kitctl_forkserver_preload"]     # the second: tests/forkserver_preload (it says why)
-PRELOAD_DIR = str(Path(__file__).resolve().parent / "forkserver_preload")
+PRELOAD = ["kitctl.cli", __name__]
 
 _ctx: Optional[multiprocessing.context.ForkServerContext] = None
 _server_startup: dict[str, str] = {}
@@ -45,17 +44,24 @@ def _context() -> multiprocessing.context.ForkServerContext:
     global _ctx
     if _ctx is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
+        ctx.set_forkserver_preload([*PRELOAD, SERVER_PRELOAD])
         _server_startup.update(_startup(os.environ))   # the server starts with this process's environment
         _start_server()
         _ctx = ctx
     return _ctx
 
 
+# tests/forkserver_preload/kitctl_forkserver_preload.py: imports what tests/ holds for the server (kitctl_proc,
+# which PRELOAD names but the server could not find) and builds kitctl's click command there once, for every
+# forked command to inherit (tests/cli_once.py): a forked command does not build it again, as a real run builds it once
+SERVER_PRELOAD = "kitctl_forkserver_preload"
+PRELOAD_DIR = str(Path(__file__).resolve().parent / "forkserver_preload")
+
+
 def _start_server() -> None:
-    """Start the forkserver now, with PRELOAD_DIR on its PYTHONPATH: it imports PRELOAD before it takes this
-    process's sys.path, and skips a module it cannot find without a word. Only the server's start sees the
-    variable: each command gets exactly its own environment (_child)."""
+    """Start the forkserver now, with PRELOAD_DIR on its PYTHONPATH: Python 3.11's forkserver imports its preload
+    before it takes this process's sys.path, and skips a module it cannot find without a word. Only the server's
+    start sees the variable: each command gets exactly its own environment (_child)."""
     from multiprocessing import forkserver
 
     old = os.environ.get("PYTHONPATH")
