@@ -40,6 +40,9 @@ def pytest_configure(config):
     otherwise see that file appear, or not, by which test of a worker imported it first."""
     if "MPLCONFIGDIR" not in os.environ:
         os.environ["MPLCONFIGDIR"] = config._kit_mpl_dir = tempfile.mkdtemp(prefix="kit-tests-mpl-")
+    import cli_once       # kitctl's click command built once per process for in-process CLI tests, as a real run
+
+    cli_once.install()
 
 
 def pytest_unconfigure(config):

@@ -48,10 +48,35 @@ def _context() -> multiprocessing.context.ForkServerContext:
     global _ctx
     if _ctx is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
+        ctx.set_forkserver_preload([*PRELOAD, SERVER_PRELOAD])
         _server_startup.update(_startup(os.environ))   # the server starts with this process's environment
+        _start_server()
         _ctx = ctx
     return _ctx
+
+
+# tests/forkserver_preload/kitctl_forkserver_preload.py: imports what tests/ holds for the server (kitctl_proc,
+# which PRELOAD names but the server could not find) and builds kitctl's click command there once, for every
+# forked command to inherit (tests/cli_once.py): a forked command does not build it again, as a real run builds it once
+SERVER_PRELOAD = "kitctl_forkserver_preload"
+PRELOAD_DIR = str(Path(__file__).resolve().parent / "forkserver_preload")
+
+
+def _start_server() -> None:
+    """Start the forkserver now, with PRELOAD_DIR on its PYTHONPATH: Python 3.11's forkserver imports its preload
+    before it takes this process's sys.path, and skips a module it cannot find without a word. Only the server's
+    start sees the variable: each command gets exactly its own environment (_child)."""
+    from multiprocessing import forkserver
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = PRELOAD_DIR + (os.pathsep + old if old else "")
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 def _stream(fd: int, mode: str) -> io.TextIOWrapper:

@@ -39,6 +39,13 @@ def test_arch_list_refuses(text):
     assert "--arch" in e.message and "75,86" in e.hint
 
 
+# what tests/hostile/cases.py's build-arch-* cases asserted, one CLI run each (build-arch-8.65 keeps the wiring)
+@pytest.mark.parametrize("text,says", [("8.65", "8.65"), ("inf", "inf"), ("nan", "nan"), ("-7.5", "-7.5"),
+                                       ("99", "unknown compute capability"), (",", "empty")])
+def test_arch_list_names_what_is_wrong(text, says):
+    assert says in refused(validate.arch_list, text, "--arch").message
+
+
 def test_arch_8_65_is_not_rounded_to_86():
     """round(86.5) == 86 in Python: the old parser accepted 8.65 as sm_86."""
     with pytest.raises(ValueError, match="8.65"):
@@ -54,7 +61,7 @@ def test_run_name_accepts(name):
                                   "a..b", "~root"])
 def test_run_name_refuses(name):
     e = refused(validate.run_name, name)
-    assert "--out" in e.hint
+    assert "--out" in e.hint and "--name" in e.message
 
 
 def test_numbers():
@@ -69,6 +76,55 @@ def test_numbers():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         refused(validate.positive_float, bad, "--interval")
     assert validate.positive_float(0.5, "--interval") == 0.5
+
+
+@pytest.mark.parametrize("value,option,lo", [(0, "--micro-batch", 1), (-4, "--micro-batch", 1), (-8, "--min-b", 1),
+                                             (-5, "--steps", 1), (2**31, "--micro-batch", 1), (-1, "--warmup", 0),
+                                             (2**31, "--total-batch", None), (10**20, "--micro-batch", 1),
+                                             (0, "--steps", 1), (-1, "--step", 0)])
+def test_llmc_int_refuses(value, option, lo):
+    """llm.c's counts (train --micro-batch, tune --min-b / --steps / --warmup, demo --steps, export-model --step):
+    each option keeps one CLI case in tests/hostile (cases.py: tune-min-b-zero; test_trust_cli.py: *-over-int32);
+    the values are here."""
+    e = refused(validate.llmc_int, value, option, lo=lo)
+    assert e.message.startswith(f"{option} {value}: must be") and "32-bit int" in e.message
+    assert validate.llmc_int(lo if lo is not None else -3, option, lo=lo) == (lo if lo is not None else -3)
+    assert validate.llmc_int(2**31 - 1, option, lo=lo) == 2**31 - 1
+
+
+@pytest.mark.parametrize("value,says", [(0, "--steps 0: must be at least 1"), (-2, "--steps -2: must be at least 1"),
+                                        (2**31, "at most 2,147,483,647")])
+def test_steps_or_epoch_names_the_value(value, says):
+    assert says in refused(validate.steps_or_epoch, value, "--steps").message
+
+
+@pytest.mark.parametrize("check,value,option,kw,says", [
+    (validate.int_range, -1, "--top-k", dict(lo=0, hi=validate.GPT2_VOCAB), "between 0 and 50257"),
+    (validate.int_range, 60000, "--top-k", dict(lo=0, hi=validate.GPT2_VOCAB), "between 0 and 50257"),
+    (validate.int_range, -1, "--num-fewshot", dict(lo=0, hi=validate.GPT2_CONTEXT), "between 0 and 1024"),
+    (validate.int_range, 10**20, "--num-fewshot", dict(lo=0, hi=validate.GPT2_CONTEXT), "between 0 and 1024"),
+    (validate.seed, -1, "--seed", {}, "between 0 and 4294967295"),
+    (validate.seed, 2**32, "--seed", {}, "between 0 and 4294967295"),
+    (validate.seed, 10**20, "--seed", {}, "unsigned 32-bit"),
+    (validate.bounded_float, -1.0, "--limit", dict(lo=0, hi=validate.LLMC_INT_MAX, why="examples", example="0.1"),
+     "greater than 0"),
+    (validate.bounded_float, 1e300, "--limit", dict(lo=0, hi=validate.LLMC_INT_MAX, why="examples", example="0.1"),
+     "at most 2.14748e+09"),
+    (validate.bounded_float, float("nan"), "--limit", dict(lo=0, hi=validate.LLMC_INT_MAX, why="x", example="0.1"),
+     "--limit nan"),
+])
+def test_bounded_numbers_name_the_option_and_the_bounds(check, value, option, kw, says):
+    """sample --top-k / --seed, eval --num-fewshot / --limit: each option keeps one CLI case in tests/hostile
+    (test_trust_cli.py: sample-top-k-over-vocab, sample-seed-over-uint32, eval-num-fewshot-huge, eval-limit-huge);
+    both ends of each range are here."""
+    e = refused(check, value, option, **kw)
+    assert e.message.startswith(f"{option} {value}") and says in e.message
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_positive_float_names_the_option(value):
+    """sample --temperature (cases.py keeps sample-temperature-negative) and the other rates."""
+    assert refused(validate.positive_float, value, "--temperature").message.startswith(f"--temperature {value}")
 
 
 def test_workers_bounded_by_cores():

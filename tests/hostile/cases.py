@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from harness import MAIN_LOG, TWO_3090, Case, Result, make_full_disk, make_readonly
+from harness import MAIN_LOG, Case, Result, make_full_disk, make_readonly
 
 # argv prefixes that plan without GPUs, Docker or downloads
 TRAIN = ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards", "--steps", "10",
@@ -120,11 +120,11 @@ def C(id: str, argv: list[str], code: int = 2, says=(), **kw) -> Case:
 
 CASES: list[Case] = [
     # ---------------------------------------------------------------- usage errors (click/typer), every verb
-    C("bare-kitctl", [], says="no command given"),
-    C("unknown-verb", ["trian"], says="no such command"),
+    C("bare-kitctl", [], says=["no command given", "--help"]),
+    C("unknown-verb", ["trian"], says=["no such command", "--help"]),
     C("build-dryrun-typo", ["build", "--dryrun"], says=["no such option: --dryrun", "--dry-run"]),
-    C("data-verify-no-dir", ["data", "verify"], says="missing argument"),
-    C("train-steps-many", ["train", "--steps", "many", "--dry-run"], says="--steps"),
+    C("data-verify-no-dir", ["data", "verify"], says=["missing argument", "--help"]),
+    C("train-steps-many", ["train", "--steps", "many", "--dry-run"], says=["'--steps'", "--help"]),
     C("tune-min-b-word", ["tune", "--min-b", "eight", "--dry-run"], says="--min-b"),
     C("config-option-without-value", ["-c"], says="requires an argument"),
     C("init-unknown-option", ["init", "--data_root", "x"], says="no such option"),
@@ -162,8 +162,6 @@ CASES: list[Case] = [
     C("config-huge-value-not-echoed", ["-c", "h.yaml", *CONFIG], files={"h.yaml": "provider: " + "x" * 200_000 + "\n"},
       says="provider"),
     C("config-arch-8.65", ["-c", "a.yaml", *CONFIG], files={"a.yaml": "arch: '8.65'\n"}, says="8.65"),
-    C("config-arch-inf", ["-c", "a.yaml", *CONFIG], files={"a.yaml": "arch: inf\n"}, says="inf"),
-    C("config-data-root-empty", ["-c", "e.yaml", *CONFIG], files={"e.yaml": "data_root: ''\n"}, says="empty"),
     C("config-data-root-null", ["-c", "e.yaml", *CONFIG], files={"e.yaml": "data_root:\n"}, says="data_root"),
     C("config-data-root-is-a-file", ["-c", "f.yaml", *CONFIG], files={"f.yaml": "data_root: input.txt\n"},
       says=["input.txt", "is a file"]),
@@ -171,8 +169,6 @@ CASES: list[Case] = [
       says="which is a file"),
     C("config-data-root-unexpanded-var", ["-c", "v.yaml", *CONFIG], files={"v.yaml": "data_root: $HOME/big\n"},
       says="$variable"),
-    C("config-data-root-newline", ["-c", "n.yaml", *CONFIG], files={"n.yaml": 'data_root: "/big\\nx"\n'},
-      says="control character"),
     C("env-data-root-empty", CONFIG, env={"KIT_DATA_ROOT": ""}, says=["kit_data_root", "empty"]),
     C("env-data-root-is-a-file", CONFIG, env={"KIT_DATA_ROOT": "input.txt"}, says="is a file"),
     C("env-arch-8.65", CONFIG, env={"KIT_ARCH": "8.65"}, says="8.65"),
@@ -203,10 +199,8 @@ CASES: list[Case] = [
     C("init-into-a-folder", ["init", "data"], says="is a folder"),
     C("init-under-a-file", ["init", "input.txt/kit.yaml"], says="is a file"),
     C("init-read-only-folder", ["init", "ro/kit.yaml"], setup=ro("ro"), says="read-only"),
-    C("init-data-root-empty", ["init", "new.yaml", "--data-root", ""], says="empty"),
     C("init-data-root-newline-injects-key", ["init", "new.yaml", "--data-root", "x\nruntime: docker"],
       says="control character"),
-    C("init-data-root-unexpanded", ["init", "new.yaml", "--data-root", "$HOME/big"], says="$variable"),
     C("init-stdout-data-root-empty", ["init", "--stdout", "--data-root", " "], says="empty"),
     C("init-user-without-data-root", ["init", "--user"], says="--user needs --data-root"),
     C("init-user-relative-data-root", ["init", "--user", "--data-root", "big"], says="absolute"),
@@ -218,27 +212,9 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- doctor
     C("doctor-inventory-missing", ["doctor", "--inventory", "nope.csv"], says="does not exist"),
     C("doctor-for-unknown-purpose", ["doctor", "--for", "gaming"], says="data, build, train, multi-node"),
-    C("doctor-inventory-folder", ["doctor", "--inventory", "data"], says="is a folder"),
-    C("doctor-inventory-binary", ["doctor", "--inventory", "inv.bin"], files={"inv.bin": b"\0\1\2" * 100},
-      says="binary"),
-    C("doctor-inventory-latin1", ["doctor", "--inventory", "l1.csv"],
-      files={"l1.csv": "0, GeForce \xae, 8.6, 24576 MiB, 570\n".encode("latin-1")}, says="utf-8"),
-    C("doctor-inventory-wrong-fields", ["doctor", "--inventory", "w.csv"], files={"w.csv": "0, RTX 3090, 8.6\n"},
-      says="expected 5 fields"),
-    C("doctor-inventory-duplicate-index", ["doctor", "--inventory", "d.csv"],
-      files={"d.csv": TWO_3090.replace("1, NVIDIA", "0, NVIDIA")}, says="index"),
-    C("doctor-inventory-capability-inf", ["doctor", "--inventory", "i.csv"],
-      files={"i.csv": "0, RTX 3090, inf, 24576 MiB, 570.86\n"}, says="compute"),
-    C("doctor-inventory-negative-memory", ["doctor", "--inventory", "m.csv"],
-      files={"m.csv": "0, RTX 3090, 8.6, -5 MiB, 570.86\n"}, says="memory"),
 
     # ---------------------------------------------------------------- build
     C("build-arch-8.65", [*BUILD, "--arch", "8.65"], says="8.65"),
-    C("build-arch-inf", [*BUILD, "--arch", "inf"], says="inf"),
-    C("build-arch-nan", [*BUILD, "--arch", "nan"], says="nan"),
-    C("build-arch-negative", [*BUILD, "--arch", "-7.5"], says="-7.5"),
-    C("build-arch-unknown", [*BUILD, "--arch", "99"], says="unknown compute capability"),
-    C("build-arch-empty", [*BUILD, "--arch", ","], says="empty"),
     C("build-arch-auto-inventory-missing", [*BUILD, "--arch", "auto", "--inventory", "nope.csv"],
       says="does not exist"),
     C("build-provider-unknown", [*BUILD, "--provider", "cuda"], says="provider"),
@@ -268,7 +244,8 @@ CASES: list[Case] = [
     C("render-provider-unknown", ["render", "--stdout", "--provider", "rocm"], says="rocm"),
     C("render-base-image-injects-run", ["render", "--stdout", "--base-image", "x\nRUN id"], says="is not valid"),
     C("render-out-non-empty-user-folder", ["render", "--out", "mine"],
-      files={"mine/thesis.tex": "years of work\n", "mine/notes/a.txt": "x\n"}, says="mine"),
+      files={"mine/thesis.tex": "years of work\n", "mine/notes/a.txt": "x\n"},
+      says=["mine", "kitctl replaces only folders it made"]),
     C("render-llmc-src-secrets-stay-out", ["render", "--out", "ctx", "--llmc-src", "llmc-src"], code=0,
       setup=fake_llmc, may_change=("cwd/ctx*",), check=no_secrets_in("ctx")),
 
@@ -307,7 +284,6 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- data make / verify / recipes / hellaswag
     C("data-recipe-unknown", ["data", "fineweb11B", "--dry-run"], says="fineweb11b"),
     C("data-workers-1000", [*DATA, "--workers", "1000"], says="--workers"),
-    C("data-workers-negative", [*DATA, "--workers", "-1"], says="--workers"),
     C("data-shard-size-zero", [*DATA, "--shard-size", "0"], says="--shard-size"),
     C("data-shard-size-negative", [*DATA, "--shard-size", "-100"], says="--shard-size"),
     C("data-shards-zero", ["data", "fineweb10B-pretokenized", "--shards", "0", "--dry-run", "--runtime", "native"],
@@ -347,18 +323,11 @@ CASES: list[Case] = [
 
     # ---------------------------------------------------------------- train
     C("train-name-escapes-runs", [*TRAIN, "--name", "../../x"], says="--name", check=no_path("x", "data/x")),
-    C("train-name-absolute", [*TRAIN, "--name", "/tmp/x"], says="--name"),
-    C("train-name-empty", [*TRAIN, "--name", ""], says="--name"),
-    C("train-name-newline", [*TRAIN, "--name", "a\nb"], says="--name"),
     C("train-gpus-duplicate", [*TRAIN, "--gpus", "0,0"], says="repeated"),
     C("train-gpus-too-many", [*TRAIN, "--gpus", "5"], says="--gpus 5"),
     C("train-gpus-word", [*TRAIN, "--gpus", "both"], says="--gpus"),
-    C("train-micro-batch-zero", [*TRAIN, "--micro-batch", "0"], says="--micro-batch"),
-    C("train-micro-batch-negative", [*TRAIN, "--micro-batch", "-4"], says="--micro-batch"),
     C("train-recompute-3", [*TRAIN, "--recompute", "3"], says="--recompute"),
     C("train-precision-fp8", [*TRAIN, "--precision", "fp8"], says="fp8"),
-    C("train-steps-zero", [*TRAIN, "--steps", "0"], says="--steps"),
-    C("train-steps-minus-two", [*TRAIN, "--steps", "-2"], says="--steps"),
     C("train-total-batch-zero", [*TRAIN, "--total-batch", "0"], says="--total-batch"),
     C("train-preset-unknown", [*TRAIN, "--preset", "gpt5"], says="gpt5"),
     C("train-runtime-unknown", [*TRAIN, "--runtime", "podman"], says="podman"),
@@ -371,12 +340,6 @@ CASES: list[Case] = [
     C("train-out-is-a-file", [*TRAIN, "--out", "input.txt"], says="is a file"),
     C("train-out-read-only", [*TRAIN, "--out", "ro/run"], setup=ro("ro"), says="read-only"),
     C("train-inventory-missing", [*TRAIN, "--inventory", "nope.csv"], says="does not exist"),
-    C("train-inventory-binary", [*TRAIN, "--inventory", "inv.bin"], files={"inv.bin": b"\0" * 64}, says="binary"),
-    C("train-inventory-empty", [*TRAIN, "--inventory", "e.csv"], files={"e.csv": ""}, says=["e.csv", "lists no gpu"]),
-    C("train-inventory-duplicate-index", [*TRAIN, "--inventory", "d.csv"],
-      files={"d.csv": TWO_3090.replace("1, NVIDIA", "0, NVIDIA")}, says="index"),
-    C("train-inventory-capability-inf", [*TRAIN, "--inventory", "i.csv"],
-      files={"i.csv": "0, RTX 3090, inf, 24576 MiB, 570.86\n"}, says="compute"),
     C("train-binary-missing", ["train", "--inventory", "two.csv", "--mpirun", "/bin/true", "--data", "data/shards",
                                "--steps", "10", "--runtime", "native", "--binary", "nope"], says="nope"),
     C("train-passthrough-o-escapes-run-folder", [*TRAIN, "--", "-o", "/tmp/elsewhere"], says="-o is set by the kit"),
@@ -390,9 +353,6 @@ CASES: list[Case] = [
 
     # ---------------------------------------------------------------- tune
     C("tune-min-b-zero", [*TUNE, "--min-b", "0"], says="--min-b"),
-    C("tune-min-b-negative", [*TUNE, "--min-b", "-8"], says="--min-b"),
-    C("tune-warmup-negative", [*TUNE, "--warmup", "-1"], says="--warmup"),
-    C("tune-steps-zero", [*TUNE, "--steps", "0"], says="--steps"),
     C("tune-warmup-not-below-steps", [*TUNE, "--steps", "5", "--warmup", "5"], says="--warmup"),
     C("tune-gpus-duplicate", [*TUNE, "--gpus", "1,1"], says="repeated"),
     C("tune-precision-unknown", [*TUNE, "--precision", "int8"], says="int8"),
@@ -400,11 +360,7 @@ CASES: list[Case] = [
 
     # ---------------------------------------------------------------- tensorboard
     C("tensorboard-port-70000", [*TB, "--port", "70000"], says="--port 70000"),
-    C("tensorboard-port-zero", [*TB, "--port", "0"], says="--port 0"),
-    C("tensorboard-port-negative", [*TB, "--port", "-1"], says="--port -1"),
     C("tensorboard-interval-negative", [*TB, "--interval", "-1"], says="--interval"),
-    C("tensorboard-interval-zero", [*TB, "--interval", "0"], says="--interval"),
-    C("tensorboard-interval-nan", [*TB, "--interval", "nan"], says="--interval"),
     C("tensorboard-host-bad", ["tensorboard", "r1", "--no-follow", "--host", "not a host"], says="--host"),
     C("tensorboard-not-a-run-folder", ["tensorboard", "data/shards", "--no-serve", "--no-follow"],
       says="data/shards", check=no_path("data/shards/tb")),
@@ -440,11 +396,8 @@ CASES: list[Case] = [
     C("reproduce-net-mbps-nan", [*REPRO, "--net-mbps", "nan"], says="--net-mbps"),
     C("reproduce-cpus-zero", [*REPRO, "--cpus", "0"], says="--cpus 0"),
     C("reproduce-price-negative", [*REPRO, "--price-per-gpu-hour", "-1"], says="--price-per-gpu-hour"),
-    C("reproduce-steps-zero", [*REPRO, "--steps", "0"], says="--steps 0"),
     C("reproduce-shard-size-zero", [*REPRO, "--shard-size", "0"], says="--shard-size 0"),
     C("reproduce-inventory-missing", [*REPRO, "--inventory", "nope.csv"], says="nope.csv"),
-    C("reproduce-inventory-capability-inf", [*REPRO, "--inventory", "i.csv"],
-      files={"i.csv": "0, RTX 3090, inf, 24576 MiB, 570.86\n"}, says="compute"),
     C("reproduce-dataset-unknown", [*REPRO, "--dataset", "nope"], says="unknown dataset"),
     C("reproduce-gpus-duplicate", [*REPRO, "--gpus", "0,0"], says="repeated"),
     C("reproduce-runtime-unknown", [*REPRO, "--runtime", "podman"], says="podman"),
@@ -470,22 +423,15 @@ CASES: list[Case] = [
     C("export-model-dtype-unknown", ["export-model", "ck", "--dtype", "fp8"], says="--dtype", setup=checkpoint),
     C("export-model-out-not-empty", ["export-model", "ck", "--out", "mine"], setup=checkpoint,
       files={"mine/thesis.tex": "years of work\n"}, says="mine"),
-    C("export-model-step-negative", ["export-model", "r1", "--step", "-1"], says="--step -1"),
     C("export-model-out-is-a-file", ["export-model", "r1", "--out", "input.txt"], says="is a file"),
     C("export-model-push-not-a-repo", ["export-model", "r1", "--push", "not a repo"], says="--push"),
     C("sample-n-zero", ["sample", "ck", "-n", "0", "--backend", "numpy"], says="-n", setup=checkpoint),
-    C("sample-top-k-negative", ["sample", "r1", "--top-k", "-1"], says="--top-k"),
     C("sample-temperature-negative", ["sample", "r1", "--temperature", "-1"], says="--temperature"),
-    C("sample-temperature-nan", ["sample", "r1", "--temperature", "nan"], says="--temperature"),
     C("sample-backend-unknown", ["sample", "r1", "--backend", "torch"], says="--backend"),
     C("sample-run-unknown", ["sample", "nope"], says="nope"),
-    C("eval-limit-negative", ["eval", "r1", "--limit", "-1"], says="--limit"),
-    C("eval-num-fewshot-negative", ["eval", "r1", "--num-fewshot", "-1"], says="--num-fewshot"),
     C("eval-step-negative", ["eval", "r1", "--step", "-3"], says="--step -3"),
 
     # ---------------------------------------------------------------- demo
-    C("demo-steps-zero", ["demo", "--steps", "0"], says="--steps"),
-    C("demo-steps-negative", ["demo", "--steps", "-5"], says="--steps"),
     C("demo-data-root-is-a-file", ["demo", "--data-root", "input.txt"], says="is a file"),
     # ---------------------------------------------------------------- a full disk (ENOSPC): exit 1 (not bad input:
     # the same command works once there is space), no partial file, the old file intact

@@ -147,7 +147,10 @@ def _alarm(seconds: int):
 
 def run_kitctl(argv: list[str], cwd: Path, capsys, monkeypatch, env: Optional[dict[str, str]] = None) -> Result:
     """``kitctl ARGV`` in this process (cli.main with sys.argv patched); SystemExit -> the exit code."""
+    import cli_once
     from kitctl import cli
+
+    cli_once.install()         # the click command built once per process, as a real run does (tests/cli_once.py)
 
     for key in list(os.environ):
         if key.startswith("KIT_") or key in ("KITCTL_DEBUG", "TIKTOKEN_CACHE_DIR", "HF_HOME"):
