@@ -41,6 +41,7 @@ DEFAULT_SHARD_SIZE = 10**8
 SAVE_EVERY_S = 5.0
 SAVE_FRACTION = 16              # save when new shards >= listed shards / SAVE_FRACTION
 LOCK_FILE = ".kitctl-data.lock"
+FELL_BACK = "fell back:"        # the manifest's encoder.gate of a run whose fast encoder failed the identity gate
 
 ProgressFn = Callable[[int, int], None]   # (tokens added, current shard index)
 LogFn = Callable[[str], None]
@@ -308,6 +309,8 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: sf.RunInfo, data
         with TerminationAsInterrupt():       # `docker stop` / kill: stop like Ctrl-C (resumable)
             batches, m.run.encoder = _gated(batches, encoder, log)
             n = default_workers(m.run.encoder.name) if workers is None else workers
+            if n == 0 and m.run.encoder.gate.startswith(FELL_BACK):
+                n = default_workers(encoders.REFERENCE)   # not tiktoken in one thread: its processes
             stream = iter_tokens(batches, n, m.run.encoder.name)
             _feed(stream, writer, cur, skip_tokens, progress)
             writer.close()                   # the last, partial shard: its end is the end of the stream
@@ -362,7 +365,7 @@ def _gated(batches: Iterator[Any], requested: Optional[str],
         if log:
             log(f"warning: {g.mismatch}: this run uses tiktoken (the reference) instead; the shards are "
                 "unaffected, only slower")
-        info = _info(g.encoder, f"fell back: {g.mismatch}")
+        info = _info(g.encoder, f"{FELL_BACK} {g.mismatch}")
     elif name == encoders.REFERENCE:
         info = _info(name, "the reference")
     else:
