@@ -293,10 +293,11 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0,
     ok = False
     ahead = read_ahead(batches)
     try:
-        for b in ahead:
-            pool.submit(b)
-            if pool.full():
-                yield pool.get()
+        for batch in ahead:
+            for b in slots.fitting(batch, slots.IN_SLOT_BYTES):
+                pool.submit(b)
+                if pool.full():
+                    yield pool.get()
         while pool.pending:
             yield pool.get()
         ok = True
