@@ -19,6 +19,7 @@ from kitctl.data import encoders, pool, slots
 pytestmark = pytest.mark.usefixtures("tiktoken_cache")
 
 
+@pytest.mark.slow          # gigatoken's load and first call, tiktoken's: ~0.5 s quiet
 def test_fast_encoder_tokenizes_on_threads_of_this_process_in_order():
     import pyarrow as pa
 
