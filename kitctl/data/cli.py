@@ -90,8 +90,8 @@ def make(
                                        help="file prefix (default as llm.c: fineweb, edu_fineweb, ...)"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="tokens per shard (default 100,000,000)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", callback=checked(validate.workers),
-                                          help="tokenizer processes (default: all cores, one fewer with gigatoken; "
-                                          "0: tokenize in this process; at most 4 x cores)"),
+                                          help="tokenizer processes (default: all cores with tiktoken; 0 with "
+                                          "gigatoken, on threads; 0: tokenize in this process; at most 4 x cores)"),
     stream: bool = typer.Option(False, "--stream", help="read HF parquet over HTTP; no HF cache on disk"),
     source: Optional[str] = typer.Option(None, "--source", help="local input for a recipe (tinyshakespeare "
                                          "input.txt, hellaswag_val.jsonl, downloaded parquet files, a shard folder; "

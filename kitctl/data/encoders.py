@@ -130,6 +130,7 @@ class GigatokenEncoder:
 
     name = FAST
     takes_arrow = True
+    threads_ok = True       # releases the GIL, full speed off the main thread (kitctl.data.pool.iter_tokens)
 
     def __init__(self, rank_file: Path):
         import gigatoken

@@ -25,7 +25,7 @@ from kitctl.core.config import KitConfig
 from kitctl.core.errors import ConfigError
 from kitctl.data import encoders, hellaswag, space
 from kitctl.data import sources as src
-from kitctl.data.pool import cores, default_workers
+from kitctl.data.pool import cores, default_workers, encode_threads
 from kitctl.data.recipes import Recipe, load_recipe, recipe_names
 from kitctl.data.tokenize import DEFAULT_SHARD_SIZE
 from kitctl.core.layout import DataLayout
@@ -140,8 +140,10 @@ class DataPlan:
             first = f" (val shard {self.first_shard_size:,})" if self.first_shard_size != self.shard_size else ""
             lines.append(f"shard size   {self.shard_size:,} tokens{first}"
                          + (f" -- {self.shard_note}" if self.shard_note else ""))
-            lines.append(f"workers      {self.workers} tokenizer processes ({cores()} cores)")
             name, note = encoders.choose(self.encoder)
+            lines.append(f"workers      {self.workers} tokenizer processes ({cores()} cores)" if self.workers or
+                         name == encoders.REFERENCE else
+                         f"workers      0: {name} on {encode_threads()} thread(s) of this process ({cores()} cores)")
             lines.append(f"encoder      {name} {encoders.installed_version(name) or ''}".rstrip()
                          + (" (checked against tiktoken on the run's first documents)" if name != encoders.REFERENCE
                             else f" -- {note}" if note else ""))

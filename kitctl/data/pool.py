@@ -10,6 +10,12 @@ one uint16 array plus the per-document lengths (no Python lists of ints).
 Why processes, not threads: tiktoken releases the GIL, so threads would scale, but measured here tiktoken's
 Rust core runs 25-38% slower per token in any thread other than a process's main thread (Python's own ``re`` and
 hashlib do not), while a forked worker's main thread runs at full speed (bench notes in docs/data.md).
+
+The fast encoder (gigatoken) is the exception: it releases the GIL and runs at full speed on any thread, so
+by default it tokenizes in this process (``workers=0``): a reader thread decodes parquet ahead, encode threads
+tokenize the arrow batches in place, and the main thread writes and hashes the shards -- no fork, no copy of
+the text into shared memory and of the tokens out of it (measured on 2 cores, 200 MB of varied text: 2.0-2.2
+CPU-s for the whole stream vs 2.3-2.7 with one worker process; docs/data.md).
 """
 from __future__ import annotations
 
@@ -44,12 +50,17 @@ def cores() -> int:
 
 
 def default_workers(encoder: str = encoders.REFERENCE) -> int:
-    """Tokenizer processes: one per core with tiktoken (the BPE is the cost). With the fast encoder the main
-    process (parquet, shard writes, sha256) needs a core of its own: one fewer (measured on 2 cores, 200 MB of
-    varied text: 1 worker 2.14-2.52 s and 3.0 CPU-s, 2 workers 2.72-2.84 s and 3.4 CPU-s; one gigatoken worker
-    encodes faster than the main process feeds it)."""
-    n = cores()
-    return max(1, n - 1) if encoder == encoders.FAST else n
+    """Tokenizer processes: one per core with tiktoken (the BPE is the cost). With the fast encoder none: it
+    runs on threads of this process (:func:`iter_tokens`; one gigatoken thread encodes faster than one process
+    reads parquet and writes shards, and the processes' copies through shared memory cost more than they gave:
+    measured in docs/data.md)."""
+    return 0 if encoder == encoders.FAST else cores()
+
+
+def encode_threads() -> int:
+    """Encode threads of the in-process path with a GIL-free encoder: the cores left beside the main thread
+    (shard writes, sha256) and the reader (parquet), at most 3 -- past that the reader is the limit."""
+    return max(1, min(cores() - 1, 3))
 
 
 def tokenize_batch(texts: Any, encoder: Optional[Encoder] = None) -> TokenBatch:
@@ -272,6 +283,9 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0,
     """(tokens, lens) per batch of documents, in order. ``workers=0`` tokenizes in this process."""
     enc = encoders.load(encoder)       # before forking: the workers inherit it
     if workers <= 0:
+        if getattr(enc, "threads_ok", False):
+            yield from _threaded(batches, enc, encode_threads())
+            return
         for b in batches:
             yield tokenize_batch(b, enc)
         return
@@ -279,13 +293,37 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0,
     ok = False
     ahead = read_ahead(batches)
     try:
-        for b in ahead:
-            pool.submit(b)
-            if pool.full():
-                yield pool.get()
+        for batch in ahead:
+            for b in slots.fitting(batch, slots.IN_SLOT_BYTES):
+                pool.submit(b)
+                if pool.full():
+                    yield pool.get()
         while pool.pending:
             yield pool.get()
         ok = True
     finally:
         ahead.close()
         pool.close(kill=not ok)
+
+
+def _threaded(batches: Iterable[Any], enc: Encoder, threads: int) -> Generator[TokenBatch, None, None]:
+    """(tokens, lens) per batch, in order, tokenized on ``threads`` threads of this process (an encoder that
+    releases the GIL and runs at full speed off the main thread), with parquet read ahead by another; the
+    caller's thread only writes. Closing the generator drops what is queued and waits for the running calls."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    ex = ThreadPoolExecutor(threads, thread_name_prefix="kitctl-encode")
+    pending: deque[Future] = deque()
+    ahead = read_ahead(batches)
+    try:
+        for b in ahead:
+            pending.append(ex.submit(tokenize_batch, b, enc))
+            if len(pending) >= threads * IN_FLIGHT_PER_WORKER:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+        ex.shutdown(wait=True)
+        ahead.close()

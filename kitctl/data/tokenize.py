@@ -37,6 +37,7 @@ from kitctl.data.sources import BATCH_ROWS, Source
 
 DEFAULT_SHARD_SIZE = 10**8
 LOCK_FILE = ".kitctl-data.lock"
+FELL_BACK = "fell back:"        # the manifest's encoder.gate of a run whose fast encoder failed the identity gate
 
 ProgressFn = Callable[[int, int], None]   # (tokens added, current shard index)
 LogFn = Callable[[str], None]
@@ -190,6 +191,8 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: RunInfo, dataset
         with TerminationAsInterrupt():       # `docker stop` / kill: stop like Ctrl-C (resumable)
             batches, m.run.encoder = _gated(batches, encoder, log)
             n = default_workers(m.run.encoder.name) if workers is None else workers
+            if n == 0 and m.run.encoder.gate.startswith(FELL_BACK):
+                n = default_workers(encoders.REFERENCE)   # not tiktoken in one thread: its processes
             stream = iter_tokens(batches, n, m.run.encoder.name)
             _feed(stream, writer, cur, skip_tokens, progress)
             writer.close()                   # the last, partial shard: its end is the end of the stream
@@ -245,7 +248,7 @@ def _gated(batches: Iterator[Any], requested: Optional[str],
         if log:
             log(f"warning: {g.mismatch}: this run uses tiktoken (the reference) instead; the shards are "
                 "unaffected, only slower")
-        info = _info(g.encoder, f"fell back: {g.mismatch}")
+        info = _info(g.encoder, f"{FELL_BACK} {g.mismatch}")
     elif name == encoders.REFERENCE:
         info = _info(name, "the reference")
     else:
