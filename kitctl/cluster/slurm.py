@@ -318,25 +318,27 @@ def cluster_facts(facts, gpus: Sequence, nodes: int):
 def render_plan(plan, opts: SlurmOptions, *, check_paths: bool = True) -> SlurmScript:
     """The sbatch script of a plan made over ``cluster_facts`` (docker plan for pyxis/apptainer: container
     paths and mounts; native plan for none: host paths and llm.c's per-run working directory)."""
-    gpn = opts.gpus_per_node or (plan.ranks // opts.nodes if opts.nodes else 0)
-    if gpn * opts.nodes != plan.ranks:
-        raise ConfigError(f"the plan has {plan.ranks} ranks, the job {opts.nodes} node(s) x {gpn} GPUs",
+    d, lc = plan.decisions, plan.launch
+    gpn = opts.gpus_per_node or (d.ranks // opts.nodes if opts.nodes else 0)
+    if gpn * opts.nodes != d.ranks:
+        raise ConfigError(f"the plan has {d.ranks} ranks, the job {opts.nodes} node(s) x {gpn} GPUs",
                           "plan over cluster_facts(facts, node_gpus, nodes) (a bug if you see this from kitctl)")
-    if plan.runtime != opts.runtime:
-        raise ConfigError(f"--container {opts.container} needs a {opts.runtime} plan, got a {plan.runtime} plan",
+    if d.runtime != opts.runtime:
+        raise ConfigError(f"--container {opts.container} needs a {opts.runtime} plan, got a {d.runtime} plan",
                           "a bug if you see this from kitctl")
     if opts.container == "none":
         mounts: Sequence[Mount] = ()
-        workdir = str(plan.cwd) if plan.cwd is not None else None
-        env = dict(plan.env)
+        workdir = str(lc.cwd) if lc.cwd is not None else None
+        env = dict(lc.env)
     else:
-        mounts, workdir, env = plan.container.mounts, plan.container.workdir, dict(plan.container.env)
+        mounts, workdir, env = lc.container.mounts, lc.container.workdir, dict(lc.container.env)
     env = {k: v for k, v in env.items() if k not in DROP_ENV and not k.startswith("OMPI_")}
-    name = plan.request.name or plan.out_dir.name or plan.preset.name
-    resume = f"resumes from step {plan.resume_step} (-y 1)" if plan.resume else "fresh start (-y 0)"
-    summary = (f"preset {plan.preset.name} ({plan.preset.descriptor}, {plan.precision}), {plan.steps} steps, "
-               f"recompute {plan.recompute}, {resume}")
-    job = SlurmJob(argv=(str(plan.binary), *plan.llmc_args), run_dir=plan.out_dir, micro_batch=plan.micro_batch,
-                   seq_len=plan.seq_len, total_batch=plan.total_batch, mounts=tuple(mounts), env=env,
+    name = d.request.name or d.out_dir.name or d.preset.name
+    r = d.resumption
+    resume = f"resumes from step {r.resume_step} (-y 1)" if r.resume else "fresh start (-y 0)"
+    summary = (f"preset {d.preset.name} ({d.preset.descriptor}, {d.hardware.precision}), {d.schedule.steps} steps, "
+               f"recompute {d.batch.recompute}, {resume}")
+    job = SlurmJob(argv=(str(lc.binary), *lc.llmc_args), run_dir=d.out_dir, micro_batch=d.batch.micro_batch,
+                   seq_len=d.seq_len, total_batch=d.total_batch, mounts=tuple(mounts), env=env,
                    workdir=workdir, name=f"llmc-{name}", summary=summary)
     return render_sbatch(job, dataclasses.replace(opts, gpus_per_node=gpn), check_paths=check_paths)

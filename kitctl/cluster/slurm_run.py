@@ -68,7 +68,7 @@ def _check_some_micro_batch_divides(req, opts: SlurmOptions) -> None:
 def _session(launch: SlurmLaunch, opts: SlurmOptions) -> dict:
     return {"launcher": "slurm", "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "job_id": launch.job_id, "script": str(launch.path), "nodes": opts.nodes,
-            "gpus_per_node": opts.gpus_per_node or launch.plan.ranks // opts.nodes,
+            "gpus_per_node": opts.gpus_per_node or launch.plan.decisions.ranks // opts.nodes,
             "runtime": {"kind": opts.container, "image": opts.image, "sif": str(opts.sif) if opts.sif else None}}
 
 
@@ -89,17 +89,18 @@ def train_on_slurm(cfg: KitConfig, req, opts: SlurmOptions, *, inventory: Option
         sys.stdout.write(script.text)
         sys.stdout.flush()
         return launch
-    make_run_dir(plan.out_dir)
+    out_dir = plan.decisions.out_dir
+    make_run_dir(out_dir)
     prepare_out(plan)
-    launch.path = write_script(script.text, plan.out_dir)
+    launch.path = write_script(script.text, out_dir)
     if submit:
         launch.job_id = submit_script(launch.path)
     write_run_json(plan, _session(launch, opts))
     q = shlex.quote       # every path in a line to paste into a shell is quoted
-    run_q = q(str(plan.out_dir))
+    run_q = q(str(out_dir))
     if launch.job_id:
         say(f"submitted Slurm job {launch.job_id}: {launch.path}\n"
-            f"  log:     tail -f {q(str(plan.out_dir / f'slurm-{launch.job_id}.out'))}\n"
+            f"  log:     tail -f {q(str(out_dir / f'slurm-{launch.job_id}.out'))}\n"
             f"  queue:   squeue -j {launch.job_id}        cancel: scancel {launch.job_id}\n"
             f"  observe: kitctl status {run_q}; kitctl tensorboard {run_q}")
     else:

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 from kitctl.core.errors import ConfigError
 from kitctl.core.files import read_limited
@@ -252,7 +252,7 @@ def driver_cuda(gpus: list[GPU]) -> Optional[str]:
     return min(got, key=lambda v: tuple(int(x) for x in v.split(".")))  # type: ignore[union-attr]
 
 
-def distinct_archs(gpus: list[GPU]) -> list[int]:
+def distinct_archs(gpus: Iterable[GPU]) -> list[int]:
     """The archs to build for these GPUs: each one's own, or the arch of its major version that runs on it
     (core.validate.build_arch); GPUs with none are left out (gpu_choice / doctor refuse them with the reason)."""
     return sorted({a for g in gpus if (a := build_arch(g.compute_cap)) is not None})

@@ -278,17 +278,18 @@ def hellaswag_input(plan: DataPlan) -> fc.HellaswagInput:
 # ----------------------------------------------------------------------------------------------- train
 def tune_configs(req: TrainRequest, facts: Facts, plan: Plan) -> int:
     """How many (B, -r) the default ``kitctl tune`` sweep measures for this plan (train's own rules)."""
-    scratch = dataclasses.replace(facts, out=OutState(plan.out_dir / "tune-scratch"), tune_records=())
+    scratch = dataclasses.replace(facts, out=OutState(plan.decisions.out_dir / "tune-scratch"), tune_records=())
     tune_req = dataclasses.replace(req, mode="bench", no_tune=True, tune_first=False, fresh=False, micro_batch=None,
                                    recompute=None)
     return len(sweep_configs_for(tune_req, scratch, plan))
 
 
 def _measured_tok_s(plan: Plan, facts: Facts) -> Optional[float]:
+    b = plan.decisions.batch
     for cached in facts.tune_records:
-        if str(cached.path) == plan.tune_file:
+        if str(cached.path) == b.tune_file:
             hits = [r.tok_s for r in cached.record.ok()
-                    if r.micro_batch == plan.micro_batch and r.recompute == plan.recompute and r.tok_s]
+                    if r.micro_batch == b.micro_batch and r.recompute == b.recompute and r.tok_s]
             return float(max(hits)) if hits else None
     return None
 
@@ -303,18 +304,19 @@ def gpus_label(gpus) -> str:
 
 
 def train_input(plan: Plan, facts: Facts, hs_examples: int) -> fc.TrainInput:
-    measured = _measured_tok_s(plan, facts) if plan.tune_file else None
-    s = plan.schedule
+    d = plan.decisions
+    b, s, r = d.batch, d.schedule, d.resumption
+    measured = _measured_tok_s(plan, facts) if b.tune_file else None
     return fc.TrainInput(
-        gpus_label=gpus_label(plan.gpus), ranks=plan.ranks, precision=plan.precision,
-        micro_batch=plan.micro_batch, seq_len=plan.seq_len, total_batch=plan.total_batch, steps=plan.steps,
-        params=dims_for(plan.preset.descriptor).params, zero_stage=plan.zero_stage,
-        tok_s=measured or plan.est_tok_s, tok_s_basis="measured" if measured else (
-            "quoted" if plan.batch.estimate and "quoted:" in plan.batch.estimate.basis else "estimate"),
-        hellaswag_examples=hs_examples if plan.hellaswag else 0, val_every=s.val_every,
+        gpus_label=gpus_label(d.hardware.gpus), ranks=d.ranks, precision=d.hardware.precision,
+        micro_batch=b.micro_batch, seq_len=d.seq_len, total_batch=d.total_batch, steps=s.steps,
+        params=dims_for(d.preset.descriptor).params, zero_stage=d.zero_stage,
+        tok_s=measured or b.est_tok_s, tok_s_basis="measured" if measured else (
+            "quoted" if b.estimate and "quoted:" in b.estimate.basis else "estimate"),
+        hellaswag_examples=hs_examples if s.hellaswag else 0, val_every=s.val_every,
         val_batches=s.val_batches if s.val_batches is not None else fc.costs().train.val_batches,
         checkpoint_every=s.checkpoint_every, checkpoints_keep=s.checkpoints_keep or 0,
-        done_step=plan.resume_step if plan.resume else None)
+        done_step=r.resume_step if r.resume else None)
 
 
 NO_GPU_REASON = ("no NVIDIA GPU on this machine: plan training for the box that trains with --inventory FILE "
@@ -442,20 +444,23 @@ def gather(cfg: KitConfig, opts: ReproduceOptions, plan_only: bool = False,
     notes += [n for n in tplan.notes if "HellaSwag file not found" not in n and TOKENIZER_BIN not in n]
     archs = sorted(set(cfg.arch if isinstance(cfg.arch, list) else []) | set(distinct_archs(facts.gpus)))
     tinput = train_input(tplan, facts, hinput.examples)
-    tune = fc.TuneInput(opts.tune, tune_configs(treq, facts, tplan) if not tplan.resume else 0,
-                        cached=tplan.tune_file, resuming=tplan.resume)
+    td = tplan.decisions
+    resuming = td.resumption.resume
+    tune = fc.TuneInput(opts.tune, tune_configs(treq, facts, tplan) if not resuming else 0,
+                        cached=td.batch.tune_file, resuming=resuming)
     cpus = opts.cpus or dplan.workers or os.cpu_count() or 1
     if opts.inventory is not None and opts.cpus is None:
         notes.append(f"tokenizing assumed on {cpus} CPUs (this machine's count): pass --cpus N for the planned box")
-    run_dir = tplan.out_dir
+    run_dir = td.out_dir
     here = opts.inventory is None and gpus is None        # planning for this machine
     dk = docker_disk.query() if opts.runtime == "docker" and here else docker_disk.DockerStorage()
     box = fc.Box(gpus=len(facts.gpus), cpus=cpus, net_bytes_per_s=opts.net_mbps * 1e6 / 8,
                  free_bytes=free_bytes(cfg.data_root) if here else None,
                  docker_root=str(dk.root_dir or ""), docker_free_bytes=dk.free_bytes,
                  label=gpus_label(select(facts.gpus, opts.gpus)), places=places(cfg, dk) if here else ())
-    inputs = fc.Inputs(box=box, build=build_input(cfg, opts, tplan.precision, archs), data=dinput, hellaswag=hinput, tune=tune,
-                       train=tinput, report_exists=(run_dir / "report.html").is_file() and tplan.complete,
+    inputs = fc.Inputs(box=box, build=build_input(cfg, opts, td.hardware.precision, archs), data=dinput,
+                       hellaswag=hinput, tune=tune, train=tinput,
+                       report_exists=(run_dir / "report.html").is_file() and td.resumption.complete,
                        price_per_gpu_hour=opts.price_per_gpu_hour)
     return Gathered(inputs, run_dir, dplan, hplan, treq, tplan, archs, notes)
 
@@ -497,32 +502,33 @@ def decisions(g: Gathered) -> dict:
         return {k: _decision(None, why, "unknown") for k in ("gpus", "precision", "micro_batch", "recompute",
                                                             "grad_accumulation")}
     basis = t.tok_s_basis           # measured | quoted | estimate: the tokens/s the choices were compared by
-    hw, batch = plan.hardware, plan.batch
-    gpus = [{"index": x.index, "name": x.name, "memory_mib": x.memory_mib} for x in plan.gpus]
+    d = plan.decisions
+    hw, batch = d.hardware, d.batch
+    gpus = [{"index": x.index, "name": x.name, "memory_mib": x.memory_mib} for x in hw.gpus]
     picked = [o for o in hw.options if o.chosen]
     gpu_reason = "; ".join(hw.notes) or (f"--gpus {req.gpus}" if req.gpus.strip() != "all" else
                                          "every GPU of the box")
     gpu_source = "given" if req.gpus.strip() != "all" and not hw.options else basis
     if req.precision:
-        prec = _decision(plan.precision, f"--precision {req.precision}", "given")
+        prec = _decision(hw.precision, f"--precision {req.precision}", "given")
     elif picked:
         others = [o for o in hw.options if not o.chosen]
-        prec = _decision(plan.precision, f"{picked[0].label}: ~{picked[0].est_tok_s or 0:,.0f} tok/s against "
+        prec = _decision(hw.precision, f"{picked[0].label}: ~{picked[0].est_tok_s or 0:,.0f} tok/s against "
                          + ", ".join(f"{o.label}: ~{o.est_tok_s or 0:,.0f} tok/s" for o in others)
                          + "; override with --precision", basis)
     else:
-        prec = _decision(plan.precision, "every chosen GPU has BF16 tensor cores (sm_80+)" if plan.precision == "bf16"
+        prec = _decision(hw.precision, "every chosen GPU has BF16 tensor cores (sm_80+)" if hw.precision == "bf16"
                          else "a chosen GPU has no BF16 tensor cores (pre-Ampere): the FP32 build", "rule")
     src = _BY_SOURCE.get(batch.source, basis)
     r_notes = [n for n in plan.notes if "recompute" in n or "-r 0 and -r 1" in n]
-    rows = plan.micro_batch * plan.seq_len * plan.ranks
+    rows = batch.micro_batch * d.seq_len * d.ranks
     return {
         "gpus": _decision(gpus, gpu_reason, gpu_source),
         "precision": prec,
-        "micro_batch": _decision(plan.micro_batch, batch.choice, src),
-        "recompute": _decision(plan.recompute, "; ".join(r_notes) or f"with B={plan.micro_batch}: {batch.choice}",
+        "micro_batch": _decision(batch.micro_batch, batch.choice, src),
+        "recompute": _decision(batch.recompute, "; ".join(r_notes) or f"with B={batch.micro_batch}: {batch.choice}",
                                "given" if req.recompute is not None or "-r" in req.passthrough else src),
-        "grad_accumulation": _decision(plan.total_batch // rows, f"total batch -d {plan.total_batch:,} / (B "
-                                       f"{plan.micro_batch} x T {plan.seq_len} x {plan.ranks} rank(s))", "rule"),
+        "grad_accumulation": _decision(d.total_batch // rows, f"total batch -d {d.total_batch:,} / (B "
+                                       f"{batch.micro_batch} x T {d.seq_len} x {d.ranks} rank(s))", "rule"),
         "tok_s": _decision(t.tok_s, f"tokens/s of the chosen config ({basis})", basis),
     }

@@ -182,7 +182,7 @@ def _run_stage(cfg, opts: ReproduceOptions, console: Console, g: Gathered, f: fc
         if s.name == "train":
             def poll() -> None:
                 assert g.train_plan is not None     # a run plans on GPUs (gather refuses without)
-                progress(*st.train_progress(g.run_dir, g.train_plan.steps))
+                progress(*st.train_progress(g.run_dir, g.train_plan.decisions.schedule.steps))
             with _Poller(poll, TRAIN_POLL_S):
                 res = st.train(ctx)
         elif s.name == "preflight":

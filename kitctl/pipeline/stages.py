@@ -164,7 +164,7 @@ def build(ctx: StageContext) -> Result:
         dest = cfg.layout.native_bin
         tplan = ctx.gathered.train_plan
         assert tplan is not None        # a run plans on GPUs (gather refuses without)
-        want = Path(tplan.binary)     # --binary, else the one this build makes in dest
+        want = Path(tplan.launch.binary)     # --binary, else the one this build makes in dest
         if want.is_file():
             return Result("skipped", f"{want} exists" + (" (--binary)" if opts.binary else ""))
         spec = opts.llmc_src or cfg.mirrors.llmc_src
@@ -332,16 +332,18 @@ def train(ctx: StageContext) -> Result:
         ctx.log.line(f"{k}: {v}")
     for n in plan.notes:
         ctx.log.line(f"note: {n}")
-    ctx.log.line(f"command: {plan.command_line()}")
-    ctx.log.line(f"llm.c's own output: {RunFolder(plan.out_dir).stdout_log}")
-    if plan.complete:
-        return Result("skipped", f"complete: checkpoint at step {plan.resume_step} of {plan.steps}")
-    ctx.log.say(f"train: {plan.steps} steps, B={plan.micro_batch} -r {plan.recompute}, {plan.precision}, "
-                f"{plan.ranks} GPU(s)" + (f", resuming from step {plan.resume_step}" if plan.resume else ""))
+    d, r = plan.decisions, plan.decisions.resumption
+    ctx.log.line(f"command: {plan.launch.command_line()}")
+    ctx.log.line(f"llm.c's own output: {RunFolder(d.out_dir).stdout_log}")
+    if r.complete:
+        return Result("skipped", f"complete: checkpoint at step {r.resume_step} of {d.schedule.steps}")
+    ctx.log.say(f"train: {d.schedule.steps} steps, B={d.batch.micro_batch} -r {d.batch.recompute}, "
+                f"{d.hardware.precision}, {d.ranks} GPU(s)"
+                + (f", resuming from step {r.resume_step}" if r.resume else ""))
     session = run_training(plan, facts, ctx.console, replan)
     tok_s = session.tok_s_median
     ctx.log.line(f"session: {session.model_dump_json(exclude_none=True)}")
-    return Result("done", f"step {session.last_step}/{plan.steps}" + (f", {tok_s:,.0f} tok/s" if tok_s else ""))
+    return Result("done", f"step {session.last_step}/{d.schedule.steps}" + (f", {tok_s:,.0f} tok/s" if tok_s else ""))
 
 
 def train_progress(run_dir: Path, total: int) -> tuple[Optional[float], str]:

@@ -51,6 +51,11 @@ class BatchChoice:
     ranked: tuple[Candidate, ...] = ()   # the configs that fit, fastest first (what a short tune measures)
     notes: tuple[str, ...] = ()
 
+    @property
+    def est_tok_s(self) -> Optional[float]:
+        """The estimate's tokens/s (None: no estimate, or one without a rate)."""
+        return self.estimate.tok_s if self.estimate else None
+
 
 @dataclass(frozen=True)
 class BatchInputs:

@@ -73,17 +73,18 @@ def _planned_data(cfg: Any, req: TrainRequest) -> Any:
 
 
 def show_plan(plan: Plan) -> None:
-    t = Table(title=f"kitctl train plan ({plan.runtime})", show_header=False, title_justify="left")
+    t = Table(title=f"kitctl train plan ({plan.decisions.runtime})", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for k, v in plan.describe():
         t.add_row(k, escape(v))
     console.print(t)
-    if plan.options:
+    options = plan.decisions.hardware.options
+    if options:
         o = Table(title="GPU options (ranks run in lock-step at the slowest GPU's speed)", title_justify="left")
         for col in ("", "option", "GPUs", "precision", "est. tokens/s"):
             o.add_column(col)
-        for opt in plan.options:
+        for opt in options:
             o.add_row("->" if opt.chosen else "", opt.label, ",".join(str(g.index) for g in opt.gpus),
                       opt.precision, f"{opt.est_tok_s:,.0f}" if opt.est_tok_s else "n/a")
         console.print(o)
@@ -161,17 +162,18 @@ def train(
     show_plan(plan)
     if dry_run:
         console.print("command:", style="bold")
-        sys.stdout.write(plan.command_line() + "\n")
+        sys.stdout.write(plan.launch.command_line() + "\n")
         sys.stdout.flush()
         return
     # one writer per run folder, taken before tuning first: a second trainer is refused before it measures
-    with writer_lock(plan.out_dir, "kitctl " + shlex.join(sys.argv[1:])):
+    with writer_lock(plan.decisions.out_dir, "kitctl " + shlex.join(sys.argv[1:])):
         tuned = None
-        if plan.tune_first is not None:
+        if plan.decisions.tune_first is not None:
             tuned = tune_first(cfg, plan, console, inventory, mpirun)
             plan, facts, replan = plan_for(cfg, dataclasses.replace(req, tune_first=False), inventory, mpirun)
-            console.print(f"planned from the measurement: micro-batch B {plan.micro_batch} -r {plan.recompute} "
-                          f"({plan.choice})", highlight=False)
+            b = plan.decisions.batch
+            console.print(f"planned from the measurement: micro-batch B {b.micro_batch} -r {b.recompute} "
+                          f"({b.choice})", highlight=False)
         run_training(plan, facts, console, replan, tuned=str(tuned.path) if tuned else None)
 
 

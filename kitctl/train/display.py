@@ -39,8 +39,8 @@ class Display:
     def __enter__(self) -> Display:
         if not self.quiet and self.console.is_terminal:
             self.bar = self._stack.enter_context(progress_bar(
-                "[bold]train[/] {task.fields[info]}", total=self.plan.steps, console=self.console,
-                unit="steps", completed=self.plan.resume_step or 0, info="starting…"))
+                "[bold]train[/] {task.fields[info]}", total=self.plan.decisions.schedule.steps, console=self.console,
+                unit="steps", completed=self.plan.decisions.resumption.resume_step or 0, info="starting…"))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -52,7 +52,7 @@ class Display:
         st = parse_step(text)
         if st is not None:
             self.n += 1
-            info = step_info(steps, self.plan.total_batch)
+            info = step_info(steps, self.plan.decisions.total_batch)
             if self.bar is not None:
                 self.bar.update(completed=st.step, info=info)
             elif self.n == 1 or st.step % 10 == 0 or st.step == st.total:

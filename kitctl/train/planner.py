@@ -138,7 +138,7 @@ def build_plan(req: TrainRequest, facts: Facts, mem: Optional[MemoryModel] = Non
     # the launch, from the decisions
     decisions = Decisions(preset, req, req.runtime, T, D, Z, facts.data, facts.out.dir, hw, batch, schedule,
                           resumption, tune_first, tuple(notes))
-    return Plan.of(decisions, build_launch(decisions, facts))
+    return Plan(decisions, build_launch(decisions, facts))
 
 
 def check_driver(gpus: list[GPU], image_cuda: Optional[str]) -> None:

@@ -110,6 +110,6 @@ def absorb_passthrough(req: TrainRequest) -> TrainRequest:
     return dataclasses.replace(req, passthrough=tuple(rest), **updates)
 
 
-def gpu_spec(gpus: list[GPU]) -> str:
+def gpu_spec(gpus: Sequence[GPU]) -> str:
     """--gpus value naming exactly these GPUs (a bare "1" would mean "the first GPU", so one index gets a comma)."""
     return ",".join(str(g.index) for g in gpus) + ("," if len(gpus) == 1 else "")

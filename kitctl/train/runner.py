@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from kitctl import __version__
 from kitctl.core import proc
@@ -54,14 +54,14 @@ class Outcome:
 
 def preflight(plan: Plan) -> None:
     """What must exist before launching (not needed for --dry-run)."""
-    if plan.runtime == "native":
-        b = Path(plan.binary)
+    if plan.decisions.runtime == "native":
+        b = Path(plan.launch.binary)
         if not (b.is_file() and os.access(b, os.X_OK)):
             raise KitError(f"no train_gpt2cu binary at {b}",
                            "build it with `kitctl build --runtime native` or pass --binary PATH")
-        exe = plan.argv[0]
+        exe = plan.launch.argv[0]
         if exe == "mpirun" or (os.path.sep in exe and not os.access(exe, os.X_OK)):
-            raise KitError(f"no mpirun at {exe}: {plan.ranks} ranks need Open MPI on this host",
+            raise KitError(f"no mpirun at {exe}: {plan.decisions.ranks} ranks need Open MPI on this host",
                            "install it (apt install openmpi-bin) or pass --mpirun PATH")
     check_archs(plan)
 
@@ -71,21 +71,23 @@ def check_archs(plan: Plan) -> None:
     ``org.llmc-kit.archs`` label (docker) says what they were built for: every arch built newer than the GPU, llm.c
     would stop at its first kernel with CUDA's "no kernel image is available" (host.built_archs.Coverage). A GPU
     newer than a built arch runs its PTX and is let through. Nothing recorded: nothing to judge, the run decides."""
-    if plan.runtime == "native":
-        built = built_archs.native(Path(plan.binary).parent)
-    elif plan.container is not None:
-        built = built_archs.image(plan.container.image, engine=True)
+    d, container = plan.decisions, plan.launch.container
+    if d.runtime == "native":
+        built = built_archs.native(Path(plan.launch.binary).parent)
+    elif container is not None:
+        built = built_archs.image(container.image, engine=True)
     else:
         return
     if built.archs is None:
         return
-    gpu_archs = distinct_archs(plan.gpus)
+    gpu_archs = distinct_archs(d.hardware.gpus)
     missing = built_archs.coverage(gpu_archs, built.archs).missing
     if not missing:
         return
-    gpus = ", ".join(f"{g.index}:{g.name} (sm_{g.compute_cap})" for g in plan.gpus if build_arch(g.compute_cap) in missing)
+    gpus = ", ".join(f"{g.index}:{g.name} (sm_{g.compute_cap})" for g in d.hardware.gpus
+                    if build_arch(g.compute_cap) in missing)
     union = ",".join(map(str, sorted(set(built.archs) | set(gpu_archs))))
-    build = "kitctl build --runtime native" if plan.runtime == "native" else "kitctl build"
+    build = "kitctl build --runtime native" if d.runtime == "native" else "kitctl build"
     raise ConfigError(f"{built.source}: built for {built.archs}, which has no code for GPU {gpus}: llm.c would stop "
                       "at its first kernel with CUDA's 'no kernel image is available' (every arch built is newer)",
                       f"rebuild with `{build} --arch {union}`, or leave those GPUs out (--gpus)")
@@ -94,13 +96,14 @@ def check_archs(plan: Plan) -> None:
 def prepare_out(plan: Plan) -> Optional[Path]:
     """Create the run folder (recursively, as the calling user); archive old checkpoints on --fresh;
     native: llm.c's working directory with links to the eval files it opens relative to its cwd."""
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, launch = plan.decisions.out_dir, plan.launch
+    out_dir.mkdir(parents=True, exist_ok=True)
     archived = None
-    if plan.archive_existing:
-        archived = RunFolder(plan.out_dir).archive(plan.out_dir / time.strftime("archive-%Y%m%dT%H%M%SZ", time.gmtime()))
-    if plan.cwd is not None:
-        plan.cwd.mkdir(parents=True, exist_ok=True)
-        for link, target in plan.links:
+    if plan.decisions.resumption.archive_existing:
+        archived = RunFolder(out_dir).archive(out_dir / time.strftime("archive-%Y%m%dT%H%M%SZ", time.gmtime()))
+    if launch.cwd is not None:
+        launch.cwd.mkdir(parents=True, exist_ok=True)
+        for link, target in launch.links:
             link.parent.mkdir(parents=True, exist_ok=True)
             if link.is_symlink() or link.exists():
                 link.unlink()
@@ -110,13 +113,14 @@ def prepare_out(plan: Plan) -> Optional[Path]:
 
 def _run_docker(plan: Plan, on_line: Callable[[str], None], client: Any = None) -> tuple[int, bool]:
     """The container through python-on-whales; on Ctrl-C `docker stop` (then kill) of its name."""
-    assert plan.container is not None
+    container = plan.launch.container
+    assert container is not None
     rt = DockerRuntime(client)
     try:
         with proc.TerminationAsInterrupt():
-            return rt.run(plan.container, on_line), False
+            return rt.run(container, on_line), False
     except KeyboardInterrupt:
-        name = plan.container.name
+        name = container.name
         try:
             rt.docker.container.stop(name, time=STOP_GRACE_S)
         except Exception:   # already gone, or no engine: the kill below is the last word
@@ -144,21 +148,23 @@ def launch(plan: Plan, on_line: Callable[[str], None], docker_client: Any = None
         del out.tail[:-40]
         on_line(s)
 
-    if plan.runtime == "docker":
+    if plan.decisions.runtime == "docker":
         out.rc, out.interrupted = _run_docker(plan, line, docker_client)
     else:
-        done = proc.stream(plan.argv, line, env=plan.env, cwd=plan.cwd, grace_s=STOP_GRACE_S)
+        lc = plan.launch
+        done = proc.stream(lc.argv, line, env=lc.env, cwd=lc.cwd, grace_s=STOP_GRACE_S)
         out.rc, out.interrupted = done.returncode, done.interrupted
     return out
 
 
 # ------------------------------------------------------------------------------------------------- records
 def runtime_record(plan: Plan) -> RuntimeRecord:
-    if plan.container is not None:
-        return facts.inspect_image(plan.container.image)
-    b = Path(plan.binary)
+    lc = plan.launch
+    if lc.container is not None:
+        return facts.inspect_image(lc.container.image)
+    b = Path(lc.binary)
     return RuntimeRecord(kind="native", binary=str(b), sha256=sha256_file(b) if b.is_file() else None,
-                         mpirun=plan.argv[0] if "mpirun" in Path(plan.argv[0]).name else None)
+                         mpirun=lc.argv[0] if "mpirun" in Path(lc.argv[0]).name else None)
 
 
 def now() -> str:
@@ -166,8 +172,10 @@ def now() -> str:
 
 
 def new_session(plan: Plan, **fields: Any) -> SessionRecord:
-    return SessionRecord(pid=os.getpid(), pid_start=proc.start_ticks(os.getpid()), host=socket.gethostname(), start=now(), resumed_from=plan.resume_step,
-                         micro_batch=plan.micro_batch, recompute=plan.recompute, **fields)
+    d = plan.decisions
+    return SessionRecord(pid=os.getpid(), pid_start=proc.start_ticks(os.getpid()), host=socket.gethostname(),
+                         start=now(), resumed_from=d.resumption.resume_step, micro_batch=d.batch.micro_batch,
+                         recompute=d.batch.recompute, **fields)
 
 
 def write_run_json(plan: Plan, session: Union[SessionRecord, Mapping[str, Any]],
@@ -179,18 +187,19 @@ def write_run_json(plan: Plan, session: Union[SessionRecord, Mapping[str, Any]],
         rt = raw.pop("runtime", None)
         runtime = runtime or (RuntimeRecord.model_validate(rt) if rt else None)
         session = SessionRecord.model_validate(raw)
+    d, lc = plan.decisions, plan.launch
     rec = RunRecord(
-        kit_version=__version__, plan=plan.record(), argv=plan.argv, command=plan.command_line(), runtime=runtime,
-        gpus=[GpuRecord(**g.as_dict()) for g in plan.gpus],
-        data=DataRecord(dir=str(plan.data.dir), prefix=plan.data.prefix,
-                        train_pattern=_flag(plan.llmc_args, "-i"), val_pattern=_flag(plan.llmc_args, "-j"),
-                        manifest_sha256=plan.data.manifest_sha256, fingerprint=plan.data.fingerprint,
-                        train_tokens=plan.data.train_tokens),
+        kit_version=__version__, plan=plan.record(), argv=lc.argv, command=lc.command_line(), runtime=runtime,
+        gpus=[GpuRecord(**g.as_dict()) for g in d.hardware.gpus],
+        data=DataRecord(dir=str(d.data.dir), prefix=d.data.prefix,
+                        train_pattern=_flag(lc.llmc_args, "-i"), val_pattern=_flag(lc.llmc_args, "-j"),
+                        manifest_sha256=d.data.manifest_sha256, fingerprint=d.data.fingerprint,
+                        train_tokens=d.data.train_tokens),
         session=session)
-    return RunFolder(plan.out_dir).write_session(rec)
+    return RunFolder(d.out_dir).write_session(rec)
 
 
-def _flag(args: list[str], name: str) -> Optional[str]:
+def _flag(args: Sequence[str], name: str) -> Optional[str]:
     """The value llm.c's ``name`` gets (the last of a repeated flag wins, as in llm.c)."""
     values = [args[i + 1] for i in range(len(args) - 1) if args[i] == name]
     return values[-1] if values else None

@@ -77,11 +77,12 @@ class Sweep:
 
     @property
     def gpus(self) -> list[GPU]:
-        return self.base.gpus
+        return list(self.base.decisions.hardware.gpus)
 
     def plan(self, b: int, r: int) -> Plan:
-        return build_plan(dataclasses.replace(self.base_req, micro_batch=b, recompute=r, gpus=gpu_spec(self.gpus),
-                                              precision=self.base.precision, force_memory=True), self.facts)
+        req = dataclasses.replace(self.base_req, micro_batch=b, recompute=r, gpus=gpu_spec(self.gpus),
+                                  precision=self.base.decisions.hardware.precision, force_memory=True)
+        return build_plan(req, self.facts)
 
 
 def plan_sweep(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = None, mpirun: str = "/usr/bin/mpirun",
@@ -99,9 +100,10 @@ def plan_sweep(cfg: KitConfig, req: TrainRequest, inventory: Optional[Path] = No
     facts = gather_facts(cfg, base_req, inventory, mpirun)
     facts = dataclasses.replace(facts, out=OutState(scratch), tune_records=())
     base = build_plan(base_req, facts)
-    gpus, precision = base.gpus, base.precision
+    d = base.decisions
+    gpus, precision = list(d.hardware.gpus), d.hardware.precision
     rid = facts.runtime_ids.get(precision)
-    key = cache_key(gpus, precision, base.preset.name, rid or "unknown", base.seq_len, base.total_batch)
+    key = cache_key(gpus, precision, d.preset.name, rid or "unknown", d.seq_len, d.total_batch)
     chosen = configs if configs is not None else sweep_configs_for(base_req, facts, base, min_b, full)
     return Sweep(base, base_req, facts, tuple(chosen), key, rid, scratch, tune_dir, steps, warmup, full)
 
@@ -111,11 +113,12 @@ def sweep_configs_for(req: TrainRequest, facts: Facts, base: Plan, min_b: int = 
     """The (B, -r) a tune on ``base``'s GPUs and precision measures (pure: it only plans). ``full``: every B >=
     ``min_b`` allowed by the divisibility / shard rules x recompute 0, 1, 2; else :func:`sweep_configs` over the
     allowed B with the memory model (no headroom)."""
-    gpus, precision = base.gpus, base.precision
+    d = base.decisions
+    gpus, precision = d.hardware.gpus, d.hardware.precision
 
     def allowed(b: int) -> bool:
         try:
-            build_plan(dataclasses.replace(req, micro_batch=b, recompute=base.recompute, gpus=gpu_spec(gpus),
+            build_plan(dataclasses.replace(req, micro_batch=b, recompute=d.batch.recompute, gpus=gpu_spec(gpus),
                                            precision=precision, force_memory=True), facts)
             return True
         except KitError:
@@ -128,7 +131,7 @@ def sweep_configs_for(req: TrainRequest, facts: Facts, base: Plan, min_b: int = 
     min_gpu = min(g.memory_gb for g in gpus)
 
     def fits(b: int, r: int) -> bool:
-        return mem.predict(base.preset.descriptor, b, base.seq_len, r, precision, len(gpus), base.zero_stage,
+        return mem.predict(d.preset.descriptor, b, d.seq_len, r, precision, len(gpus), d.zero_stage,
                            precision == "bf16").peak_gb <= min_gpu
 
     return tuple(sweep_configs(allowed_b, fits, min_b=min_b))
@@ -153,10 +156,10 @@ def measure(sweep: Sweep, console: Console, auto: bool = False) -> CachedTune:
                 out = launch(plan, lambda s: None)
             if out.interrupted:
                 raise KitError("tune interrupted: all ranks stopped; nothing was cached", exit_code=130)
-            tok_s = throughput(out.steps, plan.total_batch, sweep.warmup)
+            tok_s = throughput(out.steps, plan.decisions.total_batch, sweep.warmup)
             if out.rc == 0 and tok_s:
                 res = TuneResult(micro_batch=b, recompute=r, status="ok", tok_s=round(tok_s),
-                                 ms_median=round(plan.total_batch / tok_s * 1000, 2), steps=len(out.steps))
+                                 ms_median=round(plan.decisions.total_batch / tok_s * 1000, 2), steps=len(out.steps))
             elif out.oom_before_first_step or any("out of memory" in t for t in out.tail):
                 res = TuneResult(micro_batch=b, recompute=r, status="oom")
             else:
@@ -195,11 +198,11 @@ def run_tune(cfg: KitConfig, req: TrainRequest, console: Console, inventory: Opt
     sweep = plan_sweep(cfg, req, inventory, mpirun, steps, warmup, min_b, full)
     gpus = sweep.gpus
     console.print(f"tune: {len(sweep.configs)} configs x {steps} steps ({warmup} warm-up) on "
-                  f"{len(gpus)}x {gpus[0].name} ({sweep.base.precision}): "
+                  f"{len(gpus)}x {gpus[0].name} ({sweep.base.decisions.hardware.precision}): "
                   + ", ".join(f"B={b} -r {r}" for b, r in sweep.configs))
     if dry_run:
         console.print("first config:", style="bold")
-        sys.stdout.write(sweep.plan(*sweep.configs[0]).command_line() + "\n")
+        sys.stdout.write(sweep.plan(*sweep.configs[0]).launch.command_line() + "\n")
         sys.stdout.flush()
         return None
     return measure(sweep, console)
@@ -209,10 +212,11 @@ def tune_first(cfg: KitConfig, plan: Plan, console: Console, inventory: Optional
                mpirun: str = "/usr/bin/mpirun") -> Optional[CachedTune]:
     """The short tune ``kitctl train`` runs first (``plan.tune_first``); None (with a warning) when it measured
     nothing usable, so training goes on with the estimate. Ctrl-C stops it like a training run."""
-    t = plan.tune_first
+    d = plan.decisions
+    t = d.tune_first
     if t is None:
         return None
-    req = dataclasses.replace(plan.request, gpus=gpu_spec(plan.gpus), precision=plan.precision)
+    req = dataclasses.replace(d.request, gpus=gpu_spec(d.hardware.gpus), precision=d.hardware.precision)
     console.print(f"tune first: {t.describe()}", highlight=False)
     sweep = plan_sweep(cfg, req, inventory, mpirun, t.steps, t.warmup, configs=t.configs)
     try:
@@ -231,17 +235,17 @@ def memory_series(results: list[TuneResult], gpus: list[GPU], base: Plan, plan: 
     for res in results:
         if res.status == "ok" and res.peak_mib:
             by_r.setdefault(res.recompute, {})[res.micro_batch] = res.peak_mib
-    g = gpus[0]
+    g, d, binary = gpus[0], base.decisions, Path(plan.launch.binary).name
     out = []
     for r, pts in sorted(by_r.items()):
-        args = list(plan.llmc_args)
+        args = list(plan.launch.llmc_args)
         args[args.index("-b") + 1] = "B"
         args[args.index("-r") + 1] = str(r)
         out.append(SeriesData(
             device=f"{len(gpus)}x {g.name} ({g.memory_mib} MiB), driver {g.driver}",
-            source=f"kitctl tune {time.strftime('%Y-%m-%d', time.gmtime())} ({Path(plan.binary).name})",
-            precision=base.precision, cudnn=base.precision == "bf16",   # type: ignore[arg-type]
-            descriptor=base.preset.descriptor, seq_len=base.seq_len, ranks=len(gpus),
-            zero_stage=base.zero_stage, recompute=r, command=" ".join([Path(plan.binary).name, *args]),
+            source=f"kitctl tune {time.strftime('%Y-%m-%d', time.gmtime())} ({binary})",
+            precision=d.hardware.precision, cudnn=d.hardware.precision == "bf16",   # type: ignore[arg-type]
+            descriptor=d.preset.descriptor, seq_len=d.seq_len, ranks=len(gpus),
+            zero_stage=d.zero_stage, recompute=r, command=" ".join([binary, *args]),
             points_mib=dict(sorted(pts.items()))))
     return out

@@ -43,10 +43,10 @@ def flag(text: str, f: str) -> str:
 
 def test_two_h100_nodes_plan_16_ranks_with_481_batch(shared):
     plan, gpus = cluster_plan(2)
-    assert plan.ranks == 16 and len(gpus) == 8
+    assert plan.decisions.ranks == 16 and len(gpus) == 8
     # 524288 = B x 1024 x 16 x accum: B=64 cannot divide it over 16 ranks; of those that can, B=16 is the
     # fastest the throughput table measured on H100 (kitctl/train/throughput.yaml), so accum 2
-    assert plan.micro_batch == 16 and plan.grad_accum == 2
+    assert plan.decisions.batch.micro_batch == 16 and plan.decisions.grad_accum == 2
     s = slurm.render_plan(plan, SlurmOptions(nodes=2, gpus_per_node=8, shared_dir=shared, container="pyxis",
                                              image="/lustre/img/llmc-kit.sqsh", partition="h100", time="3:00:00"))
     t = s.text
@@ -84,7 +84,7 @@ def test_explicit_micro_batch_that_does_not_divide_is_refused(shared):
 
 def test_gpus_per_node_takes_the_first_gpus_of_the_node(shared):
     plan, gpus = cluster_plan(4, gpus_per_node=4)
-    assert plan.ranks == 16 and [g.index for g in gpus] == [0, 1, 2, 3]
+    assert plan.decisions.ranks == 16 and [g.index for g in gpus] == [0, 1, 2, 3]
     t = slurm.render_plan(plan, SlurmOptions(nodes=4, gpus_per_node=4, shared_dir=shared, container="apptainer",
                                              sif=shared / "k.sif"), check_paths=False).text
     assert "#SBATCH --nodes=4\n" in t and "#SBATCH --gres=gpu:4\n" in t

@@ -206,7 +206,7 @@ def test_llmc_patterns_never_match_a_decoy_folder(kit, checked, decoy, monkeypat
     req = TrainRequest(runtime="native", data=root / checked, name="g", micro_batch=8, steps=3,
                        passthrough=("-n", "5"))
     plan, facts, replan = plan_for(cfg, req, tmp / "one.csv", "/nonexistent/mpirun")
-    args = plan.llmc_args
+    args = plan.launch.llmc_args
     i, j = args[args.index("-i") + 1], args[args.index("-j") + 1]
     assert (glob.glob(i), glob.glob(j)) == ([want[0]], [want[1]]), (i, j)    # sorted: train, then val
     reads = tmp / "reads"
@@ -385,7 +385,7 @@ def test_cuda_visible_devices_restricts_the_inventory_or_is_refused(kit, cvd, gp
                            total_batch=4096 * (2 if gpus and "," in gpus else 1))
         if says is None:
             plan = build_plan(req, gather_facts(cfg, req, None, "/nonexistent/mpirun", environ=env))
-            assert plan.env["CUDA_VISIBLE_DEVICES"] == gpus
+            assert plan.launch.env["CUDA_VISIBLE_DEVICES"] == gpus
         else:
             with pytest.raises(ConfigError) as e:
                 gather_facts(cfg, req, None, "/nonexistent/mpirun", environ=env)

@@ -286,7 +286,7 @@ def test_reproduce_forecast_reads_the_train_plans_schedule_values(tmp_path):
     g = gather(cfg, opts)
     t = g.inputs.train
     assert (t.checkpoint_every, t.val_every, t.val_batches, t.checkpoints_keep, t.zero_stage) == (10, 7, 3, 2, 0)
-    s = g.train_plan.schedule
+    s = g.train_plan.decisions.schedule
     assert (s.checkpoint_every, s.val_every, s.val_batches, s.checkpoints_keep) == (10, 7, 3, 2)
     # the eval files the pipeline's own stages make are in the plan although absent now
     assert g.train_plan.launch.links and not (tmp_path / "data" / "gpt2_tokenizer.bin").exists()

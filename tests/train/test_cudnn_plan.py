@@ -52,20 +52,20 @@ def test_no_measurement_without_cudnn_says_so():
 def test_plan_without_cudnn_needs_more_memory_runs_slower_and_says_why():
     on = build_plan(TrainRequest(micro_batch=16, recompute=1), facts(H100))
     off = build_plan(TrainRequest(micro_batch=16, recompute=1), facts(H100, cudnn=False))
-    assert off.memory.need_mib > on.memory.need_mib                   # the whole T x T attention is kept
-    assert on.memory.basis == "measured" and off.memory.basis.startswith("extrapolated (from ")   # no such series
-    assert off.batch.estimate.tok_s == pytest.approx(on.batch.estimate.tok_s * 326212 / 502071, rel=1e-4)
+    assert off.decisions.batch.memory.need_mib > on.decisions.batch.memory.need_mib                   # the whole T x T attention is kept
+    assert on.decisions.batch.memory.basis == "measured" and off.decisions.batch.memory.basis.startswith("extrapolated (from ")   # no such series
+    assert off.decisions.batch.estimate.tok_s == pytest.approx(on.decisions.batch.estimate.tok_s * 326212 / 502071, rel=1e-4)
     assert any("built without cuDNN" in n for n in off.notes) and not any("without cuDNN" in n for n in on.notes)
     # unknown (no record, no label): as the cuDNN build
-    assert build_plan(TrainRequest(micro_batch=16, recompute=1), facts(H100, cudnn=None)).memory == on.memory
+    assert build_plan(TrainRequest(micro_batch=16, recompute=1), facts(H100, cudnn=None)).decisions.batch.memory == on.decisions.batch.memory
 
 
 def test_a_24gb_card_without_cudnn_is_planned_within_its_memory():
     """The 3090 (24 GB): without cuDNN the attention of B=16 alone is ~4.8 GB more; the plan still fits."""
     on = build_plan(TrainRequest(), facts(GPU_3090))
     off = build_plan(TrainRequest(), facts(GPU_3090, cudnn=False))
-    assert off.memory.fits(24576 / 1024) and off.memory.need_mib > on.memory.need_mib
-    assert off.micro_batch <= on.micro_batch
+    assert off.decisions.batch.memory.fits(24576 / 1024) and off.decisions.batch.memory.need_mib > on.decisions.batch.memory.need_mib
+    assert off.decisions.batch.micro_batch <= on.decisions.batch.micro_batch
 
 
 def test_built_cudnn_reads_the_record_or_the_label(tmp_path):

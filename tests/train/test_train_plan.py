@@ -39,23 +39,23 @@ def facts(inv: str, data: DataInfo = FINEWEB, out: OutState | None = None, **kw)
 
 
 def flag(plan, f):
-    return plan.llmc_args[plan.llmc_args.index(f) + 1]
+    return plan.launch.llmc_args[plan.launch.llmc_args.index(f) + 1]
 
 
 # -------------------------------------------------------------------------------------------- inventories
 def test_one_3090_bf16_fastest_that_fits_never_b64_r1():
     plan = build_plan(TrainRequest(), facts(GPU_3090))
-    assert plan.precision == "bf16" and plan.ranks == 1
+    assert plan.decisions.hardware.precision == "bf16" and plan.decisions.ranks == 1
     # the H200's measured shape, scaled: B=16 -r 0 is the fastest config, and it fits 24 GB (10.3 GB)
-    assert plan.micro_batch == 16 and plan.recompute == 0
-    assert plan.grad_accum == 524288 // (16 * 1024)
-    assert "throughput table: fastest config that fits" in plan.choice
+    assert plan.decisions.batch.micro_batch == 16 and plan.decisions.batch.recompute == 0
+    assert plan.decisions.grad_accum == 524288 // (16 * 1024)
+    assert "throughput table: fastest config that fits" in plan.decisions.batch.choice
     for f, v in {"-e": "d12", "-b": "16", "-t": "1024", "-d": "524288", "-r": "0", "-z": "1", "-c": "0.1",
                  "-l": "0.0006", "-q": "0", "-u": "700", "-n": "5000", "-v": "250", "-s": "20000", "-h": "1",
                  "-y": "0"}.items():
         assert flag(plan, f) == v, f
     assert flag(plan, "-x") == str(FINEWEB.train_tokens // 524288)
-    assert plan.memory.basis == "measured"
+    assert plan.decisions.batch.memory.basis == "measured"
     # each decision that differs from the preset says why: -r 0 (preset 1), B=16 (#481 ran 64)
     assert any("recompute -r 0 instead of the preset's 1" in n and "B=16 -r 1" in n for n in plan.notes)
     assert any("not the B=64 of llm.c discussion #481" in n for n in plan.notes)
@@ -70,56 +70,56 @@ def test_memory_still_bounds_the_fastest_pick_on_a_3090():
         "descriptor": "d12", "seq_len": 1024, "total_batch": 524288, "ranks": 1,
         "tok_s": {1: {8: 100, 16: 200, 32: 300, 64: 400}}}]}))
     plan = build_plan(TrainRequest(recompute=1), facts(GPU_3090), table=rising)
-    assert (plan.micro_batch, plan.recompute) == (32, 1)
+    assert (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (32, 1)
     assert any("B=64 -r 1 would need" in n and "more than 24576 MiB" in n for n in plan.notes)   # as nvidia-smi
 
 
 def test_h200_without_tune_cache_picks_b16_r0_with_the_measured_estimate():
     plan = build_plan(TrainRequest(), facts(H200X1))
-    assert (plan.micro_batch, plan.recompute) == (16, 0) and "throughput table" in plan.choice
+    assert (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0) and "throughput table" in plan.decisions.batch.choice
     # docs/validation.md section 1 (1x H200, cuDNN BF16 d12 T=1024): 537,764 tok/s, measured on this GPU model
-    assert plan.est_tok_s == pytest.approx(537764) and plan.batch.estimate.measured
-    assert plan.tune_first is None and not any("no throughput measurements" in n for n in plan.notes)
+    assert plan.decisions.batch.est_tok_s == pytest.approx(537764) and plan.decisions.batch.estimate.measured
+    assert plan.decisions.tune_first is None and not any("no throughput measurements" in n for n in plan.notes)
     two = build_plan(TrainRequest(), facts(H200X1.replace("0,", "1,", 1) + "\n" + H200X1))
-    assert (two.micro_batch, two.recompute) == (16, 0) and two.est_tok_s == pytest.approx(1054905)
+    assert (two.decisions.batch.micro_batch, two.decisions.batch.recompute) == (16, 0) and two.decisions.batch.est_tok_s == pytest.approx(1054905)
 
 
 def test_mixed_2080ti_3090_shows_both_options_and_picks_3090_bf16():
     plan = build_plan(TrainRequest(), facts(MIXED))
-    labels = {o.label: o for o in plan.options}
-    assert len(plan.options) == 2
-    fp32 = next(o for o in plan.options if o.precision == "fp32")
-    bf16 = next(o for o in plan.options if o.precision == "bf16")
+    labels = {o.label: o for o in plan.decisions.hardware.options}
+    assert len(plan.decisions.hardware.options) == 2
+    fp32 = next(o for o in plan.decisions.hardware.options if o.precision == "fp32")
+    bf16 = next(o for o in plan.decisions.hardware.options if o.precision == "bf16")
     assert len(fp32.gpus) == 2 and [g.index for g in bf16.gpus] == [1]
     # 2 x 13.4 (lock-step at the 2080 Ti's FP32 peak) < 71 (3090 BF16 tensor)
     assert bf16.est_tok_s > fp32.est_tok_s and bf16.chosen and not fp32.chosen
-    assert plan.precision == "bf16" and [g.index for g in plan.gpus] == [1]
-    assert plan.binary.endswith("/train_gpt2cu")
+    assert plan.decisions.hardware.precision == "bf16" and [g.index for g in plan.decisions.hardware.gpus] == [1]
+    assert plan.launch.binary.endswith("/train_gpt2cu")
     assert any("lock-step" in n for n in plan.notes) and labels
     # the estimate comes from the table: the H200's B=16 -r 0 (537,764) x the 3090/H200 BF16 peak ratio
-    assert (plan.micro_batch, plan.recompute) == (16, 0)
-    assert plan.est_tok_s == pytest.approx(537764 * 71.0 / 989.4) == bf16.est_tok_s
-    assert "1x H200 B=16 -r 0" in plan.batch.estimate.basis and "peak" in plan.batch.estimate.basis
+    assert (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0)
+    assert plan.decisions.batch.est_tok_s == pytest.approx(537764 * 71.0 / 989.4) == bf16.est_tok_s
+    assert "1x H200 B=16 -r 0" in plan.decisions.batch.estimate.basis and "peak" in plan.decisions.batch.estimate.basis
     # the FP32 option: the H100 FP32 series scaled to the slower 2080 Ti (13.4 / 494.7 TF32), 2 ranks
     assert fp32.est_tok_s == pytest.approx(149845 * 13.4 / 494.7 * 2 * 0.98, rel=0.05)
     # these GPUs are not in the table: a library caller is told; `kitctl train` would tune first
-    assert plan.tune_first is None and any("no throughput measurements for NVIDIA GeForce RTX 3090" in n
+    assert plan.decisions.tune_first is None and any("no throughput measurements for NVIDIA GeForce RTX 3090" in n
                                            for n in plan.notes)
 
 
 def test_mixed_forced_fp32_runs_both_with_fp32_binary_small_b():
     plan = build_plan(TrainRequest(precision="fp32"), facts(MIXED))
-    assert plan.ranks == 2 and plan.precision == "fp32"
-    assert plan.binary == "/opt/llmc/bin/train_gpt2cu_fp32"
+    assert plan.decisions.ranks == 2 and plan.decisions.hardware.precision == "fp32"
+    assert plan.launch.binary == "/opt/llmc/bin/train_gpt2cu_fp32"
     # no cuDNN in FP32: the full attention matrix per layer makes B small on the 11 GB card
-    assert plan.micro_batch <= 4
-    assert plan.memory.basis.startswith("extrapolated")
-    assert plan.container.gpus == [0, 1]
+    assert plan.decisions.batch.micro_batch <= 4
+    assert plan.decisions.batch.memory.basis.startswith("extrapolated")
+    assert plan.launch.container.gpus == [0, 1]
 
 
 def test_mixed_named_gpus_run_all_in_fp32():
     plan = build_plan(TrainRequest(gpus="0,1"), facts(MIXED))
-    assert plan.precision == "fp32" and plan.ranks == 2
+    assert plan.decisions.hardware.precision == "fp32" and plan.decisions.ranks == 2
     assert any("you named the GPUs" in n for n in plan.notes)
 
 
@@ -134,20 +134,20 @@ def test_eight_h100():
     # H100's own measurements (docs/validation.md section 4): B=16 is its fastest B; -r 1 (502,071) and -r 0
     # (490,323) are within the table's error (issue 29's sweep measured -r 0 faster: 517.7K vs 505.8K), so the least
     # recompute is picked and the plan says the table cannot tell them apart; per rank x 8
-    assert plan.ranks == 8 and (plan.micro_batch, plan.recompute) == (16, 0) and plan.grad_accum == 4
-    assert plan.est_tok_s == pytest.approx(490323 * 8 * 0.98)
+    assert plan.decisions.ranks == 8 and (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0) and plan.decisions.grad_accum == 4
+    assert plan.decisions.batch.est_tok_s == pytest.approx(490323 * 8 * 0.98)
     assert any("cannot tell -r 0 from -r 1/2 at B=16 within its error (±6%" in n for n in plan.notes)
-    assert "(within its error)" in plan.choice
-    assert plan.container.argv[:5] == ["mpirun", "-np", "8", "--bind-to", "none"]
-    assert plan.container.gpus == list(range(8))
+    assert "(within its error)" in plan.decisions.batch.choice
+    assert plan.launch.container.argv[:5] == ["mpirun", "-np", "8", "--bind-to", "none"]
+    assert plan.launch.container.gpus == list(range(8))
 
 
 @pytest.mark.parametrize("inv", [GPU_2080TI, GPU_1080TI])
 def test_one_11gb_card(inv):
     plan = build_plan(TrainRequest(), facts(inv))
-    assert plan.precision == "fp32" and plan.ranks == 1
-    assert 1 <= plan.micro_batch <= 4
-    assert plan.memory.need_gb <= 11264 * 1.048576 / 1000
+    assert plan.decisions.hardware.precision == "fp32" and plan.decisions.ranks == 1
+    assert 1 <= plan.decisions.batch.micro_batch <= 4
+    assert plan.decisions.batch.memory.need_gb <= 11264 * 1.048576 / 1000
     assert any("MFU table lacks" in n for n in plan.notes)       # llm.c prints -100% MFU there
 
 
@@ -187,13 +187,13 @@ def test_three_ranks_no_b_works():
 
 def test_three_ranks_with_divisible_total_batch():
     plan = build_plan(TrainRequest(gpus="3", total_batch=3 * 16 * 1024 * 10), facts(H100X8))
-    assert plan.total_batch % (plan.micro_batch * 1024 * 3) == 0
+    assert plan.decisions.total_batch % (plan.decisions.batch.micro_batch * 1024 * 3) == 0
 
 
 def test_small_shards_cap_b():
     # tinyshakespeare val shard: 32768 tokens < 2 x 16 x 1024 + 1, so B <= 8 on 2 ranks
     plan = build_plan(TrainRequest(steps=60), facts(H100X2, data=TINY))
-    assert plan.micro_batch == 8
+    assert plan.decisions.batch.micro_batch == 8
 
 
 @pytest.mark.slow
@@ -212,16 +212,16 @@ def test_explicit_b_whose_peak_exceeds_the_card_is_refused_unless_forced():
     assert e.value.exit_code == 2 and "B=64 -r 1 cannot fit" in e.value.message and "predicted peak" in e.value.message
     assert "use -b 32 -r 0" in e.value.hint and "--force-memory" in e.value.hint
     plan = build_plan(TrainRequest(micro_batch=64, force_memory=True), facts(GPU_3090))
-    assert plan.micro_batch == 64 and any(n.startswith("warning: B=64") for n in plan.notes)
+    assert plan.decisions.batch.micro_batch == 64 and any(n.startswith("warning: B=64") for n in plan.notes)
     border = build_plan(TrainRequest(micro_batch=64, recompute=2), facts(GPU_3090))
-    assert border.memory.peak_gb <= border.gpus[0].memory_gb < border.memory.need_gb
-    assert border.micro_batch == 64 and any("retries once with B/2" in n for n in border.notes)
+    assert border.decisions.batch.memory.peak_gb <= border.decisions.hardware.gpus[0].memory_gb < border.decisions.batch.memory.need_gb
+    assert border.decisions.batch.micro_batch == 64 and any("retries once with B/2" in n for n in border.notes)
 
 
 def test_passthrough_absorbed_and_managed_refused():
     plan = build_plan(TrainRequest(passthrough=["-b", "16", "-lg", "10"]), facts(GPU_3090))
-    assert plan.micro_batch == 16 and plan.llmc_args[-2:] == ["-lg", "10"]
-    assert plan.llmc_args.count("-b") == 1
+    assert plan.decisions.batch.micro_batch == 16 and plan.launch.llmc_args[-2:] == ["-lg", "10"]
+    assert plan.launch.llmc_args.count("-b") == 1
     with pytest.raises(KitError):
         build_plan(TrainRequest(passthrough=["-o", "x"]), facts(GPU_3090))
 
@@ -232,19 +232,19 @@ def test_schedule_flags_are_values_written_once():
     req = TrainRequest(passthrough=["-n", "1000", "-v", "50", "-z", "0", "-m", "5", "-nk", "2", "-s", "0",
                                     "-h", "0", "-lg", "10", "-n", "2000"])
     plan = build_plan(req, facts(GPU_3090))
-    s = plan.schedule
+    s = plan.decisions.schedule
     assert (s.mode, s.checkpoint_every, s.val_every, s.val_batches, s.checkpoints_keep, s.sample_every,
             s.hellaswag) == ("train", 2000, 50, 5, 2, 0, 0)
-    assert plan.zero_stage == 0 and plan.hellaswag == 0
+    assert plan.decisions.zero_stage == 0 and plan.decisions.schedule.hellaswag == 0
     assert dict(plan.describe())["evals, checkpoints"] == ("val loss every 50 (-v) over 5 batches, HellaSwag off "
                                                            "(-h), no sample (-s), checkpoint every 2000 (-n), keeping 2")
     for f, v in {"-n": "2000", "-v": "50", "-z": "0", "-m": "5", "-nk": "2", "-s": "0", "-h": "0"}.items():
-        assert plan.llmc_args.count(f) == 1 and flag(plan, f) == v, f
-    assert plan.llmc_args[-2:] == ["-lg", "10"] and plan.request.passthrough == ("-lg", "10")
+        assert plan.launch.llmc_args.count(f) == 1 and flag(plan, f) == v, f
+    assert plan.launch.llmc_args[-2:] == ["-lg", "10"] and plan.decisions.request.passthrough == ("-lg", "10")
     # without them: the preset's values, and no -m / -nk (llm.c's defaults)
     plain = build_plan(TrainRequest(), facts(GPU_3090))
-    assert (plain.schedule.checkpoint_every, plain.schedule.val_every, plain.zero_stage) == (5000, 250, 1)
-    assert "-m" not in plain.llmc_args and "-nk" not in plain.llmc_args
+    assert (plain.decisions.schedule.checkpoint_every, plain.decisions.schedule.val_every, plain.decisions.zero_stage) == (5000, 250, 1)
+    assert "-m" not in plain.launch.llmc_args and "-nk" not in plain.launch.llmc_args
     with pytest.raises(KitError, match="not an integer"):
         build_plan(TrainRequest(passthrough=["-n", "often"]), facts(GPU_3090))
 
@@ -262,11 +262,11 @@ def test_bench_mode_turns_off_evals_samples_and_checkpoints_whatever_the_passthr
     training must not make every measuring run write checkpoints."""
     plan = build_plan(TrainRequest(mode="bench", steps=20, passthrough=["-n", "1000", "-v", "5", "-h", "1"]),
                       facts(GPU_3090))
-    s = plan.schedule
+    s = plan.decisions.schedule
     assert (s.mode, s.steps, s.checkpoint_every, s.sample_every, s.hellaswag, s.val_batches) == ("bench", 20, 0, 0, 0, 1)
     for f, v in {"-n": "0", "-s": "0", "-h": "0", "-m": "1", "-v": "1000000000", "-x": "20"}.items():
-        assert plan.llmc_args.count(f) == 1 and flag(plan, f) == v, f
-    assert plan.tune_first is None
+        assert plan.launch.llmc_args.count(f) == 1 and flag(plan, f) == v, f
+    assert plan.decisions.tune_first is None
 
 
 def test_hellaswag_off_below_b4():
@@ -285,15 +285,15 @@ def test_tune_cache_picks_fastest_and_says_why():
         TuneResult(micro_batch=64, recompute=0, status="oom")]))
     f = facts(H100X2, runtime_ids={"bf16": "sha256:img"}, tune_records=(rec,))
     plan = build_plan(TrainRequest(), f)
-    assert (plan.micro_batch, plan.recompute) == (8, 0) and "tune cache" in plan.choice
-    assert plan.tune_file == "/big/tune/x.json"
+    assert (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (8, 0) and "tune cache" in plan.decisions.batch.choice
+    assert plan.decisions.batch.tune_file == "/big/tune/x.json"
     assert any("recompute -r 0 instead of the preset's 1" in n for n in plan.notes)
     no_tune = build_plan(TrainRequest(no_tune=True), f)
     # the table's H100 B=16: -r 0 and -r 1 within its error, so the least recompute (issue 29)
-    assert (no_tune.micro_batch, no_tune.recompute) == (16, 0) and "throughput table" in no_tune.choice
-    assert build_plan(TrainRequest(recompute=1), f).micro_batch == 64        # user's -r 1 respected
+    assert (no_tune.decisions.batch.micro_batch, no_tune.decisions.batch.recompute) == (16, 0) and "throughput table" in no_tune.decisions.batch.choice
+    assert build_plan(TrainRequest(recompute=1), f).decisions.batch.micro_batch == 64        # user's -r 1 respected
     other = facts(H100X2, runtime_ids={"bf16": "sha256:other"}, tune_records=(rec,))
-    assert "throughput table" in build_plan(TrainRequest(), other).choice    # other image: not used
+    assert "throughput table" in build_plan(TrainRequest(), other).decisions.batch.choice    # other image: not used
 
 
 # -------------------------------------------------------------------------------------------------- resume
@@ -305,13 +305,13 @@ def _done(plan_key: dict | None, steps=(5000,), ranks=2) -> OutState:
 def test_resume_when_plan_matches():
     first = build_plan(TrainRequest(), facts(H100X2))
     plan = build_plan(TrainRequest(), facts(H100X2, out=_done(first.resume_key)))
-    assert plan.resume and plan.resume_step == 5000 and flag(plan, "-y") == "1"
+    assert plan.decisions.resumption.resume and plan.decisions.resumption.resume_step == 5000 and flag(plan, "-y") == "1"
 
 
 def test_resume_keeps_checkpoint_b():
     first = build_plan(TrainRequest(micro_batch=32), facts(H100X2))
     plan = build_plan(TrainRequest(), facts(H100X2, out=_done(first.resume_key)))
-    assert plan.micro_batch == 32 and "kept from the checkpoint" in plan.choice
+    assert plan.decisions.batch.micro_batch == 32 and "kept from the checkpoint" in plan.decisions.batch.choice
 
 
 def test_resume_refused_on_other_gpu_count():
@@ -324,7 +324,7 @@ def test_resume_refused_on_other_gpu_count():
 
 def test_resume_refused_on_other_b_and_data():
     first = build_plan(TrainRequest(), facts(H100X2))
-    assert first.micro_batch == 16
+    assert first.decisions.batch.micro_batch == 16
     with pytest.raises(KitError) as e:
         build_plan(TrainRequest(micro_batch=32), facts(H100X2, out=_done(first.resume_key)))
     assert "micro_batch: checkpoint 16, this plan 32" in e.value.message and "--micro-batch 16" in e.value.hint
@@ -337,20 +337,20 @@ def test_resume_refused_on_other_b_and_data():
 def test_fresh_archives():
     first = build_plan(TrainRequest(), facts(H100X2))
     plan = build_plan(TrainRequest(fresh=True, micro_batch=16), facts(H100X2, out=_done(first.resume_key)))
-    assert plan.archive_existing and not plan.resume and flag(plan, "-y") == "0"
+    assert plan.decisions.resumption.archive_existing and not plan.decisions.resumption.resume and flag(plan, "-y") == "0"
 
 
 def test_complete_run_detected():
     first = build_plan(TrainRequest(steps=100), facts(H100X2))
     plan = build_plan(TrainRequest(steps=100), facts(H100X2, out=_done(first.resume_key, steps=(50, 100))))
-    assert plan.complete
+    assert plan.decisions.resumption.complete
 
 
 def test_resume_without_run_json_checks_ranks():
     with pytest.raises(KitError):
         build_plan(TrainRequest(), facts(H100X8, out=_done(None, ranks=2)))
     plan = build_plan(TrainRequest(gpus="2"), facts(H100X8, out=_done(None, ranks=2)))
-    assert plan.resume
+    assert plan.decisions.resumption.resume
 
 
 # --------------------------------------------------------------------------------------------- bad inputs
@@ -407,7 +407,7 @@ def test_docker_spec_flags():
     plan = build_plan(TrainRequest(), facts(H100X2, host=HostFacts(uid=0, gid=0, mpirun=None,
                                                                       environ_nccl=(("NCCL_DEBUG", "INFO"),)),
                                             nccl_env={"NCCL_SOCKET_IFNAME": "eth0"}))
-    a = plan.argv
+    a = plan.launch.argv
     assert a[:3] == ["docker", "run", "--rm"]
     for f in ("--gpus", "--shm-size", "--user", "-w"):
         assert f in a
@@ -421,34 +421,34 @@ def test_docker_spec_flags():
     assert "/big/runs/gpt2-124m:/workspace/out:rw" in vols
     assert "/big/hellaswag:/workspace/dev/data/hellaswag:ro" in vols
     assert "/big/gpt2_tokenizer.bin:/workspace/gpt2_tokenizer.bin:ro" in vols
-    inner = plan.container.argv
+    inner = plan.launch.container.argv
     assert "--allow-run-as-root" in inner and inner[inner.index("-x") + 1] == "NCCL_DEBUG"
     assert "/workspace/data/fineweb_train_*.bin" in inner and "/workspace/out" in inner
 
 
 def test_docker_non_root_has_no_root_vars():
     plan = build_plan(TrainRequest(), facts(GPU_3090))
-    assert not any(x.startswith("OMPI_ALLOW_RUN_AS_ROOT") for x in plan.argv)
-    assert plan.container.user == "1000:1000"
+    assert not any(x.startswith("OMPI_ALLOW_RUN_AS_ROOT") for x in plan.launch.argv)
+    assert plan.launch.container.user == "1000:1000"
 
 
 def test_native_launch():
     plan = build_plan(TrainRequest(runtime="native", gpus="0,1"), facts(H100X8))
-    assert plan.argv[:5] == ["/usr/bin/mpirun", "-np", "2", "--bind-to", "none"]
-    assert plan.binary == "/big/native/bin/train_gpt2cu" and plan.argv[plan.argv.index(plan.binary) - 2] == "-x"
-    assert plan.env["CUDA_VISIBLE_DEVICES"] == "0,1" and plan.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert plan.launch.argv[:5] == ["/usr/bin/mpirun", "-np", "2", "--bind-to", "none"]
+    assert plan.launch.binary == "/big/native/bin/train_gpt2cu" and plan.launch.argv[plan.launch.argv.index(plan.launch.binary) - 2] == "-x"
+    assert plan.launch.env["CUDA_VISIBLE_DEVICES"] == "0,1" and plan.launch.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert flag(plan, "-o") == "/big/runs/gpt2-124m" and flag(plan, "-i") == "/big/fineweb10B/fineweb_train_*.bin"
-    assert plan.cwd == Path("/big/runs/gpt2-124m/.llmc-cwd")
-    links = {str(k.relative_to(plan.cwd)): v for k, v in plan.links}
+    assert plan.launch.cwd == Path("/big/runs/gpt2-124m/.llmc-cwd")
+    links = {str(k.relative_to(plan.launch.cwd)): v for k, v in plan.launch.links}
     assert links == {"dev/data/hellaswag/hellaswag_val.bin": Path("/big/hellaswag/hellaswag_val.bin"),
                      "gpt2_tokenizer.bin": Path("/big/gpt2_tokenizer.bin")}
-    assert "mpirun" in plan.command_line() and "CUDA_VISIBLE_DEVICES=0,1" in plan.command_line()
+    assert "mpirun" in plan.launch.command_line() and "CUDA_VISIBLE_DEVICES=0,1" in plan.launch.command_line()
 
 
 def test_native_single_rank_without_mpirun_runs_directly():
     plan = build_plan(TrainRequest(runtime="native", binary=Path("/opt/x/train_gpt2cu")),
                       facts(GPU_3090, host=HostFacts(uid=1000, gid=1000, mpirun=None)))
-    assert plan.argv[0] == "/opt/x/train_gpt2cu"
+    assert plan.launch.argv[0] == "/opt/x/train_gpt2cu"
 
 
 def test_memory_model_fits_measurements():
@@ -486,7 +486,7 @@ def test_non_positive_total_batch_refused(req):
 
 def test_resume_on_other_gpu_count_compares_ranks_before_shard_rule():
     first = build_plan(TrainRequest(steps=60), facts(H100X1, data=TINY))
-    assert first.micro_batch == 16
+    assert first.decisions.batch.micro_batch == 16
     with pytest.raises(KitError) as e:
         build_plan(TrainRequest(), facts(H100X8, data=TINY, out=_done(first.resume_key | {"steps": 60}, steps=(20,))))
     assert "ranks: checkpoint 1, this plan 8" in e.value.message and "micro-batch" not in e.value.message
@@ -497,9 +497,9 @@ def test_resume_keeps_run_steps_unless_given():
     first = build_plan(TrainRequest(steps=60), facts(H100X1, data=TINY))
     out = _done(first.record().model_dump(), steps=(20,))
     plan = build_plan(TrainRequest(), facts(H100X1, data=TINY, out=out))
-    assert plan.resume and plan.steps == 60 and flag(plan, "-x") == "60"
+    assert plan.decisions.resumption.resume and plan.decisions.schedule.steps == 60 and flag(plan, "-x") == "60"
     assert any("kept from" in n and "steps 60" in n for n in plan.notes)
-    assert build_plan(TrainRequest(steps=80), facts(H100X1, data=TINY, out=out)).steps == 80
+    assert build_plan(TrainRequest(steps=80), facts(H100X1, data=TINY, out=out)).decisions.schedule.steps == 80
 
 
 def test_indivisible_total_batch_hint_suggests_valid_values_with_real_b():
@@ -514,7 +514,7 @@ def test_indivisible_total_batch_hint_suggests_valid_values_with_real_b():
 
 def test_bf16_on_mixed_box_with_all_gpus_picks_the_bf16_ones():
     plan = build_plan(TrainRequest(precision="bf16"), facts(MIXED))
-    assert plan.precision == "bf16" and [g.index for g in plan.gpus] == [1]
+    assert plan.decisions.hardware.precision == "bf16" and [g.index for g in plan.decisions.hardware.gpus] == [1]
     assert any("sits out" in n and "2080 Ti" in n for n in plan.notes)
     with pytest.raises(KitError):
         build_plan(TrainRequest(precision="bf16"), facts(GPU_2080TI))
@@ -531,7 +531,7 @@ def test_damaged_run_json_refused_with_fresh_hint(tmp_path, content):
         build_plan(TrainRequest(steps=60), facts(H100X1, data=TINY, out=out))
     assert "run.json is damaged" in e.value.message and e.value.exit_code == 2
     assert "--fresh" in e.value.hint and "--name" in e.value.hint
-    assert build_plan(TrainRequest(steps=60, fresh=True), facts(H100X1, data=TINY, out=out)).archive_existing
+    assert build_plan(TrainRequest(steps=60, fresh=True), facts(H100X1, data=TINY, out=out)).decisions.resumption.archive_existing
 
 
 def test_passthrough_hints_and_dangling_flags():

@@ -68,7 +68,7 @@ def _alive(pid: int) -> bool:
 def test_native_single_rank_run_then_resume(kit):
     cfg, tmp = kit
     plan, facts, replan = _plan(cfg, tmp, _req(steps=6))
-    assert plan.argv[0].endswith("native/bin/train_gpt2cu")         # no mpirun: the one rank runs directly
+    assert plan.launch.argv[0].endswith("native/bin/train_gpt2cu")         # no mpirun: the one rank runs directly
     con = _console()
     session = run_training(plan, facts, con, replan)
     out = cfg.data_root / "runs" / "t"
@@ -82,7 +82,7 @@ def test_native_single_rank_run_then_resume(kit):
     assert rj["runtime"]["kind"] == "native" and len(rj["runtime"]["sha256"]) == 64
     assert rj["session"]["exit_status"] == 0 and rj["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     assert rj["session"]["pid"] == os.getpid() and rj["session"]["host"]
-    assert rj["argv"] == plan.argv and rj["data"]["fingerprint"].startswith("shards:")
+    assert rj["argv"] == plan.launch.argv and rj["data"]["fingerprint"].startswith("shards:")
     assert inspect_out(out).done_steps == (5, 6)
     assert "done: step 6/6" in con.file.getvalue()
 
@@ -94,8 +94,8 @@ def test_native_single_rank_run_then_resume(kit):
 
     # a longer run in the same folder resumes from step 6 with the checkpoint's B (no --micro-batch given)
     plan2, facts2, replan2 = _plan(cfg, tmp, _req(steps=12, micro_batch=None))
-    assert plan2.resume and plan2.resume_step == 6 and plan2.micro_batch == 8
-    assert plan2.llmc_args[plan2.llmc_args.index("-y") + 1] == "1"
+    assert plan2.decisions.resumption.resume and plan2.decisions.resumption.resume_step == 6 and plan2.decisions.batch.micro_batch == 8
+    assert plan2.launch.llmc_args[plan2.launch.llmc_args.index("-y") + 1] == "1"
     s2 = run_training(plan2, facts2, _console(), replan2)
     assert s2.first_step == 7 and s2.last_step == 12
     rj = json.loads((out / "run.json").read_text())
@@ -106,7 +106,7 @@ def test_native_single_rank_run_then_resume(kit):
 
     # the same run again: complete, nothing to do
     plan3, facts3, _ = _plan(cfg, tmp, _req(steps=12, micro_batch=None))
-    assert plan3.complete
+    assert plan3.decisions.resumption.complete
     assert run_training(plan3, facts3, _console()).last_step == 12
 
     # another B cannot resume: refused with what to do
@@ -243,7 +243,7 @@ def test_two_ranks_through_real_mpirun(kit, monkeypatch):
     cfg, tmp = kit
     monkeypatch.setenv("OMPI_MCA_rmaps_base_oversubscribe", "1")   # CI boxes may have fewer cores than ranks
     plan, facts, replan = _plan(cfg, tmp, _req(steps=6), "two.csv", MPIRUN)
-    assert plan.argv[:5] == [MPIRUN, "-np", "2", "--bind-to", "none"]
+    assert plan.launch.argv[:5] == [MPIRUN, "-np", "2", "--bind-to", "none"]
     session = run_training(plan, facts, _console(), replan)
     out = cfg.data_root / "runs" / "t"
     assert session.status == "ok" and session.last_step == 6
@@ -259,7 +259,7 @@ def test_two_ranks_through_real_mpirun(kit, monkeypatch):
 def test_ctrl_c_through_mpirun_stops_all_ranks(kit, monkeypatch):
     monkeypatch.setenv("OMPI_MCA_rmaps_base_oversubscribe", "1")
     plan = _interrupt_case(kit, monkeypatch, "two.csv", MPIRUN)
-    assert plan.ranks == 2
+    assert plan.decisions.ranks == 2
 
 
 @pytest.mark.slow
@@ -293,10 +293,10 @@ def test_tune_measures_caches_and_planner_uses_it(kit, monkeypatch):
     assert not list((cfg.data_root / "tune").glob("scratch-*"))            # throw-away output removed
 
     plan, _, _ = _plan(cfg, tmp, TrainRequest(runtime="native", name="u", steps=10))
-    assert (plan.micro_batch, plan.recompute) == (16, 0) and "tune cache" in plan.choice
+    assert (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0) and "tune cache" in plan.decisions.batch.choice
     assert any("recompute -r 0 instead of the preset's 1" in n for n in plan.notes)
     plan, _, _ = _plan(cfg, tmp, TrainRequest(runtime="native", name="u", steps=10, no_tune=True))
-    assert "throughput table" in plan.choice
+    assert "throughput table" in plan.decisions.batch.choice
 
 
 def test_gather_facts_is_the_one_reader_and_takes_planned_data(kit):
@@ -452,7 +452,7 @@ def test_docker_ctrl_c_stops_the_named_container(kit, monkeypatch):
                                  "100.00 ms | 40.0% bf16 MFU | 80000 tok/s"])
     with pytest.raises(KitError) as e:
         run_training(plan, facts, _console(), replan, docker_client=client)
-    name = plan.container.name
+    name = plan.launch.container.name
     assert e.value.exit_code == 130 and "no checkpoint was written yet" in e.value.message
     assert client.container.calls[0] == ("stop", name, 30) and ("kill", name) in client.container.calls
 
@@ -525,7 +525,7 @@ def test_run_json_keeps_the_exact_llmc_patterns_and_the_kitctl_start_time(kit):
     plan, facts, replan = _plan(cfg, tmp, _req(steps=2))
     run_training(plan, facts, _console(), replan)
     rj = json.loads((cfg.data_root / "runs" / "t" / "run.json").read_text())
-    args = plan.llmc_args
+    args = plan.launch.llmc_args
     assert rj["data"]["train_pattern"] == args[args.index("-i") + 1]
     assert rj["data"]["val_pattern"] == args[args.index("-j") + 1]
     assert rj["session"]["pid_start"] == start_ticks(os.getpid())

@@ -78,11 +78,11 @@ def test_throughput_rows_must_name_a_gpu_peaks_entry():
 # ------------------------------------------------------------------------------------- unmeasured GPUs
 def test_unmeasured_gpu_plans_a_bounded_tune_first():
     plan = build_plan(TrainRequest(tune_first=True), facts(GPU_4090))
-    t = plan.tune_first
+    t = plan.decisions.tune_first
     assert t is not None and 2 <= len(t.configs) <= 4
-    assert t.configs[0] == (plan.micro_batch, plan.recompute) == (16, 0)   # the best-ranked config first
+    assert t.configs[0] == (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0)   # the best-ranked config first
     # the bound: the tune's forecast fits 2% of the run's forecast (one epoch of FineWeb at the estimate)
-    forecast = plan.steps * plan.total_batch / plan.est_tok_s
+    forecast = plan.decisions.schedule.steps * plan.decisions.total_batch / plan.decisions.batch.est_tok_s
     assert t.forecast_s == pytest.approx(forecast) and t.budget_s == pytest.approx(BUDGET_FRAC * forecast)
     assert t.cost_s <= t.budget_s and t.cost_s > len(t.configs) * LAUNCH_OVERHEAD_S
     rows = dict(plan.describe())
@@ -93,33 +93,33 @@ def test_unmeasured_gpu_plans_a_bounded_tune_first():
 
 def test_no_tune_skips_the_tune_first():
     plan = build_plan(TrainRequest(tune_first=False, no_tune=True), facts(GPU_4090))
-    assert plan.tune_first is None and "tune first" not in dict(plan.describe())
+    assert plan.decisions.tune_first is None and "tune first" not in dict(plan.describe())
     assert any("--no-tune" in n and "scaled from another GPU" in n for n in plan.notes)
-    assert (plan.micro_batch, plan.recompute) == (16, 0)
+    assert (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0)
 
 
 def test_measured_gpu_and_short_runs_do_not_tune_first():
-    assert build_plan(TrainRequest(tune_first=True), facts(H200)).tune_first is None
+    assert build_plan(TrainRequest(tune_first=True), facts(H200)).decisions.tune_first is None
     short = build_plan(TrainRequest(tune_first=True, steps=60), facts(GPU_4090, data=TINY))
-    assert short.tune_first is None
+    assert short.decisions.tune_first is None
     assert any("too short to tune first" in n and "2% of its" in n for n in short.notes)
     no_id = build_plan(TrainRequest(tune_first=True), facts(GPU_4090, runtime_ids={}))
-    assert no_id.tune_first is None and any("build it first" in n for n in no_id.notes)
+    assert no_id.decisions.tune_first is None and any("build it first" in n for n in no_id.notes)
 
 
 def test_mixed_box_tunes_its_bf16_pick_first():
     plan = build_plan(TrainRequest(tune_first=True), facts(MIXED))
-    assert plan.precision == "bf16" and plan.tune_first is not None
-    assert plan.est_tok_s == pytest.approx(537764 * 71.0 / 989.4)
+    assert plan.decisions.hardware.precision == "bf16" and plan.decisions.tune_first is not None
+    assert plan.decisions.batch.est_tok_s == pytest.approx(537764 * 71.0 / 989.4)
 
 
 def test_gpu_without_published_peak_bounds_the_tune_by_steps():
     plan = build_plan(TrainRequest(tune_first=True), facts(GPU_L40S))
-    assert plan.est_tok_s is None and plan.tune_first is not None
-    t = plan.tune_first
-    assert t.cost_s is None and len(t.configs) * t.steps <= BUDGET_FRAC * plan.steps
+    assert plan.decisions.batch.est_tok_s is None and plan.decisions.tune_first is not None
+    t = plan.decisions.tune_first
+    assert t.cost_s is None and len(t.configs) * t.steps <= BUDGET_FRAC * plan.decisions.schedule.steps
     assert "no time forecast" in t.bound
-    assert (plan.micro_batch, plan.recompute) == (16, 0)      # the measured shape still ranks the configs
+    assert (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0)      # the measured shape still ranks the configs
 
 
 def test_table_estimate_for_another_depth_scales_by_flops():
