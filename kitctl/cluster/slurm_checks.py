@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from kitctl.core.errors import ConfigError
+from kitctl.core.llmc_files import grad_accum_steps
 from kitctl.train import MICRO_BATCHES
 
 LLMC_PATH_MAX = 255          # llm.c: char fs_path[256], char server_ip[256], strcpy
@@ -56,13 +57,12 @@ def check_divisibility(micro_batch: int, seq_len: int, total_batch: int, nodes: 
     ``total_batch <= 0`` means llm.c's default (one micro-batch per rank, no accumulation)."""
     ranks = nodes * gpus_per_node
     per_step = micro_batch * seq_len * ranks
-    if total_batch <= 0:
-        return 1
-    if total_batch % per_step == 0:
-        return total_batch // per_step
-    ok_ranks = [r for r in range(1, 1025) if total_batch % (micro_batch * seq_len * r) == 0]
+    steps = grad_accum_steps(total_batch, micro_batch, seq_len, ranks)
+    if steps is not None:
+        return steps
+    ok_ranks = [r for r in range(1, 1025) if grad_accum_steps(total_batch, micro_batch, seq_len, r) is not None]
     ok_nodes = [n for n in range(1, 257) if n * gpus_per_node in ok_ranks]
-    ok_b = [b for b in MICRO_BATCHES if b < micro_batch and total_batch % (b * seq_len * ranks) == 0]
+    ok_b = [b for b in MICRO_BATCHES if b < micro_batch and grad_accum_steps(total_batch, b, seq_len, ranks) is not None]
     fixes = []
     if ok_nodes:
         near = sorted(sorted(ok_nodes, key=lambda n: (abs(n - nodes), n))[:3])   # the counts nearest the ask

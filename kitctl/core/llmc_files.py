@@ -259,6 +259,17 @@ def unpack_tokenizer_header(raw: bytes) -> TokenizerHeader:
     return TokenizerHeader(h[1], h[2], h[3] if h[1] == 2 else EOT)
 
 
+# -------------------------------------------------------------------------------------------- batch rule
+def grad_accum_steps(total_batch: int, micro_batch: int, seq_len: int, ranks: int) -> Optional[int]:
+    """llm.c's batch rule (train_gpt2.cu asserts ``total_batch_size % (B * T * num_processes) == 0``): the
+    micro-batches each rank accumulates per optimizer step, or None when -d is not a whole number of them.
+    ``total_batch <= 0`` is llm.c's default -d (one micro-batch per rank): 1."""
+    if total_batch <= 0:
+        return 1
+    per_step = micro_batch * seq_len * ranks
+    return total_batch // per_step if total_batch % per_step == 0 else None
+
+
 # ------------------------------------------------------------------------------------------------ run folder
 def model_filename(step: int) -> str:
     return f"model_{step:08d}.bin"

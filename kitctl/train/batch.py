@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from kitctl.core.errors import ConfigError
+from kitctl.core.llmc_files import grad_accum_steps
 from kitctl.host.gpus import GPU
 from kitctl.train.facts import DataInfo
 from kitctl.train.memory import MemoryModel, Prediction
@@ -98,7 +99,7 @@ class _Rules:
 
     def why_not(self, B: int) -> Optional[str]:
         x, T, D, ranks = self.x, self.x.seq_len, self.x.total_batch, self.x.ranks
-        if D % (B * T * ranks):
+        if grad_accum_steps(D, B, T, ranks) is None:
             return (f"total batch -d {D} is not a multiple of B x T x ranks = {B} x {T} x {ranks} = {B * T * ranks}"
                     " (llm.c asserts it: every optimizer step is a whole number of micro-batches on every rank)")
         if ranks * B * T + 1 > x.data.min_shard_tokens:

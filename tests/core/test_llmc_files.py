@@ -183,3 +183,12 @@ def test_the_guard_refuses_each_kind_of_literal(code):
                                   'hint = "point --data at a folder holding <name>_val_000000.bin"'])
 def test_the_guard_leaves_sequence_lengths_sizes_and_prose(code):
     assert not _literals_outside_core(ast.parse(code)), code
+
+
+def test_grad_accum_steps_is_llmc_batch_rule():
+    # -d a whole number of B x T x ranks: the micro-batches per step; else None; -d <= 0 (llm.c's default): 1
+    assert lf.grad_accum_steps(524288, 16, 1024, 1) == 32
+    assert lf.grad_accum_steps(524288, 64, 1024, 8) == 1
+    assert lf.grad_accum_steps(524288, 48, 1024, 1) is None
+    assert lf.grad_accum_steps(524288, 16, 1024, 3) is None
+    assert lf.grad_accum_steps(-1, 16, 1024, 3) == 1 and lf.grad_accum_steps(0, 4, 64, 2) == 1
