@@ -131,11 +131,11 @@ def test_bf16_on_sm75_refused():
 
 def test_eight_h100():
     plan = build_plan(TrainRequest(), facts(H100X8))
-    # H100's own measurements (docs/validation.md section 4): B=16 is its fastest B; -r 1 (502,071) and -r 0
-    # (490,323) are within the table's error (issue 29's sweep measured -r 0 faster: 517.7K vs 505.8K), so the least
-    # recompute is picked and the plan says the table cannot tell them apart; per rank x 8
+    # H100's own measurements (docs/validation.md sections 4 and 14): B=16 is its fastest B; -r 0 (516,335) and -r 1
+    # (507,977) are within the table's error, so the least recompute is picked (issue 29's sweep: also the faster)
+    # and the plan says the table cannot tell them apart; per rank x 8
     assert plan.decisions.ranks == 8 and (plan.decisions.batch.micro_batch, plan.decisions.batch.recompute) == (16, 0) and plan.decisions.grad_accum == 4
-    assert plan.decisions.batch.est_tok_s == pytest.approx(490323 * 8 * 0.98)
+    assert plan.decisions.batch.est_tok_s == pytest.approx(516335 * 8 * 0.98)
     assert any("cannot tell -r 0 from -r 1/2 at B=16 within its error (±6%" in n for n in plan.notes)
     assert "(within its error)" in plan.decisions.batch.choice
     assert plan.launch.container.argv[:5] == ["mpirun", "-np", "8", "--bind-to", "none"]
