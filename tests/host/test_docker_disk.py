@@ -119,7 +119,8 @@ def _doctor(tmp_path, *args, gpu_box: bool):
 
 
 @pytest.mark.slow
-def test_doctor_for_train_exits_by_that_purpose(tmp_path):
+def test_doctor_for_train_exits_by_that_purpose(roomy_tmp_path):
+    tmp_path = roomy_tmp_path            # the data root's disk has room: only the GPUs decide "train"
     r = _doctor(tmp_path, "--for", "train", "--json", gpu_box=False)
     out = json.loads(r.stdout)
     assert r.returncode == 1 and out["ready"] is False and out["purposes"]["train"]["ready"] is False

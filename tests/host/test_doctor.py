@@ -141,8 +141,10 @@ def _doctor_on_h100(tmp_path, kit_yaml):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("built", ["90", "75,86", "100", "nothing", "binaries only", "not json", "fifo"])
-def test_cli_doctor_judges_the_native_build_record(tmp_path, built):
-    """kit.yaml says 75,86; what `kitctl train --runtime native` would load decides (the record beside the binaries)."""
+def test_cli_doctor_judges_the_native_build_record(roomy_tmp_path, built):
+    """kit.yaml says 75,86; what `kitctl train --runtime native` would load decides (the record beside the binaries).
+    The data root's disk has room, so only the build decides whether it trains."""
+    tmp_path = roomy_tmp_path
     bin_dir = tmp_path / "data" / "native" / "bin"
     rec = record_path(bin_dir)
     if built != "nothing":
