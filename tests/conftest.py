@@ -1,7 +1,6 @@
 """Shared fixtures: the offline inputs the kit ships, and engine / tool checks that skip with a reason."""
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -9,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from docker_fixtures import docker_engine_reason
 
 pytest_plugins = ["docker_fixtures"]   # session fixtures that build kit images (tests/docker_fixtures.py)
 
@@ -17,21 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 GPT2_BPE = REPO / "kitctl" / "assets" / "gpt2-bpe"
 TINYSHAKESPEARE = REPO / "datasets" / "files" / "tinyshakespeare.txt"
 LLMC_SRC = Path(os.environ.get("LLMC_SRC", REPO / ".llmc-src" / "llm.c"))
-
-
-@functools.lru_cache(maxsize=1)
-def docker_engine_reason() -> str | None:
-    """None when a Docker engine answers, else why not."""
-    if shutil.which("docker") is None:
-        return "no docker CLI on PATH (CI installs one with ../shared/ci/docker-engine.sh)"
-    try:
-        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                           text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"docker info failed: {e}"
-    if r.returncode != 0:
-        return "no Docker engine is running (start one with ../shared/ci/docker-engine.sh)"
-    return None
 
 
 def pytest_configure(config):

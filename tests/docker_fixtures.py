@@ -7,7 +7,9 @@ configured pip index, and the system CA bundle as a BuildKit secret (TLS-interce
 """
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +18,21 @@ import pytest
 TEST_IMAGE = "llmc-kit-test"
 BASE_IMAGE = os.environ.get("KIT_TEST_BASE_IMAGE", "local/debian:bookworm")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@functools.lru_cache(maxsize=1)
+def docker_engine_reason() -> str | None:
+    """None when a Docker engine answers, else why not."""
+    if shutil.which("docker") is None:
+        return "no docker CLI on PATH (CI installs one with ../shared/ci/docker-engine.sh)"
+    try:
+        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
+                           text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"docker info failed: {e}"
+    if r.returncode != 0:
+        return "no Docker engine is running (start one with ../shared/ci/docker-engine.sh)"
+    return None
 
 
 def _log(line: str) -> None:

@@ -39,7 +39,7 @@ def test_a_server_that_answers_is_reachable(tmp_path):
 
 @pytest.mark.slow       # doctor's probes wait out their timeout on the silent server (~5 s)
 def test_doctor_names_each_unreachable_endpoint_per_purpose_with_the_way_round(tmp_path):
-    from conftest import docker_engine_reason
+    from tests.docker_fixtures import docker_engine_reason
 
     if why := docker_engine_reason():       # runtime docker: without an engine that is the data purpose's reason
         pytest.skip(f"doctor's verdicts for runtime docker need an engine: {why}")
