@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from docker_fixtures import docker_engine_reason
 
 pytest_plugins = ["docker_fixtures"]   # session fixtures that build kit images (tests/docker_fixtures.py)
 
@@ -56,6 +55,8 @@ SLOW_BY_NATURE = ("docker", "slurm", "chromium")
 
 @pytest.hookimpl(tryfirst=True)      # before xdist's own, which turns xdist_group marks into the work units
 def pytest_collection_modifyitems(config, items):
+    from docker_fixtures import docker_engine_reason    # loaded by pytest_plugins above (asserts rewritten)
+
     for item in items:
         if "docker" in item.keywords:
             reason = docker_engine_reason()
