@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -129,13 +128,11 @@ def roomy_tmp_path(tmp_path):
     """``tmp_path`` on its own 1 TiB tmpfs (sparse: nothing is reserved), so a test of a verdict that also weighs
     free space (doctor's disk rows: FineWeb10B + the HF cache need ~56 GB on one disk) does not depend on how full
     this machine's disk is. CI's box had 53.9 GB free and failed two such tests. Root only: skips elsewhere."""
-    if os.geteuid() != 0:
-        pytest.skip("a disk of known free space needs a tmpfs mount (root)")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1t", "tmpfs", str(tmp_path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    from mounts import mount_tmpfs, unmount
+
+    mount_tmpfs(tmp_path, "1t")
     yield tmp_path
-    subprocess.run(["umount", "-l", str(tmp_path)], capture_output=True)
+    unmount(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
 import time
 
 import pytest
+from mounts import mount_tmpfs, unmount
 
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.files import atomic_output, replace_atomic, temp_path, write_atomic
@@ -50,13 +50,9 @@ def tiny_disk(tmp_path):
     """A 256 KiB tmpfs: a real ENOSPC (root only; skipped where mounting is not allowed)."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    mount_tmpfs(mnt, "256k")
     yield mnt
-    subprocess.run(["umount", str(mnt)], capture_output=True)
+    unmount(mnt)
 
 
 def test_real_disk_full_keeps_the_old_file_and_no_temp(tiny_disk):

@@ -229,17 +229,10 @@ def make_readonly(folder: Path) -> None:
 def make_full_disk(folder: Path, keep: Optional[dict[str, str]] = None) -> None:
     """Mount a 128 KiB tmpfs on ``folder`` (files ``keep`` written first) and fill it: the next write is ENOSPC.
     Root only (skips the case elsewhere)."""
-    import subprocess
-
-    import pytest
+    from mounts import mount_tmpfs
 
     folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("a full disk needs a tmpfs mount (root)")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(folder)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    mount_tmpfs(folder, "128k")
     _MOUNTS.append(folder)
     for rel, text in (keep or {}).items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
