@@ -37,6 +37,8 @@ from kitctl.data import encoders
 from kitctl.data.encoders import Encoder
 
 IN_FLIGHT_PER_WORKER = 3          # batches queued per worker
+THREAD_IN_FLIGHT = 6              # batches queued for the encode threads (a run's gate encodes tiktoken's side of its
+                                  # sample after the first batch: the encode thread keeps ~0.15 s of work meanwhile)
 
 TokenBatch = encoders.TokenBatch   # (uint16 tokens, int64 tokens per document incl. its EOT)
 
@@ -308,22 +310,55 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0,
 
 def _threaded(batches: Iterable[Any], enc: Encoder, threads: int) -> Generator[TokenBatch, None, None]:
     """(tokens, lens) per batch, in order, tokenized on ``threads`` threads of this process (an encoder that
-    releases the GIL and runs at full speed off the main thread), with parquet read ahead by another; the
-    caller's thread only writes. Closing the generator drops what is queued and waits for the running calls."""
+    releases the GIL and runs at full speed off the main thread). A reader thread decodes the batches and hands
+    each to the encode threads as it comes (up to THREAD_IN_FLIGHT ahead of the caller, whatever the caller is
+    doing meanwhile -- a run's gate checks its sample with tiktoken then); the caller's thread only writes.
+    An error in the reader is raised here, in order. Closing the generator drops what is queued and waits for
+    the running calls."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     ex = ThreadPoolExecutor(threads, thread_name_prefix="kitctl-encode")
-    pending: deque[Future] = deque()
-    ahead = read_ahead(batches)
+    q: queue.Queue = queue.Queue(max(THREAD_IN_FLIGHT, threads * IN_FLIGHT_PER_WORKER))
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for b in batches:
+                fut: Future = ex.submit(tokenize_batch, b, enc)
+                if not put(("batch", fut)):
+                    fut.cancel()
+                    return
+            put(("end", None))
+        except BaseException as e:       # handed to the consumer, raised there
+            put(("error", e))
+
+    t = threading.Thread(target=run, name="kitctl-read-ahead", daemon=True)
+    t.start()
     try:
-        for b in ahead:
-            pending.append(ex.submit(tokenize_batch, b, enc))
-            if len(pending) >= threads * IN_FLIGHT_PER_WORKER:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        while True:
+            kind, v = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise v
+            yield v.result()
     finally:
-        for f in pending:
-            f.cancel()
-        ex.shutdown(wait=True)
-        ahead.close()
+        stop.set()
+        while True:                      # what is queued is dropped
+            try:
+                kind, v = q.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "batch":
+                v.cancel()
+        t.join(timeout=5)
+        ex.shutdown(wait=True, cancel_futures=True)
