@@ -201,6 +201,13 @@ class OffByOne:
         return toks, lens
 
 
+class OffByOneOnThreads(OffByOne):
+    """The same, on the in-process threaded stream (as gigatoken runs): the run starts tokenizing with it while
+    tiktoken checks the sample, so the gate's mismatch must drop those batches and start over."""
+
+    threads_ok = True
+
+
 class Crashes:
     name, version = encoders.FAST, "crashes"
 
@@ -208,7 +215,8 @@ class Crashes:
         raise RuntimeError("simulated encoder bug")
 
 
-@pytest.mark.parametrize("stand_in", [OffByOne(), Crashes()], ids=["wrong-tokens", "raises"])
+@pytest.mark.parametrize("stand_in", [OffByOne(), OffByOneOnThreads(), Crashes()],
+                         ids=["wrong-tokens", "wrong-tokens-threaded", "raises"])
 def test_a_run_whose_encoder_disagrees_goes_on_with_tiktoken(stand_in, monkeypatch, tmp_path, ref):
     monkeypatch.setitem(encoders._CACHE, encoders.FAST, stand_in)
     said: list[str] = []
