@@ -261,10 +261,11 @@ class Bench:
             self.floor()
             if self.args.llmc:
                 self.llmc()
-            for e in encoders_:
-                self.kit(e)
-            if self.args.compare:
-                self.kit("", self.args.compare)
+            kits = [lambda e=e: self.kit(e) for e in encoders_]
+            if self.args.compare:            # the other tree first in every other round: neither always follows (a)
+                kits.insert(len(kits) if i % 2 == 0 else 0, lambda: self.kit("", self.args.compare))
+            for k in kits:
+                k()
             print(f"  round {i + 1} (load {os.getloadavg()[0]:.1f}): " +
                   ", ".join(f"{k} {min(v):.2f}s" for k, v in self.best.items()), flush=True)
 
