@@ -62,8 +62,9 @@ def default_workers(encoder: str = encoders.REFERENCE) -> int:
 def encode_threads() -> int:
     """Encode threads of the in-process path with a GIL-free encoder: one per core, at most 3 -- past that the
     reader (parquet) is the limit. The encode is the stream's largest part and the reader and the writing main
-    thread wait most of the time, so on 2 cores 2 encode threads beat 1 (alternated runs, 200 MB: varied 1.47-1.69
-    vs 1.78-2.06 s end to end, 4 of 4 pairs; synthetic 3 of 4 pairs; docs/data.md "Toward the floor")."""
+    thread wait most of the time: on 2 cores 2 encode threads were faster than 1 in 4 of 4 alternated pairs at
+    load ~1 (varied 200 MB: 1.47-1.69 vs 1.78-2.06 s end to end; synthetic 3 of 4), the same at load 1.4 (6+6
+    runs: best 1.83 s both, medians 1.93 vs 1.97 s, ~0.1 CPU-s more); docs/data.md "Toward the floor"."""
     return max(1, min(cores(), 3))
 
 
