@@ -239,9 +239,15 @@ class Bench:
             cmd += ["--encoder", encoder]
         if self.args.workers is not None:
             cmd += ["--workers", str(self.args.workers)]
-        env = self.env if tree is None else {**self.env, "PYTHONPATH": str(tree.resolve())}
+        # PYTHONPATH names the tree, and the run starts outside any tree: `python -m` puts its working folder
+        # first on sys.path, so from this repository's root the --compare tree was never imported (b0 was b)
+        env = {**self.env, "PYTHONPATH": str((tree or REPO).resolve())}
+        where = subprocess.run([sys.executable, "-c", "import kitctl; print(kitctl.__file__)"], env=env, cwd=self.work,
+                               capture_output=True, text=True).stdout.strip()
+        if not Path(where).resolve().is_relative_to((tree or REPO).resolve()):
+            sys.exit(f"kitctl data ({key}) would import {where}, not the tree {tree or REPO}")
         c0, t0 = _children_cpu(), time.perf_counter()
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=self.work)
         dt = time.perf_counter() - t0
         if r.returncode != 0:
             sys.exit(f"kitctl data ({key}) failed:\n{r.stderr[-2000:]}")
