@@ -304,8 +304,12 @@ def _report(bench: Bench, label: str, encoders_: list[str]) -> dict:
     print(f"  {'(c) tiktoken encode_ordinary x ' + str(cores):34s} {rate['c-encode_ordinary'] * cores / 1e6:8.2f}"
           f" {'':16s} ({rate['c-encode_ordinary'] / 1e6:.2f} single-process, per document)")
     line("f", "(f) read-and-write floor", rate["f"], min(best["f"]))
+    for k in ["f", *(f"b-{e}" for e in encoders_), *(["b0"] if "b0" in best else [])]:
+        print(f"  {k:5s} every round (s): " + " ".join(f"{x:.2f}" for x in best[k]))
     out = {"corpus": label, "tokens": ntok, "cores": cores, "best_of": bench.args.repeat,
-           "seconds": {k: round(min(v), 3) for k, v in best.items()}, "cpu_s": {k: round(min(v), 3) for k, v in cpu.items()}}
+           "seconds": {k: round(min(v), 3) for k, v in best.items()}, "cpu_s": {k: round(min(v), 3) for k, v in cpu.items()},
+           "rounds_seconds": {k: [round(x, 3) for x in v] for k, v in best.items()},
+           "rounds_cpu_s": {k: [round(x, 3) for x in v] for k, v in cpu.items()}}
     for e in encoders_:
         b = rate[f"b-{e}"]
         extra = f"b/a = {b / rate['a']:.1f}x (goal >= 8x), " if "a" in rate else ""
