@@ -64,7 +64,8 @@ def encode_threads() -> int:
     reader (parquet) is the limit. The encode is the stream's largest part and the reader and the writing main
     thread wait most of the time: on 2 cores 2 encode threads were faster than 1 in 4 of 4 alternated pairs at
     load ~1 (varied 200 MB: 1.47-1.69 vs 1.78-2.06 s end to end; synthetic 3 of 4), the same at load 1.4 (6+6
-    runs: best 1.83 s both, medians 1.93 vs 1.97 s, ~0.1 CPU-s more); docs/data.md "Toward the floor"."""
+    runs: best 1.83 s both, medians 1.93 vs 1.97 s, ~0.1 CPU-s more) and at load 0.6 (4+4: best 1.54 vs 1.51 s,
+    medians 1.59 vs 1.66 s); docs/data.md "Toward the floor"."""
     return max(1, min(cores(), 3))
 
 
