@@ -2,9 +2,10 @@
 """Where the time of `kitctl data` goes, phase by phase (issue 31; the table in docs/data.md).
 
 Each round runs a fresh process that does what `kitctl data FILE.parquet` does with the fast encoder, with a
-timer on each phase: the imports, tiktoken's Encoding, the plan's token estimate, the input's content hash,
-gigatoken's load and the identity gate, then the token stream into shards (kitctl.data.pool.iter_tokens and
-kitctl.data.shards.ShardWriter, as make_shards drives them) with the CPU time of each thread's part. The CPU
+timer on each phase: the imports, gigatoken's load, the plan's token estimate, the input's content hash, the
+identity gate's two sides (serial here; a run overlaps tiktoken's with the first batches), then the token stream
+into shards (kitctl.data.pool.iter_tokens and DataFolder's ShardWriter, as make_shards drives them) with the CPU
+time of each thread's part (the encode threads' rows add up over the threads). The CPU
 seconds are the figures to compare on a shared box (wall time there is mostly other people's); the best of
 --rounds is kept per phase.
 
@@ -53,31 +54,30 @@ def child(corpus: Path, work: Path, workers: int | None) -> dict:
             add(self.k, time.thread_time() - self.c, time.perf_counter() - self.w)
 
     t_all = time.perf_counter()
-    with timed("import: kitctl's CLI (kitctl.cli)"):
-        import kitctl.cli  # noqa: F401
-    with timed("import: pyarrow, tiktoken"):
-        import pyarrow  # noqa: F401
-        import tiktoken  # noqa: F401
+    with timed("import: kitctl's CLI + `kitctl data` (kitctl.cli, kitctl.data.cli)"):
+        import kitctl.cli as kcli
+        kcli._data()                  # what `kitctl data` imports (numpy with one BLAS thread)
+    with timed("import: pyarrow.parquet"):
+        import pyarrow.parquet  # noqa: F401
+    from kitctl.core.data_folder import DataFolder
     from kitctl.data import encoders, pool, space, tokenizer
-    from kitctl.data.shards import ShardWriter
     from kitctl.data.sources import FilesSource
 
-    with timed("tiktoken's Encoding (the kit's table)"):
-        tokenizer.setup_tiktoken(SHARED / "data/gpt2-bpe", Path(os.environ["KIT_PHASES_TIKTOKEN"]))
-        tokenizer.get_encoding()
+    cache = Path(os.environ["KIT_PHASES_TIKTOKEN"])
+    tokenizer.setup_tiktoken(SHARED / "data/gpt2-bpe", cache)
     src = FilesSource([corpus])
     src.prefetch_fingerprint()
-    with timed("plan: token estimate (sample read + tiktoken)"):
-        space.estimate_tokens(src)
+    with timed("gigatoken: import and load (the cached rank file)"):
+        fast = encoders.load(encoders.FAST, encoders.ready_rank_file(cache))
+    with timed("plan: token estimate (sample read + gigatoken; 1st call imports awkward)"):
+        space.estimate_tokens(src, encoder=fast)
     with timed("input's sha256 (thread; wall = waiting for it)"):
         src.fingerprint()
-    with timed("gigatoken: import (+ awkward) and load"):
-        import awkward  # noqa: F401
-        import gigatoken  # noqa: F401
-        encoders.load(encoders.FAST)
     first = next(src.iter_batches())
-    with timed("identity gate (sample both ways)"):
-        g = encoders.gate(encoders.FAST, first.slice(0, encoders.GATE_DOCS).to_pylist())
+    with timed("identity gate: gigatoken's side (before the stream)"):
+        pending = encoders.start_gate(encoders.FAST, first.slice(0, encoders.GATE_DOCS).to_pylist())
+    with timed("identity gate: tiktoken's load + side (beside the stream's first batches)"):
+        g = encoders.finish_gate(pending)
     assert g.mismatch is None, g.mismatch
 
     # the stream: each thread's part timed where it runs
@@ -85,13 +85,13 @@ def child(corpus: Path, work: Path, workers: int | None) -> dict:
     real_tb = pool.tokenize_batch
 
     def with_eot(flat, offsets):
-        with timed("stream: EOT insertion (encode thread)"):
+        with timed("stream: EOT insertion (encode threads)"):
             return real_with_eot(flat, offsets)
 
     def tokenize_batch(texts, encoder=None):
         c, w = time.thread_time(), time.perf_counter()
         r = real_tb(texts, encoder)
-        add("stream: encode incl. EOTs (encode thread)", time.thread_time() - c, time.perf_counter() - w)
+        add("stream: encode incl. EOTs (encode threads)", time.thread_time() - c, time.perf_counter() - w)
         return r
 
     def batches():
@@ -105,8 +105,9 @@ def child(corpus: Path, work: Path, workers: int | None) -> dict:
 
     encoders.with_eot, pool.tokenize_batch = with_eot, tokenize_batch   # type: ignore[assignment]
     shards = work / "out"
-    shards.mkdir()
-    w = ShardWriter(shards, "fineweb", 10**7)
+    folder = DataFolder(shards)
+    m = folder.resume_or_start("fineweb", "local", {"shard_size": 10**7, "source_fingerprint": src.fingerprint()})
+    w = folder.writer(m, 10**7)
     real_finish = w._finish
 
     def finish(reread: bool = False) -> None:
@@ -124,7 +125,8 @@ def child(corpus: Path, work: Path, workers: int | None) -> dict:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     if ru.ru_utime + ru.ru_stime:
         add("stream: worker processes (all their CPU)", ru.ru_utime + ru.ru_stime)
-    add("total, this process (all its threads)", time.process_time(), time.perf_counter() - t_all)
+    add("total, this process (all its threads; the gate's two sides serial here)", time.process_time(),
+        time.perf_counter() - t_all)
     return out
 
 

@@ -239,9 +239,15 @@ class Bench:
             cmd += ["--encoder", encoder]
         if self.args.workers is not None:
             cmd += ["--workers", str(self.args.workers)]
-        env = self.env if tree is None else {**self.env, "PYTHONPATH": str(tree.resolve())}
+        # PYTHONPATH names the tree, and the run starts outside any tree: `python -m` puts its working folder
+        # first on sys.path, so from this repository's root the --compare tree was never imported (b0 was b)
+        env = {**self.env, "PYTHONPATH": str((tree or REPO).resolve())}
+        where = subprocess.run([sys.executable, "-c", "import kitctl; print(kitctl.__file__)"], env=env, cwd=self.work,
+                               capture_output=True, text=True).stdout.strip()
+        if not Path(where).resolve().is_relative_to((tree or REPO).resolve()):
+            sys.exit(f"kitctl data ({key}) would import {where}, not the tree {tree or REPO}")
         c0, t0 = _children_cpu(), time.perf_counter()
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=self.work)
         dt = time.perf_counter() - t0
         if r.returncode != 0:
             sys.exit(f"kitctl data ({key}) failed:\n{r.stderr[-2000:]}")
@@ -261,10 +267,11 @@ class Bench:
             self.floor()
             if self.args.llmc:
                 self.llmc()
-            for e in encoders_:
-                self.kit(e)
-            if self.args.compare:
-                self.kit("", self.args.compare)
+            kits = [lambda e=e: self.kit(e) for e in encoders_]
+            if self.args.compare:            # the other tree first in every other round: neither always follows (a)
+                kits.insert(len(kits) if i % 2 == 0 else 0, lambda: self.kit("", self.args.compare))
+            for k in kits:
+                k()
             print(f"  round {i + 1} (load {os.getloadavg()[0]:.1f}): " +
                   ", ".join(f"{k} {min(v):.2f}s" for k, v in self.best.items()), flush=True)
 
@@ -297,8 +304,12 @@ def _report(bench: Bench, label: str, encoders_: list[str]) -> dict:
     print(f"  {'(c) tiktoken encode_ordinary x ' + str(cores):34s} {rate['c-encode_ordinary'] * cores / 1e6:8.2f}"
           f" {'':16s} ({rate['c-encode_ordinary'] / 1e6:.2f} single-process, per document)")
     line("f", "(f) read-and-write floor", rate["f"], min(best["f"]))
+    for k in ["f", *(f"b-{e}" for e in encoders_), *(["b0"] if "b0" in best else [])]:
+        print(f"  {k:5s} every round (s): " + " ".join(f"{x:.2f}" for x in best[k]))
     out = {"corpus": label, "tokens": ntok, "cores": cores, "best_of": bench.args.repeat,
-           "seconds": {k: round(min(v), 3) for k, v in best.items()}, "cpu_s": {k: round(min(v), 3) for k, v in cpu.items()}}
+           "seconds": {k: round(min(v), 3) for k, v in best.items()}, "cpu_s": {k: round(min(v), 3) for k, v in cpu.items()},
+           "rounds_seconds": {k: [round(x, 3) for x in v] for k, v in best.items()},
+           "rounds_cpu_s": {k: [round(x, 3) for x in v] for k, v in cpu.items()}}
     for e in encoders_:
         b = rate[f"b-{e}"]
         extra = f"b/a = {b / rate['a']:.1f}x (goal >= 8x), " if "a" in rate else ""

@@ -37,9 +37,12 @@ after_help = sorted(sys.modules)
 import typer.main
 typer.main.get_command(cli.app).commands["data"]
 after_data = sorted(sys.modules)
+import os
+threads_after_data, blas_env_after_data = len(os.listdir("/proc/self/task")), os.environ.get("OPENBLAS_NUM_THREADS")
 plan = kitctl("--config", sys.argv[1], "data", "tinyshakespeare", "--dry-run")
 print(json.dumps({"help": help, "after_help": after_help, "after_data": after_data, "plan": plan,
-                  "after_dry_run": sorted(sys.modules)}))
+                  "after_dry_run": sorted(sys.modules), "threads_after_data": threads_after_data,
+                  "blas_env_after_data": blas_env_after_data}))
 """
 
 
@@ -76,6 +79,14 @@ def test_kitctl_data_imports_only_the_data_area(probe):
     assert "tinyshakespeare" in probe["plan"] and "tokenize into llm.c shards" in probe["plan"], probe["plan"]
     assert _areas(probe["after_dry_run"]) == {"data"}, sorted(_areas(probe["after_dry_run"]))
     assert not heavy & set(probe["after_dry_run"]), sorted(heavy & set(probe["after_dry_run"]))
+
+
+def test_kitctl_data_loads_numpy_without_blas_threads(probe):
+    """OpenBLAS starts a thread per core when numpy is imported (~0.07 CPU-s of the data stage's start-up); the
+    data command imports it with one (it does no BLAS math), and leaves the environment as it was."""
+    assert "numpy" in probe["after_data"]
+    assert probe["threads_after_data"] == 1, probe["threads_after_data"]
+    assert probe["blas_env_after_data"] is None
 
 
 def _help_line(command) -> str:

@@ -18,7 +18,6 @@ from typer.core import TyperGroup
 
 from kitctl.core import validate
 from kitctl.core.context import config, console
-from kitctl.core.bundle import use_bundle
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.data_folder import DataFolder
 from kitctl.core.progress import Bar, format_duration, progress_bar
@@ -185,6 +184,8 @@ def _from_bundle(cfg, bundle: Path, dataset: Optional[str], source: Optional[str
                  runtime: Optional[str], dry_run: bool) -> Optional[tuple[Optional[str], Optional[str], Optional[Path]]]:
     """DATASET, --source and --tokenizer-dir from the bundle (refusing a flag for what it holds); its data image
     loaded when the docker runtime needs it."""
+    from kitctl.core.bundle import use_bundle     # ~20 ms of imports: only a run with --bundle pays them
+
     ub = use_bundle(bundle.absolute(), cfg.data_root, console, dry_run=dry_run)
     if ub.pending:
         _say(ub.pending_note())

@@ -123,6 +123,20 @@ class TiktokenEncoder:
         return with_eot(np.concatenate(parts) if parts else np.empty(0, np.uint32), offsets)
 
 
+def _large_string(texts: Any) -> Any:
+    """A pyarrow string array as a large_string one (int64 offsets, what awkward hands gigatoken) on the same
+    UTF-8 buffer: the offsets widened with numpy -- not ``cast``, whose first call imports pyarrow.compute
+    (~0.06 s of every run's start-up)."""
+    import pyarrow as pa
+
+    if pa.types.is_large_string(texts.type) or texts.null_count or not pa.types.is_string(texts.type):
+        return texts if pa.types.is_large_string(texts.type) else texts.cast(pa.large_string())
+    _, offsets, data = texts.buffers()
+    wide = np.frombuffer(offsets, np.int32, count=len(texts) + 1, offset=4 * texts.offset).astype(np.int64)
+    return pa.Array.from_buffers(pa.large_string(), len(texts),
+                                 [None, pa.py_buffer(wide), data if data is not None else pa.py_buffer(b"")])
+
+
 class GigatokenEncoder:
     """gigatoken's BPE on tiktoken's r50k rank file, GPT-2's pretokenizer, no special tokens; one call per batch
     on the calling thread (``parallel=False``: kitctl runs one process per core, measured faster than its
@@ -143,10 +157,8 @@ class GigatokenEncoder:
             return np.empty(0, np.uint16), np.empty(0, np.int64)
         if not isinstance(texts, list):      # pyarrow: its UTF-8 buffer read in place (measured 1.5x the list path)
             import awkward as ak
-            import pyarrow as pa
 
-            if not pa.types.is_large_string(texts.type):
-                texts = texts.cast(pa.large_string())      # copies the offsets only
+            texts = _large_string(texts)
             arr = self.tok.encode_batch(ak.from_arrow(texts, generate_bitmasks=False), parallel=False)
             return with_eot(np.asarray(arr.layout.content.data), np.asarray(arr.layout.offsets.data))
         try:
@@ -183,6 +195,15 @@ def rank_file(cache_dir: Optional[Path] = None) -> Path:
     return path
 
 
+def ready_rank_file(cache_dir: Path) -> Optional[Path]:
+    """The rank file :func:`rank_file` keeps in ``cache_dir``, when it is there and intact (nothing written)."""
+    path = Path(cache_dir) / R50K_FILE
+    try:
+        return path if path.is_file() and sha256_file(path) == R50K_SHA256 else None
+    except OSError:
+        return None
+
+
 def installed_version(name: str) -> Optional[str]:
     try:
         return importlib.metadata.version(name)
@@ -193,13 +214,14 @@ def installed_version(name: str) -> Optional[str]:
 _CACHE: dict[str, Any] = {}
 
 
-def load(name: str) -> Encoder:
-    """The encoder ``name``, built once per process (forked tokenizer workers inherit it)."""
+def load(name: str, ranks: Optional[Path] = None) -> Encoder:
+    """The encoder ``name``, built once per process (forked tokenizer workers inherit it); the fast one from
+    ``ranks`` (default: :func:`rank_file`)."""
     if name not in _CACHE:
         if name == REFERENCE:
             _CACHE[name] = TiktokenEncoder()
         elif name == FAST:
-            _CACHE[name] = GigatokenEncoder(rank_file())
+            _CACHE[name] = GigatokenEncoder(ranks or rank_file())
         else:
             raise ConfigError(f"--encoder {name}: unknown encoder", f"use one of: {', '.join(NAMES)}")
     enc: Encoder = _CACHE[name]
@@ -246,10 +268,22 @@ def _as_arrow(texts: list[str]) -> Any:
     return pa.Array.from_buffers(pa.large_string(), len(raw), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(raw))])
 
 
-def gate(name: str, texts: list[Any], reference: Optional[Encoder] = None,
-         candidate: Optional[Encoder] = None) -> GateResult:
-    """Encode a sample of a run's own documents with ``name`` and with tiktoken; any difference (or an error in
-    the candidate) sends the run to tiktoken. The reference itself needs no gate."""
+@dataclass
+class PendingGate:
+    """A gate whose candidate side has run (:func:`start_gate`); :func:`finish_gate` runs tiktoken's side. A run
+    starts its stream with the candidate in between (tiktoken's load and encode overlap the first batches'
+    encode) and writes nothing until the gate has finished and passed."""
+
+    name: str
+    sample: list[str]
+    got: Optional[TokenBatch] = None
+    failed: Optional[str] = None     # the candidate raised: no need for tiktoken's side
+    version: str = "?"
+
+
+def start_gate(name: str, texts: list[Any], candidate: Optional[Encoder] = None) -> PendingGate:
+    """The candidate's side of :func:`gate`: the sample (up to GATE_DOCS documents of the run's first, each cut
+    to GATE_DOC_CHARS, GATE_CHARS in all) encoded by ``name`` as the run hands it over."""
     sample: list[str] = []
     size = 0
     for t in texts[:GATE_DOCS]:
@@ -258,23 +292,39 @@ def gate(name: str, texts: list[Any], reference: Optional[Encoder] = None,
             break
         sample.append(t)
         size += len(t)
+    p = PendingGate(name, sample)
     if name == REFERENCE:
-        return GateResult(REFERENCE, 0, 0)
-    ref = reference or load(REFERENCE)
+        return p
     try:
         cand = candidate or load(name)
-        got, got_lens = cand.encode_docs(_as_arrow(sample) if getattr(cand, "takes_arrow", False) else sample)
+        p.version = getattr(cand, "version", "?")
+        p.got = cand.encode_docs(_as_arrow(sample) if getattr(cand, "takes_arrow", False) else sample)
     except Exception as e:      # noqa: BLE001 - any failure of the candidate means: not this one
-        return GateResult(REFERENCE, len(sample), 0, f"{name} failed on the sample: {type(e).__name__}: {e}")
-    want, want_lens = ref.encode_docs(sample)
+        p.failed = f"{name} failed on the sample: {type(e).__name__}: {e}"
+    return p
+
+
+def finish_gate(p: PendingGate, reference: Optional[Encoder] = None) -> GateResult:
+    """tiktoken's side of :func:`gate` and the comparison, token by token."""
+    if p.name == REFERENCE:
+        return GateResult(REFERENCE, 0, 0)
+    if p.failed is not None or p.got is None:
+        return GateResult(REFERENCE, len(p.sample), 0, p.failed or f"{p.name} gave nothing")
+    got, got_lens = p.got
+    want, want_lens = (reference or load(REFERENCE)).encode_docs(p.sample)
     if np.array_equal(got_lens, want_lens) and np.array_equal(got, want):
-        return GateResult(name, len(sample), len(want))
+        return GateResult(p.name, len(p.sample), len(want))
     bad = next((i for i, (a, b) in enumerate(zip(got_lens, want_lens, strict=False)) if a != b), None)
     if bad is None:
         first = int(np.flatnonzero(got[:len(want)] != want[:len(got)])[0]) if len(got) == len(want) else 0
         bad = int(np.searchsorted(np.cumsum(want_lens), first, side="right"))
-    return GateResult(REFERENCE, len(sample), len(want),
-                      f"{name} {getattr(cand, 'version', '?')} differs from tiktoken on document {bad} of the run's "
-                      f"first {len(sample)}")
+    return GateResult(REFERENCE, len(p.sample), len(want),
+                      f"{p.name} {p.version} differs from tiktoken on document {bad} of the run's "
+                      f"first {len(p.sample)}")
 
 
+def gate(name: str, texts: list[Any], reference: Optional[Encoder] = None,
+         candidate: Optional[Encoder] = None) -> GateResult:
+    """Encode a sample of a run's own documents with ``name`` and with tiktoken; any difference (or an error in
+    the candidate) sends the run to tiktoken. The reference itself needs no gate."""
+    return finish_gate(start_gate(name, texts, candidate), reference)

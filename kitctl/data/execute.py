@@ -101,10 +101,12 @@ def execute(plan: DataPlan, progress: Optional[ProgressFn] = None, free_fn: Opti
     else:
         check_space(plan.need, free_fn)
     tok_sums = tk.setup_tiktoken(plan.tokenizer_dir, plan.tiktoken_dir)
-    enc = tk.get_encoding(plan.tokenizer_dir)
-    if tk.write_tokenizer_bin(plan.tokenizer_bin, enc, log=log):
+    # tiktoken's Encoding is loaded where it is used: for HellaSwag, a missing gpt2_tokenizer.bin, the identity
+    # gate (which overlaps it with the first batches' encode) or as the run's encoder
+    if tk.write_tokenizer_bin(plan.tokenizer_bin, log=log):
         log(f"wrote {plan.tokenizer_bin}")
     if plan.kind == "hellaswag":
+        enc = tk.get_encoding(plan.tokenizer_dir)
         jsonl = Path(plan.source) if plan.source else None
         if jsonl is None:
             assert plan.url

@@ -37,6 +37,8 @@ from kitctl.data import encoders
 from kitctl.data.encoders import Encoder
 
 IN_FLIGHT_PER_WORKER = 3          # batches queued per worker
+THREAD_IN_FLIGHT = 6              # batches queued for the encode threads (a run's gate encodes tiktoken's side of its
+                                  # sample after the first batch: the encode thread keeps ~0.15 s of work meanwhile)
 
 TokenBatch = encoders.TokenBatch   # (uint16 tokens, int64 tokens per document incl. its EOT)
 
@@ -58,9 +60,13 @@ def default_workers(encoder: str = encoders.REFERENCE) -> int:
 
 
 def encode_threads() -> int:
-    """Encode threads of the in-process path with a GIL-free encoder: the cores left beside the main thread
-    (shard writes, sha256) and the reader (parquet), at most 3 -- past that the reader is the limit."""
-    return max(1, min(cores() - 1, 3))
+    """Encode threads of the in-process path with a GIL-free encoder: one per core, at most 3 -- past that the
+    reader (parquet) is the limit. The encode is the stream's largest part and the reader and the writing main
+    thread wait most of the time: on 2 cores 2 encode threads were faster than 1 in 4 of 4 alternated pairs at
+    load ~1 (varied 200 MB: 1.47-1.69 vs 1.78-2.06 s end to end; synthetic 3 of 4), the same at load 1.4 (6+6
+    runs: best 1.83 s both, medians 1.93 vs 1.97 s, ~0.1 CPU-s more) and at load 0.6 (4+4: best 1.54 vs 1.51 s,
+    medians 1.59 vs 1.66 s); docs/data.md "Toward the floor"."""
+    return max(1, min(cores(), 3))
 
 
 def tokenize_batch(texts: Any, encoder: Optional[Encoder] = None) -> TokenBatch:
@@ -308,22 +314,56 @@ def iter_tokens(batches: Iterable[Any], workers: int = 0,
 
 def _threaded(batches: Iterable[Any], enc: Encoder, threads: int) -> Generator[TokenBatch, None, None]:
     """(tokens, lens) per batch, in order, tokenized on ``threads`` threads of this process (an encoder that
-    releases the GIL and runs at full speed off the main thread), with parquet read ahead by another; the
-    caller's thread only writes. Closing the generator drops what is queued and waits for the running calls."""
+    releases the GIL and runs at full speed off the main thread). A reader thread decodes the batches and hands
+    each to the encode threads as it comes (up to THREAD_IN_FLIGHT ahead of the caller, whatever the caller is
+    doing meanwhile -- a run's gate checks its sample with tiktoken then); the caller's thread only writes.
+    An error in the reader is raised here, in order. Closing the generator drops what is queued and waits for
+    the running calls."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    _keep_freed_memory()                 # as in a worker process: the per-batch buffers reuse freed memory
     ex = ThreadPoolExecutor(threads, thread_name_prefix="kitctl-encode")
-    pending: deque[Future] = deque()
-    ahead = read_ahead(batches)
+    q: queue.Queue = queue.Queue(max(THREAD_IN_FLIGHT, threads * IN_FLIGHT_PER_WORKER))
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for b in batches:
+                fut: Future = ex.submit(tokenize_batch, b, enc)
+                if not put(("batch", fut)):
+                    fut.cancel()
+                    return
+            put(("end", None))
+        except BaseException as e:       # handed to the consumer, raised there
+            put(("error", e))
+
+    t = threading.Thread(target=run, name="kitctl-read-ahead", daemon=True)
+    t.start()
     try:
-        for b in ahead:
-            pending.append(ex.submit(tokenize_batch, b, enc))
-            if len(pending) >= threads * IN_FLIGHT_PER_WORKER:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        while True:
+            kind, v = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise v
+            yield v.result()
     finally:
-        for f in pending:
-            f.cancel()
-        ex.shutdown(wait=True)
-        ahead.close()
+        stop.set()
+        while True:                      # what is queued is dropped
+            try:
+                kind, v = q.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "batch":
+                v.cancel()
+        t.join(timeout=5)
+        ex.shutdown(wait=True, cancel_futures=True)

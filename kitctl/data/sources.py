@@ -32,6 +32,7 @@ BATCH_ROWS = 512              # documents a batch: ~1.5 MB of web text, ~0.1 s o
 SAMPLE_FILES = 8              # a sample reads from at most this many files (spread over the list) ...
 SAMPLE_SPOTS = 4              # ... and from this many places in each (row groups, file offsets)
 MAX_JSONL_LINE = 64 << 20     # one document a line: a web page is KBs; a 64 MiB line is not a document
+PARQUET_BUFFER = 1 << 20       # local parquet is read in pieces of this size (see _open_parquet)
 MAX_TXT_BYTES = 1 << 30       # a .txt input is one document, read whole (tinyshakespeare: 1 MB)
 
 Batch = Union[Sequence[str], Any]   # list[str] or a pyarrow (Large)StringArray
@@ -172,7 +173,10 @@ def _open_parquet(path, filesystem=None):
     try:
         if filesystem is not None:
             return pq.ParquetFile(filesystem.open(path, "rb"))
-        return pq.ParquetFile(_open_local(path))
+        # read a column chunk 1 MiB at a time as it is decoded, not whole first (pre_buffer): a sample's or the
+        # first batch's few rows then cost a page, not the row group (0.09-0.18 s -> 0.02 s on 120 MB row
+        # groups), and the text stays in cache (200 MB read: 0.25-0.53 -> 0.21-0.25 s; docs/data.md)
+        return pq.ParquetFile(_open_local(path), pre_buffer=False, buffer_size=PARQUET_BUFFER)
     except FileNotFoundError:
         raise ConfigError(f"input {path} does not exist") from None
     except Exception as e:

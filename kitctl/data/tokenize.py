@@ -184,16 +184,12 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: RunInfo, dataset
         raise _os_error(e, out_dir) from None
 
     input_changed = _InputGuard(source, writer, start_index)
-    batches = source.iter_batches(start_doc=start_doc, batch_rows=batch_rows)
-    stream: Optional[Generator[tuple[np.ndarray, np.ndarray], None, None]] = None
+    stream: Optional[_Stream] = None
     failure: Optional[BaseException] = None
     try:
         with TerminationAsInterrupt():       # `docker stop` / kill: stop like Ctrl-C (resumable)
-            batches, m.run.encoder = _gated(batches, encoder, log)
-            n = default_workers(m.run.encoder.name) if workers is None else workers
-            if n == 0 and m.run.encoder.gate.startswith(FELL_BACK):
-                n = default_workers(encoders.REFERENCE)   # not tiktoken in one thread: its processes
-            stream = iter_tokens(batches, n, m.run.encoder.name)
+            stream = _Stream(lambda: source.iter_batches(start_doc=start_doc, batch_rows=batch_rows), workers)
+            m.run.encoder = stream.gated(encoder, log)
             _feed(stream, writer, cur, skip_tokens, progress)
             writer.close()                   # the last, partial shard: its end is the end of the stream
             changed = input_changed()        # the fingerprint's files, checked again after reading
@@ -230,30 +226,72 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: RunInfo, dataset
                    time.perf_counter() - t0, resumed_from=start_index)
 
 
-def _gated(batches: Iterator[Any], requested: Optional[str],
-           log: Optional[LogFn]) -> tuple[Iterator[Any], EncoderInfo]:
-    """The identity gate of one run, before its first shard: the chosen encoder and tiktoken encode the first
-    documents of this run (its first batch, up to encoders.GATE_DOCS) and must agree token by token; otherwise
-    the run goes on with tiktoken, says so, and the manifest records why. Returns the batches (the peeked one
-    put back) and what the manifest records."""
-    name, note = encoders.choose(requested)
-    if note and log and requested is None:
-        log(note)
-    first = next(batches, None)
-    if first is None:
-        return iter(()), _info(encoders.REFERENCE if name == encoders.REFERENCE else name, "no documents to check")
-    docs = first if isinstance(first, list) else first.slice(0, encoders.GATE_DOCS).to_pylist()
-    g = encoders.gate(name, docs)
-    if g.mismatch:
+class _Stream:
+    """The run's token stream behind its identity gate. :meth:`gated` picks the encoder (``--encoder``, else the
+    fast one when installed at its pin), encodes a sample of the run's first documents with it, starts the
+    stream with it and encodes the same sample with tiktoken while the first batches are tokenized (tiktoken's
+    load and encode are then off the critical path); nothing is written before that: the first tokens are
+    handed on only once the two agreed token by token. A difference (or an error) and the stream starts over
+    with tiktoken, which the run says and the manifest records. Iterating gives (tokens, lens) per batch;
+    :meth:`close` stops the tokenizer threads or processes."""
+
+    def __init__(self, batches_from: Callable[[], Iterator[Any]], workers: Optional[int]):
+        self.batches_from, self.workers = batches_from, workers
+        self.tokens: Generator[tuple[np.ndarray, np.ndarray], None, None] = _nothing()
+        self.head: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    def _start(self, batches: Iterator[Any], name: str, fell_back: bool = False) -> None:
+        n = default_workers(name) if self.workers is None else self.workers
+        if n == 0 and fell_back:
+            n = default_workers(encoders.REFERENCE)   # not tiktoken in one thread: its processes
+        self.tokens = iter_tokens(batches, n, name)
+
+    def gated(self, requested: Optional[str], log: Optional[LogFn]) -> EncoderInfo:
+        name, note = encoders.choose(requested)
+        if note and log and requested is None:
+            log(note)
+        batches = self.batches_from()
+        first = next(batches, None)
+        if first is None:
+            self._start(iter(()), name)
+            return _info(encoders.REFERENCE if name == encoders.REFERENCE else name, "no documents to check")
+        docs = first if isinstance(first, list) else first.slice(0, encoders.GATE_DOCS).to_pylist()
+        pending = encoders.start_gate(name, docs)
+        if name == encoders.REFERENCE:
+            self._start(itertools.chain([first], batches), name)
+            return _info(name, "the reference")
+        if pending.failed is None:            # the first batches are tokenized while tiktoken checks the sample
+            self._start(itertools.chain([first], batches), name)
+            self.head = next(self.tokens, None)
+        g = encoders.finish_gate(pending)
+        if not g.mismatch:
+            return _info(name, f"identical to tiktoken on the run's first {g.docs} documents ({g.tokens:,} tokens)")
         if log:
             log(f"warning: {g.mismatch}: this run uses tiktoken (the reference) instead; the shards are "
                 "unaffected, only slower")
-        info = _info(g.encoder, f"{FELL_BACK} {g.mismatch}")
-    elif name == encoders.REFERENCE:
-        info = _info(name, "the reference")
-    else:
-        info = _info(name, f"identical to tiktoken on the run's first {g.docs} documents ({g.tokens:,} tokens)")
-    return itertools.chain([first], batches), info
+        if pending.failed is None:             # the candidate's tokens are dropped (none was written): read again
+            self.close()
+            self.head, batches = None, self.batches_from()
+        else:
+            batches = itertools.chain([first], batches)
+        self._start(batches, g.encoder, fell_back=True)
+        return _info(g.encoder, f"{FELL_BACK} {g.mismatch}")
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.head is not None:
+            head, self.head = self.head, None
+            return head
+        return next(self.tokens)
+
+    def close(self) -> None:
+        self.tokens.close()
+
+
+def _nothing() -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+    yield from ()
 
 
 def _info(name: str, gate: str) -> EncoderInfo:

@@ -201,6 +201,13 @@ class OffByOne:
         return toks, lens
 
 
+class OffByOneOnThreads(OffByOne):
+    """The same, on the in-process threaded stream (as gigatoken runs): the run starts tokenizing with it while
+    tiktoken checks the sample, so the gate's mismatch must drop those batches and start over."""
+
+    threads_ok = True
+
+
 class Crashes:
     name, version = encoders.FAST, "crashes"
 
@@ -208,7 +215,8 @@ class Crashes:
         raise RuntimeError("simulated encoder bug")
 
 
-@pytest.mark.parametrize("stand_in", [OffByOne(), Crashes()], ids=["wrong-tokens", "raises"])
+@pytest.mark.parametrize("stand_in", [OffByOne(), OffByOneOnThreads(), Crashes()],
+                         ids=["wrong-tokens", "wrong-tokens-threaded", "raises"])
 def test_a_run_whose_encoder_disagrees_goes_on_with_tiktoken(stand_in, monkeypatch, tmp_path, ref):
     monkeypatch.setitem(encoders._CACHE, encoders.FAST, stand_in)
     said: list[str] = []
@@ -261,3 +269,23 @@ def test_cli_encoder_flag_and_verify_report_it(env, tmp_path, tinyshakespeare):
     assert r.returncode == 2 and "gigatoken" in r.stderr
     r = kitctl_proc.run(["data", "hellaswag", "--encoder", "tiktoken", "--dry-run"], env=env)
     assert r.returncode == 2 and "--encoder does nothing here" in r.stderr
+
+
+def test_the_estimate_on_the_fast_encoder_is_tiktoken_s(fast, small_set, tmp_path):
+    """The plan counts its token sample with the run's fast encoder when its rank file is cached (tiktoken then
+    loads beside the stream, not before it): the figures are tiktoken's, exact (small input) and sampled."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kitctl.data import space
+    from kitctl.data.sources import FilesSource
+
+    docs = [d for d in small_set if not any(0xD800 <= ord(c) < 0xE000 for c in d)]     # parquet holds UTF-8 only
+    f = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": docs * 3}), f, row_group_size=500)
+    src = FilesSource([f])
+    for kw in ({}, {"exact_up_to": 0, "budget": 64 << 10}):          # counted whole; measured on a sample
+        got, want = space.estimate_tokens(src, encoder=fast, **kw), space.estimate_tokens(src, **kw)
+        assert got == want and got.exact == (not kw), (got, want)
+    assert encoders.ready_rank_file(tmp_path) is None                  # no cached rank file: the plan counts with tiktoken
+    assert encoders.ready_rank_file(encoders.rank_file().parent) == encoders.rank_file()
