@@ -8,6 +8,7 @@ every command from :data:`COMMANDS` without importing any of them (docs/architec
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import os
@@ -60,22 +61,21 @@ def _data() -> typer.Typer:
     return cli.app
 
 
-class _one_blas_thread:
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
     """numpy imported by `kitctl data` with one OpenBLAS thread: OpenBLAS starts a thread per core at import
     (~0.07 CPU-s of the data stage's start-up on 2 cores, measured), and the data stage does no BLAS math. Only
     when numpy is not imported yet and the user set nothing; the environment is restored after (children and
     other areas, e.g. the model area's numpy forward pass, are unaffected)."""
-
-    VAR = "OPENBLAS_NUM_THREADS"
-
-    def __enter__(self) -> None:
-        self.set = "numpy" not in sys.modules and self.VAR not in os.environ
-        if self.set:
-            os.environ[self.VAR] = "1"
-
-    def __exit__(self, *exc: object) -> None:
-        if self.set:
-            os.environ.pop(self.VAR, None)
+    var = "OPENBLAS_NUM_THREADS"
+    mine = "numpy" not in sys.modules and var not in os.environ
+    if mine:
+        os.environ[var] = "1"
+    try:
+        yield
+    finally:
+        if mine:
+            os.environ.pop(var, None)
 
 
 def _train() -> typer.Typer:
