@@ -27,7 +27,7 @@ from typing import IO, Any, Callable, Generator, Iterator, Optional
 import numpy as np
 
 from kitctl.core.data_folder import DataFolder, ShardWriter
-from kitctl.core.data_manifest import MANIFEST, EncoderInfo, RunInfo, RunLike, ShardEnd, as_run
+from kitctl.core.data_manifest import MANIFEST, DataManifest, EncoderInfo, RunInfo, RunLike, ShardEnd, as_run
 from kitctl.core.errors import ConfigError, KitError
 from kitctl.core.records import short
 from kitctl.core.proc import TerminationAsInterrupt
@@ -109,8 +109,8 @@ def make_shards(source: Source, out_dir: Path, name: str, run: RunLike, dataset:
         raise _os_error(e, out_dir) from None
     ok = False
     try:
-        summary = _make_shards(source, out_dir, name, as_run(run), dataset, workers, progress, batch_rows, t0,
-                               log, encoder)
+        summary = _make_shards(_Job(source, out_dir, name, as_run(run), dataset, workers, progress, batch_rows, log,
+                                    encoder, t0))
         ok = True
         return summary
     finally:
@@ -146,29 +146,52 @@ def _os_error(e: OSError, out_dir: Path) -> KitError:
                        "check that the folder is writable (ls -ld) and re-run the same command")
 
 
-def _make_shards(source: Source, out_dir: Path, name: str, run: RunInfo, dataset: str, workers: Optional[int],
-                 progress: Optional[ProgressFn], batch_rows: int, t0: float, log: Optional[LogFn],
-                 encoder: Optional[str]) -> Summary:
-    folder = DataFolder(out_dir)
-    m = folder.resume_or_start(name, dataset, run, log)
-    shard_size = int(run.shard_size or DEFAULT_SHARD_SIZE)
-    first = int(run.first_shard_size or shard_size)
+@dataclass
+class _Job:
+    """One make_shards call: what to tokenize, where, and how."""
+
+    source: Source
+    out_dir: Path
+    name: str
+    run: RunInfo
+    dataset: str
+    workers: Optional[int]
+    progress: Optional[ProgressFn]
+    batch_rows: int
+    log: Optional[LogFn]
+    encoder: Optional[str]
+    t0: float
+
+    def summary(self, m: DataManifest, start_index: int, **kw: Any) -> Summary:
+        made = m.shards[start_index:]
+        return Summary(self.out_dir, sum(s.tokens for s in made), len(made), m.total_tokens, len(m.shards),
+                       time.perf_counter() - self.t0, resumed_from=start_index, **kw)
+
+
+def _make_shards(job: _Job) -> Summary:
+    folder = DataFolder(job.out_dir)
+    m = folder.resume_or_start(job.name, job.dataset, job.run, job.log)
     if m.complete:      # complete only when it holds exactly what it lists; missing or changed shards are rewritten
         folder.refuse(m, ("stray", "special", "name"))
-    good = folder.intact_prefix(m, log)
+    good = folder.intact_prefix(m, job.log)
     if m.complete and len(good) == len(m.shards):
-        folder.restamp(m, log)
-        return Summary(out_dir, 0, 0, m.total_tokens, len(m.shards), time.perf_counter() - t0,
-                       resumed_from=len(m.shards), already_complete=True)
+        folder.restamp(m, job.log)
+        return job.summary(m, len(m.shards), already_complete=True)
     started = m.run.started if m.shards else None
     m.complete, m.shards = False, good
-    m.run = run.model_copy(update={"started": started or _now(), "finished": None, "failed": None})
+    m.run = job.run.model_copy(update={"started": started or _now(), "finished": None, "failed": None})
+    start_index = len(m.shards)
+    _write_from(folder, m, job)
+    return job.summary(m, start_index)
+
+
+def _write_from(folder: DataFolder, m: DataManifest, job: _Job) -> None:
+    """Tokenize from the end of ``m``'s intact shards to the end of the input, then record the folder complete.
+    A failure is recorded in the manifest (Ctrl-C is not a failure) with every finished shard, then raised."""
     start_index = len(m.shards)
     end = m.shards[-1].end if m.shards else None
     start_doc, skip_tokens, start_pos = (end.doc, end.offset, end.pos) if end else (0, 0, 0)
-
-    # where are we in the document stream? (to record each shard's end as document + offset)
-    cur = _Cursor(doc0=start_doc, doc0_pos=start_pos - skip_tokens)
+    cur = _Cursor(doc0=start_doc, doc0_pos=start_pos - skip_tokens)   # the batch being written, for shard ends
 
     def resume_point(end_pos: int) -> ShardEnd:
         local = end_pos - cur.doc0_pos
@@ -176,28 +199,25 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: RunInfo, dataset
         offset = int(local - (cur.cum[k - 1] if k > 0 else 0))
         return ShardEnd(doc=cur.doc0 + k, offset=offset, pos=end_pos)
 
-    writer = folder.writer(m, shard_size, first, resume_point)
-    try:
-        folder.clean_leftovers(name, start_index)
-        writer.save()
-    except OSError as e:
-        raise _os_error(e, out_dir) from None
-
-    input_changed = _InputGuard(source, writer, start_index)
+    shard_size = int(job.run.shard_size or DEFAULT_SHARD_SIZE)
+    writer = folder.writer(m, shard_size, int(job.run.first_shard_size or shard_size), resume_point)
+    _save(writer, job.out_dir, lambda: folder.clean_leftovers(job.name, start_index))
+    input_changed = _InputGuard(job.source, writer, start_index)
     stream: Optional[_Stream] = None
     failure: Optional[BaseException] = None
     try:
         with TerminationAsInterrupt():       # `docker stop` / kill: stop like Ctrl-C (resumable)
-            stream = _Stream(lambda: source.iter_batches(start_doc=start_doc, batch_rows=batch_rows), workers)
-            m.run.encoder = stream.gated(encoder, log)
-            _feed(stream, writer, cur, skip_tokens, progress)
+            stream = _Stream(lambda: job.source.iter_batches(start_doc=start_doc, batch_rows=job.batch_rows),
+                             job.workers)
+            m.run.encoder = stream.gated(job.encoder, job.log)
+            _feed(stream, writer, cur, skip_tokens, job.progress)
             writer.close()                   # the last, partial shard: its end is the end of the stream
             changed = input_changed()        # the fingerprint's files, checked again after reading
             if changed is not None:
                 raise changed
     except OSError as e:
         failure = e
-        raise (input_changed() or _os_error(e, out_dir)) from None
+        raise (input_changed() or _os_error(e, job.out_dir)) from None
     except KitError as e:
         failure = e
         raise (input_changed() or e) from None
@@ -209,21 +229,30 @@ def _make_shards(source: Source, out_dir: Path, name: str, run: RunInfo, dataset
             stream.close()                   # stop the tokenizer workers now (queued batches are dropped)
         writer.abort()                       # no temp file left behind (a no-op after close)
         if failure is not None:
-            if not isinstance(failure, KeyboardInterrupt):
-                m.run.failed = short(f"{type(failure).__name__}: {getattr(failure, 'message', None) or failure}")
-            try:
-                writer.save()                # every finished shard stays recorded
-            except OSError:
-                pass
+            _record_failure(m, writer, failure)
     m.complete = True
     m.run.finished = _now()
+    _save(writer, job.out_dir)
+
+
+def _save(writer: ShardWriter, out_dir: Path, before: Optional[Callable[[], None]] = None) -> None:
+    """The manifest saved (after ``before``), a disk error said as the data stage's own."""
     try:
+        if before is not None:
+            before()
         writer.save()
     except OSError as e:
         raise _os_error(e, out_dir) from None
-    made = m.shards[start_index:]
-    return Summary(out_dir, sum(s.tokens for s in made), len(made), m.total_tokens, len(m.shards),
-                   time.perf_counter() - t0, resumed_from=start_index)
+
+
+def _record_failure(m: DataManifest, writer: ShardWriter, failure: BaseException) -> None:
+    """Every finished shard stays recorded, and why the run stopped (Ctrl-C is a stop, not a failure)."""
+    if not isinstance(failure, KeyboardInterrupt):
+        m.run.failed = short(f"{type(failure).__name__}: {getattr(failure, 'message', None) or failure}")
+    try:
+        writer.save()
+    except OSError:
+        pass
 
 
 class _Stream:
