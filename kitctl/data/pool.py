@@ -319,51 +319,16 @@ def _threaded(batches: Iterable[Any], enc: Encoder, threads: int) -> Generator[T
     doing meanwhile -- a run's gate checks its sample with tiktoken then); the caller's thread only writes.
     An error in the reader is raised here, in order. Closing the generator drops what is queued and waits for
     the running calls."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     _keep_freed_memory()                 # as in a worker process: the per-batch buffers reuse freed memory
     ex = ThreadPoolExecutor(threads, thread_name_prefix="kitctl-encode")
-    q: queue.Queue = queue.Queue(max(THREAD_IN_FLIGHT, threads * IN_FLIGHT_PER_WORKER))
-    stop = threading.Event()
-
-    def put(item: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for b in batches:
-                fut: Future = ex.submit(tokenize_batch, b, enc)
-                if not put(("batch", fut)):
-                    fut.cancel()
-                    return
-            put(("end", None))
-        except BaseException as e:       # handed to the consumer, raised there
-            put(("error", e))
-
-    t = threading.Thread(target=run, name="kitctl-read-ahead", daemon=True)
-    t.start()
+    # read_ahead's thread decodes each batch and submits it: the encode threads start on it at once
+    futures = read_ahead((ex.submit(tokenize_batch, b, enc) for b in batches),
+                         max(THREAD_IN_FLIGHT, threads * IN_FLIGHT_PER_WORKER))
     try:
-        while True:
-            kind, v = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise v
-            yield v.result()
+        for fut in futures:
+            yield fut.result()
     finally:
-        stop.set()
-        while True:                      # what is queued is dropped
-            try:
-                kind, v = q.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "batch":
-                v.cancel()
-        t.join(timeout=5)
-        ex.shutdown(wait=True, cancel_futures=True)
+        futures.close()                  # the reader stops
+        ex.shutdown(wait=True, cancel_futures=True)     # queued batches are dropped, running calls waited for
