@@ -36,13 +36,17 @@ def pytest_unconfigure(config):
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """Workers for `-n auto` (pyproject's addopts): PYTEST_XDIST_AUTO_NUM_WORKERS if set, else one a core. The
-    suite is CPU-bound on a 2-core box even though its tests also wait (Docker, Slurm, servers): measured cold on
-    this box, 2026-12-06, the whole suite took 256.7 s with 2 workers and 243.9-257.5 s with 3 (the box ~95% busy),
-    and the fast tier 23.9 s with 2, 30.9 s with 3 (each worker's start-up is ~5 s of CPU). `-n 0` runs in this
-    process (no workers; --pdb does that by itself)."""
+    """Workers for `-n auto` (pyproject's addopts): PYTEST_XDIST_AUTO_NUM_WORKERS if set; else one a core for the
+    fast tier (`-m "not slow"`: pure CPU; 2 workers 23.9 s, 3 workers 30.9 s on this 2-core box, 2026-12-06), and
+    one more for a run with the slow tests: their image builds, pip downloads and wheelhouse wait on the network
+    and on Docker while a worker holds them (the CPUs were 52-100% busy during the two cold builds). Measured cold
+    on a clean clone (`.ci/run`, Docker emptied first), 2026-12-08: 2 workers 275.3, 282.7 and 290.8 s; 3 workers
+    258.2 s. `-n 0` runs in this process (no workers; --pdb does that by itself)."""
     env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
-    return int(env) if env else (os.cpu_count() or 1)
+    if env:
+        return int(env)
+    cores = os.cpu_count() or 1
+    return cores if "not slow" in (config.option.markexpr or "") else cores + 1
 
 
 # Tests that share one expensive thing run on one xdist worker (`--dist loadgroup`), so it is made once per run:
