@@ -12,7 +12,7 @@ tokens per document (incl. its EOT). Two exist:
 
 Which one runs (:func:`choose`): ``--encoder NAME``, else the fast one when it is installed at the version the
 kit pinned (:data:`PINNED`, equal to docker/requirements.lock's pin: tested) -- and, in every run, only after it
-encoded a sample of that run's own documents exactly like tiktoken (:func:`gate`; a mismatch: the run goes on
+encoded a sample of that run's own documents exactly like tiktoken (:func:`start_gate`, :func:`finish_gate`; a mismatch: the run goes on
 with tiktoken, says so and records it in the manifest). CI compares the two token by token on the kit's corpora
 and an adversarial set (tests/data/test_encoders.py).
 """
@@ -179,9 +179,10 @@ def rank_file(cache_dir: Optional[Path] = None) -> Path:
     from kitctl.data.tokenizer import get_encoding
 
     folder = Path(cache_dir or os.environ.get("TIKTOKEN_CACHE_DIR") or tempfile.gettempdir())
+    ready = ready_rank_file(folder)
+    if ready is not None:
+        return ready
     path = folder / R50K_FILE
-    if path.is_file() and sha256_file(path) == R50K_SHA256:
-        return path
     enc = get_encoding()
     data = b"".join(base64.b64encode(enc.decode_single_token_bytes(i)) + b" %d\n" % i for i in range(EOT))
     import hashlib
@@ -282,7 +283,7 @@ class PendingGate:
 
 
 def start_gate(name: str, texts: list[Any], candidate: Optional[Encoder] = None) -> PendingGate:
-    """The candidate's side of :func:`gate`: the sample (up to GATE_DOCS documents of the run's first, each cut
+    """The candidate's side of the identity gate: the sample (up to GATE_DOCS documents of the run's first, each cut
     to GATE_DOC_CHARS, GATE_CHARS in all) encoded by ``name`` as the run hands it over."""
     sample: list[str] = []
     size = 0
@@ -305,7 +306,8 @@ def start_gate(name: str, texts: list[Any], candidate: Optional[Encoder] = None)
 
 
 def finish_gate(p: PendingGate, reference: Optional[Encoder] = None) -> GateResult:
-    """tiktoken's side of :func:`gate` and the comparison, token by token."""
+    """tiktoken's side of the identity gate and the comparison, token by token: any difference (or an error in
+    the candidate) sends the run to tiktoken. The reference itself needs no gate."""
     if p.name == REFERENCE:
         return GateResult(REFERENCE, 0, 0)
     if p.failed is not None or p.got is None:
@@ -322,9 +324,3 @@ def finish_gate(p: PendingGate, reference: Optional[Encoder] = None) -> GateResu
                       f"{p.name} {p.version} differs from tiktoken on document {bad} of the run's "
                       f"first {len(p.sample)}")
 
-
-def gate(name: str, texts: list[Any], reference: Optional[Encoder] = None,
-         candidate: Optional[Encoder] = None) -> GateResult:
-    """Encode a sample of a run's own documents with ``name`` and with tiktoken; any difference (or an error in
-    the candidate) sends the run to tiktoken. The reference itself needs no gate."""
-    return finish_gate(start_gate(name, texts, candidate), reference)
